@@ -1,0 +1,368 @@
+//===- LoomOps.td - the loom dialect: model graph and dispatch form -------===//
+//
+// Two levels live in this dialect:
+//  * the graph level: value-semantics tensor ops of a transformer
+//    (`loom.embed`, `loom.rms_norm`, `loom.linear`, `loom.rope`,
+//    `loom.attention`, `loom.silu_mul`, `loom.add`, `loom.logits`) and the
+//    fused forms the passes produce (`loom.fused_qkv_attention`);
+//  * the dispatch level: `loom.program` holding `loom.buffer`, `loom.kv_slot`
+//    and `loom.dispatch` ops, which the artifact stores one to one.
+// Weights are `loom.weight` symbols: ops name them, the IR never holds their
+// bytes.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef LOOM_OPS_TD
+#define LOOM_OPS_TD
+
+include "mlir/IR/OpBase.td"
+include "mlir/IR/AttrTypeBase.td"
+include "mlir/IR/SymbolInterfaces.td"
+include "mlir/IR/BuiltinAttributeInterfaces.td"
+include "mlir/Interfaces/SideEffectInterfaces.td"
+include "mlir/Interfaces/InferTypeOpInterface.td"
+
+def Loom_Dialect : Dialect {
+  let name = "loom";
+  let cppNamespace = "::loom";
+  let summary = "Transformer inference graphs and their scheduled dispatch form";
+  let description = [{
+    The `loom` dialect describes a decoder-only transformer as a graph of
+    tensor ops over a symbolic number of rows (the tokens fed in one step,
+    `tensor<?xDxf32>`), with weights referenced by symbol (`@layers.0.wq`)
+    and per-layer KV caches as values of type `!loom.kv_cache`. Passes fuse
+    it (`loom-fuse-projection-attention`), plan its activation memory
+    (`loom-plan-memory`) and lower it to `loom.program`, the scheduled
+    dispatch list that `loomc` serialises into an artifact.
+  }];
+  let useDefaultTypePrinterParser = 1;
+  let dependentDialects = ["::mlir::func::FuncDialect"];
+}
+
+//===----------------------------------------------------------------------===//
+// Types
+//===----------------------------------------------------------------------===//
+
+def Loom_KvCacheType : TypeDef<Loom_Dialect, "KvCache"> {
+  let mnemonic = "kv_cache";
+  let summary = "One layer's key/value cache";
+  let description = [{
+    Keys and values of one attention layer for positions `0 .. max_seq-1`:
+    two row-major arrays `[max_seq, kv_heads * head_dim]` of `element_type`.
+
+    ```mlir
+    !loom.kv_cache<max_seq = 512, kv_heads = 4, head_dim = 8, element_type = f32>
+    ```
+  }];
+  let parameters = (ins "int64_t":$max_seq, "int64_t":$kv_heads,
+                        "int64_t":$head_dim, "::mlir::Type":$element_type);
+  let assemblyFormat = "`<` struct(params) `>`";
+  let genVerifyDecl = 1;
+  let extraClassDeclaration = [{
+    int64_t getKvDim() const { return getKvHeads() * getHeadDim(); }
+  }];
+}
+
+def Loom_RowTensor : TensorRankOf<[F32], [2]>;
+def Loom_IdTensor : TensorRankOf<[I32], [1]>;
+
+//===----------------------------------------------------------------------===//
+// Base
+//===----------------------------------------------------------------------===//
+
+class Loom_Op<string mnemonic, list<Trait> traits = []>
+    : Op<Loom_Dialect, mnemonic, traits>;
+
+// Ops that name weights verify the names and shapes in verifySymbolUses.
+class Loom_WeightUserOp<string mnemonic, list<Trait> traits = []>
+    : Loom_Op<mnemonic, !listconcat(traits,
+        [DeclareOpInterfaceMethods<SymbolUserOpInterface>])>;
+
+//===----------------------------------------------------------------------===//
+// Weights and caches
+//===----------------------------------------------------------------------===//
+
+def Loom_WeightOp : Loom_Op<"weight", [Symbol, HasParent<"::mlir::ModuleOp">,
+    DeclareOpInterfaceMethods<SymbolUserOpInterface>]> {
+  let summary = "A named model parameter (its bytes live outside the IR)";
+  let description = [{
+    Declares a parameter by name and type. The frontend hands the serializer
+    a source for each name; `packed` weights are made by concatenating other
+    weights along dimension 0 (the fused QKV projection).
+
+    ```mlir
+    loom.weight @layers.0.wq : tensor<64x64xf32>
+    loom.weight @layers.0.wqkv : tensor<128x64xf32> packed [@layers.0.wq, @layers.0.wk, @layers.0.wv]
+    ```
+  }];
+  let arguments = (ins SymbolNameAttr:$sym_name,
+                       TypeAttrOf<AnyStaticShapeTensor>:$type,
+                       OptionalAttr<FlatSymbolRefArrayAttr>:$packed);
+  let assemblyFormat = "$sym_name `:` $type (`packed` $packed^)? attr-dict";
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    ::mlir::RankedTensorType getTensorType() {
+      return ::llvm::cast<::mlir::RankedTensorType>(getType());
+    }
+  }];
+}
+
+def Loom_KvCacheOp : Loom_Op<"kv_cache", [
+    MemoryEffects<[MemAlloc<DefaultResource, 0, FullEffect>]>]> {
+  let summary = "The KV cache of one attention layer";
+  let description = [{
+    Names the cache that `loom.attention` of layer `layer` reads and appends
+    to. Its contents persist across steps of a session.
+
+    ```mlir
+    %c = loom.kv_cache layer 0 : !loom.kv_cache<max_seq = 512, kv_heads = 4, head_dim = 8, element_type = f32>
+    ```
+  }];
+  let arguments = (ins I64Attr:$layer);
+  let results = (outs Loom_KvCacheType:$cache);
+  let assemblyFormat = "`layer` $layer attr-dict `:` qualified(type($cache))";
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Graph-level model ops
+//===----------------------------------------------------------------------===//
+
+def Loom_EmbedOp : Loom_WeightUserOp<"embed", [Pure]> {
+  let summary = "Token embedding lookup";
+  let description = [{
+    `result[t, :] = table[tokens[t], :]`; `table` is a `[vocab, dim]` weight.
+
+    ```mlir
+    %x = loom.embed %tokens, @tok_embeddings : tensor<?xi32> -> tensor<?x64xf32>
+    ```
+  }];
+  let arguments = (ins Loom_IdTensor:$tokens, FlatSymbolRefAttr:$table);
+  let results = (outs Loom_RowTensor:$result);
+  let assemblyFormat = "$tokens `,` $table attr-dict `:` type($tokens) `->` type($result)";
+  let hasVerifier = 1;
+}
+
+def Loom_RmsNormOp : Loom_WeightUserOp<"rms_norm", [Pure, SameOperandsAndResultType]> {
+  let hasVerifier = 1;
+  let summary = "Root-mean-square normalisation with a learned scale";
+  let description = [{
+    `result[t] = weight * x[t] / sqrt(mean(x[t]^2) + eps)`.
+
+    ```mlir
+    %y = loom.rms_norm %x, @layers.0.attention_norm eps 1.0e-05 : tensor<?x64xf32>
+    ```
+  }];
+  let arguments = (ins Loom_RowTensor:$input, FlatSymbolRefAttr:$weight, F32Attr:$eps);
+  let results = (outs Loom_RowTensor:$result);
+  let assemblyFormat = "$input `,` $weight `eps` $eps attr-dict `:` type($result)";
+}
+
+def Loom_LinearOp : Loom_WeightUserOp<"linear", [Pure]> {
+  let summary = "Projection x · Wᵀ by a named weight";
+  let description = [{
+    `result[t, n] = sum_k input[t, k] * weight[n, k]` with `weight` of shape
+    `[N, K]` (llama2.c's row-major `out x in` layout).
+
+    ```mlir
+    %q = loom.linear %x, @layers.0.wq : tensor<?x64xf32> -> tensor<?x64xf32>
+    ```
+  }];
+  let arguments = (ins Loom_RowTensor:$input, FlatSymbolRefAttr:$weight);
+  let results = (outs Loom_RowTensor:$result);
+  let assemblyFormat = "$input `,` $weight attr-dict `:` type($input) `->` type($result)";
+  let hasVerifier = 1;
+}
+
+def Loom_RopeOp : Loom_Op<"rope", [Pure, AllTypesMatch<["input", "result"]>]> {
+  let summary = "Rotary position embedding on interleaved pairs";
+  let description = [{
+    Rotates each pair `(2i, 2i+1)` inside every head of `head_dim` columns by
+    `positions[t] * theta^(-2i / head_dim)` radians (llama2.c's layout).
+
+    ```mlir
+    %r = loom.rope %q, %pos head_dim 8 theta 1.0e+04 : tensor<?x64xf32>, tensor<?xi32>
+    ```
+  }];
+  let arguments = (ins Loom_RowTensor:$input, Loom_IdTensor:$positions,
+                       I64Attr:$head_dim, F32Attr:$theta);
+  let results = (outs Loom_RowTensor:$result);
+  let assemblyFormat = [{
+    $input `,` $positions `head_dim` $head_dim `theta` $theta attr-dict `:`
+    type($input) `,` type($positions)
+  }];
+  let hasVerifier = 1;
+}
+
+def Loom_AttentionOp : Loom_Op<"attention", [AllTypesMatch<["q", "result"]>,
+    AllTypesMatch<["k", "v"]>,
+    MemoryEffects<[MemRead<DefaultResource>, MemWrite<DefaultResource>]>]> {
+  let summary = "Causal grouped-query attention that appends to a KV cache";
+  let description = [{
+    Appends rows `k[t]`, `v[t]` at `positions[t]` of `cache`, then computes,
+    for each row and query head `h`, softmax(q·Kᵀ/sqrt(head_dim))·V over the
+    positions `0 .. positions[t]` of kv head `h / (n_heads / n_kv_heads)`.
+
+    ```mlir
+    %o = loom.attention %q, %k, %v, %pos, %cache heads 8 kv_heads 4 head_dim 8
+         : tensor<?x64xf32>, tensor<?x32xf32>, tensor<?xi32>,
+           !loom.kv_cache<max_seq = 512, kv_heads = 4, head_dim = 8, element_type = f32>
+    ```
+  }];
+  let arguments = (ins Loom_RowTensor:$q, Loom_RowTensor:$k, Loom_RowTensor:$v,
+                       Loom_IdTensor:$positions, Loom_KvCacheType:$cache,
+                       I64Attr:$n_heads, I64Attr:$n_kv_heads, I64Attr:$head_dim);
+  let results = (outs Loom_RowTensor:$result);
+  let assemblyFormat = [{
+    $q `,` $k `,` $v `,` $positions `,` $cache `heads` $n_heads `kv_heads`
+    $n_kv_heads `head_dim` $head_dim attr-dict `:` type($q) `,` type($k) `,`
+    type($positions) `,` qualified(type($cache))
+  }];
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    ::mlir::Type getVType() { return getV().getType(); }
+  }];
+}
+
+def Loom_FusedQkvAttentionOp : Loom_WeightUserOp<"fused_qkv_attention", [
+    AllTypesMatch<["input", "result"]>, MemoryEffects<[MemRead<DefaultResource>, MemWrite<DefaultResource>]>]> {
+  let summary = "QKV projection, rope, attention and output projection in one op";
+  let description = [{
+    Produced by `loom-fuse-projection-attention`. `qkv_weight` is the packed
+    `[Wq; Wk; Wv]` weight of shape `[(n_heads + 2 n_kv_heads) head_dim, D]`,
+    `out_weight` the `[D, n_heads head_dim]` output projection. Equivalent to
+    `linear(attention(rope(x Wqᵀ), rope(x Wkᵀ), x Wvᵀ), Wo)`.
+
+    ```mlir
+    %y = loom.fused_qkv_attention %x, %pos, %cache, @layers.0.wqkv, @layers.0.wo
+         heads 8 kv_heads 4 head_dim 8 theta 1.0e+04
+         : tensor<?x64xf32>, tensor<?xi32>,
+           !loom.kv_cache<max_seq = 512, kv_heads = 4, head_dim = 8, element_type = f32>
+    ```
+  }];
+  let arguments = (ins Loom_RowTensor:$input, Loom_IdTensor:$positions,
+                       Loom_KvCacheType:$cache, FlatSymbolRefAttr:$qkv_weight,
+                       FlatSymbolRefAttr:$out_weight, I64Attr:$n_heads,
+                       I64Attr:$n_kv_heads, I64Attr:$head_dim, F32Attr:$theta);
+  let results = (outs Loom_RowTensor:$result);
+  let assemblyFormat = [{
+    $input `,` $positions `,` $cache `,` $qkv_weight `,` $out_weight
+    `heads` $n_heads `kv_heads` $n_kv_heads `head_dim` $head_dim `theta` $theta
+    attr-dict `:` type($input) `,` type($positions) `,` qualified(type($cache))
+  }];
+  let hasVerifier = 1;
+}
+
+def Loom_SiluMulOp : Loom_Op<"silu_mul", [Pure, SameOperandsAndResultType]> {
+  let summary = "silu(gate) * up, the SwiGLU activation";
+  let description = [{
+    ```mlir
+    %h = loom.silu_mul %gate, %up : tensor<?x172xf32>
+    ```
+  }];
+  let arguments = (ins Loom_RowTensor:$gate, Loom_RowTensor:$up);
+  let results = (outs Loom_RowTensor:$result);
+  let assemblyFormat = "$gate `,` $up attr-dict `:` type($result)";
+}
+
+def Loom_AddOp : Loom_Op<"add", [Pure, SameOperandsAndResultType, Commutative]> {
+  let summary = "Elementwise sum (residual connections)";
+  let description = [{
+    ```mlir
+    %r = loom.add %x, %y : tensor<?x64xf32>
+    ```
+  }];
+  let arguments = (ins Loom_RowTensor:$lhs, Loom_RowTensor:$rhs);
+  let results = (outs Loom_RowTensor:$result);
+  let assemblyFormat = "$lhs `,` $rhs attr-dict `:` type($result)";
+}
+
+def Loom_LogitsOp : Loom_WeightUserOp<"logits", [Pure]> {
+  let summary = "Classifier: next-token logits over the vocabulary";
+  let description = [{
+    `result[t, v] = sum_k input[t, k] * weight[v, k]`, `weight` `[vocab, D]`
+    (the embedding table when the classifier is shared). The runtime computes
+    only the rows it needs (the last one while generating).
+
+    ```mlir
+    %l = loom.logits %h, @output : tensor<?x64xf32> -> tensor<?x512xf32>
+    ```
+  }];
+  let arguments = (ins Loom_RowTensor:$input, FlatSymbolRefAttr:$weight);
+  let results = (outs Loom_RowTensor:$result);
+  let assemblyFormat = "$input `,` $weight attr-dict `:` type($input) `->` type($result)";
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Dispatch form
+//===----------------------------------------------------------------------===//
+
+def Loom_ProgramOp : Loom_Op<"program", [Symbol, NoTerminator, SingleBlock,
+    IsolatedFromAbove, HasParent<"::mlir::ModuleOp">]> {
+  let summary = "A scheduled list of kernel dispatches over one arena";
+  let description = [{
+    The form the artifact stores: buffers (arena slices of `max_tokens` rows),
+    KV cache slots and dispatches, run in order by the runtime.
+
+    ```mlir
+    loom.program @forward arena 4096 max_tokens 8 logits 3 {
+      loom.buffer 0 offset 0 row_elems 64
+      loom.kv_slot 0 layer 0 max_seq 512 kv_heads 4 head_dim 8
+      loom.dispatch "embed" ins [] outs [0] weights [@tok_embeddings]
+    }
+    ```
+  }];
+  let arguments = (ins SymbolNameAttr:$sym_name, I64Attr:$arena_bytes,
+                       I64Attr:$max_tokens, I64Attr:$logits_buffer);
+  let regions = (region SizedRegion<1>:$body);
+  let assemblyFormat = [{
+    $sym_name `arena` $arena_bytes `max_tokens` $max_tokens `logits`
+    $logits_buffer attr-dict-with-keyword $body
+  }];
+  let hasRegionVerifier = 1;
+}
+
+def Loom_BufferOp : Loom_Op<"buffer", [HasParent<"ProgramOp">]> {
+  let summary = "An activation buffer: max_tokens rows at an arena offset";
+  let arguments = (ins I64Attr:$id, I64Attr:$offset, I64Attr:$row_elems);
+  let assemblyFormat = "$id `offset` $offset `row_elems` $row_elems attr-dict";
+}
+
+def Loom_KvSlotOp : Loom_Op<"kv_slot", [HasParent<"ProgramOp">]> {
+  let summary = "A KV cache the runtime allocates per session";
+  let arguments = (ins I64Attr:$id, I64Attr:$layer, I64Attr:$max_seq,
+                       I64Attr:$kv_heads, I64Attr:$head_dim);
+  let assemblyFormat = [{
+    $id `layer` $layer `max_seq` $max_seq `kv_heads` $kv_heads `head_dim`
+    $head_dim attr-dict
+  }];
+}
+
+def Loom_DispatchOp : Loom_WeightUserOp<"dispatch", [HasParent<"ProgramOp">]> {
+  let summary = "One kernel launch over arena buffers";
+  let description = [{
+    `kernel` is one of `embed`, `rms_norm`, `matmul`, `rope`, `attention`,
+    `silu_mul`, `add`, `logits`, `fused_qkv_attention`. Operand lists are
+    buffer ids, KV slot ids and weight names; the parameters follow the
+    kernel table in `docs/artifact-format.md`.
+
+    ```mlir
+    loom.dispatch "matmul" ins [1] outs [2] weights [@layers.0.wq] iparams [0]
+    ```
+  }];
+  let arguments = (ins StrAttr:$kernel, DenseI64ArrayAttr:$inputs,
+                       DenseI64ArrayAttr:$outputs,
+                       OptionalAttr<DenseI64ArrayAttr>:$scratch,
+                       OptionalAttr<FlatSymbolRefArrayAttr>:$weights,
+                       OptionalAttr<DenseI64ArrayAttr>:$iparams,
+                       OptionalAttr<DenseF32ArrayAttr>:$fparams);
+  let assemblyFormat = [{
+    $kernel `ins` $inputs `outs` $outputs (`scratch` $scratch^)?
+    (`weights` $weights^)? (`iparams` $iparams^)? (`fparams` $fparams^)?
+    attr-dict
+  }];
+  let hasVerifier = 1;
+}
+
+#endif // LOOM_OPS_TD

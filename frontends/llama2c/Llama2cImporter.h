@@ -1,0 +1,55 @@
+//===- Llama2cImporter.h - llama2.c checkpoints to loom IR ------------------===//
+//
+// Reads a llama2.c ("version 0") checkpoint: a 7 x int32 header (dim,
+// hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len; a negative
+// vocab_size means an unshared classifier at the end of the file) and
+// layer-major f32 tensors. The file's size must equal what the header
+// implies. Builds the loom graph module and the table that tells the
+// serializer where each named weight's bytes are.
+//
+//===----------------------------------------------------------------------===//
+#ifndef LOOM_FRONTENDS_LLAMA2C_LLAMA2CIMPORTER_H
+#define LOOM_FRONTENDS_LLAMA2C_LLAMA2CIMPORTER_H
+
+#include "passes/Serialize/ArtifactWriter.h"
+
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/OwningOpRef.h"
+
+#include <string>
+
+namespace loom::llama2c {
+
+struct Config {
+  int64_t dim = 0, hiddenDim = 0, nLayers = 0, nHeads = 0, nKvHeads = 0,
+          vocabSize = 0, maxSeq = 0;
+  bool sharedClassifier = true;
+  int64_t headDim() const { return dim / nHeads; }
+  int64_t kvDim() const { return nKvHeads * headDim(); }
+};
+
+struct Checkpoint {
+  std::string path;
+  Config config;
+  WeightTable weights; // name -> bytes in `path`
+};
+
+/// Reads and validates the header against the file size. On failure returns
+/// a one-line message naming the problem in `error`.
+std::optional<Checkpoint> readCheckpoint(const std::string &path,
+                                         std::string &error);
+
+/// Builds the graph module: loom.weight symbols, a loom.model config
+/// dictionary, and func.func @forward(tokens, positions) -> logits.
+mlir::OwningOpRef<mlir::ModuleOp> importCheckpoint(mlir::MLIRContext &ctx,
+                                                   const Checkpoint &ckpt,
+                                                   int64_t maxTokens);
+
+/// Parses a llama2.c tokenizer.bin for `vocabSize` tokens.
+std::optional<TokenizerData> readTokenizer(const std::string &path,
+                                           int64_t vocabSize,
+                                           std::string &error);
+
+} // namespace loom::llama2c
+
+#endif // LOOM_FRONTENDS_LLAMA2C_LLAMA2CIMPORTER_H

@@ -1,0 +1,183 @@
+//===- LowerToDispatch.cpp - graph to loom.program --------------------------===//
+#include "dialects/Loom/IR/LoomOps.h"
+#include "passes/Passes.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/Builders.h"
+#include "llvm/ADT/DenseMap.h"
+#include "llvm/ADT/TypeSwitch.h"
+
+namespace loom {
+#define GEN_PASS_DEF_LOWERTODISPATCHPASS
+#include "passes/Passes.h.inc"
+} // namespace loom
+
+using namespace mlir;
+using namespace loom;
+
+namespace {
+struct Lowering {
+  OpBuilder &b;
+  DenseMap<std::pair<int64_t, int64_t>, int64_t> bufferIds; // (offset, row)
+  DenseMap<Value, int64_t> slotIds;
+  Block *programBody;
+
+  int64_t buffer(Location loc, int64_t offset, int64_t rowElems) {
+    auto [it, inserted] =
+        bufferIds.try_emplace({offset, rowElems}, bufferIds.size());
+    if (inserted) {
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(programBody);
+      BufferOp::create(b, loc, it->second, offset, rowElems);
+    }
+    return it->second;
+  }
+
+  FailureOr<int64_t> bufferOf(Value v) {
+    Operation *def = v.getDefiningOp();
+    auto offset = def ? def->getAttrOfType<IntegerAttr>("loom.offset")
+                      : IntegerAttr();
+    if (!offset) {
+      (def ? def->emitError() : emitError(v.getLoc()))
+          << "value has no arena offset: run loom-plan-memory first";
+      return failure();
+    }
+    return buffer(v.getLoc(), offset.getInt(),
+                  cast<RankedTensorType>(v.getType()).getDimSize(1));
+  }
+
+  LogicalResult dispatch(Operation *op, StringRef kernel, ValueRange ins,
+                         ArrayRef<FlatSymbolRefAttr> weights,
+                         ArrayRef<int64_t> iparams = {},
+                         ArrayRef<float> fparams = {},
+                         ArrayRef<int64_t> scratch = {}) {
+    SmallVector<int64_t> inIds, outIds;
+    for (Value v : ins) {
+      FailureOr<int64_t> id = bufferOf(v);
+      if (failed(id))
+        return failure();
+      inIds.push_back(*id);
+    }
+    FailureOr<int64_t> out = bufferOf(op->getResult(0));
+    if (failed(out))
+      return failure();
+    outIds.push_back(*out);
+    SmallVector<Attribute> weightAttrs(weights.begin(), weights.end());
+    DispatchOp::create(
+        b, op->getLoc(), b.getStringAttr(kernel),
+        b.getDenseI64ArrayAttr(inIds), b.getDenseI64ArrayAttr(outIds),
+        scratch.empty() ? DenseI64ArrayAttr() : b.getDenseI64ArrayAttr(scratch),
+        weights.empty() ? ArrayAttr() : b.getArrayAttr(weightAttrs),
+        iparams.empty() ? DenseI64ArrayAttr() : b.getDenseI64ArrayAttr(iparams),
+        fparams.empty() ? DenseF32ArrayAttr() : b.getDenseF32ArrayAttr(fparams));
+    return success();
+  }
+
+  LogicalResult lower(Operation *op) {
+    return TypeSwitch<Operation *, LogicalResult>(op)
+        .Case([&](KvCacheOp cache) {
+          int64_t id = slotIds.size();
+          slotIds[cache.getResult()] = id;
+          KvCacheType t = cache.getType();
+          KvSlotOp::create(b, cache.getLoc(), id, cache.getLayer(),
+                           t.getMaxSeq(), t.getKvHeads(), t.getHeadDim());
+          return success();
+        })
+        .Case([&](EmbedOp e) {
+          return dispatch(e, "embed", {}, {e.getTableAttr()});
+        })
+        .Case([&](RmsNormOp n) {
+          return dispatch(n, "rms_norm", n.getInput(), {n.getWeightAttr()}, {},
+                          {n.getEps().convertToFloat()});
+        })
+        .Case([&](LinearOp l) {
+          return dispatch(l, "matmul", l.getInput(), {l.getWeightAttr()}, {0});
+        })
+        .Case([&](RopeOp r) {
+          int64_t cols = cast<RankedTensorType>(r.getType()).getDimSize(1);
+          return dispatch(r, "rope", r.getInput(), {}, {cols, r.getHeadDim()},
+                          {r.getTheta().convertToFloat()});
+        })
+        .Case([&](AttentionOp a) {
+          return dispatch(a, "attention", {a.getQ(), a.getK(), a.getV()}, {},
+                          {slotIds.lookup(a.getCache()), a.getNHeads(),
+                           a.getNKvHeads(), a.getHeadDim()});
+        })
+        .Case([&](FusedQkvAttentionOp f) -> LogicalResult {
+          auto offsets =
+              f->getAttrOfType<DenseI64ArrayAttr>("loom.scratch_offsets");
+          if (!offsets || offsets.size() != 2)
+            return f.emitError(
+                "fused attention has no scratch offsets: run loom-plan-memory "
+                "first");
+          int64_t hd = f.getHeadDim(), nh = f.getNHeads(),
+                  nkv = f.getNKvHeads();
+          SmallVector<int64_t> scratch = {
+              buffer(f.getLoc(), offsets[0], (nh + 2 * nkv) * hd),
+              buffer(f.getLoc(), offsets[1], nh * hd)};
+          return dispatch(f, "fused_qkv_attention", f.getInput(),
+                          {f.getQkvWeightAttr(), f.getOutWeightAttr()},
+                          {slotIds.lookup(f.getCache()), nh, nkv, hd, 0},
+                          {f.getTheta().convertToFloat()}, scratch);
+        })
+        .Case([&](SiluMulOp s) {
+          return dispatch(s, "silu_mul", {s.getGate(), s.getUp()}, {});
+        })
+        .Case([&](AddOp a) {
+          return dispatch(a, "add", {a.getLhs(), a.getRhs()}, {});
+        })
+        .Case([&](LogitsOp l) {
+          return dispatch(l, "logits", l.getInput(), {l.getWeightAttr()});
+        })
+        .Default([&](Operation *other) {
+          return other->emitError()
+                 << "loom-lower-to-dispatch cannot lower '" << other->getName()
+                 << "'";
+        });
+  }
+};
+
+struct LowerToDispatch
+    : loom::impl::LowerToDispatchPassBase<LowerToDispatch> {
+  using LowerToDispatchPassBase::LowerToDispatchPassBase;
+
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    auto fn = module.lookupSymbol<func::FuncOp>("forward");
+    if (!fn || fn.isExternal()) {
+      module.emitError("loom-lower-to-dispatch needs a func.func @forward with a body");
+      return signalPassFailure();
+    }
+    auto arena = fn->getAttrOfType<IntegerAttr>("loom.arena_bytes");
+    auto rows = fn->getAttrOfType<IntegerAttr>("loom.max_tokens");
+    if (!arena || !rows) {
+      fn.emitError("@forward has no memory plan: run loom-plan-memory first");
+      return signalPassFailure();
+    }
+    OpBuilder b(fn);
+    auto program = ProgramOp::create(b, fn.getLoc(), fn.getSymNameAttr(),
+                                     arena, rows, b.getI64IntegerAttr(0));
+    Block *body = new Block();
+    program.getBody().push_back(body);
+    b.setInsertionPointToEnd(body);
+    Lowering lowering{b, {}, {}, body};
+    for (Operation &op : fn.getBody().front()) {
+      if (auto ret = dyn_cast<func::ReturnOp>(op)) {
+        FailureOr<int64_t> logits = lowering.bufferOf(ret.getOperand(0));
+        if (failed(logits))
+          return signalPassFailure();
+        program.setLogitsBuffer(*logits);
+        continue;
+      }
+      if (failed(lowering.lower(&op)))
+        return signalPassFailure();
+    }
+    // Declarations first, in id order, so the program reads top-down.
+    SmallVector<BufferOp> buffers(body->getOps<BufferOp>());
+    llvm::sort(buffers, [](BufferOp a, BufferOp b) { return a.getId() > b.getId(); });
+    for (BufferOp buffer : buffers)
+      buffer->moveBefore(&body->front());
+    fn.erase();
+  }
+};
+} // namespace

@@ -1,0 +1,79 @@
+//===- Passes.td - loom passes ----------------------------------------------===//
+//
+// Naming rule: pass argument loom-<verb>-<object> == def <Verb><Object>Pass
+// == passes/<Verb><Object>.cpp == test/passes/<verb>-<object>.mlir.
+//
+//===----------------------------------------------------------------------===//
+#ifndef LOOM_PASSES_TD
+#define LOOM_PASSES_TD
+
+include "mlir/Pass/PassBase.td"
+
+def VerifyGraphPass : Pass<"loom-verify-graph", "::mlir::ModuleOp"> {
+  let summary = "Check the frontend contract: one forward function over known weights";
+  let description = [{
+    Checks what the later passes rely on and op verifiers cannot see alone:
+    the module has a `loom.model` config dictionary with positive integer
+    `dim`, `n_layers`, `n_heads`, `n_kv_heads`, `vocab_size`, `max_seq`;
+    a `func.func @forward(tensor<?xi32>, tensor<?xi32>) -> tensor<?xVxf32>`
+    whose result comes from `loom.logits`; every KV cache layer is used by
+    exactly one attention op and its `max_seq` equals the model's; every
+    `loom.weight` is used (unused weights would be packed for nothing).
+  }];
+}
+
+def FuseProjectionAttentionPass
+    : Pass<"loom-fuse-projection-attention", "::mlir::ModuleOp"> {
+  let summary = "Fuse Q/K/V projections, rope, attention and the output projection";
+  let description = [{
+    Matches
+
+    ```mlir
+    %q = loom.linear %x, @wq ...   %qr = loom.rope %q, %pos ...
+    %k = loom.linear %x, @wk ...   %kr = loom.rope %k, %pos ...
+    %v = loom.linear %x, @wv ...
+    %a = loom.attention %qr, %kr, %v, %pos, %cache ...
+    %o = loom.linear %a, @wo ...
+    ```
+
+    where every intermediate has a single use, and replaces it with one
+    `loom.fused_qkv_attention %x, %pos, %cache, @wqkv, @wo`, declaring the
+    packed weight `loom.weight @wqkv packed [@wq, @wk, @wv]` (named after the
+    common prefix of the three names). The source weights stay declared for
+    the packed one to refer to; the serializer writes only the packed bytes.
+    The fused kernel reads `x` once for all three projections and keeps the
+    Q/K/V rows in a scratch slice instead of three arena buffers.
+  }];
+}
+
+def PlanMemoryPass : Pass<"loom-plan-memory", "::mlir::ModuleOp"> {
+  let summary = "Assign arena offsets to activations by liveness";
+  let description = [{
+    Every tensor result in `@forward` needs `max_tokens` rows of f32. Walks
+    the ops in order, frees a value's slice after its last use and places
+    each new value in the lowest free gap that fits (64-byte aligned).
+    `loom.rope` reuses its input's slice when the input dies there (the
+    kernel rotates in place); fused attention also gets two scratch slices
+    that live only during the op. Sets `loom.offset` on each result op,
+    `loom.scratch_offsets` on fused ops, `loom.arena_bytes` and
+    `loom.max_tokens` on the function, and reports the peak next to the
+    sum of all sizes as a remark.
+  }];
+  let options = [
+    Option<"maxTokens", "max-tokens", "int64_t", "0",
+           "Rows per step to plan for (0: the module's loom.model max_tokens, else 64)">
+  ];
+}
+
+def LowerToDispatchPass : Pass<"loom-lower-to-dispatch", "::mlir::ModuleOp"> {
+  let summary = "Lower the planned graph to the loom.program dispatch list";
+  let description = [{
+    Replaces `func.func @forward` (after `loom-plan-memory`) with
+    `loom.program @forward`: one `loom.buffer` per distinct arena slice, one
+    `loom.kv_slot` per KV cache and one `loom.dispatch` per op, in program
+    order, carrying the op's location. This is exactly what the artifact
+    stores.
+  }];
+}
+
+#endif // LOOM_PASSES_TD

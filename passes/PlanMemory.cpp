@@ -1,0 +1,138 @@
+//===- PlanMemory.cpp - liveness-based arena offsets ------------------------===//
+#include "dialects/Loom/IR/LoomOps.h"
+#include "passes/Passes.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/Builders.h"
+#include "llvm/ADT/DenseMap.h"
+
+namespace loom {
+#define GEN_PASS_DEF_PLANMEMORYPASS
+#include "passes/Passes.h.inc"
+} // namespace loom
+
+using namespace mlir;
+using namespace loom;
+
+namespace {
+constexpr int64_t kAlign = 64;
+
+/// First-fit allocator over one address range; tracks the high-water mark.
+class Arena {
+public:
+  int64_t allocate(int64_t size) {
+    size = (size + kAlign - 1) / kAlign * kAlign;
+    int64_t offset = 0;
+    for (auto [start, len] : live_) { // ordered by start
+      if (offset + size <= start)
+        break;
+      offset = std::max(offset, start + len);
+    }
+    live_[offset] = size;
+    peak_ = std::max(peak_, offset + size);
+    return offset;
+  }
+  void release(int64_t offset) { live_.erase(offset); }
+  int64_t peak() const { return peak_; }
+
+private:
+  std::map<int64_t, int64_t> live_;
+  int64_t peak_ = 0;
+};
+
+bool isRowTensor(Value v) {
+  auto t = dyn_cast<RankedTensorType>(v.getType());
+  return t && t.getRank() == 2 && t.getElementType().isF32();
+}
+
+int64_t rowBytes(Value v) {
+  return cast<RankedTensorType>(v.getType()).getDimSize(1) * 4;
+}
+
+struct PlanMemory : loom::impl::PlanMemoryPassBase<PlanMemory> {
+  using PlanMemoryPassBase::PlanMemoryPassBase;
+
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    int64_t rows = maxTokens;
+    if (rows == 0) {
+      rows = 64;
+      if (auto model = module->getAttrOfType<DictionaryAttr>("loom.model"))
+        if (auto mt = model.getAs<IntegerAttr>("max_tokens"))
+          rows = mt.getInt();
+    }
+    if (rows <= 0) {
+      module.emitError() << "max-tokens must be positive, got " << rows;
+      return signalPassFailure();
+    }
+    auto forward = module.lookupSymbol<func::FuncOp>("forward");
+    if (!forward || forward.isExternal()) {
+      module.emitError("loom-plan-memory needs a func.func @forward with a body");
+      return signalPassFailure();
+    }
+    plan(forward, rows);
+  }
+
+  void plan(func::FuncOp fn, int64_t rows) {
+    Block &body = fn.getBody().front();
+    // Index of each op and of the last op that uses each value.
+    llvm::DenseMap<Operation *, int64_t> index;
+    for (auto [i, op] : llvm::enumerate(body))
+      index[&op] = i;
+    llvm::DenseMap<Value, int64_t> lastUse;
+    for (Operation &op : body)
+      for (Value operand : op.getOperands())
+        if (isRowTensor(operand))
+          lastUse[operand] = std::max(lastUse.lookup(operand), index[&op]);
+
+    Arena arena;
+    llvm::DenseMap<Value, int64_t> offsetOf;
+    int64_t naive = 0, values = 0;
+    Builder b(fn.getContext());
+    for (Operation &op : body) {
+      int64_t i = index[&op];
+      SmallVector<Value> dying;
+      for (Value operand : op.getOperands())
+        if (offsetOf.count(operand) && lastUse[operand] == i &&
+            !llvm::is_contained(dying, operand))
+          dying.push_back(operand);
+
+      if (op.getNumResults() == 1 && isRowTensor(op.getResult(0))) {
+        Value result = op.getResult(0);
+        int64_t bytes = rows * rowBytes(result);
+        naive += bytes;
+        ++values;
+        auto rope = dyn_cast<RopeOp>(op);
+        if (rope && llvm::is_contained(dying, rope.getInput())) {
+          // The rope kernel rotates in place: hand the input's slice over.
+          offsetOf[result] = offsetOf[rope.getInput()];
+          llvm::erase(dying, rope.getInput());
+        } else {
+          offsetOf[result] = arena.allocate(bytes);
+        }
+        op.setAttr("loom.offset", b.getI64IntegerAttr(offsetOf[result]));
+        if (result.use_empty())
+          dying.push_back(result);
+      }
+      if (auto fused = dyn_cast<FusedQkvAttentionOp>(op)) {
+        int64_t hd = fused.getHeadDim();
+        int64_t qkv = rows * (fused.getNHeads() + 2 * fused.getNKvHeads()) *
+                      hd * 4;
+        int64_t attn = rows * fused.getNHeads() * hd * 4;
+        int64_t s0 = arena.allocate(qkv), s1 = arena.allocate(attn);
+        naive += qkv + attn;
+        op.setAttr("loom.scratch_offsets", b.getDenseI64ArrayAttr({s0, s1}));
+        arena.release(s0);
+        arena.release(s1);
+      }
+      for (Value v : dying)
+        arena.release(offsetOf[v]);
+    }
+    fn->setAttr("loom.arena_bytes", b.getI64IntegerAttr(arena.peak()));
+    fn->setAttr("loom.max_tokens", b.getI64IntegerAttr(rows));
+    fn.emitRemark() << "arena peak " << arena.peak() << " bytes for "
+                    << values << " values at " << rows
+                    << " rows (without reuse: " << naive << " bytes)";
+  }
+};
+} // namespace

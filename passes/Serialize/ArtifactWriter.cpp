@@ -1,0 +1,282 @@
+//===- ArtifactWriter.cpp - loom.program to a .loom artifact ----------------===//
+//
+// File layout written here (see docs/artifact-format.md):
+//   [ArtifactFileHeader, 64 B][weights section, 64-aligned tensors][flatbuffer]
+// Weights come first so they stream to disk once, checksummed on the way;
+// the flatbuffer, which records the checksums, follows; the header is
+// rewritten last. The whole file is written under a temporary name and
+// renamed into place, so an interrupted compile leaves no half artifact.
+//
+//===----------------------------------------------------------------------===//
+#include "passes/Serialize/ArtifactWriter.h"
+#include "dialects/Loom/IR/LoomOps.h"
+
+#include "loom/artifact_format.h"
+#include "loom/loom_artifact_generated.h"
+
+#include "llvm/ADT/DenseMap.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/raw_ostream.h"
+
+using namespace mlir;
+using namespace loom;
+namespace fb = loom::artifact;
+
+namespace {
+std::string locationString(Location loc) {
+  if (auto name = dyn_cast<NameLoc>(loc)) {
+    std::string inner = locationString(name.getChildLoc());
+    return name.getName().str() + (inner.empty() ? "" : " (" + inner + ")");
+  }
+  if (auto file = dyn_cast<FileLineColLoc>(loc))
+    return (file.getFilename().str() + ":" + std::to_string(file.getLine()) +
+            ":" + std::to_string(file.getColumn()));
+  return "";
+}
+
+int64_t configInt(DictionaryAttr model, StringRef key, int64_t dflt = 0) {
+  auto a = model ? model.getAs<IntegerAttr>(key) : IntegerAttr();
+  return a ? a.getInt() : dflt;
+}
+
+float configFloat(DictionaryAttr model, StringRef key, float dflt) {
+  auto a = model ? model.getAs<FloatAttr>(key) : FloatAttr();
+  return a ? a.getValue().convertToFloat() : dflt;
+}
+
+/// A tensor of the artifact: a weight symbol and the source slices whose
+/// concatenation forms its bytes.
+struct PackedTensor {
+  WeightOp weight;
+  SmallVector<const WeightSource *> parts;
+  uint64_t bytes = 0, offset = 0, checksum = 0;
+};
+} // namespace
+
+LogicalResult loom::writeArtifact(ModuleOp module, const WeightTable &weights,
+                                  const TokenizerData &tokenizer,
+                                  const std::string &outPath,
+                                  const ProgressFn &progress) {
+  auto program = module.lookupSymbol<ProgramOp>("forward");
+  if (!program)
+    return module.emitError("module has no loom.program @forward: run "
+                            "loom-lower-to-dispatch before serialising");
+  auto model = module->getAttrOfType<DictionaryAttr>("loom.model");
+  if (!model)
+    return module.emitError("module has no 'loom.model' config dictionary");
+  SymbolTable symbols(module);
+
+  // Tensors in order of first use; a weight used twice (shared classifier)
+  // is stored once.
+  std::vector<PackedTensor> tensors;
+  llvm::StringMap<uint32_t> tensorIndex;
+  auto addTensor = [&](DispatchOp d, StringRef name) -> FailureOr<uint32_t> {
+    auto it = tensorIndex.find(name);
+    if (it != tensorIndex.end())
+      return it->second;
+    auto weight = symbols.lookup<WeightOp>(name);
+    if (!weight)
+      return d.emitError() << "weight @" << name << " is not declared";
+    PackedTensor t{weight, {}, 0, 0, 0};
+    SmallVector<StringRef> sources;
+    if (auto packed = weight.getPacked())
+      for (Attribute part : *packed)
+        sources.push_back(cast<FlatSymbolRefAttr>(part).getValue());
+    else
+      sources.push_back(name);
+    for (StringRef source : sources) {
+      auto found = weights.find(source);
+      if (found == weights.end())
+        return d.emitError() << "no bytes for weight @" << source
+                             << " (the frontend's weight table lacks it)";
+      auto sourceOp = symbols.lookup<WeightOp>(source);
+      uint64_t expect = sourceOp ? sourceOp.getTensorType().getNumElements() * 4
+                                 : found->second.bytes;
+      if (found->second.bytes != expect)
+        return d.emitError() << "weight @" << source << " has "
+                             << found->second.bytes << " bytes, its type needs "
+                             << expect;
+      t.parts.push_back(&found->second);
+      t.bytes += found->second.bytes;
+    }
+    if (t.bytes != uint64_t(weight.getTensorType().getNumElements()) * 4)
+      return d.emitError() << "packed weight @" << name
+                           << " does not add up to its type";
+    tensorIndex[name] = tensors.size();
+    tensors.push_back(std::move(t));
+    return tensors.size() - 1;
+  };
+
+  flatbuffers::FlatBufferBuilder fbb(1 << 16);
+  std::vector<flatbuffers::Offset<fb::Dispatch>> dispatches;
+  std::vector<fb::Buffer> bufferList;
+  std::vector<flatbuffers::Offset<fb::KvCache>> kvList;
+  llvm::DenseMap<int64_t, std::pair<int64_t, int64_t>> bufferById;
+  llvm::DenseMap<int64_t, flatbuffers::Offset<fb::KvCache>> kvById;
+  for (Operation &op : program.getBody().front()) {
+    if (auto buffer = dyn_cast<BufferOp>(op)) {
+      bufferById[buffer.getId()] = {buffer.getOffset(), buffer.getRowElems()};
+    } else if (auto slot = dyn_cast<KvSlotOp>(op)) {
+      kvById[slot.getId()] = fb::CreateKvCache(
+          fbb, slot.getLayer(), slot.getMaxSeq(), slot.getKvHeads(),
+          slot.getHeadDim());
+    } else if (auto d = dyn_cast<DispatchOp>(op)) {
+      auto names = dispatchKernelNames();
+      auto kernel = static_cast<fb::Kernel>(
+          llvm::find(names, d.getKernel()) - names.begin());
+      std::vector<uint32_t> weightIds;
+      std::string name = d.getKernel().str();
+      if (auto ws = d.getWeights()) {
+        for (Attribute w : *ws) {
+          StringRef wname = cast<FlatSymbolRefAttr>(w).getValue();
+          FailureOr<uint32_t> id = addTensor(d, wname);
+          if (failed(id))
+            return failure();
+          weightIds.push_back(*id);
+          name += " @" + wname.str();
+        }
+      }
+      auto ids = [&](ArrayRef<int64_t> v) {
+        std::vector<uint32_t> out(v.begin(), v.end());
+        return fbb.CreateVector(out);
+      };
+      auto in = ids(d.getInputs()), out = ids(d.getOutputs());
+      auto scratch = ids(d.getScratch() ? *d.getScratch() : ArrayRef<int64_t>());
+      auto wv = fbb.CreateVector(weightIds);
+      ArrayRef<int64_t> ip = d.getIparams() ? *d.getIparams() : ArrayRef<int64_t>();
+      ArrayRef<float> fp = d.getFparams() ? *d.getFparams() : ArrayRef<float>();
+      auto ipv = fbb.CreateVector(std::vector<int64_t>(ip.begin(), ip.end()));
+      auto fpv = fbb.CreateVector(std::vector<float>(fp.begin(), fp.end()));
+      auto nameStr = fbb.CreateString(name);
+      auto locStr = fbb.CreateString(locationString(d.getLoc()));
+      dispatches.push_back(fb::CreateDispatch(fbb, kernel, in, out, scratch, wv,
+                                              ipv, fpv, nameStr, locStr));
+    }
+  }
+  for (size_t i = 0; i < bufferById.size(); ++i) {
+    auto it = bufferById.find(i);
+    if (it == bufferById.end())
+      return program.emitError() << "buffer ids are not dense: " << i
+                                 << " is missing";
+    bufferList.emplace_back(it->second.first, it->second.second);
+  }
+  for (size_t i = 0; i < kvById.size(); ++i) {
+    auto it = kvById.find(i);
+    if (it == kvById.end())
+      return program.emitError() << "kv slot ids are not dense: " << i
+                                 << " is missing";
+    kvList.push_back(it->second);
+  }
+
+  // Stream the weights into a temporary file, checksumming on the way.
+  std::string tmpPath = outPath + ".tmp";
+  std::error_code ec;
+  llvm::raw_fd_ostream os(tmpPath, ec, llvm::sys::fs::OF_None);
+  if (ec)
+    return module.emitError() << "cannot write '" << tmpPath
+                              << "': " << ec.message();
+  auto abandon = [&](const Twine &msg) {
+    os.close();
+    llvm::sys::fs::remove(tmpPath);
+    return module.emitError(msg);
+  };
+  ArtifactFileHeader header{};
+  std::memcpy(header.magic, kArtifactMagic, sizeof(header.magic));
+  header.format_version = kArtifactFormatVersion;
+  header.header_size = sizeof(ArtifactFileHeader);
+  header.weights_offset = sizeof(ArtifactFileHeader);
+  os.write(reinterpret_cast<const char *>(&header), sizeof(header));
+
+  llvm::StringMap<std::unique_ptr<llvm::MemoryBuffer>> files;
+  uint64_t at = 0;
+  static const char zeros[kWeightAlignment] = {};
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    PackedTensor &t = tensors[i];
+    t.offset = at;
+    std::vector<char> bytes;
+    bytes.reserve(t.bytes);
+    for (const WeightSource *src : t.parts) {
+      auto &file = files[src->file];
+      if (!file) {
+        auto opened = llvm::MemoryBuffer::getFile(src->file, false, false);
+        if (!opened)
+          return abandon("cannot read weights from '" + src->file +
+                         "': " + opened.getError().message());
+        file = std::move(*opened);
+      }
+      if (src->offset + src->bytes > file->getBufferSize())
+        return abandon("weights file '" + src->file + "' is shorter than "
+                       "the frontend recorded: did it change while compiling?");
+      bytes.insert(bytes.end(), file->getBufferStart() + src->offset,
+                   file->getBufferStart() + src->offset + src->bytes);
+    }
+    t.checksum = loomChecksum64(bytes.data(), bytes.size());
+    os.write(bytes.data(), bytes.size());
+    at += t.bytes;
+    uint64_t pad = alignUp(at, kWeightAlignment) - at;
+    os.write(zeros, pad);
+    at += pad;
+    if (progress)
+      progress(i + 1, tensors.size(), at);
+  }
+  header.weights_size = at;
+
+  std::vector<flatbuffers::Offset<fb::Tensor>> tensorList;
+  for (PackedTensor &t : tensors) {
+    auto shape = t.weight.getTensorType().getShape();
+    tensorList.push_back(fb::CreateTensor(
+        fbb, fbb.CreateString(t.weight.getSymName().str()), fb::DType::F32,
+        fbb.CreateVector(std::vector<int64_t>(shape.begin(), shape.end())),
+        t.offset, t.bytes, t.checksum));
+  }
+  std::vector<uint32_t> pieceOffsets{0};
+  std::vector<uint8_t> pieceBytes;
+  for (const std::string &piece : tokenizer.pieces) {
+    pieceBytes.insert(pieceBytes.end(), piece.begin(), piece.end());
+    pieceOffsets.push_back(pieceBytes.size());
+  }
+  auto tok = fb::CreateTokenizerDef(fbb, tokenizer.maxTokenLength,
+                                    fbb.CreateVector(tokenizer.scores),
+                                    fbb.CreateVector(pieceOffsets),
+                                    fbb.CreateVector(pieceBytes));
+  auto arch = model.getAs<StringAttr>("architecture");
+  auto config = fb::CreateModelConfig(
+      fbb, fbb.CreateString(arch ? arch.str() : "llama"),
+      configInt(model, "dim"), configInt(model, "hidden_dim"),
+      configInt(model, "n_layers"), configInt(model, "n_heads"),
+      configInt(model, "n_kv_heads"),
+      configInt(model, "dim") / std::max<int64_t>(1, configInt(model, "n_heads")),
+      configInt(model, "vocab_size"), configInt(model, "max_seq"),
+      configFloat(model, "rope_theta", 10000.0f),
+      configFloat(model, "norm_eps", 1e-5f), configInt(model, "bos_id", 1),
+      configInt(model, "eos_id", 2));
+  auto prog = fb::CreateProgram(fbb, fbb.CreateString("forward"),
+                                fbb.CreateVector(dispatches),
+                                program.getLogitsBuffer());
+  auto root = fb::CreateModel(
+      fbb, kArtifactFormatVersion, fbb.CreateString("loomc"),
+      fbb.CreateString("cpu"), config, tok, fbb.CreateVector(tensorList),
+      fbb.CreateVectorOfStructs(bufferList), fbb.CreateVector(kvList),
+      fbb.CreateVector(std::vector<flatbuffers::Offset<fb::Program>>{prog}),
+      program.getArenaBytes(), program.getMaxTokens());
+  fb::FinishModelBuffer(fbb, root);
+
+  header.fb_offset = header.weights_offset + header.weights_size;
+  header.fb_size = fbb.GetSize();
+  header.fb_checksum = loomChecksum64(fbb.GetBufferPointer(), fbb.GetSize());
+  header.file_size = header.fb_offset + header.fb_size;
+  os.write(reinterpret_cast<const char *>(fbb.GetBufferPointer()),
+           fbb.GetSize());
+  os.seek(0);
+  os.write(reinterpret_cast<const char *>(&header), sizeof(header));
+  os.close();
+  if (os.has_error())
+    return abandon("writing '" + tmpPath + "' failed: " + os.error().message());
+  if (std::error_code rc = llvm::sys::fs::rename(tmpPath, outPath)) {
+    llvm::sys::fs::remove(tmpPath);
+    return module.emitError() << "cannot rename '" << tmpPath << "' to '"
+                              << outPath << "': " << rc.message();
+  }
+  return success();
+}

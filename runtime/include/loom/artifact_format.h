@@ -1,0 +1,66 @@
+// The fixed file header of a Loom artifact and the checksum used for its
+// sections. Shared by the compiler's serializer and the runtime's loader; it
+// includes nothing but the C++ standard library.
+#ifndef LOOM_ARTIFACT_FORMAT_H
+#define LOOM_ARTIFACT_FORMAT_H
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+namespace loom {
+
+// Bumped on every incompatible change of the file header or the schema.
+constexpr uint32_t kArtifactFormatVersion = 1;
+// First 8 bytes of every artifact.
+constexpr char kArtifactMagic[8] = {'L', 'O', 'O', 'M', 'A', 'R', 'T', '\0'};
+// Weights section and every tensor inside it start on this boundary.
+constexpr uint64_t kWeightAlignment = 64;
+
+// Little-endian, 64 bytes, at offset 0.
+struct ArtifactFileHeader {
+  char magic[8];            // kArtifactMagic
+  uint32_t format_version;  // kArtifactFormatVersion
+  uint32_t header_size;     // sizeof(ArtifactFileHeader)
+  uint64_t file_size;       // total bytes of the file
+  uint64_t fb_offset;       // flatbuffer (identifier "LOOM") position
+  uint64_t fb_size;
+  uint64_t fb_checksum;     // loomChecksum64 of the flatbuffer bytes
+  uint64_t weights_offset;  // multiple of kWeightAlignment
+  uint64_t weights_size;
+};
+static_assert(sizeof(ArtifactFileHeader) == 64, "header must be 64 bytes");
+
+// A fast 64-bit checksum (not cryptographic): 8-byte words folded with a
+// multiply-rotate mix, tail bytes folded one by one, length mixed in last.
+// It detects flipped bits and truncation; it does not defend against forgery.
+inline uint64_t loomChecksum64(const void *data, size_t size) {
+  const unsigned char *p = static_cast<const unsigned char *>(data);
+  const uint64_t k1 = 0x9E3779B185EBCA87ull, k2 = 0xC2B2AE3D27D4EB4Full;
+  uint64_t h[4] = {k1, k2, k1 ^ k2, k2 - k1};
+  size_t i = 0;
+  for (; i + 32 <= size; i += 32) {
+    for (int l = 0; l < 4; ++l) {
+      uint64_t w;
+      std::memcpy(&w, p + i + 8 * l, 8);
+      h[l] ^= w * k2;
+      h[l] = ((h[l] << 31) | (h[l] >> 33)) * k1;
+    }
+  }
+  uint64_t r = h[0] ^ (h[1] * 7) ^ (h[2] * 13) ^ (h[3] * 31);
+  for (; i < size; ++i) {
+    r ^= p[i];
+    r *= 0x100000001B3ull;
+  }
+  r ^= static_cast<uint64_t>(size) * k1;
+  r ^= r >> 29;
+  r *= k2;
+  r ^= r >> 32;
+  return r;
+}
+
+inline uint64_t alignUp(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
+
+} // namespace loom
+
+#endif // LOOM_ARTIFACT_FORMAT_H

@@ -1,0 +1,646 @@
+// Artifact loading and verification. An artifact is untrusted input: every
+// offset, size, index, shape and parameter the executor will use is checked
+// here, so a corrupt or hostile file ends in a loom::Error, never in an
+// out-of-bounds access. Arithmetic on file values is overflow-checked.
+#include "artifact.h"
+
+#include "loom/artifact_format.h"
+#include "loom/loom_artifact_generated.h"
+
+#include <tbb/parallel_for.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <fcntl.h>
+#include <iterator>
+#include <limits>
+#include <sstream>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace loom {
+namespace rt {
+
+namespace fbs = loom::artifact;
+
+const char *kernelName(Kernel kernel) { return fbs::EnumNameKernel(kernel); }
+
+MappedFile::MappedFile(const std::string &path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    throw Error("cannot open artifact '" + path + "': " + std::strerror(errno));
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    int err = errno;
+    ::close(fd);
+    throw Error("cannot open artifact '" + path + "': " + std::strerror(err));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw Error("cannot open artifact '" + path + "': not a regular file");
+  }
+  size_ = static_cast<size_t>(st.st_size);
+  // mmap rejects empty mappings; an empty file is reported as truncated by
+  // the header check.
+  if (size_ > 0) {
+    void *p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (p == MAP_FAILED) {
+      int err = errno;
+      ::close(fd);
+      throw Error("cannot map artifact '" + path + "': " + std::strerror(err));
+    }
+    data_ = static_cast<const uint8_t *>(p);
+  }
+  ::close(fd);
+}
+
+MappedFile::~MappedFile() {
+  if (data_)
+    ::munmap(const_cast<uint8_t *>(data_), size_);
+}
+
+namespace {
+
+template <typename... Args> std::string cat(const Args &...args) {
+  std::ostringstream os;
+  (os << ... << args);
+  return os.str();
+}
+
+template <typename... Args> [[noreturn]] void fail(const Args &...args) {
+  throw Error(cat(args...));
+}
+
+// Strings from the file end up in one-line error messages: keep them short
+// and free of control characters.
+std::string printable(const flatbuffers::String *s) {
+  if (!s)
+    return "";
+  std::string out;
+  size_t n = std::min<size_t>(s->size(), 64);
+  for (size_t i = 0; i < n; ++i) {
+    unsigned char c = static_cast<unsigned char>(s->c_str()[i]);
+    out += (c < 0x20 || c == 0x7f) ? '?' : static_cast<char>(c);
+  }
+  if (s->size() > n)
+    out += "...";
+  return out;
+}
+
+std::string str(const flatbuffers::String *s) {
+  return s ? std::string(s->c_str(), s->size()) : std::string();
+}
+
+std::string shapeStr(const std::vector<int64_t> &shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i)
+    s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+// a + b <= limit without wrapping.
+bool fitsWithin(uint64_t a, uint64_t b, uint64_t limit) {
+  return a <= limit && b <= limit - a;
+}
+
+// Bound on head counts and head sizes; keeps every product of two or three
+// of them far from int64 overflow.
+constexpr int64_t kMaxHeadParam = int64_t(1) << 20;
+// Rows per step the arena may be planned for.
+constexpr int64_t kMaxTokensPerStep = int64_t(1) << 20;
+
+// The flatbuffers verifier checks the alignment of a vector's length but
+// not of its elements, so a corrupt file can misalign 8-byte elements;
+// reading those would be undefined behaviour. (Empty vectors may sit
+// anywhere: the builder does not align what it never reads.)
+template <typename V> void checkAligned(const V *v, size_t align) {
+  if (v && v->size() > 0 && reinterpret_cast<uintptr_t>(v->Data()) % align != 0)
+    fail("flatbuffer has a misaligned vector (artifact is corrupt)");
+}
+
+template <typename T> std::vector<T> toVector(const flatbuffers::Vector<T> *v) {
+  checkAligned(v, alignof(T));
+  return v ? std::vector<T>(v->begin(), v->end()) : std::vector<T>();
+}
+
+struct SemanticChecker {
+  const fbs::Model &m;
+  ModelData &out;
+  const uint8_t *weights; // start of the weights section
+  uint64_t weights_size;
+
+  void config();
+  void tokenizer();
+  void tensors();
+  void buffers();
+  void kvCaches();
+  void programs();
+  DispatchDesc dispatch(const fbs::Dispatch &d, const std::string &where);
+};
+
+void SemanticChecker::config() {
+  const fbs::ModelConfig &c = *m.config();
+  ModelConfigInfo &info = out.config;
+  info.architecture = str(c.architecture());
+  info.dim = c.dim();
+  info.hidden_dim = c.hidden_dim();
+  info.n_layers = c.n_layers();
+  info.n_heads = c.n_heads();
+  info.n_kv_heads = c.n_kv_heads();
+  info.head_dim = c.head_dim();
+  info.vocab_size = c.vocab_size();
+  info.max_seq = c.max_seq();
+  info.rope_theta = c.rope_theta();
+  info.norm_eps = c.norm_eps();
+  info.bos_id = c.bos_id();
+  info.eos_id = c.eos_id();
+  if (info.vocab_size < 1 ||
+      info.vocab_size > std::numeric_limits<int32_t>::max())
+    fail("model config: vocab_size ", info.vocab_size, " is out of range");
+  if (info.max_seq < 1 || info.max_seq > std::numeric_limits<int32_t>::max())
+    fail("model config: max_seq ", info.max_seq, " is out of range");
+  for (int64_t v : {info.dim, info.hidden_dim, info.n_layers, info.n_heads,
+                    info.n_kv_heads, info.head_dim})
+    if (v < 0)
+      fail("model config: negative dimension ", v);
+  if (info.bos_id < 0 || info.bos_id >= info.vocab_size || info.eos_id < 0 ||
+      info.eos_id >= info.vocab_size)
+    fail("model config: bos_id ", info.bos_id, " / eos_id ", info.eos_id,
+         " outside the vocabulary (0..", info.vocab_size - 1, ")");
+  if (m.max_tokens() < 1 || m.max_tokens() > kMaxTokensPerStep)
+    fail("max_tokens ", m.max_tokens(), " is out of range (1..",
+         kMaxTokensPerStep, ")");
+  out.max_tokens = m.max_tokens();
+  out.arena_bytes = m.arena_bytes();
+}
+
+void SemanticChecker::tokenizer() {
+  const fbs::TokenizerDef *t = m.tokenizer();
+  if (!t)
+    fail("artifact has no tokenizer");
+  const int64_t vocab = out.config.vocab_size;
+  const auto &offsets = *t->piece_offsets();
+  const auto &bytes = *t->piece_bytes();
+  if (static_cast<int64_t>(t->scores()->size()) != vocab)
+    fail("tokenizer has ", t->scores()->size(), " scores for a vocabulary of ",
+         vocab);
+  if (static_cast<int64_t>(offsets.size()) != vocab + 1)
+    fail("tokenizer has ", offsets.size(), " piece offsets, expected ",
+         vocab + 1, " (vocabulary ", vocab, " + 1)");
+  std::vector<std::string> pieces(static_cast<size_t>(vocab));
+  for (int64_t i = 0; i < vocab; ++i) {
+    uint32_t b = offsets[i], e = offsets[i + 1];
+    if (b > e || e > bytes.size())
+      fail("tokenizer piece ", i, " spans bytes [", b, ", ", e,
+           ") outside the ", bytes.size(), " piece bytes");
+    pieces[i].assign(reinterpret_cast<const char *>(bytes.data()) + b, e - b);
+  }
+  std::vector<float> scores(t->scores()->begin(), t->scores()->end());
+  try {
+    out.tokenizer = std::make_unique<Tokenizer>(
+        std::move(pieces), std::move(scores), t->max_token_length());
+  } catch (const Error &e) {
+    fail("artifact tokenizer: ", e.what());
+  }
+}
+
+void SemanticChecker::tensors() {
+  const auto &ts = *m.tensors();
+  out.tensors.resize(ts.size());
+  for (uint32_t i = 0; i < ts.size(); ++i) {
+    const fbs::Tensor &t = *ts.Get(i);
+    TensorDesc &d = out.tensors[i];
+    d.name = printable(t.name());
+    if (t.dtype() != fbs::DType::F32) {
+      const char *dt = fbs::EnumNameDType(t.dtype());
+      fail("tensor '", d.name, "' has dtype ", *dt ? dt : "?", " (",
+           static_cast<int>(t.dtype()), "); this runtime supports only F32");
+    }
+    d.shape = toVector(t.shape());
+    if (d.shape.empty())
+      fail("tensor '", d.name, "' has no shape");
+    uint64_t elems = 1;
+    for (int64_t dim : d.shape)
+      if (dim < 1 ||
+          __builtin_mul_overflow(elems, static_cast<uint64_t>(dim), &elems))
+        fail("tensor '", d.name, "' has an invalid shape ", shapeStr(d.shape));
+    uint64_t expect;
+    if (__builtin_mul_overflow(elems, uint64_t(sizeof(float)), &expect) ||
+        t.size() != expect)
+      fail("tensor '", d.name, "' has size ", t.size(), " bytes but shape ",
+           shapeStr(d.shape), " needs ", elems, " x 4");
+    if (t.offset() % kWeightAlignment != 0)
+      fail("tensor '", d.name, "' offset ", t.offset(),
+           " is not a multiple of ", kWeightAlignment);
+    if (!fitsWithin(t.offset(), t.size(), weights_size))
+      fail("tensor '", d.name, "' [", t.offset(), ", +", t.size(),
+           ") lies outside the weights section of ", weights_size, " bytes");
+    d.data = reinterpret_cast<const float *>(weights + t.offset());
+    d.bytes = t.size();
+    if (!fitsWithin(out.weight_bytes, d.bytes,
+                    std::numeric_limits<uint64_t>::max()))
+      fail("tensor sizes overflow");
+    out.weight_bytes += d.bytes;
+  }
+  // One pass over every weight byte: checked in parallel, reported for the
+  // lowest failing index so the message does not depend on scheduling.
+  std::atomic<size_t> first_bad{ts.size()};
+  tbb::parallel_for(size_t(0), size_t(ts.size()), [&](size_t i) {
+    const fbs::Tensor &t = *ts.Get(static_cast<uint32_t>(i));
+    if (loomChecksum64(out.tensors[i].data, out.tensors[i].bytes) !=
+        t.checksum()) {
+      size_t cur = first_bad.load();
+      while (i < cur && !first_bad.compare_exchange_weak(cur, i)) {
+      }
+    }
+  });
+  if (first_bad.load() < ts.size())
+    fail("tensor '", out.tensors[first_bad.load()].name,
+         "' checksum mismatch (artifact is corrupt)");
+}
+
+void SemanticChecker::buffers() {
+  const auto &bs = *m.buffers();
+  checkAligned(&bs, alignof(fbs::Buffer));
+  out.buffers.resize(bs.size());
+  for (uint32_t i = 0; i < bs.size(); ++i) {
+    const fbs::Buffer &b = *bs.Get(i);
+    if (b.row_elems() < 1)
+      fail("buffer ", i, " has row_elems ", b.row_elems());
+    if (b.offset() % sizeof(float) != 0)
+      fail("buffer ", i, " offset ", b.offset(), " is not 4-byte aligned");
+    uint64_t bytes;
+    if (__builtin_mul_overflow(
+            static_cast<uint64_t>(b.row_elems()),
+            static_cast<uint64_t>(out.max_tokens) * sizeof(float), &bytes) ||
+        !fitsWithin(b.offset(), bytes, out.arena_bytes))
+      fail("buffer ", i, " (offset ", b.offset(), ", ", out.max_tokens,
+           " rows of ", b.row_elems(), " floats) does not fit the arena of ",
+           out.arena_bytes, " bytes");
+    out.buffers[i] = {b.offset(), b.row_elems()};
+  }
+}
+
+void SemanticChecker::kvCaches() {
+  const auto &cs = *m.kv_caches();
+  out.context_length = out.config.max_seq;
+  for (uint32_t i = 0; i < cs.size(); ++i) {
+    const fbs::KvCache &c = *cs.Get(i);
+    if (c.max_seq() < 1 || c.max_seq() > out.config.max_seq)
+      fail("kv cache ", i, " has max_seq ", c.max_seq(), " (model max_seq is ",
+           out.config.max_seq, ")");
+    if (c.kv_heads() < 1 || c.kv_heads() > kMaxHeadParam || c.head_dim() < 1 ||
+        c.head_dim() > kMaxHeadParam)
+      fail("kv cache ", i, " has invalid dimensions: ", c.kv_heads(),
+           " heads of ", c.head_dim());
+    uint64_t bytes;
+    if (__builtin_mul_overflow(
+            static_cast<uint64_t>(c.max_seq()),
+            static_cast<uint64_t>(c.kv_heads() * c.head_dim()) * 2 *
+                sizeof(float),
+            &bytes) ||
+        !fitsWithin(out.kv_bytes, bytes, std::numeric_limits<uint64_t>::max()))
+      fail("kv cache ", i, " size overflows");
+    out.kv_bytes += bytes;
+    out.kv_caches.push_back(
+        {c.layer(), c.max_seq(), c.kv_heads(), c.head_dim()});
+    out.context_length = std::min(out.context_length, c.max_seq());
+  }
+}
+
+// Checks one dispatch against its kernel's contract (see the schema) and
+// returns it with weights resolved. `where` prefixes every message.
+DispatchDesc SemanticChecker::dispatch(const fbs::Dispatch &d,
+                                       const std::string &where) {
+  DispatchDesc r;
+  uint16_t k = static_cast<uint16_t>(d.kernel());
+  if (k > static_cast<uint16_t>(Kernel::MAX))
+    fail(where, ": unknown kernel ", k);
+  r.kernel = static_cast<Kernel>(k);
+  r.name = d.name() && d.name()->size() ? str(d.name()) : kernelName(r.kernel);
+  r.inputs = toVector(d.inputs());
+  r.outputs = toVector(d.outputs());
+  r.scratch = toVector(d.scratch());
+  r.iparams = toVector(d.iparams());
+  r.fparams = toVector(d.fparams());
+  std::vector<uint32_t> weight_ids = toVector(d.weights());
+  const std::string at =
+      cat(where, " (", kernelName(r.kernel), " '", printable(d.name()), "')");
+
+  for (const auto *list : {&r.inputs, &r.outputs, &r.scratch})
+    for (uint32_t b : *list)
+      if (b >= out.buffers.size())
+        fail(at, ": buffer index ", b, " out of range (", out.buffers.size(),
+             " buffers)");
+  for (uint32_t w : weight_ids) {
+    if (w >= out.tensors.size())
+      fail(at, ": weight index ", w, " out of range (", out.tensors.size(),
+           " tensors)");
+    r.weights.push_back(out.tensors[w].data);
+  }
+
+  // Arity: {inputs min, max}, outputs, scratch, weights, {iparams min, max},
+  // fparams.
+  struct Arity {
+    size_t in_min, in_max, outs, scratch, weights, ip_min, ip_max, fp;
+  };
+  static constexpr Arity kArity[] = {
+      /*Embed*/ {0, 0, 1, 0, 1, 0, 0, 0},
+      /*RmsNorm*/ {1, 1, 1, 0, 1, 0, 0, 1},
+      /*MatMul*/ {1, 1, 1, 0, 1, 0, 1, 0},
+      /*Rope*/ {0, 1, 1, 0, 0, 2, 2, 1},
+      /*Attention*/ {3, 3, 1, 0, 0, 4, 4, 0},
+      /*SiluMul*/ {2, 2, 1, 0, 0, 0, 0, 0},
+      /*Add*/ {2, 2, 1, 0, 0, 0, 0, 0},
+      /*Logits*/ {1, 1, 1, 0, 1, 0, 0, 0},
+      /*FusedQkvAttention*/ {1, 1, 1, 2, 2, 4, 5, 1},
+  };
+  static_assert(std::size(kArity) == size_t(Kernel::MAX) + 1,
+                "one arity per kernel");
+  const Arity &a = kArity[k];
+  auto count = [&](const char *what, size_t have, size_t lo, size_t hi) {
+    if (have < lo || have > hi)
+      fail(at, ": has ", have, " ", what, ", expected ",
+           lo == hi ? std::to_string(lo)
+                    : std::to_string(lo) + ".." + std::to_string(hi));
+  };
+  count("inputs", r.inputs.size(), a.in_min, a.in_max);
+  count("outputs", r.outputs.size(), a.outs, a.outs);
+  count("scratch buffers", r.scratch.size(), a.scratch, a.scratch);
+  count("weights", weight_ids.size(), a.weights, a.weights);
+  count("integer parameters", r.iparams.size(), a.ip_min, a.ip_max);
+  count("float parameters", r.fparams.size(), a.fp, a.fp);
+
+  auto row = [&](uint32_t b) { return out.buffers[b].row_elems; };
+  auto expectRow = [&](const char *what, uint32_t b, int64_t want) {
+    if (row(b) != want)
+      fail(at, ": ", what, " buffer ", b, " has rows of ", row(b),
+           " floats, expected ", want);
+  };
+  auto expectShape = [&](const char *what, size_t wi,
+                         std::vector<int64_t> want) {
+    const TensorDesc &t = out.tensors[weight_ids[wi]];
+    if (t.shape != want)
+      fail(at, ": weight ", what, " '", t.name, "' has shape ",
+           shapeStr(t.shape), ", expected ", shapeStr(want));
+  };
+  // Kernels that read one buffer while writing another must not see their
+  // arena ranges overlap (the planner may overlap only dead buffers).
+  auto disjoint = [&](uint32_t x, uint32_t y) {
+    uint64_t n = static_cast<uint64_t>(out.max_tokens) * sizeof(float);
+    uint64_t xb = out.buffers[x].offset, xe = xb + row(x) * n;
+    uint64_t yb = out.buffers[y].offset, ye = yb + row(y) * n;
+    if (xb < ye && yb < xe)
+      fail(at, ": buffers ", x, " and ", y,
+           " overlap in the arena but are used together");
+  };
+  auto flag = [&](const char *what, int64_t v) {
+    if (v != 0 && v != 1)
+      fail(at, ": ", what, " must be 0 or 1, got ", v);
+  };
+  auto headParams = [&](int64_t cache, int64_t nh, int64_t nkv, int64_t hd) {
+    if (cache < 0 || cache >= static_cast<int64_t>(out.kv_caches.size()))
+      fail(at, ": kv cache index ", cache, " out of range (",
+           out.kv_caches.size(), " caches)");
+    if (nh < 1 || nh > kMaxHeadParam || nkv < 1 || nkv > kMaxHeadParam ||
+        hd < 1 || hd > kMaxHeadParam || nh % nkv != 0)
+      fail(at, ": invalid heads: ", nh, " query heads, ", nkv,
+           " kv heads, head_dim ", hd);
+    const KvCacheDesc &c = out.kv_caches[cache];
+    if (c.kv_heads != nkv || c.head_dim != hd)
+      fail(at, ": kv cache ", cache, " holds ", c.kv_heads, " heads of ",
+           c.head_dim, ", the dispatch uses ", nkv, " of ", hd);
+  };
+  auto theta = [&](float t) {
+    if (!(std::isfinite(t) && t > 0.0f))
+      fail(at, ": rope theta ", t, " must be positive");
+  };
+
+  switch (r.kernel) {
+  case Kernel::Embed:
+    expectShape("table", 0, {out.config.vocab_size, row(r.outputs[0])});
+    break;
+  case Kernel::RmsNorm:
+    expectRow("output", r.outputs[0], row(r.inputs[0]));
+    expectShape("scale", 0, {row(r.inputs[0])});
+    if (!(std::isfinite(r.fparams[0]) && r.fparams[0] >= 0.0f))
+      fail(at, ": eps ", r.fparams[0], " must be >= 0");
+    break;
+  case Kernel::MatMul:
+    expectShape("W", 0, {row(r.outputs[0]), row(r.inputs[0])});
+    if (!r.iparams.empty())
+      flag("accumulate", r.iparams[0]);
+    disjoint(r.inputs[0], r.outputs[0]);
+    break;
+  case Kernel::Rope: {
+    int64_t cols = r.iparams[0], hd = r.iparams[1];
+    if (hd < 2 || hd > kMaxHeadParam || hd % 2 != 0)
+      fail(at, ": head_dim ", hd, " must be even and positive");
+    if (cols < 1 || cols % hd != 0 || cols > row(r.outputs[0]))
+      fail(at, ": cols ", cols, " must be a positive multiple of head_dim ", hd,
+           " within the row of ", row(r.outputs[0]));
+    if (!r.inputs.empty() && r.inputs[0] != r.outputs[0]) {
+      expectRow("output", r.outputs[0], row(r.inputs[0]));
+      disjoint(r.inputs[0], r.outputs[0]);
+    }
+    theta(r.fparams[0]);
+    break;
+  }
+  case Kernel::Attention: {
+    int64_t nh = r.iparams[1], nkv = r.iparams[2], hd = r.iparams[3];
+    headParams(r.iparams[0], nh, nkv, hd);
+    expectRow("q", r.inputs[0], nh * hd);
+    expectRow("k", r.inputs[1], nkv * hd);
+    expectRow("v", r.inputs[2], nkv * hd);
+    expectRow("output", r.outputs[0], nh * hd);
+    for (uint32_t in : r.inputs)
+      disjoint(in, r.outputs[0]);
+    break;
+  }
+  case Kernel::SiluMul:
+  case Kernel::Add:
+    expectRow("b", r.inputs[1], row(r.inputs[0]));
+    expectRow("output", r.outputs[0], row(r.inputs[0]));
+    break;
+  case Kernel::Logits:
+    expectShape("W", 0, {out.config.vocab_size, row(r.inputs[0])});
+    expectRow("logits", r.outputs[0], out.config.vocab_size);
+    disjoint(r.inputs[0], r.outputs[0]);
+    break;
+  case Kernel::FusedQkvAttention: {
+    int64_t nh = r.iparams[1], nkv = r.iparams[2], hd = r.iparams[3];
+    headParams(r.iparams[0], nh, nkv, hd);
+    if (hd % 2 != 0)
+      fail(at, ": head_dim ", hd, " must be even for rope");
+    if (r.iparams.size() > 4)
+      flag("accumulate", r.iparams[4]);
+    uint32_t x = r.inputs[0], y = r.outputs[0];
+    uint32_t qkv = r.scratch[0], attn = r.scratch[1];
+    expectRow("qkv scratch", qkv, (nh + 2 * nkv) * hd);
+    expectRow("attention scratch", attn, nh * hd);
+    expectShape("Wqkv", 0, {(nh + 2 * nkv) * hd, row(x)});
+    expectShape("Wo", 1, {row(y), nh * hd});
+    theta(r.fparams[0]);
+    disjoint(qkv, attn);
+    for (uint32_t s : {qkv, attn}) {
+      disjoint(s, x);
+      disjoint(s, y);
+    }
+    break;
+  }
+  }
+  return r;
+}
+
+void SemanticChecker::programs() {
+  const auto &ps = *m.programs();
+  bool found = false;
+  for (uint32_t p = 0; p < ps.size(); ++p) {
+    const fbs::Program &prog = *ps.Get(p);
+    ProgramDesc desc;
+    desc.name = str(prog.name());
+    const std::string pname = printable(prog.name());
+    const auto &ds = *prog.dispatches();
+    for (uint32_t i = 0; i < ds.size(); ++i)
+      desc.dispatches.push_back(
+          dispatch(*ds.Get(i), cat("program '", pname, "' dispatch ", i)));
+    desc.logits_buffer = prog.logits_buffer();
+    if (desc.name == "forward") {
+      if (found)
+        fail("artifact has two programs named 'forward'");
+      found = true;
+      out.forward_program = out.programs.size();
+      if (desc.logits_buffer >= out.buffers.size())
+        fail("program 'forward': logits buffer ", desc.logits_buffer,
+             " out of range (", out.buffers.size(), " buffers)");
+      if (out.buffers[desc.logits_buffer].row_elems != out.config.vocab_size)
+        fail("program 'forward': logits buffer ", desc.logits_buffer,
+             " has rows of ", out.buffers[desc.logits_buffer].row_elems,
+             " floats, expected the vocabulary size ", out.config.vocab_size);
+      bool written = false;
+      for (const DispatchDesc &d : desc.dispatches)
+        written = written || d.outputs[0] == desc.logits_buffer;
+      if (!written)
+        fail("program 'forward': no dispatch writes the logits buffer ",
+             desc.logits_buffer);
+    }
+    out.programs.push_back(std::move(desc));
+  }
+  if (!found)
+    fail("artifact has no program named 'forward'");
+}
+
+void checkHeader(const uint8_t *data, size_t size, ArtifactFileHeader &h) {
+  if (size > 0 &&
+      std::memcmp(data, kArtifactMagic, std::min<size_t>(size, 8)) != 0)
+    fail("not a Loom artifact (bad magic)");
+  if (size < sizeof(ArtifactFileHeader))
+    fail("artifact is truncated: file has ", size, " bytes, less than the ",
+         sizeof(ArtifactFileHeader), "-byte header");
+  std::memcpy(&h, data, sizeof h);
+  if (h.format_version != kArtifactFormatVersion)
+    fail("unsupported artifact format version ", h.format_version,
+         " (this runtime reads ", kArtifactFormatVersion, ")");
+  if (h.header_size != sizeof(ArtifactFileHeader))
+    fail("bad artifact header size ", h.header_size, " (expected ",
+         sizeof(ArtifactFileHeader), ")");
+  if (h.file_size > size)
+    fail("artifact is truncated: header says ", h.file_size,
+         " bytes, file has ", size);
+  if (h.file_size < size)
+    fail("artifact size mismatch: header says ", h.file_size,
+         " bytes, file has ", size);
+  if (h.fb_offset < sizeof(ArtifactFileHeader) || h.fb_offset % 8 != 0 ||
+      h.fb_size < 8 || !fitsWithin(h.fb_offset, h.fb_size, h.file_size))
+    fail("artifact flatbuffer region [", h.fb_offset, ", +", h.fb_size,
+         ") is invalid for a file of ", h.file_size, " bytes");
+  if (h.fb_size >= FLATBUFFERS_MAX_BUFFER_SIZE)
+    fail("artifact flatbuffer of ", h.fb_size, " bytes is too large");
+  if (h.weights_offset % kWeightAlignment != 0)
+    fail("artifact weights offset ", h.weights_offset, " is not a multiple of ",
+         kWeightAlignment);
+  // The two sections may come in either order, but must not overlap each
+  // other or the header.
+  if (!fitsWithin(h.weights_offset, h.weights_size, h.file_size) ||
+      (h.weights_size > 0 &&
+       (h.weights_offset < sizeof(ArtifactFileHeader) ||
+        (h.weights_offset < h.fb_offset + h.fb_size &&
+         h.fb_offset < h.weights_offset + h.weights_size))))
+    fail("artifact weights section [", h.weights_offset, ", +", h.weights_size,
+         ") is invalid for a file of ", h.file_size, " bytes");
+}
+
+} // namespace
+
+std::unique_ptr<ModelData> loadArtifact(const std::string &path) {
+  auto out = std::make_unique<ModelData>();
+  out->file = std::make_unique<MappedFile>(path);
+  const uint8_t *data = out->file->data();
+  const size_t size = out->file->size();
+
+  ArtifactFileHeader h;
+  checkHeader(data, size, h);
+
+  const uint8_t *fb = data + h.fb_offset;
+  if (loomChecksum64(fb, h.fb_size) != h.fb_checksum)
+    fail("flatbuffer checksum mismatch (artifact is corrupt)");
+  if (!fbs::ModelBufferHasIdentifier(fb)) {
+    std::string id;
+    for (int i = 0; i < 4; ++i) {
+      unsigned char c = fb[4 + i];
+      id += (c < 0x20 || c >= 0x7f) ? '?' : static_cast<char>(c);
+    }
+    fail("flatbuffer file identifier is '", id, "', expected '",
+         fbs::ModelIdentifier(), "'");
+  }
+  flatbuffers::Verifier::Options opts;
+  flatbuffers::Verifier verifier(fb, h.fb_size, opts);
+  if (!fbs::VerifyModelBuffer(verifier))
+    fail("flatbuffer failed verification (artifact is corrupt or was written "
+         "for another schema)");
+  const fbs::Model &m = *fbs::GetModel(fb);
+
+  if (m.format_version() != kArtifactFormatVersion)
+    fail("model format_version ", m.format_version(),
+         " does not match the file header's ", kArtifactFormatVersion);
+  out->generator = str(m.generator());
+  out->target = str(m.target());
+  if (!out->target.empty() && out->target.compare(0, 3, "cpu") != 0)
+    fail("artifact is compiled for target '", printable(m.target()),
+         "'; this runtime runs 'cpu' artifacts");
+
+  SemanticChecker v{m, *out, data + h.weights_offset, h.weights_size};
+  v.config();
+  v.tokenizer();
+  v.tensors();
+  v.buffers();
+  v.kvCaches();
+  v.programs();
+  return out;
+}
+
+} // namespace rt
+
+Model::Model(std::unique_ptr<rt::ModelData> data) : data_(std::move(data)) {}
+Model::~Model() = default;
+
+std::shared_ptr<Model> Model::load(const std::string &path) {
+  return std::shared_ptr<Model>(new Model(rt::loadArtifact(path)));
+}
+
+const ModelConfigInfo &Model::config() const { return data_->config; }
+const Tokenizer &Model::tokenizer() const { return *data_->tokenizer; }
+int64_t Model::contextLength() const { return data_->context_length; }
+int64_t Model::maxTokensPerStep() const { return data_->max_tokens; }
+uint64_t Model::arenaBytes() const { return data_->arena_bytes; }
+uint64_t Model::kvCacheBytes() const { return data_->kv_bytes; }
+uint64_t Model::weightBytes() const { return data_->weight_bytes; }
+const std::string &Model::generator() const { return data_->generator; }
+const std::string &Model::target() const { return data_->target; }
+
+} // namespace loom

@@ -1,0 +1,101 @@
+// The loaded form of an artifact: the file mapped read-only, and the
+// flatbuffer's content copied into plain structs after verification, so the
+// executor never reads the (untrusted) flatbuffer itself.
+#ifndef LOOM_RUNTIME_ARTIFACT_H
+#define LOOM_RUNTIME_ARTIFACT_H
+
+#include "loom/loom_artifact_generated.h"
+#include "loom/runtime.h"
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace loom::rt {
+
+using Kernel = loom::artifact::Kernel;
+const char *kernelName(Kernel kernel);
+
+// A read-only private mapping of a whole file, unmapped on destruction.
+class MappedFile {
+public:
+  // Throws loom::Error "cannot open artifact 'PATH': REASON".
+  explicit MappedFile(const std::string &path);
+  ~MappedFile();
+  MappedFile(const MappedFile &) = delete;
+  MappedFile &operator=(const MappedFile &) = delete;
+  const uint8_t *data() const { return data_; }
+  size_t size() const { return size_; }
+
+private:
+  const uint8_t *data_ = nullptr;
+  size_t size_ = 0;
+};
+
+struct BufferDesc {
+  uint64_t offset;   // bytes into the arena
+  int64_t row_elems; // floats per row, also the row stride
+};
+
+struct TensorDesc {
+  std::string name;
+  std::vector<int64_t> shape;
+  const float *data; // inside the mapped file, 64-byte aligned
+  uint64_t bytes;
+};
+
+struct KvCacheDesc {
+  uint32_t layer;
+  int64_t max_seq;
+  int64_t kv_heads;
+  int64_t head_dim;
+};
+
+// One verified dispatch. Buffer and KV-cache indices are in range and the
+// shapes agree with the kernel's contract; weights are resolved to pointers.
+struct DispatchDesc {
+  Kernel kernel;
+  std::vector<uint32_t> inputs;
+  std::vector<uint32_t> outputs;
+  std::vector<uint32_t> scratch;
+  std::vector<const float *> weights;
+  std::vector<int64_t> iparams;
+  std::vector<float> fparams;
+  std::string name; // the op it came from; the kernel name when absent
+};
+
+struct ProgramDesc {
+  std::string name;
+  std::vector<DispatchDesc> dispatches;
+  uint32_t logits_buffer;
+};
+
+struct ModelData {
+  std::unique_ptr<MappedFile> file;
+  ModelConfigInfo config;
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::string generator;
+  std::string target;
+  std::vector<TensorDesc> tensors;
+  std::vector<BufferDesc> buffers;
+  std::vector<KvCacheDesc> kv_caches;
+  std::vector<ProgramDesc> programs;
+  size_t forward_program = 0; // index of "forward" in programs
+  uint64_t arena_bytes = 0;
+  int64_t max_tokens = 0;
+  int64_t context_length = 0;
+  uint64_t kv_bytes = 0;
+  uint64_t weight_bytes = 0;
+
+  const ProgramDesc &forward() const { return programs[forward_program]; }
+};
+
+// Maps `path` and verifies everything the executor relies on. Throws
+// loom::Error with a one-line message naming the first problem.
+std::unique_ptr<ModelData> loadArtifact(const std::string &path);
+
+} // namespace loom::rt
+
+#endif // LOOM_RUNTIME_ARTIFACT_H

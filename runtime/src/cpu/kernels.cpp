@@ -1,0 +1,290 @@
+// Kernel entry points: ISA detection and selection, threading, blocking and
+// scratch memory. The arithmetic is in the leaf kernels of
+// kernels_portable.cpp and kernels_avx512.cpp (see kernels_impl.h).
+#include "cpu/kernels.h"
+#include "cpu/kernels_impl.h"
+
+#include <tbb/blocked_range.h>
+#include <tbb/cache_aligned_allocator.h>
+#include <tbb/parallel_for.h>
+#include <tbb/task_arena.h>
+
+#include <cpuid.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+namespace loom::rt::cpu {
+namespace {
+
+// Below about this many multiply-adds (or elements, for elementwise kernels)
+// a kernel runs on the calling thread: handing work to TBB costs a few
+// microseconds, more than the work itself.
+constexpr int64_t kSerialWork = int64_t(1) << 15;
+
+// Prefill GEMM blocking. A K block of 256 keeps one packed panel of 256 x 32
+// floats (32 KiB) in L1 while the token rows stream past it; a task's packed
+// weights (at most 256 outputs x 256 k, 256 KiB) and token rows (128 x 256,
+// 128 KiB) stay in L2.
+constexpr int64_t kKc = 256;
+constexpr int64_t kMaxMc = 128;
+constexpr int64_t kMinMc = 32;
+constexpr int64_t kMaxNb = 256;
+
+// Decode matvec: rows of W are handed out in groups of 16 so that every
+// thread runs the 8-row kernel on full groups.
+constexpr int64_t kRowGroup = 16;
+
+int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+int64_t roundUp(int64_t a, int64_t b) { return ceilDiv(a, b) * b; }
+
+// Items per chunk so that a chunk does at least kSerialWork, for items of
+// `work` multiply-adds or elements each.
+int64_t grainFor(int64_t work) {
+  return std::max<int64_t>(1, kSerialWork / std::max<int64_t>(1, work));
+}
+
+// Runs f(begin, end) over [0, n): in one call on this thread when n <= grain,
+// otherwise split by TBB into chunks of at least `grain`.
+template <typename F> void forRange(int64_t n, int64_t grain, const F &f) {
+  if (n <= 0)
+    return;
+  if (n <= grain) {
+    f(int64_t(0), n);
+    return;
+  }
+  tbb::parallel_for(
+      tbb::blocked_range<int64_t>(0, n, grain),
+      [&](const tbb::blocked_range<int64_t> &r) { f(r.begin(), r.end()); });
+}
+
+// Per-thread scratch (packed weights, attention scores). Leaf kernels never
+// call back into TBB, so a thread cannot start a second user of its buffer
+// while the first still holds it.
+float *threadScratch(int64_t n) {
+  thread_local std::vector<float, tbb::cache_aligned_allocator<float>> buffer;
+  if (static_cast<int64_t>(buffer.size()) < n)
+    buffer.resize(static_cast<size_t>(n));
+  return buffer.data();
+}
+
+bool cpuHasAvx512() {
+  unsigned eax, ebx, ecx, edx;
+  if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx))
+    return false;
+  // kernels_avx512.cpp is also compiled with -mfma and -mavx2, so the
+  // compiler may use those instructions there too.
+  if (!(ecx & bit_OSXSAVE) || !(ecx & bit_FMA))
+    return false;
+  // The OS must save SSE, AVX, opmask and both halves of the zmm state
+  // (XCR0 bits 1, 2, 5, 6, 7) or zmm registers get lost on context switches.
+  uint32_t xcr0, xcr0High;
+  __asm__ volatile("xgetbv" : "=a"(xcr0), "=d"(xcr0High) : "c"(0));
+  constexpr uint32_t kZmmState = 0xE6;
+  if ((xcr0 & kZmmState) != kZmmState)
+    return false;
+  if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx))
+    return false;
+  constexpr unsigned kNeeded =
+      bit_AVX2 | bit_AVX512F | bit_AVX512DQ | bit_AVX512BW | bit_AVX512VL;
+  return (ebx & kNeeded) == kNeeded;
+}
+
+std::atomic<Isa> &activeSlot() {
+  static std::atomic<Isa> isa{[] {
+    const char *env = std::getenv("LOOM_ISA");
+    return env && std::strcmp(env, "portable") == 0 ? Isa::Portable
+                                                    : detectIsa();
+  }()};
+  return isa;
+}
+
+const detail::IsaKernels &kernels() {
+  return activeIsa() == Isa::Avx512 ? detail::kAvx512Kernels
+                                    : detail::kPortableKernels;
+}
+
+void gemm(const detail::IsaKernels &ik, const float *x, int64_t ldx,
+          const float *W, float *y, int64_t ldy, int64_t T, int64_t K,
+          int64_t N, bool accumulate) {
+  const int64_t mr = ik.mr;
+  const int64_t nr = ik.nr;
+  // Equal K blocks, so that K = 300 runs as 2 x 150 rather than 256 + 44.
+  const int64_t kc = ceilDiv(K, ceilDiv(K, kKc));
+
+  // Tasks are (token block, output block) pairs. Shrink the blocks until
+  // there are a few tasks per thread, to balance load, but keep at least
+  // kMinMc tokens and two panels per task so packing stays amortised.
+  int64_t mc = std::min(roundUp(T, mr), kMaxMc);
+  int64_t nb = std::min(roundUp(N, nr), kMaxNb);
+  const bool serial = T * N * K < kSerialWork;
+  const int64_t wanted =
+      serial ? 1 : 4 * int64_t(tbb::this_task_arena::max_concurrency());
+  auto tasks = [&] { return ceilDiv(T, mc) * ceilDiv(N, nb); };
+  while (tasks() < wanted && nb > 2 * nr)
+    nb = roundUp(nb / 2, nr);
+  while (tasks() < wanted && mc >= 2 * kMinMc)
+    mc = roundUp(mc / 2, mr);
+  const int64_t nBlocks = ceilDiv(N, nb);
+  const int64_t total = tasks();
+
+  forRange(total, serial ? total : 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t t0 = (i / nBlocks) * mc;
+      const int64_t n0 = (i % nBlocks) * nb;
+      const int64_t m = std::min(mc, T - t0);
+      const int64_t n = std::min(nb, N - n0);
+      float *panels = threadScratch(roundUp(n, nr) * kc);
+      for (int64_t k0 = 0; k0 < K; k0 += kc) {
+        const int64_t kcur = std::min(kc, K - k0);
+        ik.packPanels(W + n0 * K + k0, K, n, kcur, panels);
+        ik.gemmBlock(x + t0 * ldx + k0, ldx, panels, y + t0 * ldy + n0, ldy, m,
+                     n, kcur, accumulate || k0 > 0);
+      }
+    }
+  });
+}
+
+} // namespace
+
+Isa detectIsa() {
+  static const Isa isa = cpuHasAvx512() ? Isa::Avx512 : Isa::Portable;
+  return isa;
+}
+
+Isa activeIsa() { return activeSlot().load(std::memory_order_relaxed); }
+
+bool setIsa(Isa isa) {
+  if (isa == Isa::Avx512 && detectIsa() != Isa::Avx512)
+    return false;
+  activeSlot().store(isa, std::memory_order_relaxed);
+  return true;
+}
+
+const char *isaName(Isa isa) {
+  return isa == Isa::Avx512 ? "avx512" : "portable";
+}
+
+void embed(const int32_t *tokens, int64_t T, const float *table, int64_t D,
+           float *out) {
+  // A row copy: memcpy is already vectorised, so there is no ISA variant.
+  forRange(T, grainFor(D), [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t)
+      std::memcpy(out + t * D, table + int64_t(tokens[t]) * D,
+                  sizeof(float) * size_t(D));
+  });
+}
+
+void rmsNorm(const float *x, const float *w, float *y, int64_t T, int64_t D,
+             float eps) {
+  const detail::IsaKernels &ik = kernels();
+  forRange(T, grainFor(D), [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t)
+      ik.rmsNormRow(x + t * D, w, y + t * D, D, eps);
+  });
+}
+
+void matmul(const float *x, int64_t ldx, const float *W, float *y, int64_t ldy,
+            int64_t T, int64_t K, int64_t N, bool accumulate) {
+  if (T <= 0 || N <= 0)
+    return;
+  if (K <= 0) {
+    if (!accumulate)
+      for (int64_t t = 0; t < T; ++t)
+        std::fill(y + t * ldy, y + t * ldy + N, 0.0f);
+    return;
+  }
+  const detail::IsaKernels &ik = kernels();
+  if (T > 1) {
+    gemm(ik, x, ldx, W, y, ldy, T, K, N, accumulate);
+    return;
+  }
+  // Decode: W is read exactly once, split by rows across threads.
+  forRange(ceilDiv(N, kRowGroup), grainFor(kRowGroup * K),
+           [&](int64_t begin, int64_t end) {
+             const int64_t n0 = begin * kRowGroup;
+             const int64_t n1 = std::min(N, end * kRowGroup);
+             ik.matvec(x, W + n0 * K, y + n0, K, n1 - n0, accumulate);
+           });
+}
+
+void rope(float *x, int64_t ldx, int64_t T, int64_t cols, int64_t head_dim,
+          int64_t start_pos, float theta) {
+  if (T <= 0 || cols <= 0)
+    return;
+  // The angle tables are computed here, once, in float32 exactly as llama2.c
+  // does, so both ISAs rotate by bit-identical cos/sin values.
+  std::vector<float> tables(size_t(2 * T * head_dim));
+  float *cosT = tables.data();
+  float *sinT = cosT + T * head_dim;
+  for (int64_t j = 0; j < head_dim; j += 2) {
+    const float freq = 1.0f / powf(theta, static_cast<float>(j) /
+                                              static_cast<float>(head_dim));
+    for (int64_t t = 0; t < T; ++t) {
+      const float angle = static_cast<float>(start_pos + t) * freq;
+      const float c = cosf(angle);
+      const float s = sinf(angle);
+      float *ct = cosT + t * head_dim;
+      float *st = sinT + t * head_dim;
+      ct[j] = c;
+      ct[j + 1] = c;
+      st[j] = -s;
+      st[j + 1] = s;
+    }
+  }
+  const detail::IsaKernels &ik = kernels();
+  forRange(T, grainFor(cols), [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t)
+      ik.ropeRow(x + t * ldx, cols, head_dim, cosT + t * head_dim,
+                 sinT + t * head_dim);
+  });
+}
+
+void attention(const float *q, int64_t ldq, const float *k, int64_t ldk,
+               const float *v, int64_t ldv, float *out, int64_t ldo, int64_t T,
+               int64_t start_pos, int64_t n_heads, int64_t n_kv_heads,
+               int64_t head_dim, KvView cache) {
+  const int64_t kvDim = cache.kv_dim;
+  for (int64_t t = 0; t < T; ++t) {
+    std::memcpy(cache.k + (start_pos + t) * kvDim, k + t * ldk,
+                sizeof(float) * size_t(kvDim));
+    std::memcpy(cache.v + (start_pos + t) * kvDim, v + t * ldv,
+                sizeof(float) * size_t(kvDim));
+  }
+  const detail::IsaKernels &ik = kernels();
+  const int64_t group = n_heads / n_kv_heads;
+  const int64_t maxPos = start_pos + T;
+  // Each (row, head) pair costs up to about 2 * maxPos * head_dim MACs.
+  forRange(T * n_heads, grainFor(2 * maxPos * head_dim),
+           [&](int64_t begin, int64_t end) {
+             float *scores = threadScratch(maxPos);
+             for (int64_t i = begin; i < end; ++i) {
+               const int64_t t = i / n_heads;
+               const int64_t h = i % n_heads;
+               const int64_t kvCol = (h / group) * head_dim;
+               ik.attendHead(q + t * ldq + h * head_dim, cache.k + kvCol,
+                             cache.v + kvCol, kvDim, start_pos + t + 1,
+                             head_dim, scores, out + t * ldo + h * head_dim);
+             }
+           });
+}
+
+void siluMul(const float *a, const float *b, float *y, int64_t n) {
+  const detail::IsaKernels &ik = kernels();
+  forRange(n, kSerialWork, [&](int64_t begin, int64_t end) {
+    ik.siluMul(a + begin, b + begin, y + begin, end - begin);
+  });
+}
+
+void add(const float *a, const float *b, float *y, int64_t n) {
+  const detail::IsaKernels &ik = kernels();
+  forRange(n, kSerialWork, [&](int64_t begin, int64_t end) {
+    ik.add(a + begin, b + begin, y + begin, end - begin);
+  });
+}
+
+} // namespace loom::rt::cpu

@@ -1,0 +1,69 @@
+// CPU kernels of the dispatch form. Row-major f32 throughout. Every kernel
+// parallelises internally with oneTBB (call it inside the session's
+// tbb::task_arena to bound the threads) and dispatches at run time to an
+// AVX-512 implementation where the CPU has it, a portable one otherwise.
+#ifndef LOOM_RUNTIME_CPU_KERNELS_H
+#define LOOM_RUNTIME_CPU_KERNELS_H
+
+#include <cstdint>
+
+namespace loom::rt::cpu {
+
+enum class Isa { Portable, Avx512 };
+
+// Best ISA this CPU supports (cpuid + OS support for the zmm state).
+Isa detectIsa();
+// The ISA kernels use now; starts as detectIsa(), or Portable when the
+// environment variable LOOM_ISA=portable is set.
+Isa activeIsa();
+// Force an ISA (tests compare both). Returns false, changing nothing, if the
+// CPU lacks it.
+bool setIsa(Isa isa);
+const char *isaName(Isa isa);
+
+// out[t, :] = table[tokens[t], :]; tokens already range-checked by the caller.
+void embed(const int32_t *tokens, int64_t T, const float *table, int64_t D,
+           float *out);
+
+// y[t, :] = w * x[t, :] / sqrt(mean(x[t, :]^2) + eps)
+void rmsNorm(const float *x, const float *w, float *y, int64_t T, int64_t D,
+             float eps);
+
+// y[t, n] (+)= sum_k x[t, k] * W[n, k]   for t < T, n < N.
+// x has row stride ldx, y row stride ldy, W is dense [N, K].
+void matmul(const float *x, int64_t ldx, const float *W, float *y, int64_t ldy,
+            int64_t T, int64_t K, int64_t N, bool accumulate);
+
+// In place, llama2.c semantics: for each row t (position start_pos + t) and
+// each head-local pair index j = 0, 2, 4, ... < head_dim over the first
+// `cols` columns: freq = 1 / powf(theta, j / head_dim) in float32,
+// angle = pos * freq in float32, (x0, x1) <- (x0 c - x1 s, x0 s + x1 c).
+void rope(float *x, int64_t ldx, int64_t T, int64_t cols, int64_t head_dim,
+          int64_t start_pos, float theta);
+
+// One layer's KV cache: rows [max_seq, kv_dim] for K and for V.
+struct KvView {
+  float *k;
+  float *v;
+  int64_t max_seq;
+  int64_t kv_dim; // n_kv_heads * head_dim
+};
+
+// Causal grouped-query attention. First writes rows k[t], v[t] into the cache
+// at position start_pos + t, then for each row t and head h:
+// out[t, h] = softmax(q[t,h] . K[0..p, g]^T / sqrt(head_dim)) V[0..p, g]
+// with p = start_pos + t and g = h / (n_heads / n_kv_heads).
+void attention(const float *q, int64_t ldq, const float *k, int64_t ldk,
+               const float *v, int64_t ldv, float *out, int64_t ldo,
+               int64_t T, int64_t start_pos, int64_t n_heads,
+               int64_t n_kv_heads, int64_t head_dim, KvView cache);
+
+// y = silu(a) * b = a / (1 + exp(-a)) * b, elementwise over n values.
+void siluMul(const float *a, const float *b, float *y, int64_t n);
+
+// y = a + b, elementwise over n values (y may alias a or b).
+void add(const float *a, const float *b, float *y, int64_t n);
+
+} // namespace loom::rt::cpu
+
+#endif // LOOM_RUNTIME_CPU_KERNELS_H

@@ -1,0 +1,388 @@
+// AVX-512 leaf kernels. CMake compiles this file with -mavx512f -mavx512bw
+// -mavx512vl -mavx512dq -mfma -mavx2; kernels.cpp only calls into it after
+// detectIsa() has seen those features and the OS's zmm support. It includes no
+// standard-library or TBB header and keeps every helper in an anonymous
+// namespace (see kernels_impl.h for why).
+#include "cpu/kernels_impl.h"
+
+// GCC 12 reports its own _mm512_undefined_ps() (used inside many intrinsics)
+// as uninitialised once inlined (GCC PR 105593); silence that for the header.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <immintrin.h>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
+namespace loom::rt::cpu::detail {
+namespace {
+
+// Micro-tile of the prefill GEMM: 8 tokens x 32 outputs is 16 zmm
+// accumulators, enough independent FMA chains to hide FMA latency on two FMA
+// ports, while each k step loads two weight vectors and eight token values.
+constexpr int64_t kMr = 8;
+constexpr int64_t kNr = 32;
+
+int64_t minI(int64_t a, int64_t b) { return a < b ? a : b; }
+
+// Lanes [0, n) for 0 <= n <= 16.
+__mmask16 firstLanes(int64_t n) {
+  return static_cast<__mmask16>((1u << static_cast<unsigned>(n)) - 1u);
+}
+
+// The horizontal sums of eight vectors, in order, as one ymm. Folding the
+// vectors into each other costs 15 shuffles and 7 adds for all eight, where
+// eight separate reductions would cost about four times as much.
+__m256 reduce8(const __m512 a[8]) {
+  // Halve each vector and pair them: b[i] holds vector 2i in its low two
+  // 128-bit lanes and vector 2i+1 in its high two.
+  __m512 b[4];
+  for (int i = 0; i < 4; ++i)
+    b[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0x44),
+                         _mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0xEE));
+  // Lane i of c0 now sums to vector i, lane i of c1 to vector 4 + i.
+  const __m512 c0 = _mm512_add_ps(_mm512_shuffle_f32x4(b[0], b[1], 0x88),
+                                  _mm512_shuffle_f32x4(b[0], b[1], 0xDD));
+  const __m512 c1 = _mm512_add_ps(_mm512_shuffle_f32x4(b[2], b[3], 0x88),
+                                  _mm512_shuffle_f32x4(b[2], b[3], 0xDD));
+  // Within each lane: element 0 becomes the sum of vector i, element 1 that
+  // of vector 4 + i.
+  const __m512 e =
+      _mm512_add_ps(_mm512_unpacklo_ps(c0, c1), _mm512_unpackhi_ps(c0, c1));
+  const __m512 f = _mm512_add_ps(e, _mm512_shuffle_ps(e, e, 0x4E));
+  const __m512i order =
+      _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0);
+  return _mm512_castps512_ps256(_mm512_permutexvar_ps(order, f));
+}
+
+// In-register transpose of a 16 x 16 block: afterwards r[j] holds what was
+// column j.
+void transpose16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  // Lane L of s[4g + c] holds rows 4g..4g+3 of column 4L + c.
+  __m512 s[16];
+  for (int g = 0; g < 4; ++g) {
+    s[4 * g + 0] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0x44);
+    s[4 * g + 1] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0xEE);
+    s[4 * g + 2] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0x44);
+    s[4 * g + 3] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0xEE);
+  }
+  for (int c = 0; c < 4; ++c) {
+    const __m512 u0 = _mm512_shuffle_f32x4(s[c], s[4 + c], 0x88);
+    const __m512 u1 = _mm512_shuffle_f32x4(s[c], s[4 + c], 0xDD);
+    const __m512 u2 = _mm512_shuffle_f32x4(s[8 + c], s[12 + c], 0x88);
+    const __m512 u3 = _mm512_shuffle_f32x4(s[8 + c], s[12 + c], 0xDD);
+    r[c] = _mm512_shuffle_f32x4(u0, u2, 0x88);
+    r[4 + c] = _mm512_shuffle_f32x4(u1, u3, 0x88);
+    r[8 + c] = _mm512_shuffle_f32x4(u0, u2, 0xDD);
+    r[12 + c] = _mm512_shuffle_f32x4(u1, u3, 0xDD);
+  }
+}
+
+// exp(x) to about 2 ulp: 2^n * p(r) with n = round(x / ln 2), r = x - n ln 2
+// and Cephes' expf polynomial for p. scalef applies 2^n with correct overflow
+// to +inf and underflow to 0; the clamp only keeps n*ln2 exact.
+__m512 expPs(__m512 x) {
+  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-150.0f)),
+                    _mm512_set1_ps(150.0f));
+  const __m512 n = _mm512_roundscale_ps(
+      _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r),
+                      _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  return _mm512_scalef_ps(p, n);
+}
+
+void packPanels(const float *W, int64_t ldw, int64_t n, int64_t kc,
+                float *dst) {
+  for (int64_t r0 = 0; r0 < n; r0 += kNr, dst += kc * kNr) {
+    // Each panel is two 16-row halves; each is transposed 16 x 16 at a time
+    // so that reads and writes both stay whole vectors.
+    for (int64_t half = 0; half < 2; ++half) {
+      const int64_t rb = r0 + 16 * half;
+      const int64_t rows = n - rb;
+      for (int64_t k0 = 0; k0 < kc; k0 += 16) {
+        const int64_t kn = minI(16, kc - k0);
+        const __mmask16 m = firstLanes(kn);
+        __m512 v[16];
+        for (int64_t i = 0; i < 16; ++i)
+          v[i] = i < rows ? _mm512_maskz_loadu_ps(m, W + (rb + i) * ldw + k0)
+                          : _mm512_setzero_ps();
+        transpose16(v);
+        for (int64_t j = 0; j < kn; ++j)
+          _mm512_storeu_ps(dst + (k0 + j) * kNr + 16 * half, v[j]);
+      }
+    }
+  }
+}
+
+// One kMr x kNr tile over kc values of k. Rows past `rows` repeat the last
+// valid row so the loop stays branch-free; their results are not stored.
+void microTile(const float *x, int64_t ldx, int64_t rows, const float *panel,
+               int64_t kc, float *y, int64_t ldy, int64_t cols,
+               bool accumulate) {
+  const float *a[kMr];
+  for (int64_t i = 0; i < kMr; ++i)
+    a[i] = x + minI(i, rows - 1) * ldx;
+  __m512 c[kMr][2];
+  for (int64_t i = 0; i < kMr; ++i)
+    c[i][0] = c[i][1] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < kc; ++k) {
+    const __m512 b0 = _mm512_loadu_ps(panel + k * kNr);
+    const __m512 b1 = _mm512_loadu_ps(panel + k * kNr + 16);
+    for (int64_t i = 0; i < kMr; ++i) {
+      const __m512 av = _mm512_set1_ps(a[i][k]);
+      c[i][0] = _mm512_fmadd_ps(av, b0, c[i][0]);
+      c[i][1] = _mm512_fmadd_ps(av, b1, c[i][1]);
+    }
+  }
+  const __mmask16 m0 = firstLanes(minI(cols, 16));
+  const __mmask16 m1 = cols > 16 ? firstLanes(minI(cols - 16, 16)) : 0;
+  for (int64_t i = 0; i < rows; ++i) {
+    float *yr = y + i * ldy;
+    if (accumulate) {
+      c[i][0] = _mm512_add_ps(c[i][0], _mm512_maskz_loadu_ps(m0, yr));
+      c[i][1] = _mm512_add_ps(c[i][1], _mm512_maskz_loadu_ps(m1, yr + 16));
+    }
+    _mm512_mask_storeu_ps(yr, m0, c[i][0]);
+    _mm512_mask_storeu_ps(yr + 16, m1, c[i][1]);
+  }
+}
+
+void gemmBlock(const float *x, int64_t ldx, const float *panels, float *y,
+               int64_t ldy, int64_t m, int64_t n, int64_t kc, bool accumulate) {
+  // Panel-outer, tokens-inner: one panel (kc x 32 floats) stays in L1 while
+  // the token rows stream past it.
+  for (int64_t j0 = 0; j0 < n; j0 += kNr, panels += kc * kNr)
+    for (int64_t t0 = 0; t0 < m; t0 += kMr)
+      microTile(x + t0 * ldx, ldx, minI(kMr, m - t0), panels, kc,
+                y + t0 * ldy + j0, ldy, minI(kNr, n - j0), accumulate);
+}
+
+void matvec(const float *x, const float *W, float *y, int64_t K, int64_t n,
+            bool accumulate) {
+  const int64_t kFull = K & ~int64_t(15);
+  const __mmask16 tail = firstLanes(K - kFull);
+  int64_t r = 0;
+  // Eight rows at a time: eight independent FMA chains, and each x vector is
+  // loaded once for eight rows of W.
+  for (; r + 8 <= n; r += 8) {
+    const float *w = W + r * K;
+    __m512 acc[8];
+    for (int i = 0; i < 8; ++i)
+      acc[i] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < kFull; k += 16) {
+      const __m512 xv = _mm512_loadu_ps(x + k);
+      for (int i = 0; i < 8; ++i)
+        acc[i] = _mm512_fmadd_ps(_mm512_loadu_ps(w + i * K + k), xv, acc[i]);
+    }
+    if (tail) {
+      const __m512 xv = _mm512_maskz_loadu_ps(tail, x + kFull);
+      for (int i = 0; i < 8; ++i)
+        acc[i] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, w + i * K + kFull),
+                                 xv, acc[i]);
+    }
+    __m256 s = reduce8(acc);
+    if (accumulate)
+      s = _mm256_add_ps(s, _mm256_loadu_ps(y + r));
+    _mm256_storeu_ps(y + r, s);
+  }
+  for (; r < n; ++r) {
+    const float *w = W + r * K;
+    __m512 acc0 = _mm512_setzero_ps();
+    __m512 acc1 = _mm512_setzero_ps();
+    int64_t k = 0;
+    for (; k + 32 <= kFull; k += 32) {
+      acc0 =
+          _mm512_fmadd_ps(_mm512_loadu_ps(w + k), _mm512_loadu_ps(x + k), acc0);
+      acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(w + k + 16),
+                             _mm512_loadu_ps(x + k + 16), acc1);
+    }
+    if (k < kFull)
+      acc0 =
+          _mm512_fmadd_ps(_mm512_loadu_ps(w + k), _mm512_loadu_ps(x + k), acc0);
+    acc1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, w + kFull),
+                           _mm512_maskz_loadu_ps(tail, x + kFull), acc1);
+    const float s = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+    y[r] = accumulate ? y[r] + s : s;
+  }
+}
+
+void rmsNormRow(const float *x, const float *w, float *y, int64_t D,
+                float eps) {
+  __m512 acc0 = _mm512_setzero_ps();
+  __m512 acc1 = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 32 <= D; i += 32) {
+    const __m512 v0 = _mm512_loadu_ps(x + i);
+    const __m512 v1 = _mm512_loadu_ps(x + i + 16);
+    acc0 = _mm512_fmadd_ps(v0, v0, acc0);
+    acc1 = _mm512_fmadd_ps(v1, v1, acc1);
+  }
+  for (; i < D; i += 16) {
+    const __m512 v = _mm512_maskz_loadu_ps(firstLanes(minI(D - i, 16)), x + i);
+    acc0 = _mm512_fmadd_ps(v, v, acc0);
+  }
+  const float ms =
+      _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)) / static_cast<float>(D);
+  const float ss = 1.0f / _mm_cvtss_f32(_mm_sqrt_ss(_mm_set_ss(ms + eps)));
+  const __m512 scale = _mm512_set1_ps(ss);
+  for (i = 0; i < D; i += 16) {
+    const __mmask16 m = firstLanes(minI(D - i, 16));
+    const __m512 v = _mm512_mul_ps(scale, _mm512_maskz_loadu_ps(m, x + i));
+    _mm512_mask_storeu_ps(y + i, m,
+                          _mm512_mul_ps(_mm512_maskz_loadu_ps(m, w + i), v));
+  }
+}
+
+void ropeRow(float *x, int64_t cols, int64_t head_dim, const float *cosT,
+             const float *sinT) {
+  // The _round_ forms are opaque to the compiler, so it cannot contract the
+  // products and the sum into an FMA (it may do that for plain _mm512_mul_ps
+  // and _mm512_add_ps); a fused result would differ from the portable path.
+  constexpr int kNearest = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+  for (int64_t h0 = 0; h0 < cols; h0 += head_dim) {
+    float *xh = x + h0;
+    const int64_t n = minI(head_dim, cols - h0);
+    for (int64_t e = 0; e < n; e += 16) {
+      const __mmask16 m = firstLanes(minI(n - e, 16));
+      const __m512 v = _mm512_maskz_loadu_ps(m, xh + e);
+      const __m512 swapped = _mm512_permute_ps(v, 0xB1);
+      const __m512 a =
+          _mm512_mul_round_ps(v, _mm512_maskz_loadu_ps(m, cosT + e), kNearest);
+      const __m512 b = _mm512_mul_round_ps(
+          swapped, _mm512_maskz_loadu_ps(m, sinT + e), kNearest);
+      _mm512_mask_storeu_ps(xh + e, m, _mm512_add_round_ps(a, b, kNearest));
+    }
+  }
+}
+
+void attendHead(const float *q, const float *k, const float *v, int64_t ld,
+                int64_t n_pos, int64_t head_dim, float *scores, float *out) {
+  const float div =
+      _mm_cvtss_f32(_mm_sqrt_ss(_mm_set_ss(static_cast<float>(head_dim))));
+  const int64_t eFull = head_dim & ~int64_t(15);
+  const __mmask16 eTail = firstLanes(head_dim - eFull);
+
+  // Scores, eight positions at a time so that one reduce8 finishes them.
+  int64_t p = 0;
+  for (; p + 8 <= n_pos; p += 8) {
+    const float *kp = k + p * ld;
+    __m512 acc[8];
+    for (int i = 0; i < 8; ++i)
+      acc[i] = _mm512_setzero_ps();
+    for (int64_t e = 0; e < eFull; e += 16) {
+      const __m512 qv = _mm512_loadu_ps(q + e);
+      for (int i = 0; i < 8; ++i)
+        acc[i] = _mm512_fmadd_ps(_mm512_loadu_ps(kp + i * ld + e), qv, acc[i]);
+    }
+    if (eTail) {
+      const __m512 qv = _mm512_maskz_loadu_ps(eTail, q + eFull);
+      for (int i = 0; i < 8; ++i)
+        acc[i] = _mm512_fmadd_ps(
+            _mm512_maskz_loadu_ps(eTail, kp + i * ld + eFull), qv, acc[i]);
+    }
+    _mm256_storeu_ps(scores + p,
+                     _mm256_div_ps(reduce8(acc), _mm256_set1_ps(div)));
+  }
+  for (; p < n_pos; ++p) {
+    const float *kp = k + p * ld;
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t e = 0; e < head_dim; e += 16) {
+      const __mmask16 m = firstLanes(minI(head_dim - e, 16));
+      acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, kp + e),
+                            _mm512_maskz_loadu_ps(m, q + e), acc);
+    }
+    scores[p] = _mm512_reduce_add_ps(acc) / div;
+  }
+
+  // Softmax over the scores.
+  __m512 mx = _mm512_set1_ps(-__builtin_inff());
+  for (p = 0; p < n_pos; p += 16) {
+    const __mmask16 m = firstLanes(minI(n_pos - p, 16));
+    mx = _mm512_mask_max_ps(mx, m, mx, _mm512_maskz_loadu_ps(m, scores + p));
+  }
+  const __m512 top = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+  __m512 sum = _mm512_setzero_ps();
+  for (p = 0; p < n_pos; p += 16) {
+    const __mmask16 m = firstLanes(minI(n_pos - p, 16));
+    const __m512 e =
+        expPs(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, scores + p), top));
+    _mm512_mask_storeu_ps(scores + p, m, e);
+    sum = _mm512_mask_add_ps(sum, m, sum, e);
+  }
+  const __m512 total = _mm512_set1_ps(_mm512_reduce_add_ps(sum));
+  for (p = 0; p < n_pos; p += 16) {
+    const __mmask16 m = firstLanes(minI(n_pos - p, 16));
+    _mm512_mask_storeu_ps(
+        scores + p, m,
+        _mm512_div_ps(_mm512_maskz_loadu_ps(m, scores + p), total));
+  }
+
+  // Weighted sum of the V rows, 16 columns at a time with four independent
+  // accumulators over positions.
+  for (int64_t e = 0; e < head_dim; e += 16) {
+    const __mmask16 m = firstLanes(minI(head_dim - e, 16));
+    const float *ve = v + e;
+    __m512 acc[4];
+    for (int i = 0; i < 4; ++i)
+      acc[i] = _mm512_setzero_ps();
+    for (p = 0; p + 4 <= n_pos; p += 4)
+      for (int i = 0; i < 4; ++i)
+        acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(scores[p + i]),
+                                 _mm512_maskz_loadu_ps(m, ve + (p + i) * ld),
+                                 acc[i]);
+    for (; p < n_pos; ++p)
+      acc[0] = _mm512_fmadd_ps(_mm512_set1_ps(scores[p]),
+                               _mm512_maskz_loadu_ps(m, ve + p * ld), acc[0]);
+    _mm512_mask_storeu_ps(out + e, m,
+                          _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]),
+                                        _mm512_add_ps(acc[2], acc[3])));
+  }
+}
+
+void siluMul(const float *a, const float *b, float *y, int64_t n) {
+  const __m512 one = _mm512_set1_ps(1.0f);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = firstLanes(minI(n - i, 16));
+    const __m512 av = _mm512_maskz_loadu_ps(m, a + i);
+    const __m512 e = expPs(_mm512_sub_ps(_mm512_setzero_ps(), av));
+    const __m512 s = _mm512_div_ps(av, _mm512_add_ps(one, e));
+    _mm512_mask_storeu_ps(y + i, m,
+                          _mm512_mul_ps(s, _mm512_maskz_loadu_ps(m, b + i)));
+  }
+}
+
+void add(const float *a, const float *b, float *y, int64_t n) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    _mm512_storeu_ps(
+        y + i, _mm512_add_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i)));
+  const __mmask16 m = firstLanes(n - i);
+  _mm512_mask_storeu_ps(y + i, m,
+                        _mm512_add_ps(_mm512_maskz_loadu_ps(m, a + i),
+                                      _mm512_maskz_loadu_ps(m, b + i)));
+}
+
+} // namespace
+
+const IsaKernels kAvx512Kernels = {
+    kMr,         kNr,      &packPanels, &gemmBlock, &matvec,
+    &rmsNormRow, &ropeRow, &attendHead, &siluMul,   &add};
+
+} // namespace loom::rt::cpu::detail

@@ -1,0 +1,72 @@
+// Internal interface between the kernel dispatcher (kernels.cpp) and the two
+// ISA implementations (kernels_portable.cpp, kernels_avx512.cpp).
+//
+// Each ISA provides only leaf routines over raw pointers. Threading, blocking
+// and scratch memory live in kernels.cpp, which is compiled without ISA flags.
+// This split is what keeps the AVX-512 file safe on older CPUs: if it used TBB
+// or standard-library templates, it would emit out-of-line copies of inline
+// functions (compiled with AVX-512) that the linker may pick for every caller,
+// including the portable path. kernels_avx512.cpp therefore includes nothing
+// but <immintrin.h> and this header, and keeps its helpers in an anonymous
+// namespace.
+#ifndef LOOM_RUNTIME_CPU_KERNELS_IMPL_H
+#define LOOM_RUNTIME_CPU_KERNELS_IMPL_H
+
+#include <cstdint>
+
+namespace loom::rt::cpu::detail {
+
+struct IsaKernels {
+  // GEMM micro-tile: the leaf computes `mr` tokens x `nr` outputs at a time.
+  int64_t mr;
+  int64_t nr;
+
+  // Packs rows [0, n) of W (row stride ldw), columns [0, kc), into
+  // ceil(n / nr) panels laid out [kc][nr] one after the other, so that the
+  // micro-kernel reads nr consecutive outputs' weights for one k as one
+  // contiguous vector. Rows n.. of the last panel are zero.
+  void (*packPanels)(const float *W, int64_t ldw, int64_t n, int64_t kc,
+                     float *dst);
+
+  // y[t, j] (+)= sum_{k < kc} x[t, k] * Wpanel[k][j] for t < m, j < n, with
+  // the panels produced by packPanels(.., n, kc, panels).
+  void (*gemmBlock)(const float *x, int64_t ldx, const float *panels, float *y,
+                    int64_t ldy, int64_t m, int64_t n, int64_t kc,
+                    bool accumulate);
+
+  // Matrix-vector product streaming W once: y[r] (+)= W[r, :] . x, r < n.
+  void (*matvec)(const float *x, const float *W, float *y, int64_t K, int64_t n,
+                 bool accumulate);
+
+  // One row of RMSNorm.
+  void (*rmsNormRow)(const float *x, const float *w, float *y, int64_t D,
+                     float eps);
+
+  // Rotates the first `cols` values of one row, head by head. cosT and sinT
+  // hold head_dim values each, expanded per element: cosT[2i] = cosT[2i+1] =
+  // cos(angle_i), sinT[2i] = -sin(angle_i), sinT[2i+1] = sin(angle_i), so that
+  // x'[e] = x[e] * cosT[e] + x[e ^ 1] * sinT[e] for every element e. Both ISAs
+  // evaluate exactly that (two rounded products, one rounded sum, never a
+  // fused multiply-add), which makes their results bit-identical.
+  void (*ropeRow)(float *x, int64_t cols, int64_t head_dim, const float *cosT,
+                  const float *sinT);
+
+  // One query head over cache positions [0, n_pos): k and v point at the
+  // head's first column in the cache, rows ld apart. scores is scratch of
+  // n_pos floats; out receives head_dim values.
+  void (*attendHead)(const float *q, const float *k, const float *v, int64_t ld,
+                     int64_t n_pos, int64_t head_dim, float *scores,
+                     float *out);
+
+  // Elementwise over n values; y may alias a or b.
+  void (*siluMul)(const float *a, const float *b, float *y, int64_t n);
+  void (*add)(const float *a, const float *b, float *y, int64_t n);
+};
+
+extern const IsaKernels kPortableKernels;
+// Must only be called after detectIsa() returned Isa::Avx512.
+extern const IsaKernels kAvx512Kernels;
+
+} // namespace loom::rt::cpu::detail
+
+#endif // LOOM_RUNTIME_CPU_KERNELS_IMPL_H

@@ -1,0 +1,147 @@
+// Portable leaf kernels: plain C++ for any x86-64, compiled with -O3 and no
+// -march flags. Reductions are written with independent partial sums per
+// lane: the compiler may not reassociate one float sum by itself, but it does
+// vectorise loops over such lanes (SSE2 here).
+#include "cpu/kernels_impl.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace loom::rt::cpu::detail {
+namespace {
+
+constexpr int64_t kLanes = 16;
+
+float dot(const float *a, const float *b, int64_t n) {
+  float acc[kLanes] = {};
+  int64_t k = 0;
+  for (; k + kLanes <= n; k += kLanes)
+    for (int64_t j = 0; j < kLanes; ++j)
+      acc[j] += a[k + j] * b[k + j];
+  for (int64_t j = 0; k + j < n; ++j)
+    acc[j] += a[k + j] * b[k + j];
+  for (int64_t w = kLanes / 2; w > 0; w /= 2)
+    for (int64_t j = 0; j < w; ++j)
+      acc[j] += acc[j + w];
+  return acc[0];
+}
+
+// One token x 32 outputs: the 32 accumulators fill eight SSE registers and
+// the compiler vectorises the loop over outputs. (GCC turns a multi-token tile
+// with a short output loop into a slow k-vectorised loop instead.)
+constexpr int64_t kMr = 1;
+constexpr int64_t kNr = 32;
+
+void packPanels(const float *W, int64_t ldw, int64_t n, int64_t kc,
+                float *dst) {
+  for (int64_t r0 = 0; r0 < n; r0 += kNr, dst += kc * kNr) {
+    for (int64_t j = 0; j < kNr; ++j) {
+      if (r0 + j < n) {
+        const float *src = W + (r0 + j) * ldw;
+        for (int64_t k = 0; k < kc; ++k)
+          dst[k * kNr + j] = src[k];
+      } else {
+        for (int64_t k = 0; k < kc; ++k)
+          dst[k * kNr + j] = 0.0f;
+      }
+    }
+  }
+}
+
+void gemmBlock(const float *x, int64_t ldx, const float *panels, float *y,
+               int64_t ldy, int64_t m, int64_t n, int64_t kc, bool accumulate) {
+  // Panel-outer, tokens-inner: one panel (kc x 32 floats) stays in L1 while
+  // the token rows stream past it.
+  for (int64_t j0 = 0; j0 < n; j0 += kNr, panels += kc * kNr) {
+    const int64_t nc = std::min(kNr, n - j0);
+    for (int64_t t = 0; t < m; ++t) {
+      const float *xt = x + t * ldx;
+      float acc[kNr] = {};
+      for (int64_t k = 0; k < kc; ++k) {
+        const float *b = panels + k * kNr;
+        const float a = xt[k];
+        for (int64_t j = 0; j < kNr; ++j)
+          acc[j] += a * b[j];
+      }
+      float *yt = y + t * ldy + j0;
+      for (int64_t j = 0; j < nc; ++j)
+        yt[j] = accumulate ? yt[j] + acc[j] : acc[j];
+    }
+  }
+}
+
+void matvec(const float *x, const float *W, float *y, int64_t K, int64_t n,
+            bool accumulate) {
+  for (int64_t r = 0; r < n; ++r) {
+    const float s = dot(x, W + r * K, K);
+    y[r] = accumulate ? y[r] + s : s;
+  }
+}
+
+void rmsNormRow(const float *x, const float *w, float *y, int64_t D,
+                float eps) {
+  const float ss = 1.0f / std::sqrt(dot(x, x, D) / static_cast<float>(D) + eps);
+  for (int64_t i = 0; i < D; ++i)
+    y[i] = w[i] * (ss * x[i]);
+}
+
+void ropeRow(float *x, int64_t cols, int64_t head_dim, const float *cosT,
+             const float *sinT) {
+  // Bit-identical to the AVX-512 path only while the compiler cannot fuse
+  // these products and sums into FMAs, which holds because this file is built
+  // for baseline x86-64 (no -mfma, no -march).
+  for (int64_t h0 = 0; h0 < cols; h0 += head_dim) {
+    float *xh = x + h0;
+    const int64_t n = std::min(head_dim, cols - h0);
+    for (int64_t e = 0; e < n; e += 2) {
+      const float x0 = xh[e];
+      const float x1 = xh[e + 1];
+      xh[e] = x0 * cosT[e] + x1 * sinT[e];
+      xh[e + 1] = x1 * cosT[e + 1] + x0 * sinT[e + 1];
+    }
+  }
+}
+
+void attendHead(const float *q, const float *k, const float *v, int64_t ld,
+                int64_t n_pos, int64_t head_dim, float *scores, float *out) {
+  const float div = std::sqrt(static_cast<float>(head_dim));
+  float mx = -INFINITY;
+  for (int64_t p = 0; p < n_pos; ++p) {
+    scores[p] = dot(q, k + p * ld, head_dim) / div;
+    mx = std::max(mx, scores[p]);
+  }
+  float sum = 0.0f;
+  for (int64_t p = 0; p < n_pos; ++p) {
+    scores[p] = std::exp(scores[p] - mx);
+    sum += scores[p];
+  }
+  for (int64_t p = 0; p < n_pos; ++p)
+    scores[p] /= sum;
+  std::fill(out, out + head_dim, 0.0f);
+  for (int64_t p = 0; p < n_pos; ++p) {
+    const float *vr = v + p * ld;
+    const float s = scores[p];
+    for (int64_t i = 0; i < head_dim; ++i)
+      out[i] += s * vr[i];
+  }
+}
+
+void siluMul(const float *a, const float *b, float *y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float av = a[i];
+    y[i] = av / (1.0f + std::exp(-av)) * b[i];
+  }
+}
+
+void add(const float *a, const float *b, float *y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    y[i] = a[i] + b[i];
+}
+
+} // namespace
+
+const IsaKernels kPortableKernels = {
+    kMr,         kNr,      &packPanels, &gemmBlock, &matvec,
+    &rmsNormRow, &ropeRow, &attendHead, &siluMul,   &add};
+
+} // namespace loom::rt::cpu::detail

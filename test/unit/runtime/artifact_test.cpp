@@ -1,0 +1,430 @@
+// Artifact loading and verification: a good artifact loads with the recorded
+// metadata; every kind of damage (truncation, flipped bits, wrong
+// identification, out-of-range offsets and indices, inconsistent shapes and
+// parameters) is reported as one loom::Error line and never crashes.
+#include "loom/error.h"
+#include "loom/runtime.h"
+#include "support/artifact_builder.h"
+
+#include <gtest/gtest.h>
+
+#include <functional>
+#include <string>
+#include <sys/stat.h>
+#include <vector>
+
+namespace {
+
+using loom::test::ArtifactSpec;
+using loom::test::TempFile;
+namespace fbs = loom::artifact;
+
+ArtifactSpec tinySpec(bool fused = false) {
+  loom::test::LlamaArtifactOptions o;
+  o.max_tokens = 4;
+  o.fused = fused;
+  return loom::test::llamaArtifact(loom::test::tinyLlamaWeights(),
+                                   loom::test::syntheticTokenizer(272), o);
+}
+
+// The message of the loom::Error that loading `bytes` throws, or "<loaded>".
+std::string loadError(const std::vector<uint8_t> &bytes) {
+  TempFile file(bytes);
+  try {
+    loom::Model::load(file.path());
+  } catch (const loom::Error &e) {
+    return e.what();
+  }
+  return "<loaded>";
+}
+
+std::string loadError(const ArtifactSpec &spec) {
+  return loadError(spec.serialize());
+}
+
+// Checks the one-line message contains `expected`.
+void expectError(const std::string &message, const std::string &expected) {
+  EXPECT_NE(message.find(expected), std::string::npos)
+      << "message: " << message << "\nexpected to contain: " << expected;
+  EXPECT_EQ(message.find('\n'), std::string::npos) << message;
+}
+
+TEST(Artifact, LoadsTinyModel) {
+  TempFile file(tinySpec().serialize());
+  std::shared_ptr<loom::Model> m = loom::Model::load(file.path());
+  const loom::ModelConfigInfo &c = m->config();
+  EXPECT_EQ(c.architecture, "llama");
+  EXPECT_EQ(c.dim, 16);
+  EXPECT_EQ(c.hidden_dim, 40);
+  EXPECT_EQ(c.n_layers, 1);
+  EXPECT_EQ(c.n_heads, 4);
+  EXPECT_EQ(c.n_kv_heads, 2);
+  EXPECT_EQ(c.head_dim, 4);
+  EXPECT_EQ(c.vocab_size, 272);
+  EXPECT_EQ(c.max_seq, 32);
+  EXPECT_EQ(c.bos_id, 1);
+  EXPECT_EQ(c.eos_id, 2);
+  EXPECT_EQ(m->tokenizer().vocabSize(), 272);
+  EXPECT_EQ(m->tokenizer().piece(1), "\n<s>\n");
+  EXPECT_EQ(m->contextLength(), 32);
+  EXPECT_EQ(m->maxTokensPerStep(), 4);
+  EXPECT_EQ(m->kvCacheBytes(), 2u * 32 * 2 * 4 * sizeof(float));
+  EXPECT_GT(m->arenaBytes(), 0u);
+  EXPECT_EQ(m->generator(), "artifact_builder.h");
+  EXPECT_EQ(m->target(), "cpu");
+  // 272x16 embedding, two norms + final norm, wq wk wv wo, w1 w2 w3, output.
+  uint64_t floats =
+      272 * 16 + 3 * 16 + 16 * 16 * 2 + 8 * 16 * 2 + 3 * 40 * 16 + 272 * 16;
+  EXPECT_EQ(m->weightBytes(), floats * sizeof(float));
+}
+
+TEST(Artifact, LoadsFusedModel) {
+  EXPECT_EQ(loadError(tinySpec(true)), "<loaded>");
+}
+
+TEST(Artifact, MissingFile) {
+  std::string path = "/nonexistent-dir/model.loom";
+  try {
+    loom::Model::load(path);
+    FAIL() << "loaded a missing file";
+  } catch (const loom::Error &e) {
+    EXPECT_EQ(std::string(e.what()),
+              "cannot open artifact '/nonexistent-dir/model.loom': No such "
+              "file or directory");
+  }
+}
+
+TEST(Artifact, DirectoryIsNotAnArtifact) {
+  try {
+    loom::Model::load("/tmp");
+    FAIL() << "loaded a directory";
+  } catch (const loom::Error &e) {
+    expectError(e.what(), "not a regular file");
+  }
+}
+
+TEST(Artifact, TruncatedAtEveryKindOfCutPoint) {
+  const std::vector<uint8_t> good = tinySpec().serialize();
+  const loom::ArtifactFileHeader h = loom::test::readHeader(good);
+  const std::vector<size_t> cuts = {0,
+                                    10,
+                                    63,
+                                    64,
+                                    h.fb_offset + h.fb_size / 2,
+                                    h.fb_offset + h.fb_size,
+                                    h.weights_offset,
+                                    h.weights_offset + h.weights_size / 2,
+                                    good.size() - 1};
+  for (size_t cut : cuts) {
+    SCOPED_TRACE("cut at " + std::to_string(cut));
+    std::vector<uint8_t> bytes(good.begin(), good.begin() + cut);
+    std::string message = loadError(bytes);
+    expectError(message, "artifact is truncated");
+    if (cut >= 64)
+      expectError(message, "header says " + std::to_string(good.size()) +
+                               " bytes, file has " + std::to_string(cut));
+  }
+}
+
+TEST(Artifact, TrailingBytes) {
+  std::vector<uint8_t> bytes = tinySpec().serialize();
+  bytes.push_back(0);
+  expectError(loadError(bytes), "size mismatch");
+}
+
+TEST(Artifact, WrongMagic) {
+  std::vector<uint8_t> bytes = tinySpec().serialize();
+  bytes[0] = 'X';
+  EXPECT_EQ(loadError(bytes), "not a Loom artifact (bad magic)");
+  // A short file that is not a Loom file is reported by its magic too.
+  EXPECT_EQ(loadError(std::vector<uint8_t>{'G', 'G', 'U', 'F'}),
+            "not a Loom artifact (bad magic)");
+}
+
+TEST(Artifact, WrongVersion) {
+  ArtifactSpec spec = tinySpec();
+  spec.header_version = 2;
+  EXPECT_EQ(loadError(spec),
+            "unsupported artifact format version 2 (this runtime reads 1)");
+}
+
+TEST(Artifact, ModelFormatVersionMustMatchHeader) {
+  ArtifactSpec spec = tinySpec();
+  spec.model_format_version = 0;
+  expectError(loadError(spec), "format_version 0");
+}
+
+TEST(Artifact, WrongFileIdentifier) {
+  ArtifactSpec spec = tinySpec();
+  spec.file_identifier = "XXXX";
+  EXPECT_EQ(loadError(spec),
+            "flatbuffer file identifier is 'XXXX', expected 'LOOM'");
+}
+
+TEST(Artifact, EveryHeaderBitFlipIsRejected) {
+  const std::vector<uint8_t> good = tinySpec().serialize();
+  for (size_t byte = 0; byte < sizeof(loom::ArtifactFileHeader); ++byte)
+    for (int bit : {0, 3, 7}) {
+      SCOPED_TRACE("byte " + std::to_string(byte) + " bit " +
+                   std::to_string(bit));
+      std::vector<uint8_t> bytes = good;
+      bytes[byte] ^= uint8_t(1u << bit);
+      std::string message = loadError(bytes);
+      EXPECT_NE(message, "<loaded>");
+      EXPECT_EQ(message.find('\n'), std::string::npos);
+    }
+}
+
+TEST(Artifact, FlippedFlatbufferByteFailsTheChecksum) {
+  std::vector<uint8_t> bytes = tinySpec().serialize();
+  const loom::ArtifactFileHeader h = loom::test::readHeader(bytes);
+  bytes[h.fb_offset + h.fb_size / 2] ^= 0x10;
+  EXPECT_EQ(loadError(bytes),
+            "flatbuffer checksum mismatch (artifact is corrupt)");
+}
+
+TEST(Artifact, FlippedWeightByteFailsTheTensorChecksum) {
+  std::vector<uint8_t> bytes = tinySpec().serialize();
+  const loom::ArtifactFileHeader h = loom::test::readHeader(bytes);
+  bytes[h.weights_offset + 5] ^= 0x01; // inside the first tensor
+  EXPECT_EQ(loadError(bytes),
+            "tensor 'tok_embeddings' checksum mismatch (artifact is corrupt)");
+}
+
+TEST(Artifact, StructurallyBrokenFlatbuffer) {
+  std::vector<uint8_t> bytes = tinySpec().serialize();
+  const loom::ArtifactFileHeader h = loom::test::readHeader(bytes);
+  // The root offset pointing past the end (checksum made to match).
+  uint32_t root = 0x7ffffff0u;
+  std::memcpy(bytes.data() + h.fb_offset, &root, sizeof root);
+  loom::test::refreshFbChecksum(bytes);
+  expectError(loadError(bytes), "flatbuffer failed verification");
+}
+
+// Flip each flatbuffer byte with a matching checksum, so the damage reaches
+// the verifier and the semantic checks. Whatever loads must also run.
+// 0x01 moves indices and sizes by one (off-by-one checks); 0xA5 makes them
+// wild.
+class FlatbufferFlips : public ::testing::TestWithParam<uint8_t> {};
+
+TEST_P(FlatbufferFlips, NeverCrash) {
+  const std::vector<uint8_t> good = tinySpec(true).serialize();
+  const loom::ArtifactFileHeader h = loom::test::readHeader(good);
+  TempFile file;
+  int loaded = 0, rejected = 0;
+  for (size_t i = 0; i < h.fb_size; ++i) {
+    std::vector<uint8_t> bytes = good;
+    bytes[h.fb_offset + i] ^= GetParam();
+    loom::test::refreshFbChecksum(bytes);
+    file.write(bytes);
+    try {
+      auto model = loom::Model::load(file.path());
+      loom::Session session(model, {1, false});
+      const int32_t ids[3] = {1, 260, 5};
+      session.forward(ids, 3, true);
+      ++loaded;
+    } catch (const loom::Error &e) {
+      ASSERT_EQ(std::string(e.what()).find('\n'), std::string::npos);
+      ++rejected;
+    }
+  }
+  // Flips in offsets, sizes and indices are caught; flips in names, scores
+  // and similar fields load and run.
+  EXPECT_GT(rejected, 0);
+  EXPECT_GT(loaded, 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Artifact, FlatbufferFlips,
+                         ::testing::Values(uint8_t(0x01), uint8_t(0xA5)));
+
+// ---- Semantic checks on hand-made bad specs ----------------------------
+
+struct BadCase {
+  const char *name;
+  std::function<void(ArtifactSpec &)> damage;
+  const char *expected;
+};
+
+void PrintTo(const BadCase &c, std::ostream *os) { *os << c.name; }
+
+class BadSpec : public ::testing::TestWithParam<BadCase> {};
+
+TEST_P(BadSpec, IsRejectedWithAClearMessage) {
+  ArtifactSpec spec = tinySpec();
+  GetParam().damage(spec);
+  expectError(loadError(spec), GetParam().expected);
+}
+
+// Index of the first dispatch of `kernel`.
+size_t find(const ArtifactSpec &s, fbs::Kernel kernel) {
+  for (size_t i = 0; i < s.dispatches.size(); ++i)
+    if (s.dispatches[i].kernel == kernel)
+      return i;
+  throw std::runtime_error("no such dispatch");
+}
+
+const BadCase kBadCases[] = {
+    {"TensorOffsetPastSection",
+     [](ArtifactSpec &s) { s.tensors[2].offset = 1ull << 40; },
+     "lies outside the weights section"},
+    {"TensorOffsetOverflows",
+     [](ArtifactSpec &s) { s.tensors[0].offset = ~0ull - 63; },
+     "lies outside the weights section"},
+    {"TensorOffsetMisaligned", [](ArtifactSpec &s) { s.tensors[1].offset = 4; },
+     "is not a multiple of 64"},
+    {"TensorSizeDisagreesWithShape",
+     [](ArtifactSpec &s) { s.tensors[1].size = 12; }, "needs"},
+    {"TensorShapeOverflows",
+     [](ArtifactSpec &s) {
+       s.tensors[1].shape = {int64_t(1) << 40, int64_t(1) << 40};
+     },
+     "invalid shape"},
+    {"TensorNegativeDimension",
+     [](ArtifactSpec &s) { s.tensors[1].shape = {-16}; }, "invalid shape"},
+    {"TensorBf16",
+     [](ArtifactSpec &s) { s.tensors[1].dtype = fbs::DType::BF16; },
+     "has dtype BF16 (1); this runtime supports only F32"},
+    {"TensorChecksum", [](ArtifactSpec &s) { s.tensors[3].checksum = 42; },
+     "checksum mismatch"},
+    {"DispatchBufferOutOfRange",
+     [](ArtifactSpec &s) { s.dispatches[1].outputs = {999}; },
+     "program 'forward' dispatch 1 (RmsNorm 'layers.0.rms_att'): buffer index "
+     "999 out of range"},
+    {"DispatchWeightOutOfRange",
+     [](ArtifactSpec &s) { s.dispatches[0].weights = {1000}; },
+     "weight index 1000 out of range"},
+    {"UnknownKernel",
+     [](ArtifactSpec &s) { s.dispatches[3].kernel = fbs::Kernel(42); },
+     "dispatch 3: unknown kernel 42"},
+    {"MatMulArity",
+     [](ArtifactSpec &s) {
+       s.dispatches[find(s, fbs::Kernel::MatMul)].inputs.push_back(0);
+     },
+     "has 2 inputs, expected 1"},
+    {"MatMulShape",
+     [](ArtifactSpec &s) {
+       s.dispatches[find(s, fbs::Kernel::MatMul)].weights = {0};
+     },
+     "has shape [272, 16], expected [16, 16]"},
+    {"MatMulAccumulateFlag",
+     [](ArtifactSpec &s) {
+       s.dispatches[find(s, fbs::Kernel::MatMul)].iparams = {7};
+     },
+     "accumulate must be 0 or 1"},
+    {"MatMulInPlace",
+     [](ArtifactSpec &s) {
+       auto &d = s.dispatches[find(s, fbs::Kernel::MatMul)];
+       s.buffers[d.outputs[0]].offset = s.buffers[d.inputs[0]].offset;
+     },
+     "overlap in the arena"},
+    {"EmbedTableShape",
+     [](ArtifactSpec &s) {
+       s.tensors[0].shape = {16, 272};
+     },
+     "expected [272, 16]"},
+    {"RmsNormEps", [](ArtifactSpec &s) { s.dispatches[1].fparams = {-1.0f}; },
+     "eps -1 must be >= 0"},
+    {"RopeOddHeadDim",
+     [](ArtifactSpec &s) {
+       s.dispatches[find(s, fbs::Kernel::Rope)].iparams = {15, 3};
+     },
+     "head_dim 3 must be even"},
+    {"RopeColsPastRow",
+     [](ArtifactSpec &s) {
+       s.dispatches[find(s, fbs::Kernel::Rope)].iparams = {32, 4};
+     },
+     "cols 32 must be a positive multiple"},
+    {"RopeTheta",
+     [](ArtifactSpec &s) {
+       s.dispatches[find(s, fbs::Kernel::Rope)].fparams = {0.0f};
+     },
+     "rope theta 0 must be positive"},
+    {"AttentionCacheIndex",
+     [](ArtifactSpec &s) {
+       s.dispatches[find(s, fbs::Kernel::Attention)].iparams[0] = 5;
+     },
+     "kv cache index 5 out of range (1 caches)"},
+    {"AttentionHeadsDisagreeWithCache",
+     [](ArtifactSpec &s) {
+       s.dispatches[find(s, fbs::Kernel::Attention)].iparams = {0, 4, 4, 4};
+     },
+     "kv cache 0 holds 2 heads of 4, the dispatch uses 4 of 4"},
+    {"AttentionGroupedHeads",
+     [](ArtifactSpec &s) {
+       s.dispatches[find(s, fbs::Kernel::Attention)].iparams = {0, 3, 2, 4};
+     },
+     "invalid heads"},
+    {"AttentionHugeHeads",
+     [](ArtifactSpec &s) {
+       s.dispatches[find(s, fbs::Kernel::Attention)].iparams = {
+           0, int64_t(1) << 40, 2, 4};
+     },
+     "invalid heads"},
+    {"BufferPastArena",
+     [](ArtifactSpec &s) { s.buffers[1].offset = s.arena_bytes; },
+     "buffer 1 (offset"},
+    {"BufferHugeRows",
+     [](ArtifactSpec &s) { s.buffers[1].row_elems = int64_t(1) << 62; },
+     "does not fit the arena"},
+    {"BufferEmptyRows", [](ArtifactSpec &s) { s.buffers[1].row_elems = 0; },
+     "buffer 1 has row_elems 0"},
+    {"KvCacheLongerThanModel",
+     [](ArtifactSpec &s) { s.kv_caches[0].max_seq = 33; },
+     "kv cache 0 has max_seq 33 (model max_seq is 32)"},
+    {"KvCacheHuge",
+     [](ArtifactSpec &s) { s.kv_caches[0].head_dim = int64_t(1) << 40; },
+     "kv cache 0 has invalid dimensions"},
+    {"NoTokenizer", [](ArtifactSpec &s) { s.tokenizer.reset(); },
+     "artifact has no tokenizer"},
+    {"TokenizerScores", [](ArtifactSpec &s) { s.tokenizer->scores.pop_back(); },
+     "tokenizer has 271 scores for a vocabulary of 272"},
+    {"TokenizerPieces", [](ArtifactSpec &s) { s.tokenizer->pieces.pop_back(); },
+     "tokenizer has 272 piece offsets, expected 273"},
+    {"NoForwardProgram", [](ArtifactSpec &s) { s.program_name = "prefill"; },
+     "artifact has no program named 'forward'"},
+    {"LogitsBufferOutOfRange", [](ArtifactSpec &s) { s.logits_buffer = 77; },
+     "logits buffer 77 out of range"},
+    {"LogitsBufferRows", [](ArtifactSpec &s) { s.logits_buffer = 0; },
+     "expected the vocabulary size 272"},
+    {"NothingWritesLogits", [](ArtifactSpec &s) { s.dispatches.pop_back(); },
+     "no dispatch writes the logits buffer"},
+    {"LogitsClassifierShape",
+     [](ArtifactSpec &s) {
+       s.dispatches.back().weights = {1}; // the attention norm
+     },
+     "expected [272, 16]"},
+    {"VocabOutOfRange", [](ArtifactSpec &s) { s.config.vocab_size = 0; },
+     "vocab_size 0 is out of range"},
+    {"BosOutsideVocab", [](ArtifactSpec &s) { s.config.bos_id = 272; },
+     "outside the vocabulary"},
+    {"MaxTokensZero", [](ArtifactSpec &s) { s.max_tokens = 0; },
+     "max_tokens 0 is out of range"},
+    {"CudaTarget", [](ArtifactSpec &s) { s.target = "cuda-sm90"; },
+     "compiled for target 'cuda-sm90'"},
+};
+
+INSTANTIATE_TEST_SUITE_P(Artifact, BadSpec, ::testing::ValuesIn(kBadCases),
+                         [](const auto &info) { return info.param.name; });
+
+TEST(Artifact, FusedAttentionChecks) {
+  {
+    ArtifactSpec spec = tinySpec(true);
+    auto &d = spec.dispatches[find(spec, fbs::Kernel::FusedQkvAttention)];
+    spec.buffers[d.scratch[1]].offset = spec.buffers[d.scratch[0]].offset;
+    expectError(loadError(spec), "overlap in the arena");
+  }
+  {
+    ArtifactSpec spec = tinySpec(true);
+    auto &d = spec.dispatches[find(spec, fbs::Kernel::FusedQkvAttention)];
+    std::swap(d.weights[0], d.weights[1]);
+    expectError(loadError(spec), "weight Wqkv");
+  }
+  {
+    ArtifactSpec spec = tinySpec(true);
+    auto &d = spec.dispatches[find(spec, fbs::Kernel::FusedQkvAttention)];
+    d.scratch.pop_back();
+    expectError(loadError(spec), "has 1 scratch buffers, expected 2");
+  }
+}
+
+} // namespace

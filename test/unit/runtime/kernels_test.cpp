@@ -1,0 +1,717 @@
+// CPU kernel tests: every kernel against a naive double-precision reference
+// written here, under each ISA, on random inputs of awkward shapes; then the
+// two ISAs against each other. AVX-512 cases skip, with the reason printed, on
+// CPUs without AVX-512.
+#include "cpu/kernels.h"
+
+#include <gtest/gtest.h>
+#include <tbb/task_arena.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <iterator>
+#include <random>
+#include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace loom::rt::cpu {
+namespace {
+
+constexpr float kSentinel = 1234.5f;
+const char *const kNoAvx512 =
+    "this CPU (or its OS) lacks AVX-512F/BW/VL/DQ with zmm state enabled, so "
+    "the AVX-512 kernels cannot run here";
+
+std::vector<float> randomFloats(size_t n, std::mt19937 &rng, float lo = -1.0f,
+                                float hi = 1.0f) {
+  std::uniform_real_distribution<float> dist(lo, hi);
+  std::vector<float> v(n);
+  for (float &f : v)
+    f = dist(rng);
+  return v;
+}
+
+// |got - want| <= absTol + relTol * |want| everywhere. On failure reports the
+// count, the worst element and the first one rather than thousands of lines.
+::testing::AssertionResult allNear(const std::vector<double> &want,
+                                   const std::vector<float> &got, double absTol,
+                                   double relTol) {
+  if (want.size() != got.size())
+    return ::testing::AssertionFailure()
+           << "size " << got.size() << " != " << want.size();
+  size_t bad = 0, first = 0, worst = 0;
+  double worstErr = 0.0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    const double err = std::fabs(double(got[i]) - want[i]);
+    const double tol = absTol + relTol * std::fabs(want[i]);
+    if (!(err <= tol)) {
+      if (bad++ == 0)
+        first = i;
+      if (!(err <= worstErr)) {
+        worstErr = err;
+        worst = i;
+      }
+    }
+  }
+  if (bad == 0)
+    return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure()
+         << bad << " of " << want.size() << " values off; first [" << first
+         << "] got " << got[first] << " want " << want[first] << "; worst ["
+         << worst << "] got " << got[worst] << " want " << want[worst]
+         << " (abs tol " << absTol << ", rel tol " << relTol << ")";
+}
+
+std::vector<double> toDouble(const std::vector<float> &v) {
+  return std::vector<double>(v.begin(), v.end());
+}
+
+// Columns [width, ld) of each of `rows` rows still equal `before`.
+::testing::AssertionResult paddingUntouched(const std::vector<float> &before,
+                                            const std::vector<float> &after,
+                                            int64_t rows, int64_t width,
+                                            int64_t ld) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = width; c < ld; ++c)
+      if (std::memcmp(&before[r * ld + c], &after[r * ld + c], sizeof(float)) !=
+          0)
+        return ::testing::AssertionFailure()
+               << "padding [" << r << ", " << c << "] overwritten with "
+               << after[r * ld + c];
+  return ::testing::AssertionSuccess();
+}
+
+// Fixture parameterised over the ISA; restores the active ISA afterwards.
+class KernelTest : public ::testing::TestWithParam<Isa> {
+protected:
+  void SetUp() override {
+    saved_ = activeIsa();
+    if (!setIsa(GetParam()))
+      GTEST_SKIP() << kNoAvx512;
+  }
+  void TearDown() override { setIsa(saved_); }
+
+private:
+  Isa saved_ = Isa::Portable;
+};
+
+// Runs the same computation under both ISAs for comparison.
+class CrossIsaTest : public ::testing::Test {
+protected:
+  void SetUp() override {
+    saved_ = activeIsa();
+    if (detectIsa() != Isa::Avx512)
+      GTEST_SKIP() << kNoAvx512;
+  }
+  void TearDown() override { setIsa(saved_); }
+
+  template <typename F> auto onBoth(const F &f) {
+    EXPECT_TRUE(setIsa(Isa::Portable));
+    auto portable = f();
+    EXPECT_TRUE(setIsa(Isa::Avx512));
+    auto avx512 = f();
+    return std::make_pair(std::move(portable), std::move(avx512));
+  }
+
+private:
+  Isa saved_ = Isa::Portable;
+};
+
+//===----------------------------------------------------------------------===//
+// ISA selection
+//===----------------------------------------------------------------------===//
+
+TEST(Isa, Names) {
+  EXPECT_STREQ(isaName(Isa::Portable), "portable");
+  EXPECT_STREQ(isaName(Isa::Avx512), "avx512");
+}
+
+TEST(Isa, DetectionAgreesWithCompilerRuntime) {
+  // libgcc's / compiler-rt's CPU model also checks XCR0 before reporting
+  // AVX-512, so it is an independent check of cpuid + xgetbv.
+  __builtin_cpu_init();
+  const bool expected =
+      __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx2") &&
+      __builtin_cpu_supports("fma");
+  EXPECT_EQ(detectIsa() == Isa::Avx512, expected);
+}
+
+TEST(Isa, SetIsaRefusesWhatTheCpuLacks) {
+  const Isa saved = activeIsa();
+  ASSERT_TRUE(setIsa(Isa::Portable));
+  EXPECT_EQ(activeIsa(), Isa::Portable);
+  const bool has = detectIsa() == Isa::Avx512;
+  EXPECT_EQ(setIsa(Isa::Avx512), has);
+  EXPECT_EQ(activeIsa(), has ? Isa::Avx512 : Isa::Portable);
+  setIsa(saved);
+}
+
+TEST(IsaDeathTest, EnvironmentForcesPortable) {
+  // The choice is made on first use, so check it in a fresh process.
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        setenv("LOOM_ISA", "portable", 1);
+        std::exit(activeIsa() == Isa::Portable ? 0 : 1);
+      },
+      ::testing::ExitedWithCode(0), "");
+}
+
+//===----------------------------------------------------------------------===//
+// matmul
+//===----------------------------------------------------------------------===//
+
+struct MatmulShape {
+  int64_t T, K, N;
+  int64_t padX, padY; // ldx = K + padX, ldy = N + padY
+};
+
+std::ostream &operator<<(std::ostream &os, const MatmulShape &s) {
+  return os << "T=" << s.T << " K=" << s.K << " N=" << s.N << " ldx=K+"
+            << s.padX << " ldy=N+" << s.padY;
+}
+
+// Decode (T=1), tiny, tails of every block size (K % 16, N % 8, N % 32,
+// T % 8), several K blocks, several token and output blocks, strides.
+const MatmulShape kMatmulShapes[] = {
+    {1, 1, 1, 0, 0},    {1, 15, 1, 0, 0},      {1, 17, 33, 3, 5},
+    {1, 768, 37, 0, 0}, {1, 700, 259, 16, 1},  {2, 16, 32, 0, 0},
+    {5, 33, 70, 7, 2},  {37, 100, 65, 0, 3},   {8, 300, 31, 1, 0},
+    {9, 600, 40, 0, 0}, {130, 520, 100, 0, 0}, {256, 300, 700, 20, 9},
+};
+
+struct MatmulData {
+  MatmulShape s;
+  int64_t ldx, ldy;
+  std::vector<float> x, W, y0;
+
+  MatmulData(const MatmulShape &shape, uint32_t seed)
+      : s(shape), ldx(shape.K + shape.padX), ldy(shape.N + shape.padY) {
+    std::mt19937 rng(seed);
+    x = randomFloats(size_t(s.T * ldx), rng);
+    W = randomFloats(size_t(s.N * s.K), rng);
+    y0 = randomFloats(size_t(s.T * ldy), rng);
+  }
+
+  std::vector<float> run(bool accumulate) const {
+    std::vector<float> y = y0;
+    matmul(x.data(), ldx, W.data(), y.data(), ldy, s.T, s.K, s.N, accumulate);
+    return y;
+  }
+
+  // Expected y over the whole [T, ldy] buffer; padding keeps y0.
+  std::vector<double> reference(bool accumulate) const {
+    std::vector<double> want = toDouble(y0);
+    for (int64_t t = 0; t < s.T; ++t)
+      for (int64_t n = 0; n < s.N; ++n) {
+        double sum = accumulate ? double(y0[t * ldy + n]) : 0.0;
+        for (int64_t k = 0; k < s.K; ++k)
+          sum += double(x[t * ldx + k]) * double(W[n * s.K + k]);
+        want[t * ldy + n] = sum;
+      }
+    return want;
+  }
+
+  // Inputs lie in [-1, 1], so |y| grows like sqrt(K) and so does the float
+  // rounding error of any summation order.
+  double tolerance() const { return 1e-5 * std::sqrt(double(s.K)); }
+};
+
+TEST_P(KernelTest, MatmulMatchesReference) {
+  uint32_t seed = 1;
+  for (const MatmulShape &shape : kMatmulShapes) {
+    for (bool accumulate : {false, true}) {
+      SCOPED_TRACE(::testing::Message()
+                   << shape << " accumulate=" << accumulate);
+      const MatmulData d(shape, seed++);
+      const std::vector<float> y = d.run(accumulate);
+      EXPECT_TRUE(allNear(d.reference(accumulate), y, d.tolerance(), 0.0));
+      EXPECT_TRUE(paddingUntouched(d.y0, y, shape.T, shape.N, d.ldy));
+    }
+  }
+}
+
+TEST_P(KernelTest, MatmulWithEmptyKIsZeroOrUnchanged) {
+  std::vector<float> y(3 * 5, 7.0f);
+  matmul(nullptr, 0, nullptr, y.data(), 5, 3, 0, 5, /*accumulate=*/true);
+  EXPECT_EQ(y, std::vector<float>(15, 7.0f));
+  matmul(nullptr, 0, nullptr, y.data(), 5, 3, 0, 5, /*accumulate=*/false);
+  EXPECT_EQ(y, std::vector<float>(15, 0.0f));
+}
+
+TEST_P(KernelTest, MatmulDoesNotDependOnThreadCount) {
+  // Each output's summation order is fixed by K alone, so a session gives the
+  // same bits whatever its thread count.
+  for (const MatmulShape &shape :
+       {MatmulShape{1, 768, 768, 0, 0}, MatmulShape{37, 300, 700, 0, 0}}) {
+    SCOPED_TRACE(::testing::Message() << shape);
+    const MatmulData d(shape, 99);
+    std::vector<float> one, two;
+    tbb::task_arena(1).execute([&] { one = d.run(false); });
+    tbb::task_arena(2).execute([&] { two = d.run(false); });
+    EXPECT_EQ(0,
+              std::memcmp(one.data(), two.data(), one.size() * sizeof(float)));
+  }
+}
+
+TEST_F(CrossIsaTest, MatmulAgrees) {
+  uint32_t seed = 500;
+  for (const MatmulShape &shape : kMatmulShapes) {
+    SCOPED_TRACE(::testing::Message() << shape);
+    const MatmulData d(shape, seed++);
+    auto [portable, avx512] = onBoth([&] { return d.run(true); });
+    EXPECT_TRUE(allNear(toDouble(portable), avx512, d.tolerance(), 0.0));
+  }
+}
+
+//===----------------------------------------------------------------------===//
+// rmsNorm
+//===----------------------------------------------------------------------===//
+
+std::vector<double> rmsNormReference(const std::vector<float> &x,
+                                     const std::vector<float> &w, int64_t T,
+                                     int64_t D, float eps) {
+  std::vector<double> y(size_t(T * D));
+  for (int64_t t = 0; t < T; ++t) {
+    double ss = 0.0;
+    for (int64_t i = 0; i < D; ++i)
+      ss += double(x[t * D + i]) * double(x[t * D + i]);
+    const double scale = 1.0 / std::sqrt(ss / double(D) + double(eps));
+    for (int64_t i = 0; i < D; ++i)
+      y[t * D + i] = double(w[i]) * double(x[t * D + i]) * scale;
+  }
+  return y;
+}
+
+const std::pair<int64_t, int64_t> kRmsShapes[] = {
+    {1, 1}, {3, 17}, {5, 288}, {37, 1000}, {64, 4096}};
+
+std::vector<float> runRmsNorm(int64_t T, int64_t D, uint32_t seed,
+                              std::vector<double> *want) {
+  std::mt19937 rng(seed);
+  const std::vector<float> x = randomFloats(size_t(T * D), rng, -3.0f, 3.0f);
+  const std::vector<float> w = randomFloats(size_t(D), rng, 0.5f, 1.5f);
+  std::vector<float> y(size_t(T * D), kSentinel);
+  rmsNorm(x.data(), w.data(), y.data(), T, D, 1e-5f);
+  if (want)
+    *want = rmsNormReference(x, w, T, D, 1e-5f);
+  return y;
+}
+
+TEST_P(KernelTest, RmsNormMatchesReference) {
+  for (auto [T, D] : kRmsShapes) {
+    SCOPED_TRACE(::testing::Message() << "T=" << T << " D=" << D);
+    std::vector<double> want;
+    const std::vector<float> y = runRmsNorm(T, D, uint32_t(T * 7 + D), &want);
+    EXPECT_TRUE(allNear(want, y, 1e-7, 1e-5));
+  }
+}
+
+TEST_P(KernelTest, RmsNormKnownValue) {
+  // mean(9, 16) = 12.5; eps = 0 gives x / sqrt(12.5).
+  const float x[2] = {3.0f, 4.0f};
+  const float w[2] = {1.0f, 2.0f};
+  float y[2];
+  rmsNorm(x, w, y, 1, 2, 0.0f);
+  EXPECT_NEAR(y[0], 3.0 / std::sqrt(12.5), 1e-6);
+  EXPECT_NEAR(y[1], 8.0 / std::sqrt(12.5), 1e-6);
+  // eps is added to the mean square, not to its root.
+  rmsNorm(x, w, y, 1, 2, 0.5f);
+  EXPECT_NEAR(y[0], 3.0 / std::sqrt(13.0), 1e-6);
+  EXPECT_NEAR(y[1], 8.0 / std::sqrt(13.0), 1e-6);
+}
+
+TEST_F(CrossIsaTest, RmsNormAgrees) {
+  for (const auto &shape : kRmsShapes) {
+    // Plain copies: lambdas cannot capture structured bindings before C++20.
+    const int64_t T = shape.first, D = shape.second;
+    SCOPED_TRACE(::testing::Message() << "T=" << T << " D=" << D);
+    auto [portable, avx512] =
+        onBoth([&] { return runRmsNorm(T, D, 77, nullptr); });
+    EXPECT_TRUE(allNear(toDouble(portable), avx512, 1e-7, 1e-5));
+  }
+}
+
+//===----------------------------------------------------------------------===//
+// rope
+//===----------------------------------------------------------------------===//
+
+struct RopeShape {
+  int64_t T, cols, headDim, startPos, pad;
+};
+
+std::ostream &operator<<(std::ostream &os, const RopeShape &s) {
+  return os << "T=" << s.T << " cols=" << s.cols << " head_dim=" << s.headDim
+            << " start_pos=" << s.startPos << " ldx=cols+" << s.pad;
+}
+
+// Includes a partial last head (cols 20, head_dim 8), head_dim not a multiple
+// of 16, and a large position where float32 angles matter.
+const RopeShape kRopeShapes[] = {
+    {1, 8, 8, 0, 0},   {5, 288, 48, 3, 4}, {37, 96, 32, 1000, 0},
+    {3, 64, 64, 7, 1}, {2, 20, 8, 11, 3},  {4, 36, 6, 2, 0},
+};
+
+struct RopeRun {
+  std::vector<float> before, after;
+};
+
+RopeRun runRope(const RopeShape &s, uint32_t seed) {
+  std::mt19937 rng(seed);
+  const int64_t ldx = s.cols + s.pad;
+  RopeRun r;
+  r.before = randomFloats(size_t(s.T * ldx), rng);
+  r.after = r.before;
+  rope(r.after.data(), ldx, s.T, s.cols, s.headDim, s.startPos, 10000.0f);
+  return r;
+}
+
+// The angle is formed in float32 as the kernel's contract says; everything
+// after it in double.
+std::vector<double> ropeReference(const RopeShape &s,
+                                  const std::vector<float> &x, float theta) {
+  const int64_t ldx = s.cols + s.pad;
+  std::vector<double> want = toDouble(x);
+  for (int64_t t = 0; t < s.T; ++t)
+    for (int64_t c = 0; c < s.cols; c += 2) {
+      const int64_t j = c % s.headDim;
+      const float freq = 1.0f / powf(theta, float(j) / float(s.headDim));
+      const float angle = float(s.startPos + t) * freq;
+      const double cs = std::cos(double(angle)), sn = std::sin(double(angle));
+      const double x0 = x[t * ldx + c], x1 = x[t * ldx + c + 1];
+      want[t * ldx + c] = x0 * cs - x1 * sn;
+      want[t * ldx + c + 1] = x0 * sn + x1 * cs;
+    }
+  return want;
+}
+
+TEST_P(KernelTest, RopeMatchesReference) {
+  uint32_t seed = 10;
+  for (const RopeShape &shape : kRopeShapes) {
+    SCOPED_TRACE(::testing::Message() << shape);
+    const RopeRun r = runRope(shape, seed++);
+    EXPECT_TRUE(
+        allNear(ropeReference(shape, r.before, 10000.0f), r.after, 1e-6, 0.0));
+    EXPECT_TRUE(paddingUntouched(r.before, r.after, shape.T, shape.cols,
+                                 shape.cols + shape.pad));
+  }
+}
+
+TEST_P(KernelTest, RopeKnownValues) {
+  // Position 0 is the identity, exactly.
+  std::vector<float> x = {0.25f, -0.5f, 0.75f, 1.0f, -2.0f, 3.0f, 0.1f, 0.2f};
+  const std::vector<float> x0 = x;
+  rope(x.data(), 8, 1, 8, 4, 0, 10000.0f);
+  EXPECT_EQ(x, x0);
+
+  // Position 1, head_dim 2: freq = 1, so a rotation by 1 radian.
+  float v[4] = {1.0f, 0.0f, 0.0f, 1.0f}; // two rows: (1, 0) and (0, 1)
+  rope(v, 2, 1, 2, 2, 1, 10000.0f);
+  rope(v + 2, 2, 1, 2, 2, 1, 10000.0f);
+  EXPECT_NEAR(v[0], 0.5403023058681398, 1e-7);  // cos 1
+  EXPECT_NEAR(v[1], 0.8414709848078965, 1e-7);  // sin 1
+  EXPECT_NEAR(v[2], -0.8414709848078965, 1e-7); // -sin 1
+  EXPECT_NEAR(v[3], 0.5403023058681398, 1e-7);
+
+  // head_dim 4, theta 10000, position 2: the second pair has freq
+  // 10000^(-1/2) = 0.01, so it turns by 0.02 radians.
+  float w[4] = {1.0f, 0.0f, 1.0f, 0.0f};
+  rope(w, 4, 1, 4, 4, 2, 10000.0f);
+  EXPECT_NEAR(w[0], std::cos(2.0), 1e-7);
+  EXPECT_NEAR(w[1], std::sin(2.0), 1e-7);
+  EXPECT_NEAR(w[2], std::cos(0.02), 1e-7);
+  EXPECT_NEAR(w[3], std::sin(0.02), 1e-7);
+}
+
+TEST_F(CrossIsaTest, RopeIsBitIdentical) {
+  uint32_t seed = 40;
+  for (const RopeShape &shape : kRopeShapes) {
+    SCOPED_TRACE(::testing::Message() << shape);
+    auto [portable, avx512] = onBoth([&] { return runRope(shape, seed); });
+    ++seed;
+    ASSERT_EQ(portable.after.size(), avx512.after.size());
+    EXPECT_EQ(0, std::memcmp(portable.after.data(), avx512.after.data(),
+                             portable.after.size() * sizeof(float)));
+  }
+}
+
+//===----------------------------------------------------------------------===//
+// attention
+//===----------------------------------------------------------------------===//
+
+struct AttnShape {
+  int64_t nHeads, nKvHeads, headDim, maxSeq;
+};
+
+// Naive attention with its own double-precision KV cache.
+class ReferenceAttention {
+public:
+  explicit ReferenceAttention(const AttnShape &s)
+      : s_(s), kvDim_(s.nKvHeads * s.headDim), k_(size_t(s.maxSeq * kvDim_)),
+        v_(size_t(s.maxSeq * kvDim_)) {}
+
+  // Returns out as [T, nHeads * headDim].
+  std::vector<double> step(const float *q, int64_t ldq, const float *k,
+                           int64_t ldk, const float *v, int64_t ldv, int64_t T,
+                           int64_t startPos) {
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t i = 0; i < kvDim_; ++i) {
+        k_[(startPos + t) * kvDim_ + i] = k[t * ldk + i];
+        v_[(startPos + t) * kvDim_ + i] = v[t * ldv + i];
+      }
+    const int64_t hd = s_.headDim;
+    const int64_t qDim = s_.nHeads * hd;
+    std::vector<double> out(size_t(T * qDim), 0.0);
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t h = 0; h < s_.nHeads; ++h) {
+        const int64_t p = startPos + t;
+        const int64_t g = h / (s_.nHeads / s_.nKvHeads);
+        std::vector<double> w(size_t(p + 1));
+        double mx = -INFINITY;
+        for (int64_t j = 0; j <= p; ++j) {
+          double dot = 0.0;
+          for (int64_t i = 0; i < hd; ++i)
+            dot +=
+                double(q[t * ldq + h * hd + i]) * k_[j * kvDim_ + g * hd + i];
+          w[j] = dot / std::sqrt(double(hd));
+          mx = std::max(mx, w[j]);
+        }
+        double sum = 0.0;
+        for (double &x : w)
+          sum += (x = std::exp(x - mx));
+        for (int64_t j = 0; j <= p; ++j)
+          for (int64_t i = 0; i < hd; ++i)
+            out[t * qDim + h * hd + i] +=
+                w[j] / sum * v_[j * kvDim_ + g * hd + i];
+      }
+    return out;
+  }
+
+private:
+  AttnShape s_;
+  int64_t kvDim_;
+  std::vector<double> k_, v_;
+};
+
+// Rows [startPos, startPos + T) of the cache equal the step's input rows and
+// the rows past them were never written.
+::testing::AssertionResult cacheHolds(const std::vector<float> &cache,
+                                      const std::vector<float> &rows,
+                                      int64_t ld, int64_t T, int64_t startPos,
+                                      int64_t kvDim) {
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t i = 0; i < kvDim; ++i)
+      if (cache[(startPos + t) * kvDim + i] != rows[t * ld + i])
+        return ::testing::AssertionFailure()
+               << "position " << startPos + t << " column " << i << " holds "
+               << cache[(startPos + t) * kvDim + i] << ", want "
+               << rows[t * ld + i];
+  for (size_t i = size_t((startPos + T) * kvDim); i < cache.size(); ++i)
+    if (cache[i] != kSentinel)
+      return ::testing::AssertionFailure()
+             << "position " << int64_t(i) / kvDim << " written ahead of time";
+  return ::testing::AssertionSuccess();
+}
+
+// Runs attention over a sequence of (T, start_pos) steps with strided q, k,
+// v, out; checks each step against the reference and the cache contents, and
+// returns every step's output rows.
+std::vector<float>
+runAttention(const AttnShape &s,
+             const std::vector<std::pair<int64_t, int64_t>> &steps,
+             uint32_t seed) {
+  std::mt19937 rng(seed);
+  const int64_t kvDim = s.nKvHeads * s.headDim;
+  const int64_t qDim = s.nHeads * s.headDim;
+  const int64_t ldq = qDim + 3, ldk = kvDim + 1, ldv = kvDim + 2;
+  const int64_t ldo = qDim + 5;
+  std::vector<float> kc(size_t(s.maxSeq * kvDim), kSentinel);
+  std::vector<float> vc(size_t(s.maxSeq * kvDim), kSentinel);
+  const KvView cache{kc.data(), vc.data(), s.maxSeq, kvDim};
+  ReferenceAttention ref(s);
+  std::vector<float> allOut;
+  for (auto [T, startPos] : steps) {
+    SCOPED_TRACE(::testing::Message()
+                 << "step T=" << T << " start_pos=" << startPos);
+    // Larger queries make the softmax less uniform, so mixing up positions
+    // or heads shows.
+    const std::vector<float> q = randomFloats(size_t(T * ldq), rng, -2.f, 2.f);
+    const std::vector<float> k = randomFloats(size_t(T * ldk), rng);
+    const std::vector<float> v = randomFloats(size_t(T * ldv), rng);
+    std::vector<float> out(size_t(T * ldo), kSentinel);
+    const std::vector<float> outBefore = out;
+    attention(q.data(), ldq, k.data(), ldk, v.data(), ldv, out.data(), ldo, T,
+              startPos, s.nHeads, s.nKvHeads, s.headDim, cache);
+
+    const std::vector<double> want =
+        ref.step(q.data(), ldq, k.data(), ldk, v.data(), ldv, T, startPos);
+    std::vector<float> got(size_t(T * qDim));
+    for (int64_t t = 0; t < T; ++t)
+      std::copy(out.begin() + t * ldo, out.begin() + t * ldo + qDim,
+                got.begin() + t * qDim);
+    EXPECT_TRUE(allNear(want, got, 1e-5, 0.0));
+    EXPECT_TRUE(paddingUntouched(outBefore, out, T, qDim, ldo));
+    allOut.insert(allOut.end(), got.begin(), got.end());
+
+    EXPECT_TRUE(cacheHolds(kc, k, ldk, T, startPos, kvDim)) << "K cache";
+    EXPECT_TRUE(cacheHolds(vc, v, ldv, T, startPos, kvDim)) << "V cache";
+  }
+  return allOut;
+}
+
+using Steps = std::vector<std::pair<int64_t, int64_t>>;
+
+TEST_P(KernelTest, AttentionGqaPrefillThenDecode) {
+  runAttention({8, 4, 8, 16}, Steps{{5, 0}, {1, 5}, {1, 6}, {3, 7}}, 1);
+}
+
+TEST_P(KernelTest, AttentionMhaLongContext) {
+  // head_dim 48 (three vectors), more positions than the 8-wide score
+  // blocks, and enough work per call to run in parallel.
+  runAttention({6, 6, 48, 300},
+               Steps{{37, 0}, {1, 37}, {1, 38}, {200, 39}, {1, 239}}, 2);
+}
+
+TEST_P(KernelTest, AttentionMqaOddHeadDim) {
+  runAttention({4, 1, 20, 40}, Steps{{9, 0}, {1, 9}, {2, 10}}, 3);
+}
+
+TEST_P(KernelTest, AttentionQueryHeadUsesKvHeadHOverGroup) {
+  // Every V row of kv head g is g + 1, so whatever the softmax weights, head h
+  // must output h / (n_heads / n_kv_heads) + 1 everywhere.
+  const AttnShape s{8, 4, 8, 16};
+  const int64_t kvDim = s.nKvHeads * s.headDim;
+  const int64_t qDim = s.nHeads * s.headDim;
+  const int64_t T = 3;
+  std::mt19937 rng(4);
+  const std::vector<float> q = randomFloats(size_t(T * qDim), rng);
+  const std::vector<float> k = randomFloats(size_t(T * kvDim), rng);
+  std::vector<float> v(size_t(T * kvDim));
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t i = 0; i < kvDim; ++i)
+      v[t * kvDim + i] = float(i / s.headDim + 1);
+  std::vector<float> kc(size_t(s.maxSeq * kvDim)), vc(kc.size());
+  std::vector<float> out(size_t(T * qDim));
+  attention(q.data(), qDim, k.data(), kvDim, v.data(), kvDim, out.data(), qDim,
+            T, 0, s.nHeads, s.nKvHeads, s.headDim,
+            KvView{kc.data(), vc.data(), s.maxSeq, kvDim});
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t h = 0; h < s.nHeads; ++h)
+      for (int64_t i = 0; i < s.headDim; ++i)
+        EXPECT_NEAR(out[t * qDim + h * s.headDim + i], double(h / 2 + 1), 1e-5)
+            << "t=" << t << " h=" << h << " i=" << i;
+}
+
+TEST_F(CrossIsaTest, AttentionAgrees) {
+  const Steps steps{{37, 0}, {1, 37}, {20, 38}};
+  auto [portable, avx512] = onBoth([&] {
+    return runAttention({6, 2, 48, 64}, steps, 5);
+  });
+  EXPECT_TRUE(allNear(toDouble(portable), avx512, 1e-5, 0.0));
+}
+
+//===----------------------------------------------------------------------===//
+// siluMul, add, embed
+//===----------------------------------------------------------------------===//
+
+const int64_t kElementwiseSizes[] = {1, 15, 16, 17, 1000, 100003};
+
+std::vector<float> siluInputs(int64_t n, std::mt19937 &rng) {
+  std::vector<float> a = randomFloats(size_t(n), rng, -20.0f, 20.0f);
+  // Saturation on both sides, including exp(-a) overflowing float.
+  const float special[] = {0.0f,   -0.0f,  1.0f,    -1.0f, 88.0f,
+                           -88.0f, 100.0f, -100.0f, 1e-3f, -87.5f};
+  for (size_t i = 0; i < std::size(special) && i < a.size(); ++i)
+    a[(i * 7919) % a.size()] = special[i];
+  return a;
+}
+
+std::vector<float> runSiluMul(int64_t n, uint32_t seed,
+                              std::vector<double> *want) {
+  std::mt19937 rng(seed);
+  const std::vector<float> a = siluInputs(n, rng);
+  const std::vector<float> b = randomFloats(size_t(n), rng, -2.0f, 2.0f);
+  std::vector<float> y(size_t(n), kSentinel);
+  siluMul(a.data(), b.data(), y.data(), n);
+  if (want) {
+    want->resize(size_t(n));
+    for (int64_t i = 0; i < n; ++i)
+      (*want)[i] = double(a[i]) / (1.0 + std::exp(-double(a[i]))) * b[i];
+  }
+  return y;
+}
+
+TEST_P(KernelTest, SiluMulMatchesReference) {
+  for (int64_t n : kElementwiseSizes) {
+    SCOPED_TRACE(::testing::Message() << "n=" << n);
+    std::vector<double> want;
+    const std::vector<float> y = runSiluMul(n, uint32_t(n), &want);
+    // Relative 1e-6 is about 8 ulp; the absolute part only admits results
+    // that underflow float (silu(-100) ~ -4e-42).
+    EXPECT_TRUE(allNear(want, y, 1e-30, 1e-6));
+  }
+}
+
+TEST_F(CrossIsaTest, SiluMulAgrees) {
+  for (int64_t n : kElementwiseSizes) {
+    SCOPED_TRACE(::testing::Message() << "n=" << n);
+    auto [portable, avx512] = onBoth([&] { return runSiluMul(n, 3, nullptr); });
+    EXPECT_TRUE(allNear(toDouble(portable), avx512, 1e-30, 1e-6));
+  }
+}
+
+TEST_P(KernelTest, AddIsExactAndAllowsAliasing) {
+  for (int64_t n : kElementwiseSizes) {
+    SCOPED_TRACE(::testing::Message() << "n=" << n);
+    std::mt19937 rng(static_cast<uint32_t>(n));
+    const std::vector<float> a = randomFloats(size_t(n), rng);
+    const std::vector<float> b = randomFloats(size_t(n), rng);
+    std::vector<float> want(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i)
+      want[i] = a[i] + b[i];
+
+    std::vector<float> y(size_t(n), kSentinel);
+    add(a.data(), b.data(), y.data(), n);
+    EXPECT_EQ(y, want);
+    std::vector<float> ya = a; // y aliases a
+    add(ya.data(), b.data(), ya.data(), n);
+    EXPECT_EQ(ya, want);
+    std::vector<float> yb = b; // y aliases b
+    add(a.data(), yb.data(), yb.data(), n);
+    EXPECT_EQ(yb, want);
+  }
+}
+
+TEST_P(KernelTest, EmbedCopiesRows) {
+  const int64_t vocab = 50, D = 288;
+  std::mt19937 rng(8);
+  const std::vector<float> table = randomFloats(size_t(vocab * D), rng);
+  for (int64_t T : {1, 5, 300}) {
+    SCOPED_TRACE(::testing::Message() << "T=" << T);
+    std::vector<int32_t> tokens(static_cast<size_t>(T));
+    for (int64_t t = 0; t < T; ++t)
+      tokens[t] = int32_t((t * 37 + 11) % vocab);
+    tokens[0] = vocab - 1;
+    std::vector<float> out(size_t(T * D), kSentinel);
+    embed(tokens.data(), T, table.data(), D, out.data());
+    for (int64_t t = 0; t < T; ++t)
+      ASSERT_EQ(
+          0, std::memcmp(&out[t * D], &table[tokens[t] * D], sizeof(float) * D))
+          << "row " << t;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Isas, KernelTest,
+                         ::testing::Values(Isa::Portable, Isa::Avx512),
+                         [](const ::testing::TestParamInfo<Isa> &info) {
+                           return std::string(isaName(info.param));
+                         });
+
+} // namespace
+} // namespace loom::rt::cpu

@@ -1,0 +1,446 @@
+// loom-run: runs a compiled Loom artifact with the runtime alone (no MLIR or
+// LLVM): text generation, ids in/out, logits dumps, benchmarks and traces.
+//
+// stdout carries only the result (the text exactly as llama2.c's run.c
+// prints it, the ids, or the benchmark lines); diagnostics go to stderr.
+// Every error prints "loom-run: <message>" and exits 1.
+#include "loom/runtime.h"
+#include "loom/sampler.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <memory>
+#include <optional>
+#include <string>
+#include <sys/resource.h>
+#include <vector>
+
+namespace {
+
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+              "--dump-logits writes the host's floats as little-endian");
+
+constexpr const char *kUsage =
+    "usage: loom-run ARTIFACT [options]\n"
+    "\n"
+    "Generates text with a compiled Loom artifact (.loom).\n"
+    "\n"
+    "options:\n"
+    "  --prompt TEXT         prompt text, encoded with BOS (default: empty)\n"
+    "  --prompt-ids LIST     comma-separated token ids to feed instead, "
+    "e.g. 1,403,407\n"
+    "  --steps N             generate at most N new tokens (default 256)\n"
+    "  --temperature T       0 = greedy (default 1.0)\n"
+    "  --top-p P             nucleus sampling cut, in (0, 1] (default 0.9)\n"
+    "  --seed S              sampler seed (default: the current time)\n"
+    "  --threads N           worker threads, 1..1024 (default: all)\n"
+    "  --print-ids           print the generated ids instead of text\n"
+    "  --bench               measure prefill and decode speed instead\n"
+    "  --trace FILE          write a Chrome trace of every dispatch\n"
+    "  --dump-logits FILE    write float32 logits [positions, vocab] of every\n"
+    "                        fed position\n"
+    "  --device cpu|cuda     where to run (default cpu)\n"
+    "  --help                show this help\n"
+    "\n"
+    "Generation stops at BOS or EOS (not printed), after N tokens, or when "
+    "the\n"
+    "context is full.\n";
+
+// A command-line or run-time failure; main prints it and exits 1.
+struct Failure {
+  std::string message;
+};
+
+[[noreturn]] void fail(const std::string &message) { throw Failure{message}; }
+
+struct Options {
+  std::string artifact;
+  std::optional<std::string> prompt;
+  std::optional<std::string> prompt_ids;
+  int64_t steps = 256;
+  float temperature = 1.0f;
+  float top_p = 0.9f;
+  std::optional<uint64_t> seed;
+  int threads = 0;
+  bool print_ids = false;
+  bool bench = false;
+  std::string trace;
+  std::string dump_logits;
+  std::string device = "cpu";
+};
+
+long long parseInteger(const std::string &flag, const std::string &text) {
+  errno = 0;
+  char *end = nullptr;
+  long long v = std::strtoll(text.c_str(), &end, 10);
+  if (text.empty() || std::isspace(static_cast<unsigned char>(text[0])) ||
+      *end != '\0' || errno == ERANGE)
+    fail("invalid value '" + text + "' for " + flag + " (expected an integer)");
+  return v;
+}
+
+float parseFloat(const std::string &flag, const std::string &text) {
+  errno = 0;
+  char *end = nullptr;
+  float v = std::strtof(text.c_str(), &end);
+  if (text.empty() || std::isspace(static_cast<unsigned char>(text[0])) ||
+      *end != '\0' || errno == ERANGE)
+    fail("invalid value '" + text + "' for " + flag + " (expected a number)");
+  return v;
+}
+
+uint64_t parseSeed(const std::string &text) {
+  errno = 0;
+  char *end = nullptr;
+  unsigned long long v = std::strtoull(text.c_str(), &end, 10);
+  if (text.empty() || !std::isdigit(static_cast<unsigned char>(text[0])) ||
+      *end != '\0' || errno == ERANGE)
+    fail("invalid value '" + text +
+         "' for --seed (expected a non-negative integer)");
+  return v;
+}
+
+// Returns nullopt after printing the usage for --help.
+std::optional<Options> parseArgs(int argc, char **argv) {
+  Options o;
+  bool have_artifact = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      std::fputs(kUsage, stdout);
+      return std::nullopt;
+    }
+    if (arg.size() < 2 || arg[0] != '-') {
+      if (have_artifact)
+        fail("unexpected argument '" + arg + "' (only one artifact is run)");
+      o.artifact = arg;
+      have_artifact = true;
+      continue;
+    }
+    if (arg[1] != '-')
+      fail("unknown option '" + arg + "' (see --help)");
+    // --flag=value or --flag value.
+    std::string flag = arg, value;
+    bool inline_value = false;
+    if (size_t eq = arg.find('='); eq != std::string::npos) {
+      flag = arg.substr(0, eq);
+      value = arg.substr(eq + 1);
+      inline_value = true;
+    }
+    auto takeValue = [&]() -> std::string {
+      if (inline_value)
+        return value;
+      if (i + 1 >= argc)
+        fail("option " + flag + " needs a value");
+      return argv[++i];
+    };
+    auto noValue = [&] {
+      if (inline_value)
+        fail("option " + flag + " takes no value");
+    };
+    if (flag == "--prompt") {
+      o.prompt = takeValue();
+    } else if (flag == "--prompt-ids") {
+      o.prompt_ids = takeValue();
+    } else if (flag == "--steps") {
+      long long v = parseInteger(flag, takeValue());
+      if (v < 0)
+        fail("--steps must be >= 0, got " + std::to_string(v));
+      o.steps = v;
+    } else if (flag == "--temperature") {
+      std::string text = takeValue();
+      o.temperature = parseFloat(flag, text);
+      if (!(std::isfinite(o.temperature) && o.temperature >= 0.0f))
+        fail("--temperature must be a number >= 0, got " + text);
+    } else if (flag == "--top-p") {
+      std::string text = takeValue();
+      o.top_p = parseFloat(flag, text);
+      if (!(o.top_p > 0.0f && o.top_p <= 1.0f))
+        fail("--top-p must be in (0, 1], got " + text);
+    } else if (flag == "--seed") {
+      o.seed = parseSeed(takeValue());
+    } else if (flag == "--threads") {
+      long long v = parseInteger(flag, takeValue());
+      if (v < 1 || v > 1024)
+        fail("--threads must be between 1 and 1024, got " + std::to_string(v));
+      o.threads = static_cast<int>(v);
+    } else if (flag == "--print-ids") {
+      noValue();
+      o.print_ids = true;
+    } else if (flag == "--bench") {
+      noValue();
+      o.bench = true;
+    } else if (flag == "--trace") {
+      o.trace = takeValue();
+      if (o.trace.empty())
+        fail("--trace needs a file name");
+    } else if (flag == "--dump-logits") {
+      o.dump_logits = takeValue();
+      if (o.dump_logits.empty())
+        fail("--dump-logits needs a file name");
+    } else if (flag == "--device") {
+      o.device = takeValue();
+    } else {
+      fail("unknown option '" + flag + "' (see --help)");
+    }
+  }
+  if (!have_artifact)
+    fail("missing artifact path (see --help)");
+  if (o.prompt && o.prompt_ids)
+    fail("--prompt and --prompt-ids cannot be used together");
+  if (o.device != "cpu" && o.device != "cuda")
+    fail("unknown device '" + o.device + "' (expected cpu or cuda)");
+  return o;
+}
+
+// "1,45,23" -> ids; range-checked against the vocabulary.
+std::vector<int32_t> parsePromptIds(const std::string &text, int64_t vocab) {
+  std::vector<int32_t> ids;
+  size_t begin = 0;
+  while (true) {
+    size_t end = text.find(',', begin);
+    std::string item = text.substr(
+        begin, end == std::string::npos ? std::string::npos : end - begin);
+    errno = 0;
+    char *stop = nullptr;
+    long long v = std::strtoll(item.c_str(), &stop, 10);
+    if (item.empty() || *stop != '\0' || errno == ERANGE ||
+        std::isspace(static_cast<unsigned char>(item[0])))
+      fail("malformed --prompt-ids '" + text +
+           "' (expected comma-separated token ids, e.g. 1,403,407)");
+    if (v < 0 || v >= vocab)
+      fail("unknown token id " + std::to_string(v) +
+           " in --prompt-ids (vocabulary has " + std::to_string(vocab) + ")");
+    ids.push_back(static_cast<int32_t>(v));
+    if (end == std::string::npos)
+      break;
+    begin = end + 1;
+  }
+  return ids;
+}
+
+using Clock = std::chrono::steady_clock;
+
+double seconds(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+class LogitsFile {
+public:
+  explicit LogitsFile(const std::string &path) : path_(path) {
+    if (path.empty())
+      return;
+    file_ = std::fopen(path.c_str(), "wb");
+    if (!file_)
+      fail("cannot write '" + path + "': " + std::strerror(errno));
+  }
+  ~LogitsFile() {
+    if (file_)
+      std::fclose(file_);
+  }
+  bool enabled() const { return file_ != nullptr; }
+  void write(const loom::Logits &l) {
+    if (!file_)
+      return;
+    size_t n = static_cast<size_t>(l.rows * l.vocab);
+    if (std::fwrite(l.data, sizeof(float), n, file_) != n)
+      fail("cannot write '" + path_ + "': " + std::strerror(errno));
+  }
+  void close() {
+    if (file_ && std::fclose(file_) != 0) {
+      file_ = nullptr;
+      fail("cannot write '" + path_ + "': " + std::strerror(errno));
+    }
+    file_ = nullptr;
+  }
+
+private:
+  std::string path_;
+  FILE *file_ = nullptr;
+};
+
+void writeOut(const std::string &bytes) {
+  std::fwrite(bytes.data(), 1, bytes.size(), stdout);
+  std::fflush(stdout);
+}
+
+int generate(const Options &o, const loom::Model &model,
+             loom::Session &session) {
+  const loom::Tokenizer &tok = model.tokenizer();
+  const loom::ModelConfigInfo &cfg = model.config();
+  const int64_t context = model.contextLength();
+
+  std::vector<int32_t> prompt =
+      o.prompt_ids ? parsePromptIds(*o.prompt_ids, cfg.vocab_size)
+                   : tok.encode(o.prompt.value_or(""), true, false);
+  if (static_cast<int64_t>(prompt.size()) > context)
+    fail("prompt has " + std::to_string(prompt.size()) +
+         " tokens but the context holds " + std::to_string(context));
+
+  LogitsFile dump(o.dump_logits);
+  const uint64_t seed =
+      o.seed ? *o.seed : static_cast<uint64_t>(std::time(nullptr));
+  loom::Sampler sampler(cfg.vocab_size, o.temperature, o.top_p, seed);
+
+  // The prompt is echoed as run.c does while feeding it: each token decoded
+  // after its predecessor, the leading BOS itself not printed. A first token
+  // other than BOS is shown as at the start of a text.
+  if (!o.print_ids) {
+    std::string text;
+    for (size_t i = 0; i < prompt.size(); ++i)
+      if (i > 0 || prompt[0] != cfg.bos_id)
+        text += tok.decode(i > 0 ? prompt[i - 1] : cfg.bos_id, prompt[i]);
+    writeOut(text);
+  }
+
+  auto start = Clock::now();
+  loom::Logits logits =
+      session.forward(prompt.data(), prompt.size(), dump.enabled());
+  dump.write(logits);
+  auto prefilled = Clock::now();
+
+  std::vector<int32_t> generated;
+  int32_t prev = prompt.back();
+  enum class Stop { Steps, EndOfSequence, ContextFull } stop = Stop::Steps;
+  for (int64_t n = 0; n < o.steps; ++n) {
+    int32_t next = sampler.sample(logits.last());
+    generated.push_back(next);
+    if (next == cfg.bos_id || next == cfg.eos_id) {
+      stop = Stop::EndOfSequence;
+      break;
+    }
+    if (!o.print_ids)
+      writeOut(tok.decode(prev, next));
+    if (n + 1 == o.steps)
+      break;
+    if (session.position() >= context) {
+      stop = Stop::ContextFull;
+      break;
+    }
+    logits = session.forward(&next, 1);
+    dump.write(logits);
+    prev = next;
+  }
+  auto done = Clock::now();
+  dump.close();
+
+  if (o.print_ids) {
+    std::string line;
+    for (size_t i = 0; i < generated.size(); ++i)
+      line += (i ? " " : "") + std::to_string(generated[i]);
+    writeOut(line);
+  }
+  writeOut("\n");
+
+  if (stop == Stop::EndOfSequence)
+    std::fprintf(stderr,
+                 "loom-run: stopped: end of sequence after %zu tokens\n",
+                 generated.size() - 1);
+  else if (stop == Stop::ContextFull)
+    std::fprintf(stderr,
+                 "loom-run: stopped: context full (%lld positions) after %zu "
+                 "tokens\n",
+                 static_cast<long long>(context), generated.size());
+  double decode_s = seconds(prefilled, done);
+  std::fprintf(stderr,
+               "loom-run: prompt %zu tokens in %.3f s, generated %zu tokens "
+               "in %.3f s (%.1f tokens/s), %d threads\n",
+               prompt.size(), seconds(start, prefilled), generated.size(),
+               decode_s, decode_s > 0 ? generated.size() / decode_s : 0.0,
+               session.threads());
+  return 0;
+}
+
+int bench(const loom::Model &model, loom::Session &session) {
+  const int64_t vocab = model.config().vocab_size;
+  const int64_t context = model.contextLength();
+  const int64_t prefill =
+      std::max<int64_t>(1, std::min<int64_t>(512, context / 2));
+  // Ids cycle through the vocabulary past the three special ids, so every
+  // position embeds an ordinary token.
+  std::vector<int32_t> ids(static_cast<size_t>(prefill));
+  for (int64_t i = 0; i < prefill; ++i)
+    ids[i] = static_cast<int32_t>(vocab > 3 ? 3 + i % (vocab - 3) : i % vocab);
+
+  // Warm-up: touches the weights, the arena and the kernels' scratch.
+  session.forward(ids.data(), static_cast<size_t>(std::min<int64_t>(
+                                  prefill, model.maxTokensPerStep())));
+  session.reset();
+
+  loom::Sampler greedy(vocab, 0.0f, 1.0f, 1);
+  auto t0 = Clock::now();
+  loom::Logits logits = session.forward(ids.data(), ids.size());
+  auto t1 = Clock::now();
+  const int64_t decode = std::min<int64_t>(128, context - prefill);
+  for (int64_t i = 0; i < decode; ++i) {
+    int32_t next = greedy.sample(logits.last());
+    logits = session.forward(&next, 1);
+  }
+  auto t2 = Clock::now();
+
+  struct rusage usage;
+  getrusage(RUSAGE_SELF, &usage);
+  double prefill_s = seconds(t0, t1), decode_s = seconds(t1, t2);
+  std::printf("prefill_tokens: %lld\n", static_cast<long long>(prefill));
+  std::printf("prefill_tokens_per_s: %.1f\n", prefill / prefill_s);
+  std::printf("decode_tokens: %lld\n", static_cast<long long>(decode));
+  std::printf("decode_tokens_per_s: %.1f\n",
+              decode > 0 ? decode / decode_s : 0.0);
+  std::printf("peak_rss_mib: %.1f\n", usage.ru_maxrss / 1024.0);
+  std::printf("threads: %d\n", session.threads());
+  std::printf("isa: %s\n", loom::activeIsaName());
+  std::fflush(stdout);
+  return 0;
+}
+
+int run(int argc, char **argv) {
+  std::optional<Options> parsed = parseArgs(argc, argv);
+  if (!parsed)
+    return 0;
+  const Options &o = *parsed;
+  if (o.device == "cuda")
+    fail("no CUDA device (this build has no CUDA backend)");
+  // Fail before any work when the trace cannot be written at the end.
+  if (!o.trace.empty()) {
+    FILE *f = std::fopen(o.trace.c_str(), "wb");
+    if (!f)
+      fail("cannot write trace '" + o.trace + "': " + std::strerror(errno));
+    std::fclose(f);
+  }
+
+  std::shared_ptr<loom::Model> model = loom::Model::load(o.artifact);
+  loom::SessionOptions options;
+  options.threads = o.threads;
+  options.trace = !o.trace.empty();
+  loom::Session session(model, options);
+
+  int rc = o.bench ? bench(*model, session) : generate(o, *model, session);
+  if (!o.trace.empty())
+    session.writeTrace(o.trace);
+  return rc;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  try {
+    return run(argc, argv);
+  } catch (const Failure &f) {
+    std::fprintf(stderr, "loom-run: %s\n", f.message.c_str());
+  } catch (const loom::Error &e) {
+    std::fprintf(stderr, "loom-run: %s\n", e.what());
+  } catch (const std::bad_alloc &) {
+    std::fprintf(stderr, "loom-run: out of memory\n");
+  } catch (const std::exception &e) {
+    std::fprintf(stderr, "loom-run: internal error: %s\n", e.what());
+  }
+  return 1;
+}
