@@ -399,6 +399,11 @@ DispatchDesc SemanticChecker::dispatch(const fbs::Dispatch &d,
       fail(at, ": buffers ", x, " and ", y,
            " overlap in the arena but are used together");
   };
+  // Elementwise kernels may also work in place, on exactly the same rows.
+  auto inPlaceOrDisjoint = [&](uint32_t x, uint32_t y) {
+    if (out.buffers[x].offset != out.buffers[y].offset)
+      disjoint(x, y);
+  };
   auto flag = [&](const char *what, int64_t v) {
     if (v != 0 && v != 1)
       fail(at, ": ", what, " must be 0 or 1, got ", v);
@@ -428,6 +433,7 @@ DispatchDesc SemanticChecker::dispatch(const fbs::Dispatch &d,
   case Kernel::RmsNorm:
     expectRow("output", r.outputs[0], row(r.inputs[0]));
     expectShape("scale", 0, {row(r.inputs[0])});
+    inPlaceOrDisjoint(r.inputs[0], r.outputs[0]);
     if (!(std::isfinite(r.fparams[0]) && r.fparams[0] >= 0.0f))
       fail(at, ": eps ", r.fparams[0], " must be >= 0");
     break;
@@ -466,6 +472,8 @@ DispatchDesc SemanticChecker::dispatch(const fbs::Dispatch &d,
   case Kernel::Add:
     expectRow("b", r.inputs[1], row(r.inputs[0]));
     expectRow("output", r.outputs[0], row(r.inputs[0]));
+    inPlaceOrDisjoint(r.inputs[0], r.outputs[0]);
+    inPlaceOrDisjoint(r.inputs[1], r.outputs[0]);
     break;
   case Kernel::Logits:
     expectShape("W", 0, {out.config.vocab_size, row(r.inputs[0])});

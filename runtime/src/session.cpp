@@ -191,8 +191,10 @@ Logits Session::forward(const int32_t *tokens, size_t n, bool all_logits) {
   rt::SessionState &s = *state_;
   const rt::ModelData &m = s.m;
   const int64_t vocab = m.config.vocab_size;
-  if (n == 0 || !tokens)
+  if (n == 0)
     throw Error("forward needs at least one token");
+  if (!tokens)
+    throw Error("forward: tokens is null");
   for (size_t i = 0; i < n; ++i)
     if (tokens[i] < 0 || tokens[i] >= vocab)
       throw Error("token id " + std::to_string(tokens[i]) +

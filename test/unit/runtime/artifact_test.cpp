@@ -317,6 +317,12 @@ const BadCase kBadCases[] = {
        s.buffers[d.outputs[0]].offset = s.buffers[d.inputs[0]].offset;
      },
      "overlap in the arena"},
+    {"SiluMulPartialOverlap",
+     [](ArtifactSpec &s) {
+       auto &d = s.dispatches[find(s, fbs::Kernel::SiluMul)];
+       s.buffers[d.inputs[1]].offset = s.buffers[d.outputs[0]].offset + 4;
+     },
+     "overlap in the arena"},
     {"EmbedTableShape",
      [](ArtifactSpec &s) {
        s.tensors[0].shape = {16, 272};

@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -317,6 +318,26 @@ TEST_F(SessionTest, SessionsAreIndependentAndThreadCountsAgree) {
     EXPECT_LT(maxDiff(a.forward(&kTokens[p], 1).last(), want), 1e-4);
     EXPECT_LT(maxDiff(b.forward(&kTokens[p], 1).last(), want), 1e-4);
   }
+}
+
+TEST_F(SessionTest, SessionsOnSeveralThreadsShareTheModel) {
+  Reference ref(weights);
+  std::vector<std::vector<double>> want;
+  for (size_t p = 0; p < kTokens.size(); ++p)
+    want.push_back(ref.forward(kTokens[p], p));
+  std::vector<double> worst(3, 0.0);
+  std::vector<std::thread> workers;
+  for (size_t w = 0; w < worst.size(); ++w)
+    workers.emplace_back([&, w] {
+      loom::Session s(model, {1, false});
+      for (size_t p = 0; p < kTokens.size(); ++p)
+        worst[w] = std::max(worst[w],
+                            maxDiff(s.forward(&kTokens[p], 1).last(), want[p]));
+    });
+  for (std::thread &t : workers)
+    t.join();
+  for (double d : worst)
+    EXPECT_LT(d, 1e-4);
 }
 
 TEST_F(SessionTest, InvalidThreadCount) {

@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""Prefill and decode speed of compiled Llama models at 1 and 2 threads.
+
+For each shape it writes a llama2.c checkpoint with seeded random weights
+(bench/make_checkpoint.cpp), compiles it with loomc, and runs
+`loom-run --bench --threads N` in a fresh process per thread count (so each
+peak RSS is its own). Prints tokens/s, peak memory, the 2-over-1-thread
+speed-up (both measured in this same run) and, for decode, the weight bytes
+streamed per second: every decode step reads all weights once, so
+GB/s = weight bytes x tokens/s, to compare with the machine's bandwidth.
+
+usage: bench/bench_llama.py [--bin build/bin] [--work /tmp/loom-bench]
+                            [--shapes 15M,110M] [--repeat 3]
+"""
+import argparse
+import os
+import struct
+import subprocess
+import sys
+
+SHAPES = {
+    # name: dim, hidden, layers, heads, kv_heads, vocab, seq
+    "15M": (288, 768, 6, 6, 6, 32000, 1024),
+    "110M": (768, 2048, 12, 12, 12, 32000, 1024),
+}
+
+
+def run(cmd):
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if p.returncode != 0:
+        sys.exit("bench: %s failed (exit %d): %s" % (" ".join(cmd), p.returncode, p.stderr))
+    return p.stdout
+
+
+def weights_bytes(artifact):
+    with open(artifact, "rb") as f:
+        header = f.read(64)
+    return struct.unpack_from("<Q", header, 56)[0]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", default=os.path.join(os.path.dirname(__file__), "..", "build", "bin"))
+    ap.add_argument("--work", default="/tmp/loom-bench")
+    ap.add_argument("--shapes", default="15M,110M")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per point; the best is kept")
+    a = ap.parse_args()
+    os.makedirs(a.work, exist_ok=True)
+    tool = lambda n: os.path.join(a.bin, n)
+
+    print("%-5s %-3s %12s %12s %9s %9s" % ("model", "thr", "prefill t/s", "decode t/s",
+                                          "decode GB/s", "peak MiB"))
+    for name in a.shapes.split(","):
+        dim, hidden, layers, heads, kv, vocab, seq = SHAPES[name]
+        ckpt = os.path.join(a.work, name + ".bin")
+        tok = os.path.join(a.work, name + "-tok.bin")
+        art = os.path.join(a.work, name + ".loom")
+        if not os.path.exists(art):
+            run([tool("loom-make-checkpoint"), ckpt, "--dim", str(dim), "--hidden", str(hidden),
+                 "--layers", str(layers), "--heads", str(heads), "--kv-heads", str(kv),
+                 "--vocab", str(vocab), "--seq", str(seq), "--seed", "1",
+                 "--tokenizer-out", tok])
+            run([tool("loomc"), ckpt, "--tokenizer", tok, "-o", art, "--quiet"])
+            os.remove(ckpt)
+        wbytes = weights_bytes(art)
+        results = {}
+        for threads in (1, 2):
+            best = None
+            for _ in range(a.repeat):
+                out = run([tool("loom-run"), art, "--bench", "--threads", str(threads)])
+                m = dict(line.split(": ", 1) for line in out.strip().splitlines())
+                r = (float(m["prefill_tokens_per_s"]), float(m["decode_tokens_per_s"]),
+                     float(m["peak_rss_mib"]), int(m["prefill_tokens"]))
+                best = r if best is None else (max(best[0], r[0]), max(best[1], r[1]),
+                                               max(best[2], r[2]), r[3])
+            results[threads] = best
+            pf, dc, rss, n = best
+            print("%-5s %-3d %12.1f %12.1f %9.1f %9.1f" % (name, threads, pf, dc,
+                                                          dc * wbytes / 1e9, rss))
+        s_pf = results[2][0] / results[1][0]
+        s_dc = results[2][1] / results[1][1]
+        print("%-5s speed-up 2 vs 1 thread: prefill %.2fx, decode %.2fx "
+              "(prompt %d tokens, weights %.1f MB)" % (name, s_pf, s_dc, results[1][3], wbytes / 1e6))
+
+
+if __name__ == "__main__":
+    main()
