@@ -329,8 +329,13 @@ DispatchDesc SemanticChecker::dispatch(const fbs::Dispatch &d,
   r.iparams = toVector(d.iparams());
   r.fparams = toVector(d.fparams());
   std::vector<uint32_t> weight_ids = toVector(d.weights());
+  // Name the op the dispatch came from and its source location, so an
+  // error points back at the model.
   const std::string at =
-      cat(where, " (", kernelName(r.kernel), " '", printable(d.name()), "')");
+      cat(where, " (", kernelName(r.kernel), " '", printable(d.name()), "'",
+          d.loc() && d.loc()->size() ? cat(" from ", printable(d.loc()))
+                                     : std::string(),
+          ")");
 
   for (const auto *list : {&r.inputs, &r.outputs, &r.scratch})
     for (uint32_t b : *list)

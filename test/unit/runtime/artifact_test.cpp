@@ -288,8 +288,8 @@ const BadCase kBadCases[] = {
      "checksum mismatch"},
     {"DispatchBufferOutOfRange",
      [](ArtifactSpec &s) { s.dispatches[1].outputs = {999}; },
-     "program 'forward' dispatch 1 (RmsNorm 'layers.0.rms_att'): buffer index "
-     "999 out of range"},
+     "program 'forward' dispatch 1 (RmsNorm 'layers.0.rms_att' from builder): "
+     "buffer index 999 out of range"},
     {"DispatchWeightOutOfRange",
      [](ArtifactSpec &s) { s.dispatches[0].weights = {1000}; },
      "weight index 1000 out of range"},
