@@ -62,7 +62,7 @@ std::optional<Checkpoint> llama2c::readCheckpoint(const std::string &path,
   if (c.headDim() % 2 != 0)
     return bad("head size is odd, rope needs pairs");
 
-  // Layer-major tensors in file order (see models/README.md of the format).
+  // Layer-major tensors in the order of llama2.c's legacy export.
   int64_t L = c.nLayers, D = c.dim, H = c.hiddenDim, kv = c.kvDim();
   uint64_t offset = 28;
   auto add = [&](const std::string &name, uint64_t elems) {

@@ -1,9 +1,9 @@
 //===- loomc.cpp - the Loom compiler driver ---------------------------------===//
 //
 //   loomc MODEL.bin --tokenizer TOK.bin -o MODEL.loom
-//   loomc MODEL.bin --tokenizer TOK.bin --emit=mlir        (graph-level IR)
-//   loomc MODEL.bin --tokenizer TOK.bin --emit=dispatch    (scheduled IR)
-//   loomc MODEL.bin --tokenizer TOK.bin --emit=dot         (schedule graph)
+//   loomc MODEL.bin --emit=mlir        (graph-level IR)
+//   loomc MODEL.bin --emit=dispatch    (scheduled IR)
+//   loomc MODEL.bin --emit=dot         (schedule graph)
 //
 // Frontend -> verify, fuse, plan memory, lower to dispatch -> artifact.
 //
@@ -28,17 +28,18 @@ using namespace mlir;
 namespace cl = llvm::cl;
 
 namespace {
+cl::OptionCategory loomcCategory("loomc options");
 enum class Emit { Artifact, Mlir, Dispatch, Dot };
 
-cl::opt<std::string> inputPath(cl::Positional, cl::desc("<checkpoint.bin>"),
+cl::opt<std::string> inputPath(cl::Positional, cl::desc("<checkpoint.bin>"), cl::cat(loomcCategory),
                                cl::Required);
 cl::opt<std::string> tokenizerPath("tokenizer",
-                                   cl::desc("llama2.c tokenizer.bin"),
+                                   cl::desc("llama2.c tokenizer.bin"), cl::cat(loomcCategory),
                                    cl::value_desc("path"));
-cl::opt<std::string> outputPath("o", cl::desc("Output artifact"),
+cl::opt<std::string> outputPath("o", cl::desc("Output artifact"), cl::cat(loomcCategory),
                                 cl::value_desc("path"));
 cl::opt<Emit> emit(
-    "emit", cl::desc("What to produce"), cl::init(Emit::Artifact),
+    "emit", cl::desc("What to produce"), cl::cat(loomcCategory), cl::init(Emit::Artifact),
     cl::values(clEnumValN(Emit::Artifact, "artifact", "a .loom artifact"),
                clEnumValN(Emit::Mlir, "mlir", "graph-level loom IR"),
                clEnumValN(Emit::Dispatch, "dispatch",
@@ -46,9 +47,9 @@ cl::opt<Emit> emit(
                clEnumValN(Emit::Dot, "dot",
                           "the scheduled graph as Graphviz DOT")));
 cl::opt<int64_t> maxTokens("max-tokens",
-                           cl::desc("Rows per step the arena is planned for"),
+                           cl::desc("Rows per step the arena is planned for"), cl::cat(loomcCategory),
                            cl::init(64));
-cl::opt<bool> quiet("quiet", cl::desc("No progress output"), cl::init(false));
+cl::opt<bool> quiet("quiet", cl::desc("No progress output"), cl::cat(loomcCategory), cl::init(false));
 
 int fail(const std::string &msg) {
   llvm::errs() << "loomc: error: " << msg << "\n";
@@ -58,7 +59,11 @@ int fail(const std::string &msg) {
 
 int main(int argc, char **argv) {
   llvm::InitLLVM init(argc, argv);
-  cl::ParseCommandLineOptions(argc, argv, "Loom compiler\n");
+  // libLLVM registers hundreds of backend options; show only loomc's.
+  cl::HideUnrelatedOptions(loomcCategory);
+  cl::ParseCommandLineOptions(argc, argv,
+                              "loomc: compile a llama2.c checkpoint into a "
+                              "Loom artifact\n");
   if (maxTokens <= 0)
     return fail("--max-tokens must be positive, got " +
                 std::to_string(maxTokens));
@@ -102,7 +107,7 @@ int main(int argc, char **argv) {
 
   auto pm = PassManager::on<ModuleOp>(&ctx);
   loom::buildCompilePipeline(pm, maxTokens);
-  // The memory plan's remark is informational: show it only when asked.
+  // The memory plan's remark is informational: --quiet hides it.
   ScopedDiagnosticHandler quietRemarks(&ctx, [&](Diagnostic &d) {
     return success(d.getSeverity() == DiagnosticSeverity::Remark && quiet);
   });
