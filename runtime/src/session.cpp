@@ -54,7 +54,10 @@ int resolveThreads(int requested) {
     throw Error("threads must be between 0 (all) and " +
                 std::to_string(kMaxThreads) + ", got " +
                 std::to_string(requested));
-  return requested == 0 ? tbb::info::default_concurrency() : requested;
+  // oneTBB never runs more workers than the machine's concurrency: cap the
+  // request so threads() reports what really runs.
+  int available = tbb::info::default_concurrency();
+  return requested == 0 ? available : std::min(requested, available);
 }
 
 } // namespace

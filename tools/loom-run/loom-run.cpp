@@ -268,12 +268,13 @@ private:
 };
 
 void writeOut(const std::string &bytes) {
-  std::fwrite(bytes.data(), 1, bytes.size(), stdout);
-  std::fflush(stdout);
+  if (std::fwrite(bytes.data(), 1, bytes.size(), stdout) != bytes.size() ||
+      std::fflush(stdout) != 0)
+    fail(std::string("cannot write to stdout: ") + std::strerror(errno));
 }
 
 int generate(const Options &o, const loom::Model &model,
-             loom::Session &session) {
+             loom::Session &session, std::string &notes) {
   const loom::Tokenizer &tok = model.tokenizer();
   const loom::ModelConfigInfo &cfg = model.config();
   const int64_t context = model.contextLength();
@@ -340,22 +341,27 @@ int generate(const Options &o, const loom::Model &model,
   }
   writeOut("\n");
 
-  if (stop == Stop::EndOfSequence)
-    std::fprintf(stderr,
-                 "loom-run: stopped: end of sequence after %zu tokens\n",
-                 generated.size() - 1);
-  else if (stop == Stop::ContextFull)
-    std::fprintf(stderr,
-                 "loom-run: stopped: context full (%lld positions) after %zu "
-                 "tokens\n",
-                 static_cast<long long>(context), generated.size());
+  char line[256];
+  if (stop == Stop::EndOfSequence) {
+    std::snprintf(line, sizeof line,
+                  "loom-run: stopped: end of sequence after %zu tokens\n",
+                  generated.size() - 1);
+    notes += line;
+  } else if (stop == Stop::ContextFull) {
+    std::snprintf(line, sizeof line,
+                  "loom-run: stopped: context full (%lld positions) after %zu "
+                  "tokens\n",
+                  static_cast<long long>(context), generated.size());
+    notes += line;
+  }
   double decode_s = seconds(prefilled, done);
-  std::fprintf(stderr,
-               "loom-run: prompt %zu tokens in %.3f s, generated %zu tokens "
-               "in %.3f s (%.1f tokens/s), %d threads\n",
-               prompt.size(), seconds(start, prefilled), generated.size(),
-               decode_s, decode_s > 0 ? generated.size() / decode_s : 0.0,
-               session.threads());
+  std::snprintf(line, sizeof line,
+                "loom-run: prompt %zu tokens in %.3f s, generated %zu tokens "
+                "in %.3f s (%.1f tokens/s), %d threads\n",
+                prompt.size(), seconds(start, prefilled), generated.size(),
+                decode_s, decode_s > 0 ? generated.size() / decode_s : 0.0,
+                session.threads());
+  notes += line;
   return 0;
 }
 
@@ -397,7 +403,8 @@ int bench(const loom::Model &model, loom::Session &session) {
   std::printf("peak_rss_mib: %.1f\n", usage.ru_maxrss / 1024.0);
   std::printf("threads: %d\n", session.threads());
   std::printf("isa: %s\n", loom::activeIsaName());
-  std::fflush(stdout);
+  if (std::fflush(stdout) != 0 || std::ferror(stdout))
+    fail(std::string("cannot write to stdout: ") + std::strerror(errno));
   return 0;
 }
 
@@ -422,9 +429,14 @@ int run(int argc, char **argv) {
   options.trace = !o.trace.empty();
   loom::Session session(model, options);
 
-  int rc = o.bench ? bench(*model, session) : generate(o, *model, session);
+  // Notes go to stderr after the trace is written, so a failed write is the
+  // only line when it fails.
+  std::string notes;
+  int rc = o.bench ? bench(*model, session)
+                   : generate(o, *model, session, notes);
   if (!o.trace.empty())
     session.writeTrace(o.trace);
+  std::fputs(notes.c_str(), stderr);
   return rc;
 }
 
