@@ -7,7 +7,9 @@ For each shape it writes a llama2.c checkpoint with seeded random weights
 peak RSS is its own). Prints tokens/s, peak memory, the 2-over-1-thread
 speed-up (both measured in this same run) and, for decode, the weight bytes
 streamed per second: every decode step reads all weights once, so
-GB/s = weight bytes x tokens/s, to compare with the machine's bandwidth.
+GB/s = weight bytes x tokens/s, shown as a fraction of the machine's read
+bandwidth (bench/membw.cpp, measured in the same run). Models that fit in
+the last-level cache can exceed 100%.
 
 usage: bench/bench_llama.py [--bin build/bin] [--work /tmp/loom-bench]
                             [--shapes 15M,110M] [--repeat 3]
@@ -48,8 +50,14 @@ def main():
     os.makedirs(a.work, exist_ok=True)
     tool = lambda n: os.path.join(a.bin, n)
 
-    print("%-5s %-3s %12s %12s %9s %9s" % ("model", "thr", "prefill t/s", "decode t/s",
-                                          "decode GB/s", "peak MiB"))
+    # The roofline: this machine's read bandwidth, measured in the same run.
+    roof = {}
+    for line in run([tool("loom-membw"), "1024", "2"]).splitlines():
+        t, gbs = line.split(": ")
+        roof[int(t.split()[1])] = float(gbs.split()[0])
+    print("read bandwidth (roofline): 1 thread %.1f GB/s, 2 threads %.1f GB/s" % (roof[1], roof[2]))
+    print("%-5s %-3s %12s %12s %11s %9s %9s" % ("model", "thr", "prefill t/s", "decode t/s",
+                                               "decode GB/s", "roofline", "peak MiB"))
     for name in a.shapes.split(","):
         dim, hidden, layers, heads, kv, vocab, seq = SHAPES[name]
         ckpt = os.path.join(a.work, name + ".bin")
@@ -75,8 +83,9 @@ def main():
                                                max(best[2], r[2]), r[3])
             results[threads] = best
             pf, dc, rss, n = best
-            print("%-5s %-3d %12.1f %12.1f %9.1f %9.1f" % (name, threads, pf, dc,
-                                                          dc * wbytes / 1e9, rss))
+            gbs = dc * wbytes / 1e9
+            print("%-5s %-3d %12.1f %12.1f %11.1f %8.0f%% %9.1f" % (name, threads, pf, dc, gbs,
+                                                                  100 * gbs / roof[threads], rss))
         s_pf = results[2][0] / results[1][0]
         s_dc = results[2][1] / results[1][1]
         print("%-5s speed-up 2 vs 1 thread: prefill %.2fx, decode %.2fx "
