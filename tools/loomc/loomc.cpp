@@ -21,6 +21,7 @@
 #include "llvm/Support/Format.h"
 #include "llvm/Support/InitLLVM.h"
 #include "llvm/Support/Path.h"
+#include "llvm/Support/Process.h"
 #include "llvm/Support/SourceMgr.h"
 #include "llvm/Support/raw_ostream.h"
 
@@ -126,20 +127,23 @@ int main(int argc, char **argv) {
                : 0;
 
   bool showProgress = !quiet;
+  // Redraw a bar on a terminal; in a log, one line per quarter is enough.
+  bool redraw = llvm::sys::Process::StandardErrIsDisplayed();
   int shown = -1;
   auto progress = [&](size_t done, size_t total, uint64_t bytes) {
     if (!showProgress)
       return;
     constexpr int width = 30;
     int filled = static_cast<int>(width * done / std::max<size_t>(total, 1));
-    if (filled == shown && done != total)
-      return; // redraw only when the bar moves
-    shown = filled;
-    llvm::errs() << "\rloomc: packing weights ["
+    int step = redraw ? filled : filled * 4 / width;
+    if (step == shown && done != total)
+      return; // draw only when the bar moves
+    shown = step;
+    llvm::errs() << (redraw ? "\r" : "") << "loomc: packing weights ["
                  << std::string(filled, '#') << std::string(width - filled, '.')
                  << "] " << done << "/" << total << " tensors, "
                  << llvm::format("%.1f", bytes / 1048576.0) << " MiB";
-    if (done == total)
+    if (done == total || !redraw)
       llvm::errs() << "\n";
   };
   if (failed(loom::writeArtifact(*module, ckpt->weights, *tokenizer,
