@@ -17,9 +17,18 @@ namespace {
 /// The ops of one attention block, as the frontend writes it.
 struct AttentionBlock {
   LinearOp q, k, v, out;
+  AddRowBiasOp qBias, kBias; // both or neither (Huginn's qk_bias)
   RopeOp qRope, kRope;
   AttentionOp attention;
 };
+
+/// The projection feeding a rope, through an optional bias.
+LinearOp projectionOf(RopeOp rope, AddRowBiasOp &bias) {
+  Value in = rope.getInput();
+  if ((bias = in.getDefiningOp<AddRowBiasOp>()))
+    in = bias.getInput();
+  return in.getDefiningOp<LinearOp>();
+}
 
 /// Matches the block around `attention`; every intermediate must have a single
 /// use so erasing it changes nothing else.
@@ -31,9 +40,9 @@ std::optional<AttentionBlock> matchBlock(AttentionOp attention) {
   b.v = attention.getV().getDefiningOp<LinearOp>();
   if (!b.qRope || !b.kRope || !b.v)
     return std::nullopt;
-  b.q = b.qRope.getInput().getDefiningOp<LinearOp>();
-  b.k = b.kRope.getInput().getDefiningOp<LinearOp>();
-  if (!b.q || !b.k)
+  b.q = projectionOf(b.qRope, b.qBias);
+  b.k = projectionOf(b.kRope, b.kBias);
+  if (!b.q || !b.k || bool(b.qBias) != bool(b.kBias))
     return std::nullopt;
   Value x = b.q.getInput();
   if (b.k.getInput() != x || b.v.getInput() != x)
@@ -45,9 +54,10 @@ std::optional<AttentionBlock> matchBlock(AttentionOp attention) {
       return std::nullopt;
   if (b.qRope.getTheta() != b.kRope.getTheta())
     return std::nullopt;
-  for (Operation *op : {b.q.getOperation(), b.k.getOperation(),
-                        b.qRope.getOperation(), b.kRope.getOperation(),
-                        b.v.getOperation(), attention.getOperation()})
+  SmallVector<Operation *> chain = {b.q, b.k, b.qRope, b.kRope, b.v, attention};
+  if (b.qBias)
+    chain.append({b.qBias, b.kBias});
+  for (Operation *op : chain)
     if (!op->getResult(0).hasOneUse())
       return std::nullopt;
   b.out = dyn_cast<LinearOp>(*attention->getUsers().begin());
@@ -56,16 +66,45 @@ std::optional<AttentionBlock> matchBlock(AttentionOp attention) {
   return b;
 }
 
-/// "layers.0.wq", "layers.0.wk", "layers.0.wv" -> "layers.0.wqkv".
-std::string packedName(StringRef q, StringRef k, StringRef v) {
-  size_t n = 0;
-  while (n < q.size() && n < k.size() && n < v.size() && q[n] == k[n] &&
-         q[n] == v[n])
-    ++n;
-  StringRef prefix = q.take_front(n);
+/// "layers.0.wq", "layers.0.wk", "layers.0.wv" + "wqkv" -> "layers.0.wqkv":
+/// the names' common prefix up to its last dot, then `suffix`.
+std::string packedName(ArrayRef<StringRef> names, StringRef suffix) {
+  StringRef first = names.front();
+  size_t n = first.size();
+  for (StringRef other : names.drop_front()) {
+    size_t i = 0;
+    while (i < n && i < other.size() && first[i] == other[i])
+      ++i;
+    n = i;
+  }
+  StringRef prefix = first.take_front(n);
   size_t dot = prefix.rfind('.');
   prefix = dot == StringRef::npos ? StringRef() : prefix.take_front(dot + 1);
-  return (prefix + "wqkv").str();
+  return (prefix + suffix).str();
+}
+
+/// Declares `loom.weight @<name> packed [parts...]` before the first part.
+WeightOp declarePacked(SymbolTable &symbols, ArrayRef<WeightOp> parts,
+                       StringRef suffix) {
+  SmallVector<StringRef> names;
+  SmallVector<Attribute> refs;
+  int64_t rows = 0;
+  for (WeightOp w : llvm::to_vector(parts)) {
+    names.push_back(w.getSymName());
+    refs.push_back(FlatSymbolRefAttr::get(w.getSymNameAttr()));
+    rows += w.getTensorType().getDimSize(0);
+  }
+  RankedTensorType first = WeightOp(parts.front()).getTensorType();
+  SmallVector<int64_t> shape(first.getShape());
+  shape[0] = rows;
+  OpBuilder builder(WeightOp(parts.front()).getOperation());
+  auto packed = WeightOp::create(
+      builder, WeightOp(parts.front()).getLoc(),
+      builder.getStringAttr(packedName(names, suffix)),
+      TypeAttr::get(RankedTensorType::get(shape, first.getElementType())),
+      builder.getArrayAttr(refs));
+  symbols.insert(packed); // renames on a clash
+  return packed;
 }
 
 struct FuseProjectionAttention
@@ -81,44 +120,41 @@ struct FuseProjectionAttention
       std::optional<AttentionBlock> block = matchBlock(attention);
       if (!block)
         continue;
-      fuse(*block, symbols, module);
+      fuse(*block, symbols);
     }
   }
 
-  void fuse(AttentionBlock &b, SymbolTable &symbols, ModuleOp module) {
-    auto wq = symbols.lookup<WeightOp>(b.q.getWeight());
-    auto wk = symbols.lookup<WeightOp>(b.k.getWeight());
-    auto wv = symbols.lookup<WeightOp>(b.v.getWeight());
-    int64_t rows = wq.getTensorType().getDimSize(0) +
-                   wk.getTensorType().getDimSize(0) +
-                   wv.getTensorType().getDimSize(0);
-    int64_t d = wq.getTensorType().getDimSize(1);
+  void fuse(AttentionBlock &b, SymbolTable &symbols) {
+    auto weight = [&](FlatSymbolRefAttr ref) {
+      return symbols.lookup<WeightOp>(ref.getValue());
+    };
+    WeightOp packed =
+        declarePacked(symbols,
+                      {weight(b.q.getWeightAttr()), weight(b.k.getWeightAttr()),
+                       weight(b.v.getWeightAttr())},
+                      "wqkv");
+    FlatSymbolRefAttr packedBias;
+    if (b.qBias)
+      packedBias = FlatSymbolRefAttr::get(
+          declarePacked(symbols,
+                        {weight(b.qBias.getBiasAttr()),
+                         weight(b.kBias.getBiasAttr())},
+                        "qk_bias")
+              .getSymNameAttr());
 
-    OpBuilder builder(wq);
-    MLIRContext *ctx = module.getContext();
-    auto packedType = RankedTensorType::get({rows, d}, Float32Type::get(ctx));
-    auto parts = builder.getArrayAttr({FlatSymbolRefAttr::get(wq.getSymNameAttr()),
-                                       FlatSymbolRefAttr::get(wk.getSymNameAttr()),
-                                       FlatSymbolRefAttr::get(wv.getSymNameAttr())});
-    auto packed = WeightOp::create(
-        builder, wq.getLoc(),
-        builder.getStringAttr(
-            packedName(wq.getSymName(), wk.getSymName(), wv.getSymName())),
-        TypeAttr::get(packedType), parts);
-    symbols.insert(packed); // renames on a clash
-
-    builder.setInsertionPoint(b.out);
+    OpBuilder builder(b.out);
     auto fused = FusedQkvAttentionOp::create(
         builder, b.attention.getLoc(), b.out.getType(), b.q.getInput(),
         b.attention.getPositions(), b.attention.getCache(),
         FlatSymbolRefAttr::get(packed.getSymNameAttr()), b.out.getWeightAttr(),
         b.attention.getNHeadsAttr(), b.attention.getNKvHeadsAttr(),
-        b.attention.getHeadDimAttr(), b.qRope.getThetaAttr());
+        b.attention.getHeadDimAttr(), b.qRope.getThetaAttr(), packedBias);
     b.out.getResult().replaceAllUsesWith(fused.getResult());
-    for (Operation *op :
-         {b.out.getOperation(), b.attention.getOperation(),
-          b.qRope.getOperation(), b.kRope.getOperation(), b.q.getOperation(),
-          b.k.getOperation(), b.v.getOperation()})
+    SmallVector<Operation *> dead = {b.out, b.attention, b.qRope, b.kRope};
+    if (b.qBias)
+      dead.append({b.qBias, b.kBias});
+    dead.append({b.q, b.k, b.v});
+    for (Operation *op : dead)
       op->erase();
   }
 };

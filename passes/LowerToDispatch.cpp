@@ -21,6 +21,10 @@ struct Lowering {
   DenseMap<std::pair<int64_t, int64_t>, int64_t> bufferIds; // (offset, row)
   DenseMap<Value, int64_t> slotIds;
   Block *programBody;
+  int64_t dispatches = 0;
+  int64_t kvCaches = 0;
+  // While lowering a loop body: the KV caches met so far inside it.
+  std::optional<int64_t> loopLayers;
 
   int64_t buffer(Location loc, int64_t offset, int64_t rowElems) {
     auto [it, inserted] =
@@ -34,6 +38,10 @@ struct Lowering {
   }
 
   FailureOr<int64_t> bufferOf(Value v) {
+    // A loop's state argument lives in its init's slice.
+    if (auto arg = dyn_cast<BlockArgument>(v))
+      if (auto loop = dyn_cast<LoopOp>(arg.getOwner()->getParentOp()))
+        return bufferOf(loop.getInit());
     Operation *def = v.getDefiningOp();
     auto offset = def ? def->getAttrOfType<IntegerAttr>("loom.offset")
                       : IntegerAttr();
@@ -70,6 +78,40 @@ struct Lowering {
         weights.empty() ? ArrayAttr() : b.getArrayAttr(weightAttrs),
         iparams.empty() ? DenseI64ArrayAttr() : b.getDenseI64ArrayAttr(iparams),
         fparams.empty() ? DenseF32ArrayAttr() : b.getDenseF32ArrayAttr(fparams));
+    ++dispatches;
+    return success();
+  }
+
+  /// What the program's loop descriptor needs, filled by lowerLoop.
+  struct LoopInfo {
+    LoopOp op;
+    int64_t bodyBegin, bodyEnd, state, nextState, layersBefore, layers;
+  };
+  std::optional<LoopInfo> loop;
+
+  LogicalResult lowerLoop(LoopOp op) {
+    if (loop)
+      return op.emitError("a program has at most one looped block");
+    FailureOr<int64_t> state = bufferOf(op.getInit());
+    if (failed(state))
+      return failure();
+    LoopInfo info{op, dispatches, 0, *state, 0, kvCaches, 0};
+    loopLayers = 0;
+    for (Operation &inner : op.getBody().front()) {
+      if (auto yield = dyn_cast<YieldOp>(inner)) {
+        FailureOr<int64_t> next = bufferOf(yield.getValue());
+        if (failed(next))
+          return failure();
+        info.nextState = *next;
+        continue;
+      }
+      if (failed(lower(&inner)))
+        return failure();
+    }
+    info.layers = *loopLayers;
+    loopLayers.reset();
+    info.bodyEnd = dispatches;
+    loop = info;
     return success();
   }
 
@@ -79,13 +121,30 @@ struct Lowering {
           int64_t id = slotIds.size();
           slotIds[cache.getResult()] = id;
           KvCacheType t = cache.getType();
+          int64_t loopLayer = loopLayers ? (*loopLayers)++ : -1;
+          if (!loopLayers)
+            ++kvCaches;
           KvSlotOp::create(b, cache.getLoc(), id, cache.getLayer(),
-                           t.getMaxSeq(), t.getKvHeads(), t.getHeadDim());
+                           t.getMaxSeq(), t.getKvHeads(), t.getHeadDim(),
+                           loopLayer);
           return success();
         })
         .Case([&](EmbedOp e) {
-          return dispatch(e, "embed", {}, {e.getTableAttr()});
+          float scale = e.getScale().convertToFloat();
+          return dispatch(e, "embed", {}, {e.getTableAttr()}, {},
+                          scale == 1.0f ? ArrayRef<float>() : ArrayRef<float>(scale));
         })
+        .Case([&](InitStateOp init) -> LogicalResult {
+          // Filled by the runtime before the loop: a buffer, no dispatch.
+          return failure(failed(bufferOf(init.getResult())));
+        })
+        .Case([&](AddRowBiasOp a) {
+          return dispatch(a, "add_row_bias", a.getInput(), {a.getBiasAttr()});
+        })
+        .Case([&](ConcatOp c) {
+          return dispatch(c, "concat", {c.getLhs(), c.getRhs()}, {});
+        })
+        .Case([&](LoopOp loop) { return lowerLoop(loop); })
         .Case([&](RmsNormOp n) {
           return dispatch(n, "rms_norm", n.getInput(), {n.getWeightAttr()}, {},
                           {n.getEps().convertToFloat()});
@@ -115,8 +174,11 @@ struct Lowering {
           SmallVector<int64_t> scratch = {
               buffer(f.getLoc(), offsets[0], (nh + 2 * nkv) * hd),
               buffer(f.getLoc(), offsets[1], nh * hd)};
-          return dispatch(f, "fused_qkv_attention", f.getInput(),
-                          {f.getQkvWeightAttr(), f.getOutWeightAttr()},
+          SmallVector<FlatSymbolRefAttr> weights = {f.getQkvWeightAttr(),
+                                                    f.getOutWeightAttr()};
+          if (f.getQkBiasAttr())
+            weights.push_back(f.getQkBiasAttr());
+          return dispatch(f, "fused_qkv_attention", f.getInput(), weights,
                           {slotIds.lookup(f.getCache()), nh, nkv, hd, 0},
                           {f.getTheta().convertToFloat()}, scratch);
         })
@@ -129,7 +191,7 @@ struct Lowering {
         .Case([&](LogitsOp l) {
           return dispatch(l, "logits", l.getInput(), {l.getWeightAttr()});
         })
-        .Default([&](Operation *other) {
+        .Default([&](Operation *other) -> LogicalResult {
           return other->emitError()
                  << "loom-lower-to-dispatch cannot lower '" << other->getName()
                  << "'";
@@ -140,6 +202,36 @@ struct Lowering {
 struct LowerToDispatch
     : loom::impl::LowerToDispatchPassBase<LowerToDispatch> {
   using LowerToDispatchPassBase::LowerToDispatchPassBase;
+
+  /// Appends the loom.loop_desc of the program's looped block. The latent
+  /// buffer is what the tail's first dispatch (ln_f) writes from the state.
+  LogicalResult emitLoopDesc(Lowering &lowering, ProgramOp program) {
+    Lowering::LoopInfo &info = *lowering.loop;
+    LoopOp op = info.op;
+    SmallVector<DispatchOp> all(program.getBody().front().getOps<DispatchOp>());
+    if (info.bodyEnd >= int64_t(all.size()) ||
+        !llvm::is_contained(all[info.bodyEnd].getInputs(), info.state))
+      return op.emitError("the op after a loom.loop must read its state "
+                          "(the normalisation the tail starts with)");
+    int64_t latent = all[info.bodyEnd].getOutputs()[0];
+    float stateStd = 0.0f, stateScale = 1.0f;
+    if (auto init = op.getInit().getDefiningOp<InitStateOp>()) {
+      stateStd = init.getStd().convertToFloat();
+      stateScale = init.getScale().convertToFloat();
+    } else {
+      return op.emitError("a loom.loop's init must be a loom.init_state");
+    }
+    OpBuilder b(program.getContext());
+    b.setInsertionPointToEnd(&program.getBody().front());
+    LoopDescOp::create(
+        b, op.getLoc(), info.bodyBegin, info.bodyEnd, int64_t(all.size()),
+        info.state, info.nextState, latent, info.layersBefore, info.layers,
+        op.getDefaultIterationsAttr().getInt(),
+        op.getMaxIterationsAttr().getInt(), op.getExit(),
+        op.getThreshold(), llvm::APFloat(stateStd), llvm::APFloat(stateScale),
+        bool(op.getCount()));
+    return success();
+  }
 
   void runOnOperation() override {
     ModuleOp module = getOperation();
@@ -172,6 +264,8 @@ struct LowerToDispatch
       if (failed(lowering.lower(&op)))
         return signalPassFailure();
     }
+    if (lowering.loop && failed(emitLoopDesc(lowering, program)))
+      return signalPassFailure();
     // Declarations first, in id order, so the program reads top-down.
     SmallVector<BufferOp> buffers(body->getOps<BufferOp>());
     llvm::sort(buffers, [](BufferOp a, BufferOp b) { return a.getId() > b.getId(); });

@@ -65,6 +65,39 @@ def PlanMemoryPass : Pass<"loom-plan-memory", "::mlir::ModuleOp"> {
   ];
 }
 
+def PlanKvReusePass : Pass<"loom-plan-kv-reuse", "::mlir::ModuleOp"> {
+  let summary = "Plan where K/V of each (layer, iteration, position) live, per KV policy";
+  let description = [{
+    For a model with a looped block, every core layer `j` at iteration `i`
+    has the step index `s = P + C i + j` (`P` attention layers before the
+    loop, `C` inside it). A KV policy maps step indices to physical caches:
+
+    * `full` (also `skip`): one cache per (layer, iteration); memory grows
+      with the iteration count r.
+    * `latest-m4`, `available-m4`, `always-last-m4`: stored like `full`; a
+      position that skipped an iteration (adaptive exit) is read from the
+      same layer of its latest (or last) iteration instead of being skipped.
+    * `compress-sN`: slot `P + (s - P) mod N`: a fixed budget of N core
+      caches, the latest iteration overwriting; memory independent of r.
+    * `compress-rN`: slot `P + (s - P) div N`: N consecutive steps share one.
+    * `compress-anchor`: the first 8 iterations keep their own caches, later
+      ones reuse `C` more modulo `C`.
+
+    The plan, `fixed + min(ceil(C r / divisor), cap)` physical caches per
+    policy (`fixed`: the layers outside the loop; `cap` absent for the
+    policies that grow with r), is recorded as `loom.kv_plans` on the module
+    (the artifact stores it), and a remark reports the KV bytes per token and
+    for the whole context at `iterations` (default: the loop's default). Models without a
+    loop get the single plan `full` (one cache per layer).
+  }];
+  let options = [
+    ListOption<"policies", "policies", "std::string",
+               "Policies to plan (default: all the supported ones)">,
+    Option<"iterations", "iterations", "int64_t", "0",
+           "Iteration count the report is for (0: the loop's default)">
+  ];
+}
+
 def LowerToDispatchPass : Pass<"loom-lower-to-dispatch", "::mlir::ModuleOp"> {
   let summary = "Lower the planned graph to the loom.program dispatch list";
   let description = [{

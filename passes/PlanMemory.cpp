@@ -6,6 +6,9 @@
 #include "mlir/IR/Builders.h"
 #include "llvm/ADT/DenseMap.h"
 
+#include <functional>
+#include <map>
+
 namespace loom {
 #define GEN_PASS_DEF_PLANMEMORYPASS
 #include "passes/Passes.h.inc"
@@ -74,29 +77,72 @@ struct PlanMemory : loom::impl::PlanMemoryPassBase<PlanMemory> {
   }
 
   void plan(func::FuncOp fn, int64_t rows) {
-    Block &body = fn.getBody().front();
-    // Index of each op and of the last op that uses each value.
+    // Ops in execution order, a loop's body right after the loop op. Values
+    // a loop body reads from outside, and the loop's state (init, block
+    // argument and result: one slice), stay live to the function's end: the
+    // ops after the loop may run between iterations (an adaptive exit
+    // evaluates them after each one), so they must not reuse those slices.
+    SmallVector<Operation *> order;
     llvm::DenseMap<Operation *, int64_t> index;
-    for (auto [i, op] : llvm::enumerate(body))
-      index[&op] = i;
+    std::function<void(Block &)> visit = [&](Block &block) {
+      for (Operation &op : block) {
+        index[&op] = order.size();
+        order.push_back(&op);
+        if (auto loop = dyn_cast<LoopOp>(op))
+          visit(loop.getBody().front());
+      }
+    };
+    visit(fn.getBody().front());
+
+    auto root = [](Value v) -> Value {
+      if (auto arg = dyn_cast<BlockArgument>(v))
+        if (auto loop = dyn_cast<LoopOp>(arg.getOwner()->getParentOp()))
+          return loop.getInit();
+      if (auto loop = v.getDefiningOp<LoopOp>())
+        return loop.getInit();
+      return v;
+    };
+    const int64_t end = order.size() - 1;
     llvm::DenseMap<Value, int64_t> lastUse;
-    for (Operation &op : body)
-      for (Value operand : op.getOperands())
-        if (isRowTensor(operand))
-          lastUse[operand] = std::max(lastUse.lookup(operand), index[&op]);
+    for (Operation *op : order) {
+      for (Value operand : op->getOperands()) {
+        if (!isRowTensor(operand))
+          continue;
+        int64_t use = index[op];
+        auto loop = op->getParentOfType<LoopOp>();
+        if (isa<LoopOp>(op) ||
+            (loop && !loop.getBody().isAncestor(operand.getParentRegion())))
+          use = end;
+        Value r = root(operand);
+        lastUse[r] = std::max(lastUse.lookup(r), use);
+      }
+      // The normalised state after a loop (its first reader's result) is
+      // read back by the runtime after the step, for warm starts.
+      if (auto loop = dyn_cast<LoopOp>(op))
+        for (Operation *user : loop->getUsers())
+          if (user->getNumResults() == 1)
+            lastUse[user->getResult(0)] = end;
+    }
 
     Arena arena;
     llvm::DenseMap<Value, int64_t> offsetOf;
     int64_t naive = 0, values = 0;
     Builder b(fn.getContext());
-    for (Operation &op : body) {
+    for (Operation *opPtr : order) {
+      Operation &op = *opPtr;
       int64_t i = index[&op];
       SmallVector<Value> dying;
-      for (Value operand : op.getOperands())
-        if (offsetOf.count(operand) && lastUse[operand] == i &&
-            !llvm::is_contained(dying, operand))
-          dying.push_back(operand);
-
+      for (Value operand : op.getOperands()) {
+        Value r = root(operand);
+        if (offsetOf.count(r) && lastUse[r] == i && !llvm::is_contained(dying, r))
+          dying.push_back(r);
+      }
+      // A loop's result is its state slice: nothing to allocate.
+      if (auto loop = dyn_cast<LoopOp>(op)) {
+        op.setAttr("loom.offset", b.getI64IntegerAttr(offsetOf[loop.getInit()]));
+        llvm::erase(dying, Value(loop.getInit())); // lives on as the result
+        continue;
+      }
       if (op.getNumResults() == 1 && isRowTensor(op.getResult(0))) {
         Value result = op.getResult(0);
         int64_t bytes = rows * rowBytes(result);
@@ -106,12 +152,12 @@ struct PlanMemory : loom::impl::PlanMemoryPassBase<PlanMemory> {
         if (rope && llvm::is_contained(dying, rope.getInput())) {
           // The rope kernel rotates in place: hand the input's slice over.
           offsetOf[result] = offsetOf[rope.getInput()];
-          llvm::erase(dying, rope.getInput());
+          llvm::erase(dying, Value(rope.getInput()));
         } else {
           offsetOf[result] = arena.allocate(bytes);
         }
         op.setAttr("loom.offset", b.getI64IntegerAttr(offsetOf[result]));
-        if (result.use_empty())
+        if (!lastUse.count(result))
           dying.push_back(result);
       }
       if (auto fused = dyn_cast<FusedQkvAttentionOp>(op)) {

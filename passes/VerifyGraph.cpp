@@ -54,10 +54,16 @@ void VerifyGraph::runOnOperation() {
     auto tt = dyn_cast<RankedTensorType>(t);
     return tt && tt.getRank() == 1 && tt.getElementType().isInteger(32);
   };
-  if (fnType.getNumInputs() != 2 || !isIds(fnType.getInput(0)) ||
-      !isIds(fnType.getInput(1)) || fnType.getNumResults() != 1) {
+  // A third argument, an i32, is the iteration count of a looped block.
+  bool shape = (fnType.getNumInputs() == 2 || fnType.getNumInputs() == 3) &&
+               isIds(fnType.getInput(0)) && isIds(fnType.getInput(1)) &&
+               fnType.getNumResults() == 1;
+  if (shape && fnType.getNumInputs() == 3)
+    shape = fnType.getInput(2).isInteger(32);
+  if (!shape) {
     forward.emitError("@forward must take (tokens: tensor<?xi32>, positions: "
-                      "tensor<?xi32>) and return the logits");
+                      "tensor<?xi32>[, iterations: i32]) and return the "
+                      "logits");
     return signalPassFailure();
   }
   auto ret = cast<func::ReturnOp>(forward.getBody().front().getTerminator());
@@ -71,6 +77,14 @@ void VerifyGraph::runOnOperation() {
     logits.emitError() << "logits have " << vocab
                        << " columns but loom.model vocab_size is "
                        << config["vocab_size"];
+    return signalPassFailure();
+  }
+
+  int64_t loops = 0;
+  forward.walk([&](LoopOp) { ++loops; });
+  if (loops > 1) {
+    forward.emitError("@forward has ") << loops
+        << " loom.loop ops: a model has at most one looped block";
     return signalPassFailure();
   }
 

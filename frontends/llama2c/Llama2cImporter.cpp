@@ -171,7 +171,8 @@ OwningOpRef<ModuleOp> llama2c::importCheckpoint(MLIRContext &ctx,
   auto cacheType =
       KvCacheType::get(&ctx, c.maxSeq, c.nKvHeads, hd, f32);
 
-  Value x = EmbedOp::create(b, loc("tok_embeddings"), rowsOf(D), tokens, tok);
+  Value x = EmbedOp::create(b, loc("tok_embeddings"), rowsOf(D), tokens, tok,
+                            b.getF32FloatAttr(1.0f));
   for (int64_t l = 0; l < c.nLayers; ++l) {
     const LayerWeights &w = layers[l];
     std::string p = "layers." + std::to_string(l) + ".";

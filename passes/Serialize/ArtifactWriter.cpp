@@ -55,7 +55,7 @@ struct PackedTensor {
 } // namespace
 
 LogicalResult loom::writeArtifact(ModuleOp module, const WeightTable &weights,
-                                  const TokenizerData &tokenizer,
+                                  const TokenizerData *tokenizer,
                                   const std::string &outPath,
                                   const ProgressFn &progress) {
   auto program = module.lookupSymbol<ProgramOp>("forward");
@@ -114,13 +114,16 @@ LogicalResult loom::writeArtifact(ModuleOp module, const WeightTable &weights,
   std::vector<flatbuffers::Offset<fb::KvCache>> kvList;
   llvm::DenseMap<int64_t, std::pair<int64_t, int64_t>> bufferById;
   llvm::DenseMap<int64_t, flatbuffers::Offset<fb::KvCache>> kvById;
+  LoopDescOp loopDesc;
   for (Operation &op : program.getBody().front()) {
     if (auto buffer = dyn_cast<BufferOp>(op)) {
       bufferById[buffer.getId()] = {buffer.getOffset(), buffer.getRowElems()};
     } else if (auto slot = dyn_cast<KvSlotOp>(op)) {
       kvById[slot.getId()] = fb::CreateKvCache(
           fbb, slot.getLayer(), slot.getMaxSeq(), slot.getKvHeads(),
-          slot.getHeadDim());
+          slot.getHeadDim(), int32_t(slot.getLoopLayerAttr().getInt()));
+    } else if (auto loop = dyn_cast<LoopDescOp>(op)) {
+      loopDesc = loop;
     } else if (auto d = dyn_cast<DispatchOp>(op)) {
       auto names = dispatchKernelNames();
       auto kernel = static_cast<fb::Kernel>(
@@ -230,16 +233,50 @@ LogicalResult loom::writeArtifact(ModuleOp module, const WeightTable &weights,
         fbb.CreateVector(std::vector<int64_t>(shape.begin(), shape.end())),
         t.offset, t.bytes, t.checksum));
   }
-  std::vector<uint32_t> pieceOffsets{0};
-  std::vector<uint8_t> pieceBytes;
-  for (const std::string &piece : tokenizer.pieces) {
-    pieceBytes.insert(pieceBytes.end(), piece.begin(), piece.end());
-    pieceOffsets.push_back(pieceBytes.size());
+  flatbuffers::Offset<fb::TokenizerDef> tok;
+  if (tokenizer) {
+    std::vector<uint32_t> pieceOffsets{0};
+    std::vector<uint8_t> pieceBytes;
+    for (const std::string &piece : tokenizer->pieces) {
+      pieceBytes.insert(pieceBytes.end(), piece.begin(), piece.end());
+      pieceOffsets.push_back(pieceBytes.size());
+    }
+    tok = fb::CreateTokenizerDef(fbb, tokenizer->maxTokenLength,
+                                 fbb.CreateVector(tokenizer->scores),
+                                 fbb.CreateVector(pieceOffsets),
+                                 fbb.CreateVector(pieceBytes));
   }
-  auto tok = fb::CreateTokenizerDef(fbb, tokenizer.maxTokenLength,
-                                    fbb.CreateVector(tokenizer.scores),
-                                    fbb.CreateVector(pieceOffsets),
-                                    fbb.CreateVector(pieceBytes));
+  flatbuffers::Offset<fb::Loop> loopOffset;
+  if (loopDesc) {
+    auto criteria = LoopOp::exitCriteria();
+    auto criterion = static_cast<fb::ExitCriterion>(
+        llvm::find(criteria, loopDesc.getExit()) - criteria.begin());
+    loopOffset = fb::CreateLoop(
+        fbb, loopDesc.getBodyBeginAttr().getInt(),
+        loopDesc.getBodyEndAttr().getInt(), loopDesc.getTailEndAttr().getInt(),
+        loopDesc.getStateAttr().getInt(), loopDesc.getNextStateAttr().getInt(),
+        loopDesc.getLatentAttr().getInt(),
+        loopDesc.getLayersPerIterationAttr().getInt(),
+        loopDesc.getLayersBeforeAttr().getInt(),
+        loopDesc.getDefaultIterationsAttr().getInt(), criterion,
+        loopDesc.getThreshold().convertToFloat(),
+        loopDesc.getMaxIterationsAttr().getInt(),
+        loopDesc.getInitStd().convertToFloat(),
+        loopDesc.getInitScale().convertToFloat());
+  }
+  std::vector<flatbuffers::Offset<fb::KvPolicyPlan>> policies;
+  if (auto plans = module->getAttrOfType<ArrayAttr>("loom.kv_plans"))
+    for (Attribute a : plans) {
+      auto plan = cast<DictionaryAttr>(a);
+      auto num = [&](StringRef k) {
+        auto v = plan.getAs<IntegerAttr>(k);
+        return v ? uint32_t(v.getInt()) : 0u;
+      };
+      auto name = plan.getAs<StringAttr>("policy");
+      policies.push_back(fb::CreateKvPolicyPlan(
+          fbb, fbb.CreateString(name ? name.str() : ""), num("fixed_slots"),
+          num("core_divisor"), num("core_slot_cap")));
+    }
   auto arch = model.getAs<StringAttr>("architecture");
   auto config = fb::CreateModelConfig(
       fbb, fbb.CreateString(arch ? arch.str() : "llama"),
@@ -253,13 +290,14 @@ LogicalResult loom::writeArtifact(ModuleOp module, const WeightTable &weights,
       configInt(model, "eos_id", 2));
   auto prog = fb::CreateProgram(fbb, fbb.CreateString("forward"),
                                 fbb.CreateVector(dispatches),
-                                program.getLogitsBuffer());
+                                program.getLogitsBuffer(), loopOffset);
   auto root = fb::CreateModel(
       fbb, kArtifactFormatVersion, fbb.CreateString("loomc"),
       fbb.CreateString("cpu"), config, tok, fbb.CreateVector(tensorList),
       fbb.CreateVectorOfStructs(bufferList), fbb.CreateVector(kvList),
       fbb.CreateVector(std::vector<flatbuffers::Offset<fb::Program>>{prog}),
-      program.getArenaBytes(), program.getMaxTokens());
+      program.getArenaBytes(), program.getMaxTokens(),
+      fbb.CreateVector(policies));
   fb::FinishModelBuffer(fbb, root);
 
   header.fb_offset = header.weights_offset + header.weights_size;

@@ -40,9 +40,10 @@ using ProgressFn = std::function<void(size_t, size_t, uint64_t)>;
 
 /// Writes the artifact to `outPath` atomically (a temporary file renamed at
 /// the end, removed on failure). Reports errors as diagnostics on the module.
+/// `tokenizer` may be null (a model used with token ids only).
 mlir::LogicalResult writeArtifact(mlir::ModuleOp module,
                                   const WeightTable &weights,
-                                  const TokenizerData &tokenizer,
+                                  const TokenizerData *tokenizer,
                                   const std::string &outPath,
                                   const ProgressFn &progress);
 

@@ -30,6 +30,20 @@ namespace fbs = loom::artifact;
 
 const char *kernelName(Kernel kernel) { return fbs::EnumNameKernel(kernel); }
 
+// The public ExitCriterion mirrors the schema's, value for value.
+static_assert(
+    int(ExitCriterion::None) == int(fbs::ExitCriterion::None) &&
+        int(ExitCriterion::Kl) == int(fbs::ExitCriterion::Kl) &&
+        int(ExitCriterion::MinpKl) == int(fbs::ExitCriterion::MinpKl) &&
+        int(ExitCriterion::EntropyDiff) ==
+            int(fbs::ExitCriterion::EntropyDiff) &&
+        int(ExitCriterion::LatentDiff) == int(fbs::ExitCriterion::LatentDiff) &&
+        int(ExitCriterion::Cosine) == int(fbs::ExitCriterion::Cosine) &&
+        int(ExitCriterion::ArgmaxStability) ==
+            int(fbs::ExitCriterion::ArgmaxStability) &&
+        fbs::ExitCriterion::MAX == fbs::ExitCriterion::ArgmaxStability,
+    "ExitCriterion (runtime.h) and the schema's differ");
+
 MappedFile::MappedFile(const std::string &path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0)
@@ -141,7 +155,25 @@ struct SemanticChecker {
   void kvCaches();
   void programs();
   DispatchDesc dispatch(const fbs::Dispatch &d, const std::string &where);
+  LoopDesc loop(const fbs::Loop &l, const ProgramDesc &p,
+                const std::string &where);
+  bool overlap(uint32_t x, uint32_t y) const;
 };
+
+// Whether two buffers' arena ranges (max_tokens rows each) intersect.
+bool SemanticChecker::overlap(uint32_t x, uint32_t y) const {
+  const uint64_t n = static_cast<uint64_t>(out.max_tokens) * sizeof(float);
+  const BufferDesc &a = out.buffers[x], &b = out.buffers[y];
+  return a.offset < b.offset + b.row_elems * n &&
+         b.offset < a.offset + a.row_elems * n;
+}
+
+// The kv cache an attention dispatch uses, or -1 for other kernels.
+int64_t attentionCache(const DispatchDesc &d) {
+  return d.kernel == Kernel::Attention || d.kernel == Kernel::FusedQkvAttention
+             ? d.iparams[0]
+             : -1;
+}
 
 void SemanticChecker::config() {
   const fbs::ModelConfig &c = *m.config();
@@ -168,10 +200,11 @@ void SemanticChecker::config() {
                     info.n_kv_heads, info.head_dim})
     if (v < 0)
       fail("model config: negative dimension ", v);
-  if (info.bos_id < 0 || info.bos_id >= info.vocab_size || info.eos_id < 0 ||
-      info.eos_id >= info.vocab_size)
+  // A negative id means the model has no such token.
+  if (info.bos_id >= info.vocab_size || info.eos_id >= info.vocab_size)
     fail("model config: bos_id ", info.bos_id, " / eos_id ", info.eos_id,
-         " outside the vocabulary (0..", info.vocab_size - 1, ")");
+         " outside the vocabulary (0..", info.vocab_size - 1,
+         ", or negative for none)");
   if (m.max_tokens() < 1 || m.max_tokens() > kMaxTokensPerStep)
     fail("max_tokens ", m.max_tokens(), " is out of range (1..",
          kMaxTokensPerStep, ")");
@@ -182,7 +215,7 @@ void SemanticChecker::config() {
 void SemanticChecker::tokenizer() {
   const fbs::TokenizerDef *t = m.tokenizer();
   if (!t)
-    fail("artifact has no tokenizer");
+    return; // a model compiled without one: token ids only
   const int64_t vocab = out.config.vocab_size;
   const auto &offsets = *t->piece_offsets();
   const auto &bytes = *t->piece_bytes();
@@ -289,8 +322,12 @@ void SemanticChecker::buffers() {
 void SemanticChecker::kvCaches() {
   const auto &cs = *m.kv_caches();
   out.context_length = out.config.max_seq;
+  int64_t first_loop = -1; // index of the first loop cache
   for (uint32_t i = 0; i < cs.size(); ++i) {
     const fbs::KvCache &c = *cs.Get(i);
+    if (c.loop_layer() < -1)
+      fail("kv cache ", i, " has loop_layer ", c.loop_layer(),
+           " (-1 for an ordinary cache, or a core layer >= 0)");
     if (c.max_seq() < 1 || c.max_seq() > out.config.max_seq)
       fail("kv cache ", i, " has max_seq ", c.max_seq(), " (model max_seq is ",
            out.config.max_seq, ")");
@@ -306,10 +343,26 @@ void SemanticChecker::kvCaches() {
             &bytes) ||
         !fitsWithin(out.kv_bytes, bytes, std::numeric_limits<uint64_t>::max()))
       fail("kv cache ", i, " size overflows");
-    out.kv_bytes += bytes;
     out.kv_caches.push_back(
-        {c.layer(), c.max_seq(), c.kv_heads(), c.head_dim()});
+        {c.layer(), c.max_seq(), c.kv_heads(), c.head_dim(), c.loop_layer()});
     out.context_length = std::min(out.context_length, c.max_seq());
+    if (c.loop_layer() < 0) {
+      out.kv_bytes += bytes;
+      continue;
+    }
+    // A compressing KV policy stores several core layers in one cache, so
+    // all of them must have one shape.
+    const KvCacheDesc &d = out.kv_caches.back();
+    if (first_loop < 0)
+      first_loop = i;
+    const KvCacheDesc &f = out.kv_caches[first_loop];
+    if (d.max_seq != f.max_seq || d.kv_heads != f.kv_heads ||
+        d.head_dim != f.head_dim)
+      fail("kv cache ", i, " (loop layer ", d.loop_layer, ") has shape ",
+           d.max_seq, " x ", d.kv_heads, " x ", d.head_dim,
+           "; every loop cache must have the shape of the first, ", f.max_seq,
+           " x ", f.kv_heads, " x ", f.head_dim);
+    out.loop_kv_bytes = bytes;
   }
 }
 
@@ -349,21 +402,25 @@ DispatchDesc SemanticChecker::dispatch(const fbs::Dispatch &d,
     r.weights.push_back(out.tensors[w].data);
   }
 
-  // Arity: {inputs min, max}, outputs, scratch, weights, {iparams min, max},
-  // fparams.
+  // Arity: {inputs min, max}, outputs, scratch, {weights min, max},
+  // {iparams min, max}, {fparams min, max}.
   struct Arity {
-    size_t in_min, in_max, outs, scratch, weights, ip_min, ip_max, fp;
+    size_t in_min, in_max, outs, scratch, w_min, w_max, ip_min, ip_max, fp_min,
+        fp_max;
   };
   static constexpr Arity kArity[] = {
-      /*Embed*/ {0, 0, 1, 0, 1, 0, 0, 0},
-      /*RmsNorm*/ {1, 1, 1, 0, 1, 0, 0, 1},
-      /*MatMul*/ {1, 1, 1, 0, 1, 0, 1, 0},
-      /*Rope*/ {0, 1, 1, 0, 0, 2, 2, 1},
-      /*Attention*/ {3, 3, 1, 0, 0, 4, 4, 0},
-      /*SiluMul*/ {2, 2, 1, 0, 0, 0, 0, 0},
-      /*Add*/ {2, 2, 1, 0, 0, 0, 0, 0},
-      /*Logits*/ {1, 1, 1, 0, 1, 0, 0, 0},
-      /*FusedQkvAttention*/ {1, 1, 1, 2, 2, 4, 5, 1},
+      /*Embed*/ {0, 0, 1, 0, 1, 1, 0, 0, 0, 1},
+      /*RmsNorm*/ {1, 1, 1, 0, 1, 1, 0, 0, 1, 1},
+      /*MatMul*/ {1, 1, 1, 0, 1, 1, 0, 1, 0, 0},
+      /*Rope*/ {0, 1, 1, 0, 0, 0, 2, 2, 1, 1},
+      /*Attention*/ {3, 3, 1, 0, 0, 0, 4, 4, 0, 0},
+      /*SiluMul*/ {2, 2, 1, 0, 0, 0, 0, 0, 0, 0},
+      /*Add*/ {2, 2, 1, 0, 0, 0, 0, 0, 0, 0},
+      /*Logits*/ {1, 1, 1, 0, 1, 1, 0, 0, 0, 0},
+      /*FusedQkvAttention*/ {1, 1, 1, 2, 2, 3, 4, 5, 1, 1},
+      /*Concat*/ {2, 2, 1, 0, 0, 0, 0, 0, 0, 0},
+      /*Copy*/ {1, 1, 1, 0, 0, 0, 0, 0, 0, 0},
+      /*AddRowBias*/ {1, 1, 1, 0, 1, 1, 0, 0, 0, 0},
   };
   static_assert(std::size(kArity) == size_t(Kernel::MAX) + 1,
                 "one arity per kernel");
@@ -377,9 +434,9 @@ DispatchDesc SemanticChecker::dispatch(const fbs::Dispatch &d,
   count("inputs", r.inputs.size(), a.in_min, a.in_max);
   count("outputs", r.outputs.size(), a.outs, a.outs);
   count("scratch buffers", r.scratch.size(), a.scratch, a.scratch);
-  count("weights", weight_ids.size(), a.weights, a.weights);
+  count("weights", weight_ids.size(), a.w_min, a.w_max);
   count("integer parameters", r.iparams.size(), a.ip_min, a.ip_max);
-  count("float parameters", r.fparams.size(), a.fp, a.fp);
+  count("float parameters", r.fparams.size(), a.fp_min, a.fp_max);
 
   auto row = [&](uint32_t b) { return out.buffers[b].row_elems; };
   auto expectRow = [&](const char *what, uint32_t b, int64_t want) {
@@ -434,6 +491,8 @@ DispatchDesc SemanticChecker::dispatch(const fbs::Dispatch &d,
   switch (r.kernel) {
   case Kernel::Embed:
     expectShape("table", 0, {out.config.vocab_size, row(r.outputs[0])});
+    if (!r.fparams.empty() && !std::isfinite(r.fparams[0]))
+      fail(at, ": scale ", r.fparams[0], " must be finite");
     break;
   case Kernel::RmsNorm:
     expectRow("output", r.outputs[0], row(r.inputs[0]));
@@ -498,6 +557,8 @@ DispatchDesc SemanticChecker::dispatch(const fbs::Dispatch &d,
     expectRow("attention scratch", attn, nh * hd);
     expectShape("Wqkv", 0, {(nh + 2 * nkv) * hd, row(x)});
     expectShape("Wo", 1, {row(y), nh * hd});
+    if (weight_ids.size() > 2)
+      expectShape("qk_bias", 2, {(nh + nkv) * hd});
     theta(r.fparams[0]);
     disjoint(qkv, attn);
     for (uint32_t s : {qkv, attn}) {
@@ -506,7 +567,175 @@ DispatchDesc SemanticChecker::dispatch(const fbs::Dispatch &d,
     }
     break;
   }
+  case Kernel::Concat:
+    expectRow("output", r.outputs[0], row(r.inputs[0]) + row(r.inputs[1]));
+    disjoint(r.inputs[0], r.outputs[0]);
+    disjoint(r.inputs[1], r.outputs[0]);
+    break;
+  case Kernel::Copy:
+    expectRow("output", r.outputs[0], row(r.inputs[0]));
+    inPlaceOrDisjoint(r.inputs[0], r.outputs[0]);
+    break;
+  case Kernel::AddRowBias:
+    expectRow("output", r.outputs[0], row(r.inputs[0]));
+    expectShape("bias", 0, {row(r.inputs[0])});
+    inPlaceOrDisjoint(r.inputs[0], r.outputs[0]);
+    break;
   }
+  return r;
+}
+
+// Checks a program's looped block against its dispatches (already
+// verified) and the kv caches. `where` prefixes every message.
+LoopDesc SemanticChecker::loop(const fbs::Loop &l, const ProgramDesc &p,
+                               const std::string &where) {
+  LoopDesc r;
+  r.body_begin = l.body_begin();
+  r.body_end = l.body_end();
+  r.tail_end = l.tail_end();
+  const size_t n = p.dispatches.size();
+  if (!(r.body_begin < r.body_end && r.body_end < r.tail_end &&
+        r.tail_end == n))
+    fail(where, ": dispatch ranges body [", r.body_begin, ", ", r.body_end,
+         "), tail [", r.body_end, ", ", r.tail_end,
+         ") must be non-empty, in order, and end at the ", n, " dispatches");
+
+  r.state_buffer = l.state_buffer();
+  r.next_state_buffer = l.next_state_buffer();
+  r.latent_buffer = l.latent_buffer();
+  const std::pair<const char *, uint32_t> named[] = {
+      {"state", r.state_buffer},
+      {"next state", r.next_state_buffer},
+      {"latent", r.latent_buffer}};
+  for (auto [what, b] : named) {
+    if (b >= out.buffers.size())
+      fail(where, ": ", what, " buffer ", b, " out of range (",
+           out.buffers.size(), " buffers)");
+    if (out.buffers[b].row_elems != out.config.dim)
+      fail(where, ": ", what, " buffer ", b, " has rows of ",
+           out.buffers[b].row_elems, " floats, expected the model dim ",
+           out.config.dim);
+  }
+  if (overlap(r.state_buffer, r.next_state_buffer))
+    fail(where, ": state buffer ", r.state_buffer, " and next state buffer ",
+         r.next_state_buffer, " overlap in the arena");
+
+  // Loop caches: one per core layer, used by the body and nowhere else.
+  LoopInfo &info = r.info;
+  info.layers_per_iteration = static_cast<int>(
+      std::min<uint32_t>(l.layers_per_iteration(), kMaxHeadParam));
+  const int64_t C = info.layers_per_iteration;
+  if (C < 1)
+    fail(where, ": layers_per_iteration must be >= 1");
+  std::vector<int> per_layer(static_cast<size_t>(C), 0);
+  for (const KvCacheDesc &c : out.kv_caches)
+    if (c.loop_layer >= 0) {
+      if (c.loop_layer >= C)
+        fail(where, ": kv cache of layer ", c.layer, " has loop_layer ",
+             c.loop_layer, ", beyond the ", C, " layers per iteration");
+      ++per_layer[c.loop_layer];
+    }
+  for (int64_t j = 0; j < C; ++j)
+    if (per_layer[j] != 1)
+      fail(where, ": core layer ", j, " has ", per_layer[j],
+           " loop kv caches, expected exactly one");
+  std::vector<int> uses(out.kv_caches.size(), 0);
+  int64_t before = 0;
+  for (uint32_t i = 0; i < n; ++i) {
+    const int64_t cache = attentionCache(p.dispatches[i]);
+    if (cache < 0)
+      continue;
+    const bool in_body = i >= r.body_begin && i < r.body_end;
+    const bool is_loop = out.kv_caches[cache].loop_layer >= 0;
+    if (in_body != is_loop)
+      fail(where, ": dispatch ", i, " ('", p.dispatches[i].name, "') uses ",
+           is_loop ? "loop" : "ordinary", " kv cache ", cache, " ",
+           in_body ? "inside" : "outside",
+           " the loop body (the body's attention uses loop caches, the rest "
+           "ordinary ones)");
+    if (is_loop && ++uses[cache] > 1)
+      fail(where, ": loop kv cache ", cache, " is used by two dispatches");
+    before += i < r.body_begin;
+  }
+  info.layers_before =
+      static_cast<int>(std::min<uint32_t>(l.layers_before(), kMaxHeadParam));
+  if (info.layers_before != before)
+    fail(where, ": layers_before is ", l.layers_before(), " but ", before,
+         " attention dispatches precede the body");
+
+  // Dataflow the session relies on: the body produces the next state, the
+  // tail starts with the latent and produces the logits.
+  auto writes = [&](uint32_t begin, uint32_t end, uint32_t b) {
+    for (uint32_t i = begin; i < end; ++i)
+      if (p.dispatches[i].outputs[0] == b)
+        return true;
+    return false;
+  };
+  if (!writes(r.body_begin, r.body_end, r.next_state_buffer))
+    fail(where, ": no body dispatch writes the next state buffer ",
+         r.next_state_buffer);
+  if (p.dispatches[r.body_end].outputs[0] != r.latent_buffer)
+    fail(where, ": the tail's first dispatch writes buffer ",
+         p.dispatches[r.body_end].outputs[0], ", not the latent buffer ",
+         r.latent_buffer);
+  if (!writes(r.body_end, r.tail_end, p.logits_buffer))
+    fail(where, ": no tail dispatch writes the logits buffer ",
+         p.logits_buffer);
+  // The body and tail run many times over inputs computed once before the
+  // loop (the injection) and the state: neither may overwrite them in the
+  // arena.
+  std::vector<uint32_t> kept = {r.state_buffer};
+  std::vector<bool> written(out.buffers.size(), false);
+  for (uint32_t i = r.body_begin; i < r.body_end; ++i) {
+    const DispatchDesc &d = p.dispatches[i];
+    for (uint32_t b : d.inputs)
+      if (!written[b] && b != r.state_buffer)
+        kept.push_back(b);
+    for (const auto *list : {&d.outputs, &d.scratch})
+      for (uint32_t b : *list)
+        written[b] = true;
+  }
+  for (uint32_t i = r.body_begin; i < r.tail_end; ++i) {
+    const DispatchDesc &d = p.dispatches[i];
+    for (const auto *list : {&d.outputs, &d.scratch})
+      for (uint32_t b : *list)
+        for (uint32_t k : kept)
+          if ((i >= r.body_end || k != r.state_buffer) && overlap(b, k))
+            fail(where, ": dispatch ", i, " ('", d.name, "') writes buffer ", b,
+                 ", which overlaps buffer ", k, " that every iteration reads");
+  }
+
+  // Defaults.
+  const uint16_t crit = static_cast<uint16_t>(l.criterion());
+  if (crit > static_cast<uint16_t>(fbs::ExitCriterion::MAX))
+    fail(where, ": unknown exit criterion ", crit);
+  info.criterion = static_cast<ExitCriterion>(crit);
+  info.threshold = l.threshold();
+  info.default_iterations = static_cast<int>(
+      std::min<uint32_t>(l.default_iterations(), kMaxHeadParam));
+  info.max_iterations =
+      static_cast<int>(std::min<uint32_t>(l.max_iterations(), kMaxHeadParam));
+  if (info.default_iterations < 1 ||
+      info.default_iterations > kMaxLoopIterations)
+    fail(where, ": default_iterations ", l.default_iterations(),
+         " is out of range (1..", kMaxLoopIterations, ")");
+  if (info.max_iterations > kMaxLoopIterations)
+    fail(where, ": max_iterations ", l.max_iterations(),
+         " is out of range (0..", kMaxLoopIterations, ")");
+  if (!std::isfinite(info.threshold) ||
+      (info.criterion != ExitCriterion::None && !(info.threshold > 0)))
+    fail(where, ": exit threshold ", l.threshold(),
+         " must be finite (and > 0 with a criterion)");
+  if (info.criterion == ExitCriterion::ArgmaxStability &&
+      info.threshold != std::floor(info.threshold))
+    fail(where, ": the argmax-stability threshold ", l.threshold(),
+         " must be a whole number of checks");
+  r.state_std = l.state_std();
+  r.state_scale = l.state_scale();
+  if (!(std::isfinite(r.state_std) && r.state_std >= 0 &&
+        std::isfinite(r.state_scale) && r.state_scale >= 0))
+    fail(where, ": state_std ", r.state_std, " and state_scale ", r.state_scale,
+         " must be finite and >= 0");
   return r;
 }
 
@@ -542,10 +771,18 @@ void SemanticChecker::programs() {
         fail("program 'forward': no dispatch writes the logits buffer ",
              desc.logits_buffer);
     }
+    if (prog.loop())
+      desc.loop = loop(*prog.loop(), desc, cat("program '", pname, "' loop"));
     out.programs.push_back(std::move(desc));
   }
   if (!found)
     fail("artifact has no program named 'forward'");
+  if (!out.forward().loop)
+    for (size_t i = 0; i < out.kv_caches.size(); ++i)
+      if (out.kv_caches[i].loop_layer >= 0)
+        fail("kv cache ", i, " belongs to a loop (loop_layer ",
+             out.kv_caches[i].loop_layer,
+             ") but program 'forward' has no loop");
 }
 
 void checkHeader(const uint8_t *data, size_t size, ArtifactFileHeader &h) {
@@ -647,12 +884,23 @@ std::shared_ptr<Model> Model::load(const std::string &path) {
 }
 
 const ModelConfigInfo &Model::config() const { return data_->config; }
-const Tokenizer &Model::tokenizer() const { return *data_->tokenizer; }
+bool Model::hasTokenizer() const { return data_->tokenizer != nullptr; }
+
+const Tokenizer &Model::tokenizer() const {
+  if (!data_->tokenizer)
+    throw Error("this artifact has no tokenizer (its model was compiled "
+                "without one): feed token ids and print ids");
+  return *data_->tokenizer;
+}
 int64_t Model::contextLength() const { return data_->context_length; }
 int64_t Model::maxTokensPerStep() const { return data_->max_tokens; }
 uint64_t Model::arenaBytes() const { return data_->arena_bytes; }
 uint64_t Model::kvCacheBytes() const { return data_->kv_bytes; }
 uint64_t Model::weightBytes() const { return data_->weight_bytes; }
+const LoopInfo *Model::loop() const {
+  const auto &l = data_->forward().loop;
+  return l ? &l->info : nullptr;
+}
 const std::string &Model::generator() const { return data_->generator; }
 const std::string &Model::target() const { return data_->target; }
 

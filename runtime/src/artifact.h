@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -51,6 +52,7 @@ struct KvCacheDesc {
   int64_t max_seq;
   int64_t kv_heads;
   int64_t head_dim;
+  int32_t loop_layer; // -1: an ordinary cache; j >= 0: core layer j of the loop
 };
 
 // One verified dispatch. Buffer and KV-cache indices are in range and the
@@ -66,10 +68,25 @@ struct DispatchDesc {
   std::string name; // the op it came from; the kernel name when absent
 };
 
+// Iterations a looped block may run per token step. The "full" KV policy
+// keeps one cache per (iteration, core layer), so this bounds the caches a
+// session can map.
+constexpr int kMaxLoopIterations = 1024;
+
+// A verified looped block: dispatch ranges in order and inside the program,
+// buffers of the model's dim, one loop cache per core layer.
+struct LoopDesc {
+  uint32_t body_begin, body_end, tail_end;
+  uint32_t state_buffer, next_state_buffer, latent_buffer;
+  LoopInfo info;
+  float state_std, state_scale;
+};
+
 struct ProgramDesc {
   std::string name;
   std::vector<DispatchDesc> dispatches;
   uint32_t logits_buffer;
+  std::optional<LoopDesc> loop;
 };
 
 struct ModelData {
@@ -86,7 +103,8 @@ struct ModelData {
   uint64_t arena_bytes = 0;
   int64_t max_tokens = 0;
   int64_t context_length = 0;
-  uint64_t kv_bytes = 0;
+  uint64_t kv_bytes = 0;      // the ordinary caches (loop_layer < 0)
+  uint64_t loop_kv_bytes = 0; // one loop cache (all have the same shape)
   uint64_t weight_bytes = 0;
 
   const ProgramDesc &forward() const { return programs[forward_program]; }

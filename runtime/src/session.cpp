@@ -8,7 +8,10 @@
 #include <tbb/task_arena.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstdio>
 #include <cstring>
+#include <random>
 #include <sys/mman.h>
 
 namespace loom {
@@ -60,6 +63,361 @@ int resolveThreads(int requested) {
   return requested == 0 ? available : std::min(requested, available);
 }
 
+// Which cached K/V a core layer attends to in a looped block. Core layer j
+// at iteration it has the relative step index x = C * it + j (the reference
+// code's step index minus the attention layers before the loop); the policy
+// maps x to a physical cache ("slot") for writing and reading, and decides
+// what a read uses for past positions that slot lacks.
+struct KvPolicy {
+  enum class Kind {
+    Full,          // "full", "skip": slot x; absent positions are skipped
+    LatestM4,      // "latest-m4", "available-m4": slot x; an absent position
+                   // uses the same layer's latest iteration <= it it has
+    AlwaysLastM4,  // "always-last-m4": the same layer's latest iteration of
+                   // any, unless slot x has every position
+    CompressS,     // "compress-sN": slot x mod N
+    CompressR,     // "compress-rN": slot x div N
+    CompressAnchor // "compress-anchor": x below 8 iterations, then the 9th
+                   // iteration's slots reused
+  };
+  Kind kind = Kind::Full;
+  int64_t n = 0;      // N of compress-sN / compress-rN
+  int64_t layers = 1; // C, layers per iteration
+
+  int64_t slot(int64_t x) const {
+    switch (kind) {
+    case Kind::CompressS:
+      return x % n;
+    case Kind::CompressR:
+      return x / n;
+    case Kind::CompressAnchor:
+      return x < 8 * layers ? x : 8 * layers + (x - 8 * layers) % layers;
+    default:
+      return x;
+    }
+  }
+
+  // Slots a position fills when every token step runs r iterations.
+  int64_t slotsPerToken(int64_t r) const {
+    const int64_t steps = layers * r;
+    switch (kind) {
+    case Kind::CompressS:
+      return std::min(n, steps);
+    case Kind::CompressR:
+      return (steps + n - 1) / n;
+    case Kind::CompressAnchor:
+      return std::min(steps, 9 * layers);
+    default:
+      return steps;
+    }
+  }
+};
+
+// The N of "compress-sN" / "compress-rN"; the largest N a policy may name.
+constexpr int64_t kMaxCompressN = 65536;
+
+KvPolicy parseKvPolicy(const std::string &name, int64_t layers) {
+  KvPolicy p;
+  p.layers = layers;
+  if (name == "full" || name == "skip") {
+    p.kind = KvPolicy::Kind::Full;
+  } else if (name == "latest-m4" || name == "available-m4") {
+    p.kind = KvPolicy::Kind::LatestM4;
+  } else if (name == "always-last-m4") {
+    p.kind = KvPolicy::Kind::AlwaysLastM4;
+  } else if (name == "compress-anchor") {
+    p.kind = KvPolicy::Kind::CompressAnchor;
+  } else if (name.size() > 10 && name.compare(0, 9, "compress-") == 0 &&
+             (name[9] == 's' || name[9] == 'r') &&
+             std::all_of(name.begin() + 10, name.end(),
+                         [](char c) { return c >= '0' && c <= '9'; })) {
+    p.kind =
+        name[9] == 's' ? KvPolicy::Kind::CompressS : KvPolicy::Kind::CompressR;
+    const std::string digits = name.substr(10);
+    p.n = digits.size() > 6 ? kMaxCompressN + 1 : std::stoll(digits);
+    if (p.n < 1 || p.n > kMaxCompressN)
+      throw Error("KV policy '" + name + "': N must be between 1 and " +
+                  std::to_string(kMaxCompressN));
+  } else {
+    throw Error("unknown KV policy '" + name + "' (expected one of " +
+                kvPolicyNames() + ")");
+  }
+  return p;
+}
+
+bool needsLogits(ExitCriterion c) {
+  return c == ExitCriterion::Kl || c == ExitCriterion::MinpKl ||
+         c == ExitCriterion::EntropyDiff || c == ExitCriterion::ArgmaxStability;
+}
+
+// out = log_softmax(logits), in double so that the KL of two nearly equal
+// distributions keeps its digits.
+void logSoftmax(const float *logits, int64_t n, double *out) {
+  double mx = -INFINITY;
+  for (int64_t i = 0; i < n; ++i)
+    mx = std::max(mx, double(logits[i]));
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; ++i)
+    sum += std::exp(double(logits[i]) - mx);
+  const double lse = mx + std::log(sum);
+  for (int64_t i = 0; i < n; ++i)
+    out[i] = double(logits[i]) - lse;
+}
+
+// KL(p || q) = sum p (log p - log q) from log-probabilities; terms with
+// p = 0 contribute nothing (0 * inf would be NaN).
+double klDivergence(const std::vector<double> &lp,
+                    const std::vector<double> &lq) {
+  double kl = 0.0;
+  for (size_t i = 0; i < lp.size(); ++i) {
+    const double p = std::exp(lp[i]);
+    if (p > 0.0)
+      kl += p * (lp[i] - lq[i]);
+  }
+  return kl;
+}
+
+// The exit criterion's state over one token step (see ExitCriterion).
+class ExitEvaluator {
+public:
+  ExitEvaluator(ExitCriterion criterion, double threshold, int64_t vocab)
+      : criterion_(criterion), threshold_(threshold), vocab_(vocab) {}
+
+  // Called with the step's initial state, before the first iteration.
+  void begin(const float *state, int64_t rows, int64_t dim) {
+    switch (criterion_) {
+    case ExitCriterion::Kl:
+    case ExitCriterion::MinpKl:
+      prev_.assign(size_t(vocab_), std::log(1.0 / double(vocab_)));
+      cur_.resize(size_t(vocab_));
+      break;
+    case ExitCriterion::EntropyDiff:
+      prev_entropy_ = 100.0;
+      break;
+    case ExitCriterion::ArgmaxStability:
+      prev_argmax_ = -1;
+      stable_ = 0;
+      break;
+    case ExitCriterion::LatentDiff:
+    case ExitCriterion::Cosine:
+      prev_state_.assign(state, state + rows * dim);
+      break;
+    case ExitCriterion::None:
+      break;
+    }
+  }
+
+  // After an iteration: `logits` is the last row's (criteria that need
+  // logits), `state` the new state. Stores the criterion's value and
+  // returns whether to exit.
+  bool check(const float *logits, const float *state, int64_t rows, int64_t dim,
+             double *value) {
+    switch (criterion_) {
+    case ExitCriterion::Kl:
+      logSoftmax(logits, vocab_, cur_.data());
+      return advanceKl(value);
+    case ExitCriterion::MinpKl:
+      minpLogProbs(logits);
+      return advanceKl(value);
+    case ExitCriterion::EntropyDiff: {
+      logSoftmax(logits, vocab_, scratch(vocab_));
+      double h = 0.0;
+      for (int64_t i = 0; i < vocab_; ++i) {
+        const double p = std::exp(scratch_[i]);
+        h -= p * std::log(p + 1e-10);
+      }
+      *value = std::fabs(h - prev_entropy_);
+      prev_entropy_ = h;
+      return *value < threshold_;
+    }
+    case ExitCriterion::ArgmaxStability: {
+      // The lowest index wins a tie, as torch.argmax does.
+      const int64_t a = std::max_element(logits, logits + vocab_) - logits;
+      stable_ = a == prev_argmax_ ? stable_ + 1 : 0;
+      prev_argmax_ = a;
+      *value = double(stable_);
+      return *value >= threshold_;
+    }
+    case ExitCriterion::LatentDiff:
+    case ExitCriterion::Cosine: {
+      double total = 0.0;
+      for (int64_t t = 0; t < rows; ++t) {
+        const float *x = state + t * dim;
+        const float *y = prev_state_.data() + t * dim;
+        double xx = 0.0, yy = 0.0, xy = 0.0, dd = 0.0;
+        for (int64_t i = 0; i < dim; ++i) {
+          xx += double(x[i]) * x[i];
+          yy += double(y[i]) * y[i];
+          xy += double(x[i]) * y[i];
+          dd += (double(x[i]) - y[i]) * (double(x[i]) - y[i]);
+        }
+        total += criterion_ == ExitCriterion::LatentDiff
+                     ? std::sqrt(dd) / std::sqrt(xx)
+                     : xy / std::sqrt(xx) / std::sqrt(yy);
+      }
+      const double mean = total / double(rows);
+      *value = criterion_ == ExitCriterion::LatentDiff ? mean : 1.0 - mean;
+      std::copy(state, state + rows * dim, prev_state_.begin());
+      return *value < threshold_;
+    }
+    case ExitCriterion::None:
+      break;
+    }
+    *value = 0.0;
+    return false;
+  }
+
+private:
+  double *scratch(int64_t n) {
+    scratch_.resize(size_t(n));
+    return scratch_.data();
+  }
+
+  bool advanceKl(double *value) {
+    *value = klDivergence(prev_, cur_);
+    prev_.swap(cur_);
+    return *value < threshold_;
+  }
+
+  // Min-p filtered log-probabilities into cur_: probabilities below 0.1 of
+  // the largest become 1/V, then all are renormalised.
+  void minpLogProbs(const float *logits) {
+    logSoftmax(logits, vocab_, cur_.data());
+    double mx = 0.0;
+    for (double lp : cur_)
+      mx = std::max(mx, std::exp(lp));
+    double sum = 0.0;
+    for (double &lp : cur_) {
+      const double p = std::exp(lp);
+      lp = p < 0.1 * mx ? 1.0 / double(vocab_) : p;
+      sum += lp;
+    }
+    for (double &lp : cur_)
+      lp = std::log(lp / sum);
+  }
+
+  ExitCriterion criterion_;
+  double threshold_;
+  int64_t vocab_;
+  std::vector<double> prev_, cur_, scratch_;
+  double prev_entropy_ = 100.0;
+  int64_t prev_argmax_ = -1;
+  int64_t stable_ = 0;
+  std::vector<float> prev_state_;
+};
+
+// One physical cache of a looped block: K and V for every position, and
+// which positions hold values.
+struct CoreCache {
+  CoreCache(int64_t max_seq, int64_t kv_dim, uint64_t bytes)
+      : memory(bytes, "a loop KV cache"),
+        k(reinterpret_cast<float *>(memory.data())), v(k + max_seq * kv_dim),
+        present(size_t(max_seq), 0) {}
+  PageMemory memory;
+  float *k;
+  float *v;
+  std::vector<uint8_t> present;
+  int64_t count = 0; // positions present
+};
+
+// A standard normal draw: Box-Muller over two 53-bit uniforms of the
+// session's mt19937_64 (documented in docs/artifact-format.md, so a seed
+// means the same state everywhere).
+double standardNormal(std::mt19937_64 &rng) {
+  const double u1 = double((rng() >> 11) + 1) * 0x1p-53; // (0, 1]
+  const double u2 = double(rng() >> 11) * 0x1p-53;       // [0, 1)
+  constexpr double kTwoPi = 6.283185307179586;
+  return std::sqrt(-2.0 * std::log(u1)) * std::cos(kTwoPi * u2);
+}
+
+// A number for messages ("0.001", "2.5", "nan").
+std::string number(double v) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%g", v);
+  return text;
+}
+
+bool isDefault(const LoopOptions &o) {
+  return o.iterations == 0 && !o.criterion && !o.threshold &&
+         o.max_iterations == 0 && o.kv_policy == "full" &&
+         o.init == LoopOptions::Init::Random && !o.warm_start;
+}
+
+// A looped block's session settings: the options resolved against the
+// model's defaults, and the per-sequence state.
+struct LoopState {
+  LoopState(const ModelData &m, const LoopOptions &o)
+      : desc(*m.forward().loop) {
+    const LoopInfo &info = desc.info;
+    auto checkCount = [](const char *what, int v) {
+      if (v < 0 || v > kMaxLoopIterations)
+        throw Error(std::string("loop ") + what + " must be between 1 and " +
+                    std::to_string(kMaxLoopIterations) +
+                    " (0 for the model's default), got " + std::to_string(v));
+    };
+    checkCount("iterations", o.iterations);
+    checkCount("max_iterations", o.max_iterations);
+    criterion = o.criterion    ? *o.criterion
+                : o.iterations ? ExitCriterion::None
+                               : info.criterion;
+    if (o.iterations > 0 && criterion != ExitCriterion::None)
+      throw Error("a fixed iteration count (" + std::to_string(o.iterations) +
+                  ") cannot be combined with the exit criterion '" +
+                  exitCriterionName(criterion) +
+                  "' (max_iterations bounds an adaptive exit)");
+    if (criterion == ExitCriterion::None && (o.threshold || o.max_iterations))
+      throw Error(std::string("an exit ") +
+                  (o.threshold ? "threshold" : "max_iterations") +
+                  " needs an exit criterion (none is set)");
+    threshold = o.threshold                   ? *o.threshold
+                : criterion == info.criterion ? info.threshold
+                                              : defaultExitThreshold(criterion);
+    if (criterion != ExitCriterion::None &&
+        !(std::isfinite(threshold) && threshold > 0.0))
+      throw Error("exit threshold must be a finite number > 0, got " +
+                  number(threshold));
+    if (criterion == ExitCriterion::ArgmaxStability &&
+        threshold != std::floor(threshold))
+      throw Error("the argmax-stability threshold counts checks; it must be "
+                  "a whole number, got " +
+                  number(threshold));
+    iterations = o.iterations ? o.iterations : info.default_iterations;
+    max_iterations = o.max_iterations      ? o.max_iterations
+                     : info.max_iterations ? info.max_iterations
+                                           : 32;
+    policy = parseKvPolicy(o.kv_policy, info.layers_per_iteration);
+    random_init = o.init == LoopOptions::Init::Random;
+    seed = o.seed;
+    rng.seed(seed);
+    warm_start = o.warm_start;
+  }
+
+  // Iterations one token step runs at most.
+  int maxSteps() const {
+    return criterion == ExitCriterion::None ? iterations : max_iterations;
+  }
+
+  const LoopDesc &desc;
+  ExitCriterion criterion;
+  double threshold;
+  int iterations;
+  int max_iterations;
+  KvPolicy policy;
+  bool random_init;
+  uint64_t seed;
+  std::mt19937_64 rng;
+  bool warm_start;
+
+  // Per sequence.
+  bool have_warm = false;  // a forward() call has completed
+  std::vector<float> warm; // the last step's latent, last row
+  int64_t iteration = 0;   // the iteration running now
+  std::vector<std::unique_ptr<CoreCache>> slots;
+  size_t slots_allocated = 0;
+  // Per-position row tables handed to attentionRows.
+  std::vector<const float *> k_rows, v_rows;
+};
+
 } // namespace
 
 struct SessionState {
@@ -68,12 +426,25 @@ struct SessionState {
         threads(resolveThreads(options.threads)), arena(threads),
         activations(m.arena_bytes, "the activation arena"),
         kv(m.kv_bytes, "the KV caches") {
+    // Ordinary caches share one mapping; a loop's caches are the session's
+    // slots, allocated on first write.
     float *p = reinterpret_cast<float *>(kv.data());
     for (const KvCacheDesc &c : m.kv_caches) {
       int64_t n = c.max_seq * c.kv_heads * c.head_dim;
+      if (c.loop_layer >= 0) {
+        caches.push_back(
+            {nullptr, nullptr, c.max_seq, c.kv_heads * c.head_dim});
+        continue;
+      }
       caches.push_back({p, p + n, c.max_seq, c.kv_heads * c.head_dim});
       p += 2 * n;
     }
+    if (m.forward().loop)
+      loop = std::make_unique<LoopState>(m, options.loop);
+    else if (!isDefault(options.loop))
+      throw Error("this model has no looped block: the loop options "
+                  "(iterations, exit criterion, KV policy, initial state, "
+                  "warm start) need a recurrent-depth model");
     if (options.trace)
       trace = std::make_unique<TraceRecorder>();
   }
@@ -85,8 +456,23 @@ struct SessionState {
 
   void run(const DispatchDesc &d, const int32_t *tokens, int64_t T,
            int64_t logit_begin, int64_t logit_end);
+  void runRange(size_t begin, size_t end, const int32_t *tokens, int64_t T,
+                int64_t logit_begin, int64_t logit_end);
   void step(const int32_t *tokens, int64_t T, int64_t logit_begin,
             int64_t logit_end);
+  void loopStep(const int32_t *tokens, int64_t T, int64_t logit_begin,
+                int64_t logit_end);
+  void initState(float *state, int64_t T);
+  void attend(int64_t cache, const float *q, int64_t ldq, const float *k,
+              int64_t ldk, const float *v, int64_t ldv, float *out, int64_t ldo,
+              int64_t T, int64_t nh, int64_t nkv, int64_t hd);
+  void loopAttend(const KvCacheDesc &c, const float *q, int64_t ldq,
+                  const float *k, int64_t ldk, const float *v, int64_t ldv,
+                  float *out, int64_t ldo, int64_t T, int64_t nh, int64_t nkv,
+                  int64_t hd);
+  CoreCache &slot(int64_t index, const KvCacheDesc &c);
+  uint64_t kvBytesPerToken() const;
+  void reset();
 
   std::shared_ptr<const Model> model;
   const ModelData &m;
@@ -95,8 +481,11 @@ struct SessionState {
   PageMemory activations;
   PageMemory kv;
   std::vector<cpu::KvView> caches;
+  std::unique_ptr<LoopState> loop;
   int64_t pos = 0;
   std::vector<float> logits;
+  std::vector<int> steps;                  // iterations per token step
+  std::vector<std::vector<double>> values; // exit values per token step
   std::unique_ptr<TraceRecorder> trace;
 };
 
@@ -110,7 +499,8 @@ void SessionState::run(const DispatchDesc &d, const int32_t *tokens, int64_t T,
   const auto &ip = d.iparams;
   switch (d.kernel) {
   case Kernel::Embed:
-    cpu::embed(tokens, T, w[0], ld(out[0]), buffer(out[0]));
+    cpu::embed(tokens, T, w[0], ld(out[0]), buffer(out[0]),
+               d.fparams.empty() ? 1.0f : d.fparams[0]);
     break;
   case Kernel::RmsNorm:
     cpu::rmsNorm(buffer(in[0]), w[0], buffer(out[0]), T, ld(in[0]),
@@ -127,9 +517,9 @@ void SessionState::run(const DispatchDesc &d, const int32_t *tokens, int64_t T,
     cpu::rope(buffer(out[0]), ld(out[0]), T, ip[0], ip[1], pos, d.fparams[0]);
     break;
   case Kernel::Attention:
-    cpu::attention(buffer(in[0]), ld(in[0]), buffer(in[1]), ld(in[1]),
-                   buffer(in[2]), ld(in[2]), buffer(out[0]), ld(out[0]), T, pos,
-                   ip[1], ip[2], ip[3], caches[ip[0]]);
+    attend(ip[0], buffer(in[0]), ld(in[0]), buffer(in[1]), ld(in[1]),
+           buffer(in[2]), ld(in[2]), buffer(out[0]), ld(out[0]), T, ip[1],
+           ip[2], ip[3]);
     break;
   case Kernel::SiluMul:
     cpu::siluMul(buffer(in[0]), buffer(in[1]), buffer(out[0]), T * ld(out[0]));
@@ -151,33 +541,242 @@ void SessionState::run(const DispatchDesc &d, const int32_t *tokens, int64_t T,
     float *qkv = buffer(d.scratch[0]), *attn = buffer(d.scratch[1]);
     const int64_t lq = ld(d.scratch[0]), la = ld(d.scratch[1]);
     cpu::matmul(x, ld(in[0]), w[0], qkv, lq, T, ld(in[0]), qd + 2 * kd, false);
+    if (w.size() > 2)
+      cpu::addRowBias(qkv, lq, w[2], qkv, lq, T, qd + kd);
     cpu::rope(qkv, lq, T, qd, hd, pos, theta);
     cpu::rope(qkv + qd, lq, T, kd, hd, pos, theta);
-    cpu::attention(qkv, lq, qkv + qd, lq, qkv + qd + kd, lq, attn, la, T, pos,
-                   nh, nkv, hd, caches[ip[0]]);
+    attend(ip[0], qkv, lq, qkv + qd, lq, qkv + qd + kd, lq, attn, la, T, nh,
+           nkv, hd);
     cpu::matmul(attn, la, w[1], y, ld(out[0]), T, qd, ld(out[0]),
                 ip.size() > 4 && ip[4] != 0);
     break;
   }
+  case Kernel::Concat:
+    cpu::concatRows(buffer(in[0]), ld(in[0]), buffer(in[1]), ld(in[1]),
+                    buffer(out[0]), T);
+    break;
+  case Kernel::Copy:
+    if (buffer(in[0]) != buffer(out[0]))
+      std::memcpy(buffer(out[0]), buffer(in[0]),
+                  static_cast<size_t>(T * ld(out[0])) * sizeof(float));
+    break;
+  case Kernel::AddRowBias:
+    cpu::addRowBias(buffer(in[0]), ld(in[0]), w[0], buffer(out[0]), ld(out[0]),
+                    T, ld(out[0]));
+    break;
+  }
+}
+
+void SessionState::attend(int64_t cache, const float *q, int64_t ldq,
+                          const float *k, int64_t ldk, const float *v,
+                          int64_t ldv, float *out, int64_t ldo, int64_t T,
+                          int64_t nh, int64_t nkv, int64_t hd) {
+  const KvCacheDesc &c = m.kv_caches[cache];
+  if (c.loop_layer >= 0)
+    loopAttend(c, q, ldq, k, ldk, v, ldv, out, ldo, T, nh, nkv, hd);
+  else
+    cpu::attention(q, ldq, k, ldk, v, ldv, out, ldo, T, pos, nh, nkv, hd,
+                   caches[cache]);
+}
+
+CoreCache &SessionState::slot(int64_t index, const KvCacheDesc &c) {
+  LoopState &ls = *loop;
+  if (static_cast<size_t>(index) >= ls.slots.size())
+    ls.slots.resize(static_cast<size_t>(index) + 1);
+  auto &s = ls.slots[static_cast<size_t>(index)];
+  if (!s) {
+    s = std::make_unique<CoreCache>(c.max_seq, c.kv_heads * c.head_dim,
+                                    m.loop_kv_bytes);
+    ++ls.slots_allocated;
+  }
+  return *s;
+}
+
+// Core layer c.loop_layer at the running iteration: writes the rows' K/V
+// into the policy's slot, then attends to the rows the policy picks for
+// every position up to the last row's.
+void SessionState::loopAttend(const KvCacheDesc &c, const float *q, int64_t ldq,
+                              const float *k, int64_t ldk, const float *v,
+                              int64_t ldv, float *out, int64_t ldo, int64_t T,
+                              int64_t nh, int64_t nkv, int64_t hd) {
+  LoopState &ls = *loop;
+  const int64_t C = ls.policy.layers;
+  const int64_t x = C * ls.iteration + c.loop_layer;
+  const int64_t kvd = nkv * hd;
+  CoreCache &dst = slot(ls.policy.slot(x), c);
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t p = pos + t;
+    std::memcpy(dst.k + p * kvd, k + t * ldk, sizeof(float) * size_t(kvd));
+    std::memcpy(dst.v + p * kvd, v + t * ldv, sizeof(float) * size_t(kvd));
+    if (!dst.present[p]) {
+      dst.present[p] = 1;
+      ++dst.count;
+    }
+  }
+
+  const int64_t end = pos + T;
+  ls.k_rows.assign(size_t(end), nullptr);
+  ls.v_rows.assign(size_t(end), nullptr);
+  auto take = [&](int64_t p, const CoreCache &from) {
+    ls.k_rows[p] = from.k + p * kvd;
+    ls.v_rows[p] = from.v + p * kvd;
+  };
+  using Kind = KvPolicy::Kind;
+  const bool m4 =
+      ls.policy.kind == Kind::LatestM4 || ls.policy.kind == Kind::AlwaysLastM4;
+  // The reference cache reads a slot that holds every position as it is,
+  // whatever the policy; only the m4 policies look elsewhere for the rest.
+  if (!m4 || dst.count == end) {
+    for (int64_t p = 0; p < end; ++p)
+      if (dst.present[p])
+        take(p, dst);
+  } else {
+    // Slots of the same core layer, newest first: from this iteration
+    // (latest-m4) or from the newest that exists (always-last-m4). The m4
+    // policies do not compress: slot y holds relative step index y.
+    const int64_t n_slots = static_cast<int64_t>(ls.slots.size());
+    const int64_t top =
+        ls.policy.kind == Kind::LatestM4
+            ? x
+            : c.loop_layer + (n_slots - 1 - c.loop_layer) / C * C;
+    for (int64_t p = 0; p < end; ++p)
+      for (int64_t y = top; y >= 0; y -= C) {
+        const CoreCache *from = ls.slots[size_t(y)].get();
+        if (from && from->present[p]) {
+          take(p, *from);
+          break;
+        }
+      }
+  }
+  cpu::attentionRows(q, ldq, out, ldo, T, pos, nh, nkv, hd, ls.k_rows.data(),
+                     ls.v_rows.data());
+}
+
+void SessionState::runRange(size_t begin, size_t end, const int32_t *tokens,
+                            int64_t T, int64_t logit_begin, int64_t logit_end) {
+  const ProgramDesc &prog = m.forward();
+  for (size_t i = begin; i < end; ++i) {
+    const DispatchDesc &d = prog.dispatches[i];
+    if (!trace) {
+      run(d, tokens, T, logit_begin, logit_end);
+      continue;
+    }
+    auto t0 = TraceRecorder::Clock::now();
+    run(d, tokens, T, logit_begin, logit_end);
+    int64_t rows = d.kernel == Kernel::Logits ? logit_end - logit_begin : T;
+    trace->record(d.name, kernelName(d.kernel), rows, pos, t0,
+                  TraceRecorder::Clock::now());
   }
 }
 
 void SessionState::step(const int32_t *tokens, int64_t T, int64_t logit_begin,
                         int64_t logit_end) {
-  const ProgramDesc &prog = m.forward();
   arena.execute([&] {
-    for (const DispatchDesc &d : prog.dispatches) {
-      if (!trace) {
-        run(d, tokens, T, logit_begin, logit_end);
-        continue;
-      }
-      auto begin = TraceRecorder::Clock::now();
-      run(d, tokens, T, logit_begin, logit_end);
-      int64_t rows = d.kernel == Kernel::Logits ? logit_end - logit_begin : T;
-      trace->record(d.name, kernelName(d.kernel), rows, pos, begin,
-                    TraceRecorder::Clock::now());
-    }
+    if (loop)
+      loopStep(tokens, T, logit_begin, logit_end);
+    else
+      runRange(0, m.forward().dispatches.size(), tokens, T, logit_begin,
+               logit_end);
   });
+}
+
+// The state a token step starts from: the previous step's latent (warm
+// start), or a fresh truncated-normal draw, or zeros.
+void SessionState::initState(float *state, int64_t T) {
+  LoopState &ls = *loop;
+  const int64_t D = m.config.dim;
+  if (ls.warm_start && ls.have_warm) {
+    for (int64_t t = 0; t < T; ++t)
+      std::copy(ls.warm.begin(), ls.warm.end(), state + t * D);
+  } else if (ls.random_init) {
+    const double sd = ls.desc.state_std, scale = ls.desc.state_scale;
+    for (int64_t i = 0; i < T * D; ++i) {
+      double z;
+      do
+        z = standardNormal(ls.rng);
+      while (std::fabs(z) > 3.0);
+      state[i] = static_cast<float>(z * sd * scale);
+    }
+  } else {
+    std::fill(state, state + T * D, 0.0f);
+  }
+}
+
+// One token step of a looped model: the prelude once, then iterations of
+// the body until the iteration count or the exit criterion says stop, then
+// the tail (already run when the criterion needed its logits).
+void SessionState::loopStep(const int32_t *tokens, int64_t T,
+                            int64_t logit_begin, int64_t logit_end) {
+  LoopState &ls = *loop;
+  const LoopDesc &L = ls.desc;
+  const int64_t D = m.config.dim;
+  runRange(0, L.body_begin, tokens, T, logit_begin, logit_end);
+  float *state = buffer(L.state_buffer);
+  const float *next = buffer(L.next_state_buffer);
+  initState(state, T);
+
+  const bool adaptive = ls.criterion != ExitCriterion::None;
+  const bool with_logits = needsLogits(ls.criterion);
+  ExitEvaluator evaluator(ls.criterion, ls.threshold, m.config.vocab_size);
+  if (adaptive)
+    evaluator.begin(state, T, D);
+  const float *last_logits =
+      buffer(m.forward().logits_buffer) + (T - 1) * m.config.vocab_size;
+  std::vector<double> checked;
+  bool tail_current = false;
+  int used = 0;
+  for (int it = 0; it < ls.maxSteps(); ++it) {
+    ls.iteration = it;
+    runRange(L.body_begin, L.body_end, tokens, T, logit_begin, logit_end);
+    std::memcpy(state, next, sizeof(float) * size_t(T * D));
+    used = it + 1;
+    if (!adaptive)
+      continue;
+    if (with_logits)
+      runRange(L.body_end, L.tail_end, tokens, T, logit_begin, logit_end);
+    tail_current = with_logits;
+    double value;
+    const bool stop = evaluator.check(last_logits, state, T, D, &value);
+    checked.push_back(value);
+    if (stop)
+      break;
+  }
+  if (!tail_current)
+    runRange(L.body_end, L.tail_end, tokens, T, logit_begin, logit_end);
+  const float *latent = buffer(L.latent_buffer) + (T - 1) * D;
+  ls.warm.assign(latent, latent + D);
+  steps.push_back(used);
+  values.push_back(std::move(checked));
+}
+
+uint64_t SessionState::kvBytesPerToken() const {
+  uint64_t bytes = 0;
+  int64_t loop_kvd = 0;
+  for (const KvCacheDesc &c : m.kv_caches) {
+    if (c.loop_layer < 0)
+      bytes += 2 * sizeof(float) * uint64_t(c.kv_heads * c.head_dim);
+    else
+      loop_kvd = c.kv_heads * c.head_dim;
+  }
+  if (loop)
+    bytes += 2 * sizeof(float) * uint64_t(loop_kvd) *
+             uint64_t(loop->policy.slotsPerToken(loop->maxSteps()));
+  return bytes;
+}
+
+void SessionState::reset() {
+  pos = 0;
+  steps.clear();
+  values.clear();
+  if (!loop)
+    return;
+  loop->have_warm = false;
+  loop->rng.seed(loop->seed);
+  for (auto &s : loop->slots)
+    if (s) {
+      std::fill(s->present.begin(), s->present.end(), 0);
+      s->count = 0;
+    }
 }
 
 } // namespace rt
@@ -212,23 +811,27 @@ Logits Session::forward(const int32_t *tokens, size_t n, bool all_logits) {
   const int64_t rows = all_logits ? total : 1;
   s.logits.resize(static_cast<size_t>(rows * vocab));
   const float *logits_buf = s.buffer(m.forward().logits_buffer);
+  // An exit criterion that reads logits needs the last row's in every step.
+  const bool exit_logits = s.loop && rt::needsLogits(s.loop->criterion);
   for (int64_t c = 0; c < total; c += m.max_tokens) {
     const int64_t T = std::min<int64_t>(m.max_tokens, total - c);
     const bool last_chunk = c + T == total;
     // Rows of this chunk whose logits the caller gets back.
     const int64_t begin = all_logits ? 0 : last_chunk ? T - 1 : T;
-    s.step(tokens + c, T, begin, T);
+    s.step(tokens + c, T, exit_logits ? std::min(begin, T - 1) : begin, T);
     s.pos += T;
     if (begin < T)
       std::memcpy(s.logits.data() + (all_logits ? c : 0) * vocab,
                   logits_buf + begin * vocab,
                   static_cast<size_t>((T - begin) * vocab) * sizeof(float));
   }
+  if (s.loop)
+    s.loop->have_warm = true;
   return Logits{s.logits.data(), rows, vocab};
 }
 
 int64_t Session::position() const { return state_->pos; }
-void Session::reset() { state_->pos = 0; }
+void Session::reset() { state_->reset(); }
 
 void Session::writeTrace(const std::string &path) const {
   if (!state_->trace)
@@ -240,7 +843,71 @@ void Session::writeTrace(const std::string &path) const {
 const Model &Session::model() const { return *state_->model; }
 int Session::threads() const { return state_->threads; }
 uint64_t Session::arenaBytes() const { return state_->m.arena_bytes; }
-uint64_t Session::kvCacheBytes() const { return state_->m.kv_bytes; }
+uint64_t Session::kvCacheBytes() const {
+  const rt::SessionState &s = *state_;
+  return s.m.kv_bytes +
+         (s.loop ? s.loop->slots_allocated * s.m.loop_kv_bytes : 0);
+}
+uint64_t Session::kvBytesPerToken() const { return state_->kvBytesPerToken(); }
+const std::vector<int> &Session::iterationsPerStep() const {
+  return state_->steps;
+}
+const std::vector<std::vector<double>> &Session::exitValues() const {
+  return state_->values;
+}
+
+const char *exitCriterionName(ExitCriterion criterion) {
+  switch (criterion) {
+  case ExitCriterion::None:
+    return "none";
+  case ExitCriterion::Kl:
+    return "kl";
+  case ExitCriterion::MinpKl:
+    return "minp-kl";
+  case ExitCriterion::EntropyDiff:
+    return "entropy-diff";
+  case ExitCriterion::LatentDiff:
+    return "latent-diff";
+  case ExitCriterion::Cosine:
+    return "cosine";
+  case ExitCriterion::ArgmaxStability:
+    return "argmax-stability";
+  }
+  return "?";
+}
+
+std::optional<ExitCriterion> parseExitCriterion(const std::string &name) {
+  for (ExitCriterion c :
+       {ExitCriterion::None, ExitCriterion::Kl, ExitCriterion::MinpKl,
+        ExitCriterion::EntropyDiff, ExitCriterion::LatentDiff,
+        ExitCriterion::Cosine, ExitCriterion::ArgmaxStability})
+    if (name == exitCriterionName(c))
+      return c;
+  return std::nullopt;
+}
+
+double defaultExitThreshold(ExitCriterion criterion) {
+  switch (criterion) {
+  case ExitCriterion::Kl:
+  case ExitCriterion::EntropyDiff:
+  case ExitCriterion::Cosine:
+    return 1e-3;
+  case ExitCriterion::MinpKl:
+    return 1e-5;
+  case ExitCriterion::LatentDiff:
+    return 0.03;
+  case ExitCriterion::ArgmaxStability:
+    return 5.0;
+  case ExitCriterion::None:
+    break;
+  }
+  return 0.0;
+}
+
+const char *kvPolicyNames() {
+  return "full, skip, latest-m4, available-m4, always-last-m4, compress-sN, "
+         "compress-rN, compress-anchor (N >= 1)";
+}
 
 const char *activeIsaName() { return rt::cpu::isaName(rt::cpu::activeIsa()); }
 

@@ -49,6 +49,7 @@ module @tiny attributes {loom.model = {dim = 16 : i64, n_layers = 1 : i64, n_hea
   loom.weight @layers.0.w2 : tensor<16x24xf32>
   loom.weight @layers.0.w3 : tensor<24x16xf32>
   loom.weight @norm : tensor<16xf32>
+  // expected-remark @+2 {{kv policy 'full': 1 caches at r = 1 (1 outside the loop + 0 core), 64 bytes per token, 4096 bytes for 64 positions}}
   // expected-remark @+1 {{arena peak 1664 bytes for 12 values at 4 rows (without reuse: 4480 bytes)}}
   func.func @forward(%tokens: tensor<?xi32>, %pos: tensor<?xi32>) -> tensor<?x32xf32> {
     %x = loom.embed %tokens, @tok_embeddings : tensor<?xi32> -> tensor<?x16xf32>

@@ -136,7 +136,7 @@ module @no_forward attributes {loom.model = {dim = 16 : i64, n_layers = 1 : i64,
 // @forward takes no positions argument.
 module @one_argument attributes {loom.model = {dim = 16 : i64, n_layers = 1 : i64, n_heads = 2 : i64, n_kv_heads = 1 : i64, vocab_size = 32 : i64, max_seq = 64 : i64}} {
   loom.weight @tok_embeddings : tensor<32x16xf32>
-  // expected-error @+1 {{@forward must take (tokens: tensor<?xi32>, positions: tensor<?xi32>) and return the logits}}
+  // expected-error @+1 {{@forward must take (tokens: tensor<?xi32>, positions: tensor<?xi32>[, iterations: i32]) and return the logits}}
   func.func @forward(%tokens: tensor<?xi32>) -> tensor<?x32xf32> {
     %x = loom.embed %tokens, @tok_embeddings : tensor<?xi32> -> tensor<?x16xf32>
     %l = loom.logits %x, @tok_embeddings : tensor<?x16xf32> -> tensor<?x32xf32>
@@ -149,7 +149,7 @@ module @one_argument attributes {loom.model = {dim = 16 : i64, n_layers = 1 : i6
 // @forward takes positions of the wrong element type.
 module @i64_positions attributes {loom.model = {dim = 16 : i64, n_layers = 1 : i64, n_heads = 2 : i64, n_kv_heads = 1 : i64, vocab_size = 32 : i64, max_seq = 64 : i64}} {
   loom.weight @tok_embeddings : tensor<32x16xf32>
-  // expected-error @+1 {{@forward must take (tokens: tensor<?xi32>, positions: tensor<?xi32>) and return the logits}}
+  // expected-error @+1 {{@forward must take (tokens: tensor<?xi32>, positions: tensor<?xi32>[, iterations: i32]) and return the logits}}
   func.func @forward(%tokens: tensor<?xi32>, %pos: tensor<?xi64>) -> tensor<?x32xf32> {
     %x = loom.embed %tokens, @tok_embeddings : tensor<?xi32> -> tensor<?x16xf32>
     %l = loom.logits %x, @tok_embeddings : tensor<?x16xf32> -> tensor<?x32xf32>
@@ -162,7 +162,7 @@ module @i64_positions attributes {loom.model = {dim = 16 : i64, n_layers = 1 : i
 // @forward returns two results.
 module @two_results attributes {loom.model = {dim = 16 : i64, n_layers = 1 : i64, n_heads = 2 : i64, n_kv_heads = 1 : i64, vocab_size = 32 : i64, max_seq = 64 : i64}} {
   loom.weight @tok_embeddings : tensor<32x16xf32>
-  // expected-error @+1 {{@forward must take (tokens: tensor<?xi32>, positions: tensor<?xi32>) and return the logits}}
+  // expected-error @+1 {{@forward must take (tokens: tensor<?xi32>, positions: tensor<?xi32>[, iterations: i32]) and return the logits}}
   func.func @forward(%tokens: tensor<?xi32>, %pos: tensor<?xi32>) -> (tensor<?x32xf32>, tensor<?x16xf32>) {
     %x = loom.embed %tokens, @tok_embeddings : tensor<?xi32> -> tensor<?x16xf32>
     %l = loom.logits %x, @tok_embeddings : tensor<?x16xf32> -> tensor<?x32xf32>

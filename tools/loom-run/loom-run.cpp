@@ -40,7 +40,8 @@ constexpr const char *kUsage =
     "  --steps N             generate at most N new tokens (default 256)\n"
     "  --temperature T       0 = greedy (default 1.0)\n"
     "  --top-p P             nucleus sampling cut, in (0, 1] (default 0.9)\n"
-    "  --seed S              sampler seed (default: the current time)\n"
+    "  --seed S              sampler seed, also of a looped model's initial\n"
+    "                        states (default: the current time)\n"
     "  --threads N           worker threads, 1..1024 (default: all)\n"
     "  --print-ids           print the generated ids instead of text\n"
     "  --bench               measure prefill and decode speed instead\n"
@@ -49,6 +50,32 @@ constexpr const char *kUsage =
     "                        fed position\n"
     "  --device cpu|cuda     where to run (default cpu)\n"
     "  --help                show this help\n"
+    "\n"
+    "looped (recurrent-depth) models only:\n"
+    "  --iterations N|adaptive\n"
+    "                        iterations per token step, 1..1024 (default: "
+    "the\n"
+    "                        model's), or an adaptive exit\n"
+    "  --exit-criterion NAME adaptive exit by kl, minp-kl, entropy-diff,\n"
+    "                        latent-diff, cosine or argmax-stability\n"
+    "  --exit-threshold T    its threshold (defaults: kl 1e-3, minp-kl 1e-5,\n"
+    "                        entropy-diff 1e-3, latent-diff 0.03, cosine "
+    "1e-3,\n"
+    "                        argmax-stability 5)\n"
+    "  --exit-kl T           same as --exit-criterion kl --exit-threshold T\n"
+    "  --max-iterations N    cap of an adaptive exit, 1..1024 (default: the\n"
+    "                        model's, or 32)\n"
+    "  --kv-policy NAME      full (default), skip, latest-m4, available-m4,\n"
+    "                        always-last-m4, compress-sN, compress-rN,\n"
+    "                        compress-anchor\n"
+    "  --init-state random|zero\n"
+    "                        initial latent state (default random, drawn "
+    "from\n"
+    "                        --seed)\n"
+    "  --warm-start          start each token step from the previous one's\n"
+    "                        latent state\n"
+    "  --print-steps         print the iterations of each token step on a\n"
+    "                        last stdout line\n"
     "\n"
     "Generation stops at BOS or EOS (not printed), after N tokens, or when "
     "the\n"
@@ -75,6 +102,18 @@ struct Options {
   std::string trace;
   std::string dump_logits;
   std::string device = "cpu";
+  // Looped models.
+  int iterations = 0;    // --iterations N
+  bool adaptive = false; // --iterations adaptive
+  std::optional<loom::ExitCriterion> criterion;
+  std::optional<double> threshold;
+  int max_iterations = 0;
+  std::optional<std::string> kv_policy;
+  std::optional<loom::LoopOptions::Init> init;
+  bool warm_start = false;
+  bool print_steps = false;
+  std::string loop_flag;      // the first loop flag given, for messages
+  std::string criterion_flag; // --exit-criterion or --exit-kl
 };
 
 long long parseInteger(const std::string &flag, const std::string &text) {
@@ -106,6 +145,116 @@ uint64_t parseSeed(const std::string &text) {
     fail("invalid value '" + text +
          "' for --seed (expected a non-negative integer)");
   return v;
+}
+
+// Looped-model flags: --iterations, --exit-*, --max-iterations,
+// --kv-policy, --init-state, --warm-start, --print-steps.
+template <typename TakeValue>
+void parseLoopFlag(Options &o, const std::string &flag, bool inline_value,
+                   const TakeValue &takeValue) {
+  if (o.loop_flag.empty())
+    o.loop_flag = flag;
+  auto count = [&](const std::string &text) {
+    long long v = parseInteger(flag, text);
+    if (v < 1 || v > 1024)
+      fail(flag + " must be between 1 and 1024, got " + text);
+    return static_cast<int>(v);
+  };
+  auto threshold = [&](const std::string &text) {
+    float v = parseFloat(flag, text);
+    if (!(std::isfinite(v) && v > 0.0f))
+      fail(flag + " must be a number > 0, got " + text);
+    return static_cast<double>(v);
+  };
+  auto setCriterion = [&](loom::ExitCriterion c) {
+    if (o.criterion_flag == flag)
+      fail(flag + " given twice");
+    if (!o.criterion_flag.empty())
+      fail(flag + " cannot be combined with " + o.criterion_flag);
+    o.criterion_flag = flag;
+    o.criterion = c;
+  };
+  if (flag == "--iterations") {
+    std::string text = takeValue();
+    // The last --iterations wins.
+    o.adaptive = text == "adaptive";
+    o.iterations = o.adaptive ? 0 : count(text);
+  } else if (flag == "--exit-criterion") {
+    std::string name = takeValue();
+    std::optional<loom::ExitCriterion> c = loom::parseExitCriterion(name);
+    if (!c || *c == loom::ExitCriterion::None)
+      fail("unknown exit criterion '" + name +
+           "' (expected kl, minp-kl, entropy-diff, latent-diff, cosine or "
+           "argmax-stability)");
+    setCriterion(*c);
+  } else if (flag == "--exit-kl") {
+    double t = threshold(takeValue());
+    if (o.threshold)
+      fail("--exit-kl sets the threshold; it cannot be combined with "
+           "--exit-threshold");
+    setCriterion(loom::ExitCriterion::Kl);
+    o.threshold = t;
+  } else if (flag == "--exit-threshold") {
+    if (o.threshold)
+      fail(o.criterion_flag == "--exit-kl"
+               ? "--exit-kl sets the threshold; it cannot be combined with "
+                 "--exit-threshold"
+               : "--exit-threshold given twice");
+    o.threshold = threshold(takeValue());
+  } else if (flag == "--max-iterations") {
+    o.max_iterations = count(takeValue());
+  } else if (flag == "--kv-policy") {
+    o.kv_policy = takeValue();
+  } else if (flag == "--init-state") {
+    std::string v = takeValue();
+    if (v == "random")
+      o.init = loom::LoopOptions::Init::Random;
+    else if (v == "zero")
+      o.init = loom::LoopOptions::Init::Zero;
+    else
+      fail("unknown --init-state '" + v + "' (expected random or zero)");
+  } else {
+    if (inline_value)
+      fail("option " + flag + " takes no value");
+    (flag == "--warm-start" ? o.warm_start : o.print_steps) = true;
+  }
+}
+
+// The session's loop options from the flags, once the model is known.
+loom::LoopOptions loopOptions(const Options &o, const loom::Model &model,
+                              uint64_t seed) {
+  loom::LoopOptions l;
+  if (o.loop_flag.empty())
+    return l;
+  const loom::LoopInfo *info = model.loop();
+  if (!info)
+    fail("this model has no looped block (" + o.loop_flag +
+         " needs a recurrent-depth model)");
+  l.iterations = o.iterations;
+  if (o.criterion)
+    l.criterion = o.criterion;
+  else if (o.adaptive)
+    l.criterion = info->criterion != loom::ExitCriterion::None
+                      ? info->criterion
+                      : loom::ExitCriterion::Kl;
+  const bool adaptive_exit =
+      l.criterion ||
+      (o.iterations == 0 && info->criterion != loom::ExitCriterion::None);
+  if (o.threshold && !adaptive_exit)
+    fail("--exit-threshold needs an adaptive exit (--iterations adaptive or "
+         "--exit-criterion)");
+  if (o.max_iterations && !adaptive_exit)
+    fail("--max-iterations needs an adaptive exit (--iterations adaptive, "
+         "--exit-criterion or --exit-kl)");
+  l.threshold = o.threshold;
+  l.max_iterations = o.max_iterations;
+  if (o.kv_policy)
+    l.kv_policy = *o.kv_policy;
+  if (o.init)
+    l.init = *o.init;
+  l.seed = seed;
+  l.warm_start = o.warm_start;
+  return l;
 }
 
 // Returns nullopt after printing the usage for --help.
@@ -188,6 +337,12 @@ std::optional<Options> parseArgs(int argc, char **argv) {
         fail("--dump-logits needs a file name");
     } else if (flag == "--device") {
       o.device = takeValue();
+    } else if (flag == "--iterations" || flag == "--exit-criterion" ||
+               flag == "--exit-threshold" || flag == "--exit-kl" ||
+               flag == "--max-iterations" || flag == "--kv-policy" ||
+               flag == "--init-state" || flag == "--warm-start" ||
+               flag == "--print-steps") {
+      parseLoopFlag(o, flag, inline_value, takeValue);
     } else {
       fail("unknown option '" + flag + "' (see --help)");
     }
@@ -198,6 +353,14 @@ std::optional<Options> parseArgs(int argc, char **argv) {
     fail("--prompt and --prompt-ids cannot be used together");
   if (o.device != "cpu" && o.device != "cuda")
     fail("unknown device '" + o.device + "' (expected cpu or cuda)");
+  if (o.iterations > 0 && !o.criterion_flag.empty())
+    fail("--iterations " + std::to_string(o.iterations) +
+         " fixes the iteration count; it cannot be combined with " +
+         o.criterion_flag + " (use --iterations adaptive)");
+  if (o.iterations > 0 && o.max_iterations > 0)
+    fail("--max-iterations bounds an adaptive exit; it cannot be combined "
+         "with --iterations " +
+         std::to_string(o.iterations));
   return o;
 }
 
@@ -273,22 +436,22 @@ void writeOut(const std::string &bytes) {
     fail(std::string("cannot write to stdout: ") + std::strerror(errno));
 }
 
-int generate(const Options &o, const loom::Model &model,
-             loom::Session &session, std::string &notes) {
-  const loom::Tokenizer &tok = model.tokenizer();
+int generate(const Options &o, const loom::Model &model, loom::Session &session,
+             uint64_t seed, std::string &notes) {
   const loom::ModelConfigInfo &cfg = model.config();
   const int64_t context = model.contextLength();
-
+  if (!model.hasTokenizer() && (!o.prompt_ids || !o.print_ids))
+    fail("this artifact has no tokenizer: give the prompt with --prompt-ids "
+         "and print the result with --print-ids");
   std::vector<int32_t> prompt =
       o.prompt_ids ? parsePromptIds(*o.prompt_ids, cfg.vocab_size)
-                   : tok.encode(o.prompt.value_or(""), true, false);
+                   : model.tokenizer().encode(o.prompt.value_or(""),
+                                              cfg.bos_id >= 0, false);
   if (static_cast<int64_t>(prompt.size()) > context)
     fail("prompt has " + std::to_string(prompt.size()) +
          " tokens but the context holds " + std::to_string(context));
 
   LogitsFile dump(o.dump_logits);
-  const uint64_t seed =
-      o.seed ? *o.seed : static_cast<uint64_t>(std::time(nullptr));
   loom::Sampler sampler(cfg.vocab_size, o.temperature, o.top_p, seed);
 
   // The prompt is echoed as run.c does while feeding it: each token decoded
@@ -298,7 +461,8 @@ int generate(const Options &o, const loom::Model &model,
     std::string text;
     for (size_t i = 0; i < prompt.size(); ++i)
       if (i > 0 || prompt[0] != cfg.bos_id)
-        text += tok.decode(i > 0 ? prompt[i - 1] : cfg.bos_id, prompt[i]);
+        text += model.tokenizer().decode(i > 0 ? prompt[i - 1] : cfg.bos_id,
+                                         prompt[i]);
     writeOut(text);
   }
 
@@ -319,7 +483,7 @@ int generate(const Options &o, const loom::Model &model,
       break;
     }
     if (!o.print_ids)
-      writeOut(tok.decode(prev, next));
+      writeOut(model.tokenizer().decode(prev, next));
     if (n + 1 == o.steps)
       break;
     if (session.position() >= context) {
@@ -340,6 +504,13 @@ int generate(const Options &o, const loom::Model &model,
     writeOut(line);
   }
   writeOut("\n");
+  if (o.print_steps) {
+    std::string line;
+    const std::vector<int> &steps = session.iterationsPerStep();
+    for (size_t i = 0; i < steps.size(); ++i)
+      line += (i ? " " : "") + std::to_string(steps[i]);
+    writeOut(line + "\n");
+  }
 
   char line[256];
   if (stop == Stop::EndOfSequence) {
@@ -400,6 +571,10 @@ int bench(const loom::Model &model, loom::Session &session) {
   std::printf("decode_tokens: %lld\n", static_cast<long long>(decode));
   std::printf("decode_tokens_per_s: %.1f\n",
               decode > 0 ? decode / decode_s : 0.0);
+  std::printf("kv_bytes_per_token: %llu\n",
+              static_cast<unsigned long long>(session.kvBytesPerToken()));
+  std::printf("kv_bytes_allocated: %llu\n",
+              static_cast<unsigned long long>(session.kvCacheBytes()));
   std::printf("peak_rss_mib: %.1f\n", usage.ru_maxrss / 1024.0);
   std::printf("threads: %d\n", session.threads());
   std::printf("isa: %s\n", loom::activeIsaName());
@@ -424,16 +599,20 @@ int run(int argc, char **argv) {
   }
 
   std::shared_ptr<loom::Model> model = loom::Model::load(o.artifact);
+  // One seed for the sampler and a looped model's random initial states.
+  const uint64_t seed =
+      o.seed ? *o.seed : static_cast<uint64_t>(std::time(nullptr));
   loom::SessionOptions options;
   options.threads = o.threads;
   options.trace = !o.trace.empty();
+  options.loop = loopOptions(o, *model, seed);
   loom::Session session(model, options);
 
   // Notes go to stderr after the trace is written, so a failed write is the
   // only line when it fails.
   std::string notes;
   int rc = o.bench ? bench(*model, session)
-                   : generate(o, *model, session, notes);
+                   : generate(o, *model, session, seed, notes);
   if (!o.trace.empty())
     session.writeTrace(o.trace);
   std::fputs(notes.c_str(), stderr);

@@ -1,14 +1,17 @@
 //===- loomc.cpp - the Loom compiler driver ---------------------------------===//
 //
-//   loomc MODEL.bin --tokenizer TOK.bin -o MODEL.loom
-//   loomc MODEL.bin --emit=mlir        (graph-level IR)
-//   loomc MODEL.bin --emit=dispatch    (scheduled IR)
-//   loomc MODEL.bin --emit=dot         (schedule graph)
+//   loomc MODEL.bin --tokenizer TOK.bin -o MODEL.loom      (llama2.c)
+//   loomc HUGINN_DIR --format=huginn -o MODEL.loom         (config.json +
+//                                                          model.safetensors)
+//   loomc MODEL --emit=mlir | dispatch | dot | report
+//   loomc huginn/config.json --shapes-only --emit=report   (plan, no weights)
 //
-// Frontend -> verify, fuse, plan memory, lower to dispatch -> artifact.
+// Frontend -> verify, fuse, plan KV reuse, plan memory, lower to dispatch ->
+// artifact.
 //
 //===----------------------------------------------------------------------===//
 #include "dialects/Loom/IR/LoomOps.h"
+#include "frontends/huginn/HuginnImporter.h"
 #include "frontends/llama2c/Llama2cImporter.h"
 #include "passes/Passes.h"
 #include "passes/Serialize/ArtifactWriter.h"
@@ -17,7 +20,9 @@
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/IR/Verifier.h"
 #include "mlir/Pass/PassManager.h"
+#include "llvm/ADT/StringSet.h"
 #include "llvm/Support/CommandLine.h"
+#include "llvm/Support/FileSystem.h"
 #include "llvm/Support/Format.h"
 #include "llvm/Support/InitLLVM.h"
 #include "llvm/Support/Path.h"
@@ -30,31 +35,147 @@ namespace cl = llvm::cl;
 
 namespace {
 cl::OptionCategory loomcCategory("loomc options");
-enum class Emit { Artifact, Mlir, Dispatch, Dot };
+enum class Emit { Artifact, Mlir, Dispatch, Dot, Report };
+enum class Format { Auto, Llama2c, Huginn };
 
-cl::opt<std::string> inputPath(cl::Positional, cl::desc("<checkpoint.bin>"), cl::cat(loomcCategory),
-                               cl::Required);
+cl::opt<std::string> inputPath(cl::Positional,
+                               cl::desc("<checkpoint.bin | huginn folder | config.json>"),
+                               cl::cat(loomcCategory), cl::Required);
+cl::opt<Format> format(
+    "format", cl::desc("Checkpoint format"), cl::cat(loomcCategory),
+    cl::init(Format::Auto),
+    cl::values(clEnumValN(Format::Auto, "auto",
+                          "huginn for a folder or a .json, else llama2c"),
+               clEnumValN(Format::Llama2c, "llama2c", "llama2.c .bin"),
+               clEnumValN(Format::Huginn, "huginn",
+                          "Huginn/raven config.json + model.safetensors")));
 cl::opt<std::string> tokenizerPath("tokenizer",
-                                   cl::desc("llama2.c tokenizer.bin"), cl::cat(loomcCategory),
-                                   cl::value_desc("path"));
-cl::opt<std::string> outputPath("o", cl::desc("Output artifact"), cl::cat(loomcCategory),
-                                cl::value_desc("path"));
+                                   cl::desc("llama2.c tokenizer.bin"),
+                                   cl::value_desc("path"),
+                                   cl::cat(loomcCategory));
+cl::opt<std::string> outputPath("o", cl::desc("Output artifact"),
+                                cl::value_desc("path"), cl::cat(loomcCategory));
 cl::opt<Emit> emit(
-    "emit", cl::desc("What to produce"), cl::cat(loomcCategory), cl::init(Emit::Artifact),
+    "emit", cl::desc("What to produce"), cl::cat(loomcCategory),
+    cl::init(Emit::Artifact),
     cl::values(clEnumValN(Emit::Artifact, "artifact", "a .loom artifact"),
                clEnumValN(Emit::Mlir, "mlir", "graph-level loom IR"),
                clEnumValN(Emit::Dispatch, "dispatch",
                           "the scheduled dispatch form"),
                clEnumValN(Emit::Dot, "dot",
-                          "the scheduled graph as Graphviz DOT")));
+                          "the scheduled graph as Graphviz DOT"),
+               clEnumValN(Emit::Report, "report",
+                          "parameters, memory plan and KV bytes per policy")));
 cl::opt<int64_t> maxTokens("max-tokens",
-                           cl::desc("Rows per step the arena is planned for"), cl::cat(loomcCategory),
-                           cl::init(64));
-cl::opt<bool> quiet("quiet", cl::desc("No progress output"), cl::cat(loomcCategory), cl::init(false));
+                           cl::desc("Rows per step the arena is planned for"),
+                           cl::init(64), cl::cat(loomcCategory));
+cl::opt<bool> shapesOnly(
+    "shapes-only",
+    cl::desc("Huginn: plan from config.json alone (no weights; --emit "
+             "mlir/dispatch/dot/report only)"),
+    cl::init(false), cl::cat(loomcCategory));
+cl::opt<int64_t> reportIterations(
+    "iterations", cl::desc("Looped models: iterations the report is for "
+                           "(default: the model's mean recurrence)"),
+    cl::init(0), cl::cat(loomcCategory));
+cl::opt<bool> quiet("quiet", cl::desc("No progress output"), cl::init(false),
+                    cl::cat(loomcCategory));
 
 int fail(const std::string &msg) {
   llvm::errs() << "loomc: error: " << msg << "\n";
   return 1;
+}
+
+std::string humanBytes(double bytes) {
+  const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  while (bytes >= 1024 && u < 4) {
+    bytes /= 1024;
+    ++u;
+  }
+  std::string s;
+  llvm::raw_string_ostream os(s);
+  os << llvm::format(u ? "%.2f %s" : "%.0f %s", bytes, units[u]);
+  return s;
+}
+
+/// --emit=report: parameters, weights, the memory plan and the KV plan per
+/// policy, from a module in dispatch form.
+int printReport(ModuleOp module, int64_t iterations) {
+  auto model = module->getAttrOfType<DictionaryAttr>("loom.model");
+  auto program = module.lookupSymbol<loom::ProgramOp>("forward");
+  auto plans = module->getAttrOfType<ArrayAttr>("loom.kv_plans");
+  if (!model || !program || !plans)
+    return fail("internal: the module lacks its plan");
+  auto get = [&](StringRef key) {
+    auto a = model.getAs<IntegerAttr>(key);
+    return a ? a.getInt() : 0;
+  };
+  // Weight bytes: what the artifact stores (packed weights once, their parts
+  // not again); parameters as the frontend counted them, else the sources.
+  int64_t weightBytes = 0, sourceParams = 0;
+  llvm::StringSet<> stored;
+  program.walk([&](loom::DispatchOp d) {
+    if (auto ws = d.getWeights())
+      for (Attribute w : *ws)
+        stored.insert(cast<FlatSymbolRefAttr>(w).getValue());
+  });
+  for (auto w : module.getOps<loom::WeightOp>()) {
+    if (stored.contains(w.getSymName()))
+      weightBytes += w.getTensorType().getNumElements() * 4;
+    if (!w.getPacked())
+      sourceParams += w.getTensorType().getNumElements();
+  }
+  int64_t params = get("parameters") ? get("parameters") : sourceParams;
+  int64_t kvRow = 0, maxSeq = get("max_seq");
+  for (auto slot : program.getBody().front().getOps<loom::KvSlotOp>())
+    kvRow = std::max<int64_t>(kvRow, 2 * slot.getKvHeadsAttr().getInt() *
+                                         slot.getHeadDimAttr().getInt() * 4);
+  loom::LoopDescOp loop;
+  for (auto l : program.getBody().front().getOps<loom::LoopDescOp>())
+    loop = l;
+  int64_t r = iterations > 0 ? iterations
+              : loop        ? loop.getDefaultIterationsAttr().getInt()
+                            : 1;
+  auto &os = llvm::outs();
+  auto arch = model.getAs<StringAttr>("architecture");
+  os << "model: " << (arch ? arch.getValue() : "llama") << ", dim "
+     << get("dim") << ", " << get("n_layers") << " layers";
+  if (loop)
+    os << " (" << loop.getLayersBeforeAttr().getInt() << " before, "
+       << loop.getLayersPerIterationAttr().getInt() << " looped x r, the rest after)";
+  os << ", " << get("n_heads") << " heads, vocab " << get("vocab_size")
+     << ", context " << maxSeq << "\n";
+  os << "parameters: " << params << " ("
+     << (params >= 1e9 ? llvm::format("%.3fB", params / 1e9)
+                       : llvm::format("%.3fM", params / 1e6))
+     << ")\n";
+  os << "weights: " << humanBytes(weightBytes) << " f32\n";
+  os << "activations: " << humanBytes(program.getArenaBytesAttr().getInt())
+     << " arena at " << program.getMaxTokensAttr().getInt() << " rows per step\n";
+  os << "kv cache (f32, " << kvRow << " bytes per position per layer)";
+  if (loop)
+    os << ", r = " << r;
+  os << ":\n";
+  os << llvm::format("  %-16s %8s %14s %16s %16s\n", "policy", "caches",
+                     "bytes/token", "kv at context", "peak memory");
+  for (Attribute a : plans) {
+    auto plan = cast<DictionaryAttr>(a);
+    int64_t core = loop ? loop.getLayersPerIterationAttr().getInt() : 0;
+    loom::KvPolicySlots slots{
+        plan.getAs<IntegerAttr>("fixed_slots").getInt(), core,
+        plan.getAs<IntegerAttr>("core_divisor").getInt(),
+        plan.getAs<IntegerAttr>("core_slot_cap").getInt()};
+    int64_t caches = slots.at(r);
+    int64_t perToken = caches * kvRow;
+    int64_t atContext = perToken * maxSeq;
+    int64_t peak = weightBytes + program.getArenaBytesAttr().getInt() + atContext;
+    os << llvm::format("  %-16s %8lld %14lld %16s %16s\n",
+                       plan.getAs<StringAttr>("policy").getValue().str().c_str(),
+                       (long long)caches, (long long)perToken,
+                       humanBytes(atContext).c_str(), humanBytes(peak).c_str());
+  }
+  return 0;
 }
 } // namespace
 
@@ -63,18 +184,25 @@ int main(int argc, char **argv) {
   // libLLVM registers hundreds of backend options; show only loomc's.
   cl::HideUnrelatedOptions(loomcCategory);
   cl::ParseCommandLineOptions(argc, argv,
-                              "loomc: compile a llama2.c checkpoint into a "
-                              "Loom artifact\n");
+                              "loomc: compile a model checkpoint into a Loom "
+                              "artifact\n");
   if (maxTokens <= 0)
     return fail("--max-tokens must be positive, got " +
                 std::to_string(maxTokens));
-
-  std::string error;
-  auto ckpt = loom::llama2c::readCheckpoint(inputPath, error);
-  if (!ckpt)
-    return fail(error);
-  if (maxTokens > ckpt->config.maxSeq)
-    maxTokens = ckpt->config.maxSeq;
+  if (reportIterations < 0)
+    return fail("--iterations must be positive (0: the model's default), got " +
+                std::to_string(reportIterations));
+  Format fmt = format;
+  if (fmt == Format::Auto)
+    fmt = llvm::sys::fs::is_directory(inputPath) ||
+                  llvm::StringRef(inputPath).ends_with(".json")
+              ? Format::Huginn
+              : Format::Llama2c;
+  if (shapesOnly && fmt != Format::Huginn)
+    return fail("--shapes-only needs a Huginn config.json (--format=huginn)");
+  if (shapesOnly && emit == Emit::Artifact)
+    return fail("--shapes-only has no weights to write: use --emit=report, "
+                "mlir, dispatch or dot");
 
   MLIRContext ctx;
   // Diagnostics name the op and its location; dumping the whole function
@@ -82,8 +210,29 @@ int main(int argc, char **argv) {
   ctx.printOpOnDiagnostic(false);
   llvm::SourceMgr sourceMgr;
   SourceMgrDiagnosticHandler diagHandler(sourceMgr, &ctx);
-  OwningOpRef<ModuleOp> module =
-      loom::llama2c::importCheckpoint(ctx, *ckpt, maxTokens);
+
+  std::string error;
+  OwningOpRef<ModuleOp> module;
+  loom::WeightTable weights;
+  std::optional<loom::TokenizerData> tokenizer;
+  int64_t vocab = 0;
+  if (fmt == Format::Llama2c) {
+    auto ckpt = loom::llama2c::readCheckpoint(inputPath, error);
+    if (!ckpt)
+      return fail(error);
+    maxTokens = std::min<int64_t>(maxTokens, ckpt->config.maxSeq);
+    module = loom::llama2c::importCheckpoint(ctx, *ckpt, maxTokens);
+    weights = std::move(ckpt->weights);
+    vocab = ckpt->config.vocabSize;
+  } else {
+    auto ckpt = loom::huginn::readCheckpoint(inputPath, shapesOnly, error);
+    if (!ckpt)
+      return fail(error);
+    maxTokens = std::min<int64_t>(maxTokens, ckpt->config.maxSeq);
+    module = loom::huginn::importCheckpoint(ctx, *ckpt, maxTokens);
+    weights = std::move(ckpt->weights);
+    vocab = ckpt->config.vocabSize;
+  }
 
   if (emit == Emit::Mlir) {
     if (failed(verify(*module)))
@@ -93,38 +242,44 @@ int main(int argc, char **argv) {
     return 0;
   }
 
-  // Everything past the graph needs the tokenizer (artifacts embed it).
-  std::optional<loom::TokenizerData> tokenizer;
   if (emit == Emit::Artifact) {
-    if (tokenizerPath.empty())
-      return fail("--tokenizer is required to write an artifact");
     if (outputPath.empty())
       return fail("-o is required to write an artifact");
-    tokenizer = loom::llama2c::readTokenizer(tokenizerPath,
-                                             ckpt->config.vocabSize, error);
-    if (!tokenizer)
-      return fail(error);
+    if (fmt == Format::Llama2c && tokenizerPath.empty())
+      return fail("--tokenizer is required to write an artifact");
+    if (!tokenizerPath.empty()) {
+      tokenizer = loom::llama2c::readTokenizer(tokenizerPath, vocab, error);
+      if (!tokenizer)
+        return fail(error);
+    }
   }
 
   auto pm = PassManager::on<ModuleOp>(&ctx);
   loom::buildCompilePipeline(pm, maxTokens);
-  // The memory plan's remark is informational: --quiet hides it.
+  // The plans' remarks are informational: --quiet and --emit=report hide
+  // them (the report says the same in a table).
   ScopedDiagnosticHandler quietRemarks(&ctx, [&](Diagnostic &d) {
-    return success(d.getSeverity() == DiagnosticSeverity::Remark && quiet);
+    return success(d.getSeverity() == DiagnosticSeverity::Remark &&
+                   (quiet || emit == Emit::Report));
   });
   if (failed(pm.run(*module)))
     return 1;
 
-  if (emit == Emit::Dispatch) {
+  switch (emit) {
+  case Emit::Dispatch:
     module->print(llvm::outs());
     llvm::outs() << "\n";
     return 0;
-  }
-  if (emit == Emit::Dot)
+  case Emit::Dot:
     return failed(loom::printScheduleDot(
                module->lookupSymbol<loom::ProgramOp>("forward"), llvm::outs()))
                ? 1
                : 0;
+  case Emit::Report:
+    return printReport(*module, reportIterations);
+  default:
+    break;
+  }
 
   bool showProgress = !quiet;
   // Redraw a bar on a terminal; in a log, one line per quarter is enough.
@@ -146,8 +301,9 @@ int main(int argc, char **argv) {
     if (done == total || !redraw)
       llvm::errs() << "\n";
   };
-  if (failed(loom::writeArtifact(*module, ckpt->weights, *tokenizer,
-                                 outputPath, progress)))
+  if (failed(loom::writeArtifact(*module, weights,
+                                 tokenizer ? &*tokenizer : nullptr, outputPath,
+                                 progress)))
     return 1;
   if (!quiet)
     llvm::errs() << "loomc: wrote " << outputPath << "\n";

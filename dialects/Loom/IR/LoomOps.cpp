@@ -11,13 +11,16 @@
 #include "llvm/ADT/DenseSet.h"
 #include "llvm/ADT/STLExtras.h"
 
+#include <cmath>
+
 using namespace mlir;
 using namespace loom;
 
 ArrayRef<StringLiteral> loom::dispatchKernelNames() {
   static const StringLiteral names[] = {
-      "embed",    "rms_norm", "matmul", "rope",  "attention",
-      "silu_mul", "add",      "logits", "fused_qkv_attention"};
+      "embed",  "rms_norm",           "matmul", "rope", "attention",
+      "silu_mul", "add",              "logits", "fused_qkv_attention",
+      "concat", "copy",               "add_row_bias"};
   return names;
 }
 
@@ -90,8 +93,6 @@ LogicalResult WeightOp::verifySymbolUses(SymbolTableCollection &tables) {
   if (!getPacked())
     return success();
   RankedTensorType type = getTensorType();
-  if (type.getRank() != 2)
-    return emitOpError() << "a packed weight must be rank 2";
   int64_t packedRows = 0;
   // Bind the attribute: ranging over *getPacked() would dangle.
   ArrayAttr parts = *getPacked();
@@ -101,10 +102,15 @@ LogicalResult WeightOp::verifySymbolUses(SymbolTableCollection &tables) {
     if (failed(w))
       return failure();
     RankedTensorType partType = w->getTensorType();
-    if (partType.getRank() != 2 || partType.getDimSize(1) != type.getDimSize(1))
-      return emitOpError() << "packed part " << ref << " must be rank 2 with "
-                           << type.getDimSize(1) << " columns, got "
-                           << partType;
+    if (partType.getRank() != type.getRank() ||
+        (type.getRank() == 2 && partType.getDimSize(1) != type.getDimSize(1)))
+      return emitOpError() << "packed part " << ref << " must be rank "
+                           << type.getRank()
+                           << (type.getRank() == 2
+                                   ? " with " + std::to_string(type.getDimSize(1)) +
+                                         " columns"
+                                   : std::string())
+                           << ", got " << partType;
     if (w->getPacked())
       return emitOpError() << "packed part " << ref
                            << " is itself packed; pack only source weights";
@@ -263,8 +269,122 @@ FusedQkvAttentionOp::verifySymbolUses(SymbolTableCollection &tables) {
   if (failed(checkWeight(*this, tables, getQkvWeightAttr(), "qkv_weight",
                          {qkvRows, d})))
     return failure();
+  if (getQkBiasAttr() &&
+      failed(checkWeight(*this, tables, getQkBiasAttr(), "qk_bias",
+                         {(int64_t(getNHeads()) + int64_t(getNKvHeads())) * hd})))
+    return failure();
   return checkWeight(*this, tables, getOutWeightAttr(), "out_weight",
                      {d, getNHeads() * hd});
+}
+
+LogicalResult AddRowBiasOp::verifySymbolUses(SymbolTableCollection &tables) {
+  return checkWeight(*this, tables, getBiasAttr(), "bias", {cols(getInput())});
+}
+
+LogicalResult ConcatOp::verify() {
+  if (cols(getResult()) != cols(getLhs()) + cols(getRhs()))
+    return emitOpError() << "result has " << cols(getResult())
+                         << " columns but the inputs have " << cols(getLhs())
+                         << " + " << cols(getRhs());
+  if (failed(verifySameRows(*this, getLhs(), "lhs", getRhs(), "rhs")))
+    return failure();
+  return verifySameRows(*this, getLhs(), "lhs", getResult(), "result");
+}
+
+ArrayRef<StringLiteral> LoopOp::exitCriteria() {
+  static const StringLiteral names[] = {"none",        "kl",
+                                        "minp-kl",     "entropy-diff",
+                                        "latent-diff", "cosine",
+                                        "argmax-stability"};
+  return names;
+}
+
+/// Iteration counts and exit criterion, shared by loom.loop and loom.loop_desc
+/// (the runtime's limits: at most kMaxIterations).
+static LogicalResult verifyLoopControl(Operation *op, int64_t dflt,
+                                       int64_t max, StringRef exit, float t) {
+  constexpr int64_t kMaxIterations = 1024;
+  if (dflt < 1 || dflt > kMaxIterations)
+    return op->emitOpError() << "default iterations must be in 1.."
+                             << kMaxIterations << ", got " << dflt;
+  if (max < dflt || max > kMaxIterations)
+    return op->emitOpError() << "max iterations (" << max
+                             << ") must be at least the default (" << dflt
+                             << ") and at most " << kMaxIterations;
+  if (!llvm::is_contained(LoopOp::exitCriteria(), exit)) {
+    auto diag = op->emitOpError() << "unknown exit criterion \"" << exit
+                                  << "\" (expected one of ";
+    llvm::interleaveComma(LoopOp::exitCriteria(), diag);
+    return diag << ")";
+  }
+  if (!std::isfinite(t) || t < 0)
+    return op->emitOpError()
+           << "threshold must be finite and non-negative, got " << t;
+  if (exit != "none" && !(t > 0))
+    return op->emitOpError() << "exit \"" << exit
+                             << "\" needs a positive threshold";
+  if (exit == "argmax-stability" && t != std::floor(t))
+    return op->emitOpError() << "argmax-stability counts checks: its "
+                             << "threshold must be a whole number, got " << t;
+  return success();
+}
+
+LogicalResult LoopOp::verify() {
+  if (failed(verifyLoopControl(*this, getDefaultIterationsAttr().getInt(),
+                               getMaxIterationsAttr().getInt(), getExit(),
+                               getThreshold().convertToFloat())))
+    return failure();
+  if (getExit() != "none" && getCount())
+    return emitOpError()
+           << "an adaptive loop (exit \"" << getExit()
+           << "\") decides its own count: drop count(...)";
+  return success();
+}
+
+LogicalResult InitStateOp::verify() {
+  float std = getStd().convertToFloat(), scale = getScale().convertToFloat();
+  if (!std::isfinite(std) || std < 0 || !std::isfinite(scale) || scale < 0)
+    return emitOpError() << "std and scale must be finite and non-negative, "
+                         << "got std " << std << " and scale " << scale;
+  return success();
+}
+
+LogicalResult LoopDescOp::verify() {
+  int64_t b = getBodyBeginAttr().getInt(), e = getBodyEndAttr().getInt(),
+          t = getTailEndAttr().getInt();
+  if (!(0 <= b && b < e && e < t))
+    return emitOpError() << "needs 0 <= body_begin < body_end < tail_end, got "
+                         << b << ", " << e << ", " << t;
+  if (getLayersBeforeAttr().getInt() < 0 ||
+      getLayersPerIterationAttr().getInt() < 0)
+    return emitOpError() << "layer counts must be non-negative";
+  float std = getInitStd().convertToFloat(), sc = getInitScale().convertToFloat();
+  if (!std::isfinite(std) || std < 0 || !std::isfinite(sc) || sc < 0)
+    return emitOpError() << "init_std and init_scale must be finite and "
+                         << "non-negative";
+  return verifyLoopControl(*this, getDefaultIterationsAttr().getInt(),
+                           getMaxIterationsAttr().getInt(), getExit(),
+                           getThreshold().convertToFloat());
+}
+
+LogicalResult LoopOp::verifyRegions() {
+  Block &body = getBody().front();
+  if (body.getNumArguments() != 1 ||
+      body.getArgument(0).getType() != getInit().getType())
+    return emitOpError() << "body must take exactly one argument, the state of "
+                         << "type " << getInit().getType();
+  auto yield = body.empty() ? YieldOp() : dyn_cast<YieldOp>(body.back());
+  if (!yield)
+    return emitOpError("body must end with loom.yield");
+  if (yield.getValue().getType() != getInit().getType())
+    return yield.emitOpError() << "yields " << yield.getValue().getType()
+                               << " but the loop state is "
+                               << getInit().getType();
+  WalkResult nested = getBody().walk([&](LoopOp inner) {
+    inner.emitOpError("loops do not nest: one looped block per model");
+    return WalkResult::interrupt();
+  });
+  return failure(nested.wasInterrupted());
 }
 
 //===----------------------------------------------------------------------===//
@@ -308,11 +428,32 @@ LogicalResult ProgramOp::verifyRegions() {
       if (slot.getLayerAttr().getInt() < 0)
         return slot.emitOpError() << "layer must be non-negative, got "
                                   << slot.getLayerAttr().getInt();
+      if (slot.getLoopLayerAttr().getInt() < -1)
+        return slot.emitOpError() << "loop_layer must be -1 (not in the loop) "
+                                  << "or a core layer index, got "
+                                  << slot.getLoopLayerAttr().getInt();
     }
   }
   if (!buffers.count(getLogitsBuffer()))
     return emitOpError() << "logits buffer " << getLogitsBuffer()
                          << " is not declared";
+  int64_t numDispatches =
+      llvm::range_size(getBody().front().getOps<DispatchOp>());
+  int64_t numLoops = 0;
+  for (auto loop : getBody().front().getOps<LoopDescOp>()) {
+    if (++numLoops > 1)
+      return loop.emitOpError("a program has at most one looped block");
+    for (auto [what, id] : {std::pair<StringRef, int64_t>{"state", loop.getStateAttr().getInt()},
+                            {"next_state", loop.getNextStateAttr().getInt()},
+                            {"latent", loop.getLatentAttr().getInt()}})
+      if (!buffers.count(id))
+        return loop.emitOpError() << what << " buffer " << id
+                                  << " is not declared";
+    if (loop.getTailEndAttr().getInt() != numDispatches)
+      return loop.emitOpError() << "tail_end " << loop.getTailEndAttr().getInt()
+                                << " must be the number of dispatches ("
+                                << numDispatches << ")";
+  }
   for (auto dispatch : getBody().front().getOps<DispatchOp>()) {
     auto checkIds = [&](ArrayRef<int64_t> ids, StringRef what) {
       for (int64_t id : ids)
@@ -341,12 +482,18 @@ LogicalResult ProgramOp::verifyRegions() {
 
 namespace {
 /// Operand counts each kernel takes (the table of docs/artifact-format.md).
+/// An operand count: exactly `min`, or any count in [min, max].
+struct Count {
+  int min, max;
+  constexpr Count(int n) : min(n), max(n) {}
+  constexpr Count(int lo, int hi) : min(lo), max(hi) {}
+};
 struct KernelArity {
   StringLiteral name;
-  int inputs, outputs, scratch, weights, iparams, fparams;
+  Count inputs, outputs, scratch, weights, iparams, fparams;
 };
 constexpr KernelArity kKernelArity[] = {
-    {"embed", 0, 1, 0, 1, 0, 0},
+    {"embed", 0, 1, 0, 1, 0, {0, 1}},
     {"rms_norm", 1, 1, 0, 1, 0, 1},
     {"matmul", 1, 1, 0, 1, 1, 0},
     {"rope", 1, 1, 0, 0, 2, 1},
@@ -354,7 +501,10 @@ constexpr KernelArity kKernelArity[] = {
     {"silu_mul", 2, 1, 0, 0, 0, 0},
     {"add", 2, 1, 0, 0, 0, 0},
     {"logits", 1, 1, 0, 1, 0, 0},
-    {"fused_qkv_attention", 1, 1, 2, 2, 5, 1},
+    {"fused_qkv_attention", 1, 1, 2, {2, 3}, 5, 1},
+    {"concat", 2, 1, 0, 0, 0, 0},
+    {"copy", 1, 1, 0, 0, 0, 0},
+    {"add_row_bias", 1, 1, 0, 1, 0, 0},
 };
 } // namespace
 
@@ -363,11 +513,14 @@ LogicalResult DispatchOp::verify() {
       kKernelArity, [&](const KernelArity &k) { return k.name == getKernel(); });
   if (arity == std::end(kKernelArity))
     return emitOpError() << "unknown kernel \"" << getKernel() << "\"";
-  auto check = [&](StringRef what, size_t got, int want) -> LogicalResult {
-    if (got == size_t(want))
+  auto check = [&](StringRef what, size_t got, Count want) -> LogicalResult {
+    if (got >= size_t(want.min) && got <= size_t(want.max))
       return success();
-    return emitOpError() << "kernel \"" << getKernel() << "\" takes " << want
-                         << " " << what << ", got " << got;
+    auto diag = emitOpError() << "kernel \"" << getKernel() << "\" takes "
+                              << want.min;
+    if (want.max != want.min)
+      diag << " to " << want.max;
+    return diag << " " << what << ", got " << got;
   };
   if (failed(check("inputs", getInputs().size(), arity->inputs)) ||
       failed(check("outputs", getOutputs().size(), arity->outputs)) ||

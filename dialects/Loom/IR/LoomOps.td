@@ -21,6 +21,7 @@ include "mlir/IR/SymbolInterfaces.td"
 include "mlir/IR/BuiltinAttributeInterfaces.td"
 include "mlir/Interfaces/SideEffectInterfaces.td"
 include "mlir/Interfaces/InferTypeOpInterface.td"
+include "mlir/Interfaces/ControlFlowInterfaces.td"
 
 def Loom_Dialect : Dialect {
   let name = "loom";
@@ -88,7 +89,7 @@ def Loom_WeightOp : Loom_Op<"weight", [Symbol, HasParent<"::mlir::ModuleOp">,
   let description = [{
     Declares a parameter by name and type. The frontend hands the serializer
     a source for each name; `packed` weights are made by concatenating other
-    weights along dimension 0 (the fused QKV projection).
+    weights along dimension 0 (the fused QKV projection and its bias).
 
     ```mlir
     loom.weight @layers.0.wq : tensor<64x64xf32>
@@ -131,13 +132,15 @@ def Loom_KvCacheOp : Loom_Op<"kv_cache", [
 def Loom_EmbedOp : Loom_WeightUserOp<"embed", [Pure]> {
   let summary = "Token embedding lookup";
   let description = [{
-    `result[t, :] = table[tokens[t], :]`; `table` is a `[vocab, dim]` weight.
+    `result[t, :] = table[tokens[t], :] * scale`; `table` is a `[vocab, dim]`
+    weight (Huginn scales by sqrt(dim); `scale` defaults to 1).
 
     ```mlir
     %x = loom.embed %tokens, @tok_embeddings : tensor<?xi32> -> tensor<?x64xf32>
     ```
   }];
-  let arguments = (ins Loom_IdTensor:$tokens, FlatSymbolRefAttr:$table);
+  let arguments = (ins Loom_IdTensor:$tokens, FlatSymbolRefAttr:$table,
+                       DefaultValuedAttr<F32Attr, "1.0f">:$scale);
   let results = (outs Loom_RowTensor:$result);
   let assemblyFormat = "$tokens `,` $table attr-dict `:` type($tokens) `->` type($result)";
   let hasVerifier = 1;
@@ -230,8 +233,10 @@ def Loom_FusedQkvAttentionOp : Loom_WeightUserOp<"fused_qkv_attention", [
   let description = [{
     Produced by `loom-fuse-projection-attention`. `qkv_weight` is the packed
     `[Wq; Wk; Wv]` weight of shape `[(n_heads + 2 n_kv_heads) head_dim, D]`,
-    `out_weight` the `[D, n_heads head_dim]` output projection. Equivalent to
-    `linear(attention(rope(x Wqᵀ), rope(x Wkᵀ), x Wvᵀ), Wo)`.
+    `out_weight` the `[D, n_heads head_dim]` output projection, `qk_bias`
+    (optional) the packed `[(n_heads + n_kv_heads) head_dim]` bias added to q
+    and k before rope. Equivalent to
+    `linear(attention(rope(x Wqᵀ + bq), rope(x Wkᵀ + bk), x Wvᵀ), Wo)`.
 
     ```mlir
     %y = loom.fused_qkv_attention %x, %pos, %cache, @layers.0.wqkv, @layers.0.wo
@@ -243,12 +248,14 @@ def Loom_FusedQkvAttentionOp : Loom_WeightUserOp<"fused_qkv_attention", [
   let arguments = (ins Loom_RowTensor:$input, Loom_IdTensor:$positions,
                        Loom_KvCacheType:$cache, FlatSymbolRefAttr:$qkv_weight,
                        FlatSymbolRefAttr:$out_weight, I64Attr:$n_heads,
-                       I64Attr:$n_kv_heads, I64Attr:$head_dim, F32Attr:$theta);
+                       I64Attr:$n_kv_heads, I64Attr:$head_dim, F32Attr:$theta,
+                       OptionalAttr<FlatSymbolRefAttr>:$qk_bias);
   let results = (outs Loom_RowTensor:$result);
   let assemblyFormat = [{
     $input `,` $positions `,` $cache `,` $qkv_weight `,` $out_weight
     `heads` $n_heads `kv_heads` $n_kv_heads `head_dim` $head_dim `theta` $theta
-    attr-dict `:` type($input) `,` type($positions) `,` qualified(type($cache))
+    (`qk_bias` $qk_bias^)? attr-dict `:` type($input) `,` type($positions) `,`
+    qualified(type($cache))
   }];
   let hasVerifier = 1;
 }
@@ -294,6 +301,121 @@ def Loom_LogitsOp : Loom_WeightUserOp<"logits", [Pure]> {
   let hasVerifier = 1;
 }
 
+def Loom_AddRowBiasOp : Loom_WeightUserOp<"add_row_bias", [Pure, SameOperandsAndResultType]> {
+  let summary = "Adds a bias vector to every row";
+  let description = [{
+    `result[t] = input[t] + bias` with `bias` a `[D]` weight (Huginn's q/k
+    bias before rope).
+
+    ```mlir
+    %qb = loom.add_row_bias %q, @prelude.0.attn.q_bias : tensor<?x64xf32>
+    ```
+  }];
+  let arguments = (ins Loom_RowTensor:$input, FlatSymbolRefAttr:$bias);
+  let results = (outs Loom_RowTensor:$result);
+  let assemblyFormat = "$input `,` $bias attr-dict `:` type($result)";
+}
+
+def Loom_ConcatOp : Loom_Op<"concat", [Pure]> {
+  let summary = "Concatenates the columns of two row tensors";
+  let description = [{
+    `result[t] = [lhs[t], rhs[t]]` (Huginn's adapter input: the latent state
+    then the prelude output).
+
+    ```mlir
+    %c = loom.concat %state, %e : tensor<?x64xf32>, tensor<?x64xf32> -> tensor<?x128xf32>
+    ```
+  }];
+  let arguments = (ins Loom_RowTensor:$lhs, Loom_RowTensor:$rhs);
+  let results = (outs Loom_RowTensor:$result);
+  let assemblyFormat = [{
+    $lhs `,` $rhs attr-dict `:` type($lhs) `,` type($rhs) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def Loom_InitStateOp : Loom_Op<"init_state", [
+    MemoryEffects<[MemRead<DefaultResource>]>]> {
+  let summary = "The initial latent state of a looped block";
+  let description = [{
+    One row per position. The runtime fills it: by default with
+    `trunc_normal(0, std, ±3 std) * scale` from a seeded generator, or with
+    zeros (`--init-state zero`), or warm-started from the previous token's
+    latent state. Not pure: two of them are different draws.
+
+    ```mlir
+    %s0 = loom.init_state %pos std 8.7e-03 scale 8.0 : tensor<?xi32> -> tensor<?x64xf32>
+    ```
+  }];
+  let arguments = (ins Loom_IdTensor:$positions, F32Attr:$std, F32Attr:$scale);
+  let results = (outs Loom_RowTensor:$result);
+  let hasVerifier = 1;
+  let assemblyFormat = [{
+    $positions `std` $std `scale` $scale attr-dict `:` type($positions) `->`
+    type($result)
+  }];
+}
+
+def Loom_LoopOp : Loom_Op<"loop", [
+    SingleBlock, RecursiveMemoryEffects,
+    AllTypesMatch<["init", "result"]>]> {
+  let summary = "A looped block (recurrent depth) over a carried latent state";
+  let description = [{
+    Runs its body repeatedly: the body's block argument is the state, and the
+    `loom.yield`ed value is the next state. The body may use values from
+    above (the injected prelude output, the positions), which stay fixed.
+    The iteration count is
+
+    * a constant: `default` iterations, when there is no `count` operand and
+      `exit` is `none`;
+    * a run-time operand: `count(%r)`, an `i32` chosen per request;
+    * adaptive: `exit` names a criterion (`kl`, `minp-kl`, `entropy-diff`,
+      `latent-diff`, `cosine`, `argmax-stability`); after each iteration the
+      runtime evaluates it (on the next-token distribution of the ops after
+      the loop, or on the state) and stops when it is below `threshold`
+      (`argmax-stability`: when the argmax held for `threshold` checks), at
+      most `max` iterations.
+
+    KV caches used inside the body are per core layer; which physical cache
+    iteration `i` of layer `j` reads and writes is decided by the KV policy
+    (`loom-plan-kv-reuse`, `docs/looped-blocks.md`).
+
+    ```mlir
+    %final = loom.loop %s0 count(%r) default 32 max 32 exit "none" threshold 0.0
+        : tensor<?x64xf32> {
+    ^bb0(%state: tensor<?x64xf32>):
+      %c = loom.concat %state, %e : tensor<?x64xf32>, tensor<?x64xf32> -> tensor<?x128xf32>
+      %x = loom.linear %c, @transformer.adapter.weight : tensor<?x128xf32> -> tensor<?x64xf32>
+      loom.yield %x : tensor<?x64xf32>
+    }
+    ```
+  }];
+  let arguments = (ins Loom_RowTensor:$init, Optional<I32>:$count,
+                       I64Attr:$default_iterations, I64Attr:$max_iterations,
+                       StrAttr:$exit, F32Attr:$threshold);
+  let results = (outs Loom_RowTensor:$result);
+  let regions = (region SizedRegion<1>:$body);
+  let assemblyFormat = [{
+    $init (`count` `(` $count^ `)`)? `default` $default_iterations `max`
+    $max_iterations `exit` $exit `threshold` $threshold attr-dict-with-keyword
+    `:` type($result) $body
+  }];
+  let hasVerifier = 1;
+  let hasRegionVerifier = 1;
+  let extraClassDeclaration = [{
+    ::mlir::BlockArgument getState() { return getBody().front().getArgument(0); }
+    /// Exit criteria `exit` accepts.
+    static ::llvm::ArrayRef<::llvm::StringLiteral> exitCriteria();
+  }];
+}
+
+def Loom_YieldOp : Loom_Op<"yield", [Pure, Terminator, ReturnLike,
+    HasParent<"LoopOp">]> {
+  let summary = "The next state of a loom.loop iteration";
+  let arguments = (ins Loom_RowTensor:$value);
+  let assemblyFormat = "$value attr-dict `:` type($value)";
+}
+
 //===----------------------------------------------------------------------===//
 // Dispatch form
 //===----------------------------------------------------------------------===//
@@ -331,11 +453,51 @@ def Loom_BufferOp : Loom_Op<"buffer", [HasParent<"ProgramOp">]> {
 
 def Loom_KvSlotOp : Loom_Op<"kv_slot", [HasParent<"ProgramOp">]> {
   let summary = "A KV cache the runtime allocates per session";
+  let description = [{
+    `loop_layer` is -1 for an ordinary layer, or the index `j` of a core
+    layer of the program's looped block, whose physical cache per iteration
+    the session picks by the KV policy.
+  }];
   let arguments = (ins I64Attr:$id, I64Attr:$layer, I64Attr:$max_seq,
-                       I64Attr:$kv_heads, I64Attr:$head_dim);
+                       I64Attr:$kv_heads, I64Attr:$head_dim,
+                       DefaultValuedAttr<I64Attr, "-1">:$loop_layer);
   let assemblyFormat = [{
     $id `layer` $layer `max_seq` $max_seq `kv_heads` $kv_heads `head_dim`
     $head_dim attr-dict
+  }];
+}
+
+def Loom_LoopDescOp : Loom_Op<"loop_desc", [HasParent<"ProgramOp">]> {
+  let summary = "The looped block of a program, in dispatch form";
+  let description = [{
+    Dispatches `[body_begin, body_end)` are one iteration over the state in
+    buffer `state` (the body leaves the next state in `next_state`, which the
+    runtime copies back); `[body_end, tail_end)` compute the logits from the
+    state (run after the last iteration, or after each one when `exit` needs
+    logits); `latent` holds the normalised state (warm starts).
+    `layers_before` attention layers precede the loop, `layers_per_iteration`
+    are inside it. `count` says the iteration count is a run-time choice.
+
+    ```mlir
+    loom.loop_desc body [20, 66) tail 90 state 3 next_state 7 latent 8
+        layers 2 + 4 default 32 max 32 exit "none" threshold 0.0
+        init_std 8.7e-03 init_scale 8.0 count
+    ```
+  }];
+  let arguments = (ins I64Attr:$body_begin, I64Attr:$body_end,
+                       I64Attr:$tail_end, I64Attr:$state, I64Attr:$next_state,
+                       I64Attr:$latent, I64Attr:$layers_before,
+                       I64Attr:$layers_per_iteration,
+                       I64Attr:$default_iterations, I64Attr:$max_iterations,
+                       StrAttr:$exit, F32Attr:$threshold, F32Attr:$init_std,
+                       F32Attr:$init_scale, UnitAttr:$count);
+  let hasVerifier = 1;
+  let assemblyFormat = [{
+    `body` `[` $body_begin `,` $body_end `)` `tail` $tail_end `state` $state
+    `next_state` $next_state `latent` $latent `layers` $layers_before `+`
+    $layers_per_iteration `default` $default_iterations `max` $max_iterations
+    `exit` $exit `threshold` $threshold `init_std` $init_std `init_scale`
+    $init_scale (`count` $count^)? attr-dict
   }];
 }
 

@@ -13,7 +13,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
+#include <vector>
 
 namespace loom {
 
@@ -42,9 +44,87 @@ struct ModelConfigInfo {
   int64_t max_seq = 0;
   float rope_theta = 0.0f;
   float norm_eps = 0.0f;
+  // Token ids that end a generation; negative means the model has none.
   int32_t bos_id = 1;
   int32_t eos_id = 2;
 };
+
+// How a looped block (recurrent depth, e.g. Huginn) decides after each
+// iteration whether a token step has iterated enough. Values are computed
+// after iteration k on the last row of the step:
+//   Kl               KL(p_(k-1) || p_k) of the next-token distribution, p_0
+//                    uniform; exits when < threshold
+//   MinpKl           the same on min-p filtered distributions (probabilities
+//                    below 0.1 * max become 1/V, renormalised)
+//   EntropyDiff      |H_k - H_(k-1)| with H_0 = 100, H = -sum p log(p + 1e-10)
+//   LatentDiff       mean over rows of |x_k - x_(k-1)| / |x_k| (x_0 = the
+//                    initial state; needs no logits)
+//   Cosine           1 - mean over rows of cos(x_k, x_(k-1))
+//   ArgmaxStability  the number of consecutive checks the argmax stayed the
+//                    same; exits when >= threshold
+enum class ExitCriterion {
+  None,
+  Kl,
+  MinpKl,
+  EntropyDiff,
+  LatentDiff,
+  Cosine,
+  ArgmaxStability
+};
+
+// "none", "kl", "minp-kl", "entropy-diff", "latent-diff", "cosine",
+// "argmax-stability".
+const char *exitCriterionName(ExitCriterion criterion);
+// The inverse of exitCriterionName; nullopt for any other name.
+std::optional<ExitCriterion> parseExitCriterion(const std::string &name);
+// The reference implementation's "auto" thresholds: kl 1e-3, minp-kl 1e-5,
+// entropy-diff 1e-3, latent-diff 0.03, cosine 1e-3, argmax-stability 5
+// (0 for None).
+double defaultExitThreshold(ExitCriterion criterion);
+
+// The looped block of a recurrent-depth model and its defaults (the Loop
+// table of the artifact).
+struct LoopInfo {
+  int layers_per_iteration = 0; // attention layers in one iteration
+  int layers_before = 0;        // attention layers before the loop
+  int default_iterations = 0;   // iterations per token step by default
+  ExitCriterion criterion = ExitCriterion::None; // default adaptive exit
+  double threshold = 0.0;
+  int max_iterations = 0; // cap for adaptive exit
+};
+
+// Session options of a looped model; a field left at its default takes the
+// model's default where the model has one (Model::loop()). See
+// docs/artifact-format.md, "Looped blocks", for the semantics.
+struct LoopOptions {
+  // Iterations per token step (1..1024); 0 = the model's default, or its
+  // adaptive exit when it has one. A count > 0 runs exactly that many and
+  // cannot be combined with a criterion other than None.
+  int iterations = 0;
+  // Adaptive exit; unset = the model's criterion, None = fixed iterations.
+  std::optional<ExitCriterion> criterion;
+  // Exit threshold; unset = the model's when the criterion is the model's,
+  // otherwise defaultExitThreshold(criterion). Must be finite and > 0 (an
+  // integer for ArgmaxStability).
+  std::optional<double> threshold;
+  // Most iterations an adaptive step runs (1..1024); 0 = the model's
+  // max_iterations, or 32 when it records none.
+  int max_iterations = 0;
+  // Which cached K/V a core layer attends to (a name from kvPolicyNames()).
+  std::string kv_policy = "full";
+  // The state a token step starts from: truncated normal (see
+  // docs/artifact-format.md; drawn from `seed`) or zeros.
+  enum class Init { Random, Zero } init = Init::Random;
+  uint64_t seed = 0;
+  // Start each token step after the first forward() of a sequence from the
+  // previous step's normalised latent (last row) instead of the init state.
+  bool warm_start = false;
+};
+
+// "full, skip, latest-m4, available-m4, always-last-m4, compress-sN,
+// compress-rN, compress-anchor": the KV policies LoopOptions::kv_policy
+// accepts, for messages.
+const char *kvPolicyNames();
 
 // A verified, memory-mapped artifact.
 class Model {
@@ -62,6 +142,9 @@ public:
   Model &operator=(const Model &) = delete;
 
   const ModelConfigInfo &config() const;
+  // Artifacts may have no tokenizer (a checkpoint that came without one):
+  // tokenizer() then throws loom::Error.
+  bool hasTokenizer() const;
   const Tokenizer &tokenizer() const;
   // Positions a session can hold: the config's max_seq, or less when a KV
   // cache is planned shorter.
@@ -71,9 +154,13 @@ public:
   int64_t maxTokensPerStep() const;
   // Bytes a session allocates: the activation arena and all KV caches.
   uint64_t arenaBytes() const;
+  // Bytes of the ordinary KV caches; the per-iteration caches of a looped
+  // block come on top, allocated by each session as it needs them.
   uint64_t kvCacheBytes() const;
   // Total bytes of the weight tensors (mapped from the file, not copied).
   uint64_t weightBytes() const;
+  // The looped block, or nullptr when the model has none.
+  const LoopInfo *loop() const;
   // Free-form strings the compiler recorded ("generator", "target").
   const std::string &generator() const;
   const std::string &target() const;
@@ -91,6 +178,9 @@ struct SessionOptions {
   int threads = 0;
   // Record one Chrome-trace event per dispatch (see Session::writeTrace).
   bool trace = false;
+  // Looped models only: a model without a looped block rejects anything but
+  // the defaults here (the seed aside).
+  LoopOptions loop;
 };
 
 // Logits returned by Session::forward: `rows` rows of `vocab` floats,
@@ -105,8 +195,14 @@ struct Logits {
 };
 
 // One generation context: the activation arena, the KV caches and the
-// position. Allocates arenaBytes() + kvCacheBytes() on construction (throws
-// OutOfMemoryError "out of memory: need N bytes for ..." when that fails).
+// position. Allocates the model's arenaBytes() + kvCacheBytes() on
+// construction (throws OutOfMemoryError "out of memory: need N bytes for
+// ..." when that fails), and a looped model's per-iteration caches when
+// first written.
+//
+// A looped model runs each forward() chunk (at most maxTokensPerStep()
+// rows) as one token step: all its rows iterate together, and an adaptive
+// exit is decided on its last row.
 class Session {
 public:
   explicit Session(std::shared_ptr<const Model> model,
@@ -135,7 +231,21 @@ public:
   const Model &model() const;
   int threads() const;
   uint64_t arenaBytes() const;
+  // KV cache bytes allocated now (a looped model's grow as iterations reach
+  // new per-iteration caches; address space, backed as positions are
+  // written).
   uint64_t kvCacheBytes() const;
+  // KV cache bytes one more position needs: every ordinary cache, plus the
+  // per-iteration caches the KV policy stores at the configured (or, with
+  // adaptive exit, the maximum) iteration count.
+  uint64_t kvBytesPerToken() const;
+
+  // Looped models: the iterations each token step ran, and the exit
+  // criterion's value at each of its checks (empty without adaptive exit),
+  // one entry per step since construction or reset(). Empty for other
+  // models.
+  const std::vector<int> &iterationsPerStep() const;
+  const std::vector<std::vector<double>> &exitValues() const;
 
 private:
   std::unique_ptr<rt::SessionState> state_;

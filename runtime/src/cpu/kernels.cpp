@@ -170,12 +170,38 @@ const char *isaName(Isa isa) {
 }
 
 void embed(const int32_t *tokens, int64_t T, const float *table, int64_t D,
-           float *out) {
-  // A row copy: memcpy is already vectorised, so there is no ISA variant.
+           float *out, float scale) {
+  // A row copy (memcpy is already vectorised, so there is no ISA variant),
+  // then the scale in a loop the compiler vectorises.
   forRange(T, grainFor(D), [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t)
-      std::memcpy(out + t * D, table + int64_t(tokens[t]) * D,
+    for (int64_t t = begin; t < end; ++t) {
+      float *row = out + t * D;
+      std::memcpy(row, table + int64_t(tokens[t]) * D,
                   sizeof(float) * size_t(D));
+      if (scale != 1.0f)
+        for (int64_t i = 0; i < D; ++i)
+          row[i] *= scale;
+    }
+  });
+}
+
+void concatRows(const float *a, int64_t na, const float *b, int64_t nb,
+                float *y, int64_t T) {
+  const int64_t ny = na + nb;
+  forRange(T, grainFor(ny), [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      std::memcpy(y + t * ny, a + t * na, sizeof(float) * size_t(na));
+      std::memcpy(y + t * ny + na, b + t * nb, sizeof(float) * size_t(nb));
+    }
+  });
+}
+
+void addRowBias(const float *x, int64_t ldx, const float *bias, float *y,
+                int64_t ldy, int64_t T, int64_t cols) {
+  const detail::IsaKernels &ik = kernels();
+  forRange(T, grainFor(cols), [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t)
+      ik.add(x + t * ldx, bias, y + t * ldy, cols);
   });
 }
 
@@ -269,6 +295,46 @@ void attention(const float *q, int64_t ldq, const float *k, int64_t ldk,
                ik.attendHead(q + t * ldq + h * head_dim, cache.k + kvCol,
                              cache.v + kvCol, kvDim, start_pos + t + 1,
                              head_dim, scores, out + t * ldo + h * head_dim);
+             }
+           });
+}
+
+void attentionRows(const float *q, int64_t ldq, float *out, int64_t ldo,
+                   int64_t T, int64_t start_pos, int64_t n_heads,
+                   int64_t n_kv_heads, int64_t head_dim,
+                   const float *const *k_rows, const float *const *v_rows) {
+  // Compact the present positions once: the leaf then walks dense pointer
+  // lists, and row t sees the first count[t] of them (positions increase).
+  const int64_t maxPos = start_pos + T;
+  std::vector<const float *> keys, values;
+  keys.reserve(size_t(maxPos));
+  values.reserve(size_t(maxPos));
+  std::vector<int64_t> count(static_cast<size_t>(T));
+  for (int64_t p = 0; p < maxPos; ++p) {
+    if (k_rows[p]) {
+      keys.push_back(k_rows[p]);
+      values.push_back(v_rows[p]);
+    }
+    if (p >= start_pos)
+      count[p - start_pos] = static_cast<int64_t>(keys.size());
+  }
+  const detail::IsaKernels &ik = kernels();
+  const int64_t group = n_heads / n_kv_heads;
+  const int64_t n = static_cast<int64_t>(keys.size());
+  forRange(T * n_heads, grainFor(2 * n * head_dim),
+           [&](int64_t begin, int64_t end) {
+             float *scores = threadScratch(n);
+             for (int64_t i = begin; i < end; ++i) {
+               const int64_t t = i / n_heads;
+               const int64_t h = i % n_heads;
+               float *o = out + t * ldo + h * head_dim;
+               if (count[t] == 0) {
+                 std::fill(o, o + head_dim, 0.0f);
+                 continue;
+               }
+               ik.attendHeadRows(q + t * ldq + h * head_dim, keys.data(),
+                                 values.data(), (h / group) * head_dim,
+                                 count[t], head_dim, scores, o);
              }
            });
 }

@@ -21,9 +21,19 @@ Isa activeIsa();
 bool setIsa(Isa isa);
 const char *isaName(Isa isa);
 
-// out[t, :] = table[tokens[t], :]; tokens already range-checked by the caller.
+// out[t, :] = table[tokens[t], :] * scale; tokens already range-checked by
+// the caller. With scale 1 the rows are copied exactly.
 void embed(const int32_t *tokens, int64_t T, const float *table, int64_t D,
-           float *out);
+           float *out, float scale = 1.0f);
+
+// y[t, :] = [a[t, 0..na), b[t, 0..nb)]; rows are dense (y's stride is
+// na + nb).
+void concatRows(const float *a, int64_t na, const float *b, int64_t nb,
+                float *y, int64_t T);
+
+// y[t, 0..cols) = x[t, 0..cols) + bias; y may alias x.
+void addRowBias(const float *x, int64_t ldx, const float *bias, float *y,
+                int64_t ldy, int64_t T, int64_t cols);
 
 // y[t, :] = w * x[t, :] / sqrt(mean(x[t, :]^2) + eps)
 void rmsNorm(const float *x, const float *w, float *y, int64_t T, int64_t D,
@@ -57,6 +67,19 @@ void attention(const float *q, int64_t ldq, const float *k, int64_t ldk,
                const float *v, int64_t ldv, float *out, int64_t ldo,
                int64_t T, int64_t start_pos, int64_t n_heads,
                int64_t n_kv_heads, int64_t head_dim, KvView cache);
+
+// Causal attention over K/V rows that do not sit in one array (the caches
+// of a looped block, see session.cpp). k_rows[p] and v_rows[p], for positions
+// p < start_pos + T, point at position p's kv_dim = n_kv_heads * head_dim
+// values, or are null where the position is absent. Row t (position
+// start_pos + t) attends to the present positions p <= start_pos + t, in
+// position order, exactly as attention() does over a full cache; a row with
+// no present position outputs zeros. The caller writes the rows' own K/V
+// first.
+void attentionRows(const float *q, int64_t ldq, float *out, int64_t ldo,
+                   int64_t T, int64_t start_pos, int64_t n_heads,
+                   int64_t n_kv_heads, int64_t head_dim,
+                   const float *const *k_rows, const float *const *v_rows);
 
 // y = silu(a) * b = a / (1 + exp(-a)) * b, elementwise over n values.
 void siluMul(const float *a, const float *b, float *y, int64_t n);

@@ -58,6 +58,13 @@ struct IsaKernels {
                      int64_t n_pos, int64_t head_dim, float *scores,
                      float *out);
 
+  // The same over rows addressed one by one: position p's key is
+  // k[p] + col and its value v[p] + col (a recurrent-depth model's cache
+  // gathers rows from several per-iteration caches).
+  void (*attendHeadRows)(const float *q, const float *const *k,
+                         const float *const *v, int64_t col, int64_t n_pos,
+                         int64_t head_dim, float *scores, float *out);
+
   // Elementwise over n values; y may alias a or b.
   void (*siluMul)(const float *a, const float *b, float *y, int64_t n);
   void (*add)(const float *a, const float *b, float *y, int64_t n);

@@ -126,6 +126,33 @@ void attendHead(const float *q, const float *k, const float *v, int64_t ld,
   }
 }
 
+// attendHead over rows addressed one by one: the same arithmetic in the
+// same order, so a full table gives bit-identical results.
+void attendHeadRows(const float *q, const float *const *k,
+                    const float *const *v, int64_t col, int64_t n_pos,
+                    int64_t head_dim, float *scores, float *out) {
+  const float div = std::sqrt(static_cast<float>(head_dim));
+  float mx = -INFINITY;
+  for (int64_t p = 0; p < n_pos; ++p) {
+    scores[p] = dot(q, k[p] + col, head_dim) / div;
+    mx = std::max(mx, scores[p]);
+  }
+  float sum = 0.0f;
+  for (int64_t p = 0; p < n_pos; ++p) {
+    scores[p] = std::exp(scores[p] - mx);
+    sum += scores[p];
+  }
+  for (int64_t p = 0; p < n_pos; ++p)
+    scores[p] /= sum;
+  std::fill(out, out + head_dim, 0.0f);
+  for (int64_t p = 0; p < n_pos; ++p) {
+    const float *vr = v[p] + col;
+    const float s = scores[p];
+    for (int64_t i = 0; i < head_dim; ++i)
+      out[i] += s * vr[i];
+  }
+}
+
 void siluMul(const float *a, const float *b, float *y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     const float av = a[i];
@@ -141,7 +168,7 @@ void add(const float *a, const float *b, float *y, int64_t n) {
 } // namespace
 
 const IsaKernels kPortableKernels = {
-    kMr,         kNr,      &packPanels, &gemmBlock, &matvec,
-    &rmsNormRow, &ropeRow, &attendHead, &siluMul,   &add};
+    kMr,      kNr,         &packPanels,     &gemmBlock, &matvec, &rmsNormRow,
+    &ropeRow, &attendHead, &attendHeadRows, &siluMul,   &add};
 
 } // namespace loom::rt::cpu::detail

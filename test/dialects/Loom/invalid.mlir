@@ -61,9 +61,10 @@ loom.weight @dynamic : tensor<?x16xf32>
 
 // -----
 
-// loom.weight packed: a packed weight is rank 2.
+// loom.weight packed: the parts have the packed weight's rank (rank-1
+// weights pack too, for the qk_bias; see the looped-block cases below).
 loom.weight @a : tensor<8x16xf32>
-// expected-error @+1 {{'loom.weight' op a packed weight must be rank 2}}
+// expected-error @+1 {{'loom.weight' op packed part @a must be rank 1, got 'tensor<8x16xf32>'}}
 loom.weight @packed : tensor<8xf32> packed [@a]
 
 // -----
@@ -653,4 +654,679 @@ loom.program @forward arena 1024 max_tokens 4 logits 0 {
   loom.buffer 0 offset 0 row_elems 16
   // expected-error @+1 {{'loom.kv_slot' op max_seq must be positive, got 0}}
   loom.kv_slot 0 layer 0 max_seq 0 kv_heads 1 head_dim 8
+}
+
+// -----
+
+//===----------------------------------------------------------------------===//
+// Looped blocks (Huginn): loom.loop, loom.yield, loom.concat,
+// loom.add_row_bias, fused qk_bias, rank-1 packing and the new dispatch
+// kernels. Same tiny shapes, with 2 kv heads (MHA) where attention appears.
+//===----------------------------------------------------------------------===//
+
+// loom.loop: at least one iteration by default (the runtime's range is 1..1024).
+func.func @f(%pos: tensor<?xi32>) -> tensor<?x16xf32> {
+  %s0 = loom.init_state %pos std 8.7e-03 scale 4.0 : tensor<?xi32> -> tensor<?x16xf32>
+  // expected-error @+1 {{'loom.loop' op default iterations must be in 1..1024, got 0}}
+  %f = loom.loop %s0 default 0 max 4 exit "none" threshold 0.0 : tensor<?x16xf32> {
+  ^bb0(%s: tensor<?x16xf32>):
+    loom.yield %s : tensor<?x16xf32>
+  }
+  return %f : tensor<?x16xf32>
+}
+
+// -----
+
+// loom.loop: a negative default is reported with its sign.
+func.func @f(%pos: tensor<?xi32>) -> tensor<?x16xf32> {
+  %s0 = loom.init_state %pos std 8.7e-03 scale 4.0 : tensor<?xi32> -> tensor<?x16xf32>
+  // expected-error @+1 {{'loom.loop' op default iterations must be in 1..1024, got -3}}
+  %f = loom.loop %s0 default -3 max 4 exit "none" threshold 0.0 : tensor<?x16xf32> {
+  ^bb0(%s: tensor<?x16xf32>):
+    loom.yield %s : tensor<?x16xf32>
+  }
+  return %f : tensor<?x16xf32>
+}
+
+// -----
+
+// loom.loop: the cap is at least the default.
+func.func @f(%pos: tensor<?xi32>) -> tensor<?x16xf32> {
+  %s0 = loom.init_state %pos std 8.7e-03 scale 4.0 : tensor<?xi32> -> tensor<?x16xf32>
+  // expected-error @+1 {{'loom.loop' op max iterations (16) must be at least the default (32) and at most 1024}}
+  %f = loom.loop %s0 default 32 max 16 exit "none" threshold 0.0 : tensor<?x16xf32> {
+  ^bb0(%s: tensor<?x16xf32>):
+    loom.yield %s : tensor<?x16xf32>
+  }
+  return %f : tensor<?x16xf32>
+}
+
+// -----
+
+// loom.loop: the cap is at most 1024 iterations (the runtime's limit).
+func.func @f(%pos: tensor<?xi32>) -> tensor<?x16xf32> {
+  %s0 = loom.init_state %pos std 8.7e-03 scale 4.0 : tensor<?xi32> -> tensor<?x16xf32>
+  // expected-error @+1 {{'loom.loop' op max iterations (2048) must be at least the default (32) and at most 1024}}
+  %f = loom.loop %s0 default 32 max 2048 exit "none" threshold 0.0 : tensor<?x16xf32> {
+  ^bb0(%s: tensor<?x16xf32>):
+    loom.yield %s : tensor<?x16xf32>
+  }
+  return %f : tensor<?x16xf32>
+}
+
+// -----
+
+// loom.loop: so is the default.
+func.func @f(%pos: tensor<?xi32>) -> tensor<?x16xf32> {
+  %s0 = loom.init_state %pos std 8.7e-03 scale 4.0 : tensor<?xi32> -> tensor<?x16xf32>
+  // expected-error @+1 {{'loom.loop' op default iterations must be in 1..1024, got 1025}}
+  %f = loom.loop %s0 default 1025 max 1025 exit "none" threshold 0.0 : tensor<?x16xf32> {
+  ^bb0(%s: tensor<?x16xf32>):
+    loom.yield %s : tensor<?x16xf32>
+  }
+  return %f : tensor<?x16xf32>
+}
+
+// -----
+
+// loom.loop: an exit criterion needs a positive threshold (0 would never,
+// or always, stop).
+func.func @f(%pos: tensor<?xi32>) -> tensor<?x16xf32> {
+  %s0 = loom.init_state %pos std 8.7e-03 scale 4.0 : tensor<?xi32> -> tensor<?x16xf32>
+  // expected-error @+1 {{'loom.loop' op exit "kl" needs a positive threshold}}
+  %f = loom.loop %s0 default 32 max 32 exit "kl" threshold 0.0 : tensor<?x16xf32> {
+  ^bb0(%s: tensor<?x16xf32>):
+    loom.yield %s : tensor<?x16xf32>
+  }
+  return %f : tensor<?x16xf32>
+}
+
+// -----
+
+// loom.loop: argmax-stability's threshold counts checks: a whole number.
+func.func @f(%pos: tensor<?xi32>) -> tensor<?x16xf32> {
+  %s0 = loom.init_state %pos std 8.7e-03 scale 4.0 : tensor<?xi32> -> tensor<?x16xf32>
+  // expected-error @+1 {{'loom.loop' op argmax-stability counts checks: its threshold must be a whole number, got 2.500000e+00}}
+  %f = loom.loop %s0 default 32 max 32 exit "argmax-stability" threshold 2.5 : tensor<?x16xf32> {
+  ^bb0(%s: tensor<?x16xf32>):
+    loom.yield %s : tensor<?x16xf32>
+  }
+  return %f : tensor<?x16xf32>
+}
+
+// -----
+
+// loom.init_state: a negative std.
+func.func @f(%pos: tensor<?xi32>) -> tensor<?x16xf32> {
+  // expected-error @+1 {{'loom.init_state' op std and scale must be finite and non-negative, got std -1.000000e+00 and scale 4.000000e+00}}
+  %s0 = loom.init_state %pos std -1.0 scale 4.0 : tensor<?xi32> -> tensor<?x16xf32>
+  return %s0 : tensor<?x16xf32>
+}
+
+// -----
+
+// loom.init_state: an infinite scale (f32 bits 0x7F800000).
+func.func @f(%pos: tensor<?xi32>) -> tensor<?x16xf32> {
+  // expected-error @+1 {{'loom.init_state' op std and scale must be finite and non-negative, got std 8.700000e-03 and scale INF}}
+  %s0 = loom.init_state %pos std 8.7e-03 scale 0x7F800000 : tensor<?xi32> -> tensor<?x16xf32>
+  return %s0 : tensor<?x16xf32>
+}
+
+// -----
+
+// loom.loop: the exit criterion is one the runtime knows; the message lists them.
+func.func @f(%pos: tensor<?xi32>) -> tensor<?x16xf32> {
+  %s0 = loom.init_state %pos std 8.7e-03 scale 4.0 : tensor<?xi32> -> tensor<?x16xf32>
+  // expected-error @+1 {{'loom.loop' op unknown exit criterion "kld" (expected one of none, kl, minp-kl, entropy-diff, latent-diff, cosine, argmax-stability)}}
+  %f = loom.loop %s0 default 32 max 32 exit "kld" threshold 1.0e-03 : tensor<?x16xf32> {
+  ^bb0(%s: tensor<?x16xf32>):
+    loom.yield %s : tensor<?x16xf32>
+  }
+  return %f : tensor<?x16xf32>
+}
+
+// -----
+
+// loom.loop: a negative threshold.
+func.func @f(%pos: tensor<?xi32>) -> tensor<?x16xf32> {
+  %s0 = loom.init_state %pos std 8.7e-03 scale 4.0 : tensor<?xi32> -> tensor<?x16xf32>
+  // expected-error @+1 {{'loom.loop' op threshold must be finite and non-negative, got -1.000000e-03}}
+  %f = loom.loop %s0 default 32 max 32 exit "kl" threshold -1.0e-03 : tensor<?x16xf32> {
+  ^bb0(%s: tensor<?x16xf32>):
+    loom.yield %s : tensor<?x16xf32>
+  }
+  return %f : tensor<?x16xf32>
+}
+
+// -----
+
+// loom.loop: a NaN threshold (f32 bits 0x7FC00000).
+func.func @f(%pos: tensor<?xi32>) -> tensor<?x16xf32> {
+  %s0 = loom.init_state %pos std 8.7e-03 scale 4.0 : tensor<?xi32> -> tensor<?x16xf32>
+  // expected-error @+1 {{'loom.loop' op threshold must be finite and non-negative, got nan}}
+  %f = loom.loop %s0 default 32 max 32 exit "kl" threshold 0x7FC00000 : tensor<?x16xf32> {
+  ^bb0(%s: tensor<?x16xf32>):
+    loom.yield %s : tensor<?x16xf32>
+  }
+  return %f : tensor<?x16xf32>
+}
+
+// -----
+
+// loom.loop: an infinite threshold (f32 bits 0x7F800000).
+func.func @f(%pos: tensor<?xi32>) -> tensor<?x16xf32> {
+  %s0 = loom.init_state %pos std 8.7e-03 scale 4.0 : tensor<?xi32> -> tensor<?x16xf32>
+  // expected-error @+1 {{'loom.loop' op threshold must be finite and non-negative, got INF}}
+  %f = loom.loop %s0 default 32 max 32 exit "cosine" threshold 0x7F800000 : tensor<?x16xf32> {
+  ^bb0(%s: tensor<?x16xf32>):
+    loom.yield %s : tensor<?x16xf32>
+  }
+  return %f : tensor<?x16xf32>
+}
+
+// -----
+
+// loom.loop: an adaptive loop picks its own count; a run-time count is refused.
+func.func @f(%pos: tensor<?xi32>, %r: i32) -> tensor<?x16xf32> {
+  %s0 = loom.init_state %pos std 8.7e-03 scale 4.0 : tensor<?xi32> -> tensor<?x16xf32>
+  // expected-error @+1 {{'loom.loop' op an adaptive loop (exit "kl") decides its own count: drop count(...)}}
+  %f = loom.loop %s0 count(%r) default 32 max 32 exit "kl" threshold 8.0e-04 : tensor<?x16xf32> {
+  ^bb0(%s: tensor<?x16xf32>):
+    loom.yield %s : tensor<?x16xf32>
+  }
+  return %f : tensor<?x16xf32>
+}
+
+// -----
+
+// loom.loop: the count operand is an i32 (a parser error).
+// expected-note @+1 {{prior use here}}
+func.func @f(%pos: tensor<?xi32>, %r: i64) -> tensor<?x16xf32> {
+  %s0 = loom.init_state %pos std 8.7e-03 scale 4.0 : tensor<?xi32> -> tensor<?x16xf32>
+  // expected-error @+1 {{use of value '%r' expects different type than prior uses: 'i32' vs 'i64'}}
+  %f = loom.loop %s0 count(%r) default 32 max 32 exit "none" threshold 0.0 : tensor<?x16xf32> {
+  ^bb0(%s: tensor<?x16xf32>):
+    loom.yield %s : tensor<?x16xf32>
+  }
+  return %f : tensor<?x16xf32>
+}
+
+// -----
+
+// loom.loop: the body takes the state as its only argument (none here).
+func.func @f(%pos: tensor<?xi32>, %e: tensor<?x16xf32>) -> tensor<?x16xf32> {
+  %s0 = loom.init_state %pos std 8.7e-03 scale 4.0 : tensor<?xi32> -> tensor<?x16xf32>
+  // expected-error @+1 {{'loom.loop' op body must take exactly one argument, the state of type 'tensor<?x16xf32>'}}
+  %f = loom.loop %s0 default 4 max 4 exit "none" threshold 0.0 : tensor<?x16xf32> {
+    loom.yield %e : tensor<?x16xf32>
+  }
+  return %f : tensor<?x16xf32>
+}
+
+// -----
+
+// loom.loop: two body arguments.
+func.func @f(%pos: tensor<?xi32>) -> tensor<?x16xf32> {
+  %s0 = loom.init_state %pos std 8.7e-03 scale 4.0 : tensor<?xi32> -> tensor<?x16xf32>
+  // expected-error @+1 {{'loom.loop' op body must take exactly one argument, the state of type 'tensor<?x16xf32>'}}
+  %f = loom.loop %s0 default 4 max 4 exit "none" threshold 0.0 : tensor<?x16xf32> {
+  ^bb0(%s: tensor<?x16xf32>, %t: tensor<?x16xf32>):
+    loom.yield %s : tensor<?x16xf32>
+  }
+  return %f : tensor<?x16xf32>
+}
+
+// -----
+
+// loom.loop: the body argument has the state's type.
+func.func @f(%pos: tensor<?xi32>) -> tensor<?x16xf32> {
+  %s0 = loom.init_state %pos std 8.7e-03 scale 4.0 : tensor<?xi32> -> tensor<?x16xf32>
+  // expected-error @+1 {{'loom.loop' op body must take exactly one argument, the state of type 'tensor<?x16xf32>'}}
+  %f = loom.loop %s0 default 4 max 4 exit "none" threshold 0.0 : tensor<?x16xf32> {
+  ^bb0(%s: tensor<?x8xf32>):
+    %x = loom.concat %s, %s : tensor<?x8xf32>, tensor<?x8xf32> -> tensor<?x16xf32>
+    loom.yield %x : tensor<?x16xf32>
+  }
+  return %f : tensor<?x16xf32>
+}
+
+// -----
+
+// loom.yield: the next state has the state's type.
+func.func @f(%pos: tensor<?xi32>) -> tensor<?x16xf32> {
+  %s0 = loom.init_state %pos std 8.7e-03 scale 4.0 : tensor<?xi32> -> tensor<?x16xf32>
+  %f = loom.loop %s0 default 4 max 4 exit "none" threshold 0.0 : tensor<?x16xf32> {
+  ^bb0(%s: tensor<?x16xf32>):
+    %x = loom.concat %s, %s : tensor<?x16xf32>, tensor<?x16xf32> -> tensor<?x32xf32>
+    // expected-error @+1 {{'loom.yield' op yields 'tensor<?x32xf32>' but the loop state is 'tensor<?x16xf32>'}}
+    loom.yield %x : tensor<?x32xf32>
+  }
+  return %f : tensor<?x16xf32>
+}
+
+// -----
+
+// loom.loop: the body ends in a terminator. Without one the generic region
+// check fires first (the op is not NoTerminator), so the verifier's own
+// "body must end with loom.yield" is only reachable with an unregistered
+// terminator-like op.
+func.func @f(%pos: tensor<?xi32>) -> tensor<?x16xf32> {
+  %s0 = loom.init_state %pos std 8.7e-03 scale 4.0 : tensor<?xi32> -> tensor<?x16xf32>
+  %f = loom.loop %s0 default 4 max 4 exit "none" threshold 0.0 : tensor<?x16xf32> {
+  ^bb0(%s: tensor<?x16xf32>):
+    // expected-error @+1 {{block with no terminator}}
+    %x = loom.add %s, %s : tensor<?x16xf32>
+  }
+  return %f : tensor<?x16xf32>
+}
+
+// -----
+
+// loom.loop: an empty body has no state argument to carry.
+func.func @f(%pos: tensor<?xi32>) -> tensor<?x16xf32> {
+  %s0 = loom.init_state %pos std 8.7e-03 scale 4.0 : tensor<?xi32> -> tensor<?x16xf32>
+  // expected-error @+1 {{'loom.loop' op expects a non-empty block}}
+  %f = loom.loop %s0 default 4 max 4 exit "none" threshold 0.0 : tensor<?x16xf32> {
+  }
+  return %f : tensor<?x16xf32>
+}
+
+// -----
+
+// loom.loop: the body is a single block.
+func.func @f(%pos: tensor<?xi32>) -> tensor<?x16xf32> {
+  %s0 = loom.init_state %pos std 8.7e-03 scale 4.0 : tensor<?xi32> -> tensor<?x16xf32>
+  // expected-error @+1 {{'loom.loop' op expects region #0 to have 0 or 1 blocks}}
+  %f = loom.loop %s0 default 4 max 4 exit "none" threshold 0.0 : tensor<?x16xf32> {
+  ^bb0(%s: tensor<?x16xf32>):
+    loom.yield %s : tensor<?x16xf32>
+  ^bb1:
+    loom.yield %s : tensor<?x16xf32>
+  }
+  return %f : tensor<?x16xf32>
+}
+
+// -----
+
+// loom.loop: one looped block per model; loops do not nest.
+func.func @f(%pos: tensor<?xi32>) -> tensor<?x16xf32> {
+  %s0 = loom.init_state %pos std 8.7e-03 scale 4.0 : tensor<?xi32> -> tensor<?x16xf32>
+  %f = loom.loop %s0 default 4 max 4 exit "none" threshold 0.0 : tensor<?x16xf32> {
+  ^bb0(%s: tensor<?x16xf32>):
+    %t0 = loom.init_state %pos std 8.7e-03 scale 4.0 : tensor<?xi32> -> tensor<?x16xf32>
+    // expected-error @+1 {{'loom.loop' op loops do not nest: one looped block per model}}
+    %g = loom.loop %t0 default 2 max 2 exit "none" threshold 0.0 : tensor<?x16xf32> {
+    ^bb0(%t: tensor<?x16xf32>):
+      %x = loom.add %s, %t : tensor<?x16xf32>
+      loom.yield %x : tensor<?x16xf32>
+    }
+    loom.yield %g : tensor<?x16xf32>
+  }
+  return %f : tensor<?x16xf32>
+}
+
+// -----
+
+// loom.loop: the result has the init's type.
+func.func @f(%pos: tensor<?xi32>, %s0: tensor<?x8xf32>) -> tensor<?x16xf32> {
+  // expected-error @+1 {{'loom.loop' op failed to verify that all of {init, result} have same type}}
+  %f = "loom.loop"(%s0) <{default_iterations = 4 : i64, exit = "none", max_iterations = 4 : i64, threshold = 0.0 : f32}> ({
+  ^bb0(%s: tensor<?x8xf32>):
+    "loom.yield"(%s) : (tensor<?x8xf32>) -> ()
+  }) : (tensor<?x8xf32>) -> tensor<?x16xf32>
+  return %f : tensor<?x16xf32>
+}
+
+// -----
+
+// loom.yield: only inside a loom.loop.
+func.func @f(%s: tensor<?x16xf32>) -> tensor<?x16xf32> {
+  // expected-error @+1 {{'loom.yield' op expects parent op 'loom.loop'}}
+  loom.yield %s : tensor<?x16xf32>
+}
+
+// -----
+
+// loom.concat: the result's columns are the sum of the inputs'.
+func.func @f(%a: tensor<?x16xf32>, %b: tensor<?x16xf32>) -> tensor<?x24xf32> {
+  // expected-error @+1 {{'loom.concat' op result has 24 columns but the inputs have 16 + 16}}
+  %c = loom.concat %a, %b : tensor<?x16xf32>, tensor<?x16xf32> -> tensor<?x24xf32>
+  return %c : tensor<?x24xf32>
+}
+
+// -----
+
+// loom.concat: static row counts agree.
+func.func @f(%a: tensor<4x16xf32>, %b: tensor<2x16xf32>) -> tensor<4x32xf32> {
+  // expected-error @+1 {{'loom.concat' op lhs has 4 rows but rhs has 2}}
+  %c = loom.concat %a, %b : tensor<4x16xf32>, tensor<2x16xf32> -> tensor<4x32xf32>
+  return %c : tensor<4x32xf32>
+}
+
+// -----
+
+// loom.concat: ... and so do the result's.
+func.func @f(%a: tensor<4x16xf32>, %b: tensor<?x16xf32>) -> tensor<3x32xf32> {
+  // expected-error @+1 {{'loom.concat' op lhs has 4 rows but result has 3}}
+  %c = loom.concat %a, %b : tensor<4x16xf32>, tensor<?x16xf32> -> tensor<3x32xf32>
+  return %c : tensor<3x32xf32>
+}
+
+// -----
+
+// loom.add_row_bias: the bias is [dim].
+loom.weight @b : tensor<8xf32>
+func.func @f(%x: tensor<?x16xf32>) -> tensor<?x16xf32> {
+  // expected-error @+1 {{'loom.add_row_bias' op bias @b has shape [8] but the op needs [16]}}
+  %y = loom.add_row_bias %x, @b : tensor<?x16xf32>
+  return %y : tensor<?x16xf32>
+}
+
+// -----
+
+// loom.add_row_bias: a rank-2 bias is rejected.
+loom.weight @b : tensor<1x16xf32>
+func.func @f(%x: tensor<?x16xf32>) -> tensor<?x16xf32> {
+  // expected-error @+1 {{'loom.add_row_bias' op bias @b has shape [1, 16] but the op needs [16]}}
+  %y = loom.add_row_bias %x, @b : tensor<?x16xf32>
+  return %y : tensor<?x16xf32>
+}
+
+// -----
+
+// loom.add_row_bias: the bias must be a declared loom.weight.
+func.func @f(%x: tensor<?x16xf32>) -> tensor<?x16xf32> {
+  // expected-error @+1 {{'loom.add_row_bias' op bias @missing does not name a loom.weight}}
+  %y = loom.add_row_bias %x, @missing : tensor<?x16xf32>
+  return %y : tensor<?x16xf32>
+}
+
+// -----
+
+// loom.fused_qkv_attention: qk_bias is [(heads + kv_heads) head_dim].
+loom.weight @wqkv : tensor<48x16xf32>
+loom.weight @wo : tensor<16x16xf32>
+loom.weight @qkb : tensor<16xf32>
+func.func @f(%x: tensor<?x16xf32>, %pos: tensor<?xi32>) -> tensor<?x16xf32> {
+  %c = loom.kv_cache layer 0 : !loom.kv_cache<max_seq = 64, kv_heads = 2, head_dim = 8, element_type = f32>
+  // expected-error @+1 {{'loom.fused_qkv_attention' op qk_bias @qkb has shape [16] but the op needs [32]}}
+  %y = loom.fused_qkv_attention %x, %pos, %c, @wqkv, @wo heads 2 kv_heads 2 head_dim 8 theta 5.0e+04 qk_bias @qkb : tensor<?x16xf32>, tensor<?xi32>, !loom.kv_cache<max_seq = 64, kv_heads = 2, head_dim = 8, element_type = f32>
+  return %y : tensor<?x16xf32>
+}
+
+// -----
+
+// loom.fused_qkv_attention: qk_bias must be a declared loom.weight.
+loom.weight @wqkv : tensor<48x16xf32>
+loom.weight @wo : tensor<16x16xf32>
+func.func @f(%x: tensor<?x16xf32>, %pos: tensor<?xi32>) -> tensor<?x16xf32> {
+  %c = loom.kv_cache layer 0 : !loom.kv_cache<max_seq = 64, kv_heads = 2, head_dim = 8, element_type = f32>
+  // expected-error @+1 {{'loom.fused_qkv_attention' op qk_bias @qkb does not name a loom.weight}}
+  %y = loom.fused_qkv_attention %x, %pos, %c, @wqkv, @wo heads 2 kv_heads 2 head_dim 8 theta 5.0e+04 qk_bias @qkb : tensor<?x16xf32>, tensor<?xi32>, !loom.kv_cache<max_seq = 64, kv_heads = 2, head_dim = 8, element_type = f32>
+  return %y : tensor<?x16xf32>
+}
+
+// -----
+
+// loom.weight packed: rank-1 weights pack along dimension 0 (the packed
+// qk_bias); no diagnostic.
+loom.weight @q_bias : tensor<16xf32>
+loom.weight @k_bias : tensor<16xf32>
+loom.weight @qk_bias : tensor<32xf32> packed [@q_bias, @k_bias]
+
+// -----
+
+// loom.weight packed: a rank-1 packed weight takes rank-1 parts only.
+loom.weight @q_bias : tensor<16xf32>
+loom.weight @wk : tensor<16x16xf32>
+// expected-error @+1 {{'loom.weight' op packed part @wk must be rank 1, got 'tensor<16x16xf32>'}}
+loom.weight @qk_bias : tensor<32xf32> packed [@q_bias, @wk]
+
+// -----
+
+// loom.weight packed: rank-1 part lengths add up to the packed length.
+loom.weight @q_bias : tensor<16xf32>
+loom.weight @k_bias : tensor<16xf32>
+// expected-error @+1 {{'loom.weight' op packed parts have 32 rows in total but the weight has 48}}
+loom.weight @qk_bias : tensor<48xf32> packed [@q_bias, @k_bias]
+
+// -----
+
+// loom.dispatch: embed takes at most one fparam (its scale).
+loom.weight @wte : tensor<32x16xf32>
+loom.program @forward arena 1024 max_tokens 4 logits 0 {
+  loom.buffer 0 offset 0 row_elems 16
+  // expected-error @+1 {{'loom.dispatch' op kernel "embed" takes 0 to 1 fparams, got 2}}
+  loom.dispatch "embed" ins [] outs [0] weights [@wte] fparams [8.0, 1.0]
+}
+
+// -----
+
+// loom.dispatch: fused attention takes two or three weights (qkv, out, qk_bias).
+loom.weight @wqkv : tensor<48x16xf32>
+loom.weight @wo : tensor<16x16xf32>
+loom.weight @qkb : tensor<32xf32>
+loom.program @forward arena 4096 max_tokens 4 logits 0 {
+  loom.buffer 0 offset 0 row_elems 16
+  loom.buffer 1 offset 256 row_elems 16
+  loom.buffer 2 offset 512 row_elems 48
+  loom.buffer 3 offset 1280 row_elems 16
+  loom.kv_slot 0 layer 0 max_seq 64 kv_heads 2 head_dim 8
+  // expected-error @+1 {{'loom.dispatch' op kernel "fused_qkv_attention" takes 2 to 3 weights, got 4}}
+  loom.dispatch "fused_qkv_attention" ins [0] outs [1] scratch [2, 3] weights [@wqkv, @wo, @qkb, @qkb] iparams [0, 2, 2, 8, 0] fparams [5.0e+04]
+}
+
+// -----
+
+// loom.dispatch: ... and at least two.
+loom.weight @wqkv : tensor<48x16xf32>
+loom.program @forward arena 4096 max_tokens 4 logits 0 {
+  loom.buffer 0 offset 0 row_elems 16
+  loom.buffer 1 offset 256 row_elems 16
+  loom.buffer 2 offset 512 row_elems 48
+  loom.buffer 3 offset 1280 row_elems 16
+  loom.kv_slot 0 layer 0 max_seq 64 kv_heads 2 head_dim 8
+  // expected-error @+1 {{'loom.dispatch' op kernel "fused_qkv_attention" takes 2 to 3 weights, got 1}}
+  loom.dispatch "fused_qkv_attention" ins [0] outs [1] scratch [2, 3] weights [@wqkv] iparams [0, 2, 2, 8, 0] fparams [5.0e+04]
+}
+
+// -----
+
+// loom.dispatch: concat takes two inputs.
+loom.program @forward arena 1024 max_tokens 4 logits 0 {
+  loom.buffer 0 offset 0 row_elems 16
+  loom.buffer 1 offset 256 row_elems 32
+  // expected-error @+1 {{'loom.dispatch' op kernel "concat" takes 2 inputs, got 1}}
+  loom.dispatch "concat" ins [0] outs [1]
+}
+
+// -----
+
+// loom.dispatch: copy takes one input and no weights.
+loom.weight @b : tensor<16xf32>
+loom.program @forward arena 1024 max_tokens 4 logits 0 {
+  loom.buffer 0 offset 0 row_elems 16
+  loom.buffer 1 offset 256 row_elems 16
+  // expected-error @+1 {{'loom.dispatch' op kernel "copy" takes 0 weights, got 1}}
+  loom.dispatch "copy" ins [0] outs [1] weights [@b]
+}
+
+// -----
+
+// loom.dispatch: add_row_bias names its bias.
+loom.program @forward arena 1024 max_tokens 4 logits 0 {
+  loom.buffer 0 offset 0 row_elems 16
+  // expected-error @+1 {{'loom.dispatch' op kernel "add_row_bias" takes 1 weights, got 0}}
+  loom.dispatch "add_row_bias" ins [0] outs [0]
+}
+
+//===----------------------------------------------------------------------===//
+// loom.loop_desc and kv_slot loop_layer: a program with three dispatches;
+// a valid descriptor is body [1, 2) tail 3.
+//===----------------------------------------------------------------------===//
+
+// -----
+
+// loom.loop_desc: a well-formed descriptor (no diagnostic).
+loom.program @forward arena 1024 max_tokens 4 logits 0 {
+  loom.buffer 0 offset 0 row_elems 16
+  loom.buffer 1 offset 256 row_elems 16
+  loom.dispatch "copy" ins [0] outs [1]
+  loom.dispatch "copy" ins [1] outs [0]
+  loom.dispatch "copy" ins [0] outs [1]
+  loom.loop_desc body [1, 2) tail 3 state 1 next_state 0 latent 1 layers 0 + 1 default 4 max 4 exit "none" threshold 0.0 init_std 0.0 init_scale 1.0
+}
+
+// -----
+
+// loom.loop_desc: the body is not empty.
+loom.program @forward arena 1024 max_tokens 4 logits 0 {
+  loom.buffer 0 offset 0 row_elems 16
+  loom.buffer 1 offset 256 row_elems 16
+  loom.dispatch "copy" ins [0] outs [1]
+  loom.dispatch "copy" ins [1] outs [0]
+  loom.dispatch "copy" ins [0] outs [1]
+  // expected-error @+1 {{'loom.loop_desc' op needs 0 <= body_begin < body_end < tail_end, got 2, 2, 3}}
+  loom.loop_desc body [2, 2) tail 3 state 1 next_state 0 latent 1 layers 0 + 1 default 4 max 4 exit "none" threshold 0.0 init_std 0.0 init_scale 1.0
+}
+
+// -----
+
+// loom.loop_desc: the body begins before it ends.
+loom.program @forward arena 1024 max_tokens 4 logits 0 {
+  loom.buffer 0 offset 0 row_elems 16
+  loom.buffer 1 offset 256 row_elems 16
+  loom.dispatch "copy" ins [0] outs [1]
+  loom.dispatch "copy" ins [1] outs [0]
+  loom.dispatch "copy" ins [0] outs [1]
+  // expected-error @+1 {{'loom.loop_desc' op needs 0 <= body_begin < body_end < tail_end, got 2, 1, 3}}
+  loom.loop_desc body [2, 1) tail 3 state 1 next_state 0 latent 1 layers 0 + 1 default 4 max 4 exit "none" threshold 0.0 init_std 0.0 init_scale 1.0
+}
+
+// -----
+
+// loom.loop_desc: the tail (logits from the state) is not empty.
+loom.program @forward arena 1024 max_tokens 4 logits 0 {
+  loom.buffer 0 offset 0 row_elems 16
+  loom.buffer 1 offset 256 row_elems 16
+  loom.dispatch "copy" ins [0] outs [1]
+  loom.dispatch "copy" ins [1] outs [0]
+  loom.dispatch "copy" ins [0] outs [1]
+  // expected-error @+1 {{'loom.loop_desc' op needs 0 <= body_begin < body_end < tail_end, got 1, 3, 3}}
+  loom.loop_desc body [1, 3) tail 3 state 1 next_state 0 latent 1 layers 0 + 1 default 4 max 4 exit "none" threshold 0.0 init_std 0.0 init_scale 1.0
+}
+
+// -----
+
+// loom.loop_desc: the tail ends at the program's last dispatch.
+loom.program @forward arena 1024 max_tokens 4 logits 0 {
+  loom.buffer 0 offset 0 row_elems 16
+  loom.buffer 1 offset 256 row_elems 16
+  loom.dispatch "copy" ins [0] outs [1]
+  loom.dispatch "copy" ins [1] outs [0]
+  loom.dispatch "copy" ins [0] outs [1]
+  // expected-error @+1 {{'loom.loop_desc' op tail_end 4 must be the number of dispatches (3)}}
+  loom.loop_desc body [1, 2) tail 4 state 1 next_state 0 latent 1 layers 0 + 1 default 4 max 4 exit "none" threshold 0.0 init_std 0.0 init_scale 1.0
+}
+
+// -----
+
+// loom.loop_desc: the state buffer is declared.
+loom.program @forward arena 1024 max_tokens 4 logits 0 {
+  loom.buffer 0 offset 0 row_elems 16
+  loom.buffer 1 offset 256 row_elems 16
+  loom.dispatch "copy" ins [0] outs [1]
+  loom.dispatch "copy" ins [1] outs [0]
+  loom.dispatch "copy" ins [0] outs [1]
+  // expected-error @+1 {{'loom.loop_desc' op state buffer 5 is not declared}}
+  loom.loop_desc body [1, 2) tail 3 state 5 next_state 0 latent 1 layers 0 + 1 default 4 max 4 exit "none" threshold 0.0 init_std 0.0 init_scale 1.0
+}
+
+// -----
+
+// loom.loop_desc: ... and so are next_state and latent.
+loom.program @forward arena 1024 max_tokens 4 logits 0 {
+  loom.buffer 0 offset 0 row_elems 16
+  loom.buffer 1 offset 256 row_elems 16
+  loom.dispatch "copy" ins [0] outs [1]
+  loom.dispatch "copy" ins [1] outs [0]
+  loom.dispatch "copy" ins [0] outs [1]
+  // expected-error @+1 {{'loom.loop_desc' op latent buffer 7 is not declared}}
+  loom.loop_desc body [1, 2) tail 3 state 1 next_state 0 latent 7 layers 0 + 1 default 4 max 4 exit "none" threshold 0.0 init_std 0.0 init_scale 1.0
+}
+
+// -----
+
+// loom.loop_desc: one looped block per program.
+loom.program @forward arena 1024 max_tokens 4 logits 0 {
+  loom.buffer 0 offset 0 row_elems 16
+  loom.buffer 1 offset 256 row_elems 16
+  loom.dispatch "copy" ins [0] outs [1]
+  loom.dispatch "copy" ins [1] outs [0]
+  loom.dispatch "copy" ins [0] outs [1]
+  loom.loop_desc body [1, 2) tail 3 state 1 next_state 0 latent 1 layers 0 + 1 default 4 max 4 exit "none" threshold 0.0 init_std 0.0 init_scale 1.0
+  // expected-error @+1 {{'loom.loop_desc' op a program has at most one looped block}}
+  loom.loop_desc body [1, 2) tail 3 state 1 next_state 0 latent 1 layers 0 + 1 default 4 max 4 exit "none" threshold 0.0 init_std 0.0 init_scale 1.0
+}
+
+// -----
+
+// loom.loop_desc: layer counts are non-negative.
+loom.program @forward arena 1024 max_tokens 4 logits 0 {
+  loom.buffer 0 offset 0 row_elems 16
+  loom.buffer 1 offset 256 row_elems 16
+  loom.dispatch "copy" ins [0] outs [1]
+  loom.dispatch "copy" ins [1] outs [0]
+  loom.dispatch "copy" ins [0] outs [1]
+  // expected-error @+1 {{'loom.loop_desc' op layer counts must be non-negative}}
+  loom.loop_desc body [1, 2) tail 3 state 1 next_state 0 latent 1 layers -1 + 1 default 4 max 4 exit "none" threshold 0.0 init_std 0.0 init_scale 1.0
+}
+
+// -----
+
+// loom.loop_desc: the initial state's std and scale are finite and non-negative.
+loom.program @forward arena 1024 max_tokens 4 logits 0 {
+  loom.buffer 0 offset 0 row_elems 16
+  loom.buffer 1 offset 256 row_elems 16
+  loom.dispatch "copy" ins [0] outs [1]
+  loom.dispatch "copy" ins [1] outs [0]
+  loom.dispatch "copy" ins [0] outs [1]
+  // expected-error @+1 {{'loom.loop_desc' op init_std and init_scale must be finite and non-negative}}
+  loom.loop_desc body [1, 2) tail 3 state 1 next_state 0 latent 1 layers 0 + 1 default 4 max 4 exit "none" threshold 0.0 init_std -1.0 init_scale 1.0
+}
+
+// -----
+
+// loom.loop_desc: the iteration counts and exit follow loom.loop's rules.
+loom.program @forward arena 1024 max_tokens 4 logits 0 {
+  loom.buffer 0 offset 0 row_elems 16
+  loom.buffer 1 offset 256 row_elems 16
+  loom.dispatch "copy" ins [0] outs [1]
+  loom.dispatch "copy" ins [1] outs [0]
+  loom.dispatch "copy" ins [0] outs [1]
+  // expected-error @+1 {{'loom.loop_desc' op max iterations (2048) must be at least the default (4) and at most 1024}}
+  loom.loop_desc body [1, 2) tail 3 state 1 next_state 0 latent 1 layers 0 + 1 default 4 max 2048 exit "none" threshold 0.0 init_std 0.0 init_scale 1.0
+}
+
+// -----
+
+// loom.loop_desc: ... the exit criterion included.
+loom.program @forward arena 1024 max_tokens 4 logits 0 {
+  loom.buffer 0 offset 0 row_elems 16
+  loom.buffer 1 offset 256 row_elems 16
+  loom.dispatch "copy" ins [0] outs [1]
+  loom.dispatch "copy" ins [1] outs [0]
+  loom.dispatch "copy" ins [0] outs [1]
+  // expected-error @+1 {{'loom.loop_desc' op exit "cosine" needs a positive threshold}}
+  loom.loop_desc body [1, 2) tail 3 state 1 next_state 0 latent 1 layers 0 + 1 default 4 max 4 exit "cosine" threshold 0.0 init_std 0.0 init_scale 1.0
+}
+
+// -----
+
+// loom.kv_slot: loop_layer is -1 (outside the loop) or a core layer index.
+loom.program @forward arena 1024 max_tokens 4 logits 0 {
+  loom.buffer 0 offset 0 row_elems 16
+  loom.buffer 1 offset 256 row_elems 16
+  // expected-error @+1 {{'loom.kv_slot' op loop_layer must be -1 (not in the loop) or a core layer index, got -5}}
+  loom.kv_slot 0 layer 0 max_seq 64 kv_heads 2 head_dim 8 {loop_layer = -5}
 }

@@ -121,3 +121,149 @@ module @roundtrip {
     loom.buffer 0 offset 0 row_elems 16
   }
 }
+
+// Looped blocks (Huginn): loom.loop in its three forms (a constant count, a
+// run-time count(%r), an adaptive exit), loom.yield, loom.init_state,
+// loom.concat, loom.add_row_bias, a scaled embedding, fused attention with a
+// packed rank-1 qk_bias, and the dispatch form: kv_slot loop_layer,
+// loom.loop_desc (with and without `count`) and the concat / copy /
+// add_row_bias kernels. dim 16, 2 heads of 8 (MHA), vocab 32. A second
+// top-level module: the parser wraps both in an unnamed one.
+
+// CHECK-LABEL: module @looped
+module @looped {
+  // CHECK: loom.weight @wte : tensor<32x16xf32>
+  // CHECK: loom.weight @adapter : tensor<16x32xf32>
+  // CHECK: loom.weight @q_bias : tensor<16xf32>
+  // CHECK: loom.weight @k_bias : tensor<16xf32>
+  // CHECK: loom.weight @qk_bias : tensor<32xf32> packed [@q_bias, @k_bias]
+  // CHECK: loom.weight @wqkv : tensor<48x16xf32>
+  // CHECK: loom.weight @wo : tensor<16x16xf32>
+  // CHECK: loom.weight @ln_f : tensor<16xf32>
+  loom.weight @wte : tensor<32x16xf32>
+  loom.weight @adapter : tensor<16x32xf32>
+  loom.weight @q_bias : tensor<16xf32>
+  loom.weight @k_bias : tensor<16xf32>
+  loom.weight @qk_bias : tensor<32xf32> packed [@q_bias, @k_bias]
+  loom.weight @wqkv : tensor<48x16xf32>
+  loom.weight @wo : tensor<16x16xf32>
+  loom.weight @ln_f : tensor<16xf32>
+
+  // A constant count: no count operand, exit "none".
+  // CHECK-LABEL: func.func @constant
+  // CHECK-SAME: (%[[TOK:.*]]: tensor<?xi32>, %[[POS:.*]]: tensor<?xi32>) -> tensor<?x32xf32>
+  func.func @constant(%tokens: tensor<?xi32>, %pos: tensor<?xi32>) -> tensor<?x32xf32> {
+    // CHECK: %[[E:.*]] = loom.embed %[[TOK]], @wte {scale = 8.000000e+00 : f32} : tensor<?xi32> -> tensor<?x16xf32>
+    %e = loom.embed %tokens, @wte {scale = 8.0 : f32} : tensor<?xi32> -> tensor<?x16xf32>
+    // CHECK: %[[S0:.*]] = loom.init_state %[[POS]] std 8.700000e-03 scale 4.000000e+00 : tensor<?xi32> -> tensor<?x16xf32>
+    %s0 = loom.init_state %pos std 8.7e-03 scale 4.0 : tensor<?xi32> -> tensor<?x16xf32>
+    // CHECK: %[[F:.*]] = loom.loop %[[S0]] default 4 max 4 exit "none" threshold 0.000000e+00 : tensor<?x16xf32> {
+    // CHECK-NEXT: ^bb0(%[[S:.*]]: tensor<?x16xf32>):
+    // CHECK-NEXT: %[[C:.*]] = loom.concat %[[S]], %[[E]] : tensor<?x16xf32>, tensor<?x16xf32> -> tensor<?x32xf32>
+    // CHECK-NEXT: %[[X:.*]] = loom.linear %[[C]], @adapter : tensor<?x32xf32> -> tensor<?x16xf32>
+    // CHECK-NEXT: %[[KV:.*]] = loom.kv_cache layer 0 : !loom.kv_cache<max_seq = 64, kv_heads = 2, head_dim = 8, element_type = f32>
+    // CHECK-NEXT: %[[Y:.*]] = loom.fused_qkv_attention %[[X]], %[[POS]], %[[KV]], @wqkv, @wo heads 2 kv_heads 2 head_dim 8 theta 5.000000e+04 qk_bias @qk_bias : tensor<?x16xf32>, tensor<?xi32>, !loom.kv_cache<max_seq = 64, kv_heads = 2, head_dim = 8, element_type = f32>
+    // CHECK-NEXT: loom.yield %[[Y]] : tensor<?x16xf32>
+    // CHECK-NEXT: }
+    %f = loom.loop %s0 default 4 max 4 exit "none" threshold 0.0 : tensor<?x16xf32> {
+    ^bb0(%s: tensor<?x16xf32>):
+      %c = loom.concat %s, %e : tensor<?x16xf32>, tensor<?x16xf32> -> tensor<?x32xf32>
+      %x = loom.linear %c, @adapter : tensor<?x32xf32> -> tensor<?x16xf32>
+      %kv = loom.kv_cache layer 0 : !loom.kv_cache<max_seq = 64, kv_heads = 2, head_dim = 8, element_type = f32>
+      %y = loom.fused_qkv_attention %x, %pos, %kv, @wqkv, @wo
+          heads 2 kv_heads 2 head_dim 8 theta 5.0e+04 qk_bias @qk_bias
+          : tensor<?x16xf32>, tensor<?xi32>,
+            !loom.kv_cache<max_seq = 64, kv_heads = 2, head_dim = 8, element_type = f32>
+      loom.yield %y : tensor<?x16xf32>
+    }
+    // CHECK-NEXT: %[[N:.*]] = loom.rms_norm %[[F]], @ln_f eps 9.99999997E-7 : tensor<?x16xf32>
+    %n = loom.rms_norm %f, @ln_f eps 1.0e-06 : tensor<?x16xf32>
+    // CHECK-NEXT: %[[B:.*]] = loom.add_row_bias %[[N]], @q_bias : tensor<?x16xf32>
+    %b = loom.add_row_bias %n, @q_bias : tensor<?x16xf32>
+    // CHECK-NEXT: %[[L:.*]] = loom.logits %[[B]], @wte : tensor<?x16xf32> -> tensor<?x32xf32>
+    %l = loom.logits %b, @wte : tensor<?x16xf32> -> tensor<?x32xf32>
+    // CHECK-NEXT: return %[[L]] : tensor<?x32xf32>
+    return %l : tensor<?x32xf32>
+  }
+
+  // A run-time count: the iteration count is an i32 operand. The default
+  // scale of an embedding (1.0) is not printed.
+  // CHECK-LABEL: func.func @runtime
+  // CHECK-SAME: (%[[TOK:.*]]: tensor<?xi32>, %[[POS:.*]]: tensor<?xi32>, %[[R:.*]]: i32)
+  func.func @runtime(%tokens: tensor<?xi32>, %pos: tensor<?xi32>, %r: i32) -> tensor<?x16xf32> {
+    // CHECK: %[[E:.*]] = loom.embed %[[TOK]], @wte : tensor<?xi32> -> tensor<?x16xf32>
+    %e = loom.embed %tokens, @wte {scale = 1.0 : f32} : tensor<?xi32> -> tensor<?x16xf32>
+    // CHECK: %[[S0:.*]] = loom.init_state %[[POS]] std 0.000000e+00 scale 1.000000e+00
+    %s0 = loom.init_state %pos std 0.0 scale 1.0 : tensor<?xi32> -> tensor<?x16xf32>
+    // CHECK: loom.loop %[[S0]] count(%[[R]]) default 32 max 64 exit "none" threshold 0.000000e+00 : tensor<?x16xf32> {
+    // CHECK-NEXT: ^bb0(%[[S:.*]]: tensor<?x16xf32>):
+    // CHECK-NEXT: %[[X:.*]] = loom.add %[[S]], %[[E]] : tensor<?x16xf32>
+    // CHECK-NEXT: loom.yield %[[X]] : tensor<?x16xf32>
+    %f = loom.loop %s0 count(%r) default 32 max 64 exit "none" threshold 0.0 : tensor<?x16xf32> {
+    ^bb0(%s: tensor<?x16xf32>):
+      %x = loom.add %s, %e : tensor<?x16xf32>
+      loom.yield %x : tensor<?x16xf32>
+    }
+    return %f : tensor<?x16xf32>
+  }
+
+  // Adaptive: the exit criterion decides the count, up to max; extra
+  // attributes go after `attributes`.
+  // CHECK-LABEL: func.func @adaptive
+  func.func @adaptive(%pos: tensor<?xi32>, %e: tensor<?x16xf32>) -> tensor<?x16xf32> {
+    %s0 = loom.init_state %pos std 8.7e-03 scale 4.0 : tensor<?xi32> -> tensor<?x16xf32>
+    // CHECK: loom.loop %{{.*}} default 32 max 32 exit "kl" threshold 8.000000e-04 attributes {note = "kept"} : tensor<?x16xf32> {
+    %f = loom.loop %s0 default 32 max 32 exit "kl" threshold 8.0e-04 attributes {note = "kept"} : tensor<?x16xf32> {
+    ^bb0(%s: tensor<?x16xf32>):
+      %x = loom.add %s, %e : tensor<?x16xf32>
+      loom.yield %x : tensor<?x16xf32>
+    }
+    // CHECK: loom.loop %{{.*}} default 8 max 16 exit "argmax-stability" threshold 5.000000e+00 : tensor<?x16xf32> {
+    %g = loom.loop %f default 8 max 16 exit "argmax-stability" threshold 5.0 : tensor<?x16xf32> {
+    ^bb0(%s: tensor<?x16xf32>):
+      loom.yield %s : tensor<?x16xf32>
+    }
+    return %g : tensor<?x16xf32>
+  }
+
+  // CHECK-LABEL: loom.program @forward arena 4096 max_tokens 4 logits 2 {
+  // CHECK-NEXT:    loom.buffer 0 offset 0 row_elems 16
+  // CHECK-NEXT:    loom.buffer 1 offset 256 row_elems 16
+  // CHECK-NEXT:    loom.buffer 2 offset 512 row_elems 32
+  // CHECK-NEXT:    loom.kv_slot 0 layer 0 max_seq 64 kv_heads 2 head_dim 8{{$}}
+  // CHECK-NEXT:    loom.kv_slot 1 layer 1 max_seq 64 kv_heads 2 head_dim 8 {loop_layer = 0 : i64}
+  // CHECK-NEXT:    loom.dispatch "embed" ins [] outs [0] weights [@wte] fparams [8.000000e+00]
+  // CHECK-NEXT:    loom.dispatch "concat" ins [1, 0] outs [2]
+  // CHECK-NEXT:    loom.dispatch "copy" ins [0] outs [1]
+  // CHECK-NEXT:    loom.dispatch "add_row_bias" ins [0] outs [1] weights [@q_bias]
+  // CHECK-NEXT:    loom.dispatch "fused_qkv_attention" ins [1] outs [0] scratch [2, 1] weights [@wqkv, @wo, @qk_bias] iparams [1, 2, 2, 8, 0] fparams [5.000000e+04]
+  // CHECK-NEXT:    loom.loop_desc body[1, 3) tail 5 state 1 next_state 0 latent 1 layers 0 + 1 default 32 max 32 exit "none" threshold 0.000000e+00 init_std 8.700000e-03 init_scale 4.000000e+00 count
+  // CHECK-NEXT:  }
+  // CHECK:       loom.program @adaptive_program arena 4096 max_tokens 4 logits 0 {
+  // CHECK:         loom.loop_desc body[1, 3) tail 5 state 1 next_state 0 latent 1 layers 0 + 1 default 32 max 64 exit "kl" threshold 8.000000e-04 init_std 0.000000e+00 init_scale 1.000000e+00{{$}}
+  loom.program @forward arena 4096 max_tokens 4 logits 2 {
+    loom.buffer 0 offset 0 row_elems 16
+    loom.buffer 1 offset 256 row_elems 16
+    loom.buffer 2 offset 512 row_elems 32
+    loom.kv_slot 0 layer 0 max_seq 64 kv_heads 2 head_dim 8 {loop_layer = -1}
+    loom.kv_slot 1 layer 1 max_seq 64 kv_heads 2 head_dim 8 {loop_layer = 0}
+    loom.dispatch "embed" ins [] outs [0] weights [@wte] fparams [8.0]
+    loom.dispatch "concat" ins [1, 0] outs [2]
+    loom.dispatch "copy" ins [0] outs [1]
+    loom.dispatch "add_row_bias" ins [0] outs [1] weights [@q_bias]
+    loom.dispatch "fused_qkv_attention" ins [1] outs [0] scratch [2, 1] weights [@wqkv, @wo, @qk_bias] iparams [1, 2, 2, 8, 0] fparams [5.0e+04]
+    loom.loop_desc body [1, 3) tail 5 state 1 next_state 0 latent 1 layers 0 + 1
+        default 32 max 32 exit "none" threshold 0.0 init_std 8.7e-03 init_scale 4.0 count
+  }
+  loom.program @adaptive_program arena 4096 max_tokens 4 logits 0 {
+    loom.buffer 0 offset 0 row_elems 16
+    loom.buffer 1 offset 256 row_elems 16
+    loom.dispatch "copy" ins [0] outs [1]
+    loom.dispatch "copy" ins [1] outs [0]
+    loom.dispatch "copy" ins [0] outs [1]
+    loom.dispatch "copy" ins [1] outs [0]
+    loom.dispatch "copy" ins [0] outs [1]
+    loom.loop_desc body [1, 3) tail 5 state 1 next_state 0 latent 1 layers 0 + 1
+        default 32 max 64 exit "kl" threshold 8.0e-04 init_std 0.0 init_scale 1.0
+  }
+}

@@ -15,6 +15,7 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -705,6 +706,227 @@ TEST_P(KernelTest, EmbedCopiesRows) {
           0, std::memcmp(&out[t * D], &table[tokens[t] * D], sizeof(float) * D))
           << "row " << t;
   }
+}
+
+//===----------------------------------------------------------------------===//
+// attentionRows, concatRows, addRowBias, scaled embed (looped blocks)
+//===----------------------------------------------------------------------===//
+
+// Rows of a looped block's caches: every position's K and V in its own
+// allocation (so a kernel that assumed one strided array would read
+// garbage), some past positions absent.
+struct RowTable {
+  std::vector<std::vector<float>> k, v;
+  std::vector<const float *> kp, vp; // null where absent
+};
+
+RowTable randomRowTable(int64_t positions, int64_t kvDim,
+                        const std::vector<bool> &present, std::mt19937 &rng) {
+  RowTable r;
+  for (int64_t p = 0; p < positions; ++p) {
+    r.k.push_back(randomFloats(size_t(kvDim), rng));
+    r.v.push_back(randomFloats(size_t(kvDim), rng));
+  }
+  for (int64_t p = 0; p < positions; ++p) {
+    r.kp.push_back(present[p] ? r.k[p].data() : nullptr);
+    r.vp.push_back(present[p] ? r.v[p].data() : nullptr);
+  }
+  return r;
+}
+
+// Naive attention of row t over the present positions <= startPos + t.
+std::vector<double> rowsReference(const std::vector<float> &q, int64_t ldq,
+                                  const RowTable &r, int64_t T,
+                                  int64_t startPos, const AttnShape &s) {
+  const int64_t hd = s.headDim, qDim = s.nHeads * hd;
+  std::vector<double> out(size_t(T * qDim), 0.0);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t h = 0; h < s.nHeads; ++h) {
+      const int64_t g = h / (s.nHeads / s.nKvHeads);
+      std::vector<double> w;
+      std::vector<int64_t> at;
+      for (int64_t p = 0; p <= startPos + t; ++p) {
+        if (!r.kp[p])
+          continue;
+        double dot = 0.0;
+        for (int64_t i = 0; i < hd; ++i)
+          dot += double(q[t * ldq + h * hd + i]) * r.kp[p][g * hd + i];
+        w.push_back(dot / std::sqrt(double(hd)));
+        at.push_back(p);
+      }
+      if (w.empty())
+        continue;
+      const double mx = *std::max_element(w.begin(), w.end());
+      double sum = 0.0;
+      for (double &x : w)
+        sum += (x = std::exp(x - mx));
+      for (size_t j = 0; j < w.size(); ++j)
+        for (int64_t i = 0; i < hd; ++i)
+          out[t * qDim + h * hd + i] += w[j] / sum * r.vp[at[j]][g * hd + i];
+    }
+  return out;
+}
+
+struct RowsCase {
+  AttnShape s;
+  int64_t T, startPos;
+  int absentEvery; // position p is absent when p % absentEvery == 1
+};
+
+std::vector<float> runAttentionRows(const RowsCase &c, uint32_t seed,
+                                    std::vector<double> *want) {
+  std::mt19937 rng(seed);
+  const AttnShape &s = c.s;
+  const int64_t kvDim = s.nKvHeads * s.headDim, qDim = s.nHeads * s.headDim;
+  const int64_t n = c.startPos + c.T, ldq = qDim + 3, ldo = qDim + 1;
+  std::vector<bool> present(size_t(n), true);
+  for (int64_t p = 0; p < c.startPos; ++p)
+    present[p] = p % c.absentEvery != 1;
+  const RowTable rows = randomRowTable(n, kvDim, present, rng);
+  const std::vector<float> q = randomFloats(size_t(c.T * ldq), rng, -2.f, 2.f);
+  std::vector<float> out(size_t(c.T * ldo), kSentinel);
+  const std::vector<float> before = out;
+  attentionRows(q.data(), ldq, out.data(), ldo, c.T, c.startPos, s.nHeads,
+                s.nKvHeads, s.headDim, rows.kp.data(), rows.vp.data());
+  EXPECT_TRUE(paddingUntouched(before, out, c.T, qDim, ldo));
+  if (want)
+    *want = rowsReference(q, ldq, rows, c.T, c.startPos, s);
+  std::vector<float> got(size_t(c.T * qDim));
+  for (int64_t t = 0; t < c.T; ++t)
+    std::copy(out.begin() + t * ldo, out.begin() + t * ldo + qDim,
+              got.begin() + t * qDim);
+  return got;
+}
+
+const RowsCase kRowsCases[] = {
+    {{4, 4, 16, 0}, 1, 0, 2},   // a single row and position
+    {{4, 4, 16, 0}, 1, 40, 3},  // decode over a gappy past
+    {{8, 2, 24, 0}, 6, 21, 2},  // GQA prefill chunk, half the past gone
+    {{6, 6, 48, 0}, 30, 70, 5}, // parallel, several 8-wide score blocks
+    {{2, 1, 20, 0}, 3, 9, 4},   // MQA, head_dim not a multiple of 16
+};
+
+TEST_P(KernelTest, AttentionRowsMatchesReference) {
+  uint32_t seed = 40;
+  for (const RowsCase &c : kRowsCases) {
+    SCOPED_TRACE(::testing::Message()
+                 << "T=" << c.T << " start=" << c.startPos << " heads "
+                 << c.s.nHeads << "/" << c.s.nKvHeads << " hd " << c.s.headDim);
+    std::vector<double> want;
+    const std::vector<float> got = runAttentionRows(c, seed++, &want);
+    EXPECT_TRUE(allNear(want, got, 1e-5, 0.0));
+  }
+}
+
+TEST_P(KernelTest, AttentionRowsWithoutPositionsOutputsZeros) {
+  // Row 0 (position 3) has nothing present at or before it; row 1 sees
+  // only position 4.
+  const AttnShape s{2, 2, 8, 0};
+  const int64_t kvDim = 16, qDim = 16, T = 2, start = 3;
+  std::mt19937 rng(9);
+  const RowTable rows =
+      randomRowTable(start + T, kvDim, {false, false, false, false, true}, rng);
+  const std::vector<float> q = randomFloats(size_t(T * qDim), rng);
+  std::vector<float> out(size_t(T * qDim), kSentinel);
+  attentionRows(q.data(), qDim, out.data(), qDim, T, start, s.nHeads,
+                s.nKvHeads, s.headDim, rows.kp.data(), rows.vp.data());
+  for (int64_t i = 0; i < qDim; ++i) {
+    EXPECT_EQ(out[i], 0.0f) << i;
+    EXPECT_NEAR(out[qDim + i], rows.v[4][i], 1e-6) << i;
+  }
+}
+
+TEST_P(KernelTest, AttentionRowsOverAFullTableEqualsAttention) {
+  // The same leaf arithmetic reads the cache through pointers: with every
+  // position present the results are bit-identical to attention().
+  const AttnShape s{6, 3, 40, 64};
+  const int64_t kvDim = s.nKvHeads * s.headDim, qDim = s.nHeads * s.headDim;
+  const int64_t T = 9, start = 30;
+  std::mt19937 rng(12);
+  std::vector<float> kc = randomFloats(size_t(s.maxSeq * kvDim), rng);
+  std::vector<float> vc = randomFloats(size_t(s.maxSeq * kvDim), rng);
+  const std::vector<float> q = randomFloats(size_t(T * qDim), rng, -2.f, 2.f);
+  // attention() first writes rows start..start+T-1: give it those rows.
+  std::vector<float> k(kc.begin() + start * kvDim,
+                       kc.begin() + (start + T) * kvDim);
+  std::vector<float> v(vc.begin() + start * kvDim,
+                       vc.begin() + (start + T) * kvDim);
+  std::vector<float> want(size_t(T * qDim)), got(size_t(T * qDim));
+  attention(q.data(), qDim, k.data(), kvDim, v.data(), kvDim, want.data(), qDim,
+            T, start, s.nHeads, s.nKvHeads, s.headDim,
+            KvView{kc.data(), vc.data(), s.maxSeq, kvDim});
+  std::vector<const float *> kp, vp;
+  for (int64_t p = 0; p < start + T; ++p) {
+    kp.push_back(kc.data() + p * kvDim);
+    vp.push_back(vc.data() + p * kvDim);
+  }
+  attentionRows(q.data(), qDim, got.data(), qDim, T, start, s.nHeads,
+                s.nKvHeads, s.headDim, kp.data(), vp.data());
+  EXPECT_EQ(0, std::memcmp(want.data(), got.data(), want.size() * 4));
+}
+
+TEST_F(CrossIsaTest, AttentionRowsAgrees) {
+  for (const RowsCase &c : kRowsCases) {
+    auto [portable, avx512] =
+        onBoth([&] { return runAttentionRows(c, 77, nullptr); });
+    EXPECT_TRUE(allNear(toDouble(portable), avx512, 1e-5, 0.0));
+  }
+}
+
+TEST_P(KernelTest, ConcatRowsJoinsColumns) {
+  std::mt19937 rng(21);
+  for (auto [T, na, nb] : {std::tuple<int64_t, int64_t, int64_t>{1, 1, 1},
+                           {5, 64, 64},
+                           {300, 17, 33}}) {
+    const std::vector<float> a = randomFloats(size_t(T * na), rng);
+    const std::vector<float> b = randomFloats(size_t(T * nb), rng);
+    std::vector<float> y(size_t(T * (na + nb)), kSentinel);
+    concatRows(a.data(), na, b.data(), nb, y.data(), T);
+    for (int64_t t = 0; t < T; ++t) {
+      ASSERT_EQ(0, std::memcmp(&y[t * (na + nb)], &a[t * na], na * 4)) << t;
+      ASSERT_EQ(0, std::memcmp(&y[t * (na + nb) + na], &b[t * nb], nb * 4))
+          << t;
+    }
+  }
+}
+
+TEST_P(KernelTest, AddRowBiasAddsToEveryRowAndAllowsAliasing) {
+  std::mt19937 rng(22);
+  for (auto [T, cols, ld] : {std::tuple<int64_t, int64_t, int64_t>{1, 1, 1},
+                             {3, 17, 20},
+                             {400, 128, 192}}) {
+    SCOPED_TRACE(::testing::Message() << "T=" << T << " cols=" << cols);
+    const std::vector<float> x = randomFloats(size_t(T * ld), rng);
+    const std::vector<float> bias = randomFloats(size_t(cols), rng);
+    std::vector<float> want = x;
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t i = 0; i < cols; ++i)
+        want[t * ld + i] = x[t * ld + i] + bias[i];
+    std::vector<float> y(x.size(), kSentinel);
+    addRowBias(x.data(), ld, bias.data(), y.data(), ld, T, cols);
+    for (int64_t t = 0; t < T; ++t)
+      ASSERT_EQ(0, std::memcmp(&y[t * ld], &want[t * ld], cols * 4)) << t;
+    EXPECT_TRUE(paddingUntouched(std::vector<float>(x.size(), kSentinel), y, T,
+                                 cols, ld));
+    std::vector<float> inPlace = x;
+    addRowBias(inPlace.data(), ld, bias.data(), inPlace.data(), ld, T, cols);
+    EXPECT_EQ(inPlace, want);
+  }
+}
+
+TEST_P(KernelTest, EmbedScalesRows) {
+  const int64_t vocab = 20, D = 100;
+  std::mt19937 rng(23);
+  const std::vector<float> table = randomFloats(size_t(vocab * D), rng);
+  const std::vector<int32_t> tokens = {3, 19, 0, 3};
+  const int64_t T = int64_t(tokens.size());
+  const float scale = std::sqrt(5280.0f);
+  std::vector<float> out(size_t(T * D), kSentinel);
+  embed(tokens.data(), T, table.data(), D, out.data(), scale);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t i = 0; i < D; ++i)
+      ASSERT_EQ(out[t * D + i], table[tokens[t] * D + i] * scale)
+          << t << ", " << i;
 }
 
 INSTANTIATE_TEST_SUITE_P(Isas, KernelTest,

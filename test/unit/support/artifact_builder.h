@@ -55,6 +55,19 @@ struct KvCacheSpec {
   int64_t max_seq;
   int64_t kv_heads;
   int64_t head_dim;
+  int32_t loop_layer = -1; // >= 0: core layer of the program's loop
+};
+
+// The schema's Loop table (a looped block of the "forward" program).
+struct LoopSpec {
+  uint32_t body_begin = 0, body_end = 0, tail_end = 0;
+  uint32_t state_buffer = 0, next_state_buffer = 0, latent_buffer = 0;
+  uint32_t layers_per_iteration = 0, layers_before = 0;
+  uint32_t default_iterations = 0;
+  fbs::ExitCriterion criterion = fbs::ExitCriterion::None;
+  float threshold = 0.0f;
+  uint32_t max_iterations = 0;
+  float state_std = 0.0f, state_scale = 0.0f;
 };
 
 struct DispatchSpec {
@@ -88,6 +101,7 @@ struct ArtifactSpec {
   std::vector<KvCacheSpec> kv_caches;
   std::vector<DispatchSpec> dispatches;
   uint32_t logits_buffer = 0;
+  std::optional<LoopSpec> loop;
   std::string program_name = "forward";
   uint64_t arena_bytes = 0;
   uint32_t max_tokens = 1;
@@ -148,16 +162,25 @@ inline std::vector<uint8_t> ArtifactSpec::serialize() const {
     buffer_structs.emplace_back(b.offset, b.row_elems);
   std::vector<flatbuffers::Offset<fbs::KvCache>> cache_offsets;
   for (const KvCacheSpec &c : kv_caches)
-    cache_offsets.push_back(
-        fbs::CreateKvCache(fbb, c.layer, c.max_seq, c.kv_heads, c.head_dim));
+    cache_offsets.push_back(fbs::CreateKvCache(
+        fbb, c.layer, c.max_seq, c.kv_heads, c.head_dim, c.loop_layer));
   std::vector<flatbuffers::Offset<fbs::Dispatch>> dispatch_offsets;
   for (const DispatchSpec &d : dispatches)
     dispatch_offsets.push_back(fbs::CreateDispatchDirect(
         fbb, d.kernel, &d.inputs, &d.outputs, &d.scratch, &d.weights,
         &d.iparams, &d.fparams, d.name.c_str(), "builder"));
+  flatbuffers::Offset<fbs::Loop> loop_offset;
+  if (loop) {
+    const LoopSpec &l = *loop;
+    loop_offset = fbs::CreateLoop(
+        fbb, l.body_begin, l.body_end, l.tail_end, l.state_buffer,
+        l.next_state_buffer, l.latent_buffer, l.layers_per_iteration,
+        l.layers_before, l.default_iterations, l.criterion, l.threshold,
+        l.max_iterations, l.state_std, l.state_scale);
+  }
   std::vector<flatbuffers::Offset<fbs::Program>> programs = {
       fbs::CreateProgramDirect(fbb, program_name.c_str(), &dispatch_offsets,
-                               logits_buffer)};
+                               logits_buffer, loop_offset)};
   const ConfigSpec &c = config;
   auto config_offset = fbs::CreateModelConfigDirect(
       fbb, c.architecture.c_str(), c.dim, c.hidden_dim, c.n_layers, c.n_heads,
