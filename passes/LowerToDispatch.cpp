@@ -25,6 +25,8 @@ struct Lowering {
   int64_t kvCaches = 0;
   // While lowering a loop body: the KV caches met so far inside it.
   std::optional<int64_t> loopLayers;
+  // Function arguments that are rows: their input buffer.
+  DenseMap<Value, int64_t> args;
 
   int64_t buffer(Location loc, int64_t offset, int64_t rowElems) {
     auto [it, inserted] =
@@ -38,6 +40,8 @@ struct Lowering {
   }
 
   FailureOr<int64_t> bufferOf(Value v) {
+    if (auto it = args.find(v); it != args.end())
+      return it->second;
     // A loop's state argument lives in its init's slice.
     if (auto arg = dyn_cast<BlockArgument>(v))
       if (auto loop = dyn_cast<LoopOp>(arg.getOwner()->getParentOp()))
@@ -145,6 +149,27 @@ struct Lowering {
           return dispatch(c, "concat", {c.getLhs(), c.getRhs()}, {});
         })
         .Case([&](LoopOp loop) { return lowerLoop(loop); })
+        .Case([&](LayerNormOp n) {
+          return dispatch(n, "layer_norm", n.getInput(),
+                          {n.getWeightAttr(), n.getBiasAttr()}, {},
+                          {n.getEps().convertToFloat()});
+        })
+        .Case([&](GeluOp g) {
+          return dispatch(g, "gelu_tanh", g.getInput(), {});
+        })
+        .Case([&](SelfAttentionOp a) {
+          return dispatch(a, "self_attention", {a.getQ(), a.getK(), a.getV()},
+                          {},
+                          {a.getNHeadsAttr().getInt(),
+                           a.getHeadDimAttr().getInt()});
+        })
+        .Case([&](AddPositionsOp a) {
+          return dispatch(a, "add_positions", a.getInput(), {a.getTableAttr()});
+        })
+        .Case([&](TakeRowOp t) {
+          return dispatch(t, "take_row", t.getInput(), {},
+                          {t.getRowAttr().getInt()});
+        })
         .Case([&](RmsNormOp n) {
           return dispatch(n, "rms_norm", n.getInput(), {n.getWeightAttr()}, {},
                           {n.getEps().convertToFloat()});
@@ -235,43 +260,63 @@ struct LowerToDispatch
 
   void runOnOperation() override {
     ModuleOp module = getOperation();
-    auto fn = module.lookupSymbol<func::FuncOp>("forward");
-    if (!fn || fn.isExternal()) {
+    auto forward = module.lookupSymbol<func::FuncOp>("forward");
+    if (!forward || forward.isExternal()) {
       module.emitError("loom-lower-to-dispatch needs a func.func @forward with a body");
       return signalPassFailure();
     }
+    // Every function with a body becomes a program of the same name.
+    for (auto fn : llvm::make_early_inc_range(module.getOps<func::FuncOp>()))
+      if (!fn.isExternal() && failed(lowerFunction(fn)))
+        return signalPassFailure();
+  }
+
+  LogicalResult lowerFunction(func::FuncOp fn) {
     auto arena = fn->getAttrOfType<IntegerAttr>("loom.arena_bytes");
     auto rows = fn->getAttrOfType<IntegerAttr>("loom.max_tokens");
-    if (!arena || !rows) {
-      fn.emitError("@forward has no memory plan: run loom-plan-memory first");
-      return signalPassFailure();
-    }
+    if (!arena || !rows)
+      return fn.emitError() << "@" << fn.getSymName()
+                            << " has no memory plan: run loom-plan-memory first";
     OpBuilder b(fn);
     auto program = ProgramOp::create(b, fn.getLoc(), fn.getSymNameAttr(),
-                                     arena, rows, b.getI64IntegerAttr(0));
+                                     arena, rows, b.getI64IntegerAttr(0),
+                                     IntegerAttr());
     Block *body = new Block();
     program.getBody().push_back(body);
     b.setInsertionPointToEnd(body);
     Lowering lowering{b, {}, {}, body};
+    // A function taking rows (not token ids) reads them from an input buffer.
+    auto argOffsets = fn->getAttrOfType<DenseI64ArrayAttr>("loom.arg_offsets");
+    for (BlockArgument arg : fn.getArguments()) {
+      if (!argOffsets || argOffsets[arg.getArgNumber()] < 0)
+        continue;
+      if (program.getInputBufferAttr())
+        return fn.emitError("a program takes at most one row input");
+      program.setInputBufferAttr(b.getI64IntegerAttr(lowering.buffer(
+          arg.getLoc(), argOffsets[arg.getArgNumber()],
+          cast<RankedTensorType>(arg.getType()).getDimSize(1))));
+      lowering.args[arg] = program.getInputBufferAttr().getInt();
+    }
     for (Operation &op : fn.getBody().front()) {
       if (auto ret = dyn_cast<func::ReturnOp>(op)) {
-        FailureOr<int64_t> logits = lowering.bufferOf(ret.getOperand(0));
-        if (failed(logits))
-          return signalPassFailure();
-        program.setLogitsBuffer(*logits);
+        FailureOr<int64_t> out = lowering.bufferOf(ret.getOperand(0));
+        if (failed(out))
+          return failure();
+        program.setLogitsBuffer(*out);
         continue;
       }
       if (failed(lowering.lower(&op)))
-        return signalPassFailure();
+        return failure();
     }
     if (lowering.loop && failed(emitLoopDesc(lowering, program)))
-      return signalPassFailure();
+      return failure();
     // Declarations first, in id order, so the program reads top-down.
     SmallVector<BufferOp> buffers(body->getOps<BufferOp>());
     llvm::sort(buffers, [](BufferOp a, BufferOp b) { return a.getId() > b.getId(); });
     for (BufferOp buffer : buffers)
       buffer->moveBefore(&body->front());
     fn.erase();
+    return success();
   }
 };
 } // namespace

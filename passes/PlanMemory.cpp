@@ -73,7 +73,11 @@ struct PlanMemory : loom::impl::PlanMemoryPassBase<PlanMemory> {
       module.emitError("loom-plan-memory needs a func.func @forward with a body");
       return signalPassFailure();
     }
-    plan(forward, rows);
+    // Every function becomes a program (REFRAG's chunk encoder, projector and
+    // policy beside the decoder); each is planned on its own.
+    for (auto fn : module.getOps<func::FuncOp>())
+      if (!fn.isExternal())
+        plan(fn, rows);
   }
 
   void plan(func::FuncOp fn, int64_t rows) {
@@ -128,6 +132,23 @@ struct PlanMemory : loom::impl::PlanMemoryPassBase<PlanMemory> {
     llvm::DenseMap<Value, int64_t> offsetOf;
     int64_t naive = 0, values = 0;
     Builder b(fn.getContext());
+    // Row arguments (a program's input rows) are there from the start.
+    SmallVector<int64_t> argOffsets;
+    for (BlockArgument arg : fn.getArguments()) {
+      if (!isRowTensor(arg)) {
+        argOffsets.push_back(-1);
+        continue;
+      }
+      int64_t bytes = rows * rowBytes(arg);
+      naive += (bytes + kAlign - 1) / kAlign * kAlign;
+      ++values;
+      offsetOf[arg] = arena.allocate(bytes);
+      argOffsets.push_back(offsetOf[arg]);
+      if (!lastUse.count(arg))
+        arena.release(offsetOf[arg]);
+    }
+    if (llvm::any_of(argOffsets, [](int64_t o) { return o >= 0; }))
+      fn->setAttr("loom.arg_offsets", b.getDenseI64ArrayAttr(argOffsets));
     for (Operation *opPtr : order) {
       Operation &op = *opPtr;
       int64_t i = index[&op];
@@ -146,7 +167,7 @@ struct PlanMemory : loom::impl::PlanMemoryPassBase<PlanMemory> {
       if (op.getNumResults() == 1 && isRowTensor(op.getResult(0))) {
         Value result = op.getResult(0);
         int64_t bytes = rows * rowBytes(result);
-        naive += bytes;
+        naive += (bytes + kAlign - 1) / kAlign * kAlign;
         ++values;
         auto rope = dyn_cast<RopeOp>(op);
         if (rope && llvm::is_contained(dying, rope.getInput())) {

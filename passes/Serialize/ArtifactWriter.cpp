@@ -109,67 +109,97 @@ LogicalResult loom::writeArtifact(ModuleOp module, const WeightTable &weights,
   };
 
   flatbuffers::FlatBufferBuilder fbb(1 << 16);
-  std::vector<flatbuffers::Offset<fb::Dispatch>> dispatches;
   std::vector<fb::Buffer> bufferList;
   std::vector<flatbuffers::Offset<fb::KvCache>> kvList;
-  llvm::DenseMap<int64_t, std::pair<int64_t, int64_t>> bufferById;
-  llvm::DenseMap<int64_t, flatbuffers::Offset<fb::KvCache>> kvById;
-  LoopDescOp loopDesc;
-  for (Operation &op : program.getBody().front()) {
-    if (auto buffer = dyn_cast<BufferOp>(op)) {
-      bufferById[buffer.getId()] = {buffer.getOffset(), buffer.getRowElems()};
-    } else if (auto slot = dyn_cast<KvSlotOp>(op)) {
-      kvById[slot.getId()] = fb::CreateKvCache(
-          fbb, slot.getLayer(), slot.getMaxSeq(), slot.getKvHeads(),
-          slot.getHeadDim(), int32_t(slot.getLoopLayerAttr().getInt()));
-    } else if (auto loop = dyn_cast<LoopDescOp>(op)) {
-      loopDesc = loop;
-    } else if (auto d = dyn_cast<DispatchOp>(op)) {
-      auto names = dispatchKernelNames();
-      auto kernel = static_cast<fb::Kernel>(
-          llvm::find(names, d.getKernel()) - names.begin());
-      std::vector<uint32_t> weightIds;
-      std::string name = d.getKernel().str();
-      if (auto ws = d.getWeights()) {
-        for (Attribute w : *ws) {
-          StringRef wname = cast<FlatSymbolRefAttr>(w).getValue();
-          FailureOr<uint32_t> id = addTensor(d, wname);
-          if (failed(id))
-            return failure();
-          weightIds.push_back(*id);
-          name += " @" + wname.str();
+  // Programs: forward first, then the others (REFRAG's chunk programs) in
+  // module order. Buffer and KV slot ids are per program in the IR and
+  // global in the artifact: each program's are shifted past the previous.
+  struct ProgramData {
+    ProgramOp op;
+    std::vector<flatbuffers::Offset<fb::Dispatch>> dispatches;
+    LoopDescOp loop;
+    int64_t bufferBase = 0;
+  };
+  std::vector<ProgramData> programs;
+  SmallVector<ProgramOp> programOps = {program};
+  for (auto p : module.getOps<ProgramOp>())
+    if (p != program)
+      programOps.push_back(p);
+  int64_t arenaBytes = 0;
+  for (ProgramOp prog : programOps) {
+    ProgramData data{prog, {}, {}, int64_t(bufferList.size())};
+    const int64_t kvBase = kvList.size();
+    arenaBytes = std::max(arenaBytes, prog.getArenaBytesAttr().getInt());
+    if (prog.getMaxTokensAttr().getInt() != program.getMaxTokensAttr().getInt())
+      return prog.emitError("every program must plan the same max_tokens");
+    llvm::DenseMap<int64_t, std::pair<int64_t, int64_t>> bufferById;
+    llvm::DenseMap<int64_t, flatbuffers::Offset<fb::KvCache>> kvById;
+    for (Operation &op : prog.getBody().front()) {
+      if (auto buffer = dyn_cast<BufferOp>(op)) {
+        bufferById[buffer.getId()] = {buffer.getOffset(), buffer.getRowElems()};
+      } else if (auto slot = dyn_cast<KvSlotOp>(op)) {
+        kvById[slot.getId()] = fb::CreateKvCache(
+            fbb, slot.getLayer(), slot.getMaxSeq(), slot.getKvHeads(),
+            slot.getHeadDim(), int32_t(slot.getLoopLayerAttr().getInt()));
+      } else if (auto loop = dyn_cast<LoopDescOp>(op)) {
+        data.loop = loop;
+      } else if (auto d = dyn_cast<DispatchOp>(op)) {
+        auto names = dispatchKernelNames();
+        auto kernel = static_cast<fb::Kernel>(
+            llvm::find(names, d.getKernel()) - names.begin());
+        std::vector<uint32_t> weightIds;
+        std::string name = d.getKernel().str();
+        if (auto ws = d.getWeights()) {
+          for (Attribute w : *ws) {
+            StringRef wname = cast<FlatSymbolRefAttr>(w).getValue();
+            FailureOr<uint32_t> id = addTensor(d, wname);
+            if (failed(id))
+              return failure();
+            weightIds.push_back(*id);
+            name += " @" + wname.str();
+          }
         }
+        auto ids = [&](ArrayRef<int64_t> v) {
+          std::vector<uint32_t> out;
+          for (int64_t id : v)
+            out.push_back(uint32_t(id + data.bufferBase));
+          return fbb.CreateVector(out);
+        };
+        auto in = ids(d.getInputs()), out = ids(d.getOutputs());
+        auto scratch =
+            ids(d.getScratch() ? *d.getScratch() : ArrayRef<int64_t>());
+        auto wv = fbb.CreateVector(weightIds);
+        ArrayRef<int64_t> ip =
+            d.getIparams() ? *d.getIparams() : ArrayRef<int64_t>();
+        std::vector<int64_t> iparams(ip.begin(), ip.end());
+        if ((d.getKernel() == "attention" ||
+             d.getKernel() == "fused_qkv_attention") &&
+            !iparams.empty())
+          iparams[0] += kvBase; // the KV cache index
+        ArrayRef<float> fp = d.getFparams() ? *d.getFparams() : ArrayRef<float>();
+        auto ipv = fbb.CreateVector(iparams);
+        auto fpv = fbb.CreateVector(std::vector<float>(fp.begin(), fp.end()));
+        auto nameStr = fbb.CreateString(name);
+        auto locStr = fbb.CreateString(locationString(d.getLoc()));
+        data.dispatches.push_back(fb::CreateDispatch(
+            fbb, kernel, in, out, scratch, wv, ipv, fpv, nameStr, locStr));
       }
-      auto ids = [&](ArrayRef<int64_t> v) {
-        std::vector<uint32_t> out(v.begin(), v.end());
-        return fbb.CreateVector(out);
-      };
-      auto in = ids(d.getInputs()), out = ids(d.getOutputs());
-      auto scratch = ids(d.getScratch() ? *d.getScratch() : ArrayRef<int64_t>());
-      auto wv = fbb.CreateVector(weightIds);
-      ArrayRef<int64_t> ip = d.getIparams() ? *d.getIparams() : ArrayRef<int64_t>();
-      ArrayRef<float> fp = d.getFparams() ? *d.getFparams() : ArrayRef<float>();
-      auto ipv = fbb.CreateVector(std::vector<int64_t>(ip.begin(), ip.end()));
-      auto fpv = fbb.CreateVector(std::vector<float>(fp.begin(), fp.end()));
-      auto nameStr = fbb.CreateString(name);
-      auto locStr = fbb.CreateString(locationString(d.getLoc()));
-      dispatches.push_back(fb::CreateDispatch(fbb, kernel, in, out, scratch, wv,
-                                              ipv, fpv, nameStr, locStr));
     }
-  }
-  for (size_t i = 0; i < bufferById.size(); ++i) {
-    auto it = bufferById.find(i);
-    if (it == bufferById.end())
-      return program.emitError() << "buffer ids are not dense: " << i
-                                 << " is missing";
-    bufferList.emplace_back(it->second.first, it->second.second);
-  }
-  for (size_t i = 0; i < kvById.size(); ++i) {
-    auto it = kvById.find(i);
-    if (it == kvById.end())
-      return program.emitError() << "kv slot ids are not dense: " << i
-                                 << " is missing";
-    kvList.push_back(it->second);
+    for (size_t i = 0; i < bufferById.size(); ++i) {
+      auto it = bufferById.find(i);
+      if (it == bufferById.end())
+        return prog.emitError() << "buffer ids are not dense: " << i
+                                << " is missing";
+      bufferList.emplace_back(it->second.first, it->second.second);
+    }
+    for (size_t i = 0; i < kvById.size(); ++i) {
+      auto it = kvById.find(i);
+      if (it == kvById.end())
+        return prog.emitError() << "kv slot ids are not dense: " << i
+                                << " is missing";
+      kvList.push_back(it->second);
+    }
+    programs.push_back(std::move(data));
   }
 
   // Stream the weights into a temporary file, checksumming on the way.
@@ -246,23 +276,47 @@ LogicalResult loom::writeArtifact(ModuleOp module, const WeightTable &weights,
                                  fbb.CreateVector(pieceOffsets),
                                  fbb.CreateVector(pieceBytes));
   }
-  flatbuffers::Offset<fb::Loop> loopOffset;
-  if (loopDesc) {
-    auto criteria = LoopOp::exitCriteria();
-    auto criterion = static_cast<fb::ExitCriterion>(
-        llvm::find(criteria, loopDesc.getExit()) - criteria.begin());
-    loopOffset = fb::CreateLoop(
-        fbb, loopDesc.getBodyBeginAttr().getInt(),
-        loopDesc.getBodyEndAttr().getInt(), loopDesc.getTailEndAttr().getInt(),
-        loopDesc.getStateAttr().getInt(), loopDesc.getNextStateAttr().getInt(),
-        loopDesc.getLatentAttr().getInt(),
-        loopDesc.getLayersPerIterationAttr().getInt(),
-        loopDesc.getLayersBeforeAttr().getInt(),
-        loopDesc.getDefaultIterationsAttr().getInt(), criterion,
-        loopDesc.getThreshold().convertToFloat(),
-        loopDesc.getMaxIterationsAttr().getInt(),
-        loopDesc.getInitStd().convertToFloat(),
-        loopDesc.getInitScale().convertToFloat());
+  std::vector<flatbuffers::Offset<fb::Program>> programList;
+  for (ProgramData &data : programs) {
+    flatbuffers::Offset<fb::Loop> loopOffset;
+    int64_t base = data.bufferBase;
+    if (LoopDescOp loopDesc = data.loop) {
+      auto criteria = LoopOp::exitCriteria();
+      auto criterion = static_cast<fb::ExitCriterion>(
+          llvm::find(criteria, loopDesc.getExit()) - criteria.begin());
+      loopOffset = fb::CreateLoop(
+          fbb, loopDesc.getBodyBeginAttr().getInt(),
+          loopDesc.getBodyEndAttr().getInt(),
+          loopDesc.getTailEndAttr().getInt(),
+          loopDesc.getStateAttr().getInt() + base,
+          loopDesc.getNextStateAttr().getInt() + base,
+          loopDesc.getLatentAttr().getInt() + base,
+          loopDesc.getLayersPerIterationAttr().getInt(),
+          loopDesc.getLayersBeforeAttr().getInt(),
+          loopDesc.getDefaultIterationsAttr().getInt(), criterion,
+          loopDesc.getThreshold().convertToFloat(),
+          loopDesc.getMaxIterationsAttr().getInt(),
+          loopDesc.getInitStd().convertToFloat(),
+          loopDesc.getInitScale().convertToFloat());
+    }
+    auto input = data.op.getInputBufferAttr();
+    programList.push_back(fb::CreateProgram(
+        fbb, fbb.CreateString(data.op.getSymName().str()),
+        fbb.CreateVector(data.dispatches), data.op.getLogitsBuffer() + base,
+        loopOffset, input ? int32_t(input.getInt() + base) : -1));
+  }
+  // REFRAG: the chunk encoder's identity is the checksum of its tensors'
+  // checksums, so a chunk store made with another encoder is refused.
+  flatbuffers::Offset<fb::RefragConfig> refrag;
+  if (auto cfg = module->getAttrOfType<DictionaryAttr>("loom.refrag")) {
+    std::vector<uint64_t> sums;
+    for (PackedTensor &t : tensors)
+      if (t.weight.getSymName().starts_with("encoder."))
+        sums.push_back(t.checksum);
+    refrag = fb::CreateRefragConfig(
+        fbb, configInt(cfg, "cls_token_id"), configInt(cfg, "max_chunk_len"),
+        configInt(cfg, "encoder_dim"),
+        loomChecksum64(sums.data(), sums.size() * sizeof(uint64_t)));
   }
   std::vector<flatbuffers::Offset<fb::KvPolicyPlan>> policies;
   if (auto plans = module->getAttrOfType<ArrayAttr>("loom.kv_plans"))
@@ -288,16 +342,12 @@ LogicalResult loom::writeArtifact(ModuleOp module, const WeightTable &weights,
       configFloat(model, "rope_theta", 10000.0f),
       configFloat(model, "norm_eps", 1e-5f), configInt(model, "bos_id", 1),
       configInt(model, "eos_id", 2));
-  auto prog = fb::CreateProgram(fbb, fbb.CreateString("forward"),
-                                fbb.CreateVector(dispatches),
-                                program.getLogitsBuffer(), loopOffset);
   auto root = fb::CreateModel(
       fbb, kArtifactFormatVersion, fbb.CreateString("loomc"),
       fbb.CreateString("cpu"), config, tok, fbb.CreateVector(tensorList),
       fbb.CreateVectorOfStructs(bufferList), fbb.CreateVector(kvList),
-      fbb.CreateVector(std::vector<flatbuffers::Offset<fb::Program>>{prog}),
-      program.getArenaBytes(), program.getMaxTokens(),
-      fbb.CreateVector(policies));
+      fbb.CreateVector(programList), arenaBytes, program.getMaxTokens(),
+      fbb.CreateVector(policies), refrag);
   fb::FinishModelBuffer(fbb, root);
 
   header.fb_offset = header.weights_offset + header.weights_size;

@@ -154,6 +154,7 @@ struct SemanticChecker {
   void buffers();
   void kvCaches();
   void programs();
+  void refrag();
   DispatchDesc dispatch(const fbs::Dispatch &d, const std::string &where);
   LoopDesc loop(const fbs::Loop &l, const ProgramDesc &p,
                 const std::string &where);
@@ -401,6 +402,7 @@ DispatchDesc SemanticChecker::dispatch(const fbs::Dispatch &d,
            " tensors)");
     r.weights.push_back(out.tensors[w].data);
   }
+  r.weight_ids = weight_ids;
 
   // Arity: {inputs min, max}, outputs, scratch, {weights min, max},
   // {iparams min, max}, {fparams min, max}.
@@ -421,6 +423,11 @@ DispatchDesc SemanticChecker::dispatch(const fbs::Dispatch &d,
       /*Concat*/ {2, 2, 1, 0, 0, 0, 0, 0, 0, 0},
       /*Copy*/ {1, 1, 1, 0, 0, 0, 0, 0, 0, 0},
       /*AddRowBias*/ {1, 1, 1, 0, 1, 1, 0, 0, 0, 0},
+      /*LayerNorm*/ {1, 1, 1, 0, 2, 2, 0, 0, 1, 1},
+      /*GeluTanh*/ {1, 1, 1, 0, 0, 0, 0, 0, 0, 0},
+      /*SelfAttention*/ {3, 3, 1, 0, 0, 0, 2, 2, 0, 0},
+      /*AddPositions*/ {1, 1, 1, 0, 1, 1, 0, 0, 0, 0},
+      /*TakeRow*/ {1, 1, 1, 0, 0, 0, 1, 1, 0, 0},
   };
   static_assert(std::size(kArity) == size_t(Kernel::MAX) + 1,
                 "one arity per kernel");
@@ -581,6 +588,46 @@ DispatchDesc SemanticChecker::dispatch(const fbs::Dispatch &d,
     expectShape("bias", 0, {row(r.inputs[0])});
     inPlaceOrDisjoint(r.inputs[0], r.outputs[0]);
     break;
+  case Kernel::LayerNorm:
+    expectRow("output", r.outputs[0], row(r.inputs[0]));
+    expectShape("weight", 0, {row(r.inputs[0])});
+    expectShape("bias", 1, {row(r.inputs[0])});
+    inPlaceOrDisjoint(r.inputs[0], r.outputs[0]);
+    if (!(std::isfinite(r.fparams[0]) && r.fparams[0] >= 0.0f))
+      fail(at, ": eps ", r.fparams[0], " must be >= 0");
+    break;
+  case Kernel::GeluTanh:
+    expectRow("output", r.outputs[0], row(r.inputs[0]));
+    inPlaceOrDisjoint(r.inputs[0], r.outputs[0]);
+    break;
+  case Kernel::SelfAttention: {
+    const int64_t nh = r.iparams[0], hd = r.iparams[1];
+    if (nh < 1 || nh > kMaxHeadParam || hd < 1 || hd > kMaxHeadParam)
+      fail(at, ": invalid heads: ", nh, " heads of ", hd);
+    expectRow("q", r.inputs[0], nh * hd);
+    expectRow("k", r.inputs[1], nh * hd);
+    expectRow("v", r.inputs[2], nh * hd);
+    expectRow("output", r.outputs[0], nh * hd);
+    for (uint32_t in : r.inputs)
+      disjoint(in, r.outputs[0]);
+    break;
+  }
+  case Kernel::AddPositions: {
+    const TensorDesc &t = out.tensors[weight_ids[0]];
+    if (t.shape.size() != 2 || t.shape[1] != row(r.inputs[0]))
+      fail(at, ": weight table '", t.name, "' has shape ", shapeStr(t.shape),
+           ", expected [positions, ", row(r.inputs[0]), "]");
+    expectRow("output", r.outputs[0], row(r.inputs[0]));
+    inPlaceOrDisjoint(r.inputs[0], r.outputs[0]);
+    break;
+  }
+  case Kernel::TakeRow:
+    if (r.iparams[0] < 0 || r.iparams[0] >= out.max_tokens)
+      fail(at, ": row ", r.iparams[0], " is out of range (0..",
+           out.max_tokens - 1, ")");
+    expectRow("output", r.outputs[0], row(r.inputs[0]));
+    inPlaceOrDisjoint(r.inputs[0], r.outputs[0]);
+    break;
   }
   return r;
 }
@@ -739,50 +786,223 @@ LoopDesc SemanticChecker::loop(const fbs::Loop &l, const ProgramDesc &p,
   return r;
 }
 
+// Names of the REFRAG programs (see the schema's RefragConfig).
+constexpr const char *kEncodeChunk = "encode_chunk";
+constexpr const char *kProjectChunk = "project_chunk";
+constexpr const char *kScoreChunk = "score_chunk";
+
 void SemanticChecker::programs() {
   const auto &ps = *m.programs();
+  // Named first: without "forward" nothing else matters.
   bool found = false;
+  for (uint32_t p = 0; p < ps.size() && !found; ++p)
+    found = str(ps.Get(p)->name()) == "forward";
+  if (!found)
+    fail("artifact has no program named 'forward'");
   for (uint32_t p = 0; p < ps.size(); ++p) {
     const fbs::Program &prog = *ps.Get(p);
     ProgramDesc desc;
     desc.name = str(prog.name());
     const std::string pname = printable(prog.name());
+    const std::string where = cat("program '", pname, "'");
+    for (const ProgramDesc &other : out.programs)
+      if (other.name == desc.name)
+        fail("artifact has two programs named '", pname, "'");
+    const bool is_forward = desc.name == "forward";
     const auto &ds = *prog.dispatches();
     for (uint32_t i = 0; i < ds.size(); ++i)
       desc.dispatches.push_back(
-          dispatch(*ds.Get(i), cat("program '", pname, "' dispatch ", i)));
+          dispatch(*ds.Get(i), cat(where, " dispatch ", i)));
     desc.logits_buffer = prog.logits_buffer();
-    if (desc.name == "forward") {
-      if (found)
-        fail("artifact has two programs named 'forward'");
-      found = true;
+    const char *output = is_forward ? "logits" : "output";
+    if (desc.logits_buffer >= out.buffers.size())
+      fail(where, ": ", output, " buffer ", desc.logits_buffer,
+           " out of range (", out.buffers.size(), " buffers)");
+    if (is_forward) {
       out.forward_program = out.programs.size();
-      if (desc.logits_buffer >= out.buffers.size())
-        fail("program 'forward': logits buffer ", desc.logits_buffer,
-             " out of range (", out.buffers.size(), " buffers)");
       if (out.buffers[desc.logits_buffer].row_elems != out.config.vocab_size)
-        fail("program 'forward': logits buffer ", desc.logits_buffer,
-             " has rows of ", out.buffers[desc.logits_buffer].row_elems,
+        fail(where, ": logits buffer ", desc.logits_buffer, " has rows of ",
+             out.buffers[desc.logits_buffer].row_elems,
              " floats, expected the vocabulary size ", out.config.vocab_size);
-      bool written = false;
-      for (const DispatchDesc &d : desc.dispatches)
-        written = written || d.outputs[0] == desc.logits_buffer;
-      if (!written)
-        fail("program 'forward': no dispatch writes the logits buffer ",
-             desc.logits_buffer);
     }
-    if (prog.loop())
-      desc.loop = loop(*prog.loop(), desc, cat("program '", pname, "' loop"));
+    bool written = false;
+    for (const DispatchDesc &d : desc.dispatches)
+      written = written || d.outputs[0] == desc.logits_buffer;
+    if (!written)
+      fail(where, ": no dispatch writes the ", output, " buffer ",
+           desc.logits_buffer);
+
+    desc.input_buffer = prog.input_buffer();
+    if (desc.input_buffer < -1 ||
+        (desc.input_buffer >= 0 &&
+         static_cast<uint32_t>(desc.input_buffer) >= out.buffers.size()))
+      fail(where, ": input buffer ", desc.input_buffer, " out of range (",
+           out.buffers.size(), " buffers, or -1 for token ids)");
+    if (is_forward && desc.input_buffer >= 0)
+      fail(where, ": must read token ids (input_buffer -1), not buffer ",
+           desc.input_buffer);
+
+    // Per-dispatch rules that depend on the program: which kernels it may
+    // use, how many rows a run may have.
+    desc.max_rows = out.max_tokens;
+    bool took_row = false;
+    for (uint32_t i = 0; i < desc.dispatches.size(); ++i) {
+      const DispatchDesc &d = desc.dispatches[i];
+      const std::string at = cat(where, " dispatch ", i, " (",
+                                 kernelName(d.kernel), " '", d.name, "')");
+      switch (d.kernel) {
+      case Kernel::Embed:
+        if (desc.input_buffer >= 0)
+          fail(at, ": the program reads input rows (buffer ",
+               desc.input_buffer, "), not token ids");
+        if (desc.embed_dispatch < 0)
+          desc.embed_dispatch = i;
+        break;
+      case Kernel::Attention:
+      case Kernel::FusedQkvAttention:
+      case Kernel::Rope:
+        if (!is_forward)
+          fail(at, ": uses the KV caches or token positions, which only "
+                   "program 'forward' may");
+        break;
+      case Kernel::AddPositions:
+      case Kernel::TakeRow:
+        if (is_forward)
+          fail(at, ": program 'forward' keeps one row per position; ",
+               kernelName(d.kernel), " belongs in a chunk encoder");
+        if (d.kernel == Kernel::AddPositions) {
+          // Rows must not outrun the table (verified [P, D]).
+          desc.max_rows = std::min(
+              desc.max_rows, out.tensors[d.weight_ids[0]].shape[0]);
+        } else {
+          // Later dispatches run on the one row a TakeRow leaves.
+          if (took_row && d.iparams[0] != 0)
+            fail(at, ": row ", d.iparams[0],
+                 " after an earlier TakeRow, which leaves one row");
+          if (!took_row)
+            desc.min_rows = d.iparams[0] + 1;
+          took_row = true;
+        }
+        break;
+      default:
+        break;
+      }
+    }
+    if (desc.min_rows > desc.max_rows)
+      fail(where, ": a run needs at least ", desc.min_rows,
+           " rows (TakeRow) but may have at most ", desc.max_rows);
+    if (prog.loop()) {
+      if (!is_forward)
+        fail(where, ": has a loop; only program 'forward' may");
+      desc.loop = loop(*prog.loop(), desc, cat(where, " loop"));
+    }
     out.programs.push_back(std::move(desc));
   }
-  if (!found)
-    fail("artifact has no program named 'forward'");
   if (!out.forward().loop)
     for (size_t i = 0; i < out.kv_caches.size(); ++i)
       if (out.kv_caches[i].loop_layer >= 0)
         fail("kv cache ", i, " belongs to a loop (loop_layer ",
              out.kv_caches[i].loop_layer,
              ") but program 'forward' has no loop");
+}
+
+// The REFRAG chunk encoder: the config and its three programs, with the
+// shapes the session relies on.
+void SemanticChecker::refrag() {
+  auto find = [&](const char *name) -> int64_t {
+    for (size_t i = 0; i < out.programs.size(); ++i)
+      if (out.programs[i].name == name)
+        return static_cast<int64_t>(i);
+    return -1;
+  };
+  const char *names[] = {kEncodeChunk, kProjectChunk, kScoreChunk};
+  const fbs::RefragConfig *c = m.refrag();
+  if (!c) {
+    for (const char *name : names)
+      if (find(name) >= 0)
+        fail("program '", name,
+             "' belongs to a chunk encoder, but the model has no refrag "
+             "config");
+    return;
+  }
+  RefragDesc r;
+  RefragInfo &info = r.info;
+  info.cls_token_id = c->cls_token_id();
+  info.max_chunk_len = c->max_chunk_len();
+  info.encoder_dim = c->encoder_dim();
+  info.encoder_checksum = c->encoder_checksum();
+  const int64_t vocab = out.config.vocab_size;
+  if (info.cls_token_id < 0 || info.cls_token_id >= vocab)
+    fail("refrag config: cls_token_id ", info.cls_token_id,
+         " is outside the vocabulary (0..", vocab - 1, ")");
+  if (info.max_chunk_len < 1 || info.max_chunk_len + 1 > out.max_tokens)
+    fail("refrag config: max_chunk_len ", info.max_chunk_len,
+         " must be >= 1 with max_chunk_len + 1 <= max_tokens (",
+         out.max_tokens, ")");
+  if (info.encoder_dim < 1)
+    fail("refrag config: encoder_dim must be >= 1");
+  for (const char *name : names)
+    if (find(name) < 0)
+      fail("artifact has a refrag config but no program '", name, "'");
+  r.encode_program = static_cast<size_t>(find(kEncodeChunk));
+  r.project_program = static_cast<size_t>(find(kProjectChunk));
+  r.score_program = static_cast<size_t>(find(kScoreChunk));
+
+  auto rows = [&](uint32_t b) { return out.buffers[b].row_elems; };
+  auto expectOutput = [&](const ProgramDesc &p, int64_t want,
+                          const char *what) {
+    if (rows(p.logits_buffer) != want)
+      fail("program '", p.name, "': output buffer ", p.logits_buffer,
+           " has rows of ", rows(p.logits_buffer), " floats, expected ", want,
+           " (", what, ")");
+  };
+
+  const ProgramDesc &enc = out.programs[r.encode_program];
+  if (enc.input_buffer >= 0)
+    fail("program '", kEncodeChunk, "': must read token ids (input_buffer -1), "
+         "not buffer ", enc.input_buffer);
+  if (enc.embed_dispatch < 0)
+    fail("program '", kEncodeChunk,
+         "': has no Embed dispatch to read the chunk's token ids");
+  expectOutput(enc, info.encoder_dim, "encoder_dim");
+  if (enc.max_rows < info.max_chunk_len + 1)
+    fail("program '", kEncodeChunk, "': takes at most ", enc.max_rows,
+         " rows (its position table), fewer than max_chunk_len + 1 = ",
+         info.max_chunk_len + 1);
+
+  // The projector and the policy run on any number of rows in blocks, so
+  // their rows must be independent.
+  const std::pair<size_t, int64_t> row_programs[] = {
+      {r.project_program, out.config.dim}, {r.score_program, 1}};
+  for (auto [index, width] : row_programs) {
+    const ProgramDesc &p = out.programs[index];
+    if (p.input_buffer < 0)
+      fail("program '", p.name, "': needs an input buffer for the chunk "
+           "embeddings (input_buffer is -1)");
+    if (rows(p.input_buffer) != info.encoder_dim)
+      fail("program '", p.name, "': input buffer ", p.input_buffer,
+           " has rows of ", rows(p.input_buffer), " floats, expected ",
+           info.encoder_dim, " (encoder_dim)");
+    expectOutput(p, width,
+                 index == r.project_program ? "the model dim" : "one score");
+    for (size_t i = 0; i < p.dispatches.size(); ++i) {
+      const Kernel k = p.dispatches[i].kernel;
+      if (k == Kernel::SelfAttention || k == Kernel::AddPositions ||
+          k == Kernel::TakeRow)
+        fail("program '", p.name, "' dispatch ", i, " (", kernelName(k), " '",
+             p.dispatches[i].name,
+             "'): mixes rows, but the rows of this program must be "
+             "independent (they run in blocks)");
+    }
+  }
+
+  // Placeholders replace the forward program's embedding rows.
+  const ProgramDesc &fwd = out.forward();
+  if (fwd.embed_dispatch < 0 ||
+      rows(fwd.dispatches[fwd.embed_dispatch].outputs[0]) != out.config.dim)
+    fail("program 'forward': needs an Embed dispatch with rows of the model "
+         "dim ", out.config.dim, " for chunk placeholders");
+  out.refrag = r;
 }
 
 void checkHeader(const uint8_t *data, size_t size, ArtifactFileHeader &h) {
@@ -871,6 +1091,7 @@ std::unique_ptr<ModelData> loadArtifact(const std::string &path) {
   v.buffers();
   v.kvCaches();
   v.programs();
+  v.refrag();
   return out;
 }
 
@@ -900,6 +1121,9 @@ uint64_t Model::weightBytes() const { return data_->weight_bytes; }
 const LoopInfo *Model::loop() const {
   const auto &l = data_->forward().loop;
   return l ? &l->info : nullptr;
+}
+const RefragInfo *Model::refrag() const {
+  return data_->refrag ? &data_->refrag->info : nullptr;
 }
 const std::string &Model::generator() const { return data_->generator; }
 const std::string &Model::target() const { return data_->target; }

@@ -63,6 +63,7 @@ struct DispatchDesc {
   std::vector<uint32_t> outputs;
   std::vector<uint32_t> scratch;
   std::vector<const float *> weights;
+  std::vector<uint32_t> weight_ids; // indices into ModelData::tensors
   std::vector<int64_t> iparams;
   std::vector<float> fparams;
   std::string name; // the op it came from; the kernel name when absent
@@ -85,8 +86,29 @@ struct LoopDesc {
 struct ProgramDesc {
   std::string name;
   std::vector<DispatchDesc> dispatches;
-  uint32_t logits_buffer;
+  uint32_t logits_buffer; // the program's output buffer
   std::optional<LoopDesc> loop;
+  // -1: the program reads token ids (Embed); otherwise the buffer the
+  // caller's input rows are copied into before the first dispatch.
+  int32_t input_buffer = -1;
+  // Rows one run may have: max_tokens, or fewer when an AddPositions table
+  // has fewer rows.
+  int64_t max_rows = 0;
+  // Rows one run needs at least: 1, or more when a TakeRow reads a later
+  // row.
+  int64_t min_rows = 1;
+  // The first Embed dispatch (where placeholder rows replace token rows),
+  // or -1 when the program has none.
+  int64_t embed_dispatch = -1;
+};
+
+// The REFRAG chunk encoder: the RefragConfig table and the programs
+// "encode_chunk", "project_chunk" and "score_chunk" (verified).
+struct RefragDesc {
+  RefragInfo info;
+  size_t encode_program = 0;
+  size_t project_program = 0;
+  size_t score_program = 0;
 };
 
 struct ModelData {
@@ -100,6 +122,7 @@ struct ModelData {
   std::vector<KvCacheDesc> kv_caches;
   std::vector<ProgramDesc> programs;
   size_t forward_program = 0; // index of "forward" in programs
+  std::optional<RefragDesc> refrag;
   uint64_t arena_bytes = 0;
   int64_t max_tokens = 0;
   int64_t context_length = 0;

@@ -1,5 +1,6 @@
 // The session: activation arena, KV caches, and the executor that runs the
-// verified dispatch list of the "forward" program one step at a time.
+// verified dispatch list of the "forward" program one step at a time (and
+// the REFRAG chunk encoder's programs, which share the arena).
 #include "artifact.h"
 #include "cpu/kernels.h"
 #include "trace.h"
@@ -457,7 +458,14 @@ struct SessionState {
   void run(const DispatchDesc &d, const int32_t *tokens, int64_t T,
            int64_t logit_begin, int64_t logit_end);
   void runRange(size_t begin, size_t end, const int32_t *tokens, int64_t T,
-                int64_t logit_begin, int64_t logit_end);
+                int64_t logit_begin, int64_t logit_end) {
+    runRange(m.forward(), begin, end, tokens, T, logit_begin, logit_end);
+  }
+  void runRange(const ProgramDesc &prog, size_t begin, size_t end,
+                const int32_t *tokens, int64_t T, int64_t logit_begin,
+                int64_t logit_end);
+  const float *runRows(const ProgramDesc &prog, const int32_t *tokens,
+                       const float *rows, int64_t T);
   void step(const int32_t *tokens, int64_t T, int64_t logit_begin,
             int64_t logit_end);
   void loopStep(const int32_t *tokens, int64_t T, int64_t logit_begin,
@@ -484,6 +492,9 @@ struct SessionState {
   std::unique_ptr<LoopState> loop;
   int64_t pos = 0;
   std::vector<float> logits;
+  // Placeholder rows of the running forward() chunk: one pointer per row,
+  // null for token rows; null when the chunk has none.
+  const float *const *step_embeddings = nullptr;
   std::vector<int> steps;                  // iterations per token step
   std::vector<std::vector<double>> values; // exit values per token step
   std::unique_ptr<TraceRecorder> trace;
@@ -563,6 +574,30 @@ void SessionState::run(const DispatchDesc &d, const int32_t *tokens, int64_t T,
   case Kernel::AddRowBias:
     cpu::addRowBias(buffer(in[0]), ld(in[0]), w[0], buffer(out[0]), ld(out[0]),
                     T, ld(out[0]));
+    break;
+  case Kernel::LayerNorm:
+    cpu::layerNorm(buffer(in[0]), w[0], w[1], buffer(out[0]), T, ld(in[0]),
+                   d.fparams[0]);
+    break;
+  case Kernel::GeluTanh:
+    cpu::geluTanh(buffer(in[0]), buffer(out[0]), T * ld(out[0]));
+    break;
+  case Kernel::SelfAttention:
+    cpu::selfAttention(buffer(in[0]), ld(in[0]), buffer(in[1]), ld(in[1]),
+                       buffer(in[2]), ld(in[2]), buffer(out[0]), ld(out[0]), T,
+                       ip[0], ip[1]);
+    break;
+  case Kernel::AddPositions:
+    if (buffer(in[0]) != buffer(out[0]))
+      std::memcpy(buffer(out[0]), buffer(in[0]),
+                  static_cast<size_t>(T * ld(out[0])) * sizeof(float));
+    cpu::addRows(w[0], buffer(out[0]), T, ld(out[0]));
+    break;
+  case Kernel::TakeRow:
+    // The program verified row < T (ProgramDesc::min_rows); in place, the
+    // rows may be the same.
+    std::memmove(buffer(out[0]), buffer(in[0]) + ip[0] * ld(in[0]),
+                 static_cast<size_t>(ld(out[0])) * sizeof(float));
     break;
   }
 }
@@ -652,21 +687,59 @@ void SessionState::loopAttend(const KvCacheDesc &c, const float *q, int64_t ldq,
                      ls.v_rows.data());
 }
 
-void SessionState::runRange(size_t begin, size_t end, const int32_t *tokens,
-                            int64_t T, int64_t logit_begin, int64_t logit_end) {
-  const ProgramDesc &prog = m.forward();
+// Runs dispatches [begin, end) of `prog` on T rows. After a TakeRow the
+// rest of the range runs on its one row. The forward program's Embed is
+// followed by the placeholder rows of step_embeddings.
+void SessionState::runRange(const ProgramDesc &prog, size_t begin, size_t end,
+                            const int32_t *tokens, int64_t T,
+                            int64_t logit_begin, int64_t logit_end) {
   for (size_t i = begin; i < end; ++i) {
     const DispatchDesc &d = prog.dispatches[i];
-    if (!trace) {
-      run(d, tokens, T, logit_begin, logit_end);
-      continue;
-    }
-    auto t0 = TraceRecorder::Clock::now();
+    const auto t0 = trace ? TraceRecorder::Clock::now()
+                          : TraceRecorder::Clock::time_point();
     run(d, tokens, T, logit_begin, logit_end);
-    int64_t rows = d.kernel == Kernel::Logits ? logit_end - logit_begin : T;
-    trace->record(d.name, kernelName(d.kernel), rows, pos, t0,
-                  TraceRecorder::Clock::now());
+    if (step_embeddings && static_cast<int64_t>(i) == prog.embed_dispatch &&
+        &prog == &m.forward()) {
+      float *rows = buffer(d.outputs[0]);
+      const int64_t D = ld(d.outputs[0]);
+      for (int64_t t = 0; t < T; ++t)
+        if (step_embeddings[t])
+          std::memcpy(rows + t * D, step_embeddings[t],
+                      static_cast<size_t>(D) * sizeof(float));
+    }
+    if (trace) {
+      int64_t rows = d.kernel == Kernel::Logits ? logit_end - logit_begin : T;
+      trace->record(d.name, kernelName(d.kernel), rows, pos, t0,
+                    TraceRecorder::Clock::now());
+    }
+    if (d.kernel == Kernel::TakeRow) {
+      T = 1;
+      logit_begin = std::min<int64_t>(logit_begin, 0);
+      logit_end = std::min<int64_t>(logit_end, 1);
+    }
   }
+}
+
+// Runs a program other than "forward" once on T rows (the verified
+// min_rows..max_rows): copies the caller's input rows into its input buffer
+// (a program without one reads `tokens`), runs every dispatch, and returns
+// its output buffer. Touches neither the KV caches nor the position.
+const float *SessionState::runRows(const ProgramDesc &prog,
+                                   const int32_t *tokens, const float *rows,
+                                   int64_t T) {
+  if (T < prog.min_rows || T > prog.max_rows)
+    throw Error("program '" + prog.name + "' runs on " +
+                std::to_string(prog.min_rows) + ".." +
+                std::to_string(prog.max_rows) + " rows, not " +
+                std::to_string(T));
+  if (prog.input_buffer >= 0)
+    std::memcpy(buffer(static_cast<uint32_t>(prog.input_buffer)), rows,
+                static_cast<size_t>(
+                    T * ld(static_cast<uint32_t>(prog.input_buffer))) *
+                    sizeof(float));
+  arena.execute(
+      [&] { runRange(prog, 0, prog.dispatches.size(), tokens, T, 0, T); });
+  return buffer(prog.logits_buffer);
 }
 
 void SessionState::step(const int32_t *tokens, int64_t T, int64_t logit_begin,
@@ -790,6 +863,11 @@ Session::Session(std::shared_ptr<const Model> model, SessionOptions options) {
 Session::~Session() = default;
 
 Logits Session::forward(const int32_t *tokens, size_t n, bool all_logits) {
+  return forward(tokens, n, all_logits, nullptr);
+}
+
+Logits Session::forward(const int32_t *tokens, size_t n, bool all_logits,
+                        const float *const *embeddings) {
   rt::SessionState &s = *state_;
   const rt::ModelData &m = s.m;
   const int64_t vocab = m.config.vocab_size;
@@ -797,6 +875,21 @@ Logits Session::forward(const int32_t *tokens, size_t n, bool all_logits) {
     throw Error("forward needs at least one token");
   if (!tokens)
     throw Error("forward: tokens is null");
+  // Placeholder positions read no token: their ids are replaced by 0 for
+  // the Embed kernel, whose row is then overwritten.
+  std::vector<int32_t> ids;
+  if (embeddings) {
+    const rt::ProgramDesc &fwd = m.forward();
+    if (fwd.embed_dispatch < 0 ||
+        s.ld(fwd.dispatches[fwd.embed_dispatch].outputs[0]) != m.config.dim)
+      throw Error("this model's forward program has no Embed with rows of the "
+                  "model dim to replace by placeholder embeddings");
+    ids.assign(tokens, tokens + n);
+    for (size_t i = 0; i < n; ++i)
+      if (embeddings[i])
+        ids[i] = 0;
+    tokens = ids.data();
+  }
   for (size_t i = 0; i < n; ++i)
     if (tokens[i] < 0 || tokens[i] >= vocab)
       throw Error("token id " + std::to_string(tokens[i]) +
@@ -818,7 +911,14 @@ Logits Session::forward(const int32_t *tokens, size_t n, bool all_logits) {
     const bool last_chunk = c + T == total;
     // Rows of this chunk whose logits the caller gets back.
     const int64_t begin = all_logits ? 0 : last_chunk ? T - 1 : T;
-    s.step(tokens + c, T, exit_logits ? std::min(begin, T - 1) : begin, T);
+    s.step_embeddings = embeddings ? embeddings + c : nullptr;
+    try {
+      s.step(tokens + c, T, exit_logits ? std::min(begin, T - 1) : begin, T);
+    } catch (...) {
+      s.step_embeddings = nullptr;
+      throw;
+    }
+    s.step_embeddings = nullptr;
     s.pos += T;
     if (begin < T)
       std::memcpy(s.logits.data() + (all_logits ? c : 0) * vocab,
@@ -828,6 +928,84 @@ Logits Session::forward(const int32_t *tokens, size_t n, bool all_logits) {
   if (s.loop)
     s.loop->have_warm = true;
   return Logits{s.logits.data(), rows, vocab};
+}
+
+namespace {
+
+const rt::RefragDesc &refragOf(const rt::ModelData &m) {
+  if (!m.refrag)
+    throw Error("this artifact has no chunk encoder (compile with loomc "
+                "--format=refrag)");
+  return *m.refrag;
+}
+
+} // namespace
+
+std::vector<float> Session::encodeChunk(const int32_t *ids, size_t n) {
+  rt::SessionState &s = *state_;
+  const rt::ModelData &m = s.m;
+  const rt::RefragDesc &r = refragOf(m);
+  const int64_t vocab = m.config.vocab_size;
+  if (n == 0)
+    throw Error("encodeChunk: a chunk needs at least one token");
+  if (!ids)
+    throw Error("encodeChunk: ids is null");
+  if (n > static_cast<size_t>(r.info.max_chunk_len))
+    throw Error("encodeChunk: a chunk of " + std::to_string(n) +
+                " tokens is longer than the encoder's max_chunk_len " +
+                std::to_string(r.info.max_chunk_len));
+  std::vector<int32_t> input;
+  input.reserve(n + 1);
+  input.push_back(r.info.cls_token_id);
+  for (size_t i = 0; i < n; ++i) {
+    if (ids[i] < 0 || ids[i] >= vocab)
+      throw Error("token id " + std::to_string(ids[i]) +
+                  " is outside the vocabulary (0.." +
+                  std::to_string(vocab - 1) + ")");
+    input.push_back(ids[i]);
+  }
+  const rt::ProgramDesc &prog = m.programs[r.encode_program];
+  const float *out = s.runRows(prog, input.data(), nullptr,
+                               static_cast<int64_t>(input.size()));
+  // The output's first row: the CLS position's embedding.
+  return std::vector<float>(out, out + r.info.encoder_dim);
+}
+
+namespace {
+
+// Runs a row program (project_chunk, score_chunk) on n rows of in_cols
+// floats in blocks of max_tokens rows; returns n rows of its output.
+std::vector<float> runBlocks(rt::SessionState &s, const rt::ProgramDesc &prog,
+                             const float *rows, size_t n, const char *what) {
+  const rt::ModelData &m = s.m;
+  if (n > 0 && !rows)
+    throw Error(std::string(what) + ": rows is null");
+  const int64_t in_cols = s.ld(static_cast<uint32_t>(prog.input_buffer));
+  const int64_t out_cols = s.ld(prog.logits_buffer);
+  std::vector<float> result(n * static_cast<size_t>(out_cols));
+  const int64_t total = static_cast<int64_t>(n);
+  for (int64_t c = 0; c < total; c += prog.max_rows) {
+    const int64_t T = std::min<int64_t>(prog.max_rows, total - c);
+    const float *out = s.runRows(prog, nullptr, rows + c * in_cols, T);
+    std::memcpy(result.data() + c * out_cols, out,
+                static_cast<size_t>(T * out_cols) * sizeof(float));
+  }
+  (void)m;
+  return result;
+}
+
+} // namespace
+
+std::vector<float> Session::projectChunks(const float *rows, size_t n) {
+  const rt::RefragDesc &r = refragOf(state_->m);
+  return runBlocks(*state_, state_->m.programs[r.project_program], rows, n,
+                   "projectChunks");
+}
+
+std::vector<float> Session::scoreChunks(const float *rows, size_t n) {
+  const rt::RefragDesc &r = refragOf(state_->m);
+  return runBlocks(*state_, state_->m.programs[r.score_program], rows, n,
+                   "scoreChunks");
 }
 
 int64_t Session::position() const { return state_->pos; }

@@ -4,6 +4,7 @@
 // stdout carries only the result (the text exactly as llama2.c's run.c
 // prints it, the ids, or the benchmark lines); diagnostics go to stderr.
 // Every error prints "loom-run: <message>" and exits 1.
+#include "loom/refrag.h"
 #include "loom/runtime.h"
 #include "loom/sampler.h"
 
@@ -50,6 +51,19 @@ constexpr const char *kUsage =
     "                        fed position\n"
     "  --device cpu|cuda     where to run (default cpu)\n"
     "  --help                show this help\n"
+    "\n"
+    "REFRAG artifacts (loomc --format=refrag) only:\n"
+    "  --context TEXT        retrieved passage, fed as compressed chunk\n"
+    "                        placeholders before the prompt; the context and\n"
+    "                        the prompt are then encoded without BOS (the\n"
+    "                        sequence starts with one BOS)\n"
+    "  --context-ids LIST    the passage as comma-separated token ids\n"
+    "  --chunk-size K        tokens per chunk, 1..the encoder's max chunk\n"
+    "                        length (default: that length)\n"
+    "  --expand-policy P     feed the ceil(P x chunks) best-scored chunks as\n"
+    "                        their tokens, P in [0, 1] (default: none)\n"
+    "  --expand-chunks LIST  feed these chunks (0-based, e.g. 0,2) as their\n"
+    "                        tokens instead\n"
     "\n"
     "looped (recurrent-depth) models only:\n"
     "  --iterations N|adaptive\n"
@@ -114,6 +128,15 @@ struct Options {
   bool print_steps = false;
   std::string loop_flag;      // the first loop flag given, for messages
   std::string criterion_flag; // --exit-criterion or --exit-kl
+  // REFRAG.
+  std::optional<std::string> context;
+  std::optional<std::string> context_ids;
+  int64_t chunk_size = 0; // 0: the encoder's max_chunk_len
+  std::optional<double> expand_policy;
+  std::optional<std::string> expand_chunks;
+  std::string refrag_flag; // the first chunk flag given, for messages
+
+  bool refrag() const { return context || context_ids; }
 };
 
 long long parseInteger(const std::string &flag, const std::string &text) {
@@ -337,6 +360,28 @@ std::optional<Options> parseArgs(int argc, char **argv) {
         fail("--dump-logits needs a file name");
     } else if (flag == "--device") {
       o.device = takeValue();
+    } else if (flag == "--context") {
+      o.context = takeValue();
+    } else if (flag == "--context-ids") {
+      o.context_ids = takeValue();
+    } else if (flag == "--chunk-size" || flag == "--expand-policy" ||
+               flag == "--expand-chunks") {
+      if (o.refrag_flag.empty())
+        o.refrag_flag = flag;
+      const std::string text = takeValue();
+      if (flag == "--chunk-size") {
+        long long v = parseInteger(flag, text);
+        if (v < 1 || v > (1 << 20))
+          fail("--chunk-size must be >= 1, got " + text);
+        o.chunk_size = v;
+      } else if (flag == "--expand-policy") {
+        float v = parseFloat(flag, text);
+        if (!(v >= 0.0f && v <= 1.0f))
+          fail("--expand-policy must be between 0 and 1, got " + text);
+        o.expand_policy = v;
+      } else {
+        o.expand_chunks = text;
+      }
     } else if (flag == "--iterations" || flag == "--exit-criterion" ||
                flag == "--exit-threshold" || flag == "--exit-kl" ||
                flag == "--max-iterations" || flag == "--kv-policy" ||
@@ -351,6 +396,15 @@ std::optional<Options> parseArgs(int argc, char **argv) {
     fail("missing artifact path (see --help)");
   if (o.prompt && o.prompt_ids)
     fail("--prompt and --prompt-ids cannot be used together");
+  if (o.context && o.context_ids)
+    fail("--context and --context-ids cannot be used together");
+  if (!o.refrag_flag.empty() && !o.refrag())
+    fail(o.refrag_flag + " needs --context or --context-ids");
+  if (o.expand_policy && o.expand_chunks)
+    fail("--expand-policy and --expand-chunks cannot be used together");
+  if (o.refrag() && o.bench)
+    fail(std::string(o.context ? "--context" : "--context-ids") +
+         " cannot be combined with --bench");
   if (o.device != "cpu" && o.device != "cuda")
     fail("unknown device '" + o.device + "' (expected cpu or cuda)");
   if (o.iterations > 0 && !o.criterion_flag.empty())
@@ -365,7 +419,8 @@ std::optional<Options> parseArgs(int argc, char **argv) {
 }
 
 // "1,45,23" -> ids; range-checked against the vocabulary.
-std::vector<int32_t> parsePromptIds(const std::string &text, int64_t vocab) {
+std::vector<int32_t> parsePromptIds(const std::string &text, int64_t vocab,
+                                    const std::string &flag = "--prompt-ids") {
   std::vector<int32_t> ids;
   size_t begin = 0;
   while (true) {
@@ -377,11 +432,11 @@ std::vector<int32_t> parsePromptIds(const std::string &text, int64_t vocab) {
     long long v = std::strtoll(item.c_str(), &stop, 10);
     if (item.empty() || *stop != '\0' || errno == ERANGE ||
         std::isspace(static_cast<unsigned char>(item[0])))
-      fail("malformed --prompt-ids '" + text +
+      fail("malformed " + flag + " '" + text +
            "' (expected comma-separated token ids, e.g. 1,403,407)");
     if (v < 0 || v >= vocab)
-      fail("unknown token id " + std::to_string(v) +
-           " in --prompt-ids (vocabulary has " + std::to_string(vocab) + ")");
+      fail("unknown token id " + std::to_string(v) + " in " + flag +
+           " (vocabulary has " + std::to_string(vocab) + ")");
     ids.push_back(static_cast<int32_t>(v));
     if (end == std::string::npos)
       break;
@@ -436,39 +491,139 @@ void writeOut(const std::string &bytes) {
     fail(std::string("cannot write to stdout: ") + std::strerror(errno));
 }
 
+// --expand-chunks "0,2" -> chunk indices, each < n_chunks, no repeats.
+std::vector<size_t> parseExpandChunks(const std::string &text, size_t n_chunks,
+                                      int64_t k) {
+  std::vector<size_t> chunks;
+  std::vector<bool> seen(n_chunks, false);
+  size_t begin = 0;
+  while (true) {
+    size_t end = text.find(',', begin);
+    std::string item = text.substr(
+        begin, end == std::string::npos ? std::string::npos : end - begin);
+    errno = 0;
+    char *stop = nullptr;
+    long long v = std::strtoll(item.c_str(), &stop, 10);
+    if (item.empty() || *stop != '\0' || errno == ERANGE ||
+        !std::isdigit(static_cast<unsigned char>(item[0])))
+      fail("malformed --expand-chunks '" + text +
+           "' (expected comma-separated chunk indices, e.g. 0,2)");
+    if (static_cast<unsigned long long>(v) >= n_chunks)
+      fail("--expand-chunks: chunk " + std::to_string(v) +
+           " is out of range (the context has " + std::to_string(n_chunks) +
+           " chunks of " + std::to_string(k) + ", 0.." +
+           std::to_string(n_chunks - 1) + ")");
+    if (seen[v])
+      fail("--expand-chunks: chunk " + std::to_string(v) + " is given twice");
+    seen[v] = true;
+    chunks.push_back(static_cast<size_t>(v));
+    if (end == std::string::npos)
+      break;
+    begin = end + 1;
+  }
+  return chunks;
+}
+
+// The decoder input of a REFRAG run: the context's chunks (placeholders or
+// expanded tokens) after BOS, then the prompt (the question).
+// Sets *n_question to the prompt's token count (the sequence's last ones).
+loom::RefragPrompt refragPrompt(const Options &o, const loom::Model &model,
+                                loom::Session &session, size_t *n_question,
+                                std::string &notes) {
+  const loom::ModelConfigInfo &cfg = model.config();
+  const loom::RefragInfo *info = model.refrag();
+  if (!info)
+    fail("this artifact has no chunk encoder (compile with loomc "
+         "--format=refrag)");
+  loom::RefragRequest req;
+  req.context = o.context_ids
+                    ? parsePromptIds(*o.context_ids, cfg.vocab_size,
+                                     "--context-ids")
+                    : model.tokenizer().encode(*o.context, false, false);
+  if (req.context.empty())
+    fail("the context is empty (--context needs at least one token)");
+  if (o.prompt_ids)
+    req.question = parsePromptIds(*o.prompt_ids, cfg.vocab_size);
+  else if (o.prompt)
+    req.question = model.tokenizer().encode(*o.prompt, false, false);
+  const int64_t k = o.chunk_size ? o.chunk_size : info->max_chunk_len;
+  if (k > info->max_chunk_len)
+    fail("--chunk-size must be between 1 and " +
+         std::to_string(info->max_chunk_len) +
+         " (the encoder's max chunk length), got " + std::to_string(k));
+  req.chunk_size = static_cast<size_t>(k);
+  *n_question = req.question.size();
+  const size_t n_chunks =
+      (req.context.size() + req.chunk_size - 1) / req.chunk_size;
+  if (o.expand_chunks)
+    req.expanded = parseExpandChunks(*o.expand_chunks, n_chunks, k);
+  req.expand_fraction = o.expand_policy;
+  loom::RefragPrompt p = loom::prepareRefrag(session, req);
+  char line[256];
+  std::snprintf(line, sizeof line,
+                "loom-run: context: %zu tokens in %zu chunks of %lld, %zu "
+                "expanded -> %zu decoder positions\n",
+                req.context.size(), p.chunks.size(),
+                static_cast<long long>(k), p.expanded.size(),
+                p.sequence.tokens.size());
+  notes += line;
+  return p;
+}
+
 int generate(const Options &o, const loom::Model &model, loom::Session &session,
              uint64_t seed, std::string &notes) {
   const loom::ModelConfigInfo &cfg = model.config();
   const int64_t context = model.contextLength();
-  if (!model.hasTokenizer() && (!o.prompt_ids || !o.print_ids))
+  // Text in or out needs the tokenizer (an empty question does not).
+  if (!model.hasTokenizer() && (!o.print_ids || o.context || o.prompt ||
+                                (!o.prompt_ids && !o.refrag())))
     fail("this artifact has no tokenizer: give the prompt with --prompt-ids "
-         "and print the result with --print-ids");
-  std::vector<int32_t> prompt =
-      o.prompt_ids ? parsePromptIds(*o.prompt_ids, cfg.vocab_size)
-                   : model.tokenizer().encode(o.prompt.value_or(""),
-                                              cfg.bos_id >= 0, false);
-  if (static_cast<int64_t>(prompt.size()) > context)
-    fail("prompt has " + std::to_string(prompt.size()) +
-         " tokens but the context holds " + std::to_string(context));
+         "(and the context with --context-ids) and print the result with "
+         "--print-ids");
+  // With a context, the prompt is the question after it: prompt holds the
+  // whole assembled sequence and `embeddings` its placeholder rows.
+  loom::RefragPrompt refrag;
+  std::vector<int32_t> prompt;
+  const float *const *embeddings = nullptr;
+  size_t echo_from = 0; // the first position the echo prints
+  if (o.refrag()) {
+    size_t n_question = 0;
+    refrag = refragPrompt(o, model, session, &n_question, notes);
+    prompt = refrag.sequence.tokens;
+    embeddings = refrag.sequence.embeddings.data();
+    echo_from = prompt.size() - n_question;
+    if (static_cast<int64_t>(prompt.size()) > context)
+      fail("the context and prompt take " + std::to_string(prompt.size()) +
+           " decoder positions but the model's context holds " +
+           std::to_string(context));
+  } else {
+    prompt = o.prompt_ids ? parsePromptIds(*o.prompt_ids, cfg.vocab_size)
+                          : model.tokenizer().encode(o.prompt.value_or(""),
+                                                     cfg.bos_id >= 0, false);
+    if (static_cast<int64_t>(prompt.size()) > context)
+      fail("prompt has " + std::to_string(prompt.size()) +
+           " tokens but the context holds " + std::to_string(context));
+  }
 
   LogitsFile dump(o.dump_logits);
   loom::Sampler sampler(cfg.vocab_size, o.temperature, o.top_p, seed);
 
   // The prompt is echoed as run.c does while feeding it: each token decoded
   // after its predecessor, the leading BOS itself not printed. A first token
-  // other than BOS is shown as at the start of a text.
+  // other than BOS is shown as at the start of a text. With a context only
+  // the prompt after it is echoed, as a text of its own.
   if (!o.print_ids) {
     std::string text;
-    for (size_t i = 0; i < prompt.size(); ++i)
-      if (i > 0 || prompt[0] != cfg.bos_id)
-        text += model.tokenizer().decode(i > 0 ? prompt[i - 1] : cfg.bos_id,
-                                         prompt[i]);
+    for (size_t i = echo_from; i < prompt.size(); ++i)
+      if (i > echo_from || prompt[i] != cfg.bos_id)
+        text += model.tokenizer().decode(
+            i > echo_from ? prompt[i - 1] : cfg.bos_id, prompt[i]);
     writeOut(text);
   }
 
   auto start = Clock::now();
-  loom::Logits logits =
-      session.forward(prompt.data(), prompt.size(), dump.enabled());
+  loom::Logits logits = session.forward(prompt.data(), prompt.size(),
+                                        dump.enabled(), embeddings);
   dump.write(logits);
   auto prefilled = Clock::now();
 

@@ -13,6 +13,7 @@
 #include "dialects/Loom/IR/LoomOps.h"
 #include "frontends/huginn/HuginnImporter.h"
 #include "frontends/llama2c/Llama2cImporter.h"
+#include "frontends/refrag/RefragImporter.h"
 #include "passes/Passes.h"
 #include "passes/Serialize/ArtifactWriter.h"
 
@@ -36,11 +37,18 @@ namespace cl = llvm::cl;
 namespace {
 cl::OptionCategory loomcCategory("loomc options");
 enum class Emit { Artifact, Mlir, Dispatch, Dot, Report };
-enum class Format { Auto, Llama2c, Huginn };
+enum class Format { Auto, Llama2c, Huginn, Refrag };
 
 cl::opt<std::string> inputPath(cl::Positional,
                                cl::desc("<checkpoint.bin | huginn folder | config.json>"),
-                               cl::cat(loomcCategory), cl::Required);
+                               cl::cat(loomcCategory));
+cl::opt<std::string> decoderPath(
+    "decoder", cl::desc("REFRAG: the llama2.c decoder checkpoint"),
+    cl::value_desc("path"), cl::cat(loomcCategory));
+cl::opt<std::string> bundlePath(
+    "bundle",
+    cl::desc("REFRAG: safetensors with the chunk encoder, projector, policy"),
+    cl::value_desc("path"), cl::cat(loomcCategory));
 cl::opt<Format> format(
     "format", cl::desc("Checkpoint format"), cl::cat(loomcCategory),
     cl::init(Format::Auto),
@@ -48,7 +56,9 @@ cl::opt<Format> format(
                           "huginn for a folder or a .json, else llama2c"),
                clEnumValN(Format::Llama2c, "llama2c", "llama2.c .bin"),
                clEnumValN(Format::Huginn, "huginn",
-                          "Huginn/raven config.json + model.safetensors")));
+                          "Huginn/raven config.json + model.safetensors"),
+               clEnumValN(Format::Refrag, "refrag",
+                          "REFRAG: --decoder + --tokenizer + --bundle")));
 cl::opt<std::string> tokenizerPath("tokenizer",
                                    cl::desc("llama2.c tokenizer.bin"),
                                    cl::value_desc("path"),
@@ -193,6 +203,20 @@ int main(int argc, char **argv) {
     return fail("--iterations must be positive (0: the model's default), got " +
                 std::to_string(reportIterations));
   Format fmt = format;
+  if (fmt == Format::Auto && (!bundlePath.empty() || !decoderPath.empty()))
+    fmt = Format::Refrag;
+  if (fmt != Format::Refrag && (!bundlePath.empty() || !decoderPath.empty()))
+    return fail("--decoder and --bundle belong to --format=refrag");
+  if (fmt == Format::Refrag) {
+    if (decoderPath.empty() || bundlePath.empty())
+      return fail("--format=refrag needs --decoder and --bundle (and "
+                  "--tokenizer to write an artifact)");
+    if (!inputPath.empty())
+      return fail("--format=refrag takes --decoder and --bundle, not a "
+                  "positional checkpoint");
+  } else if (inputPath.empty()) {
+    return fail("no checkpoint given (loomc --help shows the forms)");
+  }
   if (fmt == Format::Auto)
     fmt = llvm::sys::fs::is_directory(inputPath) ||
                   llvm::StringRef(inputPath).ends_with(".json")
@@ -224,6 +248,14 @@ int main(int argc, char **argv) {
     module = loom::llama2c::importCheckpoint(ctx, *ckpt, maxTokens);
     weights = std::move(ckpt->weights);
     vocab = ckpt->config.vocabSize;
+  } else if (fmt == Format::Refrag) {
+    auto bundle = loom::refrag::readBundle(decoderPath, bundlePath, error);
+    if (!bundle)
+      return fail(error);
+    maxTokens = std::min<int64_t>(maxTokens, bundle->decoder.config.maxSeq);
+    module = loom::refrag::importBundle(ctx, *bundle, maxTokens);
+    weights = std::move(bundle->decoder.weights);
+    vocab = bundle->decoder.config.vocabSize;
   } else {
     auto ckpt = loom::huginn::readCheckpoint(inputPath, shapesOnly, error);
     if (!ckpt)
@@ -245,7 +277,7 @@ int main(int argc, char **argv) {
   if (emit == Emit::Artifact) {
     if (outputPath.empty())
       return fail("-o is required to write an artifact");
-    if (fmt == Format::Llama2c && tokenizerPath.empty())
+    if (fmt != Format::Huginn && tokenizerPath.empty())
       return fail("--tokenizer is required to write an artifact");
     if (!tokenizerPath.empty()) {
       tokenizer = loom::llama2c::readTokenizer(tokenizerPath, vocab, error);

@@ -18,9 +18,11 @@ using namespace loom;
 
 ArrayRef<StringLiteral> loom::dispatchKernelNames() {
   static const StringLiteral names[] = {
-      "embed",  "rms_norm",           "matmul", "rope", "attention",
-      "silu_mul", "add",              "logits", "fused_qkv_attention",
-      "concat", "copy",               "add_row_bias"};
+      "embed",          "rms_norm",      "matmul",        "rope",
+      "attention",      "silu_mul",      "add",           "logits",
+      "fused_qkv_attention", "concat",   "copy",          "add_row_bias",
+      "layer_norm",     "gelu_tanh",     "self_attention", "add_positions",
+      "take_row"};
   return names;
 }
 
@@ -388,6 +390,149 @@ LogicalResult LoopOp::verifyRegions() {
 }
 
 //===----------------------------------------------------------------------===//
+// Chunk encoder ops
+//===----------------------------------------------------------------------===//
+
+LogicalResult LayerNormOp::verify() {
+  float eps = getEps().convertToFloat();
+  if (!(eps > 0.0f))
+    return emitOpError() << "eps must be positive, got " << eps;
+  return success();
+}
+
+LogicalResult LayerNormOp::verifySymbolUses(SymbolTableCollection &tables) {
+  int64_t d = cols(getInput());
+  if (failed(checkWeight(*this, tables, getWeightAttr(), "weight", {d})))
+    return failure();
+  return checkWeight(*this, tables, getBiasAttr(), "bias", {d});
+}
+
+LogicalResult SelfAttentionOp::verify() {
+  int64_t nh = getNHeadsAttr().getInt(), hd = getHeadDimAttr().getInt();
+  if (nh <= 0 || hd <= 0 || nh > (1 << 20) || hd > (1 << 20))
+    return emitOpError() << "heads and head_dim must be in 1..1048576";
+  if (cols(getQ()) != nh * hd)
+    return emitOpError() << "q has " << cols(getQ())
+                         << " columns but heads * head_dim = " << nh * hd;
+  return success();
+}
+
+LogicalResult AddPositionsOp::verifySymbolUses(SymbolTableCollection &tables) {
+  FailureOr<WeightOp> w = lookupWeight(*this, tables, getTableAttr(), "table");
+  if (failed(w))
+    return failure();
+  ArrayRef<int64_t> shape = w->getTensorType().getShape();
+  if (shape.size() != 2 || shape[1] != cols(getInput()))
+    return emitOpError() << "table @" << w->getSymName() << " must be [rows, "
+                         << cols(getInput()) << "], got "
+                         << w->getTensorType();
+  int64_t r = rows(getInput());
+  if (!ShapedType::isDynamic(r) && r > shape[0])
+    return emitOpError() << "input has " << r << " rows but the table has only "
+                         << shape[0] << " positions";
+  return success();
+}
+
+LogicalResult TakeRowOp::verify() {
+  int64_t row = getRowAttr().getInt(), r = rows(getInput());
+  if (row < 0 || (!ShapedType::isDynamic(r) && row >= r))
+    return emitOpError() << "row " << row << " is outside the input's rows";
+  if (rows(getResult()) != 1 || cols(getResult()) != cols(getInput()))
+    return emitOpError() << "result must be one row of " << cols(getInput())
+                         << " columns, got " << getResult().getType();
+  return success();
+}
+
+LogicalResult ChunkPlaceholderOp::verify() {
+  if (getKAttr().getInt() < 1)
+    return emitOpError() << "k must be at least 1, got " << getKAttr().getInt();
+  if (rows(getResult()) != 1)
+    return emitOpError() << "a placeholder is one position: the result must "
+                         << "have one row, got " << getResult().getType();
+  int64_t n = cast<RankedTensorType>(getTokens().getType()).getDimSize(0);
+  if (!ShapedType::isDynamic(n) && (n < 1 || n > getKAttr().getInt()))
+    return emitOpError() << "a chunk has 1.." << getKAttr().getInt()
+                         << " tokens, got " << n;
+  return success();
+}
+
+LogicalResult
+ChunkPlaceholderOp::verifySymbolUses(SymbolTableCollection &tables) {
+  auto lookup = [&](FlatSymbolRefAttr ref, StringRef role)
+      -> FailureOr<FunctionType> {
+    auto fn = tables.lookupNearestSymbolFrom<func::FuncOp>(*this, ref);
+    if (!fn) {
+      emitOpError() << role << " " << ref << " does not name a func.func";
+      return failure();
+    }
+    return fn.getFunctionType();
+  };
+  FailureOr<FunctionType> enc = lookup(getEncoderAttr(), "encoder");
+  FailureOr<FunctionType> proj = lookup(getProjectorAttr(), "projector");
+  if (failed(enc) || failed(proj))
+    return failure();
+  auto rowType = [](Type t) { return dyn_cast<RankedTensorType>(t); };
+  if (enc->getNumInputs() != 1 || enc->getNumResults() != 1 ||
+      !rowType(enc->getResult(0)) ||
+      rowType(enc->getResult(0)).getRank() != 2 ||
+      rowType(enc->getResult(0)).getDimSize(0) != 1)
+    return emitOpError() << "encoder " << getEncoderAttr()
+                         << " must take token ids and return one embedding "
+                         << "row (tensor<1xExf32>), got " << *enc;
+  if (enc->getInput(0) != getTokens().getType())
+    return emitOpError() << "chunk tokens " << getTokens().getType()
+                         << " do not match the encoder's input "
+                         << enc->getInput(0);
+  int64_t e = rowType(enc->getResult(0)).getDimSize(1);
+  if (proj->getNumInputs() != 1 || proj->getNumResults() != 1 ||
+      !rowType(proj->getInput(0)) || rowType(proj->getInput(0)).getRank() != 2 ||
+      rowType(proj->getInput(0)).getDimSize(1) != e ||
+      !rowType(proj->getResult(0)) ||
+      rowType(proj->getResult(0)).getRank() != 2 ||
+      rowType(proj->getResult(0)).getDimSize(1) != cols(getResult()))
+    return emitOpError() << "projector " << getProjectorAttr() << " must map "
+                         << e << "-wide rows to " << cols(getResult())
+                         << "-wide rows, got " << *proj;
+  return success();
+}
+
+LogicalResult ExpansionPolicyOp::verify() {
+  float p = getFraction().convertToFloat();
+  if (!(p >= 0.0f && p <= 1.0f))
+    return emitOpError() << "fraction must be in [0, 1], got " << p;
+  if (cols(getScores()) != 1)
+    return emitOpError() << "scores must have one column per chunk row, got "
+                         << getScores().getType();
+  int64_t n = rows(getScores());
+  int64_t m = cast<RankedTensorType>(getExpand().getType()).getDimSize(0);
+  if (!ShapedType::isDynamic(n) && !ShapedType::isDynamic(m) && n != m)
+    return emitOpError() << "has " << n << " scores but " << m << " flags";
+  return success();
+}
+
+LogicalResult AssembleSequenceOp::verify() {
+  if (getPieces().empty())
+    return emitOpError("needs at least one piece");
+  int64_t d = cols(getResult()), total = 0;
+  bool dynamic = false;
+  for (Value piece : getPieces()) {
+    if (cols(piece) != d)
+      return emitOpError() << "piece " << piece.getType() << " has "
+                           << cols(piece) << " columns but the sequence has "
+                           << d;
+    if (ShapedType::isDynamic(rows(piece)))
+      dynamic = true;
+    else
+      total += rows(piece);
+  }
+  int64_t r = rows(getResult());
+  if (!dynamic && !ShapedType::isDynamic(r) && r != total)
+    return emitOpError() << "pieces have " << total << " rows but the result "
+                         << r;
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
 // Dispatch form
 //===----------------------------------------------------------------------===//
 
@@ -436,6 +581,9 @@ LogicalResult ProgramOp::verifyRegions() {
   }
   if (!buffers.count(getLogitsBuffer()))
     return emitOpError() << "logits buffer " << getLogitsBuffer()
+                         << " is not declared";
+  if (auto in = getInputBufferAttr(); in && !buffers.count(in.getInt()))
+    return emitOpError() << "input buffer " << in.getInt()
                          << " is not declared";
   int64_t numDispatches =
       llvm::range_size(getBody().front().getOps<DispatchOp>());
@@ -505,6 +653,11 @@ constexpr KernelArity kKernelArity[] = {
     {"concat", 2, 1, 0, 0, 0, 0},
     {"copy", 1, 1, 0, 0, 0, 0},
     {"add_row_bias", 1, 1, 0, 1, 0, 0},
+    {"layer_norm", 1, 1, 0, 2, 0, 1},
+    {"gelu_tanh", 1, 1, 0, 0, 0, 0},
+    {"self_attention", 3, 1, 0, 0, 2, 0},
+    {"add_positions", 1, 1, 0, 1, 0, 0},
+    {"take_row", 1, 1, 0, 0, 1, 0},
 };
 } // namespace
 

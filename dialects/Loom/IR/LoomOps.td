@@ -417,6 +417,154 @@ def Loom_YieldOp : Loom_Op<"yield", [Pure, Terminator, ReturnLike,
 }
 
 //===----------------------------------------------------------------------===//
+// Chunk encoder ops (REFRAG's encoder, projector and policy)
+//===----------------------------------------------------------------------===//
+
+def Loom_LayerNormOp : Loom_WeightUserOp<"layer_norm", [Pure, SameOperandsAndResultType]> {
+  let summary = "Layer normalisation with a learned scale and shift";
+  let description = [{
+    `result[t] = (x[t] - mean) / sqrt(var + eps) * weight + bias`, with the
+    population variance over the row.
+
+    ```mlir
+    %y = loom.layer_norm %x, @enc.ln1.weight, @enc.ln1.bias eps 1.0e-05 : tensor<?x32xf32>
+    ```
+  }];
+  let arguments = (ins Loom_RowTensor:$input, FlatSymbolRefAttr:$weight,
+                       FlatSymbolRefAttr:$bias, F32Attr:$eps);
+  let results = (outs Loom_RowTensor:$result);
+  let assemblyFormat = [{
+    $input `,` $weight `,` $bias `eps` $eps attr-dict `:` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def Loom_GeluOp : Loom_Op<"gelu", [Pure, SameOperandsAndResultType]> {
+  let summary = "GELU, tanh approximation";
+  let description = [{
+    `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))` elementwise.
+
+    ```mlir
+    %y = loom.gelu %x : tensor<?x64xf32>
+    ```
+  }];
+  let arguments = (ins Loom_RowTensor:$input);
+  let results = (outs Loom_RowTensor:$result);
+  let assemblyFormat = "$input attr-dict `:` type($result)";
+}
+
+def Loom_SelfAttentionOp : Loom_Op<"self_attention", [Pure,
+    AllTypesMatch<["q", "k", "v", "result"]>]> {
+  let summary = "Bidirectional multi-head attention within one sequence";
+  let description = [{
+    Every row attends to every row (no mask, no KV cache): an encoder's
+    attention. Head `a` uses columns `a head_dim .. (a+1) head_dim - 1`.
+
+    ```mlir
+    %o = loom.self_attention %q, %k, %v heads 4 head_dim 8 : tensor<?x32xf32>
+    ```
+  }];
+  let arguments = (ins Loom_RowTensor:$q, Loom_RowTensor:$k, Loom_RowTensor:$v,
+                       I64Attr:$n_heads, I64Attr:$head_dim);
+  let results = (outs Loom_RowTensor:$result);
+  let assemblyFormat = [{
+    $q `,` $k `,` $v `heads` $n_heads `head_dim` $head_dim attr-dict `:`
+    type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def Loom_AddPositionsOp : Loom_WeightUserOp<"add_positions", [Pure, SameOperandsAndResultType]> {
+  let summary = "Adds learned position embeddings to rows 0, 1, 2, ...";
+  let description = [{
+    `result[t] = input[t] + table[t]`; `table` is `[max_rows, D]`.
+
+    ```mlir
+    %y = loom.add_positions %x, @encoder.pos_emb : tensor<?x32xf32>
+    ```
+  }];
+  let arguments = (ins Loom_RowTensor:$input, FlatSymbolRefAttr:$table);
+  let results = (outs Loom_RowTensor:$result);
+  let assemblyFormat = "$input `,` $table attr-dict `:` type($result)";
+}
+
+def Loom_TakeRowOp : Loom_Op<"take_row", [Pure]> {
+  let summary = "One row of a row tensor (an encoder's CLS output)";
+  let description = [{
+    ```mlir
+    %cls = loom.take_row %x row 0 : tensor<?x32xf32> -> tensor<1x32xf32>
+    ```
+  }];
+  let arguments = (ins Loom_RowTensor:$input, I64Attr:$row);
+  let results = (outs Loom_RowTensor:$result);
+  let assemblyFormat = "$input `row` $row attr-dict `:` type($input) `->` type($result)";
+  let hasVerifier = 1;
+}
+
+def Loom_ChunkPlaceholderOp : Loom_Op<"chunk_placeholder", [
+    DeclareOpInterfaceMethods<SymbolUserOpInterface>, Pure]> {
+  let summary = "One decoder position standing for a compressed chunk of k tokens";
+  let description = [{
+    The embedding of a compressed chunk: `projector(encoder(tokens))`, where
+    `encoder` and `projector` name functions of the module
+    (`(tensor<?xi32>) -> tensor<1x E x f32>` and
+    `(tensor<?xExf32>) -> tensor<?xDxf32>`). The chunk has at most `k`
+    tokens (the last chunk of a context may be shorter). In the decoder it
+    takes one position and one KV slot, like a token.
+
+    ```mlir
+    %p = loom.chunk_placeholder %ids k 8 encoder @encode_chunk projector @project_chunk
+         : tensor<?xi32> -> tensor<1x64xf32>
+    ```
+  }];
+  let arguments = (ins Loom_IdTensor:$tokens, I64Attr:$k,
+                       FlatSymbolRefAttr:$encoder, FlatSymbolRefAttr:$projector);
+  let results = (outs Loom_RowTensor:$result);
+  let assemblyFormat = [{
+    $tokens `k` $k `encoder` $encoder `projector` $projector attr-dict `:`
+    type($tokens) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def Loom_ExpansionPolicyOp : Loom_Op<"expansion_policy", [Pure]> {
+  let summary = "Which chunks to expand back to tokens: the top ceil(p n) scores";
+  let description = [{
+    `scores` has one row per chunk (the policy head's output). The result
+    marks the `ceil(fraction * n)` highest-scoring chunks (ties: the lower
+    chunk index), which the sequence then feeds as their raw tokens.
+
+    ```mlir
+    %expand = loom.expansion_policy %scores fraction 2.5e-01 : tensor<?x1xf32> -> tensor<?xi1>
+    ```
+  }];
+  let arguments = (ins Loom_RowTensor:$scores, F32Attr:$fraction);
+  let results = (outs TensorRankOf<[I1], [1]>:$expand);
+  let assemblyFormat = [{
+    $scores `fraction` $fraction attr-dict `:` type($scores) `->` type($expand)
+  }];
+  let hasVerifier = 1;
+}
+
+def Loom_AssembleSequenceOp : Loom_Op<"assemble_sequence", [Pure]> {
+  let summary = "Decoder input rows from token, placeholder and expanded pieces";
+  let description = [{
+    Concatenates rows in order: embedded plain tokens (BOS, the question),
+    compressed chunks (one `loom.chunk_placeholder` row each) and expanded
+    chunks (their tokens' embeddings). Row `i` of the result is position `i`.
+
+    ```mlir
+    %seq = loom.assemble_sequence %bos, %c0, %c1_tokens, %question
+         : tensor<1x64xf32>, tensor<1x64xf32>, tensor<?x64xf32>, tensor<?x64xf32> -> tensor<?x64xf32>
+    ```
+  }];
+  let arguments = (ins Variadic<Loom_RowTensor>:$pieces);
+  let results = (outs Loom_RowTensor:$result);
+  let assemblyFormat = "$pieces attr-dict `:` type($pieces) `->` type($result)";
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
 // Dispatch form
 //===----------------------------------------------------------------------===//
 
@@ -425,7 +573,9 @@ def Loom_ProgramOp : Loom_Op<"program", [Symbol, NoTerminator, SingleBlock,
   let summary = "A scheduled list of kernel dispatches over one arena";
   let description = [{
     The form the artifact stores: buffers (arena slices of `max_tokens` rows),
-    KV cache slots and dispatches, run in order by the runtime.
+    KV cache slots and dispatches, run in order by the runtime. `logits`
+    names the output buffer; `input`, when present, the buffer the caller's
+    rows are copied into (programs whose function takes rows, not token ids).
 
     ```mlir
     loom.program @forward arena 4096 max_tokens 8 logits 3 {
@@ -436,11 +586,12 @@ def Loom_ProgramOp : Loom_Op<"program", [Symbol, NoTerminator, SingleBlock,
     ```
   }];
   let arguments = (ins SymbolNameAttr:$sym_name, I64Attr:$arena_bytes,
-                       I64Attr:$max_tokens, I64Attr:$logits_buffer);
+                       I64Attr:$max_tokens, I64Attr:$logits_buffer,
+                       OptionalAttr<I64Attr>:$input_buffer);
   let regions = (region SizedRegion<1>:$body);
   let assemblyFormat = [{
     $sym_name `arena` $arena_bytes `max_tokens` $max_tokens `logits`
-    $logits_buffer attr-dict-with-keyword $body
+    $logits_buffer (`input` $input_buffer^)? attr-dict-with-keyword $body
   }];
   let hasRegionVerifier = 1;
 }

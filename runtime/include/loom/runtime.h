@@ -121,6 +121,15 @@ struct LoopOptions {
   bool warm_start = false;
 };
 
+// A REFRAG chunk encoder (compressed chunk placeholders, arXiv 2509.01092;
+// docs/chunk-placeholders.md): the artifact's RefragConfig.
+struct RefragInfo {
+  int32_t cls_token_id = 0;  // prepended to every chunk by encodeChunk()
+  int64_t max_chunk_len = 0; // longest chunk the encoder takes
+  int64_t encoder_dim = 0;   // width of a chunk embedding
+  uint64_t encoder_checksum = 0; // identifies the encoder weights
+};
+
 // "full, skip, latest-m4, available-m4, always-last-m4, compress-sN,
 // compress-rN, compress-anchor": the KV policies LoopOptions::kv_policy
 // accepts, for messages.
@@ -161,6 +170,9 @@ public:
   uint64_t weightBytes() const;
   // The looped block, or nullptr when the model has none.
   const LoopInfo *loop() const;
+  // The chunk encoder, or nullptr when the artifact has none (compiled
+  // without loomc --format=refrag).
+  const RefragInfo *refrag() const;
   // Free-form strings the compiler recorded ("generator", "target").
   const std::string &generator() const;
   const std::string &target() const;
@@ -218,6 +230,29 @@ public:
   // changing any state, for ids outside the vocabulary or when the tokens do
   // not fit the context.
   Logits forward(const int32_t *tokens, size_t n, bool all_logits = false);
+  // The same, with placeholders: where embeddings[i] is not null, position
+  // i's input row (the Embed dispatch's output row) is those dim() floats
+  // instead of the token's embedding, and tokens[i] is ignored (pass 0).
+  // Everything after the embedding (RoPE position, KV slot, attention)
+  // treats it as a token position. embeddings may be null (no placeholders).
+  Logits forward(const int32_t *tokens, size_t n, bool all_logits,
+                 const float *const *embeddings);
+
+  // REFRAG programs (models with refrag() only; they run without touching
+  // the KV caches or the position, but reuse the activation arena, so a
+  // Logits from forward() stays valid while the arena does not matter).
+  //
+  // The chunk embedding (encoder_dim floats) of the n token ids of one
+  // chunk: runs "encode_chunk" on [cls_token_id] + ids. Throws loom::Error
+  // for n == 0, n > max_chunk_len or ids outside the vocabulary.
+  std::vector<float> encodeChunk(const int32_t *ids, size_t n);
+  // Decoder input rows (n x dim floats) of n chunk embeddings (n x
+  // encoder_dim floats): runs "project_chunk" in blocks of
+  // maxTokensPerStep() rows.
+  std::vector<float> projectChunks(const float *rows, size_t n);
+  // The expansion policy's score of each of n chunk embeddings: runs
+  // "score_chunk" in blocks of maxTokensPerStep() rows.
+  std::vector<float> scoreChunks(const float *rows, size_t n);
 
   // Tokens fed since construction or the last reset().
   int64_t position() const;

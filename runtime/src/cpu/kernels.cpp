@@ -353,4 +353,62 @@ void add(const float *a, const float *b, float *y, int64_t n) {
   });
 }
 
+void layerNorm(const float *x, const float *w, const float *b, float *y,
+               int64_t T, int64_t D, float eps) {
+  const detail::IsaKernels &ik = kernels();
+  forRange(T, grainFor(D), [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t)
+      ik.layerNormRow(x + t * D, w, b, y + t * D, D, eps);
+  });
+}
+
+void geluTanh(const float *x, float *y, int64_t n) {
+  const detail::IsaKernels &ik = kernels();
+  forRange(n, kSerialWork, [&](int64_t begin, int64_t end) {
+    ik.geluTanh(x + begin, y + begin, end - begin);
+  });
+}
+
+void selfAttention(const float *q, int64_t ldq, const float *k, int64_t ldk,
+                   const float *v, int64_t ldv, float *out, int64_t ldo,
+                   int64_t T, int64_t n_heads, int64_t head_dim) {
+  if (T <= 0 || n_heads <= 0 || head_dim <= 0)
+    return;
+  // The causal kernels' leaves do the work: every row attends to all T rows.
+  // attendHead reads K and V rows one stride apart; when the strides differ,
+  // attendHeadRows reads them through row pointers instead. Both run the same
+  // arithmetic in the same order, so the results are bit-identical.
+  const detail::IsaKernels &ik = kernels();
+  std::vector<const float *> rows;
+  if (ldk != ldv) {
+    rows.resize(size_t(2 * T));
+    for (int64_t s = 0; s < T; ++s) {
+      rows[size_t(s)] = k + s * ldk;
+      rows[size_t(T + s)] = v + s * ldv;
+    }
+  }
+  const float *const *keys = rows.empty() ? nullptr : rows.data();
+  const float *const *values = rows.empty() ? nullptr : rows.data() + T;
+  // Each (row, head) pair costs about 2 * T * head_dim MACs.
+  forRange(T * n_heads, grainFor(2 * T * head_dim),
+           [&](int64_t begin, int64_t end) {
+             float *scores = threadScratch(T);
+             for (int64_t i = begin; i < end; ++i) {
+               const int64_t t = i / n_heads;
+               const int64_t col = (i % n_heads) * head_dim;
+               if (keys)
+                 ik.attendHeadRows(q + t * ldq + col, keys, values, col, T,
+                                   head_dim, scores, out + t * ldo + col);
+               else
+                 ik.attendHead(q + t * ldq + col, k + col, v + col, ldk, T,
+                               head_dim, scores, out + t * ldo + col);
+             }
+           });
+}
+
+void addRows(const float *table, float *y, int64_t T, int64_t D) {
+  // Both operands are dense [T, D], so this is one elementwise add.
+  add(y, table, y, T * D);
+}
+
 } // namespace loom::rt::cpu

@@ -87,6 +87,34 @@ void siluMul(const float *a, const float *b, float *y, int64_t n);
 // y = a + b, elementwise over n values (y may alias a or b).
 void add(const float *a, const float *b, float *y, int64_t n);
 
+// --- Encoder kernels (REFRAG chunk encoder and projector) ---------------
+// A linear layer with bias is matmul() followed by addRowBias() in place.
+
+// y[t, :] = (x[t, :] - mean) / sqrt(var + eps) * w + b, with mean and the
+// population (biased) variance over the D values of row t. Rows are dense;
+// y may alias x.
+void layerNorm(const float *x, const float *w, const float *b, float *y,
+               int64_t T, int64_t D, float eps);
+
+// y = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), elementwise over n
+// values (PyTorch's approximate="tanh"); y may alias x. Evaluated as the
+// equal x / (1 + exp(-2 sqrt(2/pi) (x + 0.044715 x^3))), which keeps its
+// relative accuracy for negative x and gives -0 where the result underflows.
+void geluTanh(const float *x, float *y, int64_t n);
+
+// Bidirectional multi-head attention over T rows: no mask, no cache. For
+// each row t and head a (columns a*head_dim .. (a+1)*head_dim - 1 of q, k,
+// v and out):
+// out[t, a] = softmax_s(q[t, a] . k[s, a] / sqrt(head_dim)) v[s, a], s < T.
+// out must not overlap q, k or v.
+void selfAttention(const float *q, int64_t ldq, const float *k, int64_t ldk,
+                   const float *v, int64_t ldv, float *out, int64_t ldo,
+                   int64_t T, int64_t n_heads, int64_t head_dim);
+
+// y[t, :] += table[t, :] for t < T (learned position embeddings: rows
+// 0..T-1 of a [max_pos, D] table). Both dense with row stride D; exact.
+void addRows(const float *table, float *y, int64_t T, int64_t D);
+
 } // namespace loom::rt::cpu
 
 #endif // LOOM_RUNTIME_CPU_KERNELS_H

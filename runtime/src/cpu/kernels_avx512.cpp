@@ -468,10 +468,72 @@ void add(const float *a, const float *b, float *y, int64_t n) {
                                       _mm512_maskz_loadu_ps(m, b + i)));
 }
 
+void layerNormRow(const float *x, const float *w, const float *b, float *y,
+                  int64_t D, float eps) {
+  // Two passes over x, as in the portable path: the mean, then the sum of
+  // squared deviations from it. Masked-off lanes load (and subtract to) zero.
+  const float n = static_cast<float>(D);
+  __m512 acc0 = _mm512_setzero_ps();
+  __m512 acc1 = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 32 <= D; i += 32) {
+    acc0 = _mm512_add_ps(acc0, _mm512_loadu_ps(x + i));
+    acc1 = _mm512_add_ps(acc1, _mm512_loadu_ps(x + i + 16));
+  }
+  for (; i < D; i += 16)
+    acc0 = _mm512_add_ps(
+        acc0, _mm512_maskz_loadu_ps(firstLanes(minI(D - i, 16)), x + i));
+  const float mean = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)) / n;
+  const __m512 mv = _mm512_set1_ps(mean);
+
+  acc0 = _mm512_setzero_ps();
+  acc1 = _mm512_setzero_ps();
+  for (i = 0; i + 32 <= D; i += 32) {
+    const __m512 d0 = _mm512_sub_ps(_mm512_loadu_ps(x + i), mv);
+    const __m512 d1 = _mm512_sub_ps(_mm512_loadu_ps(x + i + 16), mv);
+    acc0 = _mm512_fmadd_ps(d0, d0, acc0);
+    acc1 = _mm512_fmadd_ps(d1, d1, acc1);
+  }
+  for (; i < D; i += 16) {
+    const __mmask16 m = firstLanes(minI(D - i, 16));
+    const __m512 d =
+        _mm512_maskz_sub_ps(m, _mm512_maskz_loadu_ps(m, x + i), mv);
+    acc0 = _mm512_fmadd_ps(d, d, acc0);
+  }
+  const float var = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)) / n;
+  const float rstd = 1.0f / _mm_cvtss_f32(_mm_sqrt_ss(_mm_set_ss(var + eps)));
+  const __m512 scale = _mm512_set1_ps(rstd);
+  for (i = 0; i < D; i += 16) {
+    const __mmask16 m = firstLanes(minI(D - i, 16));
+    const __m512 d = _mm512_mul_ps(
+        _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), mv), scale);
+    _mm512_mask_storeu_ps(y + i, m,
+                          _mm512_fmadd_ps(d, _mm512_maskz_loadu_ps(m, w + i),
+                                          _mm512_maskz_loadu_ps(m, b + i)));
+  }
+}
+
+void geluTanh(const float *x, float *y, int64_t n) {
+  // x / (1 + exp(-2u)) with -2u = x (c0 + c1 x^2), as in the portable path.
+  // expPs saturates to +inf for very negative x, giving x / inf = -0.
+  const __m512 c0 = _mm512_set1_ps(-2.0f * 0.7978845608028654f);
+  const __m512 c1 = _mm512_set1_ps(-2.0f * 0.7978845608028654f * 0.044715f);
+  const __m512 one = _mm512_set1_ps(1.0f);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = firstLanes(minI(n - i, 16));
+    const __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+    const __m512 z =
+        _mm512_mul_ps(v, _mm512_fmadd_ps(c1, _mm512_mul_ps(v, v), c0));
+    _mm512_mask_storeu_ps(y + i, m,
+                          _mm512_div_ps(v, _mm512_add_ps(one, expPs(z))));
+  }
+}
+
 } // namespace
 
 const IsaKernels kAvx512Kernels = {
-    kMr,      kNr,         &packPanels,     &gemmBlock, &matvec, &rmsNormRow,
-    &ropeRow, &attendHead, &attendHeadRows, &siluMul,   &add};
+    kMr,         kNr,           &packPanels, &gemmBlock,      &matvec,
+    &rmsNormRow, &ropeRow,      &attendHead, &attendHeadRows, &siluMul,
+    &add,        &layerNormRow, &geluTanh};
 
 } // namespace loom::rt::cpu::detail

@@ -68,6 +68,17 @@ struct IsaKernels {
   // Elementwise over n values; y may alias a or b.
   void (*siluMul)(const float *a, const float *b, float *y, int64_t n);
   void (*add)(const float *a, const float *b, float *y, int64_t n);
+
+  // One row of LayerNorm: y = (x - mean) / sqrt(var + eps) * w + b with the
+  // population variance, computed in two passes over x (mean, then the sum
+  // of squared deviations); y may alias x.
+  void (*layerNormRow)(const float *x, const float *w, const float *b, float *y,
+                       int64_t D, float eps);
+
+  // Elementwise tanh-approximated GELU over n values; y may alias x. Both
+  // ISAs evaluate it as x / (1 + exp(-2u)), u = sqrt(2/pi) (x + 0.044715 x^3),
+  // which equals 0.5 x (1 + tanh(u)) but does not cancel for negative x.
+  void (*geluTanh)(const float *x, float *y, int64_t n);
 };
 
 extern const IsaKernels kPortableKernels;

@@ -26,6 +26,40 @@ float dot(const float *a, const float *b, int64_t n) {
   return acc[0];
 }
 
+// Sum of n values, with the same lane structure as dot().
+float sum(const float *a, int64_t n) {
+  float acc[kLanes] = {};
+  int64_t k = 0;
+  for (; k + kLanes <= n; k += kLanes)
+    for (int64_t j = 0; j < kLanes; ++j)
+      acc[j] += a[k + j];
+  for (int64_t j = 0; k + j < n; ++j)
+    acc[j] += a[k + j];
+  for (int64_t w = kLanes / 2; w > 0; w /= 2)
+    for (int64_t j = 0; j < w; ++j)
+      acc[j] += acc[j + w];
+  return acc[0];
+}
+
+// Sum of (a[i] - c)^2 over n values, lanes as in dot().
+float sumSquaredDeviations(const float *a, float c, int64_t n) {
+  float acc[kLanes] = {};
+  int64_t k = 0;
+  for (; k + kLanes <= n; k += kLanes)
+    for (int64_t j = 0; j < kLanes; ++j) {
+      const float d = a[k + j] - c;
+      acc[j] += d * d;
+    }
+  for (int64_t j = 0; k + j < n; ++j) {
+    const float d = a[k + j] - c;
+    acc[j] += d * d;
+  }
+  for (int64_t w = kLanes / 2; w > 0; w /= 2)
+    for (int64_t j = 0; j < w; ++j)
+      acc[j] += acc[j + w];
+  return acc[0];
+}
+
 // One token x 32 outputs: the 32 accumulators fill eight SSE registers and
 // the compiler vectorises the loop over outputs. (GCC turns a multi-token tile
 // with a short output loop into a slow k-vectorised loop instead.)
@@ -165,10 +199,35 @@ void add(const float *a, const float *b, float *y, int64_t n) {
     y[i] = a[i] + b[i];
 }
 
+void layerNormRow(const float *x, const float *w, const float *b, float *y,
+                  int64_t D, float eps) {
+  // Two passes (mean, then squared deviations) rather than E[x^2] - mean^2,
+  // which cancels badly when |mean| is large against the spread.
+  const float n = static_cast<float>(D);
+  const float mean = sum(x, D) / n;
+  const float var = sumSquaredDeviations(x, mean, D) / n;
+  const float rstd = 1.0f / std::sqrt(var + eps);
+  for (int64_t i = 0; i < D; ++i)
+    y[i] = (x[i] - mean) * rstd * w[i] + b[i];
+}
+
+// 0.5 x (1 + tanh(u)) = x / (1 + exp(-2u)); -2u = x (kGelu0 + kGelu1 x^2).
+constexpr float kGelu0 = -2.0f * 0.7978845608028654f; // -2 sqrt(2/pi)
+constexpr float kGelu1 = kGelu0 * 0.044715f;
+
+void geluTanh(const float *x, float *y, int64_t n) {
+  // exp(+large) = inf gives x / inf = -0 for very negative x, the limit.
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = x[i];
+    y[i] = v / (1.0f + std::exp(v * (kGelu0 + kGelu1 * (v * v))));
+  }
+}
+
 } // namespace
 
 const IsaKernels kPortableKernels = {
-    kMr,      kNr,         &packPanels,     &gemmBlock, &matvec, &rmsNormRow,
-    &ropeRow, &attendHead, &attendHeadRows, &siluMul,   &add};
+    kMr,         kNr,           &packPanels, &gemmBlock,      &matvec,
+    &rmsNormRow, &ropeRow,      &attendHead, &attendHeadRows, &siluMul,
+    &add,        &layerNormRow, &geluTanh};
 
 } // namespace loom::rt::cpu::detail

@@ -1330,3 +1330,396 @@ loom.program @forward arena 1024 max_tokens 4 logits 0 {
   // expected-error @+1 {{'loom.kv_slot' op loop_layer must be -1 (not in the loop) or a core layer index, got -5}}
   loom.kv_slot 0 layer 0 max_seq 64 kv_heads 2 head_dim 8 {loop_layer = -5}
 }
+
+// -----
+
+// REFRAG's chunk encoder ops. Encoder width 32 (4 heads of 8), 17 position
+// rows; decoder width 64; chunks of at most k tokens.
+
+// loom.layer_norm: eps must be positive.
+loom.weight @ln.w : tensor<32xf32>
+loom.weight @ln.b : tensor<32xf32>
+func.func @layer_norm_eps(%x: tensor<?x32xf32>) -> tensor<?x32xf32> {
+  // expected-error @+1 {{'loom.layer_norm' op eps must be positive, got 0.000000e+00}}
+  %y = loom.layer_norm %x, @ln.w, @ln.b eps 0.0 : tensor<?x32xf32>
+  return %y : tensor<?x32xf32>
+}
+
+// -----
+
+// loom.layer_norm: the scale has one entry per column.
+loom.weight @ln.w : tensor<16xf32>
+loom.weight @ln.b : tensor<32xf32>
+func.func @layer_norm_weight(%x: tensor<?x32xf32>) -> tensor<?x32xf32> {
+  // expected-error @+1 {{'loom.layer_norm' op weight @ln.w has shape [16] but the op needs [32]}}
+  %y = loom.layer_norm %x, @ln.w, @ln.b eps 1.0e-05 : tensor<?x32xf32>
+  return %y : tensor<?x32xf32>
+}
+
+// -----
+
+// loom.layer_norm: ... and so has the shift.
+loom.weight @ln.w : tensor<32xf32>
+loom.weight @ln.b : tensor<1x32xf32>
+func.func @layer_norm_bias(%x: tensor<?x32xf32>) -> tensor<?x32xf32> {
+  // expected-error @+1 {{'loom.layer_norm' op bias @ln.b has shape [1, 32] but the op needs [32]}}
+  %y = loom.layer_norm %x, @ln.w, @ln.b eps 1.0e-05 : tensor<?x32xf32>
+  return %y : tensor<?x32xf32>
+}
+
+// -----
+
+// loom.layer_norm: both must be declared weights.
+loom.weight @ln.w : tensor<32xf32>
+func.func @layer_norm_missing_bias(%x: tensor<?x32xf32>) -> tensor<?x32xf32> {
+  // expected-error @+1 {{'loom.layer_norm' op bias @ln.b does not name a loom.weight}}
+  %y = loom.layer_norm %x, @ln.w, @ln.b eps 1.0e-05 : tensor<?x32xf32>
+  return %y : tensor<?x32xf32>
+}
+
+// -----
+
+// loom.self_attention: heads x head_dim must be the columns.
+func.func @self_attention_columns(%q: tensor<?x32xf32>) -> tensor<?x32xf32> {
+  // expected-error @+1 {{'loom.self_attention' op q has 32 columns but heads * head_dim = 24}}
+  %a = loom.self_attention %q, %q, %q heads 3 head_dim 8 : tensor<?x32xf32>
+  return %a : tensor<?x32xf32>
+}
+
+// -----
+
+// loom.self_attention: heads and head_dim are positive.
+func.func @self_attention_heads(%q: tensor<?x32xf32>) -> tensor<?x32xf32> {
+  // expected-error @+1 {{'loom.self_attention' op heads and head_dim must be in 1..1048576}}
+  %a = loom.self_attention %q, %q, %q heads -4 head_dim -8 : tensor<?x32xf32>
+  return %a : tensor<?x32xf32>
+}
+
+// -----
+
+// loom.add_positions: the table is [rows, columns of the input].
+loom.weight @pos : tensor<17x16xf32>
+func.func @add_positions_table(%x: tensor<?x32xf32>) -> tensor<?x32xf32> {
+  // expected-error @+1 {{'loom.add_positions' op table @pos must be [rows, 32], got 'tensor<17x16xf32>'}}
+  %y = loom.add_positions %x, @pos : tensor<?x32xf32>
+  return %y : tensor<?x32xf32>
+}
+
+// -----
+
+// loom.add_positions: a rank-1 table is rejected.
+loom.weight @pos : tensor<32xf32>
+func.func @add_positions_rank(%x: tensor<?x32xf32>) -> tensor<?x32xf32> {
+  // expected-error @+1 {{'loom.add_positions' op table @pos must be [rows, 32], got 'tensor<32xf32>'}}
+  %y = loom.add_positions %x, @pos : tensor<?x32xf32>
+  return %y : tensor<?x32xf32>
+}
+
+// -----
+
+// loom.add_positions: more rows than the table has positions.
+loom.weight @pos : tensor<17x32xf32>
+func.func @add_positions_rows(%x: tensor<18x32xf32>) -> tensor<18x32xf32> {
+  // expected-error @+1 {{'loom.add_positions' op input has 18 rows but the table has only 17 positions}}
+  %y = loom.add_positions %x, @pos : tensor<18x32xf32>
+  return %y : tensor<18x32xf32>
+}
+
+// -----
+
+// loom.add_positions: the table must be a declared weight.
+func.func @add_positions_missing(%x: tensor<?x32xf32>) -> tensor<?x32xf32> {
+  // expected-error @+1 {{'loom.add_positions' op table @pos does not name a loom.weight}}
+  %y = loom.add_positions %x, @pos : tensor<?x32xf32>
+  return %y : tensor<?x32xf32>
+}
+
+// -----
+
+// loom.take_row: the row must be one of the input's (here 3 rows: 0..2).
+func.func @take_row_past(%x: tensor<3x32xf32>) -> tensor<1x32xf32> {
+  // expected-error @+1 {{'loom.take_row' op row 3 is outside the input's rows}}
+  %r = loom.take_row %x row 3 : tensor<3x32xf32> -> tensor<1x32xf32>
+  return %r : tensor<1x32xf32>
+}
+
+// -----
+
+// loom.take_row: ... and is never negative, even with `?` rows.
+func.func @take_row_negative(%x: tensor<?x32xf32>) -> tensor<1x32xf32> {
+  // expected-error @+1 {{'loom.take_row' op row -1 is outside the input's rows}}
+  %r = loom.take_row %x row -1 : tensor<?x32xf32> -> tensor<1x32xf32>
+  return %r : tensor<1x32xf32>
+}
+
+// -----
+
+// loom.take_row: the result is one row of the input's width.
+func.func @take_row_rows(%x: tensor<?x32xf32>) -> tensor<2x32xf32> {
+  // expected-error @+1 {{'loom.take_row' op result must be one row of 32 columns, got 'tensor<2x32xf32>'}}
+  %r = loom.take_row %x row 0 : tensor<?x32xf32> -> tensor<2x32xf32>
+  return %r : tensor<2x32xf32>
+}
+
+// -----
+
+// loom.take_row: ... of its columns too.
+func.func @take_row_columns(%x: tensor<?x32xf32>) -> tensor<1x16xf32> {
+  // expected-error @+1 {{'loom.take_row' op result must be one row of 32 columns, got 'tensor<1x16xf32>'}}
+  %r = loom.take_row %x row 0 : tensor<?x32xf32> -> tensor<1x16xf32>
+  return %r : tensor<1x16xf32>
+}
+
+// -----
+
+// loom.chunk_placeholder: k is at least 1.
+func.func private @encode(tensor<?xi32>) -> tensor<1x32xf32>
+func.func private @project(tensor<?x32xf32>) -> tensor<?x64xf32>
+func.func @placeholder_k(%ids: tensor<?xi32>) -> tensor<1x64xf32> {
+  // expected-error @+1 {{'loom.chunk_placeholder' op k must be at least 1, got 0}}
+  %p = loom.chunk_placeholder %ids k 0 encoder @encode projector @project : tensor<?xi32> -> tensor<1x64xf32>
+  return %p : tensor<1x64xf32>
+}
+
+// -----
+
+// loom.chunk_placeholder: one position, one row.
+func.func private @encode(tensor<?xi32>) -> tensor<1x32xf32>
+func.func private @project(tensor<?x32xf32>) -> tensor<?x64xf32>
+func.func @placeholder_rows(%ids: tensor<?xi32>) -> tensor<?x64xf32> {
+  // expected-error @+1 {{'loom.chunk_placeholder' op a placeholder is one position: the result must have one row, got 'tensor<?x64xf32>'}}
+  %p = loom.chunk_placeholder %ids k 8 encoder @encode projector @project : tensor<?xi32> -> tensor<?x64xf32>
+  return %p : tensor<?x64xf32>
+}
+
+// -----
+
+// loom.chunk_placeholder: a static chunk has 1..k tokens (5 > k = 4).
+func.func private @encode(tensor<5xi32>) -> tensor<1x32xf32>
+func.func private @project(tensor<?x32xf32>) -> tensor<?x64xf32>
+func.func @placeholder_too_long(%ids: tensor<5xi32>) -> tensor<1x64xf32> {
+  // expected-error @+1 {{'loom.chunk_placeholder' op a chunk has 1..4 tokens, got 5}}
+  %p = loom.chunk_placeholder %ids k 4 encoder @encode projector @project : tensor<5xi32> -> tensor<1x64xf32>
+  return %p : tensor<1x64xf32>
+}
+
+// -----
+
+// loom.chunk_placeholder: ... and never none.
+func.func private @encode(tensor<0xi32>) -> tensor<1x32xf32>
+func.func private @project(tensor<?x32xf32>) -> tensor<?x64xf32>
+func.func @placeholder_empty(%ids: tensor<0xi32>) -> tensor<1x64xf32> {
+  // expected-error @+1 {{'loom.chunk_placeholder' op a chunk has 1..4 tokens, got 0}}
+  %p = loom.chunk_placeholder %ids k 4 encoder @encode projector @project : tensor<0xi32> -> tensor<1x64xf32>
+  return %p : tensor<1x64xf32>
+}
+
+// -----
+
+// loom.chunk_placeholder: the encoder names a function (not a weight).
+loom.weight @encode : tensor<32x32xf32>
+func.func private @project(tensor<?x32xf32>) -> tensor<?x64xf32>
+func.func @placeholder_encoder_not_func(%ids: tensor<?xi32>) -> tensor<1x64xf32> {
+  // expected-error @+1 {{'loom.chunk_placeholder' op encoder @encode does not name a func.func}}
+  %p = loom.chunk_placeholder %ids k 8 encoder @encode projector @project : tensor<?xi32> -> tensor<1x64xf32>
+  return %p : tensor<1x64xf32>
+}
+
+// -----
+
+// loom.chunk_placeholder: ... and so does the projector.
+func.func private @encode(tensor<?xi32>) -> tensor<1x32xf32>
+func.func @placeholder_projector_missing(%ids: tensor<?xi32>) -> tensor<1x64xf32> {
+  // expected-error @+1 {{'loom.chunk_placeholder' op projector @project does not name a func.func}}
+  %p = loom.chunk_placeholder %ids k 8 encoder @encode projector @project : tensor<?xi32> -> tensor<1x64xf32>
+  return %p : tensor<1x64xf32>
+}
+
+// -----
+
+// loom.chunk_placeholder: the encoder maps the chunk's ids to a row tensor
+// (here to a rank-1 vector).
+func.func private @encode(tensor<?xi32>) -> tensor<32xf32>
+func.func private @project(tensor<?x32xf32>) -> tensor<?x64xf32>
+func.func @placeholder_encoder_result(%ids: tensor<?xi32>) -> tensor<1x64xf32> {
+  // expected-error @+1 {{'loom.chunk_placeholder' op encoder @encode must take token ids and return one embedding row (tensor<1xExf32>), got '(tensor<?xi32>) -> tensor<32xf32>'}}
+  %p = loom.chunk_placeholder %ids k 8 encoder @encode projector @project : tensor<?xi32> -> tensor<1x64xf32>
+  return %p : tensor<1x64xf32>
+}
+
+// -----
+
+// loom.chunk_placeholder: the encoder takes the placeholder's token type.
+func.func private @encode(tensor<?xi32>, tensor<?xi32>) -> tensor<1x32xf32>
+func.func private @project(tensor<?x32xf32>) -> tensor<?x64xf32>
+func.func @placeholder_encoder_args(%ids: tensor<?xi32>) -> tensor<1x64xf32> {
+  // expected-error @+1 {{'loom.chunk_placeholder' op encoder @encode must take token ids and return one embedding row (tensor<1xExf32>), got '(tensor<?xi32>, tensor<?xi32>) -> tensor<1x32xf32>'}}
+  %p = loom.chunk_placeholder %ids k 8 encoder @encode projector @project : tensor<?xi32> -> tensor<1x64xf32>
+  return %p : tensor<1x64xf32>
+}
+
+// -----
+
+// loom.chunk_placeholder: the projector reads the encoder's width (32)...
+func.func private @encode(tensor<?xi32>) -> tensor<1x32xf32>
+func.func private @project(tensor<?x16xf32>) -> tensor<?x64xf32>
+func.func @placeholder_projector_input(%ids: tensor<?xi32>) -> tensor<1x64xf32> {
+  // expected-error @+1 {{'loom.chunk_placeholder' op projector @project must map 32-wide rows to 64-wide rows, got '(tensor<?x16xf32>) -> tensor<?x64xf32>'}}
+  %p = loom.chunk_placeholder %ids k 8 encoder @encode projector @project : tensor<?xi32> -> tensor<1x64xf32>
+  return %p : tensor<1x64xf32>
+}
+
+// -----
+
+// loom.chunk_placeholder: ... and writes the placeholder's width (64).
+func.func private @encode(tensor<?xi32>) -> tensor<1x32xf32>
+func.func private @project(tensor<?x32xf32>) -> tensor<?x48xf32>
+func.func @placeholder_projector_result(%ids: tensor<?xi32>) -> tensor<1x64xf32> {
+  // expected-error @+1 {{'loom.chunk_placeholder' op projector @project must map 32-wide rows to 64-wide rows, got '(tensor<?x32xf32>) -> tensor<?x48xf32>'}}
+  %p = loom.chunk_placeholder %ids k 8 encoder @encode projector @project : tensor<?xi32> -> tensor<1x64xf32>
+  return %p : tensor<1x64xf32>
+}
+
+// -----
+
+// loom.expansion_policy: the fraction is in [0, 1].
+func.func @policy_fraction_high(%s: tensor<?x1xf32>) -> tensor<?xi1> {
+  // expected-error @+1 {{'loom.expansion_policy' op fraction must be in [0, 1], got 1.500000e+00}}
+  %e = loom.expansion_policy %s fraction 1.5 : tensor<?x1xf32> -> tensor<?xi1>
+  return %e : tensor<?xi1>
+}
+
+// -----
+
+func.func @policy_fraction_negative(%s: tensor<?x1xf32>) -> tensor<?xi1> {
+  // expected-error @+1 {{'loom.expansion_policy' op fraction must be in [0, 1], got -2.500000e-01}}
+  %e = loom.expansion_policy %s fraction -0.25 : tensor<?x1xf32> -> tensor<?xi1>
+  return %e : tensor<?xi1>
+}
+
+// -----
+
+// loom.expansion_policy: one score (one column) per chunk row.
+func.func @policy_scores(%s: tensor<?x2xf32>) -> tensor<?xi1> {
+  // expected-error @+1 {{'loom.expansion_policy' op scores must have one column per chunk row, got 'tensor<?x2xf32>'}}
+  %e = loom.expansion_policy %s fraction 0.25 : tensor<?x2xf32> -> tensor<?xi1>
+  return %e : tensor<?xi1>
+}
+
+// -----
+
+// loom.expansion_policy: one flag per score.
+func.func @policy_flags(%s: tensor<3x1xf32>) -> tensor<4xi1> {
+  // expected-error @+1 {{'loom.expansion_policy' op has 3 scores but 4 flags}}
+  %e = loom.expansion_policy %s fraction 0.25 : tensor<3x1xf32> -> tensor<4xi1>
+  return %e : tensor<4xi1>
+}
+
+// -----
+
+// loom.assemble_sequence: at least one piece (generic form: the custom form
+// cannot spell an empty list).
+func.func @assemble_empty() -> tensor<?x64xf32> {
+  // expected-error @+1 {{'loom.assemble_sequence' op needs at least one piece}}
+  %s = "loom.assemble_sequence"() : () -> tensor<?x64xf32>
+  return %s : tensor<?x64xf32>
+}
+
+// -----
+
+// loom.assemble_sequence: every piece has the sequence's width.
+func.func @assemble_columns(%a: tensor<1x64xf32>, %b: tensor<?x32xf32>) -> tensor<?x64xf32> {
+  // expected-error @+1 {{'loom.assemble_sequence' op piece 'tensor<?x32xf32>' has 32 columns but the sequence has 64}}
+  %s = loom.assemble_sequence %a, %b : tensor<1x64xf32>, tensor<?x32xf32> -> tensor<?x64xf32>
+  return %s : tensor<?x64xf32>
+}
+
+// -----
+
+// loom.assemble_sequence: static pieces add up to the result's rows.
+func.func @assemble_rows(%a: tensor<1x64xf32>, %b: tensor<4x64xf32>) -> tensor<6x64xf32> {
+  // expected-error @+1 {{'loom.assemble_sequence' op pieces have 5 rows but the result 6}}
+  %s = loom.assemble_sequence %a, %b : tensor<1x64xf32>, tensor<4x64xf32> -> tensor<6x64xf32>
+  return %s : tensor<6x64xf32>
+}
+
+// -----
+
+// loom.program: the input buffer (the caller's rows) must be declared.
+// expected-error @+1 {{'loom.program' op input buffer 5 is not declared}}
+loom.program @project_chunk arena 1024 max_tokens 4 logits 0 input 5 {
+  loom.buffer 0 offset 0 row_elems 32
+}
+
+// -----
+
+// loom.dispatch: layer_norm takes its scale and shift...
+loom.weight @ln.w : tensor<32xf32>
+loom.program @encode_chunk arena 1024 max_tokens 4 logits 1 {
+  loom.buffer 0 offset 0 row_elems 32
+  loom.buffer 1 offset 512 row_elems 32
+  // expected-error @+1 {{'loom.dispatch' op kernel "layer_norm" takes 2 weights, got 1}}
+  loom.dispatch "layer_norm" ins [0] outs [1] weights [@ln.w] fparams [1.0e-05]
+}
+
+// -----
+
+// loom.dispatch: ... and its eps.
+loom.weight @ln.w : tensor<32xf32>
+loom.weight @ln.b : tensor<32xf32>
+loom.program @encode_chunk arena 1024 max_tokens 4 logits 1 {
+  loom.buffer 0 offset 0 row_elems 32
+  loom.buffer 1 offset 512 row_elems 32
+  // expected-error @+1 {{'loom.dispatch' op kernel "layer_norm" takes 1 fparams, got 0}}
+  loom.dispatch "layer_norm" ins [0] outs [1] weights [@ln.w, @ln.b]
+}
+
+// -----
+
+// loom.dispatch: gelu_tanh is elementwise on one input.
+loom.program @encode_chunk arena 1024 max_tokens 4 logits 1 {
+  loom.buffer 0 offset 0 row_elems 32
+  loom.buffer 1 offset 512 row_elems 32
+  // expected-error @+1 {{'loom.dispatch' op kernel "gelu_tanh" takes 1 inputs, got 2}}
+  loom.dispatch "gelu_tanh" ins [0, 1] outs [1]
+}
+
+// -----
+
+// loom.dispatch: self_attention reads q, k and v...
+loom.program @encode_chunk arena 1024 max_tokens 4 logits 1 {
+  loom.buffer 0 offset 0 row_elems 32
+  loom.buffer 1 offset 512 row_elems 32
+  // expected-error @+1 {{'loom.dispatch' op kernel "self_attention" takes 3 inputs, got 2}}
+  loom.dispatch "self_attention" ins [0, 0] outs [1] iparams [4, 8]
+}
+
+// -----
+
+// loom.dispatch: ... with heads and head_dim as iparams.
+loom.program @encode_chunk arena 1024 max_tokens 4 logits 1 {
+  loom.buffer 0 offset 0 row_elems 32
+  loom.buffer 1 offset 512 row_elems 32
+  // expected-error @+1 {{'loom.dispatch' op kernel "self_attention" takes 2 iparams, got 1}}
+  loom.dispatch "self_attention" ins [0, 0, 0] outs [1] iparams [4]
+}
+
+// -----
+
+// loom.dispatch: add_positions takes its table.
+loom.program @encode_chunk arena 1024 max_tokens 4 logits 1 {
+  loom.buffer 0 offset 0 row_elems 32
+  loom.buffer 1 offset 512 row_elems 32
+  // expected-error @+1 {{'loom.dispatch' op kernel "add_positions" takes 1 weights, got 0}}
+  loom.dispatch "add_positions" ins [0] outs [1]
+}
+
+// -----
+
+// loom.dispatch: take_row takes the row index.
+loom.program @encode_chunk arena 1024 max_tokens 4 logits 1 {
+  loom.buffer 0 offset 0 row_elems 32
+  loom.buffer 1 offset 512 row_elems 32
+  // expected-error @+1 {{'loom.dispatch' op kernel "take_row" takes 1 iparams, got 0}}
+  loom.dispatch "take_row" ins [0] outs [1]
+}

@@ -267,3 +267,124 @@ module @looped {
         default 32 max 64 exit "kl" threshold 8.0e-04 init_std 0.0 init_scale 1.0
   }
 }
+
+// REFRAG (compressed chunk placeholders): the chunk encoder's ops, a request
+// that assembles BOS, a compressed chunk, an expanded chunk and the question
+// into decoder rows, and a program that reads its rows from an input buffer
+// with the encoder's kernels. Encoder width 32 (4 heads of 8), ffn 64,
+// 17 positions; decoder width 64; vocab 32.
+
+// CHECK-LABEL: module @refrag_roundtrip
+module @refrag_roundtrip {
+  loom.weight @enc.tok : tensor<32x32xf32>
+  loom.weight @enc.pos : tensor<17x32xf32>
+  loom.weight @enc.ln.weight : tensor<32xf32>
+  loom.weight @enc.ln.bias : tensor<32xf32>
+  loom.weight @enc.wq : tensor<32x32xf32>
+  loom.weight @enc.fc1 : tensor<64x32xf32>
+  loom.weight @enc.fc2 : tensor<32x64xf32>
+  loom.weight @proj : tensor<64x32xf32>
+  loom.weight @dec.tok : tensor<32x64xf32>
+
+  // CHECK-LABEL: func.func @encode
+  // CHECK-SAME: (%[[IDS:.*]]: tensor<?xi32>) -> tensor<1x32xf32>
+  func.func @encode(%ids: tensor<?xi32>) -> tensor<1x32xf32> {
+    // CHECK-NEXT: %[[X:.*]] = loom.embed %[[IDS]], @enc.tok : tensor<?xi32> -> tensor<?x32xf32>
+    %x = loom.embed %ids, @enc.tok : tensor<?xi32> -> tensor<?x32xf32>
+    // CHECK-NEXT: %[[P:.*]] = loom.add_positions %[[X]], @enc.pos : tensor<?x32xf32>
+    %p = loom.add_positions %x, @enc.pos : tensor<?x32xf32>
+    // CHECK-NEXT: %[[H:.*]] = loom.layer_norm %[[P]], @enc.ln.weight, @enc.ln.bias eps 9.99999974E-6 : tensor<?x32xf32>
+    %h = loom.layer_norm %p, @enc.ln.weight, @enc.ln.bias eps 1.0e-05 : tensor<?x32xf32>
+    // CHECK-NEXT: %[[Q:.*]] = loom.linear %[[H]], @enc.wq : tensor<?x32xf32> -> tensor<?x32xf32>
+    %q = loom.linear %h, @enc.wq : tensor<?x32xf32> -> tensor<?x32xf32>
+    // CHECK-NEXT: %[[A:.*]] = loom.self_attention %[[Q]], %[[H]], %[[P]] heads 4 head_dim 8 : tensor<?x32xf32>
+    %a = loom.self_attention %q, %h, %p heads 4 head_dim 8 : tensor<?x32xf32>
+    // CHECK-NEXT: %[[F:.*]] = loom.linear %[[A]], @enc.fc1 : tensor<?x32xf32> -> tensor<?x64xf32>
+    %f = loom.linear %a, @enc.fc1 : tensor<?x32xf32> -> tensor<?x64xf32>
+    // CHECK-NEXT: %[[G:.*]] = loom.gelu %[[F]] : tensor<?x64xf32>
+    %g = loom.gelu %f : tensor<?x64xf32>
+    // CHECK-NEXT: %[[Y:.*]] = loom.linear %[[G]], @enc.fc2 : tensor<?x64xf32> -> tensor<?x32xf32>
+    %y = loom.linear %g, @enc.fc2 : tensor<?x64xf32> -> tensor<?x32xf32>
+    // CHECK-NEXT: %[[CLS:.*]] = loom.take_row %[[Y]] row 0 : tensor<?x32xf32> -> tensor<1x32xf32>
+    %cls = loom.take_row %y row 0 : tensor<?x32xf32> -> tensor<1x32xf32>
+    // CHECK-NEXT: return %[[CLS]] : tensor<1x32xf32>
+    return %cls : tensor<1x32xf32>
+  }
+
+  // CHECK-LABEL: func.func @project
+  // CHECK-SAME: (%[[E:.*]]: tensor<?x32xf32>) -> tensor<?x64xf32>
+  func.func @project(%e: tensor<?x32xf32>) -> tensor<?x64xf32> {
+    // CHECK-NEXT: %[[Y:.*]] = loom.linear %[[E]], @proj : tensor<?x32xf32> -> tensor<?x64xf32>
+    %y = loom.linear %e, @proj : tensor<?x32xf32> -> tensor<?x64xf32>
+    return %y : tensor<?x64xf32>
+  }
+
+  // A static take_row: row 2 of 3 rows.
+  // CHECK-LABEL: func.func @last_row
+  func.func @last_row(%x: tensor<3x32xf32>) -> tensor<1x32xf32> {
+    // CHECK-NEXT: loom.take_row %{{.*}} row 2 : tensor<3x32xf32> -> tensor<1x32xf32>
+    %r = loom.take_row %x row 2 : tensor<3x32xf32> -> tensor<1x32xf32>
+    return %r : tensor<1x32xf32>
+  }
+
+  // CHECK-LABEL: func.func @request
+  // CHECK-SAME: (%[[BOS:[^:]*]]: tensor<1xi32>, %[[C0:[^:]*]]: tensor<?xi32>, %[[C1:[^:]*]]: tensor<?xi32>, %[[QU:[^:]*]]: tensor<?xi32>, %[[S:[^:]*]]: tensor<?x1xf32>)
+  func.func @request(%bos: tensor<1xi32>, %c0: tensor<?xi32>, %c1: tensor<?xi32>,
+                     %question: tensor<?xi32>, %scores: tensor<?x1xf32>)
+      -> (tensor<?x64xf32>, tensor<?xi1>, tensor<2x64xf32>) {
+    // CHECK-NEXT: %[[B:.*]] = loom.embed %[[BOS]], @dec.tok : tensor<1xi32> -> tensor<1x64xf32>
+    %b = loom.embed %bos, @dec.tok : tensor<1xi32> -> tensor<1x64xf32>
+    // CHECK-NEXT: %[[P0:.*]] = loom.chunk_placeholder %[[C0]] k 8 encoder @encode projector @project : tensor<?xi32> -> tensor<1x64xf32>
+    %p0 = loom.chunk_placeholder %c0 k 8 encoder @encode projector @project : tensor<?xi32> -> tensor<1x64xf32>
+    // CHECK-NEXT: %[[E1:.*]] = loom.embed %[[C1]], @dec.tok : tensor<?xi32> -> tensor<?x64xf32>
+    %e1 = loom.embed %c1, @dec.tok : tensor<?xi32> -> tensor<?x64xf32>
+    // CHECK-NEXT: %[[EQ:.*]] = loom.embed %[[QU]], @dec.tok : tensor<?xi32> -> tensor<?x64xf32>
+    %eq = loom.embed %question, @dec.tok : tensor<?xi32> -> tensor<?x64xf32>
+    // CHECK-NEXT: %[[X:.*]] = loom.expansion_policy %[[S]] fraction 2.500000e-01 : tensor<?x1xf32> -> tensor<?xi1>
+    %expand = loom.expansion_policy %scores fraction 2.5e-01 : tensor<?x1xf32> -> tensor<?xi1>
+    // CHECK-NEXT: %[[SEQ:.*]] = loom.assemble_sequence %[[B]], %[[P0]], %[[E1]], %[[EQ]] : tensor<1x64xf32>, tensor<1x64xf32>, tensor<?x64xf32>, tensor<?x64xf32> -> tensor<?x64xf32>
+    %seq = loom.assemble_sequence %b, %p0, %e1, %eq
+        : tensor<1x64xf32>, tensor<1x64xf32>, tensor<?x64xf32>, tensor<?x64xf32> -> tensor<?x64xf32>
+    // All pieces static: the result has their rows.
+    // CHECK-NEXT: %[[TWO:.*]] = loom.assemble_sequence %[[B]], %[[P0]] : tensor<1x64xf32>, tensor<1x64xf32> -> tensor<2x64xf32>
+    %two = loom.assemble_sequence %b, %p0 : tensor<1x64xf32>, tensor<1x64xf32> -> tensor<2x64xf32>
+    // CHECK-NEXT: return %[[SEQ]], %[[X]], %[[TWO]]
+    return %seq, %expand, %two : tensor<?x64xf32>, tensor<?xi1>, tensor<2x64xf32>
+  }
+
+  // Static scores and flags; the fraction's bounds 0 and 1 are allowed.
+  // CHECK-LABEL: func.func @policy_bounds
+  func.func @policy_bounds(%scores: tensor<3x1xf32>) -> (tensor<3xi1>, tensor<3xi1>) {
+    // CHECK-NEXT: loom.expansion_policy %{{.*}} fraction 0.000000e+00 : tensor<3x1xf32> -> tensor<3xi1>
+    %none = loom.expansion_policy %scores fraction 0.0 : tensor<3x1xf32> -> tensor<3xi1>
+    // CHECK-NEXT: loom.expansion_policy %{{.*}} fraction 1.000000e+00 : tensor<3x1xf32> -> tensor<3xi1>
+    %all = loom.expansion_policy %scores fraction 1.0 : tensor<3x1xf32> -> tensor<3xi1>
+    return %none, %all : tensor<3xi1>, tensor<3xi1>
+  }
+
+  // A program whose rows come from the caller: `input` names their buffer.
+  // CHECK-LABEL: loom.program @encoder_program arena 4096 max_tokens 4 logits 3 input 0 {
+  // CHECK-NEXT:    loom.buffer 0 offset 0 row_elems 32
+  // CHECK-NEXT:    loom.buffer 1 offset 512 row_elems 32
+  // CHECK-NEXT:    loom.buffer 2 offset 1024 row_elems 64
+  // CHECK-NEXT:    loom.buffer 3 offset 2048 row_elems 32
+  // CHECK-NEXT:    loom.dispatch "add_positions" ins [0] outs [1] weights [@enc.pos]
+  // CHECK-NEXT:    loom.dispatch "layer_norm" ins [1] outs [0] weights [@enc.ln.weight, @enc.ln.bias] fparams [1.000000e-05]
+  // CHECK-NEXT:    loom.dispatch "self_attention" ins [0, 0, 0] outs [1] iparams [4, 8]
+  // CHECK-NEXT:    loom.dispatch "matmul" ins [1] outs [2] weights [@enc.fc1] iparams [0]
+  // CHECK-NEXT:    loom.dispatch "gelu_tanh" ins [2] outs [2]
+  // CHECK-NEXT:    loom.dispatch "take_row" ins [1] outs [3] iparams [0]
+  // CHECK-NEXT:  }
+  loom.program @encoder_program arena 4096 max_tokens 4 logits 3 input 0 {
+    loom.buffer 0 offset 0 row_elems 32
+    loom.buffer 1 offset 512 row_elems 32
+    loom.buffer 2 offset 1024 row_elems 64
+    loom.buffer 3 offset 2048 row_elems 32
+    loom.dispatch "add_positions" ins [0] outs [1] weights [@enc.pos]
+    loom.dispatch "layer_norm" ins [1] outs [0] weights [@enc.ln.weight, @enc.ln.bias] fparams [1.0e-05]
+    loom.dispatch "self_attention" ins [0, 0, 0] outs [1] iparams [4, 8]
+    loom.dispatch "matmul" ins [1] outs [2] weights [@enc.fc1] iparams [0]
+    loom.dispatch "gelu_tanh" ins [2] outs [2]
+    loom.dispatch "take_row" ins [1] outs [3] iparams [0]
+  }
+}

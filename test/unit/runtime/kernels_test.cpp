@@ -929,6 +929,404 @@ TEST_P(KernelTest, EmbedScalesRows) {
           << t << ", " << i;
 }
 
+//===----------------------------------------------------------------------===//
+// layerNorm, geluTanh, selfAttention, addRows (REFRAG chunk encoder)
+//===----------------------------------------------------------------------===//
+
+// The encoder's shapes (T up to 17 rows, D 32 and its projector's 64, an
+// odd D for the vector tails), a single feature, and one large enough to run
+// rows in parallel.
+const std::pair<int64_t, int64_t> kLayerNormShapes[] = {
+    {1, 32}, {2, 32},  {5, 32},   {17, 32},  {1, 33}, {2, 33},
+    {5, 33}, {17, 33}, {1, 64},   {2, 64},   {5, 64}, {17, 64},
+    {3, 1},  {4, 7},   {9, 1000}, {300, 256}};
+
+std::vector<double> layerNormReference(const std::vector<float> &x,
+                                       const std::vector<float> &w,
+                                       const std::vector<float> &b, int64_t T,
+                                       int64_t D, float eps) {
+  std::vector<double> y(size_t(T * D));
+  for (int64_t t = 0; t < T; ++t) {
+    double mean = 0.0;
+    for (int64_t i = 0; i < D; ++i)
+      mean += x[t * D + i];
+    mean /= double(D);
+    double var = 0.0;
+    for (int64_t i = 0; i < D; ++i)
+      var += (x[t * D + i] - mean) * (x[t * D + i] - mean);
+    var /= double(D); // population variance
+    const double rstd = 1.0 / std::sqrt(var + double(eps));
+    for (int64_t i = 0; i < D; ++i)
+      y[t * D + i] = (x[t * D + i] - mean) * rstd * w[i] + b[i];
+  }
+  return y;
+}
+
+struct LayerNormRun {
+  std::vector<float> x, w, b, y;
+};
+
+// Rows centred away from zero (offset in [-4, 4]) so that a one-pass
+// E[x^2] - mean^2 variance would lose digits.
+LayerNormRun runLayerNorm(int64_t T, int64_t D, uint32_t seed) {
+  std::mt19937 rng(seed);
+  LayerNormRun r;
+  r.x = randomFloats(size_t(T * D), rng, -2.0f, 2.0f);
+  const std::vector<float> offset = randomFloats(size_t(T), rng, -4.0f, 4.0f);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t i = 0; i < D; ++i)
+      r.x[t * D + i] += offset[t];
+  r.w = randomFloats(size_t(D), rng, 0.5f, 1.5f);
+  r.b = randomFloats(size_t(D), rng, -1.0f, 1.0f);
+  r.y.assign(size_t(T * D), kSentinel);
+  layerNorm(r.x.data(), r.w.data(), r.b.data(), r.y.data(), T, D, 1e-5f);
+  return r;
+}
+
+TEST_P(KernelTest, LayerNormMatchesReference) {
+  for (auto [T, D] : kLayerNormShapes) {
+    SCOPED_TRACE(::testing::Message() << "T=" << T << " D=" << D);
+    const LayerNormRun r = runLayerNorm(T, D, uint32_t(T * 131 + D));
+    // Outputs are O(1) to O(5); float32 rounding of the mean, the deviations
+    // and the scale stays within a few ulp of that.
+    EXPECT_TRUE(allNear(layerNormReference(r.x, r.w, r.b, T, D, 1e-5f), r.y,
+                        1e-6, 1e-5));
+  }
+}
+
+TEST_P(KernelTest, LayerNormInPlaceEqualsOutOfPlace) {
+  for (auto [T, D] : kLayerNormShapes) {
+    SCOPED_TRACE(::testing::Message() << "T=" << T << " D=" << D);
+    const LayerNormRun r = runLayerNorm(T, D, uint32_t(T + 7 * D));
+    std::vector<float> inPlace = r.x;
+    layerNorm(inPlace.data(), r.w.data(), r.b.data(), inPlace.data(), T, D,
+              1e-5f);
+    EXPECT_EQ(0, std::memcmp(inPlace.data(), r.y.data(), r.y.size() * 4));
+  }
+}
+
+TEST_P(KernelTest, LayerNormKnownValues) {
+  // mean 2.5, population variance 1.25 (the sample variance would be 5/3).
+  const float x[4] = {1.0f, 2.0f, 3.0f, 4.0f};
+  const float w[4] = {1.0f, 2.0f, -1.0f, 0.5f};
+  const float b[4] = {0.0f, 1.0f, 0.0f, -2.0f};
+  float y[4];
+  layerNorm(x, w, b, y, 1, 4, 0.0f);
+  const double s = 1.0 / std::sqrt(1.25);
+  EXPECT_NEAR(y[0], -1.5 * s, 1e-6);
+  EXPECT_NEAR(y[1], -0.5 * s * 2.0 + 1.0, 1e-6);
+  EXPECT_NEAR(y[2], -0.5 * s, 1e-6);
+  EXPECT_NEAR(y[3], 1.5 * s * 0.5 - 2.0, 1e-6);
+  // eps is added to the variance, not to its root.
+  layerNorm(x, w, b, y, 1, 4, 0.75f);
+  EXPECT_NEAR(y[0], -1.5 / std::sqrt(2.0), 1e-6);
+  // A constant row has zero deviation: the output is exactly the bias.
+  std::vector<float> c(33, 7.0f), cw(33, 3.0f), cb(33);
+  for (size_t i = 0; i < cb.size(); ++i)
+    cb[i] = float(i) * 0.25f - 1.0f;
+  layerNorm(c.data(), cw.data(), cb.data(), c.data(), 1, 33, 1e-5f);
+  EXPECT_EQ(c, cb);
+}
+
+TEST_F(CrossIsaTest, LayerNormAgrees) {
+  for (const auto &shape : kLayerNormShapes) {
+    const int64_t T = shape.first, D = shape.second;
+    SCOPED_TRACE(::testing::Message() << "T=" << T << " D=" << D);
+    auto [portable, avx512] = onBoth([&] { return runLayerNorm(T, D, 5).y; });
+    EXPECT_TRUE(allNear(toDouble(portable), avx512, 1e-6, 1e-5));
+  }
+}
+
+// 0.5 x (1 + tanh(u)) in double, written as x / (1 + exp(-2u)): the literal
+// form cancels to nothing for x below about -6 even in double.
+double geluReference(double x) {
+  const double u = std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x);
+  return x / (1.0 + std::exp(-2.0 * u));
+}
+
+std::vector<float> geluInputs(int64_t n, std::mt19937 &rng) {
+  std::vector<float> x = randomFloats(size_t(n), rng, -8.0f, 8.0f);
+  // Zero, the hand values, the far tails (exp overflowing float on the
+  // negative side), and tiny magnitudes.
+  const float special[] = {0.0f,   -0.0f,   1.0f,   -1.0f,   3.0f,  -3.0f,
+                           20.0f,  -20.0f,  100.0f, -100.0f, 1e-3f, -1e-3f,
+                           1e-20f, -1e-20f, 1e10f,  -1e10f};
+  for (size_t i = 0; i < std::size(special) && i < x.size(); ++i)
+    x[(i * 7919) % x.size()] = special[i];
+  return x;
+}
+
+std::vector<float> runGelu(int64_t n, uint32_t seed,
+                           std::vector<double> *want) {
+  std::mt19937 rng(seed);
+  const std::vector<float> x = geluInputs(n, rng);
+  std::vector<float> y(size_t(n), kSentinel);
+  geluTanh(x.data(), y.data(), n);
+  if (want) {
+    want->resize(size_t(n));
+    for (int64_t i = 0; i < n; ++i)
+      (*want)[i] = geluReference(x[i]);
+  }
+  return y;
+}
+
+TEST(GeluReference, EqualsTheTanhFormula) {
+  // Checks the test's own rewrite where the literal form is still accurate.
+  for (double x = -5.0; x <= 5.0; x += 0.125) {
+    const double u = std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x);
+    EXPECT_NEAR(geluReference(x), 0.5 * x * (1.0 + std::tanh(u)), 1e-14) << x;
+  }
+}
+
+TEST_P(KernelTest, GeluTanhMatchesReference) {
+  for (int64_t n : kElementwiseSizes) {
+    SCOPED_TRACE(::testing::Message() << "n=" << n);
+    std::vector<double> want;
+    const std::vector<float> y = runGelu(n, uint32_t(n + 3), &want);
+    // Relative 2e-6 is a few ulp where the output is not tiny. For x < -3
+    // the output is exp(-z)-small with z = O(|x|^3) and inherits z's float
+    // rounding (relative ~ z * 1e-7); the absolute 1e-7 admits that.
+    EXPECT_TRUE(allNear(want, y, 1e-7, 2e-6));
+  }
+}
+
+TEST_P(KernelTest, GeluTanhKnownValues) {
+  const float x[] = {0.0f, 1.0f, -1.0f, 2.0f, -0.5f, 20.0f, -20.0f};
+  float y[std::size(x)];
+  geluTanh(x, y, int64_t(std::size(x)));
+  EXPECT_EQ(y[0], 0.0f);
+  EXPECT_NEAR(y[1], 0.841192, 1e-6);
+  EXPECT_NEAR(y[2], -0.158808, 1e-6);
+  EXPECT_NEAR(y[3], 1.954598, 1e-6);  // 0.5*2*(1+tanh(1.7236...))
+  EXPECT_NEAR(y[4], -0.154286, 1e-6); // 0.5*-0.5*(1+tanh(-0.4034...))
+  EXPECT_EQ(y[5], 20.0f);             // saturated: exactly x
+  EXPECT_NEAR(y[6], 0.0, 1e-30);      // underflows to (-)0
+  // Not the erf GELU: that gives 0.841345 at 1, 1.6e-4 away.
+  EXPECT_GT(std::fabs(y[1] - 0.8413447460685429), 1e-4);
+}
+
+TEST_P(KernelTest, GeluTanhInPlaceEqualsOutOfPlace) {
+  for (int64_t n : kElementwiseSizes) {
+    SCOPED_TRACE(::testing::Message() << "n=" << n);
+    std::mt19937 rng(static_cast<uint32_t>(n));
+    const std::vector<float> x = geluInputs(n, rng);
+    std::vector<float> y(size_t(n), kSentinel);
+    geluTanh(x.data(), y.data(), n);
+    std::vector<float> inPlace = x;
+    geluTanh(inPlace.data(), inPlace.data(), n);
+    EXPECT_EQ(0, std::memcmp(inPlace.data(), y.data(), y.size() * 4));
+  }
+}
+
+TEST_F(CrossIsaTest, GeluTanhAgrees) {
+  for (int64_t n : kElementwiseSizes) {
+    SCOPED_TRACE(::testing::Message() << "n=" << n);
+    auto [portable, avx512] = onBoth([&] { return runGelu(n, 9, nullptr); });
+    EXPECT_TRUE(allNear(toDouble(portable), avx512, 1e-7, 2e-6));
+  }
+}
+
+struct SelfAttnCase {
+  int64_t T, nHeads, headDim;
+  int64_t padQ, padK, padV, padO; // ld = n_heads * head_dim + pad
+};
+
+std::ostream &operator<<(std::ostream &os, const SelfAttnCase &c) {
+  return os << "T=" << c.T << " heads=" << c.nHeads << "x" << c.headDim
+            << " pads q" << c.padQ << " k" << c.padK << " v" << c.padV << " o"
+            << c.padO;
+}
+
+// The encoder's 4 heads x 8 at T = 1, 2, 5, 17, with K and V strides equal
+// (the strided leaf) and different (the row-pointer leaf); head sizes that
+// are not a multiple of 16 or need three vectors; enough rows to fill the
+// 8-wide score blocks and to run in parallel.
+const SelfAttnCase kSelfAttnCases[] = {
+    {1, 4, 8, 0, 0, 0, 0},   {2, 4, 8, 3, 1, 2, 5},    {5, 4, 8, 3, 1, 2, 5},
+    {17, 4, 8, 3, 1, 2, 5},  {1, 4, 8, 2, 4, 4, 1},    {2, 4, 8, 0, 6, 6, 3},
+    {5, 4, 8, 1, 7, 7, 0},   {17, 4, 8, 5, 9, 9, 2},   {9, 2, 20, 1, 3, 0, 4},
+    {33, 6, 48, 0, 2, 2, 7}, {130, 8, 64, 4, 0, 8, 0},
+};
+
+double selfAttnTolerance() { return 1e-5; }
+
+// q, k and v drawn for the case; out[t, :] of width n_heads * head_dim.
+struct SelfAttnData {
+  SelfAttnCase c;
+  int64_t width, ldq, ldk, ldv, ldo;
+  std::vector<float> q, k, v;
+
+  SelfAttnData(const SelfAttnCase &sc, uint32_t seed)
+      : c(sc), width(sc.nHeads * sc.headDim), ldq(width + sc.padQ),
+        ldk(width + sc.padK), ldv(width + sc.padV), ldo(width + sc.padO) {
+    std::mt19937 rng(seed);
+    // Larger queries make the softmax less uniform, so mixing up rows or
+    // heads shows.
+    q = randomFloats(size_t(c.T * ldq), rng, -2.0f, 2.0f);
+    k = randomFloats(size_t(c.T * ldk), rng);
+    v = randomFloats(size_t(c.T * ldv), rng);
+  }
+
+  // The whole [T, ldo] output buffer, padding included.
+  std::vector<float> run(const float *kp, int64_t ldkUsed, const float *vp,
+                         int64_t ldvUsed) const {
+    std::vector<float> out(size_t(c.T * ldo), kSentinel);
+    selfAttention(q.data(), ldq, kp, ldkUsed, vp, ldvUsed, out.data(), ldo, c.T,
+                  c.nHeads, c.headDim);
+    return out;
+  }
+  std::vector<float> run() const { return run(k.data(), ldk, v.data(), ldv); }
+
+  std::vector<double> reference() const {
+    std::vector<double> want(size_t(c.T * ldo), kSentinel);
+    const int64_t hd = c.headDim;
+    for (int64_t t = 0; t < c.T; ++t)
+      for (int64_t a = 0; a < c.nHeads; ++a) {
+        std::vector<double> w(size_t(c.T));
+        double mx = -INFINITY;
+        for (int64_t s = 0; s < c.T; ++s) { // every row: no causal mask
+          double dot = 0.0;
+          for (int64_t i = 0; i < hd; ++i)
+            dot += double(q[t * ldq + a * hd + i]) * k[s * ldk + a * hd + i];
+          w[s] = dot / std::sqrt(double(hd));
+          mx = std::max(mx, w[s]);
+        }
+        double sum = 0.0;
+        for (double &x : w)
+          sum += (x = std::exp(x - mx));
+        for (int64_t i = 0; i < hd; ++i) {
+          double o = 0.0;
+          for (int64_t s = 0; s < c.T; ++s)
+            o += w[s] / sum * v[s * ldv + a * hd + i];
+          want[t * ldo + a * hd + i] = o;
+        }
+      }
+    return want;
+  }
+};
+
+TEST_P(KernelTest, SelfAttentionMatchesReference) {
+  uint32_t seed = 60;
+  for (const SelfAttnCase &c : kSelfAttnCases) {
+    SCOPED_TRACE(::testing::Message() << c);
+    const SelfAttnData d(c, seed++);
+    const std::vector<float> out = d.run();
+    // Padding columns keep the sentinel in both.
+    EXPECT_TRUE(allNear(d.reference(), out, selfAttnTolerance(), 0.0));
+    EXPECT_TRUE(paddingUntouched(std::vector<float>(out.size(), kSentinel), out,
+                                 c.T, d.width, d.ldo));
+  }
+}
+
+TEST_P(KernelTest, SelfAttentionOverOneRowCopiesV) {
+  // softmax over a single position is 1: out = v.
+  const SelfAttnData d({1, 4, 8, 0, 0, 0, 0}, 3);
+  const std::vector<float> out = d.run();
+  for (int64_t i = 0; i < d.width; ++i)
+    EXPECT_NEAR(out[i], d.v[i], 1e-6) << i;
+}
+
+TEST_P(KernelTest, SelfAttentionEarlyRowsSeeLaterRows) {
+  // Row 0's keys all score 0 except row T-1's, which is huge: bidirectional
+  // attention makes row 0 output row T-1's values (a causal one, its own).
+  const int64_t T = 5, H = 4, hd = 8, width = H * hd;
+  std::vector<float> q(size_t(T * width), 1.0f), k(size_t(T * width), 0.0f);
+  std::vector<float> v(size_t(T * width));
+  for (int64_t i = 0; i < hd * H; ++i)
+    k[(T - 1) * width + i] = 10.0f;
+  for (int64_t s = 0; s < T; ++s)
+    for (int64_t i = 0; i < width; ++i)
+      v[s * width + i] = float(s * 100 + i);
+  std::vector<float> out(size_t(T * width), kSentinel);
+  selfAttention(q.data(), width, k.data(), width, v.data(), width, out.data(),
+                width, T, H, hd);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t i = 0; i < width; ++i)
+      EXPECT_NEAR(out[t * width + i], v[(T - 1) * width + i], 1e-3)
+          << "t=" << t << " i=" << i;
+}
+
+TEST_P(KernelTest, SelfAttentionFromAFusedQkvBuffer) {
+  // q, k, v as column ranges of one [T, 3 * width] buffer (one strided leaf
+  // for K and V), against the same values in three dense buffers.
+  const int64_t T = 17, H = 4, hd = 8, width = H * hd, ld = 3 * width;
+  std::mt19937 rng(31);
+  const std::vector<float> qkv = randomFloats(size_t(T * ld), rng, -2.f, 2.f);
+  std::vector<float> q(size_t(T * width)), k(q.size()), v(q.size());
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t i = 0; i < width; ++i) {
+      q[t * width + i] = qkv[t * ld + i];
+      k[t * width + i] = qkv[t * ld + width + i];
+      v[t * width + i] = qkv[t * ld + 2 * width + i];
+    }
+  std::vector<float> fused(size_t(T * width)), dense(size_t(T * width));
+  selfAttention(qkv.data(), ld, qkv.data() + width, ld, qkv.data() + 2 * width,
+                ld, fused.data(), width, T, H, hd);
+  selfAttention(q.data(), width, k.data(), width, v.data(), width, dense.data(),
+                width, T, H, hd);
+  EXPECT_EQ(0, std::memcmp(fused.data(), dense.data(), fused.size() * 4));
+}
+
+TEST_P(KernelTest, SelfAttentionStridedAndRowPointerPathsAreBitIdentical) {
+  // Equal K and V strides take attendHead, unequal ones attendHeadRows; the
+  // same values must give the same bits either way.
+  for (const SelfAttnCase &c : kSelfAttnCases) {
+    SCOPED_TRACE(::testing::Message() << c);
+    const SelfAttnData d(c, 90);
+    // V re-laid with K's stride (equal strides), and with K's stride + 1.
+    for (int64_t extra : {int64_t(0), int64_t(1)}) {
+      const int64_t ld = d.ldk + extra;
+      std::vector<float> v2(size_t(c.T * ld), kSentinel);
+      for (int64_t t = 0; t < c.T; ++t)
+        std::copy(d.v.begin() + t * d.ldv, d.v.begin() + t * d.ldv + d.width,
+                  v2.begin() + t * ld);
+      const std::vector<float> a = d.run();
+      const std::vector<float> b = d.run(d.k.data(), d.ldk, v2.data(), ld);
+      EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * 4))
+          << "extra=" << extra;
+    }
+  }
+}
+
+TEST_P(KernelTest, SelfAttentionDoesNotDependOnThreadCount) {
+  const SelfAttnData d({130, 8, 64, 4, 0, 8, 0}, 17);
+  std::vector<float> one, two;
+  tbb::task_arena(1).execute([&] { one = d.run(); });
+  tbb::task_arena(2).execute([&] { two = d.run(); });
+  EXPECT_EQ(0, std::memcmp(one.data(), two.data(), one.size() * 4));
+}
+
+TEST_F(CrossIsaTest, SelfAttentionAgrees) {
+  for (const SelfAttnCase &c : kSelfAttnCases) {
+    SCOPED_TRACE(::testing::Message() << c);
+    const SelfAttnData d(c, 123);
+    auto [portable, avx512] = onBoth([&] { return d.run(); });
+    EXPECT_TRUE(allNear(toDouble(portable), avx512, selfAttnTolerance(), 0.0));
+  }
+}
+
+TEST_P(KernelTest, AddRowsAddsLeadingTableRowsExactly) {
+  std::mt19937 rng(24);
+  for (auto [T, D, tableRows] :
+       {std::tuple<int64_t, int64_t, int64_t>{1, 32, 17},
+        {2, 32, 17},
+        {5, 33, 17},
+        {17, 32, 17},
+        {17, 64, 20},
+        {300, 256, 512}}) {
+    SCOPED_TRACE(::testing::Message() << "T=" << T << " D=" << D);
+    const std::vector<float> table = randomFloats(size_t(tableRows * D), rng);
+    // One row of sentinels past y's T rows: must stay as they are.
+    std::vector<float> y = randomFloats(size_t((T + 1) * D), rng);
+    std::fill(y.begin() + T * D, y.end(), kSentinel);
+    std::vector<float> want = y;
+    for (int64_t i = 0; i < T * D; ++i)
+      want[i] = y[i] + table[i];
+    addRows(table.data(), y.data(), T, D);
+    EXPECT_EQ(y, want);
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Isas, KernelTest,
                          ::testing::Values(Isa::Portable, Isa::Avx512),
                          [](const ::testing::TestParamInfo<Isa> &info) {

@@ -78,6 +78,23 @@ struct DispatchSpec {
   std::string name;
 };
 
+// A program besides the main one (ArtifactSpec::extra_programs), e.g. the
+// REFRAG chunk encoder's "encode_chunk", "project_chunk", "score_chunk".
+struct ProgramSpec {
+  std::string name;
+  std::vector<DispatchSpec> dispatches;
+  uint32_t logits_buffer = 0; // the program's output buffer
+  int32_t input_buffer = -1;  // -1: reads token ids
+};
+
+// The schema's RefragConfig.
+struct RefragSpec {
+  int32_t cls_token_id = 1;
+  uint32_t max_chunk_len = 0;
+  uint32_t encoder_dim = 0;
+  uint64_t encoder_checksum = 0;
+};
+
 struct ConfigSpec {
   std::string architecture = "llama";
   int64_t dim = 0, hidden_dim = 0, n_layers = 0, n_heads = 0, n_kv_heads = 0,
@@ -103,6 +120,10 @@ struct ArtifactSpec {
   uint32_t logits_buffer = 0;
   std::optional<LoopSpec> loop;
   std::string program_name = "forward";
+  int32_t input_buffer = -1; // of the main program
+  // Programs after the main one, in order.
+  std::vector<ProgramSpec> extra_programs;
+  std::optional<RefragSpec> refrag;
   uint64_t arena_bytes = 0;
   uint32_t max_tokens = 1;
   // Header / identification fields, correct by default.
@@ -164,11 +185,16 @@ inline std::vector<uint8_t> ArtifactSpec::serialize() const {
   for (const KvCacheSpec &c : kv_caches)
     cache_offsets.push_back(fbs::CreateKvCache(
         fbb, c.layer, c.max_seq, c.kv_heads, c.head_dim, c.loop_layer));
-  std::vector<flatbuffers::Offset<fbs::Dispatch>> dispatch_offsets;
-  for (const DispatchSpec &d : dispatches)
-    dispatch_offsets.push_back(fbs::CreateDispatchDirect(
-        fbb, d.kernel, &d.inputs, &d.outputs, &d.scratch, &d.weights,
-        &d.iparams, &d.fparams, d.name.c_str(), "builder"));
+  auto dispatchOffsets = [&](const std::vector<DispatchSpec> &list) {
+    std::vector<flatbuffers::Offset<fbs::Dispatch>> offsets;
+    for (const DispatchSpec &d : list)
+      offsets.push_back(fbs::CreateDispatchDirect(
+          fbb, d.kernel, &d.inputs, &d.outputs, &d.scratch, &d.weights,
+          &d.iparams, &d.fparams, d.name.c_str(), "builder"));
+    return offsets;
+  };
+  std::vector<flatbuffers::Offset<fbs::Dispatch>> dispatch_offsets =
+      dispatchOffsets(dispatches);
   flatbuffers::Offset<fbs::Loop> loop_offset;
   if (loop) {
     const LoopSpec &l = *loop;
@@ -180,7 +206,18 @@ inline std::vector<uint8_t> ArtifactSpec::serialize() const {
   }
   std::vector<flatbuffers::Offset<fbs::Program>> programs = {
       fbs::CreateProgramDirect(fbb, program_name.c_str(), &dispatch_offsets,
-                               logits_buffer, loop_offset)};
+                               logits_buffer, loop_offset, input_buffer)};
+  for (const ProgramSpec &p : extra_programs) {
+    std::vector<flatbuffers::Offset<fbs::Dispatch>> offsets =
+        dispatchOffsets(p.dispatches);
+    programs.push_back(fbs::CreateProgramDirect(
+        fbb, p.name.c_str(), &offsets, p.logits_buffer, 0, p.input_buffer));
+  }
+  flatbuffers::Offset<fbs::RefragConfig> refrag_offset;
+  if (refrag)
+    refrag_offset = fbs::CreateRefragConfig(
+        fbb, refrag->cls_token_id, refrag->max_chunk_len, refrag->encoder_dim,
+        refrag->encoder_checksum);
   const ConfigSpec &c = config;
   auto config_offset = fbs::CreateModelConfigDirect(
       fbb, c.architecture.c_str(), c.dim, c.hidden_dim, c.n_layers, c.n_heads,
@@ -200,7 +237,8 @@ inline std::vector<uint8_t> ArtifactSpec::serialize() const {
   auto model = fbs::CreateModelDirect(
       fbb, model_format_version, "artifact_builder.h", target.c_str(),
       config_offset, tokenizer_offset, &tensor_offsets, &buffer_structs,
-      &cache_offsets, &programs, arena_bytes, max_tokens);
+      &cache_offsets, &programs, arena_bytes, max_tokens, nullptr,
+      refrag_offset);
   fbb.Finish(model, file_identifier.c_str());
 
   ArtifactFileHeader h;
