@@ -175,7 +175,10 @@ struct Lowering {
                           {n.getEps().convertToFloat()});
         })
         .Case([&](LinearOp l) {
-          return dispatch(l, "matmul", l.getInput(), {l.getWeightAttr()}, {0});
+          SmallVector<FlatSymbolRefAttr> weights = {l.getWeightAttr()};
+          if (l.getBiasAttr())
+            weights.push_back(l.getBiasAttr());
+          return dispatch(l, "matmul", l.getInput(), weights, {0});
         })
         .Case([&](RopeOp r) {
           int64_t cols = cast<RankedTensorType>(r.getType()).getDimSize(1);

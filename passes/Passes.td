@@ -46,6 +46,28 @@ def FuseProjectionAttentionPass
   }];
 }
 
+def FuseLinearBiasPass : Pass<"loom-fuse-linear-bias", "::mlir::ModuleOp"> {
+  let summary = "Fold a bias add into the projection before it";
+  let description = [{
+    `loom.add_row_bias (loom.linear %x, @W), @b`, where the linear has no
+    other use, becomes `loom.linear %x, @W bias @b`: the matmul kernel adds
+    the bias while its output rows are hot, one dispatch and one pass over
+    the rows fewer. REFRAG's chunk encoder and projector (every linear has a
+    bias) are where this applies; the projector's output is the placeholder
+    row the decoder reads in place of a token embedding, so that is where the
+    projection meets the decoder (an RMSNorm sits between it and the first
+    attention, so the projector cannot be folded into the QKV weights).
+
+    ```mlir
+    %y = loom.linear %x, @projector.fc2.weight : tensor<?x128xf32> -> tensor<?x64xf32>
+    %z = loom.add_row_bias %y, @projector.fc2.bias : tensor<?x64xf32>
+    // becomes
+    %z = loom.linear %x, @projector.fc2.weight bias @projector.fc2.bias
+         : tensor<?x128xf32> -> tensor<?x64xf32>
+    ```
+  }];
+}
+
 def PlanMemoryPass : Pass<"loom-plan-memory", "::mlir::ModuleOp"> {
   let summary = "Assign arena offsets to activations by liveness";
   let description = [{

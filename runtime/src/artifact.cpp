@@ -413,7 +413,7 @@ DispatchDesc SemanticChecker::dispatch(const fbs::Dispatch &d,
   static constexpr Arity kArity[] = {
       /*Embed*/ {0, 0, 1, 0, 1, 1, 0, 0, 0, 1},
       /*RmsNorm*/ {1, 1, 1, 0, 1, 1, 0, 0, 1, 1},
-      /*MatMul*/ {1, 1, 1, 0, 1, 1, 0, 1, 0, 0},
+      /*MatMul*/ {1, 1, 1, 0, 1, 2, 0, 1, 0, 0},
       /*Rope*/ {0, 1, 1, 0, 0, 0, 2, 2, 1, 1},
       /*Attention*/ {3, 3, 1, 0, 0, 0, 4, 4, 0, 0},
       /*SiluMul*/ {2, 2, 1, 0, 0, 0, 0, 0, 0, 0},
@@ -510,6 +510,8 @@ DispatchDesc SemanticChecker::dispatch(const fbs::Dispatch &d,
     break;
   case Kernel::MatMul:
     expectShape("W", 0, {row(r.outputs[0]), row(r.inputs[0])});
+    if (r.weights.size() > 1)
+      expectShape("bias", 1, {row(r.outputs[0])});
     if (!r.iparams.empty())
       flag("accumulate", r.iparams[0]);
     disjoint(r.inputs[0], r.outputs[0]);

@@ -520,6 +520,9 @@ void SessionState::run(const DispatchDesc &d, const int32_t *tokens, int64_t T,
   case Kernel::MatMul:
     cpu::matmul(buffer(in[0]), ld(in[0]), w[0], buffer(out[0]), ld(out[0]), T,
                 ld(in[0]), ld(out[0]), !ip.empty() && ip[0] != 0);
+    if (w.size() > 1) // fused bias epilogue (loom-fuse-linear-bias)
+      cpu::addRowBias(buffer(out[0]), ld(out[0]), w[1], buffer(out[0]),
+                      ld(out[0]), T, ld(out[0]));
     break;
   case Kernel::Rope:
     if (!in.empty() && in[0] != out[0])

@@ -185,6 +185,32 @@ int printReport(ModuleOp module, int64_t iterations) {
                        (long long)caches, (long long)perToken,
                        humanBytes(atContext).c_str(), humanBytes(peak).c_str());
   }
+  // REFRAG: a placeholder takes one KV slot for k context tokens.
+  if (auto refrag = module->getAttrOfType<DictionaryAttr>("loom.refrag")) {
+    int64_t perPosition = 0;
+    for (auto slot : program.getBody().front().getOps<loom::KvSlotOp>())
+      perPosition += 2 * slot.getKvHeadsAttr().getInt() *
+                     slot.getHeadDimAttr().getInt() * 4;
+    int64_t maxChunk = refrag.getAs<IntegerAttr>("max_chunk_len").getInt();
+    int64_t context = maxSeq - 1; // all but BOS
+    os << "chunk placeholders (REFRAG): " << perPosition
+       << " KV bytes per decoder position; a context of " << context
+       << " tokens (all compressed, p = 0):\n";
+    os << llvm::format("  %-10s %10s %16s %10s\n", "chunk k", "positions",
+                       "kv bytes", "vs full");
+    os << llvm::format("  %-10s %10lld %16lld %10s\n", "full",
+                       (long long)(1 + context),
+                       (long long)((1 + context) * perPosition), "1.00x");
+    for (int64_t k : {4, 8, 16, 32}) {
+      if (k > maxChunk)
+        break;
+      int64_t positions = 1 + (context + k - 1) / k;
+      os << llvm::format("  %-10lld %10lld %16lld %9.2fx\n", (long long)k,
+                         (long long)positions,
+                         (long long)(positions * perPosition),
+                         double(1 + context) / positions);
+    }
+  }
   return 0;
 }
 } // namespace

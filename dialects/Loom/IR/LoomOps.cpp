@@ -168,6 +168,9 @@ LogicalResult LinearOp::verify() {
 }
 
 LogicalResult LinearOp::verifySymbolUses(SymbolTableCollection &tables) {
+  if (getBiasAttr() && failed(checkWeight(*this, tables, getBiasAttr(), "bias",
+                                          {cols(getResult())})))
+    return failure();
   return checkWeight(*this, tables, getWeightAttr(), "weight",
                      {cols(getResult()), cols(getInput())});
 }
@@ -643,7 +646,7 @@ struct KernelArity {
 constexpr KernelArity kKernelArity[] = {
     {"embed", 0, 1, 0, 1, 0, {0, 1}},
     {"rms_norm", 1, 1, 0, 1, 0, 1},
-    {"matmul", 1, 1, 0, 1, 1, 0},
+    {"matmul", 1, 1, 0, {1, 2}, 1, 0},
     {"rope", 1, 1, 0, 0, 2, 1},
     {"attention", 3, 1, 0, 0, 4, 0},
     {"silu_mul", 2, 1, 0, 0, 0, 0},

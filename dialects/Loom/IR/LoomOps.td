@@ -164,16 +164,28 @@ def Loom_RmsNormOp : Loom_WeightUserOp<"rms_norm", [Pure, SameOperandsAndResultT
 def Loom_LinearOp : Loom_WeightUserOp<"linear", [Pure]> {
   let summary = "Projection x · Wᵀ by a named weight";
   let description = [{
-    `result[t, n] = sum_k input[t, k] * weight[n, k]` with `weight` of shape
-    `[N, K]` (llama2.c's row-major `out x in` layout).
+    `result[t, n] = sum_k input[t, k] * weight[n, k] (+ bias[n])` with
+    `weight` of shape `[N, K]` (llama2.c's row-major `out x in` layout) and
+    the optional `bias` `[N]` (set by `loom-fuse-linear-bias`).
 
     ```mlir
     %q = loom.linear %x, @layers.0.wq : tensor<?x64xf32> -> tensor<?x64xf32>
     ```
   }];
-  let arguments = (ins Loom_RowTensor:$input, FlatSymbolRefAttr:$weight);
+  let arguments = (ins Loom_RowTensor:$input, FlatSymbolRefAttr:$weight,
+                       OptionalAttr<FlatSymbolRefAttr>:$bias);
   let results = (outs Loom_RowTensor:$result);
-  let assemblyFormat = "$input `,` $weight attr-dict `:` type($input) `->` type($result)";
+  let assemblyFormat = [{
+    $input `,` $weight (`bias` $bias^)? attr-dict `:` type($input) `->`
+    type($result)
+  }];
+  let builders = [
+    OpBuilder<(ins "::mlir::Type":$result, "::mlir::Value":$input,
+                   "::mlir::FlatSymbolRefAttr":$weight), [{
+      build($_builder, $_state, result, input, weight,
+            ::mlir::FlatSymbolRefAttr());
+    }]>
+  ];
   let hasVerifier = 1;
 }
 

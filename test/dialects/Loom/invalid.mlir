@@ -553,7 +553,7 @@ loom.program @forward arena 1024 max_tokens 4 logits 0 {
 loom.program @forward arena 1024 max_tokens 4 logits 0 {
   loom.buffer 0 offset 0 row_elems 16
   loom.buffer 1 offset 256 row_elems 16
-  // expected-error @+1 {{'loom.dispatch' op kernel "matmul" takes 1 weights, got 0}}
+  // expected-error @+1 {{'loom.dispatch' op kernel "matmul" takes 1 to 2 weights, got 0}}
   loom.dispatch "matmul" ins [0] outs [1] iparams [0]
 }
 
@@ -1722,4 +1722,15 @@ loom.program @encode_chunk arena 1024 max_tokens 4 logits 1 {
   loom.buffer 1 offset 512 row_elems 32
   // expected-error @+1 {{'loom.dispatch' op kernel "take_row" takes 1 iparams, got 0}}
   loom.dispatch "take_row" ins [0] outs [1]
+}
+
+// -----
+
+// linear: the bias matches the output columns.
+loom.weight @w : tensor<4x8xf32>
+loom.weight @b : tensor<5xf32>
+func.func @linear_bias_shape(%x: tensor<?x8xf32>) -> tensor<?x4xf32> {
+  // expected-error @+1 {{'loom.linear' op bias @b has shape [5] but the op needs [4]}}
+  %y = loom.linear %x, @w bias @b : tensor<?x8xf32> -> tensor<?x4xf32>
+  return %y : tensor<?x4xf32>
 }
