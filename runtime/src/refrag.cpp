@@ -45,13 +45,15 @@ std::vector<size_t> expandedByPolicy(const std::vector<float> &scores,
   return order;
 }
 
-AssembledSequence assembleSequence(const std::vector<int32_t> &context,
-                                   const std::vector<int32_t> &question,
-                                   size_t k,
-                                   const std::vector<size_t> &expanded,
-                                   const float *projected, int64_t dim,
-                                   int32_t bos_id) {
-  const std::vector<std::vector<int32_t>> chunks = splitChunks(context, k);
+namespace {
+
+// assembleSequence / assembleChunks; `shape` ends the out-of-range message
+// (" chunks of 8)").
+AssembledSequence assemble(const std::vector<std::vector<int32_t>> &chunks,
+                           const std::vector<int32_t> &question,
+                           const std::vector<size_t> &expanded,
+                           const float *projected, int64_t dim, int32_t bos_id,
+                           const std::string &shape) {
   AssembledSequence s;
   s.n_chunks = chunks.size();
   std::vector<bool> is_expanded(chunks.size(), false);
@@ -59,8 +61,7 @@ AssembledSequence assembleSequence(const std::vector<int32_t> &context,
     if (c >= chunks.size())
       throw Error("expanded chunk " + std::to_string(c) +
                   " is out of range (the context has " +
-                  std::to_string(chunks.size()) + " chunks of " +
-                  std::to_string(k) + ")");
+                  std::to_string(chunks.size()) + shape);
     if (is_expanded[c])
       throw Error("chunk " + std::to_string(c) + " is expanded twice");
     is_expanded[c] = true;
@@ -78,6 +79,9 @@ AssembledSequence assembleSequence(const std::vector<int32_t> &context,
   if (bos_id >= 0)
     token(bos_id);
   for (size_t i = 0; i < chunks.size(); ++i) {
+    if (chunks[i].empty())
+      throw Error("assembleChunks: chunk " + std::to_string(i) +
+                  " is empty");
     if (is_expanded[i]) {
       for (int32_t t : chunks[i])
         token(t);
@@ -90,6 +94,27 @@ AssembledSequence assembleSequence(const std::vector<int32_t> &context,
   for (int32_t t : question)
     token(t);
   return s;
+}
+
+} // namespace
+
+AssembledSequence assembleSequence(const std::vector<int32_t> &context,
+                                   const std::vector<int32_t> &question,
+                                   size_t k,
+                                   const std::vector<size_t> &expanded,
+                                   const float *projected, int64_t dim,
+                                   int32_t bos_id) {
+  return assemble(splitChunks(context, k), question, expanded, projected, dim,
+                  bos_id, " chunks of " + std::to_string(k) + ")");
+}
+
+AssembledSequence assembleChunks(const std::vector<std::vector<int32_t>> &chunks,
+                                 const std::vector<int32_t> &question,
+                                 const std::vector<size_t> &expanded,
+                                 const float *projected, int64_t dim,
+                                 int32_t bos_id) {
+  return assemble(chunks, question, expanded, projected, dim, bos_id,
+                  " chunks)");
 }
 
 RefragPrompt prepareRefrag(Session &session, const RefragRequest &request) {

@@ -4,6 +4,7 @@
 // stdout carries only the result (the text exactly as llama2.c's run.c
 // prints it, the ids, or the benchmark lines); diagnostics go to stderr.
 // Every error prints "loom-run: <message>" and exits 1.
+#include "loom/chunk_store.h"
 #include "loom/refrag.h"
 #include "loom/runtime.h"
 #include "loom/sampler.h"
@@ -13,6 +14,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -22,6 +24,7 @@
 #include <optional>
 #include <string>
 #include <sys/resource.h>
+#include <unistd.h>
 #include <vector>
 
 namespace {
@@ -64,6 +67,19 @@ constexpr const char *kUsage =
     "                        their tokens, P in [0, 1] (default: none)\n"
     "  --expand-chunks LIST  feed these chunks (0-based, e.g. 0,2) as their\n"
     "                        tokens instead\n"
+    "  --encode-chunks FILE  encode a corpus (one passage a line) into a chunk\n"
+    "                        store: with -o OUT and --chunk-size K\n"
+    "  -o, --output FILE     the chunk store --encode-chunks writes\n"
+    "  --chunks FILE         take the context from this chunk store ...\n"
+    "  --passages LIST       ... its passages in this order (0-based, e.g.\n"
+    "                        0,3,7), instead of --context\n"
+    "  --bench-ttft          measure time to first token of a synthetic\n"
+    "                        context, plain against compressed, per chunk\n"
+    "                        size (--chunk-size 8,16,32) and expand fraction\n"
+    "  --context-tokens N    its context length (default 2048)\n"
+    "  --question-tokens N   its question length (default 16)\n"
+    "  --expand-fractions LIST\n"
+    "                        its policy fractions (default 0,0.25)\n"
     "\n"
     "looped (recurrent-depth) models only:\n"
     "  --iterations N|adaptive\n"
@@ -135,8 +151,21 @@ struct Options {
   std::optional<double> expand_policy;
   std::optional<std::string> expand_chunks;
   std::string refrag_flag; // the first chunk flag given, for messages
+  // Chunk stores: --encode-chunks CORPUS -o OUT, or --chunks STORE
+  // --passages LIST as the context.
+  std::optional<std::string> encode_chunks;
+  std::optional<std::string> output;
+  std::optional<std::string> chunks;
+  std::optional<std::string> passages;
+  // --bench-ttft (REFRAG time to first token).
+  bool bench_ttft = false;
+  std::string chunk_sizes;     // --chunk-size as given (a list here)
+  int64_t context_tokens = 2048;
+  std::string expand_fractions = "0,0.25";
+  int64_t question_tokens = 16;
+  std::string ttft_flag; // the first --bench-ttft-only flag, for messages
 
-  bool refrag() const { return context || context_ids; }
+  bool refrag() const { return context || context_ids || chunks; }
 };
 
 long long parseInteger(const std::string &flag, const std::string &text) {
@@ -297,6 +326,8 @@ std::optional<Options> parseArgs(int argc, char **argv) {
       have_artifact = true;
       continue;
     }
+    if (arg == "-o")
+      arg = "--output";
     if (arg[1] != '-')
       fail("unknown option '" + arg + "' (see --help)");
     // --flag=value or --flag value.
@@ -370,6 +401,9 @@ std::optional<Options> parseArgs(int argc, char **argv) {
         o.refrag_flag = flag;
       const std::string text = takeValue();
       if (flag == "--chunk-size") {
+        o.chunk_sizes = text; // --bench-ttft takes a list, checked later
+        if (text.find(',') != std::string::npos)
+          continue;
         long long v = parseInteger(flag, text);
         if (v < 1 || v > (1 << 20))
           fail("--chunk-size must be >= 1, got " + text);
@@ -382,6 +416,33 @@ std::optional<Options> parseArgs(int argc, char **argv) {
       } else {
         o.expand_chunks = text;
       }
+    } else if (flag == "--bench-ttft") {
+      noValue();
+      o.bench_ttft = true;
+    } else if (flag == "--context-tokens" || flag == "--question-tokens" ||
+               flag == "--expand-fractions") {
+      if (o.ttft_flag.empty())
+        o.ttft_flag = flag;
+      const std::string text = takeValue();
+      if (flag == "--expand-fractions") {
+        o.expand_fractions = text; // checked by benchTtft
+      } else {
+        long long v = parseInteger(flag, text);
+        const long long lo = flag == "--context-tokens" ? 1 : 0;
+        if (v < lo || v > (1 << 24))
+          fail(flag + " must be between " + std::to_string(lo) +
+               " and 16777216, got " + text);
+        (flag == "--context-tokens" ? o.context_tokens : o.question_tokens) = v;
+      }
+    } else if (flag == "--encode-chunks" || flag == "--output" ||
+               flag == "--chunks" || flag == "--passages") {
+      const std::string text = takeValue();
+      if (text.empty() && flag != "--passages")
+        fail(flag + " needs a file name");
+      (flag == "--encode-chunks" ? o.encode_chunks
+       : flag == "--output"      ? o.output
+       : flag == "--chunks"      ? o.chunks
+                                 : o.passages) = text;
     } else if (flag == "--iterations" || flag == "--exit-criterion" ||
                flag == "--exit-threshold" || flag == "--exit-kl" ||
                flag == "--max-iterations" || flag == "--kv-policy" ||
@@ -398,8 +459,68 @@ std::optional<Options> parseArgs(int argc, char **argv) {
     fail("--prompt and --prompt-ids cannot be used together");
   if (o.context && o.context_ids)
     fail("--context and --context-ids cannot be used together");
-  if (!o.refrag_flag.empty() && !o.refrag())
-    fail(o.refrag_flag + " needs --context or --context-ids");
+  // Chunk stores.
+  if (o.encode_chunks) {
+    if (!o.output)
+      fail("--encode-chunks needs -o FILE (the chunk store to write)");
+    const std::pair<bool, const char *> other[] = {
+        {bool(o.prompt), "--prompt"},
+        {bool(o.prompt_ids), "--prompt-ids"},
+        {bool(o.context), "--context"},
+        {bool(o.context_ids), "--context-ids"},
+        {bool(o.chunks), "--chunks"},
+        {bool(o.passages), "--passages"},
+        {bool(o.expand_policy), "--expand-policy"},
+        {bool(o.expand_chunks), "--expand-chunks"},
+        {o.bench, "--bench"},
+        {o.bench_ttft, "--bench-ttft"},
+        {!o.dump_logits.empty(), "--dump-logits"},
+        {!o.trace.empty(), "--trace"},
+        {o.print_ids, "--print-ids"},
+        {!o.loop_flag.empty(), o.loop_flag.c_str()}};
+    for (const auto &[given, flag] : other)
+      if (given)
+        fail(std::string("--encode-chunks cannot be combined with ") + flag);
+  } else if (o.output) {
+    fail("-o needs --encode-chunks (it names the chunk store to write)");
+  }
+  if (o.chunks) {
+    if (!o.passages)
+      fail("--chunks needs --passages (the passages to use, e.g. 0,3,7)");
+    if (o.context || o.context_ids)
+      fail(std::string("--chunks cannot be combined with ") +
+           (o.context ? "--context" : "--context-ids"));
+    if (o.bench || o.bench_ttft)
+      fail(std::string("--chunks cannot be combined with ") +
+           (o.bench ? "--bench" : "--bench-ttft"));
+  } else if (o.passages) {
+    fail("--passages needs --chunks (the chunk store to read)");
+  }
+  if (o.bench_ttft) {
+    // It builds its own context and question.
+    if (o.bench)
+      fail("--bench-ttft cannot be combined with --bench");
+    if (o.refrag())
+      fail(std::string(o.context ? "--context" : "--context-ids") +
+           " cannot be combined with --bench-ttft (use --context-tokens)");
+    if (o.expand_policy || o.expand_chunks)
+      fail(std::string(o.expand_policy ? "--expand-policy" : "--expand-chunks") +
+           " cannot be combined with --bench-ttft (use --expand-fractions)");
+    if (o.prompt || o.prompt_ids)
+      fail(std::string(o.prompt ? "--prompt" : "--prompt-ids") +
+           " cannot be combined with --bench-ttft (use --question-tokens)");
+    if (!o.dump_logits.empty())
+      fail("--dump-logits cannot be combined with --bench-ttft");
+  } else {
+    if (!o.ttft_flag.empty())
+      fail(o.ttft_flag + " needs --bench-ttft");
+    if (o.chunk_sizes.find(',') != std::string::npos)
+      fail("--chunk-size takes one value (a list such as 8,16,32 needs "
+           "--bench-ttft)");
+  }
+  if (!o.refrag_flag.empty() && !o.refrag() && !o.bench_ttft &&
+      !(o.encode_chunks && o.refrag_flag == "--chunk-size"))
+    fail(o.refrag_flag + " needs --context or --context-ids (or --chunks)");
   if (o.expand_policy && o.expand_chunks)
     fail("--expand-policy and --expand-chunks cannot be used together");
   if (o.refrag() && o.bench)
@@ -524,6 +645,79 @@ std::vector<size_t> parseExpandChunks(const std::string &text, size_t n_chunks,
   return chunks;
 }
 
+// --passages "0,3,7" -> passage indices, each < n_passages, no repeats.
+std::vector<size_t> parsePassages(const std::string &text, size_t n_passages) {
+  std::vector<size_t> passages;
+  std::vector<bool> seen(n_passages, false);
+  size_t begin = 0;
+  while (true) {
+    size_t end = text.find(',', begin);
+    std::string item = text.substr(
+        begin, end == std::string::npos ? std::string::npos : end - begin);
+    errno = 0;
+    char *stop = nullptr;
+    long long v = std::strtoll(item.c_str(), &stop, 10);
+    if (item.empty() || *stop != '\0' || errno == ERANGE ||
+        !std::isdigit(static_cast<unsigned char>(item[0])))
+      fail("malformed --passages '" + text +
+           "' (expected comma-separated passage indices, e.g. 0,3,7)");
+    if (static_cast<unsigned long long>(v) >= n_passages)
+      fail("--passages: passage " + std::to_string(v) +
+           " is out of range (the chunk store has " +
+           std::to_string(n_passages) + " passages" +
+           (n_passages ? ", 0.." + std::to_string(n_passages - 1) : "") + ")");
+    if (seen[v])
+      fail("--passages: passage " + std::to_string(v) + " is given twice");
+    seen[v] = true;
+    passages.push_back(static_cast<size_t>(v));
+    if (end == std::string::npos)
+      break;
+    begin = end + 1;
+  }
+  return passages;
+}
+
+// The decoder input of a --chunks run: the listed passages' stored chunks
+// (no encoder runs), then the prompt, as refragPrompt.
+loom::RefragPrompt storePrompt(const Options &o, const loom::Model &model,
+                               loom::Session &session, size_t *n_question,
+                               std::string &notes) {
+  const loom::ModelConfigInfo &cfg = model.config();
+  loom::ChunkStore store = loom::ChunkStore::open(*o.chunks);
+  store.checkCompatible(model, static_cast<size_t>(o.chunk_size));
+  loom::ChunkStoreRequest req;
+  req.passages = parsePassages(*o.passages, store.passageCount());
+  if (o.prompt_ids)
+    req.question = parsePromptIds(*o.prompt_ids, cfg.vocab_size);
+  else if (o.prompt)
+    req.question = model.tokenizer().encode(*o.prompt, false, false);
+  *n_question = req.question.size();
+  size_t n_tokens = 0, n_chunks = 0;
+  for (size_t i : req.passages) {
+    const loom::ChunkStore::Passage p = store.passage(i);
+    n_tokens += p.n_tokens;
+    n_chunks += p.n_chunks;
+  }
+  if (n_tokens == 0)
+    fail("the selected passages are empty (the context needs at least one "
+         "token)");
+  const int64_t k = static_cast<int64_t>(store.chunkSize());
+  if (o.expand_chunks)
+    req.expanded = parseExpandChunks(*o.expand_chunks, n_chunks, k);
+  req.expand_fraction = o.expand_policy;
+  loom::RefragPrompt p = loom::prepareRefrag(session, store, req);
+  char line[256];
+  std::snprintf(line, sizeof line,
+                ": %zu tokens in %zu chunks of %lld, %zu expanded -> %zu "
+                "decoder positions\n",
+                n_tokens, p.chunks.size(), static_cast<long long>(k),
+                p.expanded.size(), p.sequence.tokens.size());
+  notes += "loom-run: context: " + std::to_string(req.passages.size()) +
+           (req.passages.size() == 1 ? " passage" : " passages") + " of '" +
+           *o.chunks + "'" + line;
+  return p;
+}
+
 // The decoder input of a REFRAG run: the context's chunks (placeholders or
 // expanded tokens) after BOS, then the prompt (the question).
 // Sets *n_question to the prompt's token count (the sequence's last ones).
@@ -535,6 +729,8 @@ loom::RefragPrompt refragPrompt(const Options &o, const loom::Model &model,
   if (!info)
     fail("this artifact has no chunk encoder (compile with loomc "
          "--format=refrag)");
+  if (o.chunks)
+    return storePrompt(o, model, session, n_question, notes);
   loom::RefragRequest req;
   req.context = o.context_ids
                     ? parsePromptIds(*o.context_ids, cfg.vocab_size,
@@ -738,6 +934,281 @@ int bench(const loom::Model &model, loom::Session &session) {
   return 0;
 }
 
+// Comma-separated items of a list flag ("8,16,32"); empty items are errors.
+std::vector<std::string> splitList(const std::string &flag,
+                                   const std::string &text,
+                                   const char *example) {
+  std::vector<std::string> items;
+  size_t begin = 0;
+  while (true) {
+    size_t end = text.find(',', begin);
+    items.push_back(text.substr(
+        begin, end == std::string::npos ? std::string::npos : end - begin));
+    if (items.back().empty())
+      fail("malformed " + flag + " '" + text + "' (expected a comma-separated "
+           "list, e.g. " + example + ")");
+    if (end == std::string::npos)
+      return items;
+    begin = end + 1;
+  }
+}
+
+// --bench-ttft: time to first token of a synthetic retrieved context fed as
+// plain tokens against compressed chunk placeholders
+// (docs/chunk-placeholders.md). The context is `context_tokens` ids cycling
+// through the vocabulary past the three special ids, the question the next
+// `question_tokens` of the cycle. For each chunk size k the chunk embeddings,
+// projections and policy scores are computed once ("encode", a per-corpus
+// cost, timed on its own); time to first token is then, from those, the
+// policy's choice, the sequence assembly, the prefill and the first greedy
+// token. Best of 3 runs each, the session reset before every run.
+int benchTtft(const Options &o, const loom::Model &model,
+              loom::Session &session) {
+  const loom::RefragInfo *info = model.refrag();
+  if (!info)
+    fail("this artifact has no chunk encoder (compile with loomc "
+         "--format=refrag)");
+  const loom::ModelConfigInfo &cfg = model.config();
+  std::vector<size_t> ks;
+  if (o.chunk_sizes.empty())
+    ks.push_back(static_cast<size_t>(info->max_chunk_len));
+  for (const std::string &item :
+       o.chunk_sizes.empty() ? std::vector<std::string>{}
+                             : splitList("--chunk-size", o.chunk_sizes,
+                                         "8,16,32")) {
+    long long k = parseInteger("--chunk-size", item);
+    if (k < 1 || k > info->max_chunk_len)
+      fail("--chunk-size must be between 1 and " +
+           std::to_string(info->max_chunk_len) +
+           " (the encoder's max chunk length), got " + item);
+    ks.push_back(static_cast<size_t>(k));
+  }
+  std::vector<double> ps;
+  for (const std::string &item :
+       splitList("--expand-fractions", o.expand_fractions, "0,0.25")) {
+    float p = parseFloat("--expand-fractions", item);
+    if (!(p >= 0.0f && p <= 1.0f))
+      fail("--expand-fractions must be between 0 and 1, got " + item);
+    ps.push_back(p);
+  }
+
+  const int64_t vocab = cfg.vocab_size;
+  auto synthetic = [&](int64_t i) {
+    return static_cast<int32_t>(vocab > 3 ? 3 + i % (vocab - 3) : i % vocab);
+  };
+  std::vector<int32_t> context, question, full;
+  for (int64_t i = 0; i < o.context_tokens; ++i)
+    context.push_back(synthetic(i));
+  for (int64_t i = 0; i < o.question_tokens; ++i)
+    question.push_back(synthetic(o.context_tokens + i));
+  if (cfg.bos_id >= 0)
+    full.push_back(cfg.bos_id);
+  full.insert(full.end(), context.begin(), context.end());
+  full.insert(full.end(), question.begin(), question.end());
+  if (static_cast<int64_t>(full.size()) > model.contextLength())
+    fail("--bench-ttft: the uncompressed sequence takes " +
+         std::to_string(full.size()) + " positions but the model's context "
+         "holds " + std::to_string(model.contextLength()) +
+         " (lower --context-tokens)");
+
+  constexpr int kRepeat = 3;
+  loom::Sampler greedy(vocab, 0.0f, 1.0f, 1);
+  int64_t sink = 0; // the sampled tokens, so no run is optimised away
+  // Best wall time of kRepeat runs of `once`, in ms, each from position 0.
+  auto best = [&](const auto &once) {
+    double b = 1e300;
+    for (int r = 0; r < kRepeat; ++r) {
+      session.reset();
+      auto t0 = Clock::now();
+      sink += once();
+      b = std::min(b, seconds(t0, Clock::now()));
+    }
+    session.reset();
+    return b * 1e3;
+  };
+
+  // Warm-up: touches the weights, the arena and the kernels' scratch.
+  session.forward(full.data(), static_cast<size_t>(std::min<int64_t>(
+                                   full.size(), model.maxTokensPerStep())));
+  session.reset();
+
+  const uint64_t kv_per_pos = session.kvBytesPerToken();
+  const double full_ms = best([&] {
+    loom::Logits l = session.forward(full.data(), full.size());
+    return greedy.sample(l.last());
+  });
+  const unsigned long long full_kv = full.size() * kv_per_pos;
+
+  std::printf("context_tokens: %lld\n",
+              static_cast<long long>(o.context_tokens));
+  std::printf("question_tokens: %lld\n",
+              static_cast<long long>(o.question_tokens));
+  std::printf("kv_bytes_per_position: %llu\n",
+              static_cast<unsigned long long>(kv_per_pos));
+  std::printf("repeat: %d\n", kRepeat);
+  std::printf("threads: %d\n", session.threads());
+  std::printf("isa: %s\n", loom::activeIsaName());
+  std::printf("%-6s %4s %5s %9s %10s %8s %7s %12s %12s %10s\n", "mode", "k",
+              "p", "positions", "ttft_ms", "speedup", "ratio", "kv_bytes",
+              "full_kv", "encode_ms");
+  std::printf("%-6s %4s %5s %9zu %10.3f %8.2f %7.2f %12llu %12llu %10s\n",
+              "full", "-", "-", full.size(), full_ms, 1.0, 1.0, full_kv,
+              full_kv, "-");
+  std::fflush(stdout);
+
+  for (size_t k : ks) {
+    // Per corpus: the chunk embeddings, their projections and scores.
+    auto t0 = Clock::now();
+    std::vector<std::vector<int32_t>> chunks = loom::splitChunks(context, k);
+    std::vector<float> embedded;
+    embedded.reserve(chunks.size() * static_cast<size_t>(info->encoder_dim));
+    for (const std::vector<int32_t> &c : chunks) {
+      std::vector<float> e = session.encodeChunk(c.data(), c.size());
+      embedded.insert(embedded.end(), e.begin(), e.end());
+    }
+    const std::vector<float> projected =
+        session.projectChunks(embedded.data(), chunks.size());
+    const std::vector<float> scores =
+        session.scoreChunks(embedded.data(), chunks.size());
+    const double encode_ms = seconds(t0, Clock::now()) * 1e3;
+
+    for (double p : ps) {
+      size_t positions = 0;
+      const double ms = best([&] {
+        loom::AssembledSequence s = loom::assembleSequence(
+            context, question, k, loom::expandedByPolicy(scores, p),
+            projected.data(), cfg.dim, cfg.bos_id);
+        positions = s.tokens.size();
+        loom::Logits l = session.forward(s.tokens.data(), s.tokens.size(),
+                                         false, s.embeddings.data());
+        return greedy.sample(l.last());
+      });
+      std::printf("%-6s %4zu %5.2f %9zu %10.3f %8.2f %7.2f %12llu %12llu "
+                  "%10.3f\n",
+                  "refrag", k, p, positions, ms, full_ms / ms,
+                  static_cast<double>(full.size()) / positions,
+                  static_cast<unsigned long long>(positions * kv_per_pos),
+                  full_kv, encode_ms);
+      std::fflush(stdout);
+    }
+  }
+  if (sink < 0 || std::fflush(stdout) != 0 || std::ferror(stdout))
+    fail(std::string("cannot write to stdout: ") + std::strerror(errno));
+  return 0;
+}
+
+// The signal that interrupted --encode-chunks (0: none). The write checks it
+// between batches, removes its temporary file and stops.
+volatile std::sig_atomic_t g_interrupted = 0;
+extern "C" void onInterrupt(int sig) { g_interrupted = sig; }
+
+// --encode-chunks CORPUS -o OUT: one passage a line (a trailing newline ends
+// the last line; a CR before the newline is dropped; an empty line is an
+// empty passage), each encoded like --context (no BOS), into a chunk store
+// written atomically (docs/chunk-placeholders.md, "Chunk store").
+int encodeChunks(const Options &o, const std::shared_ptr<loom::Model> &model) {
+  const loom::RefragInfo *info = model->refrag();
+  if (!info)
+    fail("this artifact has no chunk encoder (compile with loomc "
+         "--format=refrag)");
+  if (!model->hasTokenizer())
+    fail("this artifact has no tokenizer: --encode-chunks needs one to read "
+         "the corpus text");
+  const int64_t k = o.chunk_size ? o.chunk_size : info->max_chunk_len;
+  if (k > info->max_chunk_len)
+    fail("--chunk-size must be between 1 and " +
+         std::to_string(info->max_chunk_len) +
+         " (the encoder's max chunk length), got " + std::to_string(k));
+  const std::string &corpus = *o.encode_chunks, &out = *o.output;
+  std::string text;
+  {
+    FILE *f = std::fopen(corpus.c_str(), "rb");
+    if (!f)
+      fail("cannot read corpus '" + corpus + "': " + std::strerror(errno));
+    char buf[1 << 16];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0)
+      text.append(buf, n);
+    const bool bad = std::ferror(f);
+    std::fclose(f);
+    if (bad)
+      fail("cannot read corpus '" + corpus + "': " + std::strerror(errno));
+  }
+  auto start = Clock::now();
+  std::vector<std::vector<int32_t>> passages;
+  uint64_t n_tokens = 0;
+  for (size_t begin = 0; begin < text.size();) {
+    size_t end = text.find('\n', begin);
+    if (end == std::string::npos)
+      end = text.size();
+    std::string_view line(text.data() + begin, end - begin);
+    if (!line.empty() && line.back() == '\r')
+      line.remove_suffix(1);
+    passages.push_back(model->tokenizer().encode(line, false, false));
+    n_tokens += passages.back().size();
+    begin = end + 1;
+  }
+
+  // A bar redrawn on a terminal; in a log, one line per quarter.
+  const bool redraw = ::isatty(STDERR_FILENO);
+  int shown = -1;
+  loom::ChunkStoreWriteOptions wo;
+  wo.threads = o.threads;
+  wo.progress = [&](uint64_t done, uint64_t total) {
+    if (g_interrupted)
+      fail("interrupted: '" + out + "' not written");
+    constexpr int width = 30;
+    const int filled = total ? static_cast<int>(width * done / total) : width;
+    const int step = redraw ? filled : filled * 4 / width;
+    if (step == shown && done != total)
+      return;
+    shown = step;
+    std::fprintf(stderr, "%sloom-run: encoding chunks [%s%s] %llu/%llu chunks%s",
+                 redraw ? "\r" : "", std::string(filled, '#').c_str(),
+                 std::string(width - filled, '.').c_str(),
+                 static_cast<unsigned long long>(done),
+                 static_cast<unsigned long long>(total),
+                 done == total || !redraw ? "\n" : "");
+    std::fflush(stderr);
+  };
+  struct sigaction action = {}, old_int = {}, old_term = {}, old_hup = {};
+  action.sa_handler = onInterrupt;
+  action.sa_flags = SA_RESETHAND; // a second signal kills at once
+  sigemptyset(&action.sa_mask);
+  sigaction(SIGINT, &action, &old_int);
+  sigaction(SIGTERM, &action, &old_term);
+  sigaction(SIGHUP, &action, &old_hup);
+  auto restore = [&] {
+    sigaction(SIGINT, &old_int, nullptr);
+    sigaction(SIGTERM, &old_term, nullptr);
+    sigaction(SIGHUP, &old_hup, nullptr);
+  };
+  try {
+    loom::ChunkStore::write(out, model, passages, static_cast<size_t>(k), wo);
+  } catch (...) {
+    restore();
+    if (g_interrupted) {
+      // The temporary file is gone; die of the signal as the caller expects.
+      std::fprintf(stderr, "\nloom-run: interrupted: '%s' not written\n",
+                   out.c_str());
+      std::signal(g_interrupted, SIG_DFL);
+      std::raise(g_interrupted);
+    }
+    throw;
+  }
+  restore();
+  const double s = seconds(start, Clock::now());
+  const loom::ChunkStore store = loom::ChunkStore::open(out);
+  std::fprintf(stderr,
+               "loom-run: wrote '%s': %zu passages, %llu tokens in %zu chunks "
+               "of %lld, %.1f MiB in %.2f s (%.0f chunks/s)\n",
+               out.c_str(), passages.size(),
+               static_cast<unsigned long long>(n_tokens), store.chunkCount(),
+               static_cast<long long>(k), store.fileSize() / 1048576.0, s,
+               s > 0 ? store.chunkCount() / s : 0.0);
+  return 0;
+}
+
 int run(int argc, char **argv) {
   std::optional<Options> parsed = parseArgs(argc, argv);
   if (!parsed)
@@ -754,6 +1225,8 @@ int run(int argc, char **argv) {
   }
 
   std::shared_ptr<loom::Model> model = loom::Model::load(o.artifact);
+  if (o.encode_chunks)
+    return encodeChunks(o, model);
   // One seed for the sampler and a looped model's random initial states.
   const uint64_t seed =
       o.seed ? *o.seed : static_cast<uint64_t>(std::time(nullptr));
@@ -766,8 +1239,9 @@ int run(int argc, char **argv) {
   // Notes go to stderr after the trace is written, so a failed write is the
   // only line when it fails.
   std::string notes;
-  int rc = o.bench ? bench(*model, session)
-                   : generate(o, *model, session, seed, notes);
+  int rc = o.bench_ttft ? benchTtft(o, *model, session)
+           : o.bench    ? bench(*model, session)
+                        : generate(o, *model, session, seed, notes);
   if (!o.trace.empty())
     session.writeTrace(o.trace);
   std::fputs(notes.c_str(), stderr);

@@ -66,6 +66,16 @@ AssembledSequence assembleSequence(const std::vector<int32_t> &context,
                                    const float *projected, int64_t dim,
                                    int32_t bos_id);
 
+// The same over chunks given one by one (e.g. a chunk store's passages,
+// each chunked on its own): [BOS] + for each chunk its tokens if it is in
+// `expanded`, else one placeholder position (row i of `projected`) + the
+// question tokens. Chunks must not be empty.
+AssembledSequence assembleChunks(const std::vector<std::vector<int32_t>> &chunks,
+                                 const std::vector<int32_t> &question,
+                                 const std::vector<size_t> &expanded,
+                                 const float *projected, int64_t dim,
+                                 int32_t bos_id);
+
 // One REFRAG request for prepareRefrag.
 struct RefragRequest {
   std::vector<int32_t> context;  // the retrieved passage, no BOS, not empty
