@@ -2,14 +2,19 @@
 // exceptions and turns them into a status and a thread-local message.
 #include "loom/loom.h"
 
+#include "loom/chunk_store.h"
+#include "loom/refrag.h"
 #include "loom/runtime.h"
 #include "loom/sampler.h"
 
+#include <cerrno>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <new>
 #include <string>
+#include <string_view>
 
 struct loom_model {
   std::shared_ptr<loom::Model> model;
@@ -21,6 +26,10 @@ struct loom_session {
 
 struct loom_sampler {
   loom::Sampler sampler;
+};
+
+struct loom_chunk_store {
+  loom::ChunkStore store;
 };
 
 static_assert(sizeof(int) == sizeof(int32_t),
@@ -74,6 +83,64 @@ loom_status forward(loom_session *session, const int *ids, size_t n,
     *out_logits = l.data;
     return LOOM_OK;
   });
+}
+
+const char *const kNoChunkEncoder =
+    "this artifact has no chunk encoder (compile with loomc --format=refrag)";
+
+// The checks loom_rag_prefill and loom_rag_prefill_from_store share: the
+// expansion arguments and the outputs. Fills `fraction` (unset: the list).
+loom_status checkExpansion(const char *fn, float expand_fraction,
+                           const size_t *expand_chunks, size_t n_expand,
+                           const int *question_ids, size_t n_question,
+                           const float **out_logits,
+                           std::optional<double> &fraction,
+                           std::vector<size_t> &expanded) {
+  if (!out_logits)
+    return nullArgument(fn, "out_logits");
+  if (!question_ids && n_question > 0)
+    return nullArgument(fn, "question_ids");
+  if (!expand_chunks && n_expand > 0)
+    return nullArgument(fn, "expand_chunks");
+  if (std::isnan(expand_fraction) || expand_fraction > 1.0f)
+    return failWith(LOOM_ERROR_INVALID_ARGUMENT,
+                    std::string(fn) + ": expand fraction " +
+                        std::to_string(expand_fraction) +
+                        " is outside [0, 1] (< 0: use the expand_chunks list)");
+  if (expand_fraction >= 0.0f && n_expand > 0)
+    return failWith(LOOM_ERROR_INVALID_ARGUMENT,
+                    std::string(fn) + ": give either the expanded chunks or "
+                                      "an expand fraction, not both");
+  if (expand_fraction >= 0.0f)
+    fraction = static_cast<double>(expand_fraction);
+  else
+    expanded.assign(expand_chunks, expand_chunks + n_expand);
+  return LOOM_OK;
+}
+
+// Resets the session and feeds the assembled sequence from position 0.
+loom_status feedPrompt(const char *fn, loom::Session &session,
+                       const loom::RefragPrompt &p, const float **out_logits,
+                       loom_rag_stats *out_stats) {
+  const std::vector<int32_t> &tokens = p.sequence.tokens;
+  const int64_t context = session.model().contextLength();
+  if (static_cast<int64_t>(tokens.size()) > context)
+    return failWith(LOOM_ERROR, std::string(fn) + ": the context and question "
+                                    "take " + std::to_string(tokens.size()) +
+                                    " decoder positions but the model's "
+                                    "context holds " +
+                                    std::to_string(context));
+  session.reset();
+  loom::Logits l = session.forward(tokens.data(), tokens.size(), false,
+                                   p.sequence.embeddings.data());
+  *out_logits = l.last();
+  if (out_stats) {
+    out_stats->n_chunks = p.chunks.size();
+    out_stats->n_expanded = p.expanded.size();
+    out_stats->n_positions = tokens.size();
+    out_stats->chunk_size = p.chunk_size;
+  }
+  return LOOM_OK;
 }
 
 } // namespace
@@ -271,6 +338,214 @@ loom_status loom_sampler_sample(loom_sampler *sampler, const float *logits,
   return guarded([&] {
     *out_token = sampler->sampler.sample(logits);
     return LOOM_OK;
+  });
+}
+
+int loom_model_has_chunk_encoder(const loom_model *model) {
+  return model && model->model->refrag() ? 1 : 0;
+}
+
+loom_status loom_model_get_chunk_encoder_info(const loom_model *model,
+                                              loom_chunk_encoder_info *out_info) {
+  if (!model)
+    return nullArgument("loom_model_get_chunk_encoder_info", "model");
+  if (!out_info)
+    return nullArgument("loom_model_get_chunk_encoder_info", "out_info");
+  const loom::RefragInfo *info = model->model->refrag();
+  if (!info)
+    return failWith(LOOM_ERROR, std::string("loom_model_get_chunk_encoder_info: ") +
+                                    kNoChunkEncoder);
+  out_info->cls_token_id = info->cls_token_id;
+  out_info->max_chunk_len = static_cast<long>(info->max_chunk_len);
+  out_info->encoder_dim = static_cast<long>(info->encoder_dim);
+  return LOOM_OK;
+}
+
+loom_status loom_rag_prefill(loom_session *session, const int *context_ids,
+                             size_t n_context, const int *question_ids,
+                             size_t n_question, size_t chunk_size,
+                             float expand_fraction, const size_t *expand_chunks,
+                             size_t n_expand, const float **out_logits,
+                             loom_rag_stats *out_stats) {
+  const char *fn = "loom_rag_prefill";
+  if (!session)
+    return nullArgument(fn, "session");
+  if (!context_ids)
+    return nullArgument(fn, "context_ids");
+  if (n_context == 0)
+    return failWith(LOOM_ERROR_INVALID_ARGUMENT,
+                    std::string(fn) + ": the context is empty (REFRAG needs "
+                                      "at least one context token)");
+  loom::RefragRequest req;
+  if (loom_status st =
+          checkExpansion(fn, expand_fraction, expand_chunks, n_expand,
+                         question_ids, n_question, out_logits,
+                         req.expand_fraction, req.expanded))
+    return st;
+  const loom::RefragInfo *info = session->session->model().refrag();
+  if (!info)
+    return failWith(LOOM_ERROR, std::string(fn) + ": " + kNoChunkEncoder);
+  if (chunk_size > static_cast<size_t>(info->max_chunk_len))
+    return failWith(LOOM_ERROR_INVALID_ARGUMENT,
+                    std::string(fn) + ": chunk size " +
+                        std::to_string(chunk_size) + " is out of range (1.." +
+                        std::to_string(info->max_chunk_len) +
+                        ", the encoder's max_chunk_len)");
+  return guarded([&] {
+    req.context.assign(context_ids, context_ids + n_context);
+    if (n_question)
+      req.question.assign(question_ids, question_ids + n_question);
+    req.chunk_size = chunk_size;
+    loom::RefragPrompt p = loom::prepareRefrag(*session->session, req);
+    return feedPrompt(fn, *session->session, p, out_logits, out_stats);
+  });
+}
+
+loom_status loom_encode_corpus(const loom_model *model,
+                               const char *corpus_path, const char *out_path,
+                               size_t chunk_size, int threads) {
+  const char *fn = "loom_encode_corpus";
+  if (!model)
+    return nullArgument(fn, "model");
+  if (!corpus_path)
+    return nullArgument(fn, "corpus_path");
+  if (!out_path)
+    return nullArgument(fn, "out_path");
+  if (threads < 0)
+    return failWith(LOOM_ERROR_INVALID_ARGUMENT,
+                    std::string(fn) + ": threads must be >= 0");
+  const loom::RefragInfo *info = model->model->refrag();
+  if (!info)
+    return failWith(LOOM_ERROR, std::string(fn) + ": " + kNoChunkEncoder);
+  if (chunk_size > static_cast<size_t>(info->max_chunk_len))
+    return failWith(LOOM_ERROR_INVALID_ARGUMENT,
+                    std::string(fn) + ": chunk size " +
+                        std::to_string(chunk_size) + " is out of range (1.." +
+                        std::to_string(info->max_chunk_len) +
+                        ", the encoder's max_chunk_len)");
+  return guarded([&] {
+    std::string text;
+    FILE *f = std::fopen(corpus_path, "rb");
+    if (!f)
+      return failWith(LOOM_ERROR, std::string(fn) + ": cannot read corpus '" +
+                                      corpus_path + "': " +
+                                      std::strerror(errno));
+    char buf[1 << 14];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0)
+      text.append(buf, n);
+    const bool bad = std::ferror(f);
+    const int err = errno;
+    std::fclose(f);
+    if (bad)
+      return failWith(LOOM_ERROR, std::string(fn) + ": cannot read corpus '" +
+                                      corpus_path + "': " + std::strerror(err));
+    const loom::Tokenizer &tok = model->model->tokenizer();
+    std::vector<std::vector<int32_t>> passages;
+    for (size_t begin = 0; begin < text.size();) {
+      size_t end = text.find('\n', begin);
+      if (end == std::string::npos)
+        end = text.size();
+      std::string_view line(text.data() + begin, end - begin);
+      if (!line.empty() && line.back() == '\r')
+        line.remove_suffix(1);
+      passages.push_back(tok.encode(line, false, false));
+      begin = end + 1;
+    }
+    loom::ChunkStoreWriteOptions options;
+    options.threads = threads;
+    loom::ChunkStore::write(out_path, model->model, passages, chunk_size,
+                            options);
+    return LOOM_OK;
+  });
+}
+
+loom_status loom_chunk_store_open(const char *path,
+                                  loom_chunk_store **out_store) {
+  if (!path)
+    return nullArgument("loom_chunk_store_open", "path");
+  if (!out_store)
+    return nullArgument("loom_chunk_store_open", "out_store");
+  *out_store = nullptr;
+  return guarded([&] {
+    *out_store = new loom_chunk_store{loom::ChunkStore::open(path)};
+    return LOOM_OK;
+  });
+}
+
+void loom_chunk_store_free(loom_chunk_store *store) { delete store; }
+
+loom_status loom_chunk_store_get_info(const loom_chunk_store *store,
+                                      loom_chunk_store_info *out_info) {
+  if (!store)
+    return nullArgument("loom_chunk_store_get_info", "store");
+  if (!out_info)
+    return nullArgument("loom_chunk_store_get_info", "out_info");
+  out_info->chunk_size = store->store.chunkSize();
+  out_info->n_passages = store->store.passageCount();
+  out_info->n_chunks = store->store.chunkCount();
+  out_info->n_tokens = store->store.tokenCount();
+  return LOOM_OK;
+}
+
+size_t loom_chunk_store_passages(const loom_chunk_store *store) {
+  return store ? store->store.passageCount() : 0;
+}
+
+loom_status loom_chunk_store_passage_tokens(const loom_chunk_store *store,
+                                            size_t index, const int **out_ids,
+                                            size_t *out_n) {
+  const char *fn = "loom_chunk_store_passage_tokens";
+  if (!store)
+    return nullArgument(fn, "store");
+  if (!out_ids)
+    return nullArgument(fn, "out_ids");
+  if (!out_n)
+    return nullArgument(fn, "out_n");
+  if (index >= store->store.passageCount())
+    return failWith(LOOM_ERROR_INVALID_ARGUMENT,
+                    std::string(fn) + ": passage " + std::to_string(index) +
+                        " is out of range (the store has " +
+                        std::to_string(store->store.passageCount()) +
+                        " passages)");
+  return guarded([&] {
+    const loom::ChunkStore::Passage p = store->store.passage(index);
+    *out_ids = reinterpret_cast<const int *>(p.tokens);
+    *out_n = p.n_tokens;
+    return LOOM_OK;
+  });
+}
+
+loom_status loom_rag_prefill_from_store(
+    loom_session *session, const loom_chunk_store *store,
+    const size_t *passages, size_t n_passages, const int *question_ids,
+    size_t n_question, float expand_fraction, const size_t *expand_chunks,
+    size_t n_expand, const float **out_logits, loom_rag_stats *out_stats) {
+  const char *fn = "loom_rag_prefill_from_store";
+  if (!session)
+    return nullArgument(fn, "session");
+  if (!store)
+    return nullArgument(fn, "store");
+  if (!passages)
+    return nullArgument(fn, "passages");
+  if (n_passages == 0)
+    return failWith(LOOM_ERROR_INVALID_ARGUMENT,
+                    std::string(fn) + ": no passages selected");
+  loom::ChunkStoreRequest req;
+  if (loom_status st =
+          checkExpansion(fn, expand_fraction, expand_chunks, n_expand,
+                         question_ids, n_question, out_logits,
+                         req.expand_fraction, req.expanded))
+    return st;
+  if (!session->session->model().refrag())
+    return failWith(LOOM_ERROR, std::string(fn) + ": " + kNoChunkEncoder);
+  return guarded([&] {
+    req.passages.assign(passages, passages + n_passages);
+    if (n_question)
+      req.question.assign(question_ids, question_ids + n_question);
+    loom::RefragPrompt p =
+        loom::prepareRefrag(*session->session, store->store, req);
+    return feedPrompt(fn, *session->session, p, out_logits, out_stats);
   });
 }
 

@@ -16,6 +16,11 @@
  *   loom_tokenize(m, "Once upon a time", 1, ids, 64, &n);
  *   loom_session_create(m, 0, &s);
  *   loom_session_forward(s, ids, n, &lg);   (lg: logits of the last token)
+ *
+ * REFRAG (an artifact from loomc --format=refrag): loom_rag_prefill feeds a
+ * retrieved context, compressed into chunk placeholders, and a question;
+ * loom_encode_corpus / loom_chunk_store_open / loom_rag_prefill_from_store
+ * do the same from a corpus encoded once. Example: runtime/examples/rag.c.
  */
 #ifndef LOOM_H
 #define LOOM_H
@@ -134,6 +139,126 @@ void loom_sampler_free(loom_sampler *sampler);
 /* Picks the next id from vocab_size logits. */
 loom_status loom_sampler_sample(loom_sampler *sampler, const float *logits,
                                 int *out_token);
+
+/* ---- REFRAG: compressed chunk placeholders ---------------------------
+ *
+ * A retrieved context is cut into chunks of k tokens; the artifact's chunk
+ * encoder (loomc --format=refrag) turns each chunk into one decoder
+ * position, except the chunks that are "expanded" (fed as their tokens),
+ * chosen by a fraction p (the policy expands the ceil(p * n) best-scored of
+ * the n chunks) or listed by the caller. The decoder reads
+ *   [BOS] + each chunk (its tokens, or one placeholder) + the question.
+ * See docs/chunk-placeholders.md. A prefill replaces the prompt feed: after
+ * it, generate with loom_sampler_sample + loom_session_forward as usual.
+ *
+ * Token ids here are decoder ids without BOS (loom_tokenize with bos = 0). */
+
+typedef struct loom_chunk_store loom_chunk_store;
+
+/* The artifact's chunk encoder. */
+typedef struct loom_chunk_encoder_info {
+  int cls_token_id;   /* prepended to every chunk by the encoder */
+  long max_chunk_len; /* the largest chunk size k */
+  long encoder_dim;   /* floats per chunk embedding */
+} loom_chunk_encoder_info;
+
+/* What a prefill fed (may be NULL where a function takes it). */
+typedef struct loom_rag_stats {
+  size_t n_chunks;       /* chunks of the context */
+  size_t n_expanded;     /* of them, fed as their tokens */
+  size_t n_positions;    /* decoder positions fed: BOS, chunks, question */
+  size_t chunk_size;     /* k used */
+} loom_rag_stats;
+
+/* 1 when the artifact has a chunk encoder (compiled with loomc
+ * --format=refrag), 0 otherwise or for NULL. */
+int loom_model_has_chunk_encoder(const loom_model *model);
+
+/* The chunk encoder's parameters; LOOM_ERROR for a model without one. */
+loom_status loom_model_get_chunk_encoder_info(const loom_model *model,
+                                              loom_chunk_encoder_info *out_info);
+
+/* The whole REFRAG prefill in `session`: splits the n_context ids into
+ * chunks of `chunk_size` (1..max_chunk_len; 0 = max_chunk_len), encodes and
+ * projects every chunk, picks the expanded chunks, assembles the sequence,
+ * resets the session and feeds the sequence from position 0.
+ *
+ * Expansion: expand_fraction in [0, 1] lets the policy pick ceil(p * n)
+ * chunks (expand_chunks must then be NULL / n_expand 0); expand_fraction < 0
+ * expands the n_expand chunk indices listed in expand_chunks (0-based, any
+ * order, no repeats; n_expand 0 compresses every chunk).
+ *
+ * *out_logits receives vocab_size floats: the logits after the last
+ * position (the last question id). They stay valid until the next forward,
+ * prefill or reset of this session. *out_stats (when not NULL) says what
+ * was fed. question_ids may be NULL when n_question is 0.
+ *
+ * Returns LOOM_ERROR_INVALID_ARGUMENT (nothing done) for NULL pointers, an
+ * empty context, a chunk size above max_chunk_len, a NaN or > 1 fraction,
+ * or a fraction together with a list; LOOM_ERROR for a model without a
+ * chunk encoder, ids outside the vocabulary, a listed chunk out of range or
+ * repeated, or a sequence longer than the context (then the session is left
+ * as it was); LOOM_ERROR_OUT_OF_MEMORY. Runs on the session's threads; the
+ * same one-thread-at-a-time rule as loom_session_forward. */
+loom_status loom_rag_prefill(loom_session *session, const int *context_ids,
+                             size_t n_context, const int *question_ids,
+                             size_t n_question, size_t chunk_size,
+                             float expand_fraction, const size_t *expand_chunks,
+                             size_t n_expand, const float **out_logits,
+                             loom_rag_stats *out_stats);
+
+/* A chunk store: a corpus encoded once (loom_encode_corpus, or loom-run
+ * --encode-chunks), mapped read-only. Queries read its stored chunk rows and
+ * run no encoder. */
+typedef struct loom_chunk_store_info {
+  size_t chunk_size; /* k the corpus was chunked with */
+  size_t n_passages;
+  size_t n_chunks;   /* all passages' */
+  size_t n_tokens;   /* all passages' */
+} loom_chunk_store_info;
+
+/* Encodes the corpus at `corpus_path` (UTF-8 text, one passage a line: a
+ * final newline adds no passage, a CR before a newline is dropped, an empty
+ * line is an empty passage) with the model's tokenizer (no BOS) and chunk
+ * encoder, chunk size `chunk_size` (0 = max_chunk_len), on `threads`
+ * threads (0: all), and writes the store to `out_path` atomically (through
+ * out_path + ".tmp"; a failed write leaves no file). The file does not
+ * depend on the thread count. May be called from any thread. */
+loom_status loom_encode_corpus(const loom_model *model,
+                               const char *corpus_path, const char *out_path,
+                               size_t chunk_size, int threads);
+
+/* Maps and verifies the store at `path` (header, passage table; a
+ * passage's data is verified when a query reads it). A store is immutable:
+ * it may be shared by sessions on any threads, and freed once no call
+ * using it runs (a prefill does not keep it). */
+loom_status loom_chunk_store_open(const char *path,
+                                  loom_chunk_store **out_store);
+void loom_chunk_store_free(loom_chunk_store *store);
+loom_status loom_chunk_store_get_info(const loom_chunk_store *store,
+                                      loom_chunk_store_info *out_info);
+/* Passages in the store (0 for NULL). */
+size_t loom_chunk_store_passages(const loom_chunk_store *store);
+
+/* Passage `index`'s token ids (no BOS), pointing into the store's mapping:
+ * valid while the store is. Verifies the passage's checksum. */
+loom_status loom_chunk_store_passage_tokens(const loom_chunk_store *store,
+                                            size_t index, const int **out_ids,
+                                            size_t *out_n);
+
+/* loom_rag_prefill over stored passages: the context is the n_passages
+ * listed passages (0-based, no repeats) in that order, each chunked on its
+ * own with the store's chunk size; chunk indices in expand_chunks count
+ * across them in that order. The placeholder rows are the stored rows, so a
+ * single passage gives the same logits, bit for bit, as loom_rag_prefill on
+ * its ids. LOOM_ERROR also for a store made for another encoder, projector,
+ * decoder or vocabulary, a corrupt passage, or selected passages without
+ * tokens. Logits, stats and threading as loom_rag_prefill. */
+loom_status loom_rag_prefill_from_store(
+    loom_session *session, const loom_chunk_store *store,
+    const size_t *passages, size_t n_passages, const int *question_ids,
+    size_t n_question, float expand_fraction, const size_t *expand_chunks,
+    size_t n_expand, const float **out_logits, loom_rag_stats *out_stats);
 
 #ifdef __cplusplus
 } /* extern "C" */
