@@ -612,11 +612,14 @@ void writeOut(const std::string &bytes) {
     fail(std::string("cannot write to stdout: ") + std::strerror(errno));
 }
 
-// --expand-chunks "0,2" -> chunk indices, each < n_chunks, no repeats.
-std::vector<size_t> parseExpandChunks(const std::string &text, size_t n_chunks,
-                                      int64_t k) {
-  std::vector<size_t> chunks;
-  std::vector<bool> seen(n_chunks, false);
+// "0,2,7" -> indices, each below `limit`, none repeated. `malformed`,
+// `outOfRange(v)` and `twice(v)` give the messages (the flag and its unit).
+template <typename OutOfRange, typename Twice>
+std::vector<size_t> parseIndexList(const std::string &text, size_t limit,
+                                   const std::string &malformed,
+                                   OutOfRange outOfRange, Twice twice) {
+  std::vector<size_t> indices;
+  std::vector<bool> seen(limit, false);
   size_t begin = 0;
   while (true) {
     size_t end = text.find(',', begin);
@@ -627,54 +630,55 @@ std::vector<size_t> parseExpandChunks(const std::string &text, size_t n_chunks,
     long long v = std::strtoll(item.c_str(), &stop, 10);
     if (item.empty() || *stop != '\0' || errno == ERANGE ||
         !std::isdigit(static_cast<unsigned char>(item[0])))
-      fail("malformed --expand-chunks '" + text +
-           "' (expected comma-separated chunk indices, e.g. 0,2)");
-    if (static_cast<unsigned long long>(v) >= n_chunks)
-      fail("--expand-chunks: chunk " + std::to_string(v) +
-           " is out of range (the context has " + std::to_string(n_chunks) +
-           " chunks of " + std::to_string(k) + ", 0.." +
-           std::to_string(n_chunks - 1) + ")");
+      fail(malformed);
+    if (static_cast<unsigned long long>(v) >= limit)
+      fail(outOfRange(v));
     if (seen[v])
-      fail("--expand-chunks: chunk " + std::to_string(v) + " is given twice");
+      fail(twice(v));
     seen[v] = true;
-    chunks.push_back(static_cast<size_t>(v));
+    indices.push_back(static_cast<size_t>(v));
     if (end == std::string::npos)
       break;
     begin = end + 1;
   }
-  return chunks;
+  return indices;
+}
+
+// --expand-chunks "0,2" -> chunk indices, each < n_chunks, no repeats.
+std::vector<size_t> parseExpandChunks(const std::string &text, size_t n_chunks,
+                                      int64_t k) {
+  return parseIndexList(
+      text, n_chunks,
+      "malformed --expand-chunks '" + text +
+          "' (expected comma-separated chunk indices, e.g. 0,2)",
+      [&](long long v) {
+        return "--expand-chunks: chunk " + std::to_string(v) +
+               " is out of range (the context has " +
+               std::to_string(n_chunks) + " chunks of " + std::to_string(k) +
+               ", 0.." + std::to_string(n_chunks - 1) + ")";
+      },
+      [](long long v) {
+        return "--expand-chunks: chunk " + std::to_string(v) +
+               " is given twice";
+      });
 }
 
 // --passages "0,3,7" -> passage indices, each < n_passages, no repeats.
 std::vector<size_t> parsePassages(const std::string &text, size_t n_passages) {
-  std::vector<size_t> passages;
-  std::vector<bool> seen(n_passages, false);
-  size_t begin = 0;
-  while (true) {
-    size_t end = text.find(',', begin);
-    std::string item = text.substr(
-        begin, end == std::string::npos ? std::string::npos : end - begin);
-    errno = 0;
-    char *stop = nullptr;
-    long long v = std::strtoll(item.c_str(), &stop, 10);
-    if (item.empty() || *stop != '\0' || errno == ERANGE ||
-        !std::isdigit(static_cast<unsigned char>(item[0])))
-      fail("malformed --passages '" + text +
-           "' (expected comma-separated passage indices, e.g. 0,3,7)");
-    if (static_cast<unsigned long long>(v) >= n_passages)
-      fail("--passages: passage " + std::to_string(v) +
-           " is out of range (the chunk store has " +
-           std::to_string(n_passages) + " passages" +
-           (n_passages ? ", 0.." + std::to_string(n_passages - 1) : "") + ")");
-    if (seen[v])
-      fail("--passages: passage " + std::to_string(v) + " is given twice");
-    seen[v] = true;
-    passages.push_back(static_cast<size_t>(v));
-    if (end == std::string::npos)
-      break;
-    begin = end + 1;
-  }
-  return passages;
+  return parseIndexList(
+      text, n_passages,
+      "malformed --passages '" + text +
+          "' (expected comma-separated passage indices, e.g. 0,3,7)",
+      [&](long long v) {
+        return "--passages: passage " + std::to_string(v) +
+               " is out of range (the chunk store has " +
+               std::to_string(n_passages) + " passages" +
+               (n_passages ? ", 0.." + std::to_string(n_passages - 1) : "") +
+               ")";
+      },
+      [](long long v) {
+        return "--passages: passage " + std::to_string(v) + " is given twice";
+      });
 }
 
 // The decoder input of a --chunks run: the listed passages' stored chunks
