@@ -539,10 +539,13 @@ std::optional<Options> parseArgs(int argc, char **argv) {
   return o;
 }
 
-// "1,45,23" -> ids; range-checked against the vocabulary.
-std::vector<int32_t> parsePromptIds(const std::string &text, int64_t vocab,
-                                    const std::string &flag = "--prompt-ids") {
-  std::vector<int32_t> ids;
+// "1,45,23" -> the integers, or fail(malformed). A sign is allowed only
+// when `signed_ok` (token ids may be given negative, to be reported as
+// unknown; indices may not).
+std::vector<long long> parseIntegerList(const std::string &text,
+                                        const std::string &malformed,
+                                        bool signed_ok) {
+  std::vector<long long> values;
   size_t begin = 0;
   while (true) {
     size_t end = text.find(',', begin);
@@ -551,17 +554,31 @@ std::vector<int32_t> parsePromptIds(const std::string &text, int64_t vocab,
     errno = 0;
     char *stop = nullptr;
     long long v = std::strtoll(item.c_str(), &stop, 10);
+    const unsigned char first = item.empty() ? 0 : item[0];
     if (item.empty() || *stop != '\0' || errno == ERANGE ||
-        std::isspace(static_cast<unsigned char>(item[0])))
-      fail("malformed " + flag + " '" + text +
-           "' (expected comma-separated token ids, e.g. 1,403,407)");
+        (signed_ok ? std::isspace(first) != 0 : std::isdigit(first) == 0))
+      fail(malformed);
+    values.push_back(v);
+    if (end == std::string::npos)
+      break;
+    begin = end + 1;
+  }
+  return values;
+}
+
+// "1,45,23" -> ids; range-checked against the vocabulary.
+std::vector<int32_t> parsePromptIds(const std::string &text, int64_t vocab,
+                                    const std::string &flag = "--prompt-ids") {
+  std::vector<int32_t> ids;
+  for (long long v : parseIntegerList(
+           text,
+           "malformed " + flag + " '" + text +
+               "' (expected comma-separated token ids, e.g. 1,403,407)",
+           /*signed_ok=*/true)) {
     if (v < 0 || v >= vocab)
       fail("unknown token id " + std::to_string(v) + " in " + flag +
            " (vocabulary has " + std::to_string(vocab) + ")");
     ids.push_back(static_cast<int32_t>(v));
-    if (end == std::string::npos)
-      break;
-    begin = end + 1;
   }
   return ids;
 }
@@ -620,26 +637,13 @@ std::vector<size_t> parseIndexList(const std::string &text, size_t limit,
                                    OutOfRange outOfRange, Twice twice) {
   std::vector<size_t> indices;
   std::vector<bool> seen(limit, false);
-  size_t begin = 0;
-  while (true) {
-    size_t end = text.find(',', begin);
-    std::string item = text.substr(
-        begin, end == std::string::npos ? std::string::npos : end - begin);
-    errno = 0;
-    char *stop = nullptr;
-    long long v = std::strtoll(item.c_str(), &stop, 10);
-    if (item.empty() || *stop != '\0' || errno == ERANGE ||
-        !std::isdigit(static_cast<unsigned char>(item[0])))
-      fail(malformed);
+  for (long long v : parseIntegerList(text, malformed, /*signed_ok=*/false)) {
     if (static_cast<unsigned long long>(v) >= limit)
       fail(outOfRange(v));
     if (seen[v])
       fail(twice(v));
     seen[v] = true;
     indices.push_back(static_cast<size_t>(v));
-    if (end == std::string::npos)
-      break;
-    begin = end + 1;
   }
   return indices;
 }
