@@ -6,6 +6,8 @@
 // the flatbuffer, which records the checksums, follows; the header is
 // rewritten last. The whole file is written under a temporary name and
 // renamed into place, so an interrupted compile leaves no half artifact.
+// With --weight-type=bf16 the matrices and tables are rounded to bf16 on
+// the way; their checksums and sizes are those of the stored bf16 bytes.
 //
 //===----------------------------------------------------------------------===//
 #include "passes/Serialize/ArtifactWriter.h"
@@ -18,6 +20,9 @@
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/raw_ostream.h"
+
+#include <cassert>
+#include <cstring>
 
 using namespace mlir;
 using namespace loom;
@@ -50,14 +55,36 @@ float configFloat(DictionaryAttr model, StringRef key, float dflt) {
 struct PackedTensor {
   WeightOp weight;
   SmallVector<const WeightSource *> parts;
-  uint64_t bytes = 0, offset = 0, checksum = 0;
+  WeightType type = WeightType::F32; // how it is stored
+  uint64_t bytes = 0;                // stored bytes
+  uint64_t offset = 0, checksum = 0;
 };
 } // namespace
+
+WeightType loom::storedWeightType(ShapedType type, WeightType requested) {
+  return type.getRank() >= 2 ? requested : WeightType::F32;
+}
+
+const char *loom::weightTypeName(WeightType type) {
+  return type == WeightType::BF16 ? "bf16" : "f32";
+}
+
+uint16_t loom::floatToBf16(float value) {
+  uint32_t bits;
+  std::memcpy(&bits, &value, sizeof bits);
+  // NaN: keep sign and top payload bits, force the quiet bit so truncation
+  // cannot turn it into an infinity.
+  if ((bits & 0x7fffffffu) > 0x7f800000u)
+    return uint16_t((bits >> 16) | 0x0040u);
+  // Round to nearest, ties to even (an overflow rounds to infinity).
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  return uint16_t(bits >> 16);
+}
 
 LogicalResult loom::writeArtifact(ModuleOp module, const WeightTable &weights,
                                   const TokenizerData *tokenizer,
                                   const std::string &outPath,
-                                  const ProgressFn &progress) {
+                                  const ArtifactOptions &options) {
   auto program = module.lookupSymbol<ProgramOp>("forward");
   if (!program)
     return module.emitError("module has no loom.program @forward: run "
@@ -78,7 +105,8 @@ LogicalResult loom::writeArtifact(ModuleOp module, const WeightTable &weights,
     auto weight = symbols.lookup<WeightOp>(name);
     if (!weight)
       return d.emitError() << "weight @" << name << " is not declared";
-    PackedTensor t{weight, {}, 0, 0, 0};
+    PackedTensor t;
+    t.weight = weight;
     SmallVector<StringRef> sources;
     if (auto packed = weight.getPacked())
       for (Attribute part : *packed)
@@ -100,9 +128,12 @@ LogicalResult loom::writeArtifact(ModuleOp module, const WeightTable &weights,
       t.parts.push_back(&found->second);
       t.bytes += found->second.bytes;
     }
-    if (t.bytes != uint64_t(weight.getTensorType().getNumElements()) * 4)
+    const uint64_t elems = weight.getTensorType().getNumElements();
+    if (t.bytes != elems * 4)
       return d.emitError() << "packed weight @" << name
                            << " does not add up to its type";
+    t.type = storedWeightType(weight.getTensorType(), options.weightType);
+    t.bytes = elems * weightTypeBytes(t.type);
     tensorIndex[name] = tensors.size();
     tensors.push_back(std::move(t));
     return tensors.size() - 1;
@@ -227,8 +258,8 @@ LogicalResult loom::writeArtifact(ModuleOp module, const WeightTable &weights,
   for (size_t i = 0; i < tensors.size(); ++i) {
     PackedTensor &t = tensors[i];
     t.offset = at;
-    std::vector<char> bytes;
-    bytes.reserve(t.bytes);
+    std::vector<char> bytes; // the f32 source bytes
+    bytes.reserve(t.weight.getTensorType().getNumElements() * 4);
     for (const WeightSource *src : t.parts) {
       auto &file = files[src->file];
       if (!file) {
@@ -244,14 +275,25 @@ LogicalResult loom::writeArtifact(ModuleOp module, const WeightTable &weights,
       bytes.insert(bytes.end(), file->getBufferStart() + src->offset,
                    file->getBufferStart() + src->offset + src->bytes);
     }
+    if (t.type == WeightType::BF16) {
+      std::vector<char> narrow(bytes.size() / 2);
+      for (size_t e = 0; e < bytes.size() / 4; ++e) {
+        float f;
+        std::memcpy(&f, bytes.data() + 4 * e, sizeof f);
+        uint16_t h = floatToBf16(f);
+        std::memcpy(narrow.data() + 2 * e, &h, sizeof h);
+      }
+      bytes = std::move(narrow);
+    }
+    assert(bytes.size() == t.bytes && "stored bytes disagree with the type");
     t.checksum = loomChecksum64(bytes.data(), bytes.size());
     os.write(bytes.data(), bytes.size());
     at += t.bytes;
     uint64_t pad = alignUp(at, kWeightAlignment) - at;
     os.write(zeros, pad);
     at += pad;
-    if (progress)
-      progress(i + 1, tensors.size(), at);
+    if (options.progress)
+      options.progress(i + 1, tensors.size(), at);
   }
   header.weights_size = at;
 
@@ -259,7 +301,8 @@ LogicalResult loom::writeArtifact(ModuleOp module, const WeightTable &weights,
   for (PackedTensor &t : tensors) {
     auto shape = t.weight.getTensorType().getShape();
     tensorList.push_back(fb::CreateTensor(
-        fbb, fbb.CreateString(t.weight.getSymName().str()), fb::DType::F32,
+        fbb, fbb.CreateString(t.weight.getSymName().str()),
+        t.type == WeightType::BF16 ? fb::DType::BF16 : fb::DType::F32,
         fbb.CreateVector(std::vector<int64_t>(shape.begin(), shape.end())),
         t.offset, t.bytes, t.checksum));
   }
@@ -344,10 +387,10 @@ LogicalResult loom::writeArtifact(ModuleOp module, const WeightTable &weights,
       configInt(model, "eos_id", 2));
   auto root = fb::CreateModel(
       fbb, kArtifactFormatVersion, fbb.CreateString("loomc"),
-      fbb.CreateString("cpu"), config, tok, fbb.CreateVector(tensorList),
-      fbb.CreateVectorOfStructs(bufferList), fbb.CreateVector(kvList),
-      fbb.CreateVector(programList), arenaBytes, program.getMaxTokens(),
-      fbb.CreateVector(policies), refrag);
+      fbb.CreateString(options.target), config, tok,
+      fbb.CreateVector(tensorList), fbb.CreateVectorOfStructs(bufferList),
+      fbb.CreateVector(kvList), fbb.CreateVector(programList), arenaBytes,
+      program.getMaxTokens(), fbb.CreateVector(policies), refrag);
   fb::FinishModelBuffer(fbb, root);
 
   header.fb_offset = header.weights_offset + header.weights_size;

@@ -4,13 +4,15 @@
 // loom.program @forward) into the artifact format of
 // runtime/schema/loom_artifact.fbs: file header, flatbuffer, and the weights
 // section, packing each weight the program uses (packed weights are the
-// concatenation of their parts) 64-byte aligned with a checksum.
+// concatenation of their parts) 64-byte aligned with a checksum, as f32 or,
+// for matrices and tables, bf16 (ArtifactOptions).
 //
 //===----------------------------------------------------------------------===//
 #ifndef LOOM_PASSES_SERIALIZE_ARTIFACTWRITER_H
 #define LOOM_PASSES_SERIALIZE_ARTIFACTWRITER_H
 
 #include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/BuiltinTypeInterfaces.h"
 #include "llvm/ADT/StringMap.h"
 
 #include <cstdint>
@@ -38,6 +40,37 @@ struct TokenizerData {
 /// Called while packing: (tensors done, tensors total, bytes done).
 using ProgressFn = std::function<void(size_t, size_t, uint64_t)>;
 
+/// How the artifact stores weights (the schema's DType).
+enum class WeightType { F32, BF16 };
+
+/// The options of the serialisation step (loomc --weight-type, --target).
+struct ArtifactOptions {
+  /// BF16: every tensor of rank >= 2 (matrices and tables) is stored as
+  /// bf16, rounded to nearest even from f32; rank-1 tensors (norm weights,
+  /// biases) stay f32 (storedWeightType).
+  WeightType weightType = WeightType::F32;
+  /// Recorded in Model.target: "cpu" or "cuda". The dispatch form is the
+  /// same for both; the artifact runs on either device.
+  std::string target = "cpu";
+  /// Called while packing; may be empty.
+  ProgressFn progress;
+};
+
+/// The type a weight of `type` is stored as when `requested` is asked for:
+/// BF16 only for tensors of rank >= 2, F32 otherwise.
+WeightType storedWeightType(mlir::ShapedType type, WeightType requested);
+
+/// Bytes per stored element of `type` (4 or 2).
+inline uint64_t weightTypeBytes(WeightType type) {
+  return type == WeightType::BF16 ? 2 : 4;
+}
+
+/// The "f32" / "bf16" spelling of loomc --weight-type.
+const char *weightTypeName(WeightType type);
+
+/// `value` rounded to bf16, to nearest even; a NaN stays a (quiet) NaN.
+uint16_t floatToBf16(float value);
+
 /// Writes the artifact to `outPath` atomically (a temporary file renamed at
 /// the end, removed on failure). Reports errors as diagnostics on the module.
 /// `tokenizer` may be null (a model used with token ids only).
@@ -45,7 +78,7 @@ mlir::LogicalResult writeArtifact(mlir::ModuleOp module,
                                   const WeightTable &weights,
                                   const TokenizerData *tokenizer,
                                   const std::string &outPath,
-                                  const ProgressFn &progress);
+                                  const ArtifactOptions &options = {});
 
 } // namespace loom
 

@@ -7,6 +7,7 @@
 #include "loom/artifact_format.h"
 #include "loom/loom_artifact_generated.h"
 
+#include <tbb/blocked_range.h>
 #include <tbb/parallel_for.h>
 
 #include <algorithm>
@@ -18,6 +19,8 @@
 #include <fcntl.h>
 #include <iterator>
 #include <limits>
+#include <memory>
+#include <new>
 #include <sstream>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -151,6 +154,7 @@ struct SemanticChecker {
   void config();
   void tokenizer();
   void tensors();
+  void widenBf16();
   void buffers();
   void kvCaches();
   void programs();
@@ -250,11 +254,15 @@ void SemanticChecker::tensors() {
     const fbs::Tensor &t = *ts.Get(i);
     TensorDesc &d = out.tensors[i];
     d.name = printable(t.name());
-    if (t.dtype() != fbs::DType::F32) {
-      const char *dt = fbs::EnumNameDType(t.dtype());
-      fail("tensor '", d.name, "' has dtype ", *dt ? dt : "?", " (",
-           static_cast<int>(t.dtype()), "); this runtime supports only F32");
-    }
+    if (t.dtype() == fbs::DType::F32)
+      d.dtype = WeightType::F32;
+    else if (t.dtype() == fbs::DType::BF16)
+      d.dtype = WeightType::BF16;
+    else
+      fail("tensor '", d.name, "' has unknown dtype ",
+           static_cast<int>(t.dtype()), "; this runtime supports F32 and BF16");
+    const bool bf16 = d.dtype == WeightType::BF16;
+    const uint64_t elem_bytes = bf16 ? 2 : 4;
     d.shape = toVector(t.shape());
     if (d.shape.empty())
       fail("tensor '", d.name, "' has no shape");
@@ -264,18 +272,21 @@ void SemanticChecker::tensors() {
           __builtin_mul_overflow(elems, static_cast<uint64_t>(dim), &elems))
         fail("tensor '", d.name, "' has an invalid shape ", shapeStr(d.shape));
     uint64_t expect;
-    if (__builtin_mul_overflow(elems, uint64_t(sizeof(float)), &expect) ||
+    if (__builtin_mul_overflow(elems, elem_bytes, &expect) ||
         t.size() != expect)
       fail("tensor '", d.name, "' has size ", t.size(), " bytes but shape ",
-           shapeStr(d.shape), " needs ", elems, " x 4");
+           shapeStr(d.shape), " of ", bf16 ? "BF16" : "F32", " needs ", elems,
+           " x ", elem_bytes);
     if (t.offset() % kWeightAlignment != 0)
       fail("tensor '", d.name, "' offset ", t.offset(),
            " is not a multiple of ", kWeightAlignment);
     if (!fitsWithin(t.offset(), t.size(), weights_size))
       fail("tensor '", d.name, "' [", t.offset(), ", +", t.size(),
            ") lies outside the weights section of ", weights_size, " bytes");
-    d.data = reinterpret_cast<const float *>(weights + t.offset());
+    d.raw = weights + t.offset();
     d.bytes = t.size();
+    // BF16 tensors get their f32 view in widenBf16(), after the checksums.
+    d.data = bf16 ? nullptr : static_cast<const float *>(d.raw);
     if (!fitsWithin(out.weight_bytes, d.bytes,
                     std::numeric_limits<uint64_t>::max()))
       fail("tensor sizes overflow");
@@ -286,7 +297,7 @@ void SemanticChecker::tensors() {
   std::atomic<size_t> first_bad{ts.size()};
   tbb::parallel_for(size_t(0), size_t(ts.size()), [&](size_t i) {
     const fbs::Tensor &t = *ts.Get(static_cast<uint32_t>(i));
-    if (loomChecksum64(out.tensors[i].data, out.tensors[i].bytes) !=
+    if (loomChecksum64(out.tensors[i].raw, out.tensors[i].bytes) !=
         t.checksum()) {
       size_t cur = first_bad.load();
       while (i < cur && !first_bad.compare_exchange_weak(cur, i)) {
@@ -296,6 +307,55 @@ void SemanticChecker::tensors() {
   if (first_bad.load() < ts.size())
     fail("tensor '", out.tensors[first_bad.load()].name,
          "' checksum mismatch (artifact is corrupt)");
+  widenBf16();
+}
+
+// bf16 is the top half of an f32: widening is exact.
+inline float bf16ToFloat(uint16_t h) {
+  const uint32_t bits = uint32_t(h) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+// The CPU kernels read f32: every BF16 tensor (verified) gets a widened copy,
+// 64-byte aligned like the mapped tensors, owned by ModelData::widened.
+void SemanticChecker::widenBf16() {
+  constexpr size_t kAlignFloats = kWeightAlignment / sizeof(float);
+  std::vector<size_t> todo;
+  for (size_t i = 0; i < out.tensors.size(); ++i) {
+    TensorDesc &d = out.tensors[i];
+    if (d.dtype != WeightType::BF16)
+      continue;
+    const size_t elems = static_cast<size_t>(d.bytes / 2);
+    std::unique_ptr<float[]> copy;
+    try {
+      copy.reset(new float[elems + kAlignFloats]);
+    } catch (const std::bad_alloc &) {
+      fail("cannot allocate ", elems * sizeof(float),
+           " bytes to widen BF16 tensor '", d.name, "' to f32");
+    }
+    void *p = copy.get();
+    size_t space = (elems + kAlignFloats) * sizeof(float);
+    d.data = static_cast<const float *>(
+        std::align(kWeightAlignment, elems * sizeof(float), p, space));
+    out.widened.push_back(std::move(copy));
+    todo.push_back(i);
+  }
+  tbb::parallel_for(size_t(0), todo.size(), [&](size_t k) {
+    const TensorDesc &d = out.tensors[todo[k]];
+    const auto *src = static_cast<const uint8_t *>(d.raw);
+    float *dst = const_cast<float *>(d.data);
+    const size_t elems = static_cast<size_t>(d.bytes / 2);
+    tbb::parallel_for(tbb::blocked_range<size_t>(0, elems, size_t(1) << 16),
+                      [&](const tbb::blocked_range<size_t> &r) {
+                        for (size_t e = r.begin(); e < r.end(); ++e) {
+                          uint16_t h;
+                          std::memcpy(&h, src + 2 * e, sizeof h);
+                          dst[e] = bf16ToFloat(h);
+                        }
+                      });
+  });
 }
 
 void SemanticChecker::buffers() {
@@ -1082,9 +1142,12 @@ std::unique_ptr<ModelData> loadArtifact(const std::string &path) {
          " does not match the file header's ", kArtifactFormatVersion);
   out->generator = str(m.generator());
   out->target = str(m.target());
-  if (!out->target.empty() && out->target.compare(0, 3, "cpu") != 0)
+  // "cuda" artifacts have the same dispatch form (loomc --target only
+  // records the device they were compiled for): they run here too.
+  if (!out->target.empty() && out->target.compare(0, 3, "cpu") != 0 &&
+      out->target != "cuda")
     fail("artifact is compiled for target '", printable(m.target()),
-         "'; this runtime runs 'cpu' artifacts");
+         "'; this runtime runs 'cpu' and 'cuda' artifacts");
 
   SemanticChecker v{m, *out, data + h.weights_offset, h.weights_size};
   v.config();

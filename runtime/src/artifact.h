@@ -40,11 +40,20 @@ struct BufferDesc {
   int64_t row_elems; // floats per row, also the row stride
 };
 
+// How a tensor is stored in the file (the schema's DType).
+enum class WeightType { F32, BF16 };
+
 struct TensorDesc {
   std::string name;
   std::vector<int64_t> shape;
-  const float *data; // inside the mapped file, 64-byte aligned
-  uint64_t bytes;
+  WeightType dtype = WeightType::F32;
+  // The stored bytes inside the mapped file (64-byte aligned): `bytes` of
+  // f32 or bf16 values, what a device backend uploads.
+  const void *raw = nullptr;
+  uint64_t bytes = 0;
+  // The values as f32 for the CPU kernels: `raw` itself for F32 tensors, a
+  // widened copy (ModelData::widened) for BF16 ones.
+  const float *data = nullptr;
 };
 
 struct KvCacheDesc {
@@ -118,6 +127,8 @@ struct ModelData {
   std::string generator;
   std::string target;
   std::vector<TensorDesc> tensors;
+  // f32 copies of the BF16 tensors, owned here (TensorDesc::data).
+  std::vector<std::unique_ptr<float[]>> widened;
   std::vector<BufferDesc> buffers;
   std::vector<KvCacheDesc> kv_caches;
   std::vector<ProgramDesc> programs;

@@ -229,7 +229,7 @@ uint64_t chunkProjectorChecksum(const Model &model) {
         continue;
       seen[id] = true;
       const rt::TensorDesc &t = m.tensors[id];
-      sums.push_back(loomChecksum64(t.data, t.bytes));
+      sums.push_back(loomChecksum64(t.raw, t.bytes)); // the stored bytes
     }
   return loomChecksum64(sums.data(), sums.size() * sizeof(uint64_t));
 }

@@ -4,6 +4,8 @@
 //   loomc HUGINN_DIR --format=huginn -o MODEL.loom         (config.json +
 //                                                          model.safetensors)
 //   loomc MODEL --emit=mlir | dispatch | dot | report
+//   loomc ... --weight-type=bf16 --target=cuda             (bf16 matrices;
+//                                                          recorded target)
 //   loomc huginn/config.json --shapes-only --emit=report   (plan, no weights)
 //
 // Frontend -> verify, fuse, plan KV reuse, plan memory, lower to dispatch ->
@@ -90,6 +92,19 @@ cl::opt<int64_t> reportIterations(
     cl::init(0), cl::cat(loomcCategory));
 cl::opt<bool> quiet("quiet", cl::desc("No progress output"), cl::init(false),
                     cl::cat(loomcCategory));
+// Strings checked by hand (not cl::values) so a wrong value gets an error
+// that lists the accepted ones.
+cl::opt<std::string> weightTypeName(
+    "weight-type",
+    cl::desc("How the artifact stores weights: f32 (default), or bf16 "
+             "(matrices and tables bf16, rounded to nearest even; norm "
+             "weights and biases stay f32; half the bytes)"),
+    cl::value_desc("f32|bf16"), cl::init("f32"), cl::cat(loomcCategory));
+cl::opt<std::string> targetName(
+    "target",
+    cl::desc("Device recorded in the artifact: cpu (default) or cuda (the "
+             "same dispatch form; the artifact runs on either)"),
+    cl::value_desc("cpu|cuda"), cl::init("cpu"), cl::cat(loomcCategory));
 
 int fail(const std::string &msg) {
   llvm::errs() << "loomc: error: " << msg << "\n";
@@ -111,7 +126,8 @@ std::string humanBytes(double bytes) {
 
 /// --emit=report: parameters, weights, the memory plan and the KV plan per
 /// policy, from a module in dispatch form.
-int printReport(ModuleOp module, int64_t iterations) {
+int printReport(ModuleOp module, int64_t iterations,
+                loom::WeightType weightType) {
   auto model = module->getAttrOfType<DictionaryAttr>("loom.model");
   auto program = module.lookupSymbol<loom::ProgramOp>("forward");
   auto plans = module->getAttrOfType<ArrayAttr>("loom.kv_plans");
@@ -121,9 +137,11 @@ int printReport(ModuleOp module, int64_t iterations) {
     auto a = model.getAs<IntegerAttr>(key);
     return a ? a.getInt() : 0;
   };
-  // Weight bytes: what the artifact stores (packed weights once, their parts
-  // not again); parameters as the frontend counted them, else the sources.
-  int64_t weightBytes = 0, sourceParams = 0;
+  // Weight bytes: the tensors the artifact stores (packed weights once, their
+  // parts not again), as f32 (what the CPU runtime holds: it widens bf16 at
+  // load) and as stored; parameters as the frontend counted them, else the
+  // sources.
+  int64_t weightBytes = 0, storedBytes = 0, sourceParams = 0;
   llvm::StringSet<> stored;
   program.walk([&](loom::DispatchOp d) {
     if (auto ws = d.getWeights())
@@ -131,8 +149,12 @@ int printReport(ModuleOp module, int64_t iterations) {
         stored.insert(cast<FlatSymbolRefAttr>(w).getValue());
   });
   for (auto w : module.getOps<loom::WeightOp>()) {
-    if (stored.contains(w.getSymName()))
+    if (stored.contains(w.getSymName())) {
       weightBytes += w.getTensorType().getNumElements() * 4;
+      storedBytes += w.getTensorType().getNumElements() *
+                     loom::weightTypeBytes(
+                         loom::storedWeightType(w.getTensorType(), weightType));
+    }
     if (!w.getPacked())
       sourceParams += w.getTensorType().getNumElements();
   }
@@ -160,7 +182,13 @@ int printReport(ModuleOp module, int64_t iterations) {
      << (params >= 1e9 ? llvm::format("%.3fB", params / 1e9)
                        : llvm::format("%.3fM", params / 1e6))
      << ")\n";
-  os << "weights: " << humanBytes(weightBytes) << " f32\n";
+  if (weightType == loom::WeightType::F32)
+    os << "weights: " << humanBytes(weightBytes) << " f32\n";
+  else
+    os << "weights: " << humanBytes(storedBytes) << " "
+       << loom::weightTypeName(weightType) << " (" << storedBytes
+       << " bytes; 1-D tensors f32), " << humanBytes(weightBytes)
+       << " f32 on the CPU (widened at load)\n";
   os << "activations: " << humanBytes(program.getArenaBytesAttr().getInt())
      << " arena at " << program.getMaxTokensAttr().getInt() << " rows per step\n";
   os << "kv cache (f32, " << kvRow << " bytes per position per layer)";
@@ -228,6 +256,15 @@ int main(int argc, char **argv) {
   if (reportIterations < 0)
     return fail("--iterations must be positive (0: the model's default), got " +
                 std::to_string(reportIterations));
+  loom::ArtifactOptions artifactOptions;
+  if (weightTypeName == "bf16")
+    artifactOptions.weightType = loom::WeightType::BF16;
+  else if (weightTypeName != "f32")
+    return fail("--weight-type must be f32 or bf16, got '" + weightTypeName +
+                "'");
+  if (targetName != "cpu" && targetName != "cuda")
+    return fail("--target must be cpu or cuda, got '" + targetName + "'");
+  artifactOptions.target = targetName;
   Format fmt = format;
   if (fmt == Format::Auto && (!bundlePath.empty() || !decoderPath.empty()))
     fmt = Format::Refrag;
@@ -334,7 +371,7 @@ int main(int argc, char **argv) {
                ? 1
                : 0;
   case Emit::Report:
-    return printReport(*module, reportIterations);
+    return printReport(*module, reportIterations, artifactOptions.weightType);
   default:
     break;
   }
@@ -343,7 +380,7 @@ int main(int argc, char **argv) {
   // Redraw a bar on a terminal; in a log, one line per quarter is enough.
   bool redraw = llvm::sys::Process::StandardErrIsDisplayed();
   int shown = -1;
-  auto progress = [&](size_t done, size_t total, uint64_t bytes) {
+  artifactOptions.progress = [&](size_t done, size_t total, uint64_t bytes) {
     if (!showProgress)
       return;
     constexpr int width = 30;
@@ -361,7 +398,7 @@ int main(int argc, char **argv) {
   };
   if (failed(loom::writeArtifact(*module, weights,
                                  tokenizer ? &*tokenizer : nullptr, outputPath,
-                                 progress)))
+                                 artifactOptions)))
     return 1;
   if (!quiet)
     llvm::errs() << "loomc: wrote " << outputPath << "\n";

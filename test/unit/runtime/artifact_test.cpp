@@ -2,12 +2,15 @@
 // metadata; every kind of damage (truncation, flipped bits, wrong
 // identification, out-of-range offsets and indices, inconsistent shapes and
 // parameters) is reported as one loom::Error line and never crashes.
+#include "artifact.h"
 #include "loom/error.h"
 #include "loom/runtime.h"
 #include "support/artifact_builder.h"
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <cstring>
 #include <functional>
 #include <string>
 #include <sys/stat.h>
@@ -209,6 +212,137 @@ TEST(Artifact, FlippedWeightByteFailsTheTensorChecksum) {
             "tensor 'tok_embeddings' checksum mismatch (artifact is corrupt)");
 }
 
+// ---- BF16 weights (loomc --weight-type=bf16) -----------------------------
+
+// The tiny model with its matrices and tables (rank >= 2) stored as bf16,
+// as loomc --weight-type=bf16 stores them; norm weights stay f32.
+ArtifactSpec bf16Spec(bool fused = false) {
+  ArtifactSpec spec = tinySpec(fused);
+  for (loom::test::TensorSpec &t : spec.tensors)
+    if (t.shape.size() >= 2)
+      t.dtype = fbs::DType::BF16;
+  return spec;
+}
+
+uint32_t bitsOf(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  return u;
+}
+
+TEST(Artifact, Bf16RoundsToNearestEven) {
+  using loom::test::fromBf16;
+  using loom::test::toBf16;
+  EXPECT_EQ(fromBf16(toBf16(1.0f + 0x1p-8f)), 1.0f);           // tie, down
+  EXPECT_EQ(fromBf16(toBf16(1.0f + 0x3p-8f)), 1.0f + 0x1p-6f); // tie, up
+  EXPECT_EQ(fromBf16(toBf16(1.0f + 0x1p-8f + 0x1p-20f)), 1.0f + 0x1p-7f);
+  EXPECT_EQ(fromBf16(toBf16(3.4e38f)), INFINITY); // past the largest bf16
+  EXPECT_EQ(bitsOf(fromBf16(toBf16(-0.0f))), bitsOf(-0.0f));
+  // A NaN whose payload lives in the low half stays a NaN.
+  uint32_t nan_bits = 0x7f800001u;
+  float nan;
+  std::memcpy(&nan, &nan_bits, sizeof nan);
+  EXPECT_TRUE(std::isnan(fromBf16(toBf16(nan))));
+}
+
+// BF16 tensors load: the stored bytes stay in the mapping (raw, bytes), the
+// CPU view is a 64-byte aligned f32 copy equal, bit for bit, to the bf16
+// values (bf16 -> f32 is exact); F32 tensors are used in place.
+TEST(Artifact, Bf16TensorsLoadAndWidenExactly) {
+  ArtifactSpec spec = bf16Spec();
+  // Special values in the <unk> row of the embedding.
+  const float specials[] = {1.0f + 0x1p-8f, 1.0f + 0x3p-8f, -0.0f,
+                            INFINITY,       -INFINITY,      NAN,
+                            3.4e38f,        1e-40f};
+  std::copy(std::begin(specials), std::end(specials),
+            spec.tensors[0].data.begin());
+  TempFile file(spec.serialize());
+  std::shared_ptr<loom::Model> m = loom::Model::load(file.path());
+  const loom::rt::ModelData &d = m->data();
+  ASSERT_EQ(d.tensors.size(), spec.tensors.size());
+  uint64_t stored = 0, bf16_tensors = 0;
+  for (size_t i = 0; i < d.tensors.size(); ++i) {
+    SCOPED_TRACE(spec.tensors[i].name);
+    const loom::rt::TensorDesc &t = d.tensors[i];
+    const std::vector<float> &want = spec.tensors[i].data;
+    const bool bf16 = spec.tensors[i].dtype == fbs::DType::BF16;
+    EXPECT_EQ(t.dtype,
+              bf16 ? loom::rt::WeightType::BF16 : loom::rt::WeightType::F32);
+    EXPECT_EQ(t.bytes, want.size() * (bf16 ? 2 : 4));
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(t.raw) % 64, 0u);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(t.data) % 64, 0u);
+    if (bf16) {
+      EXPECT_NE(static_cast<const void *>(t.data), t.raw);
+      ++bf16_tensors;
+    } else {
+      EXPECT_EQ(static_cast<const void *>(t.data), t.raw);
+    }
+    for (size_t e = 0; e < want.size(); ++e) {
+      const float expect =
+          bf16 ? loom::test::fromBf16(loom::test::toBf16(want[e])) : want[e];
+      ASSERT_EQ(bitsOf(t.data[e]), bitsOf(expect)) << "element " << e;
+    }
+    stored += t.bytes;
+  }
+  EXPECT_EQ(bf16_tensors, 9u); // embedding, wq wk wv wo, w1 w2 w3, output
+  EXPECT_EQ(d.widened.size(), bf16_tensors);
+  EXPECT_EQ(m->weightBytes(), stored); // what the file stores
+  const float *row0 = d.tensors[0].data;
+  EXPECT_EQ(row0[0], 1.0f);
+  EXPECT_EQ(row0[1], 1.0f + 0x1p-6f);
+  EXPECT_EQ(bitsOf(row0[2]), bitsOf(-0.0f));
+  EXPECT_EQ(row0[3], INFINITY);
+  EXPECT_EQ(row0[4], -INFINITY);
+  EXPECT_TRUE(std::isnan(row0[5]));
+  EXPECT_EQ(row0[6], INFINITY);
+  EXPECT_EQ(row0[7], loom::test::fromBf16(loom::test::toBf16(1e-40f)));
+}
+
+// A BF16 model computes exactly what an F32 model with the bf16-rounded
+// weights computes: the kernels see the same f32 values. Unfused and fused
+// (packed Wqkv) dispatch forms.
+TEST(Artifact, Bf16ModelRunsLikeItsRoundedF32Twin) {
+  for (bool fused : {false, true}) {
+    SCOPED_TRACE(fused ? "fused" : "unfused");
+    ArtifactSpec bf16 = bf16Spec(fused), twin = tinySpec(fused);
+    for (size_t i = 0; i < twin.tensors.size(); ++i)
+      if (bf16.tensors[i].dtype == fbs::DType::BF16)
+        for (float &x : twin.tensors[i].data)
+          x = loom::test::fromBf16(loom::test::toBf16(x));
+    TempFile a(bf16.serialize()), b(twin.serialize());
+    auto ma = loom::Model::load(a.path()), mb = loom::Model::load(b.path());
+    EXPECT_LT(ma->weightBytes(), mb->weightBytes() * 52 / 100);
+    loom::Session sa(ma), sb(mb);
+    const int32_t ids[5] = {1, 260, 5, 270, 3};
+    loom::Logits la = sa.forward(ids, 5, true), lb = sb.forward(ids, 5, true);
+    ASSERT_EQ(la.rows, lb.rows);
+    for (int64_t i = 0; i < la.rows * la.vocab; ++i)
+      ASSERT_EQ(la.data[i], lb.data[i]) << "logit " << i;
+  }
+}
+
+TEST(Artifact, FlippedBf16ByteFailsTheTensorChecksum) {
+  const std::vector<uint8_t> good = bf16Spec().serialize();
+  const loom::ArtifactFileHeader h = loom::test::readHeader(good);
+  // The first and the last byte of the bf16 embedding (272 x 16 x 2 bytes).
+  for (size_t at : {size_t(0), size_t(272 * 16 * 2 - 1)}) {
+    std::vector<uint8_t> bytes = good;
+    bytes[h.weights_offset + at] ^= 0x01;
+    EXPECT_EQ(
+        loadError(bytes),
+        "tensor 'tok_embeddings' checksum mismatch (artifact is corrupt)");
+  }
+}
+
+TEST(Artifact, LoadsCudaTarget) {
+  // loomc --target=cuda: the same dispatch form, runs on the CPU too.
+  ArtifactSpec spec = bf16Spec();
+  spec.target = "cuda";
+  TempFile file(spec.serialize());
+  std::shared_ptr<loom::Model> m = loom::Model::load(file.path());
+  EXPECT_EQ(m->target(), "cuda");
+}
+
 TEST(Artifact, StructurallyBrokenFlatbuffer) {
   std::vector<uint8_t> bytes = tinySpec().serialize();
   const loom::ArtifactFileHeader h = loom::test::readHeader(bytes);
@@ -237,7 +371,9 @@ TEST_P(FlatbufferFlips, NeverCrash) {
     file.write(bytes);
     try {
       auto model = loom::Model::load(file.path());
-      loom::Session session(model, {1, false});
+      loom::SessionOptions one_thread;
+      one_thread.threads = 1;
+      loom::Session session(model, one_thread);
       const int32_t ids[3] = {1, 260, 5};
       session.forward(ids, 3, true);
       ++loaded;
@@ -299,9 +435,21 @@ const BadCase kBadCases[] = {
      "invalid shape"},
     {"TensorNegativeDimension",
      [](ArtifactSpec &s) { s.tensors[1].shape = {-16}; }, "invalid shape"},
-    {"TensorBf16",
-     [](ArtifactSpec &s) { s.tensors[1].dtype = fbs::DType::BF16; },
-     "has dtype BF16 (1); this runtime supports only F32"},
+    {"TensorBf16WithF32Size",
+     [](ArtifactSpec &s) {
+       s.tensors[2].dtype = fbs::DType::BF16;
+       s.tensors[2].size = 16 * 16 * 4;
+     },
+     "tensor 'layers.0.wo' has size 1024 bytes but shape [16, 16] of BF16 "
+     "needs 256 x 2"},
+    {"TensorF32WithBf16Size",
+     [](ArtifactSpec &s) { s.tensors[2].size = 16 * 16 * 2; },
+     "tensor 'layers.0.wo' has size 512 bytes but shape [16, 16] of F32 "
+     "needs 256 x 4"},
+    {"TensorUnknownDtype",
+     [](ArtifactSpec &s) { s.tensors[1].dtype = fbs::DType(7); },
+     "tensor 'layers.0.attention_norm' has unknown dtype 7; this runtime "
+     "supports F32 and BF16"},
     {"TensorChecksum", [](ArtifactSpec &s) { s.tensors[3].checksum = 42; },
      "checksum mismatch"},
     {"DispatchBufferOutOfRange",

@@ -34,10 +34,29 @@ namespace loom::test {
 
 namespace fbs = loom::artifact;
 
+// The bf16 nearest `value` (ties to even; a NaN stays a quiet NaN), as
+// loomc --weight-type=bf16 rounds.
+inline uint16_t toBf16(float value) {
+  uint32_t bits;
+  std::memcpy(&bits, &value, sizeof bits);
+  if ((bits & 0x7fffffffu) > 0x7f800000u)
+    return static_cast<uint16_t>((bits >> 16) | 0x0040u);
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+inline float fromBf16(uint16_t h) {
+  uint32_t bits = uint32_t(h) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
 struct TensorSpec {
   std::string name;
   std::vector<int64_t> shape;
   std::vector<float> data;
+  // BF16: `data` is stored rounded to bf16 (2 bytes a value).
   fbs::DType dtype = fbs::DType::F32;
   // Values recorded in the flatbuffer instead of the correct ones.
   std::optional<uint64_t> offset;
@@ -134,7 +153,11 @@ struct ArtifactSpec {
 
   uint32_t addTensor(std::string name, std::vector<int64_t> shape,
                      std::vector<float> data) {
-    tensors.push_back({std::move(name), std::move(shape), std::move(data)});
+    TensorSpec t;
+    t.name = std::move(name);
+    t.shape = std::move(shape);
+    t.data = std::move(data);
+    tensors.push_back(std::move(t));
     return static_cast<uint32_t>(tensors.size() - 1);
   }
 
@@ -161,22 +184,35 @@ inline std::vector<uint8_t> ArtifactSpec::serialize() const {
   // Weights section: each tensor's data at the next 64-byte boundary.
   std::vector<uint8_t> weights;
   std::vector<uint64_t> placed;
+  std::vector<uint64_t> sums;
   for (const TensorSpec &t : tensors) {
     weights.resize(alignUp(weights.size(), kWeightAlignment));
     placed.push_back(weights.size());
-    const uint8_t *p = reinterpret_cast<const uint8_t *>(t.data.data());
-    weights.insert(weights.end(), p, p + t.data.size() * sizeof(float));
+    std::vector<uint8_t> stored;
+    if (t.dtype == fbs::DType::BF16) {
+      stored.resize(t.data.size() * sizeof(uint16_t));
+      for (size_t e = 0; e < t.data.size(); ++e) {
+        uint16_t h = toBf16(t.data[e]);
+        std::memcpy(stored.data() + e * sizeof h, &h, sizeof h);
+      }
+    } else {
+      const uint8_t *p = reinterpret_cast<const uint8_t *>(t.data.data());
+      stored.assign(p, p + t.data.size() * sizeof(float));
+    }
+    sums.push_back(loomChecksum64(stored.data(), stored.size()));
+    weights.insert(weights.end(), stored.begin(), stored.end());
   }
 
   flatbuffers::FlatBufferBuilder fbb(1 << 16);
   std::vector<flatbuffers::Offset<fbs::Tensor>> tensor_offsets;
   for (size_t i = 0; i < tensors.size(); ++i) {
     const TensorSpec &t = tensors[i];
-    uint64_t bytes = t.data.size() * sizeof(float);
+    uint64_t bytes =
+        t.data.size() *
+        (t.dtype == fbs::DType::BF16 ? sizeof(uint16_t) : sizeof(float));
     tensor_offsets.push_back(fbs::CreateTensorDirect(
         fbb, t.name.c_str(), t.dtype, &t.shape, t.offset.value_or(placed[i]),
-        t.size.value_or(bytes),
-        t.checksum.value_or(loomChecksum64(t.data.data(), bytes))));
+        t.size.value_or(bytes), t.checksum.value_or(sums[i])));
   }
   std::vector<fbs::Buffer> buffer_structs;
   for (const BufferSpec &b : buffers)
