@@ -3,6 +3,7 @@
 // the REFRAG chunk encoder's programs, which share the arena).
 #include "artifact.h"
 #include "cpu/kernels.h"
+#include "device.h"
 #include "trace.h"
 
 #include <tbb/info.h>
@@ -448,6 +449,8 @@ struct SessionState {
                   "warm start) need a recurrent-depth model");
     if (options.trace)
       trace = std::make_unique<TraceRecorder>();
+    if (options.device == Device::Cuda)
+      device = createCudaExecutor(m, options.cuda_device, trace.get());
   }
 
   float *buffer(uint32_t b) const {
@@ -480,6 +483,9 @@ struct SessionState {
                   int64_t hd);
   CoreCache &slot(int64_t index, const KvCacheDesc &c);
   uint64_t kvBytesPerToken() const;
+  // Throws, before any state changes, for ids outside the vocabulary and
+  // for n tokens that do not fit the context.
+  void checkInput(const int32_t *tokens, size_t n) const;
   void reset();
 
   std::shared_ptr<const Model> model;
@@ -498,6 +504,9 @@ struct SessionState {
   std::vector<int> steps;                  // iterations per token step
   std::vector<std::vector<double>> values; // exit values per token step
   std::unique_ptr<TraceRecorder> trace;
+  // The device backend running this session's programs; null on the CPU.
+  std::unique_ptr<DeviceExecutor> device;
+  std::vector<float> device_rows; // runRows' output read back from it
 };
 
 // Runs one dispatch on T rows at positions pos .. pos + T - 1. The Logits
@@ -735,6 +744,11 @@ const float *SessionState::runRows(const ProgramDesc &prog,
                 std::to_string(prog.min_rows) + ".." +
                 std::to_string(prog.max_rows) + " rows, not " +
                 std::to_string(T));
+  if (device) {
+    device_rows.resize(static_cast<size_t>(T * ld(prog.logits_buffer)));
+    device->runRows(prog, tokens, rows, T, device_rows.data());
+    return device_rows.data();
+  }
   if (prog.input_buffer >= 0)
     std::memcpy(buffer(static_cast<uint32_t>(prog.input_buffer)), rows,
                 static_cast<size_t>(
@@ -825,6 +839,19 @@ void SessionState::loopStep(const int32_t *tokens, int64_t T,
   values.push_back(std::move(checked));
 }
 
+void SessionState::checkInput(const int32_t *tokens, size_t n) const {
+  const int64_t vocab = m.config.vocab_size;
+  for (size_t i = 0; i < n; ++i)
+    if (tokens[i] < 0 || tokens[i] >= vocab)
+      throw Error("token id " + std::to_string(tokens[i]) +
+                  " is outside the vocabulary (0.." +
+                  std::to_string(vocab - 1) + ")");
+  if (n > static_cast<size_t>(m.context_length - pos))
+    throw Error("context full: position " +
+                std::to_string(pos + static_cast<int64_t>(n) - 1) +
+                " reaches max_seq " + std::to_string(m.context_length));
+}
+
 uint64_t SessionState::kvBytesPerToken() const {
   uint64_t bytes = 0;
   int64_t loop_kvd = 0;
@@ -893,15 +920,7 @@ Logits Session::forward(const int32_t *tokens, size_t n, bool all_logits,
         ids[i] = 0;
     tokens = ids.data();
   }
-  for (size_t i = 0; i < n; ++i)
-    if (tokens[i] < 0 || tokens[i] >= vocab)
-      throw Error("token id " + std::to_string(tokens[i]) +
-                  " is outside the vocabulary (0.." +
-                  std::to_string(vocab - 1) + ")");
-  if (n > static_cast<size_t>(m.context_length - s.pos))
-    throw Error("context full: position " +
-                std::to_string(s.pos + static_cast<int64_t>(n) - 1) +
-                " reaches max_seq " + std::to_string(m.context_length));
+  s.checkInput(tokens, n);
 
   const int64_t total = static_cast<int64_t>(n);
   const int64_t rows = all_logits ? total : 1;
@@ -914,6 +933,17 @@ Logits Session::forward(const int32_t *tokens, size_t n, bool all_logits,
     const bool last_chunk = c + T == total;
     // Rows of this chunk whose logits the caller gets back.
     const int64_t begin = all_logits ? 0 : last_chunk ? T - 1 : T;
+    if (s.device) {
+      if (begin < T)
+        s.device->forward(tokens + c, embeddings ? embeddings + c : nullptr,
+                          T, s.pos, begin, T,
+                          s.logits.data() + (all_logits ? c : 0) * vocab);
+      else
+        s.device->forward(tokens + c, embeddings ? embeddings + c : nullptr,
+                          T, s.pos, T, T, nullptr);
+      s.pos += T;
+      continue;
+    }
     s.step_embeddings = embeddings ? embeddings + c : nullptr;
     try {
       s.step(tokens + c, T, exit_logits ? std::min(begin, T - 1) : begin, T);
@@ -931,6 +961,26 @@ Logits Session::forward(const int32_t *tokens, size_t n, bool all_logits,
   if (s.loop)
     s.loop->have_warm = true;
   return Logits{s.logits.data(), rows, vocab};
+}
+
+int32_t Session::forwardSample(int32_t token, Sampler &sampler) {
+  rt::SessionState &s = *state_;
+  const bool on_device = s.device && !(sampler.temperature() > 0.0f &&
+                                       sampler.topP() < 1.0f);
+  if (!on_device)
+    return sampler.sample(forward(&token, 1).last());
+  s.checkInput(&token, 1);
+  const float coin =
+      sampler.temperature() > 0.0f ? sampler.nextUniform() : 0.0f;
+  const int32_t next =
+      s.device->forwardSample(token, s.pos, sampler.temperature(), coin);
+  s.pos += 1;
+  if (next < 0)
+    throw Error("sampler: a logit is NaN");
+  if (next >= s.m.config.vocab_size)
+    throw Error("internal: the device sampler returned id " +
+                std::to_string(next));
+  return next;
 }
 
 namespace {
@@ -1022,6 +1072,16 @@ void Session::writeTrace(const std::string &path) const {
 }
 
 const Model &Session::model() const { return *state_->model; }
+Device Session::device() const {
+  return state_->device ? Device::Cuda : Device::Cpu;
+}
+std::string Session::deviceName() const {
+  if (state_->device)
+    return "cuda: " + state_->device->deviceName();
+  return std::string("cpu (") + activeIsaName() + ", " +
+         std::to_string(state_->threads) + " threads)";
+}
+std::string cudaUnavailableReason() { return rt::cudaUnavailableReason(); }
 int Session::threads() const { return state_->threads; }
 uint64_t Session::arenaBytes() const { return state_->m.arena_bytes; }
 uint64_t Session::kvCacheBytes() const {

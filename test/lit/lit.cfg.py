@@ -2,6 +2,8 @@
 # lit configuration for Loom: the tests live in test/ beside this folder,
 # mirroring the source tree (dialects/, passes/, tools/, e2e/).
 import os
+import shutil
+import subprocess
 
 import lit.formats
 from lit.llvm import llvm_config
@@ -29,3 +31,10 @@ if os.path.isdir(os.path.join(config.loom_shared_dir, "golden")):
 else:
     lit_config.note("../shared not found at %s: tests that need its golden "
                     "outputs are reported UNSUPPORTED" % config.loom_shared_dir)
+
+# A machine with an NVIDIA GPU (the CUDA backend's checks without one are
+# then UNSUPPORTED; with one they run in scripts/gpu-check.sh).
+nvidia_smi = shutil.which("nvidia-smi")
+if nvidia_smi and subprocess.run([nvidia_smi, "-L"], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL).returncode == 0:
+    config.available_features.add("cuda-device")

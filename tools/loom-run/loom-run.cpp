@@ -52,7 +52,9 @@ constexpr const char *kUsage =
     "  --trace FILE          write a Chrome trace of every dispatch\n"
     "  --dump-logits FILE    write float32 logits [positions, vocab] of every\n"
     "                        fed position\n"
-    "  --device cpu|cuda     where to run (default cpu)\n"
+    "  --device cpu|cuda     where to run (default: the artifact's target,\n"
+    "                        loomc --target; cpu for older artifacts)\n"
+    "  --cuda-device N       which GPU with --device cuda (default 0)\n"
     "  --help                show this help\n"
     "\n"
     "REFRAG artifacts (loomc --format=refrag) only:\n"
@@ -131,7 +133,8 @@ struct Options {
   bool bench = false;
   std::string trace;
   std::string dump_logits;
-  std::string device = "cpu";
+  std::string device; // "" = the artifact's target
+  int cuda_device = 0;
   // Looped models.
   int iterations = 0;    // --iterations N
   bool adaptive = false; // --iterations adaptive
@@ -391,6 +394,11 @@ std::optional<Options> parseArgs(int argc, char **argv) {
         fail("--dump-logits needs a file name");
     } else if (flag == "--device") {
       o.device = takeValue();
+    } else if (flag == "--cuda-device") {
+      long long v = parseInteger(flag, takeValue());
+      if (v < 0 || v > 255)
+        fail("--cuda-device must be between 0 and 255, got " + std::to_string(v));
+      o.cuda_device = static_cast<int>(v);
     } else if (flag == "--context") {
       o.context = takeValue();
     } else if (flag == "--context-ids") {
@@ -526,7 +534,7 @@ std::optional<Options> parseArgs(int argc, char **argv) {
   if (o.refrag() && o.bench)
     fail(std::string(o.context ? "--context" : "--context-ids") +
          " cannot be combined with --bench");
-  if (o.device != "cpu" && o.device != "cuda")
+  if (!o.device.empty() && o.device != "cpu" && o.device != "cuda")
     fail("unknown device '" + o.device + "' (expected cpu or cuda)");
   if (o.iterations > 0 && !o.criterion_flag.empty())
     fail("--iterations " + std::to_string(o.iterations) +
@@ -834,8 +842,8 @@ int generate(const Options &o, const loom::Model &model, loom::Session &session,
   std::vector<int32_t> generated;
   int32_t prev = prompt.back();
   enum class Stop { Steps, EndOfSequence, ContextFull } stop = Stop::Steps;
+  int32_t next = o.steps > 0 ? sampler.sample(logits.last()) : 0;
   for (int64_t n = 0; n < o.steps; ++n) {
-    int32_t next = sampler.sample(logits.last());
     generated.push_back(next);
     if (next == cfg.bos_id || next == cfg.eos_id) {
       stop = Stop::EndOfSequence;
@@ -849,9 +857,16 @@ int generate(const Options &o, const loom::Model &model, loom::Session &session,
       stop = Stop::ContextFull;
       break;
     }
-    logits = session.forward(&next, 1);
-    dump.write(logits);
     prev = next;
+    // Without a logits dump the step and the sampling stay on the device
+    // (one CUDA graph per token); the draws are the same either way.
+    if (dump.enabled()) {
+      logits = session.forward(&prev, 1);
+      dump.write(logits);
+      next = sampler.sample(logits.last());
+    } else {
+      next = session.forwardSample(prev, sampler);
+    }
   }
   auto done = Clock::now();
   dump.close();
@@ -906,20 +921,22 @@ int bench(const loom::Model &model, loom::Session &session) {
   for (int64_t i = 0; i < prefill; ++i)
     ids[i] = static_cast<int32_t>(vocab > 3 ? 3 + i % (vocab - 3) : i % vocab);
 
-  // Warm-up: touches the weights, the arena and the kernels' scratch.
+  // Warm-up: touches the weights, the arena and the kernels' scratch, and
+  // captures a CUDA session's decode graph.
+  loom::Sampler greedy(vocab, 0.0f, 1.0f, 1);
   session.forward(ids.data(), static_cast<size_t>(std::min<int64_t>(
                                   prefill, model.maxTokensPerStep())));
+  if (session.position() < context)
+    session.forwardSample(ids[0], greedy);
   session.reset();
 
-  loom::Sampler greedy(vocab, 0.0f, 1.0f, 1);
   auto t0 = Clock::now();
   loom::Logits logits = session.forward(ids.data(), ids.size());
   auto t1 = Clock::now();
   const int64_t decode = std::min<int64_t>(128, context - prefill);
-  for (int64_t i = 0; i < decode; ++i) {
-    int32_t next = greedy.sample(logits.last());
-    logits = session.forward(&next, 1);
-  }
+  int32_t next = greedy.sample(logits.last());
+  for (int64_t i = 0; i < decode; ++i)
+    next = session.forwardSample(next, greedy);
   auto t2 = Clock::now();
 
   struct rusage usage;
@@ -930,6 +947,8 @@ int bench(const loom::Model &model, loom::Session &session) {
   std::printf("decode_tokens: %lld\n", static_cast<long long>(decode));
   std::printf("decode_tokens_per_s: %.1f\n",
               decode > 0 ? decode / decode_s : 0.0);
+  std::printf("weight_bytes: %llu\n",
+              static_cast<unsigned long long>(model.weightBytes()));
   std::printf("kv_bytes_per_token: %llu\n",
               static_cast<unsigned long long>(session.kvBytesPerToken()));
   std::printf("kv_bytes_allocated: %llu\n",
@@ -937,6 +956,7 @@ int bench(const loom::Model &model, loom::Session &session) {
   std::printf("peak_rss_mib: %.1f\n", usage.ru_maxrss / 1024.0);
   std::printf("threads: %d\n", session.threads());
   std::printf("isa: %s\n", loom::activeIsaName());
+  std::printf("device: %s\n", session.deviceName().c_str());
   if (std::fflush(stdout) != 0 || std::ferror(stdout))
     fail(std::string("cannot write to stdout: ") + std::strerror(errno));
   return 0;
@@ -1056,6 +1076,7 @@ int benchTtft(const Options &o, const loom::Model &model,
   std::printf("repeat: %d\n", kRepeat);
   std::printf("threads: %d\n", session.threads());
   std::printf("isa: %s\n", loom::activeIsaName());
+  std::printf("device: %s\n", session.deviceName().c_str());
   std::printf("%-6s %4s %5s %9s %10s %8s %7s %12s %12s %10s\n", "mode", "k",
               "p", "positions", "ttft_ms", "speedup", "ratio", "kv_bytes",
               "full_kv", "encode_ms");
@@ -1222,8 +1243,12 @@ int run(int argc, char **argv) {
   if (!parsed)
     return 0;
   const Options &o = *parsed;
-  if (o.device == "cuda")
-    fail("no CUDA device (this build has no CUDA backend)");
+  // Asked for explicitly, CUDA is checked before any work.
+  if (o.device == "cuda") {
+    const std::string why = loom::cudaUnavailableReason();
+    if (!why.empty())
+      fail("no CUDA device (" + why + ")");
+  }
   // Fail before any work when the trace cannot be written at the end.
   if (!o.trace.empty()) {
     FILE *f = std::fopen(o.trace.c_str(), "wb");
@@ -1239,6 +1264,18 @@ int run(int argc, char **argv) {
   const uint64_t seed =
       o.seed ? *o.seed : static_cast<uint64_t>(std::time(nullptr));
   loom::SessionOptions options;
+  std::string device = o.device;
+  if (device.empty()) {
+    device = model->target() == "cuda" ? "cuda" : "cpu";
+    const std::string why =
+        device == "cuda" ? loom::cudaUnavailableReason() : std::string();
+    if (!why.empty())
+      fail("no CUDA device (" + why + "); this artifact was compiled with "
+           "--target cuda: run it on the CPU with --device cpu");
+  }
+  options.device =
+      device == "cuda" ? loom::Device::Cuda : loom::Device::Cpu;
+  options.cuda_device = o.cuda_device;
   options.threads = o.threads;
   options.trace = !o.trace.empty();
   options.loop = loopOptions(o, *model, seed);

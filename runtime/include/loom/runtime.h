@@ -8,6 +8,7 @@
 #define LOOM_RUNTIME_H
 
 #include "loom/error.h"
+#include "loom/sampler.h"
 #include "loom/tokenizer.h"
 
 #include <cstddef>
@@ -166,7 +167,8 @@ public:
   // Bytes of the ordinary KV caches; the per-iteration caches of a looped
   // block come on top, allocated by each session as it needs them.
   uint64_t kvCacheBytes() const;
-  // Total bytes of the weight tensors (mapped from the file, not copied).
+  // Total bytes of the weight tensors as stored (mapped from the file; a
+  // CPU session reads bf16 tensors from f32 copies made at load).
   uint64_t weightBytes() const;
   // The looped block, or nullptr when the model has none.
   const LoopInfo *loop() const;
@@ -185,14 +187,29 @@ private:
   std::unique_ptr<rt::ModelData> data_;
 };
 
+// Where a session runs the model's programs.
+enum class Device {
+  Cpu,  // the oneTBB CPU kernels
+  Cuda  // the CUDA backend (libloomrt_cuda.so, loaded on first use)
+};
+
+// "" when a CUDA session can be created here; otherwise why not ("this build
+// has no CUDA backend", the plugin's load error, or the driver's answer).
+std::string cudaUnavailableReason();
+
 struct SessionOptions {
-  // Worker threads for the kernels; 0 means all the machine has.
+  // Worker threads for the CPU kernels; 0 means all the machine has.
   int threads = 0;
   // Record one Chrome-trace event per dispatch (see Session::writeTrace).
   bool trace = false;
   // Looped models only: a model without a looped block rejects anything but
   // the defaults here (the seed aside).
   LoopOptions loop;
+  // Where to run. A CUDA session uploads the weights once (as stored: f32
+  // or bf16) and keeps the activations and KV caches on the device; looped
+  // models run on the CPU only for now (see docs/cuda.md).
+  Device device = Device::Cpu;
+  int cuda_device = 0; // which GPU, for Device::Cuda
 };
 
 // Logits returned by Session::forward: `rows` rows of `vocab` floats,
@@ -238,6 +255,14 @@ public:
   Logits forward(const int32_t *tokens, size_t n, bool all_logits,
                  const float *const *embeddings);
 
+  // Feeds one token (as forward(&token, 1)) and returns the next token
+  // `sampler` picks from its logits: the same as
+  // sampler.sample(forward(&token, 1).last()) on the CPU. On CUDA the
+  // argmax (temperature 0) and plain temperature sampling (top_p 1) run on
+  // the device inside one captured graph per step, drawing the same coin
+  // from the sampler's generator; nucleus sampling reads the logits back.
+  int32_t forwardSample(int32_t token, Sampler &sampler);
+
   // REFRAG programs (models with refrag() only; they run without touching
   // the KV caches or the position, but reuse the activation arena, so a
   // Logits from forward() stays valid while the arena does not matter).
@@ -264,6 +289,9 @@ public:
   void writeTrace(const std::string &path) const;
 
   const Model &model() const;
+  Device device() const;
+  // "cpu (AVX-512, N threads)" or the GPU's name.
+  std::string deviceName() const;
   int threads() const;
   uint64_t arenaBytes() const;
   // KV cache bytes allocated now (a looped model's grow as iterations reach

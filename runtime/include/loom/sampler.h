@@ -18,8 +18,13 @@ public:
   // argmax, lowest id on ties. Does not keep a pointer to `logits`.
   int32_t sample(const float *logits);
 
+  float temperature() const { return temperature_; }
+  float topP() const { return top_p_; }
+  // The next coin of the generator, in [0, 1): what sample() draws once per
+  // non-greedy call. For samplers that run elsewhere (the CUDA backend).
+  float nextUniform();
+
 private:
-  float nextUniform(); // [0, 1)
   int64_t vocab_size_;
   float temperature_;
   float top_p_;

@@ -10,6 +10,11 @@ For each golden JSON (../shared/golden/<model>_<prompt>.json, described in
   * text: loom-run --prompt TEXT prints byte-identical stdout to run.c's.
 Also compiles with a tiny --max-tokens so prompts are prefilled in several
 chunks, and checks the ids again. Standard library only.
+
+--device cuda runs every loom-run on the GPU; --artifacts-from DIR takes
+artifacts compiled earlier (DIR/NAME-mt64.loom and DIR/NAME-mt3.loom, NAME
+given by --name) instead of running loomc: for machines with only the
+runtime (scripts/gpu-check.sh).
 """
 import argparse
 import json
@@ -42,16 +47,24 @@ def main():
     ap.add_argument("--model", required=True)
     ap.add_argument("--tokenizer", required=True)
     ap.add_argument("--workdir", required=True)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--artifacts-from")
+    ap.add_argument("--name", default="model")
     ap.add_argument("golden", nargs="+")
     a = ap.parse_args()
     os.makedirs(a.workdir, exist_ok=True)
 
     artifacts = {}
     for max_tokens in (64, 3):
+        if a.artifacts_from:
+            artifacts[max_tokens] = os.path.join(
+                a.artifacts_from, "%s-mt%d.loom" % (a.name, max_tokens))
+            continue
         out = os.path.join(a.workdir, "model-mt%d.loom" % max_tokens)
         run([a.loomc, a.model, "--tokenizer", a.tokenizer, "-o", out,
              "--max-tokens", str(max_tokens), "--quiet"])
         artifacts[max_tokens] = out
+    loom_run = [a.loom_run, "--device", a.device]
 
     checks = 0
     worst = 0.0
@@ -63,7 +76,7 @@ def main():
         for steps_key, rec in sorted(g["runs"].items(), key=lambda kv: int(kv[0])):
             want = rec["generated_ids"]
             for mt, art in artifacts.items():
-                got = run([a.loom_run, art, "--prompt-ids", ids, "--steps",
+                got = run(loom_run + [art, "--prompt-ids", ids, "--steps",
                            str(len(want)), "--temperature", "0", "--print-ids"])
                 got = [int(x) for x in got.split()]
                 if got != want:
@@ -73,7 +86,7 @@ def main():
                              % (name, steps_key, mt, first, got, want))
                 checks += 1
             # Text exactly as run.c printed it (prompt echo + generated + "\n").
-            text = run([a.loom_run, artifacts[64], "--prompt", g["prompt"], "--steps",
+            text = run(loom_run + [artifacts[64], "--prompt", g["prompt"], "--steps",
                         str(len(want)), "--temperature", "0"])
             if text != bytes.fromhex(rec["text_bytes_hex"]):
                 sys.exit("FAILED %s steps=%s: text differs\n got  %r\n want %r"
@@ -87,7 +100,7 @@ def main():
         n_prompt = len(g["prompt_ids"])
         dump = os.path.join(a.workdir, name + ".logits")
         steps = max(1, g["logits_positions"] - n_prompt + 1)
-        run([a.loom_run, artifacts[64], "--prompt-ids", ids, "--steps", str(steps),
+        run(loom_run + [artifacts[64], "--prompt-ids", ids, "--steps", str(steps),
              "--temperature", "0", "--dump-logits", dump])
         got = read_f32(dump)
         if len(got) < rows * vocab:
@@ -101,8 +114,8 @@ def main():
                     sys.exit("FAILED %s: logits row %d id %d: got %.7g want %.7g (|d| %.3g)"
                              % (name, r, v, x, y, d))
         checks += 1
-    print("golden: %d checks passed over %d files; max |logit diff| %.3g (tolerance %g + %g*|ref|)"
-          % (checks, len(a.golden), worst, ATOL, RTOL))
+    print("golden (%s): %d checks passed over %d files; max |logit diff| %.3g (tolerance %g + %g*|ref|)"
+          % (a.device, checks, len(a.golden), worst, ATOL, RTOL))
 
 
 if __name__ == "__main__":

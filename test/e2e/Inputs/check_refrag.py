@@ -36,12 +36,16 @@ def main():
     ap.add_argument("--tokenizer", required=True)
     ap.add_argument("--golden", required=True)
     ap.add_argument("--workdir", required=True)
+    ap.add_argument("--device", default="cpu", help="loom-run --device (cpu or cuda)")
+    ap.add_argument("--artifact", help="an artifact compiled earlier (loomc is then "
+                    "not run: for machines that only have the runtime)")
     a = ap.parse_args()
     os.makedirs(a.workdir, exist_ok=True)
     g = a.golden
-    art = os.path.join(a.workdir, "rag.loom")
-    run([a.loomc, "--format=refrag", "--decoder", a.decoder, "--tokenizer", a.tokenizer,
-         "--bundle", os.path.join(g, "refrag_tiny.safetensors"), "-o", art, "--quiet"])
+    art = a.artifact or os.path.join(a.workdir, "rag.loom")
+    if not a.artifact:
+        run([a.loomc, "--format=refrag", "--decoder", a.decoder, "--tokenizer", a.tokenizer,
+             "--bundle", os.path.join(g, "refrag_tiny.safetensors"), "-o", art, "--quiet"])
     inputs = json.load(open(os.path.join(g, "inputs.json")))
     ctx = ",".join(map(str, inputs["context_ids"]))
     q = ",".join(map(str, inputs["question_ids"]))
@@ -57,7 +61,7 @@ def main():
             dump = os.path.join(a.workdir, "k%d_%s.bin" % (k, case))
             out, err = run([a.loom_run, art, "--context-ids", ctx, "--prompt-ids", q,
                             "--chunk-size", str(k), "--steps", "16", "--temperature", "0",
-                            "--print-ids", "--dump-logits", dump] + flags)
+                            "--print-ids", "--dump-logits", dump, "--device", a.device] + flags)
             ids = [int(x) for x in out.split()]
             if ids != want["generated_ids"]:
                 sys.exit("FAILED k%d %s: ids %s, want %s" % (k, case, ids, want["generated_ids"]))

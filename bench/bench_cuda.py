@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""Loom's CUDA backend against PyTorch eager on the same weights (one GPU).
+
+For each model shape it fills a skeleton artifact (compiled here by loomc,
+weights left out: scripts/gpu-bundle.sh) with seeded random bf16 weights
+(loom-synth-weights fill), then measures in the same run
+
+  * Loom:    loom-run ART --device cuda --bench   (prefill of the bench
+             prompt, then greedy decode steps, each one CUDA graph replay)
+  * PyTorch: bench/torch_llama.py ART --device cuda --json (eager, bf16,
+             the same prompt, prompt length and decode steps)
+
+and the GPU's memory bandwidth (a device-to-device copy and a read-only
+reduction through PyTorch; the larger is the roofline). A decode step reads
+every weight once plus the KV cache of the positions so far, so
+
+  roofline tok/s = bandwidth / (weight bytes + KV bytes per position * mean position)
+
+and the fraction of roofline is Loom's decode tok/s over that. Prints one
+table and writes bench_cuda.json.
+
+  python3 bench/bench_cuda.py --bundle build-gpu-bundle [--models 110m,1b]
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+
+def sh(cmd, **kw):
+    t0 = time.time()
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       text=True, **kw)
+    if p.returncode != 0:
+        sys.exit("FAILED (exit %d): %s\n%s\n%s" % (p.returncode, " ".join(cmd),
+                                                  p.stdout[-2000:], p.stderr[-4000:]))
+    sys.stderr.write("  [%.1f s] %s\n" % (time.time() - t0, " ".join(cmd)))
+    return p.stdout
+
+
+def keyvals(text):
+    out = {}
+    for line in text.splitlines():
+        if ": " in line:
+            k, v = line.split(": ", 1)
+            out[k.strip()] = v.strip()
+    return out
+
+
+def bandwidth():
+    import torch
+    n = 1 << 29  # 2 GiB of f32
+    a = torch.randn(n, device="cuda")
+    b = torch.empty_like(a)
+    for _ in range(3):
+        b.copy_(a)
+        a.sum()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(True), torch.cuda.Event(True)
+    iters = 20
+    start.record()
+    for _ in range(iters):
+        b.copy_(a)
+    end.record()
+    end.synchronize()
+    copy = 2 * 4 * n * iters / (start.elapsed_time(end) / 1e3)
+    start.record()
+    for _ in range(iters):
+        a.sum()
+    end.record()
+    end.synchronize()
+    read = 4 * n * iters / (start.elapsed_time(end) / 1e3)
+    name = torch.cuda.get_device_name()
+    del a, b
+    torch.cuda.empty_cache()
+    return name, copy, read
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bundle", required=True)
+    ap.add_argument("--models", default="110m,1b")
+    ap.add_argument("--workdir", default="/tmp/loom-bench-cuda")
+    ap.add_argument("--out", default=".")
+    a = ap.parse_args()
+    here = os.path.dirname(os.path.abspath(__file__))
+    b = os.path.abspath(a.bundle)
+    os.makedirs(a.workdir, exist_ok=True)
+    gpu, copy_bw, read_bw = bandwidth()
+    bw = max(copy_bw, read_bw)
+    print("gpu: %s" % gpu)
+    print("bandwidth: copy %.0f GB/s (read + write), read %.0f GB/s -> roofline %.0f GB/s"
+          % (copy_bw / 1e9, read_bw / 1e9, bw / 1e9))
+    results = {"gpu": gpu, "copy_gb_s": copy_bw / 1e9, "read_gb_s": read_bw / 1e9,
+               "models": {}}
+    rows = []
+    for m in a.models.split(","):
+        skel = os.path.join(b, "skel", "%s-bf16.skel" % m)
+        art = os.path.join(a.workdir, "%s-bf16.loom" % m)
+        sh([os.path.join(b, "bin", "loom-synth-weights"), "fill", skel, art, "--seed", "1"])
+        loom = keyvals(sh([os.path.join(b, "bin", "loom-run"), art, "--device", "cuda",
+                           "--bench"]))
+        P = int(loom["prefill_tokens"])
+        D = int(loom["decode_tokens"])
+        torch_out = sh([sys.executable, os.path.join(here, "torch_llama.py"), art,
+                        "--device", "cuda", "--prompt-tokens", str(P),
+                        "--decode-tokens", str(D), "--json"])
+        t = json.loads([l for l in torch_out.splitlines() if l.startswith("{")][-1])
+        os.remove(art)
+        weight = int(loom["weight_bytes"])
+        kv = int(loom["kv_bytes_per_token"])
+        per_token = weight + kv * (P + D / 2.0)
+        roof = bw / per_token
+        r = {
+            "prefill_tokens": P, "decode_tokens": D,
+            "loom_prefill_tok_s": float(loom["prefill_tokens_per_s"]),
+            "loom_decode_tok_s": float(loom["decode_tokens_per_s"]),
+            "torch_prefill_tok_s": float(t["prefill_tokens_per_s"]),
+            "torch_decode_tok_s": float(t["decode_tokens_per_s"]),
+            "weight_bytes": weight, "bytes_per_decode_token": per_token,
+            "roofline_decode_tok_s": roof,
+        }
+        r["decode_vs_torch"] = r["loom_decode_tok_s"] / r["torch_decode_tok_s"]
+        r["prefill_vs_torch"] = r["loom_prefill_tok_s"] / r["torch_prefill_tok_s"]
+        r["decode_roofline_fraction"] = r["loom_decode_tok_s"] / roof
+        results["models"][m] = r
+        rows.append((m, r))
+    print()
+    print("%-6s %9s %11s %11s %7s %11s %11s %7s %9s" % (
+        "model", "weights", "loom pre", "torch pre", "ratio", "loom dec",
+        "torch dec", "ratio", "roofline"))
+    for m, r in rows:
+        print("%-6s %7.2fGB %9.0f/s %9.0f/s %6.2fx %9.1f/s %9.1f/s %6.2fx %8.1f%%" % (
+            m, r["weight_bytes"] / 1e9, r["loom_prefill_tok_s"], r["torch_prefill_tok_s"],
+            r["prefill_vs_torch"], r["loom_decode_tok_s"], r["torch_decode_tok_s"],
+            r["decode_vs_torch"], 100 * r["decode_roofline_fraction"]))
+    with open(os.path.join(a.out, "bench_cuda.json"), "w") as f:
+        json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,773 @@
+// The CUDA backend (libloomrt_cuda.so): runs a verified artifact's programs
+// on one GPU. Weights are uploaded once (f32 or bf16 as stored), the
+// activation arena and the KV caches live on the device, GEMMs go through
+// cuBLAS (a warp-per-column GEMV for the few rows of a decode step), and a
+// decode step (one token: forward, sampling, copy of the id) is captured
+// once as a CUDA graph and replayed at every position. All work is ordered
+// on one stream in the dispatch order of the schedule.
+#include "../src/device.h"
+#include "../src/trace.h"
+#include "kernels.cuh"
+
+#include "loom/error.h"
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace loom::rt::cuda {
+namespace {
+
+[[noreturn]] void fail(const std::string &what, cudaError_t e) {
+  throw Error("CUDA error in " + what + ": " + cudaGetErrorString(e));
+}
+void check(cudaError_t e, const char *what) {
+  if (e != cudaSuccess)
+    fail(what, e);
+}
+void checkBlas(cublasStatus_t s, const char *what) {
+  if (s != CUBLAS_STATUS_SUCCESS)
+    throw Error(std::string("cuBLAS error in ") + what + ": status " +
+                std::to_string(static_cast<int>(s)));
+}
+
+std::string mib(uint64_t bytes) {
+  char b[64];
+  std::snprintf(b, sizeof b, "%.1f MiB", bytes / 1048576.0);
+  return b;
+}
+
+// Rows at or below this run the GEMV kernel; more go to cuBLAS.
+constexpr int64_t kGemvRows = kGemvMaxRows;
+
+struct DeviceTensor {
+  const void *native = nullptr; // as stored (f32 or bf16)
+  const float *f32 = nullptr;   // f32 values (for kernels that need them)
+  WeightType dtype = WeightType::F32;
+};
+
+struct DeviceCache {
+  float *k = nullptr;
+  float *v = nullptr;
+  int64_t kvd = 0;
+};
+
+class CudaExecutor final : public DeviceExecutor {
+public:
+  CudaExecutor(const ModelData &m, int device, TraceRecorder *trace);
+  ~CudaExecutor() override;
+
+  void forward(const int32_t *tokens, const float *const *embeddings,
+               int64_t T, int64_t pos, int64_t logit_begin, int64_t logit_end,
+               float *logits) override;
+  int32_t forwardSample(int32_t token, int64_t pos, float temperature,
+                        float coin) override;
+  void runRows(const ProgramDesc &prog, const int32_t *tokens,
+               const float *rows, int64_t T, float *out) override;
+  uint64_t deviceBytes() const override { return device_bytes_; }
+  std::string deviceName() const override { return name_; }
+
+private:
+  void *alloc(uint64_t bytes, const std::string &what);
+  float *buffer(uint32_t b) const {
+    return reinterpret_cast<float *>(arena_ + m_.buffers[b].offset);
+  }
+  int64_t ld(uint32_t b) const { return m_.buffers[b].row_elems; }
+  // Enqueues dispatches [begin, end) of `prog` on T rows.
+  int64_t runRange(const ProgramDesc &prog, int64_t T, int64_t logit_begin,
+                   int64_t logit_end, const float *const *embeddings);
+  void launch(const DispatchDesc &d, int64_t T, int64_t logit_begin,
+              int64_t logit_end);
+  // Launches dispatch i together with the next ones as one kernel where
+  // the pattern allows (Add + RmsNorm of the sum; two GEMVs of the same
+  // rows + SiluMul of their outputs) and returns how many it covered, or 0.
+  size_t launchFused(const ProgramDesc &prog, size_t i, int64_t T);
+  bool overlap(uint32_t a, uint32_t b) const {
+    const uint64_t n = uint64_t(m_.max_tokens) * sizeof(float);
+    const BufferDesc &x = m_.buffers[a], &y = m_.buffers[b];
+    return x.offset < y.offset + n * uint64_t(y.row_elems) &&
+           y.offset < x.offset + n * uint64_t(x.row_elems);
+  }
+  void gemm(const float *x, int64_t ldx, uint32_t weight, float *y,
+            int64_t ldy, int64_t T, int64_t K, int64_t N, bool accumulate);
+  void attention(int64_t cache, const float *q, int64_t ldq, const float *k,
+                 int64_t ldk, const float *v, int64_t ldv, float *out,
+                 int64_t ldo, int64_t T, int64_t nh, int64_t nkv, int64_t hd);
+  void uploadStep(int64_t pos, int64_t T, const int32_t *tokens);
+  void sync(const char *what) { check(cudaStreamSynchronize(stream_), what); }
+  void release(); // frees everything; safe on a half-built executor
+
+  const ModelData &m_;
+  TraceRecorder *trace_;
+  std::string name_;
+  cudaStream_t stream_ = nullptr;
+  cublasHandle_t blas_ = nullptr;
+  std::vector<void *> allocations_;
+  uint64_t device_bytes_ = 0;
+  std::vector<DeviceTensor> tensors_;
+  char *arena_ = nullptr;
+  std::vector<DeviceCache> caches_;
+  StepParams *d_step_ = nullptr;  // device
+  StepParams *h_step_ = nullptr;  // pinned host mirror
+  size_t step_bytes_ = 0;
+  int32_t *d_next_ = nullptr;
+  int32_t *h_next_ = nullptr;     // pinned
+  float *h_rows_ = nullptr;       // pinned staging for input rows
+  size_t h_rows_floats_ = 0;
+  __nv_bfloat16 *xb_ = nullptr;   // bf16 activations for cuBLAS
+  size_t xb_elems_ = 0;
+  size_t attn_smem_ = 0;
+  int max_smem_ = 48 * 1024;
+  cudaGraphExec_t decode_graph_ = nullptr;  // forward + sample, one token
+  cudaGraphExec_t forward_graph_ = nullptr; // forward, one token
+};
+
+void *CudaExecutor::alloc(uint64_t bytes, const std::string &what) {
+  void *p = nullptr;
+  cudaError_t e = cudaMalloc(&p, std::max<uint64_t>(bytes, 256));
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    size_t free_b = 0, total_b = 0;
+    cudaMemGetInfo(&free_b, &total_b);
+    throw OutOfMemoryError("out of CUDA memory: need " + mib(bytes) + " for " +
+                           what + " (" + mib(free_b) + " free of " +
+                           mib(total_b) + " on " + name_ + ")");
+  }
+  allocations_.push_back(p);
+  device_bytes_ += bytes;
+  return p;
+}
+
+CudaExecutor::CudaExecutor(const ModelData &m, int device,
+                           TraceRecorder *trace)
+    : m_(m), trace_(trace) {
+  int count = 0;
+  check(cudaGetDeviceCount(&count), "cudaGetDeviceCount");
+  if (device < 0 || device >= count)
+    throw Error("CUDA device " + std::to_string(device) + " does not exist (" +
+                std::to_string(count) + " device(s))");
+  check(cudaSetDevice(device), "cudaSetDevice");
+  cudaDeviceProp prop;
+  check(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");
+  name_ = std::string(prop.name) + " (device " + std::to_string(device) +
+          ", sm_" + std::to_string(prop.major) + std::to_string(prop.minor) +
+          ")";
+  max_smem_ = static_cast<int>(prop.sharedMemPerBlockOptin);
+  if (m.forward().loop)
+    throw Error("looped blocks do not run on CUDA yet (run this model with "
+                "--device cpu)");
+  try {
+    check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking),
+          "cudaStreamCreate");
+    checkBlas(cublasCreate(&blas_), "cublasCreate");
+    checkBlas(cublasSetStream(blas_, stream_), "cublasSetStream");
+
+    // Which tensors the programs use, and in which form: matrices and
+    // tables as stored, everything else (norm weights, biases) as f32.
+    std::vector<char> native(m.tensors.size(), 0), f32(m.tensors.size(), 0);
+    int64_t max_k = 0;
+    for (const ProgramDesc &p : m.programs)
+      for (const DispatchDesc &d : p.dispatches)
+        for (size_t i = 0; i < d.weight_ids.size(); ++i) {
+          const uint32_t w = d.weight_ids[i];
+          const bool as_stored =
+              (d.kernel == Kernel::MatMul && i == 0) ||
+              d.kernel == Kernel::Logits || d.kernel == Kernel::Embed ||
+              d.kernel == Kernel::AddPositions ||
+              (d.kernel == Kernel::FusedQkvAttention && i < 2);
+          (as_stored ? native : f32)[w] = 1;
+          if (as_stored && m.tensors[w].shape.size() == 2)
+            max_k = std::max(max_k, m.tensors[w].shape[1]);
+        }
+    uint64_t total = 0;
+    auto slot = [](uint64_t b) { return (b + 255) / 256 * 256; };
+    for (size_t i = 0; i < m.tensors.size(); ++i) {
+      const TensorDesc &t = m.tensors[i];
+      if (native[i])
+        total += slot(t.bytes);
+      if (f32[i] && (t.dtype != WeightType::F32 || !native[i]))
+        total += slot(t.dtype == WeightType::F32 ? t.bytes : t.bytes * 2);
+    }
+    char *w = static_cast<char *>(alloc(total, "the weights"));
+    tensors_.resize(m.tensors.size());
+    for (size_t i = 0; i < m.tensors.size(); ++i) {
+      const TensorDesc &t = m.tensors[i];
+      DeviceTensor &dt = tensors_[i];
+      dt.dtype = t.dtype;
+      if (native[i]) {
+        check(cudaMemcpy(w, t.raw, t.bytes, cudaMemcpyHostToDevice),
+              "uploading the weights");
+        dt.native = w;
+        if (t.dtype == WeightType::F32)
+          dt.f32 = reinterpret_cast<const float *>(w);
+        w += slot(t.bytes);
+      }
+      if (f32[i] && !dt.f32) {
+        const uint64_t fb = t.dtype == WeightType::F32 ? t.bytes : t.bytes * 2;
+        check(cudaMemcpy(w, t.data, fb, cudaMemcpyHostToDevice),
+              "uploading the weights");
+        dt.f32 = reinterpret_cast<const float *>(w);
+        w += slot(fb);
+      }
+    }
+
+    arena_ = static_cast<char *>(alloc(m.arena_bytes, "the activation arena"));
+    check(cudaMemset(arena_, 0, m.arena_bytes), "cudaMemset");
+    char *kv = static_cast<char *>(alloc(m.kv_bytes, "the KV caches"));
+    check(cudaMemset(kv, 0, m.kv_bytes), "cudaMemset");
+    float *p = reinterpret_cast<float *>(kv);
+    int64_t max_seq = 0;
+    for (const KvCacheDesc &c : m.kv_caches) {
+      const int64_t n = c.max_seq * c.kv_heads * c.head_dim;
+      caches_.push_back({p, p + n, c.kv_heads * c.head_dim});
+      p += 2 * n;
+      max_seq = std::max(max_seq, c.max_seq);
+    }
+
+    step_bytes_ = sizeof(StepParams) + sizeof(int32_t) * size_t(m.max_tokens);
+    d_step_ = static_cast<StepParams *>(alloc(step_bytes_, "step parameters"));
+    check(cudaMallocHost(&h_step_, step_bytes_), "cudaMallocHost");
+    std::memset(h_step_, 0, step_bytes_);
+    d_next_ = static_cast<int32_t *>(alloc(sizeof(int32_t), "the sampler"));
+    check(cudaMallocHost(&h_next_, sizeof(int32_t)), "cudaMallocHost");
+    int64_t widest = m.config.dim;
+    for (const BufferDesc &b : m.buffers)
+      widest = std::max(widest, b.row_elems);
+    h_rows_floats_ = size_t(m.max_tokens * widest);
+    check(cudaMallocHost(&h_rows_, h_rows_floats_ * sizeof(float)),
+          "cudaMallocHost");
+    xb_elems_ = size_t(m.max_tokens * std::max<int64_t>(max_k, 1));
+    xb_ = static_cast<__nv_bfloat16 *>(
+        alloc(xb_elems_ * sizeof(__nv_bfloat16), "bf16 GEMM inputs"));
+
+    // Attention's shared memory: q, every position's score, partial sums.
+    int64_t max_rows = std::max(max_seq, m.max_tokens);
+    int64_t max_hd = 0;
+    for (const ProgramDesc &pr : m.programs)
+      for (const DispatchDesc &d : pr.dispatches) {
+        if (d.kernel == Kernel::Attention || d.kernel == Kernel::FusedQkvAttention)
+          max_hd = std::max(max_hd, d.iparams[3]);
+        if (d.kernel == Kernel::SelfAttention)
+          max_hd = std::max(max_hd, d.iparams[1]);
+      }
+    attn_smem_ = sizeof(float) * size_t(max_hd + max_rows + 128);
+    if (attn_smem_ > size_t(max_smem_))
+      throw Error("the CUDA attention kernel keeps every position's score in "
+                  "shared memory: " + std::to_string(max_rows) +
+                  " positions need " + std::to_string(attn_smem_) +
+                  " bytes, the device allows " + std::to_string(max_smem_));
+    check(cudaFuncSetAttribute(attentionKernel,
+                               cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               int(attn_smem_)),
+          "cudaFuncSetAttribute");
+    sync("the upload");
+  } catch (...) {
+    release();
+    throw;
+  }
+}
+
+CudaExecutor::~CudaExecutor() { release(); }
+
+void CudaExecutor::release() {
+  if (decode_graph_)
+    cudaGraphExecDestroy(decode_graph_);
+  if (forward_graph_)
+    cudaGraphExecDestroy(forward_graph_);
+  decode_graph_ = forward_graph_ = nullptr;
+  for (void *p : allocations_)
+    cudaFree(p);
+  allocations_.clear();
+  if (h_step_)
+    cudaFreeHost(h_step_);
+  if (h_next_)
+    cudaFreeHost(h_next_);
+  if (h_rows_)
+    cudaFreeHost(h_rows_);
+  h_step_ = nullptr;
+  h_next_ = nullptr;
+  h_rows_ = nullptr;
+  if (blas_)
+    cublasDestroy(blas_);
+  blas_ = nullptr;
+  if (stream_)
+    cudaStreamDestroy(stream_);
+  stream_ = nullptr;
+}
+
+unsigned blocksFor(int64_t n, unsigned threads) {
+  return static_cast<unsigned>((n + threads - 1) / threads);
+}
+unsigned rowThreads(int64_t cols) {
+  return cols >= 1024 ? 1024u : cols >= 256 ? 256u : cols >= 128 ? 128u : 64u;
+}
+
+void CudaExecutor::gemm(const float *x, int64_t ldx, uint32_t weight,
+                        float *y, int64_t ldy, int64_t T, int64_t K, int64_t N,
+                        bool accumulate) {
+  const DeviceTensor &w = tensors_[weight];
+  const bool bf16 = w.dtype == WeightType::BF16;
+  if (T <= kGemvRows) {
+    const unsigned threads = 256;
+    const unsigned blocks = blocksFor(N * 32, threads);
+    const int vec = bf16 ? 8 : 4;
+    const bool aligned =
+        K % vec == 0 && ldx % 4 == 0 &&
+        (reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(w.native)) %
+                16 == 0;
+    if (bf16 && aligned)
+      gemvKernel<__nv_bfloat16, 8><<<blocks, threads, 0, stream_>>>(
+          x, ldx, static_cast<const __nv_bfloat16 *>(w.native), y, ldy, int(T),
+          int(K), int(N), accumulate);
+    else if (bf16)
+      gemvScalarKernel<__nv_bfloat16><<<blocks, threads, 0, stream_>>>(
+          x, ldx, static_cast<const __nv_bfloat16 *>(w.native), y, ldy, int(T),
+          int(K), int(N), accumulate);
+    else if (aligned)
+      gemvKernel<float, 4><<<blocks, threads, 0, stream_>>>(
+          x, ldx, static_cast<const float *>(w.native), y, ldy, int(T), int(K),
+          int(N), accumulate);
+    else
+      gemvScalarKernel<float><<<blocks, threads, 0, stream_>>>(
+          x, ldx, static_cast<const float *>(w.native), y, ldy, int(T), int(K),
+          int(N), accumulate);
+    return;
+  }
+  // Row-major y[T, N] = x[T, K] W[N, K]^T is column-major
+  // y^T (N x T) = W^T' (N x K) x^T (K x T): op(A) = W read transposed.
+  const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+  if (!bf16) {
+    checkBlas(cublasSgemm(blas_, CUBLAS_OP_T, CUBLAS_OP_N, int(N), int(T),
+                          int(K), &alpha, static_cast<const float *>(w.native),
+                          int(K), x, int(ldx), &beta, y, int(ldy)),
+              "cublasSgemm");
+    return;
+  }
+  // bf16 weights: the activations are rounded to bf16 too (cuBLAS takes
+  // one input type), products accumulate in f32.
+  if (size_t(T * K) > xb_elems_)
+    throw Error("internal: bf16 GEMM scratch too small");
+  toBf16Kernel<<<blocksFor(T * K, 256), 256, 0, stream_>>>(x, ldx, xb_, K, T);
+  checkBlas(cublasGemmEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, int(N), int(T),
+                         int(K), &alpha, w.native, CUDA_R_16BF, int(K), xb_,
+                         CUDA_R_16BF, int(K), &beta, y, CUDA_R_32F, int(ldy),
+                         CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+            "cublasGemmEx (bf16)");
+}
+
+void CudaExecutor::attention(int64_t cache, const float *q, int64_t ldq,
+                             const float *k, int64_t ldk, const float *v,
+                             int64_t ldv, float *out, int64_t ldo, int64_t T,
+                             int64_t nh, int64_t nkv, int64_t hd) {
+  const DeviceCache &c = caches_[cache];
+  kvAppendKernel<<<unsigned(T), rowThreads(c.kvd), 0, stream_>>>(
+      d_step_, k, ldk, v, ldv, c.k, c.v, c.kvd);
+  attentionKernel<<<dim3(unsigned(nh), unsigned(T)), 128, attn_smem_,
+                    stream_>>>(d_step_, q, ldq, c.k, c.kvd, c.v, c.kvd, out,
+                               ldo, int(nh / nkv), int(hd), 1, 0);
+}
+
+void CudaExecutor::launch(const DispatchDesc &d, int64_t T,
+                          int64_t logit_begin, int64_t logit_end) {
+  const auto &in = d.inputs;
+  const auto &out = d.outputs;
+  const auto &w = d.weight_ids;
+  const auto &ip = d.iparams;
+  auto wf = [&](size_t i) { return tensors_[w[i]].f32; };
+  switch (d.kernel) {
+  case Kernel::Embed: {
+    const DeviceTensor &t = tensors_[w[0]];
+    const int64_t D = ld(out[0]);
+    const float scale = d.fparams.empty() ? 1.0f : d.fparams[0];
+    if (t.dtype == WeightType::BF16)
+      embedKernel<<<unsigned(T), rowThreads(D), 0, stream_>>>(
+          d_step_, static_cast<const __nv_bfloat16 *>(t.native), D,
+          buffer(out[0]), D, scale);
+    else
+      embedKernel<<<unsigned(T), rowThreads(D), 0, stream_>>>(
+          d_step_, static_cast<const float *>(t.native), D, buffer(out[0]), D,
+          scale);
+    break;
+  }
+  case Kernel::RmsNorm:
+    rmsNormKernel<<<unsigned(T), rowThreads(ld(in[0])), 0, stream_>>>(
+        buffer(in[0]), ld(in[0]), wf(0), buffer(out[0]), ld(out[0]), ld(in[0]),
+        d.fparams[0]);
+    break;
+  case Kernel::MatMul:
+    gemm(buffer(in[0]), ld(in[0]), w[0], buffer(out[0]), ld(out[0]), T,
+         ld(in[0]), ld(out[0]), !ip.empty() && ip[0] != 0);
+    if (w.size() > 1)
+      addRowBiasKernel<<<unsigned(T), rowThreads(ld(out[0])), 0, stream_>>>(
+          buffer(out[0]), ld(out[0]), wf(1), buffer(out[0]), ld(out[0]),
+          ld(out[0]));
+    break;
+  case Kernel::Rope:
+    if (!in.empty() && in[0] != out[0])
+      check(cudaMemcpyAsync(buffer(out[0]), buffer(in[0]),
+                            size_t(T * ld(out[0])) * sizeof(float),
+                            cudaMemcpyDeviceToDevice, stream_),
+            "rope copy");
+    ropeKernel<<<unsigned(T), rowThreads(ip[0] / 2), 0, stream_>>>(
+        d_step_, buffer(out[0]), ld(out[0]), ip[0], ip[1], d.fparams[0]);
+    break;
+  case Kernel::Attention:
+    attention(ip[0], buffer(in[0]), ld(in[0]), buffer(in[1]), ld(in[1]),
+              buffer(in[2]), ld(in[2]), buffer(out[0]), ld(out[0]), T, ip[1],
+              ip[2], ip[3]);
+    break;
+  case Kernel::SiluMul: {
+    const int64_t n = T * ld(out[0]);
+    siluMulKernel<<<blocksFor(n, 256), 256, 0, stream_>>>(
+        buffer(in[0]), buffer(in[1]), buffer(out[0]), n);
+    break;
+  }
+  case Kernel::Add: {
+    const int64_t n = T * ld(out[0]);
+    addKernel<<<blocksFor(n, 256), 256, 0, stream_>>>(
+        buffer(in[0]), buffer(in[1]), buffer(out[0]), n);
+    break;
+  }
+  case Kernel::Logits:
+    if (logit_end > logit_begin)
+      gemm(buffer(in[0]) + logit_begin * ld(in[0]), ld(in[0]), w[0],
+           buffer(out[0]) + logit_begin * ld(out[0]), ld(out[0]),
+           logit_end - logit_begin, ld(in[0]), ld(out[0]), false);
+    break;
+  case Kernel::FusedQkvAttention: {
+    const int64_t nh = ip[1], nkv = ip[2], hd = ip[3];
+    const int64_t qd = nh * hd, kd = nkv * hd;
+    float *qkv = buffer(d.scratch[0]), *attn = buffer(d.scratch[1]);
+    const int64_t lq = ld(d.scratch[0]), la = ld(d.scratch[1]);
+    gemm(buffer(in[0]), ld(in[0]), w[0], qkv, lq, T, ld(in[0]), qd + 2 * kd,
+         false);
+    if (w.size() > 2)
+      addRowBiasKernel<<<unsigned(T), rowThreads(qd + kd), 0, stream_>>>(
+          qkv, lq, wf(2), qkv, lq, qd + kd);
+    // q and k are adjacent column ranges whose heads both start at
+    // multiples of head_dim: one rotation covers both, and the same kernel
+    // appends the rotated k and v to the cache.
+    const DeviceCache &c = caches_[ip[0]];
+    ropeAppendKernel<<<unsigned(T), rowThreads((qd + kd) / 2), 0, stream_>>>(
+        d_step_, qkv, lq, qd, kd, hd, d.fparams[0], c.k, c.v);
+    attentionKernel<<<dim3(unsigned(nh), unsigned(T)), 128, attn_smem_,
+                      stream_>>>(d_step_, qkv, lq, c.k, c.kvd, c.v, c.kvd,
+                                 attn, la, int(nh / nkv), int(hd), 1, 0);
+    gemm(attn, la, w[1], buffer(out[0]), ld(out[0]), T, qd, ld(out[0]),
+         ip.size() > 4 && ip[4] != 0);
+    break;
+  }
+  case Kernel::Concat:
+    concatKernel<<<unsigned(T), rowThreads(ld(out[0])), 0, stream_>>>(
+        buffer(in[0]), ld(in[0]), buffer(in[1]), ld(in[1]), buffer(out[0]));
+    break;
+  case Kernel::Copy:
+    if (in[0] != out[0])
+      check(cudaMemcpyAsync(buffer(out[0]), buffer(in[0]),
+                            size_t(T * ld(out[0])) * sizeof(float),
+                            cudaMemcpyDeviceToDevice, stream_),
+            "copy");
+    break;
+  case Kernel::AddRowBias:
+    addRowBiasKernel<<<unsigned(T), rowThreads(ld(out[0])), 0, stream_>>>(
+        buffer(in[0]), ld(in[0]), wf(0), buffer(out[0]), ld(out[0]),
+        ld(out[0]));
+    break;
+  case Kernel::LayerNorm:
+    layerNormKernel<<<unsigned(T), rowThreads(ld(in[0])), 0, stream_>>>(
+        buffer(in[0]), ld(in[0]), wf(0), wf(1), buffer(out[0]), ld(out[0]),
+        ld(in[0]), d.fparams[0]);
+    break;
+  case Kernel::GeluTanh: {
+    const int64_t n = T * ld(out[0]);
+    geluTanhKernel<<<blocksFor(n, 256), 256, 0, stream_>>>(buffer(in[0]),
+                                                            buffer(out[0]), n);
+    break;
+  }
+  case Kernel::SelfAttention: {
+    const int64_t nh = ip[0], hd = ip[1];
+    attentionKernel<<<dim3(unsigned(nh), unsigned(T)), 128, attn_smem_,
+                      stream_>>>(d_step_, buffer(in[0]), ld(in[0]),
+                                 buffer(in[1]), ld(in[1]), buffer(in[2]),
+                                 ld(in[2]), buffer(out[0]), ld(out[0]), 1,
+                                 int(hd), 0, int(T));
+    break;
+  }
+  case Kernel::AddPositions: {
+    const DeviceTensor &t = tensors_[w[0]];
+    const int64_t D = ld(out[0]);
+    if (t.dtype == WeightType::BF16)
+      addPositionsKernel<<<unsigned(T), rowThreads(D), 0, stream_>>>(
+          buffer(in[0]), ld(in[0]),
+          static_cast<const __nv_bfloat16 *>(t.native), buffer(out[0]), D, D);
+    else
+      addPositionsKernel<<<unsigned(T), rowThreads(D), 0, stream_>>>(
+          buffer(in[0]), ld(in[0]), static_cast<const float *>(t.native),
+          buffer(out[0]), D, D);
+    break;
+  }
+  case Kernel::TakeRow:
+    if (ip[0] != 0 || in[0] != out[0])
+      check(cudaMemcpyAsync(buffer(out[0]), buffer(in[0]) + ip[0] * ld(in[0]),
+                            size_t(ld(out[0])) * sizeof(float),
+                            cudaMemcpyDeviceToDevice, stream_),
+            "take_row");
+    break;
+  }
+  check(cudaGetLastError(), d.name.c_str());
+}
+
+size_t CudaExecutor::launchFused(const ProgramDesc &prog, size_t i,
+                                 int64_t T) {
+  const auto &ds = prog.dispatches;
+  const DispatchDesc &d = ds[i];
+  if (d.kernel == Kernel::Add && i + 1 < ds.size() &&
+      ds[i + 1].kernel == Kernel::RmsNorm &&
+      static_cast<int64_t>(i + 1) != prog.embed_dispatch) {
+    const DispatchDesc &e = ds[i + 1];
+    const int64_t D = ld(d.outputs[0]);
+    if (e.inputs[0] != d.outputs[0] || ld(d.inputs[0]) != D ||
+        ld(d.inputs[1]) != D || ld(e.outputs[0]) != D)
+      return 0;
+    addRmsNormKernel<<<unsigned(T), rowThreads(D), 0, stream_>>>(
+        buffer(d.inputs[0]), buffer(d.inputs[1]), buffer(d.outputs[0]),
+        tensors_[e.weight_ids[0]].f32, buffer(e.outputs[0]), D,
+        e.fparams[0]);
+    check(cudaGetLastError(), "add + rms_norm");
+    return 2;
+  }
+  if (d.kernel == Kernel::MatMul && T <= kGemvRows && i + 2 < ds.size() &&
+      ds[i + 1].kernel == Kernel::MatMul && ds[i + 2].kernel == Kernel::SiluMul) {
+    const DispatchDesc &e = ds[i + 1], &f = ds[i + 2];
+    const auto plain = [](const DispatchDesc &x) {
+      return x.weight_ids.size() == 1 && (x.iparams.empty() || x.iparams[0] == 0);
+    };
+    const uint32_t x = d.inputs[0], a = d.outputs[0], b = e.outputs[0],
+                   y = f.outputs[0];
+    const DeviceTensor &w1 = tensors_[d.weight_ids[0]],
+                       &w3 = tensors_[e.weight_ids[0]];
+    const int64_t K = ld(x), N = ld(a);
+    const int vec = w1.dtype == WeightType::BF16 ? 8 : 4;
+    const float *xp = buffer(x);
+    if (!plain(d) || !plain(e) || e.inputs[0] != x || f.inputs[0] != a ||
+        f.inputs[1] != b || ld(b) != N || ld(y) != N || w1.dtype != w3.dtype ||
+        overlap(x, a) || overlap(x, b) || overlap(x, y) || overlap(a, b) ||
+        K % vec != 0 || K % 4 != 0 ||
+        (reinterpret_cast<uintptr_t>(xp) | reinterpret_cast<uintptr_t>(w1.native) |
+         reinterpret_cast<uintptr_t>(w3.native)) % 16 != 0)
+      return 0;
+    const unsigned threads = 256, blocks = blocksFor(N * 32, threads);
+    if (w1.dtype == WeightType::BF16)
+      gateUpKernel<__nv_bfloat16, 8><<<blocks, threads, 0, stream_>>>(
+          xp, K, static_cast<const __nv_bfloat16 *>(w1.native),
+          static_cast<const __nv_bfloat16 *>(w3.native), buffer(a), N,
+          buffer(b), N, buffer(y), N, int(T), int(K), int(N));
+    else
+      gateUpKernel<float, 4><<<blocks, threads, 0, stream_>>>(
+          xp, K, static_cast<const float *>(w1.native),
+          static_cast<const float *>(w3.native), buffer(a), N, buffer(b), N,
+          buffer(y), N, int(T), int(K), int(N));
+    check(cudaGetLastError(), "gate/up GEMV + silu_mul");
+    return 3;
+  }
+  return 0;
+}
+
+// Enqueues every dispatch of `prog` on T rows (one row after a TakeRow);
+// placeholder rows replace the Embed output. Returns the rows left.
+int64_t CudaExecutor::runRange(const ProgramDesc &prog, int64_t T,
+                               int64_t logit_begin, int64_t logit_end,
+                               const float *const *embeddings) {
+  const int64_t pos = h_step_->pos;
+  for (size_t i = 0; i < prog.dispatches.size(); ++i) {
+    const DispatchDesc &d = prog.dispatches[i];
+    // Traced runs keep one event per dispatch, so they do not fuse.
+    if (!trace_) {
+      const size_t fused = launchFused(prog, i, T);
+      if (fused > 0) {
+        i += fused - 1;
+        continue;
+      }
+    }
+    const auto t0 = trace_ ? TraceRecorder::Clock::now()
+                           : TraceRecorder::Clock::time_point();
+    launch(d, T, logit_begin, logit_end);
+    if (embeddings && static_cast<int64_t>(i) == prog.embed_dispatch) {
+      const int64_t D = ld(d.outputs[0]);
+      for (int64_t t = 0; t < T; ++t)
+        if (embeddings[t]) {
+          float *staged = h_rows_ + t * D;
+          std::memcpy(staged, embeddings[t], size_t(D) * sizeof(float));
+          check(cudaMemcpyAsync(buffer(d.outputs[0]) + t * D, staged,
+                                size_t(D) * sizeof(float),
+                                cudaMemcpyHostToDevice, stream_),
+                "placeholder rows");
+        }
+    }
+    if (trace_) {
+      // Traced sessions run dispatch by dispatch (no graphs), so each
+      // event spans its own kernels.
+      sync(d.name.c_str());
+      const int64_t rows =
+          d.kernel == Kernel::Logits ? logit_end - logit_begin : T;
+      trace_->record(d.name, kernelName(d.kernel), rows, pos, t0,
+                     TraceRecorder::Clock::now());
+    }
+    if (d.kernel == Kernel::TakeRow) {
+      T = 1;
+      logit_begin = std::min<int64_t>(logit_begin, 0);
+      logit_end = std::min<int64_t>(logit_end, 1);
+    }
+  }
+  return T;
+}
+
+void CudaExecutor::uploadStep(int64_t pos, int64_t T, const int32_t *tokens) {
+  h_step_->pos = static_cast<int32_t>(pos);
+  if (tokens)
+    std::memcpy(h_step_->tokens, tokens, size_t(T) * sizeof(int32_t));
+  check(cudaMemcpyAsync(d_step_, h_step_,
+                        sizeof(StepParams) + size_t(T) * sizeof(int32_t),
+                        cudaMemcpyHostToDevice, stream_),
+        "step upload");
+}
+
+void CudaExecutor::forward(const int32_t *tokens,
+                           const float *const *embeddings, int64_t T,
+                           int64_t pos, int64_t logit_begin, int64_t logit_end,
+                           float *logits) {
+  const ProgramDesc &prog = m_.forward();
+  const int64_t vocab = m_.config.vocab_size;
+  const float *out = buffer(prog.logits_buffer);
+  const bool one = T == 1 && !embeddings && !trace_ && logit_begin == 0 &&
+                   logit_end == 1;
+  h_step_->pos = static_cast<int32_t>(pos);
+  h_step_->tokens[0] = tokens[0];
+  if (one) {
+    if (!forward_graph_) {
+      cudaGraph_t g;
+      check(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal),
+            "cudaStreamBeginCapture");
+      try {
+        uploadStep(pos, 1, nullptr);
+        runRange(prog, 1, 0, 1, nullptr);
+      } catch (...) {
+        cudaStreamEndCapture(stream_, &g);
+        throw;
+      }
+      check(cudaStreamEndCapture(stream_, &g), "cudaStreamEndCapture");
+      check(cudaGraphInstantiate(&forward_graph_, g, 0), "cudaGraphInstantiate");
+      cudaGraphDestroy(g);
+    }
+    check(cudaGraphLaunch(forward_graph_, stream_), "cudaGraphLaunch");
+  } else {
+    uploadStep(pos, T, tokens);
+    runRange(prog, T, logit_begin, logit_end, embeddings);
+  }
+  if (logit_end > logit_begin)
+    check(cudaMemcpyAsync(logits, out + logit_begin * vocab,
+                          size_t((logit_end - logit_begin) * vocab) *
+                              sizeof(float),
+                          cudaMemcpyDeviceToHost, stream_),
+          "logits download");
+  sync("forward");
+}
+
+int32_t CudaExecutor::forwardSample(int32_t token, int64_t pos,
+                                    float temperature, float coin) {
+  const ProgramDesc &prog = m_.forward();
+  const int vocab = static_cast<int>(m_.config.vocab_size);
+  const float *logits = buffer(prog.logits_buffer);
+  h_step_->pos = static_cast<int32_t>(pos);
+  h_step_->tokens[0] = token;
+  h_step_->temperature = temperature;
+  h_step_->coin = coin;
+  if (trace_) {
+    uploadStep(pos, 1, nullptr);
+    runRange(prog, 1, 0, 1, nullptr);
+    sampleKernel<<<1, 1024, 0, stream_>>>(logits, vocab, d_step_, d_next_);
+    check(cudaGetLastError(), "sample");
+    check(cudaMemcpyAsync(h_next_, d_next_, sizeof(int32_t),
+                          cudaMemcpyDeviceToHost, stream_),
+          "token download");
+  } else {
+    if (!decode_graph_) {
+      cudaGraph_t g;
+      check(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal),
+            "cudaStreamBeginCapture");
+      try {
+        uploadStep(pos, 1, nullptr);
+        runRange(prog, 1, 0, 1, nullptr);
+        sampleKernel<<<1, 1024, 0, stream_>>>(logits, vocab, d_step_,
+                                              d_next_);
+        check(cudaGetLastError(), "sample");
+        check(cudaMemcpyAsync(h_next_, d_next_, sizeof(int32_t),
+                              cudaMemcpyDeviceToHost, stream_),
+              "token download");
+      } catch (...) {
+        cudaStreamEndCapture(stream_, &g);
+        throw;
+      }
+      check(cudaStreamEndCapture(stream_, &g), "cudaStreamEndCapture");
+      check(cudaGraphInstantiate(&decode_graph_, g, 0), "cudaGraphInstantiate");
+      cudaGraphDestroy(g);
+    }
+    check(cudaGraphLaunch(decode_graph_, stream_), "cudaGraphLaunch");
+  }
+  sync("decode step");
+  return *h_next_;
+}
+
+void CudaExecutor::runRows(const ProgramDesc &prog, const int32_t *tokens,
+                           const float *rows, int64_t T, float *out) {
+  if (prog.input_buffer >= 0) {
+    const uint32_t b = static_cast<uint32_t>(prog.input_buffer);
+    check(cudaMemcpyAsync(buffer(b), rows, size_t(T * ld(b)) * sizeof(float),
+                          cudaMemcpyHostToDevice, stream_),
+          "input rows");
+    uploadStep(0, 0, nullptr);
+  } else {
+    uploadStep(0, T, tokens);
+  }
+  const int64_t left = runRange(prog, T, 0, T, nullptr);
+  check(cudaMemcpyAsync(out, buffer(prog.logits_buffer),
+                        size_t(left * ld(prog.logits_buffer)) * sizeof(float),
+                        cudaMemcpyDeviceToHost, stream_),
+        "output rows");
+  sync(prog.name.c_str());
+}
+
+} // namespace
+} // namespace loom::rt::cuda
+
+extern "C" __attribute__((visibility("default"))) int
+loom_cuda_probe(char *why, size_t why_size) {
+  int count = 0;
+  cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess || count == 0) {
+    std::snprintf(why, why_size, "%s",
+                  e != cudaSuccess ? cudaGetErrorString(e)
+                                   : "the driver reports no device");
+    cudaGetLastError();
+    return 0;
+  }
+  return 1;
+}
+
+extern "C" __attribute__((visibility("default"))) loom::rt::DeviceExecutor *
+loom_cuda_create(const loom::rt::ModelData *model, int device,
+                 loom::rt::TraceRecorder *trace, char *err, size_t err_size) {
+  try {
+    return new loom::rt::cuda::CudaExecutor(*model, device, trace);
+  } catch (const std::exception &e) {
+    std::snprintf(err, err_size, "%s", e.what());
+  } catch (...) {
+    std::snprintf(err, err_size, "the CUDA backend failed to start");
+  }
+  return nullptr;
+}

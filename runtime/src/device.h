@@ -1,0 +1,75 @@
+// A device backend executes a verified artifact's programs somewhere other
+// than the CPU kernels (today: CUDA, runtime/cuda). The session keeps all
+// validation and bookkeeping (ids, context, positions) and hands the backend
+// plain, checked work.
+//
+// The CUDA backend is a separate shared library, libloomrt_cuda.so, loaded
+// with dlopen on the first CUDA session, so libloomrt itself links nothing of
+// CUDA and runs on machines without the CUDA libraries.
+#ifndef LOOM_RUNTIME_DEVICE_H
+#define LOOM_RUNTIME_DEVICE_H
+
+#include "artifact.h"
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace loom::rt {
+
+class TraceRecorder;
+
+class DeviceExecutor {
+public:
+  virtual ~DeviceExecutor() = default;
+
+  // Runs the forward program on T (<= max_tokens) rows at positions pos ..
+  // pos + T - 1: tokens[t] (range-checked) or, where embeddings[t] is not
+  // null (embeddings may be null), that host row of dim floats as the
+  // Embed output. Copies the logits of rows [logit_begin, logit_end) to
+  // `logits` (row-major, vocab floats per row).
+  virtual void forward(const int32_t *tokens, const float *const *embeddings,
+                       int64_t T, int64_t pos, int64_t logit_begin,
+                       int64_t logit_end, float *logits) = 0;
+
+  // One decode step of one token at `pos` and the choice of the next token
+  // on the device: the argmax (lowest id on ties) when temperature == 0,
+  // otherwise the first id whose cumulative softmax(logits / temperature)
+  // mass exceeds coin (in [0, 1)). Returns -1 when a logit is NaN.
+  virtual int32_t forwardSample(int32_t token, int64_t pos, float temperature,
+                                float coin) = 0;
+
+  // Runs a program other than "forward" on T rows (see
+  // SessionState::runRows): `rows` (T rows of the input buffer) or
+  // `tokens`; copies T rows of its output buffer (out_rows of them after a
+  // TakeRow) to `out`.
+  virtual void runRows(const ProgramDesc &prog, const int32_t *tokens,
+                       const float *rows, int64_t T, float *out) = 0;
+
+  // Device memory the backend holds: weights, arena, KV caches, scratch.
+  virtual uint64_t deviceBytes() const = 0;
+  virtual std::string deviceName() const = 0;
+};
+
+// Why CUDA cannot be used here ("this build has no CUDA backend", the
+// plugin's load error, or the driver's answer), or "" when it can.
+std::string cudaUnavailableReason();
+
+// Loads the backend and uploads the model to CUDA device `device`. Throws
+// loom::Error "no CUDA device (REASON)" when CUDA is unavailable, or the
+// backend's message (out of device memory, unsupported model).
+std::unique_ptr<DeviceExecutor> createCudaExecutor(const ModelData &model,
+                                                   int device,
+                                                   TraceRecorder *trace);
+
+// The plugin's entry points (extern "C", resolved with dlsym).
+// loom_cuda_probe: writes a reason and returns 0 when no device is usable.
+// loom_cuda_create: returns a new executor, or null with a message in err.
+using CudaProbeFn = int (*)(char *why, size_t why_size);
+using CudaCreateFn = DeviceExecutor *(*)(const ModelData *model, int device,
+                                         TraceRecorder *trace, char *err,
+                                         size_t err_size);
+
+} // namespace loom::rt
+
+#endif // LOOM_RUNTIME_DEVICE_H

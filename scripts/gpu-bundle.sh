@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Packs what the GPU checks need into one folder (default build-gpu-bundle/)
+# for a machine that has an NVIDIA GPU and CUDA 13 but not this build: the
+# runtime-only binaries and libraries, the golden artifacts compiled here by
+# loomc (f32 and bf16), the golden outputs from ../shared, and the
+# skeletons of the benchmark models (header + flatbuffer, no weights: the
+# GPU machine fills them with loom-synth-weights). Then, on that machine,
+# from the repository root:
+#
+#   bash scripts/gpu-check.sh build-gpu-bundle
+#
+# Needs a build with the CUDA backend (build/, LOOM_ENABLE_CUDA=ON) and
+# ../shared. About 30 MB.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
+OUTDIR=${1:-build-gpu-bundle}
+SHARED=${LOOM_SHARED_DIR:-../shared}
+G=$SHARED/golden
+
+for f in "$BUILD/bin/loomc" "$BUILD/bin/loom-run" "$BUILD/bin/loom-cuda-test" \
+         "$BUILD/bin/loom-synth-weights" "$BUILD/bin/loom-make-checkpoint" \
+         "$BUILD/lib/libloomrt_cuda.so"; do
+  [ -e "$f" ] || { echo "gpu-bundle: missing $f (build with the CUDA backend first)" >&2; exit 1; }
+done
+[ -d "$G" ] || { echo "gpu-bundle: missing $G" >&2; exit 1; }
+
+rm -rf "$OUTDIR"
+mkdir -p "$OUTDIR"/{bin,lib,art,golden,skel}
+cp "$BUILD"/bin/{loom-run,loom-cuda-test,loom-synth-weights} "$OUTDIR/bin/"
+cp "$BUILD"/lib/{libloomrt.so,libloomrt_cuda.so} "$OUTDIR/lib/"
+# oneTBB is not on the GPU machine.
+for l in $(ldd "$BUILD/lib/libloomrt.so" | awk '/libtbb/ {print $3}'); do
+  cp -L "$l" "$OUTDIR/lib/"
+done
+
+echo "gpu-bundle: golden artifacts"
+for m in stories260K synthetic_untied; do
+  model=models/$m.bin; tok=models/tok512.bin
+  if [ "$m" = synthetic_untied ]; then
+    model=$SHARED/models/synthetic_untied_v32000.bin; tok=$SHARED/models/tokenizer.bin
+  fi
+  # f32 in 64- and 3-row steps (prompts prefilled in several chunks), bf16.
+  for v in f32:64 f32:3 bf16:64; do
+    wt=${v%:*}; mt=${v#*:}
+    "$BUILD/bin/loomc" "$model" --tokenizer "$tok" --target cuda --weight-type $wt \
+      --max-tokens $mt -o "$OUTDIR/art/$m-$wt-mt$mt.loom" --quiet
+  done
+done
+"$BUILD/bin/loomc" --format=refrag --decoder models/stories260K.bin \
+  --tokenizer models/tok512.bin --bundle "$G/refrag-tiny/refrag_tiny.safetensors" \
+  --target cuda -o "$OUTDIR/art/refrag-tiny.loom" --quiet
+cp "$G"/stories260K_* "$G"/synthetic_untied_* "$OUTDIR/golden/"
+cp -r "$G/refrag-tiny" "$OUTDIR/golden/"
+rm -f "$OUTDIR"/golden/refrag-tiny/*.safetensors
+
+# Benchmark skeletons: synthetic checkpoints of the stories110M shape and a
+# 1B Llama shape, compiled to bf16 for CUDA (512 rows per prefill step),
+# their weights dropped.
+echo "gpu-bundle: benchmark skeletons"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+skel() {
+  local name=$1; shift
+  "$BUILD/bin/loom-make-checkpoint" "$tmp/$name.bin" "$@"
+  "$BUILD/bin/loomc" "$tmp/$name.bin" --target cuda --weight-type bf16 \
+    --max-tokens 512 -o "$tmp/$name.loom" --quiet
+  "$BUILD/bin/loom-synth-weights" skeleton "$tmp/$name.loom" "$OUTDIR/skel/$name-bf16.skel"
+  rm -f "$tmp/$name.bin" "$tmp/$name.loom"
+}
+skel 110m --dim 768 --hidden 2048 --layers 12 --heads 12 --kv-heads 12 --vocab 32000 --seq 1024
+skel 1b --dim 2048 --hidden 8192 --layers 16 --heads 32 --kv-heads 8 --vocab 32000 --seq 2048
+du -sh "$OUTDIR"
