@@ -20,6 +20,11 @@ and the fraction of roofline is Loom's decode tok/s over that. Prints one
 table and writes bench_cuda.json.
 
   python3 bench/bench_cuda.py --bundle build-gpu-bundle [--models 110m,1b]
+                               [--profile 1b]
+
+--profile MODEL also runs that model's bench with --trace (dispatch by
+dispatch, no graphs, no fusion; each dispatch's GPU time from CUDA events)
+and prints the GPU time per decode token and per prefill by kernel.
 """
 import argparse
 import json
@@ -78,12 +83,36 @@ def bandwidth():
     return name, copy, read
 
 
+def profile(loom_run, art, workdir):
+    trace = os.path.join(workdir, "trace.json")
+    sh([loom_run, art, "--device", "cuda", "--bench", "--trace", trace])
+    events = json.load(open(trace))["traceEvents"]
+    os.remove(trace)
+    for phase, pick in (("decode", lambda r: r == 1), ("prefill", lambda r: r > 1)):
+        evs = [e for e in events if pick(e["args"]["rows"])]
+        steps = sum(1 for e in evs if e["args"]["kernel"] == "Embed")
+        if not steps:
+            continue
+        by = {}
+        for e in evs:
+            k = e["args"]["kernel"]
+            c, d = by.get(k, (0, 0.0))
+            by[k] = (c + 1, d + e["dur"])
+        total = sum(d for _, d in by.values())
+        print("profile (%s, %d steps, unfused, no graphs): %.1f us of GPU time a step"
+              % (phase, steps, total / steps))
+        for k, (c, d) in sorted(by.items(), key=lambda kv: -kv[1][1]):
+            print("  %-18s %5d calls a step  %9.1f us a step  %5.1f%%"
+                  % (k, c // steps, d / steps, 100 * d / total))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bundle", required=True)
     ap.add_argument("--models", default="110m,1b")
     ap.add_argument("--workdir", default="/tmp/loom-bench-cuda")
     ap.add_argument("--out", default=".")
+    ap.add_argument("--profile", default="")
     a = ap.parse_args()
     here = os.path.dirname(os.path.abspath(__file__))
     b = os.path.abspath(a.bundle)
@@ -108,6 +137,8 @@ def main():
                         "--device", "cuda", "--prompt-tokens", str(P),
                         "--decode-tokens", str(D), "--json"])
         t = json.loads([l for l in torch_out.splitlines() if l.startswith("{")][-1])
+        if m == a.profile:
+            profile(os.path.join(b, "bin", "loom-run"), art, a.workdir)
         os.remove(art)
         weight = int(loom["weight_bytes"])
         kv = int(loom["kv_bytes_per_token"])

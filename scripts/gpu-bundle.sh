@@ -62,8 +62,8 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 skel() {
   local name=$1; shift
-  "$BUILD/bin/loom-make-checkpoint" "$tmp/$name.bin" "$@"
-  "$BUILD/bin/loomc" "$tmp/$name.bin" --target cuda --weight-type bf16 \
+  "$BUILD/bin/loom-make-checkpoint" "$tmp/$name.bin" "$@" --tokenizer-out "$tmp/$name.tok"
+  "$BUILD/bin/loomc" "$tmp/$name.bin" --tokenizer "$tmp/$name.tok" --target cuda --weight-type bf16 \
     --max-tokens 512 -o "$tmp/$name.loom" --quiet
   "$BUILD/bin/loom-synth-weights" skeleton "$tmp/$name.loom" "$OUTDIR/skel/$name-bf16.skel"
   rm -f "$tmp/$name.bin" "$tmp/$name.loom"

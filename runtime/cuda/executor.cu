@@ -101,6 +101,8 @@ private:
   void uploadStep(int64_t pos, int64_t T, const int32_t *tokens);
   void sync(const char *what) { check(cudaStreamSynchronize(stream_), what); }
   void release(); // frees everything; safe on a half-built executor
+  void traceMark(size_t dispatch);
+  void traceFlush(const ProgramDesc &prog, int64_t pos);
 
   const ModelData &m_;
   TraceRecorder *trace_;
@@ -123,6 +125,10 @@ private:
   size_t xb_elems_ = 0;
   size_t attn_smem_ = 0;
   int max_smem_ = 48 * 1024;
+  std::vector<cudaEvent_t> trace_events_; // reused across steps
+  std::vector<size_t> trace_marks_;       // dispatch of each event
+  std::vector<int64_t> trace_rows_;
+  TraceRecorder::Clock::time_point trace_host_start_;
   cudaGraphExec_t decode_graph_ = nullptr;  // forward + sample, one token
   cudaGraphExec_t forward_graph_ = nullptr; // forward, one token
 };
@@ -255,7 +261,11 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device,
         if (d.kernel == Kernel::SelfAttention)
           max_hd = std::max(max_hd, d.iparams[1]);
       }
-    attn_smem_ = sizeof(float) * size_t(max_hd + max_rows + 128);
+    if (max_hd > 32 * kAttnMaxDimsPerLane)
+      throw Error("the CUDA attention kernel takes head_dim up to " +
+                  std::to_string(32 * kAttnMaxDimsPerLane) + ", this model has " +
+                  std::to_string(max_hd));
+    attn_smem_ = attentionSmem(int(max_hd), int(max_rows));
     if (attn_smem_ > size_t(max_smem_))
       throw Error("the CUDA attention kernel keeps every position's score in "
                   "shared memory: " + std::to_string(max_rows) +
@@ -280,6 +290,9 @@ void CudaExecutor::release() {
   if (forward_graph_)
     cudaGraphExecDestroy(forward_graph_);
   decode_graph_ = forward_graph_ = nullptr;
+  for (cudaEvent_t e : trace_events_)
+    cudaEventDestroy(e);
+  trace_events_.clear();
   for (void *p : allocations_)
     cudaFree(p);
   allocations_.clear();
@@ -367,7 +380,7 @@ void CudaExecutor::attention(int64_t cache, const float *q, int64_t ldq,
   const DeviceCache &c = caches_[cache];
   kvAppendKernel<<<unsigned(T), rowThreads(c.kvd), 0, stream_>>>(
       d_step_, k, ldk, v, ldv, c.k, c.v, c.kvd);
-  attentionKernel<<<dim3(unsigned(nh), unsigned(T)), 128, attn_smem_,
+  attentionKernel<<<dim3(unsigned(nh), unsigned(T)), kAttnThreads, attn_smem_,
                     stream_>>>(d_step_, q, ldq, c.k, c.kvd, c.v, c.kvd, out,
                                ldo, int(nh / nkv), int(hd), 1, 0);
 }
@@ -455,7 +468,7 @@ void CudaExecutor::launch(const DispatchDesc &d, int64_t T,
     const DeviceCache &c = caches_[ip[0]];
     ropeAppendKernel<<<unsigned(T), rowThreads((qd + kd) / 2), 0, stream_>>>(
         d_step_, qkv, lq, qd, kd, hd, d.fparams[0], c.k, c.v);
-    attentionKernel<<<dim3(unsigned(nh), unsigned(T)), 128, attn_smem_,
+    attentionKernel<<<dim3(unsigned(nh), unsigned(T)), kAttnThreads, attn_smem_,
                       stream_>>>(d_step_, qkv, lq, c.k, c.kvd, c.v, c.kvd,
                                  attn, la, int(nh / nkv), int(hd), 1, 0);
     gemm(attn, la, w[1], buffer(out[0]), ld(out[0]), T, qd, ld(out[0]),
@@ -491,7 +504,7 @@ void CudaExecutor::launch(const DispatchDesc &d, int64_t T,
   }
   case Kernel::SelfAttention: {
     const int64_t nh = ip[0], hd = ip[1];
-    attentionKernel<<<dim3(unsigned(nh), unsigned(T)), 128, attn_smem_,
+    attentionKernel<<<dim3(unsigned(nh), unsigned(T)), kAttnThreads, attn_smem_,
                       stream_>>>(d_step_, buffer(in[0]), ld(in[0]),
                                  buffer(in[1]), ld(in[1]), buffer(in[2]),
                                  ld(in[2]), buffer(out[0]), ld(out[0]), 1,
@@ -594,8 +607,8 @@ int64_t CudaExecutor::runRange(const ProgramDesc &prog, int64_t T,
         continue;
       }
     }
-    const auto t0 = trace_ ? TraceRecorder::Clock::now()
-                           : TraceRecorder::Clock::time_point();
+    if (trace_)
+      traceMark(i);
     launch(d, T, logit_begin, logit_end);
     if (embeddings && static_cast<int64_t>(i) == prog.embed_dispatch) {
       const int64_t D = ld(d.outputs[0]);
@@ -609,22 +622,66 @@ int64_t CudaExecutor::runRange(const ProgramDesc &prog, int64_t T,
                 "placeholder rows");
         }
     }
-    if (trace_) {
-      // Traced sessions run dispatch by dispatch (no graphs), so each
-      // event spans its own kernels.
-      sync(d.name.c_str());
-      const int64_t rows =
-          d.kernel == Kernel::Logits ? logit_end - logit_begin : T;
-      trace_->record(d.name, kernelName(d.kernel), rows, pos, t0,
-                     TraceRecorder::Clock::now());
-    }
+    if (trace_)
+      trace_rows_.push_back(
+          d.kernel == Kernel::Logits ? logit_end - logit_begin : T);
     if (d.kernel == Kernel::TakeRow) {
       T = 1;
       logit_begin = std::min<int64_t>(logit_begin, 0);
       logit_end = std::min<int64_t>(logit_end, 1);
     }
   }
+  if (trace_)
+    traceFlush(prog, pos);
   return T;
+}
+
+// Traced runs launch dispatch by dispatch (no graphs, no fusion) with a
+// CUDA event before each and one after the last; traceFlush waits for them
+// and records each dispatch's GPU time, placed on the host clock from the
+// first event.
+void CudaExecutor::traceMark(size_t dispatch) {
+  if (trace_marks_.empty())
+    trace_host_start_ = TraceRecorder::Clock::now();
+  const size_t k = trace_marks_.size();
+  if (k >= trace_events_.size()) {
+    cudaEvent_t e;
+    check(cudaEventCreate(&e), "cudaEventCreate");
+    trace_events_.push_back(e);
+  }
+  check(cudaEventRecord(trace_events_[k], stream_), "cudaEventRecord");
+  trace_marks_.push_back(dispatch);
+}
+
+void CudaExecutor::traceFlush(const ProgramDesc &prog, int64_t pos) {
+  const size_t n = trace_marks_.size();
+  if (n == 0)
+    return;
+  if (n >= trace_events_.size()) {
+    cudaEvent_t e;
+    check(cudaEventCreate(&e), "cudaEventCreate");
+    trace_events_.push_back(e);
+  }
+  check(cudaEventRecord(trace_events_[n], stream_), "cudaEventRecord");
+  check(cudaEventSynchronize(trace_events_[n]), "cudaEventSynchronize");
+  using us = std::chrono::duration<double, std::micro>;
+  for (size_t k = 0; k < n; ++k) {
+    float begin_ms = 0, end_ms = 0;
+    check(cudaEventElapsedTime(&begin_ms, trace_events_[0], trace_events_[k]),
+          "cudaEventElapsedTime");
+    check(cudaEventElapsedTime(&end_ms, trace_events_[0], trace_events_[k + 1]),
+          "cudaEventElapsedTime");
+    const DispatchDesc &d = prog.dispatches[trace_marks_[k]];
+    const auto at = [&](float ms) {
+      return trace_host_start_ +
+             std::chrono::duration_cast<TraceRecorder::Clock::duration>(
+                 us(double(ms) * 1e3));
+    };
+    trace_->record(d.name, kernelName(d.kernel), trace_rows_[k], pos,
+                   at(begin_ms), at(end_ms));
+  }
+  trace_marks_.clear();
+  trace_rows_.clear();
 }
 
 void CudaExecutor::uploadStep(int64_t pos, int64_t T, const int32_t *tokens) {

@@ -187,70 +187,101 @@ __global__ void kvAppendKernel(const StepParams *s, const float *k,
   }
 }
 
-// Attention of row t, head h (grid (n_heads, T)): over positions 0 .. pos+t
-// of K/V rows (causal, the KV cache) or over all n_rows rows (not causal,
-// self-attention). K/V row j of head h starts at K + j * ldk + (h / group) *
-// head_dim. Dynamic shared memory: scores of every position + head_dim
-// floats of q + the partial outputs.
-__global__ void attentionKernel(const StepParams *s, const float *q,
-                                int64_t ldq, const float *K, int64_t ldk,
-                                const float *V, int64_t ldv, float *out,
-                                int64_t ldo, int group, int head_dim,
-                                int causal, int n_rows) {
+// Attention of row t, head h (grid (n_heads, T), kAttnThreads threads):
+// over positions 0 .. pos+t of K/V rows (causal, the KV cache) or over all
+// n_rows rows (not causal, self-attention). K/V row j of head h starts at
+// K + j * ldk + (h / group) * head_dim. Scores: one thread per position
+// (16-byte loads of K when head_dim and the strides allow); output: each
+// warp sums its share of the positions with the lanes across head_dim,
+// then the warps' partial rows are added. Dynamic shared memory: q
+// (head_dim), the scores (every position), the partial rows (warps x
+// head_dim): attentionSmem().
+constexpr int kAttnThreads = 256;
+constexpr int kAttnMaxDimsPerLane = 8; // head_dim <= 256
+
+__host__ __device__ constexpr size_t attentionSmem(int head_dim, int positions) {
+  return sizeof(float) *
+         (size_t(head_dim) + size_t(positions) + size_t(kAttnThreads / 32) * head_dim);
+}
+
+__global__ void __launch_bounds__(kAttnThreads)
+attentionKernel(const StepParams *s, const float *q, int64_t ldq,
+                const float *K, int64_t ldk, const float *V, int64_t ldv,
+                float *out, int64_t ldo, int group, int head_dim, int causal,
+                int n_rows) {
   extern __shared__ float smem[];
   __shared__ float red[32];
   const int h = blockIdx.x, t = blockIdx.y;
   const int n = causal ? s->pos + t + 1 : n_rows;
-  float *qs = smem;                 // head_dim
-  float *scores = smem + head_dim;  // n
+  const int nw = kAttnThreads / 32;
+  float *qs = smem;                   // head_dim
+  float *scores = smem + head_dim;    // n
+  float *part = scores + n;           // nw * head_dim
   const int64_t koff = int64_t(h / group) * head_dim;
-  for (int d = threadIdx.x; d < head_dim; d += blockDim.x)
+  for (int d = threadIdx.x; d < head_dim; d += kAttnThreads)
     qs[d] = q[t * ldq + int64_t(h) * head_dim + d];
   __syncthreads();
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int nw = blockDim.x >> 5;
   const float div = sqrtf(float(head_dim));
-  for (int j = warp; j < n; j += nw) {
+  const bool vec = (head_dim % 4) == 0 && (ldk % 4) == 0 &&
+                   (reinterpret_cast<uintptr_t>(K) % 16) == 0;
+  float mx = -INFINITY;
+  for (int j = threadIdx.x; j < n; j += kAttnThreads) {
     const float *kr = K + int64_t(j) * ldk + koff;
     float dot = 0.0f;
-    for (int d = lane; d < head_dim; d += 32)
-      dot += qs[d] * kr[d];
-    dot = warpSum(dot);
-    if (lane == 0)
-      scores[j] = dot / div;
+    if (vec) {
+#pragma unroll 8
+      for (int d = 0; d < head_dim; d += 4) {
+        const float4 k4 = __ldg(reinterpret_cast<const float4 *>(kr + d));
+        dot = fmaf(qs[d], k4.x, dot);
+        dot = fmaf(qs[d + 1], k4.y, dot);
+        dot = fmaf(qs[d + 2], k4.z, dot);
+        dot = fmaf(qs[d + 3], k4.w, dot);
+      }
+    } else {
+      for (int d = 0; d < head_dim; ++d)
+        dot = fmaf(qs[d], kr[d], dot);
+    }
+    const float sc = dot / div;
+    scores[j] = sc;
+    mx = fmaxf(mx, sc);
   }
-  __syncthreads();
-  float mx = -INFINITY;
-  for (int j = threadIdx.x; j < n; j += blockDim.x)
-    mx = fmaxf(mx, scores[j]);
   mx = blockMax(mx, red);
   float sum = 0.0f;
-  for (int j = threadIdx.x; j < n; j += blockDim.x) {
+  for (int j = threadIdx.x; j < n; j += kAttnThreads) {
     const float e = expf(scores[j] - mx);
     scores[j] = e;
     sum += e;
   }
-  sum = blockSum(sum, red); // ends with a barrier after the scores' writes
-  __syncthreads();
-  // Output: groups of head_dim threads split the positions, then combine.
-  float *part = scores + n; // (blockDim.x / head_dim) * head_dim
-  const int groups = blockDim.x >= head_dim ? blockDim.x / head_dim : 1;
-  const int gi = threadIdx.x / head_dim;
-  for (int d0 = threadIdx.x % head_dim; d0 < head_dim;
-       d0 += (blockDim.x >= head_dim ? head_dim : blockDim.x)) {
-    float acc = 0.0f;
-    if (gi < groups)
-      for (int j = gi; j < n; j += groups)
-        acc += scores[j] * V[int64_t(j) * ldv + koff + d0];
-    if (gi < groups)
-      part[gi * head_dim + d0] = acc;
+  sum = blockSum(sum, red); // its barriers order the scores' writes
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int per_lane = (head_dim + 31) / 32;
+  float acc[kAttnMaxDimsPerLane];
+#pragma unroll
+  for (int i = 0; i < kAttnMaxDimsPerLane; ++i)
+    acc[i] = 0.0f;
+#pragma unroll 4
+  for (int j = warp; j < n; j += nw) {
+    const float p = scores[j];
+    const float *vr = V + int64_t(j) * ldv + koff;
+#pragma unroll
+    for (int i = 0; i < kAttnMaxDimsPerLane; ++i) {
+      const int d = lane + 32 * i;
+      if (i < per_lane && d < head_dim)
+        acc[i] = fmaf(p, __ldg(vr + d), acc[i]);
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < kAttnMaxDimsPerLane; ++i) {
+    const int d = lane + 32 * i;
+    if (i < per_lane && d < head_dim)
+      part[warp * head_dim + d] = acc[i];
   }
   __syncthreads();
-  for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
-    float acc = 0.0f;
-    for (int g = 0; g < groups; ++g)
-      acc += part[g * head_dim + d];
-    out[t * ldo + int64_t(h) * head_dim + d] = acc / sum;
+  for (int d = threadIdx.x; d < head_dim; d += kAttnThreads) {
+    float o = 0.0f;
+    for (int w = 0; w < nw; ++w)
+      o += part[w * head_dim + d];
+    out[t * ldo + int64_t(h) * head_dim + d] = o / sum;
   }
 }
 

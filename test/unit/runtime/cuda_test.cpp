@@ -90,9 +90,11 @@ std::string writeArtifact(const Case &c, TempFile **keep) {
 }
 
 // max |a - b| / (1 + max |b|): the CPU's f32 kernels and the GPU's differ
-// in summation order (f32: ~1e-6); bf16 weights are the same values on
-// both, but prefills over 8 rows round the GPU's activations to bf16 for
-// cuBLAS (relative 2^-9 per value, a few 1e-3 after the layers).
+// in summation order (f32: ~1e-6). bf16 weights are the same values on
+// both, but steps of more than 8 rows round the GPU's activations to bf16
+// for cuBLAS: one more rounding (2^-9) at each matrix input, which random
+// weights amplify (measured 0.048 on "wide" over 2 layers); 0.1 still
+// catches a wrong weight or kernel, which is off by the logits' scale.
 double relDiff(const float *a, const float *b, size_t n) {
   double d = 0, m = 0;
   for (size_t i = 0; i < n; ++i) {
@@ -129,7 +131,7 @@ TEST_P(CudaVsCpu, PrefillDecodeAndSamplingAgree) {
   loom::Session gpu(model, cudaOptions());
   EXPECT_EQ(gpu.device(), loom::Device::Cuda);
   const int64_t V = model->config().vocab_size;
-  const double tol = c.bf16 ? 2e-2 : 2e-5;
+  const double tol = c.bf16 ? 0.1 : 2e-5;
 
   // Prompt longer than one step (chunking), every row's logits.
   const std::vector<int32_t> prompt = promptIds(71, V);
@@ -151,19 +153,27 @@ TEST_P(CudaVsCpu, PrefillDecodeAndSamplingAgree) {
   }
   EXPECT_EQ(cpu.position(), gpu.position());
 
-  // Greedy decode with on-device argmax (the captured decode graph).
-  cpu.reset();
-  gpu.reset();
-  loom::Sampler sc(V, 0.0f, 1.0f, 1), sg(V, 0.0f, 1.0f, 1);
-  int32_t a = sc.sample(cpu.forward(prompt.data(), 9).last());
-  int32_t b = sg.sample(gpu.forward(prompt.data(), 9).last());
-  ASSERT_EQ(a, b);
-  for (int step = 0; step < 40; ++step) {
-    a = cpu.forwardSample(a, sc);
-    b = gpu.forwardSample(b, sg);
-    ASSERT_EQ(a, b) << c.name << " greedy step " << step;
+  // Greedy decode with the on-device argmax (the captured decode graph)
+  // against the host's argmax of the same device's logits; and, in f32,
+  // against the CPU (bf16's activation rounding may flip near-ties).
+  loom::Session gpu2(model, cudaOptions());
+  for (loom::Session *other : {&cpu, &gpu2}) {
+    if (c.bf16 && other == &cpu)
+      continue;
+    other->reset();
+    gpu.reset();
+    loom::Sampler sc(V, 0.0f, 1.0f, 1), sg(V, 0.0f, 1.0f, 1);
+    int32_t a = sc.sample(other->forward(prompt.data(), 9).last());
+    int32_t b = sg.sample(gpu.forward(prompt.data(), 9).last());
+    ASSERT_EQ(a, b);
+    for (int step = 0; step < 40; ++step) {
+      a = sc.sample(other->forward(&a, 1).last());
+      b = gpu.forwardSample(b, sg);
+      ASSERT_EQ(a, b) << c.name << " greedy step " << step
+                      << (other == &cpu ? " (cpu)" : " (cuda logits)");
+    }
+    EXPECT_EQ(other->position(), gpu.position());
   }
-  EXPECT_EQ(cpu.position(), gpu.position());
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, CudaVsCpu, ::testing::ValuesIn(cases()),

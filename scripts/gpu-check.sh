@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# The CUDA backend's checks on a machine with an NVIDIA GPU, from the bundle
+# scripts/gpu-bundle.sh made on the build machine (docs/cuda.md):
+#   1. loom-cuda-test: CUDA vs CPU on the same artifacts (prefill paths,
+#      decode graphs, on-device sampling, placeholders, REFRAG programs, bf16);
+#   2. the golden outputs on the GPU: stories260K and synthetic_untied in f32
+#      (CPU tolerance 1e-4 + 1e-4 |ref|, greedy ids and text equal, prompts
+#      prefilled in 64- and 3-row steps), stories260K in bf16 (the bf16 bound
+#      of check_bf16.py), refrag-tiny k = 4 and 8, every case;
+#   3. CPU and CUDA on the same artifacts: logits and greedy ids;
+#   4. bench/bench_cuda.py: Loom vs PyTorch eager, 110M and 1B shapes, bf16.
+# Run from the repository root:  bash scripts/gpu-check.sh [BUNDLE]
+# Prints "gpu-check: N failures" last and exits non-zero on any failure;
+# with $OUT set the log and the benchmark's JSON go there too.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+B=$(cd "${1:-build-gpu-bundle}" && pwd)
+OUTDIR=${OUT:-$B/out}
+mkdir -p "$OUTDIR"
+exec > >(tee "$OUTDIR/gpu-check.log") 2>&1
+export LD_LIBRARY_PATH="$B/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+export PYTHONUNBUFFERED=1
+W=$(mktemp -d)
+RUN="$B/bin/loom-run"
+G="$B/golden"
+A="$B/art"
+# LOOM_CHECK_DEVICE=cpu runs the same checks on the CPU (to try the script
+# on a machine without a GPU; the unit test then skips and the bench fails).
+DEV=${LOOM_CHECK_DEVICE:-cuda}
+failures=0
+step() {
+  local name=$1
+  shift
+  echo "=== $name"
+  local t0=$SECONDS ok=0
+  if declare -F "$1" > /dev/null; then
+    "$@" && ok=1
+  else
+    timeout 240 "$@" && ok=1
+  fi
+  if [ $ok = 1 ]; then
+    echo "=== PASS $name ($((SECONDS - t0)) s)"
+  else
+    echo "=== FAIL $name ($((SECONDS - t0)) s)"
+    failures=$((failures + 1))
+  fi
+}
+
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
+"$RUN" "$A/stories260K-f32-mt64.loom" --device "$DEV" --prompt "Once upon a time" \
+  --steps 32 --temperature 0 || failures=$((failures + 1))
+
+step cuda-unit "$B/bin/loom-cuda-test"
+for m in stories260K synthetic_untied; do
+  step "golden-$m-f32" python3 test/e2e/Inputs/check_golden.py --loomc none \
+    --loom-run "$RUN" --model none --tokenizer none --workdir "$W/$m" --device "$DEV" \
+    --artifacts-from "$A" --name "$m-f32" "$G/${m}_once_upon_a_time.json" \
+    "$G/${m}_the_little_dog.json" "$G/${m}_empty.json"
+done
+step golden-stories260K-bf16 python3 test/e2e/Inputs/check_bf16.py --loomc none \
+  --loom-run "$RUN" --model models/stories260K.bin --tokenizer none --workdir "$W/bf16" \
+  --device "$DEV" --artifacts-from "$A" --name stories260K \
+  "$G/stories260K_once_upon_a_time.json" "$G/stories260K_the_little_dog.json" \
+  "$G/stories260K_empty.json"
+step golden-refrag-tiny python3 test/e2e/Inputs/check_refrag.py --loomc none \
+  --loom-run "$RUN" --decoder none --tokenizer none --golden "$G/refrag-tiny" \
+  --workdir "$W/refrag" --device "$DEV" --artifact "$A/refrag-tiny.loom"
+
+# CPU and CUDA on the same artifact: every position's logits of a prompt
+# and 200 greedy steps (|d| <= 1e-4 (1 + |cpu|)), and the greedy ids with
+# and without the logits dump (forward graph / decode graph with the
+# on-device argmax).
+same_artifact() {
+  local art=$1 tol=$2 ids
+  ids=1,$(seq -s, 3 40)
+  "$RUN" "$art" --device cpu --prompt-ids "$ids" --steps 200 --temperature 0 \
+    --print-ids --dump-logits "$W/cpu.bin" > "$W/cpu.ids" 2>/dev/null || return 1
+  "$RUN" "$art" --device cuda --prompt-ids "$ids" --steps 200 --temperature 0 \
+    --print-ids --dump-logits "$W/cuda.bin" > "$W/cuda.ids" 2>/dev/null || return 1
+  "$RUN" "$art" --device cuda --prompt-ids "$ids" --steps 200 --temperature 0 \
+    --print-ids > "$W/cuda-graph.ids" 2>/dev/null || return 1
+  python3 - "$W/cpu.bin" "$W/cuda.bin" "$tol" "$W/cpu.ids" "$W/cuda.ids" "$W/cuda-graph.ids" <<'EOF'
+import struct, sys
+a = open(sys.argv[1], "rb").read(); b = open(sys.argv[2], "rb").read()
+x = struct.unpack("<%df" % (len(a) // 4), a); y = struct.unpack("<%df" % (len(b) // 4), b)
+tol = float(sys.argv[3])
+d = max(abs(p - q) / (1 + abs(p)) for p, q in zip(x, y)) if x else 0
+m = max(abs(p - q) for p, q in zip(x, y))
+ids = [open(f).read().split() for f in sys.argv[4:]]
+print("  %d logits, max |d| %.3g, max |d|/(1+|cpu|) %.3g (limit %g); ids cpu == cuda: %s, == cuda graph: %s (first %s)"
+      % (len(x), m, d, tol, ids[0] == ids[1], ids[0] == ids[2], " ".join(ids[0][:8])))
+sys.exit(0 if len(x) == len(y) and d <= tol and ids[0] == ids[1] == ids[2] else 1)
+EOF
+}
+step same-artifact-stories260K-f32 same_artifact "$A/stories260K-f32-mt64.loom" 1e-4
+step same-artifact-synthetic-f32 same_artifact "$A/synthetic_untied-f32-mt3.loom" 1e-4
+
+# Out-of-bounds and race checks of the kernels on a short run (prefill
+# over 3-row steps, decode graphs), where compute-sanitizer is installed.
+if command -v compute-sanitizer > /dev/null; then
+  step sanitizer compute-sanitizer --error-exitcode 9 --tool memcheck "$RUN" \
+    "$A/stories260K-f32-mt3.loom" --device cuda --prompt-ids 1,3,4,5,6,7,8 --steps 6 \
+    --temperature 0 --print-ids
+fi
+
+step bench python3 bench/bench_cuda.py --bundle "$B" --out "$OUTDIR" --workdir "$W/bench" --profile 1b
+rm -rf "$W"
+echo "gpu-check: $failures failures"
+exit $((failures > 0))
