@@ -50,7 +50,11 @@ done
 "$BUILD/bin/loomc" --format=refrag --decoder models/stories260K.bin \
   --tokenizer models/tok512.bin --bundle "$G/refrag-tiny/refrag_tiny.safetensors" \
   --target cuda -o "$OUTDIR/art/refrag-tiny.loom" --quiet
+"$BUILD/bin/loomc" "$G/huginn-tiny" --format=huginn --target cuda \
+  -o "$OUTDIR/art/huginn-tiny.loom" --quiet
 cp "$G"/stories260K_* "$G"/synthetic_untied_* "$OUTDIR/golden/"
+mkdir -p "$OUTDIR/golden/huginn-tiny"
+cp "$G"/huginn-tiny/{manifest.json,logits_r*.bin,gen_*,adaptive_*} "$OUTDIR/golden/huginn-tiny/"
 cp -r "$G/refrag-tiny" "$OUTDIR/golden/"
 rm -f "$OUTDIR"/golden/refrag-tiny/*.safetensors
 

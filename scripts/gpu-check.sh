@@ -6,7 +6,8 @@
 #   2. the golden outputs on the GPU: stories260K and synthetic_untied in f32
 #      (CPU tolerance 1e-4 + 1e-4 |ref|, greedy ids and text equal, prompts
 #      prefilled in 64- and 3-row steps), stories260K in bf16 (the bf16 bound
-#      of check_bf16.py), refrag-tiny k = 4 and 8, every case;
+#      of check_bf16.py), refrag-tiny k = 4 and 8, every case, huginn-tiny
+#      (iterations 1..32, KV policies, warm start, adaptive exit);
 #   3. CPU and CUDA on the same artifacts: logits and greedy ids;
 #   4. bench/bench_cuda.py: Loom vs PyTorch eager, 110M and 1B shapes, bf16.
 # Run from the repository root:  bash scripts/gpu-check.sh [BUNDLE]
@@ -65,6 +66,10 @@ step golden-stories260K-bf16 python3 test/e2e/Inputs/check_bf16.py --loomc none 
 step golden-refrag-tiny python3 test/e2e/Inputs/check_refrag.py --loomc none \
   --loom-run "$RUN" --decoder none --tokenizer none --golden "$G/refrag-tiny" \
   --workdir "$W/refrag" --device "$DEV" --artifact "$A/refrag-tiny.loom"
+
+step golden-huginn-tiny python3 test/e2e/Inputs/check_huginn.py --loomc none \
+  --loom-run "$RUN" --golden "$G/huginn-tiny" --workdir "$W/huginn" --device "$DEV" \
+  --artifact "$A/huginn-tiny.loom"
 
 # CPU and CUDA on the same artifact: every position's logits of a prompt
 # and 200 greedy steps (|d| <= 1e-4 (1 + |cpu|)), and the greedy ids with

@@ -42,8 +42,10 @@ std::string mib(uint64_t bytes) {
   return b;
 }
 
-// Rows at or below this run the GEMV kernel; more go to cuBLAS.
+// Rows at or below this run the GEMV kernel (and the split attention);
+// more go to cuBLAS.
 constexpr int64_t kGemvRows = kGemvMaxRows;
+constexpr int kMaxAttnSplits = 32;
 
 struct DeviceTensor {
   const void *native = nullptr; // as stored (f32 or bf16)
@@ -59,7 +61,8 @@ struct DeviceCache {
 
 class CudaExecutor final : public DeviceExecutor {
 public:
-  CudaExecutor(const ModelData &m, int device, TraceRecorder *trace);
+  CudaExecutor(const ModelData &m, int device, TraceRecorder *trace,
+               LoopKvSource *loop_kv);
   ~CudaExecutor() override;
 
   void forward(const int32_t *tokens, const float *const *embeddings,
@@ -69,6 +72,30 @@ public:
                         float coin) override;
   void runRows(const ProgramDesc &prog, const int32_t *tokens,
                const float *rows, int64_t T, float *out) override;
+  void beginStep(const int32_t *tokens, int64_t T, int64_t pos) override {
+    uploadStep(pos, T, tokens);
+  }
+  int64_t run(const ProgramDesc &prog, size_t begin, size_t end, int64_t T,
+              int64_t logit_begin, int64_t logit_end,
+              const float *const *embeddings) override;
+  void upload(uint32_t b, const float *rows, int64_t n) override {
+    check(cudaMemcpyAsync(buffer(b), rows, size_t(n * ld(b)) * sizeof(float),
+                          cudaMemcpyHostToDevice, stream_),
+          "row upload");
+  }
+  void download(uint32_t b, int64_t row, int64_t n, float *out) override {
+    check(cudaMemcpyAsync(out, buffer(b) + row * ld(b),
+                          size_t(n * ld(b)) * sizeof(float),
+                          cudaMemcpyDeviceToHost, stream_),
+          "row download");
+    sync("row download");
+  }
+  void copyRows(uint32_t dst, uint32_t src, int64_t n) override {
+    check(cudaMemcpyAsync(buffer(dst), buffer(src),
+                          size_t(n * ld(dst)) * sizeof(float),
+                          cudaMemcpyDeviceToDevice, stream_),
+          "row copy");
+  }
   uint64_t deviceBytes() const override { return device_bytes_; }
   std::string deviceName() const override { return name_; }
 
@@ -78,15 +105,18 @@ private:
     return reinterpret_cast<float *>(arena_ + m_.buffers[b].offset);
   }
   int64_t ld(uint32_t b) const { return m_.buffers[b].row_elems; }
-  // Enqueues dispatches [begin, end) of `prog` on T rows.
-  int64_t runRange(const ProgramDesc &prog, int64_t T, int64_t logit_begin,
-                   int64_t logit_end, const float *const *embeddings);
+  // Attention of a looped block's core layer: the session's KV policy
+  // picks the slots (LoopKvSource), their storage lives here.
+  void loopAttend(uint32_t cache, const float *q, int64_t ldq, const float *k,
+                  int64_t ldk, const float *v, int64_t ldv, float *out,
+                  int64_t ldo, int64_t T, int64_t nh, int64_t nkv, int64_t hd);
   void launch(const DispatchDesc &d, int64_t T, int64_t logit_begin,
               int64_t logit_end);
   // Launches dispatch i together with the next ones as one kernel where
   // the pattern allows (Add + RmsNorm of the sum; two GEMVs of the same
   // rows + SiluMul of their outputs) and returns how many it covered, or 0.
-  size_t launchFused(const ProgramDesc &prog, size_t i, int64_t T);
+  size_t launchFused(const ProgramDesc &prog, size_t i, size_t end,
+                     int64_t T);
   bool overlap(uint32_t a, uint32_t b) const {
     const uint64_t n = uint64_t(m_.max_tokens) * sizeof(float);
     const BufferDesc &x = m_.buffers[a], &y = m_.buffers[b];
@@ -99,6 +129,10 @@ private:
                  int64_t ldk, const float *v, int64_t ldv, float *out,
                  int64_t ldo, int64_t T, int64_t nh, int64_t nkv, int64_t hd);
   void uploadStep(int64_t pos, int64_t T, const int32_t *tokens);
+  void attendCache(const DeviceCache &c, const float *q, int64_t ldq,
+                   float *out, int64_t ldo, int64_t T, int64_t nh, int64_t nkv,
+                   int64_t hd);
+  int splitsFor(int64_t nh) const;
   void sync(const char *what) { check(cudaStreamSynchronize(stream_), what); }
   void release(); // frees everything; safe on a half-built executor
   void traceMark(size_t dispatch);
@@ -106,6 +140,10 @@ private:
 
   const ModelData &m_;
   TraceRecorder *trace_;
+  LoopKvSource *loop_kv_;
+  std::vector<DeviceCache> loop_slots_; // by slot index, allocated on use
+  const float **d_rows_ = nullptr;      // K then V row pointers per position
+  std::vector<const float *> rows_host_;
   std::string name_;
   cudaStream_t stream_ = nullptr;
   cublasHandle_t blas_ = nullptr;
@@ -124,6 +162,9 @@ private:
   __nv_bfloat16 *xb_ = nullptr;   // bf16 activations for cuBLAS
   size_t xb_elems_ = 0;
   size_t attn_smem_ = 0;
+  float *attn_ws_ = nullptr;   // decode attention's per-split partials
+  int64_t max_positions_ = 0;  // longest KV cache
+  int sm_count_ = 1;
   int max_smem_ = 48 * 1024;
   std::vector<cudaEvent_t> trace_events_; // reused across steps
   std::vector<size_t> trace_marks_;       // dispatch of each event
@@ -150,8 +191,8 @@ void *CudaExecutor::alloc(uint64_t bytes, const std::string &what) {
 }
 
 CudaExecutor::CudaExecutor(const ModelData &m, int device,
-                           TraceRecorder *trace)
-    : m_(m), trace_(trace) {
+                           TraceRecorder *trace, LoopKvSource *loop_kv)
+    : m_(m), trace_(trace), loop_kv_(loop_kv) {
   int count = 0;
   check(cudaGetDeviceCount(&count), "cudaGetDeviceCount");
   if (device < 0 || device >= count)
@@ -164,9 +205,9 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device,
           ", sm_" + std::to_string(prop.major) + std::to_string(prop.minor) +
           ")";
   max_smem_ = static_cast<int>(prop.sharedMemPerBlockOptin);
-  if (m.forward().loop)
-    throw Error("looped blocks do not run on CUDA yet (run this model with "
-                "--device cpu)");
+  sm_count_ = prop.multiProcessorCount;
+  if (m.forward().loop && !loop_kv)
+    throw Error("internal: a looped model needs the session's KV policy");
   try {
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking),
           "cudaStreamCreate");
@@ -228,12 +269,21 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device,
     check(cudaMemset(kv, 0, m.kv_bytes), "cudaMemset");
     float *p = reinterpret_cast<float *>(kv);
     int64_t max_seq = 0;
+    bool loop_caches = false;
     for (const KvCacheDesc &c : m.kv_caches) {
       const int64_t n = c.max_seq * c.kv_heads * c.head_dim;
+      max_seq = std::max(max_seq, c.max_seq);
+      if (c.loop_layer >= 0) { // storage per slot, on first use
+        caches_.push_back({nullptr, nullptr, c.kv_heads * c.head_dim});
+        loop_caches = true;
+        continue;
+      }
       caches_.push_back({p, p + n, c.kv_heads * c.head_dim});
       p += 2 * n;
-      max_seq = std::max(max_seq, c.max_seq);
     }
+    if (loop_caches)
+      d_rows_ = static_cast<const float **>(
+          alloc(2 * sizeof(float *) * size_t(max_seq), "loop KV row tables"));
 
     step_bytes_ = sizeof(StepParams) + sizeof(int32_t) * size_t(m.max_tokens);
     d_step_ = static_cast<StepParams *>(alloc(step_bytes_, "step parameters"));
@@ -274,6 +324,26 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device,
     check(cudaFuncSetAttribute(attentionKernel,
                                cudaFuncAttributeMaxDynamicSharedMemorySize,
                                int(attn_smem_)),
+          "cudaFuncSetAttribute");
+    check(cudaFuncSetAttribute(attentionRowsKernel,
+                               cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               int(attn_smem_)),
+          "cudaFuncSetAttribute");
+    // Decode attention: partials for kGemvRows rows of every head and
+    // split; its shared memory is largest with one split.
+    max_positions_ = std::max<int64_t>(max_seq, 1);
+    int64_t max_nh = 1;
+    for (const ProgramDesc &pr : m.programs)
+      for (const DispatchDesc &d : pr.dispatches)
+        if (d.kernel == Kernel::Attention || d.kernel == Kernel::FusedQkvAttention)
+          max_nh = std::max(max_nh, d.iparams[1]);
+    attn_ws_ = static_cast<float *>(
+        alloc(sizeof(float) * size_t(kGemvRows * max_nh * kMaxAttnSplits *
+                                     (max_hd + 2)),
+              "attention partials"));
+    check(cudaFuncSetAttribute(attentionSplitKernel,
+                               cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               int(attentionSmem(int(max_hd), int(max_positions_)))),
           "cudaFuncSetAttribute");
     sync("the upload");
   } catch (...) {
@@ -377,12 +447,85 @@ void CudaExecutor::attention(int64_t cache, const float *q, int64_t ldq,
                              const float *k, int64_t ldk, const float *v,
                              int64_t ldv, float *out, int64_t ldo, int64_t T,
                              int64_t nh, int64_t nkv, int64_t hd) {
+  if (m_.kv_caches[cache].loop_layer >= 0) {
+    loopAttend(uint32_t(cache), q, ldq, k, ldk, v, ldv, out, ldo, T, nh, nkv,
+               hd);
+    return;
+  }
   const DeviceCache &c = caches_[cache];
   kvAppendKernel<<<unsigned(T), rowThreads(c.kvd), 0, stream_>>>(
       d_step_, k, ldk, v, ldv, c.k, c.v, c.kvd);
+  attendCache(c, q, ldq, out, ldo, T, nh, nkv, hd);
+}
+
+void CudaExecutor::loopAttend(uint32_t cache, const float *q, int64_t ldq,
+                              const float *k, int64_t ldk, const float *v,
+                              int64_t ldv, float *out, int64_t ldo, int64_t T,
+                              int64_t nh, int64_t nkv, int64_t hd) {
+  const KvCacheDesc &c = m_.kv_caches[cache];
+  const int64_t kvd = nkv * hd;
+  const int32_t *src = nullptr;
+  const int64_t slot = loop_kv_->planLoopKv(cache, T, &src);
+  if (size_t(slot) >= loop_slots_.size())
+    loop_slots_.resize(size_t(slot) + 1);
+  DeviceCache &dst = loop_slots_[size_t(slot)];
+  if (!dst.k) {
+    float *mem = static_cast<float *>(
+        alloc(2 * sizeof(float) * uint64_t(c.max_seq * kvd), "a loop KV cache"));
+    dst = {mem, mem + c.max_seq * kvd, kvd};
+  }
+  kvAppendKernel<<<unsigned(T), rowThreads(kvd), 0, stream_>>>(
+      d_step_, k, ldk, v, ldv, dst.k, dst.v, kvd);
+  const int64_t end = h_step_->pos + T;
+  rows_host_.assign(size_t(2 * end), nullptr);
+  for (int64_t p = 0; p < end; ++p)
+    if (src[p] >= 0) {
+      const DeviceCache &from = loop_slots_[size_t(src[p])];
+      rows_host_[size_t(p)] = from.k + p * kvd;
+      rows_host_[size_t(end + p)] = from.v + p * kvd;
+    }
+  // From pageable memory: the copy is staged before this returns, so the
+  // table can be rebuilt for the next layer at once.
+  check(cudaMemcpyAsync(d_rows_, rows_host_.data(),
+                        rows_host_.size() * sizeof(float *),
+                        cudaMemcpyHostToDevice, stream_),
+        "loop KV rows");
+  attentionRowsKernel<<<dim3(unsigned(nh), unsigned(T)), kAttnThreads,
+                        attn_smem_, stream_>>>(d_step_, q, ldq, d_rows_,
+                                               d_rows_ + end, out, ldo,
+                                               int(nh / nkv), int(hd));
+}
+
+// Causal attention of T rows over a cache: split along the positions for
+// decode steps (few rows, few blocks otherwise), one block per row and
+// head for longer steps.
+void CudaExecutor::attendCache(const DeviceCache &c, const float *q,
+                               int64_t ldq, float *out, int64_t ldo, int64_t T,
+                               int64_t nh, int64_t nkv, int64_t hd) {
+  if (T <= kGemvRows) {
+    const int S = splitsFor(nh);
+    const size_t smem =
+        attentionSmem(int(hd), int((max_positions_ + S - 1) / S));
+    attentionSplitKernel<<<dim3(unsigned(nh), unsigned(T), unsigned(S)),
+                           kAttnThreads, smem, stream_>>>(
+        d_step_, q, ldq, c.k, c.kvd, c.v, c.kvd, int(nh / nkv), int(hd),
+        attn_ws_);
+    const unsigned threads =
+        std::min<unsigned>(256, unsigned((hd + 31) / 32 * 32));
+    attentionCombineKernel<<<dim3(unsigned(nh), unsigned(T)), threads, 0,
+                             stream_>>>(attn_ws_, S, int(hd), out, ldo);
+    return;
+  }
   attentionKernel<<<dim3(unsigned(nh), unsigned(T)), kAttnThreads, attn_smem_,
                     stream_>>>(d_step_, q, ldq, c.k, c.kvd, c.v, c.kvd, out,
                                ldo, int(nh / nkv), int(hd), 1, 0);
+}
+
+// Splits of a decode attention: about two blocks per multiprocessor over
+// the heads, at most kMaxAttnSplits.
+int CudaExecutor::splitsFor(int64_t nh) const {
+  const int64_t want = (2 * int64_t(sm_count_) + nh - 1) / nh;
+  return int(std::max<int64_t>(1, std::min<int64_t>(want, kMaxAttnSplits)));
 }
 
 void CudaExecutor::launch(const DispatchDesc &d, int64_t T,
@@ -465,12 +608,18 @@ void CudaExecutor::launch(const DispatchDesc &d, int64_t T,
     // q and k are adjacent column ranges whose heads both start at
     // multiples of head_dim: one rotation covers both, and the same kernel
     // appends the rotated k and v to the cache.
-    const DeviceCache &c = caches_[ip[0]];
-    ropeAppendKernel<<<unsigned(T), rowThreads((qd + kd) / 2), 0, stream_>>>(
-        d_step_, qkv, lq, qd, kd, hd, d.fparams[0], c.k, c.v);
-    attentionKernel<<<dim3(unsigned(nh), unsigned(T)), kAttnThreads, attn_smem_,
-                      stream_>>>(d_step_, qkv, lq, c.k, c.kvd, c.v, c.kvd,
-                                 attn, la, int(nh / nkv), int(hd), 1, 0);
+    if (m_.kv_caches[ip[0]].loop_layer >= 0) {
+      ropeKernel<<<unsigned(T), rowThreads((qd + kd) / 2), 0, stream_>>>(
+          d_step_, qkv, lq, qd + kd, hd, d.fparams[0]);
+      loopAttend(uint32_t(ip[0]), qkv, lq, qkv + qd, lq, qkv + qd + kd, lq,
+                 attn, la, T, nh, nkv, hd);
+    } else {
+      const DeviceCache &c = caches_[ip[0]];
+      ropeAppendKernel<<<unsigned(T), rowThreads((qd + kd) / 2), 0,
+                         stream_>>>(d_step_, qkv, lq, qd, kd, hd, d.fparams[0],
+                                    c.k, c.v);
+      attendCache(c, qkv, lq, attn, la, T, nh, nkv, hd);
+    }
     gemm(attn, la, w[1], buffer(out[0]), ld(out[0]), T, qd, ld(out[0]),
          ip.size() > 4 && ip[4] != 0);
     break;
@@ -536,10 +685,12 @@ void CudaExecutor::launch(const DispatchDesc &d, int64_t T,
 }
 
 size_t CudaExecutor::launchFused(const ProgramDesc &prog, size_t i,
-                                 int64_t T) {
+                                 size_t end, int64_t T) {
   const auto &ds = prog.dispatches;
+  // Fusions stay inside the range run (a looped block's parts).
+  const size_t n = end;
   const DispatchDesc &d = ds[i];
-  if (d.kernel == Kernel::Add && i + 1 < ds.size() &&
+  if (d.kernel == Kernel::Add && i + 1 < n &&
       ds[i + 1].kernel == Kernel::RmsNorm &&
       static_cast<int64_t>(i + 1) != prog.embed_dispatch) {
     const DispatchDesc &e = ds[i + 1];
@@ -554,7 +705,7 @@ size_t CudaExecutor::launchFused(const ProgramDesc &prog, size_t i,
     check(cudaGetLastError(), "add + rms_norm");
     return 2;
   }
-  if (d.kernel == Kernel::MatMul && T <= kGemvRows && i + 2 < ds.size() &&
+  if (d.kernel == Kernel::MatMul && T <= kGemvRows && i + 2 < n &&
       ds[i + 1].kernel == Kernel::MatMul && ds[i + 2].kernel == Kernel::SiluMul) {
     const DispatchDesc &e = ds[i + 1], &f = ds[i + 2];
     const auto plain = [](const DispatchDesc &x) {
@@ -591,17 +742,18 @@ size_t CudaExecutor::launchFused(const ProgramDesc &prog, size_t i,
   return 0;
 }
 
-// Enqueues every dispatch of `prog` on T rows (one row after a TakeRow);
-// placeholder rows replace the Embed output. Returns the rows left.
-int64_t CudaExecutor::runRange(const ProgramDesc &prog, int64_t T,
-                               int64_t logit_begin, int64_t logit_end,
-                               const float *const *embeddings) {
+// Enqueues dispatches [begin, end) of `prog` on T rows (one row after a
+// TakeRow); placeholder rows replace the Embed output. Returns the rows
+// left.
+int64_t CudaExecutor::run(const ProgramDesc &prog, size_t begin, size_t end,
+                          int64_t T, int64_t logit_begin, int64_t logit_end,
+                          const float *const *embeddings) {
   const int64_t pos = h_step_->pos;
-  for (size_t i = 0; i < prog.dispatches.size(); ++i) {
+  for (size_t i = begin; i < end; ++i) {
     const DispatchDesc &d = prog.dispatches[i];
     // Traced runs keep one event per dispatch, so they do not fuse.
     if (!trace_) {
-      const size_t fused = launchFused(prog, i, T);
+      const size_t fused = launchFused(prog, i, end, T);
       if (fused > 0) {
         i += fused - 1;
         continue;
@@ -712,7 +864,7 @@ void CudaExecutor::forward(const int32_t *tokens,
             "cudaStreamBeginCapture");
       try {
         uploadStep(pos, 1, nullptr);
-        runRange(prog, 1, 0, 1, nullptr);
+        run(prog, 0, prog.dispatches.size(), 1, 0, 1, nullptr);
       } catch (...) {
         cudaStreamEndCapture(stream_, &g);
         throw;
@@ -724,7 +876,7 @@ void CudaExecutor::forward(const int32_t *tokens,
     check(cudaGraphLaunch(forward_graph_, stream_), "cudaGraphLaunch");
   } else {
     uploadStep(pos, T, tokens);
-    runRange(prog, T, logit_begin, logit_end, embeddings);
+    run(prog, 0, prog.dispatches.size(), T, logit_begin, logit_end, embeddings);
   }
   if (logit_end > logit_begin)
     check(cudaMemcpyAsync(logits, out + logit_begin * vocab,
@@ -746,7 +898,7 @@ int32_t CudaExecutor::forwardSample(int32_t token, int64_t pos,
   h_step_->coin = coin;
   if (trace_) {
     uploadStep(pos, 1, nullptr);
-    runRange(prog, 1, 0, 1, nullptr);
+    run(prog, 0, prog.dispatches.size(), 1, 0, 1, nullptr);
     sampleKernel<<<1, 1024, 0, stream_>>>(logits, vocab, d_step_, d_next_);
     check(cudaGetLastError(), "sample");
     check(cudaMemcpyAsync(h_next_, d_next_, sizeof(int32_t),
@@ -759,7 +911,7 @@ int32_t CudaExecutor::forwardSample(int32_t token, int64_t pos,
             "cudaStreamBeginCapture");
       try {
         uploadStep(pos, 1, nullptr);
-        runRange(prog, 1, 0, 1, nullptr);
+        run(prog, 0, prog.dispatches.size(), 1, 0, 1, nullptr);
         sampleKernel<<<1, 1024, 0, stream_>>>(logits, vocab, d_step_,
                                               d_next_);
         check(cudaGetLastError(), "sample");
@@ -791,7 +943,7 @@ void CudaExecutor::runRows(const ProgramDesc &prog, const int32_t *tokens,
   } else {
     uploadStep(0, T, tokens);
   }
-  const int64_t left = runRange(prog, T, 0, T, nullptr);
+  const int64_t left = run(prog, 0, prog.dispatches.size(), T, 0, T, nullptr);
   check(cudaMemcpyAsync(out, buffer(prog.logits_buffer),
                         size_t(left * ld(prog.logits_buffer)) * sizeof(float),
                         cudaMemcpyDeviceToHost, stream_),
@@ -818,9 +970,10 @@ loom_cuda_probe(char *why, size_t why_size) {
 
 extern "C" __attribute__((visibility("default"))) loom::rt::DeviceExecutor *
 loom_cuda_create(const loom::rt::ModelData *model, int device,
-                 loom::rt::TraceRecorder *trace, char *err, size_t err_size) {
+                 loom::rt::TraceRecorder *trace,
+                 loom::rt::LoopKvSource *loop_kv, char *err, size_t err_size) {
   try {
-    return new loom::rt::cuda::CudaExecutor(*model, device, trace);
+    return new loom::rt::cuda::CudaExecutor(*model, device, trace, loop_kv);
   } catch (const std::exception &e) {
     std::snprintf(err, err_size, "%s", e.what());
   } catch (...) {

@@ -285,6 +285,221 @@ attentionKernel(const StepParams *s, const float *q, int64_t ldq,
   }
 }
 
+// Causal attention over K/V rows that do not sit in one array (a looped
+// block's slots): k_rows[j] / v_rows[j] point at position j's n_kv_heads *
+// head_dim values, or are null where no slot holds the position (left out
+// of the softmax; a row with none outputs zeros, as the CPU kernel).
+// grid (n_heads, T), kAttnThreads threads, attentionSmem() bytes.
+__global__ void __launch_bounds__(kAttnThreads)
+attentionRowsKernel(const StepParams *s, const float *q, int64_t ldq,
+                    const float *const *k_rows, const float *const *v_rows,
+                    float *out, int64_t ldo, int group, int head_dim) {
+  extern __shared__ float smem[];
+  __shared__ float red[32];
+  const int h = blockIdx.x, t = blockIdx.y;
+  const int n = s->pos + t + 1;
+  const int nw = kAttnThreads / 32;
+  float *qs = smem;
+  float *scores = smem + head_dim;
+  float *part = scores + n;
+  const int64_t koff = int64_t(h / group) * head_dim;
+  for (int d = threadIdx.x; d < head_dim; d += kAttnThreads)
+    qs[d] = q[t * ldq + int64_t(h) * head_dim + d];
+  __syncthreads();
+  const float div = sqrtf(float(head_dim));
+  float mx = -INFINITY;
+  for (int j = threadIdx.x; j < n; j += kAttnThreads) {
+    const float *kr = k_rows[j];
+    float sc = -INFINITY;
+    if (kr) {
+      kr += koff;
+      float dot = 0.0f;
+      for (int d = 0; d < head_dim; ++d)
+        dot = fmaf(qs[d], kr[d], dot);
+      sc = dot / div;
+    }
+    scores[j] = sc;
+    mx = fmaxf(mx, sc);
+  }
+  mx = blockMax(mx, red);
+  if (mx == -INFINITY) { // uniform: no present position
+    for (int d = threadIdx.x; d < head_dim; d += kAttnThreads)
+      out[t * ldo + int64_t(h) * head_dim + d] = 0.0f;
+    return;
+  }
+  float sum = 0.0f;
+  for (int j = threadIdx.x; j < n; j += kAttnThreads) {
+    const float e = scores[j] == -INFINITY ? 0.0f : expf(scores[j] - mx);
+    scores[j] = e;
+    sum += e;
+  }
+  sum = blockSum(sum, red);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int per_lane = (head_dim + 31) / 32;
+  float acc[kAttnMaxDimsPerLane];
+#pragma unroll
+  for (int i = 0; i < kAttnMaxDimsPerLane; ++i)
+    acc[i] = 0.0f;
+  for (int j = warp; j < n; j += nw) {
+    const float *vr = v_rows[j];
+    if (!vr)
+      continue;
+    const float p = scores[j];
+    vr += koff;
+#pragma unroll
+    for (int i = 0; i < kAttnMaxDimsPerLane; ++i) {
+      const int d = lane + 32 * i;
+      if (i < per_lane && d < head_dim)
+        acc[i] = fmaf(p, vr[d], acc[i]);
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < kAttnMaxDimsPerLane; ++i) {
+    const int d = lane + 32 * i;
+    if (i < per_lane && d < head_dim)
+      part[warp * head_dim + d] = acc[i];
+  }
+  __syncthreads();
+  for (int d = threadIdx.x; d < head_dim; d += kAttnThreads) {
+    float o = 0.0f;
+    for (int w = 0; w < nw; ++w)
+      o += part[w * head_dim + d];
+    out[t * ldo + int64_t(h) * head_dim + d] = o / sum;
+  }
+}
+
+// Decode-time attention over the KV cache split along the positions, so
+// that a step of few rows still spreads over the GPU (flash-decoding):
+// grid (n_heads, T, splits), kAttnThreads threads. Split z of row t takes
+// positions [z c, min(n, (z + 1) c)), c = ceil(n / splits), n = pos + t + 1
+// (read on the device, so a captured graph serves every position), and
+// writes its running max m, sum l and unnormalised output o (head_dim) to
+// ws[((t n_heads + h) splits + z) (head_dim + 2) + ...] = [o..., m, l].
+// attentionCombineKernel merges the splits. Dynamic shared memory:
+// attentionSmem(head_dim, ceil(max positions / splits)).
+__global__ void __launch_bounds__(kAttnThreads)
+attentionSplitKernel(const StepParams *s, const float *q, int64_t ldq,
+                     const float *K, int64_t ldk, const float *V, int64_t ldv,
+                     int group, int head_dim, float *ws) {
+  extern __shared__ float smem[];
+  __shared__ float red[32];
+  const int h = blockIdx.x, t = blockIdx.y, z = blockIdx.z;
+  const int splits = gridDim.z, n_heads = gridDim.x;
+  const int n = s->pos + t + 1;
+  const int chunk = (n + splits - 1) / splits;
+  const int lo = z * chunk, hi = min(n, lo + chunk);
+  float *w = ws + ((int64_t(t) * n_heads + h) * splits + z) * (head_dim + 2);
+  if (lo >= hi) { // uniform across the block: no barrier is skipped
+    for (int d = threadIdx.x; d < head_dim; d += kAttnThreads)
+      w[d] = 0.0f;
+    if (threadIdx.x == 0) {
+      w[head_dim] = -INFINITY;
+      w[head_dim + 1] = 0.0f;
+    }
+    return;
+  }
+  const int nw = kAttnThreads / 32;
+  float *qs = smem;
+  float *scores = smem + head_dim; // hi - lo
+  float *part = scores + chunk;
+  const int64_t koff = int64_t(h / group) * head_dim;
+  for (int d = threadIdx.x; d < head_dim; d += kAttnThreads)
+    qs[d] = q[t * ldq + int64_t(h) * head_dim + d];
+  __syncthreads();
+  const float div = sqrtf(float(head_dim));
+  const bool vec = (head_dim % 4) == 0 && (ldk % 4) == 0 &&
+                   (reinterpret_cast<uintptr_t>(K) % 16) == 0;
+  float mx = -INFINITY;
+  for (int j = lo + threadIdx.x; j < hi; j += kAttnThreads) {
+    const float *kr = K + int64_t(j) * ldk + koff;
+    float dot = 0.0f;
+    if (vec) {
+#pragma unroll 8
+      for (int d = 0; d < head_dim; d += 4) {
+        const float4 k4 = __ldg(reinterpret_cast<const float4 *>(kr + d));
+        dot = fmaf(qs[d], k4.x, dot);
+        dot = fmaf(qs[d + 1], k4.y, dot);
+        dot = fmaf(qs[d + 2], k4.z, dot);
+        dot = fmaf(qs[d + 3], k4.w, dot);
+      }
+    } else {
+      for (int d = 0; d < head_dim; ++d)
+        dot = fmaf(qs[d], kr[d], dot);
+    }
+    const float sc = dot / div;
+    scores[j - lo] = sc;
+    mx = fmaxf(mx, sc);
+  }
+  mx = blockMax(mx, red);
+  float sum = 0.0f;
+  for (int j = threadIdx.x; j < hi - lo; j += kAttnThreads) {
+    const float e = expf(scores[j] - mx);
+    scores[j] = e;
+    sum += e;
+  }
+  sum = blockSum(sum, red);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int per_lane = (head_dim + 31) / 32;
+  float acc[kAttnMaxDimsPerLane];
+#pragma unroll
+  for (int i = 0; i < kAttnMaxDimsPerLane; ++i)
+    acc[i] = 0.0f;
+#pragma unroll 4
+  for (int j = lo + warp; j < hi; j += nw) {
+    const float p = scores[j - lo];
+    const float *vr = V + int64_t(j) * ldv + koff;
+#pragma unroll
+    for (int i = 0; i < kAttnMaxDimsPerLane; ++i) {
+      const int d = lane + 32 * i;
+      if (i < per_lane && d < head_dim)
+        acc[i] = fmaf(p, __ldg(vr + d), acc[i]);
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < kAttnMaxDimsPerLane; ++i) {
+    const int d = lane + 32 * i;
+    if (i < per_lane && d < head_dim)
+      part[warp * head_dim + d] = acc[i];
+  }
+  __syncthreads();
+  for (int d = threadIdx.x; d < head_dim; d += kAttnThreads) {
+    float o = 0.0f;
+    for (int v = 0; v < nw; ++v)
+      o += part[v * head_dim + d];
+    w[d] = o;
+  }
+  if (threadIdx.x == 0) {
+    w[head_dim] = mx;
+    w[head_dim + 1] = sum;
+  }
+}
+
+// out[t, h] = sum_z e^(m_z - M) o_z / sum_z e^(m_z - M) l_z, M = max m_z.
+// grid (n_heads, T), threads over head_dim.
+__global__ void attentionCombineKernel(const float *ws, int splits,
+                                       int head_dim, float *out, int64_t ldo) {
+  const int h = blockIdx.x, t = blockIdx.y, n_heads = gridDim.x;
+  const float *w = ws + (int64_t(t) * n_heads + h) * splits * (head_dim + 2);
+  float M = -INFINITY;
+  for (int z = 0; z < splits; ++z)
+    M = fmaxf(M, w[z * (head_dim + 2) + head_dim]);
+  float L = 0.0f;
+  for (int z = 0; z < splits; ++z) {
+    const float m = w[z * (head_dim + 2) + head_dim];
+    if (m != -INFINITY)
+      L += expf(m - M) * w[z * (head_dim + 2) + head_dim + 1];
+  }
+  for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
+    float o = 0.0f;
+    for (int z = 0; z < splits; ++z) {
+      const float m = w[z * (head_dim + 2) + head_dim];
+      if (m != -INFINITY)
+        o += expf(m - M) * w[z * (head_dim + 2) + d];
+    }
+    out[t * ldo + int64_t(h) * head_dim + d] = o / L;
+  }
+}
+
 // y[t, n] (+)= sum_k x[t, k] W[n, k] for T <= kMaxRows rows: one warp per
 // output column n, 16-byte loads of W, x read through the cache. VEC values
 // per 16 bytes of W (8 bf16, 4 f32); K % VEC == 0 and 16-byte aligned rows.
@@ -308,6 +523,25 @@ __device__ __forceinline__ void loadVec(const float *p, float *f) {
   f[3] = u.w;
 }
 
+// 16 raw bytes of W as floats: 8 bf16 or 4 f32.
+__device__ __forceinline__ void unpackVec(const uint4 &u, float *f,
+                                          const __nv_bfloat16 *) {
+  const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&u);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 v = __bfloat1622float2(h[i]);
+    f[2 * i] = v.x;
+    f[2 * i + 1] = v.y;
+  }
+}
+__device__ __forceinline__ void unpackVec(const uint4 &u, float *f,
+                                          const float *) {
+  f[0] = __uint_as_float(u.x);
+  f[1] = __uint_as_float(u.y);
+  f[2] = __uint_as_float(u.z);
+  f[3] = __uint_as_float(u.w);
+}
+
 template <typename W, int VEC>
 __global__ void gemvKernel(const float *__restrict__ x, int64_t ldx,
                            const W *__restrict__ Wm, float *__restrict__ y,
@@ -323,31 +557,30 @@ __global__ void gemvKernel(const float *__restrict__ x, int64_t ldx,
     acc[t] = 0.0f;
   constexpr int kStep = 32 * VEC;
   int k = lane * VEC;
-  // Four independent 16-byte loads in flight per lane.
-  for (; k + 3 * kStep < K; k += 4 * kStep) {
-    float wv[4][VEC];
+  // kUnroll independent 16-byte loads of W in flight per lane, kept raw
+  // (4 registers each) until used.
+  constexpr int kUnroll = 8;
+  for (; k + (kUnroll - 1) * kStep < K; k += kUnroll * kStep) {
+    uint4 raw[kUnroll];
 #pragma unroll
-    for (int u = 0; u < 4; ++u)
-      loadVec(w + k + u * kStep, wv[u]);
+    for (int u = 0; u < kUnroll; ++u)
+      raw[u] = __ldg(reinterpret_cast<const uint4 *>(w + k + u * kStep));
 #pragma unroll
-    for (int t = 0; t < kGemvMaxRows; ++t) {
-      if (t < T) {
-        const float *xr = x + t * ldx + k;
+    for (int u = 0; u < kUnroll; ++u) {
+      float wv[VEC];
+      unpackVec(raw[u], wv, static_cast<const W *>(nullptr));
 #pragma unroll
-        for (int u = 0; u < 4; ++u) {
-          float xv[VEC];
+      for (int t = 0; t < kGemvMaxRows; ++t) {
+        if (t < T) {
+          const float *xr = x + t * ldx + k + u * kStep;
 #pragma unroll
           for (int i = 0; i < VEC; i += 4) {
-            const float4 f =
-                __ldg(reinterpret_cast<const float4 *>(xr + u * kStep + i));
-            xv[i] = f.x;
-            xv[i + 1] = f.y;
-            xv[i + 2] = f.z;
-            xv[i + 3] = f.w;
+            const float4 f = __ldg(reinterpret_cast<const float4 *>(xr + i));
+            acc[t] = fmaf(wv[i], f.x, acc[t]);
+            acc[t] = fmaf(wv[i + 1], f.y, acc[t]);
+            acc[t] = fmaf(wv[i + 2], f.z, acc[t]);
+            acc[t] = fmaf(wv[i + 3], f.w, acc[t]);
           }
-#pragma unroll
-          for (int i = 0; i < VEC; ++i)
-            acc[t] = fmaf(wv[u][i], xv[i], acc[t]);
         }
       }
     }
@@ -402,34 +635,41 @@ __global__ void gateUpKernel(const float *__restrict__ x, int64_t ldx,
   for (int t = 0; t < kGemvMaxRows; ++t)
     acc1[t] = acc3[t] = 0.0f;
   constexpr int kStep = 32 * VEC;
-  for (int k = lane * VEC; k < K; k += 2 * kStep) {
-    const bool two = k + kStep < K;
-    float v1[2][VEC], v3[2][VEC];
-    loadVec(w1 + k, v1[0]);
-    loadVec(w3 + k, v3[0]);
-    if (two) {
-      loadVec(w1 + k + kStep, v1[1]);
-      loadVec(w3 + k + kStep, v3[1]);
+  // Up to kUnroll 16-byte loads of each matrix in flight per lane.
+  constexpr int kUnroll = 4;
+  for (int k0 = lane * VEC; k0 < K; k0 += kUnroll * kStep) {
+    uint4 r1[kUnroll], r3[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int k = k0 + u * kStep;
+      if (k < K) {
+        r1[u] = __ldg(reinterpret_cast<const uint4 *>(w1 + k));
+        r3[u] = __ldg(reinterpret_cast<const uint4 *>(w3 + k));
+      }
     }
 #pragma unroll
-    for (int t = 0; t < kGemvMaxRows; ++t) {
-      if (t < T) {
+    for (int u = 0; u < kUnroll; ++u) {
+      const int k = k0 + u * kStep;
+      if (k >= K)
+        break;
+      float v1[VEC], v3[VEC];
+      unpackVec(r1[u], v1, static_cast<const W *>(nullptr));
+      unpackVec(r3[u], v3, static_cast<const W *>(nullptr));
 #pragma unroll
-        for (int u = 0; u < 2; ++u) {
-          if (u == 1 && !two)
-            break;
-          const float *xr = x + t * ldx + k + u * kStep;
+      for (int t = 0; t < kGemvMaxRows; ++t) {
+        if (t < T) {
+          const float *xr = x + t * ldx + k;
 #pragma unroll
           for (int i = 0; i < VEC; i += 4) {
             const float4 f = __ldg(reinterpret_cast<const float4 *>(xr + i));
-            acc1[t] = fmaf(v1[u][i], f.x, acc1[t]);
-            acc1[t] = fmaf(v1[u][i + 1], f.y, acc1[t]);
-            acc1[t] = fmaf(v1[u][i + 2], f.z, acc1[t]);
-            acc1[t] = fmaf(v1[u][i + 3], f.w, acc1[t]);
-            acc3[t] = fmaf(v3[u][i], f.x, acc3[t]);
-            acc3[t] = fmaf(v3[u][i + 1], f.y, acc3[t]);
-            acc3[t] = fmaf(v3[u][i + 2], f.z, acc3[t]);
-            acc3[t] = fmaf(v3[u][i + 3], f.w, acc3[t]);
+            acc1[t] = fmaf(v1[i], f.x, acc1[t]);
+            acc1[t] = fmaf(v1[i + 1], f.y, acc1[t]);
+            acc1[t] = fmaf(v1[i + 2], f.z, acc1[t]);
+            acc1[t] = fmaf(v1[i + 3], f.w, acc1[t]);
+            acc3[t] = fmaf(v3[i], f.x, acc3[t]);
+            acc3[t] = fmaf(v3[i + 1], f.y, acc3[t]);
+            acc3[t] = fmaf(v3[i + 2], f.z, acc3[t]);
+            acc3[t] = fmaf(v3[i + 3], f.w, acc3[t]);
           }
         }
       }

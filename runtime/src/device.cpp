@@ -72,12 +72,14 @@ std::string cudaUnavailableReason() {
 
 std::unique_ptr<DeviceExecutor> createCudaExecutor(const ModelData &model,
                                                    int device,
-                                                   TraceRecorder *trace) {
+                                                   TraceRecorder *trace,
+                                                   LoopKvSource *loop_kv) {
   const std::string why = cudaUnavailableReason();
   if (!why.empty())
     throw Error("no CUDA device (" + why + ")");
   char err[1024] = {0};
-  DeviceExecutor *e = plugin().create(&model, device, trace, err, sizeof err);
+  DeviceExecutor *e =
+      plugin().create(&model, device, trace, loop_kv, err, sizeof err);
   if (!e)
     throw Error(err[0] ? err : "the CUDA backend failed to start");
   return std::unique_ptr<DeviceExecutor>(e);
@@ -90,7 +92,8 @@ std::string cudaUnavailableReason() {
 }
 
 std::unique_ptr<DeviceExecutor> createCudaExecutor(const ModelData &, int,
-                                                   TraceRecorder *) {
+                                                   TraceRecorder *,
+                                                   LoopKvSource *) {
   throw Error("no CUDA device (" + cudaUnavailableReason() + ")");
 }
 

@@ -19,6 +19,20 @@ namespace loom::rt {
 
 class TraceRecorder;
 
+// The session's KV policy for the caches of a looped block (loop_layer >=
+// 0): for the running iteration, marks positions pos .. pos + T - 1 present
+// in the slot `cache` writes, points *src at one slot index per position
+// up to pos + T - 1 (-1: absent) to read K/V from, and returns the written
+// slot. Slots are numbered from 0; a backend keeps their storage.
+class LoopKvSource {
+public:
+  virtual int64_t planLoopKv(uint32_t cache, int64_t T,
+                             const int32_t **src) = 0;
+
+protected:
+  ~LoopKvSource() = default;
+};
+
 class DeviceExecutor {
 public:
   virtual ~DeviceExecutor() = default;
@@ -31,6 +45,21 @@ public:
   virtual void forward(const int32_t *tokens, const float *const *embeddings,
                        int64_t T, int64_t pos, int64_t logit_begin,
                        int64_t logit_end, float *logits) = 0;
+
+  // The pieces a looped model's step is made of (the session drives the
+  // iterations, see SessionState::loopStep): beginStep uploads the step's
+  // ids and position; run enqueues dispatches [begin, end) of `prog` on T
+  // rows (returns the rows left after a TakeRow); upload / download copy
+  // rows [row, row + n) of a buffer (download waits for the work before
+  // it); copyRows copies n rows between buffers on the device.
+  virtual void beginStep(const int32_t *tokens, int64_t T, int64_t pos) = 0;
+  virtual int64_t run(const ProgramDesc &prog, size_t begin, size_t end,
+                      int64_t T, int64_t logit_begin, int64_t logit_end,
+                      const float *const *embeddings) = 0;
+  virtual void upload(uint32_t buffer, const float *rows, int64_t n) = 0;
+  virtual void download(uint32_t buffer, int64_t row, int64_t n,
+                        float *out) = 0;
+  virtual void copyRows(uint32_t dst, uint32_t src, int64_t n) = 0;
 
   // One decode step of one token at `pos` and the choice of the next token
   // on the device: the argmax (lowest id on ties) when temperature == 0,
@@ -57,17 +86,20 @@ std::string cudaUnavailableReason();
 
 // Loads the backend and uploads the model to CUDA device `device`. Throws
 // loom::Error "no CUDA device (REASON)" when CUDA is unavailable, or the
-// backend's message (out of device memory, unsupported model).
+// backend's message (out of device memory, unsupported model). A looped
+// model needs `loop_kv` (the session), which must outlive the executor.
 std::unique_ptr<DeviceExecutor> createCudaExecutor(const ModelData &model,
                                                    int device,
-                                                   TraceRecorder *trace);
+                                                   TraceRecorder *trace,
+                                                   LoopKvSource *loop_kv);
 
 // The plugin's entry points (extern "C", resolved with dlsym).
 // loom_cuda_probe: writes a reason and returns 0 when no device is usable.
 // loom_cuda_create: returns a new executor, or null with a message in err.
 using CudaProbeFn = int (*)(char *why, size_t why_size);
 using CudaCreateFn = DeviceExecutor *(*)(const ModelData *model, int device,
-                                         TraceRecorder *trace, char *err,
+                                         TraceRecorder *trace,
+                                         LoopKvSource *loop_kv, char *err,
                                          size_t err_size);
 
 } // namespace loom::rt

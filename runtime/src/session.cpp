@@ -308,12 +308,14 @@ private:
   std::vector<float> prev_state_;
 };
 
-// One physical cache of a looped block: K and V for every position, and
+// One physical cache of a looped block: K and V for every position (in
+// host memory, or on the device of a device session: bytes == 0 here), and
 // which positions hold values.
 struct CoreCache {
   CoreCache(int64_t max_seq, int64_t kv_dim, uint64_t bytes)
       : memory(bytes, "a loop KV cache"),
-        k(reinterpret_cast<float *>(memory.data())), v(k + max_seq * kv_dim),
+        k(bytes ? reinterpret_cast<float *>(memory.data()) : nullptr),
+        v(bytes ? k + max_seq * kv_dim : nullptr),
         present(size_t(max_seq), 0) {}
   PageMemory memory;
   float *k;
@@ -416,13 +418,15 @@ struct LoopState {
   int64_t iteration = 0;   // the iteration running now
   std::vector<std::unique_ptr<CoreCache>> slots;
   size_t slots_allocated = 0;
+  // The slot each position's K/V are read from (-1: absent), planLoopKv.
+  std::vector<int32_t> src;
   // Per-position row tables handed to attentionRows.
   std::vector<const float *> k_rows, v_rows;
 };
 
 } // namespace
 
-struct SessionState {
+struct SessionState final : LoopKvSource {
   SessionState(std::shared_ptr<const Model> model_, SessionOptions options)
       : model(std::move(model_)), m(model->data()),
         threads(resolveThreads(options.threads)), arena(threads),
@@ -450,7 +454,8 @@ struct SessionState {
     if (options.trace)
       trace = std::make_unique<TraceRecorder>();
     if (options.device == Device::Cuda)
-      device = createCudaExecutor(m, options.cuda_device, trace.get());
+      device = createCudaExecutor(m, options.cuda_device, trace.get(),
+                                  loop ? this : nullptr);
   }
 
   float *buffer(uint32_t b) const {
@@ -482,6 +487,11 @@ struct SessionState {
                   float *out, int64_t ldo, int64_t T, int64_t nh, int64_t nkv,
                   int64_t hd);
   CoreCache &slot(int64_t index, const KvCacheDesc &c);
+  int64_t planLoopKv(uint32_t cache, int64_t T, const int32_t **src) override;
+  // Dispatches [begin, end) of the forward program on T rows, on the CPU
+  // or the device.
+  void range(size_t begin, size_t end, const int32_t *tokens, int64_t T,
+             int64_t logit_begin, int64_t logit_end);
   uint64_t kvBytesPerToken() const;
   // Throws, before any state changes, for ids outside the vocabulary and
   // for n tokens that do not fit the context.
@@ -633,41 +643,33 @@ CoreCache &SessionState::slot(int64_t index, const KvCacheDesc &c) {
   auto &s = ls.slots[static_cast<size_t>(index)];
   if (!s) {
     s = std::make_unique<CoreCache>(c.max_seq, c.kv_heads * c.head_dim,
-                                    m.loop_kv_bytes);
+                                    device ? 0 : m.loop_kv_bytes);
     ++ls.slots_allocated;
   }
   return *s;
 }
 
-// Core layer c.loop_layer at the running iteration: writes the rows' K/V
-// into the policy's slot, then attends to the rows the policy picks for
-// every position up to the last row's.
-void SessionState::loopAttend(const KvCacheDesc &c, const float *q, int64_t ldq,
-                              const float *k, int64_t ldk, const float *v,
-                              int64_t ldv, float *out, int64_t ldo, int64_t T,
-                              int64_t nh, int64_t nkv, int64_t hd) {
+// Core layer `cache` (a loop cache) at the running iteration: marks the
+// step's rows present in the slot the KV policy writes, and picks for
+// every position up to the last row's the slot its K/V are read from
+// (ls.src, -1 where none holds it). Returns the written slot.
+int64_t SessionState::planLoopKv(uint32_t cache, int64_t T,
+                                 const int32_t **src) {
   LoopState &ls = *loop;
+  const KvCacheDesc &c = m.kv_caches[cache];
   const int64_t C = ls.policy.layers;
   const int64_t x = C * ls.iteration + c.loop_layer;
-  const int64_t kvd = nkv * hd;
-  CoreCache &dst = slot(ls.policy.slot(x), c);
+  const int64_t dst_index = ls.policy.slot(x);
+  CoreCache &dst = slot(dst_index, c);
   for (int64_t t = 0; t < T; ++t) {
     const int64_t p = pos + t;
-    std::memcpy(dst.k + p * kvd, k + t * ldk, sizeof(float) * size_t(kvd));
-    std::memcpy(dst.v + p * kvd, v + t * ldv, sizeof(float) * size_t(kvd));
     if (!dst.present[p]) {
       dst.present[p] = 1;
       ++dst.count;
     }
   }
-
   const int64_t end = pos + T;
-  ls.k_rows.assign(size_t(end), nullptr);
-  ls.v_rows.assign(size_t(end), nullptr);
-  auto take = [&](int64_t p, const CoreCache &from) {
-    ls.k_rows[p] = from.k + p * kvd;
-    ls.v_rows[p] = from.v + p * kvd;
-  };
+  ls.src.assign(size_t(end), -1);
   using Kind = KvPolicy::Kind;
   const bool m4 =
       ls.policy.kind == Kind::LatestM4 || ls.policy.kind == Kind::AlwaysLastM4;
@@ -676,7 +678,7 @@ void SessionState::loopAttend(const KvCacheDesc &c, const float *q, int64_t ldq,
   if (!m4 || dst.count == end) {
     for (int64_t p = 0; p < end; ++p)
       if (dst.present[p])
-        take(p, dst);
+        ls.src[p] = int32_t(dst_index);
   } else {
     // Slots of the same core layer, newest first: from this iteration
     // (latest-m4) or from the newest that exists (always-last-m4). The m4
@@ -690,11 +692,40 @@ void SessionState::loopAttend(const KvCacheDesc &c, const float *q, int64_t ldq,
       for (int64_t y = top; y >= 0; y -= C) {
         const CoreCache *from = ls.slots[size_t(y)].get();
         if (from && from->present[p]) {
-          take(p, *from);
+          ls.src[p] = int32_t(y);
           break;
         }
       }
   }
+  *src = ls.src.data();
+  return dst_index;
+}
+
+// A loop cache on the CPU: the step's K/V rows into the written slot, then
+// attention over the rows planLoopKv picked.
+void SessionState::loopAttend(const KvCacheDesc &c, const float *q, int64_t ldq,
+                              const float *k, int64_t ldk, const float *v,
+                              int64_t ldv, float *out, int64_t ldo, int64_t T,
+                              int64_t nh, int64_t nkv, int64_t hd) {
+  LoopState &ls = *loop;
+  const int64_t kvd = nkv * hd;
+  const int32_t *src = nullptr;
+  const uint32_t cache = static_cast<uint32_t>(&c - m.kv_caches.data());
+  CoreCache &dst = *ls.slots[size_t(planLoopKv(cache, T, &src))];
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t p = pos + t;
+    std::memcpy(dst.k + p * kvd, k + t * ldk, sizeof(float) * size_t(kvd));
+    std::memcpy(dst.v + p * kvd, v + t * ldv, sizeof(float) * size_t(kvd));
+  }
+  const int64_t end = pos + T;
+  ls.k_rows.assign(size_t(end), nullptr);
+  ls.v_rows.assign(size_t(end), nullptr);
+  for (int64_t p = 0; p < end; ++p)
+    if (src[p] >= 0) {
+      const CoreCache &from = *ls.slots[size_t(src[p])];
+      ls.k_rows[p] = from.k + p * kvd;
+      ls.v_rows[p] = from.v + p * kvd;
+    }
   cpu::attentionRows(q, ldq, out, ldo, T, pos, nh, nkv, hd, ls.k_rows.data(),
                      ls.v_rows.data());
 }
@@ -792,39 +823,67 @@ void SessionState::initState(float *state, int64_t T) {
   }
 }
 
+void SessionState::range(size_t begin, size_t end, const int32_t *tokens,
+                         int64_t T, int64_t logit_begin, int64_t logit_end) {
+  if (device)
+    device->run(m.forward(), begin, end, T, logit_begin, logit_end,
+                step_embeddings);
+  else
+    runRange(begin, end, tokens, T, logit_begin, logit_end);
+}
+
 // One token step of a looped model: the prelude once, then iterations of
 // the body until the iteration count or the exit criterion says stop, then
-// the tail (already run when the criterion needed its logits).
+// the tail (already run when the criterion needed its logits). On a device
+// the buffers stay there: the initial state is uploaded, and the exit
+// criterion reads back the last row's logits and the state.
 void SessionState::loopStep(const int32_t *tokens, int64_t T,
                             int64_t logit_begin, int64_t logit_end) {
   LoopState &ls = *loop;
   const LoopDesc &L = ls.desc;
-  const int64_t D = m.config.dim;
-  runRange(0, L.body_begin, tokens, T, logit_begin, logit_end);
-  float *state = buffer(L.state_buffer);
-  const float *next = buffer(L.next_state_buffer);
+  const int64_t D = m.config.dim, V = m.config.vocab_size;
+  range(0, L.body_begin, tokens, T, logit_begin, logit_end);
+  std::vector<float> host_state, host_logits;
+  float *state = device ? nullptr : buffer(L.state_buffer);
+  if (device) {
+    host_state.resize(size_t(T * D));
+    host_logits.resize(size_t(V));
+    state = host_state.data();
+  }
   initState(state, T);
+  if (device)
+    device->upload(L.state_buffer, state, T);
 
   const bool adaptive = ls.criterion != ExitCriterion::None;
   const bool with_logits = needsLogits(ls.criterion);
-  ExitEvaluator evaluator(ls.criterion, ls.threshold, m.config.vocab_size);
+  const bool with_state = adaptive && !with_logits;
+  ExitEvaluator evaluator(ls.criterion, ls.threshold, V);
   if (adaptive)
     evaluator.begin(state, T, D);
+  const uint32_t logits_buffer = m.forward().logits_buffer;
   const float *last_logits =
-      buffer(m.forward().logits_buffer) + (T - 1) * m.config.vocab_size;
+      device ? host_logits.data() : buffer(logits_buffer) + (T - 1) * V;
   std::vector<double> checked;
   bool tail_current = false;
   int used = 0;
   for (int it = 0; it < ls.maxSteps(); ++it) {
     ls.iteration = it;
-    runRange(L.body_begin, L.body_end, tokens, T, logit_begin, logit_end);
-    std::memcpy(state, next, sizeof(float) * size_t(T * D));
+    range(L.body_begin, L.body_end, tokens, T, logit_begin, logit_end);
+    if (device)
+      device->copyRows(L.state_buffer, L.next_state_buffer, T);
+    else
+      std::memcpy(state, buffer(L.next_state_buffer),
+                  sizeof(float) * size_t(T * D));
     used = it + 1;
     if (!adaptive)
       continue;
     if (with_logits)
-      runRange(L.body_end, L.tail_end, tokens, T, logit_begin, logit_end);
+      range(L.body_end, L.tail_end, tokens, T, logit_begin, logit_end);
     tail_current = with_logits;
+    if (device && with_logits)
+      device->download(logits_buffer, T - 1, 1, host_logits.data());
+    if (device && with_state)
+      device->download(L.state_buffer, 0, T, state);
     double value;
     const bool stop = evaluator.check(last_logits, state, T, D, &value);
     checked.push_back(value);
@@ -832,9 +891,12 @@ void SessionState::loopStep(const int32_t *tokens, int64_t T,
       break;
   }
   if (!tail_current)
-    runRange(L.body_end, L.tail_end, tokens, T, logit_begin, logit_end);
-  const float *latent = buffer(L.latent_buffer) + (T - 1) * D;
-  ls.warm.assign(latent, latent + D);
+    range(L.body_end, L.tail_end, tokens, T, logit_begin, logit_end);
+  ls.warm.resize(size_t(D));
+  if (device)
+    device->download(L.latent_buffer, T - 1, 1, ls.warm.data());
+  else
+    std::copy_n(buffer(L.latent_buffer) + (T - 1) * D, D, ls.warm.begin());
   steps.push_back(used);
   values.push_back(std::move(checked));
 }
@@ -933,17 +995,15 @@ Logits Session::forward(const int32_t *tokens, size_t n, bool all_logits,
     const bool last_chunk = c + T == total;
     // Rows of this chunk whose logits the caller gets back.
     const int64_t begin = all_logits ? 0 : last_chunk ? T - 1 : T;
-    if (s.device) {
-      if (begin < T)
-        s.device->forward(tokens + c, embeddings ? embeddings + c : nullptr,
-                          T, s.pos, begin, T,
-                          s.logits.data() + (all_logits ? c : 0) * vocab);
-      else
-        s.device->forward(tokens + c, embeddings ? embeddings + c : nullptr,
-                          T, s.pos, T, T, nullptr);
+    float *dst = s.logits.data() + (all_logits ? c : 0) * vocab;
+    if (s.device && !s.loop) {
+      s.device->forward(tokens + c, embeddings ? embeddings + c : nullptr, T,
+                        s.pos, begin, T, begin < T ? dst : nullptr);
       s.pos += T;
       continue;
     }
+    if (s.device)
+      s.device->beginStep(tokens + c, T, s.pos);
     s.step_embeddings = embeddings ? embeddings + c : nullptr;
     try {
       s.step(tokens + c, T, exit_logits ? std::min(begin, T - 1) : begin, T);
@@ -953,9 +1013,10 @@ Logits Session::forward(const int32_t *tokens, size_t n, bool all_logits,
     }
     s.step_embeddings = nullptr;
     s.pos += T;
-    if (begin < T)
-      std::memcpy(s.logits.data() + (all_logits ? c : 0) * vocab,
-                  logits_buf + begin * vocab,
+    if (begin < T && s.device)
+      s.device->download(m.forward().logits_buffer, begin, T - begin, dst);
+    else if (begin < T)
+      std::memcpy(dst, logits_buf + begin * vocab,
                   static_cast<size_t>((T - begin) * vocab) * sizeof(float));
   }
   if (s.loop)
@@ -965,8 +1026,8 @@ Logits Session::forward(const int32_t *tokens, size_t n, bool all_logits,
 
 int32_t Session::forwardSample(int32_t token, Sampler &sampler) {
   rt::SessionState &s = *state_;
-  const bool on_device = s.device && !(sampler.temperature() > 0.0f &&
-                                       sampler.topP() < 1.0f);
+  const bool on_device = s.device && !s.loop &&
+                         !(sampler.temperature() > 0.0f && sampler.topP() < 1.0f);
   if (!on_device)
     return sampler.sample(forward(&token, 1).last());
   s.checkInput(&token, 1);

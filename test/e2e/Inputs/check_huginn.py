@@ -47,17 +47,21 @@ def main():
     ap.add_argument("--loom-run", required=True)
     ap.add_argument("--golden", required=True)
     ap.add_argument("--workdir", required=True)
+    ap.add_argument("--device", default="cpu", help="loom-run --device (cpu or cuda)")
+    ap.add_argument("--artifact", help="an artifact compiled earlier (loomc is then "
+                    "not run: for machines that only have the runtime)")
     a = ap.parse_args()
     os.makedirs(a.workdir, exist_ok=True)
     g = a.golden
-    art = os.path.join(a.workdir, "tiny.loom")
-    run([a.loomc, g, "--format=huginn", "-o", art, "--quiet"])
+    art = a.artifact or os.path.join(a.workdir, "tiny.loom")
+    if not a.artifact:
+        run([a.loomc, g, "--format=huginn", "-o", art, "--quiet"])
     manifest = json.load(open(os.path.join(g, "manifest.json")))
     prompt = manifest["prompt_ids"]
     ids = ",".join(map(str, prompt))
     n = len(prompt)
     vocab = 512
-    base = [a.loom_run, art, "--prompt-ids", ids, "--init-state", "zero", "--temperature", "0"]
+    base = [a.loom_run, art, "--device", a.device, "--prompt-ids", ids, "--init-state", "zero", "--temperature", "0"]
     worst = 0.0
     checks = 0
 

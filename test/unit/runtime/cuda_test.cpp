@@ -14,6 +14,8 @@
 
 #include <gtest/gtest.h>
 
+#include <optional>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -319,19 +321,87 @@ TEST(CudaRefrag, EncoderProgramsMatchTheCpu) {
   EXPECT_LT(relDiff(sg.data(), sc.data(), sc.size()), 2e-5);
 }
 
-TEST(CudaLoop, LoopedModelsSayTheyRunOnTheCpuOnly) {
+// Looped blocks on CUDA: the session's iteration driver and KV policy with
+// the device's slots; logits, iterations per step and exit values against
+// the CPU for fixed counts and adaptive exits under several KV policies,
+// random and zero initial states, warm starts and prefill chunks.
+struct LoopCase {
+  const char *name;
+  int iterations;
+  std::optional<loom::ExitCriterion> criterion;
+  double threshold;
+  const char *policy;
+  bool warm_start;
+  loom::LoopOptions::Init init;
+};
+
+class CudaLoop : public ::testing::TestWithParam<LoopCase> {};
+
+TEST_P(CudaLoop, MatchesTheCpu) {
+  const LoopCase &lc = GetParam();
   TempFile f(loom::test::huginnArtifact(loom::test::randomHuginnCheckpoint(3))
                  .serialize());
   auto model = loom::Model::load(f.path());
-  try {
-    loom::Session gpu(model, cudaOptions());
-    FAIL() << "expected an error";
-  } catch (const loom::Error &e) {
-    EXPECT_NE(std::string(e.what()).find("looped blocks do not run on CUDA"),
-              std::string::npos)
-        << e.what();
+  loom::SessionOptions o;
+  o.threads = 2;
+  o.loop.iterations = lc.iterations;
+  o.loop.criterion = lc.criterion;
+  if (lc.criterion)
+    o.loop.threshold = lc.threshold;
+  if (lc.criterion)
+    o.loop.max_iterations = 12;
+  o.loop.kv_policy = lc.policy;
+  o.loop.warm_start = lc.warm_start;
+  o.loop.init = lc.init;
+  o.loop.seed = 9;
+  loom::Session cpu(model, o);
+  o.device = loom::Device::Cuda;
+  loom::Session gpu(model, o);
+  const int64_t V = model->config().vocab_size;
+  const std::vector<int32_t> prompt = promptIds(11, V);
+  auto step = [&](loom::Session &s, const int32_t *ids, size_t n) {
+    loom::Logits l = s.forward(ids, n, true);
+    return std::vector<float>(l.data, l.data + l.rows * V);
+  };
+  std::vector<float> a = step(cpu, prompt.data(), prompt.size());
+  std::vector<float> b = step(gpu, prompt.data(), prompt.size());
+  EXPECT_LT(relDiff(b.data(), a.data(), a.size()), 1e-4) << lc.name;
+  int32_t next = 7;
+  for (int i = 0; i < 6; ++i) {
+    a = step(cpu, &next, 1);
+    b = step(gpu, &next, 1);
+    ASSERT_LT(relDiff(b.data(), a.data(), a.size()), 1e-4)
+        << lc.name << " step " << i;
+    next = static_cast<int32_t>((next * 13 + 5) % V);
+  }
+  EXPECT_EQ(cpu.iterationsPerStep(), gpu.iterationsPerStep()) << lc.name;
+  EXPECT_EQ(cpu.kvCacheBytes(), gpu.kvCacheBytes()) << lc.name;
+  ASSERT_EQ(cpu.exitValues().size(), gpu.exitValues().size());
+  for (size_t i = 0; i < cpu.exitValues().size(); ++i) {
+    ASSERT_EQ(cpu.exitValues()[i].size(), gpu.exitValues()[i].size());
+    for (size_t j = 0; j < cpu.exitValues()[i].size(); ++j)
+      EXPECT_NEAR(cpu.exitValues()[i][j], gpu.exitValues()[i][j],
+                  1e-3 * (1 + std::fabs(cpu.exitValues()[i][j])));
   }
 }
+
+using Init = loom::LoopOptions::Init;
+using Crit = loom::ExitCriterion;
+INSTANTIATE_TEST_SUITE_P(
+    Policies, CudaLoop,
+    ::testing::Values(
+        LoopCase{"fixed_full", 3, std::nullopt, 0, "full", false, Init::Zero},
+        LoopCase{"fixed_compress_s2", 5, std::nullopt, 0, "compress-s2", false,
+                 Init::Random},
+        LoopCase{"kl_latest_m4", 0, Crit::Kl, 1e-3, "latest-m4", false,
+                 Init::Zero},
+        LoopCase{"latent_always_last_m4", 0, Crit::LatentDiff, 0.05,
+                 "always-last-m4", true, Init::Random},
+        LoopCase{"cosine_available_m4", 0, Crit::Cosine, 1e-3, "available-m4",
+                 false, Init::Zero},
+        LoopCase{"fixed_skip_warm", 4, std::nullopt, 0, "skip", true,
+                 Init::Zero}),
+    [](const auto &info) { return std::string(info.param.name); });
 
 } // namespace
 
