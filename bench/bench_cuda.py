@@ -22,6 +22,10 @@ table and writes bench_cuda.json.
   python3 bench/bench_cuda.py --bundle build-gpu-bundle [--models 110m,1b]
                                [--profile 1b]
 
+--variant NAME,VAR=VALUE[,VAR=VALUE...] (repeatable) also runs Loom's bench
+with those environment variables (e.g. nopdl,LOOM_CUDA_PDL=0) and prints
+its numbers beside the default's. --no-torch skips the PyTorch baseline.
+
 --profile MODEL also runs that model's bench with --trace (dispatch by
 dispatch, no graphs, no fusion; each dispatch's GPU time from CUDA events)
 and prints the GPU time per decode token and per prefill by kernel.
@@ -34,10 +38,14 @@ import sys
 import time
 
 
-def sh(cmd, **kw):
+def sh(cmd, env=None, **kw):
     t0 = time.time()
+    full_env = None
+    if env:
+        full_env = dict(os.environ)
+        full_env.update(env)
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                       text=True, **kw)
+                       text=True, env=full_env, **kw)
     if p.returncode != 0:
         sys.exit("FAILED (exit %d): %s\n%s\n%s" % (p.returncode, " ".join(cmd),
                                                   p.stdout[-2000:], p.stderr[-4000:]))
@@ -113,6 +121,8 @@ def main():
     ap.add_argument("--workdir", default="/tmp/loom-bench-cuda")
     ap.add_argument("--out", default=".")
     ap.add_argument("--profile", default="")
+    ap.add_argument("--variant", action="append", default=[])
+    ap.add_argument("--no-torch", action="store_true")
     a = ap.parse_args()
     here = os.path.dirname(os.path.abspath(__file__))
     b = os.path.abspath(a.bundle)
@@ -133,10 +143,20 @@ def main():
                            "--bench"]))
         P = int(loom["prefill_tokens"])
         D = int(loom["decode_tokens"])
-        torch_out = sh([sys.executable, os.path.join(here, "torch_llama.py"), art,
-                        "--device", "cuda", "--prompt-tokens", str(P),
-                        "--decode-tokens", str(D), "--json"])
-        t = json.loads([l for l in torch_out.splitlines() if l.startswith("{")][-1])
+        t = {"prefill_tokens_per_s": float("nan"), "decode_tokens_per_s": float("nan")}
+        if not a.no_torch:
+            torch_out = sh([sys.executable, os.path.join(here, "torch_llama.py"), art,
+                            "--device", "cuda", "--prompt-tokens", str(P),
+                            "--decode-tokens", str(D), "--json"])
+            t = json.loads([l for l in torch_out.splitlines() if l.startswith("{")][-1])
+        r_variants = {}
+        for v in a.variant:
+            name, *pairs = v.split(",")
+            env = dict(pair.split("=", 1) for pair in pairs)
+            out = keyvals(sh([os.path.join(b, "bin", "loom-run"), art, "--device",
+                              "cuda", "--bench"], env=env))
+            r_variants[name] = {"prefill_tok_s": float(out["prefill_tokens_per_s"]),
+                                "decode_tok_s": float(out["decode_tokens_per_s"])}
         if m == a.profile:
             profile(os.path.join(b, "bin", "loom-run"), art, a.workdir)
         os.remove(art)
@@ -156,6 +176,7 @@ def main():
         r["decode_vs_torch"] = r["loom_decode_tok_s"] / r["torch_decode_tok_s"]
         r["prefill_vs_torch"] = r["loom_prefill_tok_s"] / r["torch_prefill_tok_s"]
         r["decode_roofline_fraction"] = r["loom_decode_tok_s"] / roof
+        r["variants"] = r_variants
         results["models"][m] = r
         rows.append((m, r))
     print()
@@ -167,6 +188,11 @@ def main():
             m, r["weight_bytes"] / 1e9, r["loom_prefill_tok_s"], r["torch_prefill_tok_s"],
             r["prefill_vs_torch"], r["loom_decode_tok_s"], r["torch_decode_tok_s"],
             r["decode_vs_torch"], 100 * r["decode_roofline_fraction"]))
+    for m, r in rows:
+        for name, v in r["variants"].items():
+            print("%-6s variant %-12s prefill %9.0f/s (%.2fx default)  decode %8.1f/s (%.2fx default)"
+                  % (m, name, v["prefill_tok_s"], v["prefill_tok_s"] / r["loom_prefill_tok_s"],
+                     v["decode_tok_s"], v["decode_tok_s"] / r["loom_decode_tok_s"]))
     with open(os.path.join(a.out, "bench_cuda.json"), "w") as f:
         json.dump(results, f, indent=1)
 

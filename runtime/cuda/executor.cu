@@ -16,8 +16,10 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace loom::rt::cuda {
@@ -65,8 +67,8 @@ public:
                LoopKvSource *loop_kv);
   ~CudaExecutor() override;
 
-  void forward(const int32_t *tokens, const float *const *embeddings,
-               int64_t T, int64_t pos, int64_t logit_begin, int64_t logit_end,
+  void forward(const int32_t *tokens, const float *const *embeddings, int64_t T,
+               int64_t pos, int64_t logit_begin, int64_t logit_end,
                float *logits) override;
   int32_t forwardSample(int32_t token, int64_t pos, float temperature,
                         float coin) override;
@@ -112,19 +114,36 @@ private:
                   int64_t ldo, int64_t T, int64_t nh, int64_t nkv, int64_t hd);
   void launch(const DispatchDesc &d, int64_t T, int64_t logit_begin,
               int64_t logit_end);
+  // Launches one of our kernels on the stream, with programmatic dependent
+  // launch (kernels.cuh, pdlWait) unless LOOM_CUDA_PDL=0.
+  template <typename... Params, typename... Args>
+  void launchKernel(void (*kernel)(Params...), dim3 grid, dim3 block,
+                    size_t smem, Args &&...args) {
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = pdl_ ? 1 : 0;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = stream_;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    check(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...),
+          "kernel launch");
+  }
   // Launches dispatch i together with the next ones as one kernel where
   // the pattern allows (Add + RmsNorm of the sum; two GEMVs of the same
   // rows + SiluMul of their outputs) and returns how many it covered, or 0.
-  size_t launchFused(const ProgramDesc &prog, size_t i, size_t end,
-                     int64_t T);
+  size_t launchFused(const ProgramDesc &prog, size_t i, size_t end, int64_t T);
   bool overlap(uint32_t a, uint32_t b) const {
     const uint64_t n = uint64_t(m_.max_tokens) * sizeof(float);
     const BufferDesc &x = m_.buffers[a], &y = m_.buffers[b];
     return x.offset < y.offset + n * uint64_t(y.row_elems) &&
            y.offset < x.offset + n * uint64_t(x.row_elems);
   }
-  void gemm(const float *x, int64_t ldx, uint32_t weight, float *y,
-            int64_t ldy, int64_t T, int64_t K, int64_t N, bool accumulate);
+  void gemm(const float *x, int64_t ldx, uint32_t weight, float *y, int64_t ldy,
+            int64_t T, int64_t K, int64_t N, bool accumulate);
   void attention(int64_t cache, const float *q, int64_t ldq, const float *k,
                  int64_t ldk, const float *v, int64_t ldv, float *out,
                  int64_t ldo, int64_t T, int64_t nh, int64_t nkv, int64_t hd);
@@ -152,19 +171,20 @@ private:
   std::vector<DeviceTensor> tensors_;
   char *arena_ = nullptr;
   std::vector<DeviceCache> caches_;
-  StepParams *d_step_ = nullptr;  // device
-  StepParams *h_step_ = nullptr;  // pinned host mirror
+  StepParams *d_step_ = nullptr; // device
+  StepParams *h_step_ = nullptr; // pinned host mirror
   size_t step_bytes_ = 0;
   int32_t *d_next_ = nullptr;
-  int32_t *h_next_ = nullptr;     // pinned
-  float *h_rows_ = nullptr;       // pinned staging for input rows
+  int32_t *h_next_ = nullptr; // pinned
+  float *h_rows_ = nullptr;   // pinned staging for input rows
   size_t h_rows_floats_ = 0;
-  __nv_bfloat16 *xb_ = nullptr;   // bf16 activations for cuBLAS
+  __nv_bfloat16 *xb_ = nullptr; // bf16 activations for cuBLAS
   size_t xb_elems_ = 0;
   size_t attn_smem_ = 0;
-  float *attn_ws_ = nullptr;   // decode attention's per-split partials
-  int64_t max_positions_ = 0;  // longest KV cache
+  float *attn_ws_ = nullptr;  // decode attention's per-split partials
+  int64_t max_positions_ = 0; // longest KV cache
   int sm_count_ = 1;
+  bool pdl_ = true; // programmatic dependent launch (LOOM_CUDA_PDL=0: off)
   int max_smem_ = 48 * 1024;
   std::vector<cudaEvent_t> trace_events_; // reused across steps
   std::vector<size_t> trace_marks_;       // dispatch of each event
@@ -190,8 +210,8 @@ void *CudaExecutor::alloc(uint64_t bytes, const std::string &what) {
   return p;
 }
 
-CudaExecutor::CudaExecutor(const ModelData &m, int device,
-                           TraceRecorder *trace, LoopKvSource *loop_kv)
+CudaExecutor::CudaExecutor(const ModelData &m, int device, TraceRecorder *trace,
+                           LoopKvSource *loop_kv)
     : m_(m), trace_(trace), loop_kv_(loop_kv) {
   int count = 0;
   check(cudaGetDeviceCount(&count), "cudaGetDeviceCount");
@@ -206,6 +226,8 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device,
           ")";
   max_smem_ = static_cast<int>(prop.sharedMemPerBlockOptin);
   sm_count_ = prop.multiProcessorCount;
+  if (const char *e = std::getenv("LOOM_CUDA_PDL"))
+    pdl_ = std::string(e) != "0";
   if (m.forward().loop && !loop_kv)
     throw Error("internal: a looped model needs the session's KV policy");
   try {
@@ -306,21 +328,23 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device,
     int64_t max_hd = 0;
     for (const ProgramDesc &pr : m.programs)
       for (const DispatchDesc &d : pr.dispatches) {
-        if (d.kernel == Kernel::Attention || d.kernel == Kernel::FusedQkvAttention)
+        if (d.kernel == Kernel::Attention ||
+            d.kernel == Kernel::FusedQkvAttention)
           max_hd = std::max(max_hd, d.iparams[3]);
         if (d.kernel == Kernel::SelfAttention)
           max_hd = std::max(max_hd, d.iparams[1]);
       }
     if (max_hd > 32 * kAttnMaxDimsPerLane)
       throw Error("the CUDA attention kernel takes head_dim up to " +
-                  std::to_string(32 * kAttnMaxDimsPerLane) + ", this model has " +
-                  std::to_string(max_hd));
+                  std::to_string(32 * kAttnMaxDimsPerLane) +
+                  ", this model has " + std::to_string(max_hd));
     attn_smem_ = attentionSmem(int(max_hd), int(max_rows));
     if (attn_smem_ > size_t(max_smem_))
       throw Error("the CUDA attention kernel keeps every position's score in "
-                  "shared memory: " + std::to_string(max_rows) +
-                  " positions need " + std::to_string(attn_smem_) +
-                  " bytes, the device allows " + std::to_string(max_smem_));
+                  "shared memory: " +
+                  std::to_string(max_rows) + " positions need " +
+                  std::to_string(attn_smem_) + " bytes, the device allows " +
+                  std::to_string(max_smem_));
     check(cudaFuncSetAttribute(attentionKernel,
                                cudaFuncAttributeMaxDynamicSharedMemorySize,
                                int(attn_smem_)),
@@ -335,15 +359,16 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device,
     int64_t max_nh = 1;
     for (const ProgramDesc &pr : m.programs)
       for (const DispatchDesc &d : pr.dispatches)
-        if (d.kernel == Kernel::Attention || d.kernel == Kernel::FusedQkvAttention)
+        if (d.kernel == Kernel::Attention ||
+            d.kernel == Kernel::FusedQkvAttention)
           max_nh = std::max(max_nh, d.iparams[1]);
     attn_ws_ = static_cast<float *>(
-        alloc(sizeof(float) * size_t(kGemvRows * max_nh * kMaxAttnSplits *
-                                     (max_hd + 2)),
+        alloc(sizeof(float) *
+                  size_t(kGemvRows * max_nh * kMaxAttnSplits * (max_hd + 2)),
               "attention partials"));
-    check(cudaFuncSetAttribute(attentionSplitKernel,
-                               cudaFuncAttributeMaxDynamicSharedMemorySize,
-                               int(attentionSmem(int(max_hd), int(max_positions_)))),
+    check(cudaFuncSetAttribute(
+              attentionSplitKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+              int(attentionSmem(int(max_hd), int(max_positions_)))),
           "cudaFuncSetAttribute");
     sync("the upload");
   } catch (...) {
@@ -390,8 +415,8 @@ unsigned rowThreads(int64_t cols) {
   return cols >= 1024 ? 1024u : cols >= 256 ? 256u : cols >= 128 ? 128u : 64u;
 }
 
-void CudaExecutor::gemm(const float *x, int64_t ldx, uint32_t weight,
-                        float *y, int64_t ldy, int64_t T, int64_t K, int64_t N,
+void CudaExecutor::gemm(const float *x, int64_t ldx, uint32_t weight, float *y,
+                        int64_t ldy, int64_t T, int64_t K, int64_t N,
                         bool accumulate) {
   const DeviceTensor &w = tensors_[weight];
   const bool bf16 = w.dtype == WeightType::BF16;
@@ -399,26 +424,27 @@ void CudaExecutor::gemm(const float *x, int64_t ldx, uint32_t weight,
     const unsigned threads = 256;
     const unsigned blocks = blocksFor(N * 32, threads);
     const int vec = bf16 ? 8 : 4;
-    const bool aligned =
-        K % vec == 0 && ldx % 4 == 0 &&
-        (reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(w.native)) %
-                16 == 0;
+    const bool aligned = K % vec == 0 && ldx % 4 == 0 &&
+                         (reinterpret_cast<uintptr_t>(x) |
+                          reinterpret_cast<uintptr_t>(w.native)) %
+                                 16 ==
+                             0;
     if (bf16 && aligned)
-      gemvKernel<__nv_bfloat16, 8><<<blocks, threads, 0, stream_>>>(
-          x, ldx, static_cast<const __nv_bfloat16 *>(w.native), y, ldy, int(T),
-          int(K), int(N), accumulate);
+      launchKernel(gemvKernel<__nv_bfloat16, 8>, blocks, threads, 0, x, ldx,
+                   static_cast<const __nv_bfloat16 *>(w.native), y, ldy, int(T),
+                   int(K), int(N), accumulate);
     else if (bf16)
-      gemvScalarKernel<__nv_bfloat16><<<blocks, threads, 0, stream_>>>(
-          x, ldx, static_cast<const __nv_bfloat16 *>(w.native), y, ldy, int(T),
-          int(K), int(N), accumulate);
+      launchKernel(gemvScalarKernel<__nv_bfloat16>, blocks, threads, 0, x, ldx,
+                   static_cast<const __nv_bfloat16 *>(w.native), y, ldy, int(T),
+                   int(K), int(N), accumulate);
     else if (aligned)
-      gemvKernel<float, 4><<<blocks, threads, 0, stream_>>>(
-          x, ldx, static_cast<const float *>(w.native), y, ldy, int(T), int(K),
-          int(N), accumulate);
+      launchKernel(gemvKernel<float, 4>, blocks, threads, 0, x, ldx,
+                   static_cast<const float *>(w.native), y, ldy, int(T), int(K),
+                   int(N), accumulate);
     else
-      gemvScalarKernel<float><<<blocks, threads, 0, stream_>>>(
-          x, ldx, static_cast<const float *>(w.native), y, ldy, int(T), int(K),
-          int(N), accumulate);
+      launchKernel(gemvScalarKernel<float>, blocks, threads, 0, x, ldx,
+                   static_cast<const float *>(w.native), y, ldy, int(T), int(K),
+                   int(N), accumulate);
     return;
   }
   // Row-major y[T, N] = x[T, K] W[N, K]^T is column-major
@@ -435,7 +461,7 @@ void CudaExecutor::gemm(const float *x, int64_t ldx, uint32_t weight,
   // one input type), products accumulate in f32.
   if (size_t(T * K) > xb_elems_)
     throw Error("internal: bf16 GEMM scratch too small");
-  toBf16Kernel<<<blocksFor(T * K, 256), 256, 0, stream_>>>(x, ldx, xb_, K, T);
+  launchKernel(toBf16Kernel, blocksFor(T * K, 256), 256, 0, x, ldx, xb_, K, T);
   checkBlas(cublasGemmEx(blas_, CUBLAS_OP_T, CUBLAS_OP_N, int(N), int(T),
                          int(K), &alpha, w.native, CUDA_R_16BF, int(K), xb_,
                          CUDA_R_16BF, int(K), &beta, y, CUDA_R_32F, int(ldy),
@@ -453,8 +479,8 @@ void CudaExecutor::attention(int64_t cache, const float *q, int64_t ldq,
     return;
   }
   const DeviceCache &c = caches_[cache];
-  kvAppendKernel<<<unsigned(T), rowThreads(c.kvd), 0, stream_>>>(
-      d_step_, k, ldk, v, ldv, c.k, c.v, c.kvd);
+  launchKernel(kvAppendKernel, unsigned(T), rowThreads(c.kvd), 0, d_step_, k,
+               ldk, v, ldv, c.k, c.v, c.kvd);
   attendCache(c, q, ldq, out, ldo, T, nh, nkv, hd);
 }
 
@@ -470,12 +496,12 @@ void CudaExecutor::loopAttend(uint32_t cache, const float *q, int64_t ldq,
     loop_slots_.resize(size_t(slot) + 1);
   DeviceCache &dst = loop_slots_[size_t(slot)];
   if (!dst.k) {
-    float *mem = static_cast<float *>(
-        alloc(2 * sizeof(float) * uint64_t(c.max_seq * kvd), "a loop KV cache"));
+    float *mem = static_cast<float *>(alloc(
+        2 * sizeof(float) * uint64_t(c.max_seq * kvd), "a loop KV cache"));
     dst = {mem, mem + c.max_seq * kvd, kvd};
   }
-  kvAppendKernel<<<unsigned(T), rowThreads(kvd), 0, stream_>>>(
-      d_step_, k, ldk, v, ldv, dst.k, dst.v, kvd);
+  launchKernel(kvAppendKernel, unsigned(T), rowThreads(kvd), 0, d_step_, k, ldk,
+               v, ldv, dst.k, dst.v, kvd);
   const int64_t end = h_step_->pos + T;
   rows_host_.assign(size_t(2 * end), nullptr);
   for (int64_t p = 0; p < end; ++p)
@@ -490,10 +516,9 @@ void CudaExecutor::loopAttend(uint32_t cache, const float *q, int64_t ldq,
                         rows_host_.size() * sizeof(float *),
                         cudaMemcpyHostToDevice, stream_),
         "loop KV rows");
-  attentionRowsKernel<<<dim3(unsigned(nh), unsigned(T)), kAttnThreads,
-                        attn_smem_, stream_>>>(d_step_, q, ldq, d_rows_,
-                                               d_rows_ + end, out, ldo,
-                                               int(nh / nkv), int(hd));
+  launchKernel(attentionRowsKernel, dim3(unsigned(nh), unsigned(T)),
+               kAttnThreads, attn_smem_, d_step_, q, ldq, d_rows_,
+               d_rows_ + end, out, ldo, int(nh / nkv), int(hd));
 }
 
 // Causal attention of T rows over a cache: split along the positions for
@@ -506,19 +531,19 @@ void CudaExecutor::attendCache(const DeviceCache &c, const float *q,
     const int S = splitsFor(nh);
     const size_t smem =
         attentionSmem(int(hd), int((max_positions_ + S - 1) / S));
-    attentionSplitKernel<<<dim3(unsigned(nh), unsigned(T), unsigned(S)),
-                           kAttnThreads, smem, stream_>>>(
-        d_step_, q, ldq, c.k, c.kvd, c.v, c.kvd, int(nh / nkv), int(hd),
-        attn_ws_);
+    launchKernel(attentionSplitKernel,
+                 dim3(unsigned(nh), unsigned(T), unsigned(S)), kAttnThreads,
+                 smem, d_step_, q, ldq, c.k, c.kvd, c.v, c.kvd, int(nh / nkv),
+                 int(hd), attn_ws_);
     const unsigned threads =
         std::min<unsigned>(256, unsigned((hd + 31) / 32 * 32));
-    attentionCombineKernel<<<dim3(unsigned(nh), unsigned(T)), threads, 0,
-                             stream_>>>(attn_ws_, S, int(hd), out, ldo);
+    launchKernel(attentionCombineKernel, dim3(unsigned(nh), unsigned(T)),
+                 threads, 0, attn_ws_, S, int(hd), out, ldo);
     return;
   }
-  attentionKernel<<<dim3(unsigned(nh), unsigned(T)), kAttnThreads, attn_smem_,
-                    stream_>>>(d_step_, q, ldq, c.k, c.kvd, c.v, c.kvd, out,
-                               ldo, int(nh / nkv), int(hd), 1, 0);
+  launchKernel(attentionKernel, dim3(unsigned(nh), unsigned(T)), kAttnThreads,
+               attn_smem_, d_step_, q, ldq, c.k, c.kvd, c.v, c.kvd, out, ldo,
+               int(nh / nkv), int(hd), 1, 0);
 }
 
 // Splits of a decode attention: about two blocks per multiprocessor over
@@ -528,8 +553,8 @@ int CudaExecutor::splitsFor(int64_t nh) const {
   return int(std::max<int64_t>(1, std::min<int64_t>(want, kMaxAttnSplits)));
 }
 
-void CudaExecutor::launch(const DispatchDesc &d, int64_t T,
-                          int64_t logit_begin, int64_t logit_end) {
+void CudaExecutor::launch(const DispatchDesc &d, int64_t T, int64_t logit_begin,
+                          int64_t logit_end) {
   const auto &in = d.inputs;
   const auto &out = d.outputs;
   const auto &w = d.weight_ids;
@@ -541,27 +566,27 @@ void CudaExecutor::launch(const DispatchDesc &d, int64_t T,
     const int64_t D = ld(out[0]);
     const float scale = d.fparams.empty() ? 1.0f : d.fparams[0];
     if (t.dtype == WeightType::BF16)
-      embedKernel<<<unsigned(T), rowThreads(D), 0, stream_>>>(
-          d_step_, static_cast<const __nv_bfloat16 *>(t.native), D,
-          buffer(out[0]), D, scale);
+      launchKernel(embedKernel<__nv_bfloat16>, unsigned(T), rowThreads(D), 0,
+                   d_step_, static_cast<const __nv_bfloat16 *>(t.native), D,
+                   buffer(out[0]), D, scale);
     else
-      embedKernel<<<unsigned(T), rowThreads(D), 0, stream_>>>(
-          d_step_, static_cast<const float *>(t.native), D, buffer(out[0]), D,
-          scale);
+      launchKernel(embedKernel<float>, unsigned(T), rowThreads(D), 0, d_step_,
+                   static_cast<const float *>(t.native), D, buffer(out[0]), D,
+                   scale);
     break;
   }
   case Kernel::RmsNorm:
-    rmsNormKernel<<<unsigned(T), rowThreads(ld(in[0])), 0, stream_>>>(
-        buffer(in[0]), ld(in[0]), wf(0), buffer(out[0]), ld(out[0]), ld(in[0]),
-        d.fparams[0]);
+    launchKernel(rmsNormKernel, unsigned(T), rowThreads(ld(in[0])), 0,
+                 buffer(in[0]), ld(in[0]), wf(0), buffer(out[0]), ld(out[0]),
+                 ld(in[0]), d.fparams[0]);
     break;
   case Kernel::MatMul:
     gemm(buffer(in[0]), ld(in[0]), w[0], buffer(out[0]), ld(out[0]), T,
          ld(in[0]), ld(out[0]), !ip.empty() && ip[0] != 0);
     if (w.size() > 1)
-      addRowBiasKernel<<<unsigned(T), rowThreads(ld(out[0])), 0, stream_>>>(
-          buffer(out[0]), ld(out[0]), wf(1), buffer(out[0]), ld(out[0]),
-          ld(out[0]));
+      launchKernel(addRowBiasKernel, unsigned(T), rowThreads(ld(out[0])), 0,
+                   buffer(out[0]), ld(out[0]), wf(1), buffer(out[0]),
+                   ld(out[0]), ld(out[0]));
     break;
   case Kernel::Rope:
     if (!in.empty() && in[0] != out[0])
@@ -569,8 +594,8 @@ void CudaExecutor::launch(const DispatchDesc &d, int64_t T,
                             size_t(T * ld(out[0])) * sizeof(float),
                             cudaMemcpyDeviceToDevice, stream_),
             "rope copy");
-    ropeKernel<<<unsigned(T), rowThreads(ip[0] / 2), 0, stream_>>>(
-        d_step_, buffer(out[0]), ld(out[0]), ip[0], ip[1], d.fparams[0]);
+    launchKernel(ropeKernel, unsigned(T), rowThreads(ip[0] / 2), 0, d_step_,
+                 buffer(out[0]), ld(out[0]), ip[0], ip[1], d.fparams[0]);
     break;
   case Kernel::Attention:
     attention(ip[0], buffer(in[0]), ld(in[0]), buffer(in[1]), ld(in[1]),
@@ -579,14 +604,14 @@ void CudaExecutor::launch(const DispatchDesc &d, int64_t T,
     break;
   case Kernel::SiluMul: {
     const int64_t n = T * ld(out[0]);
-    siluMulKernel<<<blocksFor(n, 256), 256, 0, stream_>>>(
-        buffer(in[0]), buffer(in[1]), buffer(out[0]), n);
+    launchKernel(siluMulKernel, blocksFor(n, 256), 256, 0, buffer(in[0]),
+                 buffer(in[1]), buffer(out[0]), n);
     break;
   }
   case Kernel::Add: {
     const int64_t n = T * ld(out[0]);
-    addKernel<<<blocksFor(n, 256), 256, 0, stream_>>>(
-        buffer(in[0]), buffer(in[1]), buffer(out[0]), n);
+    launchKernel(addKernel, blocksFor(n, 256), 256, 0, buffer(in[0]),
+                 buffer(in[1]), buffer(out[0]), n);
     break;
   }
   case Kernel::Logits:
@@ -603,21 +628,20 @@ void CudaExecutor::launch(const DispatchDesc &d, int64_t T,
     gemm(buffer(in[0]), ld(in[0]), w[0], qkv, lq, T, ld(in[0]), qd + 2 * kd,
          false);
     if (w.size() > 2)
-      addRowBiasKernel<<<unsigned(T), rowThreads(qd + kd), 0, stream_>>>(
-          qkv, lq, wf(2), qkv, lq, qd + kd);
+      launchKernel(addRowBiasKernel, unsigned(T), rowThreads(qd + kd), 0, qkv,
+                   lq, wf(2), qkv, lq, qd + kd);
     // q and k are adjacent column ranges whose heads both start at
     // multiples of head_dim: one rotation covers both, and the same kernel
     // appends the rotated k and v to the cache.
     if (m_.kv_caches[ip[0]].loop_layer >= 0) {
-      ropeKernel<<<unsigned(T), rowThreads((qd + kd) / 2), 0, stream_>>>(
-          d_step_, qkv, lq, qd + kd, hd, d.fparams[0]);
+      launchKernel(ropeKernel, unsigned(T), rowThreads((qd + kd) / 2), 0,
+                   d_step_, qkv, lq, qd + kd, hd, d.fparams[0]);
       loopAttend(uint32_t(ip[0]), qkv, lq, qkv + qd, lq, qkv + qd + kd, lq,
                  attn, la, T, nh, nkv, hd);
     } else {
       const DeviceCache &c = caches_[ip[0]];
-      ropeAppendKernel<<<unsigned(T), rowThreads((qd + kd) / 2), 0,
-                         stream_>>>(d_step_, qkv, lq, qd, kd, hd, d.fparams[0],
-                                    c.k, c.v);
+      launchKernel(ropeAppendKernel, unsigned(T), rowThreads((qd + kd) / 2), 0,
+                   d_step_, qkv, lq, qd, kd, hd, d.fparams[0], c.k, c.v);
       attendCache(c, qkv, lq, attn, la, T, nh, nkv, hd);
     }
     gemm(attn, la, w[1], buffer(out[0]), ld(out[0]), T, qd, ld(out[0]),
@@ -625,8 +649,9 @@ void CudaExecutor::launch(const DispatchDesc &d, int64_t T,
     break;
   }
   case Kernel::Concat:
-    concatKernel<<<unsigned(T), rowThreads(ld(out[0])), 0, stream_>>>(
-        buffer(in[0]), ld(in[0]), buffer(in[1]), ld(in[1]), buffer(out[0]));
+    launchKernel(concatKernel, unsigned(T), rowThreads(ld(out[0])), 0,
+                 buffer(in[0]), ld(in[0]), buffer(in[1]), ld(in[1]),
+                 buffer(out[0]));
     break;
   case Kernel::Copy:
     if (in[0] != out[0])
@@ -636,41 +661,41 @@ void CudaExecutor::launch(const DispatchDesc &d, int64_t T,
             "copy");
     break;
   case Kernel::AddRowBias:
-    addRowBiasKernel<<<unsigned(T), rowThreads(ld(out[0])), 0, stream_>>>(
-        buffer(in[0]), ld(in[0]), wf(0), buffer(out[0]), ld(out[0]),
-        ld(out[0]));
+    launchKernel(addRowBiasKernel, unsigned(T), rowThreads(ld(out[0])), 0,
+                 buffer(in[0]), ld(in[0]), wf(0), buffer(out[0]), ld(out[0]),
+                 ld(out[0]));
     break;
   case Kernel::LayerNorm:
-    layerNormKernel<<<unsigned(T), rowThreads(ld(in[0])), 0, stream_>>>(
-        buffer(in[0]), ld(in[0]), wf(0), wf(1), buffer(out[0]), ld(out[0]),
-        ld(in[0]), d.fparams[0]);
+    launchKernel(layerNormKernel, unsigned(T), rowThreads(ld(in[0])), 0,
+                 buffer(in[0]), ld(in[0]), wf(0), wf(1), buffer(out[0]),
+                 ld(out[0]), ld(in[0]), d.fparams[0]);
     break;
   case Kernel::GeluTanh: {
     const int64_t n = T * ld(out[0]);
-    geluTanhKernel<<<blocksFor(n, 256), 256, 0, stream_>>>(buffer(in[0]),
-                                                            buffer(out[0]), n);
+    launchKernel(geluTanhKernel, blocksFor(n, 256), 256, 0, buffer(in[0]),
+                 buffer(out[0]), n);
     break;
   }
   case Kernel::SelfAttention: {
     const int64_t nh = ip[0], hd = ip[1];
-    attentionKernel<<<dim3(unsigned(nh), unsigned(T)), kAttnThreads, attn_smem_,
-                      stream_>>>(d_step_, buffer(in[0]), ld(in[0]),
-                                 buffer(in[1]), ld(in[1]), buffer(in[2]),
-                                 ld(in[2]), buffer(out[0]), ld(out[0]), 1,
-                                 int(hd), 0, int(T));
+    launchKernel(attentionKernel, dim3(unsigned(nh), unsigned(T)), kAttnThreads,
+                 attn_smem_, d_step_, buffer(in[0]), ld(in[0]), buffer(in[1]),
+                 ld(in[1]), buffer(in[2]), ld(in[2]), buffer(out[0]),
+                 ld(out[0]), 1, int(hd), 0, int(T));
     break;
   }
   case Kernel::AddPositions: {
     const DeviceTensor &t = tensors_[w[0]];
     const int64_t D = ld(out[0]);
     if (t.dtype == WeightType::BF16)
-      addPositionsKernel<<<unsigned(T), rowThreads(D), 0, stream_>>>(
-          buffer(in[0]), ld(in[0]),
-          static_cast<const __nv_bfloat16 *>(t.native), buffer(out[0]), D, D);
+      launchKernel(addPositionsKernel<__nv_bfloat16>, unsigned(T),
+                   rowThreads(D), 0, buffer(in[0]), ld(in[0]),
+                   static_cast<const __nv_bfloat16 *>(t.native), buffer(out[0]),
+                   D, D);
     else
-      addPositionsKernel<<<unsigned(T), rowThreads(D), 0, stream_>>>(
-          buffer(in[0]), ld(in[0]), static_cast<const float *>(t.native),
-          buffer(out[0]), D, D);
+      launchKernel(addPositionsKernel<float>, unsigned(T), rowThreads(D), 0,
+                   buffer(in[0]), ld(in[0]),
+                   static_cast<const float *>(t.native), buffer(out[0]), D, D);
     break;
   }
   case Kernel::TakeRow:
@@ -684,8 +709,8 @@ void CudaExecutor::launch(const DispatchDesc &d, int64_t T,
   check(cudaGetLastError(), d.name.c_str());
 }
 
-size_t CudaExecutor::launchFused(const ProgramDesc &prog, size_t i,
-                                 size_t end, int64_t T) {
+size_t CudaExecutor::launchFused(const ProgramDesc &prog, size_t i, size_t end,
+                                 int64_t T) {
   const auto &ds = prog.dispatches;
   // Fusions stay inside the range run (a looped block's parts).
   const size_t n = end;
@@ -698,18 +723,20 @@ size_t CudaExecutor::launchFused(const ProgramDesc &prog, size_t i,
     if (e.inputs[0] != d.outputs[0] || ld(d.inputs[0]) != D ||
         ld(d.inputs[1]) != D || ld(e.outputs[0]) != D)
       return 0;
-    addRmsNormKernel<<<unsigned(T), rowThreads(D), 0, stream_>>>(
-        buffer(d.inputs[0]), buffer(d.inputs[1]), buffer(d.outputs[0]),
-        tensors_[e.weight_ids[0]].f32, buffer(e.outputs[0]), D,
-        e.fparams[0]);
+    launchKernel(addRmsNormKernel, unsigned(T), rowThreads(D), 0,
+                 buffer(d.inputs[0]), buffer(d.inputs[1]), buffer(d.outputs[0]),
+                 tensors_[e.weight_ids[0]].f32, buffer(e.outputs[0]), D,
+                 e.fparams[0]);
     check(cudaGetLastError(), "add + rms_norm");
     return 2;
   }
   if (d.kernel == Kernel::MatMul && T <= kGemvRows && i + 2 < n &&
-      ds[i + 1].kernel == Kernel::MatMul && ds[i + 2].kernel == Kernel::SiluMul) {
+      ds[i + 1].kernel == Kernel::MatMul &&
+      ds[i + 2].kernel == Kernel::SiluMul) {
     const DispatchDesc &e = ds[i + 1], &f = ds[i + 2];
     const auto plain = [](const DispatchDesc &x) {
-      return x.weight_ids.size() == 1 && (x.iparams.empty() || x.iparams[0] == 0);
+      return x.weight_ids.size() == 1 &&
+             (x.iparams.empty() || x.iparams[0] == 0);
     };
     const uint32_t x = d.inputs[0], a = d.outputs[0], b = e.outputs[0],
                    y = f.outputs[0];
@@ -722,20 +749,23 @@ size_t CudaExecutor::launchFused(const ProgramDesc &prog, size_t i,
         f.inputs[1] != b || ld(b) != N || ld(y) != N || w1.dtype != w3.dtype ||
         overlap(x, a) || overlap(x, b) || overlap(x, y) || overlap(a, b) ||
         K % vec != 0 || K % 4 != 0 ||
-        (reinterpret_cast<uintptr_t>(xp) | reinterpret_cast<uintptr_t>(w1.native) |
-         reinterpret_cast<uintptr_t>(w3.native)) % 16 != 0)
+        (reinterpret_cast<uintptr_t>(xp) |
+         reinterpret_cast<uintptr_t>(w1.native) |
+         reinterpret_cast<uintptr_t>(w3.native)) %
+                16 !=
+            0)
       return 0;
     const unsigned threads = 256, blocks = blocksFor(N * 32, threads);
     if (w1.dtype == WeightType::BF16)
-      gateUpKernel<__nv_bfloat16, 8><<<blocks, threads, 0, stream_>>>(
-          xp, K, static_cast<const __nv_bfloat16 *>(w1.native),
-          static_cast<const __nv_bfloat16 *>(w3.native), buffer(a), N,
-          buffer(b), N, buffer(y), N, int(T), int(K), int(N));
+      launchKernel(gateUpKernel<__nv_bfloat16, 8>, blocks, threads, 0, xp, K,
+                   static_cast<const __nv_bfloat16 *>(w1.native),
+                   static_cast<const __nv_bfloat16 *>(w3.native), buffer(a), N,
+                   buffer(b), N, buffer(y), N, int(T), int(K), int(N));
     else
-      gateUpKernel<float, 4><<<blocks, threads, 0, stream_>>>(
-          xp, K, static_cast<const float *>(w1.native),
-          static_cast<const float *>(w3.native), buffer(a), N, buffer(b), N,
-          buffer(y), N, int(T), int(K), int(N));
+      launchKernel(gateUpKernel<float, 4>, blocks, threads, 0, xp, K,
+                   static_cast<const float *>(w1.native),
+                   static_cast<const float *>(w3.native), buffer(a), N,
+                   buffer(b), N, buffer(y), N, int(T), int(K), int(N));
     check(cudaGetLastError(), "gate/up GEMV + silu_mul");
     return 3;
   }
@@ -775,8 +805,8 @@ int64_t CudaExecutor::run(const ProgramDesc &prog, size_t begin, size_t end,
         }
     }
     if (trace_)
-      trace_rows_.push_back(
-          d.kernel == Kernel::Logits ? logit_end - logit_begin : T);
+      trace_rows_.push_back(d.kernel == Kernel::Logits ? logit_end - logit_begin
+                                                       : T);
     if (d.kernel == Kernel::TakeRow) {
       T = 1;
       logit_begin = std::min<int64_t>(logit_begin, 0);
@@ -853,8 +883,8 @@ void CudaExecutor::forward(const int32_t *tokens,
   const ProgramDesc &prog = m_.forward();
   const int64_t vocab = m_.config.vocab_size;
   const float *out = buffer(prog.logits_buffer);
-  const bool one = T == 1 && !embeddings && !trace_ && logit_begin == 0 &&
-                   logit_end == 1;
+  const bool one =
+      T == 1 && !embeddings && !trace_ && logit_begin == 0 && logit_end == 1;
   h_step_->pos = static_cast<int32_t>(pos);
   h_step_->tokens[0] = tokens[0];
   if (one) {
@@ -870,7 +900,8 @@ void CudaExecutor::forward(const int32_t *tokens,
         throw;
       }
       check(cudaStreamEndCapture(stream_, &g), "cudaStreamEndCapture");
-      check(cudaGraphInstantiate(&forward_graph_, g, 0), "cudaGraphInstantiate");
+      check(cudaGraphInstantiate(&forward_graph_, g, 0),
+            "cudaGraphInstantiate");
       cudaGraphDestroy(g);
     }
     check(cudaGraphLaunch(forward_graph_, stream_), "cudaGraphLaunch");
@@ -899,7 +930,7 @@ int32_t CudaExecutor::forwardSample(int32_t token, int64_t pos,
   if (trace_) {
     uploadStep(pos, 1, nullptr);
     run(prog, 0, prog.dispatches.size(), 1, 0, 1, nullptr);
-    sampleKernel<<<1, 1024, 0, stream_>>>(logits, vocab, d_step_, d_next_);
+    launchKernel(sampleKernel, 1, 1024, 0, logits, vocab, d_step_, d_next_);
     check(cudaGetLastError(), "sample");
     check(cudaMemcpyAsync(h_next_, d_next_, sizeof(int32_t),
                           cudaMemcpyDeviceToHost, stream_),
@@ -912,8 +943,7 @@ int32_t CudaExecutor::forwardSample(int32_t token, int64_t pos,
       try {
         uploadStep(pos, 1, nullptr);
         run(prog, 0, prog.dispatches.size(), 1, 0, 1, nullptr);
-        sampleKernel<<<1, 1024, 0, stream_>>>(logits, vocab, d_step_,
-                                              d_next_);
+        launchKernel(sampleKernel, 1, 1024, 0, logits, vocab, d_step_, d_next_);
         check(cudaGetLastError(), "sample");
         check(cudaMemcpyAsync(h_next_, d_next_, sizeof(int32_t),
                               cudaMemcpyDeviceToHost, stream_),

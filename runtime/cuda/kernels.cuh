@@ -5,20 +5,37 @@
 #ifndef LOOM_RUNTIME_CUDA_KERNELS_CUH
 #define LOOM_RUNTIME_CUDA_KERNELS_CUH
 
-#include <cuda_bf16.h>
 #include <cstdint>
+#include <cuda_bf16.h>
 
 namespace loom::rt::cuda {
 
 // Per-step values the host writes (pinned) and copies in before the
 // dispatches; a captured graph holds that copy as its first node.
 struct StepParams {
-  int32_t pos;         // position of the step's first row
-  int32_t next;        // the sampler's output
-  float temperature;   // 0: argmax
-  float coin;          // [0, 1)
-  int32_t tokens[1];   // max_tokens ids follow (over-allocated)
+  int32_t pos;       // position of the step's first row
+  int32_t next;      // the sampler's output
+  float temperature; // 0: argmax
+  float coin;        // [0, 1)
+  int32_t tokens[1]; // max_tokens ids follow (over-allocated)
 };
+
+// Programmatic dependent launch (Hopper): a kernel launched with it
+// (CudaExecutor::launch) may start while its predecessor in the stream is
+// still running. Every kernel here first lets its own successor launch,
+// then waits for its predecessor's results before reading or writing
+// anything the predecessor touches; a GEMV issues its first weight loads
+// (constant data) before waiting. For an ordinary launch both are no-ops.
+__device__ __forceinline__ void pdlLaunchDependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" :::);
+#endif
+}
+__device__ __forceinline__ void pdlWait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
 
 __device__ __forceinline__ float toFloat(float v) { return v; }
 __device__ __forceinline__ float toFloat(__nv_bfloat16 v) {
@@ -65,15 +82,20 @@ __device__ __forceinline__ float blockMax(float v, float *red) {
 template <typename W>
 __global__ void embedKernel(const StepParams *s, const W *table, int64_t D,
                             float *out, int64_t ldo, float scale) {
+  pdlLaunchDependents();
+  pdlWait();
   const int t = blockIdx.x;
   const W *row = table + int64_t(s->tokens[t]) * D;
   for (int64_t i = threadIdx.x; i < D; i += blockDim.x)
-    out[t * ldo + i] = scale == 1.0f ? toFloat(row[i]) : toFloat(row[i]) * scale;
+    out[t * ldo + i] =
+        scale == 1.0f ? toFloat(row[i]) : toFloat(row[i]) * scale;
 }
 
 // y = w * x / sqrt(mean(x^2) + eps)                grid T
 __global__ void rmsNormKernel(const float *x, int64_t ldx, const float *w,
                               float *y, int64_t ldy, int64_t D, float eps) {
+  pdlLaunchDependents();
+  pdlWait();
   __shared__ float red[32];
   const int t = blockIdx.x;
   const float *xr = x + t * ldx;
@@ -90,6 +112,8 @@ __global__ void rmsNormKernel(const float *x, int64_t ldx, const float *w,
 __global__ void layerNormKernel(const float *x, int64_t ldx, const float *w,
                                 const float *b, float *y, int64_t ldy,
                                 int64_t D, float eps) {
+  pdlLaunchDependents();
+  pdlWait();
   __shared__ float red[32];
   const int t = blockIdx.x;
   const float *xr = x + t * ldx;
@@ -113,6 +137,8 @@ __global__ void layerNormKernel(const float *x, int64_t ldx, const float *w,
 // grid T, one thread per pair.
 __global__ void ropeKernel(const StepParams *s, float *x, int64_t ldx,
                            int64_t cols, int64_t head_dim, float theta) {
+  pdlLaunchDependents();
+  pdlWait();
   const int t = blockIdx.x;
   const float pos = float(s->pos + t);
   for (int64_t c = 2 * int64_t(threadIdx.x); c < cols; c += 2 * blockDim.x) {
@@ -136,6 +162,8 @@ __global__ void ropeKernel(const StepParams *s, float *x, int64_t ldx,
 __global__ void addRmsNormKernel(const float *a, const float *b, float *z,
                                  const float *w, float *y, int64_t D,
                                  float eps) {
+  pdlLaunchDependents();
+  pdlWait();
   __shared__ float red[32];
   const int64_t off = int64_t(blockIdx.x) * D;
   float ss = 0.0f;
@@ -155,6 +183,8 @@ __global__ void addRmsNormKernel(const float *a, const float *b, float *z,
 __global__ void ropeAppendKernel(const StepParams *s, float *qkv, int64_t lq,
                                  int64_t qd, int64_t kd, int64_t head_dim,
                                  float theta, float *kc, float *vc) {
+  pdlLaunchDependents();
+  pdlWait();
   const int t = blockIdx.x;
   const int64_t p = s->pos + t;
   const float pos = float(p);
@@ -176,9 +206,11 @@ __global__ void ropeAppendKernel(const StepParams *s, float *qkv, int64_t lq,
 }
 
 // Cache rows pos + t <- k[t], v[t]                 grid T
-__global__ void kvAppendKernel(const StepParams *s, const float *k,
-                               int64_t ldk, const float *v, int64_t ldv,
-                               float *kc, float *vc, int64_t kvd) {
+__global__ void kvAppendKernel(const StepParams *s, const float *k, int64_t ldk,
+                               const float *v, int64_t ldv, float *kc,
+                               float *vc, int64_t kvd) {
+  pdlLaunchDependents();
+  pdlWait();
   const int t = blockIdx.x;
   const int64_t p = s->pos + t;
   for (int64_t i = threadIdx.x; i < kvd; i += blockDim.x) {
@@ -199,24 +231,27 @@ __global__ void kvAppendKernel(const StepParams *s, const float *k,
 constexpr int kAttnThreads = 256;
 constexpr int kAttnMaxDimsPerLane = 8; // head_dim <= 256
 
-__host__ __device__ constexpr size_t attentionSmem(int head_dim, int positions) {
-  return sizeof(float) *
-         (size_t(head_dim) + size_t(positions) + size_t(kAttnThreads / 32) * head_dim);
+__host__ __device__ constexpr size_t attentionSmem(int head_dim,
+                                                   int positions) {
+  return sizeof(float) * (size_t(head_dim) + size_t(positions) +
+                          size_t(kAttnThreads / 32) * head_dim);
 }
 
 __global__ void __launch_bounds__(kAttnThreads)
-attentionKernel(const StepParams *s, const float *q, int64_t ldq,
-                const float *K, int64_t ldk, const float *V, int64_t ldv,
-                float *out, int64_t ldo, int group, int head_dim, int causal,
-                int n_rows) {
+    attentionKernel(const StepParams *s, const float *q, int64_t ldq,
+                    const float *K, int64_t ldk, const float *V, int64_t ldv,
+                    float *out, int64_t ldo, int group, int head_dim,
+                    int causal, int n_rows) {
+  pdlLaunchDependents();
+  pdlWait();
   extern __shared__ float smem[];
   __shared__ float red[32];
   const int h = blockIdx.x, t = blockIdx.y;
   const int n = causal ? s->pos + t + 1 : n_rows;
   const int nw = kAttnThreads / 32;
-  float *qs = smem;                   // head_dim
-  float *scores = smem + head_dim;    // n
-  float *part = scores + n;           // nw * head_dim
+  float *qs = smem;                // head_dim
+  float *scores = smem + head_dim; // n
+  float *part = scores + n;        // nw * head_dim
   const int64_t koff = int64_t(h / group) * head_dim;
   for (int d = threadIdx.x; d < head_dim; d += kAttnThreads)
     qs[d] = q[t * ldq + int64_t(h) * head_dim + d];
@@ -291,9 +326,11 @@ attentionKernel(const StepParams *s, const float *q, int64_t ldq,
 // of the softmax; a row with none outputs zeros, as the CPU kernel).
 // grid (n_heads, T), kAttnThreads threads, attentionSmem() bytes.
 __global__ void __launch_bounds__(kAttnThreads)
-attentionRowsKernel(const StepParams *s, const float *q, int64_t ldq,
-                    const float *const *k_rows, const float *const *v_rows,
-                    float *out, int64_t ldo, int group, int head_dim) {
+    attentionRowsKernel(const StepParams *s, const float *q, int64_t ldq,
+                        const float *const *k_rows, const float *const *v_rows,
+                        float *out, int64_t ldo, int group, int head_dim) {
+  pdlLaunchDependents();
+  pdlWait();
   extern __shared__ float smem[];
   __shared__ float red[32];
   const int h = blockIdx.x, t = blockIdx.y;
@@ -378,9 +415,11 @@ attentionRowsKernel(const StepParams *s, const float *q, int64_t ldq,
 // attentionCombineKernel merges the splits. Dynamic shared memory:
 // attentionSmem(head_dim, ceil(max positions / splits)).
 __global__ void __launch_bounds__(kAttnThreads)
-attentionSplitKernel(const StepParams *s, const float *q, int64_t ldq,
-                     const float *K, int64_t ldk, const float *V, int64_t ldv,
-                     int group, int head_dim, float *ws) {
+    attentionSplitKernel(const StepParams *s, const float *q, int64_t ldq,
+                         const float *K, int64_t ldk, const float *V,
+                         int64_t ldv, int group, int head_dim, float *ws) {
+  pdlLaunchDependents();
+  pdlWait();
   extern __shared__ float smem[];
   __shared__ float red[32];
   const int h = blockIdx.x, t = blockIdx.y, z = blockIdx.z;
@@ -478,6 +517,8 @@ attentionSplitKernel(const StepParams *s, const float *q, int64_t ldq,
 // grid (n_heads, T), threads over head_dim.
 __global__ void attentionCombineKernel(const float *ws, int splits,
                                        int head_dim, float *out, int64_t ldo) {
+  pdlLaunchDependents();
+  pdlWait();
   const int h = blockIdx.x, t = blockIdx.y, n_heads = gridDim.x;
   const float *w = ws + (int64_t(t) * n_heads + h) * splits * (head_dim + 2);
   float M = -INFINITY;
@@ -504,6 +545,11 @@ __global__ void attentionCombineKernel(const float *ws, int splits,
 // output column n, 16-byte loads of W, x read through the cache. VEC values
 // per 16 bytes of W (8 bf16, 4 f32); K % VEC == 0 and 16-byte aligned rows.
 constexpr int kGemvMaxRows = 8;
+// 16-byte loads of W in flight per lane (GEMV; half per matrix in the
+// gate/up GEMV). A compile-time choice: -DLOOM_GEMV_UNROLL=N.
+#ifndef LOOM_GEMV_UNROLL
+#define LOOM_GEMV_UNROLL 8
+#endif
 
 __device__ __forceinline__ void loadVec(const __nv_bfloat16 *p, float *f) {
   const uint4 u = *reinterpret_cast<const uint4 *>(p);
@@ -546,10 +592,13 @@ template <typename W, int VEC>
 __global__ void gemvKernel(const float *__restrict__ x, int64_t ldx,
                            const W *__restrict__ Wm, float *__restrict__ y,
                            int64_t ldy, int T, int K, int N, int accumulate) {
+  pdlLaunchDependents();
   const int n = int((int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5);
   const int lane = threadIdx.x & 31;
-  if (n >= N)
+  if (n >= N) {
+    pdlWait();
     return;
+  }
   const W *w = Wm + int64_t(n) * K;
   float acc[kGemvMaxRows];
 #pragma unroll
@@ -558,13 +607,18 @@ __global__ void gemvKernel(const float *__restrict__ x, int64_t ldx,
   constexpr int kStep = 32 * VEC;
   int k = lane * VEC;
   // kUnroll independent 16-byte loads of W in flight per lane, kept raw
-  // (4 registers each) until used.
-  constexpr int kUnroll = 8;
-  for (; k + (kUnroll - 1) * kStep < K; k += kUnroll * kStep) {
-    uint4 raw[kUnroll];
+  // (4 registers each) until used; the first batch is issued before
+  // waiting for the predecessor kernel (pdlWait).
+  constexpr int kUnroll = LOOM_GEMV_UNROLL;
+  uint4 raw[kUnroll];
+  bool full = k + (kUnroll - 1) * kStep < K;
+  if (full) {
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u)
       raw[u] = __ldg(reinterpret_cast<const uint4 *>(w + k + u * kStep));
+  }
+  pdlWait();
+  for (; full; k += kUnroll * kStep) {
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       float wv[VEC];
@@ -583,6 +637,13 @@ __global__ void gemvKernel(const float *__restrict__ x, int64_t ldx,
           }
         }
       }
+    }
+    full = k + kUnroll * kStep + (kUnroll - 1) * kStep < K;
+    if (full) {
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u)
+        raw[u] = __ldg(reinterpret_cast<const uint4 *>(w + k + kUnroll * kStep +
+                                                       u * kStep));
     }
   }
   for (; k < K; k += kStep) {
@@ -620,14 +681,16 @@ __global__ void gemvKernel(const float *__restrict__ x, int64_t ldx,
 // fused form has the three dispatches' effects). One warp per column.
 template <typename W, int VEC>
 __global__ void gateUpKernel(const float *__restrict__ x, int64_t ldx,
-                             const W *__restrict__ W1,
-                             const W *__restrict__ W3, float *a, int64_t lda,
-                             float *b, int64_t ldb, float *y, int64_t ldy,
-                             int T, int K, int N) {
+                             const W *__restrict__ W1, const W *__restrict__ W3,
+                             float *a, int64_t lda, float *b, int64_t ldb,
+                             float *y, int64_t ldy, int T, int K, int N) {
+  pdlLaunchDependents();
   const int n = int((int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5);
   const int lane = threadIdx.x & 31;
-  if (n >= N)
+  if (n >= N) {
+    pdlWait();
     return;
+  }
   const W *w1 = W1 + int64_t(n) * K;
   const W *w3 = W3 + int64_t(n) * K;
   float acc1[kGemvMaxRows], acc3[kGemvMaxRows];
@@ -636,7 +699,8 @@ __global__ void gateUpKernel(const float *__restrict__ x, int64_t ldx,
     acc1[t] = acc3[t] = 0.0f;
   constexpr int kStep = 32 * VEC;
   // Up to kUnroll 16-byte loads of each matrix in flight per lane.
-  constexpr int kUnroll = 4;
+  constexpr int kUnroll = LOOM_GEMV_UNROLL / 2;
+  bool waited = false;
   for (int k0 = lane * VEC; k0 < K; k0 += kUnroll * kStep) {
     uint4 r1[kUnroll], r3[kUnroll];
 #pragma unroll
@@ -646,6 +710,10 @@ __global__ void gateUpKernel(const float *__restrict__ x, int64_t ldx,
         r1[u] = __ldg(reinterpret_cast<const uint4 *>(w1 + k));
         r3[u] = __ldg(reinterpret_cast<const uint4 *>(w3 + k));
       }
+    }
+    if (!waited) { // the first weights are in flight: now the inputs
+      pdlWait();
+      waited = true;
     }
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
@@ -675,6 +743,8 @@ __global__ void gateUpKernel(const float *__restrict__ x, int64_t ldx,
       }
     }
   }
+  if (!waited)
+    pdlWait();
 #pragma unroll
   for (int t = 0; t < kGemvMaxRows; ++t) {
     if (t < T) {
@@ -695,6 +765,8 @@ __global__ void gemvScalarKernel(const float *__restrict__ x, int64_t ldx,
                                  const W *__restrict__ Wm,
                                  float *__restrict__ y, int64_t ldy, int T,
                                  int K, int N, int accumulate) {
+  pdlLaunchDependents();
+  pdlWait();
   const int n = int((int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5);
   const int lane = threadIdx.x & 31;
   if (n >= N)
@@ -715,6 +787,8 @@ __global__ void gemvScalarKernel(const float *__restrict__ x, int64_t ldx,
 // xb[t, k] = bf16(x[t, k]) (dense rows of K), for cuBLAS bf16 GEMMs.
 __global__ void toBf16Kernel(const float *x, int64_t ldx, __nv_bfloat16 *xb,
                              int64_t K, int64_t T) {
+  pdlLaunchDependents();
+  pdlWait();
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= T * K)
     return;
@@ -723,9 +797,10 @@ __global__ void toBf16Kernel(const float *x, int64_t ldx, __nv_bfloat16 *xb,
 }
 
 // y[t, c] = x[t, c] + bias[c], c < cols            grid T
-__global__ void addRowBiasKernel(const float *x, int64_t ldx,
-                                 const float *bias, float *y, int64_t ldy,
-                                 int64_t cols) {
+__global__ void addRowBiasKernel(const float *x, int64_t ldx, const float *bias,
+                                 float *y, int64_t ldy, int64_t cols) {
+  pdlLaunchDependents();
+  pdlWait();
   const int t = blockIdx.x;
   for (int64_t c = threadIdx.x; c < cols; c += blockDim.x)
     y[t * ldy + c] = x[t * ldx + c] + bias[c];
@@ -733,9 +808,10 @@ __global__ void addRowBiasKernel(const float *x, int64_t ldx,
 
 // y[t, :] = x[t, :] + table[t, :]                  grid T
 template <typename W>
-__global__ void addPositionsKernel(const float *x, int64_t ldx,
-                                   const W *table, float *y, int64_t ldy,
-                                   int64_t D) {
+__global__ void addPositionsKernel(const float *x, int64_t ldx, const W *table,
+                                   float *y, int64_t ldy, int64_t D) {
+  pdlLaunchDependents();
+  pdlWait();
   const int t = blockIdx.x;
   for (int64_t c = threadIdx.x; c < D; c += blockDim.x)
     y[t * ldy + c] = x[t * ldx + c] + toFloat(table[t * D + c]);
@@ -743,6 +819,8 @@ __global__ void addPositionsKernel(const float *x, int64_t ldx,
 
 __global__ void siluMulKernel(const float *a, const float *b, float *y,
                               int64_t n) {
+  pdlLaunchDependents();
+  pdlWait();
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < n) {
     const float v = a[i];
@@ -750,8 +828,9 @@ __global__ void siluMulKernel(const float *a, const float *b, float *y,
   }
 }
 
-__global__ void addKernel(const float *a, const float *b, float *y,
-                          int64_t n) {
+__global__ void addKernel(const float *a, const float *b, float *y, int64_t n) {
+  pdlLaunchDependents();
+  pdlWait();
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < n)
     y[i] = a[i] + b[i];
@@ -759,6 +838,8 @@ __global__ void addKernel(const float *a, const float *b, float *y,
 
 // 0.5 x (1 + tanh(u)) evaluated as x / (1 + exp(-2u)), as the CPU kernel.
 __global__ void geluTanhKernel(const float *x, float *y, int64_t n) {
+  pdlLaunchDependents();
+  pdlWait();
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < n) {
     constexpr float k0 = -2.0f * 0.7978845608028654f;
@@ -771,6 +852,8 @@ __global__ void geluTanhKernel(const float *x, float *y, int64_t n) {
 // y[t] = [a[t], b[t]]                              grid T
 __global__ void concatKernel(const float *a, int64_t na, const float *b,
                              int64_t nb, float *y) {
+  pdlLaunchDependents();
+  pdlWait();
   const int t = blockIdx.x;
   for (int64_t c = threadIdx.x; c < na + nb; c += blockDim.x)
     y[t * (na + nb) + c] = c < na ? a[t * na + c] : b[t * nb + (c - na)];
@@ -782,6 +865,8 @@ __global__ void concatKernel(const float *a, int64_t na, const float *b,
 // for a NaN logit. Result in s->next and *out.
 __global__ void sampleKernel(const float *logits, int V, StepParams *s,
                              int32_t *out) {
+  pdlLaunchDependents();
+  pdlWait();
   __shared__ float red[32];
   __shared__ int redi[32];
   __shared__ float part[1024];
