@@ -91,6 +91,35 @@ def bandwidth():
     return name, copy, read
 
 
+def ncu_profile(loom_run, art, out_dir):
+    """Kernel durations of a 3-token prefill and one decode step (the CUDA
+    graph's nodes one by one) with Nsight Compute, where it is installed."""
+    import csv
+    import shutil
+    ncu = shutil.which("ncu")
+    if not ncu:
+        print("ncu profile: skipped (no ncu on this machine)")
+        return
+    path = os.path.join(out_dir, "ncu.csv")
+    text = sh([ncu, "--graph-profiling", "node", "--clock-control", "none",
+               "--cache-control", "none", "--metrics", "gpu__time_duration.sum",
+               "--csv", "--print-summary", "per-kernel", loom_run, art, "--device",
+               "cuda", "--prompt-ids", "1,2,3", "--steps", "2", "--temperature", "0"])
+    open(path, "w").write(text)
+    rows = list(csv.DictReader(l for l in text.splitlines() if l.startswith('"')))
+    def num(v):
+        return float(v.replace(",", ""))
+    rows = [(r["Kernel Name"].split("(")[0].replace("void ", ""), r["Grid Size"],
+             int(r["Invocations"]), num(r["Average"])) for r in rows
+            if r.get("Metric Name") == "gpu__time_duration.sum"]
+    total = sum(n * a for _, _, n, a in rows)
+    print("ncu profile (3-token prefill + 1 decode step, %.0f us of kernels; %s):"
+          % (total / 1e3, path))
+    for name, grid, n, avg in sorted(rows, key=lambda r: -r[2] * r[3])[:14]:
+        print("  %-34s grid %-14s %4d x %8.1f us = %8.1f us"
+              % (name[:34], grid, n, avg / 1e3, n * avg / 1e3))
+
+
 def profile(loom_run, art, workdir):
     trace = os.path.join(workdir, "trace.json")
     sh([loom_run, art, "--device", "cuda", "--bench", "--trace", trace])
@@ -159,6 +188,7 @@ def main():
                                 "decode_tok_s": float(out["decode_tokens_per_s"])}
         if m == a.profile:
             profile(os.path.join(b, "bin", "loom-run"), art, a.workdir)
+            ncu_profile(os.path.join(b, "bin", "loom-run"), art, a.out)
         os.remove(art)
         weight = int(loom["weight_bytes"])
         kv = int(loom["kv_bytes_per_token"])

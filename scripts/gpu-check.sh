@@ -108,7 +108,8 @@ if command -v compute-sanitizer > /dev/null; then
     --temperature 0 --print-ids
 fi
 
-step bench python3 bench/bench_cuda.py --bundle "$B" --out "$OUTDIR" --workdir "$W/bench" --profile 1b
+step bench python3 bench/bench_cuda.py --bundle "$B" --out "$OUTDIR" --workdir "$W/bench" --profile 1b \
+  --variant nopdl,LOOM_CUDA_PDL=0
 rm -rf "$W"
 echo "gpu-check: $failures failures"
 exit $((failures > 0))

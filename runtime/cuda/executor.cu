@@ -152,6 +152,7 @@ private:
                    float *out, int64_t ldo, int64_t T, int64_t nh, int64_t nkv,
                    int64_t hd);
   int splitsFor(int64_t nh) const;
+  int gemvSplit(int64_t N, int64_t K, int vec) const;
   void sync(const char *what) { check(cudaStreamSynchronize(stream_), what); }
   void release(); // frees everything; safe on a half-built executor
   void traceMark(size_t dispatch);
@@ -181,7 +182,8 @@ private:
   __nv_bfloat16 *xb_ = nullptr; // bf16 activations for cuBLAS
   size_t xb_elems_ = 0;
   size_t attn_smem_ = 0;
-  float *attn_ws_ = nullptr;  // decode attention's per-split partials
+  float *attn_ws_ = nullptr;   // decode attention's per-split partials
+  int *attn_counters_ = nullptr; // splits done per (row, head); 0 between
   int64_t max_positions_ = 0; // longest KV cache
   int sm_count_ = 1;
   bool pdl_ = true; // programmatic dependent launch (LOOM_CUDA_PDL=0: off)
@@ -366,6 +368,10 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device, TraceRecorder *trace,
         alloc(sizeof(float) *
                   size_t(kGemvRows * max_nh * kMaxAttnSplits * (max_hd + 2)),
               "attention partials"));
+    attn_counters_ = static_cast<int *>(
+        alloc(sizeof(int) * size_t(kGemvRows * max_nh), "attention counters"));
+    check(cudaMemset(attn_counters_, 0, sizeof(int) * size_t(kGemvRows * max_nh)),
+          "cudaMemset");
     check(cudaFuncSetAttribute(
               attentionSplitKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
               int(attentionSmem(int(max_hd), int(max_positions_)))),
@@ -421,7 +427,7 @@ void CudaExecutor::gemm(const float *x, int64_t ldx, uint32_t weight, float *y,
   const DeviceTensor &w = tensors_[weight];
   const bool bf16 = w.dtype == WeightType::BF16;
   if (T <= kGemvRows) {
-    const unsigned threads = 256;
+    const unsigned threads = kGemvThreads;
     const unsigned blocks = blocksFor(N * 32, threads);
     const int vec = bf16 ? 8 : 4;
     const bool aligned = K % vec == 0 && ldx % 4 == 0 &&
@@ -429,18 +435,21 @@ void CudaExecutor::gemm(const float *x, int64_t ldx, uint32_t weight, float *y,
                           reinterpret_cast<uintptr_t>(w.native)) %
                                  16 ==
                              0;
+    const int split = gemvSplit(N, K, vec);
+    const unsigned split_blocks =
+        blocksFor(N, unsigned(kGemvThreads / 32 / split));
     if (bf16 && aligned)
-      launchKernel(gemvKernel<__nv_bfloat16, 8>, blocks, threads, 0, x, ldx,
-                   static_cast<const __nv_bfloat16 *>(w.native), y, ldy, int(T),
-                   int(K), int(N), accumulate);
+      launchKernel(gemvKernel<__nv_bfloat16, 8>, split_blocks, threads, 0, x,
+                   ldx, static_cast<const __nv_bfloat16 *>(w.native), y, ldy,
+                   int(T), int(K), int(N), accumulate, split);
     else if (bf16)
       launchKernel(gemvScalarKernel<__nv_bfloat16>, blocks, threads, 0, x, ldx,
                    static_cast<const __nv_bfloat16 *>(w.native), y, ldy, int(T),
                    int(K), int(N), accumulate);
     else if (aligned)
-      launchKernel(gemvKernel<float, 4>, blocks, threads, 0, x, ldx,
+      launchKernel(gemvKernel<float, 4>, split_blocks, threads, 0, x, ldx,
                    static_cast<const float *>(w.native), y, ldy, int(T), int(K),
-                   int(N), accumulate);
+                   int(N), accumulate, split);
     else
       launchKernel(gemvScalarKernel<float>, blocks, threads, 0, x, ldx,
                    static_cast<const float *>(w.native), y, ldy, int(T), int(K),
@@ -534,16 +543,24 @@ void CudaExecutor::attendCache(const DeviceCache &c, const float *q,
     launchKernel(attentionSplitKernel,
                  dim3(unsigned(nh), unsigned(T), unsigned(S)), kAttnThreads,
                  smem, d_step_, q, ldq, c.k, c.kvd, c.v, c.kvd, int(nh / nkv),
-                 int(hd), attn_ws_);
-    const unsigned threads =
-        std::min<unsigned>(256, unsigned((hd + 31) / 32 * 32));
-    launchKernel(attentionCombineKernel, dim3(unsigned(nh), unsigned(T)),
-                 threads, 0, attn_ws_, S, int(hd), out, ldo);
+                 int(hd), attn_ws_, attn_counters_, out, ldo);
     return;
   }
   launchKernel(attentionKernel, dim3(unsigned(nh), unsigned(T)), kAttnThreads,
                attn_smem_, d_step_, q, ldq, c.k, c.kvd, c.v, c.kvd, out, ldo,
                int(nh / nkv), int(hd), 1, 0);
+}
+
+// Warps per column of a decode GEMV (1, 2, 4 or 8): enough columns x
+// warps for about 64 warps per multiprocessor, each warp keeping at least
+// two 16-byte steps per lane of K.
+int CudaExecutor::gemvSplit(int64_t N, int64_t K, int vec) const {
+  const int64_t steps = (K + 32 * vec - 1) / (32 * vec);
+  int split = 1;
+  while (split < kGemvThreads / 32 && N * split < 64 * int64_t(sm_count_) &&
+         steps / (2 * split) >= 2)
+    split *= 2;
+  return split;
 }
 
 // Splits of a decode attention: about two blocks per multiprocessor over
@@ -755,17 +772,19 @@ size_t CudaExecutor::launchFused(const ProgramDesc &prog, size_t i, size_t end,
                 16 !=
             0)
       return 0;
-    const unsigned threads = 256, blocks = blocksFor(N * 32, threads);
+    const int split = gemvSplit(N, K, vec);
+    const unsigned threads = kGemvThreads,
+                   blocks = blocksFor(N, unsigned(kGemvThreads / 32 / split));
     if (w1.dtype == WeightType::BF16)
       launchKernel(gateUpKernel<__nv_bfloat16, 8>, blocks, threads, 0, xp, K,
                    static_cast<const __nv_bfloat16 *>(w1.native),
                    static_cast<const __nv_bfloat16 *>(w3.native), buffer(a), N,
-                   buffer(b), N, buffer(y), N, int(T), int(K), int(N));
+                   buffer(b), N, buffer(y), N, int(T), int(K), int(N), split);
     else
       launchKernel(gateUpKernel<float, 4>, blocks, threads, 0, xp, K,
                    static_cast<const float *>(w1.native),
                    static_cast<const float *>(w3.native), buffer(a), N,
-                   buffer(b), N, buffer(y), N, int(T), int(K), int(N));
+                   buffer(b), N, buffer(y), N, int(T), int(K), int(N), split);
     check(cudaGetLastError(), "gate/up GEMV + silu_mul");
     return 3;
   }
