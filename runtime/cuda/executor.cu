@@ -152,7 +152,6 @@ private:
                    float *out, int64_t ldo, int64_t T, int64_t nh, int64_t nkv,
                    int64_t hd);
   int splitsFor(int64_t nh) const;
-  int gemvSplit(int64_t N, int64_t K, int vec) const;
   void sync(const char *what) { check(cudaStreamSynchronize(stream_), what); }
   void release(); // frees everything; safe on a half-built executor
   void traceMark(size_t dispatch);
@@ -427,7 +426,7 @@ void CudaExecutor::gemm(const float *x, int64_t ldx, uint32_t weight, float *y,
   const DeviceTensor &w = tensors_[weight];
   const bool bf16 = w.dtype == WeightType::BF16;
   if (T <= kGemvRows) {
-    const unsigned threads = kGemvThreads;
+    const unsigned threads = 256;
     const unsigned blocks = blocksFor(N * 32, threads);
     const int vec = bf16 ? 8 : 4;
     const bool aligned = K % vec == 0 && ldx % 4 == 0 &&
@@ -435,21 +434,18 @@ void CudaExecutor::gemm(const float *x, int64_t ldx, uint32_t weight, float *y,
                           reinterpret_cast<uintptr_t>(w.native)) %
                                  16 ==
                              0;
-    const int split = gemvSplit(N, K, vec);
-    const unsigned split_blocks =
-        blocksFor(N, unsigned(kGemvThreads / 32 / split));
     if (bf16 && aligned)
-      launchKernel(gemvKernel<__nv_bfloat16, 8>, split_blocks, threads, 0, x,
-                   ldx, static_cast<const __nv_bfloat16 *>(w.native), y, ldy,
-                   int(T), int(K), int(N), accumulate, split);
+      launchKernel(gemvKernel<__nv_bfloat16, 8>, blocks, threads, 0, x, ldx,
+                   static_cast<const __nv_bfloat16 *>(w.native), y, ldy, int(T),
+                   int(K), int(N), accumulate);
     else if (bf16)
       launchKernel(gemvScalarKernel<__nv_bfloat16>, blocks, threads, 0, x, ldx,
                    static_cast<const __nv_bfloat16 *>(w.native), y, ldy, int(T),
                    int(K), int(N), accumulate);
     else if (aligned)
-      launchKernel(gemvKernel<float, 4>, split_blocks, threads, 0, x, ldx,
+      launchKernel(gemvKernel<float, 4>, blocks, threads, 0, x, ldx,
                    static_cast<const float *>(w.native), y, ldy, int(T), int(K),
-                   int(N), accumulate, split);
+                   int(N), accumulate);
     else
       launchKernel(gemvScalarKernel<float>, blocks, threads, 0, x, ldx,
                    static_cast<const float *>(w.native), y, ldy, int(T), int(K),
@@ -549,18 +545,6 @@ void CudaExecutor::attendCache(const DeviceCache &c, const float *q,
   launchKernel(attentionKernel, dim3(unsigned(nh), unsigned(T)), kAttnThreads,
                attn_smem_, d_step_, q, ldq, c.k, c.kvd, c.v, c.kvd, out, ldo,
                int(nh / nkv), int(hd), 1, 0);
-}
-
-// Warps per column of a decode GEMV (1, 2, 4 or 8): enough columns x
-// warps for about 64 warps per multiprocessor, each warp keeping at least
-// two 16-byte steps per lane of K.
-int CudaExecutor::gemvSplit(int64_t N, int64_t K, int vec) const {
-  const int64_t steps = (K + 32 * vec - 1) / (32 * vec);
-  int split = 1;
-  while (split < kGemvThreads / 32 && N * split < 64 * int64_t(sm_count_) &&
-         steps / (2 * split) >= 2)
-    split *= 2;
-  return split;
 }
 
 // Splits of a decode attention: about two blocks per multiprocessor over
@@ -772,19 +756,17 @@ size_t CudaExecutor::launchFused(const ProgramDesc &prog, size_t i, size_t end,
                 16 !=
             0)
       return 0;
-    const int split = gemvSplit(N, K, vec);
-    const unsigned threads = kGemvThreads,
-                   blocks = blocksFor(N, unsigned(kGemvThreads / 32 / split));
+    const unsigned threads = 256, blocks = blocksFor(N * 32, threads);
     if (w1.dtype == WeightType::BF16)
       launchKernel(gateUpKernel<__nv_bfloat16, 8>, blocks, threads, 0, xp, K,
                    static_cast<const __nv_bfloat16 *>(w1.native),
                    static_cast<const __nv_bfloat16 *>(w3.native), buffer(a), N,
-                   buffer(b), N, buffer(y), N, int(T), int(K), int(N), split);
+                   buffer(b), N, buffer(y), N, int(T), int(K), int(N));
     else
       launchKernel(gateUpKernel<float, 4>, blocks, threads, 0, xp, K,
                    static_cast<const float *>(w1.native),
                    static_cast<const float *>(w3.native), buffer(a), N,
-                   buffer(b), N, buffer(y), N, int(T), int(K), int(N), split);
+                   buffer(b), N, buffer(y), N, int(T), int(K), int(N));
     check(cudaGetLastError(), "gate/up GEMV + silu_mul");
     return 3;
   }

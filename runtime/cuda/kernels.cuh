@@ -541,20 +541,33 @@ __global__ void __launch_bounds__(kAttnThreads)
     counters[t * n_heads + h] = 0; // ready for the next launch
 }
 
-// y[t, n] (+)= sum_k x[t, k] W[n, k] for T <= kGemvMaxRows rows (decode
-// steps): 16-byte loads of W, x read through the cache. A block of
-// kGemvThreads (8 warps) covers 8 / split columns; the `split` warps of a
-// column take consecutive shares of its K / (32 VEC) 16-byte steps per
-// lane (split-K, so that a narrow matrix still keeps every multiprocessor
-// busy) and the first adds their sums. VEC values per 16 bytes of W (8 bf16,
-// 4 f32); K % VEC == 0 and 16-byte aligned rows.
+// y[t, n] (+)= sum_k x[t, k] W[n, k] for T <= kMaxRows rows: one warp per
+// output column n, 16-byte loads of W, x read through the cache. VEC values
+// per 16 bytes of W (8 bf16, 4 f32); K % VEC == 0 and 16-byte aligned rows.
 constexpr int kGemvMaxRows = 8;
-constexpr int kGemvThreads = 256;
-// 16-byte loads of W in flight per lane (half of it per matrix in the
+// 16-byte loads of W in flight per lane (GEMV; half per matrix in the
 // gate/up GEMV). A compile-time choice: -DLOOM_GEMV_UNROLL=N.
 #ifndef LOOM_GEMV_UNROLL
 #define LOOM_GEMV_UNROLL 4
 #endif
+
+__device__ __forceinline__ void loadVec(const __nv_bfloat16 *p, float *f) {
+  const uint4 u = *reinterpret_cast<const uint4 *>(p);
+  const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&u);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 v = __bfloat1622float2(h[i]);
+    f[2 * i] = v.x;
+    f[2 * i + 1] = v.y;
+  }
+}
+__device__ __forceinline__ void loadVec(const float *p, float *f) {
+  const float4 u = *reinterpret_cast<const float4 *>(p);
+  f[0] = u.x;
+  f[1] = u.y;
+  f[2] = u.z;
+  f[3] = u.w;
+}
 
 // 16 raw bytes of W as floats: 8 bf16 or 4 f32.
 __device__ __forceinline__ void unpackVec(const uint4 &u, float *f,
@@ -575,172 +588,175 @@ __device__ __forceinline__ void unpackVec(const uint4 &u, float *f,
   f[3] = __uint_as_float(u.w);
 }
 
-// acc[t] += W values wv . x[t, k .. k + VEC) for t < T.
-template <int VEC>
-__device__ __forceinline__ void dotRows(const float *wv, const float *x,
-                                        int64_t ldx, int k, int T,
-                                        float *acc) {
-#pragma unroll
-  for (int t = 0; t < kGemvMaxRows; ++t) {
-    if (t < T) {
-      const float *xr = x + t * ldx + k;
-#pragma unroll
-      for (int i = 0; i < VEC; i += 4) {
-        const float4 f = __ldg(reinterpret_cast<const float4 *>(xr + i));
-        acc[t] = fmaf(wv[i], f.x, acc[t]);
-        acc[t] = fmaf(wv[i + 1], f.y, acc[t]);
-        acc[t] = fmaf(wv[i + 2], f.z, acc[t]);
-        acc[t] = fmaf(wv[i + 3], f.w, acc[t]);
-      }
-    }
-  }
-}
-
-// Adds the `split` warps' sums of each column (part: shared, one row of
-// kGemvMaxRows per warp); the column's first warp gets the totals in acc.
-__device__ __forceinline__ void gemvReduce(float *acc, int T, int split,
-                                           float (*part)[kGemvMaxRows]) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-#pragma unroll
-  for (int t = 0; t < kGemvMaxRows; ++t)
-    if (t < T) {
-      acc[t] = warpSum(acc[t]);
-      if (lane == 0)
-        part[warp][t] = acc[t];
-    }
-  if (split > 1) {
-    __syncthreads();
-    if (warp % split == 0 && lane == 0)
-#pragma unroll
-      for (int t = 0; t < kGemvMaxRows; ++t)
-        if (t < T)
-          for (int v = 1; v < split; ++v)
-            acc[t] += part[warp + v][t];
-  }
-}
-
 template <typename W, int VEC>
-__global__ void __launch_bounds__(kGemvThreads)
-    gemvKernel(const float *__restrict__ x, int64_t ldx,
-               const W *__restrict__ Wm, float *__restrict__ y, int64_t ldy,
-               int T, int K, int N, int accumulate, int split) {
+__global__ void gemvKernel(const float *__restrict__ x, int64_t ldx,
+                           const W *__restrict__ Wm, float *__restrict__ y,
+                           int64_t ldy, int T, int K, int N, int accumulate) {
   pdlLaunchDependents();
-  __shared__ float part[kGemvThreads / 32][kGemvMaxRows];
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int n = blockIdx.x * (kGemvThreads / 32 / split) + warp / split;
-  const int slice = warp % split;
-  const bool active = n < N;
-  constexpr int kStep = 32 * VEC;
-  const int steps = (K + kStep - 1) / kStep;
-  const int s0 = steps * slice / split, s1 = steps * (slice + 1) / split;
-  const W *w = Wm + int64_t(active ? n : 0) * K;
+  const int n = int((int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5);
+  const int lane = threadIdx.x & 31;
+  if (n >= N) {
+    pdlWait();
+    return;
+  }
+  const W *w = Wm + int64_t(n) * K;
   float acc[kGemvMaxRows];
 #pragma unroll
   for (int t = 0; t < kGemvMaxRows; ++t)
     acc[t] = 0.0f;
-  // kUnroll 16-byte loads in flight per lane, kept raw until used; the
-  // first batch is issued before waiting for the predecessor (pdlWait).
+  constexpr int kStep = 32 * VEC;
+  int k = lane * VEC;
+  // kUnroll independent 16-byte loads of W in flight per lane, kept raw
+  // (4 registers each) until used; the first batch is issued before
+  // waiting for the predecessor kernel (pdlWait).
   constexpr int kUnroll = LOOM_GEMV_UNROLL;
   uint4 raw[kUnroll];
-  auto load = [&](int first) {
+  bool full = k + (kUnroll - 1) * kStep < K;
+  if (full) {
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int k = (first + u) * kStep + lane * VEC;
-      if (active && first + u < s1 && k < K)
-        raw[u] = __ldg(reinterpret_cast<const uint4 *>(w + k));
-    }
-  };
-  load(s0);
-  pdlWait();
-  for (int st = s0; st < s1; st += kUnroll) {
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int k = (st + u) * kStep + lane * VEC;
-      if (active && st + u < s1 && k < K) {
-        float wv[VEC];
-        unpackVec(raw[u], wv, static_cast<const W *>(nullptr));
-        dotRows<VEC>(wv, x, ldx, k, T, acc);
-      }
-    }
-    if (st + kUnroll < s1)
-      load(st + kUnroll);
+    for (int u = 0; u < kUnroll; ++u)
+      raw[u] = __ldg(reinterpret_cast<const uint4 *>(w + k + u * kStep));
   }
-  gemvReduce(acc, T, split, part);
-  if (active && slice == 0 && lane == 0)
+  pdlWait();
+  for (; full; k += kUnroll * kStep) {
 #pragma unroll
-    for (int t = 0; t < kGemvMaxRows; ++t)
-      if (t < T) {
-        float *o = y + t * ldy + n;
-        *o = accumulate ? *o + acc[t] : acc[t];
+    for (int u = 0; u < kUnroll; ++u) {
+      float wv[VEC];
+      unpackVec(raw[u], wv, static_cast<const W *>(nullptr));
+#pragma unroll
+      for (int t = 0; t < kGemvMaxRows; ++t) {
+        if (t < T) {
+          const float *xr = x + t * ldx + k + u * kStep;
+#pragma unroll
+          for (int i = 0; i < VEC; i += 4) {
+            const float4 f = __ldg(reinterpret_cast<const float4 *>(xr + i));
+            acc[t] = fmaf(wv[i], f.x, acc[t]);
+            acc[t] = fmaf(wv[i + 1], f.y, acc[t]);
+            acc[t] = fmaf(wv[i + 2], f.z, acc[t]);
+            acc[t] = fmaf(wv[i + 3], f.w, acc[t]);
+          }
+        }
       }
+    }
+    full = k + kUnroll * kStep + (kUnroll - 1) * kStep < K;
+    if (full) {
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u)
+        raw[u] = __ldg(reinterpret_cast<const uint4 *>(w + k + kUnroll * kStep +
+                                                       u * kStep));
+    }
+  }
+  for (; k < K; k += kStep) {
+    float wv[VEC];
+    loadVec(w + k, wv);
+#pragma unroll
+    for (int t = 0; t < kGemvMaxRows; ++t) {
+      if (t < T) {
+        const float *xr = x + t * ldx + k;
+#pragma unroll
+        for (int i = 0; i < VEC; i += 4) {
+          const float4 f = __ldg(reinterpret_cast<const float4 *>(xr + i));
+          acc[t] = fmaf(wv[i], f.x, acc[t]);
+          acc[t] = fmaf(wv[i + 1], f.y, acc[t]);
+          acc[t] = fmaf(wv[i + 2], f.z, acc[t]);
+          acc[t] = fmaf(wv[i + 3], f.w, acc[t]);
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int t = 0; t < kGemvMaxRows; ++t) {
+    if (t < T) {
+      const float v = warpSum(acc[t]);
+      if (lane == 0) {
+        float *o = y + t * ldy + n;
+        *o = accumulate ? *o + v : v;
+      }
+    }
+  }
 }
 
 // Two GEMVs over the same rows and the SiLU gate of a SwiGLU FFN in one
 // pass: a = x W1^T, b = x W3^T, y = silu(a) * b (all three written, so the
-// fused form has the three dispatches' effects). Columns and split-K as
-// gemvKernel.
+// fused form has the three dispatches' effects). One warp per column.
 template <typename W, int VEC>
-__global__ void __launch_bounds__(kGemvThreads)
-    gateUpKernel(const float *__restrict__ x, int64_t ldx,
-                 const W *__restrict__ W1, const W *__restrict__ W3, float *a,
-                 int64_t lda, float *b, int64_t ldb, float *y, int64_t ldy,
-                 int T, int K, int N, int split) {
+__global__ void gateUpKernel(const float *__restrict__ x, int64_t ldx,
+                             const W *__restrict__ W1, const W *__restrict__ W3,
+                             float *a, int64_t lda, float *b, int64_t ldb,
+                             float *y, int64_t ldy, int T, int K, int N) {
   pdlLaunchDependents();
-  __shared__ float part1[kGemvThreads / 32][kGemvMaxRows];
-  __shared__ float part3[kGemvThreads / 32][kGemvMaxRows];
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int n = blockIdx.x * (kGemvThreads / 32 / split) + warp / split;
-  const int slice = warp % split;
-  const bool active = n < N;
-  constexpr int kStep = 32 * VEC;
-  const int steps = (K + kStep - 1) / kStep;
-  const int s0 = steps * slice / split, s1 = steps * (slice + 1) / split;
-  const W *w1 = W1 + int64_t(active ? n : 0) * K;
-  const W *w3 = W3 + int64_t(active ? n : 0) * K;
+  const int n = int((int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5);
+  const int lane = threadIdx.x & 31;
+  if (n >= N) {
+    pdlWait();
+    return;
+  }
+  const W *w1 = W1 + int64_t(n) * K;
+  const W *w3 = W3 + int64_t(n) * K;
   float acc1[kGemvMaxRows], acc3[kGemvMaxRows];
 #pragma unroll
   for (int t = 0; t < kGemvMaxRows; ++t)
     acc1[t] = acc3[t] = 0.0f;
-  constexpr int kUnroll = LOOM_GEMV_UNROLL > 1 ? LOOM_GEMV_UNROLL / 2 : 1;
-  uint4 r1[kUnroll], r3[kUnroll];
-  auto load = [&](int first) {
+  constexpr int kStep = 32 * VEC;
+  // Up to kUnroll 16-byte loads of each matrix in flight per lane.
+  constexpr int kUnroll = LOOM_GEMV_UNROLL / 2;
+  bool waited = false;
+  for (int k0 = lane * VEC; k0 < K; k0 += kUnroll * kStep) {
+    uint4 r1[kUnroll], r3[kUnroll];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
-      const int k = (first + u) * kStep + lane * VEC;
-      if (active && first + u < s1 && k < K) {
+      const int k = k0 + u * kStep;
+      if (k < K) {
         r1[u] = __ldg(reinterpret_cast<const uint4 *>(w1 + k));
         r3[u] = __ldg(reinterpret_cast<const uint4 *>(w3 + k));
       }
     }
-  };
-  load(s0);
-  pdlWait();
-  for (int st = s0; st < s1; st += kUnroll) {
+    if (!waited) { // the first weights are in flight: now the inputs
+      pdlWait();
+      waited = true;
+    }
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
-      const int k = (st + u) * kStep + lane * VEC;
-      if (active && st + u < s1 && k < K) {
-        float v1[VEC], v3[VEC];
-        unpackVec(r1[u], v1, static_cast<const W *>(nullptr));
-        unpackVec(r3[u], v3, static_cast<const W *>(nullptr));
-        dotRows<VEC>(v1, x, ldx, k, T, acc1);
-        dotRows<VEC>(v3, x, ldx, k, T, acc3);
+      const int k = k0 + u * kStep;
+      if (k >= K)
+        break;
+      float v1[VEC], v3[VEC];
+      unpackVec(r1[u], v1, static_cast<const W *>(nullptr));
+      unpackVec(r3[u], v3, static_cast<const W *>(nullptr));
+#pragma unroll
+      for (int t = 0; t < kGemvMaxRows; ++t) {
+        if (t < T) {
+          const float *xr = x + t * ldx + k;
+#pragma unroll
+          for (int i = 0; i < VEC; i += 4) {
+            const float4 f = __ldg(reinterpret_cast<const float4 *>(xr + i));
+            acc1[t] = fmaf(v1[i], f.x, acc1[t]);
+            acc1[t] = fmaf(v1[i + 1], f.y, acc1[t]);
+            acc1[t] = fmaf(v1[i + 2], f.z, acc1[t]);
+            acc1[t] = fmaf(v1[i + 3], f.w, acc1[t]);
+            acc3[t] = fmaf(v3[i], f.x, acc3[t]);
+            acc3[t] = fmaf(v3[i + 1], f.y, acc3[t]);
+            acc3[t] = fmaf(v3[i + 2], f.z, acc3[t]);
+            acc3[t] = fmaf(v3[i + 3], f.w, acc3[t]);
+          }
+        }
       }
     }
-    if (st + kUnroll < s1)
-      load(st + kUnroll);
   }
-  gemvReduce(acc1, T, split, part1);
-  gemvReduce(acc3, T, split, part3);
-  if (active && slice == 0 && lane == 0)
+  if (!waited)
+    pdlWait();
 #pragma unroll
-    for (int t = 0; t < kGemvMaxRows; ++t)
-      if (t < T) {
-        const float g = acc1[t], u = acc3[t];
+  for (int t = 0; t < kGemvMaxRows; ++t) {
+    if (t < T) {
+      const float g = warpSum(acc1[t]);
+      const float u = warpSum(acc3[t]);
+      if (lane == 0) {
         a[t * lda + n] = g;
         b[t * ldb + n] = u;
         y[t * ldy + n] = g / (1.0f + expf(-g)) * u;
       }
+    }
+  }
 }
 
 // The same for any K and alignment: scalar loads.
