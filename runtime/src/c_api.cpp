@@ -278,6 +278,52 @@ loom_status loom_session_create(const loom_model *model, int threads,
   });
 }
 
+const char *loom_cuda_unavailable_reason(void) {
+  thread_local std::string reason;
+  reason = loom::cudaUnavailableReason();
+  return reason.c_str();
+}
+
+loom_status loom_session_create_on(const loom_model *model, loom_device device,
+                                   int device_index, int threads,
+                                   loom_session **out_session) {
+  if (!model)
+    return nullArgument("loom_session_create_on", "model");
+  if (!out_session)
+    return nullArgument("loom_session_create_on", "out_session");
+  *out_session = nullptr;
+  if (device != LOOM_DEVICE_CPU && device != LOOM_DEVICE_CUDA)
+    return failWith(LOOM_ERROR_INVALID_ARGUMENT,
+                    "loom_session_create_on: unknown device " +
+                        std::to_string(static_cast<int>(device)) +
+                        " (expected LOOM_DEVICE_CPU or LOOM_DEVICE_CUDA)");
+  return guarded([&] {
+    loom::SessionOptions options;
+    options.threads = threads;
+    options.device =
+        device == LOOM_DEVICE_CUDA ? loom::Device::Cuda : loom::Device::Cpu;
+    options.cuda_device = device_index;
+    auto handle = std::make_unique<loom_session>();
+    handle->session = std::make_unique<loom::Session>(model->model, options);
+    *out_session = handle.release();
+    return LOOM_OK;
+  });
+}
+
+loom_status loom_session_forward_sample(loom_session *session, int token,
+                                        loom_sampler *sampler, int *out_token) {
+  if (!session)
+    return nullArgument("loom_session_forward_sample", "session");
+  if (!sampler)
+    return nullArgument("loom_session_forward_sample", "sampler");
+  if (!out_token)
+    return nullArgument("loom_session_forward_sample", "out_token");
+  return guarded([&] {
+    *out_token = session->session->forwardSample(token, sampler->sampler);
+    return LOOM_OK;
+  });
+}
+
 void loom_session_free(loom_session *session) { delete session; }
 
 loom_status loom_session_forward(loom_session *session, const int *ids,

@@ -80,8 +80,12 @@ std::unique_ptr<DeviceExecutor> createCudaExecutor(const ModelData &model,
   char err[1024] = {0};
   DeviceExecutor *e =
       plugin().create(&model, device, trace, loop_kv, err, sizeof err);
-  if (!e)
-    throw Error(err[0] ? err : "the CUDA backend failed to start");
+  if (!e) {
+    const std::string message = err[0] ? err : "the CUDA backend failed to start";
+    if (message.rfind("out of CUDA memory", 0) == 0)
+      throw OutOfMemoryError(message);
+    throw Error(message);
+  }
   return std::unique_ptr<DeviceExecutor>(e);
 }
 

@@ -106,6 +106,25 @@ loom_status loom_token_to_text(const loom_model *model, int prev, int token,
  * its kernels on `threads` threads (0: all the machine has). */
 loom_status loom_session_create(const loom_model *model, int threads,
                                 loom_session **out_session);
+
+/* Where a session runs (docs/cuda.md). */
+typedef enum loom_device {
+  LOOM_DEVICE_CPU = 0,
+  LOOM_DEVICE_CUDA = 1
+} loom_device;
+
+/* "" when a CUDA session can be created here, otherwise why not ("this
+ * build has no CUDA backend", the backend's load error, the driver's
+ * answer). The string stays valid until the next call on this thread. */
+const char *loom_cuda_unavailable_reason(void);
+
+/* A session on `device`: for LOOM_DEVICE_CUDA, GPU number `device_index`
+ * (weights uploaded once, activations and KV caches on the GPU; `threads`
+ * is then unused). Fails with "no CUDA device (REASON)" where CUDA is
+ * unavailable, LOOM_ERROR_OUT_OF_MEMORY when the GPU memory is short. */
+loom_status loom_session_create_on(const loom_model *model, loom_device device,
+                                   int device_index, int threads,
+                                   loom_session **out_session);
 void loom_session_free(loom_session *session);
 
 /* Feeds n >= 1 token ids at the session's next positions. *out_logits
@@ -139,6 +158,13 @@ void loom_sampler_free(loom_sampler *sampler);
 /* Picks the next id from vocab_size logits. */
 loom_status loom_sampler_sample(loom_sampler *sampler, const float *logits,
                                 int *out_token);
+
+/* One decode step: feeds `token` and picks the next id with `sampler`, the
+ * same choice as loom_session_forward + loom_sampler_sample. On CUDA the
+ * step and greedy / temperature sampling run on the GPU as one captured
+ * graph (top_p < 1 samples on the host). */
+loom_status loom_session_forward_sample(loom_session *session, int token,
+                                        loom_sampler *sampler, int *out_token);
 
 /* ---- REFRAG: compressed chunk placeholders ---------------------------
  *

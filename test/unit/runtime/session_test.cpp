@@ -509,6 +509,47 @@ TEST(CApi, Sampler) {
   loom_model_free(m);
 }
 
+// Devices through the C API: where CUDA is unavailable (CI) the session
+// fails naming why; the decode step with sampling equals forward + sample.
+TEST(CApi, DevicesAndForwardSample) {
+  TempFile f(loom::test::llamaArtifact(loom::test::tinyLlamaWeights(),
+                                       loom::test::syntheticTokenizer(272))
+                 .serialize());
+  loom_model *m = nullptr;
+  ASSERT_EQ(loom_model_load(f.path().c_str(), &m), LOOM_OK);
+  loom_session *s = nullptr;
+  const std::string why = loom_cuda_unavailable_reason();
+  if (!why.empty()) {
+    EXPECT_EQ(loom_session_create_on(m, LOOM_DEVICE_CUDA, 0, 1, &s), LOOM_ERROR);
+    EXPECT_EQ(std::string(loom_last_error()), "no CUDA device (" + why + ")");
+    EXPECT_EQ(s, nullptr);
+  }
+  EXPECT_EQ(loom_session_create_on(m, static_cast<loom_device>(7), 0, 1, &s),
+            LOOM_ERROR_INVALID_ARGUMENT);
+  ASSERT_EQ(loom_session_create_on(m, LOOM_DEVICE_CPU, 0, 1, &s), LOOM_OK);
+  loom_session *t = nullptr;
+  ASSERT_EQ(loom_session_create(m, 1, &t), LOOM_OK);
+  loom_sampler *a = nullptr, *b = nullptr;
+  ASSERT_EQ(loom_sampler_create(m, 0.9f, 1.0f, 7, &a), LOOM_OK);
+  ASSERT_EQ(loom_sampler_create(m, 0.9f, 1.0f, 7, &b), LOOM_OK);
+  int x = 5, y = 5;
+  for (int step = 0; step < 12; ++step) {
+    ASSERT_EQ(loom_session_forward_sample(s, x, a, &x), LOOM_OK);
+    const float *logits = nullptr;
+    ASSERT_EQ(loom_session_forward(t, &y, 1, &logits), LOOM_OK);
+    ASSERT_EQ(loom_sampler_sample(b, logits, &y), LOOM_OK);
+    EXPECT_EQ(x, y) << "step " << step;
+  }
+  EXPECT_EQ(loom_session_forward_sample(s, 9999, a, &x), LOOM_ERROR);
+  EXPECT_EQ(loom_session_forward_sample(nullptr, 1, a, &x),
+            LOOM_ERROR_INVALID_ARGUMENT);
+  loom_sampler_free(a);
+  loom_sampler_free(b);
+  loom_session_free(s);
+  loom_session_free(t);
+  loom_model_free(m);
+}
+
 TEST(CApi, OutOfMemoryStatus) {
   ArtifactSpec spec = loom::test::llamaArtifact(
       loom::test::tinyLlamaWeights(), loom::test::syntheticTokenizer(272));
