@@ -39,93 +39,17 @@ import struct
 import sys
 import time
 
-HEADER = struct.Struct("<8sII6Q")  # magic, version, header_size, file_size,
-# fb_offset, fb_size, fb_checksum, weights_offset, weights_size
-MAGIC = b"LOOMART\0"
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
+from loom_artifact import HEADER, MAGIC, Table, checksum64  # noqa: E402
+
 FORMAT_VERSION = 1
 DTYPES = {0: ("f32", 4), 1: ("bf16", 2)}  # loom.artifact.DType
 KERNELS = {0: "Embed", 1: "RmsNorm", 2: "MatMul", 3: "Rope", 4: "Attention",
            5: "SiluMul", 6: "Add", 7: "Logits", 8: "FusedQkvAttention"}
-MASK64 = (1 << 64) - 1
 
 
 class ArtifactError(Exception):
     pass
-
-
-def checksum64(data):
-    """loomChecksum64 (artifact_format.h), for the flatbuffer section."""
-    k1, k2 = 0x9E3779B185EBCA87, 0xC2B2AE3D27D4EB4F
-    h = [k1, k2, k1 ^ k2, (k2 - k1) & MASK64]
-    n = len(data)
-    full = n // 32 * 32
-    words = struct.unpack_from("<%dQ" % (full // 8), data, 0)
-    for i in range(0, len(words), 4):
-        for lane in range(4):
-            x = h[lane] ^ ((words[i + lane] * k2) & MASK64)
-            h[lane] = ((((x << 31) | (x >> 33)) & MASK64) * k1) & MASK64
-    r = h[0] ^ ((h[1] * 7) & MASK64) ^ ((h[2] * 13) & MASK64) ^ ((h[3] * 31) & MASK64)
-    for b in data[full:]:
-        r = ((r ^ b) * 0x100000001B3) & MASK64
-    r ^= (n * k1) & MASK64
-    r ^= r >> 29
-    r = (r * k2) & MASK64
-    r ^= r >> 32
-    return r
-
-
-class Table:
-    """A flatbuffers table read by hand: fields by index (schema order)."""
-
-    def __init__(self, buf, pos):
-        self.buf, self.pos = buf, pos
-        vt = pos - struct.unpack_from("<i", buf, pos)[0]
-        self.vt_size = struct.unpack_from("<H", buf, vt)[0]
-        self.vt = vt
-
-    def _off(self, field):
-        o = 4 + 2 * field
-        return struct.unpack_from("<H", self.buf, self.vt + o)[0] if o < self.vt_size else 0
-
-    def scalar(self, field, fmt, default=0):
-        o = self._off(field)
-        return struct.unpack_from("<" + fmt, self.buf, self.pos + o)[0] if o else default
-
-    def _ref(self, field):
-        o = self._off(field)
-        if not o:
-            return None
-        p = self.pos + o
-        return p + struct.unpack_from("<I", self.buf, p)[0]
-
-    def table(self, field):
-        p = self._ref(field)
-        return None if p is None else Table(self.buf, p)
-
-    def string(self, field):
-        p = self._ref(field)
-        if p is None:
-            return None
-        n = struct.unpack_from("<I", self.buf, p)[0]
-        return bytes(self.buf[p + 4:p + 4 + n]).decode("utf-8", "replace")
-
-    def vector(self, field, fmt):
-        p = self._ref(field)
-        if p is None:
-            return []
-        n = struct.unpack_from("<I", self.buf, p)[0]
-        return list(struct.unpack_from("<%d%s" % (n, fmt), self.buf, p + 4))
-
-    def tables(self, field):
-        p = self._ref(field)
-        if p is None:
-            return []
-        n = struct.unpack_from("<I", self.buf, p)[0]
-        out = []
-        for i in range(n):
-            e = p + 4 + 4 * i
-            out.append(Table(self.buf, e + struct.unpack_from("<I", self.buf, e)[0]))
-        return out
 
 
 class Artifact:

@@ -18,35 +18,15 @@ ACTION is one of
   fbflip:K               xor 0xFF into flatbuffer byte K and re-seal the
                          checksum (reaches the verifier and semantic checks)
 
-The header layout and checksum follow runtime/include/loom/artifact_format.h.
+The header layout and checksum come from scripts/loom_artifact.py.
 """
+import os
 import struct
 import sys
 
-HEADER = struct.Struct("<8sII6Q")
-M64 = (1 << 64) - 1
-
-
-def checksum64(data):
-    """loomChecksum64 from artifact_format.h."""
-    k1, k2 = 0x9E3779B185EBCA87, 0xC2B2AE3D27D4EB4F
-    h = [k1, k2, k1 ^ k2, (k2 - k1) & M64]
-    n = len(data)
-    full = n - n % 32
-    words = struct.unpack_from("<%dQ" % (full // 8), data, 0)
-    for i in range(0, len(words), 4):
-        for lane in range(4):
-            x = h[lane] ^ ((words[i + lane] * k2) & M64)
-            x = ((x << 31) | (x >> 33)) & M64
-            h[lane] = (x * k1) & M64
-    r = h[0] ^ ((h[1] * 7) & M64) ^ ((h[2] * 13) & M64) ^ ((h[3] * 31) & M64)
-    for b in data[full:]:
-        r = ((r ^ b) * 0x100000001B3) & M64
-    r ^= (n * k1) & M64
-    r ^= r >> 29
-    r = (r * k2) & M64
-    r ^= r >> 32
-    return r
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                "..", "..", "..", "..", "scripts"))
+from loom_artifact import HEADER, checksum64  # noqa: E402
 
 
 def header(data):

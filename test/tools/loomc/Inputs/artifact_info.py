@@ -4,67 +4,19 @@ weights section size and one line per tensor (name, dtype, shape, bytes).
 
   artifact_info.py MODEL.loom
 
-A minimal reader of the header (runtime/include/loom/artifact_format.h) and of
-the flatbuffer tables it needs (runtime/schema/loom_artifact.fbs: Model,
-Tensor), so the tests need no flatbuffers package. Also imported by
+Reads the header and the flatbuffer tables it needs (Model, Tensor) with
+scripts/loom_artifact.py, so the tests need no flatbuffers package. Also imported by
 test/e2e/Inputs/check_bf16.py (read_artifact). Standard library only.
 """
+import os
 import struct
 import sys
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                "..", "..", "..", "..", "scripts"))
+from loom_artifact import Table  # noqa: E402,F401 (re-exported)
+
 DTYPES = {0: "F32", 1: "BF16"}
-
-
-class Table:
-    """A flatbuffer table at `pos` of `buf`: field i by its vtable slot."""
-
-    def __init__(self, buf, pos):
-        self.buf, self.pos = buf, pos
-        vt = pos - struct.unpack_from("<i", buf, pos)[0]
-        self.vt_size = struct.unpack_from("<H", buf, vt)[0]
-        self.vt = vt
-
-    def _field(self, i):
-        slot = 4 + 2 * i
-        if slot >= self.vt_size:
-            return 0
-        return struct.unpack_from("<H", self.buf, self.vt + slot)[0]
-
-    def scalar(self, i, fmt, default=0):
-        off = self._field(i)
-        return struct.unpack_from("<" + fmt, self.buf, self.pos + off)[0] if off else default
-
-    def _target(self, i):
-        off = self._field(i)
-        if not off:
-            return None
-        at = self.pos + off
-        return at + struct.unpack_from("<I", self.buf, at)[0]
-
-    def string(self, i):
-        at = self._target(i)
-        if at is None:
-            return None
-        n = struct.unpack_from("<I", self.buf, at)[0]
-        return self.buf[at + 4:at + 4 + n].decode("utf-8", "replace")
-
-    def vector(self, i, fmt):
-        at = self._target(i)
-        if at is None:
-            return []
-        n = struct.unpack_from("<I", self.buf, at)[0]
-        return list(struct.unpack_from("<%d%s" % (n, fmt), self.buf, at + 4))
-
-    def tables(self, i):
-        at = self._target(i)
-        if at is None:
-            return []
-        n = struct.unpack_from("<I", self.buf, at)[0]
-        out = []
-        for k in range(n):
-            e = at + 4 + 4 * k
-            out.append(Table(self.buf, e + struct.unpack_from("<I", self.buf, e)[0]))
-        return out
 
 
 def read_artifact(path):
