@@ -153,6 +153,32 @@ private:
                    int64_t hd);
   int splitsFor(int64_t nh) const;
   void sync(const char *what) { check(cudaStreamSynchronize(stream_), what); }
+  // Enqueues `work` on the stream: as a CUDA graph captured the first time
+  // (into `graph`) and replayed afterwards, or directly in traced sessions
+  // (one event per dispatch).
+  template <typename F> void runCaptured(cudaGraphExec_t &graph, F &&work) {
+    if (trace_) {
+      work();
+      return;
+    }
+    if (!graph) {
+      cudaGraph_t g = nullptr;
+      check(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal),
+            "cudaStreamBeginCapture");
+      try {
+        work();
+      } catch (...) {
+        if (cudaStreamEndCapture(stream_, &g) == cudaSuccess && g)
+          cudaGraphDestroy(g);
+        throw;
+      }
+      check(cudaStreamEndCapture(stream_, &g), "cudaStreamEndCapture");
+      const cudaError_t e = cudaGraphInstantiate(&graph, g, 0);
+      cudaGraphDestroy(g);
+      check(e, "cudaGraphInstantiate");
+    }
+    check(cudaGraphLaunch(graph, stream_), "cudaGraphLaunch");
+  }
   void release(); // frees everything; safe on a half-built executor
   void traceMark(size_t dispatch);
   void traceFlush(const ProgramDesc &prog, int64_t pos);
@@ -889,23 +915,10 @@ void CudaExecutor::forward(const int32_t *tokens,
   h_step_->pos = static_cast<int32_t>(pos);
   h_step_->tokens[0] = tokens[0];
   if (one) {
-    if (!forward_graph_) {
-      cudaGraph_t g;
-      check(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal),
-            "cudaStreamBeginCapture");
-      try {
-        uploadStep(pos, 1, nullptr);
-        run(prog, 0, prog.dispatches.size(), 1, 0, 1, nullptr);
-      } catch (...) {
-        cudaStreamEndCapture(stream_, &g);
-        throw;
-      }
-      check(cudaStreamEndCapture(stream_, &g), "cudaStreamEndCapture");
-      check(cudaGraphInstantiate(&forward_graph_, g, 0),
-            "cudaGraphInstantiate");
-      cudaGraphDestroy(g);
-    }
-    check(cudaGraphLaunch(forward_graph_, stream_), "cudaGraphLaunch");
+    runCaptured(forward_graph_, [&] {
+      uploadStep(pos, 1, nullptr);
+      run(prog, 0, prog.dispatches.size(), 1, 0, 1, nullptr);
+    });
   } else {
     uploadStep(pos, T, tokens);
     run(prog, 0, prog.dispatches.size(), T, logit_begin, logit_end, embeddings);
@@ -928,37 +941,14 @@ int32_t CudaExecutor::forwardSample(int32_t token, int64_t pos,
   h_step_->tokens[0] = token;
   h_step_->temperature = temperature;
   h_step_->coin = coin;
-  if (trace_) {
+  runCaptured(decode_graph_, [&] {
     uploadStep(pos, 1, nullptr);
     run(prog, 0, prog.dispatches.size(), 1, 0, 1, nullptr);
     launchKernel(sampleKernel, 1, 1024, 0, logits, vocab, d_step_, d_next_);
-    check(cudaGetLastError(), "sample");
     check(cudaMemcpyAsync(h_next_, d_next_, sizeof(int32_t),
                           cudaMemcpyDeviceToHost, stream_),
           "token download");
-  } else {
-    if (!decode_graph_) {
-      cudaGraph_t g;
-      check(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal),
-            "cudaStreamBeginCapture");
-      try {
-        uploadStep(pos, 1, nullptr);
-        run(prog, 0, prog.dispatches.size(), 1, 0, 1, nullptr);
-        launchKernel(sampleKernel, 1, 1024, 0, logits, vocab, d_step_, d_next_);
-        check(cudaGetLastError(), "sample");
-        check(cudaMemcpyAsync(h_next_, d_next_, sizeof(int32_t),
-                              cudaMemcpyDeviceToHost, stream_),
-              "token download");
-      } catch (...) {
-        cudaStreamEndCapture(stream_, &g);
-        throw;
-      }
-      check(cudaStreamEndCapture(stream_, &g), "cudaStreamEndCapture");
-      check(cudaGraphInstantiate(&decode_graph_, g, 0), "cudaGraphInstantiate");
-      cudaGraphDestroy(g);
-    }
-    check(cudaGraphLaunch(decode_graph_, stream_), "cudaGraphLaunch");
-  }
+  });
   sync("decode step");
   return *h_next_;
 }
