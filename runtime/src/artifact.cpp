@@ -154,7 +154,6 @@ struct SemanticChecker {
   void config();
   void tokenizer();
   void tensors();
-  void widenBf16();
   void buffers();
   void kvCaches();
   void programs();
@@ -285,7 +284,8 @@ void SemanticChecker::tensors() {
            ") lies outside the weights section of ", weights_size, " bytes");
     d.raw = weights + t.offset();
     d.bytes = t.size();
-    // BF16 tensors get their f32 view in widenBf16(), after the checksums.
+    // BF16 tensors get their f32 view from ModelData::ensureF32(), when a
+    // CPU session needs it.
     d.data = bf16 ? nullptr : static_cast<const float *>(d.raw);
     if (!fitsWithin(out.weight_bytes, d.bytes,
                     std::numeric_limits<uint64_t>::max()))
@@ -307,7 +307,6 @@ void SemanticChecker::tensors() {
   if (first_bad.load() < ts.size())
     fail("tensor '", out.tensors[first_bad.load()].name,
          "' checksum mismatch (artifact is corrupt)");
-  widenBf16();
 }
 
 // bf16 is the top half of an f32: widening is exact.
@@ -318,45 +317,6 @@ inline float bf16ToFloat(uint16_t h) {
   return f;
 }
 
-// The CPU kernels read f32: every BF16 tensor (verified) gets a widened copy,
-// 64-byte aligned like the mapped tensors, owned by ModelData::widened.
-void SemanticChecker::widenBf16() {
-  constexpr size_t kAlignFloats = kWeightAlignment / sizeof(float);
-  std::vector<size_t> todo;
-  for (size_t i = 0; i < out.tensors.size(); ++i) {
-    TensorDesc &d = out.tensors[i];
-    if (d.dtype != WeightType::BF16)
-      continue;
-    const size_t elems = static_cast<size_t>(d.bytes / 2);
-    std::unique_ptr<float[]> copy;
-    try {
-      copy.reset(new float[elems + kAlignFloats]);
-    } catch (const std::bad_alloc &) {
-      fail("cannot allocate ", elems * sizeof(float),
-           " bytes to widen BF16 tensor '", d.name, "' to f32");
-    }
-    void *p = copy.get();
-    size_t space = (elems + kAlignFloats) * sizeof(float);
-    d.data = static_cast<const float *>(
-        std::align(kWeightAlignment, elems * sizeof(float), p, space));
-    out.widened.push_back(std::move(copy));
-    todo.push_back(i);
-  }
-  tbb::parallel_for(size_t(0), todo.size(), [&](size_t k) {
-    const TensorDesc &d = out.tensors[todo[k]];
-    const auto *src = static_cast<const uint8_t *>(d.raw);
-    float *dst = const_cast<float *>(d.data);
-    const size_t elems = static_cast<size_t>(d.bytes / 2);
-    tbb::parallel_for(tbb::blocked_range<size_t>(0, elems, size_t(1) << 16),
-                      [&](const tbb::blocked_range<size_t> &r) {
-                        for (size_t e = r.begin(); e < r.end(); ++e) {
-                          uint16_t h;
-                          std::memcpy(&h, src + 2 * e, sizeof h);
-                          dst[e] = bf16ToFloat(h);
-                        }
-                      });
-  });
-}
 
 void SemanticChecker::buffers() {
   const auto &bs = *m.buffers();
@@ -460,7 +420,6 @@ DispatchDesc SemanticChecker::dispatch(const fbs::Dispatch &d,
     if (w >= out.tensors.size())
       fail(at, ": weight index ", w, " out of range (", out.tensors.size(),
            " tensors)");
-    r.weights.push_back(out.tensors[w].data);
   }
   r.weight_ids = weight_ids;
 
@@ -570,7 +529,7 @@ DispatchDesc SemanticChecker::dispatch(const fbs::Dispatch &d,
     break;
   case Kernel::MatMul:
     expectShape("W", 0, {row(r.outputs[0]), row(r.inputs[0])});
-    if (r.weights.size() > 1)
+    if (weight_ids.size() > 1)
       expectShape("bias", 1, {row(r.outputs[0])});
     if (!r.iparams.empty())
       flag("accumulate", r.iparams[0]);
@@ -1108,6 +1067,55 @@ void checkHeader(const uint8_t *data, size_t size, ArtifactFileHeader &h) {
 }
 
 } // namespace
+
+// The CPU kernels read f32: every BF16 tensor (verified) gets a widened copy,
+// 64-byte aligned like the mapped tensors, owned by `widened`.
+void ModelData::ensureF32() const {
+  std::call_once(widen_once, [this] {
+    constexpr size_t kAlignFloats = kWeightAlignment / sizeof(float);
+    std::vector<std::unique_ptr<float[]>> copies;
+    std::vector<const float *> views(tensors.size(), nullptr);
+    std::vector<size_t> todo;
+    for (size_t i = 0; i < tensors.size(); ++i) {
+      const TensorDesc &d = tensors[i];
+      if (d.dtype != WeightType::BF16)
+        continue;
+      const size_t elems = static_cast<size_t>(d.bytes / 2);
+      std::unique_ptr<float[]> copy;
+      try {
+        copy.reset(new float[elems + kAlignFloats]);
+      } catch (const std::bad_alloc &) {
+        throw OutOfMemoryError("out of memory: need " +
+                               std::to_string(elems * sizeof(float)) +
+                               " bytes to widen BF16 tensor '" + d.name +
+                               "' to f32 for the CPU kernels");
+      }
+      void *p = copy.get();
+      size_t space = (elems + kAlignFloats) * sizeof(float);
+      views[i] = static_cast<const float *>(
+          std::align(kWeightAlignment, elems * sizeof(float), p, space));
+      copies.push_back(std::move(copy));
+      todo.push_back(i);
+    }
+    tbb::parallel_for(size_t(0), todo.size(), [&](size_t k) {
+      const TensorDesc &d = tensors[todo[k]];
+      const auto *src = static_cast<const uint8_t *>(d.raw);
+      float *dst = const_cast<float *>(views[todo[k]]);
+      const size_t elems = static_cast<size_t>(d.bytes / 2);
+      tbb::parallel_for(tbb::blocked_range<size_t>(0, elems, size_t(1) << 16),
+                        [&](const tbb::blocked_range<size_t> &r) {
+                          for (size_t e = r.begin(); e < r.end(); ++e) {
+                            uint16_t h;
+                            std::memcpy(&h, src + 2 * e, sizeof h);
+                            dst[e] = bf16ToFloat(h);
+                          }
+                        });
+    });
+    for (size_t i : todo)
+      tensors[i].data = views[i];
+    widened = std::move(copies);
+  });
+}
 
 std::unique_ptr<ModelData> loadArtifact(const std::string &path) {
   auto out = std::make_unique<ModelData>();

@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -51,9 +52,9 @@ struct TensorDesc {
   // f32 or bf16 values, what a device backend uploads.
   const void *raw = nullptr;
   uint64_t bytes = 0;
-  // The values as f32 for the CPU kernels: `raw` itself for F32 tensors, a
-  // widened copy (ModelData::widened) for BF16 ones.
-  const float *data = nullptr;
+  // The values as f32 for the CPU kernels: `raw` itself for F32 tensors; for
+  // BF16 ones a widened copy made by ModelData::ensureF32() (null before).
+  mutable const float *data = nullptr;
 };
 
 struct KvCacheDesc {
@@ -71,7 +72,6 @@ struct DispatchDesc {
   std::vector<uint32_t> inputs;
   std::vector<uint32_t> outputs;
   std::vector<uint32_t> scratch;
-  std::vector<const float *> weights;
   std::vector<uint32_t> weight_ids; // indices into ModelData::tensors
   std::vector<int64_t> iparams;
   std::vector<float> fparams;
@@ -127,8 +127,13 @@ struct ModelData {
   std::string generator;
   std::string target;
   std::vector<TensorDesc> tensors;
-  // f32 copies of the BF16 tensors, owned here (TensorDesc::data).
-  std::vector<std::unique_ptr<float[]>> widened;
+  // Gives every BF16 tensor its f32 copy (TensorDesc::data) for the CPU
+  // kernels, once per model, on the first CPU session: a model that only
+  // runs on a device never pays the memory. Thread-safe. Throws
+  // OutOfMemoryError when the copies cannot be allocated.
+  void ensureF32() const;
+  mutable std::once_flag widen_once;
+  mutable std::vector<std::unique_ptr<float[]>> widened; // owns the copies
   std::vector<BufferDesc> buffers;
   std::vector<KvCacheDesc> kv_caches;
   std::vector<ProgramDesc> programs;

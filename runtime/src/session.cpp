@@ -456,6 +456,8 @@ struct SessionState final : LoopKvSource {
     if (options.device == Device::Cuda)
       device = createCudaExecutor(m, options.cuda_device, trace.get(),
                                   loop ? this : nullptr);
+    else
+      m.ensureF32();
   }
 
   float *buffer(uint32_t b) const {
@@ -525,7 +527,10 @@ void SessionState::run(const DispatchDesc &d, const int32_t *tokens, int64_t T,
                        int64_t logit_begin, int64_t logit_end) {
   const auto &in = d.inputs;
   const auto &out = d.outputs;
-  const auto &w = d.weights;
+  // f32 views of the dispatch's weights (at most 3; ensureF32 made them).
+  const float *w[3] = {nullptr, nullptr, nullptr};
+  for (size_t i = 0; i < d.weight_ids.size() && i < 3; ++i)
+    w[i] = m.tensors[d.weight_ids[i]].data;
   const auto &ip = d.iparams;
   switch (d.kernel) {
   case Kernel::Embed:
@@ -539,7 +544,7 @@ void SessionState::run(const DispatchDesc &d, const int32_t *tokens, int64_t T,
   case Kernel::MatMul:
     cpu::matmul(buffer(in[0]), ld(in[0]), w[0], buffer(out[0]), ld(out[0]), T,
                 ld(in[0]), ld(out[0]), !ip.empty() && ip[0] != 0);
-    if (w.size() > 1) // fused bias epilogue (loom-fuse-linear-bias)
+    if (d.weight_ids.size() > 1) // fused bias epilogue (loom-fuse-linear-bias)
       cpu::addRowBias(buffer(out[0]), ld(out[0]), w[1], buffer(out[0]),
                       ld(out[0]), T, ld(out[0]));
     break;
@@ -574,7 +579,7 @@ void SessionState::run(const DispatchDesc &d, const int32_t *tokens, int64_t T,
     float *qkv = buffer(d.scratch[0]), *attn = buffer(d.scratch[1]);
     const int64_t lq = ld(d.scratch[0]), la = ld(d.scratch[1]);
     cpu::matmul(x, ld(in[0]), w[0], qkv, lq, T, ld(in[0]), qd + 2 * kd, false);
-    if (w.size() > 2)
+    if (d.weight_ids.size() > 2)
       cpu::addRowBias(qkv, lq, w[2], qkv, lq, T, qd + kd);
     cpu::rope(qkv, lq, T, qd, hd, pos, theta);
     cpu::rope(qkv + qd, lq, T, kd, hd, pos, theta);

@@ -260,6 +260,12 @@ TEST(Artifact, Bf16TensorsLoadAndWidenExactly) {
   std::shared_ptr<loom::Model> m = loom::Model::load(file.path());
   const loom::rt::ModelData &d = m->data();
   ASSERT_EQ(d.tensors.size(), spec.tensors.size());
+  // Widened only when a CPU session needs it (a CUDA session never does).
+  for (const loom::rt::TensorDesc &t : d.tensors)
+    if (t.dtype == loom::rt::WeightType::BF16)
+      EXPECT_EQ(t.data, nullptr) << t.name;
+  EXPECT_TRUE(d.widened.empty());
+  loom::Session cpu(m);
   uint64_t stored = 0, bf16_tensors = 0;
   for (size_t i = 0; i < d.tensors.size(); ++i) {
     SCOPED_TRACE(spec.tensors[i].name);
