@@ -4,8 +4,10 @@
  *
  * Loads the artifact, encodes PROMPT with BOS, feeds it, then picks the most
  * likely next token up to STEPS times (default 64), printing the text as it
- * goes. Stops early at BOS/EOS or when the context is full. Written in C89
- * to show that the header needs nothing newer.
+ * goes. Stops early at BOS/EOS or when the context is full. LOOM_DEVICE=cuda
+ * in the environment runs it on the GPU (docs/cuda.md): each decode step is
+ * then one loom_session_forward_sample, a replayed CUDA graph. Written in
+ * C89 to show that the header needs nothing newer.
  */
 #include "loom/loom.h"
 
@@ -44,6 +46,8 @@ int main(int argc, char **argv) {
   int *ids = NULL;
   size_t n_ids = 0, i;
   const float *logits;
+  const char *device = getenv("LOOM_DEVICE");
+  int cuda = device && strcmp(device, "cuda") == 0;
   int prev, next, ok = 0;
   long generated;
 
@@ -71,7 +75,15 @@ int main(int argc, char **argv) {
     goto done;
   }
 
-  if (!check(loom_session_create(model, 0, &session), "session") ||
+  if (device && !cuda && strcmp(device, "cpu") != 0) {
+    fprintf(stderr, "generate: LOOM_DEVICE must be cpu or cuda, not '%s'\n",
+            device);
+    goto done;
+  }
+  if (!check(loom_session_create_on(model,
+                                    cuda ? LOOM_DEVICE_CUDA : LOOM_DEVICE_CPU,
+                                    0, 0, &session),
+             "session") ||
       !check(loom_sampler_create(model, 0.0f, 1.0f, 1, &sampler), "sampler"))
     goto done;
 
@@ -82,18 +94,21 @@ int main(int argc, char **argv) {
     goto done;
 
   prev = ids[n_ids - 1];
+  if (steps > 0 && !check(loom_sampler_sample(sampler, logits, &next), "sample"))
+    goto done;
   for (generated = 0; generated < steps; ++generated) {
-    if (!check(loom_sampler_sample(sampler, logits, &next), "sample"))
-      goto done;
     if (next == info.bos_id || next == info.eos_id)
       break;
     if (!print_token(model, prev, next))
       goto done;
-    if (loom_session_position(session) >= info.context_length)
+    if (generated + 1 == steps ||
+        loom_session_position(session) >= info.context_length)
       break;
-    if (!check(loom_session_forward(session, &next, 1, &logits), "forward"))
-      goto done;
     prev = next;
+    /* One decode step and the choice of the next token. */
+    if (!check(loom_session_forward_sample(session, prev, sampler, &next),
+               "decode step"))
+      goto done;
   }
   printf("\n");
   ok = 1;
