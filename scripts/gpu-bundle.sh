@@ -20,6 +20,7 @@ G=$SHARED/golden
 
 for f in "$BUILD/bin/loomc" "$BUILD/bin/loom-run" "$BUILD/bin/loom-cuda-test" \
          "$BUILD/bin/loom-synth-weights" "$BUILD/bin/loom-make-checkpoint" \
+         "$BUILD/bin/loom-bench-gemv" \
          "$BUILD/lib/libloomrt_cuda.so"; do
   [ -e "$f" ] || { echo "gpu-bundle: missing $f (build with the CUDA backend first)" >&2; exit 1; }
 done
@@ -27,7 +28,7 @@ done
 
 rm -rf "$OUTDIR"
 mkdir -p "$OUTDIR"/{bin,lib,art,golden,skel}
-cp "$BUILD"/bin/{loom-run,loom-cuda-test,loom-synth-weights} "$OUTDIR/bin/"
+cp "$BUILD"/bin/{loom-run,loom-cuda-test,loom-synth-weights,loom-bench-gemv} "$OUTDIR/bin/"
 cp "$BUILD"/lib/{libloomrt.so,libloomrt_cuda.so} "$OUTDIR/lib/"
 # oneTBB is not on the GPU machine.
 for l in $(ldd "$BUILD/lib/libloomrt.so" | awk '/libtbb/ {print $3}'); do

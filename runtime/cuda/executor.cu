@@ -144,14 +144,22 @@ private:
   }
   void gemm(const float *x, int64_t ldx, uint32_t weight, float *y, int64_t ldy,
             int64_t T, int64_t K, int64_t N, bool accumulate);
+  void qkvAttention(const DispatchDesc &d, int64_t T);
+  // Dispatches i .. i + 2 as one gate/up GEMV + SiLU (launchFused).
+  size_t gateUp(const ProgramDesc &prog, size_t i, size_t end, int64_t T);
   void attention(int64_t cache, const float *q, int64_t ldq, const float *k,
                  int64_t ldk, const float *v, int64_t ldv, float *out,
                  int64_t ldo, int64_t T, int64_t nh, int64_t nkv, int64_t hd);
   void uploadStep(int64_t pos, int64_t T, const int32_t *tokens);
   void attendCache(const DeviceCache &c, const float *q, int64_t ldq,
                    float *out, int64_t ldo, int64_t T, int64_t nh, int64_t nkv,
-                   int64_t hd);
+                   int64_t hd, const RopeFold &fold = RopeFold());
   int splitsFor(int64_t nh) const;
+  // The decode GEMV's configuration for an N x K matrix (kernels.cuh):
+  // gemvConfigFor's choice, or LOOM_CUDA_GEMV=U,S for every matrix.
+  GemvConfig gemvConfig(int64_t N, int64_t K) const {
+    return gemv_forced_ ? gemv_override_ : gemvConfigFor(N, K);
+  }
   void sync(const char *what) { check(cudaStreamSynchronize(stream_), what); }
   // Enqueues `work` on the stream: as a CUDA graph captured the first time
   // (into `graph`) and replayed afterwards, or directly in traced sessions
@@ -207,11 +215,14 @@ private:
   __nv_bfloat16 *xb_ = nullptr; // bf16 activations for cuBLAS
   size_t xb_elems_ = 0;
   size_t attn_smem_ = 0;
-  float *attn_ws_ = nullptr;   // decode attention's per-split partials
+  float *attn_ws_ = nullptr;     // decode attention's per-split partials
   int *attn_counters_ = nullptr; // splits done per (row, head); 0 between
-  int64_t max_positions_ = 0; // longest KV cache
   int sm_count_ = 1;
   bool pdl_ = true; // programmatic dependent launch (LOOM_CUDA_PDL=0: off)
+  bool rope_fold_ = true;      // LOOM_CUDA_ROPE_FOLD=0: off
+  int attn_blocks_per_sm_ = 2; // LOOM_CUDA_ATTN_BLOCKS=N
+  bool gemv_forced_ = false;   // LOOM_CUDA_GEMV=U,S
+  GemvConfig gemv_override_;
   int max_smem_ = 48 * 1024;
   std::vector<cudaEvent_t> trace_events_; // reused across steps
   std::vector<size_t> trace_marks_;       // dispatch of each event
@@ -255,6 +266,24 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device, TraceRecorder *trace,
   sm_count_ = prop.multiProcessorCount;
   if (const char *e = std::getenv("LOOM_CUDA_PDL"))
     pdl_ = std::string(e) != "0";
+  if (const char *e = std::getenv("LOOM_CUDA_ATTN_BLOCKS")) {
+    const int b = std::atoi(e);
+    if (b < 1 || b > 16)
+      throw Error(std::string("LOOM_CUDA_ATTN_BLOCKS=") + e +
+                  ": expected 1 to 16 blocks per multiprocessor");
+    attn_blocks_per_sm_ = b;
+  }
+  if (const char *e = std::getenv("LOOM_CUDA_ROPE_FOLD"))
+    rope_fold_ = std::string(e) != "0";
+  if (const char *e = std::getenv("LOOM_CUDA_GEMV")) {
+    int u = 0, sp = 0;
+    if (std::sscanf(e, "%d,%d", &u, &sp) != 2 || (u != 4 && u != 8) ||
+        (sp != 1 && sp != 2 && sp != 4))
+      throw Error(std::string("LOOM_CUDA_GEMV=") + e +
+                  ": expected U,S with U in {4, 8} and S in {1, 2, 4}");
+    gemv_forced_ = true;
+    gemv_override_ = {u, sp};
+  }
   if (m.forward().loop && !loop_kv)
     throw Error("internal: a looped model needs the session's KV policy");
   try {
@@ -383,8 +412,7 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device, TraceRecorder *trace,
                                int(attn_smem_)),
           "cudaFuncSetAttribute");
     // Decode attention: partials for kGemvRows rows of every head and
-    // split; its shared memory is largest with one split.
-    max_positions_ = std::max<int64_t>(max_seq, 1);
+    // split.
     int64_t max_nh = 1;
     for (const ProgramDesc &pr : m.programs)
       for (const DispatchDesc &d : pr.dispatches)
@@ -397,12 +425,9 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device, TraceRecorder *trace,
               "attention partials"));
     attn_counters_ = static_cast<int *>(
         alloc(sizeof(int) * size_t(kGemvRows * max_nh), "attention counters"));
-    check(cudaMemset(attn_counters_, 0, sizeof(int) * size_t(kGemvRows * max_nh)),
-          "cudaMemset");
-    check(cudaFuncSetAttribute(
-              attentionSplitKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-              int(attentionSmem(int(max_hd), int(max_positions_)))),
-          "cudaFuncSetAttribute");
+    check(
+        cudaMemset(attn_counters_, 0, sizeof(int) * size_t(kGemvRows * max_nh)),
+        "cudaMemset");
     sync("the upload");
   } catch (...) {
     release();
@@ -454,30 +479,38 @@ void CudaExecutor::gemm(const float *x, int64_t ldx, uint32_t weight, float *y,
   const DeviceTensor &w = tensors_[weight];
   const bool bf16 = w.dtype == WeightType::BF16;
   if (T <= kGemvRows) {
-    const unsigned threads = 256;
-    const unsigned blocks = blocksFor(N * 32, threads);
     const int vec = bf16 ? 8 : 4;
     const bool aligned = K % vec == 0 && ldx % 4 == 0 &&
                          (reinterpret_cast<uintptr_t>(x) |
                           reinterpret_cast<uintptr_t>(w.native)) %
                                  16 ==
                              0;
-    if (bf16 && aligned)
-      launchKernel(gemvKernel<__nv_bfloat16, 8>, blocks, threads, 0, x, ldx,
-                   static_cast<const __nv_bfloat16 *>(w.native), y, ldy, int(T),
-                   int(K), int(N), accumulate);
-    else if (bf16)
-      launchKernel(gemvScalarKernel<__nv_bfloat16>, blocks, threads, 0, x, ldx,
-                   static_cast<const __nv_bfloat16 *>(w.native), y, ldy, int(T),
-                   int(K), int(N), accumulate);
-    else if (aligned)
-      launchKernel(gemvKernel<float, 4>, blocks, threads, 0, x, ldx,
-                   static_cast<const float *>(w.native), y, ldy, int(T), int(K),
-                   int(N), accumulate);
+    if (!aligned) {
+      const unsigned threads = 256, blocks = blocksFor(N * 32, threads);
+      if (bf16)
+        launchKernel(gemvScalarKernel<__nv_bfloat16>, blocks, threads, 0, x,
+                     ldx, static_cast<const __nv_bfloat16 *>(w.native), y, ldy,
+                     int(T), int(K), int(N), accumulate);
+      else
+        launchKernel(gemvScalarKernel<float>, blocks, threads, 0, x, ldx,
+                     static_cast<const float *>(w.native), y, ldy, int(T),
+                     int(K), int(N), accumulate);
+      return;
+    }
+    const GemvConfig c = gemvConfig(N, K);
+    const unsigned blocks = gemvBlocks(N, c.split);
+    const auto go = [&](auto tag) {
+      using G = decltype(tag);
+      using Wt = typename G::Weight;
+      launchKernel(gemvKernel<Wt, G::kVec, G::kRows, G::kUnroll, G::kSplit>,
+                   blocks, kGemvThreads, 0, x, ldx,
+                   static_cast<const Wt *>(w.native), y, ldy, int(T), int(K),
+                   int(N), int(accumulate));
+    };
+    if (bf16)
+      withGemvConfig<__nv_bfloat16, 8>(c, int(T), go);
     else
-      launchKernel(gemvScalarKernel<float>, blocks, threads, 0, x, ldx,
-                   static_cast<const float *>(w.native), y, ldy, int(T), int(K),
-                   int(N), accumulate);
+      withGemvConfig<float, 4>(c, int(T), go);
     return;
   }
   // Row-major y[T, N] = x[T, K] W[N, K]^T is column-major
@@ -559,15 +592,25 @@ void CudaExecutor::loopAttend(uint32_t cache, const float *q, int64_t ldq,
 // head for longer steps.
 void CudaExecutor::attendCache(const DeviceCache &c, const float *q,
                                int64_t ldq, float *out, int64_t ldo, int64_t T,
-                               int64_t nh, int64_t nkv, int64_t hd) {
+                               int64_t nh, int64_t nkv, int64_t hd,
+                               const RopeFold &fold) {
   if (T <= kGemvRows) {
     const int S = splitsFor(nh);
-    const size_t smem =
-        attentionSmem(int(hd), int((max_positions_ + S - 1) / S));
-    launchKernel(attentionSplitKernel,
-                 dim3(unsigned(nh), unsigned(T), unsigned(S)), kAttnThreads,
-                 smem, d_step_, q, ldq, c.k, c.kvd, c.v, c.kvd, int(nh / nkv),
-                 int(hd), attn_ws_, attn_counters_, out, ldo);
+    const dim3 grid{unsigned(nh), unsigned(T), unsigned(S)};
+    const size_t smem = attentionSplitSmem(int(hd));
+    const auto go = [&](auto kernel) {
+      launchKernel(kernel, grid, kAttnThreads, smem, d_step_, q, ldq, c.k,
+                   c.kvd, c.v, c.kvd, int(nh / nkv), int(hd), attn_ws_,
+                   attn_counters_, out, ldo, fold);
+    };
+    if (hd <= 32)
+      go(attentionSplitKernel<1>);
+    else if (hd <= 64)
+      go(attentionSplitKernel<2>);
+    else if (hd <= 128)
+      go(attentionSplitKernel<4>);
+    else
+      go(attentionSplitKernel<8>);
     return;
   }
   launchKernel(attentionKernel, dim3(unsigned(nh), unsigned(T)), kAttnThreads,
@@ -575,11 +618,55 @@ void CudaExecutor::attendCache(const DeviceCache &c, const float *q,
                int(nh / nkv), int(hd), 1, 0);
 }
 
-// Splits of a decode attention: about two blocks per multiprocessor over
-// the heads, at most kMaxAttnSplits.
+// Splits of a decode attention: about attn_blocks_per_sm_ (2;
+// LOOM_CUDA_ATTN_BLOCKS=N) blocks per multiprocessor over the heads, at
+// most kMaxAttnSplits.
 int CudaExecutor::splitsFor(int64_t nh) const {
-  const int64_t want = (2 * int64_t(sm_count_) + nh - 1) / nh;
+  const int64_t want = (attn_blocks_per_sm_ * int64_t(sm_count_) + nh - 1) / nh;
   return int(std::max<int64_t>(1, std::min<int64_t>(want, kMaxAttnSplits)));
+}
+
+// FusedQkvAttention: the packed projection, bias, RoPE + KV append,
+// attention, output projection.
+void CudaExecutor::qkvAttention(const DispatchDesc &d, int64_t T) {
+  const auto &in = d.inputs;
+  const auto &out = d.outputs;
+  const auto &w = d.weight_ids;
+  const auto &ip = d.iparams;
+  auto wf = [&](size_t i) { return tensors_[w[i]].f32; };
+  const int64_t nh = ip[1], nkv = ip[2], hd = ip[3];
+  const int64_t qd = nh * hd, kd = nkv * hd;
+  float *qkv = buffer(d.scratch[0]), *attn = buffer(d.scratch[1]);
+  const int64_t lq = ld(d.scratch[0]), la = ld(d.scratch[1]);
+  gemm(buffer(in[0]), ld(in[0]), w[0], qkv, lq, T, ld(in[0]), qd + 2 * kd,
+       false);
+  if (w.size() > 2)
+    launchKernel(addRowBiasKernel, unsigned(T), rowThreads(qd + kd), 0, qkv, lq,
+                 wf(2), qkv, lq, qd + kd);
+  // q and k are adjacent column ranges whose heads both start at
+  // multiples of head_dim: one rotation covers both, and the same kernel
+  // appends the rotated k and v to the cache.
+  if (m_.kv_caches[ip[0]].loop_layer >= 0) {
+    launchKernel(ropeKernel, unsigned(T), rowThreads((qd + kd) / 2), 0, d_step_,
+                 qkv, lq, qd + kd, hd, d.fparams[0]);
+    loopAttend(uint32_t(ip[0]), qkv, lq, qkv + qd, lq, qkv + qd + kd, lq, attn,
+               la, T, nh, nkv, hd);
+  } else {
+    const DeviceCache &c = caches_[ip[0]];
+    // One row (decode): RoPE and the append happen inside the attention.
+    RopeFold fold;
+    if (T == 1 && rope_fold_ && hd % 2 == 0 && hd <= 32 * kAttnMaxDimsPerLane) {
+      fold.k = qkv + qd;
+      fold.v = qkv + qd + kd;
+      fold.theta = d.fparams[0];
+    } else {
+      launchKernel(ropeAppendKernel, unsigned(T), rowThreads((qd + kd) / 2), 0,
+                   d_step_, qkv, lq, qd, kd, hd, d.fparams[0], c.k, c.v);
+    }
+    attendCache(c, qkv, lq, attn, la, T, nh, nkv, hd, fold);
+  }
+  gemm(attn, la, w[1], buffer(out[0]), ld(out[0]), T, qd, ld(out[0]),
+       ip.size() > 4 && ip[4] != 0);
 }
 
 void CudaExecutor::launch(const DispatchDesc &d, int64_t T, int64_t logit_begin,
@@ -649,34 +736,9 @@ void CudaExecutor::launch(const DispatchDesc &d, int64_t T, int64_t logit_begin,
            buffer(out[0]) + logit_begin * ld(out[0]), ld(out[0]),
            logit_end - logit_begin, ld(in[0]), ld(out[0]), false);
     break;
-  case Kernel::FusedQkvAttention: {
-    const int64_t nh = ip[1], nkv = ip[2], hd = ip[3];
-    const int64_t qd = nh * hd, kd = nkv * hd;
-    float *qkv = buffer(d.scratch[0]), *attn = buffer(d.scratch[1]);
-    const int64_t lq = ld(d.scratch[0]), la = ld(d.scratch[1]);
-    gemm(buffer(in[0]), ld(in[0]), w[0], qkv, lq, T, ld(in[0]), qd + 2 * kd,
-         false);
-    if (w.size() > 2)
-      launchKernel(addRowBiasKernel, unsigned(T), rowThreads(qd + kd), 0, qkv,
-                   lq, wf(2), qkv, lq, qd + kd);
-    // q and k are adjacent column ranges whose heads both start at
-    // multiples of head_dim: one rotation covers both, and the same kernel
-    // appends the rotated k and v to the cache.
-    if (m_.kv_caches[ip[0]].loop_layer >= 0) {
-      launchKernel(ropeKernel, unsigned(T), rowThreads((qd + kd) / 2), 0,
-                   d_step_, qkv, lq, qd + kd, hd, d.fparams[0]);
-      loopAttend(uint32_t(ip[0]), qkv, lq, qkv + qd, lq, qkv + qd + kd, lq,
-                 attn, la, T, nh, nkv, hd);
-    } else {
-      const DeviceCache &c = caches_[ip[0]];
-      launchKernel(ropeAppendKernel, unsigned(T), rowThreads((qd + kd) / 2), 0,
-                   d_step_, qkv, lq, qd, kd, hd, d.fparams[0], c.k, c.v);
-      attendCache(c, qkv, lq, attn, la, T, nh, nkv, hd);
-    }
-    gemm(attn, la, w[1], buffer(out[0]), ld(out[0]), T, qd, ld(out[0]),
-         ip.size() > 4 && ip[4] != 0);
+  case Kernel::FusedQkvAttention:
+    qkvAttention(d, T);
     break;
-  }
   case Kernel::Concat:
     launchKernel(concatKernel, unsigned(T), rowThreads(ld(out[0])), 0,
                  buffer(in[0]), ld(in[0]), buffer(in[1]), ld(in[1]),
@@ -759,6 +821,16 @@ size_t CudaExecutor::launchFused(const ProgramDesc &prog, size_t i, size_t end,
     check(cudaGetLastError(), "add + rms_norm");
     return 2;
   }
+  return gateUp(prog, i, end, T);
+}
+
+// Dispatches i, i + 1, i + 2 = MatMul, MatMul, SiluMul of a SwiGLU FFN as
+// one gate/up GEMV; returns 3, or 0 where the pattern does not hold.
+size_t CudaExecutor::gateUp(const ProgramDesc &prog, size_t i, size_t end,
+                            int64_t T) {
+  const auto &ds = prog.dispatches;
+  const size_t n = end;
+  const DispatchDesc &d = ds[i];
   if (d.kernel == Kernel::MatMul && T <= kGemvRows && i + 2 < n &&
       ds[i + 1].kernel == Kernel::MatMul &&
       ds[i + 2].kernel == Kernel::SiluMul) {
@@ -784,17 +856,21 @@ size_t CudaExecutor::launchFused(const ProgramDesc &prog, size_t i, size_t end,
                 16 !=
             0)
       return 0;
-    const unsigned threads = 256, blocks = blocksFor(N * 32, threads);
+    const GemvConfig c = gemvConfig(N, K);
+    const unsigned blocks = gemvBlocks(N, c.split);
+    const auto go = [&](auto tag) {
+      using G = decltype(tag);
+      using Wt = typename G::Weight;
+      launchKernel(gateUpKernel<Wt, G::kVec, G::kRows, G::kUnroll, G::kSplit>,
+                   blocks, kGemvThreads, 0, xp, K,
+                   static_cast<const Wt *>(w1.native),
+                   static_cast<const Wt *>(w3.native), buffer(a), N, buffer(b),
+                   N, buffer(y), N, int(T), int(K), int(N));
+    };
     if (w1.dtype == WeightType::BF16)
-      launchKernel(gateUpKernel<__nv_bfloat16, 8>, blocks, threads, 0, xp, K,
-                   static_cast<const __nv_bfloat16 *>(w1.native),
-                   static_cast<const __nv_bfloat16 *>(w3.native), buffer(a), N,
-                   buffer(b), N, buffer(y), N, int(T), int(K), int(N));
+      withGemvConfig<__nv_bfloat16, 8>(c, int(T), go);
     else
-      launchKernel(gateUpKernel<float, 4>, blocks, threads, 0, xp, K,
-                   static_cast<const float *>(w1.native),
-                   static_cast<const float *>(w3.native), buffer(a), N,
-                   buffer(b), N, buffer(y), N, int(T), int(K), int(N));
+      withGemvConfig<float, 4>(c, int(T), go);
     check(cudaGetLastError(), "gate/up GEMV + silu_mul");
     return 3;
   }

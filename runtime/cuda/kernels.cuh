@@ -405,6 +405,38 @@ __global__ void __launch_bounds__(kAttnThreads)
   }
 }
 
+// RoPE and the KV append folded into a single-row decode attention
+// (attentionSplitKernel with T = 1): q and the new position's k and v are
+// read from the packed qkv row as projected, rotated in registers (the
+// pairs sit in adjacent lanes), and the new k and v rows are written to the
+// cache by the first query head of each KV group. k == nullptr: the rows
+// are in the cache already (ropeAppendKernel ran).
+struct RopeFold {
+  const float *k = nullptr; // unrotated k of the new position (n_kv heads)
+  const float *v = nullptr;
+  float theta = 0.0f;
+};
+
+// Rotates x (dims lane + 32 i of one head) by RoPE at position pos, llama2.c
+// float32 angles as ropeKernel. Every lane of the warp calls it.
+template <int DPL>
+__device__ __forceinline__ void ropeLanes(float *x, int head_dim, float pos,
+                                          float theta) {
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int i = 0; i < DPL; ++i) {
+    const float other = __shfl_xor_sync(0xffffffffu, x[i], 1);
+    const int d = lane + 32 * i;
+    if (d < head_dim) {
+      const int j = d & ~1;
+      const float freq = 1.0f / powf(theta, float(j) / float(head_dim));
+      float sn, cs;
+      sincosf(pos * freq, &sn, &cs);
+      x[i] = (d & 1) ? other * sn + x[i] * cs : x[i] * cs - other * sn;
+    }
+  }
+}
+
 // Decode-time attention over the KV cache split along the positions, so
 // that a step of few rows still spreads over the GPU (flash-decoding):
 // grid (n_heads, T, splits), kAttnThreads threads. Split z of row t takes
@@ -415,17 +447,22 @@ __global__ void __launch_bounds__(kAttnThreads)
 // The last split of (t, h) to finish (counters[t n_heads + h], zero
 // between launches) merges them:
 //   out[t, h] = sum_z e^(m_z - M) o_z / sum_z e^(m_z - M) l_z, M = max m_z.
-// Dynamic shared memory: attentionSmem(head_dim, ceil(max positions /
-// splits)).
+// Within a split each warp keeps its own m, l and o over every nw-th
+// position (lanes across head_dim, K and V rows of kB positions loaded
+// together), and the warps are merged the same way.
+// Dynamic shared memory: attentionSplitSmem(head_dim).
+__host__ __device__ constexpr size_t attentionSplitSmem(int head_dim) {
+  return sizeof(float) * size_t(kAttnThreads / 32) * size_t(head_dim + 2);
+}
+template <int DPL> // head_dim <= 32 DPL
 __global__ void __launch_bounds__(kAttnThreads)
     attentionSplitKernel(const StepParams *s, const float *q, int64_t ldq,
-                         const float *K, int64_t ldk, const float *V,
-                         int64_t ldv, int group, int head_dim, float *ws,
-                         int *counters, float *out, int64_t ldo) {
+                         float *K, int64_t ldk, float *V, int64_t ldv,
+                         int group, int head_dim, float *ws, int *counters,
+                         float *out, int64_t ldo, RopeFold fold) {
   pdlLaunchDependents();
   pdlWait();
   extern __shared__ float smem[];
-  __shared__ float red[32];
   __shared__ bool last;
   const int h = blockIdx.x, t = blockIdx.y, z = blockIdx.z;
   const int splits = gridDim.z, n_heads = gridDim.x;
@@ -434,81 +471,118 @@ __global__ void __launch_bounds__(kAttnThreads)
   const int lo = min(n, z * chunk), hi = min(n, lo + chunk);
   const int stride = head_dim + 2;
   float *w = ws + ((int64_t(t) * n_heads + h) * splits + z) * stride;
-  const int nw = kAttnThreads / 32;
-  float *qs = smem;
-  float *scores = smem + head_dim; // hi - lo
-  float *part = scores + chunk;
-  const int64_t koff = int64_t(h / group) * head_dim;
-  for (int d = threadIdx.x; d < head_dim; d += kAttnThreads)
-    qs[d] = q[t * ldq + int64_t(h) * head_dim + d];
-  __syncthreads();
-  const float div = sqrtf(float(head_dim));
-  const bool vec = (head_dim % 4) == 0 && (ldk % 4) == 0 &&
-                   (reinterpret_cast<uintptr_t>(K) % 16) == 0;
-  // An empty range (more splits than positions) gives m = -inf, l = 0.
-  float mx = -INFINITY;
-  for (int j = lo + threadIdx.x; j < hi; j += kAttnThreads) {
-    const float *kr = K + int64_t(j) * ldk + koff;
-    float dot = 0.0f;
-    if (vec) {
-#pragma unroll 8
-      for (int d = 0; d < head_dim; d += 4) {
-        const float4 k4 = __ldg(reinterpret_cast<const float4 *>(kr + d));
-        dot = fmaf(qs[d], k4.x, dot);
-        dot = fmaf(qs[d + 1], k4.y, dot);
-        dot = fmaf(qs[d + 2], k4.z, dot);
-        dot = fmaf(qs[d + 3], k4.w, dot);
-      }
-    } else {
-      for (int d = 0; d < head_dim; ++d)
-        dot = fmaf(qs[d], kr[d], dot);
-    }
-    const float sc = dot / div;
-    scores[j - lo] = sc;
-    mx = fmaxf(mx, sc);
-  }
-  mx = blockMax(mx, red);
-  float sum = 0.0f;
-  for (int j = threadIdx.x; j < hi - lo; j += kAttnThreads) {
-    const float e = expf(scores[j] - mx);
-    scores[j] = e;
-    sum += e;
-  }
-  sum = blockSum(sum, red);
+  constexpr int nw = kAttnThreads / 32;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int per_lane = (head_dim + 31) / 32;
-  float acc[kAttnMaxDimsPerLane];
+  const int64_t koff = int64_t(h / group) * head_dim;
+  const float div = sqrtf(float(head_dim));
+  // Lane l holds dims l, l + 32, ... of q and of its running output.
+  float qv[DPL], acc[DPL];
 #pragma unroll
-  for (int i = 0; i < kAttnMaxDimsPerLane; ++i)
+  for (int i = 0; i < DPL; ++i) {
+    const int d = lane + 32 * i;
+    qv[i] = i < per_lane && d < head_dim
+                ? q[t * ldq + int64_t(h) * head_dim + d]
+                : 0.0f;
     acc[i] = 0.0f;
-#pragma unroll 4
-  for (int j = lo + warp; j < hi; j += nw) {
-    const float p = scores[j - lo];
-    const float *vr = V + int64_t(j) * ldv + koff;
+  }
+  const int newest = n - 1; // T = 1 with a fold: the row being appended
+  if (fold.k)
+    ropeLanes<DPL>(qv, head_dim, float(newest), fold.theta);
+  // Warp `warp` takes positions lo + warp, lo + warp + nw, ..., kB at a
+  // time (their K and V rows loaded together), with a running max m and
+  // sum l (online softmax). An empty range leaves m = -inf, l = 0.
+  constexpr int kB = DPL <= 2 ? 8 : 4;
+  float m = -INFINITY, l = 0.0f;
+  for (int j0 = lo + warp; j0 < hi; j0 += kB * nw) {
+    float kv[kB][DPL], vv[kB][DPL];
 #pragma unroll
-    for (int i = 0; i < kAttnMaxDimsPerLane; ++i) {
-      const int d = lane + 32 * i;
-      if (i < per_lane && d < head_dim)
-        acc[i] = fmaf(p, __ldg(vr + d), acc[i]);
+    for (int b = 0; b < kB; ++b) {
+      const int j = j0 + b * nw;
+      const bool fresh = fold.k && j == newest;
+      const float *kr = fresh ? fold.k + koff : K + int64_t(j) * ldk + koff;
+      const float *vr = fresh ? fold.v + koff : V + int64_t(j) * ldv + koff;
+#pragma unroll
+      for (int i = 0; i < DPL; ++i) {
+        const int d = lane + 32 * i;
+        const bool ok = j < hi && i < per_lane && d < head_dim;
+        kv[b][i] = ok ? __ldg(kr + d) : 0.0f;
+        vv[b][i] = ok ? __ldg(vr + d) : 0.0f;
+      }
+    }
+    // The newest position (fold): rotate its k; the group's first head
+    // appends k and v to the cache (nothing in this launch reads that row).
+    if (fold.k && newest >= j0 && newest < j0 + kB * nw &&
+        (newest - j0) % nw == 0 && newest < hi) {
+      const int b = (newest - j0) / nw;
+#pragma unroll
+      for (int bb = 0; bb < kB; ++bb)
+        if (bb == b) {
+          ropeLanes<DPL>(kv[bb], head_dim, float(newest), fold.theta);
+          if (h % group == 0) {
+#pragma unroll
+            for (int i = 0; i < DPL; ++i) {
+              const int d = lane + 32 * i;
+              if (i < per_lane && d < head_dim) {
+                K[int64_t(newest) * ldk + koff + d] = kv[bb][i];
+                V[int64_t(newest) * ldv + koff + d] = vv[bb][i];
+              }
+            }
+          }
+        }
+    }
+#pragma unroll
+    for (int b = 0; b < kB; ++b) {
+      float dot = 0.0f;
+#pragma unroll
+      for (int i = 0; i < DPL; ++i)
+        dot = fmaf(qv[i], kv[b][i], dot);
+      dot = warpSum(dot);
+      if (j0 + b * nw < hi) {
+        const float sc = dot / div;
+        const float mn = fmaxf(m, sc);
+        const float corr = expf(m - mn), p = expf(sc - mn);
+        l = l * corr + p;
+#pragma unroll
+        for (int i = 0; i < DPL; ++i)
+          acc[i] = fmaf(p, vv[b][i], acc[i] * corr);
+        m = mn;
+      }
     }
   }
+  // The block's warps merged: part[warp] = [o (head_dim), m, l].
+  float *part = smem;
 #pragma unroll
-  for (int i = 0; i < kAttnMaxDimsPerLane; ++i) {
+  for (int i = 0; i < DPL; ++i) {
     const int d = lane + 32 * i;
     if (i < per_lane && d < head_dim)
-      part[warp * head_dim + d] = acc[i];
+      part[warp * stride + d] = acc[i];
+  }
+  if (lane == 0) {
+    part[warp * stride + head_dim] = m;
+    part[warp * stride + head_dim + 1] = l;
   }
   __syncthreads();
-  for (int d = threadIdx.x; d < head_dim; d += kAttnThreads) {
+  float bm = -INFINITY;
+#pragma unroll
+  for (int v = 0; v < nw; ++v)
+    bm = fmaxf(bm, part[v * stride + head_dim]);
+  for (int d = threadIdx.x; d < head_dim + 1; d += kAttnThreads) {
+    // d == head_dim: the sum l.
+    const int src = d < head_dim ? d : head_dim + 1;
     float o = 0.0f;
-    for (int v = 0; v < nw; ++v)
-      o += part[v * head_dim + d];
-    w[d] = o;
+    if (bm != -INFINITY) {
+#pragma unroll
+      for (int v = 0; v < nw; ++v) {
+        const float mv = part[v * stride + head_dim];
+        if (mv != -INFINITY)
+          o += expf(mv - bm) * part[v * stride + src];
+      }
+    }
+    w[src] = o;
   }
-  if (threadIdx.x == 0) {
-    w[head_dim] = mx;
-    w[head_dim + 1] = sum;
-  }
+  if (threadIdx.x == 0)
+    w[head_dim] = bm;
   // Publish the partials, then count this split in; the last one merges.
   __threadfence();
   __syncthreads();
@@ -541,32 +615,35 @@ __global__ void __launch_bounds__(kAttnThreads)
     counters[t * n_heads + h] = 0; // ready for the next launch
 }
 
-// y[t, n] (+)= sum_k x[t, k] W[n, k] for T <= kMaxRows rows: one warp per
-// output column n, 16-byte loads of W, x read through the cache. VEC values
-// per 16 bytes of W (8 bf16, 4 f32); K % VEC == 0 and 16-byte aligned rows.
+// Decode GEMVs: y[t, n] (+)= sum_k x[t, k] W[n, k] for T <= kGemvMaxRows
+// rows, W stored [N, K] (f32 or bf16), 16-byte aligned rows, K % VEC == 0
+// (VEC values per 16 bytes: 8 bf16, 4 f32). Blocks of kGemvThreads threads;
+// each output column is summed by S warps (split K: warp s of a column reads
+// the 512-byte segments s, s + S, s + 2S, ... of its row, so the S warps
+// stream adjacent memory). Every lane keeps U 16-byte loads of W in flight
+// and issues the next U before using the current ones (double buffering);
+// W bypasses L1 (ld.global.nc.L1::no_allocate) so that x, read through
+// L1, stays there. The first weight loads are issued before waiting for the
+// predecessor kernel. ROWS = 1 is the single-token case (no row
+// predicates). The partial sums of a column are added in a fixed order:
+// results do not depend on scheduling. (Measured and dropped, docs/cuda.md:
+// x staged in shared memory, and an RmsNorm folded into the GEMV.)
 constexpr int kGemvMaxRows = 8;
-// 16-byte loads of W in flight per lane (GEMV; half per matrix in the
-// gate/up GEMV). A compile-time choice: -DLOOM_GEMV_UNROLL=N.
-#ifndef LOOM_GEMV_UNROLL
-#define LOOM_GEMV_UNROLL 4
-#endif
+constexpr int kGemvThreads = 256;
+constexpr int kGemvWarps = kGemvThreads / 32;
 
-__device__ __forceinline__ void loadVec(const __nv_bfloat16 *p, float *f) {
-  const uint4 u = *reinterpret_cast<const uint4 *>(p);
-  const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&u);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 v = __bfloat1622float2(h[i]);
-    f[2 * i] = v.x;
-    f[2 * i + 1] = v.y;
-  }
-}
-__device__ __forceinline__ void loadVec(const float *p, float *f) {
-  const float4 u = *reinterpret_cast<const float4 *>(p);
-  f[0] = u.x;
-  f[1] = u.y;
-  f[2] = u.z;
-  f[3] = u.w;
+struct GemvConfig {
+  int unroll = 4; // U: 16-byte loads in flight per lane (per matrix: U / 2
+                  // in the gate/up GEMV)
+  int split = 1;  // S: warps per column (1, 2 or 4)
+};
+
+__device__ __forceinline__ uint4 loadStreaming(const void *p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
 }
 
 // 16 raw bytes of W as floats: 8 bf16 or 4 f32.
@@ -588,175 +665,242 @@ __device__ __forceinline__ void unpackVec(const uint4 &u, float *f,
   f[3] = __uint_as_float(u.w);
 }
 
-template <typename W, int VEC>
-__global__ void gemvKernel(const float *__restrict__ x, int64_t ldx,
-                           const W *__restrict__ Wm, float *__restrict__ y,
-                           int64_t ldy, int T, int K, int N, int accumulate) {
-  pdlLaunchDependents();
-  const int n = int((int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5);
-  const int lane = threadIdx.x & 31;
-  if (n >= N) {
-    pdlWait();
-    return;
+// acc[m][t] += W_m[16 bytes at k] . x[t, k .. k + VEC) for M matrices
+// sharing x (M = 1: a GEMV, 2: gate and up).
+template <typename W, int VEC, int ROWS, int M>
+__device__ __forceinline__ void gemvFma(const uint4 *raw, const float *x,
+                                        int64_t ldx, int T, int k,
+                                        float (*acc)[ROWS]) {
+  float wv[M][VEC];
+#pragma unroll
+  for (int m = 0; m < M; ++m)
+    unpackVec(raw[m], wv[m], static_cast<const W *>(nullptr));
+#pragma unroll
+  for (int t = 0; t < ROWS; ++t) {
+    if (ROWS == 1 || t < T) {
+#pragma unroll
+      for (int i = 0; i < VEC; i += 4) {
+        const float4 f =
+            __ldg(reinterpret_cast<const float4 *>(x + t * ldx + k + i));
+#pragma unroll
+        for (int m = 0; m < M; ++m) {
+          acc[m][t] = fmaf(wv[m][i], f.x, acc[m][t]);
+          acc[m][t] = fmaf(wv[m][i + 1], f.y, acc[m][t]);
+          acc[m][t] = fmaf(wv[m][i + 2], f.z, acc[m][t]);
+          acc[m][t] = fmaf(wv[m][i + 3], f.w, acc[m][t]);
+        }
+      }
+    }
   }
-  const W *w = Wm + int64_t(n) * K;
-  float acc[kGemvMaxRows];
+}
+
+// Sums the R values v over the warp and over the S warps of the column
+// (fixed order, through shared memory). Returns true on the thread that
+// holds the totals (lane 0 of the column's first warp), in v.
+template <int R, int S>
+__device__ __forceinline__ bool gemvReduce(float *v, float *red) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 #pragma unroll
-  for (int t = 0; t < kGemvMaxRows; ++t)
-    acc[t] = 0.0f;
-  constexpr int kStep = 32 * VEC;
-  int k = lane * VEC;
-  // kUnroll independent 16-byte loads of W in flight per lane, kept raw
-  // (4 registers each) until used; the first batch is issued before
-  // waiting for the predecessor kernel (pdlWait).
-  constexpr int kUnroll = LOOM_GEMV_UNROLL;
-  uint4 raw[kUnroll];
-  bool full = k + (kUnroll - 1) * kStep < K;
-  if (full) {
+  for (int r = 0; r < R; ++r)
+    v[r] = warpSum(v[r]);
+  if constexpr (S == 1) {
+    return lane == 0;
+  } else {
+    if (lane == 0) {
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u)
-      raw[u] = __ldg(reinterpret_cast<const uint4 *>(w + k + u * kStep));
+      for (int r = 0; r < R; ++r)
+        red[warp * R + r] = v[r];
+    }
+    __syncthreads();
+    if (lane != 0 || warp % S != 0)
+      return false;
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      float x = 0.0f;
+#pragma unroll
+      for (int s = 0; s < S; ++s)
+        x += red[(warp + s) * R + r];
+      v[r] = x;
+    }
+    return true;
+  }
+}
+
+// The body of gemvKernel (M = 1) and gateUpKernel (M = 2): streams the M
+// matrices' rows of column n and returns, on the thread gemvReduce picks,
+// out[m][t]. False elsewhere.
+template <typename W, int VEC, int ROWS, int U, int S, int M>
+__device__ __forceinline__ bool gemvColumn(const float *x, int64_t ldx,
+                                           const W *const *Wm, int T, int K,
+                                           int N, int &n, float (*out)[ROWS]) {
+  static_assert(kGemvWarps % S == 0, "split must divide the block's warps");
+  constexpr int H = U / M > 0 ? U / M : 1; // loads in flight per matrix
+  constexpr int R = M * ROWS;
+  __shared__ float red[S == 1 ? 1 : kGemvWarps * R];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  n = blockIdx.x * (kGemvWarps / S) + warp / S;
+  const int part = warp % S;
+  const bool active = n < N;
+  const W *w[M];
+#pragma unroll
+  for (int m = 0; m < M; ++m)
+    w[m] = Wm[m] + int64_t(active ? n : 0) * K;
+  constexpr int kSeg = 32 * VEC;
+  float acc[M][ROWS];
+#pragma unroll
+  for (int t = 0; t < ROWS; ++t)
+#pragma unroll
+    for (int m = 0; m < M; ++m)
+      acc[m][t] = 0.0f;
+  // Load u of the group starting at k0: k0 + u S kSeg.
+  int k0 = part * kSeg + lane * VEC;
+  uint4 cur[H][M];
+#pragma unroll
+  for (int u = 0; u < H; ++u) {
+    const int k = k0 + u * S * kSeg;
+#pragma unroll
+    for (int m = 0; m < M; ++m)
+      cur[u][m] =
+          active && k < K ? loadStreaming(w[m] + k) : make_uint4(0, 0, 0, 0);
   }
   pdlWait();
-  for (; full; k += kUnroll * kStep) {
+  if (active) {
+    for (;;) {
+      const int k1 = k0 + H * S * kSeg;
+      const bool more = k1 - lane * VEC < K;
+      uint4 nxt[H][M];
+      if (more) {
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      float wv[VEC];
-      unpackVec(raw[u], wv, static_cast<const W *>(nullptr));
+        for (int u = 0; u < H; ++u) {
+          const int k = k1 + u * S * kSeg;
 #pragma unroll
-      for (int t = 0; t < kGemvMaxRows; ++t) {
-        if (t < T) {
-          const float *xr = x + t * ldx + k + u * kStep;
-#pragma unroll
-          for (int i = 0; i < VEC; i += 4) {
-            const float4 f = __ldg(reinterpret_cast<const float4 *>(xr + i));
-            acc[t] = fmaf(wv[i], f.x, acc[t]);
-            acc[t] = fmaf(wv[i + 1], f.y, acc[t]);
-            acc[t] = fmaf(wv[i + 2], f.z, acc[t]);
-            acc[t] = fmaf(wv[i + 3], f.w, acc[t]);
-          }
+          for (int m = 0; m < M; ++m)
+            nxt[u][m] =
+                k < K ? loadStreaming(w[m] + k) : make_uint4(0, 0, 0, 0);
         }
       }
-    }
-    full = k + kUnroll * kStep + (kUnroll - 1) * kStep < K;
-    if (full) {
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u)
-        raw[u] = __ldg(reinterpret_cast<const uint4 *>(w + k + kUnroll * kStep +
-                                                       u * kStep));
+      for (int u = 0; u < H; ++u) {
+        const int k = k0 + u * S * kSeg;
+        if (k < K)
+          gemvFma<W, VEC, ROWS, M>(cur[u], x, ldx, T, k, acc);
+      }
+      if (!more)
+        break;
+#pragma unroll
+      for (int u = 0; u < H; ++u)
+#pragma unroll
+        for (int m = 0; m < M; ++m)
+          cur[u][m] = nxt[u][m];
+      k0 = k1;
     }
   }
-  for (; k < K; k += kStep) {
-    float wv[VEC];
-    loadVec(w + k, wv);
+  float v[R];
 #pragma unroll
-    for (int t = 0; t < kGemvMaxRows; ++t) {
-      if (t < T) {
-        const float *xr = x + t * ldx + k;
+  for (int t = 0; t < ROWS; ++t)
 #pragma unroll
-        for (int i = 0; i < VEC; i += 4) {
-          const float4 f = __ldg(reinterpret_cast<const float4 *>(xr + i));
-          acc[t] = fmaf(wv[i], f.x, acc[t]);
-          acc[t] = fmaf(wv[i + 1], f.y, acc[t]);
-          acc[t] = fmaf(wv[i + 2], f.z, acc[t]);
-          acc[t] = fmaf(wv[i + 3], f.w, acc[t]);
-        }
-      }
-    }
-  }
+    for (int m = 0; m < M; ++m)
+      v[m * ROWS + t] = acc[m][t];
+  if (!gemvReduce<R, S>(v, red) || !active)
+    return false;
 #pragma unroll
-  for (int t = 0; t < kGemvMaxRows; ++t) {
-    if (t < T) {
-      const float v = warpSum(acc[t]);
-      if (lane == 0) {
-        float *o = y + t * ldy + n;
-        *o = accumulate ? *o + v : v;
-      }
+  for (int t = 0; t < ROWS; ++t)
+#pragma unroll
+    for (int m = 0; m < M; ++m)
+      out[m][t] = v[m * ROWS + t];
+  return true;
+}
+
+template <typename W, int VEC, int ROWS, int U, int S>
+__global__ void __launch_bounds__(kGemvThreads)
+    gemvKernel(const float *__restrict__ x, int64_t ldx,
+               const W *__restrict__ Wm, float *__restrict__ y, int64_t ldy,
+               int T, int K, int N, int accumulate) {
+  pdlLaunchDependents();
+  const W *ws[1] = {Wm};
+  float out[1][ROWS];
+  int n;
+  if (!gemvColumn<W, VEC, ROWS, U, S, 1>(x, ldx, ws, T, K, N, n, out))
+    return;
+#pragma unroll
+  for (int t = 0; t < ROWS; ++t) {
+    if (ROWS == 1 || t < T) {
+      float *o = y + t * ldy + n;
+      *o = accumulate ? *o + out[0][t] : out[0][t];
     }
   }
 }
 
 // Two GEMVs over the same rows and the SiLU gate of a SwiGLU FFN in one
 // pass: a = x W1^T, b = x W3^T, y = silu(a) * b (all three written, so the
-// fused form has the three dispatches' effects). One warp per column.
-template <typename W, int VEC>
-__global__ void gateUpKernel(const float *__restrict__ x, int64_t ldx,
-                             const W *__restrict__ W1, const W *__restrict__ W3,
-                             float *a, int64_t lda, float *b, int64_t ldb,
-                             float *y, int64_t ldy, int T, int K, int N) {
+// fused form has the three dispatches' effects). As gemvKernel, with U / 2
+// loads of each matrix in flight and x read once for both.
+template <typename W, int VEC, int ROWS, int U, int S>
+__global__ void __launch_bounds__(kGemvThreads)
+    gateUpKernel(const float *__restrict__ x, int64_t ldx,
+                 const W *__restrict__ W1, const W *__restrict__ W3, float *a,
+                 int64_t lda, float *b, int64_t ldb, float *y, int64_t ldy,
+                 int T, int K, int N) {
   pdlLaunchDependents();
-  const int n = int((int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5);
-  const int lane = threadIdx.x & 31;
-  if (n >= N) {
-    pdlWait();
+  const W *ws[2] = {W1, W3};
+  float out[2][ROWS];
+  int n;
+  if (!gemvColumn<W, VEC, ROWS, U, S, 2>(x, ldx, ws, T, K, N, n, out))
     return;
-  }
-  const W *w1 = W1 + int64_t(n) * K;
-  const W *w3 = W3 + int64_t(n) * K;
-  float acc1[kGemvMaxRows], acc3[kGemvMaxRows];
 #pragma unroll
-  for (int t = 0; t < kGemvMaxRows; ++t)
-    acc1[t] = acc3[t] = 0.0f;
-  constexpr int kStep = 32 * VEC;
-  // Up to kUnroll 16-byte loads of each matrix in flight per lane.
-  constexpr int kUnroll = LOOM_GEMV_UNROLL / 2;
-  bool waited = false;
-  for (int k0 = lane * VEC; k0 < K; k0 += kUnroll * kStep) {
-    uint4 r1[kUnroll], r3[kUnroll];
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int k = k0 + u * kStep;
-      if (k < K) {
-        r1[u] = __ldg(reinterpret_cast<const uint4 *>(w1 + k));
-        r3[u] = __ldg(reinterpret_cast<const uint4 *>(w3 + k));
-      }
-    }
-    if (!waited) { // the first weights are in flight: now the inputs
-      pdlWait();
-      waited = true;
-    }
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int k = k0 + u * kStep;
-      if (k >= K)
-        break;
-      float v1[VEC], v3[VEC];
-      unpackVec(r1[u], v1, static_cast<const W *>(nullptr));
-      unpackVec(r3[u], v3, static_cast<const W *>(nullptr));
-#pragma unroll
-      for (int t = 0; t < kGemvMaxRows; ++t) {
-        if (t < T) {
-          const float *xr = x + t * ldx + k;
-#pragma unroll
-          for (int i = 0; i < VEC; i += 4) {
-            const float4 f = __ldg(reinterpret_cast<const float4 *>(xr + i));
-            acc1[t] = fmaf(v1[i], f.x, acc1[t]);
-            acc1[t] = fmaf(v1[i + 1], f.y, acc1[t]);
-            acc1[t] = fmaf(v1[i + 2], f.z, acc1[t]);
-            acc1[t] = fmaf(v1[i + 3], f.w, acc1[t]);
-            acc3[t] = fmaf(v3[i], f.x, acc3[t]);
-            acc3[t] = fmaf(v3[i + 1], f.y, acc3[t]);
-            acc3[t] = fmaf(v3[i + 2], f.z, acc3[t]);
-            acc3[t] = fmaf(v3[i + 3], f.w, acc3[t]);
-          }
-        }
-      }
+  for (int t = 0; t < ROWS; ++t) {
+    if (ROWS == 1 || t < T) {
+      const float g = out[0][t], u = out[1][t];
+      a[t * lda + n] = g;
+      b[t * ldb + n] = u;
+      y[t * ldy + n] = g / (1.0f + expf(-g)) * u;
     }
   }
-  if (!waited)
-    pdlWait();
-#pragma unroll
-  for (int t = 0; t < kGemvMaxRows; ++t) {
-    if (t < T) {
-      const float g = warpSum(acc1[t]);
-      const float u = warpSum(acc3[t]);
-      if (lane == 0) {
-        a[t * lda + n] = g;
-        b[t * ldb + n] = u;
-        y[t * ldy + n] = g / (1.0f + expf(-g)) * u;
-      }
-    }
+}
+
+// Host side: calls f(GemvTag<...>{}) with the instantiation for T rows and
+// the configuration (U = 8 only for bf16 single-row GEMVs; multi-row and
+// f32 GEMVs use U = 4). The caller launches gemvKernel / gateUpKernel of
+// the tag's parameters.
+template <typename W, int VEC, int ROWS, int U, int S> struct GemvTag {
+  using Weight = W;
+  static constexpr int kVec = VEC, kRows = ROWS, kUnroll = U, kSplit = S;
+};
+template <typename W, int VEC, int ROWS, int U, typename F>
+void withGemvSplit(int split, F &&f) {
+  switch (split) {
+  case 2:
+    return f(GemvTag<W, VEC, ROWS, U, 2>{});
+  case 4:
+    return f(GemvTag<W, VEC, ROWS, U, 4>{});
+  default:
+    return f(GemvTag<W, VEC, ROWS, U, 1>{});
   }
+}
+template <typename W, int VEC, typename F>
+void withGemvConfig(const GemvConfig &c, int T, F &&f) {
+  if (T > 1)
+    return withGemvSplit<W, VEC, kGemvMaxRows, 4>(c.split, f);
+  if constexpr (sizeof(W) == 2) {
+    if (c.unroll >= 8)
+      return withGemvSplit<W, VEC, 1, 8>(c.split, f);
+  }
+  withGemvSplit<W, VEC, 1, 4>(c.split, f);
+}
+// The default configuration for an N x K matrix (bf16 or f32 weights),
+// from loom-bench-gemv on an H100 (docs/cuda.md): 4 loads in flight, and
+// two warps per column, four for narrow matrices, one for wide matrices of
+// short rows (the 110M classifier).
+inline GemvConfig gemvConfigFor(int64_t N, int64_t K) {
+  GemvConfig c;
+  c.unroll = 4;
+  c.split = N <= 1024 ? 4 : (N >= 16384 && K < 1024) ? 1 : 2;
+  return c;
+}
+// Blocks of a GEMV launch over N columns with S warps per column.
+inline unsigned gemvBlocks(int64_t N, int split) {
+  const int64_t per_block = kGemvWarps / split;
+  return static_cast<unsigned>((N + per_block - 1) / per_block);
 }
 
 // The same for any K and alignment: scalar loads.
