@@ -62,6 +62,21 @@ def keyvals(text):
     return out
 
 
+def variant_env(spec):
+    """NAME,VAR=VALUE[,VAR=VALUE...] -> {VAR: VALUE}; a piece without '='
+    continues the previous value (LOOM_CUDA_GEMV=4,1,0)."""
+    env, last = {}, None
+    for piece in spec.split(",")[1:]:
+        if "=" in piece:
+            last, value = piece.split("=", 1)
+            env[last] = value
+        elif last:
+            env[last] += "," + piece
+        else:
+            sys.exit("--variant %s: expected NAME,VAR=VALUE,..." % spec)
+    return env
+
+
 def bandwidth():
     import torch
     n = 1 << 29  # 2 GiB of f32
@@ -180,8 +195,8 @@ def main():
             t = json.loads([l for l in torch_out.splitlines() if l.startswith("{")][-1])
         r_variants = {}
         for v in a.variant:
-            name, *pairs = v.split(",")
-            env = dict(pair.split("=", 1) for pair in pairs)
+            env = variant_env(v)
+            name = v.split(",")[0]
             out = keyvals(sh([os.path.join(b, "bin", "loom-run"), art, "--device",
                               "cuda", "--bench"], env=env))
             r_variants[name] = {"prefill_tok_s": float(out["prefill_tokens_per_s"]),

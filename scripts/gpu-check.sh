@@ -9,7 +9,8 @@
 #      of check_bf16.py), refrag-tiny k = 4 and 8, every case, huginn-tiny
 #      (iterations 1..32, KV policies, warm start, adaptive exit);
 #   3. CPU and CUDA on the same artifacts: logits and greedy ids;
-#   4. bench/bench_cuda.py: Loom vs PyTorch eager, 110M and 1B shapes, bf16.
+#   4. loom-bench-gemv: the decode GEMV in every configuration;
+#   5. bench/bench_cuda.py: Loom vs PyTorch eager, 110M and 1B shapes, bf16.
 # Run from the repository root:  bash scripts/gpu-check.sh [BUNDLE]
 # Prints "gpu-check: N failures" last and exits non-zero on any failure;
 # with $OUT set the log and the benchmark's JSON go there too.
@@ -52,6 +53,15 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=c
   --steps 32 --temperature 0 || failures=$((failures + 1))
 
 step cuda-unit "$B/bin/loom-cuda-test"
+# The same with every GEMV kernel shape forced (loads in flight, warps per
+# column: LOOM_CUDA_GEMV=U,S), and with RoPE + append as their own kernel.
+for g in 4,1 8,2 8,4 4,4; do
+  step "cuda-unit-gemv-$g" env LOOM_CUDA_GEMV=$g "$B/bin/loom-cuda-test" --gtest_brief=1
+done
+step cuda-unit-no-rope-fold env LOOM_CUDA_ROPE_FOLD=0 "$B/bin/loom-cuda-test" --gtest_brief=1
+# The decode GEMV kernels alone: every configuration checked and timed on
+# the benchmark models' matrices.
+step bench-gemv "$B/bin/loom-bench-gemv"
 for m in stories260K synthetic_untied; do
   step "golden-$m-f32" python3 test/e2e/Inputs/check_golden.py --loomc none \
     --loom-run "$RUN" --model none --tokenizer none --workdir "$W/$m" --device "$DEV" \
@@ -109,7 +119,8 @@ if command -v compute-sanitizer > /dev/null; then
 fi
 
 step bench python3 bench/bench_cuda.py --bundle "$B" --out "$OUTDIR" --workdir "$W/bench" --profile 1b \
-  --variant nopdl,LOOM_CUDA_PDL=0
+  --variant no-rope-fold,LOOM_CUDA_ROPE_FOLD=0 --variant gemv-4-1,LOOM_CUDA_GEMV=4,1 \
+  --variant attn-blocks-1,LOOM_CUDA_ATTN_BLOCKS=1 --variant attn-blocks-4,LOOM_CUDA_ATTN_BLOCKS=4
 rm -rf "$W"
 echo "gpu-check: $failures failures"
 exit $((failures > 0))
