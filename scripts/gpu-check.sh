@@ -59,6 +59,15 @@ for g in 4,1 8,2 8,4 4,4; do
   step "cuda-unit-gemv-$g" env LOOM_CUDA_GEMV=$g "$B/bin/loom-cuda-test" --gtest_brief=1
 done
 step cuda-unit-no-rope-fold env LOOM_CUDA_ROPE_FOLD=0 "$B/bin/loom-cuda-test" --gtest_brief=1
+# Both prefill attention kernels (the automatic choice takes the tiled one
+# only for steps with enough heads x row tiles to fill the GPU).
+for a in tiled rows; do
+  step "cuda-unit-prefill-$a" env LOOM_CUDA_PREFILL_ATTN=$a "$B/bin/loom-cuda-test" --gtest_brief=1
+  step "golden-stories260K-f32-prefill-$a" env LOOM_CUDA_PREFILL_ATTN=$a python3 \
+    test/e2e/Inputs/check_golden.py --loomc none --loom-run "$RUN" --model none \
+    --tokenizer none --workdir "$W/prefill-$a" --device "$DEV" --artifacts-from "$A" \
+    --name stories260K-f32 "$G/stories260K_once_upon_a_time.json"
+done
 # The decode GEMV kernels alone: every configuration checked and timed on
 # the benchmark models' matrices.
 step bench-gemv "$B/bin/loom-bench-gemv"
@@ -120,7 +129,8 @@ fi
 
 step bench python3 bench/bench_cuda.py --bundle "$B" --out "$OUTDIR" --workdir "$W/bench" --profile 1b \
   --variant no-rope-fold,LOOM_CUDA_ROPE_FOLD=0 --variant gemv-4-1,LOOM_CUDA_GEMV=4,1 \
-  --variant attn-blocks-1,LOOM_CUDA_ATTN_BLOCKS=1 --variant attn-blocks-4,LOOM_CUDA_ATTN_BLOCKS=4
+  --variant attn-blocks-1,LOOM_CUDA_ATTN_BLOCKS=1 --variant attn-blocks-4,LOOM_CUDA_ATTN_BLOCKS=4 \
+  --variant prefill-tiled,LOOM_CUDA_PREFILL_ATTN=tiled --variant prefill-rows,LOOM_CUDA_PREFILL_ATTN=rows
 rm -rf "$W"
 echo "gpu-check: $failures failures"
 exit $((failures > 0))

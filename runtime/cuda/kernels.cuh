@@ -405,6 +405,122 @@ __global__ void __launch_bounds__(kAttnThreads)
   }
 }
 
+// Causal attention of a long step over the KV cache, tiled (flash
+// attention on the SIMT cores, f32): one block per (head, kTileRows rows);
+// the block walks the key positions in tiles of kTileKeys, staging each
+// K and V tile in shared memory once for all its rows, and keeps a running
+// max, sum and output per row (online softmax). Row t (position pos + t)
+// sees keys 0 .. pos + t. Each warp owns kTileRows / 8 rows; for the scores
+// the lanes run across the tile's keys, for the output across head_dim.
+// grid (n_heads, ceil(T / kTileRows)), kAttnThreads threads, dynamic shared
+// memory attentionTiledSmem(head_dim).
+constexpr int kTileRows = 32;
+constexpr int kTileKeys = 64;
+__host__ __device__ constexpr size_t attentionTiledSmem(int head_dim) {
+  // q rows, K tile (rows padded by one float: no bank conflicts), V tile.
+  return sizeof(float) *
+         (size_t(kTileRows) * head_dim + size_t(kTileKeys) * (head_dim + 1) +
+          size_t(kTileKeys) * head_dim);
+}
+template <int DPL> // head_dim <= 32 DPL
+__global__ void __launch_bounds__(kAttnThreads)
+    attentionTiledKernel(const StepParams *s, const float *q, int64_t ldq,
+                         const float *K, int64_t ldk, const float *V,
+                         int64_t ldv, float *out, int64_t ldo, int group,
+                         int head_dim, int T) {
+  pdlLaunchDependents();
+  pdlWait();
+  extern __shared__ float smem[];
+  constexpr int nw = kAttnThreads / 32;
+  constexpr int R = kTileRows / nw; // rows per warp
+  const int h = blockIdx.x, t0 = blockIdx.y * kTileRows;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int pos = s->pos;
+  const int kstride = head_dim + 1;
+  float *qs = smem;                      // [kTileRows][head_dim]
+  float *ks = qs + kTileRows * head_dim; // [kTileKeys][head_dim + 1]
+  float *vs = ks + kTileKeys * kstride;  // [kTileKeys][head_dim]
+  const int64_t koff = int64_t(h / group) * head_dim;
+  const int rows = min(kTileRows, T - t0);
+  for (int i = threadIdx.x; i < kTileRows * head_dim; i += kAttnThreads) {
+    const int r = i / head_dim, d = i - r * head_dim;
+    qs[i] =
+        r < rows ? q[int64_t(t0 + r) * ldq + int64_t(h) * head_dim + d] : 0.0f;
+  }
+  const float div = sqrtf(float(head_dim));
+  float m[R], l[R], o[R][DPL];
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    m[r] = -INFINITY;
+    l[r] = 0.0f;
+#pragma unroll
+    for (int i = 0; i < DPL; ++i)
+      o[r][i] = 0.0f;
+  }
+  // Keys 0 .. pos + t0 + rows - 1 (the block's last row).
+  const int n_keys = pos + t0 + rows;
+  for (int k0 = 0; k0 < n_keys; k0 += kTileKeys) {
+    __syncthreads(); // the previous tile is no longer read (and q is staged)
+    for (int i = threadIdx.x; i < kTileKeys * head_dim; i += kAttnThreads) {
+      const int j = i / head_dim, d = i - j * head_dim;
+      const bool ok = k0 + j < n_keys;
+      ks[j * kstride + d] = ok ? K[int64_t(k0 + j) * ldk + koff + d] : 0.0f;
+      vs[j * head_dim + d] = ok ? V[int64_t(k0 + j) * ldv + koff + d] : 0.0f;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const int row = warp * R + r; // within the tile
+      if (row >= rows)
+        continue;                      // warp-uniform
+      const int last = pos + t0 + row; // the row's newest visible key
+      if (k0 > last)
+        continue;
+      // Scores of keys k0 + lane and k0 + lane + 32.
+      float sc[2];
+#pragma unroll
+      for (int hk = 0; hk < 2; ++hk) {
+        const int j = lane + 32 * hk;
+        float dot = 0.0f;
+        for (int d = 0; d < head_dim; ++d)
+          dot = fmaf(qs[row * head_dim + d], ks[j * kstride + d], dot);
+        sc[hk] = k0 + j <= last ? dot / div : -INFINITY;
+      }
+      const float mt = warpMax(fmaxf(sc[0], sc[1]));
+      const float mn = fmaxf(m[r], mt); // finite: key k0 <= last is visible
+      const float corr = expf(m[r] - mn);
+      const float p0 = expf(sc[0] - mn), p1 = expf(sc[1] - mn);
+      l[r] = l[r] * corr + warpSum(p0 + p1);
+      m[r] = mn;
+#pragma unroll
+      for (int i = 0; i < DPL; ++i)
+        o[r][i] *= corr;
+      for (int j = 0; j < kTileKeys; ++j) {
+        const float pj = __shfl_sync(0xffffffffu, j < 32 ? p0 : p1, j & 31);
+#pragma unroll
+        for (int i = 0; i < DPL; ++i) {
+          const int d = lane + 32 * i;
+          if (d < head_dim)
+            o[r][i] = fmaf(pj, vs[j * head_dim + d], o[r][i]);
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const int row = warp * R + r;
+    if (row >= rows)
+      continue;
+#pragma unroll
+    for (int i = 0; i < DPL; ++i) {
+      const int d = lane + 32 * i;
+      if (d < head_dim)
+        out[int64_t(t0 + row) * ldo + int64_t(h) * head_dim + d] =
+            o[r][i] / l[r];
+    }
+  }
+}
+
 // RoPE and the KV append folded into a single-row decode attention
 // (attentionSplitKernel with T = 1): q and the new position's k and v are
 // read from the packed qkv row as projected, rotated in registers (the
