@@ -628,19 +628,12 @@ void CudaExecutor::attendCache(const DeviceCache &c, const float *q,
     const int S = splitsFor(nh);
     const dim3 grid{unsigned(nh), unsigned(T), unsigned(S)};
     const size_t smem = attentionSplitSmem(int(hd));
-    const auto go = [&](auto kernel) {
-      launchKernel(kernel, grid, kAttnThreads, smem, d_step_, q, ldq, c.k,
-                   c.kvd, c.v, c.kvd, int(nh / nkv), int(hd), attn_ws_,
-                   attn_counters_, out, ldo, fold);
-    };
-    if (hd <= 32)
-      go(attentionSplitKernel<1>);
-    else if (hd <= 64)
-      go(attentionSplitKernel<2>);
-    else if (hd <= 128)
-      go(attentionSplitKernel<4>);
-    else
-      go(attentionSplitKernel<8>);
+    withDimsPerLane(hd, [&](auto dpl) {
+      launchKernel(attentionSplitKernel<decltype(dpl)::value>, grid,
+                   kAttnThreads, smem, d_step_, q, ldq, c.k, c.kvd, c.v, c.kvd,
+                   int(nh / nkv), int(hd), attn_ws_, attn_counters_, out, ldo,
+                   fold);
+    });
     return;
   }
   // Tiled where it makes enough blocks to fill the GPU (H100, 512-row
@@ -658,18 +651,11 @@ void CudaExecutor::attendCache(const DeviceCache &c, const float *q,
   }
   const dim3 grid{unsigned(nh), unsigned(tiles)};
   const size_t smem = attentionTiledSmem(int(hd));
-  const auto go = [&](auto kernel) {
-    launchKernel(kernel, grid, kAttnThreads, smem, d_step_, q, ldq, c.k, c.kvd,
-                 c.v, c.kvd, out, ldo, int(nh / nkv), int(hd), int(T));
-  };
-  if (hd <= 32)
-    go(attentionTiledKernel<1>);
-  else if (hd <= 64)
-    go(attentionTiledKernel<2>);
-  else if (hd <= 128)
-    go(attentionTiledKernel<4>);
-  else
-    go(attentionTiledKernel<8>);
+  withDimsPerLane(hd, [&](auto dpl) {
+    launchKernel(attentionTiledKernel<decltype(dpl)::value>, grid, kAttnThreads,
+                 smem, d_step_, q, ldq, c.k, c.kvd, c.v, c.kvd, out, ldo,
+                 int(nh / nkv), int(hd), int(T));
+  });
 }
 
 // Splits of a decode attention: about attn_blocks_per_sm_ (2;

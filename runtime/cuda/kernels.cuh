@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <cuda_bf16.h>
+#include <type_traits>
 
 namespace loom::rt::cuda {
 
@@ -403,6 +404,20 @@ __global__ void __launch_bounds__(kAttnThreads)
       o += part[w * head_dim + d];
     out[t * ldo + int64_t(h) * head_dim + d] = o / sum;
   }
+}
+
+// Host side: calls f(std::integral_constant<int, DPL>()) with the head
+// dims per lane of the attention kernels' instantiation for head_dim
+// (<= 32 DPL; head_dim <= 256).
+template <typename F> void withDimsPerLane(int64_t head_dim, F &&f) {
+  if (head_dim <= 32)
+    f(std::integral_constant<int, 1>());
+  else if (head_dim <= 64)
+    f(std::integral_constant<int, 2>());
+  else if (head_dim <= 128)
+    f(std::integral_constant<int, 4>());
+  else
+    f(std::integral_constant<int, 8>());
 }
 
 // Causal attention of a long step over the KV cache, tiled (flash
