@@ -18,8 +18,7 @@ struct Reached {
   bool bf16 = false;
 };
 
-template <typename W, int VEC>
-Reached reach(const GemvConfig &c, int T) {
+template <typename W, int VEC> Reached reach(const GemvConfig &c, int T) {
   Reached r;
   withGemvConfig<W, VEC>(c, T, [&](auto tag) {
     using G = decltype(tag);
