@@ -206,8 +206,14 @@ struct Lowering {
                                                     f.getOutWeightAttr()};
           if (f.getQkBiasAttr())
             weights.push_back(f.getQkBiasAttr());
+          // iparams: slot, heads, kv heads, head dim, accumulate (0), and
+          // 1 when placeholder rows bring their q|k|v (placeholder_qkv).
+          SmallVector<int64_t> params = {slotIds.lookup(f.getCache()), nh,
+                                         nkv, hd, 0};
+          if (f.getPlaceholderQkv())
+            params.push_back(1);
           return dispatch(f, "fused_qkv_attention", f.getInput(), weights,
-                          {slotIds.lookup(f.getCache()), nh, nkv, hd, 0},
+                          params,
                           {f.getTheta().convertToFloat()}, scratch);
         })
         .Case([&](SiluMulOp s) {

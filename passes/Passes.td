@@ -46,6 +46,41 @@ def FuseProjectionAttentionPass
   }];
 }
 
+def FuseChunkProjectorPass
+    : Pass<"loom-fuse-chunk-projector", "::mlir::ModuleOp"> {
+  let summary = "Fold the decoder's first use of a REFRAG placeholder row into the projector";
+  let description = [{
+    In a REFRAG module (`loom.refrag`), a compressed chunk's projected row
+    (`@project_chunk`'s result) replaces a token embedding in `@forward`. Its
+    first use there is layer 0's RMSNorm and packed Q/K/V projection, which
+    do not depend on the row's position (RoPE comes after). This pass moves
+    that work to the projector, which runs once per chunk (and whose rows the
+    chunk store keeps):
+
+    ```mlir
+    // @forward, as loom-fuse-projection-attention leaves it
+    %x = loom.embed %ids, @tok_embeddings : tensor<?xi32> -> tensor<?x64xf32>
+    %h = loom.rms_norm %x, @layers.0.attention_norm eps 1.0e-05 : tensor<?x64xf32>
+    %a = loom.fused_qkv_attention %h, %pos, %cache, @layers.0.wqkv, @layers.0.wo ...
+    // @project_chunk gains, after its projected row %p,
+    %ph = loom.rms_norm %p, @layers.0.attention_norm eps 1.0e-05 : tensor<?x64xf32>
+    %pq = loom.linear %ph, @layers.0.wqkv : tensor<?x64xf32> -> tensor<?x128xf32>
+    %row = loom.concat %p, %pq : tensor<?x64xf32>, tensor<?x128xf32> -> tensor<?x192xf32>
+    return %row : tensor<?x192xf32>
+    // and the decoder's attention is marked
+    %a = loom.fused_qkv_attention %h, ... placeholder_qkv : ...
+    ```
+
+    A placeholder row is then `[x | q | k | v]` (q, k, v before RoPE and
+    before any `qk_bias`); the runtime copies `x` into the embedding rows and
+    `q | k | v` into the packed projection's output, and projects only the
+    token rows. Runs after `loom-fuse-projection-attention` (it needs the
+    packed weight). A module without `loom.refrag`, or whose first use is
+    not this chain (e.g. the embedding feeds more than the norm and the
+    residual), is left unchanged, with a remark saying why.
+  }];
+}
+
 def FuseLinearBiasPass : Pass<"loom-fuse-linear-bias", "::mlir::ModuleOp"> {
   let summary = "Fold a bias add into the projection before it";
   let description = [{

@@ -9,6 +9,7 @@ using namespace mlir;
 void loom::buildCompilePipeline(OpPassManager &pm, int64_t maxTokens) {
   pm.addPass(createVerifyGraphPass());
   pm.addPass(createFuseProjectionAttentionPass());
+  pm.addPass(createFuseChunkProjectorPass());
   pm.addPass(createFuseLinearBiasPass());
   pm.addPass(createPlanKvReusePass());
   pm.addPass(createPlanMemoryPass(PlanMemoryPassOptions{maxTokens}));

@@ -438,7 +438,7 @@ DispatchDesc SemanticChecker::dispatch(const fbs::Dispatch &d,
       /*SiluMul*/ {2, 2, 1, 0, 0, 0, 0, 0, 0, 0},
       /*Add*/ {2, 2, 1, 0, 0, 0, 0, 0, 0, 0},
       /*Logits*/ {1, 1, 1, 0, 1, 1, 0, 0, 0, 0},
-      /*FusedQkvAttention*/ {1, 1, 1, 2, 2, 3, 4, 5, 1, 1},
+      /*FusedQkvAttention*/ {1, 1, 1, 2, 2, 3, 4, 6, 1, 1},
       /*Concat*/ {2, 2, 1, 0, 0, 0, 0, 0, 0, 0},
       /*Copy*/ {1, 1, 1, 0, 0, 0, 0, 0, 0, 0},
       /*AddRowBias*/ {1, 1, 1, 0, 1, 1, 0, 0, 0, 0},
@@ -579,6 +579,8 @@ DispatchDesc SemanticChecker::dispatch(const fbs::Dispatch &d,
       fail(at, ": head_dim ", hd, " must be even for rope");
     if (r.iparams.size() > 4)
       flag("accumulate", r.iparams[4]);
+    if (r.iparams.size() > 5)
+      flag("placeholder_qkv", r.iparams[5]);
     uint32_t x = r.inputs[0], y = r.outputs[0];
     uint32_t qkv = r.scratch[0], attn = r.scratch[1];
     expectRow("qkv scratch", qkv, (nh + 2 * nkv) * hd);
@@ -944,6 +946,12 @@ void SemanticChecker::refrag() {
         fail("program '", name,
              "' belongs to a chunk encoder, but the model has no refrag "
              "config");
+    for (const DispatchDesc &d : out.forward().dispatches)
+      if (d.kernel == Kernel::FusedQkvAttention && d.iparams.size() > 5 &&
+          d.iparams[5] != 0)
+        fail("program 'forward' dispatch '", d.name,
+             "': placeholder_qkv needs a chunk encoder, but the model has no "
+             "refrag config");
     return;
   }
   RefragDesc r;
@@ -991,10 +999,33 @@ void SemanticChecker::refrag() {
          " rows (its position table), fewer than max_chunk_len + 1 = ",
          info.max_chunk_len + 1);
 
+  // Placeholder rows are the model dim, or (loom-fuse-chunk-projector) the
+  // model dim + the q|k|v of the one forward FusedQkvAttention marked
+  // placeholder_qkv, the first one, reading the normalised embedding rows.
+  const ProgramDesc &fwd = out.forward();
+  for (size_t i = 0; i < fwd.dispatches.size(); ++i) {
+    const DispatchDesc &d = fwd.dispatches[i];
+    if (d.kernel != Kernel::FusedQkvAttention || d.iparams.size() < 6 ||
+        d.iparams[5] == 0)
+      continue;
+    if (r.placeholder_qkv_dispatch >= 0)
+      fail("program 'forward' dispatch ", i, " (", d.name,
+           "): a second dispatch marked placeholder_qkv (dispatch ",
+           r.placeholder_qkv_dispatch, " is)");
+    for (size_t j = 0; j < i; ++j)
+      if (fwd.dispatches[j].kernel == Kernel::FusedQkvAttention ||
+          fwd.dispatches[j].kernel == Kernel::Attention)
+        fail("program 'forward' dispatch ", i, " (", d.name,
+             "): placeholder_qkv is only valid on the first attention");
+    r.placeholder_qkv_dispatch = static_cast<int64_t>(i);
+    r.placeholder_qkv_elems = (d.iparams[1] + 2 * d.iparams[2]) * d.iparams[3];
+  }
+  info.projected_dim = out.config.dim + r.placeholder_qkv_elems;
+
   // The projector and the policy run on any number of rows in blocks, so
   // their rows must be independent.
   const std::pair<size_t, int64_t> row_programs[] = {
-      {r.project_program, out.config.dim}, {r.score_program, 1}};
+      {r.project_program, info.projected_dim}, {r.score_program, 1}};
   for (auto [index, width] : row_programs) {
     const ProgramDesc &p = out.programs[index];
     if (p.input_buffer < 0)
@@ -1005,7 +1036,10 @@ void SemanticChecker::refrag() {
            " has rows of ", rows(p.input_buffer), " floats, expected ",
            info.encoder_dim, " (encoder_dim)");
     expectOutput(p, width,
-                 index == r.project_program ? "the model dim" : "one score");
+                 index != r.project_program ? "one score"
+                 : r.placeholder_qkv_dispatch < 0
+                     ? "the model dim"
+                     : "the model dim + layer 0's q|k|v (placeholder_qkv)");
     for (size_t i = 0; i < p.dispatches.size(); ++i) {
       const Kernel k = p.dispatches[i].kernel;
       if (k == Kernel::SelfAttention || k == Kernel::AddPositions ||
@@ -1018,7 +1052,6 @@ void SemanticChecker::refrag() {
   }
 
   // Placeholders replace the forward program's embedding rows.
-  const ProgramDesc &fwd = out.forward();
   if (fwd.embed_dispatch < 0 ||
       rows(fwd.dispatches[fwd.embed_dispatch].outputs[0]) != out.config.dim)
     fail("program 'forward': needs an Embed dispatch with rows of the model "

@@ -118,6 +118,10 @@ struct RefragDesc {
   size_t encode_program = 0;
   size_t project_program = 0;
   size_t score_program = 0;
+  // The forward dispatch whose packed q|k|v placeholder rows bring along
+  // (loom-fuse-chunk-projector), or -1; its q|k|v floats.
+  int64_t placeholder_qkv_dispatch = -1;
+  int64_t placeholder_qkv_elems = 0;
 };
 
 struct ModelData {

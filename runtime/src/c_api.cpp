@@ -132,7 +132,8 @@ loom_status feedPrompt(const char *fn, loom::Session &session,
                                     std::to_string(context));
   session.reset();
   loom::Logits l = session.forward(tokens.data(), tokens.size(), false,
-                                   p.sequence.embeddings.data());
+                                   p.sequence.embeddings.data(),
+                                   p.sequence.row_elems);
   *out_logits = l.last();
   if (out_stats) {
     out_stats->n_chunks = p.chunks.size();

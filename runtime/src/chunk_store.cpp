@@ -256,7 +256,8 @@ void ChunkStore::write(const std::string &path,
           ? tbb::info::default_concurrency()
           : std::min(options.threads, tbb::info::default_concurrency());
   const ModelConfigInfo &cfg = model->config();
-  const int64_t E = info.encoder_dim, D = cfg.dim, vocab = cfg.vocab_size;
+  const int64_t E = info.encoder_dim, D = info.projected_dim,
+                vocab = cfg.vocab_size;
 
   // The table, and every passage's ids validated.
   std::vector<ChunkStorePassageEntry> table(passages.size());
@@ -378,7 +379,7 @@ void ChunkStore::write(const std::string &path,
   h.projector_checksum = chunkProjectorChecksum(*model);
   h.chunk_size = static_cast<uint32_t>(k);
   h.encoder_dim = static_cast<uint32_t>(E);
-  h.decoder_dim = static_cast<uint32_t>(D);
+  h.projected_dim = static_cast<uint32_t>(D);
   h.vocab_size = static_cast<uint32_t>(vocab);
   h.cls_token_id = info.cls_token_id;
   h.n_passages = passages.size();
@@ -493,7 +494,7 @@ ChunkStore ChunkStore::open(const std::string &path) {
     reserved_zero = reserved_zero && r == 0;
   if (!reserved_zero)
     s.corrupt("reserved header fields are not zero");
-  if (h.chunk_size == 0 || h.encoder_dim == 0 || h.decoder_dim == 0 ||
+  if (h.chunk_size == 0 || h.encoder_dim == 0 || h.projected_dim == 0 ||
       h.vocab_size == 0)
     s.corrupt("zero chunk size, width or vocabulary in the header");
   if (h.cls_token_id < 0 || static_cast<uint32_t>(h.cls_token_id) >= h.vocab_size)
@@ -501,7 +502,7 @@ ChunkStore ChunkStore::open(const std::string &path) {
               " is outside the vocabulary");
   Layout l;
   if (!computeLayout(h.n_passages, h.n_tokens, h.n_chunks, h.encoder_dim,
-                     h.decoder_dim, l) ||
+                     h.projected_dim, l) ||
       l.table != h.table_offset || l.tokens != h.tokens_offset ||
       l.embeddings != h.embeddings_offset ||
       l.projected != h.projected_offset || l.end != h.file_size)
@@ -558,10 +559,15 @@ void ChunkStore::checkCompatible(const Model &model, size_t chunk_size) const {
                 std::to_string(h.cls_token_id) + "; this artifact's: " +
                 std::to_string(info.encoder_dim) + ", " +
                 std::to_string(info.cls_token_id) + ")");
-  if (h.decoder_dim != model.config().dim)
-    throw Error(store + " was made for a decoder of dim " +
-                std::to_string(h.decoder_dim) + ", not " +
-                std::to_string(model.config().dim));
+  if (h.projected_dim != info.projected_dim)
+    throw Error(store + " holds placeholder rows of " +
+                std::to_string(h.projected_dim) + " floats, this artifact's " +
+                "are " + std::to_string(info.projected_dim) +
+                " (model dim " + std::to_string(model.config().dim) +
+                (info.projected_dim > model.config().dim
+                     ? " + layer 0's q|k|v: loom-fuse-chunk-projector"
+                     : "") +
+                "); encode the corpus again with this artifact");
   if (h.vocab_size != model.config().vocab_size)
     throw Error(store + " was made for a vocabulary of " +
                 std::to_string(h.vocab_size) + " tokens, not " +
@@ -601,9 +607,9 @@ ChunkStore::Passage ChunkStore::passage(size_t index) const {
   p.embeddings = reinterpret_cast<const float *>(s.data + h.embeddings_offset) +
                  e.chunk_begin * h.encoder_dim;
   p.projected = reinterpret_cast<const float *>(s.data + h.projected_offset) +
-                e.chunk_begin * h.decoder_dim;
+                e.chunk_begin * h.projected_dim;
   if (passageChecksum(p.tokens, p.n_tokens, p.embeddings, p.projected,
-                      p.n_chunks, h.encoder_dim, h.decoder_dim) != e.checksum)
+                      p.n_chunks, h.encoder_dim, h.projected_dim) != e.checksum)
     s.corrupt("passage " + std::to_string(index) +
               "'s data does not match its checksum");
   for (size_t i = 0; i < p.n_tokens; ++i)
@@ -622,7 +628,7 @@ const std::string &ChunkStore::path() const { return impl_->path; }
 const ChunkStoreHeader &ChunkStore::header() const { return impl_->header; }
 size_t ChunkStore::chunkSize() const { return impl_->header.chunk_size; }
 int64_t ChunkStore::encoderDim() const { return impl_->header.encoder_dim; }
-int64_t ChunkStore::decoderDim() const { return impl_->header.decoder_dim; }
+int64_t ChunkStore::projectedDim() const { return impl_->header.projected_dim; }
 uint64_t ChunkStore::encoderChecksum() const {
   return impl_->header.encoder_checksum;
 }
@@ -647,7 +653,7 @@ RefragPrompt prepareRefrag(Session &session, const ChunkStore &store,
     throw Error("give either the expanded chunks or an expand fraction, not "
                 "both");
   const size_t k = store.chunkSize();
-  const int64_t E = store.encoderDim(), D = store.decoderDim();
+  const int64_t E = store.encoderDim(), D = store.projectedDim();
   std::vector<ChunkStore::Passage> selected;
   std::vector<bool> seen(store.passageCount(), false);
   size_t n_chunks = 0, n_tokens = 0;

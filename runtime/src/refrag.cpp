@@ -56,6 +56,7 @@ AssembledSequence assemble(const std::vector<std::vector<int32_t>> &chunks,
                            const std::string &shape) {
   AssembledSequence s;
   s.n_chunks = chunks.size();
+  s.row_elems = dim;
   std::vector<bool> is_expanded(chunks.size(), false);
   for (size_t c : expanded) {
     if (c >= chunks.size())
@@ -155,7 +156,7 @@ RefragPrompt prepareRefrag(Session &session, const RefragRequest &request) {
   }
   p.sequence = assembleSequence(request.context, request.question, k,
                                 p.expanded, p.projected.data(),
-                                model.config().dim, model.config().bos_id);
+                                info->projected_dim, model.config().bos_id);
   std::sort(p.expanded.begin(), p.expanded.end());
   return p;
 }

@@ -511,8 +511,11 @@ struct SessionState final : LoopKvSource {
   int64_t pos = 0;
   std::vector<float> logits;
   // Placeholder rows of the running forward() chunk: one pointer per row,
-  // null for token rows; null when the chunk has none.
+  // null for token rows; null when the chunk has none. Each has
+  // step_row_elems floats: the model dim, or RefragInfo::projected_dim
+  // (then layer 0's q|k|v follow the embedding row).
   const float *const *step_embeddings = nullptr;
+  int64_t step_row_elems = 0;
   std::vector<int> steps;                  // iterations per token step
   std::vector<std::vector<double>> values; // exit values per token step
   std::unique_ptr<TraceRecorder> trace;
@@ -578,7 +581,27 @@ void SessionState::run(const DispatchDesc &d, const int32_t *tokens, int64_t T,
     float *x = buffer(in[0]), *y = buffer(out[0]);
     float *qkv = buffer(d.scratch[0]), *attn = buffer(d.scratch[1]);
     const int64_t lq = ld(d.scratch[0]), la = ld(d.scratch[1]);
-    cpu::matmul(x, ld(in[0]), w[0], qkv, lq, T, ld(in[0]), qd + 2 * kd, false);
+    const int64_t lx = ld(in[0]), nqkv = qd + 2 * kd;
+    // loom-fuse-chunk-projector: placeholder rows bring their q|k|v after
+    // the embedding row; only runs of token rows are projected.
+    const bool given_qkv = step_embeddings && ip.size() > 5 && ip[5] != 0 &&
+                           step_row_elems == m.config.dim + nqkv;
+    if (!given_qkv)
+      cpu::matmul(x, lx, w[0], qkv, lq, T, lx, nqkv, false);
+    for (int64_t t = 0; given_qkv && t < T;) {
+      if (step_embeddings[t]) {
+        std::memcpy(qkv + t * lq, step_embeddings[t] + m.config.dim,
+                    static_cast<size_t>(nqkv) * sizeof(float));
+        ++t;
+        continue;
+      }
+      int64_t e = t + 1;
+      while (e < T && !step_embeddings[e])
+        ++e;
+      cpu::matmul(x + t * lx, lx, w[0], qkv + t * lq, lq, e - t, lx, nqkv,
+                  false);
+      t = e;
+    }
     if (d.weight_ids.size() > 2)
       cpu::addRowBias(qkv, lq, w[2], qkv, lq, T, qd + kd);
     cpu::rope(qkv, lq, T, qd, hd, pos, theta);
@@ -965,6 +988,11 @@ Logits Session::forward(const int32_t *tokens, size_t n, bool all_logits) {
 
 Logits Session::forward(const int32_t *tokens, size_t n, bool all_logits,
                         const float *const *embeddings) {
+  return forward(tokens, n, all_logits, embeddings, state_->m.config.dim);
+}
+
+Logits Session::forward(const int32_t *tokens, size_t n, bool all_logits,
+                        const float *const *embeddings, int64_t row_elems) {
   rt::SessionState &s = *state_;
   const rt::ModelData &m = s.m;
   const int64_t vocab = m.config.vocab_size;
@@ -981,6 +1009,14 @@ Logits Session::forward(const int32_t *tokens, size_t n, bool all_logits,
         s.ld(fwd.dispatches[fwd.embed_dispatch].outputs[0]) != m.config.dim)
       throw Error("this model's forward program has no Embed with rows of the "
                   "model dim to replace by placeholder embeddings");
+    const int64_t projected = m.refrag ? m.refrag->info.projected_dim : 0;
+    if (row_elems != m.config.dim && row_elems != projected)
+      throw Error("placeholder rows of " + std::to_string(row_elems) +
+                  " floats: this model takes rows of its dim " +
+                  std::to_string(m.config.dim) +
+                  (projected > m.config.dim
+                       ? " or of project_chunk's " + std::to_string(projected)
+                       : std::string()));
     ids.assign(tokens, tokens + n);
     for (size_t i = 0; i < n; ++i)
       if (embeddings[i])
@@ -1010,6 +1046,7 @@ Logits Session::forward(const int32_t *tokens, size_t n, bool all_logits,
     if (s.device)
       s.device->beginStep(tokens + c, T, s.pos);
     s.step_embeddings = embeddings ? embeddings + c : nullptr;
+    s.step_row_elems = row_elems;
     try {
       s.step(tokens + c, T, exit_logits ? std::min(begin, T - 1) : begin, T);
     } catch (...) {

@@ -797,12 +797,14 @@ int generate(const Options &o, const loom::Model &model, loom::Session &session,
   loom::RefragPrompt refrag;
   std::vector<int32_t> prompt;
   const float *const *embeddings = nullptr;
+  int64_t row_elems = cfg.dim; // floats per placeholder row
   size_t echo_from = 0; // the first position the echo prints
   if (o.refrag()) {
     size_t n_question = 0;
     refrag = refragPrompt(o, model, session, &n_question, notes);
     prompt = refrag.sequence.tokens;
     embeddings = refrag.sequence.embeddings.data();
+    row_elems = refrag.sequence.row_elems;
     echo_from = prompt.size() - n_question;
     if (static_cast<int64_t>(prompt.size()) > context)
       fail("the context and prompt take " + std::to_string(prompt.size()) +
@@ -835,7 +837,7 @@ int generate(const Options &o, const loom::Model &model, loom::Session &session,
 
   auto start = Clock::now();
   loom::Logits logits = session.forward(prompt.data(), prompt.size(),
-                                        dump.enabled(), embeddings);
+                                        dump.enabled(), embeddings, row_elems);
   dump.write(logits);
   auto prefilled = Clock::now();
 
@@ -1106,10 +1108,11 @@ int benchTtft(const Options &o, const loom::Model &model,
       const double ms = best([&] {
         loom::AssembledSequence s = loom::assembleSequence(
             context, question, k, loom::expandedByPolicy(scores, p),
-            projected.data(), cfg.dim, cfg.bos_id);
+            projected.data(), model.refrag()->projected_dim, cfg.bos_id);
         positions = s.tokens.size();
         loom::Logits l = session.forward(s.tokens.data(), s.tokens.size(),
-                                         false, s.embeddings.data());
+                                         false, s.embeddings.data(),
+                                         s.row_elems);
         return greedy.sample(l.last());
       });
       std::printf("%-6s %4zu %5.2f %9zu %10.3f %8.2f %7.2f %12llu %12llu "

@@ -652,7 +652,7 @@ constexpr KernelArity kKernelArity[] = {
     {"silu_mul", 2, 1, 0, 0, 0, 0},
     {"add", 2, 1, 0, 0, 0, 0},
     {"logits", 1, 1, 0, 1, 0, 0},
-    {"fused_qkv_attention", 1, 1, 2, {2, 3}, 5, 1},
+    {"fused_qkv_attention", 1, 1, 2, {2, 3}, {5, 6}, 1},
     {"concat", 2, 1, 0, 0, 0, 0},
     {"copy", 1, 1, 0, 0, 0, 0},
     {"add_row_bias", 1, 1, 0, 1, 0, 0},

@@ -250,6 +250,13 @@ def Loom_FusedQkvAttentionOp : Loom_WeightUserOp<"fused_qkv_attention", [
     and k before rope. Equivalent to
     `linear(attention(rope(x Wqᵀ + bq), rope(x Wkᵀ + bk), x Wvᵀ), Wo)`.
 
+    `placeholder_qkv` (set by `loom-fuse-chunk-projector` on the decoder's
+    first attention) lets REFRAG chunk placeholder rows skip the packed
+    projection: for such a row the runtime is handed the pre-RoPE
+    `q | k | v` that `@project_chunk` computed beside the projected row, and
+    uses them in place of `x Wqkvᵀ`. Token rows are computed as usual. The
+    result is the same either way; the attribute only saves the work.
+
     ```mlir
     %y = loom.fused_qkv_attention %x, %pos, %cache, @layers.0.wqkv, @layers.0.wo
          heads 8 kv_heads 4 head_dim 8 theta 1.0e+04
@@ -261,12 +268,14 @@ def Loom_FusedQkvAttentionOp : Loom_WeightUserOp<"fused_qkv_attention", [
                        Loom_KvCacheType:$cache, FlatSymbolRefAttr:$qkv_weight,
                        FlatSymbolRefAttr:$out_weight, I64Attr:$n_heads,
                        I64Attr:$n_kv_heads, I64Attr:$head_dim, F32Attr:$theta,
-                       OptionalAttr<FlatSymbolRefAttr>:$qk_bias);
+                       OptionalAttr<FlatSymbolRefAttr>:$qk_bias,
+                       UnitAttr:$placeholder_qkv);
   let results = (outs Loom_RowTensor:$result);
   let assemblyFormat = [{
     $input `,` $positions `,` $cache `,` $qkv_weight `,` $out_weight
     `heads` $n_heads `kv_heads` $n_kv_heads `head_dim` $head_dim `theta` $theta
-    (`qk_bias` $qk_bias^)? attr-dict `:` type($input) `,` type($positions) `,`
+    (`qk_bias` $qk_bias^)? (`placeholder_qkv` $placeholder_qkv^)? attr-dict
+    `:` type($input) `,` type($positions) `,`
     qualified(type($cache))
   }];
   let hasVerifier = 1;

@@ -38,7 +38,7 @@ struct ChunkStoreHeader {
   uint64_t projector_checksum; // chunkProjectorChecksum() of the projector
   uint32_t chunk_size;        // k: tokens per chunk (the last may be short)
   uint32_t encoder_dim;       // floats per chunk embedding
-  uint32_t decoder_dim;       // floats per projected row (the model's dim)
+  uint32_t projected_dim;     // floats per placeholder row (RefragInfo::projected_dim)
   uint32_t vocab_size;        // the decoder vocabulary the ids index
   int32_t cls_token_id;       // the encoder's CLS id
   uint32_t reserved0;         // 0
@@ -48,7 +48,7 @@ struct ChunkStoreHeader {
   uint64_t table_offset;      // the passage table (ChunkStorePassageEntry[])
   uint64_t tokens_offset;     // int32 ids [n_tokens]
   uint64_t embeddings_offset; // float [n_chunks, encoder_dim]
-  uint64_t projected_offset;  // float [n_chunks, decoder_dim]
+  uint64_t projected_offset;  // float [n_chunks, projected_dim]
   uint64_t table_checksum;    // loomChecksum64 of the table
   uint64_t reserved[7];       // 0
   uint64_t header_checksum;   // loomChecksum64 of the 184 bytes before it
@@ -133,7 +133,7 @@ public:
     size_t n_tokens = 0;
     size_t n_chunks = 0;
     const float *embeddings = nullptr; // [n_chunks, encoderDim()]
-    const float *projected = nullptr;  // [n_chunks, decoderDim()]
+    const float *projected = nullptr;  // [n_chunks, projectedDim()]
   };
   Passage passage(size_t index) const;
   // Verifies every passage's data (reads the whole file).
@@ -143,7 +143,7 @@ public:
   const ChunkStoreHeader &header() const;
   size_t chunkSize() const;
   int64_t encoderDim() const;
-  int64_t decoderDim() const;
+  int64_t projectedDim() const;
   uint64_t encoderChecksum() const;
   uint64_t projectorChecksum() const;
   size_t passageCount() const;

@@ -12,7 +12,8 @@
 //   loom::RefragPrompt p = loom::prepareRefrag(session, req);
 //   loom::Logits l = session.forward(p.sequence.tokens.data(),
 //                                    p.sequence.tokens.size(), false,
-//                                    p.sequence.embeddings.data());
+//                                    p.sequence.embeddings.data(),
+//                                    p.sequence.row_elems);
 #ifndef LOOM_REFRAG_H
 #define LOOM_REFRAG_H
 
@@ -45,6 +46,9 @@ struct AssembledSequence {
   // positions, null at token positions. Points into the `projected` rows
   // given to assembleSequence.
   std::vector<const float *> embeddings;
+  // Floats per placeholder row (the `dim` given to assembleSequence), for
+  // Session::forward's row_elems.
+  int64_t row_elems = 0;
   // The chunk of a placeholder position, -1 at token positions.
   std::vector<int64_t> chunk;
   size_t n_chunks = 0;       // chunks of the context
@@ -56,7 +60,8 @@ struct AssembledSequence {
 // one placeholder position (row i of `projected`) + the question tokens.
 // Chunks as splitChunks(context, k). `expanded`: chunk indices in any
 // order, each < the number of chunks, no duplicates (loom::Error otherwise).
-// `projected`: one row of `dim` floats per chunk, chunk order; it must
+// `projected`: one row of `dim` floats per chunk, chunk order (the model
+// dim, or RefragInfo::projected_dim for projectChunks' rows); it must
 // outlive the result, and may be null when every chunk is expanded.
 // bos_id < 0: no BOS position.
 AssembledSequence assembleSequence(const std::vector<int32_t> &context,
@@ -95,7 +100,7 @@ struct RefragPrompt {
   size_t chunk_size = 0;
   std::vector<std::vector<int32_t>> chunks;
   std::vector<float> chunk_embeddings; // [n_chunks, encoder_dim]
-  std::vector<float> projected;        // [n_chunks, dim]
+  std::vector<float> projected;        // [n_chunks, projected_dim]
   std::vector<float> scores;  // [n_chunks], only with expand_fraction
   std::vector<size_t> expanded; // in chunk order
   AssembledSequence sequence;

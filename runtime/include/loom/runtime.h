@@ -128,6 +128,10 @@ struct RefragInfo {
   int32_t cls_token_id = 0;  // prepended to every chunk by encodeChunk()
   int64_t max_chunk_len = 0; // longest chunk the encoder takes
   int64_t encoder_dim = 0;   // width of a chunk embedding
+  // Width of a placeholder row (Session::projectChunks): the model dim, or,
+  // compiled with loom-fuse-chunk-projector, the model dim followed by
+  // layer 0's pre-RoPE q|k|v of the row (docs/chunk-placeholders.md).
+  int64_t projected_dim = 0;
   uint64_t encoder_checksum = 0; // identifies the encoder weights
 };
 
@@ -254,6 +258,13 @@ public:
   // treats it as a token position. embeddings may be null (no placeholders).
   Logits forward(const int32_t *tokens, size_t n, bool all_logits,
                  const float *const *embeddings);
+  // The same with placeholder rows of row_elems floats: dim(), or
+  // refrag()->projected_dim for rows from projectChunks() (or a chunk
+  // store), whose floats after the first dim() are layer 0's q|k|v, used
+  // in place of projecting the row (on the CPU; the CUDA backend reads the
+  // first dim() floats and projects). Throws loom::Error for other widths.
+  Logits forward(const int32_t *tokens, size_t n, bool all_logits,
+                 const float *const *embeddings, int64_t row_elems);
 
   // Feeds one token (as forward(&token, 1)) and returns the next token
   // `sampler` picks from its logits: the same as

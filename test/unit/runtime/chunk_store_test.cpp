@@ -204,7 +204,7 @@ TEST(ChunkStore, RoundTripIsBitEqualToTheEncoderPrograms) {
   EXPECT_EQ(store.fileSize(), fs::file_size(path));
   EXPECT_EQ(store.chunkSize(), 3u);
   EXPECT_EQ(store.encoderDim(), 8);
-  EXPECT_EQ(store.decoderDim(), 16);
+  EXPECT_EQ(store.projectedDim(), 16);
   EXPECT_EQ(store.encoderChecksum(), a.model->refrag()->encoder_checksum);
   EXPECT_EQ(store.projectorChecksum(), loom::chunkProjectorChecksum(*a.model));
   EXPECT_EQ(h.vocab_size, 272u);
@@ -474,7 +474,8 @@ TEST(ChunkStore, RefusesAnotherEncoderProjectorDecoderOrChunkSize) {
             a.model->refrag()->encoder_checksum);
   EXPECT_ERROR(store.checkCompatible(*d.model),
                "chunk store '" + path +
-                   "' was made for a decoder of dim 16, not 32");
+                   "' holds placeholder rows of 16 floats, this artifact's "
+                   "are 32 (model dim 32); encode the corpus again");
 
   EXPECT_ERROR(store.checkCompatible(*a.model, 2),
                "chunk store '" + path + "' was made with chunk size 3, not 2");
@@ -664,7 +665,7 @@ TEST_F(ChunkStoreDamage, MessagesNameTheProblem) {
   // Data: a flipped float in passage 3's projections.
   b = good_;
   std::memcpy(&e, b.data() + h.table_offset + 3 * 32, sizeof e);
-  b[h.projected_offset + e.chunk_begin * h.decoder_dim * 4 + 5] ^= 0x10;
+  b[h.projected_offset + e.chunk_begin * h.projected_dim * 4 + 5] ^= 0x10;
   EXPECT_NE(errorFor(b).find(bad + "is corrupt: passage 3's data does not "
                                    "match its checksum"),
             std::string::npos);
