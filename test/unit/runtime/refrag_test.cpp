@@ -23,6 +23,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <vector>
 
 namespace {
@@ -144,12 +145,14 @@ struct GoldenArtifact {
 };
 
 const GoldenArtifact &goldenArtifact(bool take_row_first = false,
-                                     uint32_t max_tokens = 24) {
-  static std::map<std::pair<bool, uint32_t>, GoldenArtifact> cache;
-  GoldenArtifact &g = cache[{take_row_first, max_tokens}];
+                                     uint32_t max_tokens = 24,
+                                     bool fuse_projector = false) {
+  static std::map<std::tuple<bool, uint32_t, bool>, GoldenArtifact> cache;
+  GoldenArtifact &g = cache[{take_row_first, max_tokens, fuse_projector}];
   if (!g.model) {
     loom::test::RefragArtifactOptions o;
     o.take_row_first = take_row_first;
+    o.fuse_projector = fuse_projector;
     g.file = std::make_unique<TempFile>(
         loom::test::refragTinyArtifact(decoderPath(), tokenizerPath(),
                                        golden("refrag_tiny.safetensors"),
@@ -428,6 +431,101 @@ TEST_P(RefragGolden, Cases) {
   }
 }
 
+// loom-fuse-chunk-projector's form (placeholder rows [x | q | k | v], layer
+// 0 projecting only token rows) against the golden and the plain form.
+TEST_P(RefragGolden, FusedProjector) {
+  const GoldenArtifact &plain = goldenArtifact();
+  const GoldenArtifact &fused = goldenArtifact(false, 24, true);
+  constexpr int64_t D = 64, QKV = 64 + 2 * 32; // 8 heads, 4 kv heads of 8
+  ASSERT_EQ(plain.model->refrag()->projected_dim, D);
+  ASSERT_EQ(fused.model->refrag()->projected_dim, D + QKV);
+  loom::test::TokenizerSpec tok;
+  const loom::test::LlamaWeights w =
+      loom::test::readLlama2c(decoderPath(), tokenizerPath(), &tok);
+  const loom::test::LlamaWeights::Layer &L0 = w.layers[0];
+  for (const char *name : {"compressed", "policy_p0.25", "expanded"}) {
+    SCOPED_TRACE(dir_ + "/" + name);
+    const std::string cdir = dir_ + "/" + name;
+    Json c = Json::parseFile(golden(cdir + "/case.json"));
+    loom::RefragRequest req;
+    req.context = inputs().context;
+    req.question = inputs().question;
+    req.chunk_size = static_cast<size_t>(k_);
+    req.expanded = indices(c["expanded_chunks"]);
+    loom::Session sf(fused.model, {}), sp(plain.model, {});
+    loom::RefragPrompt pf = loom::prepareRefrag(sf, req);
+    loom::RefragPrompt pp = loom::prepareRefrag(sp, req);
+    const loom::AssembledSequence &seq = pf.sequence;
+    ASSERT_EQ(seq.row_elems, D + QKV);
+    ASSERT_EQ(pf.projected.size(), pf.chunks.size() * (D + QKV));
+    ASSERT_EQ(seq.tokens, pp.sequence.tokens);
+
+    // Each row: the plain projector's row, bit for bit, then
+    // rmsnorm(row) [Wq; Wk; Wv]^T (checked in double).
+    double worst_qkv = 0.0;
+    for (size_t i = 0; i < pf.chunks.size(); ++i) {
+      const float *row = pf.projected.data() + i * (D + QKV);
+      EXPECT_EQ(0, std::memcmp(row, pp.projected.data() + i * D,
+                               D * sizeof(float)))
+          << "chunk " << i;
+      double ss = 0.0;
+      for (int64_t j = 0; j < D; ++j)
+        ss += double(row[j]) * row[j];
+      const double inv = 1.0 / std::sqrt(ss / D + 1e-5);
+      std::vector<float> want(QKV);
+      for (int64_t n = 0; n < QKV; ++n) {
+        const float *wrow = n < 64   ? L0.wq.data() + n * D
+                            : n < 96 ? L0.wk.data() + (n - 64) * D
+                                     : L0.wv.data() + (n - 96) * D;
+        double acc = 0.0;
+        for (int64_t j = 0; j < D; ++j)
+          acc += double(row[j]) * inv * L0.att_norm[j] * wrow[j];
+        want[n] = static_cast<float>(acc);
+      }
+      worst_qkv = std::max(worst_qkv,
+                           expectClose(row + D, want.data(), QKV, 1e-5, 1e-5,
+                                       "q|k|v of chunk " + std::to_string(i)));
+    }
+
+    // Logits at every position and 16 greedy ids against the golden.
+    const size_t n = seq.tokens.size();
+    loom::Logits all = sf.forward(seq.tokens.data(), n, true,
+                                  seq.embeddings.data(), seq.row_elems);
+    std::vector<float> got(all.data, all.data + n * 512);
+    double dl = expectClose(got, readFloats(golden(cdir + "/logits_all.bin")),
+                            kLogitAtol, kLogitRtol, cdir + "/logits_all.bin");
+    std::vector<int32_t> generated;
+    int32_t next = argmax(all.last(), 512);
+    for (int j = 0; j < 16; ++j) {
+      generated.push_back(next);
+      if (j + 1 < 16)
+        next = argmax(sf.forward(&next, 1).last(), 512);
+    }
+    EXPECT_EQ(generated, ids(c["generated_ids"]));
+
+    // The fusion saves work, nothing else: the same rows handed over as
+    // rows of the model dim (layer 0 projects them), and the plain form,
+    // agree within the golden tolerance (q|k|v computed on a block of chunk
+    // rows instead of in the decoder's block round differently, ~2e-5).
+    loom::Session sd(fused.model, {});
+    loom::Logits dim_rows =
+        sd.forward(seq.tokens.data(), n, true, seq.embeddings.data(), D);
+    double dd = expectClose(std::vector<float>(dim_rows.data,
+                                               dim_rows.data + n * 512),
+                            got, kLogitAtol, kLogitRtol,
+                            "rows of the model dim");
+    loom::Session sp2(plain.model, {});
+    loom::Logits unfused = sp2.forward(seq.tokens.data(), n, true,
+                                       pp.sequence.embeddings.data());
+    double du = expectClose(std::vector<float>(unfused.data,
+                                               unfused.data + n * 512),
+                            got, kLogitAtol, kLogitRtol, "the plain form");
+    std::printf("[ diff     ] %s fused: q|k|v %.3g, logits_all %.3g; vs rows "
+                "of dim %.3g, vs plain %.3g\n",
+                cdir.c_str(), worst_qkv, dl, dd, du);
+  }
+}
+
 // All chunks expanded is the plain model on full_ids.
 TEST_P(RefragGolden, ExpandedIsPlain) {
   const GoldenArtifact &g = goldenArtifact();
@@ -598,6 +696,25 @@ TEST(RefragGoldenInput, BadInput) {
   loom::Logits b = s.forward(p.sequence.tokens.data(), tokens.size(), false,
                              p.sequence.embeddings.data());
   EXPECT_TRUE(std::equal(first.begin(), first.end(), b.last()));
+
+  // Placeholder rows are the model dim or project_chunk's width.
+  s.reset();
+  expectError(
+      [&] {
+        s.forward(tokens.data(), tokens.size(), false,
+                  p.sequence.embeddings.data(), 192);
+      },
+      "placeholder rows of 192 floats: this model takes rows of its dim 64");
+  const GoldenArtifact &fused = goldenArtifact(false, 24, true);
+  loom::Session sf(fused.model, {});
+  expectError(
+      [&] {
+        sf.forward(tokens.data(), tokens.size(), false,
+                   p.sequence.embeddings.data(), 65);
+      },
+      "placeholder rows of 65 floats: this model takes rows of its dim 64 or "
+      "of project_chunk's 192");
+  EXPECT_EQ(sf.position(), 0);
 }
 
 // ---- Helpers without a model -----------------------------------------------
@@ -665,12 +782,20 @@ TEST(RefragHelpers, AssembleSequence) {
 
 // ---- A small random encoder (no ../shared) ---------------------------------
 
-ArtifactSpec randomRefragSpec(uint32_t max_tokens = 6) {
+ArtifactSpec randomRefragSpec(uint32_t max_tokens = 6,
+                              bool fuse_projector = false) {
   loom::test::LlamaArtifactOptions o;
   o.max_tokens = max_tokens;
+  o.fused = fuse_projector;
+  // Fused: two layers, so a layer after the first reads placeholder rows.
+  loom::test::TinyLlamaOptions t;
+  t.n_layers = fuse_projector ? 2 : 1;
   ArtifactSpec a = loom::test::llamaArtifact(
-      loom::test::tinyLlamaWeights(), loom::test::syntheticTokenizer(272), o);
-  loom::test::addRefragPrograms(a, loom::test::randomRefragBundle(272, 16));
+      loom::test::tinyLlamaWeights(t), loom::test::syntheticTokenizer(272), o);
+  loom::test::RefragArtifactOptions ro;
+  ro.fuse_projector = fuse_projector;
+  loom::test::addRefragPrograms(a, loom::test::randomRefragBundle(272, 16),
+                                ro);
   return a;
 }
 
@@ -721,6 +846,58 @@ TEST(RefragRandom, LoadsAndRuns) {
                           chunked.end() - plain.vocab));
 }
 
+// Placeholder rows with layer 0's q|k|v (loom-fuse-chunk-projector), fed in
+// blocks of 6 rows with placeholders at block edges, one position at a
+// time, and as rows of the model dim: all the same logits.
+TEST(RefragRandom, FusedProjector) {
+  TempFile file(randomRefragSpec(6, true).serialize());
+  auto model = loom::Model::load(file.path());
+  const int64_t D = model->config().dim;
+  const int64_t qkv = (model->config().n_heads + 2 * model->config().n_kv_heads) *
+                      model->config().head_dim;
+  ASSERT_EQ(model->refrag()->projected_dim, D + qkv);
+  loom::Session s(model, {});
+  loom::RefragRequest req;
+  req.context = {270, 271, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+  req.question = {20, 21};
+  req.chunk_size = 2; // 7 chunks
+  req.expanded = {1, 4};
+  loom::RefragPrompt p = loom::prepareRefrag(s, req);
+  ASSERT_EQ(p.sequence.row_elems, D + qkv);
+  const size_t n = p.sequence.tokens.size(); // 1 + 5 + 4 + 2 = 12
+  ASSERT_EQ(n, 12u);
+  const auto &emb = p.sequence.embeddings;
+  loom::Logits all = s.forward(p.sequence.tokens.data(), n, true, emb.data(),
+                               p.sequence.row_elems);
+  const std::vector<float> fused(all.data, all.data + all.rows * all.vocab);
+  s.reset();
+  loom::Logits dim_rows =
+      s.forward(p.sequence.tokens.data(), n, true, emb.data(), D);
+  expectClose(std::vector<float>(dim_rows.data,
+                                 dim_rows.data + dim_rows.rows * dim_rows.vocab),
+              fused, 1e-5, 1e-5, "rows of the model dim");
+  s.reset();
+  std::vector<float> one_by_one;
+  for (size_t i = 0; i < n; ++i) {
+    loom::Logits l = s.forward(&p.sequence.tokens[i], 1, false, &emb[i],
+                               p.sequence.row_elems);
+    one_by_one.insert(one_by_one.end(), l.last(), l.last() + l.vocab);
+  }
+  expectClose(one_by_one, fused, 1e-5, 1e-5, "one position at a time");
+  // The q|k|v are used: spoiling them changes the logits.
+  std::vector<float> spoiled = p.projected;
+  for (size_t c = 0; c < p.chunks.size(); ++c)
+    spoiled[c * (D + qkv) + D] += 1.0f;
+  loom::AssembledSequence bad = loom::assembleSequence(
+      req.context, req.question, 2, req.expanded, spoiled.data(), D + qkv,
+      model->config().bos_id);
+  s.reset();
+  loom::Logits l = s.forward(bad.tokens.data(), n, false,
+                             bad.embeddings.data(), bad.row_elems);
+  EXPECT_FALSE(std::equal(l.last(), l.last() + l.vocab,
+                          fused.end() - l.vocab));
+}
+
 TEST(RefragRandom, NoChunkEncoder) {
   TempFile file(loom::test::llamaArtifact(loom::test::tinyLlamaWeights(),
                                           loom::test::syntheticTokenizer(272))
@@ -747,6 +924,7 @@ TEST(RefragRandom, NoChunkEncoder) {
 
 TEST(RefragRandom, Verification) {
   EXPECT_EQ(loadError(randomRefragSpec()), "<loaded>");
+  EXPECT_EQ(loadError(randomRefragSpec(6, true)), "<loaded>");
   auto expect = [](ArtifactSpec a, const std::string &want) {
     const std::string m = loadError(a);
     EXPECT_NE(m.find(want), std::string::npos)
@@ -922,6 +1100,48 @@ TEST(RefragRandom, Verification) {
     ArtifactSpec a = randomRefragSpec();
     find(program(a, "encode_chunk"), K::TakeRow).iparams = {-1};
     expect(a, "row -1 is out of range");
+  }
+
+  // placeholder_qkv (loom-fuse-chunk-projector): the sixth iparam of the
+  // decoder's first FusedQkvAttention, with project_chunk returning the
+  // model dim + that dispatch's q|k|v.
+  auto attentions = [](ArtifactSpec &a) {
+    std::vector<loom::test::DispatchSpec *> out;
+    for (auto &d : a.dispatches)
+      if (d.kernel == K::FusedQkvAttention)
+        out.push_back(&d);
+    return out;
+  };
+  {
+    ArtifactSpec a = randomRefragSpec(6, true);
+    attentions(a)[0]->iparams[5] = 2;
+    expect(a, "placeholder_qkv must be 0 or 1, got 2");
+  }
+  {
+    ArtifactSpec a = randomRefragSpec(6, true);
+    attentions(a)[1]->iparams = {1, 4, 2, 4, 1, 1};
+    expect(a, "a second dispatch marked placeholder_qkv (dispatch 2 is)");
+  }
+  {
+    ArtifactSpec a = randomRefragSpec(6, true);
+    attentions(a)[0]->iparams.pop_back();
+    attentions(a)[1]->iparams.push_back(1);
+    expect(a, "placeholder_qkv is only valid on the first attention");
+  }
+  {
+    ArtifactSpec a = randomRefragSpec(6, true);
+    auto &proj = program(a, "project_chunk");
+    proj.logits_buffer = find(proj, K::RmsNorm).inputs[0]; // the plain row
+    expect(a, "program 'project_chunk': output buffer");
+    expect(a, "has rows of 16 floats, expected 48 (the model dim + layer "
+              "0's q|k|v (placeholder_qkv))");
+  }
+  {
+    ArtifactSpec a = randomRefragSpec(6, true);
+    a.refrag.reset();
+    a.extra_programs.clear();
+    expect(a, "placeholder_qkv needs a chunk encoder, but the model has no "
+              "refrag config");
   }
 }
 

@@ -128,6 +128,11 @@ struct RefragArtifactOptions {
   // TakeRow before ln_f (the rest of the program then runs on one row)
   // instead of after it, as loomc emits it.
   bool take_row_first = false;
+  // loom-fuse-chunk-projector's form: project_chunk appends the decoder's
+  // layer-0 RmsNorm and packed q|k|v projection of its row and returns
+  // [row | q | k | v]; the decoder's first FusedQkvAttention is marked
+  // placeholder_qkv. Needs a decoder built with LlamaArtifactOptions::fused.
+  bool fuse_projector = false;
 };
 
 // Adds the chunk encoder to `a` (a decoder with a.max_tokens >=
@@ -213,6 +218,26 @@ inline void addRefragPrograms(ArtifactSpec &a, const RefragBundle &b,
       {K::GeluTanh, {ph}, {ph}, {}, {}, {}, {}, "projector.gelu"});
   linear(proj.dispatches, ph, pout, "projector.fc2", Dd, H);
   proj.logits_buffer = pout;
+  if (o.fuse_projector) {
+    if (a.dispatches.size() < 3 || a.dispatches[1].kernel != K::RmsNorm ||
+        a.dispatches[2].kernel != K::FusedQkvAttention)
+      throw std::runtime_error("fuse_projector needs a fused llama decoder");
+    const DispatchSpec &norm = a.dispatches[1];
+    DispatchSpec &attention = a.dispatches[2];
+    const int64_t nqkv = (attention.iparams[1] + 2 * attention.iparams[2]) *
+                         attention.iparams[3];
+    const uint32_t pn = buffer(Dd), pq = buffer(nqkv), row = buffer(Dd + nqkv);
+    proj.dispatches.push_back({K::RmsNorm, {pout}, {pn}, {}, norm.weights, {},
+                               norm.fparams, "placeholder.rms_att"});
+    proj.dispatches.push_back({K::MatMul, {pn}, {pq}, {},
+                               {attention.weights[0]}, {0}, {},
+                               "placeholder.wqkv"});
+    proj.dispatches.push_back(
+        {K::Concat, {pout, pq}, {row}, {}, {}, {}, {}, "placeholder.row"});
+    proj.logits_buffer = row;
+    attention.iparams.resize(5, 0);
+    attention.iparams.push_back(1);
+  }
 
   ProgramSpec score;
   score.name = "score_chunk";
@@ -245,6 +270,7 @@ inline ArtifactSpec refragTinyArtifact(const std::string &decoder,
   LlamaWeights w = readLlama2c(decoder, tokenizer, &tok);
   LlamaArtifactOptions lo;
   lo.max_tokens = max_tokens;
+  lo.fused = o.fuse_projector;
   ArtifactSpec a = llamaArtifact(w, tok, lo);
   addRefragPrograms(a, readRefragBundle(bundle), o);
   return a;
