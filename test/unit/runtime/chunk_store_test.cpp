@@ -133,6 +133,8 @@ struct RandomOptions {
   bool perturb_projector = false;
   int64_t decoder_dim = 16;
   bool refrag = true;
+  // loom-fuse-chunk-projector's form: rows of 16 + layer 0's q|k|v (32).
+  bool fuse_projector = false;
 };
 
 RandomArtifact randomArtifact(const RandomOptions &ro = {}) {
@@ -140,6 +142,7 @@ RandomArtifact randomArtifact(const RandomOptions &ro = {}) {
   to.dim = ro.decoder_dim;
   loom::test::LlamaArtifactOptions lo;
   lo.max_tokens = 6;
+  lo.fused = ro.fuse_projector;
   loom::test::ArtifactSpec spec = loom::test::llamaArtifact(
       loom::test::tinyLlamaWeights(to), loom::test::syntheticTokenizer(272),
       lo);
@@ -149,7 +152,9 @@ RandomArtifact randomArtifact(const RandomOptions &ro = {}) {
     if (ro.perturb_projector)
       for (float &w : b.tensors["projector.fc1.weight"].data)
         w *= 1.25f;
-    loom::test::addRefragPrograms(spec, b);
+    loom::test::RefragArtifactOptions o;
+    o.fuse_projector = ro.fuse_projector;
+    loom::test::addRefragPrograms(spec, b, o);
   }
   RandomArtifact a;
   a.file = std::make_unique<TempFile>(spec.serialize());
@@ -159,6 +164,15 @@ RandomArtifact randomArtifact(const RandomOptions &ro = {}) {
 
 const RandomArtifact &defaultArtifact() {
   static RandomArtifact a = randomArtifact();
+  return a;
+}
+
+const RandomArtifact &fusedArtifact() {
+  static RandomArtifact a = [] {
+    RandomOptions o;
+    o.fuse_projector = true;
+    return randomArtifact(o);
+  }();
   return a;
 }
 
@@ -303,9 +317,18 @@ TEST(ChunkStore, EmptyCorpusAndEmptyPassages) {
 // ---- Queries ---------------------------------------------------------------
 
 // The same context through --context (prepareRefrag on ids) and through the
-// store (one passage) gives the same sequence, rows, scores and logits.
-TEST(ChunkStore, QueryEqualsTheContextPath) {
-  const RandomArtifact &a = defaultArtifact();
+// store (one passage) gives the same sequence, rows, scores and logits, with
+// plain placeholder rows and with loom-fuse-chunk-projector's.
+class ChunkStoreQuery : public ::testing::TestWithParam<bool> {};
+INSTANTIATE_TEST_SUITE_P(Projector, ChunkStoreQuery, ::testing::Bool(),
+                         [](const auto &info) {
+                           return info.param ? "Fused" : "Plain";
+                         });
+
+TEST_P(ChunkStoreQuery, EqualsTheContextPath) {
+  const RandomArtifact &a = GetParam() ? fusedArtifact() : defaultArtifact();
+  const int64_t row_elems = GetParam() ? 16 + 32 : 16;
+  ASSERT_EQ(a.model->refrag()->projected_dim, row_elems);
   const auto passages = testPassages();
   TempDir dir;
   ChunkStore::write(dir / "c", a.model, passages, 3, threadsOpt(2));
@@ -338,13 +361,16 @@ TEST(ChunkStore, QueryEqualsTheContextPath) {
       EXPECT_EQ(p1.projected, p2.projected);
       EXPECT_EQ(p1.scores, p2.scores);
       ASSERT_LE(p1.sequence.tokens.size(), 32u);
-      loom::Logits l1 = s1.forward(p1.sequence.tokens.data(),
-                                   p1.sequence.tokens.size(), true,
-                                   p1.sequence.embeddings.data());
+      EXPECT_EQ(p1.sequence.row_elems, row_elems);
+      EXPECT_EQ(p2.sequence.row_elems, row_elems);
+      EXPECT_EQ(p2.projected.size(), p2.chunks.size() * row_elems);
+      loom::Logits l1 = s1.forward(
+          p1.sequence.tokens.data(), p1.sequence.tokens.size(), true,
+          p1.sequence.embeddings.data(), p1.sequence.row_elems);
       std::vector<float> v1(l1.data, l1.data + l1.rows * l1.vocab);
-      loom::Logits l2 = s2.forward(p2.sequence.tokens.data(),
-                                   p2.sequence.tokens.size(), true,
-                                   p2.sequence.embeddings.data());
+      loom::Logits l2 = s2.forward(
+          p2.sequence.tokens.data(), p2.sequence.tokens.size(), true,
+          p2.sequence.embeddings.data(), p2.sequence.row_elems);
       ASSERT_EQ(size_t(l2.rows * l2.vocab), v1.size());
       EXPECT_TRUE(bitEqual(l2.data, v1.data(), v1.size()));
     }
@@ -476,6 +502,16 @@ TEST(ChunkStore, RefusesAnotherEncoderProjectorDecoderOrChunkSize) {
                "chunk store '" + path +
                    "' holds placeholder rows of 16 floats, this artifact's "
                    "are 32 (model dim 32); encode the corpus again");
+
+  // The same decoder and encoder compiled with loom-fuse-chunk-projector:
+  // its rows carry layer 0's q|k|v, so this store's are too narrow.
+  const RandomArtifact &f = fusedArtifact();
+  EXPECT_ERROR(store.checkCompatible(*f.model),
+               "chunk store '" + path +
+                   "' holds placeholder rows of 16 floats, this artifact's "
+                   "are 48 (model dim 16 + layer 0's q|k|v: "
+                   "loom-fuse-chunk-projector); encode the corpus again "
+                   "with this artifact");
 
   EXPECT_ERROR(store.checkCompatible(*a.model, 2),
                "chunk store '" + path + "' was made with chunk size 3, not 2");
