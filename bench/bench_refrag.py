@@ -19,7 +19,10 @@ assembly, prefill and the first greedy token, best of 3. The chunk
 embeddings, projections and scores are computed once per k beforehand (a
 per-corpus cost, printed as "encode ms"). "pos ratio" is the baseline's
 decoder positions over the compressed ones: the speed-up if prefill cost
-were linear in the positions (attention makes it superlinear).
+were linear in the positions (attention makes it superlinear). "fusion" is
+loom-fuse-chunk-projector's gain: the same prefill with the placeholder rows
+cut to the model dim (layer 0 projects them) over the fused one, where
+layer 0's q|k|v come with the rows.
 
 usage: bench/bench_refrag.py [--bin build/bin] [--work /tmp/loom-bench-refrag]
                              [--context-tokens 2048] [--chunk-sizes 8,16,32]
@@ -101,17 +104,18 @@ def main():
                   "TTFT best of %s; isa %s" % (keys["context_tokens"], keys["question_tokens"],
                                               keys["kv_bytes_per_position"], keys["repeat"],
                                               keys["isa"]))
-            print("%-3s %-4s %-5s %9s %9s %9s %9s %8s %8s %9s" % (
+            print("%-3s %-4s %-5s %9s %9s %9s %9s %8s %8s %9s %7s" % (
                 "thr", "k", "p", "positions", "TTFT ms", "speed-up", "pos ratio",
-                "KV MB", "full KV", "encode ms"))
+                "KV MB", "full KV", "encode ms", "fusion"))
         p0 = []
         for r in rows:
             full = r["mode"] == "full"
-            print("%-3d %-4s %-5s %9s %9.1f %8.2fx %8.2fx %8.2f %8.2f %9s" % (
+            print("%-3d %-4s %-5s %9s %9.1f %8.2fx %8.2fx %8.2f %8.2f %9s %7s" % (
                 threads, "full" if full else r["k"], "" if full else r["p"], r["positions"],
                 float(r["ttft_ms"]), float(r["speedup"]), float(r["ratio"]),
                 int(r["kv_bytes"]) / 1e6, int(r["full_kv"]) / 1e6,
-                "" if full else "%.1f" % float(r["encode_ms"])))
+                "" if full else "%.1f" % float(r["encode_ms"]),
+                "" if r["fusion"] == "-" else "%.3fx" % float(r["fusion"])))
             if not full and float(r["p"]) == 0:
                 p0.append("k=%s %.1fx" % (r["k"], float(r["speedup"])))
         summary.append("%d thread%s: speed-up at p = 0: %s" % (

@@ -495,6 +495,13 @@ struct SessionState final : LoopKvSource {
   void range(size_t begin, size_t end, const int32_t *tokens, int64_t T,
              int64_t logit_begin, int64_t logit_end);
   uint64_t kvBytesPerToken() const;
+  // The packed q|k|v projection (N columns) of the T rows of x where this
+  // step has a placeholder row (step_embeddings, each of model dim + N
+  // floats) copies that row's q|k|v; the token rows, gathered into one
+  // block, are projected in one matmul (not one per run of token rows:
+  // many short runs would each stream the whole weight).
+  void projectTokenRows(const float *x, int64_t ldx, const float *W, float *y,
+                        int64_t ldy, int64_t T, int64_t N);
   // Throws, before any state changes, for ids outside the vocabulary and
   // for n tokens that do not fit the context.
   void checkInput(const int32_t *tokens, size_t n) const;
@@ -516,6 +523,8 @@ struct SessionState final : LoopKvSource {
   // (then layer 0's q|k|v follow the embedding row).
   const float *const *step_embeddings = nullptr;
   int64_t step_row_elems = 0;
+  // projectTokenRows' gathered token rows and their projections.
+  std::vector<float> gathered_x, gathered_y;
   std::vector<int> steps;                  // iterations per token step
   std::vector<std::vector<double>> values; // exit values per token step
   std::unique_ptr<TraceRecorder> trace;
@@ -583,25 +592,13 @@ void SessionState::run(const DispatchDesc &d, const int32_t *tokens, int64_t T,
     const int64_t lq = ld(d.scratch[0]), la = ld(d.scratch[1]);
     const int64_t lx = ld(in[0]), nqkv = qd + 2 * kd;
     // loom-fuse-chunk-projector: placeholder rows bring their q|k|v after
-    // the embedding row; only runs of token rows are projected.
+    // the embedding row, and only the token rows are projected.
     const bool given_qkv = step_embeddings && ip.size() > 5 && ip[5] != 0 &&
                            step_row_elems == m.config.dim + nqkv;
-    if (!given_qkv)
+    if (given_qkv)
+      projectTokenRows(x, lx, w[0], qkv, lq, T, nqkv);
+    else
       cpu::matmul(x, lx, w[0], qkv, lq, T, lx, nqkv, false);
-    for (int64_t t = 0; given_qkv && t < T;) {
-      if (step_embeddings[t]) {
-        std::memcpy(qkv + t * lq, step_embeddings[t] + m.config.dim,
-                    static_cast<size_t>(nqkv) * sizeof(float));
-        ++t;
-        continue;
-      }
-      int64_t e = t + 1;
-      while (e < T && !step_embeddings[e])
-        ++e;
-      cpu::matmul(x + t * lx, lx, w[0], qkv + t * lq, lq, e - t, lx, nqkv,
-                  false);
-      t = e;
-    }
     if (d.weight_ids.size() > 2)
       cpu::addRowBias(qkv, lq, w[2], qkv, lq, T, qd + kd);
     cpu::rope(qkv, lq, T, qd, hd, pos, theta);
@@ -756,6 +753,43 @@ void SessionState::loopAttend(const KvCacheDesc &c, const float *q, int64_t ldq,
     }
   cpu::attentionRows(q, ldq, out, ldo, T, pos, nh, nkv, hd, ls.k_rows.data(),
                      ls.v_rows.data());
+}
+
+void SessionState::projectTokenRows(const float *x, int64_t ldx,
+                                    const float *W, float *y, int64_t ldy,
+                                    int64_t T, int64_t N) {
+  const int64_t D = m.config.dim;
+  int64_t n_tokens = 0, first = -1, last = -1;
+  for (int64_t t = 0; t < T; ++t) {
+    if (step_embeddings[t]) {
+      std::memcpy(y + t * ldy, step_embeddings[t] + D,
+                  static_cast<size_t>(N) * sizeof(float));
+      continue;
+    }
+    if (first < 0)
+      first = t;
+    last = t;
+    ++n_tokens;
+  }
+  if (n_tokens == 0)
+    return;
+  if (last - first + 1 == n_tokens) { // one run: no gather
+    cpu::matmul(x + first * ldx, ldx, W, y + first * ldy, ldy, n_tokens, ldx,
+                N, false);
+    return;
+  }
+  gathered_x.resize(static_cast<size_t>(n_tokens * ldx));
+  gathered_y.resize(static_cast<size_t>(n_tokens * N));
+  for (int64_t t = 0, r = 0; t < T; ++t)
+    if (!step_embeddings[t])
+      std::memcpy(gathered_x.data() + (r++) * ldx, x + t * ldx,
+                  static_cast<size_t>(ldx) * sizeof(float));
+  cpu::matmul(gathered_x.data(), ldx, W, gathered_y.data(), N, n_tokens, ldx,
+              N, false);
+  for (int64_t t = 0, r = 0; t < T; ++t)
+    if (!step_embeddings[t])
+      std::memcpy(y + t * ldy, gathered_y.data() + (r++) * N,
+                  static_cast<size_t>(N) * sizeof(float));
 }
 
 // Runs dispatches [begin, end) of `prog` on T rows. After a TakeRow the
