@@ -57,8 +57,10 @@ FailureOr<FirstUse> matchFirstUse(func::FuncOp forward, std::string &why) {
   return failure();
 }
 
+/// Columns of a row tensor (rank 2), or -1 for any other type.
 int64_t columns(Value v) {
-  return cast<RankedTensorType>(v.getType()).getDimSize(1);
+  auto type = dyn_cast<RankedTensorType>(v.getType());
+  return type && type.getRank() == 2 ? type.getDimSize(1) : -1;
 }
 
 struct FuseChunkProjector

@@ -270,3 +270,29 @@ module @no_projector attributes {loom.refrag = {cls_token_id = 1 : i64, encoder_
     return %l : tensor<?x32xf32>
   }
 }
+
+// -----
+
+// A @project_chunk that does not return rows at all: not fused, no crash.
+// CHECK-LABEL: module @ids_projector
+// CHECK:         func.func @project_chunk(%{{.*}}: tensor<?xi32>) -> tensor<?xi32>
+module @ids_projector attributes {loom.refrag = {cls_token_id = 1 : i64, encoder_dim = 8 : i64, max_chunk_len = 4 : i64}} {
+  loom.weight @tok_embeddings : tensor<32x16xf32>
+  loom.weight @layers.0.attention_norm : tensor<16xf32>
+  loom.weight @layers.0.wqkv : tensor<32x16xf32>
+  loom.weight @layers.0.wo : tensor<16x16xf32>
+  func.func @forward(%tokens: tensor<?xi32>, %pos: tensor<?xi32>) -> tensor<?x32xf32> {
+    %x = loom.embed %tokens, @tok_embeddings : tensor<?xi32> -> tensor<?x16xf32>
+    %n0 = loom.rms_norm %x, @layers.0.attention_norm eps 1.0e-05 : tensor<?x16xf32>
+    %c0 = loom.kv_cache layer 0 : !loom.kv_cache<max_seq = 64, kv_heads = 1, head_dim = 8, element_type = f32>
+    %y0 = loom.fused_qkv_attention %n0, %pos, %c0, @layers.0.wqkv, @layers.0.wo heads 2 kv_heads 1 head_dim 8 theta 1.0e+04
+        : tensor<?x16xf32>, tensor<?xi32>, !loom.kv_cache<max_seq = 64, kv_heads = 1, head_dim = 8, element_type = f32>
+    %r0 = loom.add %x, %y0 : tensor<?x16xf32>
+    %l = loom.logits %r0, @tok_embeddings : tensor<?x16xf32> -> tensor<?x32xf32>
+    return %l : tensor<?x32xf32>
+  }
+  // expected-remark @below {{projector not fused into the decoder: @project_chunk does not return one row of the decoder's 16 columns}}
+  func.func @project_chunk(%ids: tensor<?xi32>) -> tensor<?xi32> {
+    return %ids : tensor<?xi32>
+  }
+}
