@@ -31,7 +31,8 @@ struct FirstUse {
 };
 
 /// Finds @forward's single embedding and the attention its norm feeds, or
-/// says why not.
+/// says why not. That attention must be @forward's first, outside any
+/// loop (the runtime checks the same of the dispatch).
 FailureOr<FirstUse> matchFirstUse(func::FuncOp forward, std::string &why) {
   SmallVector<EmbedOp> embeds;
   forward.walk([&](EmbedOp op) { embeds.push_back(op); });
@@ -50,11 +51,28 @@ FailureOr<FirstUse> matchFirstUse(func::FuncOp forward, std::string &why) {
       continue;
     use.norm = norm;
     use.attention = attention;
-    return use;
+    break;
   }
-  why = "the embedding does not feed a loom.rms_norm whose only use is a "
-        "loom.fused_qkv_attention (run loom-fuse-projection-attention first)";
-  return failure();
+  if (!use.attention) {
+    why = "the embedding does not feed a loom.rms_norm whose only use is a "
+          "loom.fused_qkv_attention (run loom-fuse-projection-attention "
+          "first)";
+    return failure();
+  }
+  Operation *first = nullptr;
+  forward.walk([&](Operation *op) {
+    if (!first && isa<FusedQkvAttentionOp, AttentionOp>(op))
+      first = op;
+  });
+  if (first != use.attention.getOperation()) {
+    why = "the attention the embedding's norm feeds is not @forward's first";
+    return failure();
+  }
+  if (use.attention->getParentOfType<LoopOp>()) {
+    why = "the attention the embedding's norm feeds is inside a loom.loop";
+    return failure();
+  }
+  return use;
 }
 
 /// Columns of a row tensor (rank 2), or -1 for any other type.
@@ -79,6 +97,11 @@ struct FuseChunkProjector
     if (!forward || !projector || projector.getBody().empty())
       return skip(module.getLoc(), "the module lacks @forward or @" +
                                        kProjector.str());
+    // Its result type changes: nothing in the module may refer to it (a
+    // loom.chunk_placeholder or a call expects the projected row).
+    if (!SymbolTable::symbolKnownUseEmpty(projector, module))
+      return skip(projector.getLoc(),
+                  "@" + kProjector.str() + " is referred to in the module");
     std::string why;
     FailureOr<FirstUse> use = matchFirstUse(forward, why);
     if (failed(use))

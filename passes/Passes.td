@@ -75,9 +75,13 @@ def FuseChunkProjectorPass
     before any `qk_bias`); the runtime copies `x` into the embedding rows and
     `q | k | v` into the packed projection's output, and projects only the
     token rows. Runs after `loom-fuse-projection-attention` (it needs the
-    packed weight). A module without `loom.refrag`, or whose first use is
-    not this chain (e.g. the embedding feeds more than the norm and the
-    residual), is left unchanged, with a remark saying why.
+    packed weight). A module without `loom.refrag` is left alone; one where
+    the embedding does not feed a `loom.rms_norm` whose only use is
+    `@forward`'s first attention (a `loom.fused_qkv_attention` outside any
+    `loom.loop`), or whose `@project_chunk` is referred to or does not return
+    one row of the decoder's width, is left unchanged with a remark saying
+    why. The logits are the same as without the pass up to rounding (the
+    q|k|v of a row are computed in another block of rows).
   }];
 }
 

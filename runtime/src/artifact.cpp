@@ -158,6 +158,7 @@ struct SemanticChecker {
   void kvCaches();
   void programs();
   void refrag();
+  void placeholderQkv(const RefragDesc &r);
   DispatchDesc dispatch(const fbs::Dispatch &d, const std::string &where);
   LoopDesc loop(const fbs::Loop &l, const ProgramDesc &p,
                 const std::string &where);
@@ -929,6 +930,56 @@ void SemanticChecker::programs() {
              ") but program 'forward' has no loop");
 }
 
+// The dispatch before `before` in `p` that last wrote buffer `b`, or -1.
+int64_t lastWriter(const ProgramDesc &p, uint32_t b, size_t before) {
+  for (size_t j = before; j-- > 0;)
+    for (uint32_t o : p.dispatches[j].outputs)
+      if (o == b)
+        return static_cast<int64_t>(j);
+  return -1;
+}
+
+// loom-fuse-chunk-projector's form, beyond the widths: the marked
+// dispatch's q|k|v must be what project_chunk appends, i.e. forward's
+// dispatch reads RmsNorm(Embed's rows) and project_chunk ends with the
+// same RmsNorm (weight, eps) of its row, a MatMul by the same Wqkv and the
+// Concat [row | q|k|v].
+void SemanticChecker::placeholderQkv(const RefragDesc &r) {
+  const ProgramDesc &fwd = out.forward();
+  const size_t i = static_cast<size_t>(r.placeholder_qkv_dispatch);
+  const DispatchDesc &d = fwd.dispatches[i];
+  const int64_t n = lastWriter(fwd, d.inputs[0], i);
+  const DispatchDesc *norm = n >= 0 ? &fwd.dispatches[n] : nullptr;
+  if (!norm || norm->kernel != Kernel::RmsNorm ||
+      lastWriter(fwd, norm->inputs[0], size_t(n)) != fwd.embed_dispatch)
+    fail("program 'forward' dispatch ", i, " (", d.name,
+         "): placeholder_qkv needs its input to be the RmsNorm of the Embed "
+         "rows");
+  const ProgramDesc &proj = out.programs[r.project_program];
+  const size_t end = proj.dispatches.size();
+  const int64_t c = lastWriter(proj, proj.logits_buffer, end);
+  const DispatchDesc *cat = c >= 0 ? &proj.dispatches[c] : nullptr;
+  const int64_t mm =
+      cat && cat->kernel == Kernel::Concat
+          ? lastWriter(proj, cat->inputs[1], size_t(c))
+          : -1;
+  const DispatchDesc *qkv = mm >= 0 ? &proj.dispatches[mm] : nullptr;
+  const int64_t pn = qkv && qkv->kernel == Kernel::MatMul
+                         ? lastWriter(proj, qkv->inputs[0], size_t(mm))
+                         : -1;
+  const DispatchDesc *pnorm = pn >= 0 ? &proj.dispatches[pn] : nullptr;
+  if (!pnorm || qkv->weight_ids.size() != 1 ||
+      qkv->weight_ids[0] != d.weight_ids[0] ||
+      (!qkv->iparams.empty() && qkv->iparams[0] != 0) ||
+      pnorm->kernel != Kernel::RmsNorm ||
+      pnorm->weight_ids != norm->weight_ids ||
+      pnorm->fparams != norm->fparams ||
+      pnorm->inputs[0] != cat->inputs[0])
+    fail("program 'project_chunk': placeholder_qkv needs it to end with "
+         "[row | RmsNorm(row) Wqkv], the forward dispatch's RmsNorm and "
+         "Wqkv");
+}
+
 // The REFRAG chunk encoder: the config and its three programs, with the
 // shapes the session relies on.
 void SemanticChecker::refrag() {
@@ -1017,6 +1068,9 @@ void SemanticChecker::refrag() {
           fwd.dispatches[j].kernel == Kernel::Attention)
         fail("program 'forward' dispatch ", i, " (", d.name,
              "): placeholder_qkv is only valid on the first attention");
+    if (fwd.loop && i >= fwd.loop->body_begin)
+      fail("program 'forward' dispatch ", i, " (", d.name,
+           "): placeholder_qkv is only valid before the loop");
     r.placeholder_qkv_dispatch = static_cast<int64_t>(i);
     r.placeholder_qkv_elems = (d.iparams[1] + 2 * d.iparams[2]) * d.iparams[3];
   }
@@ -1056,6 +1110,8 @@ void SemanticChecker::refrag() {
       rows(fwd.dispatches[fwd.embed_dispatch].outputs[0]) != out.config.dim)
     fail("program 'forward': needs an Embed dispatch with rows of the model "
          "dim ", out.config.dim, " for chunk placeholders");
+  if (r.placeholder_qkv_dispatch >= 0)
+    placeholderQkv(r);
   out.refrag = r;
 }
 

@@ -221,9 +221,19 @@ uint64_t chunkProjectorChecksum(const Model &model) {
     throw Error("this artifact has no chunk encoder (compile with loomc "
                 "--format=refrag)");
   const rt::ProgramDesc &prog = m.programs[m.refrag->project_program];
+  // Per dispatch its kernel and parameters (an RMSNorm's eps is part of the
+  // fused projector), then the checksum of each weight at its first use.
   std::vector<uint64_t> sums;
   std::vector<bool> seen(m.tensors.size(), false);
-  for (const rt::DispatchDesc &d : prog.dispatches)
+  for (const rt::DispatchDesc &d : prog.dispatches) {
+    sums.push_back(static_cast<uint64_t>(d.kernel));
+    for (int64_t v : d.iparams)
+      sums.push_back(static_cast<uint64_t>(v));
+    for (float f : d.fparams) {
+      uint32_t bits = 0;
+      std::memcpy(&bits, &f, sizeof bits);
+      sums.push_back(bits);
+    }
     for (uint32_t id : d.weight_ids) {
       if (id >= m.tensors.size() || seen[id])
         continue;
@@ -231,6 +241,7 @@ uint64_t chunkProjectorChecksum(const Model &model) {
       const rt::TensorDesc &t = m.tensors[id];
       sums.push_back(loomChecksum64(t.raw, t.bytes)); // the stored bytes
     }
+  }
   return loomChecksum64(sums.data(), sums.size() * sizeof(uint64_t));
 }
 

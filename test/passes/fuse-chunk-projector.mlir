@@ -296,3 +296,79 @@ module @ids_projector attributes {loom.refrag = {cls_token_id = 1 : i64, encoder
     return %ids : tensor<?xi32>
   }
 }
+
+// -----
+
+// @project_chunk is referred to (a loom.chunk_placeholder expects its
+// 16-column row): its type must not change, so nothing is fused.
+// CHECK-LABEL: module @referenced_projector
+// CHECK-NOT:     placeholder_qkv
+// CHECK:         func.func @project_chunk(%{{.*}}: tensor<?x8xf32>) -> tensor<?x16xf32>
+// CHECK:         loom.chunk_placeholder %{{.*}} k 4 encoder @encode_chunk projector @project_chunk
+module @referenced_projector attributes {loom.refrag = {cls_token_id = 1 : i64, encoder_dim = 8 : i64, max_chunk_len = 4 : i64}} {
+  loom.weight @tok_embeddings : tensor<32x16xf32>
+  loom.weight @layers.0.attention_norm : tensor<16xf32>
+  loom.weight @layers.0.wqkv : tensor<32x16xf32>
+  loom.weight @layers.0.wo : tensor<16x16xf32>
+  loom.weight @encoder.tok_emb : tensor<32x8xf32>
+  loom.weight @projector.weight : tensor<16x8xf32>
+  func.func @forward(%tokens: tensor<?xi32>, %pos: tensor<?xi32>) -> tensor<?x32xf32> {
+    %x = loom.embed %tokens, @tok_embeddings : tensor<?xi32> -> tensor<?x16xf32>
+    %n0 = loom.rms_norm %x, @layers.0.attention_norm eps 1.0e-05 : tensor<?x16xf32>
+    %c0 = loom.kv_cache layer 0 : !loom.kv_cache<max_seq = 64, kv_heads = 1, head_dim = 8, element_type = f32>
+    %y0 = loom.fused_qkv_attention %n0, %pos, %c0, @layers.0.wqkv, @layers.0.wo heads 2 kv_heads 1 head_dim 8 theta 1.0e+04
+        : tensor<?x16xf32>, tensor<?xi32>, !loom.kv_cache<max_seq = 64, kv_heads = 1, head_dim = 8, element_type = f32>
+    %r0 = loom.add %x, %y0 : tensor<?x16xf32>
+    %l = loom.logits %r0, @tok_embeddings : tensor<?x16xf32> -> tensor<?x32xf32>
+    return %l : tensor<?x32xf32>
+  }
+  func.func @encode_chunk(%ids: tensor<?xi32>) -> tensor<1x8xf32> {
+    %e = loom.embed %ids, @encoder.tok_emb : tensor<?xi32> -> tensor<?x8xf32>
+    %cls = loom.take_row %e row 0 : tensor<?x8xf32> -> tensor<1x8xf32>
+    return %cls : tensor<1x8xf32>
+  }
+  // expected-remark @below {{projector not fused into the decoder: @project_chunk is referred to in the module}}
+  func.func @project_chunk(%e: tensor<?x8xf32>) -> tensor<?x16xf32> {
+    %p = loom.linear %e, @projector.weight : tensor<?x8xf32> -> tensor<?x16xf32>
+    return %p : tensor<?x16xf32>
+  }
+  func.func @assemble(%ids: tensor<?xi32>) -> tensor<1x16xf32> {
+    %p = loom.chunk_placeholder %ids k 4 encoder @encode_chunk projector @project_chunk : tensor<?xi32> -> tensor<1x16xf32>
+    return %p : tensor<1x16xf32>
+  }
+}
+
+// -----
+
+// The embedding's norm feeds the second attention (the first reads the
+// embedding itself): the runtime takes q|k|v only in the first, so nothing
+// is fused.
+// CHECK-LABEL: module @not_first
+// CHECK-NOT:     placeholder_qkv
+module @not_first attributes {loom.refrag = {cls_token_id = 1 : i64, encoder_dim = 8 : i64, max_chunk_len = 4 : i64}} {
+  loom.weight @tok_embeddings : tensor<32x16xf32>
+  loom.weight @layers.0.wqkv : tensor<32x16xf32>
+  loom.weight @layers.0.wo : tensor<16x16xf32>
+  loom.weight @layers.1.attention_norm : tensor<16xf32>
+  loom.weight @layers.1.wqkv : tensor<32x16xf32>
+  loom.weight @layers.1.wo : tensor<16x16xf32>
+  loom.weight @projector.weight : tensor<16x8xf32>
+  // expected-remark @below {{projector not fused into the decoder: the attention the embedding's norm feeds is not @forward's first}}
+  func.func @forward(%tokens: tensor<?xi32>, %pos: tensor<?xi32>) -> tensor<?x32xf32> {
+    %x = loom.embed %tokens, @tok_embeddings : tensor<?xi32> -> tensor<?x16xf32>
+    %c0 = loom.kv_cache layer 0 : !loom.kv_cache<max_seq = 64, kv_heads = 1, head_dim = 8, element_type = f32>
+    %y0 = loom.fused_qkv_attention %x, %pos, %c0, @layers.0.wqkv, @layers.0.wo heads 2 kv_heads 1 head_dim 8 theta 1.0e+04
+        : tensor<?x16xf32>, tensor<?xi32>, !loom.kv_cache<max_seq = 64, kv_heads = 1, head_dim = 8, element_type = f32>
+    %n1 = loom.rms_norm %x, @layers.1.attention_norm eps 1.0e-05 : tensor<?x16xf32>
+    %c1 = loom.kv_cache layer 1 : !loom.kv_cache<max_seq = 64, kv_heads = 1, head_dim = 8, element_type = f32>
+    %y1 = loom.fused_qkv_attention %n1, %pos, %c1, @layers.1.wqkv, @layers.1.wo heads 2 kv_heads 1 head_dim 8 theta 1.0e+04
+        : tensor<?x16xf32>, tensor<?xi32>, !loom.kv_cache<max_seq = 64, kv_heads = 1, head_dim = 8, element_type = f32>
+    %r = loom.add %y0, %y1 : tensor<?x16xf32>
+    %l = loom.logits %r, @tok_embeddings : tensor<?x16xf32> -> tensor<?x32xf32>
+    return %l : tensor<?x32xf32>
+  }
+  func.func @project_chunk(%e: tensor<?x8xf32>) -> tensor<?x16xf32> {
+    %p = loom.linear %e, @projector.weight : tensor<?x8xf32> -> tensor<?x16xf32>
+    return %p : tensor<?x16xf32>
+  }
+}

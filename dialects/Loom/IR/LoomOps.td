@@ -255,7 +255,8 @@ def Loom_FusedQkvAttentionOp : Loom_WeightUserOp<"fused_qkv_attention", [
     projection: for such a row the runtime is handed the pre-RoPE
     `q | k | v` that `@project_chunk` computed beside the projected row, and
     uses them in place of `x Wqkvᵀ`. Token rows are computed as usual. The
-    result is the same either way; the attribute only saves the work.
+    result is the same either way up to rounding; the attribute only saves
+    the work.
 
     ```mlir
     %y = loom.fused_qkv_attention %x, %pos, %cache, @layers.0.wqkv, @layers.0.wo

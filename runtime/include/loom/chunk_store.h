@@ -10,7 +10,7 @@
 //   req.passages = {0, 3, 7}; req.question = ...; req.expand_fraction = 0.25;
 //   loom::RefragPrompt p = loom::prepareRefrag(session, store, req);
 //   session.forward(p.sequence.tokens.data(), p.sequence.tokens.size(),
-//                   false, p.sequence.embeddings.data());
+//                   false, p.sequence.embeddings.data(), p.sequence.row_elems);
 #ifndef LOOM_CHUNK_STORE_H
 #define LOOM_CHUNK_STORE_H
 
@@ -71,10 +71,11 @@ static_assert(sizeof(ChunkStorePassageEntry) == 32, "passage entry is 32 bytes")
 constexpr char kChunkStoreMagic[8] = {'L', 'O', 'O', 'M', 'C', 'H', 'N', 'K'};
 constexpr uint32_t kChunkStoreVersion = 1;
 
-// Identifies the artifact's projector (project_chunk): loomChecksum64 over
-// the loomChecksum64 of each weight tensor it reads, in dispatch order. A
-// store holds projected rows, so it also records this. Throws loom::Error
-// for a model without a chunk encoder.
+// Identifies the artifact's projector (project_chunk): loomChecksum64 over,
+// for each dispatch in order, its kernel, iparams and fparams (as uint64;
+// floats by their bits) and the loomChecksum64 of each weight tensor it
+// reads first. A store holds projected rows, so it also records this.
+// Throws loom::Error for a model without a chunk encoder.
 uint64_t chunkProjectorChecksum(const Model &model);
 
 struct ChunkStoreWriteOptions {

@@ -282,9 +282,11 @@ public:
   // chunk: runs "encode_chunk" on [cls_token_id] + ids. Throws loom::Error
   // for n == 0, n > max_chunk_len or ids outside the vocabulary.
   std::vector<float> encodeChunk(const int32_t *ids, size_t n);
-  // Decoder input rows (n x dim floats) of n chunk embeddings (n x
-  // encoder_dim floats): runs "project_chunk" in blocks of
-  // maxTokensPerStep() rows.
+  // Placeholder rows (n x refrag()->projected_dim floats: the decoder input
+  // row, then, compiled with loom-fuse-chunk-projector, its layer-0 q|k|v)
+  // of n chunk embeddings (n x encoder_dim floats): runs "project_chunk" in
+  // blocks of maxTokensPerStep() rows. Pass projected_dim as the stride to
+  // assembleSequence and as forward()'s row_elems.
   std::vector<float> projectChunks(const float *rows, size_t n);
   // The expansion policy's score of each of n chunk embeddings: runs
   // "score_chunk" in blocks of maxTokensPerStep() rows.

@@ -135,6 +135,7 @@ struct RandomOptions {
   bool refrag = true;
   // loom-fuse-chunk-projector's form: rows of 16 + layer 0's q|k|v (32).
   bool fuse_projector = false;
+  float norm_eps = 0.0f; // the decoder's RMSNorm eps; 0: the builder's
 };
 
 RandomArtifact randomArtifact(const RandomOptions &ro = {}) {
@@ -143,9 +144,11 @@ RandomArtifact randomArtifact(const RandomOptions &ro = {}) {
   loom::test::LlamaArtifactOptions lo;
   lo.max_tokens = 6;
   lo.fused = ro.fuse_projector;
+  loom::test::LlamaWeights weights = loom::test::tinyLlamaWeights(to);
+  if (ro.norm_eps > 0.0f)
+    weights.norm_eps = ro.norm_eps;
   loom::test::ArtifactSpec spec = loom::test::llamaArtifact(
-      loom::test::tinyLlamaWeights(to), loom::test::syntheticTokenizer(272),
-      lo);
+      weights, loom::test::syntheticTokenizer(272), lo);
   if (ro.refrag) {
     loom::test::RefragBundle b =
         loom::test::randomRefragBundle(272, ro.decoder_dim, ro.encoder_seed);
@@ -512,6 +515,20 @@ TEST(ChunkStore, RefusesAnotherEncoderProjectorDecoderOrChunkSize) {
                    "are 48 (model dim 16 + layer 0's q|k|v: "
                    "loom-fuse-chunk-projector); encode the corpus again "
                    "with this artifact");
+
+  // Fused projectors that differ only in the RMSNorm's eps (its weights are
+  // the same) make different rows: a store of one is refused by the other.
+  {
+    ChunkStore::write(dir / "fused", f.model, testPassages(3), 3);
+    ChunkStore fused = ChunkStore::open(dir / "fused");
+    fused.checkCompatible(*f.model, 3);
+    RandomOptions eps;
+    eps.fuse_projector = true;
+    eps.norm_eps = 1e-3f;
+    RandomArtifact e = randomArtifact(eps);
+    EXPECT_ERROR(fused.checkCompatible(*e.model),
+                 "was made for another projector (checksum 0x");
+  }
 
   EXPECT_ERROR(store.checkCompatible(*a.model, 2),
                "chunk store '" + path + "' was made with chunk size 3, not 2");

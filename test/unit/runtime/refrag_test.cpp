@@ -847,55 +847,85 @@ TEST(RefragRandom, LoadsAndRuns) {
 }
 
 // Placeholder rows with layer 0's q|k|v (loom-fuse-chunk-projector), fed in
-// blocks of 6 rows with placeholders at block edges, one position at a
-// time, and as rows of the model dim: all the same logits.
+// blocks of 6 rows, one position at a time, and as rows of the model dim:
+// all the same logits, for layouts where blocks start and end with
+// placeholders, token rows form one run not at a block's start, several
+// runs, or none; and with a qk_bias on layer 0 (added after the copy).
 TEST(RefragRandom, FusedProjector) {
-  TempFile file(randomRefragSpec(6, true).serialize());
-  auto model = loom::Model::load(file.path());
-  const int64_t D = model->config().dim;
-  const int64_t qkv = (model->config().n_heads + 2 * model->config().n_kv_heads) *
-                      model->config().head_dim;
-  ASSERT_EQ(model->refrag()->projected_dim, D + qkv);
-  loom::Session s(model, {});
-  loom::RefragRequest req;
-  req.context = {270, 271, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
-  req.question = {20, 21};
-  req.chunk_size = 2; // 7 chunks
-  req.expanded = {1, 4};
-  loom::RefragPrompt p = loom::prepareRefrag(s, req);
-  ASSERT_EQ(p.sequence.row_elems, D + qkv);
-  const size_t n = p.sequence.tokens.size(); // 1 + 5 + 4 + 2 = 12
-  ASSERT_EQ(n, 12u);
-  const auto &emb = p.sequence.embeddings;
-  loom::Logits all = s.forward(p.sequence.tokens.data(), n, true, emb.data(),
-                               p.sequence.row_elems);
-  const std::vector<float> fused(all.data, all.data + all.rows * all.vocab);
-  s.reset();
-  loom::Logits dim_rows =
-      s.forward(p.sequence.tokens.data(), n, true, emb.data(), D);
-  expectClose(std::vector<float>(dim_rows.data,
-                                 dim_rows.data + dim_rows.rows * dim_rows.vocab),
-              fused, 1e-5, 1e-5, "rows of the model dim");
-  s.reset();
-  std::vector<float> one_by_one;
-  for (size_t i = 0; i < n; ++i) {
-    loom::Logits l = s.forward(&p.sequence.tokens[i], 1, false, &emb[i],
-                               p.sequence.row_elems);
-    one_by_one.insert(one_by_one.end(), l.last(), l.last() + l.vocab);
+  using K = fbs::Kernel;
+  for (bool qk_bias : {false, true}) {
+    ArtifactSpec spec = randomRefragSpec(6, true);
+    if (qk_bias)
+      for (auto &d : spec.dispatches)
+        if (d.kernel == K::FusedQkvAttention && d.iparams.size() > 5) {
+          const int64_t n = (d.iparams[1] + d.iparams[2]) * d.iparams[3];
+          std::vector<float> bias(static_cast<size_t>(n));
+          for (int64_t c = 0; c < n; ++c)
+            bias[c] = 0.05f * float((c * 7) % 11) - 0.25f;
+          d.weights.push_back(spec.addTensor("layers.0.qk_bias", {n}, bias));
+        }
+    TempFile file(spec.serialize());
+    auto model = loom::Model::load(file.path());
+    const int64_t D = model->config().dim;
+    const int64_t qkv =
+        (model->config().n_heads + 2 * model->config().n_kv_heads) *
+        model->config().head_dim;
+    ASSERT_EQ(model->refrag()->projected_dim, D + qkv);
+    loom::Session s(model, {});
+    loom::RefragRequest req;
+    req.context = {270, 271, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    req.question = {20, 21};
+    req.chunk_size = 2; // 7 chunks, the last of one token
+    // Rows (B = BOS, P = placeholder, t = token), in blocks of 6:
+    //   {1, 4}: B P t t P P | t t P P q q
+    //   {1, 2}: B P t t t t | P P P P q q   (a block of P first)
+    //   {}:     B P P P P P | P P q q       (the second: one run at 2..3)
+    //   all:    every row a token: the plain path in the marked dispatch
+    const std::vector<std::vector<size_t>> layouts = {
+        {1, 4}, {1, 2}, {}, {0, 1, 2, 3, 4, 5, 6}};
+    for (const std::vector<size_t> &expanded : layouts) {
+      SCOPED_TRACE(std::string(qk_bias ? "qk_bias, " : "") + "expanded " +
+                   std::to_string(expanded.size()) + " chunks");
+      req.expanded = expanded;
+      loom::RefragPrompt p = loom::prepareRefrag(s, req);
+      ASSERT_EQ(p.sequence.row_elems, D + qkv);
+      const size_t n = p.sequence.tokens.size();
+      const auto &emb = p.sequence.embeddings;
+      loom::Logits all = s.forward(p.sequence.tokens.data(), n, true,
+                                   emb.data(), p.sequence.row_elems);
+      const std::vector<float> fused(all.data, all.data + all.rows * all.vocab);
+      s.reset();
+      loom::Logits dim_rows =
+          s.forward(p.sequence.tokens.data(), n, true, emb.data(), D);
+      expectClose(std::vector<float>(dim_rows.data,
+                                     dim_rows.data +
+                                         dim_rows.rows * dim_rows.vocab),
+                  fused, 1e-5, 1e-5, "rows of the model dim");
+      s.reset();
+      std::vector<float> one_by_one;
+      for (size_t i = 0; i < n; ++i) {
+        loom::Logits l = s.forward(&p.sequence.tokens[i], 1, false, &emb[i],
+                                   p.sequence.row_elems);
+        one_by_one.insert(one_by_one.end(), l.last(), l.last() + l.vocab);
+      }
+      expectClose(one_by_one, fused, 1e-5, 1e-5, "one position at a time");
+      s.reset();
+      if (p.sequence.n_placeholders == 0)
+        continue;
+      // The q|k|v are used: spoiling them changes the logits.
+      std::vector<float> spoiled = p.projected;
+      for (size_t c = 0; c < p.chunks.size(); ++c)
+        spoiled[c * (D + qkv) + D] += 1.0f;
+      loom::AssembledSequence bad = loom::assembleSequence(
+          req.context, req.question, 2, req.expanded, spoiled.data(), D + qkv,
+          model->config().bos_id);
+      loom::Logits l = s.forward(bad.tokens.data(), n, false,
+                                 bad.embeddings.data(), bad.row_elems);
+      EXPECT_FALSE(std::equal(l.last(), l.last() + l.vocab,
+                              fused.end() - l.vocab));
+      s.reset();
+    }
   }
-  expectClose(one_by_one, fused, 1e-5, 1e-5, "one position at a time");
-  // The q|k|v are used: spoiling them changes the logits.
-  std::vector<float> spoiled = p.projected;
-  for (size_t c = 0; c < p.chunks.size(); ++c)
-    spoiled[c * (D + qkv) + D] += 1.0f;
-  loom::AssembledSequence bad = loom::assembleSequence(
-      req.context, req.question, 2, req.expanded, spoiled.data(), D + qkv,
-      model->config().bos_id);
-  s.reset();
-  loom::Logits l = s.forward(bad.tokens.data(), n, false,
-                             bad.embeddings.data(), bad.row_elems);
-  EXPECT_FALSE(std::equal(l.last(), l.last() + l.vocab,
-                          fused.end() - l.vocab));
 }
 
 TEST(RefragRandom, NoChunkEncoder) {
@@ -1135,6 +1165,29 @@ TEST(RefragRandom, Verification) {
     expect(a, "program 'project_chunk': output buffer");
     expect(a, "has rows of 16 floats, expected 48 (the model dim + layer "
               "0's q|k|v (placeholder_qkv))");
+  }
+  // ... and project_chunk's q|k|v must be the forward's: the same Wqkv, the
+  // same norm weight and eps.
+  {
+    ArtifactSpec a = randomRefragSpec(6, true);
+    auto &proj = program(a, "project_chunk");
+    proj.dispatches[proj.dispatches.size() - 2].weights = {
+        attentions(a)[1]->weights[0]}; // layer 1's Wqkv, the same shape
+    expect(a, "program 'project_chunk': placeholder_qkv needs it to end with "
+              "[row | RmsNorm(row) Wqkv], the forward dispatch's RmsNorm and "
+              "Wqkv");
+  }
+  {
+    ArtifactSpec a = randomRefragSpec(6, true);
+    find(program(a, "project_chunk"), K::RmsNorm).fparams = {1e-3f};
+    expect(a, "placeholder_qkv needs it to end with [row | RmsNorm(row) Wqkv]");
+  }
+  {
+    ArtifactSpec a = randomRefragSpec(6, true);
+    // The marked attention reads the embedding rows themselves.
+    attentions(a)[0]->inputs = {a.dispatches[0].outputs[0]};
+    expect(a, "placeholder_qkv needs its input to be the RmsNorm of the "
+              "Embed rows");
   }
   {
     ArtifactSpec a = randomRefragSpec(6, true);
