@@ -6,6 +6,7 @@
 // Without a usable GPU the program prints why and exits 77, which ctest
 // reports as skipped (SKIP_RETURN_CODE); with one, every test runs.
 #include "loom/error.h"
+#include "loom/refrag.h"
 #include "loom/runtime.h"
 #include "loom/sampler.h"
 #include "support/artifact_builder.h"
@@ -355,6 +356,51 @@ TEST(CudaRefrag, EncoderProgramsMatchTheCpu) {
   std::vector<float> sc = cpu.scoreChunks(rows.data(), 2);
   std::vector<float> sg = gpu.scoreChunks(rows.data(), 2);
   EXPECT_LT(relDiff(sg.data(), sc.data(), sc.size()), 2e-5);
+}
+
+// loom-fuse-chunk-projector's form: project_chunk appends layer 0's q|k|v,
+// which the CPU uses for placeholder rows and the CUDA backend ignores
+// (it reads the first dim floats and projects every row): the rows and the
+// logits of a compressed prefill agree.
+TEST(CudaRefrag, FusedPlaceholderRowsMatchTheCpu) {
+  LlamaArtifactOptions o;
+  o.max_tokens = 6;
+  o.fused = true;
+  loom::test::TinyLlamaOptions t;
+  t.n_layers = 2;
+  ArtifactSpec a = loom::test::llamaArtifact(
+      loom::test::tinyLlamaWeights(t), loom::test::syntheticTokenizer(272), o);
+  loom::test::RefragArtifactOptions ro;
+  ro.fuse_projector = true;
+  loom::test::addRefragPrograms(a, loom::test::randomRefragBundle(272, 16),
+                                ro);
+  TempFile f(a.serialize());
+  auto model = loom::Model::load(f.path());
+  ASSERT_GT(model->refrag()->projected_dim, model->config().dim);
+  loom::SessionOptions cpu_options;
+  cpu_options.threads = 2;
+  loom::Session cpu(model, cpu_options), gpu(model, cudaOptions());
+  loom::RefragRequest req;
+  req.context = {270, 271, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+  req.question = {20, 21};
+  req.chunk_size = 2;
+  req.expanded = {1, 4};
+  loom::RefragPrompt pc = loom::prepareRefrag(cpu, req);
+  loom::RefragPrompt pg = loom::prepareRefrag(gpu, req);
+  ASSERT_EQ(pc.projected.size(), pg.projected.size());
+  EXPECT_LT(relDiff(pg.projected.data(), pc.projected.data(),
+                    pc.projected.size()),
+            2e-5);
+  const size_t n = pc.sequence.tokens.size();
+  loom::Logits lc = cpu.forward(pc.sequence.tokens.data(), n, true,
+                                pc.sequence.embeddings.data(),
+                                pc.sequence.row_elems);
+  std::vector<float> want(lc.data, lc.data + lc.rows * lc.vocab);
+  loom::Logits lg = gpu.forward(pg.sequence.tokens.data(), n, true,
+                                pg.sequence.embeddings.data(),
+                                pg.sequence.row_elems);
+  ASSERT_EQ(size_t(lg.rows * lg.vocab), want.size());
+  EXPECT_LT(relDiff(lg.data, want.data(), want.size()), 2e-5);
 }
 
 // Looped blocks on CUDA: the session's iteration driver and KV policy with
