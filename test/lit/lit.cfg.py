@@ -32,6 +32,17 @@ else:
     lit_config.note("../shared not found at %s: tests that need its golden "
                     "outputs are reported UNSUPPORTED" % config.loom_shared_dir)
 
+# numpy for /usr/bin/python3 (scripts/setup.sh installs python3-numpy): the
+# checks that run ../shared/golden's numpy references on new inputs.
+if subprocess.run(["/usr/bin/python3", "-c", "import numpy"],
+                  stdout=subprocess.DEVNULL,
+                  stderr=subprocess.DEVNULL).returncode == 0:
+    config.available_features.add("numpy")
+else:
+    lit_config.note("/usr/bin/python3 has no numpy (apt-get install "
+                    "python3-numpy): tests that run the numpy references are "
+                    "reported UNSUPPORTED")
+
 # A machine with an NVIDIA GPU (the CUDA backend's checks without one are
 # then UNSUPPORTED; with one they run in scripts/gpu-check.sh).
 nvidia_smi = shutil.which("nvidia-smi")
