@@ -3,8 +3,15 @@
 prefill chunk sizes (--max-tokens 1 = token by token, 7, 64) must produce the
 same logits (within 1e-4) and the same greedy ids, for seeded random prompts
 of many lengths, including prompts that fill most of the context.
+
+With --reference DIR (../shared/golden/tools; needs numpy), the first
+artifact's logits and ids are also checked against the independent numpy
+reference that made the golden (llama2c_ref.py's KV-cached forward, run
+here on the same prompts): every logit row within 1e-4 + 1e-4 |ref| and
+the same greedy ids.
 """
 import argparse
+import importlib.util
 import os
 import random
 import struct
@@ -19,6 +26,39 @@ def run(cmd):
     return p.stdout
 
 
+def check_reference(reference, model, ids, steps, got_ids, logits, vocab):
+    """loom-run's greedy ids and dumped logits (prompt rows, then one per
+    generated token fed back) against the numpy reference; returns the
+    largest |diff|."""
+    s = reference.Session(model)
+    want_ids, rows = [], []
+    token = ids[0]
+    for pos in range(len(ids) + steps - 1):
+        lg = s.forward(token, pos)
+        rows.append(lg)
+        if pos + 1 < len(ids):
+            token = ids[pos + 1]
+        else:
+            token = int(lg.argmax())
+            want_ids.append(token)
+    if [int(x) for x in got_ids.split()] != want_ids:
+        sys.exit("FAILED prompt of %d tokens: ids %s, reference %s"
+                 % (len(ids), [int(x) for x in got_ids.split()], want_ids))
+    if len(logits) != len(rows) * vocab:
+        sys.exit("FAILED prompt of %d tokens: %d logit rows, reference %d"
+                 % (len(ids), len(logits) // vocab, len(rows)))
+    worst = 0.0
+    for r, want in enumerate(rows):
+        for v in range(vocab):
+            x, y = logits[r * vocab + v], float(want[v])
+            d = abs(x - y)
+            worst = max(worst, d)
+            if d > 1e-4 + 1e-4 * abs(y):
+                sys.exit("FAILED prompt of %d tokens: row %d id %d: got %.7g, reference %.7g"
+                         % (len(ids), r, v, x, y))
+    return worst
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--loomc", required=True)
@@ -28,7 +68,16 @@ def main():
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--vocab", type=int, required=True)
     ap.add_argument("--context", type=int, required=True)
+    ap.add_argument("--reference", help="../shared/golden/tools: also check against llama2c_ref.py")
     a = ap.parse_args()
+    reference = None
+    if a.reference:
+        spec = importlib.util.spec_from_file_location(
+            "llama2c_ref", os.path.join(a.reference, "llama2c_ref.py"))
+        reference = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(reference)
+        ref_model = reference.Model(a.model)
+    ref_worst = 0.0
     os.makedirs(a.workdir, exist_ok=True)
     arts = []
     for mt in (64, 7, 1):
@@ -52,6 +101,9 @@ def main():
             logits = struct.unpack("<%df" % (len(data) // 4), data)
             if ref_ids is None:
                 ref_ids, ref_logits = got, logits
+                if reference:
+                    ref_worst = max(ref_worst, check_reference(
+                        reference, ref_model, ids, steps, got, logits, a.vocab))
                 continue
             if got != ref_ids:
                 sys.exit("FAILED prompt of %d tokens: max-tokens %d ids %s != max-tokens 64 ids %s"
@@ -64,6 +116,9 @@ def main():
                 sys.exit("FAILED prompt of %d tokens: max-tokens %d logits differ by %g" % (n_prompt, mt, d))
         cases += 1
     print("consistency: %d prompt lengths x 3 chunk sizes agree; max |logit diff| %.3g" % (cases, worst))
+    if reference:
+        print("reference: %d prompt lengths equal llama2c_ref.py (ids, every logit row); "
+              "max |logit diff| %.3g (tolerance 1e-4 + 1e-4*|ref|)" % (cases, ref_worst))
 
 
 if __name__ == "__main__":
