@@ -43,6 +43,17 @@ else:
                     "python3-numpy): tests that run the numpy references are "
                     "reported UNSUPPORTED")
 
+# PyTorch for /usr/bin/python3 (scripts/setup.sh installs python3-torch
+# where ../shared is): the Huginn reference.
+if subprocess.run(["/usr/bin/python3", "-c", "import torch"],
+                  stdout=subprocess.DEVNULL,
+                  stderr=subprocess.DEVNULL).returncode == 0:
+    config.available_features.add("torch")
+else:
+    lit_config.note("/usr/bin/python3 has no torch (apt-get install "
+                    "python3-torch): tests that run the PyTorch reference are "
+                    "reported UNSUPPORTED")
+
 # A machine with an NVIDIA GPU (the CUDA backend's checks without one are
 # then UNSUPPORTED; with one they run in scripts/gpu-check.sh).
 nvidia_smi = shutil.which("nvidia-smi")
