@@ -54,10 +54,13 @@ done
 "$BUILD/bin/loomc" "$G/huginn-tiny" --format=huginn --target cuda \
   -o "$OUTDIR/art/huginn-tiny.loom" --quiet
 cp "$G"/stories260K_* "$G"/synthetic_untied_* "$OUTDIR/golden/"
-mkdir -p "$OUTDIR/golden/huginn-tiny"
+mkdir -p "$OUTDIR/golden/huginn-tiny" "$OUTDIR/golden/tools"
 cp "$G"/huginn-tiny/{manifest.json,logits_r*.bin,gen_*,adaptive_*} "$OUTDIR/golden/huginn-tiny/"
 cp -r "$G/refrag-tiny" "$OUTDIR/golden/"
-rm -f "$OUTDIR"/golden/refrag-tiny/*.safetensors
+# The references, run there on new inputs (the *-general checks), with the
+# weights they read: the refrag-tiny bundle and huginn-tiny's checkpoint.
+cp "$G"/tools/{llama2c_ref.py,refrag_tiny.py,huginn_ref.py} "$OUTDIR/golden/tools/"
+cp "$G"/huginn-tiny/{config.json,model.safetensors} "$OUTDIR/golden/huginn-tiny/"
 
 # Benchmark skeletons: synthetic checkpoints of the stories110M shape and a
 # 1B Llama shape, compiled to bf16 for CUDA (512 rows per prefill step),

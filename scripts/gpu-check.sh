@@ -7,7 +7,11 @@
 #      (CPU tolerance 1e-4 + 1e-4 |ref|, greedy ids and text equal, prompts
 #      prefilled in 64- and 3-row steps), stories260K in bf16 (the bf16 bound
 #      of check_bf16.py), refrag-tiny k = 4 and 8, every case, huginn-tiny
-#      (iterations 1..32, KV policies, warm start, adaptive exit);
+#      (iterations 1..32, KV policies, warm start, adaptive exit); and, on
+#      new inputs, the references of ../shared/golden/tools run there:
+#      random prompts of stories260K (llama2c_ref.py), REFRAG contexts and
+#      chunk sizes (refrag_tiny.py), Huginn iteration counts, KV policies
+#      and exits (huginn_ref.py, needs PyTorch);
 #   3. CPU and CUDA on the same artifacts: logits and greedy ids;
 #   4. loom-bench-gemv: the decode GEMV in every configuration;
 #   5. bench/bench_cuda.py: Loom vs PyTorch eager, 110M and 1B shapes, bf16.
@@ -91,6 +95,18 @@ step golden-refrag-tiny python3 test/e2e/Inputs/check_refrag.py --loomc none \
 
 step golden-huginn-tiny python3 test/e2e/Inputs/check_huginn.py --loomc none \
   --loom-run "$RUN" --golden "$G/huginn-tiny" --workdir "$W/huginn" --device "$DEV" \
+  --artifact "$A/huginn-tiny.loom"
+
+# The references on new inputs (test/e2e/*-general.test on the GPU).
+step general-stories260K-f32 python3 test/e2e/Inputs/check_consistency.py --loomc none \
+  --loom-run "$RUN" --model models/stories260K.bin --tokenizer none --workdir "$W/general" \
+  --vocab 512 --context 512 --reference "$G/tools" --device "$DEV" \
+  --artifacts "$A/stories260K-f32-mt64.loom,$A/stories260K-f32-mt3.loom"
+step general-refrag python3 test/e2e/Inputs/check_refrag_general.py --loomc none \
+  --loom-run "$RUN" --decoder models/stories260K.bin --tokenizer models/tok512.bin \
+  --golden "$G" --workdir "$W/refrag-general" --device "$DEV" --artifact "$A/refrag-tiny.loom"
+step general-huginn python3 test/e2e/Inputs/check_huginn_general.py --loomc none \
+  --loom-run "$RUN" --golden "$G" --workdir "$W/huginn-general" --device "$DEV" \
   --artifact "$A/huginn-tiny.loom"
 
 # CPU and CUDA on the same artifact: every position's logits of a prompt

@@ -69,6 +69,9 @@ def main():
     ap.add_argument("--vocab", type=int, required=True)
     ap.add_argument("--context", type=int, required=True)
     ap.add_argument("--reference", help="../shared/golden/tools: also check against llama2c_ref.py")
+    ap.add_argument("--device", default="cpu", help="loom-run --device (cpu or cuda)")
+    ap.add_argument("--artifacts", help="comma-separated artifacts of the model compiled "
+                    "earlier with different --max-tokens (loomc is then not run)")
     a = ap.parse_args()
     reference = None
     if a.reference:
@@ -80,10 +83,12 @@ def main():
     ref_worst = 0.0
     os.makedirs(a.workdir, exist_ok=True)
     arts = []
-    for mt in (64, 7, 1):
+    for mt in ((64, 7, 1) if not a.artifacts else ()):
         out = os.path.join(a.workdir, "mt%d.loom" % mt)
         run([a.loomc, a.model, "--tokenizer", a.tokenizer, "-o", out, "--max-tokens", str(mt), "--quiet"])
-        arts.append((mt, out))
+        arts.append(("max-tokens %d" % mt, out))
+    for path in (a.artifacts.split(",") if a.artifacts else ()):
+        arts.append((os.path.basename(path), path))
     rng = random.Random(1234)
     worst = 0.0
     cases = 0
@@ -93,10 +98,11 @@ def main():
         ids = [1] + [rng.randrange(3, a.vocab) for _ in range(n_prompt - 1)]
         steps = min(12, a.context - n_prompt)
         ref_ids = ref_logits = None
-        for mt, art in arts:
-            dump = os.path.join(a.workdir, "l%d.bin" % mt)
+        for n_art, (mt, art) in enumerate(arts):
+            dump = os.path.join(a.workdir, "l%d.bin" % n_art)
             got = run([a.loom_run, art, "--prompt-ids", ",".join(map(str, ids)), "--steps", str(steps),
-                       "--temperature", "0", "--print-ids", "--dump-logits", dump, "--threads", "2"])
+                       "--temperature", "0", "--print-ids", "--dump-logits", dump, "--threads", "2",
+                       "--device", a.device])
             data = open(dump, "rb").read()
             logits = struct.unpack("<%df" % (len(data) // 4), data)
             if ref_ids is None:
@@ -106,16 +112,18 @@ def main():
                         reference, ref_model, ids, steps, got, logits, a.vocab))
                 continue
             if got != ref_ids:
-                sys.exit("FAILED prompt of %d tokens: max-tokens %d ids %s != max-tokens 64 ids %s"
-                         % (n_prompt, mt, got.split(), ref_ids.split()))
+                sys.exit("FAILED prompt of %d tokens: %s ids %s != %s ids %s"
+                         % (n_prompt, mt, got.split(), arts[0][0], ref_ids.split()))
             if len(logits) != len(ref_logits):
                 sys.exit("FAILED prompt of %d tokens: %d logits vs %d" % (n_prompt, len(logits), len(ref_logits)))
             d = max(abs(x - y) for x, y in zip(logits, ref_logits))
             worst = max(worst, d)
             if d > 1e-4:
-                sys.exit("FAILED prompt of %d tokens: max-tokens %d logits differ by %g" % (n_prompt, mt, d))
+                sys.exit("FAILED prompt of %d tokens: %s logits differ from %s by %g"
+                         % (n_prompt, mt, arts[0][0], d))
         cases += 1
-    print("consistency: %d prompt lengths x 3 chunk sizes agree; max |logit diff| %.3g" % (cases, worst))
+    print("consistency: %d prompt lengths x %d chunk sizes agree; max |logit diff| %.3g"
+          % (cases, len(arts), worst))
     if reference:
         print("reference: %d prompt lengths equal llama2c_ref.py (ids, every logit row); "
               "max |logit diff| %.3g (tolerance 1e-4 + 1e-4*|ref|)" % (cases, ref_worst))

@@ -56,6 +56,9 @@ def main():
     ap.add_argument("--loom-run", required=True)
     ap.add_argument("--golden", required=True, help="../shared/golden")
     ap.add_argument("--workdir", required=True)
+    ap.add_argument("--device", default="cpu", help="loom-run --device (cpu or cuda)")
+    ap.add_argument("--artifact", help="an artifact compiled earlier (loomc is then "
+                    "not run: for machines that only have the runtime)")
     a = ap.parse_args()
     os.makedirs(a.workdir, exist_ok=True)
     spec = importlib.util.spec_from_file_location(
@@ -65,8 +68,9 @@ def main():
     import torch
 
     g = os.path.join(a.golden, "huginn-tiny")
-    art = os.path.join(a.workdir, "tiny.loom")
-    run([a.loomc, g, "--format=huginn", "-o", art, "--quiet"])
+    art = a.artifact or os.path.join(a.workdir, "tiny.loom")
+    if not a.artifact:
+        run([a.loomc, g, "--format=huginn", "-o", art, "--quiet"])
     cfg = ref.Cfg(json.load(open(os.path.join(g, "config.json"))))
     model = ref.HuginnRef(cfg, ref.load_safetensors(os.path.join(g, "model.safetensors")),
                           torch.float64)
@@ -90,7 +94,7 @@ def main():
         dump = os.path.join(a.workdir, name.replace(" ", "_") + ".bin")
         cmd = [a.loom_run, art, "--prompt-ids", ",".join(map(str, ids)), "--init-state", "zero",
                "--temperature", "0", "--steps", str(STEPS), "--print-ids", "--print-steps",
-               "--dump-logits", dump, "--kv-policy", policy]
+               "--dump-logits", dump, "--kv-policy", policy, "--device", a.device]
         n = len(ids)
         if criterion is None:
             cmd += ["--iterations", str(r)] + (["--warm-start"] if warm else [])

@@ -82,13 +82,17 @@ def main():
     ap.add_argument("--tokenizer", required=True)
     ap.add_argument("--golden", required=True, help="../shared/golden")
     ap.add_argument("--workdir", required=True)
+    ap.add_argument("--device", default="cpu", help="loom-run --device (cpu or cuda)")
+    ap.add_argument("--artifact", help="an artifact compiled earlier (loomc is then "
+                    "not run: for machines that only have the runtime)")
     a = ap.parse_args()
     os.makedirs(a.workdir, exist_ok=True)
     ref = load_reference(os.path.join(a.golden, "tools"))
     bundle = os.path.join(a.golden, "refrag-tiny", "refrag_tiny.safetensors")
-    art = os.path.join(a.workdir, "rag.loom")
-    run([a.loomc, "--format=refrag", "--decoder", a.decoder, "--tokenizer", a.tokenizer,
-         "--bundle", bundle, "-o", art, "--quiet"])
+    art = a.artifact or os.path.join(a.workdir, "rag.loom")
+    if not a.artifact:
+        run([a.loomc, "--format=refrag", "--decoder", a.decoder, "--tokenizer", a.tokenizer,
+             "--bundle", bundle, "-o", art, "--quiet"])
     dec = ref.Llama(a.decoder)
     tok = ref.Tokenizer(a.tokenizer, dec.vocab)
     T, _ = ref.load_safetensors(bundle)
@@ -118,7 +122,7 @@ def main():
         out, err = run([a.loom_run, art, "--context-ids", ",".join(map(str, ctx)),
                         "--prompt-ids", ",".join(map(str, q)), "--chunk-size", str(k),
                         "--steps", str(STEPS), "--temperature", "0", "--print-ids",
-                        "--dump-logits", dump] + flags)
+                        "--dump-logits", dump, "--device", a.device] + flags)
         name = "case %d (k %d, %d context tokens, %s)" % (
             n, k, len(ctx), "p %s" % policy if policy is not None else "chunks %s" % listed)
         n_chunks = math.ceil(len(ctx) / k)
