@@ -238,6 +238,26 @@ int printReport(ModuleOp module, int64_t iterations,
                          (long long)(positions * perPosition),
                          double(1 + context) / positions);
     }
+    // The placeholder row (project_chunk's output): what a chunk store
+    // keeps per chunk beside the encoder_dim floats of its embedding.
+    auto projector = module.lookupSymbol<loom::ProgramOp>("project_chunk");
+    int64_t dim = 0, rowElems = 0;
+    if (auto config = module->getAttrOfType<DictionaryAttr>("loom.model"))
+      if (auto d = config.getAs<IntegerAttr>("dim"))
+        dim = d.getInt();
+    if (projector)
+      for (auto b : projector.getBody().front().getOps<loom::BufferOp>())
+        if (b.getIdAttr().getInt() == projector.getLogitsBufferAttr().getInt())
+          rowElems = b.getRowElemsAttr().getInt();
+    if (rowElems > 0) {
+      int64_t encoderDim = refrag.getAs<IntegerAttr>("encoder_dim").getInt();
+      os << "placeholder row: " << rowElems << " floats";
+      if (rowElems > dim && dim > 0)
+        os << " (the model dim " << dim << " + layer 0's q|k|v "
+           << rowElems - dim << ", loom-fuse-chunk-projector)";
+      os << "; a chunk store holds " << (encoderDim + rowElems) * 4
+         << " bytes per chunk (embedding + row)\n";
+    }
   }
   return 0;
 }
