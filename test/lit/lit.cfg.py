@@ -32,27 +32,18 @@ else:
     lit_config.note("../shared not found at %s: tests that need its golden "
                     "outputs are reported UNSUPPORTED" % config.loom_shared_dir)
 
-# numpy for /usr/bin/python3 (scripts/setup.sh installs python3-numpy): the
-# checks that run ../shared/golden's numpy references on new inputs.
-if subprocess.run(["/usr/bin/python3", "-c", "import numpy"],
-                  stdout=subprocess.DEVNULL,
-                  stderr=subprocess.DEVNULL).returncode == 0:
-    config.available_features.add("numpy")
-else:
-    lit_config.note("/usr/bin/python3 has no numpy (apt-get install "
-                    "python3-numpy): tests that run the numpy references are "
-                    "reported UNSUPPORTED")
-
-# PyTorch for /usr/bin/python3 (scripts/setup.sh installs python3-torch
-# where ../shared is): the Huginn reference.
-if subprocess.run(["/usr/bin/python3", "-c", "import torch"],
-                  stdout=subprocess.DEVNULL,
-                  stderr=subprocess.DEVNULL).returncode == 0:
-    config.available_features.add("torch")
-else:
-    lit_config.note("/usr/bin/python3 has no torch (apt-get install "
-                    "python3-torch): tests that run the PyTorch reference are "
-                    "reported UNSUPPORTED")
+# Python modules of /usr/bin/python3 that ../shared/golden's references,
+# run on new inputs, need (scripts/setup.sh installs them): numpy, and
+# PyTorch for the Huginn one. Each is a feature of the same name.
+for module, package in (("numpy", "python3-numpy"), ("torch", "python3-torch")):
+    if subprocess.run(["/usr/bin/python3", "-c", "import " + module],
+                      stdout=subprocess.DEVNULL,
+                      stderr=subprocess.DEVNULL).returncode == 0:
+        config.available_features.add(module)
+    else:
+        lit_config.note("/usr/bin/python3 has no %s (apt-get install %s): "
+                        "tests that need it are reported UNSUPPORTED"
+                        % (module, package))
 
 # A machine with an NVIDIA GPU (the CUDA backend's checks without one are
 # then UNSUPPORTED; with one they run in scripts/gpu-check.sh).

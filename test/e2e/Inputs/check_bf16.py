@@ -31,27 +31,14 @@ import argparse
 import json
 import os
 import struct
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 "..", "..", "tools", "loomc", "Inputs"))
 from artifact_info import read_artifact  # noqa: E402
+from checklib import read_f32, run  # noqa: E402
 
 U = 2.0 ** -9
-
-
-def run(cmd):
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    if p.returncode != 0:
-        sys.exit("FAILED: %s\nexit %d\nstderr: %s" %
-                 (" ".join(cmd), p.returncode, p.stderr.decode(errors="replace")))
-    return p.stdout
-
-
-def read_f32(path):
-    data = open(path, "rb").read()
-    return struct.unpack("<%df" % (len(data) // 4), data)
 
 
 def bf16_bits(f32_bits):

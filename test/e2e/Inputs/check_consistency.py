@@ -11,19 +11,11 @@ here on the same prompts): every logit row within 1e-4 + 1e-4 |ref| and
 the same greedy ids.
 """
 import argparse
-import importlib.util
 import os
 import random
-import struct
-import subprocess
 import sys
 
-
-def run(cmd):
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    if p.returncode != 0:
-        sys.exit("\nFAILED: %s\n%s" % (" ".join(cmd), p.stderr.decode(errors="replace")))
-    return p.stdout
+from checklib import compare_row, load_module, read_f32, run
 
 
 def check_reference(reference, model, ids, steps, got_ids, logits, vocab):
@@ -47,16 +39,8 @@ def check_reference(reference, model, ids, steps, got_ids, logits, vocab):
     if len(logits) != len(rows) * vocab:
         sys.exit("FAILED prompt of %d tokens: %d logit rows, reference %d"
                  % (len(ids), len(logits) // vocab, len(rows)))
-    worst = 0.0
-    for r, want in enumerate(rows):
-        for v in range(vocab):
-            x, y = logits[r * vocab + v], float(want[v])
-            d = abs(x - y)
-            worst = max(worst, d)
-            if d > 1e-4 + 1e-4 * abs(y):
-                sys.exit("FAILED prompt of %d tokens: row %d id %d: got %.7g, reference %.7g"
-                         % (len(ids), r, v, x, y))
-    return worst
+    name = "prompt of %d tokens against the reference" % len(ids)
+    return max(compare_row(name, logits, r, want, vocab) for r, want in enumerate(rows))
 
 
 def main():
@@ -75,10 +59,7 @@ def main():
     a = ap.parse_args()
     reference = None
     if a.reference:
-        spec = importlib.util.spec_from_file_location(
-            "llama2c_ref", os.path.join(a.reference, "llama2c_ref.py"))
-        reference = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(reference)
+        reference = load_module(os.path.join(a.reference, "llama2c_ref.py"), "llama2c_ref")
         ref_model = reference.Model(a.model)
     ref_worst = 0.0
     os.makedirs(a.workdir, exist_ok=True)
@@ -103,8 +84,7 @@ def main():
             got = run([a.loom_run, art, "--prompt-ids", ",".join(map(str, ids)), "--steps", str(steps),
                        "--temperature", "0", "--print-ids", "--dump-logits", dump, "--threads", "2",
                        "--device", a.device])
-            data = open(dump, "rb").read()
-            logits = struct.unpack("<%df" % (len(data) // 4), data)
+            logits = read_f32(dump)
             if ref_ids is None:
                 ref_ids, ref_logits = got, logits
                 if reference:

@@ -19,25 +19,9 @@ runtime (scripts/gpu-check.sh).
 import argparse
 import json
 import os
-import struct
-import subprocess
 import sys
 
-ATOL = 1e-4
-RTOL = 1e-4
-
-
-def run(cmd, **kw):
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
-    if p.returncode != 0:
-        sys.exit("FAILED: %s\nexit %d\nstderr: %s" %
-                 (" ".join(cmd), p.returncode, p.stderr.decode(errors="replace")))
-    return p.stdout
-
-
-def read_f32(path):
-    data = open(path, "rb").read()
-    return struct.unpack("<%df" % (len(data) // 4), data)
+from checklib import ATOL, RTOL, compare_row, read_f32, run
 
 
 def main():
@@ -106,13 +90,8 @@ def main():
         if len(got) < rows * vocab:
             sys.exit("FAILED %s: dumped %d logits rows, need %d" % (name, len(got) // vocab, rows))
         for r in range(rows):
-            for v in range(vocab):
-                x, y = got[r * vocab + v], ref[r * vocab + v]
-                d = abs(x - y)
-                worst = max(worst, d)
-                if d > ATOL + RTOL * abs(y):
-                    sys.exit("FAILED %s: logits row %d id %d: got %.7g want %.7g (|d| %.3g)"
-                             % (name, r, v, x, y, d))
+            worst = max(worst, compare_row(name + " logits", got, r,
+                                           ref[r * vocab:(r + 1) * vocab], vocab))
         checks += 1
     print("golden (%s): %d checks passed over %d files; max |logit diff| %.3g (tolerance %g + %g*|ref|)"
           % (a.device, checks, len(a.golden), worst, ATOL, RTOL))

@@ -7,49 +7,17 @@ with warm start; adaptive exit (KL, threshold 8e-4, max 32) under full and
 latest-m4: ids, iterations per token (exactly) and logits. All with the zero
 initial state the goldens use. Tolerance |d| <= 1e-4 + 1e-4 |ref|.
 """
-import argparse
 import json
 import os
-import struct
-import subprocess
 import sys
 
-ATOL = RTOL = 1e-4
+from checklib import ATOL, RTOL, compare_row, read_f32, run, tool_args
 
-
-def run(cmd):
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if p.returncode != 0:
-        sys.exit("FAILED: %s\n%s" % (" ".join(cmd), p.stderr))
-    return p.stdout
-
-
-def f32(path):
-    data = open(path, "rb").read()
-    return struct.unpack("<%df" % (len(data) // 4), data)
-
-
-def compare(name, got, want, vocab, rows):
-    worst = 0.0
-    for r_got, r_want in rows:
-        for v in range(vocab):
-            x, y = got[r_got * vocab + v], want[r_want * vocab + v]
-            d = abs(x - y)
-            worst = max(worst, d)
-            if d > ATOL + RTOL * abs(y):
-                sys.exit("FAILED %s: row %d id %d: got %.7g want %.7g" % (name, r_want, v, x, y))
-    return worst
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--loomc", required=True)
-    ap.add_argument("--loom-run", required=True)
+    ap = tool_args(__doc__)
     ap.add_argument("--golden", required=True)
-    ap.add_argument("--workdir", required=True)
-    ap.add_argument("--device", default="cpu", help="loom-run --device (cpu or cuda)")
-    ap.add_argument("--artifact", help="an artifact compiled earlier (loomc is then "
-                    "not run: for machines that only have the runtime)")
     a = ap.parse_args()
     os.makedirs(a.workdir, exist_ok=True)
     g = a.golden
@@ -68,9 +36,10 @@ def main():
     for r in (1, 4, 16, 32):
         dump = os.path.join(a.workdir, "r%d.bin" % r)
         run(base + ["--iterations", str(r), "--steps", "0", "--dump-logits", dump, "--print-ids"])
-        worst = max(worst, compare("logits_r%d" % r, f32(dump),
-                                   f32(os.path.join(g, "logits_r%d.bin" % r)), vocab,
-                                   [(i, i) for i in range(n)]))
+        got, want = read_f32(dump), read_f32(os.path.join(g, "logits_r%d.bin" % r))
+        for i in range(n):
+            worst = max(worst, compare_row("logits_r%d" % r, got, i,
+                                           want[i * vocab:(i + 1) * vocab], vocab))
         checks += 1
 
     runs = [("gen_r4_full", ["--iterations", "4", "--kv-policy", "full"]),
@@ -85,7 +54,7 @@ def main():
         want = json.load(open(os.path.join(g, name + ".json")))
         dump = os.path.join(a.workdir, name + ".bin")
         out = run(base + flags + ["--steps", str(len(want["generated_ids"])), "--print-ids",
-                                  "--print-steps", "--dump-logits", dump]).splitlines()
+                                  "--print-steps", "--dump-logits", dump], text=True).splitlines()
         got_ids = [int(x) for x in out[0].split()]
         if got_ids != want["generated_ids"]:
             sys.exit("FAILED %s: ids %s, want %s" % (name, got_ids, want["generated_ids"]))
@@ -95,8 +64,10 @@ def main():
                 sys.exit("FAILED %s: iterations per token %s, want %s"
                          % (name, got_steps, want["steps_per_token"]))
         t = len(want["generated_ids"])
-        worst = max(worst, compare(name, f32(dump), f32(os.path.join(g, name + "_logits.bin")),
-                                   vocab, [(n - 1 + i, i) for i in range(t)]))
+        got, ref = read_f32(dump), read_f32(os.path.join(g, name + "_logits.bin"))
+        for i in range(t):
+            worst = max(worst, compare_row(name, got, n - 1 + i,
+                                           ref[i * vocab:(i + 1) * vocab], vocab))
         checks += 1
     print("huginn golden: %d checks passed; max |logit diff| %.3g (tolerance %g + %g*|ref|)"
           % (checks, worst, ATOL, RTOL))

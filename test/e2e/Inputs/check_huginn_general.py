@@ -11,60 +11,26 @@ For each case loomc's artifact run by loom-run must give the reference's
 greedy ids, iterations per token (adaptive exits), and the logits of every
 prompt position (fixed iterations) and of each generated token within
 1e-4 + 1e-4 |ref|. An adaptive case whose reference exit values (real
-valued criteria) come within 3 % of the threshold is refused (the exact iteration count would then be a
-matter of rounding): pick another threshold.
+valued criteria) come within 3 % of the threshold is refused (the exact
+iteration count would then be a matter of rounding): pick another
+threshold.
 """
-import argparse
-import importlib.util
 import json
 import os
 import random
-import struct
-import subprocess
 import sys
 
-ATOL = RTOL = 1e-4
+from checklib import ATOL, RTOL, compare_row, load_module, read_f32, run, tool_args
+
 STEPS = 6
 
 
-def run(cmd):
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if p.returncode != 0:
-        sys.exit("FAILED: %s\n%s" % (" ".join(cmd), p.stderr))
-    return p.stdout
-
-
-def f32(path):
-    data = open(path, "rb").read()
-    return struct.unpack("<%df" % (len(data) // 4), data)
-
-
-def compare(name, got, got_row, want, vocab):
-    worst = 0.0
-    for v in range(vocab):
-        x, y = got[got_row * vocab + v], float(want[v])
-        d = abs(x - y)
-        worst = max(worst, d)
-        if d > ATOL + RTOL * abs(y):
-            sys.exit("FAILED %s: row %d id %d: got %.7g, reference %.7g" % (name, got_row, v, x, y))
-    return worst
-
-
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--loomc", required=True)
-    ap.add_argument("--loom-run", required=True)
+    ap = tool_args(__doc__)
     ap.add_argument("--golden", required=True, help="../shared/golden")
-    ap.add_argument("--workdir", required=True)
-    ap.add_argument("--device", default="cpu", help="loom-run --device (cpu or cuda)")
-    ap.add_argument("--artifact", help="an artifact compiled earlier (loomc is then "
-                    "not run: for machines that only have the runtime)")
     a = ap.parse_args()
     os.makedirs(a.workdir, exist_ok=True)
-    spec = importlib.util.spec_from_file_location(
-        "huginn_ref", os.path.join(a.golden, "tools", "huginn_ref.py"))
-    ref = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ref)
+    ref = load_module(os.path.join(a.golden, "tools", "huginn_ref.py"), "huginn_ref")
     import torch
 
     g = os.path.join(a.golden, "huginn-tiny")
@@ -115,7 +81,7 @@ def main():
                         sys.exit("FAILED %s: the reference's exit value %g is within 3%% of the "
                                  "threshold %g: choose another" % (name, v, threshold))
             prompt_logits = None
-        out = run(cmd).splitlines()
+        out = run(cmd, text=True).splitlines()
         got_ids = [int(x) for x in out[0].split()]
         got_steps = [int(x) for x in out[1].split()]
         if got_ids != want_ids:
@@ -123,15 +89,15 @@ def main():
         if got_steps != list(want_steps):
             sys.exit("FAILED %s: iterations per token %s, reference %s"
                      % (name, got_steps, list(want_steps)))
-        got = f32(dump)
+        got = read_f32(dump)
         if len(got) != (n + STEPS - 1) * vocab:
             sys.exit("FAILED %s: %d logit rows, want %d" % (name, len(got) // vocab, n + STEPS - 1))
         w = 0.0
         if prompt_logits is not None:
             for i in range(n):
-                w = max(w, compare(name, got, i, prompt_logits[i].numpy(), vocab))
+                w = max(w, compare_row(name, got, i, prompt_logits[i].numpy(), vocab))
         for j in range(STEPS):
-            w = max(w, compare(name, got, n - 1 + j, chosen[j].numpy(), vocab))
+            w = max(w, compare_row(name, got, n - 1 + j, chosen[j].numpy(), vocab))
         worst = max(worst, w)
         print("%s: %d prompt tokens, ids and iterations %s equal, max |logit diff| %.3g"
               % (name, n, list(want_steps), w))

@@ -6,39 +6,19 @@ greedy ids and the logits of every position of the assembled sequence
 (logits_all) and of each generated token (gen_logits).
 Tolerance |d| <= 1e-4 + 1e-4 |ref| (the golden README allows 1e-3).
 """
-import argparse
 import json
 import os
-import struct
-import subprocess
 import sys
 
-ATOL = RTOL = 1e-4
+from checklib import ATOL, RTOL, compare_row, read_f32, run, tool_args
 
-
-def run(cmd):
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if p.returncode != 0:
-        sys.exit("FAILED: %s\n%s" % (" ".join(cmd), p.stderr))
-    return p.stdout, p.stderr
-
-
-def f32(path):
-    data = open(path, "rb").read()
-    return struct.unpack("<%df" % (len(data) // 4), data)
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--loomc", required=True)
-    ap.add_argument("--loom-run", required=True)
+    ap = tool_args(__doc__)
     ap.add_argument("--decoder", required=True)
     ap.add_argument("--tokenizer", required=True)
     ap.add_argument("--golden", required=True)
-    ap.add_argument("--workdir", required=True)
-    ap.add_argument("--device", default="cpu", help="loom-run --device (cpu or cuda)")
-    ap.add_argument("--artifact", help="an artifact compiled earlier (loomc is then "
-                    "not run: for machines that only have the runtime)")
     a = ap.parse_args()
     os.makedirs(a.workdir, exist_ok=True)
     g = a.golden
@@ -59,7 +39,7 @@ def main():
             d = os.path.join(g, "k%d" % k, case)
             want = json.load(open(os.path.join(d, "case.json")))
             dump = os.path.join(a.workdir, "k%d_%s.bin" % (k, case))
-            out, err = run([a.loom_run, art, "--context-ids", ctx, "--prompt-ids", q,
+            out, err = run(with_stderr=True, text=True, cmd=[a.loom_run, art, "--context-ids", ctx, "--prompt-ids", q,
                             "--chunk-size", str(k), "--steps", "16", "--temperature", "0",
                             "--print-ids", "--dump-logits", dump, "--device", a.device] + flags)
             ids = [int(x) for x in out.split()]
@@ -68,21 +48,16 @@ def main():
             positions = want["n_decoder_positions"]
             if "-> %d decoder positions" % positions not in err:
                 sys.exit("FAILED k%d %s: expected %d decoder positions: %s" % (k, case, positions, err))
-            got = f32(dump)
-            ref_all = f32(os.path.join(d, "logits_all.bin"))
-            ref_gen = f32(os.path.join(d, "gen_logits.bin"))
+            got = read_f32(dump)
+            ref_all = read_f32(os.path.join(d, "logits_all.bin"))
+            ref_gen = read_f32(os.path.join(d, "gen_logits.bin"))
             # Dump rows: the sequence's positions, then each generated token
             # fed back; generated token j was chosen from row positions-1+j.
             rows = [(r, ref_all, r) for r in range(positions)]
             rows += [(positions - 1 + j, ref_gen, j) for j in range(16)]
             for gr, ref, rr in rows:
-                for v in range(vocab):
-                    x, y = got[gr * vocab + v], ref[rr * vocab + v]
-                    diff = abs(x - y)
-                    worst = max(worst, diff)
-                    if diff > ATOL + RTOL * abs(y):
-                        sys.exit("FAILED k%d %s: row %d id %d: got %.7g want %.7g"
-                                 % (k, case, gr, v, x, y))
+                worst = max(worst, compare_row("k%d %s" % (k, case), got, gr,
+                                               ref[rr * vocab:(rr + 1) * vocab], vocab))
             checks += 1
     print("refrag golden: %d cases passed; max |logit diff| %.3g (tolerance %g + %g*|ref|)"
           % (checks, worst, ATOL, RTOL))

@@ -12,34 +12,16 @@ loom-run must give the reference's decoder positions, 8 greedy ids, and
 the logits of every position and of each generated token within
 1e-4 + 1e-4 |ref| (the golden test's tolerance).
 """
-import argparse
-import importlib.util
 import math
 import os
 import random
-import struct
-import subprocess
 import sys
 
 import numpy as np
 
-ATOL = RTOL = 1e-4
+from checklib import ATOL, RTOL, load_module, read_f32, run, tool_args
+
 STEPS = 8
-
-
-def run(cmd):
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if p.returncode != 0:
-        sys.exit("FAILED: %s\n%s" % (" ".join(cmd), p.stderr))
-    return p.stdout, p.stderr
-
-
-def load_reference(tools):
-    spec = importlib.util.spec_from_file_location(
-        "refrag_tiny", os.path.join(tools, "refrag_tiny.py"))
-    ref = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ref)
-    return ref
 
 
 def reference_case(ref, dec, T, ctx, question, k, policy, listed):
@@ -75,19 +57,13 @@ def reference_case(ref, dec, T, ctx, question, k, policy, listed):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--loomc", required=True)
-    ap.add_argument("--loom-run", required=True)
+    ap = tool_args(__doc__)
     ap.add_argument("--decoder", required=True)
     ap.add_argument("--tokenizer", required=True)
     ap.add_argument("--golden", required=True, help="../shared/golden")
-    ap.add_argument("--workdir", required=True)
-    ap.add_argument("--device", default="cpu", help="loom-run --device (cpu or cuda)")
-    ap.add_argument("--artifact", help="an artifact compiled earlier (loomc is then "
-                    "not run: for machines that only have the runtime)")
     a = ap.parse_args()
     os.makedirs(a.workdir, exist_ok=True)
-    ref = load_reference(os.path.join(a.golden, "tools"))
+    ref = load_module(os.path.join(a.golden, "tools", "refrag_tiny.py"), "refrag_tiny")
     bundle = os.path.join(a.golden, "refrag-tiny", "refrag_tiny.safetensors")
     art = a.artifact or os.path.join(a.workdir, "rag.loom")
     if not a.artifact:
@@ -119,10 +95,11 @@ def main():
         flags = (["--expand-policy", repr(policy)] if policy is not None else
                  ["--expand-chunks", ",".join(map(str, listed))] if listed else
                  ["--expand-policy", "0"])
-        out, err = run([a.loom_run, art, "--context-ids", ",".join(map(str, ctx)),
-                        "--prompt-ids", ",".join(map(str, q)), "--chunk-size", str(k),
-                        "--steps", str(STEPS), "--temperature", "0", "--print-ids",
-                        "--dump-logits", dump, "--device", a.device] + flags)
+        cmd = [a.loom_run, art, "--context-ids", ",".join(map(str, ctx)),
+               "--prompt-ids", ",".join(map(str, q)), "--chunk-size", str(k),
+               "--steps", str(STEPS), "--temperature", "0", "--print-ids",
+               "--dump-logits", dump, "--device", a.device] + flags
+        out, err = run(cmd, text=True, with_stderr=True)
         name = "case %d (k %d, %d context tokens, %s)" % (
             n, k, len(ctx), "p %s" % policy if policy is not None else "chunks %s" % listed)
         n_chunks = math.ceil(len(ctx) / k)
@@ -133,9 +110,7 @@ def main():
         got_ids = [int(x) for x in out.split()]
         if got_ids != ids:
             sys.exit("FAILED %s: ids %s, want %s" % (name, got_ids, ids))
-        data = open(dump, "rb").read()
-        got = np.array(struct.unpack("<%df" % (len(data) // 4), data), dtype=np.float32)
-        got = got.reshape(-1, dec.vocab)
+        got = np.array(read_f32(dump), dtype=np.float32).reshape(-1, dec.vocab)
         if got.shape != want.shape:
             sys.exit("FAILED %s: %d logit rows, want %d" % (name, got.shape[0], want.shape[0]))
         diff = np.abs(got - want)

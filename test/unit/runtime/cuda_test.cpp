@@ -332,12 +332,7 @@ TEST_F(CudaSession, TraceRecordsEveryDispatch) {
 }
 
 TEST(CudaRefrag, EncoderProgramsMatchTheCpu) {
-  LlamaArtifactOptions o;
-  o.max_tokens = 6;
-  ArtifactSpec a = loom::test::llamaArtifact(
-      loom::test::tinyLlamaWeights(), loom::test::syntheticTokenizer(272), o);
-  loom::test::addRefragPrograms(a, loom::test::randomRefragBundle(272, 16));
-  TempFile f(a.serialize());
+  TempFile f(loom::test::randomRefragArtifact().serialize());
   auto model = loom::Model::load(f.path());
   loom::SessionOptions cpu_options;
   cpu_options.threads = 2;
@@ -363,18 +358,7 @@ TEST(CudaRefrag, EncoderProgramsMatchTheCpu) {
 // (it reads the first dim floats and projects every row): the rows and the
 // logits of a compressed prefill agree.
 TEST(CudaRefrag, FusedPlaceholderRowsMatchTheCpu) {
-  LlamaArtifactOptions o;
-  o.max_tokens = 6;
-  o.fused = true;
-  loom::test::TinyLlamaOptions t;
-  t.n_layers = 2;
-  ArtifactSpec a = loom::test::llamaArtifact(
-      loom::test::tinyLlamaWeights(t), loom::test::syntheticTokenizer(272), o);
-  loom::test::RefragArtifactOptions ro;
-  ro.fuse_projector = true;
-  loom::test::addRefragPrograms(a, loom::test::randomRefragBundle(272, 16),
-                                ro);
-  TempFile f(a.serialize());
+  TempFile f(loom::test::randomRefragArtifact(6, true).serialize());
   auto model = loom::Model::load(f.path());
   ASSERT_GT(model->refrag()->projected_dim, model->config().dim);
   loom::SessionOptions cpu_options;

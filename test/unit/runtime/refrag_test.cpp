@@ -782,22 +782,7 @@ TEST(RefragHelpers, AssembleSequence) {
 
 // ---- A small random encoder (no ../shared) ---------------------------------
 
-ArtifactSpec randomRefragSpec(uint32_t max_tokens = 6,
-                              bool fuse_projector = false) {
-  loom::test::LlamaArtifactOptions o;
-  o.max_tokens = max_tokens;
-  o.fused = fuse_projector;
-  // Fused: two layers, so a layer after the first reads placeholder rows.
-  loom::test::TinyLlamaOptions t;
-  t.n_layers = fuse_projector ? 2 : 1;
-  ArtifactSpec a = loom::test::llamaArtifact(
-      loom::test::tinyLlamaWeights(t), loom::test::syntheticTokenizer(272), o);
-  loom::test::RefragArtifactOptions ro;
-  ro.fuse_projector = fuse_projector;
-  loom::test::addRefragPrograms(a, loom::test::randomRefragBundle(272, 16),
-                                ro);
-  return a;
-}
+using loom::test::randomRefragArtifact;
 
 loom::test::ProgramSpec &program(ArtifactSpec &a, const std::string &name) {
   for (auto &p : a.extra_programs)
@@ -807,7 +792,7 @@ loom::test::ProgramSpec &program(ArtifactSpec &a, const std::string &name) {
 }
 
 TEST(RefragRandom, LoadsAndRuns) {
-  TempFile file(randomRefragSpec().serialize());
+  TempFile file(randomRefragArtifact().serialize());
   auto model = loom::Model::load(file.path());
   ASSERT_NE(model->refrag(), nullptr);
   EXPECT_EQ(model->refrag()->max_chunk_len, 4);
@@ -854,7 +839,7 @@ TEST(RefragRandom, LoadsAndRuns) {
 TEST(RefragRandom, FusedProjector) {
   using K = fbs::Kernel;
   for (bool qk_bias : {false, true}) {
-    ArtifactSpec spec = randomRefragSpec(6, true);
+    ArtifactSpec spec = randomRefragArtifact(6, true);
     if (qk_bias)
       for (auto &d : spec.dispatches)
         if (d.kernel == K::FusedQkvAttention && d.iparams.size() > 5) {
@@ -953,8 +938,8 @@ TEST(RefragRandom, NoChunkEncoder) {
 }
 
 TEST(RefragRandom, Verification) {
-  EXPECT_EQ(loadError(randomRefragSpec()), "<loaded>");
-  EXPECT_EQ(loadError(randomRefragSpec(6, true)), "<loaded>");
+  EXPECT_EQ(loadError(randomRefragArtifact()), "<loaded>");
+  EXPECT_EQ(loadError(randomRefragArtifact(6, true)), "<loaded>");
   auto expect = [](ArtifactSpec a, const std::string &want) {
     const std::string m = loadError(a);
     EXPECT_NE(m.find(want), std::string::npos)
@@ -962,73 +947,73 @@ TEST(RefragRandom, Verification) {
   };
   using K = fbs::Kernel;
   {
-    ArtifactSpec a = randomRefragSpec();
+    ArtifactSpec a = randomRefragArtifact();
     a.refrag->encoder_dim = 9;
     expect(a, "program 'encode_chunk': output buffer");
   }
   {
-    ArtifactSpec a = randomRefragSpec();
+    ArtifactSpec a = randomRefragArtifact();
     a.refrag->max_chunk_len = 6; // + 1 > max_tokens 6
     expect(a, "refrag config: max_chunk_len 6 must be >= 1 with "
               "max_chunk_len + 1 <= max_tokens (6)");
   }
   {
-    ArtifactSpec a = randomRefragSpec(8);
+    ArtifactSpec a = randomRefragArtifact(8);
     a.refrag->max_chunk_len = 5; // the position table has 5 rows
     expect(a, "program 'encode_chunk': takes at most 5 rows (its position "
               "table), fewer than max_chunk_len + 1 = 6");
   }
   {
-    ArtifactSpec a = randomRefragSpec();
+    ArtifactSpec a = randomRefragArtifact();
     a.refrag->cls_token_id = 272;
     expect(a, "refrag config: cls_token_id 272 is outside the vocabulary");
   }
   {
-    ArtifactSpec a = randomRefragSpec();
+    ArtifactSpec a = randomRefragArtifact();
     a.extra_programs.pop_back();
     expect(a, "artifact has a refrag config but no program 'score_chunk'");
   }
   {
-    ArtifactSpec a = randomRefragSpec();
+    ArtifactSpec a = randomRefragArtifact();
     a.refrag.reset();
     expect(a, "program 'encode_chunk' belongs to a chunk encoder, but the "
               "model has no refrag config");
   }
   {
-    ArtifactSpec a = randomRefragSpec();
+    ArtifactSpec a = randomRefragArtifact();
     a.extra_programs[1].name = "encode_chunk";
     expect(a, "artifact has two programs named 'encode_chunk'");
   }
   {
-    ArtifactSpec a = randomRefragSpec();
+    ArtifactSpec a = randomRefragArtifact();
     program(a, "project_chunk").input_buffer = 9999;
     expect(a, "program 'project_chunk': input buffer 9999 out of range");
   }
   {
-    ArtifactSpec a = randomRefragSpec();
+    ArtifactSpec a = randomRefragArtifact();
     program(a, "score_chunk").input_buffer = -1;
     expect(a, "program 'score_chunk': needs an input buffer");
   }
   {
-    ArtifactSpec a = randomRefragSpec();
+    ArtifactSpec a = randomRefragArtifact();
     program(a, "project_chunk").input_buffer =
         static_cast<int32_t>(program(a, "project_chunk").logits_buffer);
     expect(a, "program 'project_chunk': input buffer");
   }
   {
-    ArtifactSpec a = randomRefragSpec();
+    ArtifactSpec a = randomRefragArtifact();
     a.input_buffer = 0;
     expect(a, "program 'forward': must read token ids (input_buffer -1)");
   }
   {
-    ArtifactSpec a = randomRefragSpec();
+    ArtifactSpec a = randomRefragArtifact();
     auto &p = program(a, "project_chunk");
     p.dispatches.insert(p.dispatches.begin(),
                         program(a, "encode_chunk").dispatches.front());
     expect(a, "the program reads input rows");
   }
   {
-    ArtifactSpec a = randomRefragSpec();
+    ArtifactSpec a = randomRefragArtifact();
     auto &p = program(a, "project_chunk");
     p.dispatches.push_back({K::TakeRow,
                             {p.logits_buffer},
@@ -1041,7 +1026,7 @@ TEST(RefragRandom, Verification) {
     expect(a, "mixes rows, but the rows of this program must be independent");
   }
   {
-    ArtifactSpec a = randomRefragSpec();
+    ArtifactSpec a = randomRefragArtifact();
     auto &e = program(a, "encode_chunk");
     e.dispatches.push_back(a.dispatches[1]); // the decoder's first RmsNorm
     e.dispatches.push_back(a.dispatches[5]); // ... its first Rope
@@ -1049,24 +1034,24 @@ TEST(RefragRandom, Verification) {
               "'forward' may");
   }
   {
-    ArtifactSpec a = randomRefragSpec();
+    ArtifactSpec a = randomRefragArtifact();
     a.dispatches.push_back(program(a, "encode_chunk").dispatches.back());
     expect(a, "program 'forward' keeps one row per position");
   }
   {
-    ArtifactSpec a = randomRefragSpec();
+    ArtifactSpec a = randomRefragArtifact();
     auto &e = program(a, "encode_chunk");
     e.dispatches.back().iparams = {6};
     expect(a, "row 6 is out of range (0..5)");
   }
   {
-    ArtifactSpec a = randomRefragSpec();
+    ArtifactSpec a = randomRefragArtifact();
     auto &e = program(a, "encode_chunk");
     e.dispatches.back().iparams = {5}; // needs 6 rows, the table has 5
     expect(a, "a run needs at least 6 rows (TakeRow) but may have at most 5");
   }
   {
-    ArtifactSpec a = randomRefragSpec();
+    ArtifactSpec a = randomRefragArtifact();
     auto &e = program(a, "encode_chunk");
     loom::test::DispatchSpec take = e.dispatches.back();
     take.iparams = {1};
@@ -1081,53 +1066,53 @@ TEST(RefragRandom, Verification) {
     throw std::runtime_error("no such dispatch");
   };
   {
-    ArtifactSpec a = randomRefragSpec();
+    ArtifactSpec a = randomRefragArtifact();
     find(program(a, "encode_chunk"), K::LayerNorm).weights[0] =
         find(program(a, "encode_chunk"), K::AddPositions).weights[0];
     expect(a, "weight weight 'encoder.pos_emb' has shape [5, 8], expected "
               "[8]");
   }
   {
-    ArtifactSpec a = randomRefragSpec();
+    ArtifactSpec a = randomRefragArtifact();
     find(program(a, "encode_chunk"), K::LayerNorm).weights.pop_back();
     expect(a, "has 1 weights, expected 2");
   }
   {
-    ArtifactSpec a = randomRefragSpec();
+    ArtifactSpec a = randomRefragArtifact();
     find(program(a, "encode_chunk"), K::LayerNorm).fparams = {-1.0f};
     expect(a, "eps -1 must be >= 0");
   }
   {
-    ArtifactSpec a = randomRefragSpec();
+    ArtifactSpec a = randomRefragArtifact();
     find(program(a, "encode_chunk"), K::SelfAttention).iparams = {4, 4};
     expect(a, "q buffer");
   }
   {
-    ArtifactSpec a = randomRefragSpec();
+    ArtifactSpec a = randomRefragArtifact();
     find(program(a, "encode_chunk"), K::SelfAttention).iparams = {0, 8};
     expect(a, "invalid heads: 0 heads of 8");
   }
   {
-    ArtifactSpec a = randomRefragSpec();
+    ArtifactSpec a = randomRefragArtifact();
     auto &sa = find(program(a, "encode_chunk"), K::SelfAttention);
     sa.outputs = {sa.inputs[0]};
     expect(a, "overlap in the arena but are used together");
   }
   {
-    ArtifactSpec a = randomRefragSpec();
+    ArtifactSpec a = randomRefragArtifact();
     // A 1-D position table.
     find(program(a, "encode_chunk"), K::AddPositions).weights[0] =
         find(program(a, "encode_chunk"), K::LayerNorm).weights[0];
     expect(a, "expected [positions, 8]");
   }
   {
-    ArtifactSpec a = randomRefragSpec();
+    ArtifactSpec a = randomRefragArtifact();
     auto &g = find(program(a, "project_chunk"), K::GeluTanh);
     g.outputs = {program(a, "project_chunk").logits_buffer};
     expect(a, "GeluTanh");
   }
   {
-    ArtifactSpec a = randomRefragSpec();
+    ArtifactSpec a = randomRefragArtifact();
     find(program(a, "encode_chunk"), K::TakeRow).iparams = {-1};
     expect(a, "row -1 is out of range");
   }
@@ -1143,23 +1128,23 @@ TEST(RefragRandom, Verification) {
     return out;
   };
   {
-    ArtifactSpec a = randomRefragSpec(6, true);
+    ArtifactSpec a = randomRefragArtifact(6, true);
     attentions(a)[0]->iparams[5] = 2;
     expect(a, "placeholder_qkv must be 0 or 1, got 2");
   }
   {
-    ArtifactSpec a = randomRefragSpec(6, true);
+    ArtifactSpec a = randomRefragArtifact(6, true);
     attentions(a)[1]->iparams = {1, 4, 2, 4, 1, 1};
     expect(a, "a second dispatch marked placeholder_qkv (dispatch 2 is)");
   }
   {
-    ArtifactSpec a = randomRefragSpec(6, true);
+    ArtifactSpec a = randomRefragArtifact(6, true);
     attentions(a)[0]->iparams.pop_back();
     attentions(a)[1]->iparams.push_back(1);
     expect(a, "placeholder_qkv is only valid on the first attention");
   }
   {
-    ArtifactSpec a = randomRefragSpec(6, true);
+    ArtifactSpec a = randomRefragArtifact(6, true);
     auto &proj = program(a, "project_chunk");
     proj.logits_buffer = find(proj, K::RmsNorm).inputs[0]; // the plain row
     expect(a, "program 'project_chunk': output buffer");
@@ -1169,7 +1154,7 @@ TEST(RefragRandom, Verification) {
   // ... and project_chunk's q|k|v must be the forward's: the same Wqkv, the
   // same norm weight and eps.
   {
-    ArtifactSpec a = randomRefragSpec(6, true);
+    ArtifactSpec a = randomRefragArtifact(6, true);
     auto &proj = program(a, "project_chunk");
     proj.dispatches[proj.dispatches.size() - 2].weights = {
         attentions(a)[1]->weights[0]}; // layer 1's Wqkv, the same shape
@@ -1178,19 +1163,19 @@ TEST(RefragRandom, Verification) {
               "Wqkv");
   }
   {
-    ArtifactSpec a = randomRefragSpec(6, true);
+    ArtifactSpec a = randomRefragArtifact(6, true);
     find(program(a, "project_chunk"), K::RmsNorm).fparams = {1e-3f};
     expect(a, "placeholder_qkv needs it to end with [row | RmsNorm(row) Wqkv]");
   }
   {
-    ArtifactSpec a = randomRefragSpec(6, true);
+    ArtifactSpec a = randomRefragArtifact(6, true);
     // The marked attention reads the embedding rows themselves.
     attentions(a)[0]->inputs = {a.dispatches[0].outputs[0]};
     expect(a, "placeholder_qkv needs its input to be the RmsNorm of the "
               "Embed rows");
   }
   {
-    ArtifactSpec a = randomRefragSpec(6, true);
+    ArtifactSpec a = randomRefragArtifact(6, true);
     a.refrag.reset();
     a.extra_programs.clear();
     expect(a, "placeholder_qkv needs a chunk encoder, but the model has no "

@@ -276,6 +276,26 @@ inline ArtifactSpec refragTinyArtifact(const std::string &decoder,
   return a;
 }
 
+// A tiny llama (artifact_builder.h's tinyLlamaWeights, vocab 272, dim 16)
+// with a random chunk encoder (max_chunk_len 4, encoder_dim 8), max_tokens
+// rows per step. With fuse_projector, loom-fuse-chunk-projector's form over a
+// fused decoder of two layers (so a layer after the first reads placeholder
+// rows); otherwise one layer, unfused.
+inline ArtifactSpec randomRefragArtifact(uint32_t max_tokens = 6,
+                                         bool fuse_projector = false) {
+  LlamaArtifactOptions o;
+  o.max_tokens = max_tokens;
+  o.fused = fuse_projector;
+  TinyLlamaOptions t;
+  t.n_layers = fuse_projector ? 2 : 1;
+  ArtifactSpec a =
+      llamaArtifact(tinyLlamaWeights(t), syntheticTokenizer(272), o);
+  RefragArtifactOptions ro;
+  ro.fuse_projector = fuse_projector;
+  addRefragPrograms(a, randomRefragBundle(272, 16), ro);
+  return a;
+}
+
 } // namespace loom::test
 
 #endif // LOOM_TEST_SUPPORT_REFRAG_BUILDER_H
