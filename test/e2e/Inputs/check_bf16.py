@@ -27,7 +27,6 @@ the two artifacts compiled earlier (DIR/NAME-f32-mt64.loom and
 DIR/NAME-bf16-mt64.loom) instead of running loomc (scripts/gpu-check.sh).
 Standard library only.
 """
-import argparse
 import json
 import os
 import struct
@@ -36,7 +35,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 "..", "..", "tools", "loomc", "Inputs"))
 from artifact_info import read_artifact  # noqa: E402
-from checklib import read_f32, run  # noqa: E402
+from checklib import read_f32, run, tool_args  # noqa: E402
 
 U = 2.0 ** -9
 
@@ -84,13 +83,9 @@ def check_artifacts(f32_path, bf16_path):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--loomc", required=True)
-    ap.add_argument("--loom-run", required=True)
+    ap = tool_args(__doc__, artifact=False)
     ap.add_argument("--model", required=True)
     ap.add_argument("--tokenizer", required=True)
-    ap.add_argument("--workdir", required=True)
-    ap.add_argument("--device", default="cpu")
     ap.add_argument("--artifacts-from")
     ap.add_argument("--name", default="model")
     ap.add_argument("golden", nargs="+")

@@ -10,12 +10,11 @@ reference that made the golden (llama2c_ref.py's KV-cached forward, run
 here on the same prompts): every logit row within 1e-4 + 1e-4 |ref| and
 the same greedy ids.
 """
-import argparse
 import os
 import random
 import sys
 
-from checklib import compare_row, load_module, read_f32, run
+from checklib import compare_row, load_module, read_f32, run, tool_args
 
 
 def check_reference(reference, model, ids, steps, got_ids, logits, vocab):
@@ -44,16 +43,12 @@ def check_reference(reference, model, ids, steps, got_ids, logits, vocab):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--loomc", required=True)
-    ap.add_argument("--loom-run", required=True)
+    ap = tool_args(__doc__, artifact=False)
     ap.add_argument("--model", required=True)
     ap.add_argument("--tokenizer", required=True)
-    ap.add_argument("--workdir", required=True)
     ap.add_argument("--vocab", type=int, required=True)
     ap.add_argument("--context", type=int, required=True)
     ap.add_argument("--reference", help="../shared/golden/tools: also check against llama2c_ref.py")
-    ap.add_argument("--device", default="cpu", help="loom-run --device (cpu or cuda)")
     ap.add_argument("--artifacts", help="comma-separated artifacts of the model compiled "
                     "earlier with different --max-tokens (loomc is then not run)")
     a = ap.parse_args()

@@ -16,22 +16,17 @@ artifacts compiled earlier (DIR/NAME-mt64.loom and DIR/NAME-mt3.loom, NAME
 given by --name) instead of running loomc: for machines with only the
 runtime (scripts/gpu-check.sh).
 """
-import argparse
 import json
 import os
 import sys
 
-from checklib import ATOL, RTOL, compare_row, read_f32, run
+from checklib import ATOL, RTOL, compare_row, read_f32, run, tool_args
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--loomc", required=True)
-    ap.add_argument("--loom-run", required=True)
+    ap = tool_args(__doc__, artifact=False)
     ap.add_argument("--model", required=True)
     ap.add_argument("--tokenizer", required=True)
-    ap.add_argument("--workdir", required=True)
-    ap.add_argument("--device", default="cpu")
     ap.add_argument("--artifacts-from")
     ap.add_argument("--name", default="model")
     ap.add_argument("golden", nargs="+")

@@ -11,16 +11,19 @@ import sys
 ATOL = RTOL = 1e-4
 
 
-def tool_args(description):
+def tool_args(description, artifact=True):
     """An argument parser with the tool flags every check takes: --loomc,
-    --loom-run, --workdir, --device (loom-run's) and --artifact (compiled
-    earlier: loomc is then not run, for machines with only the runtime)."""
-    ap = argparse.ArgumentParser(description=description)
+    --loom-run, --workdir, --device (loom-run's) and, with artifact,
+    --artifact (compiled earlier: loomc is then not run, for machines with
+    only the runtime; checks of several artifacts add their own flag)."""
+    ap = argparse.ArgumentParser(description=description,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--loomc", required=True)
     ap.add_argument("--loom-run", required=True)
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--device", default="cpu", help="loom-run --device (cpu or cuda)")
-    ap.add_argument("--artifact", help="an artifact compiled earlier (loomc is then not run)")
+    if artifact:
+        ap.add_argument("--artifact", help="an artifact compiled earlier (loomc is then not run)")
     return ap
 
 
