@@ -71,7 +71,7 @@ public:
                int64_t pos, int64_t logit_begin, int64_t logit_end,
                float *logits) override;
   int32_t forwardSample(int32_t token, int64_t pos, float temperature,
-                        float coin) override;
+                        float top_p, float coin) override;
   void runRows(const ProgramDesc &prog, const int32_t *tokens,
                const float *rows, int64_t T, float *out) override;
   void beginStep(const int32_t *tokens, int64_t T, int64_t pos) override {
@@ -1051,13 +1051,15 @@ void CudaExecutor::forward(const int32_t *tokens,
 }
 
 int32_t CudaExecutor::forwardSample(int32_t token, int64_t pos,
-                                    float temperature, float coin) {
+                                    float temperature, float top_p,
+                                    float coin) {
   const ProgramDesc &prog = m_.forward();
   const int vocab = static_cast<int>(m_.config.vocab_size);
   const float *logits = buffer(prog.logits_buffer);
   h_step_->pos = static_cast<int32_t>(pos);
   h_step_->tokens[0] = token;
   h_step_->temperature = temperature;
+  h_step_->top_p = top_p;
   h_step_->coin = coin;
   runCaptured(decode_graph_, [&] {
     uploadStep(pos, 1, nullptr);

@@ -6,6 +6,7 @@
 #define LOOM_RUNTIME_CUDA_KERNELS_CUH
 
 #include <cstdint>
+#include <cstring>
 #include <cuda_bf16.h>
 #include <type_traits>
 
@@ -17,6 +18,7 @@ struct StepParams {
   int32_t pos;       // position of the step's first row
   int32_t next;      // the sampler's output
   float temperature; // 0: argmax
+  float top_p;       // (0, 1]: nucleus mass (1: the whole vocabulary)
   float coin;        // [0, 1)
   int32_t tokens[1]; // max_tokens ids follow (over-allocated)
 };
@@ -1134,10 +1136,109 @@ __global__ void concatKernel(const float *a, int64_t na, const float *b,
     y[t * (na + nb) + c] = c < na ? a[t * na + c] : b[t * nb + (c - na)];
 }
 
-// The next token from one row of V logits (one block of 1024 threads):
-// argmax (lowest id on ties) at temperature 0, otherwise the first id whose
-// cumulative softmax(logits / temperature) exceeds coin * total. Writes -1
-// for a NaN logit. Result in s->next and *out.
+// The most candidates the nucleus sampler sorts on the device (see
+// sampleKernel). More (a flat distribution over a large vocabulary) go back
+// to the host.
+constexpr int kTopPCandidates = 2048;
+// sampleKernel's answer when the host must choose (DeviceExecutor's
+// kSampleOnHost).
+constexpr int32_t kSampleOnHostId = -2;
+
+// The pieces of nucleus sampling that do not depend on the block's threads,
+// shared by sampleKernel and the host test that runs them sequentially
+// against the CPU sampler (test/unit/runtime/cuda_config_test.cu).
+
+// A probability's histogram bin: its biased binary exponent (0 for zero
+// and subnormals; p <= 1, so at most 127).
+__host__ __device__ inline int nucleusBin(float p) {
+  uint32_t u;
+  memcpy(&u, &p, sizeof u);
+  return u >> 23 < 127u ? int(u >> 23) : 127;
+}
+
+// From the bins' counts and masses: the largest power of two t whose set
+// {p >= t} has mass over top_p (0 when none does: every id), and in *n the
+// size of that set.
+__host__ __device__ inline float nucleusThreshold(const int *bin_count,
+                                                  const float *bin_mass, int V,
+                                                  float top_p, int *n) {
+  int count = 0, b = 127;
+  float mass = 0.0f;
+  for (; b > 0; --b) {
+    count += bin_count[b];
+    mass += bin_mass[b];
+    if (mass > top_p)
+      break;
+  }
+  *n = b == 0 ? V : count;
+  const uint32_t bits = uint32_t(b) << 23;
+  float t;
+  memcpy(&t, &bits, sizeof t);
+  return t; // b == 0: 0.0f
+}
+
+// One compare-exchange of a bitonic sorting network over (p, id) pairs:
+// element i against i ^ stride in the merge of runs of `size`. Runs with
+// (i & size) == 0 are put in order, the others in reverse; the last merge
+// (size == the padded width) puts all in order: more likely first, lower id
+// first among equals.
+__host__ __device__ inline void nucleusCompareSwap(float *p, int *id, int i,
+                                                   int size, int stride) {
+  const int j = i ^ stride;
+  if (j <= i)
+    return;
+  auto before = [&](int a, int b) {
+    return p[a] > p[b] || (p[a] == p[b] && id[a] < id[b]);
+  };
+  const bool forward = (i & size) == 0;
+  if (forward ? before(j, i) : before(i, j)) {
+    const float tp = p[i];
+    p[i] = p[j];
+    p[j] = tp;
+    const int ti = id[i];
+    id[i] = id[j];
+    id[j] = ti;
+  }
+}
+
+// The choice from n candidates sorted by nucleusCompareSwap, which hold
+// every id with p >= the threshold: the nucleus is their first m, whose
+// mass exceeds top_p, and the coin walks it as the CPU sampler does (its
+// order, its sums). kSampleOnHostId when the nucleus does not end inside
+// the candidates and they are not every id.
+__host__ __device__ inline int nucleusChoose(const float *p, const int *id,
+                                             int n, int V, float top_p,
+                                             float coin) {
+  float mass = 0.0f;
+  int m = 0;
+  while (m < n) {
+    mass += p[m++];
+    if (mass > top_p)
+      break;
+  }
+  if (!(mass > top_p) && n != V)
+    return kSampleOnHostId;
+  const float target = coin * mass;
+  float cdf = 0.0f;
+  int r = id[0];
+  for (int k = 0; k < m && p[k] > 0.0f; ++k) {
+    cdf += p[k];
+    r = id[k];
+    if (target < cdf)
+      break;
+  }
+  return r;
+}
+
+// The next token from one row of V logits (one block of 1024 threads), as
+// Sampler::sampleWithCoin chooses it: argmax (lowest id on ties) at
+// temperature 0; otherwise, over p = softmax(logits / temperature), the
+// first id whose cumulative p exceeds coin * total, in id order when
+// top_p == 1, and in the nucleus when top_p < 1: the ids sorted most likely
+// first, lower id first among equals, cut after the mass exceeds top_p;
+// the coin then walks the nucleus (coin * its mass). Writes -1 for a NaN
+// logit, kSampleOnHostId when the ids that may be in the nucleus are more
+// than kTopPCandidates (the host then chooses). Result in s->next and *out.
 __global__ void sampleKernel(const float *logits, int V, StepParams *s,
                              int32_t *out) {
   pdlLaunchDependents();
@@ -1146,9 +1247,16 @@ __global__ void sampleKernel(const float *logits, int V, StepParams *s,
   __shared__ int redi[32];
   __shared__ float part[1024];
   __shared__ int result;
+  __shared__ float cand_p[kTopPCandidates];
+  __shared__ int cand_id[kTopPCandidates];
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const float temp = s->temperature;
-  const float inv = temp > 0.0f ? 1.0f / temp : 1.0f;
+  auto finish = [&](int r) {
+    if (tid == 0) {
+      s->next = r;
+      *out = r;
+    }
+  };
   // Max (lowest index among equals) and NaN.
   float best = -INFINITY;
   int bi = 0x7fffffff;
@@ -1167,10 +1275,7 @@ __global__ void sampleKernel(const float *logits, int V, StepParams *s,
   }
   nan = __syncthreads_or(nan);
   if (nan) {
-    if (tid == 0) {
-      s->next = -1;
-      *out = -1;
-    }
+    finish(-1);
     return;
   }
   for (int o = 16; o > 0; o >>= 1) {
@@ -1207,18 +1312,16 @@ __global__ void sampleKernel(const float *logits, int V, StepParams *s,
   const float mx = red[0];
   const int argmax = redi[0];
   if (temp <= 0.0f) {
-    if (tid == 0) {
-      s->next = argmax;
-      *out = argmax;
-    }
+    finish(argmax);
     return;
   }
   // Each thread owns a contiguous range; range sums, a prefix over them,
-  // then the owning thread scans its range.
+  // then the owning thread scans its range. The weights are the CPU
+  // sampler's: exp(logit / temperature - max), exactly 1 at the maximum.
   const int per = (V + blockDim.x - 1) / blockDim.x;
   const int lo = min(V, tid * per), hi = min(V, lo + per);
   auto weight = [&](int i) {
-    const float v = logits[i] * inv;
+    const float v = logits[i] / temp;
     return v == mx ? 1.0f : expf(v - mx);
   };
   float mine = 0.0f;
@@ -1239,7 +1342,77 @@ __global__ void sampleKernel(const float *logits, int V, StepParams *s,
     red[1] = acc; // total
   }
   __syncthreads();
-  const float target = s->coin * red[1];
+  const float total = red[1];
+  const float top_p = s->top_p;
+  if (top_p < 1.0f && V > 1) {
+    // The nucleus is a prefix of all ids sorted most likely first, so any
+    // set {p >= t} that holds it serves as the candidates. t is found with
+    // a histogram of the probabilities' binary exponents: the largest power
+    // of two whose set's mass exceeds top_p (the walk below checks that the
+    // prefix really ends inside it, whatever the order of the float sums).
+    __shared__ int bin_count[128];
+    __shared__ float bin_mass[128];
+    __shared__ int n_cand;
+    __shared__ float threshold;
+    for (int b = tid; b < 128; b += blockDim.x) {
+      bin_count[b] = 0;
+      bin_mass[b] = 0.0f;
+    }
+    __syncthreads();
+    for (int i = lo; i < hi; ++i) {
+      const float p = weight(i) / total;
+      atomicAdd(&bin_count[nucleusBin(p)], 1);
+      atomicAdd(&bin_mass[nucleusBin(p)], p);
+    }
+    __syncthreads();
+    if (tid == 0) {
+      int n = 0;
+      threshold = nucleusThreshold(bin_count, bin_mass, V, top_p, &n);
+      n_cand = n;
+    }
+    __syncthreads();
+    if (n_cand > kTopPCandidates) {
+      finish(kSampleOnHostId);
+      return;
+    }
+    // The candidates, gathered in any order (the sort makes the order
+    // total), then sorted with a bitonic network padded to a power of two.
+    const float t = threshold;
+    __syncthreads();
+    if (tid == 0)
+      n_cand = 0;
+    __syncthreads();
+    for (int i = lo; i < hi; ++i) {
+      const float p = weight(i) / total;
+      if (p >= t) {
+        const int k = atomicAdd(&n_cand, 1);
+        if (k < kTopPCandidates) {
+          cand_p[k] = p;
+          cand_id[k] = i;
+        }
+      }
+    }
+    __syncthreads();
+    const int n = min(n_cand, kTopPCandidates); // the same in every thread
+    int width = 1;
+    while (width < n)
+      width <<= 1;
+    for (int k = n + tid; k < width; k += blockDim.x) {
+      cand_p[k] = -1.0f; // after every candidate
+      cand_id[k] = 0x7fffffff;
+    }
+    __syncthreads();
+    for (int size = 2; size <= width; size <<= 1)
+      for (int stride = size >> 1; stride > 0; stride >>= 1) {
+        for (int i = tid; i < width; i += blockDim.x)
+          nucleusCompareSwap(cand_p, cand_id, i, size, stride);
+        __syncthreads();
+      }
+    finish(tid == 0 ? nucleusChoose(cand_p, cand_id, n, V, top_p, s->coin)
+                    : 0);
+    return;
+  }
+  const float target = s->coin * total;
   float cdf = part[tid];
   if (cdf <= target && cdf + mine > target) {
     for (int i = lo; i < hi; ++i) {
@@ -1251,13 +1424,9 @@ __global__ void sampleKernel(const float *logits, int V, StepParams *s,
     }
   }
   __syncthreads();
-  if (tid == 0) {
-    // Rounding can leave the target at or above the total: the argmax is
-    // then as good a choice as the last positive id.
-    const int r = result != 0x7fffffff ? result : argmax;
-    s->next = r;
-    *out = r;
-  }
+  // Rounding can leave the target at or above the total: the argmax is
+  // then as good a choice as the last positive id.
+  finish(result != 0x7fffffff ? result : argmax);
 }
 
 } // namespace loom::rt::cuda

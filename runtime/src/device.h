@@ -62,11 +62,16 @@ public:
   virtual void copyRows(uint32_t dst, uint32_t src, int64_t n) = 0;
 
   // One decode step of one token at `pos` and the choice of the next token
-  // on the device: the argmax (lowest id on ties) when temperature == 0,
-  // otherwise the first id whose cumulative softmax(logits / temperature)
-  // mass exceeds coin (in [0, 1)). Returns -1 when a logit is NaN.
+  // on the device, as Sampler::sampleWithCoin(logits, coin) chooses it:
+  // the argmax (lowest id on ties) when temperature == 0, otherwise the
+  // first id whose cumulative softmax(logits / temperature) mass exceeds
+  // coin (in [0, 1)), over the nucleus of mass top_p when top_p < 1.
+  // Returns -1 when a logit is NaN, and kSampleOnHost when the nucleus is
+  // too large for the device sampler (the step's logits are then in the
+  // forward program's logits buffer, row 0, for the host to choose from).
+  static constexpr int32_t kSampleOnHost = -2;
   virtual int32_t forwardSample(int32_t token, int64_t pos, float temperature,
-                                float coin) = 0;
+                                float top_p, float coin) = 0;
 
   // Runs a program other than "forward" on T rows (see
   // SessionState::runRows): `rows` (T rows of the input buffer) or

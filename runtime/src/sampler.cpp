@@ -51,25 +51,45 @@ float Sampler::nextUniform() {
   return static_cast<float>(r >> 40) * (1.0f / 16777216.0f);
 }
 
-int32_t Sampler::sample(const float *logits) {
+void Sampler::checkLogits(const float *logits) const {
   if (logits == nullptr)
     throw Error("sampler: null logits");
-  const auto n = static_cast<int32_t>(vocab_size_);
   // A NaN logit means the forward pass is broken; picking a token from it
   // would hide that, so it is reported instead.
-  for (int32_t i = 0; i < n; ++i)
+  for (int64_t i = 0; i < vocab_size_; ++i)
     if (std::isnan(logits[i]))
       throw Error("sampler: logit " + std::to_string(i) + " is NaN");
+}
 
-  if (temperature_ == 0.0f) {
-    // Strict '>' keeps the lowest id among equal maxima.
-    int32_t best = 0;
-    for (int32_t i = 1; i < n; ++i)
-      if (logits[i] > logits[best])
-        best = i;
-    return best;
-  }
+int32_t Sampler::argmax(const float *logits) const {
+  // Strict '>' keeps the lowest id among equal maxima.
+  int32_t best = 0;
+  for (int32_t i = 1; i < static_cast<int32_t>(vocab_size_); ++i)
+    if (logits[i] > logits[best])
+      best = i;
+  return best;
+}
 
+int32_t Sampler::sample(const float *logits) {
+  checkLogits(logits);
+  if (temperature_ == 0.0f)
+    return argmax(logits);
+  return draw(logits, nextUniform());
+}
+
+int32_t Sampler::sampleWithCoin(const float *logits, float coin) {
+  checkLogits(logits);
+  if (temperature_ == 0.0f)
+    return argmax(logits);
+  // Written so that NaN fails too.
+  if (!(coin >= 0.0f && coin < 1.0f))
+    throw Error("sampler: coin must be in [0, 1), got " +
+                std::to_string(coin));
+  return draw(logits, coin);
+}
+
+int32_t Sampler::draw(const float *logits, float coin) {
+  const auto n = static_cast<int32_t>(vocab_size_);
   // Softmax of logits / temperature with the maximum subtracted. Entries equal
   // to the maximum get weight 1 directly, which keeps +inf logits (inf - inf)
   // and an all -inf row well defined.
@@ -85,8 +105,6 @@ int32_t Sampler::sample(const float *logits) {
   }
   for (int32_t i = 0; i < n; ++i)
     probs_[i] /= sum;
-
-  float coin = nextUniform();
 
   if (top_p_ >= 1.0f || n == 1) {
     float cdf = 0.0f;

@@ -1102,16 +1102,23 @@ Logits Session::forward(const int32_t *tokens, size_t n, bool all_logits,
 
 int32_t Session::forwardSample(int32_t token, Sampler &sampler) {
   rt::SessionState &s = *state_;
-  const bool on_device = s.device && !s.loop &&
-                         !(sampler.temperature() > 0.0f && sampler.topP() < 1.0f);
-  if (!on_device)
+  if (!s.device || s.loop)
     return sampler.sample(forward(&token, 1).last());
   s.checkInput(&token, 1);
   const float coin =
       sampler.temperature() > 0.0f ? sampler.nextUniform() : 0.0f;
-  const int32_t next =
-      s.device->forwardSample(token, s.pos, sampler.temperature(), coin);
+  int32_t next = s.device->forwardSample(token, s.pos, sampler.temperature(),
+                                         sampler.topP(), coin);
   s.pos += 1;
+  if (next == rt::DeviceExecutor::kSampleOnHost) {
+    // A nucleus wider than the device sampler holds: the same choice, with
+    // the same coin, from the step's logits.
+    const int64_t vocab = s.m.config.vocab_size;
+    if (s.logits.size() < static_cast<size_t>(vocab))
+      s.logits.resize(static_cast<size_t>(vocab));
+    s.device->download(s.m.forward().logits_buffer, 0, 1, s.logits.data());
+    return sampler.sampleWithCoin(s.logits.data(), coin);
+  }
   if (next < 0)
     throw Error("sampler: a logit is NaN");
   if (next >= s.m.config.vocab_size)

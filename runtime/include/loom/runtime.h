@@ -269,9 +269,10 @@ public:
   // Feeds one token (as forward(&token, 1)) and returns the next token
   // `sampler` picks from its logits: the same as
   // sampler.sample(forward(&token, 1).last()) on the CPU. On CUDA the
-  // argmax (temperature 0) and plain temperature sampling (top_p 1) run on
-  // the device inside one captured graph per step, drawing the same coin
-  // from the sampler's generator; nucleus sampling reads the logits back.
+  // sampler runs on the device inside one captured graph per step, drawing
+  // the same coin from the sampler's generator and making the same choice;
+  // a nucleus (top_p < 1) of over 2048 ids is chosen on the host from the
+  // step's logits with that coin. Looped models sample on the host.
   int32_t forwardSample(int32_t token, Sampler &sampler);
 
   // REFRAG programs (models with refrag() only; they run without touching

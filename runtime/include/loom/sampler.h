@@ -18,6 +18,11 @@ public:
   // argmax, lowest id on ties. Does not keep a pointer to `logits`.
   int32_t sample(const float *logits);
 
+  // sample() with a coin drawn elsewhere (coin in [0, 1), e.g. from
+  // nextUniform() before a device sampler handed the choice back to the
+  // host); the generator does not advance. Greedy ignores the coin.
+  int32_t sampleWithCoin(const float *logits, float coin);
+
   float temperature() const { return temperature_; }
   float topP() const { return top_p_; }
   // The next coin of the generator, in [0, 1): what sample() draws once per
@@ -25,6 +30,10 @@ public:
   float nextUniform();
 
 private:
+  void checkLogits(const float *logits) const;
+  int32_t argmax(const float *logits) const;
+  int32_t draw(const float *logits, float coin);
+
   int64_t vocab_size_;
   float temperature_;
   float top_p_;

@@ -1,12 +1,17 @@
 // The CUDA backend's launch choices, on the host: which kernel
 // instantiation a GEMV configuration reaches, grid sizes, head-dim
-// instantiations, shared memory against the device limits. No GPU needed
-// (no kernel runs), so CI checks them on every build.
+// instantiations, shared memory against the device limits; and the device
+// sampler's nucleus logic run sequentially against the CPU sampler. No GPU
+// needed (no kernel runs), so CI checks them on every build.
 #include "../../../runtime/cuda/kernels.cuh"
+#include "loom/sampler.h"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <random>
 #include <vector>
 
 using namespace loom::rt::cuda;
@@ -96,6 +101,123 @@ TEST(Attention, SharedMemoryFitsTheDevice) {
     EXPECT_LE(attentionSplitSmem(hd), size_t(48 * 1024)) << hd;
     EXPECT_LE(attentionTiledSmem(hd), size_t(227 * 1024)) << hd;
   }
+}
+
+// sampleKernel's top-p path with its threads run one after another: the
+// weights, the exponent histogram, the threshold, the gather (in an order
+// unlike the ids'), the bitonic network and the walk. Returns
+// kSampleOnHostId where the kernel hands the choice to the host.
+int deviceNucleusChoice(const std::vector<float> &logits, float temp,
+                        float top_p, float coin) {
+  const int V = int(logits.size());
+  float mx = -INFINITY;
+  for (float l : logits)
+    mx = std::max(mx, l / temp);
+  std::vector<float> w(logits.size());
+  float total = 0.0f;
+  for (int i = 0; i < V; ++i) {
+    const float v = logits[i] / temp;
+    total += w[i] = v == mx ? 1.0f : std::exp(v - mx);
+  }
+  int bin_count[128] = {};
+  float bin_mass[128] = {};
+  for (int i = 0; i < V; ++i) {
+    const float p = w[i] / total;
+    ++bin_count[nucleusBin(p)];
+    bin_mass[nucleusBin(p)] += p;
+  }
+  int n = 0;
+  const float t = nucleusThreshold(bin_count, bin_mass, V, top_p, &n);
+  if (n > kTopPCandidates)
+    return kSampleOnHostId;
+  std::vector<float> p(kTopPCandidates);
+  std::vector<int> id(kTopPCandidates);
+  int gathered = 0;
+  for (int k = 0; k < V; ++k) {
+    const int i = int((int64_t(k) * 7919 + 13) % V); // V < 7919: a permutation
+    const float q = w[i] / total;
+    if (q >= t) {
+      EXPECT_LT(gathered, n);
+      p[gathered] = q;
+      id[gathered++] = i;
+    }
+  }
+  EXPECT_EQ(gathered, n) << "the histogram's count and the gather differ";
+  int width = 1;
+  while (width < n)
+    width <<= 1;
+  for (int k = n; k < width; ++k) {
+    p[k] = -1.0f;
+    id[k] = 0x7fffffff;
+  }
+  for (int size = 2; size <= width; size <<= 1)
+    for (int stride = size >> 1; stride > 0; stride >>= 1)
+      for (int i = 0; i < width; ++i)
+        nucleusCompareSwap(p.data(), id.data(), i, size, stride);
+  for (int k = 1; k < n; ++k)
+    EXPECT_TRUE(p[k - 1] > p[k] || (p[k - 1] == p[k] && id[k - 1] < id[k]))
+        << "the network left " << k - 1 << " and " << k << " out of order";
+  return nucleusChoose(p.data(), id.data(), n, V, top_p, coin);
+}
+
+// The device's nucleus choice equals Sampler::sampleWithCoin on random rows:
+// vocabularies up to 5000, temperatures 0.1-3, top-p 0.01-0.999, logit
+// scales from flat to underflowing weights, and rows full of ties. Some
+// rows must go to the host (a nucleus over kTopPCandidates ids).
+TEST(DeviceSampler, NucleusChoiceEqualsTheCpuSampler) {
+  std::mt19937 g(1);
+  int host = 0, device = 0;
+  for (int trial = 0; trial < 3000; ++trial) {
+    const int V = 2 + int(g() % 5000);
+    const float temp = 0.1f + float(g() % 300) / 100.0f;
+    const float top_p = std::min(0.999f, 0.01f + float(g() % 1000) / 1000.0f);
+    std::normal_distribution<float> nd(0.0f, 0.01f + 4.0f * float(g() % 6));
+    std::vector<float> logits(static_cast<size_t>(V));
+    for (float &l : logits)
+      l = nd(g);
+    if (trial % 7 == 0)
+      for (int i = 0; i < V; i += 3)
+        logits[i] = logits[0];
+    if (trial % 11 == 0)
+      for (float &l : logits)
+        l = std::round(l);
+    const float coin = float(g() >> 8) * (1.0f / 16777216.0f);
+    loom::Sampler cpu(V, temp, top_p, 1);
+    const int want = cpu.sampleWithCoin(logits.data(), coin);
+    const int got = deviceNucleusChoice(logits, temp, top_p, coin);
+    if (got == kSampleOnHostId) {
+      ++host;
+      continue;
+    }
+    ++device;
+    ASSERT_EQ(got, want) << "V " << V << " temperature " << temp << " top_p "
+                         << top_p << " coin " << coin << " trial " << trial;
+  }
+  EXPECT_GT(host, 0);
+  EXPECT_GT(device, 2000);
+}
+
+TEST(DeviceSampler, ThresholdHoldsTheNucleus) {
+  // Masses 0.5, 0.25, 0.125, ... in bins 126, 125, 124: top_p 0.6 needs
+  // the first two, so t = 0.25 and two candidates.
+  int count[128] = {};
+  float mass[128] = {};
+  count[126] = 1, mass[126] = 0.5f;
+  count[125] = 1, mass[125] = 0.25f;
+  count[124] = 4, mass[124] = 0.25f;
+  int n = 0;
+  EXPECT_EQ(nucleusThreshold(count, mass, 6, 0.6f, &n), 0.25f);
+  EXPECT_EQ(n, 2);
+  EXPECT_EQ(nucleusThreshold(count, mass, 6, 0.4f, &n), 0.5f);
+  EXPECT_EQ(n, 1);
+  // The bins' sum under top_p (rounding): every id.
+  mass[124] = 0.2499f;
+  EXPECT_EQ(nucleusThreshold(count, mass, 6, 0.99995f, &n), 0.0f);
+  EXPECT_EQ(n, 6);
+  EXPECT_EQ(nucleusBin(1.0f), 127);
+  EXPECT_EQ(nucleusBin(0.5f), 126);
+  EXPECT_EQ(nucleusBin(0.0f), 0);
+  EXPECT_EQ(nucleusBin(1e-45f), 0);
 }
 
 } // namespace

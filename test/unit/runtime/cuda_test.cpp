@@ -1,7 +1,8 @@
 // The CUDA backend against the CPU kernels on the same artifacts: prefill
 // (GEMV and cuBLAS paths, prompt chunking), decode, on-device sampling
-// (greedy and temperature, same draws as the CPU sampler), placeholder rows,
-// the REFRAG programs, f32 and bf16 weights, reset, traces and errors.
+// (greedy, temperature and top-p: the same draws and ids as the CPU
+// sampler), placeholder rows, the REFRAG programs, f32 and bf16 weights,
+// reset, traces and errors.
 //
 // Without a usable GPU the program prints why and exits 77, which ctest
 // reports as skipped (SKIP_RETURN_CODE); with one, every test runs.
@@ -21,6 +22,7 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -238,25 +240,76 @@ protected:
   std::shared_ptr<loom::Model> model_;
 };
 
-// Temperature sampling draws the same coins on both devices; with top-p
-// the CUDA session samples on the host from its logits.
-TEST_F(CudaSession, TemperatureAndTopPSamplingMatchTheCpu) {
-  const int64_t V = model_->config().vocab_size;
-  for (float top_p : {1.0f, 0.9f}) {
-    loom::SessionOptions cpu_options;
-    cpu_options.threads = 2;
-    loom::Session cpu(model_, cpu_options), gpu(model_, cudaOptions());
-    loom::Sampler sc(V, 0.8f, top_p, 42), sg(V, 0.8f, top_p, 42);
-    const std::vector<int32_t> prompt = promptIds(5, V);
-    int32_t a = sc.sample(cpu.forward(prompt.data(), prompt.size()).last());
-    int32_t b = sg.sample(gpu.forward(prompt.data(), prompt.size()).last());
-    ASSERT_EQ(a, b);
-    for (int step = 0; step < 48; ++step) {
-      a = cpu.forwardSample(a, sc);
-      b = gpu.forwardSample(b, sg);
-      ASSERT_EQ(a, b) << "top_p " << top_p << " step " << step;
-    }
+// Samples `steps` tokens on the CPU and on the GPU (forwardSample: the
+// device sampler) with the same seed and asserts the ids are equal. Returns
+// the largest number of nucleus candidates (p >= (1 - top_p) / (V - 1), the
+// device sampler's cut) seen in the CPU's logits.
+int64_t expectSameSamples(const std::shared_ptr<loom::Model> &model,
+                          float temperature, float top_p, int steps) {
+  const int64_t V = model->config().vocab_size;
+  loom::SessionOptions cpu_options;
+  cpu_options.threads = 2;
+  loom::Session cpu(model, cpu_options), gpu(model, cudaOptions());
+  loom::Sampler sc(V, temperature, top_p, 42), sg(V, temperature, top_p, 42);
+  const std::vector<int32_t> prompt = promptIds(5, V);
+  int32_t a = sc.sample(cpu.forward(prompt.data(), prompt.size()).last());
+  int32_t b = sg.sample(gpu.forward(prompt.data(), prompt.size()).last());
+  EXPECT_EQ(a, b);
+  int64_t most = 0;
+  std::vector<double> p(static_cast<size_t>(V));
+  for (int step = 0; step < steps && a == b; ++step) {
+    const float *l = cpu.forward(&a, 1).last();
+    double mx = -INFINITY, sum = 0;
+    for (int64_t i = 0; i < V; ++i)
+      mx = std::max(mx, double(l[i]) / temperature);
+    for (int64_t i = 0; i < V; ++i)
+      sum += p[i] = std::exp(double(l[i]) / temperature - mx);
+    std::sort(p.begin(), p.end(), std::greater<double>());
+    double mass = 0;
+    int64_t size = 0;
+    while (size < V && mass <= top_p * sum)
+      mass += p[size++];
+    most = std::max(most, size);
+    a = sc.sample(l);
+    b = gpu.forwardSample(b, sg);
+    EXPECT_EQ(a, b) << "temperature " << temperature << " top_p " << top_p
+                    << " step " << step;
   }
+  return most;
+}
+
+// Temperature and nucleus sampling on the device draw the same coins as the
+// CPU sampler and choose the same ids.
+TEST_F(CudaSession, TemperatureAndTopPSamplingMatchTheCpu) {
+  expectSameSamples(model_, 0.8f, 1.0f, 48);
+  for (float top_p : {0.9f, 0.5f, 0.05f})
+    expectSameSamples(model_, 0.8f, top_p, 48);
+  expectSameSamples(model_, 2.5f, 0.02f, 24);
+}
+
+// A nucleus wider than the device sorts (2048 ids: a flat distribution over
+// a large vocabulary) is chosen on the host from the step's logits with the
+// same coin; the ids still equal the CPU's.
+TEST(CudaSampling, WideNucleusIsChosenOnTheHost) {
+  TinyLlamaOptions o;
+  o.n_layers = 1;
+  o.dim = 64;
+  o.hidden_dim = 96;
+  o.n_heads = 4;
+  o.n_kv_heads = 2;
+  o.vocab_size = 6000;
+  o.max_seq = 64;
+  o.seed = 3;
+  LlamaArtifactOptions art;
+  art.max_tokens = 8;
+  TempFile *f = nullptr;
+  const std::string path = writeArtifact({"flat", o, art, false}, &f);
+  std::unique_ptr<TempFile> owner(f);
+  auto model = loom::Model::load(path);
+  EXPECT_GT(expectSameSamples(model, 3.0f, 0.95f, 16), 2048)
+      << "the nucleus is narrow enough for the device sampler";
+  // The same model with a narrow nucleus: on the device.
+  EXPECT_LE(expectSameSamples(model, 0.5f, 0.3f, 16), 512);
 }
 
 TEST_F(CudaSession, ResetReplaysTheSameSequence) {

@@ -257,6 +257,42 @@ TEST(Sampler, RejectsInvalidArguments) {
   EXPECT_THROW(greedy.sample(bad.data()), loom::Error);
 }
 
+// sampleWithCoin is sample() with the coin drawn beforehand (the CUDA
+// backend draws it, then may hand the choice back): same ids, and the
+// generator does not advance.
+TEST(Sampler, SampleWithCoinIsSampleWithADrawnCoin) {
+  std::mt19937 g(5);
+  std::normal_distribution<float> nd(0.0f, 2.0f);
+  std::vector<float> logits(300);
+  for (float top_p : {1.0f, 0.9f, 0.3f, 0.01f}) {
+    Sampler a(300, 0.8f, top_p, 77), b(300, 0.8f, top_p, 77);
+    for (int i = 0; i < 200; ++i) {
+      for (float &l : logits)
+        l = nd(g);
+      const int32_t want = a.sample(logits.data());
+      const float coin = b.nextUniform();
+      EXPECT_EQ(b.sampleWithCoin(logits.data(), coin), want)
+          << "top_p " << top_p << " draw " << i;
+      EXPECT_EQ(b.sampleWithCoin(logits.data(), coin), want)
+          << "the second call drew a coin";
+    }
+  }
+  // The coin decides: 0 takes the first id with mass, just under 1 the
+  // last one.
+  Sampler s(3, 1.0f, 1.0f, 1);
+  const std::vector<float> l = {1.0f, 1.0f, 1.0f};
+  EXPECT_EQ(s.sampleWithCoin(l.data(), 0.0f), 0);
+  EXPECT_EQ(s.sampleWithCoin(l.data(), 0.999f), 2);
+  for (float bad : {-0.1f, 1.0f, std::numeric_limits<float>::quiet_NaN()})
+    EXPECT_THROW(s.sampleWithCoin(l.data(), bad), loom::Error) << bad;
+  // Greedy ignores the coin; NaN logits are refused either way.
+  Sampler greedy(3, 0.0f, 1.0f, 1);
+  const std::vector<float> peak = {0.0f, 2.0f, 1.0f};
+  EXPECT_EQ(greedy.sampleWithCoin(peak.data(), 0.9f), 1);
+  const std::vector<float> nan_row = {0.0f, std::nanf(""), 1.0f};
+  EXPECT_THROW(s.sampleWithCoin(nan_row.data(), 0.5f), loom::Error);
+}
+
 TEST(Sampler, SingleTokenVocabulary) {
   float logit = 0.3f;
   for (float top_p : {1.0f, 0.5f}) {
