@@ -66,6 +66,14 @@ loom_status nullArgument(const char *function, const char *argument) {
                   std::string(function) + ": " + argument + " is NULL");
 }
 
+// In an API function: returns "FUNCTION: ARG is NULL"
+// (LOOM_ERROR_INVALID_ARGUMENT) when the argument ARG is null.
+#define LOOM_REQUIRE_ARG(arg)                                                  \
+  do {                                                                         \
+    if (!(arg))                                                                \
+      return nullArgument(__func__, #arg);                                     \
+  } while (0)
+
 loom_status forward(loom_session *session, const int *ids, size_t n,
                     const float **out_logits, bool all, const char *fn) {
   if (!session)
@@ -169,10 +177,8 @@ const char *loom_status_name(loom_status status) {
 const char *loom_cpu_isa(void) { return loom::activeIsaName(); }
 
 loom_status loom_model_load(const char *path, loom_model **out_model) {
-  if (!path)
-    return nullArgument("loom_model_load", "path");
-  if (!out_model)
-    return nullArgument("loom_model_load", "out_model");
+  LOOM_REQUIRE_ARG(path);
+  LOOM_REQUIRE_ARG(out_model);
   *out_model = nullptr;
   return guarded([&] {
     auto handle = std::make_unique<loom_model>();
@@ -186,10 +192,8 @@ void loom_model_free(loom_model *model) { delete model; }
 
 loom_status loom_model_get_info(const loom_model *model,
                                 loom_model_info *out_info) {
-  if (!model)
-    return nullArgument("loom_model_get_info", "model");
-  if (!out_info)
-    return nullArgument("loom_model_get_info", "out_info");
+  LOOM_REQUIRE_ARG(model);
+  LOOM_REQUIRE_ARG(out_info);
   const loom::ModelConfigInfo &c = model->model->config();
   out_info->dim = static_cast<long>(c.dim);
   out_info->hidden_dim = static_cast<long>(c.hidden_dim);
@@ -209,12 +213,9 @@ loom_status loom_model_get_info(const loom_model *model,
 
 loom_status loom_tokenize(const loom_model *model, const char *text, int bos,
                           int *ids, size_t capacity, size_t *out_n) {
-  if (!model)
-    return nullArgument("loom_tokenize", "model");
-  if (!text)
-    return nullArgument("loom_tokenize", "text");
-  if (!out_n)
-    return nullArgument("loom_tokenize", "out_n");
+  LOOM_REQUIRE_ARG(model);
+  LOOM_REQUIRE_ARG(text);
+  LOOM_REQUIRE_ARG(out_n);
   if (!ids && capacity > 0)
     return nullArgument("loom_tokenize", "ids");
   return guarded([&] {
@@ -234,10 +235,8 @@ loom_status loom_tokenize(const loom_model *model, const char *text, int bos,
 
 loom_status loom_token_to_text(const loom_model *model, int prev, int token,
                                char *buf, size_t capacity, size_t *out_len) {
-  if (!model)
-    return nullArgument("loom_token_to_text", "model");
-  if (!out_len)
-    return nullArgument("loom_token_to_text", "out_len");
+  LOOM_REQUIRE_ARG(model);
+  LOOM_REQUIRE_ARG(out_len);
   if (!buf && capacity > 0)
     return nullArgument("loom_token_to_text", "buf");
   const int64_t vocab = model->model->config().vocab_size;
@@ -264,10 +263,8 @@ loom_status loom_token_to_text(const loom_model *model, int prev, int token,
 
 loom_status loom_session_create(const loom_model *model, int threads,
                                 loom_session **out_session) {
-  if (!model)
-    return nullArgument("loom_session_create", "model");
-  if (!out_session)
-    return nullArgument("loom_session_create", "out_session");
+  LOOM_REQUIRE_ARG(model);
+  LOOM_REQUIRE_ARG(out_session);
   *out_session = nullptr;
   return guarded([&] {
     loom::SessionOptions options;
@@ -288,10 +285,8 @@ const char *loom_cuda_unavailable_reason(void) {
 loom_status loom_session_create_on(const loom_model *model, loom_device device,
                                    int device_index, int threads,
                                    loom_session **out_session) {
-  if (!model)
-    return nullArgument("loom_session_create_on", "model");
-  if (!out_session)
-    return nullArgument("loom_session_create_on", "out_session");
+  LOOM_REQUIRE_ARG(model);
+  LOOM_REQUIRE_ARG(out_session);
   *out_session = nullptr;
   if (device != LOOM_DEVICE_CPU && device != LOOM_DEVICE_CUDA)
     return failWith(LOOM_ERROR_INVALID_ARGUMENT,
@@ -313,12 +308,9 @@ loom_status loom_session_create_on(const loom_model *model, loom_device device,
 
 loom_status loom_session_forward_sample(loom_session *session, int token,
                                         loom_sampler *sampler, int *out_token) {
-  if (!session)
-    return nullArgument("loom_session_forward_sample", "session");
-  if (!sampler)
-    return nullArgument("loom_session_forward_sample", "sampler");
-  if (!out_token)
-    return nullArgument("loom_session_forward_sample", "out_token");
+  LOOM_REQUIRE_ARG(session);
+  LOOM_REQUIRE_ARG(sampler);
+  LOOM_REQUIRE_ARG(out_token);
   return guarded([&] {
     *out_token = session->session->forwardSample(token, sampler->sampler);
     return LOOM_OK;
@@ -338,8 +330,7 @@ loom_status loom_session_forward_all(loom_session *session, const int *ids,
 }
 
 loom_status loom_session_reset(loom_session *session) {
-  if (!session)
-    return nullArgument("loom_session_reset", "session");
+  LOOM_REQUIRE_ARG(session);
   session->session->reset();
   return LOOM_OK;
 }
@@ -351,10 +342,8 @@ long loom_session_position(const loom_session *session) {
 loom_status loom_sampler_create(const loom_model *model, float temperature,
                                 float top_p, unsigned long seed,
                                 loom_sampler **out_sampler) {
-  if (!model)
-    return nullArgument("loom_sampler_create", "model");
-  if (!out_sampler)
-    return nullArgument("loom_sampler_create", "out_sampler");
+  LOOM_REQUIRE_ARG(model);
+  LOOM_REQUIRE_ARG(out_sampler);
   *out_sampler = nullptr;
   if (!(std::isfinite(temperature) && temperature >= 0.0f))
     return failWith(LOOM_ERROR_INVALID_ARGUMENT,
@@ -376,12 +365,9 @@ void loom_sampler_free(loom_sampler *sampler) { delete sampler; }
 
 loom_status loom_sampler_sample(loom_sampler *sampler, const float *logits,
                                 int *out_token) {
-  if (!sampler)
-    return nullArgument("loom_sampler_sample", "sampler");
-  if (!logits)
-    return nullArgument("loom_sampler_sample", "logits");
-  if (!out_token)
-    return nullArgument("loom_sampler_sample", "out_token");
+  LOOM_REQUIRE_ARG(sampler);
+  LOOM_REQUIRE_ARG(logits);
+  LOOM_REQUIRE_ARG(out_token);
   return guarded([&] {
     *out_token = sampler->sampler.sample(logits);
     return LOOM_OK;
@@ -394,10 +380,8 @@ int loom_model_has_chunk_encoder(const loom_model *model) {
 
 loom_status loom_model_get_chunk_encoder_info(const loom_model *model,
                                               loom_chunk_encoder_info *out_info) {
-  if (!model)
-    return nullArgument("loom_model_get_chunk_encoder_info", "model");
-  if (!out_info)
-    return nullArgument("loom_model_get_chunk_encoder_info", "out_info");
+  LOOM_REQUIRE_ARG(model);
+  LOOM_REQUIRE_ARG(out_info);
   const loom::RefragInfo *info = model->model->refrag();
   if (!info)
     return failWith(LOOM_ERROR, std::string("loom_model_get_chunk_encoder_info: ") +
@@ -415,10 +399,8 @@ loom_status loom_rag_prefill(loom_session *session, const int *context_ids,
                              size_t n_expand, const float **out_logits,
                              loom_rag_stats *out_stats) {
   const char *fn = "loom_rag_prefill";
-  if (!session)
-    return nullArgument(fn, "session");
-  if (!context_ids)
-    return nullArgument(fn, "context_ids");
+  LOOM_REQUIRE_ARG(session);
+  LOOM_REQUIRE_ARG(context_ids);
   if (n_context == 0)
     return failWith(LOOM_ERROR_INVALID_ARGUMENT,
                     std::string(fn) + ": the context is empty (REFRAG needs "
@@ -452,12 +434,9 @@ loom_status loom_encode_corpus(const loom_model *model,
                                const char *corpus_path, const char *out_path,
                                size_t chunk_size, int threads) {
   const char *fn = "loom_encode_corpus";
-  if (!model)
-    return nullArgument(fn, "model");
-  if (!corpus_path)
-    return nullArgument(fn, "corpus_path");
-  if (!out_path)
-    return nullArgument(fn, "out_path");
+  LOOM_REQUIRE_ARG(model);
+  LOOM_REQUIRE_ARG(corpus_path);
+  LOOM_REQUIRE_ARG(out_path);
   if (threads < 0)
     return failWith(LOOM_ERROR_INVALID_ARGUMENT,
                     std::string(fn) + ": threads must be >= 0");
@@ -509,10 +488,8 @@ loom_status loom_encode_corpus(const loom_model *model,
 
 loom_status loom_chunk_store_open(const char *path,
                                   loom_chunk_store **out_store) {
-  if (!path)
-    return nullArgument("loom_chunk_store_open", "path");
-  if (!out_store)
-    return nullArgument("loom_chunk_store_open", "out_store");
+  LOOM_REQUIRE_ARG(path);
+  LOOM_REQUIRE_ARG(out_store);
   *out_store = nullptr;
   return guarded([&] {
     *out_store = new loom_chunk_store{loom::ChunkStore::open(path)};
@@ -524,10 +501,8 @@ void loom_chunk_store_free(loom_chunk_store *store) { delete store; }
 
 loom_status loom_chunk_store_get_info(const loom_chunk_store *store,
                                       loom_chunk_store_info *out_info) {
-  if (!store)
-    return nullArgument("loom_chunk_store_get_info", "store");
-  if (!out_info)
-    return nullArgument("loom_chunk_store_get_info", "out_info");
+  LOOM_REQUIRE_ARG(store);
+  LOOM_REQUIRE_ARG(out_info);
   out_info->chunk_size = store->store.chunkSize();
   out_info->n_passages = store->store.passageCount();
   out_info->n_chunks = store->store.chunkCount();
@@ -543,12 +518,9 @@ loom_status loom_chunk_store_passage_tokens(const loom_chunk_store *store,
                                             size_t index, const int **out_ids,
                                             size_t *out_n) {
   const char *fn = "loom_chunk_store_passage_tokens";
-  if (!store)
-    return nullArgument(fn, "store");
-  if (!out_ids)
-    return nullArgument(fn, "out_ids");
-  if (!out_n)
-    return nullArgument(fn, "out_n");
+  LOOM_REQUIRE_ARG(store);
+  LOOM_REQUIRE_ARG(out_ids);
+  LOOM_REQUIRE_ARG(out_n);
   if (index >= store->store.passageCount())
     return failWith(LOOM_ERROR_INVALID_ARGUMENT,
                     std::string(fn) + ": passage " + std::to_string(index) +
@@ -569,12 +541,9 @@ loom_status loom_rag_prefill_from_store(
     size_t n_question, float expand_fraction, const size_t *expand_chunks,
     size_t n_expand, const float **out_logits, loom_rag_stats *out_stats) {
   const char *fn = "loom_rag_prefill_from_store";
-  if (!session)
-    return nullArgument(fn, "session");
-  if (!store)
-    return nullArgument(fn, "store");
-  if (!passages)
-    return nullArgument(fn, "passages");
+  LOOM_REQUIRE_ARG(session);
+  LOOM_REQUIRE_ARG(store);
+  LOOM_REQUIRE_ARG(passages);
   if (n_passages == 0)
     return failWith(LOOM_ERROR_INVALID_ARGUMENT,
                     std::string(fn) + ": no passages selected");

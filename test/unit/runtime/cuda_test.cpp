@@ -50,35 +50,28 @@ struct Case {
   bool bf16;
 };
 
-// A model wide enough for the vectorised GEMV (K % 8 == 0) and, with 64
-// rows per step, the cuBLAS path; and the tiny one (K = 16 / 40: scalar
-// GEMV for bf16's 8-wide loads on 40).
-TinyLlamaOptions wide() {
+// A random model of the given shape (TinyLlamaOptions in order).
+TinyLlamaOptions shape(int layers, int dim, int hidden, int heads,
+                       int kv_heads, int vocab, int max_seq, uint64_t seed) {
   TinyLlamaOptions o;
-  o.n_layers = 2;
-  o.dim = 256;
-  o.hidden_dim = 688;
-  o.n_heads = 8;
-  o.n_kv_heads = 2;
-  o.vocab_size = 1000;
-  o.max_seq = 160;
-  o.seed = 7;
+  o.n_layers = layers;
+  o.dim = dim;
+  o.hidden_dim = hidden;
+  o.n_heads = heads;
+  o.n_kv_heads = kv_heads;
+  o.vocab_size = vocab;
+  o.max_seq = max_seq;
+  o.seed = seed;
   return o;
 }
 
+// A model wide enough for the vectorised GEMV (K % 8 == 0) and, with 64
+// rows per step, the cuBLAS path; and the tiny one (K = 16 / 40: scalar
+// GEMV for bf16's 8-wide loads on 40).
+TinyLlamaOptions wide() { return shape(2, 256, 688, 8, 2, 1000, 160, 7); }
+
 // Long rows: the decode GEMVs split K over 2 and 4 warps, head_dim 128.
-TinyLlamaOptions deep() {
-  TinyLlamaOptions o;
-  o.n_layers = 1;
-  o.dim = 1024;
-  o.hidden_dim = 2816;
-  o.n_heads = 8;
-  o.n_kv_heads = 2;
-  o.vocab_size = 512;
-  o.max_seq = 96;
-  o.seed = 11;
-  return o;
-}
+TinyLlamaOptions deep() { return shape(1, 1024, 2816, 8, 2, 512, 96, 11); }
 
 std::vector<Case> cases() {
   std::vector<Case> c;
@@ -291,15 +284,7 @@ TEST_F(CudaSession, TemperatureAndTopPSamplingMatchTheCpu) {
 // a large vocabulary) is chosen on the host from the step's logits with the
 // same coin; the ids still equal the CPU's.
 TEST(CudaSampling, WideNucleusIsChosenOnTheHost) {
-  TinyLlamaOptions o;
-  o.n_layers = 1;
-  o.dim = 64;
-  o.hidden_dim = 96;
-  o.n_heads = 4;
-  o.n_kv_heads = 2;
-  o.vocab_size = 6000;
-  o.max_seq = 64;
-  o.seed = 3;
+  const TinyLlamaOptions o = shape(1, 64, 96, 4, 2, 6000, 64, 3);
   LlamaArtifactOptions art;
   art.max_tokens = 8;
   TempFile *f = nullptr;
