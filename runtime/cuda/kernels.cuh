@@ -1156,9 +1156,12 @@ __host__ __device__ inline int nucleusBin(float p) {
   return u >> 23 < 127u ? int(u >> 23) : 127;
 }
 
-// From the bins' counts and masses: the largest power of two t whose set
-// {p >= t} has mass over top_p (0 when none does: every id), and in *n the
-// size of that set.
+// From the bins' counts and masses (of the ids with p >= run.c's cutoff
+// (1 - top_p) / (V - 1): the others together weigh under 1 - top_p, so the
+// nucleus never needs them unless rounding says otherwise): the largest
+// power of two t whose bins have mass over top_p, and in *n how many ids
+// nucleusKeeps keeps with it; 0 and V when no bin reaches top_p (then every
+// id is a candidate, as in the CPU sampler's second pass).
 __host__ __device__ inline float nucleusThreshold(const int *bin_count,
                                                   const float *bin_mass, int V,
                                                   float top_p, int *n) {
@@ -1175,6 +1178,17 @@ __host__ __device__ inline float nucleusThreshold(const int *bin_count,
   float t;
   memcpy(&t, &bits, sizeof t);
   return t; // b == 0: 0.0f
+}
+
+// run.c's cutoff: the ids below it weigh under 1 - top_p together.
+__host__ __device__ inline float nucleusCutoff(float top_p, int V) {
+  return (1.0f - top_p) / float(V - 1);
+}
+
+// Whether an id of probability p is a candidate for threshold t: the ids
+// the histogram counted from bin t up, or every id when t == 0.
+__host__ __device__ inline bool nucleusKeeps(float p, float t, float cutoff) {
+  return t == 0.0f || (p >= t && p >= cutoff);
 }
 
 // One compare-exchange of a bitonic sorting network over (p, id) pairs:
@@ -1350,6 +1364,7 @@ __global__ void sampleKernel(const float *logits, int V, StepParams *s,
     // a histogram of the probabilities' binary exponents: the largest power
     // of two whose set's mass exceeds top_p (the walk below checks that the
     // prefix really ends inside it, whatever the order of the float sums).
+    // See nucleusThreshold and nucleusKeeps.
     __shared__ int bin_count[128];
     __shared__ float bin_mass[128];
     __shared__ int n_cand;
@@ -1359,10 +1374,15 @@ __global__ void sampleKernel(const float *logits, int V, StepParams *s,
       bin_mass[b] = 0.0f;
     }
     __syncthreads();
+    // Only ids over the cutoff: few in a peaked distribution, which keeps
+    // the shared-memory atomics from queueing on a handful of bins.
+    const float cutoff = nucleusCutoff(top_p, V);
     for (int i = lo; i < hi; ++i) {
       const float p = weight(i) / total;
-      atomicAdd(&bin_count[nucleusBin(p)], 1);
-      atomicAdd(&bin_mass[nucleusBin(p)], p);
+      if (p >= cutoff) {
+        atomicAdd(&bin_count[nucleusBin(p)], 1);
+        atomicAdd(&bin_mass[nucleusBin(p)], p);
+      }
     }
     __syncthreads();
     if (tid == 0) {
@@ -1384,7 +1404,7 @@ __global__ void sampleKernel(const float *logits, int V, StepParams *s,
     __syncthreads();
     for (int i = lo; i < hi; ++i) {
       const float p = weight(i) / total;
-      if (p >= t) {
+      if (nucleusKeeps(p, t, cutoff)) {
         const int k = atomicAdd(&n_cand, 1);
         if (k < kTopPCandidates) {
           cand_p[k] = p;

@@ -121,10 +121,13 @@ int deviceNucleusChoice(const std::vector<float> &logits, float temp,
   }
   int bin_count[128] = {};
   float bin_mass[128] = {};
+  const float cutoff = nucleusCutoff(top_p, V);
   for (int i = 0; i < V; ++i) {
     const float p = w[i] / total;
-    ++bin_count[nucleusBin(p)];
-    bin_mass[nucleusBin(p)] += p;
+    if (p >= cutoff) {
+      ++bin_count[nucleusBin(p)];
+      bin_mass[nucleusBin(p)] += p;
+    }
   }
   int n = 0;
   const float t = nucleusThreshold(bin_count, bin_mass, V, top_p, &n);
@@ -136,7 +139,7 @@ int deviceNucleusChoice(const std::vector<float> &logits, float temp,
   for (int k = 0; k < V; ++k) {
     const int i = int((int64_t(k) * 7919 + 13) % V); // V < 7919: a permutation
     const float q = w[i] / total;
-    if (q >= t) {
+    if (nucleusKeeps(q, t, cutoff)) {
       EXPECT_LT(gathered, n);
       p[gathered] = q;
       id[gathered++] = i;
@@ -162,16 +165,24 @@ int deviceNucleusChoice(const std::vector<float> &logits, float temp,
 
 // The device's nucleus choice equals Sampler::sampleWithCoin on random rows:
 // vocabularies up to 5000, temperatures 0.1-3, top-p 0.01-0.999, logit
-// scales from flat to underflowing weights, and rows full of ties. Some
-// rows must go to the host (a nucleus over kTopPCandidates ids).
+// scales from flat to underflowing weights, rows full of ties, and rows
+// where no id reaches run.c's cutoff. Some rows must go to the host (a
+// nucleus over kTopPCandidates ids).
 TEST(DeviceSampler, NucleusChoiceEqualsTheCpuSampler) {
   std::mt19937 g(1);
   int host = 0, device = 0;
   for (int trial = 0; trial < 3000; ++trial) {
     const int V = 2 + int(g() % 5000);
     const float temp = 0.1f + float(g() % 300) / 100.0f;
-    const float top_p = std::min(0.999f, 0.01f + float(g() % 1000) / 1000.0f);
-    std::normal_distribution<float> nd(0.0f, 0.01f + 4.0f * float(g() % 6));
+    float top_p = std::min(0.999f, 0.01f + float(g() % 1000) / 1000.0f);
+    float scale = 0.01f + 4.0f * float(g() % 6);
+    if (trial % 13 == 0) {
+      // Nearly flat, top_p under 1 / V: no id reaches run.c's cutoff, so
+      // the nucleus comes from every id (the CPU sampler's second pass).
+      scale = 1e-4f;
+      top_p = 0.4f / float(V);
+    }
+    std::normal_distribution<float> nd(0.0f, scale);
     std::vector<float> logits(static_cast<size_t>(V));
     for (float &l : logits)
       l = nd(g);
