@@ -29,6 +29,13 @@ its numbers beside the default's. --no-torch skips the PyTorch baseline.
 --profile MODEL also runs that model's bench with --trace (dispatch by
 dispatch, no graphs, no fusion; each dispatch's GPU time from CUDA events)
 and prints the GPU time per decode token and per prefill by kernel.
+
+--breakdown MODEL also runs that model's bench once per kernel class with
+LOOM_CUDA_OMIT=CLASS (the class left out; outputs are wrong, the timing is
+what counts) and once with every class left out, and prints what each
+class costs inside the decode graph (microseconds a token) and in the
+prefill: the time it adds to the step as it runs, overlap with its
+neighbours included, which --profile's serialised per-kernel times miss.
 """
 import argparse
 import json
@@ -158,6 +165,40 @@ def profile(loom_run, art, workdir):
                   % (k, c // steps, d / steps, 100 * d / total))
 
 
+OMIT_CLASSES = ["norm", "qkv", "attention", "out", "gate_up", "matmul", "logits"]
+
+
+def breakdown(loom_run, art, base):
+    """What each kernel class adds to a decode step and to the prefill."""
+    dec0 = 1e6 / float(base["decode_tokens_per_s"])
+    pre0 = 1e3 * float(base["prefill_tokens"]) / float(base["prefill_tokens_per_s"])
+    print("breakdown (LOOM_CUDA_OMIT; decode step %.1f us, prefill %.2f ms):" % (dec0, pre0))
+    rows = {}
+    for c in OMIT_CLASSES + [",".join(OMIT_CLASSES)]:
+        name = c if "," not in c else "everything"
+        p = subprocess.run([loom_run, art, "--device", "cuda", "--bench"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env=dict(os.environ, LOOM_CUDA_OMIT=c))
+        if p.returncode != 0:
+            # Left-out kernels leave stale buffers; a run they derail is
+            # reported, not fatal to the benchmark.
+            print("  %-10s failed (exit %d): %s" % (name, p.returncode,
+                                                    p.stderr.strip().splitlines()[-1:]))
+            continue
+        out = keyvals(p.stdout)
+        dec = 1e6 / float(out["decode_tokens_per_s"])
+        pre = 1e3 * float(out["prefill_tokens"]) / float(out["prefill_tokens_per_s"])
+        rows[name] = {"decode_us": dec0 - dec, "prefill_ms": pre0 - pre}
+        if name == "everything":
+            print("  %-10s left out: decode %7.1f us a token remain, prefill %6.2f ms remain"
+                  % (name, dec, pre))
+        else:
+            print("  %-10s decode %7.1f us a token (%4.1f%%)   prefill %6.2f ms (%4.1f%%)"
+                  % (name, dec0 - dec, 100 * (dec0 - dec) / dec0, pre0 - pre,
+                     100 * (pre0 - pre) / pre0))
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bundle", required=True)
@@ -165,6 +206,7 @@ def main():
     ap.add_argument("--workdir", default="/tmp/loom-bench-cuda")
     ap.add_argument("--out", default=".")
     ap.add_argument("--profile", default="")
+    ap.add_argument("--breakdown", default="")
     ap.add_argument("--variant", action="append", default=[])
     ap.add_argument("--no-torch", action="store_true")
     a = ap.parse_args()
@@ -204,6 +246,9 @@ def main():
         if m == a.profile:
             profile(os.path.join(b, "bin", "loom-run"), art, a.workdir)
             ncu_profile(os.path.join(b, "bin", "loom-run"), art, a.out)
+        r_breakdown = None
+        if m == a.breakdown:
+            r_breakdown = breakdown(os.path.join(b, "bin", "loom-run"), art, loom)
         os.remove(art)
         weight = int(loom["weight_bytes"])
         kv = int(loom["kv_bytes_per_token"])
@@ -222,6 +267,8 @@ def main():
         r["prefill_vs_torch"] = r["loom_prefill_tok_s"] / r["torch_prefill_tok_s"]
         r["decode_roofline_fraction"] = r["loom_decode_tok_s"] / roof
         r["variants"] = r_variants
+        if r_breakdown is not None:
+            r["breakdown"] = r_breakdown
         results["models"][m] = r
         rows.append((m, r))
     print()

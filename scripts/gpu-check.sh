@@ -146,7 +146,7 @@ if command -v compute-sanitizer > /dev/null; then
     --temperature 0 --print-ids
 fi
 
-step bench python3 bench/bench_cuda.py --bundle "$B" --out "$OUTDIR" --workdir "$W/bench" --profile 1b \
+step bench python3 bench/bench_cuda.py --bundle "$B" --out "$OUTDIR" --workdir "$W/bench" --profile 1b --breakdown 1b \
   --variant no-rope-fold,LOOM_CUDA_ROPE_FOLD=0 --variant gemv-4-1,LOOM_CUDA_GEMV=4,1 \
   --variant attn-blocks-1,LOOM_CUDA_ATTN_BLOCKS=1 --variant attn-blocks-4,LOOM_CUDA_ATTN_BLOCKS=4 \
   --variant prefill-tiled,LOOM_CUDA_PREFILL_ATTN=tiled --variant prefill-rows,LOOM_CUDA_PREFILL_ATTN=rows

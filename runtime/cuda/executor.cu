@@ -227,6 +227,19 @@ private:
   PrefillAttention prefill_attn_ = PrefillAttention::Auto;
   bool gemv_forced_ = false; // LOOM_CUDA_GEMV=U,S
   GemvConfig gemv_override_;
+  // LOOM_CUDA_OMIT=CLASS,...: kernel classes left out, to measure what each
+  // costs inside the graphs (bench_cuda.py --breakdown); outputs are wrong.
+  enum Omit : unsigned {
+    kOmitNorm = 1,      // norm: RmsNorm, LayerNorm, Add + RmsNorm
+    kOmitQkv = 2,       // qkv: the packed q|k|v projection (and its bias)
+    kOmitAttention = 4, // attention: RoPE, KV append and attention
+    kOmitOut = 8,       // out: the attention's output projection
+    kOmitGateUp = 16,   // gate_up: the fused gate/up GEMV + silu_mul
+    kOmitMatMul = 32,   // matmul: every other MatMul (the FFN's down)
+    kOmitLogits = 64,   // logits: the classifier
+  };
+  unsigned omit_ = 0;
+  bool omitted(unsigned c) const { return (omit_ & c) != 0; }
   int max_smem_ = 48 * 1024;
   std::vector<cudaEvent_t> trace_events_; // reused across steps
   std::vector<size_t> trace_marks_;       // dispatch of each event
@@ -289,6 +302,34 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device, TraceRecorder *trace,
   }
   if (const char *e = std::getenv("LOOM_CUDA_ROPE_FOLD"))
     rope_fold_ = std::string(e) != "0";
+  if (const char *e = std::getenv("LOOM_CUDA_OMIT"); e && *e) {
+    static const std::pair<const char *, unsigned> kClasses[] = {
+        {"norm", kOmitNorm},           {"qkv", kOmitQkv},
+        {"attention", kOmitAttention}, {"out", kOmitOut},
+        {"gate_up", kOmitGateUp},      {"matmul", kOmitMatMul},
+        {"logits", kOmitLogits}};
+    std::string list = e;
+    size_t at = 0;
+    while (at <= list.size()) {
+      const size_t comma = std::min(list.find(',', at), list.size());
+      const std::string name = list.substr(at, comma - at);
+      unsigned bit = 0;
+      for (const auto &[n, b] : kClasses)
+        if (name == n)
+          bit = b;
+      if (!bit)
+        throw Error("LOOM_CUDA_OMIT=" + list + ": unknown kernel class '" +
+                    name +
+                    "' (expected norm, qkv, attention, out, gate_up, matmul "
+                    "or logits, separated by commas)");
+      omit_ |= bit;
+      at = comma + 1;
+    }
+    std::fprintf(stderr,
+                 "loom: LOOM_CUDA_OMIT=%s leaves kernels out (for timing): "
+                 "the outputs are wrong\n",
+                 e);
+  }
   if (const char *e = std::getenv("LOOM_CUDA_GEMV")) {
     int u = 0, sp = 0;
     if (std::sscanf(e, "%d,%d", &u, &sp) != 2 || (u != 4 && u != 8) ||
@@ -678,35 +719,40 @@ void CudaExecutor::qkvAttention(const DispatchDesc &d, int64_t T) {
   const int64_t qd = nh * hd, kd = nkv * hd;
   float *qkv = buffer(d.scratch[0]), *attn = buffer(d.scratch[1]);
   const int64_t lq = ld(d.scratch[0]), la = ld(d.scratch[1]);
-  gemm(buffer(in[0]), ld(in[0]), w[0], qkv, lq, T, ld(in[0]), qd + 2 * kd,
-       false);
-  if (w.size() > 2)
+  if (!omitted(kOmitQkv))
+    gemm(buffer(in[0]), ld(in[0]), w[0], qkv, lq, T, ld(in[0]), qd + 2 * kd,
+         false);
+  if (w.size() > 2 && !omitted(kOmitQkv))
     launchKernel(addRowBiasKernel, unsigned(T), rowThreads(qd + kd), 0, qkv, lq,
                  wf(2), qkv, lq, qd + kd);
   // q and k are adjacent column ranges whose heads both start at
   // multiples of head_dim: one rotation covers both, and the same kernel
   // appends the rotated k and v to the cache.
-  if (m_.kv_caches[ip[0]].loop_layer >= 0) {
-    launchKernel(ropeKernel, unsigned(T), rowThreads((qd + kd) / 2), 0, d_step_,
-                 qkv, lq, qd + kd, hd, d.fparams[0]);
-    loopAttend(uint32_t(ip[0]), qkv, lq, qkv + qd, lq, qkv + qd + kd, lq, attn,
-               la, T, nh, nkv, hd);
-  } else {
-    const DeviceCache &c = caches_[ip[0]];
-    // One row (decode): RoPE and the append happen inside the attention.
-    RopeFold fold;
-    if (T == 1 && rope_fold_ && hd % 2 == 0 && hd <= 32 * kAttnMaxDimsPerLane) {
-      fold.k = qkv + qd;
-      fold.v = qkv + qd + kd;
-      fold.theta = d.fparams[0];
+  if (!omitted(kOmitAttention)) {
+    if (m_.kv_caches[ip[0]].loop_layer >= 0) {
+      launchKernel(ropeKernel, unsigned(T), rowThreads((qd + kd) / 2), 0,
+                   d_step_, qkv, lq, qd + kd, hd, d.fparams[0]);
+      loopAttend(uint32_t(ip[0]), qkv, lq, qkv + qd, lq, qkv + qd + kd, lq,
+                 attn, la, T, nh, nkv, hd);
     } else {
-      launchKernel(ropeAppendKernel, unsigned(T), rowThreads((qd + kd) / 2), 0,
-                   d_step_, qkv, lq, qd, kd, hd, d.fparams[0], c.k, c.v);
+      const DeviceCache &c = caches_[ip[0]];
+      // One row (decode): RoPE and the append happen inside the attention.
+      RopeFold fold;
+      if (T == 1 && rope_fold_ && hd % 2 == 0 &&
+          hd <= 32 * kAttnMaxDimsPerLane) {
+        fold.k = qkv + qd;
+        fold.v = qkv + qd + kd;
+        fold.theta = d.fparams[0];
+      } else {
+        launchKernel(ropeAppendKernel, unsigned(T), rowThreads((qd + kd) / 2),
+                     0, d_step_, qkv, lq, qd, kd, hd, d.fparams[0], c.k, c.v);
+      }
+      attendCache(c, qkv, lq, attn, la, T, nh, nkv, hd, fold);
     }
-    attendCache(c, qkv, lq, attn, la, T, nh, nkv, hd, fold);
   }
-  gemm(attn, la, w[1], buffer(out[0]), ld(out[0]), T, qd, ld(out[0]),
-       ip.size() > 4 && ip[4] != 0);
+  if (!omitted(kOmitOut))
+    gemm(attn, la, w[1], buffer(out[0]), ld(out[0]), T, qd, ld(out[0]),
+         ip.size() > 4 && ip[4] != 0);
 }
 
 void CudaExecutor::launch(const DispatchDesc &d, int64_t T, int64_t logit_begin,
@@ -732,11 +778,15 @@ void CudaExecutor::launch(const DispatchDesc &d, int64_t T, int64_t logit_begin,
     break;
   }
   case Kernel::RmsNorm:
+    if (omitted(kOmitNorm))
+      break;
     launchKernel(rmsNormKernel, unsigned(T), rowThreads(ld(in[0])), 0,
                  buffer(in[0]), ld(in[0]), wf(0), buffer(out[0]), ld(out[0]),
                  ld(in[0]), d.fparams[0]);
     break;
   case Kernel::MatMul:
+    if (omitted(kOmitMatMul))
+      break;
     gemm(buffer(in[0]), ld(in[0]), w[0], buffer(out[0]), ld(out[0]), T,
          ld(in[0]), ld(out[0]), !ip.empty() && ip[0] != 0);
     if (w.size() > 1)
@@ -754,6 +804,8 @@ void CudaExecutor::launch(const DispatchDesc &d, int64_t T, int64_t logit_begin,
                  buffer(out[0]), ld(out[0]), ip[0], ip[1], d.fparams[0]);
     break;
   case Kernel::Attention:
+    if (omitted(kOmitAttention))
+      break;
     attention(ip[0], buffer(in[0]), ld(in[0]), buffer(in[1]), ld(in[1]),
               buffer(in[2]), ld(in[2]), buffer(out[0]), ld(out[0]), T, ip[1],
               ip[2], ip[3]);
@@ -771,7 +823,7 @@ void CudaExecutor::launch(const DispatchDesc &d, int64_t T, int64_t logit_begin,
     break;
   }
   case Kernel::Logits:
-    if (logit_end > logit_begin)
+    if (logit_end > logit_begin && !omitted(kOmitLogits))
       gemm(buffer(in[0]) + logit_begin * ld(in[0]), ld(in[0]), w[0],
            buffer(out[0]) + logit_begin * ld(out[0]), ld(out[0]),
            logit_end - logit_begin, ld(in[0]), ld(out[0]), false);
@@ -797,6 +849,8 @@ void CudaExecutor::launch(const DispatchDesc &d, int64_t T, int64_t logit_begin,
                  ld(out[0]));
     break;
   case Kernel::LayerNorm:
+    if (omitted(kOmitNorm))
+      break;
     launchKernel(layerNormKernel, unsigned(T), rowThreads(ld(in[0])), 0,
                  buffer(in[0]), ld(in[0]), wf(0), wf(1), buffer(out[0]),
                  ld(out[0]), ld(in[0]), d.fparams[0]);
@@ -854,10 +908,11 @@ size_t CudaExecutor::launchFused(const ProgramDesc &prog, size_t i, size_t end,
     if (e.inputs[0] != d.outputs[0] || ld(d.inputs[0]) != D ||
         ld(d.inputs[1]) != D || ld(e.outputs[0]) != D)
       return 0;
-    launchKernel(addRmsNormKernel, unsigned(T), rowThreads(D), 0,
-                 buffer(d.inputs[0]), buffer(d.inputs[1]), buffer(d.outputs[0]),
-                 tensors_[e.weight_ids[0]].f32, buffer(e.outputs[0]), D,
-                 e.fparams[0]);
+    if (!omitted(kOmitNorm))
+      launchKernel(addRmsNormKernel, unsigned(T), rowThreads(D), 0,
+                   buffer(d.inputs[0]), buffer(d.inputs[1]),
+                   buffer(d.outputs[0]), tensors_[e.weight_ids[0]].f32,
+                   buffer(e.outputs[0]), D, e.fparams[0]);
     check(cudaGetLastError(), "add + rms_norm");
     return 2;
   }
@@ -907,6 +962,8 @@ size_t CudaExecutor::gateUp(const ProgramDesc &prog, size_t i, size_t end,
                    static_cast<const Wt *>(w3.native), buffer(a), N, buffer(b),
                    N, buffer(y), N, int(T), int(K), int(N));
     };
+    if (omitted(kOmitGateUp))
+      return 3;
     if (w1.dtype == WeightType::BF16)
       withGemvConfig<__nv_bfloat16, 8>(c, int(T), go);
     else

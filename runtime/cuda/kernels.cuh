@@ -1428,8 +1428,7 @@ __global__ void sampleKernel(const float *logits, int V, StepParams *s,
           nucleusCompareSwap(cand_p, cand_id, i, size, stride);
         __syncthreads();
       }
-    finish(tid == 0 ? nucleusChoose(cand_p, cand_id, n, V, top_p, s->coin)
-                    : 0);
+    finish(tid == 0 ? nucleusChoose(cand_p, cand_id, n, V, top_p, s->coin) : 0);
     return;
   }
   const float target = s->coin * total;

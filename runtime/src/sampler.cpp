@@ -83,8 +83,7 @@ int32_t Sampler::sampleWithCoin(const float *logits, float coin) {
     return argmax(logits);
   // Written so that NaN fails too.
   if (!(coin >= 0.0f && coin < 1.0f))
-    throw Error("sampler: coin must be in [0, 1), got " +
-                std::to_string(coin));
+    throw Error("sampler: coin must be in [0, 1), got " + std::to_string(coin));
   return draw(logits, coin);
 }
 

@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <functional>
 #include <string>
@@ -295,6 +296,36 @@ TEST(CudaSampling, WideNucleusIsChosenOnTheHost) {
       << "the nucleus is narrow enough for the device sampler";
   // The same model with a narrow nucleus: on the device.
   EXPECT_LE(expectSameSamples(model, 0.5f, 0.3f, 16), 512);
+}
+
+// LOOM_CUDA_OMIT (bench_cuda.py --breakdown) leaves kernel classes out:
+// the logits change, and an unknown class is refused by name.
+TEST_F(CudaSession, OmitLeavesKernelClassesOut) {
+  struct Unset {
+    ~Unset() { unsetenv("LOOM_CUDA_OMIT"); }
+  } unset;
+  const int64_t V = model_->config().vocab_size;
+  const std::vector<int32_t> prompt = promptIds(9, V);
+  loom::Session full(model_, cudaOptions());
+  loom::Logits a = full.forward(prompt.data(), prompt.size());
+  const std::vector<float> ref(a.last(), a.last() + V);
+  for (const char *c : {"attention", "norm,gate_up", "qkv,out,matmul"}) {
+    setenv("LOOM_CUDA_OMIT", c, 1);
+    loom::Session part(model_, cudaOptions());
+    loom::Logits b = part.forward(prompt.data(), prompt.size());
+    EXPECT_GT(relDiff(b.last(), ref.data(), size_t(V)), 1e-3) << c;
+  }
+  for (const char *bad : {"attn", "norm,,qkv", "qkv,"}) {
+    setenv("LOOM_CUDA_OMIT", bad, 1);
+    try {
+      loom::Session s(model_, cudaOptions());
+      ADD_FAILURE() << "LOOM_CUDA_OMIT='" << bad << "' accepted";
+    } catch (const loom::Error &e) {
+      EXPECT_NE(std::string(e.what()).find("LOOM_CUDA_OMIT"),
+                std::string::npos)
+          << e.what();
+    }
+  }
 }
 
 TEST_F(CudaSession, ResetReplaysTheSameSequence) {
