@@ -66,6 +66,9 @@ for g in 4,1 8,2 8,4 4,4; do
   step "cuda-unit-gemv-$g" env LOOM_CUDA_GEMV=$g "$B/bin/loom-cuda-test" --gtest_brief=1
 done
 step cuda-unit-no-rope-fold env LOOM_CUDA_ROPE_FOLD=0 "$B/bin/loom-cuda-test" --gtest_brief=1
+# With the L2 prefetch of the next GEMV's weights on a side stream (an
+# experiment, off by default): the graphs fork and join it.
+step cuda-unit-prefetch env LOOM_CUDA_PREFETCH=16 "$B/bin/loom-cuda-test" --gtest_brief=1
 # Both prefill attention kernels (the automatic choice takes the tiled one
 # only for steps with enough heads x row tiles to fill the GPU).
 for a in tiled rows; do
@@ -149,7 +152,8 @@ fi
 step bench python3 bench/bench_cuda.py --bundle "$B" --out "$OUTDIR" --workdir "$W/bench" --profile 1b --breakdown 1b \
   --variant no-rope-fold,LOOM_CUDA_ROPE_FOLD=0 --variant gemv-4-1,LOOM_CUDA_GEMV=4,1 \
   --variant attn-blocks-1,LOOM_CUDA_ATTN_BLOCKS=1 --variant attn-blocks-4,LOOM_CUDA_ATTN_BLOCKS=4 \
-  --variant prefill-tiled,LOOM_CUDA_PREFILL_ATTN=tiled --variant prefill-rows,LOOM_CUDA_PREFILL_ATTN=rows
+  --variant prefill-tiled,LOOM_CUDA_PREFILL_ATTN=tiled --variant prefill-rows,LOOM_CUDA_PREFILL_ATTN=rows \
+  --variant prefetch-8,LOOM_CUDA_PREFETCH=8 --variant prefetch-24,LOOM_CUDA_PREFETCH=24
 rm -rf "$W"
 echo "gpu-check: $failures failures"
 exit $((failures > 0))

@@ -240,6 +240,25 @@ private:
   };
   unsigned omit_ = 0;
   bool omitted(unsigned c) const { return (omit_ & c) != 0; }
+  // LOOM_CUDA_PREFETCH=MB (0, the default: off): in one-row steps, before a
+  // norm and after the packed q|k|v projection (so during the attention),
+  // the first MB of the next GEMV's weights (half each for gate and up) are
+  // prefetched into L2 on a side stream, which the step joins at its end.
+  uint64_t prefetch_bytes_ = 0;
+  cudaStream_t side_ = nullptr;
+  std::vector<cudaEvent_t> fork_events_; // one per prefetch of a step
+  cudaEvent_t join_event_ = nullptr;
+  size_t forks_ = 0; // prefetches issued since the last join
+  // Prefetches up to prefetch_bytes_ of the weights of the first GEMV after
+  // dispatch i (in [i + 1, end)): its matrix, or gate and up.
+  void prefetchNextGemm(const ProgramDesc &prog, size_t i, size_t end);
+  void prefetchWeights(const uint32_t *ids, size_t n);
+  // Makes the stream wait for the step's prefetches (before its results
+  // are read, and so that a captured graph joins the side stream).
+  void joinPrefetches();
+  bool prefetching(int64_t T) const {
+    return prefetch_bytes_ > 0 && T == 1 && !trace_;
+  }
   int max_smem_ = 48 * 1024;
   std::vector<cudaEvent_t> trace_events_; // reused across steps
   std::vector<size_t> trace_marks_;       // dispatch of each event
@@ -330,6 +349,14 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device, TraceRecorder *trace,
                  "the outputs are wrong\n",
                  e);
   }
+  if (const char *e = std::getenv("LOOM_CUDA_PREFETCH")) {
+    char *rest = nullptr;
+    const long mb = std::strtol(e, &rest, 10);
+    if (rest == e || *rest != '\0' || mb < 0 || mb > 1024)
+      throw Error(std::string("LOOM_CUDA_PREFETCH=") + e +
+                  ": expected megabytes from 0 to 1024");
+    prefetch_bytes_ = uint64_t(mb) << 20;
+  }
   if (const char *e = std::getenv("LOOM_CUDA_GEMV")) {
     int u = 0, sp = 0;
     if (std::sscanf(e, "%d,%d", &u, &sp) != 2 || (u != 4 && u != 8) ||
@@ -344,6 +371,12 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device, TraceRecorder *trace,
   try {
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking),
           "cudaStreamCreate");
+    if (prefetch_bytes_ > 0) {
+      check(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking),
+            "cudaStreamCreate");
+      check(cudaEventCreateWithFlags(&join_event_, cudaEventDisableTiming),
+            "cudaEventCreate");
+    }
     checkBlas(cublasCreate(&blas_), "cublasCreate");
     checkBlas(cublasSetStream(blas_, stream_), "cublasSetStream");
 
@@ -517,6 +550,15 @@ void CudaExecutor::release() {
   for (cudaEvent_t e : trace_events_)
     cudaEventDestroy(e);
   trace_events_.clear();
+  for (cudaEvent_t e : fork_events_)
+    cudaEventDestroy(e);
+  fork_events_.clear();
+  if (join_event_)
+    cudaEventDestroy(join_event_);
+  join_event_ = nullptr;
+  if (side_)
+    cudaStreamDestroy(side_);
+  side_ = nullptr;
   for (void *p : allocations_)
     cudaFree(p);
   allocations_.clear();
@@ -725,6 +767,9 @@ void CudaExecutor::qkvAttention(const DispatchDesc &d, int64_t T) {
   if (w.size() > 2 && !omitted(kOmitQkv))
     launchKernel(addRowBiasKernel, unsigned(T), rowThreads(qd + kd), 0, qkv, lq,
                  wf(2), qkv, lq, qd + kd);
+  // The output projection's weights into L2 while the attention runs.
+  if (prefetching(T))
+    prefetchWeights(&w[1], 1);
   // q and k are adjacent column ranges whose heads both start at
   // multiples of head_dim: one rotation covers both, and the same kernel
   // appends the rotated k and v to the cache.
@@ -983,6 +1028,9 @@ int64_t CudaExecutor::run(const ProgramDesc &prog, size_t begin, size_t end,
   const int64_t pos = h_step_->pos;
   for (size_t i = begin; i < end; ++i) {
     const DispatchDesc &d = prog.dispatches[i];
+    if (prefetching(T) &&
+        (d.kernel == Kernel::RmsNorm || d.kernel == Kernel::Add))
+      prefetchNextGemm(prog, i, end);
     // Traced runs keep one event per dispatch, so they do not fuse.
     if (!trace_) {
       const size_t fused = launchFused(prog, i, end, T);
@@ -1015,9 +1063,67 @@ int64_t CudaExecutor::run(const ProgramDesc &prog, size_t begin, size_t end,
       logit_end = std::min<int64_t>(logit_end, 1);
     }
   }
+  joinPrefetches();
   if (trace_)
     traceFlush(prog, pos);
   return T;
+}
+
+void CudaExecutor::prefetchNextGemm(const ProgramDesc &prog, size_t i,
+                                    size_t end) {
+  const auto &ds = prog.dispatches;
+  for (size_t j = i + 1; j < end; ++j) {
+    const DispatchDesc &d = ds[j];
+    if (d.kernel == Kernel::FusedQkvAttention || d.kernel == Kernel::Logits) {
+      prefetchWeights(d.weight_ids.data(), 1);
+      return;
+    }
+    if (d.kernel == Kernel::MatMul) {
+      if (j + 2 < end && ds[j + 1].kernel == Kernel::MatMul &&
+          ds[j + 2].kernel == Kernel::SiluMul) {
+        const uint32_t ids[2] = {d.weight_ids[0], ds[j + 1].weight_ids[0]};
+        prefetchWeights(ids, 2);
+      } else {
+        prefetchWeights(d.weight_ids.data(), 1);
+      }
+      return;
+    }
+  }
+}
+
+void CudaExecutor::prefetchWeights(const uint32_t *ids, size_t n) {
+  if (forks_ == fork_events_.size()) {
+    cudaEvent_t e = nullptr;
+    check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming),
+          "cudaEventCreate");
+    fork_events_.push_back(e);
+  }
+  const cudaEvent_t fork = fork_events_[forks_++];
+  check(cudaEventRecord(fork, stream_), "prefetch fork");
+  check(cudaStreamWaitEvent(side_, fork, 0), "prefetch fork");
+  const uint64_t share = prefetch_bytes_ / n;
+  for (size_t k = 0; k < n; ++k) {
+    const DeviceTensor &t = tensors_[ids[k]];
+    const uint64_t bytes =
+        std::min(share, m_.tensors[ids[k]].bytes) & ~uint64_t(15);
+    if (!t.native || bytes == 0)
+      continue;
+    constexpr unsigned kThreads = 128;
+    const uint64_t chunks = (bytes + kPrefetchChunk - 1) / kPrefetchChunk;
+    const unsigned blocks =
+        unsigned(std::min<uint64_t>((chunks + kThreads - 1) / kThreads, 64));
+    prefetchL2Kernel<<<blocks, kThreads, 0, side_>>>(
+        static_cast<const char *>(t.native), bytes);
+    check(cudaGetLastError(), "prefetch");
+  }
+}
+
+void CudaExecutor::joinPrefetches() {
+  if (forks_ == 0)
+    return;
+  check(cudaEventRecord(join_event_, side_), "prefetch join");
+  check(cudaStreamWaitEvent(stream_, join_event_, 0), "prefetch join");
+  forks_ = 0;
 }
 
 // Traced runs launch dispatch by dispatch (no graphs, no fusion) with a

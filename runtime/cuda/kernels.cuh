@@ -748,6 +748,27 @@ __global__ void __launch_bounds__(kAttnThreads)
     counters[t * n_heads + h] = 0; // ready for the next launch
 }
 
+// Asks L2 to fetch `bytes` (a multiple of 16, p 16-byte aligned) from p,
+// in chunks of kPrefetchChunk bytes per thread, and returns at once: the
+// bulk prefetch (sm_90) moves no data into registers. Launched on a side
+// stream so that a GEMV's weights arrive in L2 while latency-bound kernels
+// (a norm, the attention) leave the memory idle (LOOM_CUDA_PREFETCH).
+constexpr uint64_t kPrefetchChunk = 64 * 1024;
+__global__ void prefetchL2Kernel(const char *p, uint64_t bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  const uint64_t step = uint64_t(gridDim.x) * blockDim.x * kPrefetchChunk;
+  for (uint64_t off =
+           (uint64_t(blockIdx.x) * blockDim.x + threadIdx.x) * kPrefetchChunk;
+       off < bytes; off += step) {
+    const uint32_t n =
+        uint32_t(bytes - off < kPrefetchChunk ? bytes - off : kPrefetchChunk);
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p + off),
+                 "r"(n)
+                 : "memory");
+  }
+#endif
+}
+
 // Decode GEMVs: y[t, n] (+)= sum_k x[t, k] W[n, k] for T <= kGemvMaxRows
 // rows, W stored [N, K] (f32 or bf16), 16-byte aligned rows, K % VEC == 0
 // (VEC values per 16 bytes: 8 bf16, 4 f32). Blocks of kGemvThreads threads;

@@ -328,6 +328,49 @@ TEST_F(CudaSession, OmitLeavesKernelClassesOut) {
   }
 }
 
+// LOOM_CUDA_PREFETCH=MB prefetches weights into L2 on a side stream that
+// the decode graphs fork and join: the results are bit for bit those of a
+// session without it; a malformed size is refused by name.
+TEST_F(CudaSession, PrefetchChangesNoResult) {
+  struct Unset {
+    ~Unset() { unsetenv("LOOM_CUDA_PREFETCH"); }
+  } unset;
+  const int64_t V = model_->config().vocab_size;
+  const std::vector<int32_t> prompt = promptIds(12, V);
+  auto decode = [&](loom::Session &s) {
+    std::vector<float> all;
+    loom::Logits l = s.forward(prompt.data(), prompt.size());
+    int32_t next = 7;
+    for (int step = 0; step < 6; ++step) {
+      l = s.forward(&next, 1); // the forward graph
+      all.insert(all.end(), l.last(), l.last() + V);
+      next = static_cast<int32_t>((next * 5 + 1) % V);
+    }
+    loom::Sampler greedy(V, 0.0f, 1.0f, 1);
+    for (int step = 0; step < 6; ++step) // the forward + sample graph
+      all.push_back(float(next = s.forwardSample(next, greedy)));
+    return all;
+  };
+  loom::Session plain(model_, cudaOptions());
+  const std::vector<float> want = decode(plain);
+  for (const char *mb : {"1", "64"}) {
+    setenv("LOOM_CUDA_PREFETCH", mb, 1);
+    loom::Session prefetching(model_, cudaOptions());
+    EXPECT_EQ(decode(prefetching), want) << "LOOM_CUDA_PREFETCH=" << mb;
+  }
+  for (const char *bad : {"-1", "12x", "", "2000"}) {
+    setenv("LOOM_CUDA_PREFETCH", bad, 1);
+    try {
+      loom::Session s(model_, cudaOptions());
+      ADD_FAILURE() << "LOOM_CUDA_PREFETCH='" << bad << "' accepted";
+    } catch (const loom::Error &e) {
+      EXPECT_NE(std::string(e.what()).find("LOOM_CUDA_PREFETCH"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+}
+
 TEST_F(CudaSession, ResetReplaysTheSameSequence) {
   loom::Session gpu(model_, cudaOptions());
   const int64_t V = model_->config().vocab_size;
