@@ -70,8 +70,9 @@ step cuda-unit-no-rope-fold env LOOM_CUDA_ROPE_FOLD=0 "$B/bin/loom-cuda-test" --
 # experiment, off by default): the graphs fork and join it.
 step cuda-unit-prefetch env LOOM_CUDA_PREFETCH=16 "$B/bin/loom-cuda-test" --gtest_brief=1
 # Both prefill attention kernels (the automatic choice takes the tiled one
-# only for steps with enough heads x row tiles to fill the GPU).
-for a in tiled rows; do
+# only for steps with enough heads x row tiles to fill the GPU), and the
+# tensor-core one (an experiment: head dims 16, 32, 64, 128).
+for a in tiled rows tc; do
   step "cuda-unit-prefill-$a" env LOOM_CUDA_PREFILL_ATTN=$a "$B/bin/loom-cuda-test" --gtest_brief=1
   step "golden-stories260K-f32-prefill-$a" env LOOM_CUDA_PREFILL_ATTN=$a python3 \
     test/e2e/Inputs/check_golden.py --loomc none --loom-run "$RUN" --model none \
@@ -153,6 +154,7 @@ step bench python3 bench/bench_cuda.py --bundle "$B" --out "$OUTDIR" --workdir "
   --variant no-rope-fold,LOOM_CUDA_ROPE_FOLD=0 --variant gemv-4-1,LOOM_CUDA_GEMV=4,1 \
   --variant attn-blocks-1,LOOM_CUDA_ATTN_BLOCKS=1 --variant attn-blocks-4,LOOM_CUDA_ATTN_BLOCKS=4 \
   --variant prefill-tiled,LOOM_CUDA_PREFILL_ATTN=tiled --variant prefill-rows,LOOM_CUDA_PREFILL_ATTN=rows \
+  --variant prefill-tc,LOOM_CUDA_PREFILL_ATTN=tc \
   --variant prefetch-8,LOOM_CUDA_PREFETCH=8 --variant prefetch-24,LOOM_CUDA_PREFETCH=24
 rm -rf "$W"
 echo "gpu-check: $failures failures"

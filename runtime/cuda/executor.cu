@@ -222,8 +222,9 @@ private:
   bool rope_fold_ = true;      // LOOM_CUDA_ROPE_FOLD=0: off
   int attn_blocks_per_sm_ = 2; // LOOM_CUDA_ATTN_BLOCKS=N
   // Attention of steps over kGemvRows rows (LOOM_CUDA_PREFILL_ATTN=
-  // auto|tiled|rows).
-  enum class PrefillAttention { Auto, Tiled, Rows };
+  // auto|tiled|rows|tc; tc: the tensor-core kernel where the head_dim has
+  // an instantiation, an experiment until measured).
+  enum class PrefillAttention { Auto, Tiled, Rows, TensorCores };
   PrefillAttention prefill_attn_ = PrefillAttention::Auto;
   bool gemv_forced_ = false; // LOOM_CUDA_GEMV=U,S
   GemvConfig gemv_override_;
@@ -315,9 +316,11 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device, TraceRecorder *trace,
       prefill_attn_ = PrefillAttention::Tiled;
     else if (v == "rows")
       prefill_attn_ = PrefillAttention::Rows;
+    else if (v == "tc")
+      prefill_attn_ = PrefillAttention::TensorCores;
     else if (v != "auto")
       throw Error("LOOM_CUDA_PREFILL_ATTN=" + v +
-                  ": expected auto, tiled or rows");
+                  ": expected auto, tiled, rows or tc");
   }
   if (const char *e = std::getenv("LOOM_CUDA_ROPE_FOLD"))
     rope_fold_ = std::string(e) != "0";
@@ -515,6 +518,19 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device, TraceRecorder *trace,
       check(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                  int(tiled)),
             "cudaFuncSetAttribute");
+    // The tensor-core prefill attention (LOOM_CUDA_PREFILL_ATTN=tc): up to
+    // 128 KiB at head_dim 128, every instantiation (the programs' head dims
+    // differ).
+    if (prefill_attn_ == PrefillAttention::TensorCores)
+      for (int64_t hd : {16, 32, 64, 128})
+        withTcHeadDim(hd, [&](auto tag) {
+          constexpr int HD = decltype(tag)::value;
+          check(
+              cudaFuncSetAttribute(attentionTcKernel<HD>,
+                                   cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   int(attentionTcSmem(HD))),
+              "cudaFuncSetAttribute");
+        });
     // Decode attention: partials for kGemvRows rows of every head and
     // split.
     int64_t max_nh = 1;
@@ -719,6 +735,15 @@ void CudaExecutor::attendCache(const DeviceCache &c, const float *q,
     });
     return;
   }
+  if (prefill_attn_ == PrefillAttention::TensorCores &&
+      withTcHeadDim(hd, [&](auto tag) {
+        constexpr int HD = decltype(tag)::value;
+        const dim3 grid{unsigned(nh), unsigned((T + kTcRows - 1) / kTcRows)};
+        launchKernel(attentionTcKernel<HD>, grid, 32 * kTcWarps,
+                     attentionTcSmem(HD), d_step_, q, ldq, c.k, c.kvd, c.v,
+                     c.kvd, out, ldo, int(nh / nkv), int(T));
+      }))
+    return;
   // Tiled where it makes enough blocks to fill the GPU (H100, 512-row
   // steps: the 1B's 32 heads 1.47x faster than a block per (head, row), the
   // 110M's 12 heads 0.8x), else a block per (head, row).

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstring>
 #include <cuda_bf16.h>
+#include <mma.h>
 #include <type_traits>
 
 namespace loom::rt::cuda {
@@ -535,6 +536,194 @@ __global__ void __launch_bounds__(kAttnThreads)
         out[int64_t(t0 + row) * ldo + int64_t(h) * head_dim + d] =
             o[r][i] / l[r];
     }
+  }
+}
+
+// Causal attention of a long step on the tensor cores
+// (LOOM_CUDA_PREFILL_ATTN=tc, an experiment until measured on a GPU): the
+// tiled kernel's walk (one block per (head, kTcRows rows), key tiles of
+// kTcKeys staged in shared memory, online softmax per row) with S = Q K^T
+// and O += P V as WMMA m16n16k8 TF32 products in the 3xTF32 form: every
+// f32 operand x is split into hi = tf32(x) and lo = tf32(x - hi), and
+// a b ~ a_lo b_hi + a_hi b_lo + a_hi b_hi accumulated in f32 (the dropped
+// a_lo b_lo is ~2^-22 relative), so the result stays within the f32
+// kernels' tolerance. Each of kTcWarps warps owns 16 query rows; its lanes
+// keep the running output in registers, two lanes per row (HD / 2 dims
+// each). HD = head_dim: 16, 32, 64 or 128 (withTcHeadDim). grid (n_heads,
+// ceil(T / kTcRows)), 32 kTcWarps threads, dynamic shared memory
+// attentionTcSmem(HD).
+constexpr int kTcWarps = 4;
+constexpr int kTcRows = 16 * kTcWarps;
+constexpr int kTcKeys = 64;
+__host__ __device__ constexpr size_t attentionTcSmem(int head_dim) {
+  // Q rows, K tile, V tile, and per warp: S then P (16 x kTcKeys) and P V
+  // (16 x head_dim).
+  return sizeof(float) *
+         (size_t(kTcRows) * head_dim + 2 * size_t(kTcKeys) * head_dim +
+          size_t(kTcWarps) * 16 * (kTcKeys + head_dim));
+}
+
+// acc += a b in 3xTF32 (a: 16 x 8 at pa, b: 8 x 16 at pb, as the layouts
+// say; lda / ldb in floats).
+template <typename LayoutB>
+__device__ __forceinline__ void mma3xTf32(
+    nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 8, float> &acc,
+    const float *pa, unsigned lda, const float *pb, unsigned ldb) {
+  namespace w = nvcuda::wmma;
+  w::fragment<w::matrix_a, 16, 16, 8, w::precision::tf32, w::row_major> ah, al;
+  w::fragment<w::matrix_b, 16, 16, 8, w::precision::tf32, LayoutB> bh, bl;
+  w::load_matrix_sync(ah, pa, lda);
+  w::load_matrix_sync(bh, pb, ldb);
+#pragma unroll
+  for (int i = 0; i < ah.num_elements; ++i) {
+    const float x = ah.x[i];
+    ah.x[i] = w::__float_to_tf32(x);
+    al.x[i] = w::__float_to_tf32(x - ah.x[i]);
+  }
+#pragma unroll
+  for (int i = 0; i < bh.num_elements; ++i) {
+    const float x = bh.x[i];
+    bh.x[i] = w::__float_to_tf32(x);
+    bl.x[i] = w::__float_to_tf32(x - bh.x[i]);
+  }
+  w::mma_sync(acc, al, bh, acc);
+  w::mma_sync(acc, ah, bl, acc);
+  w::mma_sync(acc, ah, bh, acc);
+}
+
+template <int HD>
+__global__ void __launch_bounds__(32 * kTcWarps)
+    attentionTcKernel(const StepParams *s, const float *q, int64_t ldq,
+                      const float *K, int64_t ldk, const float *V, int64_t ldv,
+                      float *out, int64_t ldo, int group, int T) {
+  static_assert(HD % 16 == 0 && HD <= 128, "head_dim: 16, 32, 64 or 128");
+  namespace w = nvcuda::wmma;
+  pdlLaunchDependents();
+  pdlWait();
+  extern __shared__ __align__(128) float tc_smem[];
+  constexpr int kHalf = HD / 2;
+  const int h = blockIdx.x, t0 = blockIdx.y * kTcRows;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int pos = s->pos;
+  float *qs = tc_smem;                                        // [kTcRows][HD]
+  float *ks = qs + kTcRows * HD;                              // [kTcKeys][HD]
+  float *vs = ks + kTcKeys * HD;                              // [kTcKeys][HD]
+  float *ps = vs + kTcKeys * HD + warp * 16 * (kTcKeys + HD); // [16][kTcKeys]
+  float *os = ps + 16 * kTcKeys;                              // [16][HD]
+  const int64_t koff = int64_t(h / group) * HD;
+  const int rows = min(kTcRows, T - t0);
+  for (int i = threadIdx.x; i < kTcRows * HD; i += blockDim.x) {
+    const int r = i / HD, d = i - r * HD;
+    qs[i] = r < rows ? q[int64_t(t0 + r) * ldq + int64_t(h) * HD + d] : 0.0f;
+  }
+  // Lane: row r of the warp's 16, dims [d0, d0 + kHalf).
+  const int r = lane >> 1, d0 = (lane & 1) * kHalf;
+  const int row_pos = pos + t0 + warp * 16 + r; // its newest visible key
+  const float div = sqrtf(float(HD));
+  float m = -INFINITY, l = 0.0f, o[kHalf];
+#pragma unroll
+  for (int i = 0; i < kHalf; ++i)
+    o[i] = 0.0f;
+  const int n_keys = pos + t0 + rows; // the block's last row sees them all
+  for (int k0 = 0; k0 < n_keys; k0 += kTcKeys) {
+    __syncthreads(); // the previous tile is no longer read (q is staged)
+    for (int i = threadIdx.x; i < kTcKeys * HD / 4; i += blockDim.x) {
+      const int j = (4 * i) / HD, d = 4 * i - j * HD;
+      float4 kv = make_float4(0.0f, 0.0f, 0.0f, 0.0f), vv = kv;
+      if (k0 + j < n_keys) {
+        kv = *reinterpret_cast<const float4 *>(K + int64_t(k0 + j) * ldk +
+                                               koff + d);
+        vv = *reinterpret_cast<const float4 *>(V + int64_t(k0 + j) * ldv +
+                                               koff + d);
+      }
+      *reinterpret_cast<float4 *>(ks + j * HD + d) = kv;
+      *reinterpret_cast<float4 *>(vs + j * HD + d) = vv;
+    }
+    __syncthreads();
+    // S = Q_warp K_tile^T: 16 x kTcKeys, in kTcKeys / 16 column blocks.
+#pragma unroll
+    for (int j = 0; j < kTcKeys / 16; ++j) {
+      w::fragment<w::accumulator, 16, 16, 8, float> acc;
+      w::fill_fragment(acc, 0.0f);
+#pragma unroll
+      for (int kk = 0; kk < HD / 8; ++kk)
+        mma3xTf32<w::col_major>(acc, qs + warp * 16 * HD + 8 * kk, HD,
+                                ks + 16 * j * HD + 8 * kk, HD);
+      w::store_matrix_sync(ps + 16 * j, acc, kTcKeys, w::mem_row_major);
+    }
+    __syncwarp();
+    // Online softmax of row r over this tile's keys, half per lane.
+    float *pr = ps + r * kTcKeys + (lane & 1) * (kTcKeys / 2);
+    const int c0 = k0 + (lane & 1) * (kTcKeys / 2);
+    float sc[kTcKeys / 2];
+    float mt = -INFINITY;
+#pragma unroll
+    for (int c = 0; c < kTcKeys / 2; ++c) {
+      const int key = c0 + c;
+      sc[c] = key <= row_pos && key < n_keys ? pr[c] / div : -INFINITY;
+      mt = fmaxf(mt, sc[c]);
+    }
+    mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, 1));
+    const float mn = fmaxf(m, mt); // finite: key 0 is in every row's view
+    const float corr = expf(m - mn);
+    float sum = 0.0f;
+#pragma unroll
+    for (int c = 0; c < kTcKeys / 2; ++c) {
+      const float p = expf(sc[c] - mn);
+      pr[c] = p;
+      sum += p;
+    }
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    l = l * corr + sum;
+    m = mn;
+#pragma unroll
+    for (int i = 0; i < kHalf; ++i)
+      o[i] *= corr;
+    __syncwarp();
+    // O += P V_tile: 16 x HD, in HD / 16 column blocks.
+#pragma unroll
+    for (int jd = 0; jd < HD / 16; ++jd) {
+      w::fragment<w::accumulator, 16, 16, 8, float> acc;
+      w::fill_fragment(acc, 0.0f);
+#pragma unroll
+      for (int kk = 0; kk < kTcKeys / 8; ++kk)
+        mma3xTf32<w::row_major>(acc, ps + 8 * kk, kTcKeys,
+                                vs + 8 * kk * HD + 16 * jd, HD);
+      w::store_matrix_sync(os + 16 * jd, acc, HD, w::mem_row_major);
+    }
+    __syncwarp();
+#pragma unroll
+    for (int i = 0; i < kHalf; ++i)
+      o[i] += os[r * HD + d0 + i];
+    __syncwarp(); // os and ps are rewritten by the next tile
+  }
+  const int t = t0 + warp * 16 + r;
+  if (t < T) {
+#pragma unroll
+    for (int i = 0; i < kHalf; ++i)
+      out[int64_t(t) * ldo + int64_t(h) * HD + d0 + i] = o[i] / l;
+  }
+}
+
+// Host side: calls f(std::integral_constant<int, HD>()) for the tensor-core
+// attention's instantiation of head_dim, or returns false where it has
+// none (head_dim not a multiple of 16, or over 128).
+template <typename F> bool withTcHeadDim(int64_t head_dim, F &&f) {
+  switch (head_dim) {
+  case 16:
+    f(std::integral_constant<int, 16>());
+    return true;
+  case 32:
+    f(std::integral_constant<int, 32>());
+    return true;
+  case 64:
+    f(std::integral_constant<int, 64>());
+    return true;
+  case 128:
+    f(std::integral_constant<int, 128>());
+    return true;
+  default:
+    return false;
   }
 }
 

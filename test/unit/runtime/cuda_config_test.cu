@@ -101,6 +101,13 @@ TEST(Attention, SharedMemoryFitsTheDevice) {
     EXPECT_LE(attentionSplitSmem(hd), size_t(48 * 1024)) << hd;
     EXPECT_LE(attentionTiledSmem(hd), size_t(227 * 1024)) << hd;
   }
+  // The tensor-core prefill kernel: its four head dims only.
+  for (int hd : {16, 32, 64, 128}) {
+    EXPECT_TRUE(withTcHeadDim(hd, [](auto) {})) << hd;
+    EXPECT_LE(attentionTcSmem(hd), size_t(227 * 1024)) << hd;
+  }
+  for (int hd : {8, 48, 96, 256})
+    EXPECT_FALSE(withTcHeadDim(hd, [](auto) {})) << hd;
 }
 
 // sampleKernel's top-p path with its threads run one after another: the
