@@ -298,43 +298,55 @@ TEST(CudaSampling, WideNucleusIsChosenOnTheHost) {
   EXPECT_LE(expectSameSamples(model, 0.5f, 0.3f, 16), 512);
 }
 
+// An environment variable of the CUDA backend (read when a session is
+// made), unset again when the scope ends.
+class ScopedEnv {
+public:
+  explicit ScopedEnv(const char *var) : var_(var) {}
+  ~ScopedEnv() { unsetenv(var_); }
+  void set(const char *value) { setenv(var_, value, 1); }
+  // Making a CUDA session with the variable at `value` throws an error
+  // that names the variable.
+  void expectRefused(const std::shared_ptr<loom::Model> &model,
+                     const char *value) {
+    set(value);
+    try {
+      loom::Session s(model, cudaOptions());
+      ADD_FAILURE() << var_ << "='" << value << "' accepted";
+    } catch (const loom::Error &e) {
+      EXPECT_NE(std::string(e.what()).find(var_), std::string::npos)
+          << e.what();
+    }
+  }
+
+private:
+  const char *var_;
+};
+
 // LOOM_CUDA_OMIT (bench_cuda.py --breakdown) leaves kernel classes out:
 // the logits change, and an unknown class is refused by name.
 TEST_F(CudaSession, OmitLeavesKernelClassesOut) {
-  struct Unset {
-    ~Unset() { unsetenv("LOOM_CUDA_OMIT"); }
-  } unset;
+  ScopedEnv env("LOOM_CUDA_OMIT");
   const int64_t V = model_->config().vocab_size;
   const std::vector<int32_t> prompt = promptIds(9, V);
   loom::Session full(model_, cudaOptions());
   loom::Logits a = full.forward(prompt.data(), prompt.size());
   const std::vector<float> ref(a.last(), a.last() + V);
   for (const char *c : {"attention", "norm,gate_up", "qkv,out,matmul"}) {
-    setenv("LOOM_CUDA_OMIT", c, 1);
+    env.set(c);
     loom::Session part(model_, cudaOptions());
     loom::Logits b = part.forward(prompt.data(), prompt.size());
     EXPECT_GT(relDiff(b.last(), ref.data(), size_t(V)), 1e-3) << c;
   }
-  for (const char *bad : {"attn", "norm,,qkv", "qkv,"}) {
-    setenv("LOOM_CUDA_OMIT", bad, 1);
-    try {
-      loom::Session s(model_, cudaOptions());
-      ADD_FAILURE() << "LOOM_CUDA_OMIT='" << bad << "' accepted";
-    } catch (const loom::Error &e) {
-      EXPECT_NE(std::string(e.what()).find("LOOM_CUDA_OMIT"),
-                std::string::npos)
-          << e.what();
-    }
-  }
+  for (const char *bad : {"attn", "norm,,qkv", "qkv,"})
+    env.expectRefused(model_, bad);
 }
 
 // LOOM_CUDA_PREFETCH=MB prefetches weights into L2 on a side stream that
 // the decode graphs fork and join: the results are bit for bit those of a
 // session without it; a malformed size is refused by name.
 TEST_F(CudaSession, PrefetchChangesNoResult) {
-  struct Unset {
-    ~Unset() { unsetenv("LOOM_CUDA_PREFETCH"); }
-  } unset;
+  ScopedEnv env("LOOM_CUDA_PREFETCH");
   const int64_t V = model_->config().vocab_size;
   const std::vector<int32_t> prompt = promptIds(12, V);
   auto decode = [&](loom::Session &s) {
@@ -354,21 +366,12 @@ TEST_F(CudaSession, PrefetchChangesNoResult) {
   loom::Session plain(model_, cudaOptions());
   const std::vector<float> want = decode(plain);
   for (const char *mb : {"1", "64"}) {
-    setenv("LOOM_CUDA_PREFETCH", mb, 1);
+    env.set(mb);
     loom::Session prefetching(model_, cudaOptions());
     EXPECT_EQ(decode(prefetching), want) << "LOOM_CUDA_PREFETCH=" << mb;
   }
-  for (const char *bad : {"-1", "12x", "", "2000"}) {
-    setenv("LOOM_CUDA_PREFETCH", bad, 1);
-    try {
-      loom::Session s(model_, cudaOptions());
-      ADD_FAILURE() << "LOOM_CUDA_PREFETCH='" << bad << "' accepted";
-    } catch (const loom::Error &e) {
-      EXPECT_NE(std::string(e.what()).find("LOOM_CUDA_PREFETCH"),
-                std::string::npos)
-          << e.what();
-    }
-  }
+  for (const char *bad : {"-1", "12x", "", "2000"})
+    env.expectRefused(model_, bad);
 }
 
 TEST_F(CudaSession, ResetReplaysTheSameSequence) {
