@@ -161,8 +161,9 @@ loom_status loom_sampler_sample(loom_sampler *sampler, const float *logits,
 
 /* One decode step: feeds `token` and picks the next id with `sampler`, the
  * same choice as loom_session_forward + loom_sampler_sample. On CUDA the
- * step and greedy / temperature sampling run on the GPU as one captured
- * graph (top_p < 1 samples on the host). */
+ * step and the sampling (greedy, temperature, top_p) run on the GPU as one
+ * captured graph; a nucleus of over 2048 ids is chosen on the host from
+ * the step's logits, with the same draw. */
 loom_status loom_session_forward_sample(loom_session *session, int token,
                                         loom_sampler *sampler, int *out_token);
 
