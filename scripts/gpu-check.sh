@@ -69,6 +69,8 @@ step cuda-unit-no-rope-fold env LOOM_CUDA_ROPE_FOLD=0 "$B/bin/loom-cuda-test" --
 # With the L2 prefetch of the next GEMV's weights on a side stream (an
 # experiment, off by default): the graphs fork and join it.
 step cuda-unit-prefetch env LOOM_CUDA_PREFETCH=16 "$B/bin/loom-cuda-test" --gtest_brief=1
+# Decode attention's splits merged in a thread block cluster (an experiment).
+step cuda-unit-attn-cluster env LOOM_CUDA_ATTN_MERGE=cluster "$B/bin/loom-cuda-test" --gtest_brief=1
 # Both prefill attention kernels (the automatic choice takes the tiled one
 # only for steps with enough heads x row tiles to fill the GPU), and the
 # tensor-core one (an experiment: head dims 16, 32, 64, 128).
@@ -155,7 +157,8 @@ step bench python3 bench/bench_cuda.py --bundle "$B" --out "$OUTDIR" --workdir "
   --variant attn-blocks-1,LOOM_CUDA_ATTN_BLOCKS=1 --variant attn-blocks-4,LOOM_CUDA_ATTN_BLOCKS=4 \
   --variant prefill-tiled,LOOM_CUDA_PREFILL_ATTN=tiled --variant prefill-rows,LOOM_CUDA_PREFILL_ATTN=rows \
   --variant prefill-tc,LOOM_CUDA_PREFILL_ATTN=tc \
-  --variant prefetch-8,LOOM_CUDA_PREFETCH=8 --variant prefetch-24,LOOM_CUDA_PREFETCH=24
+  --variant prefetch-8,LOOM_CUDA_PREFETCH=8 --variant prefetch-24,LOOM_CUDA_PREFETCH=24 \
+  --variant attn-cluster,LOOM_CUDA_ATTN_MERGE=cluster
 rm -rf "$W"
 echo "gpu-check: $failures failures"
 exit $((failures > 0))

@@ -119,16 +119,27 @@ private:
   template <typename... Params, typename... Args>
   void launchKernel(void (*kernel)(Params...), dim3 grid, dim3 block,
                     size_t smem, Args &&...args) {
-    cudaLaunchAttribute attr[1];
+    launchClustered(kernel, grid, block, smem, 1, std::forward<Args>(args)...);
+  }
+  // launchKernel in thread block clusters of cluster_z blocks along z (1:
+  // no clusters).
+  template <typename... Params, typename... Args>
+  void launchClustered(void (*kernel)(Params...), dim3 grid, dim3 block,
+                       size_t smem, unsigned cluster_z, Args &&...args) {
+    cudaLaunchAttribute attr[2];
     attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attr[0].val.programmaticStreamSerializationAllowed = pdl_ ? 1 : 0;
+    attr[1].id = cudaLaunchAttributeClusterDimension;
+    attr[1].val.clusterDim.x = 1;
+    attr[1].val.clusterDim.y = 1;
+    attr[1].val.clusterDim.z = cluster_z;
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = grid;
     cfg.blockDim = block;
     cfg.dynamicSmemBytes = smem;
     cfg.stream = stream_;
     cfg.attrs = attr;
-    cfg.numAttrs = 1;
+    cfg.numAttrs = cluster_z > 1 ? 2 : 1;
     check(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...),
           "kernel launch");
   }
@@ -221,6 +232,9 @@ private:
   bool pdl_ = true; // programmatic dependent launch (LOOM_CUDA_PDL=0: off)
   bool rope_fold_ = true;      // LOOM_CUDA_ROPE_FOLD=0: off
   int attn_blocks_per_sm_ = 2; // LOOM_CUDA_ATTN_BLOCKS=N
+  // LOOM_CUDA_ATTN_MERGE=cluster: decode attention's splits merged inside a
+  // thread block cluster (an experiment; default: global, the last split).
+  bool attn_cluster_ = false;
   // Attention of steps over kGemvRows rows (LOOM_CUDA_PREFILL_ATTN=
   // auto|tiled|rows|tc; tc: the tensor-core kernel where the head_dim has
   // an instantiation, an experiment until measured).
@@ -324,6 +338,12 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device, TraceRecorder *trace,
   }
   if (const char *e = std::getenv("LOOM_CUDA_ROPE_FOLD"))
     rope_fold_ = std::string(e) != "0";
+  if (const char *e = std::getenv("LOOM_CUDA_ATTN_MERGE")) {
+    const std::string v = e;
+    if (v != "global" && v != "cluster")
+      throw Error("LOOM_CUDA_ATTN_MERGE=" + v + ": expected global or cluster");
+    attn_cluster_ = v == "cluster";
+  }
   if (const char *e = std::getenv("LOOM_CUDA_OMIT"); e && *e) {
     static const std::pair<const char *, unsigned> kClasses[] = {
         {"norm", kOmitNorm},           {"qkv", kOmitQkv},
@@ -724,14 +744,21 @@ void CudaExecutor::attendCache(const DeviceCache &c, const float *q,
                                int64_t nh, int64_t nkv, int64_t hd,
                                const RopeFold &fold) {
   if (T <= kGemvRows) {
-    const int S = splitsFor(nh);
+    const int S = attn_cluster_ ? std::min(splitsFor(nh), kMaxClusterSplits)
+                                : splitsFor(nh);
     const dim3 grid{unsigned(nh), unsigned(T), unsigned(S)};
-    const size_t smem = attentionSplitSmem(int(hd));
     withDimsPerLane(hd, [&](auto dpl) {
-      launchKernel(attentionSplitKernel<decltype(dpl)::value>, grid,
-                   kAttnThreads, smem, d_step_, q, ldq, c.k, c.kvd, c.v, c.kvd,
-                   int(nh / nkv), int(hd), attn_ws_, attn_counters_, out, ldo,
-                   fold);
+      constexpr int DPL = decltype(dpl)::value;
+      if (attn_cluster_)
+        launchClustered(attentionSplitKernel<DPL, true>, grid, kAttnThreads,
+                        attentionSplitClusterSmem(int(hd)), unsigned(S),
+                        d_step_, q, ldq, c.k, c.kvd, c.v, c.kvd, int(nh / nkv),
+                        int(hd), attn_ws_, attn_counters_, out, ldo, fold);
+      else
+        launchKernel(attentionSplitKernel<DPL, false>, grid, kAttnThreads,
+                     attentionSplitSmem(int(hd)), d_step_, q, ldq, c.k, c.kvd,
+                     c.v, c.kvd, int(nh / nkv), int(hd), attn_ws_,
+                     attn_counters_, out, ldo, fold);
     });
     return;
   }

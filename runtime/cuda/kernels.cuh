@@ -5,6 +5,7 @@
 #ifndef LOOM_RUNTIME_CUDA_KERNELS_CUH
 #define LOOM_RUNTIME_CUDA_KERNELS_CUH
 
+#include <cooperative_groups.h>
 #include <cstdint>
 #include <cstring>
 #include <cuda_bf16.h>
@@ -773,10 +774,21 @@ __device__ __forceinline__ void ropeLanes(float *x, int head_dim, float pos,
 // position (lanes across head_dim, K and V rows of kB positions loaded
 // together), and the warps are merged the same way.
 // Dynamic shared memory: attentionSplitSmem(head_dim).
+//
+// CLUSTER (LOOM_CUDA_ATTN_MERGE=cluster, an experiment until measured):
+// the splits of (t, h) are one thread block cluster (at most
+// kMaxClusterSplits, Hopper); each keeps its [o, m, l] in its own shared
+// memory and the cluster's first block merges them through distributed
+// shared memory, without the global partials, the fence, the counter and
+// the L2 round trips. Dynamic shared memory: attentionSplitClusterSmem.
+constexpr int kMaxClusterSplits = 8; // the portable cluster size
 __host__ __device__ constexpr size_t attentionSplitSmem(int head_dim) {
   return sizeof(float) * size_t(kAttnThreads / 32) * size_t(head_dim + 2);
 }
-template <int DPL> // head_dim <= 32 DPL
+__host__ __device__ constexpr size_t attentionSplitClusterSmem(int head_dim) {
+  return attentionSplitSmem(head_dim) + sizeof(float) * size_t(head_dim + 2);
+}
+template <int DPL, bool CLUSTER> // head_dim <= 32 DPL
 __global__ void __launch_bounds__(kAttnThreads)
     attentionSplitKernel(const StepParams *s, const float *q, int64_t ldq,
                          float *K, int64_t ldk, float *V, int64_t ldv,
@@ -792,8 +804,11 @@ __global__ void __launch_bounds__(kAttnThreads)
   const int chunk = (n + splits - 1) / splits;
   const int lo = min(n, z * chunk), hi = min(n, lo + chunk);
   const int stride = head_dim + 2;
-  float *w = ws + ((int64_t(t) * n_heads + h) * splits + z) * stride;
   constexpr int nw = kAttnThreads / 32;
+  // This split's [o, m, l]: in global memory, or (CLUSTER) after the warps'
+  // partials in shared memory.
+  float *w = CLUSTER ? smem + nw * stride
+                     : ws + ((int64_t(t) * n_heads + h) * splits + z) * stride;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int per_lane = (head_dim + 31) / 32;
   const int64_t koff = int64_t(h / group) * head_dim;
@@ -905,6 +920,33 @@ __global__ void __launch_bounds__(kAttnThreads)
   }
   if (threadIdx.x == 0)
     w[head_dim] = bm;
+  if constexpr (CLUSTER) {
+    namespace cg = cooperative_groups;
+    cg::cluster_group cluster = cg::this_cluster();
+    cluster.sync(); // every split's [o, m, l] is in its shared memory
+    if (cluster.block_rank() == 0) {
+      float M = -INFINITY;
+      for (int y = 0; y < splits; ++y)
+        M = fmaxf(M, cluster.map_shared_rank(w, y)[head_dim]);
+      float L = 0.0f;
+      for (int y = 0; y < splits; ++y) {
+        const float *py = cluster.map_shared_rank(w, y);
+        if (py[head_dim] != -INFINITY)
+          L += expf(py[head_dim] - M) * py[head_dim + 1];
+      }
+      for (int d = threadIdx.x; d < head_dim; d += kAttnThreads) {
+        float o = 0.0f;
+        for (int y = 0; y < splits; ++y) {
+          const float *py = cluster.map_shared_rank(w, y);
+          if (py[head_dim] != -INFINITY)
+            o += expf(py[head_dim] - M) * py[d];
+        }
+        out[t * ldo + int64_t(h) * head_dim + d] = o / L;
+      }
+    }
+    cluster.sync(); // the peers' shared memory outlives the first's reads
+    return;
+  }
   // Publish the partials, then count this split in; the last one merges.
   __threadfence();
   __syncthreads();

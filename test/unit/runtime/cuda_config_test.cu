@@ -99,6 +99,7 @@ TEST(Attention, SharedMemoryFitsTheDevice) {
   // The tiled prefill kernel opts in: Hopper's 227 KiB per block.
   for (int hd = 1; hd <= 32 * kAttnMaxDimsPerLane; ++hd) {
     EXPECT_LE(attentionSplitSmem(hd), size_t(48 * 1024)) << hd;
+    EXPECT_LE(attentionSplitClusterSmem(hd), size_t(48 * 1024)) << hd;
     EXPECT_LE(attentionTiledSmem(hd), size_t(227 * 1024)) << hd;
   }
   // The tensor-core prefill kernel: its four head dims only.

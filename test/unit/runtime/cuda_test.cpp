@@ -374,6 +374,44 @@ TEST_F(CudaSession, PrefetchChangesNoResult) {
     env.expectRefused(model_, bad);
 }
 
+// LOOM_CUDA_ATTN_MERGE=cluster merges decode attention's splits inside a
+// thread block cluster: the decode logits agree with the default merge to
+// f32 rounding, for models whose splits fill a cluster and for the deep
+// model's head_dim 128; other values are refused.
+TEST_F(CudaSession, ClusterMergeMatchesTheGlobalOne) {
+  ScopedEnv env("LOOM_CUDA_ATTN_MERGE");
+  for (const TinyLlamaOptions &o : {wide(), deep()}) {
+    Case c{"merge", o, {}, false};
+    c.art.fused = true;
+    c.art.max_tokens = 16;
+    TempFile *f = nullptr;
+    const std::string path = writeArtifact(c, &f);
+    std::unique_ptr<TempFile> owner(f);
+    auto model = loom::Model::load(path);
+    const int64_t V = model->config().vocab_size;
+    const std::vector<int32_t> prompt = promptIds(37, V);
+    auto decode = [&] {
+      loom::Session s(model, cudaOptions());
+      s.forward(prompt.data(), prompt.size());
+      std::vector<float> all;
+      int32_t next = 3;
+      for (int step = 0; step < 8; ++step) {
+        loom::Logits l = s.forward(&next, 1);
+        all.insert(all.end(), l.last(), l.last() + V);
+        next = static_cast<int32_t>((next * 11 + 2) % V);
+      }
+      return all;
+    };
+    env.set("global");
+    const std::vector<float> want = decode();
+    env.set("cluster");
+    const std::vector<float> got = decode();
+    EXPECT_LT(relDiff(got.data(), want.data(), want.size()), 2e-5)
+        << "dim " << o.dim;
+  }
+  env.expectRefused(model_, "clusters");
+}
+
 TEST_F(CudaSession, ResetReplaysTheSameSequence) {
   loom::Session gpu(model_, cudaOptions());
   const int64_t V = model_->config().vocab_size;
