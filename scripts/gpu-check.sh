@@ -12,9 +12,15 @@
 #      random prompts of stories260K (llama2c_ref.py), REFRAG contexts and
 #      chunk sizes (refrag_tiny.py), Huginn iteration counts, KV policies
 #      and exits (huginn_ref.py, needs PyTorch);
-#   3. CPU and CUDA on the same artifacts: logits and greedy ids;
+#   3. CPU and CUDA on the same artifacts: logits and greedy ids, and the
+#      ids sampled with temperature and top-p (device sampler, and its host
+#      fallback for wide nuclei);
 #   4. loom-bench-gemv: the decode GEMV in every configuration;
-#   5. bench/bench_cuda.py: Loom vs PyTorch eager, 110M and 1B shapes, bf16.
+#   5. bench/bench_cuda.py: Loom vs PyTorch eager, 110M and 1B shapes, bf16,
+#      with the decode graph's breakdown by kernel class and the variants
+#      (the experiments LOOM_CUDA_PREFETCH, LOOM_CUDA_PREFILL_ATTN=tc and
+#      LOOM_CUDA_ATTN_MERGE=cluster among them; the unit tests run under
+#      each too).
 # Run from the repository root:  bash scripts/gpu-check.sh [BUNDLE]
 # Prints "gpu-check: N failures" last and exits non-zero on any failure;
 # with $OUT set the log and the benchmark's JSON go there too.
@@ -143,6 +149,30 @@ EOF
 }
 step same-artifact-stories260K-f32 same_artifact "$A/stories260K-f32-mt64.loom" 1e-4
 step same-artifact-synthetic-f32 same_artifact "$A/synthetic_untied-f32-mt3.loom" 1e-4
+
+# Sampling on the device (the decode graph's sampler) against the CPU's, same
+# seed: the ids equal at four temperature / top-p settings. The nuclei of
+# the first two fit the device sort (up to ~700 ids on the synthetic
+# model); at temperature 3 the synthetic model's nucleus holds ~24000 of
+# its 32000 ids, which the host fallback chooses.
+same_sampled() {
+  local art=$1 ids t p
+  ids=1,$(seq -s, 3 20)
+  for tp in 0.8:0.9 1.0:0.5 1.2:1.0 3.0:0.95; do
+    t=${tp%:*} p=${tp#*:}
+    "$RUN" "$art" --device cpu --prompt-ids "$ids" --steps 200 --temperature "$t" \
+      --top-p "$p" --seed 11 --print-ids > "$W/cpu-s.ids" 2>/dev/null || return 1
+    "$RUN" "$art" --device cuda --prompt-ids "$ids" --steps 200 --temperature "$t" \
+      --top-p "$p" --seed 11 --print-ids > "$W/cuda-s.ids" 2>/dev/null || return 1
+    if cmp -s "$W/cpu-s.ids" "$W/cuda-s.ids"; then
+      echo "  temperature $t top-p $p: ids equal ($(wc -w < "$W/cpu-s.ids") ids)"
+    else
+      echo "  temperature $t top-p $p: ids differ"; return 1
+    fi
+  done
+}
+step sampled-stories260K-f32 same_sampled "$A/stories260K-f32-mt64.loom"
+step sampled-synthetic-f32 same_sampled "$A/synthetic_untied-f32-mt3.loom"
 
 # Out-of-bounds and race checks of the kernels on a short run (prefill
 # over 3-row steps, decode graphs), where compute-sanitizer is installed.
