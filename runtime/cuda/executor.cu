@@ -72,6 +72,8 @@ public:
                float *logits) override;
   int32_t forwardSample(int32_t token, int64_t pos, float temperature,
                         float top_p, float coin) override;
+  int32_t sampleRow(int64_t row, float temperature, float top_p,
+                    float coin) override;
   void runRows(const ProgramDesc &prog, const int32_t *tokens,
                const float *rows, int64_t T, float *out) override;
   void beginStep(const int32_t *tokens, int64_t T, int64_t pos) override {
@@ -1285,6 +1287,25 @@ int32_t CudaExecutor::forwardSample(int32_t token, int64_t pos,
           "token download");
   });
   sync("decode step");
+  return *h_next_;
+}
+
+int32_t CudaExecutor::sampleRow(int64_t row, float temperature, float top_p,
+                                float coin) {
+  const ProgramDesc &prog = m_.forward();
+  h_step_->temperature = temperature;
+  h_step_->top_p = top_p;
+  h_step_->coin = coin;
+  check(cudaMemcpyAsync(d_step_, h_step_, sizeof(StepParams),
+                        cudaMemcpyHostToDevice, stream_),
+        "sampler parameters");
+  launchKernel(sampleKernel, 1, 1024, 0,
+               buffer(prog.logits_buffer) + row * ld(prog.logits_buffer),
+               int(m_.config.vocab_size), d_step_, d_next_);
+  check(cudaMemcpyAsync(h_next_, d_next_, sizeof(int32_t),
+                        cudaMemcpyDeviceToHost, stream_),
+        "token download");
+  sync("sampling");
   return *h_next_;
 }
 

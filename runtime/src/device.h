@@ -72,6 +72,11 @@ public:
   static constexpr int32_t kSampleOnHost = -2;
   virtual int32_t forwardSample(int32_t token, int64_t pos, float temperature,
                                 float top_p, float coin) = 0;
+  // The same choice from row `row` of the forward program's logits buffer
+  // as the work enqueued so far leaves it (a looped model's step, which the
+  // session drives with run()); waits for that work.
+  virtual int32_t sampleRow(int64_t row, float temperature, float top_p,
+                            float coin) = 0;
 
   // Runs a program other than "forward" on T rows (see
   // SessionState::runRows): `rows` (T rows of the input buffer) or

@@ -1102,14 +1102,25 @@ Logits Session::forward(const int32_t *tokens, size_t n, bool all_logits,
 
 int32_t Session::forwardSample(int32_t token, Sampler &sampler) {
   rt::SessionState &s = *state_;
-  if (!s.device || s.loop)
+  if (!s.device)
     return sampler.sample(forward(&token, 1).last());
   s.checkInput(&token, 1);
   const float coin =
       sampler.temperature() > 0.0f ? sampler.nextUniform() : 0.0f;
-  int32_t next = s.device->forwardSample(token, s.pos, sampler.temperature(),
-                                         sampler.topP(), coin);
-  s.pos += 1;
+  int32_t next;
+  if (s.loop) {
+    // The session drives a looped step's iterations (loopStep); its logits
+    // stay on the device for the sampler.
+    s.device->beginStep(&token, 1, s.pos);
+    s.step(&token, 1, 0, 1);
+    s.loop->have_warm = true;
+    s.pos += 1;
+    next = s.device->sampleRow(0, sampler.temperature(), sampler.topP(), coin);
+  } else {
+    next = s.device->forwardSample(token, s.pos, sampler.temperature(),
+                                   sampler.topP(), coin);
+    s.pos += 1;
+  }
   if (next == rt::DeviceExecutor::kSampleOnHost) {
     // A nucleus wider than the device sampler holds: the same choice, with
     // the same coin, from the step's logits.

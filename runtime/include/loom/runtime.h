@@ -272,7 +272,9 @@ public:
   // sampler runs on the device inside one captured graph per step, drawing
   // the same coin from the sampler's generator and making the same choice;
   // a nucleus (top_p < 1) of over 2048 ids is chosen on the host from the
-  // step's logits with that coin. Looped models sample on the host.
+  // step's logits with that coin. A looped model's step is not captured
+  // (its iterations are driven from the host), but its logits stay on the
+  // GPU for the same sampler.
   int32_t forwardSample(int32_t token, Sampler &sampler);
 
   // REFRAG programs (models with refrag() only; they run without touching

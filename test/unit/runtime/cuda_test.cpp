@@ -593,6 +593,14 @@ TEST_P(CudaLoop, MatchesTheCpu) {
         << lc.name << " step " << i;
     next = static_cast<int32_t>((next * 13 + 5) % V);
   }
+  // Sampled steps: the looped step's logits stay on the GPU for its sampler.
+  loom::Sampler sc(V, 0.9f, 0.8f, 5), sg(V, 0.9f, 0.8f, 5);
+  int32_t a_id = next, b_id = next;
+  for (int i = 0; i < 8; ++i) {
+    a_id = cpu.forwardSample(a_id, sc);
+    b_id = gpu.forwardSample(b_id, sg);
+    ASSERT_EQ(a_id, b_id) << lc.name << " sampled step " << i;
+  }
   EXPECT_EQ(cpu.iterationsPerStep(), gpu.iterationsPerStep()) << lc.name;
   EXPECT_EQ(cpu.kvCacheBytes(), gpu.kvCacheBytes()) << lc.name;
   ASSERT_EQ(cpu.exitValues().size(), gpu.exitValues().size());
