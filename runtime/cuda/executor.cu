@@ -541,7 +541,7 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device, TraceRecorder *trace,
                                  int(tiled)),
             "cudaFuncSetAttribute");
     // The tensor-core prefill attention (LOOM_CUDA_PREFILL_ATTN=tc): up to
-    // 128 KiB at head_dim 128, every instantiation (the programs' head dims
+    // 144 KiB at head_dim 128, every instantiation (the programs' head dims
     // differ).
     if (prefill_attn_ == PrefillAttention::TensorCores)
       for (int64_t hd : {16, 32, 64, 128})

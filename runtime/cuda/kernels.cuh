@@ -921,6 +921,9 @@ __global__ void __launch_bounds__(kAttnThreads)
   if (threadIdx.x == 0)
     w[head_dim] = bm;
   if constexpr (CLUSTER) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+    __trap(); // thread block clusters need sm_90; never launched below it
+#else
     namespace cg = cooperative_groups;
     cg::cluster_group cluster = cg::this_cluster();
     cluster.sync(); // every split's [o, m, l] is in its shared memory
@@ -946,6 +949,7 @@ __global__ void __launch_bounds__(kAttnThreads)
     }
     cluster.sync(); // the peers' shared memory outlives the first's reads
     return;
+#endif
   }
   // Publish the partials, then count this split in; the last one merges.
   __threadfence();
