@@ -20,7 +20,7 @@ G=$SHARED/golden
 
 for f in "$BUILD/bin/loomc" "$BUILD/bin/loom-run" "$BUILD/bin/loom-cuda-test" \
          "$BUILD/bin/loom-synth-weights" "$BUILD/bin/loom-make-checkpoint" \
-         "$BUILD/bin/loom-bench-gemv" \
+         "$BUILD/bin/loom-bench-gemv" "$BUILD/bin/loom-make-huginn" \
          "$BUILD/lib/libloomrt_cuda.so"; do
   [ -e "$f" ] || { echo "gpu-bundle: missing $f (build with the CUDA backend first)" >&2; exit 1; }
 done
@@ -76,6 +76,14 @@ skel() {
   "$BUILD/bin/loom-synth-weights" skeleton "$tmp/$name.loom" "$OUTDIR/skel/$name-bf16.skel"
   rm -f "$tmp/$name.bin" "$tmp/$name.loom"
 }
+# A looped model (Huginn's form) for the looped decode bench: bf16 from
+# loomc's f32 artifact.
+"$BUILD/bin/loom-make-huginn" "$tmp/looped" --dim 1024 --heads 16 --intermediate 2816 \
+  --vocab 32000 --context 2048 --prelude 2 --core 4 --coda 2 --recurrence 16 > /dev/null
+"$BUILD/bin/loomc" "$tmp/looped" --format=huginn --target cuda -o "$tmp/looped.loom" --quiet
+"$BUILD/bin/loom-synth-weights" skeleton "$tmp/looped.loom" "$OUTDIR/skel/looped-bf16.skel" \
+  --weight-type bf16
+rm -rf "$tmp/looped" "$tmp/looped.loom"
 skel 110m --dim 768 --hidden 2048 --layers 12 --heads 12 --kv-heads 12 --vocab 32000 --seq 1024
 skel 1b --dim 2048 --hidden 8192 --layers 16 --heads 32 --kv-heads 8 --vocab 32000 --seq 2048
 du -sh "$OUTDIR"

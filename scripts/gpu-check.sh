@@ -20,7 +20,8 @@
 #      with the decode graph's breakdown by kernel class and the variants
 #      (the experiments LOOM_CUDA_PREFETCH, LOOM_CUDA_PREFILL_ATTN=tc and
 #      LOOM_CUDA_ATTN_MERGE=cluster among them; the unit tests run under
-#      each too).
+#      each too);
+#   6. looped decode piece by piece and as one graph (LOOM_CUDA_LOOP_GRAPH).
 # Run from the repository root:  bash scripts/gpu-check.sh [BUNDLE]
 # Prints "gpu-check: N failures" last and exits non-zero on any failure;
 # with $OUT set the log and the benchmark's JSON go there too.
@@ -77,6 +78,11 @@ step cuda-unit-no-rope-fold env LOOM_CUDA_ROPE_FOLD=0 "$B/bin/loom-cuda-test" --
 step cuda-unit-prefetch env LOOM_CUDA_PREFETCH=16 "$B/bin/loom-cuda-test" --gtest_brief=1
 # Decode attention's splits merged in a thread block cluster (an experiment).
 step cuda-unit-attn-cluster env LOOM_CUDA_ATTN_MERGE=cluster "$B/bin/loom-cuda-test" --gtest_brief=1
+# Looped models' one-row steps as one CUDA graph (an experiment): the loop
+# tests (fixed counts take the graph, adaptive exits still run piece by
+# piece), and the huginn-tiny golden and references below.
+step cuda-unit-loop-graph env LOOM_CUDA_LOOP_GRAPH=1 "$B/bin/loom-cuda-test" \
+  --gtest_brief=1 --gtest_filter='CudaLoop*'
 # Both prefill attention kernels (the automatic choice takes the tiled one
 # only for steps with enough heads x row tiles to fill the GPU), and the
 # tensor-core one (an experiment: head dims 16, 32, 64, 128).
@@ -108,6 +114,9 @@ step golden-refrag-tiny python3 test/e2e/Inputs/check_refrag.py --loomc none \
 step golden-huginn-tiny python3 test/e2e/Inputs/check_huginn.py --loomc none \
   --loom-run "$RUN" --golden "$G/huginn-tiny" --workdir "$W/huginn" --device "$DEV" \
   --artifact "$A/huginn-tiny.loom"
+step golden-huginn-tiny-loop-graph env LOOM_CUDA_LOOP_GRAPH=1 python3 \
+  test/e2e/Inputs/check_huginn.py --loomc none --loom-run "$RUN" --golden "$G/huginn-tiny" \
+  --workdir "$W/huginn-graph" --device "$DEV" --artifact "$A/huginn-tiny.loom"
 
 # The references on new inputs (test/e2e/*-general.test on the GPU).
 step general-stories260K-f32 python3 test/e2e/Inputs/check_consistency.py --loomc none \
@@ -120,6 +129,9 @@ step general-refrag python3 test/e2e/Inputs/check_refrag_general.py --loomc none
 step general-huginn python3 test/e2e/Inputs/check_huginn_general.py --loomc none \
   --loom-run "$RUN" --golden "$G" --workdir "$W/huginn-general" --device "$DEV" \
   --artifact "$A/huginn-tiny.loom"
+step general-huginn-loop-graph env LOOM_CUDA_LOOP_GRAPH=1 python3 \
+  test/e2e/Inputs/check_huginn_general.py --loomc none --loom-run "$RUN" --golden "$G" \
+  --workdir "$W/huginn-general-graph" --device "$DEV" --artifact "$A/huginn-tiny.loom"
 
 # CPU and CUDA on the same artifact: every position's logits of a prompt
 # and 200 greedy steps (|d| <= 1e-4 (1 + |cpu|)), and the greedy ids with
@@ -195,6 +207,27 @@ step bench python3 bench/bench_cuda.py --bundle "$B" --out "$OUTDIR" --workdir "
   --variant prefill-tc,LOOM_CUDA_PREFILL_ATTN=tc \
   --variant prefetch-8,LOOM_CUDA_PREFETCH=8 --variant prefetch-24,LOOM_CUDA_PREFETCH=24 \
   --variant attn-cluster,LOOM_CUDA_ATTN_MERGE=cluster
+# Looped decode driven piece by piece (the default) and as one graph per
+# step (LOOM_CUDA_LOOP_GRAPH=1): huginn-tiny and a synthetic looped model
+# (dim 1024, 16 heads, MLP 2816, vocab 32000, 2 prelude + 4 core + 2 coda
+# layers, bf16) at 4 and 16 iterations; decode tokens/s and the ratio.
+loop_graph_bench() {
+  "$B/bin/loom-synth-weights" fill "$B/skel/looped-bf16.skel" "$W/looped.loom" \
+    > /dev/null 2>&1 || return 1
+  local art r a b
+  for art in "$A/huginn-tiny.loom" "$W/looped.loom"; do
+    for r in 4 16; do
+      a=$(LOOM_CUDA_LOOP_GRAPH=0 "$RUN" "$art" --device cuda --bench --iterations $r \
+        | awk '/^decode_tokens_per_s/ {print $2}') || return 1
+      b=$(LOOM_CUDA_LOOP_GRAPH=1 "$RUN" "$art" --device cuda --bench --iterations $r \
+        | awk '/^decode_tokens_per_s/ {print $2}') || return 1
+      [ -n "$a" ] && [ -n "$b" ] || return 1
+      echo "  $(basename "$art") r=$r: decode $a tok/s piece by piece, $b as one graph" \
+        "($(python3 -c "print('%.2f' % ($b / $a))")x)"
+    done
+  done
+}
+step loop-graph-bench loop_graph_bench
 rm -rf "$W"
 echo "gpu-check: $failures failures"
 exit $((failures > 0))

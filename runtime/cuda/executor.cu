@@ -100,6 +100,9 @@ public:
                           cudaMemcpyDeviceToDevice, stream_),
           "row copy");
   }
+  bool capturesLoopSteps() const override { return loop_graph_ && !trace_; }
+  void loopStepGraph(int32_t token, int64_t pos, const float *state,
+                     const std::vector<int32_t> &slots) override;
   uint64_t deviceBytes() const override { return device_bytes_; }
   std::string deviceName() const override { return name_; }
 
@@ -109,6 +112,17 @@ private:
     return reinterpret_cast<float *>(arena_ + m_.buffers[b].offset);
   }
   int64_t ld(uint32_t b) const { return m_.buffers[b].row_elems; }
+  // Slot `slot` of a loop cache shaped like c (storage on first use).
+  DeviceCache &loopSlot(int64_t slot, const KvCacheDesc &c);
+  // While loopStepGraph enqueues its step: the slot loop cache `cache`
+  // writes and reads whole at the running iteration; otherwise null.
+  const DeviceCache *graphSlot(int64_t cache) const {
+    if (!step_slots_ || m_.kv_caches[cache].loop_layer < 0)
+      return nullptr;
+    const int64_t layers = int64_t(loop_cache_of_layer_.size());
+    return &loop_slots_[size_t(step_slots_[step_iteration_ * layers +
+                                           m_.kv_caches[cache].loop_layer])];
+  }
   // Attention of a looped block's core layer: the session's KV policy
   // picks the slots (LoopKvSource), their storage lives here.
   void loopAttend(uint32_t cache, const float *q, int64_t ldq, const float *k,
@@ -207,8 +221,16 @@ private:
   const ModelData &m_;
   TraceRecorder *trace_;
   LoopKvSource *loop_kv_;
-  std::vector<DeviceCache> loop_slots_; // by slot index, allocated on use
-  const float **d_rows_ = nullptr;      // K then V row pointers per position
+  std::vector<DeviceCache> loop_slots_;       // by slot index, allocated on use
+  std::vector<uint32_t> loop_cache_of_layer_; // core layer -> its KV cache
+  // LOOM_CUDA_LOOP_GRAPH=1 (an experiment, off until run on a GPU): one-row
+  // looped steps with a fixed iteration count as one graph (loopStepGraph).
+  bool loop_graph_ = false;
+  cudaGraphExec_t loop_step_graph_ = nullptr;
+  std::vector<int32_t> loop_graph_slots_; // the slots it was captured for
+  const int32_t *step_slots_ = nullptr;   // while capturing it
+  int64_t step_iteration_ = 0;
+  const float **d_rows_ = nullptr; // K then V row pointers per position
   std::vector<const float *> rows_host_;
   std::string name_;
   cudaStream_t stream_ = nullptr;
@@ -374,6 +396,12 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device, TraceRecorder *trace,
                  "the outputs are wrong\n",
                  e);
   }
+  if (const char *e = std::getenv("LOOM_CUDA_LOOP_GRAPH")) {
+    const std::string v = e;
+    if (v != "0" && v != "1")
+      throw Error("LOOM_CUDA_LOOP_GRAPH=" + v + ": expected 0 or 1");
+    loop_graph_ = v == "1";
+  }
   if (const char *e = std::getenv("LOOM_CUDA_PREFETCH")) {
     char *rest = nullptr;
     const long mb = std::strtol(e, &rest, 10);
@@ -469,6 +497,10 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device, TraceRecorder *trace,
       if (c.loop_layer >= 0) { // storage per slot, on first use
         caches_.push_back({nullptr, nullptr, c.kv_heads * c.head_dim});
         loop_caches = true;
+        if (size_t(c.loop_layer) >= loop_cache_of_layer_.size())
+          loop_cache_of_layer_.resize(size_t(c.loop_layer) + 1);
+        loop_cache_of_layer_[size_t(c.loop_layer)] =
+            uint32_t(caches_.size() - 1);
         continue;
       }
       caches_.push_back({p, p + n, c.kv_heads * c.head_dim});
@@ -585,6 +617,9 @@ void CudaExecutor::release() {
   if (forward_graph_)
     cudaGraphExecDestroy(forward_graph_);
   decode_graph_ = forward_graph_ = nullptr;
+  if (loop_step_graph_)
+    cudaGraphExecDestroy(loop_step_graph_);
+  loop_step_graph_ = nullptr;
   for (cudaEvent_t e : trace_events_)
     cudaEventDestroy(e);
   trace_events_.clear();
@@ -690,15 +725,29 @@ void CudaExecutor::attention(int64_t cache, const float *q, int64_t ldq,
                              const float *k, int64_t ldk, const float *v,
                              int64_t ldv, float *out, int64_t ldo, int64_t T,
                              int64_t nh, int64_t nkv, int64_t hd) {
-  if (m_.kv_caches[cache].loop_layer >= 0) {
+  const DeviceCache *slot = graphSlot(cache);
+  if (m_.kv_caches[cache].loop_layer >= 0 && !slot) {
     loopAttend(uint32_t(cache), q, ldq, k, ldk, v, ldv, out, ldo, T, nh, nkv,
                hd);
     return;
   }
-  const DeviceCache &c = caches_[cache];
+  const DeviceCache &c = slot ? *slot : caches_[cache];
   launchKernel(kvAppendKernel, unsigned(T), rowThreads(c.kvd), 0, d_step_, k,
                ldk, v, ldv, c.k, c.v, c.kvd);
   attendCache(c, q, ldq, out, ldo, T, nh, nkv, hd);
+}
+
+DeviceCache &CudaExecutor::loopSlot(int64_t slot, const KvCacheDesc &c) {
+  if (size_t(slot) >= loop_slots_.size())
+    loop_slots_.resize(size_t(slot) + 1);
+  DeviceCache &s = loop_slots_[size_t(slot)];
+  if (!s.k) {
+    const int64_t kvd = c.kv_heads * c.head_dim;
+    float *mem = static_cast<float *>(alloc(
+        2 * sizeof(float) * uint64_t(c.max_seq * kvd), "a loop KV cache"));
+    s = {mem, mem + c.max_seq * kvd, kvd};
+  }
+  return s;
 }
 
 void CudaExecutor::loopAttend(uint32_t cache, const float *q, int64_t ldq,
@@ -708,15 +757,7 @@ void CudaExecutor::loopAttend(uint32_t cache, const float *q, int64_t ldq,
   const KvCacheDesc &c = m_.kv_caches[cache];
   const int64_t kvd = nkv * hd;
   const int32_t *src = nullptr;
-  const int64_t slot = loop_kv_->planLoopKv(cache, T, &src);
-  if (size_t(slot) >= loop_slots_.size())
-    loop_slots_.resize(size_t(slot) + 1);
-  DeviceCache &dst = loop_slots_[size_t(slot)];
-  if (!dst.k) {
-    float *mem = static_cast<float *>(alloc(
-        2 * sizeof(float) * uint64_t(c.max_seq * kvd), "a loop KV cache"));
-    dst = {mem, mem + c.max_seq * kvd, kvd};
-  }
+  const DeviceCache &dst = loopSlot(loop_kv_->planLoopKv(cache, T, &src), c);
   launchKernel(kvAppendKernel, unsigned(T), rowThreads(kvd), 0, d_step_, k, ldk,
                v, ldv, dst.k, dst.v, kvd);
   const int64_t end = h_step_->pos + T;
@@ -828,13 +869,15 @@ void CudaExecutor::qkvAttention(const DispatchDesc &d, int64_t T) {
   // multiples of head_dim: one rotation covers both, and the same kernel
   // appends the rotated k and v to the cache.
   if (!omitted(kOmitAttention)) {
-    if (m_.kv_caches[ip[0]].loop_layer >= 0) {
+    const DeviceCache *slot = graphSlot(ip[0]);
+    if (m_.kv_caches[ip[0]].loop_layer >= 0 && !slot) {
       launchKernel(ropeKernel, unsigned(T), rowThreads((qd + kd) / 2), 0,
                    d_step_, qkv, lq, qd + kd, hd, d.fparams[0]);
       loopAttend(uint32_t(ip[0]), qkv, lq, qkv + qd, lq, qkv + qd + kd, lq,
                  attn, la, T, nh, nkv, hd);
     } else {
-      const DeviceCache &c = caches_[ip[0]];
+      // An ordinary cache, or the slot a captured looped step reads whole.
+      const DeviceCache &c = slot ? *slot : caches_[ip[0]];
       // One row (decode): RoPE and the append happen inside the attention.
       RopeFold fold;
       if (T == 1 && rope_fold_ && hd % 2 == 0 &&
@@ -1288,6 +1331,51 @@ int32_t CudaExecutor::forwardSample(int32_t token, int64_t pos,
   });
   sync("decode step");
   return *h_next_;
+}
+
+void CudaExecutor::loopStepGraph(int32_t token, int64_t pos, const float *state,
+                                 const std::vector<int32_t> &slots) {
+  const ProgramDesc &prog = m_.forward();
+  const LoopDesc &L = *prog.loop;
+  const size_t layers = loop_cache_of_layer_.size();
+  const int64_t D = ld(L.state_buffer);
+  if (!capturesLoopSteps() || layers == 0 || slots.empty() ||
+      slots.size() % layers != 0 || size_t(D) > h_rows_floats_)
+    throw Error("internal: loopStepGraph without a captured loop step");
+  // Storage first: nothing is allocated while capturing.
+  for (size_t i = 0; i < slots.size(); ++i)
+    loopSlot(slots[i], m_.kv_caches[loop_cache_of_layer_[i % layers]]);
+  if (loop_step_graph_ && slots != loop_graph_slots_) {
+    cudaGraphExecDestroy(loop_step_graph_);
+    loop_step_graph_ = nullptr;
+  }
+  loop_graph_slots_ = slots;
+  h_step_->pos = static_cast<int32_t>(pos);
+  h_step_->tokens[0] = token;
+  // The graph copies the state from this pinned row when it runs.
+  std::memcpy(h_rows_, state, size_t(D) * sizeof(float));
+  const int64_t iterations = int64_t(slots.size() / layers);
+  step_slots_ = loop_graph_slots_.data();
+  try {
+    runCaptured(loop_step_graph_, [&] {
+      uploadStep(pos, 1, nullptr);
+      run(prog, 0, L.body_begin, 1, 0, 1, nullptr);
+      check(cudaMemcpyAsync(buffer(L.state_buffer), h_rows_,
+                            size_t(D) * sizeof(float), cudaMemcpyHostToDevice,
+                            stream_),
+            "initial state");
+      for (step_iteration_ = 0; step_iteration_ < iterations;
+           ++step_iteration_) {
+        run(prog, L.body_begin, L.body_end, 1, 0, 1, nullptr);
+        copyRows(L.state_buffer, L.next_state_buffer, 1);
+      }
+      run(prog, L.body_end, L.tail_end, 1, 0, 1, nullptr);
+    });
+  } catch (...) {
+    step_slots_ = nullptr;
+    throw;
+  }
+  step_slots_ = nullptr;
 }
 
 int32_t CudaExecutor::sampleRow(int64_t row, float temperature, float top_p,

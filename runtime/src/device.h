@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace loom::rt {
 
@@ -60,6 +61,20 @@ public:
   virtual void download(uint32_t buffer, int64_t row, int64_t n,
                         float *out) = 0;
   virtual void copyRows(uint32_t dst, uint32_t src, int64_t n) = 0;
+
+  // Whether loopStepGraph runs looped steps (LOOM_CUDA_LOOP_GRAPH=1, not in
+  // traced sessions); otherwise the session drives them piece by piece.
+  virtual bool capturesLoopSteps() const = 0;
+  // A looped model's whole token step on one row with a fixed iteration
+  // count, enqueued as one CUDA graph (captured for a slot list, replayed
+  // while it stays the same): `token` at `pos`, the prelude, the initial
+  // state `state` (one row of the state buffer), iterations of the body
+  // whose core layer j of iteration i writes its K/V to slot
+  // slots[i * core_layers + j] and reads that slot whole (the session has
+  // checked it holds every earlier position), then the tail. The logits
+  // (row 0) and the latent stay in their buffers for download / sampleRow.
+  virtual void loopStepGraph(int32_t token, int64_t pos, const float *state,
+                             const std::vector<int32_t> &slots) = 0;
 
   // One decode step of one token at `pos` and the choice of the next token
   // on the device, as Sampler::sampleWithCoin(logits, coin) chooses it:

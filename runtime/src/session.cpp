@@ -321,7 +321,19 @@ struct CoreCache {
   float *k;
   float *v;
   std::vector<uint8_t> present;
-  int64_t count = 0; // positions present
+  int64_t count = 0;  // positions present
+  int64_t prefix = 0; // positions 0 .. prefix - 1 are all present
+
+  // Marks positions [pos, pos + T) present.
+  void mark(int64_t pos, int64_t T) {
+    for (int64_t p = pos; p < pos + T; ++p)
+      if (!present[size_t(p)]) {
+        present[size_t(p)] = 1;
+        ++count;
+      }
+    while (prefix < int64_t(present.size()) && present[size_t(prefix)])
+      ++prefix;
+  }
 };
 
 // A standard normal draw: Box-Muller over two 53-bit uniforms of the
@@ -422,6 +434,9 @@ struct LoopState {
   std::vector<int32_t> src;
   // Per-position row tables handed to attentionRows.
   std::vector<const float *> k_rows, v_rows;
+  // A captured step's slots (SessionState::loopStepGraph) and state row.
+  std::vector<int32_t> step_slots;
+  std::vector<float> step_state;
 };
 
 } // namespace
@@ -480,6 +495,7 @@ struct SessionState final : LoopKvSource {
             int64_t logit_end);
   void loopStep(const int32_t *tokens, int64_t T, int64_t logit_begin,
                 int64_t logit_end);
+  bool loopStepGraph(int32_t token);
   void initState(float *state, int64_t T);
   void attend(int64_t cache, const float *q, int64_t ldq, const float *k,
               int64_t ldk, const float *v, int64_t ldv, float *out, int64_t ldo,
@@ -686,13 +702,7 @@ int64_t SessionState::planLoopKv(uint32_t cache, int64_t T,
   const int64_t x = C * ls.iteration + c.loop_layer;
   const int64_t dst_index = ls.policy.slot(x);
   CoreCache &dst = slot(dst_index, c);
-  for (int64_t t = 0; t < T; ++t) {
-    const int64_t p = pos + t;
-    if (!dst.present[p]) {
-      dst.present[p] = 1;
-      ++dst.count;
-    }
-  }
+  dst.mark(pos, T);
   const int64_t end = pos + T;
   ls.src.assign(size_t(end), -1);
   using Kind = KvPolicy::Kind;
@@ -904,6 +914,9 @@ void SessionState::loopStep(const int32_t *tokens, int64_t T,
   LoopState &ls = *loop;
   const LoopDesc &L = ls.desc;
   const int64_t D = m.config.dim, V = m.config.vocab_size;
+  if (device && T == 1 && logit_begin == 0 && logit_end == 1 &&
+      !step_embeddings && loopStepGraph(tokens[0]))
+    return;
   range(0, L.body_begin, tokens, T, logit_begin, logit_end);
   std::vector<float> host_state, host_logits;
   float *state = device ? nullptr : buffer(L.state_buffer);
@@ -963,6 +976,38 @@ void SessionState::loopStep(const int32_t *tokens, int64_t T,
   values.push_back(std::move(checked));
 }
 
+// A one-row step with a fixed iteration count as one CUDA graph, where the
+// device captures such steps and every slot the KV policy writes in this
+// step already holds every earlier position (its attention then reads it
+// whole, like an ordinary cache): every decode step after a prefill with
+// the same count. Returns false, with nothing changed, otherwise.
+bool SessionState::loopStepGraph(int32_t token) {
+  LoopState &ls = *loop;
+  if (ls.criterion != ExitCriterion::None || !device->capturesLoopSteps())
+    return false;
+  const int64_t C = ls.policy.layers;
+  ls.step_slots.clear();
+  for (int64_t x = 0; x < C * ls.iterations; ++x) {
+    const int64_t s = ls.policy.slot(x);
+    if (static_cast<size_t>(s) >= ls.slots.size() ||
+        !ls.slots[static_cast<size_t>(s)] ||
+        ls.slots[static_cast<size_t>(s)]->prefix < pos)
+      return false;
+    ls.step_slots.push_back(static_cast<int32_t>(s));
+  }
+  const LoopDesc &L = ls.desc;
+  ls.step_state.resize(static_cast<size_t>(m.config.dim));
+  initState(ls.step_state.data(), 1);
+  device->loopStepGraph(token, pos, ls.step_state.data(), ls.step_slots);
+  for (int32_t s : ls.step_slots)
+    ls.slots[static_cast<size_t>(s)]->mark(pos, 1);
+  ls.warm.resize(static_cast<size_t>(m.config.dim));
+  device->download(L.latent_buffer, 0, 1, ls.warm.data());
+  steps.push_back(ls.iterations);
+  values.emplace_back();
+  return true;
+}
+
 void SessionState::checkInput(const int32_t *tokens, size_t n) const {
   const int64_t vocab = m.config.vocab_size;
   for (size_t i = 0; i < n; ++i)
@@ -1003,6 +1048,7 @@ void SessionState::reset() {
     if (s) {
       std::fill(s->present.begin(), s->present.end(), 0);
       s->count = 0;
+      s->prefix = 0;
     }
 }
 

@@ -299,11 +299,20 @@ TEST(CudaSampling, WideNucleusIsChosenOnTheHost) {
 }
 
 // An environment variable of the CUDA backend (read when a session is
-// made), unset again when the scope ends.
+// made), restored when the scope ends (gpu-check runs the whole test under
+// some of them).
 class ScopedEnv {
 public:
-  explicit ScopedEnv(const char *var) : var_(var) {}
-  ~ScopedEnv() { unsetenv(var_); }
+  explicit ScopedEnv(const char *var) : var_(var) {
+    if (const char *old = std::getenv(var))
+      old_ = old;
+  }
+  ~ScopedEnv() {
+    if (old_)
+      setenv(var_, old_->c_str(), 1);
+    else
+      unsetenv(var_);
+  }
   void set(const char *value) { setenv(var_, value, 1); }
   // Making a CUDA session with the variable at `value` throws an error
   // that names the variable.
@@ -321,6 +330,7 @@ public:
 
 private:
   const char *var_;
+  std::optional<std::string> old_;
 };
 
 // LOOM_CUDA_OMIT (bench_cuda.py --breakdown) leaves kernel classes out:
@@ -634,6 +644,74 @@ INSTANTIATE_TEST_SUITE_P(
         LoopCase{"fixed_skip_warm", 4, std::nullopt, 0, "skip", true,
                  Init::Zero}),
     [](const auto &info) { return std::string(info.param.name); });
+
+// LOOM_CUDA_LOOP_GRAPH=1: one-row steps with a fixed iteration count run as
+// one CUDA graph (from the first step after a prefill, or from the second
+// token of a session that starts with one): logits, sampled ids, iteration
+// counts and KV sizes agree with the CPU under policies that write a slot
+// per layer and iteration (full, skip) or share slots (compress-s2), with
+// initial states drawn per step (the graph copies each step's state) and
+// warm starts; other values are refused.
+TEST(CudaLoopGraph, CapturedStepsMatchTheCpu) {
+  ScopedEnv env("LOOM_CUDA_LOOP_GRAPH");
+  TempFile f(loom::test::huginnArtifact(loom::test::randomHuginnCheckpoint(3))
+                 .serialize());
+  auto model = loom::Model::load(f.path());
+  const int64_t V = model->config().vocab_size;
+  struct Config {
+    const char *policy;
+    int iterations;
+    bool warm_start;
+    Init init;
+    int prompt;
+  };
+  env.set("1");
+  for (const Config &c : {Config{"full", 3, false, Init::Zero, 11},
+                          Config{"compress-s2", 5, false, Init::Random, 7},
+                          Config{"skip", 4, true, Init::Random, 5},
+                          Config{"full", 2, true, Init::Zero, 1}}) {
+    const std::string name = std::string(c.policy) + " r=" +
+                             std::to_string(c.iterations) + " prompt " +
+                             std::to_string(c.prompt);
+    loom::SessionOptions o;
+    o.threads = 2;
+    o.loop.iterations = c.iterations;
+    o.loop.kv_policy = c.policy;
+    o.loop.warm_start = c.warm_start;
+    o.loop.init = c.init;
+    o.loop.seed = 9;
+    loom::Session cpu(model, o);
+    o.device = loom::Device::Cuda;
+    loom::Session gpu(model, o);
+    const std::vector<int32_t> prompt = promptIds(c.prompt, V);
+    auto step = [&](loom::Session &s, const int32_t *ids, size_t n) {
+      loom::Logits l = s.forward(ids, n, true);
+      return std::vector<float>(l.data, l.data + l.rows * V);
+    };
+    std::vector<float> a = step(cpu, prompt.data(), prompt.size());
+    std::vector<float> b = step(gpu, prompt.data(), prompt.size());
+    ASSERT_LT(relDiff(b.data(), a.data(), a.size()), 1e-4) << name;
+    int32_t next = 3;
+    for (int i = 0; i < 8; ++i) {
+      a = step(cpu, &next, 1);
+      b = step(gpu, &next, 1);
+      ASSERT_LT(relDiff(b.data(), a.data(), a.size()), 1e-4)
+          << name << " step " << i;
+      next = static_cast<int32_t>((next * 11 + 2) % V);
+    }
+    loom::Sampler sc(V, 0.9f, 0.8f, 5), sg(V, 0.9f, 0.8f, 5);
+    int32_t a_id = next, b_id = next;
+    for (int i = 0; i < 8; ++i) {
+      a_id = cpu.forwardSample(a_id, sc);
+      b_id = gpu.forwardSample(b_id, sg);
+      ASSERT_EQ(a_id, b_id) << name << " sampled step " << i;
+    }
+    EXPECT_EQ(cpu.iterationsPerStep(), gpu.iterationsPerStep()) << name;
+    EXPECT_EQ(cpu.kvCacheBytes(), gpu.kvCacheBytes()) << name;
+  }
+  for (const char *bad : {"2", "yes", ""})
+    env.expectRefused(model, bad);
+}
 
 } // namespace
 
