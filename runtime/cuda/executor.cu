@@ -757,10 +757,18 @@ void CudaExecutor::loopAttend(uint32_t cache, const float *q, int64_t ldq,
   const KvCacheDesc &c = m_.kv_caches[cache];
   const int64_t kvd = nkv * hd;
   const int32_t *src = nullptr;
-  const DeviceCache &dst = loopSlot(loop_kv_->planLoopKv(cache, T, &src), c);
+  const int64_t slot = loop_kv_->planLoopKv(cache, T, &src);
+  const DeviceCache &dst = loopSlot(slot, c);
   launchKernel(kvAppendKernel, unsigned(T), rowThreads(kvd), 0, d_step_, k, ldk,
                v, ldv, dst.k, dst.v, kvd);
   const int64_t end = h_step_->pos + T;
+  // With LOOM_CUDA_LOOP_GRAPH=1, a slot that holds every position is read
+  // as an ordinary cache (no table; the split or tiled kernels).
+  if (loop_graph_ &&
+      std::all_of(src, src + end, [&](int32_t s) { return s == slot; })) {
+    attendCache(dst, q, ldq, out, ldo, T, nh, nkv, hd);
+    return;
+  }
   rows_host_.assign(size_t(2 * end), nullptr);
   for (int64_t p = 0; p < end; ++p)
     if (src[p] >= 0) {
@@ -1125,8 +1133,11 @@ int64_t CudaExecutor::run(const ProgramDesc &prog, size_t begin, size_t end,
   const int64_t pos = h_step_->pos;
   for (size_t i = begin; i < end; ++i) {
     const DispatchDesc &d = prog.dispatches[i];
+    // Once per Add + RmsNorm pair, fused or not.
     if (prefetching(T) &&
-        (d.kernel == Kernel::RmsNorm || d.kernel == Kernel::Add))
+        (d.kernel == Kernel::Add ||
+         (d.kernel == Kernel::RmsNorm &&
+          (i == begin || prog.dispatches[i - 1].kernel != Kernel::Add))))
       prefetchNextGemm(prog, i, end);
     // Traced runs keep one event per dispatch, so they do not fuse.
     if (!trace_) {
