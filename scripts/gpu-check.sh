@@ -42,6 +42,7 @@ A="$B/art"
 # GPU itself fails: the CPU-vs-CUDA comparisons, loom-bench-gemv, the bench).
 DEV=${LOOM_CHECK_DEVICE:-cuda}
 failures=0
+failed=""
 step() {
   local name=$1
   shift
@@ -59,12 +60,13 @@ step() {
   else
     echo "=== FAIL $name ($((SECONDS - t0)) s)"
     failures=$((failures + 1))
+    failed="$failed $name"
   fi
 }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
 "$RUN" "$A/stories260K-f32-mt64.loom" --device "$DEV" --prompt "Once upon a time" \
-  --steps 32 --temperature 0 || failures=$((failures + 1))
+  --steps 32 --temperature 0 || { failures=$((failures + 1)); failed="$failed smoke"; }
 
 step cuda-unit "$B/bin/loom-cuda-test"
 # The same with every GEMV kernel shape forced (loads in flight, warps per
@@ -229,5 +231,6 @@ loop_graph_bench() {
 }
 step loop-graph-bench loop_graph_bench
 rm -rf "$W"
-echo "gpu-check: $failures failures"
+[ -z "$failed" ] || echo "gpu-check: failed:$failed"
+echo "gpu-check: $failures failures (${SECONDS} s)"
 exit $((failures > 0))
