@@ -51,7 +51,7 @@ step() {
   if declare -F "$1" > /dev/null; then
     "$@" || rc=$?
   else
-    timeout 240 "$@" || rc=$?
+    timeout "${STEP_TIMEOUT:-240}" "$@" || rc=$?
   fi
   if [ $rc = 0 ]; then
     echo "=== PASS $name ($((SECONDS - t0)) s)"
@@ -65,7 +65,7 @@ step() {
 }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
-"$RUN" "$A/stories260K-f32-mt64.loom" --device "$DEV" --prompt "Once upon a time" \
+timeout 120 "$RUN" "$A/stories260K-f32-mt64.loom" --device "$DEV" --prompt "Once upon a time" \
   --steps 32 --temperature 0 || { failures=$((failures + 1)); failed="$failed smoke"; }
 
 step cuda-unit "$B/bin/loom-cuda-test"
@@ -142,11 +142,11 @@ step general-huginn-loop-graph env LOOM_CUDA_LOOP_GRAPH=1 python3 \
 same_artifact() {
   local art=$1 tol=$2 ids
   ids=1,$(seq -s, 3 40)
-  "$RUN" "$art" --device cpu --prompt-ids "$ids" --steps 200 --temperature 0 \
+  timeout 120 "$RUN" "$art" --device cpu --prompt-ids "$ids" --steps 200 --temperature 0 \
     --print-ids --dump-logits "$W/cpu.bin" > "$W/cpu.ids" 2>/dev/null || return 1
-  "$RUN" "$art" --device cuda --prompt-ids "$ids" --steps 200 --temperature 0 \
+  timeout 120 "$RUN" "$art" --device cuda --prompt-ids "$ids" --steps 200 --temperature 0 \
     --print-ids --dump-logits "$W/cuda.bin" > "$W/cuda.ids" 2>/dev/null || return 1
-  "$RUN" "$art" --device cuda --prompt-ids "$ids" --steps 200 --temperature 0 \
+  timeout 120 "$RUN" "$art" --device cuda --prompt-ids "$ids" --steps 200 --temperature 0 \
     --print-ids > "$W/cuda-graph.ids" 2>/dev/null || return 1
   python3 - "$W/cpu.bin" "$W/cuda.bin" "$tol" "$W/cpu.ids" "$W/cuda.ids" "$W/cuda-graph.ids" <<'EOF'
 import struct, sys
@@ -174,9 +174,9 @@ same_sampled() {
   ids=1,$(seq -s, 3 20)
   for tp in 0.8:0.9 1.0:0.5 1.2:1.0 3.0:0.95; do
     t=${tp%:*} p=${tp#*:}
-    "$RUN" "$art" --device cpu --prompt-ids "$ids" --steps 200 --temperature "$t" \
+    timeout 120 "$RUN" "$art" --device cpu --prompt-ids "$ids" --steps 200 --temperature "$t" \
       --top-p "$p" --seed 11 --print-ids > "$W/cpu-s.ids" 2>/dev/null || return 1
-    "$RUN" "$art" --device cuda --prompt-ids "$ids" --steps 200 --temperature "$t" \
+    timeout 120 "$RUN" "$art" --device cuda --prompt-ids "$ids" --steps 200 --temperature "$t" \
       --top-p "$p" --seed 11 --print-ids > "$W/cuda-s.ids" 2>/dev/null || return 1
     # The two devices' logits differ in the last bits, so a coin that lands
     # within ~1e-6 of a boundary may pick another id (rare): reported, and
@@ -202,7 +202,7 @@ if command -v compute-sanitizer > /dev/null; then
     --temperature 0 --print-ids
 fi
 
-step bench python3 bench/bench_cuda.py --bundle "$B" --out "$OUTDIR" --workdir "$W/bench" --profile 1b --breakdown 1b \
+STEP_TIMEOUT=420 step bench python3 bench/bench_cuda.py --bundle "$B" --out "$OUTDIR" --workdir "$W/bench" --profile 1b --breakdown 1b \
   --variant no-rope-fold,LOOM_CUDA_ROPE_FOLD=0 --variant gemv-4-1,LOOM_CUDA_GEMV=4,1 \
   --variant attn-blocks-1,LOOM_CUDA_ATTN_BLOCKS=1 --variant attn-blocks-4,LOOM_CUDA_ATTN_BLOCKS=4 \
   --variant prefill-tiled,LOOM_CUDA_PREFILL_ATTN=tiled --variant prefill-rows,LOOM_CUDA_PREFILL_ATTN=rows \
@@ -219,9 +219,9 @@ loop_graph_bench() {
   local art r a b
   for art in "$A/huginn-tiny.loom" "$W/looped.loom"; do
     for r in 4 16; do
-      a=$(LOOM_CUDA_LOOP_GRAPH=0 "$RUN" "$art" --device cuda --bench --iterations $r \
+      a=$(LOOM_CUDA_LOOP_GRAPH=0 timeout 120 "$RUN" "$art" --device cuda --bench --iterations $r \
         | awk '/^decode_tokens_per_s/ {print $2}') || return 1
-      b=$(LOOM_CUDA_LOOP_GRAPH=1 "$RUN" "$art" --device cuda --bench --iterations $r \
+      b=$(LOOM_CUDA_LOOP_GRAPH=1 timeout 120 "$RUN" "$art" --device cuda --bench --iterations $r \
         | awk '/^decode_tokens_per_s/ {print $2}') || return 1
       [ -n "$a" ] && [ -n "$b" ] || return 1
       echo "  $(basename "$art") r=$r: decode $a tok/s piece by piece, $b as one graph" \
