@@ -214,17 +214,25 @@ fi
 # layers, bf16) at 4 and 16 iterations; decode tokens/s and the ratio.
 loop_graph_bench() {
   "$B/bin/loom-synth-weights" fill "$B/skel/looped-bf16.skel" "$W/looped.loom" \
-    > /dev/null 2>&1 || return 1
-  local art r a b
+    > /dev/null || return 1
+  local art r a b g
   for art in "$A/huginn-tiny.loom" "$W/looped.loom"; do
     for r in 4 16; do
-      a=$(LOOM_CUDA_LOOP_GRAPH=0 timeout 120 "$RUN" "$art" --device cuda --bench --iterations $r \
-        | awk '/^decode_tokens_per_s/ {print $2}') || return 1
-      b=$(LOOM_CUDA_LOOP_GRAPH=1 timeout 120 "$RUN" "$art" --device cuda --bench --iterations $r \
-        | awk '/^decode_tokens_per_s/ {print $2}') || return 1
-      [ -n "$a" ] && [ -n "$b" ] || return 1
-      echo "  $(basename "$art") r=$r: decode $a tok/s piece by piece, $b as one graph" \
-        "($(python3 -c "print('%.2f' % ($b / $a))")x)"
+      LOOM_CUDA_LOOP_GRAPH=0 timeout 120 "$RUN" "$art" --device cuda --bench \
+        --iterations $r > "$W/piece.txt" || return 1
+      LOOM_CUDA_LOOP_GRAPH=1 timeout 120 "$RUN" "$art" --device cuda --bench \
+        --iterations $r > "$W/graph.txt" || return 1
+      a=$(awk '/^decode_tokens_per_s/ {print $2}' "$W/piece.txt")
+      b=$(awk '/^decode_tokens_per_s/ {print $2}' "$W/graph.txt")
+      g=$(awk '/^graph_steps/ {print $2}' "$W/graph.txt")
+      python3 - "$(basename "$art")" "$r" "$a" "$b" "$g" <<'PY' || return 1
+import sys
+name, r, a, b, g = sys.argv[1:]
+a, b = float(a or 0), float(b or 0)
+print("  %s r=%s: decode %.1f tok/s piece by piece, %.1f as one graph (%s), %d graph steps"
+      % (name, r, a, b, "%.2fx" % (b / a) if a > 0 else "n/a", int(g or 0)))
+sys.exit(0 if a > 0 and b > 0 and int(g or 0) > 0 else 1)
+PY
     done
   done
 }

@@ -103,6 +103,7 @@ public:
   bool capturesLoopSteps() const override { return loop_graph_ && !trace_; }
   void loopStepGraph(int32_t token, int64_t pos, const float *state,
                      const std::vector<int32_t> &slots) override;
+  int64_t graphLaunches() const override { return graph_launches_; }
   uint64_t deviceBytes() const override { return device_bytes_; }
   std::string deviceName() const override { return name_; }
 
@@ -213,6 +214,7 @@ private:
       check(e, "cudaGraphInstantiate");
     }
     check(cudaGraphLaunch(graph, stream_), "cudaGraphLaunch");
+    ++graph_launches_;
   }
   void release(); // frees everything; safe on a half-built executor
   void traceMark(size_t dispatch);
@@ -303,6 +305,7 @@ private:
   std::vector<size_t> trace_marks_;       // dispatch of each event
   std::vector<int64_t> trace_rows_;
   TraceRecorder::Clock::time_point trace_host_start_;
+  int64_t graph_launches_ = 0;
   cudaGraphExec_t decode_graph_ = nullptr;  // forward + sample, one token
   cudaGraphExec_t forward_graph_ = nullptr; // forward, one token
 };
@@ -1361,27 +1364,44 @@ void CudaExecutor::loopStepGraph(int32_t token, int64_t pos, const float *state,
     loop_step_graph_ = nullptr;
   }
   loop_graph_slots_ = slots;
+  // The graph copies the step's parameters and the state from these pinned
+  // rows when it runs; the previous step's graph has finished reading them
+  // (the session downloads its latent, which waits).
   h_step_->pos = static_cast<int32_t>(pos);
   h_step_->tokens[0] = token;
-  // The graph copies the state from this pinned row when it runs.
   std::memcpy(h_rows_, state, size_t(D) * sizeof(float));
   const int64_t iterations = int64_t(slots.size() / layers);
+  // The work only enqueues: the same launches run directly where the
+  // capture fails.
+  const auto work = [&] {
+    uploadStep(pos, 1, nullptr);
+    run(prog, 0, L.body_begin, 1, 0, 1, nullptr);
+    check(cudaMemcpyAsync(buffer(L.state_buffer), h_rows_,
+                          size_t(D) * sizeof(float), cudaMemcpyHostToDevice,
+                          stream_),
+          "initial state");
+    for (step_iteration_ = 0; step_iteration_ < iterations; ++step_iteration_) {
+      run(prog, L.body_begin, L.body_end, 1, 0, 1, nullptr);
+      copyRows(L.state_buffer, L.next_state_buffer, 1);
+    }
+    run(prog, L.body_end, L.tail_end, 1, 0, 1, nullptr);
+  };
   step_slots_ = loop_graph_slots_.data();
   try {
-    runCaptured(loop_step_graph_, [&] {
-      uploadStep(pos, 1, nullptr);
-      run(prog, 0, L.body_begin, 1, 0, 1, nullptr);
-      check(cudaMemcpyAsync(buffer(L.state_buffer), h_rows_,
-                            size_t(D) * sizeof(float), cudaMemcpyHostToDevice,
-                            stream_),
-            "initial state");
-      for (step_iteration_ = 0; step_iteration_ < iterations;
-           ++step_iteration_) {
-        run(prog, L.body_begin, L.body_end, 1, 0, 1, nullptr);
-        copyRows(L.state_buffer, L.next_state_buffer, 1);
-      }
-      run(prog, L.body_end, L.tail_end, 1, 0, 1, nullptr);
-    });
+    try {
+      runCaptured(loop_step_graph_, work);
+    } catch (const Error &e) {
+      if (loop_step_graph_) // captured: the launch itself failed
+        throw;
+      // An experiment must not make the model unusable: this step runs
+      // uncaptured, later ones piece by piece.
+      std::fprintf(stderr,
+                   "loom: LOOM_CUDA_LOOP_GRAPH: a looped step could not be "
+                   "captured (%s); looped steps run piece by piece\n",
+                   e.what());
+      loop_graph_ = false;
+      work();
+    }
   } catch (...) {
     step_slots_ = nullptr;
     throw;

@@ -100,6 +100,9 @@ public:
   virtual void runRows(const ProgramDesc &prog, const int32_t *tokens,
                        const float *rows, int64_t T, float *out) = 0;
 
+  // CUDA graphs launched since construction (Session::graphSteps).
+  virtual int64_t graphLaunches() const = 0;
+
   // Device memory the backend holds: weights, arena, KV caches, scratch.
   virtual uint64_t deviceBytes() const = 0;
   virtual std::string deviceName() const = 0;

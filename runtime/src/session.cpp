@@ -1297,6 +1297,9 @@ const std::vector<int> &Session::iterationsPerStep() const {
 const std::vector<std::vector<double>> &Session::exitValues() const {
   return state_->values;
 }
+int64_t Session::graphSteps() const {
+  return state_->device ? state_->device->graphLaunches() : 0;
+}
 
 const char *exitCriterionName(ExitCriterion criterion) {
   switch (criterion) {

@@ -326,6 +326,11 @@ public:
   const std::vector<int> &iterationsPerStep() const;
   const std::vector<std::vector<double>> &exitValues() const;
 
+  // Steps run as one replayed CUDA graph since construction (one-token
+  // decode steps; a looped model's under LOOM_CUDA_LOOP_GRAPH=1, see
+  // docs/cuda.md); 0 on the CPU and in traced sessions.
+  int64_t graphSteps() const;
+
 private:
   std::unique_ptr<rt::SessionState> state_;
 };

@@ -169,6 +169,8 @@ TEST_P(CudaVsCpu, PrefillDecodeAndSamplingAgree) {
     next = static_cast<int32_t>((next * 7 + 3) % V);
   }
   EXPECT_EQ(cpu.position(), gpu.position());
+  EXPECT_EQ(gpu.graphSteps(), 12) << c.name; // the decode steps, not the prompt
+  EXPECT_EQ(cpu.graphSteps(), 0);
 
   // Steps of at most 8 rows only (GEMV, f32 activations): f32 agreement for
   // bf16 weights too.
@@ -708,6 +710,23 @@ TEST(CudaLoopGraph, CapturedStepsMatchTheCpu) {
     }
     EXPECT_EQ(cpu.iterationsPerStep(), gpu.iterationsPerStep()) << name;
     EXPECT_EQ(cpu.kvCacheBytes(), gpu.kvCacheBytes()) << name;
+    // Every one-token step after the prompt was one graph (the prompt, one
+    // token or several, ran piece by piece).
+    EXPECT_EQ(gpu.graphSteps(), 16) << name;
+  }
+  // Off (the default): looped steps run piece by piece.
+  env.set("0");
+  {
+    loom::SessionOptions o;
+    o.loop.iterations = 3;
+    o.device = loom::Device::Cuda;
+    loom::Session gpu(model, o);
+    const std::vector<int32_t> prompt = promptIds(4, V);
+    gpu.forward(prompt.data(), prompt.size());
+    int32_t next = 3;
+    for (int i = 0; i < 4; ++i)
+      gpu.forward(&next, 1);
+    EXPECT_EQ(gpu.graphSteps(), 0);
   }
   for (const char *bad : {"2", "yes", ""})
     env.expectRefused(model, bad);
