@@ -432,6 +432,15 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device, TraceRecorder *trace,
             "cudaStreamCreate");
       check(cudaEventCreateWithFlags(&join_event_, cudaEventDisableTiming),
             "cudaEventCreate");
+      // At most one fork per dispatch of a run: created here, not while a
+      // graph is being captured.
+      size_t most = 0;
+      for (const ProgramDesc &p : m.programs)
+        most = std::max(most, p.dispatches.size());
+      fork_events_.assign(most, nullptr);
+      for (cudaEvent_t &e : fork_events_)
+        check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming),
+              "cudaEventCreate");
     }
     checkBlas(cublasCreate(&blas_), "cublasCreate");
     checkBlas(cublasSetStream(blas_, stream_), "cublasSetStream");
@@ -627,7 +636,8 @@ void CudaExecutor::release() {
     cudaEventDestroy(e);
   trace_events_.clear();
   for (cudaEvent_t e : fork_events_)
-    cudaEventDestroy(e);
+    if (e)
+      cudaEventDestroy(e);
   fork_events_.clear();
   if (join_event_)
     cudaEventDestroy(join_event_);
@@ -1203,12 +1213,8 @@ void CudaExecutor::prefetchNextGemm(const ProgramDesc &prog, size_t i,
 }
 
 void CudaExecutor::prefetchWeights(const uint32_t *ids, size_t n) {
-  if (forks_ == fork_events_.size()) {
-    cudaEvent_t e = nullptr;
-    check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming),
-          "cudaEventCreate");
-    fork_events_.push_back(e);
-  }
+  if (forks_ == fork_events_.size())
+    throw Error("internal: more prefetches than dispatches in one run");
   const cudaEvent_t fork = fork_events_[forks_++];
   check(cudaEventRecord(fork, stream_), "prefetch fork");
   check(cudaStreamWaitEvent(side_, fork, 0), "prefetch fork");
