@@ -550,18 +550,29 @@ __global__ void __launch_bounds__(kAttnThreads)
 // a_lo b_lo is ~2^-22 relative), so the result stays within the f32
 // kernels' tolerance. Each of kTcWarps warps owns 16 query rows; its lanes
 // keep the running output in registers, two lanes per row (HD / 2 dims
-// each). HD = head_dim: 16, 32, 64 or 128 (withTcHeadDim). grid (n_heads,
-// ceil(T / kTcRows)), 32 kTcWarps threads, dynamic shared memory
+// each). The per-warp S/P and P V tiles have rows padded by kTcPad floats,
+// and each lane walks its columns from a rotation of its own (tcRotation):
+// the 32 lanes of a warp (16 rows x 2 halves) then hit 32 different
+// shared-memory banks at every step, where unpadded rows of 64 floats put
+// them all in one. HD = head_dim: 16, 32, 64 or 128 (withTcHeadDim). grid
+// (n_heads, ceil(T / kTcRows)), 32 kTcWarps threads, dynamic shared memory
 // attentionTcSmem(HD).
 constexpr int kTcWarps = 4;
 constexpr int kTcRows = 16 * kTcWarps;
 constexpr int kTcKeys = 64;
+constexpr int kTcPad = 4; // keeps WMMA's leading dimension a multiple of 4
 __host__ __device__ constexpr size_t attentionTcSmem(int head_dim) {
   // Q rows, K tile, V tile, and per warp: S then P (16 x kTcKeys) and P V
-  // (16 x head_dim).
+  // (16 x head_dim), rows padded.
   return sizeof(float) *
          (size_t(kTcRows) * head_dim + 2 * size_t(kTcKeys) * head_dim +
-          size_t(kTcWarps) * 16 * (kTcKeys + head_dim));
+          size_t(kTcWarps) * 16 * (kTcKeys + kTcPad + head_dim + kTcPad));
+}
+// The column rotation of the lane that owns row r of a warp's 16 and half
+// `half` of its columns: with rows kTcPad (4 banks) apart, rows r and r + 8
+// and the two halves would share banks; rotations 0..3 separate them.
+__host__ __device__ constexpr int tcRotation(int r, int half) {
+  return 2 * half + (r >> 3);
 }
 
 // acc += a b in 3xTF32 (a: 16 x 8 at pa, b: 8 x 16 at pb, as the layouts
@@ -606,11 +617,12 @@ __global__ void __launch_bounds__(32 * kTcWarps)
   const int h = blockIdx.x, t0 = blockIdx.y * kTcRows;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int pos = s->pos;
-  float *qs = tc_smem;                                        // [kTcRows][HD]
-  float *ks = qs + kTcRows * HD;                              // [kTcKeys][HD]
-  float *vs = ks + kTcKeys * HD;                              // [kTcKeys][HD]
-  float *ps = vs + kTcKeys * HD + warp * 16 * (kTcKeys + HD); // [16][kTcKeys]
-  float *os = ps + 16 * kTcKeys;                              // [16][HD]
+  float *qs = tc_smem;           // [kTcRows][HD]
+  float *ks = qs + kTcRows * HD; // [kTcKeys][HD]
+  float *vs = ks + kTcKeys * HD; // [kTcKeys][HD]
+  constexpr int kLdp = kTcKeys + kTcPad, kLdo = HD + kTcPad;
+  float *ps = vs + kTcKeys * HD + warp * 16 * (kLdp + kLdo); // [16][kLdp]
+  float *os = ps + 16 * kLdp;                                // [16][kLdo]
   const int64_t koff = int64_t(h / group) * HD;
   const int rows = min(kTcRows, T - t0);
   for (int i = threadIdx.x; i < kTcRows * HD; i += blockDim.x) {
@@ -619,6 +631,7 @@ __global__ void __launch_bounds__(32 * kTcWarps)
   }
   // Lane: row r of the warp's 16, dims [d0, d0 + kHalf).
   const int r = lane >> 1, d0 = (lane & 1) * kHalf;
+  const int rot = tcRotation(r, lane & 1);
   const int row_pos = pos + t0 + warp * 16 + r; // its newest visible key
   const float div = sqrtf(float(HD));
   float m = -INFINITY, l = 0.0f, o[kHalf];
@@ -650,18 +663,20 @@ __global__ void __launch_bounds__(32 * kTcWarps)
       for (int kk = 0; kk < HD / 8; ++kk)
         mma3xTf32<w::col_major>(acc, qs + warp * 16 * HD + 8 * kk, HD,
                                 ks + 16 * j * HD + 8 * kk, HD);
-      w::store_matrix_sync(ps + 16 * j, acc, kTcKeys, w::mem_row_major);
+      w::store_matrix_sync(ps + 16 * j, acc, kLdp, w::mem_row_major);
     }
     __syncwarp();
-    // Online softmax of row r over this tile's keys, half per lane.
-    float *pr = ps + r * kTcKeys + (lane & 1) * (kTcKeys / 2);
-    const int c0 = k0 + (lane & 1) * (kTcKeys / 2);
-    float sc[kTcKeys / 2];
+    // Online softmax of row r over this tile's keys, half per lane; sc[c]
+    // is column (c + rot) mod kTcKeys / 2 of the half.
+    constexpr int kCols = kTcKeys / 2;
+    float *pr = ps + r * kLdp + (lane & 1) * kCols;
+    const int c0 = k0 + (lane & 1) * kCols;
+    float sc[kCols];
     float mt = -INFINITY;
 #pragma unroll
-    for (int c = 0; c < kTcKeys / 2; ++c) {
-      const int key = c0 + c;
-      sc[c] = key <= row_pos && key < n_keys ? pr[c] / div : -INFINITY;
+    for (int c = 0; c < kCols; ++c) {
+      const int col = (c + rot) & (kCols - 1), key = c0 + col;
+      sc[c] = key <= row_pos && key < n_keys ? pr[col] / div : -INFINITY;
       mt = fmaxf(mt, sc[c]);
     }
     mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, 1));
@@ -669,9 +684,9 @@ __global__ void __launch_bounds__(32 * kTcWarps)
     const float corr = expf(m - mn);
     float sum = 0.0f;
 #pragma unroll
-    for (int c = 0; c < kTcKeys / 2; ++c) {
+    for (int c = 0; c < kCols; ++c) {
       const float p = expf(sc[c] - mn);
-      pr[c] = p;
+      pr[(c + rot) & (kCols - 1)] = p;
       sum += p;
     }
     sum += __shfl_xor_sync(0xffffffffu, sum, 1);
@@ -688,21 +703,23 @@ __global__ void __launch_bounds__(32 * kTcWarps)
       w::fill_fragment(acc, 0.0f);
 #pragma unroll
       for (int kk = 0; kk < kTcKeys / 8; ++kk)
-        mma3xTf32<w::row_major>(acc, ps + 8 * kk, kTcKeys,
+        mma3xTf32<w::row_major>(acc, ps + 8 * kk, kLdp,
                                 vs + 8 * kk * HD + 16 * jd, HD);
-      w::store_matrix_sync(os + 16 * jd, acc, HD, w::mem_row_major);
+      w::store_matrix_sync(os + 16 * jd, acc, kLdo, w::mem_row_major);
     }
     __syncwarp();
+    // o[i] is dim d0 + (i + rot) mod kHalf of the row (rotated like sc).
 #pragma unroll
     for (int i = 0; i < kHalf; ++i)
-      o[i] += os[r * HD + d0 + i];
+      o[i] += os[r * kLdo + d0 + ((i + rot) & (kHalf - 1))];
     __syncwarp(); // os and ps are rewritten by the next tile
   }
   const int t = t0 + warp * 16 + r;
   if (t < T) {
 #pragma unroll
     for (int i = 0; i < kHalf; ++i)
-      out[int64_t(t) * ldo + int64_t(h) * HD + d0 + i] = o[i] / l;
+      out[int64_t(t) * ldo + int64_t(h) * HD + d0 + ((i + rot) & (kHalf - 1))] =
+          o[i] / l;
   }
 }
 
