@@ -640,6 +640,21 @@ TEST_P(CudaLoop, MatchesTheCpu) {
         EXPECT_NEAR(x, y, 1e-3 * (1 + std::fabs(x))) << lc.name;
     }
   }
+  // A new sequence on the same sessions (the slots keep their storage, a
+  // captured step its graph): the prompt again and two one-token steps.
+  cpu.reset();
+  gpu.reset();
+  a = step(cpu, prompt.data(), prompt.size());
+  b = step(gpu, prompt.data(), prompt.size());
+  EXPECT_LT(relDiff(b.data(), a.data(), a.size()), 1e-4) << lc.name;
+  for (int i = 0; i < 2; ++i) {
+    a = step(cpu, &next, 1);
+    b = step(gpu, &next, 1);
+    ASSERT_LT(relDiff(b.data(), a.data(), a.size()), 1e-4)
+        << lc.name << " step " << i << " after reset";
+  }
+  EXPECT_EQ(gpu.graphSteps(), graphs && !lc.criterion ? 6 + 8 + 2 : 0)
+      << lc.name;
 }
 
 using Init = loom::LoopOptions::Init;
