@@ -16,14 +16,15 @@
 #      ids sampled with temperature and top-p (device sampler, and its host
 #      fallback for wide nuclei);
 #   4. loom-bench-gemv: the decode GEMV in every configuration;
-#   5. bench/bench_cuda.py: Loom vs PyTorch eager, 110M and 1B shapes, bf16,
+#   5. looped decode piece by piece and as one graph (LOOM_CUDA_LOOP_GRAPH);
+#   6. bench/bench_cuda.py: Loom vs PyTorch eager, 110M and 1B shapes, bf16,
 #      with the decode graph's breakdown by kernel class and the variants
 #      (the experiments LOOM_CUDA_PREFETCH, LOOM_CUDA_PREFILL_ATTN=tc and
 #      LOOM_CUDA_ATTN_MERGE=cluster among them; the unit tests run under
-#      each too);
-#   6. looped decode piece by piece and as one graph (LOOM_CUDA_LOOP_GRAPH).
+#      each too).
 # Run from the repository root:  bash scripts/gpu-check.sh [BUNDLE]
-# Prints "gpu-check: N failures" last and exits non-zero on any failure;
+# Prints "gpu-check: N failures (S s)" last, after the failed steps'
+# names, and exits non-zero on any failure;
 # with $OUT set the log and the benchmark's JSON go there too.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -90,7 +91,7 @@ step cuda-unit-attn-cluster env LOOM_CUDA_ATTN_MERGE=cluster "$B/bin/loom-cuda-t
 # tests (fixed counts take the graph, adaptive exits still run piece by
 # piece), and the huginn-tiny golden and references below.
 step cuda-unit-loop-graph env LOOM_CUDA_LOOP_GRAPH=1 "$B/bin/loom-cuda-test" \
-  --gtest_brief=1 --gtest_filter='CudaLoop*'
+  --gtest_brief=1 --gtest_filter='*CudaLoop*'
 # Both prefill attention kernels (the automatic choice takes the tiled one
 # only for steps with enough heads x row tiles to fill the GPU), and the
 # tensor-core one (an experiment: head dims 16, 32, 64, 128).

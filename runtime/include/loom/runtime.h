@@ -326,9 +326,10 @@ public:
   const std::vector<int> &iterationsPerStep() const;
   const std::vector<std::vector<double>> &exitValues() const;
 
-  // Steps run as one replayed CUDA graph since construction (one-token
-  // decode steps; a looped model's under LOOM_CUDA_LOOP_GRAPH=1, see
-  // docs/cuda.md); 0 on the CPU and in traced sessions.
+  // One-token steps run as a CUDA graph since construction (the capturing
+  // launch included; reset() keeps the count): decode steps, and a looped
+  // model's fixed-count steps under LOOM_CUDA_LOOP_GRAPH=1 (docs/cuda.md);
+  // 0 on the CPU and in traced sessions.
   int64_t graphSteps() const;
 
 private:
