@@ -434,8 +434,10 @@ struct LoopState {
   std::vector<int32_t> src;
   // Per-position row tables handed to attentionRows.
   std::vector<const float *> k_rows, v_rows;
-  // A captured step's slots (SessionState::loopStepGraph) and state row.
+  // The slots a step reads whole (SessionState::wholeSlots), and whether
+  // the CPU's loopAttend uses them; a captured step's state row.
   std::vector<int32_t> step_slots;
+  bool whole_slots = false;
   std::vector<float> step_state;
 };
 
@@ -495,6 +497,7 @@ struct SessionState final : LoopKvSource {
             int64_t logit_end);
   void loopStep(const int32_t *tokens, int64_t T, int64_t logit_begin,
                 int64_t logit_end);
+  bool wholeSlots();
   bool loopStepGraph(int32_t token);
   void initState(float *state, int64_t T);
   void attend(int64_t cache, const float *q, int64_t ldq, const float *k,
@@ -744,6 +747,14 @@ void SessionState::loopAttend(const KvCacheDesc &c, const float *q, int64_t ldq,
                               int64_t nh, int64_t nkv, int64_t hd) {
   LoopState &ls = *loop;
   const int64_t kvd = nkv * hd;
+  if (ls.whole_slots) { // the same arithmetic over the slot's rows
+    CoreCache &whole = *ls.slots[size_t(
+        ls.step_slots[size_t(ls.iteration * ls.policy.layers + c.loop_layer)])];
+    whole.mark(pos, T);
+    cpu::attention(q, ldq, k, ldk, v, ldv, out, ldo, T, pos, nh, nkv, hd,
+                   {whole.k, whole.v, c.max_seq, kvd});
+    return;
+  }
   const int32_t *src = nullptr;
   const uint32_t cache = static_cast<uint32_t>(&c - m.kv_caches.data());
   CoreCache &dst = *ls.slots[size_t(planLoopKv(cache, T, &src))];
@@ -917,6 +928,14 @@ void SessionState::loopStep(const int32_t *tokens, int64_t T,
   if (device && T == 1 && logit_begin == 0 && logit_end == 1 &&
       !step_embeddings && loopStepGraph(tokens[0]))
     return;
+  // The CPU reads whole slots without a per-position table where it can:
+  // the device graph's decision, checked by every CPU run (the attention
+  // is bit for bit the table's).
+  ls.whole_slots = !device && wholeSlots();
+  struct Reset {
+    bool &flag;
+    ~Reset() { flag = false; }
+  } reset_whole{ls.whole_slots};
   range(0, L.body_begin, tokens, T, logit_begin, logit_end);
   std::vector<float> host_state, host_logits;
   float *state = device ? nullptr : buffer(L.state_buffer);
@@ -976,14 +995,15 @@ void SessionState::loopStep(const int32_t *tokens, int64_t T,
   values.push_back(std::move(checked));
 }
 
-// A one-row step with a fixed iteration count as one CUDA graph, where the
-// device captures such steps and every slot the KV policy writes in this
-// step already holds every earlier position (its attention then reads it
-// whole, like an ordinary cache): every decode step after a prefill with
-// the same count. Returns false, with nothing changed, otherwise.
-bool SessionState::loopStepGraph(int32_t token) {
+// Whether this step (fixed iteration count) writes only slots that already
+// hold every earlier position, which then hold every position up to the
+// step's and are read whole: every step after a prefill with the same
+// count, under every policy (planLoopKv reads slot x alone when it holds
+// every position). Lists them in ls.step_slots (iteration i's core layer
+// j at i * layers + j); changes nothing else.
+bool SessionState::wholeSlots() {
   LoopState &ls = *loop;
-  if (ls.criterion != ExitCriterion::None || !device->capturesLoopSteps())
+  if (ls.criterion != ExitCriterion::None)
     return false;
   const int64_t C = ls.policy.layers;
   ls.step_slots.clear();
@@ -995,6 +1015,18 @@ bool SessionState::loopStepGraph(int32_t token) {
       return false;
     ls.step_slots.push_back(static_cast<int32_t>(s));
   }
+  return true;
+}
+
+// A one-row step with a fixed iteration count as one CUDA graph, where the
+// device captures such steps and every slot the KV policy writes in this
+// step already holds every earlier position (its attention then reads it
+// whole, like an ordinary cache): every decode step after a prefill with
+// the same count. Returns false, with nothing changed, otherwise.
+bool SessionState::loopStepGraph(int32_t token) {
+  LoopState &ls = *loop;
+  if (!device->capturesLoopSteps() || !wholeSlots())
+    return false;
   const LoopDesc &L = ls.desc;
   ls.step_state.resize(static_cast<size_t>(m.config.dim));
   initState(ls.step_state.data(), 1);
