@@ -275,7 +275,7 @@ private:
     kOmitQkv = 2,       // qkv: the packed q|k|v projection (and its bias)
     kOmitAttention = 4, // attention: RoPE, KV append and attention
     kOmitOut = 8,       // out: the attention's output projection
-    kOmitGateUp = 16,   // gate_up: the fused gate/up GEMV + silu_mul
+    kOmitGateUp = 16,   // gate_up: gate and up MatMuls + SiluMul, fused or not
     kOmitMatMul = 32,   // matmul: every other MatMul (the FFN's down)
     kOmitLogits = 64,   // logits: the classifier
   };
@@ -1152,6 +1152,14 @@ int64_t CudaExecutor::run(const ProgramDesc &prog, size_t begin, size_t end,
          (d.kernel == Kernel::RmsNorm &&
           (i == begin || prog.dispatches[i - 1].kernel != Kernel::Add))))
       prefetchNextGemm(prog, i, end);
+    // LOOM_CUDA_OMIT=gate_up: the FFN's gate and up projections and their
+    // SiluMul, also where they are not fused (prefill).
+    if (omitted(kOmitGateUp) && d.kernel == Kernel::MatMul && i + 2 < end &&
+        prog.dispatches[i + 1].kernel == Kernel::MatMul &&
+        prog.dispatches[i + 2].kernel == Kernel::SiluMul) {
+      i += 2;
+      continue;
+    }
     // Traced runs keep one event per dispatch, so they do not fuse.
     if (!trace_) {
       const size_t fused = launchFused(prog, i, end, T);
