@@ -1022,7 +1022,8 @@ bool SessionState::wholeSlots() {
 // device captures such steps and every slot the KV policy writes in this
 // step already holds every earlier position (its attention then reads it
 // whole, like an ordinary cache): every decode step after a prefill with
-// the same count. Returns false, with nothing changed, otherwise.
+// the same count. Returns false otherwise (having changed only the
+// scratch ls.step_slots).
 bool SessionState::loopStepGraph(int32_t token) {
   LoopState &ls = *loop;
   if (!device->capturesLoopSteps() || !wholeSlots())
