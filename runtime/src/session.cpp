@@ -434,10 +434,8 @@ struct LoopState {
   std::vector<int32_t> src;
   // Per-position row tables handed to attentionRows.
   std::vector<const float *> k_rows, v_rows;
-  // The slots a step reads whole (SessionState::wholeSlots), and whether
-  // the CPU's loopAttend uses them; a captured step's state row.
+  // A captured step's slots (SessionState::wholeSlots) and state row.
   std::vector<int32_t> step_slots;
-  bool whole_slots = false;
   std::vector<float> step_state;
 };
 
@@ -498,6 +496,7 @@ struct SessionState final : LoopKvSource {
   void loopStep(const int32_t *tokens, int64_t T, int64_t logit_begin,
                 int64_t logit_end);
   bool wholeSlots();
+  CoreCache *wholeSlot(int64_t x);
   bool loopStepGraph(int32_t token);
   void initState(float *state, int64_t T);
   void attend(int64_t cache, const float *q, int64_t ldq, const float *k,
@@ -747,12 +746,14 @@ void SessionState::loopAttend(const KvCacheDesc &c, const float *q, int64_t ldq,
                               int64_t nh, int64_t nkv, int64_t hd) {
   LoopState &ls = *loop;
   const int64_t kvd = nkv * hd;
-  if (ls.whole_slots) { // the same arithmetic over the slot's rows
-    CoreCache &whole = *ls.slots[size_t(
-        ls.step_slots[size_t(ls.iteration * ls.policy.layers + c.loop_layer)])];
-    whole.mark(pos, T);
+  // A slot that holds every earlier position: read whole, without a
+  // per-position table (the same arithmetic, bit for bit; the decision a
+  // captured CUDA step rests on, so every CPU run checks it).
+  if (CoreCache *whole =
+          wholeSlot(ls.policy.layers * ls.iteration + c.loop_layer)) {
+    whole->mark(pos, T);
     cpu::attention(q, ldq, k, ldk, v, ldv, out, ldo, T, pos, nh, nkv, hd,
-                   {whole.k, whole.v, c.max_seq, kvd});
+                   {whole->k, whole->v, c.max_seq, kvd});
     return;
   }
   const int32_t *src = nullptr;
@@ -928,14 +929,6 @@ void SessionState::loopStep(const int32_t *tokens, int64_t T,
   if (device && T == 1 && logit_begin == 0 && logit_end == 1 &&
       !step_embeddings && loopStepGraph(tokens[0]))
     return;
-  // The CPU reads whole slots without a per-position table where it can:
-  // the device graph's decision, checked by every CPU run (the attention
-  // is bit for bit the table's).
-  ls.whole_slots = !device && wholeSlots();
-  struct Reset {
-    bool &flag;
-    ~Reset() { flag = false; }
-  } reset_whole{ls.whole_slots};
   range(0, L.body_begin, tokens, T, logit_begin, logit_end);
   std::vector<float> host_state, host_logits;
   float *state = device ? nullptr : buffer(L.state_buffer);
@@ -1008,14 +1001,22 @@ bool SessionState::wholeSlots() {
   const int64_t C = ls.policy.layers;
   ls.step_slots.clear();
   for (int64_t x = 0; x < C * ls.iterations; ++x) {
-    const int64_t s = ls.policy.slot(x);
-    if (static_cast<size_t>(s) >= ls.slots.size() ||
-        !ls.slots[static_cast<size_t>(s)] ||
-        ls.slots[static_cast<size_t>(s)]->prefix < pos)
+    if (!wholeSlot(x))
       return false;
-    ls.step_slots.push_back(static_cast<int32_t>(s));
+    ls.step_slots.push_back(static_cast<int32_t>(ls.policy.slot(x)));
   }
   return true;
+}
+
+// The slot step index x (C * iteration + core layer) writes, when it
+// exists and already holds every position before this step's; else null.
+// planLoopKv then reads it alone, whatever the policy.
+CoreCache *SessionState::wholeSlot(int64_t x) {
+  LoopState &ls = *loop;
+  const size_t s = static_cast<size_t>(ls.policy.slot(x));
+  if (s >= ls.slots.size() || !ls.slots[s] || ls.slots[s]->prefix < pos)
+    return nullptr;
+  return ls.slots[s].get();
 }
 
 // A one-row step with a fixed iteration count as one CUDA graph, where the
