@@ -225,12 +225,12 @@ loop_graph_bench() {
         --iterations $r > "$W/graph.txt" || return 1
       a=$(awk '/^decode_tokens_per_s/ {print $2}' "$W/piece.txt")
       b=$(awk '/^decode_tokens_per_s/ {print $2}' "$W/graph.txt")
-      g=$(awk '/^graph_steps/ {print $2}' "$W/graph.txt")
+      g=$(awk '/^graph_launches/ {print $2}' "$W/graph.txt")
       python3 - "$(basename "$art")" "$r" "$a" "$b" "$g" <<'PY' || return 1
 import sys
 name, r, a, b, g = sys.argv[1:]
 a, b = float(a or 0), float(b or 0)
-print("  %s r=%s: decode %.1f tok/s piece by piece, %.1f as one graph (%s), %d graph steps"
+print("  %s r=%s: decode %.1f tok/s piece by piece, %.1f as one graph (%s), %d graph launches"
       % (name, r, a, b, "%.2fx" % (b / a) if a > 0 else "n/a", int(g or 0)))
 sys.exit(0 if a > 0 and b > 0 and int(g or 0) > 0 else 1)
 PY

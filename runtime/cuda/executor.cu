@@ -18,6 +18,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -103,6 +104,8 @@ public:
   bool capturesLoopSteps() const override { return loop_graph_ && !trace_; }
   void loopStepGraph(int32_t token, int64_t pos, const float *state,
                      const std::vector<int32_t> &slots) override;
+  void loopIterationGraph(const std::vector<int32_t> &slots,
+                          bool with_tail) override;
   int64_t graphLaunches() const override { return graph_launches_; }
   uint64_t deviceBytes() const override { return device_bytes_; }
   std::string deviceName() const override { return name_; }
@@ -228,10 +231,12 @@ private:
   // LOOM_CUDA_LOOP_GRAPH=1 (an experiment, off until run on a GPU): one-row
   // looped steps with a fixed iteration count as one graph (loopStepGraph).
   bool loop_graph_ = false;
-  cudaGraphExec_t loop_step_graph_ = nullptr;
-  std::vector<int32_t> loop_graph_slots_; // the slots it was captured for
-  const int32_t *step_slots_ = nullptr;   // while capturing it
+  // Captured looped steps and iterations by key: {0, slots...} a whole
+  // step, {1 + tail, slots...} one iteration (runLoopGraph).
+  std::map<std::vector<int32_t>, cudaGraphExec_t> loop_graphs_;
+  const int32_t *step_slots_ = nullptr; // while enqueuing one of them
   int64_t step_iteration_ = 0;
+  template <typename F> void runLoopGraph(std::vector<int32_t> key, F &&work);
   const float **d_rows_ = nullptr; // K then V row pointers per position
   std::vector<const float *> rows_host_;
   std::string name_;
@@ -629,9 +634,10 @@ void CudaExecutor::release() {
   if (forward_graph_)
     cudaGraphExecDestroy(forward_graph_);
   decode_graph_ = forward_graph_ = nullptr;
-  if (loop_step_graph_)
-    cudaGraphExecDestroy(loop_step_graph_);
-  loop_step_graph_ = nullptr;
+  for (auto &kv : loop_graphs_)
+    if (kv.second)
+      cudaGraphExecDestroy(kv.second);
+  loop_graphs_.clear();
   for (cudaEvent_t e : trace_events_)
     cudaEventDestroy(e);
   trace_events_.clear();
@@ -1361,54 +1367,24 @@ int32_t CudaExecutor::forwardSample(int32_t token, int64_t pos,
   return *h_next_;
 }
 
-void CudaExecutor::loopStepGraph(int32_t token, int64_t pos, const float *state,
-                                 const std::vector<int32_t> &slots) {
-  const ProgramDesc &prog = m_.forward();
-  const LoopDesc &L = *prog.loop;
+// Enqueues `work` (launches whose loop caches read the slots after the
+// key's first element whole) as the graph kept for `key`, captured the
+// first time. Where the capture fails, runs it directly and turns loop
+// graphs off: an experiment must not make the model unusable.
+template <typename F>
+void CudaExecutor::runLoopGraph(std::vector<int32_t> key, F &&work) {
   const size_t layers = loop_cache_of_layer_.size();
-  const int64_t D = ld(L.state_buffer);
-  if (!capturesLoopSteps() || layers == 0 || slots.empty() ||
-      slots.size() % layers != 0 || size_t(D) > h_rows_floats_)
-    throw Error("internal: loopStepGraph without a captured loop step");
   // Storage first: nothing is allocated while capturing.
-  for (size_t i = 0; i < slots.size(); ++i)
-    loopSlot(slots[i], m_.kv_caches[loop_cache_of_layer_[i % layers]]);
-  if (loop_step_graph_ && slots != loop_graph_slots_) {
-    cudaGraphExecDestroy(loop_step_graph_);
-    loop_step_graph_ = nullptr;
-  }
-  loop_graph_slots_ = slots;
-  // The graph copies the step's parameters and the state from these pinned
-  // rows when it runs; the previous step's graph has finished reading them
-  // (the session downloads its latent, which waits).
-  h_step_->pos = static_cast<int32_t>(pos);
-  h_step_->tokens[0] = token;
-  std::memcpy(h_rows_, state, size_t(D) * sizeof(float));
-  const int64_t iterations = int64_t(slots.size() / layers);
-  // The work only enqueues: the same launches run directly where the
-  // capture fails.
-  const auto work = [&] {
-    uploadStep(pos, 1, nullptr);
-    run(prog, 0, L.body_begin, 1, 0, 1, nullptr);
-    check(cudaMemcpyAsync(buffer(L.state_buffer), h_rows_,
-                          size_t(D) * sizeof(float), cudaMemcpyHostToDevice,
-                          stream_),
-          "initial state");
-    for (step_iteration_ = 0; step_iteration_ < iterations; ++step_iteration_) {
-      run(prog, L.body_begin, L.body_end, 1, 0, 1, nullptr);
-      copyRows(L.state_buffer, L.next_state_buffer, 1);
-    }
-    run(prog, L.body_end, L.tail_end, 1, 0, 1, nullptr);
-  };
-  step_slots_ = loop_graph_slots_.data();
+  for (size_t i = 1; i < key.size(); ++i)
+    loopSlot(key[i], m_.kv_caches[loop_cache_of_layer_[(i - 1) % layers]]);
+  auto at = loop_graphs_.try_emplace(std::move(key), nullptr).first;
+  step_slots_ = at->first.data() + 1; // map keys do not move
   try {
     try {
-      runCaptured(loop_step_graph_, work);
+      runCaptured(at->second, work);
     } catch (const Error &e) {
-      if (loop_step_graph_) // captured: the launch itself failed
+      if (at->second) // captured: the launch itself failed
         throw;
-      // An experiment must not make the model unusable: this step runs
-      // uncaptured, later ones piece by piece.
       std::fprintf(stderr,
                    "loom: LOOM_CUDA_LOOP_GRAPH: a looped step could not be "
                    "captured (%s); looped steps run piece by piece\n",
@@ -1421,6 +1397,57 @@ void CudaExecutor::loopStepGraph(int32_t token, int64_t pos, const float *state,
     throw;
   }
   step_slots_ = nullptr;
+}
+
+void CudaExecutor::loopStepGraph(int32_t token, int64_t pos, const float *state,
+                                 const std::vector<int32_t> &slots) {
+  const ProgramDesc &prog = m_.forward();
+  const LoopDesc &L = *prog.loop;
+  const size_t layers = loop_cache_of_layer_.size();
+  const int64_t D = ld(L.state_buffer);
+  if (!capturesLoopSteps() || layers == 0 || slots.empty() ||
+      slots.size() % layers != 0 || size_t(D) > h_rows_floats_)
+    throw Error("internal: loopStepGraph without a captured loop step");
+  // The graph copies the step's parameters and the state from these pinned
+  // rows when it runs; the previous step's graph has finished reading them
+  // (the session downloads its latent, which waits).
+  h_step_->pos = static_cast<int32_t>(pos);
+  h_step_->tokens[0] = token;
+  std::memcpy(h_rows_, state, size_t(D) * sizeof(float));
+  const int64_t iterations = int64_t(slots.size() / layers);
+  std::vector<int32_t> key{0};
+  key.insert(key.end(), slots.begin(), slots.end());
+  runLoopGraph(std::move(key), [&] {
+    uploadStep(pos, 1, nullptr);
+    run(prog, 0, L.body_begin, 1, 0, 1, nullptr);
+    check(cudaMemcpyAsync(buffer(L.state_buffer), h_rows_,
+                          size_t(D) * sizeof(float), cudaMemcpyHostToDevice,
+                          stream_),
+          "initial state");
+    for (step_iteration_ = 0; step_iteration_ < iterations; ++step_iteration_) {
+      run(prog, L.body_begin, L.body_end, 1, 0, 1, nullptr);
+      copyRows(L.state_buffer, L.next_state_buffer, 1);
+    }
+    run(prog, L.body_end, L.tail_end, 1, 0, 1, nullptr);
+  });
+}
+
+void CudaExecutor::loopIterationGraph(const std::vector<int32_t> &slots,
+                                      bool with_tail) {
+  const ProgramDesc &prog = m_.forward();
+  const LoopDesc &L = *prog.loop;
+  if (!capturesLoopSteps() || slots.empty() ||
+      slots.size() != loop_cache_of_layer_.size())
+    throw Error("internal: loopIterationGraph without a captured iteration");
+  std::vector<int32_t> key{with_tail ? 2 : 1};
+  key.insert(key.end(), slots.begin(), slots.end());
+  step_iteration_ = 0;
+  runLoopGraph(std::move(key), [&] {
+    run(prog, L.body_begin, L.body_end, 1, 0, 1, nullptr);
+    copyRows(L.state_buffer, L.next_state_buffer, 1);
+    if (with_tail)
+      run(prog, L.body_end, L.tail_end, 1, 0, 1, nullptr);
+  });
 }
 
 int32_t CudaExecutor::sampleRow(int64_t row, float temperature, float top_p,

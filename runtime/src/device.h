@@ -62,8 +62,9 @@ public:
                         float *out) = 0;
   virtual void copyRows(uint32_t dst, uint32_t src, int64_t n) = 0;
 
-  // Whether loopStepGraph runs looped steps (LOOM_CUDA_LOOP_GRAPH=1, not in
-  // traced sessions); otherwise the session drives them piece by piece.
+  // Whether loopStepGraph and loopIterationGraph run looped steps
+  // (LOOM_CUDA_LOOP_GRAPH=1, not in traced sessions); otherwise the session
+  // drives them piece by piece.
   virtual bool capturesLoopSteps() const = 0;
   // A looped model's whole token step on one row with a fixed iteration
   // count, enqueued as one CUDA graph (captured for a slot list, replayed
@@ -75,6 +76,13 @@ public:
   // (row 0) and the latent stay in their buffers for download / sampleRow.
   virtual void loopStepGraph(int32_t token, int64_t pos, const float *state,
                              const std::vector<int32_t> &slots) = 0;
+  // One iteration of a one-row looped step (after beginStep, the prelude
+  // and the state upload, see SessionState::loopStep) as one CUDA graph,
+  // captured per slot list: the body, whose core layer j writes and reads
+  // slot slots[j] whole, the state copy and, with `with_tail`, the tail
+  // (an exit criterion that reads the logits).
+  virtual void loopIterationGraph(const std::vector<int32_t> &slots,
+                                  bool with_tail) = 0;
 
   // One decode step of one token at `pos` and the choice of the next token
   // on the device, as Sampler::sampleWithCoin(logits, coin) chooses it:
@@ -100,7 +108,7 @@ public:
   virtual void runRows(const ProgramDesc &prog, const int32_t *tokens,
                        const float *rows, int64_t T, float *out) = 0;
 
-  // CUDA graphs launched since construction (Session::graphSteps).
+  // CUDA graphs launched since construction (Session::graphLaunches).
   virtual int64_t graphLaunches() const = 0;
 
   // Device memory the backend holds: weights, arena, KV caches, scratch.

@@ -496,6 +496,7 @@ struct SessionState final : LoopKvSource {
   void loopStep(const int32_t *tokens, int64_t T, int64_t logit_begin,
                 int64_t logit_end);
   bool wholeSlots();
+  bool wholeIteration(int64_t it);
   CoreCache *wholeSlot(int64_t x);
   bool loopStepGraph(int32_t token);
   void initState(float *state, int64_t T);
@@ -953,18 +954,31 @@ void SessionState::loopStep(const int32_t *tokens, int64_t T,
   std::vector<double> checked;
   bool tail_current = false;
   int used = 0;
+  // One row on a device that captures looped steps: an iteration whose
+  // slots are all whole runs as one graph (body, state copy, and the tail
+  // when the exit criterion reads the logits).
+  const bool graph_iterations = device && T == 1 && logit_begin == 0 &&
+                                logit_end == 1 && !step_embeddings &&
+                                device->capturesLoopSteps();
   for (int it = 0; it < ls.maxSteps(); ++it) {
     ls.iteration = it;
-    range(L.body_begin, L.body_end, tokens, T, logit_begin, logit_end);
-    if (device)
-      device->copyRows(L.state_buffer, L.next_state_buffer, T);
-    else
-      std::memcpy(state, buffer(L.next_state_buffer),
-                  sizeof(float) * size_t(T * D));
+    const bool graphed = graph_iterations && wholeIteration(it);
+    if (graphed) {
+      for (int32_t s : ls.step_slots)
+        ls.slots[static_cast<size_t>(s)]->mark(pos, 1);
+      device->loopIterationGraph(ls.step_slots, adaptive && with_logits);
+    } else {
+      range(L.body_begin, L.body_end, tokens, T, logit_begin, logit_end);
+      if (device)
+        device->copyRows(L.state_buffer, L.next_state_buffer, T);
+      else
+        std::memcpy(state, buffer(L.next_state_buffer),
+                    sizeof(float) * size_t(T * D));
+    }
     used = it + 1;
     if (!adaptive)
       continue;
-    if (with_logits)
+    if (with_logits && !graphed)
       range(L.body_end, L.tail_end, tokens, T, logit_begin, logit_end);
     tail_current = with_logits;
     if (device && with_logits)
@@ -1001,6 +1015,20 @@ bool SessionState::wholeSlots() {
   const int64_t C = ls.policy.layers;
   ls.step_slots.clear();
   for (int64_t x = 0; x < C * ls.iterations; ++x) {
+    if (!wholeSlot(x))
+      return false;
+    ls.step_slots.push_back(static_cast<int32_t>(ls.policy.slot(x)));
+  }
+  return true;
+}
+
+// Whether every slot iteration `it` writes is whole (wholeSlot): lists
+// them in ls.step_slots (core layer order); changes nothing else.
+bool SessionState::wholeIteration(int64_t it) {
+  LoopState &ls = *loop;
+  const int64_t C = ls.policy.layers;
+  ls.step_slots.clear();
+  for (int64_t x = C * it; x < C * (it + 1); ++x) {
     if (!wholeSlot(x))
       return false;
     ls.step_slots.push_back(static_cast<int32_t>(ls.policy.slot(x)));
@@ -1331,7 +1359,7 @@ const std::vector<int> &Session::iterationsPerStep() const {
 const std::vector<std::vector<double>> &Session::exitValues() const {
   return state_->values;
 }
-int64_t Session::graphSteps() const {
+int64_t Session::graphLaunches() const {
   return state_->device ? state_->device->graphLaunches() : 0;
 }
 

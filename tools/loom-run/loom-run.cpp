@@ -959,8 +959,8 @@ int bench(const loom::Model &model, loom::Session &session) {
   std::printf("threads: %d\n", session.threads());
   std::printf("isa: %s\n", loom::activeIsaName());
   std::printf("device: %s\n", session.deviceName().c_str());
-  std::printf("graph_steps: %lld\n",
-              static_cast<long long>(session.graphSteps()));
+  std::printf("graph_launches: %lld\n",
+              static_cast<long long>(session.graphLaunches()));
   if (std::fflush(stdout) != 0 || std::ferror(stdout))
     fail(std::string("cannot write to stdout: ") + std::strerror(errno));
   return 0;

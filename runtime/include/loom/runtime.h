@@ -326,11 +326,12 @@ public:
   const std::vector<int> &iterationsPerStep() const;
   const std::vector<std::vector<double>> &exitValues() const;
 
-  // One-token steps run as a CUDA graph since construction (the capturing
-  // launch included; reset() keeps the count): decode steps, and a looped
-  // model's fixed-count steps under LOOM_CUDA_LOOP_GRAPH=1 (docs/cuda.md);
+  // CUDA graphs launched since construction (the capturing launches
+  // included; reset() keeps the count): one per one-token decode step, and
+  // under LOOM_CUDA_LOOP_GRAPH=1 (docs/cuda.md) one per captured looped
+  // step or, where a step is not captured whole, per captured iteration;
   // 0 on the CPU and in traced sessions.
-  int64_t graphSteps() const;
+  int64_t graphLaunches() const;
 
 private:
   std::unique_ptr<rt::SessionState> state_;

@@ -169,8 +169,8 @@ TEST_P(CudaVsCpu, PrefillDecodeAndSamplingAgree) {
     next = static_cast<int32_t>((next * 7 + 3) % V);
   }
   EXPECT_EQ(cpu.position(), gpu.position());
-  EXPECT_EQ(gpu.graphSteps(), 12) << c.name; // the decode steps, not the prompt
-  EXPECT_EQ(cpu.graphSteps(), 0);
+  EXPECT_EQ(gpu.graphLaunches(), 12) << c.name; // decode steps, not the prompt
+  EXPECT_EQ(cpu.graphLaunches(), 0);
 
   // Steps of at most 8 rows only (GEMV, f32 activations): f32 agreement for
   // bf16 weights too.
@@ -556,8 +556,9 @@ TEST(CudaRefrag, FusedPlaceholderRowsMatchTheCpu) {
 // the device's slots; logits, iterations per step and exit values against
 // the CPU for fixed counts and adaptive exits under several KV policies,
 // random and zero initial states, warm starts and prefill chunks; and the
-// graph_* cases with LOOM_CUDA_LOOP_GRAPH=1 (Session::graphSteps says the
-// one-token steps of a fixed count replayed a graph).
+// graph_* cases with LOOM_CUDA_LOOP_GRAPH=1 (Session::graphLaunches says
+// the one-token steps of a fixed count ran as one graph each, and those
+// with an exit criterion some of their iterations).
 struct LoopCase {
   const char *name;
   int iterations;
@@ -625,9 +626,24 @@ TEST_P(CudaLoop, MatchesTheCpu) {
   }
   EXPECT_EQ(cpu.iterationsPerStep(), gpu.iterationsPerStep()) << lc.name;
   EXPECT_EQ(cpu.kvCacheBytes(), gpu.kvCacheBytes()) << lc.name;
-  // Captured looped steps: every one-token step after the first step (one
-  // token or several, piece by piece) with a fixed count; else none.
-  EXPECT_EQ(gpu.graphSteps(), graphs && !lc.criterion ? 6 + 8 : 0) << lc.name;
+  // Graph launches: with a fixed count, one per one-token step after the
+  // first step (one token or several, piece by piece); with an exit
+  // criterion, one per iteration whose slots are whole: at least one (the
+  // first iteration after the prompt's), at most every iteration run.
+  int64_t iterations_run = 0;
+  const auto expectLaunches = [&](int64_t fixed_count, const char *when) {
+    for (int n : gpu.iterationsPerStep())
+      iterations_run += n;
+    if (!graphs)
+      EXPECT_EQ(gpu.graphLaunches(), 0) << lc.name << when;
+    else if (!lc.criterion)
+      EXPECT_EQ(gpu.graphLaunches(), fixed_count) << lc.name << when;
+    else {
+      EXPECT_GT(gpu.graphLaunches(), 0) << lc.name << when;
+      EXPECT_LE(gpu.graphLaunches(), iterations_run) << lc.name << when;
+    }
+  };
+  expectLaunches(6 + 8, "");
   ASSERT_EQ(cpu.exitValues().size(), gpu.exitValues().size());
   for (size_t i = 0; i < cpu.exitValues().size(); ++i) {
     ASSERT_EQ(cpu.exitValues()[i].size(), gpu.exitValues()[i].size());
@@ -654,9 +670,7 @@ TEST_P(CudaLoop, MatchesTheCpu) {
     ASSERT_LT(relDiff(b.data(), a.data(), a.size()), 1e-4)
         << lc.name << " step " << i << " after reset";
   }
-  EXPECT_EQ(gpu.graphSteps(),
-            graphs && !lc.criterion ? 6 + 8 + 2 + (lc.prompt == 1 ? 1 : 0) : 0)
-      << lc.name;
+  expectLaunches(6 + 8 + 2 + (lc.prompt == 1 ? 1 : 0), " after reset");
 }
 
 using Init = loom::LoopOptions::Init;
@@ -684,8 +698,10 @@ INSTANTIATE_TEST_SUITE_P(
                  Init::Random, 5, true},
         LoopCase{"graph_latest_m4_one_token_prompt", 2, std::nullopt, 0,
                  "latest-m4", true, Init::Zero, 1, true},
-        LoopCase{"graph_kl_exit_stays_piecewise", 0, Crit::Kl, 1e-3,
-                 "latest-m4", false, Init::Zero, 11, true}),
+        LoopCase{"graph_kl_exit_by_iteration", 0, Crit::Kl, 1e-3,
+                 "latest-m4", false, Init::Zero, 11, true},
+        LoopCase{"graph_cosine_exit_by_iteration", 0, Crit::Cosine, 1e-3,
+                 "compress-s2", true, Init::Random, 5, true}),
     [](const auto &info) { return std::string(info.param.name); });
 
 // LOOM_CUDA_LOOP_GRAPH takes 0 or 1.
