@@ -962,7 +962,9 @@ void SessionState::loopStep(const int32_t *tokens, int64_t T,
                                 device->capturesLoopSteps();
   for (int it = 0; it < ls.maxSteps(); ++it) {
     ls.iteration = it;
-    const bool graphed = graph_iterations && wholeIteration(it);
+    // (Asked again each iteration: a failed capture turns graphs off.)
+    const bool graphed = graph_iterations && device->capturesLoopSteps() &&
+                         wholeIteration(it);
     if (graphed) {
       for (int32_t s : ls.step_slots)
         ls.slots[static_cast<size_t>(s)]->mark(pos, 1);

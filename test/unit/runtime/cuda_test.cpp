@@ -627,7 +627,9 @@ TEST_P(CudaLoop, MatchesTheCpu) {
   EXPECT_EQ(cpu.iterationsPerStep(), gpu.iterationsPerStep()) << lc.name;
   EXPECT_EQ(cpu.kvCacheBytes(), gpu.kvCacheBytes()) << lc.name;
   // Graph launches: with a fixed count, one per one-token step after the
-  // first step (one token or several, piece by piece); with an exit
+  // first step (one token or several, piece by piece; no case has a
+  // one-token prompt under a policy that reuses slots within a step, whose
+  // first step would run its later iterations as graphs); with an exit
   // criterion, one per iteration whose slots are whole: at least one (the
   // first iteration after the prompt's), at most every iteration run.
   int64_t iterations_run = 0;
