@@ -434,7 +434,8 @@ struct LoopState {
   std::vector<int32_t> src;
   // Per-position row tables handed to attentionRows.
   std::vector<const float *> k_rows, v_rows;
-  // A captured step's slots (SessionState::wholeSlots) and state row.
+  // A captured step's or iteration's slots (SessionState::wholeSlots) and
+  // a captured step's state row.
   std::vector<int32_t> step_slots;
   std::vector<float> step_state;
 };
@@ -495,8 +496,7 @@ struct SessionState final : LoopKvSource {
             int64_t logit_end);
   void loopStep(const int32_t *tokens, int64_t T, int64_t logit_begin,
                 int64_t logit_end);
-  bool wholeSlots();
-  bool wholeIteration(int64_t it);
+  bool wholeSlots(int64_t x0, int64_t x1);
   CoreCache *wholeSlot(int64_t x);
   bool loopStepGraph(int32_t token);
   void initState(float *state, int64_t T);
@@ -963,8 +963,9 @@ void SessionState::loopStep(const int32_t *tokens, int64_t T,
   for (int it = 0; it < ls.maxSteps(); ++it) {
     ls.iteration = it;
     // (Asked again each iteration: a failed capture turns graphs off.)
+    const int64_t C = ls.policy.layers;
     const bool graphed = graph_iterations && device->capturesLoopSteps() &&
-                         wholeIteration(it);
+                         wholeSlots(C * it, C * (it + 1));
     if (graphed) {
       for (int32_t s : ls.step_slots)
         ls.slots[static_cast<size_t>(s)]->mark(pos, 1);
@@ -1004,33 +1005,15 @@ void SessionState::loopStep(const int32_t *tokens, int64_t T,
   values.push_back(std::move(checked));
 }
 
-// Whether this step (fixed iteration count) writes only slots that already
-// hold every earlier position, which then hold every position up to the
-// step's and are read whole: every step after a prefill with the same
-// count, under every policy (planLoopKv reads slot x alone when it holds
-// every position). Lists them in ls.step_slots (iteration i's core layer
-// j at i * layers + j); changes nothing else.
-bool SessionState::wholeSlots() {
+// Whether the slots step indices [x0, x1) write (x = C * iteration + core
+// layer) are all whole (wholeSlot), so that they then hold every position
+// up to the step's and are read whole: for a whole step, every step after
+// a prefill with the same count, under every policy. Lists them in
+// ls.step_slots (in x order); changes nothing else.
+bool SessionState::wholeSlots(int64_t x0, int64_t x1) {
   LoopState &ls = *loop;
-  if (ls.criterion != ExitCriterion::None)
-    return false;
-  const int64_t C = ls.policy.layers;
   ls.step_slots.clear();
-  for (int64_t x = 0; x < C * ls.iterations; ++x) {
-    if (!wholeSlot(x))
-      return false;
-    ls.step_slots.push_back(static_cast<int32_t>(ls.policy.slot(x)));
-  }
-  return true;
-}
-
-// Whether every slot iteration `it` writes is whole (wholeSlot): lists
-// them in ls.step_slots (core layer order); changes nothing else.
-bool SessionState::wholeIteration(int64_t it) {
-  LoopState &ls = *loop;
-  const int64_t C = ls.policy.layers;
-  ls.step_slots.clear();
-  for (int64_t x = C * it; x < C * (it + 1); ++x) {
+  for (int64_t x = x0; x < x1; ++x) {
     if (!wholeSlot(x))
       return false;
     ls.step_slots.push_back(static_cast<int32_t>(ls.policy.slot(x)));
@@ -1057,7 +1040,9 @@ CoreCache *SessionState::wholeSlot(int64_t x) {
 // scratch ls.step_slots).
 bool SessionState::loopStepGraph(int32_t token) {
   LoopState &ls = *loop;
-  if (!device->capturesLoopSteps() || !wholeSlots())
+  const int64_t C = ls.policy.layers;
+  if (ls.criterion != ExitCriterion::None || !device->capturesLoopSteps() ||
+      !wholeSlots(0, C * ls.iterations))
     return false;
   const LoopDesc &L = ls.desc;
   ls.step_state.resize(static_cast<size_t>(m.config.dim));
