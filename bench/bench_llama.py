@@ -11,8 +11,14 @@ GB/s = weight bytes x tokens/s, shown as a fraction of the machine's read
 bandwidth (bench/membw.cpp, measured in the same run). Models that fit in
 the last-level cache can exceed 100%.
 
+Each shape is compiled with f32 and with bf16 weights (loomc
+--weight-type=bf16: the CPU kernels read the bf16 matrices as stored and
+widen them in registers, so decode streams half the bytes); the bf16-over-
+f32 ratios are printed per thread count.
+
 usage: bench/bench_llama.py [--bin build/bin] [--work /tmp/loom-bench]
-                            [--shapes 15M,110M] [--repeat 3]
+                            [--shapes 15M,110M] [--weight-types f32,bf16]
+                            [--repeat 3]
 """
 import argparse
 import os
@@ -45,6 +51,7 @@ def main():
     ap.add_argument("--bin", default=os.path.join(os.path.dirname(__file__), "..", "build", "bin"))
     ap.add_argument("--work", default="/tmp/loom-bench")
     ap.add_argument("--shapes", default="15M,110M")
+    ap.add_argument("--weight-types", default="f32,bf16")
     ap.add_argument("--repeat", type=int, default=3, help="runs per point; the best is kept")
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
@@ -56,40 +63,58 @@ def main():
         t, gbs = line.split(": ")
         roof[int(t.split()[1])] = float(gbs.split()[0])
     print("read bandwidth (roofline): 1 thread %.1f GB/s, 2 threads %.1f GB/s" % (roof[1], roof[2]))
-    print("%-5s %-3s %12s %12s %11s %9s %9s" % ("model", "thr", "prefill t/s", "decode t/s",
-                                               "decode GB/s", "roofline", "peak MiB"))
+    print("%-5s %-4s %-3s %12s %12s %11s %9s %9s" % ("model", "type", "thr", "prefill t/s",
+                                                    "decode t/s", "decode GB/s", "roofline",
+                                                    "peak MiB"))
+    types = a.weight_types.split(",")
+    for t in types:
+        if t not in ("f32", "bf16"):
+            sys.exit("bench: --weight-types takes f32 and/or bf16, not %r" % t)
     for name in a.shapes.split(","):
         dim, hidden, layers, heads, kv, vocab, seq = SHAPES[name]
         ckpt = os.path.join(a.work, name + ".bin")
         tok = os.path.join(a.work, name + "-tok.bin")
-        art = os.path.join(a.work, name + ".loom")
-        if not os.path.exists(art):
+        arts = {t: os.path.join(a.work, "%s-%s.loom" % (name, t)) for t in types}
+        if not all(os.path.exists(p) for p in arts.values()):
             run([tool("loom-make-checkpoint"), ckpt, "--dim", str(dim), "--hidden", str(hidden),
                  "--layers", str(layers), "--heads", str(heads), "--kv-heads", str(kv),
                  "--vocab", str(vocab), "--seq", str(seq), "--seed", "1",
                  "--tokenizer-out", tok])
-            run([tool("loomc"), ckpt, "--tokenizer", tok, "-o", art, "--quiet"])
+            for t, art in arts.items():
+                run([tool("loomc"), ckpt, "--tokenizer", tok, "-o", art, "--quiet",
+                     "--weight-type=" + t])
             os.remove(ckpt)
-        wbytes = weights_bytes(art)
+        # The weight types' runs alternate, so that a neighbour's load
+        # spreads over both sides of the ratio.
         results = {}
         for threads in (1, 2):
-            best = None
             for _ in range(a.repeat):
-                out = run([tool("loom-run"), art, "--bench", "--threads", str(threads)])
-                m = dict(line.split(": ", 1) for line in out.strip().splitlines())
-                r = (float(m["prefill_tokens_per_s"]), float(m["decode_tokens_per_s"]),
-                     float(m["peak_rss_mib"]), int(m["prefill_tokens"]))
-                best = r if best is None else (max(best[0], r[0]), max(best[1], r[1]),
-                                               max(best[2], r[2]), r[3])
-            results[threads] = best
-            pf, dc, rss, n = best
-            gbs = dc * wbytes / 1e9
-            print("%-5s %-3d %12.1f %12.1f %11.1f %8.0f%% %9.1f" % (name, threads, pf, dc, gbs,
-                                                                  100 * gbs / roof[threads], rss))
-        s_pf = results[2][0] / results[1][0]
-        s_dc = results[2][1] / results[1][1]
-        print("%-5s speed-up 2 vs 1 thread: prefill %.2fx, decode %.2fx "
-              "(prompt %d tokens, weights %.1f MB)" % (name, s_pf, s_dc, results[1][3], wbytes / 1e6))
+                for t in types:
+                    out = run([tool("loom-run"), arts[t], "--bench", "--threads", str(threads)])
+                    m = dict(line.split(": ", 1) for line in out.strip().splitlines())
+                    r = (float(m["prefill_tokens_per_s"]), float(m["decode_tokens_per_s"]),
+                         float(m["peak_rss_mib"]), int(m["prefill_tokens"]))
+                    best = results.get((t, threads))
+                    results[t, threads] = r if best is None else (
+                        max(best[0], r[0]), max(best[1], r[1]), max(best[2], r[2]), r[3])
+        for t in types:
+            wbytes = weights_bytes(arts[t])
+            for threads in (1, 2):
+                pf, dc, rss, n = results[t, threads]
+                gbs = dc * wbytes / 1e9
+                print("%-5s %-4s %-3d %12.1f %12.1f %11.1f %8.0f%% %9.1f" % (
+                    name, t, threads, pf, dc, gbs, 100 * gbs / roof[threads], rss))
+            s_pf = results[t, 2][0] / results[t, 1][0]
+            s_dc = results[t, 2][1] / results[t, 1][1]
+            print("%-5s %-4s speed-up 2 vs 1 thread: prefill %.2fx, decode %.2fx "
+                  "(prompt %d tokens, weights %.1f MB)" % (name, t, s_pf, s_dc,
+                                                          results[t, 1][3], wbytes / 1e6))
+        if len(types) == 2:
+            for threads in (1, 2):
+                f, b = results["f32", threads], results["bf16", threads]
+                print("%-5s bf16 vs f32, %d thread%s: prefill %.2fx, decode %.2fx, peak memory "
+                      "%.2fx" % (name, threads, "s" if threads > 1 else "", b[0] / f[0],
+                                 b[1] / f[1], b[2] / f[2]))
 
 
 if __name__ == "__main__":

@@ -458,11 +458,7 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device, TraceRecorder *trace,
       for (const DispatchDesc &d : p.dispatches)
         for (size_t i = 0; i < d.weight_ids.size(); ++i) {
           const uint32_t w = d.weight_ids[i];
-          const bool as_stored =
-              (d.kernel == Kernel::MatMul && i == 0) ||
-              d.kernel == Kernel::Logits || d.kernel == Kernel::Embed ||
-              d.kernel == Kernel::AddPositions ||
-              (d.kernel == Kernel::FusedQkvAttention && i < 2);
+          const bool as_stored = readsWeightAsStored(d.kernel, i);
           (as_stored ? native : f32)[w] = 1;
           if (as_stored && m.tensors[w].shape.size() == 2)
             max_k = std::max(max_k, m.tensors[w].shape[1]);

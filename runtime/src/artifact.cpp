@@ -285,8 +285,8 @@ void SemanticChecker::tensors() {
            ") lies outside the weights section of ", weights_size, " bytes");
     d.raw = weights + t.offset();
     d.bytes = t.size();
-    // BF16 tensors get their f32 view from ModelData::ensureF32(), when a
-    // CPU session needs it.
+    // A BF16 tensor read as f32 gets its f32 view from
+    // ModelData::ensureF32().
     d.data = bf16 ? nullptr : static_cast<const float *>(d.raw);
     if (!fitsWithin(out.weight_bytes, d.bytes,
                     std::numeric_limits<uint64_t>::max()))
@@ -1157,17 +1157,38 @@ void checkHeader(const uint8_t *data, size_t size, ArtifactFileHeader &h) {
 
 } // namespace
 
-// The CPU kernels read f32: every BF16 tensor (verified) gets a widened copy,
-// 64-byte aligned like the mapped tensors, owned by `widened`.
+bool readsWeightAsStored(Kernel kernel, size_t index) {
+  switch (kernel) {
+  case Kernel::MatMul:
+    return index == 0; // the matrix; a fused bias is f32
+  case Kernel::FusedQkvAttention:
+    return index < 2; // wqkv and wo; a q|k bias is f32
+  case Kernel::Logits:
+  case Kernel::Embed:
+  case Kernel::AddPositions:
+    return true;
+  default:
+    return false;
+  }
+}
+
+// Every BF16 tensor (verified) that some dispatch reads as f32 gets a
+// widened copy, 64-byte aligned like the mapped tensors, owned by `widened`.
 void ModelData::ensureF32() const {
   std::call_once(widen_once, [this] {
     constexpr size_t kAlignFloats = kWeightAlignment / sizeof(float);
+    std::vector<char> as_f32(tensors.size(), 0);
+    for (const ProgramDesc &p : programs)
+      for (const DispatchDesc &d : p.dispatches)
+        for (size_t i = 0; i < d.weight_ids.size(); ++i)
+          if (!readsWeightAsStored(d.kernel, i))
+            as_f32[d.weight_ids[i]] = 1;
     std::vector<std::unique_ptr<float[]>> copies;
     std::vector<const float *> views(tensors.size(), nullptr);
     std::vector<size_t> todo;
     for (size_t i = 0; i < tensors.size(); ++i) {
       const TensorDesc &d = tensors[i];
-      if (d.dtype != WeightType::BF16)
+      if (d.dtype != WeightType::BF16 || !as_f32[i])
         continue;
       const size_t elems = static_cast<size_t>(d.bytes / 2);
       std::unique_ptr<float[]> copy;
@@ -1177,7 +1198,7 @@ void ModelData::ensureF32() const {
         throw OutOfMemoryError("out of memory: need " +
                                std::to_string(elems * sizeof(float)) +
                                " bytes to widen BF16 tensor '" + d.name +
-                               "' to f32 for the CPU kernels");
+                               "' to f32");
       }
       void *p = copy.get();
       size_t space = (elems + kAlignFloats) * sizeof(float);

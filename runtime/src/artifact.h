@@ -52,8 +52,10 @@ struct TensorDesc {
   // f32 or bf16 values, what a device backend uploads.
   const void *raw = nullptr;
   uint64_t bytes = 0;
-  // The values as f32 for the CPU kernels: `raw` itself for F32 tensors; for
-  // BF16 ones a widened copy made by ModelData::ensureF32() (null before).
+  // The values as f32, for the kernels that read only f32: `raw` itself for
+  // F32 tensors; for a BF16 one that some dispatch reads as f32
+  // (!readsWeightAsStored) a widened copy made by ModelData::ensureF32()
+  // (null before, and for every other BF16 tensor).
   mutable const float *data = nullptr;
 };
 
@@ -77,6 +79,13 @@ struct DispatchDesc {
   std::vector<float> fparams;
   std::string name; // the op it came from; the kernel name when absent
 };
+
+// Whether a kernel reads its weight `index` (into DispatchDesc::weight_ids)
+// as the artifact stores it, f32 or bf16: the matrices and tables (MatMul's
+// and Logits' matrices, FusedQkvAttention's wqkv and wo, Embed's and
+// AddPositions' tables). The others (norm weights, biases) are read as f32.
+// Both devices follow it.
+bool readsWeightAsStored(Kernel kernel, size_t index);
 
 // Iterations a looped block may run per token step. The "full" KV policy
 // keeps one cache per (iteration, core layer), so this bounds the caches a
@@ -131,10 +140,11 @@ struct ModelData {
   std::string generator;
   std::string target;
   std::vector<TensorDesc> tensors;
-  // Gives every BF16 tensor its f32 copy (TensorDesc::data) for the CPU
-  // kernels, once per model, on the first CPU session: a model that only
-  // runs on a device never pays the memory. Thread-safe. Throws
-  // OutOfMemoryError when the copies cannot be allocated.
+  // Gives every BF16 tensor that a dispatch reads as f32
+  // (!readsWeightAsStored) its f32 copy (TensorDesc::data), once per model,
+  // when a session first needs it. loomc stores only matrices and tables as
+  // bf16, so for its artifacts there is nothing to copy. Thread-safe.
+  // Throws OutOfMemoryError when the copies cannot be allocated.
   void ensureF32() const;
   mutable std::once_flag widen_once;
   mutable std::vector<std::unique_ptr<float[]>> widened; // owns the copies

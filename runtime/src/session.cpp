@@ -519,7 +519,7 @@ struct SessionState final : LoopKvSource {
   // floats) copies that row's q|k|v; the token rows, gathered into one
   // block, are projected in one matmul (not one per run of token rows:
   // many short runs would each stream the whole weight).
-  void projectTokenRows(const float *x, int64_t ldx, const float *W, float *y,
+  void projectTokenRows(const float *x, int64_t ldx, cpu::Weights W, float *y,
                         int64_t ldy, int64_t T, int64_t N);
   // Throws, before any state changes, for ids outside the vocabulary and
   // for n tokens that do not fit the context.
@@ -558,10 +558,16 @@ void SessionState::run(const DispatchDesc &d, const int32_t *tokens, int64_t T,
                        int64_t logit_begin, int64_t logit_end) {
   const auto &in = d.inputs;
   const auto &out = d.outputs;
-  // f32 views of the dispatch's weights (at most 3; ensureF32 made them).
-  const float *w[3] = {nullptr, nullptr, nullptr};
-  for (size_t i = 0; i < d.weight_ids.size() && i < 3; ++i)
-    w[i] = m.tensors[d.weight_ids[i]].data;
+  // The dispatch's weights (at most 3): matrices and tables as stored (f32
+  // or bf16), the rest f32 (ensureF32 widened any bf16 one).
+  cpu::Weights w[3];
+  for (size_t i = 0; i < d.weight_ids.size() && i < 3; ++i) {
+    const TensorDesc &t = m.tensors[d.weight_ids[i]];
+    if (t.dtype == WeightType::BF16 && readsWeightAsStored(d.kernel, i))
+      w[i] = cpu::Weights(static_cast<const uint16_t *>(t.raw));
+    else
+      w[i] = cpu::Weights(t.data);
+  }
   const auto &ip = d.iparams;
   switch (d.kernel) {
   case Kernel::Embed:
@@ -569,14 +575,14 @@ void SessionState::run(const DispatchDesc &d, const int32_t *tokens, int64_t T,
                d.fparams.empty() ? 1.0f : d.fparams[0]);
     break;
   case Kernel::RmsNorm:
-    cpu::rmsNorm(buffer(in[0]), w[0], buffer(out[0]), T, ld(in[0]),
+    cpu::rmsNorm(buffer(in[0]), w[0].f32(), buffer(out[0]), T, ld(in[0]),
                  d.fparams[0]);
     break;
   case Kernel::MatMul:
     cpu::matmul(buffer(in[0]), ld(in[0]), w[0], buffer(out[0]), ld(out[0]), T,
                 ld(in[0]), ld(out[0]), !ip.empty() && ip[0] != 0);
     if (d.weight_ids.size() > 1) // fused bias epilogue (loom-fuse-linear-bias)
-      cpu::addRowBias(buffer(out[0]), ld(out[0]), w[1], buffer(out[0]),
+      cpu::addRowBias(buffer(out[0]), ld(out[0]), w[1].f32(), buffer(out[0]),
                       ld(out[0]), T, ld(out[0]));
     break;
   case Kernel::Rope:
@@ -619,7 +625,7 @@ void SessionState::run(const DispatchDesc &d, const int32_t *tokens, int64_t T,
     else
       cpu::matmul(x, lx, w[0], qkv, lq, T, lx, nqkv, false);
     if (d.weight_ids.size() > 2)
-      cpu::addRowBias(qkv, lq, w[2], qkv, lq, T, qd + kd);
+      cpu::addRowBias(qkv, lq, w[2].f32(), qkv, lq, T, qd + kd);
     cpu::rope(qkv, lq, T, qd, hd, pos, theta);
     cpu::rope(qkv + qd, lq, T, kd, hd, pos, theta);
     attend(ip[0], qkv, lq, qkv + qd, lq, qkv + qd + kd, lq, attn, la, T, nh,
@@ -638,11 +644,13 @@ void SessionState::run(const DispatchDesc &d, const int32_t *tokens, int64_t T,
                   static_cast<size_t>(T * ld(out[0])) * sizeof(float));
     break;
   case Kernel::AddRowBias:
-    cpu::addRowBias(buffer(in[0]), ld(in[0]), w[0], buffer(out[0]), ld(out[0]),
+    cpu::addRowBias(buffer(in[0]), ld(in[0]), w[0].f32(), buffer(out[0]),
+                    ld(out[0]),
                     T, ld(out[0]));
     break;
   case Kernel::LayerNorm:
-    cpu::layerNorm(buffer(in[0]), w[0], w[1], buffer(out[0]), T, ld(in[0]),
+    cpu::layerNorm(buffer(in[0]), w[0].f32(), w[1].f32(), buffer(out[0]), T,
+                   ld(in[0]),
                    d.fparams[0]);
     break;
   case Kernel::GeluTanh:
@@ -779,7 +787,7 @@ void SessionState::loopAttend(const KvCacheDesc &c, const float *q, int64_t ldq,
 }
 
 void SessionState::projectTokenRows(const float *x, int64_t ldx,
-                                    const float *W, float *y, int64_t ldy,
+                                    cpu::Weights W, float *y, int64_t ldy,
                                     int64_t T, int64_t N) {
   const int64_t D = m.config.dim;
   int64_t n_tokens = 0, first = -1, last = -1;

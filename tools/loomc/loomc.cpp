@@ -138,10 +138,9 @@ int printReport(ModuleOp module, int64_t iterations,
     return a ? a.getInt() : 0;
   };
   // Weight bytes: the tensors the artifact stores (packed weights once, their
-  // parts not again), as f32 (what the CPU runtime holds: it widens bf16 at
-  // load) and as stored; parameters as the frontend counted them, else the
-  // sources.
-  int64_t weightBytes = 0, storedBytes = 0, sourceParams = 0;
+  // parts not again), as stored (what either runtime holds); parameters as
+  // the frontend counted them, else the sources.
+  int64_t storedBytes = 0, sourceParams = 0;
   llvm::StringSet<> stored;
   program.walk([&](loom::DispatchOp d) {
     if (auto ws = d.getWeights())
@@ -150,7 +149,6 @@ int printReport(ModuleOp module, int64_t iterations,
   });
   for (auto w : module.getOps<loom::WeightOp>()) {
     if (stored.contains(w.getSymName())) {
-      weightBytes += w.getTensorType().getNumElements() * 4;
       storedBytes += w.getTensorType().getNumElements() *
                      loom::weightTypeBytes(
                          loom::storedWeightType(w.getTensorType(), weightType));
@@ -183,12 +181,11 @@ int printReport(ModuleOp module, int64_t iterations,
                        : llvm::format("%.3fM", params / 1e6))
      << ")\n";
   if (weightType == loom::WeightType::F32)
-    os << "weights: " << humanBytes(weightBytes) << " f32\n";
+    os << "weights: " << humanBytes(storedBytes) << " f32\n";
   else
     os << "weights: " << humanBytes(storedBytes) << " "
        << loom::weightTypeName(weightType) << " (" << storedBytes
-       << " bytes; 1-D tensors f32), " << humanBytes(weightBytes)
-       << " f32 on the CPU (widened at load)\n";
+       << " bytes; 1-D tensors f32; the kernels read them as stored)\n";
   os << "activations: " << humanBytes(program.getArenaBytesAttr().getInt())
      << " arena at " << program.getMaxTokensAttr().getInt() << " rows per step\n";
   os << "kv cache (f32, " << kvRow << " bytes per position per layer)";
@@ -207,7 +204,7 @@ int printReport(ModuleOp module, int64_t iterations,
     int64_t caches = slots.at(r);
     int64_t perToken = caches * kvRow;
     int64_t atContext = perToken * maxSeq;
-    int64_t peak = weightBytes + program.getArenaBytesAttr().getInt() + atContext;
+    int64_t peak = storedBytes + program.getArenaBytesAttr().getInt() + atContext;
     os << llvm::format("  %-16s %8lld %14lld %16s %16s\n",
                        plan.getAs<StringAttr>("policy").getValue().str().c_str(),
                        (long long)caches, (long long)perToken,

@@ -72,6 +72,20 @@ float *threadScratch(int64_t n) {
   return buffer.data();
 }
 
+// dst[0..n) = the f32 values of table's elements [first, first + n).
+void widenRow(Weights table, int64_t first, int64_t n, float *dst) {
+  if (!table.bf16) {
+    std::memcpy(dst, static_cast<const float *>(table.data) + first,
+                sizeof(float) * size_t(n));
+    return;
+  }
+  const uint16_t *src = static_cast<const uint16_t *>(table.data) + first;
+  for (int64_t i = 0; i < n; ++i) {
+    const uint32_t bits = uint32_t(src[i]) << 16;
+    std::memcpy(dst + i, &bits, sizeof bits);
+  }
+}
+
 bool cpuHasAvx512() {
   unsigned eax, ebx, ecx, edx;
   if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx))
@@ -108,9 +122,9 @@ const detail::IsaKernels &kernels() {
                                     : detail::kPortableKernels;
 }
 
-void gemm(const detail::IsaKernels &ik, const float *x, int64_t ldx,
-          const float *W, float *y, int64_t ldy, int64_t T, int64_t K,
-          int64_t N, bool accumulate) {
+void gemm(const detail::IsaKernels &ik, const float *x, int64_t ldx, Weights W,
+          float *y, int64_t ldy, int64_t T, int64_t K, int64_t N,
+          bool accumulate) {
   const int64_t mr = ik.mr;
   const int64_t nr = ik.nr;
   // Equal K blocks, so that K = 300 runs as 2 x 150 rather than 256 + 44.
@@ -141,7 +155,12 @@ void gemm(const detail::IsaKernels &ik, const float *x, int64_t ldx,
       float *panels = threadScratch(roundUp(n, nr) * kc);
       for (int64_t k0 = 0; k0 < K; k0 += kc) {
         const int64_t kcur = std::min(kc, K - k0);
-        ik.packPanels(W + n0 * K + k0, K, n, kcur, panels);
+        if (W.bf16)
+          ik.packPanelsBf16(static_cast<const uint16_t *>(W.data) + n0 * K + k0,
+                            K, n, kcur, panels);
+        else
+          ik.packPanels(static_cast<const float *>(W.data) + n0 * K + k0, K, n,
+                        kcur, panels);
         ik.gemmBlock(x + t0 * ldx + k0, ldx, panels, y + t0 * ldy + n0, ldy, m,
                      n, kcur, accumulate || k0 > 0);
       }
@@ -169,15 +188,14 @@ const char *isaName(Isa isa) {
   return isa == Isa::Avx512 ? "avx512" : "portable";
 }
 
-void embed(const int32_t *tokens, int64_t T, const float *table, int64_t D,
+void embed(const int32_t *tokens, int64_t T, Weights table, int64_t D,
            float *out, float scale) {
-  // A row copy (memcpy is already vectorised, so there is no ISA variant),
-  // then the scale in a loop the compiler vectorises.
+  // A row copy or widening (memcpy is already vectorised, the widening loop
+  // the compiler vectorises, so there is no ISA variant), then the scale.
   forRange(T, grainFor(D), [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       float *row = out + t * D;
-      std::memcpy(row, table + int64_t(tokens[t]) * D,
-                  sizeof(float) * size_t(D));
+      widenRow(table, int64_t(tokens[t]) * D, D, row);
       if (scale != 1.0f)
         for (int64_t i = 0; i < D; ++i)
           row[i] *= scale;
@@ -214,7 +232,7 @@ void rmsNorm(const float *x, const float *w, float *y, int64_t T, int64_t D,
   });
 }
 
-void matmul(const float *x, int64_t ldx, const float *W, float *y, int64_t ldy,
+void matmul(const float *x, int64_t ldx, Weights W, float *y, int64_t ldy,
             int64_t T, int64_t K, int64_t N, bool accumulate) {
   if (T <= 0 || N <= 0)
     return;
@@ -234,7 +252,12 @@ void matmul(const float *x, int64_t ldx, const float *W, float *y, int64_t ldy,
            [&](int64_t begin, int64_t end) {
              const int64_t n0 = begin * kRowGroup;
              const int64_t n1 = std::min(N, end * kRowGroup);
-             ik.matvec(x, W + n0 * K, y + n0, K, n1 - n0, accumulate);
+             if (W.bf16)
+               ik.matvecBf16(x, static_cast<const uint16_t *>(W.data) + n0 * K,
+                             y + n0, K, n1 - n0, accumulate);
+             else
+               ik.matvec(x, static_cast<const float *>(W.data) + n0 * K,
+                         y + n0, K, n1 - n0, accumulate);
            });
 }
 
@@ -406,9 +429,21 @@ void selfAttention(const float *q, int64_t ldq, const float *k, int64_t ldk,
            });
 }
 
-void addRows(const float *table, float *y, int64_t T, int64_t D) {
-  // Both operands are dense [T, D], so this is one elementwise add.
-  add(y, table, y, T * D);
+void addRows(Weights table, float *y, int64_t T, int64_t D) {
+  // Both operands are dense [T, D], so this is one elementwise add (of the
+  // widened rows, for a bf16 table).
+  if (!table.bf16) {
+    add(y, static_cast<const float *>(table.data), y, T * D);
+    return;
+  }
+  const detail::IsaKernels &ik = kernels();
+  forRange(T, grainFor(D), [&](int64_t begin, int64_t end) {
+    float *row = threadScratch(D);
+    for (int64_t t = begin; t < end; ++t) {
+      widenRow(table, t * D, D, row);
+      ik.add(y + t * D, row, y + t * D, D);
+    }
+  });
 }
 
 } // namespace loom::rt::cpu

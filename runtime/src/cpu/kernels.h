@@ -1,4 +1,5 @@
-// CPU kernels of the dispatch form. Row-major f32 throughout. Every kernel
+// CPU kernels of the dispatch form. Row-major f32 activations throughout;
+// weight matrices and tables f32 or bf16 (Weights). Every kernel
 // parallelises internally with oneTBB (call it inside the session's
 // tbb::task_arena to bound the threads) and dispatches at run time to an
 // AVX-512 implementation where the CPU has it, a portable one otherwise.
@@ -21,9 +22,25 @@ Isa activeIsa();
 bool setIsa(Isa isa);
 const char *isaName(Isa isa);
 
+// A weight matrix or table as the artifact stores it: f32 values, or bf16
+// values (the upper halves of f32s, so widening one is exact). The kernels
+// read bf16 weights as they are and widen them in registers: the result is
+// bit for bit the one of the widened f32 matrix, with half the bytes read.
+struct Weights {
+  Weights() = default;
+  Weights(const float *p) : data(p) {}
+  Weights(const uint16_t *p) : data(p), bf16(true) {}
+  // The values of f32 weights (null for bf16 ones).
+  const float *f32() const {
+    return bf16 ? nullptr : static_cast<const float *>(data);
+  }
+  const void *data = nullptr;
+  bool bf16 = false;
+};
+
 // out[t, :] = table[tokens[t], :] * scale; tokens already range-checked by
-// the caller. With scale 1 the rows are copied exactly.
-void embed(const int32_t *tokens, int64_t T, const float *table, int64_t D,
+// the caller. With scale 1 the rows are copied (widened) exactly.
+void embed(const int32_t *tokens, int64_t T, Weights table, int64_t D,
            float *out, float scale = 1.0f);
 
 // y[t, :] = [a[t, 0..na), b[t, 0..nb)]; rows are dense (y's stride is
@@ -41,7 +58,7 @@ void rmsNorm(const float *x, const float *w, float *y, int64_t T, int64_t D,
 
 // y[t, n] (+)= sum_k x[t, k] * W[n, k]   for t < T, n < N.
 // x has row stride ldx, y row stride ldy, W is dense [N, K].
-void matmul(const float *x, int64_t ldx, const float *W, float *y, int64_t ldy,
+void matmul(const float *x, int64_t ldx, Weights W, float *y, int64_t ldy,
             int64_t T, int64_t K, int64_t N, bool accumulate);
 
 // In place, llama2.c semantics: for each row t (position start_pos + t) and
@@ -113,7 +130,7 @@ void selfAttention(const float *q, int64_t ldq, const float *k, int64_t ldk,
 
 // y[t, :] += table[t, :] for t < T (learned position embeddings: rows
 // 0..T-1 of a [max_pos, D] table). Both dense with row stride D; exact.
-void addRows(const float *table, float *y, int64_t T, int64_t D);
+void addRows(Weights table, float *y, int64_t T, int64_t D);
 
 } // namespace loom::rt::cpu
 

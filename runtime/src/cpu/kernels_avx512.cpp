@@ -108,8 +108,23 @@ __m512 expPs(__m512 x) {
   return _mm512_scalef_ps(p, n);
 }
 
-void packPanels(const float *W, int64_t ldw, int64_t n, int64_t kc,
-                float *dst) {
+// 16 weights from w as f32, lanes outside m zero: loaded, or bf16 widened
+// (a bf16 value is the upper half of an f32, so the shift is exact).
+__m512 loadWeights(__mmask16 m, const float *w) {
+  return _mm512_maskz_loadu_ps(m, w);
+}
+__m512 loadWeights(__mmask16 m, const uint16_t *w) {
+  const __m512i h = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, w));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(h, 16));
+}
+__m512 loadWeights(const float *w) { return _mm512_loadu_ps(w); }
+__m512 loadWeights(const uint16_t *w) {
+  const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(w));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+template <typename W>
+void packPanelsOf(const W *w, int64_t ldw, int64_t n, int64_t kc, float *dst) {
   for (int64_t r0 = 0; r0 < n; r0 += kNr, dst += kc * kNr) {
     // Each panel is two 16-row halves; each is transposed 16 x 16 at a time
     // so that reads and writes both stay whole vectors.
@@ -121,7 +136,7 @@ void packPanels(const float *W, int64_t ldw, int64_t n, int64_t kc,
         const __mmask16 m = firstLanes(kn);
         __m512 v[16];
         for (int64_t i = 0; i < 16; ++i)
-          v[i] = i < rows ? _mm512_maskz_loadu_ps(m, W + (rb + i) * ldw + k0)
+          v[i] = i < rows ? loadWeights(m, w + (rb + i) * ldw + k0)
                           : _mm512_setzero_ps();
         transpose16(v);
         for (int64_t j = 0; j < kn; ++j)
@@ -129,6 +144,14 @@ void packPanels(const float *W, int64_t ldw, int64_t n, int64_t kc,
       }
     }
   }
+}
+void packPanels(const float *W, int64_t ldw, int64_t n, int64_t kc,
+                float *dst) {
+  packPanelsOf(W, ldw, n, kc, dst);
+}
+void packPanelsBf16(const uint16_t *W, int64_t ldw, int64_t n, int64_t kc,
+                    float *dst) {
+  packPanelsOf(W, ldw, n, kc, dst);
 }
 
 // One kMr x kNr tile over kc values of k. Rows past `rows` repeat the last
@@ -174,28 +197,29 @@ void gemmBlock(const float *x, int64_t ldx, const float *panels, float *y,
                 y + t0 * ldy + j0, ldy, minI(kNr, n - j0), accumulate);
 }
 
-void matvec(const float *x, const float *W, float *y, int64_t K, int64_t n,
-            bool accumulate) {
+template <typename W>
+void matvecOf(const float *x, const W *Wm, float *y, int64_t K, int64_t n,
+              bool accumulate) {
   const int64_t kFull = K & ~int64_t(15);
   const __mmask16 tail = firstLanes(K - kFull);
   int64_t r = 0;
   // Eight rows at a time: eight independent FMA chains, and each x vector is
   // loaded once for eight rows of W.
   for (; r + 8 <= n; r += 8) {
-    const float *w = W + r * K;
+    const W *w = Wm + r * K;
     __m512 acc[8];
     for (int i = 0; i < 8; ++i)
       acc[i] = _mm512_setzero_ps();
     for (int64_t k = 0; k < kFull; k += 16) {
       const __m512 xv = _mm512_loadu_ps(x + k);
       for (int i = 0; i < 8; ++i)
-        acc[i] = _mm512_fmadd_ps(_mm512_loadu_ps(w + i * K + k), xv, acc[i]);
+        acc[i] = _mm512_fmadd_ps(loadWeights(w + i * K + k), xv, acc[i]);
     }
     if (tail) {
       const __m512 xv = _mm512_maskz_loadu_ps(tail, x + kFull);
       for (int i = 0; i < 8; ++i)
-        acc[i] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, w + i * K + kFull),
-                                 xv, acc[i]);
+        acc[i] = _mm512_fmadd_ps(loadWeights(tail, w + i * K + kFull), xv,
+                                 acc[i]);
     }
     __m256 s = reduce8(acc);
     if (accumulate)
@@ -203,24 +227,30 @@ void matvec(const float *x, const float *W, float *y, int64_t K, int64_t n,
     _mm256_storeu_ps(y + r, s);
   }
   for (; r < n; ++r) {
-    const float *w = W + r * K;
+    const W *w = Wm + r * K;
     __m512 acc0 = _mm512_setzero_ps();
     __m512 acc1 = _mm512_setzero_ps();
     int64_t k = 0;
     for (; k + 32 <= kFull; k += 32) {
-      acc0 =
-          _mm512_fmadd_ps(_mm512_loadu_ps(w + k), _mm512_loadu_ps(x + k), acc0);
-      acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(w + k + 16),
+      acc0 = _mm512_fmadd_ps(loadWeights(w + k), _mm512_loadu_ps(x + k), acc0);
+      acc1 = _mm512_fmadd_ps(loadWeights(w + k + 16),
                              _mm512_loadu_ps(x + k + 16), acc1);
     }
     if (k < kFull)
-      acc0 =
-          _mm512_fmadd_ps(_mm512_loadu_ps(w + k), _mm512_loadu_ps(x + k), acc0);
-    acc1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, w + kFull),
+      acc0 = _mm512_fmadd_ps(loadWeights(w + k), _mm512_loadu_ps(x + k), acc0);
+    acc1 = _mm512_fmadd_ps(loadWeights(tail, w + kFull),
                            _mm512_maskz_loadu_ps(tail, x + kFull), acc1);
     const float s = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
     y[r] = accumulate ? y[r] + s : s;
   }
+}
+void matvec(const float *x, const float *W, float *y, int64_t K, int64_t n,
+            bool accumulate) {
+  matvecOf(x, W, y, K, n, accumulate);
+}
+void matvecBf16(const float *x, const uint16_t *W, float *y, int64_t K,
+                int64_t n, bool accumulate) {
+  matvecOf(x, W, y, K, n, accumulate);
 }
 
 void rmsNormRow(const float *x, const float *w, float *y, int64_t D,
@@ -532,8 +562,8 @@ void geluTanh(const float *x, float *y, int64_t n) {
 } // namespace
 
 const IsaKernels kAvx512Kernels = {
-    kMr,         kNr,           &packPanels, &gemmBlock,      &matvec,
-    &rmsNormRow, &ropeRow,      &attendHead, &attendHeadRows, &siluMul,
-    &add,        &layerNormRow, &geluTanh};
+    kMr,        kNr,         &packPanels,     &packPanelsBf16, &gemmBlock,
+    &matvec,    &matvecBf16, &rmsNormRow,     &ropeRow,        &attendHead,
+    &attendHeadRows, &siluMul, &add,          &layerNormRow,   &geluTanh};
 
 } // namespace loom::rt::cpu::detail

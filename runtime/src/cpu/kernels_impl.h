@@ -27,6 +27,10 @@ struct IsaKernels {
   // contiguous vector. Rows n.. of the last panel are zero.
   void (*packPanels)(const float *W, int64_t ldw, int64_t n, int64_t kc,
                      float *dst);
+  // The same from bf16 weights, widened (the same panels as packPanels of
+  // the widened matrix).
+  void (*packPanelsBf16)(const uint16_t *W, int64_t ldw, int64_t n,
+                         int64_t kc, float *dst);
 
   // y[t, j] (+)= sum_{k < kc} x[t, k] * Wpanel[k][j] for t < m, j < n, with
   // the panels produced by packPanels(.., n, kc, panels).
@@ -37,6 +41,10 @@ struct IsaKernels {
   // Matrix-vector product streaming W once: y[r] (+)= W[r, :] . x, r < n.
   void (*matvec)(const float *x, const float *W, float *y, int64_t K, int64_t n,
                  bool accumulate);
+  // The same over bf16 weights, widened in registers: bit for bit matvec's
+  // result on the widened matrix, reading half the bytes.
+  void (*matvecBf16)(const float *x, const uint16_t *W, float *y, int64_t K,
+                     int64_t n, bool accumulate);
 
   // One row of RMSNorm.
   void (*rmsNormRow)(const float *x, const float *w, float *y, int64_t D,

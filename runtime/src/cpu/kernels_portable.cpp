@@ -12,14 +12,24 @@ namespace {
 
 constexpr int64_t kLanes = 16;
 
-float dot(const float *a, const float *b, int64_t n) {
+// A weight as f32: itself, or a bf16 value widened (it is the upper half of
+// an f32, so widening is exact).
+float widen(float w) { return w; }
+float widen(uint16_t w) {
+  const uint32_t bits = uint32_t(w) << 16;
+  float f;
+  __builtin_memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+template <typename B> float dot(const float *a, const B *b, int64_t n) {
   float acc[kLanes] = {};
   int64_t k = 0;
   for (; k + kLanes <= n; k += kLanes)
     for (int64_t j = 0; j < kLanes; ++j)
-      acc[j] += a[k + j] * b[k + j];
+      acc[j] += a[k + j] * widen(b[k + j]);
   for (int64_t j = 0; k + j < n; ++j)
-    acc[j] += a[k + j] * b[k + j];
+    acc[j] += a[k + j] * widen(b[k + j]);
   for (int64_t w = kLanes / 2; w > 0; w /= 2)
     for (int64_t j = 0; j < w; ++j)
       acc[j] += acc[j + w];
@@ -66,20 +76,29 @@ float sumSquaredDeviations(const float *a, float c, int64_t n) {
 constexpr int64_t kMr = 1;
 constexpr int64_t kNr = 32;
 
-void packPanels(const float *W, int64_t ldw, int64_t n, int64_t kc,
-                float *dst) {
+template <typename W>
+void packPanelsOf(const W *w, int64_t ldw, int64_t n, int64_t kc, float *dst) {
   for (int64_t r0 = 0; r0 < n; r0 += kNr, dst += kc * kNr) {
     for (int64_t j = 0; j < kNr; ++j) {
       if (r0 + j < n) {
-        const float *src = W + (r0 + j) * ldw;
+        const W *src = w + (r0 + j) * ldw;
         for (int64_t k = 0; k < kc; ++k)
-          dst[k * kNr + j] = src[k];
+          dst[k * kNr + j] = widen(src[k]);
       } else {
         for (int64_t k = 0; k < kc; ++k)
           dst[k * kNr + j] = 0.0f;
       }
     }
   }
+}
+
+void packPanels(const float *W, int64_t ldw, int64_t n, int64_t kc,
+                float *dst) {
+  packPanelsOf(W, ldw, n, kc, dst);
+}
+void packPanelsBf16(const uint16_t *W, int64_t ldw, int64_t n, int64_t kc,
+                    float *dst) {
+  packPanelsOf(W, ldw, n, kc, dst);
 }
 
 void gemmBlock(const float *x, int64_t ldx, const float *panels, float *y,
@@ -104,12 +123,21 @@ void gemmBlock(const float *x, int64_t ldx, const float *panels, float *y,
   }
 }
 
-void matvec(const float *x, const float *W, float *y, int64_t K, int64_t n,
-            bool accumulate) {
+template <typename W>
+void matvecOf(const float *x, const W *Wm, float *y, int64_t K, int64_t n,
+              bool accumulate) {
   for (int64_t r = 0; r < n; ++r) {
-    const float s = dot(x, W + r * K, K);
+    const float s = dot(x, Wm + r * K, K);
     y[r] = accumulate ? y[r] + s : s;
   }
+}
+void matvec(const float *x, const float *W, float *y, int64_t K, int64_t n,
+            bool accumulate) {
+  matvecOf(x, W, y, K, n, accumulate);
+}
+void matvecBf16(const float *x, const uint16_t *W, float *y, int64_t K,
+                int64_t n, bool accumulate) {
+  matvecOf(x, W, y, K, n, accumulate);
 }
 
 void rmsNormRow(const float *x, const float *w, float *y, int64_t D,
@@ -226,8 +254,8 @@ void geluTanh(const float *x, float *y, int64_t n) {
 } // namespace
 
 const IsaKernels kPortableKernels = {
-    kMr,         kNr,           &packPanels, &gemmBlock,      &matvec,
-    &rmsNormRow, &ropeRow,      &attendHead, &attendHeadRows, &siluMul,
-    &add,        &layerNormRow, &geluTanh};
+    kMr,        kNr,         &packPanels,     &packPanelsBf16, &gemmBlock,
+    &matvec,    &matvecBf16, &rmsNormRow,     &ropeRow,        &attendHead,
+    &attendHeadRows, &siluMul, &add,          &layerNormRow,   &geluTanh};
 
 } // namespace loom::rt::cpu::detail

@@ -240,9 +240,9 @@ TEST_P(KernelTest, MatmulMatchesReference) {
 
 TEST_P(KernelTest, MatmulWithEmptyKIsZeroOrUnchanged) {
   std::vector<float> y(3 * 5, 7.0f);
-  matmul(nullptr, 0, nullptr, y.data(), 5, 3, 0, 5, /*accumulate=*/true);
+  matmul(nullptr, 0, Weights(), y.data(), 5, 3, 0, 5, /*accumulate=*/true);
   EXPECT_EQ(y, std::vector<float>(15, 7.0f));
-  matmul(nullptr, 0, nullptr, y.data(), 5, 3, 0, 5, /*accumulate=*/false);
+  matmul(nullptr, 0, Weights(), y.data(), 5, 3, 0, 5, /*accumulate=*/false);
   EXPECT_EQ(y, std::vector<float>(15, 0.0f));
 }
 
@@ -1324,6 +1324,73 @@ TEST_P(KernelTest, AddRowsAddsLeadingTableRowsExactly) {
       want[i] = y[i] + table[i];
     addRows(table.data(), y.data(), T, D);
     EXPECT_EQ(y, want);
+  }
+}
+
+//===----------------------------------------------------------------------===//
+// bf16 weights: read as stored and widened in registers, so every result is
+// bit for bit the one of the widened f32 weights.
+
+// Random bf16 values (every bit pattern of a finite number in [-2, 2],
+// including subnormals and signed zeros), and their exact f32 widening.
+struct Bf16Values {
+  std::vector<uint16_t> bits;
+  std::vector<float> widened;
+  Bf16Values(size_t n, std::mt19937 &rng) : bits(n), widened(n) {
+    std::uniform_int_distribution<uint32_t> dist(0, 0xffff);
+    for (size_t i = 0; i < n; ++i) {
+      uint16_t h;
+      do
+        h = static_cast<uint16_t>(dist(rng));
+      while ((h & 0x7f80) > 0x3f80 + 0x80); // |v| < 4: no inf, no NaN
+      bits[i] = h;
+      const uint32_t f = uint32_t(h) << 16;
+      std::memcpy(&widened[i], &f, sizeof f);
+    }
+  }
+};
+
+TEST_P(KernelTest, MatmulOfBf16WeightsIsTheWidenedMatmul) {
+  uint32_t seed = 100;
+  for (const MatmulShape &shape : kMatmulShapes) {
+    for (bool accumulate : {false, true}) {
+      SCOPED_TRACE(::testing::Message()
+                   << shape << " accumulate=" << accumulate);
+      MatmulData d(shape, seed++);
+      std::mt19937 rng(seed);
+      const Bf16Values w(d.W.size(), rng);
+      d.W = w.widened;
+      const std::vector<float> want = d.run(accumulate);
+      std::vector<float> y = d.y0;
+      matmul(d.x.data(), d.ldx, w.bits.data(), y.data(), d.ldy, shape.T,
+             shape.K, shape.N, accumulate);
+      ASSERT_EQ(0, std::memcmp(y.data(), want.data(), y.size() * sizeof(float)));
+      // And the widened matmul is a matmul: near the exact product.
+      EXPECT_TRUE(allNear(d.reference(accumulate), y, 4 * d.tolerance(), 0.0));
+    }
+  }
+}
+
+TEST_P(KernelTest, EmbedAndAddRowsWidenBf16Tables) {
+  const int64_t vocab = 40, D = 72;
+  std::mt19937 rng(9);
+  const Bf16Values table(size_t(vocab * D), rng);
+  for (int64_t T : {1, 7, 40}) {
+    SCOPED_TRACE(::testing::Message() << "T=" << T);
+    std::vector<int32_t> tokens(static_cast<size_t>(T));
+    for (int64_t t = 0; t < T; ++t)
+      tokens[t] = int32_t((t * 13 + 5) % vocab);
+    for (float scale : {1.0f, 0.37f}) {
+      std::vector<float> got(size_t(T * D), kSentinel), want = got;
+      embed(tokens.data(), T, table.bits.data(), D, got.data(), scale);
+      embed(tokens.data(), T, table.widened.data(), D, want.data(), scale);
+      ASSERT_EQ(0, std::memcmp(got.data(), want.data(),
+                               got.size() * sizeof(float)));
+    }
+    std::vector<float> y = randomFloats(size_t(T * D), rng), want = y;
+    addRows(table.bits.data(), y.data(), T, D);
+    addRows(table.widened.data(), want.data(), T, D);
+    ASSERT_EQ(0, std::memcmp(y.data(), want.data(), y.size() * sizeof(float)));
   }
 }
 
