@@ -171,8 +171,8 @@ public:
   // Bytes of the ordinary KV caches; the per-iteration caches of a looped
   // block come on top, allocated by each session as it needs them.
   uint64_t kvCacheBytes() const;
-  // Total bytes of the weight tensors as stored (mapped from the file; a
-  // CPU session reads bf16 tensors from f32 copies made at load).
+  // Total bytes of the weight tensors as stored (mapped from the file; the
+  // CPU kernels read bf16 matrices there, widening them as they go).
   uint64_t weightBytes() const;
   // The looped block, or nullptr when the model has none.
   const LoopInfo *loop() const;
