@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <random>
 #include <sys/mman.h>
 
@@ -333,6 +334,16 @@ struct CoreCache {
       }
     while (prefix < int64_t(present.size()) && present[size_t(prefix)])
       ++prefix;
+  }
+  // Forgets positions `from` and later: what a step that failed at `from`
+  // marked (no earlier step reaches that far).
+  void forget(int64_t from) {
+    for (size_t p = size_t(from); p < present.size(); ++p)
+      if (present[p]) {
+        present[p] = 0;
+        --count;
+      }
+    prefix = std::min(prefix, from);
   }
 };
 
@@ -886,11 +897,28 @@ const float *SessionState::runRows(const ProgramDesc &prog,
 void SessionState::step(const int32_t *tokens, int64_t T, int64_t logit_begin,
                         int64_t logit_end) {
   arena.execute([&] {
-    if (loop)
-      loopStep(tokens, T, logit_begin, logit_end);
-    else
+    if (!loop) {
       runRange(0, m.forward().dispatches.size(), tokens, T, logit_begin,
                logit_end);
+      return;
+    }
+    // A looped step that throws (out of memory for a new slot, a device
+    // error) leaves no trace: the slots forget the positions it marked and
+    // its initial-state draws are taken back, so that a retry, or another
+    // continuation from this position, computes what it would have.
+    std::optional<std::mt19937_64> rng;
+    if (loop->random_init)
+      rng = loop->rng;
+    try {
+      loopStep(tokens, T, logit_begin, logit_end);
+    } catch (...) {
+      for (auto &slot : loop->slots)
+        if (slot)
+          slot->forget(pos);
+      if (rng)
+        loop->rng = *rng;
+      throw;
+    }
   });
 }
 

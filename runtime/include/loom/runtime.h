@@ -249,7 +249,10 @@ public:
   // Returns the logits after the last token (rows == 1) or, with
   // all_logits, after every token fed (rows == n). Throws loom::Error, before
   // changing any state, for ids outside the vocabulary or when the tokens do
-  // not fit the context.
+  // not fit the context. A chunk that fails part way (OutOfMemoryError for a
+  // looped block's new cache) leaves no trace: the earlier chunks stay fed,
+  // position() is the failed chunk's first position, and a later forward()
+  // from there computes what it would have without the failed chunk.
   Logits forward(const int32_t *tokens, size_t n, bool all_logits = false);
   // The same, with placeholders: where embeddings[i] is not null, position
   // i's input row (the Embed dispatch's output row) is those dim() floats

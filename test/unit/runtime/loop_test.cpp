@@ -11,6 +11,7 @@
 #include "support/shared.h"
 
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <cmath>
@@ -977,6 +978,69 @@ TEST_F(RandomHuginn, OptionsAreValidated) {
   EXPECT_NE(error(l).find("must be a whole number"), std::string::npos);
   l.threshold = 3;
   EXPECT_EQ(error(l), "(no error)");
+}
+
+// The process's address space, in bytes (VmSize).
+uint64_t addressSpaceBytes() {
+  std::FILE *f = std::fopen("/proc/self/status", "r");
+  char line[256];
+  uint64_t kib = 0;
+  while (f && std::fgets(line, sizeof line, f))
+    if (std::sscanf(line, "VmSize: %lu kB", &kib) == 1)
+      break;
+  if (f)
+    std::fclose(f);
+  return kib * 1024;
+}
+
+// A looped step that fails part way (here its address space runs out while
+// it allocates the caches of its third iteration) leaves no trace: the
+// session then continues, from the same position, exactly as one that never
+// ran it. always-last-m4 reads each position from the newest iteration's
+// cache that holds it, so a position the failed step had marked in its
+// first iterations' caches would otherwise be read from there, with the
+// failed step's K/V.
+TEST(LoopFailure, AFailedStepLeavesNoTrace) {
+  HuginnCheckpoint ck = loom::test::randomHuginnCheckpoint(5);
+  ck.block_size = 8192; // one loop cache: 8192 positions x 2 x 16 floats, 1 MiB
+  auto model = load(loom::test::huginnArtifact(ck));
+  constexpr uint64_t kSlot = 1 << 20;
+  for (bool random_init : {false, true}) {
+    SCOPED_TRACE(random_init ? "random initial state" : "zero initial state");
+    LoopOptions l = fixed(4, "always-last-m4");
+    if (random_init)
+      l.init = LoopOptions::Init::Random;
+    SessionOptions o = loopOptions(l);
+    o.threads = 1; // no worker threads (whose stacks would be mapped) start
+    loom::Session failed(model, o), clean(model, o);
+    const std::vector<int32_t> first = {1, 9, 40, 3, 17};
+    {
+      // Room for the first two iterations' 8 caches and some.
+      rlimit old;
+      ASSERT_EQ(::getrlimit(RLIMIT_AS, &old), 0);
+      rlimit tight = old;
+      tight.rlim_cur = addressSpaceBytes() + 8 * kSlot + kSlot / 2;
+      ASSERT_EQ(::setrlimit(RLIMIT_AS, &tight), 0);
+      std::string error;
+      try {
+        failed.forward(first.data(), first.size());
+      } catch (const loom::OutOfMemoryError &e) {
+        error = e.what();
+      }
+      ::setrlimit(RLIMIT_AS, &old);
+      ASSERT_EQ(error, "out of memory: need 1048576 bytes for a loop KV cache");
+    }
+    EXPECT_EQ(failed.position(), 0);
+    // Other tokens from the same position, then one at a time.
+    const std::vector<int32_t> other = {1, 22};
+    for (loom::Session *s : {&failed, &clean})
+      s->forward(other.data(), other.size());
+    for (int32_t id : {5, 31, 8, 12}) {
+      const loom::Logits a = failed.forward(&id, 1), b = clean.forward(&id, 1);
+      ASSERT_EQ(0, std::memcmp(a.data, b.data, sizeof(float) * a.vocab))
+          << "logits after token " << id;
+    }
+  }
 }
 
 TEST(LoopOptions, ModelWithoutLoopRejectsThem) {
