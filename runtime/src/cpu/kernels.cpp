@@ -35,6 +35,9 @@ constexpr int64_t kMaxMc = 128;
 constexpr int64_t kMinMc = 32;
 constexpr int64_t kMaxNb = 256;
 
+// Attention: query rows per task (IsaKernels::attendHeads).
+constexpr int64_t kAttnRows = 4;
+
 // Decode matvec: rows of W are handed out in groups of 16 so that every
 // thread runs the 8-row kernel on full groups.
 constexpr int64_t kRowGroup = 16;
@@ -307,17 +310,24 @@ void attention(const float *q, int64_t ldq, const float *k, int64_t ldk,
   const detail::IsaKernels &ik = kernels();
   const int64_t group = n_heads / n_kv_heads;
   const int64_t maxPos = start_pos + T;
-  // Each (row, head) pair costs up to about 2 * maxPos * head_dim MACs.
-  forRange(T * n_heads, grainFor(2 * maxPos * head_dim),
+  // Tasks are (head, block of kAttnRows rows), head-major: a thread walks
+  // the rows of one head, whose K and V columns (a 1/n_kv_heads slice of the
+  // cache) stay in its cache from block to block, and the rows of a block
+  // share each K and V load. A block costs up to about
+  // 2 * kAttnRows * maxPos * head_dim MACs.
+  const int64_t blocks = ceilDiv(T, kAttnRows);
+  forRange(n_heads * blocks, grainFor(2 * kAttnRows * maxPos * head_dim),
            [&](int64_t begin, int64_t end) {
-             float *scores = threadScratch(maxPos);
+             float *scores = threadScratch(kAttnRows * maxPos);
              for (int64_t i = begin; i < end; ++i) {
-               const int64_t t = i / n_heads;
-               const int64_t h = i % n_heads;
+               const int64_t h = i / blocks;
+               const int64_t t = (i % blocks) * kAttnRows;
                const int64_t kvCol = (h / group) * head_dim;
-               ik.attendHead(q + t * ldq + h * head_dim, cache.k + kvCol,
-                             cache.v + kvCol, kvDim, start_pos + t + 1,
-                             head_dim, scores, out + t * ldo + h * head_dim);
+               ik.attendHeads(q + t * ldq + h * head_dim, ldq,
+                              std::min(kAttnRows, T - t), 1, cache.k + kvCol,
+                              cache.v + kvCol, kvDim, start_pos + t + 1,
+                              head_dim, scores, maxPos,
+                              out + t * ldo + h * head_dim, ldo);
              }
            });
 }
@@ -398,9 +408,9 @@ void selfAttention(const float *q, int64_t ldq, const float *k, int64_t ldk,
   if (T <= 0 || n_heads <= 0 || head_dim <= 0)
     return;
   // The causal kernels' leaves do the work: every row attends to all T rows.
-  // attendHead reads K and V rows one stride apart; when the strides differ,
-  // attendHeadRows reads them through row pointers instead. Both run the same
-  // arithmetic in the same order, so the results are bit-identical.
+  // attendHeads reads K and V rows one stride apart; when the strides
+  // differ, attendHeadRows reads them through row pointers instead. Both run
+  // the same arithmetic in the same order, so the results are bit-identical.
   const detail::IsaKernels &ik = kernels();
   std::vector<const float *> rows;
   if (ldk != ldv) {
@@ -412,19 +422,25 @@ void selfAttention(const float *q, int64_t ldq, const float *k, int64_t ldk,
   }
   const float *const *keys = rows.empty() ? nullptr : rows.data();
   const float *const *values = rows.empty() ? nullptr : rows.data() + T;
-  // Each (row, head) pair costs about 2 * T * head_dim MACs.
-  forRange(T * n_heads, grainFor(2 * T * head_dim),
+  // Tasks are (head, block of kAttnRows rows), as in attention(); a block
+  // costs about 2 * kAttnRows * T * head_dim MACs.
+  const int64_t blocks = ceilDiv(T, kAttnRows);
+  forRange(n_heads * blocks, grainFor(2 * kAttnRows * T * head_dim),
            [&](int64_t begin, int64_t end) {
-             float *scores = threadScratch(T);
+             float *scores = threadScratch(kAttnRows * T);
              for (int64_t i = begin; i < end; ++i) {
-               const int64_t t = i / n_heads;
-               const int64_t col = (i % n_heads) * head_dim;
-               if (keys)
-                 ik.attendHeadRows(q + t * ldq + col, keys, values, col, T,
-                                   head_dim, scores, out + t * ldo + col);
-               else
-                 ik.attendHead(q + t * ldq + col, k + col, v + col, ldk, T,
-                               head_dim, scores, out + t * ldo + col);
+               const int64_t col = (i / blocks) * head_dim;
+               const int64_t t = (i % blocks) * kAttnRows;
+               const int64_t n = std::min(kAttnRows, T - t);
+               if (!keys) {
+                 ik.attendHeads(q + t * ldq + col, ldq, n, 0, k + col, v + col,
+                                ldk, T, head_dim, scores, T,
+                                out + t * ldo + col, ldo);
+                 continue;
+               }
+               for (int64_t r = t; r < t + n; ++r)
+                 ik.attendHeadRows(q + r * ldq + col, keys, values, col, T,
+                                   head_dim, scores, out + r * ldo + col);
              }
            });
 }

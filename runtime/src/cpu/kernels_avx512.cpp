@@ -302,87 +302,153 @@ void ropeRow(float *x, int64_t cols, int64_t head_dim, const float *cosT,
   }
 }
 
-void attendHead(const float *q, const float *k, const float *v, int64_t ld,
-                int64_t n_pos, int64_t head_dim, float *scores, float *out) {
-  const float div =
-      _mm_cvtss_f32(_mm_sqrt_ss(_mm_set_ss(static_cast<float>(head_dim))));
-  const int64_t eFull = head_dim & ~int64_t(15);
-  const __mmask16 eTail = firstLanes(head_dim - eFull);
-
-  // Scores, eight positions at a time so that one reduce8 finishes them.
-  int64_t p = 0;
-  for (; p + 8 <= n_pos; p += 8) {
-    const float *kp = k + p * ld;
-    __m512 acc[8];
+// The score of one query row against the eight K rows at kp, kp + ld, ...
+// (scores[0..8)), and against one K row.
+void scores8(const float *q, const float *kp, int64_t ld, int64_t eFull,
+             __mmask16 eTail, float div, float *scores) {
+  __m512 acc[8];
+  for (int i = 0; i < 8; ++i)
+    acc[i] = _mm512_setzero_ps();
+  for (int64_t e = 0; e < eFull; e += 16) {
+    const __m512 qv = _mm512_loadu_ps(q + e);
     for (int i = 0; i < 8; ++i)
-      acc[i] = _mm512_setzero_ps();
-    for (int64_t e = 0; e < eFull; e += 16) {
-      const __m512 qv = _mm512_loadu_ps(q + e);
-      for (int i = 0; i < 8; ++i)
-        acc[i] = _mm512_fmadd_ps(_mm512_loadu_ps(kp + i * ld + e), qv, acc[i]);
-    }
-    if (eTail) {
-      const __m512 qv = _mm512_maskz_loadu_ps(eTail, q + eFull);
-      for (int i = 0; i < 8; ++i)
-        acc[i] = _mm512_fmadd_ps(
-            _mm512_maskz_loadu_ps(eTail, kp + i * ld + eFull), qv, acc[i]);
-    }
-    _mm256_storeu_ps(scores + p,
-                     _mm256_div_ps(reduce8(acc), _mm256_set1_ps(div)));
+      acc[i] = _mm512_fmadd_ps(_mm512_loadu_ps(kp + i * ld + e), qv, acc[i]);
   }
-  for (; p < n_pos; ++p) {
-    const float *kp = k + p * ld;
-    __m512 acc = _mm512_setzero_ps();
-    for (int64_t e = 0; e < head_dim; e += 16) {
-      const __mmask16 m = firstLanes(minI(head_dim - e, 16));
-      acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, kp + e),
-                            _mm512_maskz_loadu_ps(m, q + e), acc);
-    }
-    scores[p] = _mm512_reduce_add_ps(acc) / div;
+  if (eTail) {
+    const __m512 qv = _mm512_maskz_loadu_ps(eTail, q + eFull);
+    for (int i = 0; i < 8; ++i)
+      acc[i] = _mm512_fmadd_ps(
+          _mm512_maskz_loadu_ps(eTail, kp + i * ld + eFull), qv, acc[i]);
   }
+  _mm256_storeu_ps(scores, _mm256_div_ps(reduce8(acc), _mm256_set1_ps(div)));
+}
+float score1(const float *q, const float *kp, int64_t head_dim, float div) {
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t e = 0; e < head_dim; e += 16) {
+    const __mmask16 m = firstLanes(minI(head_dim - e, 16));
+    acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, kp + e),
+                          _mm512_maskz_loadu_ps(m, q + e), acc);
+  }
+  return _mm512_reduce_add_ps(acc) / div;
+}
 
-  // Softmax over the scores.
+// In place: scores[0..n) <- softmax(scores[0..n)).
+void softmax(float *scores, int64_t n) {
   __m512 mx = _mm512_set1_ps(-__builtin_inff());
-  for (p = 0; p < n_pos; p += 16) {
-    const __mmask16 m = firstLanes(minI(n_pos - p, 16));
+  for (int64_t p = 0; p < n; p += 16) {
+    const __mmask16 m = firstLanes(minI(n - p, 16));
     mx = _mm512_mask_max_ps(mx, m, mx, _mm512_maskz_loadu_ps(m, scores + p));
   }
   const __m512 top = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
   __m512 sum = _mm512_setzero_ps();
-  for (p = 0; p < n_pos; p += 16) {
-    const __mmask16 m = firstLanes(minI(n_pos - p, 16));
+  for (int64_t p = 0; p < n; p += 16) {
+    const __mmask16 m = firstLanes(minI(n - p, 16));
     const __m512 e =
         expPs(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, scores + p), top));
     _mm512_mask_storeu_ps(scores + p, m, e);
     sum = _mm512_mask_add_ps(sum, m, sum, e);
   }
   const __m512 total = _mm512_set1_ps(_mm512_reduce_add_ps(sum));
-  for (p = 0; p < n_pos; p += 16) {
-    const __mmask16 m = firstLanes(minI(n_pos - p, 16));
+  for (int64_t p = 0; p < n; p += 16) {
+    const __mmask16 m = firstLanes(minI(n - p, 16));
     _mm512_mask_storeu_ps(
         scores + p, m,
         _mm512_div_ps(_mm512_maskz_loadu_ps(m, scores + p), total));
   }
+}
 
-  // Weighted sum of the V rows, 16 columns at a time with four independent
-  // accumulators over positions.
+// R query rows of one head (see IsaKernels::attendHeads). Every row runs the
+// one-row arithmetic in its order: scores in groups of eight positions then
+// one by one, the softmax, then per 16 output columns four accumulators over
+// positions p, p + 1, p + 2, p + 3 (+ 4 ...), the positions past the last
+// group of four into the first, summed (0 + 1) + (2 + 3). The rows only
+// share loads: the ranges every row covers run row by row inside each group
+// of positions, so each K and V row comes from L1 for all but the first.
+template <int R>
+void attendBlock(const float *q, int64_t ldq, int64_t step, const float *k,
+                 const float *v, int64_t ld, int64_t n_pos, int64_t head_dim,
+                 float *scores, int64_t lds, float *out, int64_t ldo) {
+  const float div =
+      _mm_cvtss_f32(_mm_sqrt_ss(_mm_set_ss(static_cast<float>(head_dim))));
+  const int64_t eFull = head_dim & ~int64_t(15);
+  const __mmask16 eTail = firstLanes(head_dim - eFull);
+  int64_t n[R];
+  for (int r = 0; r < R; ++r)
+    n[r] = n_pos + r * step; // row 0's is the fewest
+
+  // Scores.
+  const int64_t joint8 = n_pos & ~int64_t(7);
+  for (int64_t p = 0; p < joint8; p += 8)
+    for (int r = 0; r < R; ++r)
+      scores8(q + r * ldq, k + p * ld, ld, eFull, eTail, div,
+              scores + r * lds + p);
+  for (int r = 0; r < R; ++r) {
+    int64_t p = joint8;
+    for (; p + 8 <= n[r]; p += 8)
+      scores8(q + r * ldq, k + p * ld, ld, eFull, eTail, div,
+              scores + r * lds + p);
+    for (; p < n[r]; ++p)
+      scores[r * lds + p] = score1(q + r * ldq, k + p * ld, head_dim, div);
+    softmax(scores + r * lds, n[r]);
+  }
+
+  // Weighted sums of the V rows.
+  const int64_t joint4 = n_pos & ~int64_t(3);
   for (int64_t e = 0; e < head_dim; e += 16) {
     const __mmask16 m = firstLanes(minI(head_dim - e, 16));
     const float *ve = v + e;
-    __m512 acc[4];
-    for (int i = 0; i < 4; ++i)
-      acc[i] = _mm512_setzero_ps();
-    for (p = 0; p + 4 <= n_pos; p += 4)
+    __m512 acc[R][4];
+    for (int r = 0; r < R; ++r)
       for (int i = 0; i < 4; ++i)
-        acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(scores[p + i]),
-                                 _mm512_maskz_loadu_ps(m, ve + (p + i) * ld),
-                                 acc[i]);
-    for (; p < n_pos; ++p)
-      acc[0] = _mm512_fmadd_ps(_mm512_set1_ps(scores[p]),
-                               _mm512_maskz_loadu_ps(m, ve + p * ld), acc[0]);
-    _mm512_mask_storeu_ps(out + e, m,
-                          _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]),
-                                        _mm512_add_ps(acc[2], acc[3])));
+        acc[r][i] = _mm512_setzero_ps();
+    for (int64_t p = 0; p < joint4; p += 4)
+      for (int i = 0; i < 4; ++i) {
+        const __m512 vv = _mm512_maskz_loadu_ps(m, ve + (p + i) * ld);
+        for (int r = 0; r < R; ++r)
+          acc[r][i] = _mm512_fmadd_ps(_mm512_set1_ps(scores[r * lds + p + i]),
+                                      vv, acc[r][i]);
+      }
+    for (int r = 0; r < R; ++r) {
+      const float *sr = scores + r * lds;
+      int64_t p = joint4;
+      for (; p + 4 <= n[r]; p += 4)
+        for (int i = 0; i < 4; ++i)
+          acc[r][i] =
+              _mm512_fmadd_ps(_mm512_set1_ps(sr[p + i]),
+                              _mm512_maskz_loadu_ps(m, ve + (p + i) * ld),
+                              acc[r][i]);
+      for (; p < n[r]; ++p)
+        acc[r][0] = _mm512_fmadd_ps(_mm512_set1_ps(sr[p]),
+                                    _mm512_maskz_loadu_ps(m, ve + p * ld),
+                                    acc[r][0]);
+      _mm512_mask_storeu_ps(out + r * ldo + e, m,
+                            _mm512_add_ps(_mm512_add_ps(acc[r][0], acc[r][1]),
+                                          _mm512_add_ps(acc[r][2], acc[r][3])));
+    }
+  }
+}
+
+void attendHeads(const float *q, int64_t ldq, int64_t rows, int64_t step,
+                 const float *k, const float *v, int64_t ld, int64_t n_pos,
+                 int64_t head_dim, float *scores, int64_t lds, float *out,
+                 int64_t ldo) {
+  for (int64_t r0 = 0; r0 < rows; r0 += 4) {
+    const float *qr = q + r0 * ldq;
+    float *sr = scores + r0 * lds, *orow = out + r0 * ldo;
+    const int64_t n = n_pos + r0 * step;
+    switch (minI(rows - r0, 4)) {
+    case 1:
+      attendBlock<1>(qr, ldq, step, k, v, ld, n, head_dim, sr, lds, orow, ldo);
+      break;
+    case 2:
+      attendBlock<2>(qr, ldq, step, k, v, ld, n, head_dim, sr, lds, orow, ldo);
+      break;
+    case 3:
+      attendBlock<3>(qr, ldq, step, k, v, ld, n, head_dim, sr, lds, orow, ldo);
+      break;
+    default:
+      attendBlock<4>(qr, ldq, step, k, v, ld, n, head_dim, sr, lds, orow, ldo);
+    }
   }
 }
 
@@ -563,7 +629,7 @@ void geluTanh(const float *x, float *y, int64_t n) {
 
 const IsaKernels kAvx512Kernels = {
     kMr,        kNr,         &packPanels,     &packPanelsBf16, &gemmBlock,
-    &matvec,    &matvecBf16, &rmsNormRow,     &ropeRow,        &attendHead,
+    &matvec,    &matvecBf16, &rmsNormRow,     &ropeRow,        &attendHeads,
     &attendHeadRows, &siluMul, &add,          &layerNormRow,   &geluTanh};
 
 } // namespace loom::rt::cpu::detail

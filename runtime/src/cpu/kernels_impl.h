@@ -59,14 +59,19 @@ struct IsaKernels {
   void (*ropeRow)(float *x, int64_t cols, int64_t head_dim, const float *cosT,
                   const float *sinT);
 
-  // One query head over cache positions [0, n_pos): k and v point at the
-  // head's first column in the cache, rows ld apart. scores is scratch of
-  // n_pos floats; out receives head_dim values.
-  void (*attendHead)(const float *q, const float *k, const float *v, int64_t ld,
-                     int64_t n_pos, int64_t head_dim, float *scores,
-                     float *out);
+  // Query rows r < rows of one head (row r at q + r * ldq) over cache
+  // positions [0, n_pos + r * step) (step 1: consecutive causal rows; 0:
+  // every row sees the same positions): k and v point at the head's first
+  // column in the cache, rows ld apart. scores is scratch of `rows` rows of
+  // lds >= n_pos + (rows - 1) * step floats; row r's head_dim outputs go to
+  // out + r * ldo. Each row's result is bit for bit the one of a call with
+  // rows = 1: rows only share the loads of K and V.
+  void (*attendHeads)(const float *q, int64_t ldq, int64_t rows, int64_t step,
+                      const float *k, const float *v, int64_t ld,
+                      int64_t n_pos, int64_t head_dim, float *scores,
+                      int64_t lds, float *out, int64_t ldo);
 
-  // The same over rows addressed one by one: position p's key is
+  // One row of attendHeads over rows addressed one by one: position p's key is
   // k[p] + col and its value v[p] + col (a recurrent-depth model's cache
   // gathers rows from several per-iteration caches).
   void (*attendHeadRows)(const float *q, const float *const *k,

@@ -165,6 +165,19 @@ void ropeRow(float *x, int64_t cols, int64_t head_dim, const float *cosT,
 }
 
 void attendHead(const float *q, const float *k, const float *v, int64_t ld,
+                int64_t n_pos, int64_t head_dim, float *scores, float *out);
+
+// Row by row: the portable kernels share no loads.
+void attendHeads(const float *q, int64_t ldq, int64_t rows, int64_t step,
+                 const float *k, const float *v, int64_t ld, int64_t n_pos,
+                 int64_t head_dim, float *scores, int64_t lds, float *out,
+                 int64_t ldo) {
+  for (int64_t r = 0; r < rows; ++r)
+    attendHead(q + r * ldq, k, v, ld, n_pos + r * step, head_dim,
+               scores + r * lds, out + r * ldo);
+}
+
+void attendHead(const float *q, const float *k, const float *v, int64_t ld,
                 int64_t n_pos, int64_t head_dim, float *scores, float *out) {
   const float div = std::sqrt(static_cast<float>(head_dim));
   float mx = -INFINITY;
@@ -255,7 +268,7 @@ void geluTanh(const float *x, float *y, int64_t n) {
 
 const IsaKernels kPortableKernels = {
     kMr,        kNr,         &packPanels,     &packPanelsBf16, &gemmBlock,
-    &matvec,    &matvecBf16, &rmsNormRow,     &ropeRow,        &attendHead,
+    &matvec,    &matvecBf16, &rmsNormRow,     &ropeRow,        &attendHeads,
     &attendHeadRows, &siluMul, &add,          &layerNormRow,   &geluTanh};
 
 } // namespace loom::rt::cpu::detail

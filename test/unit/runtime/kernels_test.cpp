@@ -583,6 +583,48 @@ TEST_P(KernelTest, AttentionMqaOddHeadDim) {
   runAttention({4, 1, 20, 40}, Steps{{9, 0}, {1, 9}, {2, 10}}, 3);
 }
 
+// The rows of a step share K and V loads (blocks of rows per head), and
+// each row's arithmetic stays that of a one-row step: a T-row step gives
+// bit for bit what T one-row steps give.
+TEST_P(KernelTest, AttentionRowsOfAStepAreBitIdenticalToOneRowSteps) {
+  for (auto [s, T, start] :
+       {std::tuple<AttnShape, int64_t, int64_t>{{8, 4, 8, 64}, 7, 0},
+        {{6, 6, 48, 300}, 37, 0},
+        {{6, 6, 48, 300}, 64, 201},
+        {{4, 1, 20, 80}, 9, 13},
+        {{2, 2, 72, 40}, 18, 3},
+        {{4, 2, 64, 600}, 130, 390}}) {
+    SCOPED_TRACE(::testing::Message() << "heads " << s.nHeads << "/"
+                                      << s.nKvHeads << " head_dim "
+                                      << s.headDim << " T=" << T
+                                      << " start=" << start);
+    std::mt19937 rng(uint32_t(T + start));
+    const int64_t kvDim = s.nKvHeads * s.headDim, qDim = s.nHeads * s.headDim;
+    const int64_t all = start + T;
+    const std::vector<float> q = randomFloats(size_t(all * qDim), rng, -2, 2);
+    const std::vector<float> k = randomFloats(size_t(all * kvDim), rng);
+    const std::vector<float> v = randomFloats(size_t(all * kvDim), rng);
+    auto run = [&](int64_t rows_per_step) {
+      std::vector<float> kc(size_t(s.maxSeq * kvDim)), vc(kc.size());
+      std::vector<float> out(size_t(all * qDim));
+      const KvView cache{kc.data(), vc.data(), s.maxSeq, kvDim};
+      // The first `start` positions in one step, then the rest.
+      attention(q.data(), qDim, k.data(), kvDim, v.data(), kvDim, out.data(),
+                qDim, start, 0, s.nHeads, s.nKvHeads, s.headDim, cache);
+      for (int64_t p = start; p < all; p += rows_per_step) {
+        const int64_t n = std::min(rows_per_step, all - p);
+        attention(q.data() + p * qDim, qDim, k.data() + p * kvDim, kvDim,
+                  v.data() + p * kvDim, kvDim, out.data() + p * qDim, qDim, n,
+                  p, s.nHeads, s.nKvHeads, s.headDim, cache);
+      }
+      return out;
+    };
+    const std::vector<float> one = run(1), whole = run(T), fives = run(5);
+    EXPECT_EQ(0, std::memcmp(one.data(), whole.data(), one.size() * 4));
+    EXPECT_EQ(0, std::memcmp(one.data(), fives.data(), one.size() * 4));
+  }
+}
+
 TEST_P(KernelTest, AttentionQueryHeadUsesKvHeadHOverGroup) {
   // Every V row of kv head g is g + 1, so whatever the softmax weights, head h
   // must output h / (n_heads / n_kv_heads) + 1 everywhere.
