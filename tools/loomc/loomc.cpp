@@ -80,7 +80,7 @@ cl::opt<Emit> emit(
                           "parameters, memory plan and KV bytes per policy")));
 cl::opt<int64_t> maxTokens("max-tokens",
                            cl::desc("Rows per step the arena is planned for"),
-                           cl::init(64), cl::cat(loomcCategory));
+                           cl::init(128), cl::cat(loomcCategory));
 cl::opt<bool> shapesOnly(
     "shapes-only",
     cl::desc("Huginn: plan from config.json alone (no weights; --emit "
