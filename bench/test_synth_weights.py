@@ -162,8 +162,9 @@ def main():
         d = max_diff(got, ref) if len(got) == len(ref) else float("inf")
         check(d < 1e-4, "torch_llama logits, fed in chunks of %s: max |diff| %.3g "
               "over %d values" % (chunk, d, len(ref)))
-    # The bf16 artifact: f32 compute on its weights is loom-run's CPU path
-    # (which widens them); bf16 compute stays close.
+    # The bf16 artifact: f32 compute on its weights is loom-run's CPU path in
+    # steps of up to 8 rows, as here (longer steps round the activations to
+    # bf16 too); bf16 compute stays close.
     run([a.run, w("bf16.loom"), "--device", "cpu", "--prompt-ids", prompt, "--steps", "0",
          "--dump-logits", w("loom16.bin"), "--threads", "1"])
     ref16 = read_f32(w("loom16.bin"))

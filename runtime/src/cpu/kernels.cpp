@@ -89,6 +89,32 @@ void widenRow(Weights table, int64_t first, int64_t n, float *dst) {
   }
 }
 
+// v rounded to the nearest bf16 (ties to even), as an f32: what
+// vcvtne2ps2bf16 makes of it (a NaN stays a NaN).
+float roundToBf16(float v) {
+  uint32_t bits;
+  std::memcpy(&bits, &v, sizeof bits);
+  if ((bits & 0x7fffffffu) > 0x7f800000u)
+    bits |= 0x00400000u; // quiet NaN: truncation cannot make it infinite
+  else
+    bits += 0x7fffu + ((bits >> 16) & 1u);
+  bits &= 0xffff0000u;
+  std::memcpy(&v, &bits, sizeof v);
+  return v;
+}
+
+bool cpuHasAvx512();
+
+// AVX512_BF16 (cpuid leaf 7, subleaf 1, EAX bit 5), on top of AVX-512.
+bool cpuHasAvx512Bf16() {
+  static const bool has = [] {
+    unsigned eax, ebx, ecx, edx;
+    return cpuHasAvx512() && __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) &&
+           (eax & (1u << 5)) != 0;
+  }();
+  return has;
+}
+
 bool cpuHasAvx512() {
   unsigned eax, ebx, ecx, edx;
   if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx))
@@ -128,8 +154,14 @@ const detail::IsaKernels &kernels() {
 void gemm(const detail::IsaKernels &ik, const float *x, int64_t ldx, Weights W,
           float *y, int64_t ldy, int64_t T, int64_t K, int64_t N,
           bool accumulate) {
-  const int64_t mr = ik.mr;
-  const int64_t nr = ik.nr;
+  // bf16 weights in a long step: bf16 activations too (kernels.h), through
+  // vdpbf16ps where the CPU has it, else rounded and widened for the f32
+  // micro-kernel (the same products, summed in another order).
+  const bool round_x = W.bf16 && T > kBf16F32ActivationRows;
+  const detail::Bf16DotKernels *dot =
+      round_x && bf16DotProducts() ? &detail::kAvx512Bf16Kernels : nullptr;
+  const int64_t mr = dot ? dot->mr : ik.mr;
+  const int64_t nr = dot ? dot->nr : ik.nr;
   // Equal K blocks, so that K = 300 runs as 2 x 150 rather than 256 + 44.
   const int64_t kc = ceilDiv(K, ceilDiv(K, kKc));
 
@@ -155,17 +187,38 @@ void gemm(const detail::IsaKernels &ik, const float *x, int64_t ldx, Weights W,
       const int64_t n0 = (i % nBlocks) * nb;
       const int64_t m = std::min(mc, T - t0);
       const int64_t n = std::min(nb, N - n0);
-      float *panels = threadScratch(roundUp(n, nr) * kc);
+      // Packed weights, then (round_x) the task's rounded activations.
+      float *panels = threadScratch((roundUp(n, nr) + m) * kc);
+      float *xr = panels + roundUp(n, nr) * kc;
+      const uint16_t *w16 = static_cast<const uint16_t *>(W.data) + n0 * K;
       for (int64_t k0 = 0; k0 < K; k0 += kc) {
         const int64_t kcur = std::min(kc, K - k0);
+        const bool acc = accumulate || k0 > 0;
+        if (dot) {
+          // Pairs: half a float each, so both fit the same scratch.
+          auto *pairs = reinterpret_cast<uint32_t *>(panels);
+          auto *xpairs = reinterpret_cast<uint32_t *>(xr);
+          dot->packPairs(w16 + k0, K, n, kcur, pairs);
+          dot->roundRows(x + t0 * ldx + k0, ldx, m, kcur, xpairs);
+          dot->gemmBlock(xpairs, m, pairs, n, kcur, y + t0 * ldy + n0, ldy,
+                         acc);
+          continue;
+        }
         if (W.bf16)
-          ik.packPanelsBf16(static_cast<const uint16_t *>(W.data) + n0 * K + k0,
-                            K, n, kcur, panels);
+          ik.packPanelsBf16(w16 + k0, K, n, kcur, panels);
         else
           ik.packPanels(static_cast<const float *>(W.data) + n0 * K + k0, K, n,
                         kcur, panels);
-        ik.gemmBlock(x + t0 * ldx + k0, ldx, panels, y + t0 * ldy + n0, ldy, m,
-                     n, kcur, accumulate || k0 > 0);
+        const float *xs = x + t0 * ldx + k0;
+        int64_t lds = ldx;
+        if (round_x) {
+          for (int64_t t = 0; t < m; ++t)
+            for (int64_t k = 0; k < kcur; ++k)
+              xr[t * kc + k] = roundToBf16(xs[t * ldx + k]);
+          xs = xr;
+          lds = kc;
+        }
+        ik.gemmBlock(xs, lds, panels, y + t0 * ldy + n0, ldy, m, n, kcur, acc);
       }
     }
   });
@@ -185,6 +238,10 @@ bool setIsa(Isa isa) {
     return false;
   activeSlot().store(isa, std::memory_order_relaxed);
   return true;
+}
+
+bool bf16DotProducts() {
+  return activeIsa() == Isa::Avx512 && cpuHasAvx512Bf16();
 }
 
 const char *isaName(Isa isa) {

@@ -21,6 +21,9 @@ Isa activeIsa();
 // CPU lacks it.
 bool setIsa(Isa isa);
 const char *isaName(Isa isa);
+// Whether GEMMs of bf16 weights with bf16 activations use vdpbf16ps: the
+// active ISA is AVX-512 and the CPU has AVX512_BF16.
+bool bf16DotProducts();
 
 // A weight matrix or table as the artifact stores it: f32 values, or bf16
 // values (the upper halves of f32s, so widening one is exact). The kernels
@@ -56,8 +59,15 @@ void addRowBias(const float *x, int64_t ldx, const float *bias, float *y,
 void rmsNorm(const float *x, const float *w, float *y, int64_t T, int64_t D,
              float eps);
 
+// With bf16 weights, steps of more than this many rows multiply them by the
+// activations rounded to bf16 (nearest even), accumulating in f32, as the
+// CUDA backend's cuBLAS path does; steps of up to this many rows keep the
+// activations f32 (bit for bit the widened matrix's product).
+constexpr int64_t kBf16F32ActivationRows = 8;
+
 // y[t, n] (+)= sum_k x[t, k] * W[n, k]   for t < T, n < N.
-// x has row stride ldx, y row stride ldy, W is dense [N, K].
+// x has row stride ldx, y row stride ldy, W is dense [N, K]. For bf16 W and
+// T > kBf16F32ActivationRows, x[t, k] is rounded to bf16 first.
 void matmul(const float *x, int64_t ldx, Weights W, float *y, int64_t ldy,
             int64_t T, int64_t K, int64_t N, bool accumulate);
 

@@ -2,20 +2,10 @@
 // -mavx512vl -mavx512dq -mfma -mavx2; kernels.cpp only calls into it after
 // detectIsa() has seen those features and the OS's zmm support. It includes no
 // standard-library or TBB header and keeps every helper in an anonymous
-// namespace (see kernels_impl.h for why).
+// namespace (see kernels_impl.h for why; avx512_helpers.h holds the ones it
+// shares with kernels_avx512bf16.cpp).
+#include "cpu/avx512_helpers.h"
 #include "cpu/kernels_impl.h"
-
-// GCC 12 reports its own _mm512_undefined_ps() (used inside many intrinsics)
-// as uninitialised once inlined (GCC PR 105593); silence that for the header.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-#include <immintrin.h>
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
 
 namespace loom::rt::cpu::detail {
 namespace {
@@ -25,13 +15,6 @@ namespace {
 // ports, while each k step loads two weight vectors and eight token values.
 constexpr int64_t kMr = 8;
 constexpr int64_t kNr = 32;
-
-int64_t minI(int64_t a, int64_t b) { return a < b ? a : b; }
-
-// Lanes [0, n) for 0 <= n <= 16.
-__mmask16 firstLanes(int64_t n) {
-  return static_cast<__mmask16>((1u << static_cast<unsigned>(n)) - 1u);
-}
 
 // The horizontal sums of eight vectors, in order, as one ymm. Folding the
 // vectors into each other costs 15 shuffles and 7 adds for all eight, where
@@ -58,33 +41,6 @@ __m256 reduce8(const __m512 a[8]) {
   return _mm512_castps512_ps256(_mm512_permutexvar_ps(order, f));
 }
 
-// In-register transpose of a 16 x 16 block: afterwards r[j] holds what was
-// column j.
-void transpose16(__m512 r[16]) {
-  __m512 t[16];
-  for (int i = 0; i < 8; ++i) {
-    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-  }
-  // Lane L of s[4g + c] holds rows 4g..4g+3 of column 4L + c.
-  __m512 s[16];
-  for (int g = 0; g < 4; ++g) {
-    s[4 * g + 0] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0x44);
-    s[4 * g + 1] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0xEE);
-    s[4 * g + 2] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0x44);
-    s[4 * g + 3] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0xEE);
-  }
-  for (int c = 0; c < 4; ++c) {
-    const __m512 u0 = _mm512_shuffle_f32x4(s[c], s[4 + c], 0x88);
-    const __m512 u1 = _mm512_shuffle_f32x4(s[c], s[4 + c], 0xDD);
-    const __m512 u2 = _mm512_shuffle_f32x4(s[8 + c], s[12 + c], 0x88);
-    const __m512 u3 = _mm512_shuffle_f32x4(s[8 + c], s[12 + c], 0xDD);
-    r[c] = _mm512_shuffle_f32x4(u0, u2, 0x88);
-    r[4 + c] = _mm512_shuffle_f32x4(u1, u3, 0x88);
-    r[8 + c] = _mm512_shuffle_f32x4(u0, u2, 0xDD);
-    r[12 + c] = _mm512_shuffle_f32x4(u1, u3, 0xDD);
-  }
-}
 
 // exp(x) to about 2 ulp: 2^n * p(r) with n = round(x / ln 2), r = x - n ln 2
 // and Cephes' expf polynomial for p. scalef applies 2^n with correct overflow

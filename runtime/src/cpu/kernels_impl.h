@@ -94,9 +94,34 @@ struct IsaKernels {
   void (*geluTanh)(const float *x, float *y, int64_t n);
 };
 
+// GEMM with bf16 operands and f32 accumulation (AVX512_BF16's vdpbf16ps,
+// which adds two bf16 products per f32 lane), for matrices of bf16 weights
+// in steps of more than kBf16F32ActivationRows rows.
+struct Bf16DotKernels {
+  int64_t mr;
+  int64_t nr;
+  // Packs rows [0, n) of bf16 W (row stride ldw), columns [0, kc), into
+  // ceil(n / nr) panels of ceil(kc / 2) k pairs: pair p of a panel holds its
+  // nr outputs' weights (k, k + 1) = (2p, 2p + 1), one 32-bit element each
+  // (k in the low half); zeros past n and past kc.
+  void (*packPairs)(const uint16_t *W, int64_t ldw, int64_t n, int64_t kc,
+                    uint32_t *dst);
+  // x rows [0, m), columns [0, kc), rounded to bf16 (nearest even) as
+  // ceil(kc / 2) k pairs per row (rows ceil(kc / 2) apart; zero past kc).
+  void (*roundRows)(const float *x, int64_t ldx, int64_t m, int64_t kc,
+                    uint32_t *dst);
+  // y[t, j] (+)= sum_k x[t, k] * W[j, k] for t < m, j < n over kc values of
+  // k, from roundRows' x and packPairs' panels.
+  void (*gemmBlock)(const uint32_t *x, int64_t m, const uint32_t *panels,
+                    int64_t n, int64_t kc, float *y, int64_t ldy,
+                    bool accumulate);
+};
+
 extern const IsaKernels kPortableKernels;
 // Must only be called after detectIsa() returned Isa::Avx512.
 extern const IsaKernels kAvx512Kernels;
+// Must only be called after cpuHasAvx512Bf16() returned true.
+extern const Bf16DotKernels kAvx512Bf16Kernels;
 
 } // namespace loom::rt::cpu::detail
 

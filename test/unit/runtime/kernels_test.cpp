@@ -1392,8 +1392,24 @@ struct Bf16Values {
   }
 };
 
-TEST_P(KernelTest, MatmulOfBf16WeightsIsTheWidenedMatmul) {
+// Steps of up to kBf16F32ActivationRows rows: bit for bit the widened
+// matrix's product. Longer steps round the activations to bf16 too: on the
+// f32 micro-kernel (portable, or AVX-512 without AVX512_BF16) bit for bit
+// the widened product of the rounded activations; with vdpbf16ps the same
+// products summed in pairs, so near it.
+// v rounded to the nearest bf16, ties to even (finite v), as an f32.
+float roundedToBf16(float v) {
+  uint32_t bits;
+  std::memcpy(&bits, &v, sizeof bits);
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  bits &= 0xffff0000u;
+  std::memcpy(&v, &bits, sizeof v);
+  return v;
+}
+
+TEST_P(KernelTest, MatmulOfBf16Weights) {
   uint32_t seed = 100;
+  const bool dot = GetParam() == Isa::Avx512 && bf16DotProducts();
   for (const MatmulShape &shape : kMatmulShapes) {
     for (bool accumulate : {false, true}) {
       SCOPED_TRACE(::testing::Message()
@@ -1402,15 +1418,47 @@ TEST_P(KernelTest, MatmulOfBf16WeightsIsTheWidenedMatmul) {
       std::mt19937 rng(seed);
       const Bf16Values w(d.W.size(), rng);
       d.W = w.widened;
+      const bool rounds = shape.T > kBf16F32ActivationRows;
+      if (rounds)
+        for (float &v : d.x)
+          v = roundedToBf16(v);
       const std::vector<float> want = d.run(accumulate);
       std::vector<float> y = d.y0;
       matmul(d.x.data(), d.ldx, w.bits.data(), y.data(), d.ldy, shape.T,
              shape.K, shape.N, accumulate);
-      ASSERT_EQ(0, std::memcmp(y.data(), want.data(), y.size() * sizeof(float)));
-      // And the widened matmul is a matmul: near the exact product.
+      if (rounds && dot)
+        EXPECT_TRUE(allNear(toDouble(want), y, 4 * d.tolerance(), 1e-6));
+      else
+        ASSERT_EQ(0,
+                  std::memcmp(y.data(), want.data(), y.size() * sizeof(float)));
+      EXPECT_TRUE(paddingUntouched(d.y0, y, shape.T, shape.N, d.ldy));
+      // And it is a product: near the exact one of what it multiplies.
       EXPECT_TRUE(allNear(d.reference(accumulate), y, 4 * d.tolerance(), 0.0));
     }
   }
+}
+
+// The rounding of a long step's activations is to nearest, ties to even,
+// whichever kernel multiplies: rows of x whose values sit exactly between
+// two bf16 values, times an identity-like W, come out rounded to even.
+TEST_P(KernelTest, Bf16ActivationsRoundToNearestEven) {
+  const int64_t T = 9, K = 4, N = 4;
+  // 1 + 2^-8 (tie: down to 1), 1 + 3 * 2^-8 (tie: up to 1 + 2^-6),
+  // 1 + 2^-8 + 2^-20 (above the tie: up), -0.0.
+  const float row[4] = {1.0f + 0x1p-8f, 1.0f + 0x3p-8f,
+                        1.0f + 0x1p-8f + 0x1p-20f, -0.0f};
+  const float want[4] = {1.0f, 1.0f + 0x1p-6f, 1.0f + 0x1p-7f, 0.0f};
+  std::vector<float> x(size_t(T * K));
+  for (int64_t t = 0; t < T; ++t)
+    std::copy(row, row + 4, x.begin() + t * K);
+  std::vector<uint16_t> eye(size_t(N * K), 0);
+  for (int64_t i = 0; i < 4; ++i)
+    eye[size_t(i * K + i)] = 0x3f80; // 1.0
+  std::vector<float> y(size_t(T * N), kSentinel);
+  matmul(x.data(), K, eye.data(), y.data(), N, T, K, N, false);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t i = 0; i < 4; ++i)
+      EXPECT_EQ(y[size_t(t * N + i)], want[i]) << "row " << t << " col " << i;
 }
 
 TEST_P(KernelTest, EmbedAndAddRowsWidenBf16Tables) {
