@@ -1364,7 +1364,8 @@ Device Session::device() const {
 std::string Session::deviceName() const {
   if (state_->device)
     return "cuda: " + state_->device->deviceName();
-  return std::string("cpu (") + activeIsaName() + ", " +
+  return std::string("cpu (") + activeIsaName() +
+         (rt::cpu::bf16DotProducts() ? " with bf16 dot products" : "") + ", " +
          std::to_string(state_->threads) + " threads)";
 }
 std::string cudaUnavailableReason() { return rt::cudaUnavailableReason(); }

@@ -309,7 +309,9 @@ public:
 
   const Model &model() const;
   Device device() const;
-  // "cpu (AVX-512, N threads)" or the GPU's name.
+  // "cpu (ISA[ with bf16 dot products], N threads)", ISA "avx512" or
+  // "portable" (the bf16 GEMM of long steps uses vdpbf16ps), or
+  // "cuda: " and the GPU's name.
   std::string deviceName() const;
   int threads() const;
   uint64_t arenaBytes() const;
