@@ -56,6 +56,24 @@ void transpose16(__m512 r[16]) {
   }
 }
 
+// The GEMM micro-tiles' epilogue: rows [0, rows) of a tile of accumulators
+// (two vectors, 32 outputs, per row) to y (row stride ldy), its first `cols`
+// columns, adding what y holds when accumulate.
+void storeTile(__m512 (*c)[2], int64_t rows, float *y, int64_t ldy,
+               int64_t cols, bool accumulate) {
+  const __mmask16 m0 = firstLanes(minI(cols, 16));
+  const __mmask16 m1 = cols > 16 ? firstLanes(minI(cols - 16, 16)) : 0;
+  for (int64_t i = 0; i < rows; ++i) {
+    float *yr = y + i * ldy;
+    if (accumulate) {
+      c[i][0] = _mm512_add_ps(c[i][0], _mm512_maskz_loadu_ps(m0, yr));
+      c[i][1] = _mm512_add_ps(c[i][1], _mm512_maskz_loadu_ps(m1, yr + 16));
+    }
+    _mm512_mask_storeu_ps(yr, m0, c[i][0]);
+    _mm512_mask_storeu_ps(yr + 16, m1, c[i][1]);
+  }
+}
+
 } // namespace
 } // namespace loom::rt::cpu::detail
 

@@ -85,17 +85,7 @@ void microTile(const uint32_t *x, int64_t rows, const uint32_t *panel,
       c[i][1] = _mm512_dpbf16_ps(c[i][1], av, b1);
     }
   }
-  const __mmask16 m0 = firstLanes(minI(cols, 16));
-  const __mmask16 m1 = cols > 16 ? firstLanes(minI(cols - 16, 16)) : 0;
-  for (int64_t i = 0; i < rows; ++i) {
-    float *yr = y + i * ldy;
-    if (accumulate) {
-      c[i][0] = _mm512_add_ps(c[i][0], _mm512_maskz_loadu_ps(m0, yr));
-      c[i][1] = _mm512_add_ps(c[i][1], _mm512_maskz_loadu_ps(m1, yr + 16));
-    }
-    _mm512_mask_storeu_ps(yr, m0, c[i][0]);
-    _mm512_mask_storeu_ps(yr + 16, m1, c[i][1]);
-  }
+  storeTile(c, rows, y, ldy, cols, accumulate);
 }
 
 void gemmBlock(const uint32_t *x, int64_t m, const uint32_t *panels, int64_t n,
