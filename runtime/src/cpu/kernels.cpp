@@ -411,12 +411,13 @@ void attentionRows(const float *q, int64_t ldq, float *out, int64_t ldo,
   const detail::IsaKernels &ik = kernels();
   const int64_t group = n_heads / n_kv_heads;
   const int64_t n = static_cast<int64_t>(keys.size());
+  // Head-major, as attention(): a thread walks the rows of one head.
   forRange(T * n_heads, grainFor(2 * n * head_dim),
            [&](int64_t begin, int64_t end) {
              float *scores = threadScratch(n);
              for (int64_t i = begin; i < end; ++i) {
-               const int64_t t = i / n_heads;
-               const int64_t h = i % n_heads;
+               const int64_t h = i / T;
+               const int64_t t = i % T;
                float *o = out + t * ldo + h * head_dim;
                if (count[t] == 0) {
                  std::fill(o, o + head_dim, 0.0f);
