@@ -106,11 +106,13 @@ std::string writeArtifact(const Case &c, TempFile **keep) {
 // max |a - b| / (1 + max |b|): the CPU's f32 kernels and the GPU's differ
 // in summation order (f32: ~1e-6). bf16 weights are the same values on
 // both, and steps of at most 8 rows (the GEMV) keep f32 activations, so
-// they agree as closely; but longer steps round the GPU's activations to
-// bf16 for cuBLAS, one more rounding (2^-9) at each matrix input, which
-// random weights amplify (measured on an H100: 0.048 on "wide", 0.133 on
-// "deep"). kBf16CublasTol = 0.25 still catches a wrong weight or kernel,
-// which is off by the logits' scale.
+// they agree as closely; longer steps round the activations to bf16 on
+// both devices now (cuBLAS; the CPU's bf16 GEMM), but where a value sits
+// near a rounding boundary the two can round it to neighbouring bf16s,
+// which random weights amplify. Measured on an H100 when the CPU still kept
+// f32 activations there: 0.048 on "wide", 0.133 on "deep". kBf16CublasTol
+// = 0.25 still catches a wrong weight or kernel, which is off by the
+// logits' scale.
 constexpr double kBf16CublasTol = 0.25;
 double relDiff(const float *a, const float *b, size_t n) {
   double d = 0, m = 0;
