@@ -487,8 +487,9 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device, TraceRecorder *trace,
         w += slot(t.bytes);
       }
       if (f32[i] && !dt.f32) {
-        if (!t.data) // a bf16 tensor in an f32-only role: widen on the host
-          m.ensureF32();
+        // A bf16 tensor in an f32-only role: its widened copy (made once,
+        // thread-safe; t.data is only read after it).
+        m.ensureF32();
         const uint64_t fb = t.dtype == WeightType::F32 ? t.bytes : t.bytes * 2;
         check(cudaMemcpy(w, t.data, fb, cudaMemcpyHostToDevice),
               "uploading the weights");

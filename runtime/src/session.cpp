@@ -903,12 +903,18 @@ void SessionState::step(const int32_t *tokens, int64_t T, int64_t logit_begin,
       return;
     }
     // A looped step that throws (out of memory for a new slot, a device
-    // error) leaves no trace: the slots forget the positions it marked and
-    // its initial-state draws are taken back, so that a retry, or another
-    // continuation from this position, computes what it would have.
+    // error) leaves no trace: the slots forget the positions it marked, its
+    // initial-state draws are taken back, and the warm-start latent and the
+    // per-step records are as they were, so that a retry, or another
+    // continuation from this position, computes what it would have. (The
+    // slots it allocated stay allocated.)
     std::optional<std::mt19937_64> rng;
     if (loop->random_init)
       rng = loop->rng;
+    std::vector<float> warm;
+    if (loop->warm_start)
+      warm = loop->warm;
+    const size_t n_steps = steps.size(), n_values = values.size();
     try {
       loopStep(tokens, T, logit_begin, logit_end);
     } catch (...) {
@@ -917,6 +923,10 @@ void SessionState::step(const int32_t *tokens, int64_t T, int64_t logit_begin,
           slot->forget(pos);
       if (rng)
         loop->rng = *rng;
+      if (loop->warm_start)
+        loop->warm.swap(warm);
+      steps.resize(n_steps);
+      values.resize(n_values);
       throw;
     }
   });

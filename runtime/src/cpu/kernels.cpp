@@ -90,11 +90,15 @@ void widenRow(Weights table, int64_t first, int64_t n, float *dst) {
 }
 
 // v rounded to the nearest bf16 (ties to even), as an f32: what
-// vcvtne2ps2bf16 makes of it (a NaN stays a NaN).
+// vcvtne2ps2bf16 makes of it (a NaN stays a NaN, a subnormal becomes a zero
+// of its sign). (vdpbf16ps also reads subnormal bf16 weights as zero, which
+// the f32 micro-kernel does not: the two paths can differ by such products.)
 float roundToBf16(float v) {
   uint32_t bits;
   std::memcpy(&bits, &v, sizeof bits);
-  if ((bits & 0x7fffffffu) > 0x7f800000u)
+  if ((bits & 0x7f800000u) == 0)
+    bits &= 0x80000000u;
+  else if ((bits & 0x7fffffffu) > 0x7f800000u)
     bits |= 0x00400000u; // quiet NaN: truncation cannot make it infinite
   else
     bits += 0x7fffu + ((bits >> 16) & 1u);

@@ -59,9 +59,10 @@ void addRowBias(const float *x, int64_t ldx, const float *bias, float *y,
 void rmsNorm(const float *x, const float *w, float *y, int64_t T, int64_t D,
              float eps);
 
-// With bf16 weights, steps of more than this many rows multiply them by the
+// With bf16 weights, a product of more than this many rows (T, per call:
+// a step's rows, or the rows whose logits are wanted) multiplies them by the
 // activations rounded to bf16 (nearest even), accumulating in f32, as the
-// CUDA backend's cuBLAS path does; steps of up to this many rows keep the
+// CUDA backend's cuBLAS path does; products of up to this many rows keep the
 // activations f32 (bit for bit the widened matrix's product).
 constexpr int64_t kBf16F32ActivationRows = 8;
 

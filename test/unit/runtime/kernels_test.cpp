@@ -185,6 +185,9 @@ const MatmulShape kMatmulShapes[] = {
     {1, 768, 37, 0, 0}, {1, 700, 259, 16, 1},  {2, 16, 32, 0, 0},
     {5, 33, 70, 7, 2},  {37, 100, 65, 0, 3},   {8, 300, 31, 1, 0},
     {9, 600, 40, 0, 0}, {130, 520, 100, 0, 0}, {256, 300, 700, 20, 9},
+    // More than 8 rows with odd K blocks (257 = 129 + 128) and K under 32
+    // (the bf16 GEMM's k pairs and masks).
+    {12, 257, 45, 1, 2}, {10, 15, 33, 0, 0},    {11, 33, 70, 3, 0},
 };
 
 struct MatmulData {
