@@ -303,6 +303,48 @@ void softmax(float *scores, int64_t n) {
   }
 }
 
+// One row's weighted sum of the V rows v, v + ld, ... (at most 64 columns):
+// the PV loop of attendBlock with its loops interchanged, positions outside
+// and the (at most four) groups of 16 columns inside, so that each score is
+// broadcast once rather than once per group. Each accumulator sees the same
+// products in the same order (accumulator i of column group e: positions
+// p = i mod 4, then the positions past the last group of four into
+// accumulator 0), so the result is attendBlock's bit for bit.
+void weightedSum1(const float *scores, const float *v, int64_t ld,
+                  int64_t n_pos, int64_t head_dim, float *out) {
+  const int64_t groups = (head_dim + 15) / 16;
+  __mmask16 m[4];
+  for (int64_t g = 0; g < 4; ++g)
+    m[g] = g < groups ? firstLanes(minI(head_dim - 16 * g, 16)) : 0;
+  __m512 acc[4][4];
+  for (int g = 0; g < 4; ++g)
+    for (int i = 0; i < 4; ++i)
+      acc[g][i] = _mm512_setzero_ps();
+  int64_t p = 0;
+  for (; p + 4 <= n_pos; p += 4)
+    for (int i = 0; i < 4; ++i) {
+      const __m512 s = _mm512_set1_ps(scores[p + i]);
+      const float *vp = v + (p + i) * ld;
+      for (int g = 0; g < 4; ++g)
+        if (g < groups)
+          acc[g][i] = _mm512_fmadd_ps(
+              s, _mm512_maskz_loadu_ps(m[g], vp + 16 * g), acc[g][i]);
+    }
+  for (; p < n_pos; ++p) {
+    const __m512 s = _mm512_set1_ps(scores[p]);
+    const float *vp = v + p * ld;
+    for (int g = 0; g < 4; ++g)
+      if (g < groups)
+        acc[g][0] = _mm512_fmadd_ps(
+            s, _mm512_maskz_loadu_ps(m[g], vp + 16 * g), acc[g][0]);
+  }
+  for (int g = 0; g < 4; ++g)
+    if (g < groups)
+      _mm512_mask_storeu_ps(out + 16 * g, m[g],
+                            _mm512_add_ps(_mm512_add_ps(acc[g][0], acc[g][1]),
+                                          _mm512_add_ps(acc[g][2], acc[g][3])));
+}
+
 // R query rows of one head (see IsaKernels::attendHeads). Every row runs the
 // one-row arithmetic in its order: scores in groups of eight positions then
 // one by one, the softmax, then per 16 output columns four accumulators over
@@ -339,6 +381,12 @@ void attendBlock(const float *q, int64_t ldq, int64_t step, const float *k,
   }
 
   // Weighted sums of the V rows.
+  if constexpr (R == 1) {
+    if (head_dim <= 64) {
+      weightedSum1(scores, v, ld, n_pos, head_dim, out);
+      return;
+    }
+  }
   const int64_t joint4 = n_pos & ~int64_t(3);
   for (int64_t e = 0; e < head_dim; e += 16) {
     const __mmask16 m = firstLanes(minI(head_dim - e, 16));
