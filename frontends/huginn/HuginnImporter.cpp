@@ -11,6 +11,7 @@
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Path.h"
 
+#include <algorithm>
 #include <cmath>
 
 using namespace mlir;
@@ -141,6 +142,114 @@ bool parseConfig(const std::string &path, Config &c, std::string &error) {
   return true;
 }
 
+// A tensor and the file that holds it.
+struct Located {
+  const st::SafetensorsFile *file;
+  const st::SafetensorsTensor *tensor;
+};
+
+// The checkpoint's tensors: model.safetensors, or the shards that
+// model.safetensors.index.json maps each tensor name to (HF's layout for
+// checkpoints too large for one file, as the published huginn-0125's).
+struct Weights {
+  std::string path; // model.safetensors, or the index, for messages
+  std::vector<st::SafetensorsFile> files;
+  llvm::StringMap<size_t> fileOf; // sharded: tensor name -> files index
+
+  bool open(StringRef folder, std::string &error) {
+    llvm::SmallString<256> single(folder), index(folder);
+    llvm::sys::path::append(single, "model.safetensors");
+    llvm::sys::path::append(index, "model.safetensors.index.json");
+    if (llvm::sys::fs::exists(single) || !llvm::sys::fs::exists(index)) {
+      path = std::string(single);
+      return openFile(path, error);
+    }
+    path = std::string(index);
+    auto text = llvm::MemoryBuffer::getFile(path, /*IsText=*/true);
+    if (!text) {
+      error = "cannot open '" + path + "': " + text.getError().message();
+      return false;
+    }
+    llvm::Expected<llvm::json::Value> json =
+        llvm::json::parse((*text)->getBuffer());
+    if (!json) {
+      error = path + " is not valid JSON: " + llvm::toString(json.takeError());
+      return false;
+    }
+    const llvm::json::Object *map =
+        json->getAsObject() ? json->getAsObject()->getObject("weight_map")
+                            : nullptr;
+    if (!map) {
+      error = path + ": no \"weight_map\" object";
+      return false;
+    }
+    llvm::StringMap<size_t> shardIndex; // shard file name -> files index
+    // The shards in a fixed order (the map's is unspecified).
+    std::vector<std::string> names;
+    for (const auto &entry : *map) {
+      std::optional<StringRef> shard = entry.second.getAsString();
+      if (!shard || shard->empty() || shard->contains('/') ||
+          shard->contains('\\')) {
+        error = path + ": tensor '" + st::printable(entry.first) +
+                "' maps to something other than a shard file name";
+        return false;
+      }
+      names.push_back(shard->str());
+    }
+    llvm::sort(names);
+    names.erase(std::unique(names.begin(), names.end()), names.end());
+    for (const std::string &name : names) {
+      llvm::SmallString<256> p(folder);
+      llvm::sys::path::append(p, name);
+      if (!openFile(std::string(p), error))
+        return false;
+      shardIndex[name] = files.size() - 1;
+    }
+    for (const auto &entry : *map) {
+      const size_t f = shardIndex[*entry.second.getAsString()];
+      if (!files[f].find(entry.first)) {
+        error = path + ": tensor '" + st::printable(entry.first) +
+                "' is not in " + files[f].path().str() + ", where the index "
+                "maps it";
+        return false;
+      }
+      fileOf[entry.first] = f;
+    }
+    for (size_t f = 0; f < files.size(); ++f)
+      for (const st::SafetensorsTensor &t : files[f].tensors()) {
+        auto it = fileOf.find(t.name);
+        if (it == fileOf.end() || it->second != f) {
+          error = files[f].path().str() + ": tensor '" +
+                  st::printable(t.name) + "' is not mapped to this shard by " +
+                  path;
+          return false;
+        }
+      }
+    return true;
+  }
+
+  bool openFile(const std::string &p, std::string &error) {
+    llvm::Expected<st::SafetensorsFile> file = st::SafetensorsFile::open(p);
+    if (!file) {
+      error = llvm::toString(file.takeError());
+      return false;
+    }
+    files.push_back(std::move(*file));
+    return true;
+  }
+
+  std::optional<Located> find(StringRef name) const {
+    if (fileOf.empty()) {
+      const st::SafetensorsTensor *t = files[0].find(name);
+      return t ? std::optional<Located>(Located{&files[0], t}) : std::nullopt;
+    }
+    auto it = fileOf.find(name);
+    if (it == fileOf.end())
+      return std::nullopt;
+    return Located{&files[it->second], files[it->second].find(name)};
+  }
+};
+
 std::string blockName(StringRef group, int64_t i) {
   return ("transformer." + group + "." + Twine(i) + ".").str();
 }
@@ -162,44 +271,47 @@ std::optional<Checkpoint> huginn::readCheckpoint(const std::string &path,
   if (shapesOnly)
     return ckpt;
 
-  llvm::SmallString<256> w(llvm::sys::path::parent_path(ckpt.configPath));
-  llvm::sys::path::append(w, "model.safetensors");
-  ckpt.weightsPath = std::string(w);
-  llvm::Expected<st::SafetensorsFile> file =
-      st::SafetensorsFile::open(ckpt.weightsPath);
-  if (!file) {
-    error = llvm::toString(file.takeError());
+  Weights weights;
+  if (!weights.open(llvm::sys::path::parent_path(ckpt.configPath), error))
     return std::nullopt;
-  }
+  ckpt.weightsPath = weights.path;
   const Config &c = ckpt.config;
   int64_t d = c.dim, I = c.intermediate, kv = c.nKvHeads * c.headDim();
   llvm::StringSet<> used;
-  // Looks a tensor up, checks it, and returns its absolute file offset.
+  // Looks a tensor up and checks its shape and dtype (F32 or BF16).
   auto tensor = [&](const std::string &name,
-                    ArrayRef<int64_t> shape) -> std::optional<uint64_t> {
-    const st::SafetensorsTensor *t = file->find(name);
+                    ArrayRef<int64_t> shape) -> std::optional<Located> {
+    std::optional<Located> t = weights.find(name);
     if (!t) {
       error = ckpt.weightsPath + ": missing tensor '" + name + "'";
       return std::nullopt;
     }
-    if (llvm::Error e = st::expect(*t, st::DType::F32, shape)) {
-      error = ckpt.weightsPath + ": " + llvm::toString(std::move(e));
+    if (t->tensor->shape != std::vector<int64_t>(shape.begin(), shape.end()) ||
+        (t->tensor->dtype != st::DType::F32 &&
+         t->tensor->dtype != st::DType::BF16)) {
+      error = t->file->path().str() + ": tensor '" + st::printable(name) +
+              "' has dtype " + st::dtypeName(t->tensor->dtype).str() +
+              " and shape " + st::formatShape(t->tensor->shape) +
+              "; expected F32 or BF16 " + st::formatShape(shape);
       return std::nullopt;
     }
     used.insert(name);
-    return t->fileOffset;
+    return t;
   };
-  auto slice = [&](const std::string &name, uint64_t at, uint64_t elems) {
-    ckpt.weights[name] = WeightSource{ckpt.weightsPath, at, elems * 4};
+  // `elems` values of tensor t from element `first` on, as a graph weight.
+  auto slice = [&](const std::string &name, const Located &t, uint64_t first,
+                   uint64_t elems) {
+    const bool bf16 = t.tensor->dtype == st::DType::BF16;
+    const uint64_t size = bf16 ? 2 : 4;
+    ckpt.weights[name] = WeightSource{t.file->path().str(),
+                                      t.tensor->fileOffset + first * size,
+                                      elems * size, bf16};
   };
   auto whole = [&](const std::string &name, ArrayRef<int64_t> shape) {
-    std::optional<uint64_t> at = tensor(name, shape);
-    if (!at)
+    std::optional<Located> t = tensor(name, shape);
+    if (!t)
       return false;
-    uint64_t n = 1;
-    for (int64_t s : shape)
-      n *= s;
-    slice(name, *at, n);
+    slice(name, *t, 0, t->tensor->numElements());
     return true;
   };
   if (!whole("transformer.wte.weight", {c.vocabSize, d}) ||
@@ -214,22 +326,23 @@ std::optional<Checkpoint> huginn::readCheckpoint(const std::string &path,
         !whole(p + "mlp.proj.weight", {d, I}))
       return false;
     // Split the packed tensors into the parts the graph names.
-    std::optional<uint64_t> qkv = tensor(p + "attn.Wqkv.weight", {d + 2 * kv, d});
-    std::optional<uint64_t> fc = tensor(p + "mlp.fc.weight", {2 * I, d});
+    std::optional<Located> qkv =
+        tensor(p + "attn.Wqkv.weight", {d + 2 * kv, d});
+    std::optional<Located> fc = tensor(p + "mlp.fc.weight", {2 * I, d});
     if (!qkv || !fc)
       return false;
-    slice(p + "attn.wq", *qkv, d * d);
-    slice(p + "attn.wk", *qkv + d * d * 4, kv * d);
-    slice(p + "attn.wv", *qkv + (d + kv) * d * 4, kv * d);
-    slice(p + "mlp.gate", *fc, I * d);
-    slice(p + "mlp.up", *fc + I * d * 4, I * d);
+    slice(p + "attn.wq", *qkv, 0, d * d);
+    slice(p + "attn.wk", *qkv, d * d, kv * d);
+    slice(p + "attn.wv", *qkv, (d + kv) * d, kv * d);
+    slice(p + "mlp.gate", *fc, 0, I * d);
+    slice(p + "mlp.up", *fc, I * d, I * d);
     if (c.qkBias) {
-      std::optional<uint64_t> bias =
+      std::optional<Located> bias =
           tensor(p + "attn.qk_bias", {2, 1, c.nHeads, c.headDim()});
       if (!bias)
         return false;
-      slice(p + "attn.q_bias", *bias, d);
-      slice(p + "attn.k_bias", *bias + d * 4, d);
+      slice(p + "attn.q_bias", *bias, 0, d);
+      slice(p + "attn.k_bias", *bias, d, d);
     }
     return true;
   };
@@ -240,11 +353,13 @@ std::optional<Checkpoint> huginn::readCheckpoint(const std::string &path,
       if (!block(blockName(group, i)))
         return std::nullopt;
   // lm_head: tied to wte (absent, or an identical copy), or its own matrix.
-  if (const st::SafetensorsTensor *head = file->find("lm_head.weight")) {
+  if (std::optional<Located> head = weights.find("lm_head.weight")) {
     if (!whole("lm_head.weight", {c.vocabSize, d}))
       return std::nullopt;
+    std::optional<Located> wte = weights.find("transformer.wte.weight");
     if (c.tieEmbeddings &&
-        file->data(*head) != file->data(*file->find("transformer.wte.weight"))) {
+        (head->tensor->dtype != wte->tensor->dtype ||
+         head->file->data(*head->tensor) != wte->file->data(*wte->tensor))) {
       error = ckpt.weightsPath + ": lm_head.weight differs from "
               "transformer.wte.weight but tie_embeddings is true";
       return std::nullopt;
@@ -256,12 +371,13 @@ std::optional<Checkpoint> huginn::readCheckpoint(const std::string &path,
   }
   // The RoPE table is recomputed from positions; anything else is unknown.
   used.insert("freqs_cis");
-  for (const st::SafetensorsTensor &t : file->tensors())
-    if (!used.contains(t.name)) {
-      error = ckpt.weightsPath + ": unexpected tensor '" + t.name +
-              "' (not part of a Huginn checkpoint)";
-      return std::nullopt;
-    }
+  for (const st::SafetensorsFile &f : weights.files)
+    for (const st::SafetensorsTensor &t : f.tensors())
+      if (!used.contains(t.name)) {
+        error = f.path().str() + ": unexpected tensor '" +
+                st::printable(t.name) + "' (not part of a Huginn checkpoint)";
+        return std::nullopt;
+      }
   return ckpt;
 }
 

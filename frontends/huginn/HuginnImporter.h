@@ -1,8 +1,9 @@
 //===- HuginnImporter.h - Huginn / raven checkpoints to loom IR -------------===//
 //
 // Reads a recurrent-depth "Huginn" (RavenForCausalLM) checkpoint: the HF
-// `config.json` and `model.safetensors` with the reference tensor names
-// (../shared/notes/huginn.md). Builds a graph with a prelude, one loom.loop
+// `config.json` and `model.safetensors` (or its shards and
+// `model.safetensors.index.json`) with the reference tensor names, F32 or
+// BF16 (../shared/notes/huginn.md). Builds a graph with a prelude, one loom.loop
 // over the core block, and a coda; the weights stay in the safetensors file
 // and are referenced by name (Wqkv, qk_bias and mlp.fc are split into their
 // q/k/v, bias and gate/up parts as byte ranges of the same tensors).
@@ -33,15 +34,18 @@ struct Config {
 };
 
 struct Checkpoint {
-  std::string configPath, weightsPath; // weightsPath empty: shapes only
+  // weightsPath: model.safetensors, or the index of the shards; empty:
+  // shapes only.
+  std::string configPath, weightsPath;
   Config config;
   WeightTable weights;
 };
 
-/// Reads `path`: a folder with config.json and model.safetensors, or a
-/// config.json (then the weights are its sibling model.safetensors unless
-/// `shapesOnly`, which needs no weights at all). Validates the config and
-/// every tensor's name, dtype (F32) and shape; errors are one line.
+/// Reads `path`: a folder with config.json and model.safetensors (or the
+/// shards of model.safetensors.index.json), or a config.json (then the
+/// weights are its siblings unless `shapesOnly`, which needs no weights at
+/// all). Validates the config and every tensor's name, dtype (F32 or BF16)
+/// and shape, and a sharded checkpoint's index; errors are one line.
 std::optional<Checkpoint> readCheckpoint(const std::string &path,
                                          bool shapesOnly, std::string &error);
 

@@ -118,15 +118,17 @@ LogicalResult loom::writeArtifact(ModuleOp module, const WeightTable &weights,
       if (found == weights.end())
         return d.emitError() << "no bytes for weight @" << source
                              << " (the frontend's weight table lacks it)";
+      // f32 bytes of the part (a bf16 source is widened when written).
+      const WeightSource &src = found->second;
+      const uint64_t f32Bytes = src.bf16 ? src.bytes * 2 : src.bytes;
       auto sourceOp = symbols.lookup<WeightOp>(source);
-      uint64_t expect = sourceOp ? sourceOp.getTensorType().getNumElements() * 4
-                                 : found->second.bytes;
-      if (found->second.bytes != expect)
-        return d.emitError() << "weight @" << source << " has "
-                             << found->second.bytes << " bytes, its type needs "
-                             << expect;
-      t.parts.push_back(&found->second);
-      t.bytes += found->second.bytes;
+      uint64_t expect =
+          sourceOp ? sourceOp.getTensorType().getNumElements() * 4 : f32Bytes;
+      if (f32Bytes != expect)
+        return d.emitError() << "weight @" << source << " has " << f32Bytes
+                             << " bytes as f32, its type needs " << expect;
+      t.parts.push_back(&src);
+      t.bytes += f32Bytes;
     }
     const uint64_t elems = weight.getTensorType().getNumElements();
     if (t.bytes != elems * 4)
@@ -272,8 +274,19 @@ LogicalResult loom::writeArtifact(ModuleOp module, const WeightTable &weights,
       if (src->offset + src->bytes > file->getBufferSize())
         return abandon("weights file '" + src->file + "' is shorter than "
                        "the frontend recorded: did it change while compiling?");
-      bytes.insert(bytes.end(), file->getBufferStart() + src->offset,
-                   file->getBufferStart() + src->offset + src->bytes);
+      const char *from = file->getBufferStart() + src->offset;
+      if (!src->bf16) {
+        bytes.insert(bytes.end(), from, from + src->bytes);
+        continue;
+      }
+      const size_t base = bytes.size();
+      bytes.resize(base + 2 * src->bytes);
+      for (uint64_t e = 0; e < src->bytes / 2; ++e) {
+        uint16_t h;
+        std::memcpy(&h, from + 2 * e, sizeof h);
+        const uint32_t widened = uint32_t(h) << 16;
+        std::memcpy(bytes.data() + base + 4 * e, &widened, sizeof widened);
+      }
     }
     if (t.type == WeightType::BF16) {
       std::vector<char> narrow(bytes.size() / 2);

@@ -22,11 +22,14 @@
 
 namespace loom {
 
-/// Where a source weight's bytes are: `bytes` bytes at `offset` of `file`.
+/// Where a source weight's bytes are: `bytes` bytes at `offset` of `file`,
+/// f32 values, or bf16 ones (the upper halves of f32s, widened exactly when
+/// the artifact is written).
 struct WeightSource {
   std::string file;
   uint64_t offset = 0;
   uint64_t bytes = 0;
+  bool bf16 = false;
 };
 using WeightTable = llvm::StringMap<WeightSource>;
 

@@ -1,4 +1,5 @@
-"""Makes a broken copy of a Huginn checkpoint folder for the loomc tests.
+"""Makes a broken copy of a Huginn checkpoint folder for the loomc tests,
+or a converted one (bf16 tensors, shards with an index).
 
     corrupt.py SRC OUT CASE
 
@@ -53,6 +54,42 @@ def write_safetensors(path, tensors, meta=None):
 def f32_to_f16(raw):
     vals = struct.unpack("<%df" % (len(raw) // 4), raw)
     return struct.pack("<%de" % len(vals), *vals)
+
+
+def to_bf16(raw):
+    """f32 bytes -> bf16 bytes, rounded to nearest even (no NaNs here)."""
+    bits = struct.unpack("<%dI" % (len(raw) // 4), raw)
+    return struct.pack("<%dH" % len(bits),
+                       *(((b + 0x7FFF + ((b >> 16) & 1)) >> 16) & 0xFFFF for b in bits))
+
+
+def widen_bf16(raw):
+    """bf16 bytes -> the f32 bytes of the same values."""
+    halves = struct.unpack("<%dH" % (len(raw) // 2), raw)
+    return struct.pack("<%dI" % len(halves), *(h << 16 for h in halves))
+
+
+def write_shards(out, tensors, meta, remap=None, extra=None):
+    """Two shards (tensors alternating in file order) and the index that
+    maps each name to its shard; remap overrides entries of the map (a
+    shard file name, or "other"), extra adds a tensor to the first shard that
+    the map leaves out."""
+    names = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+    parts, weight_map = [{}, {}], {}
+    for i, (name, t) in enumerate(tensors.items()):
+        parts[i % 2][name] = t
+        weight_map[name] = names[i % 2]
+    if extra:
+        parts[0].update(extra)
+    for shard, part in zip(names, parts):
+        write_safetensors(os.path.join(out, shard), part, meta)
+    for name, shard in (remap or {}).items():
+        # "other": the shard that does not hold it.
+        weight_map[name] = (names[1 - names.index(weight_map[name])]
+                            if shard == "other" else shard)
+    total = sum(len(t[2]) for t in tensors.values())
+    with open(os.path.join(out, "model.safetensors.index.json"), "w") as f:
+        json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=1)
 
 
 def main():
@@ -147,6 +184,25 @@ def main():
         return save_weights(tensors, meta)
     if case == "copy":
         return save_weights(tensors, meta)
+    # Converted, valid checkpoints: every tensor bf16 (as published), the
+    # same values as f32, and the bf16 tensors in two shards with an index.
+    bf16 = {n: ["BF16", t[1], to_bf16(t[2])] for n, t in tensors.items()}
+    if case == "bf16":
+        return save_weights(bf16, meta)
+    if case == "f32-of-bf16":
+        return save_weights({n: ["F32", t[1], widen_bf16(t[2])] for n, t in bf16.items()}, meta)
+    if case == "sharded-bf16":
+        return write_shards(out, bf16, meta)
+    # Broken indexes: a tensor mapped to a shard that does not exist, or to
+    # the other shard, and a shard holding a tensor the index leaves out.
+    if case == "sharded-missing-shard":
+        return write_shards(out, bf16, meta,
+                            remap={"transformer.ln_f.weight": "model-00003-of-00002.safetensors"})
+    if case == "sharded-misplaced":
+        return write_shards(out, bf16, meta, remap={"transformer.wte.weight": "other"})
+    if case == "sharded-unmapped":
+        return write_shards(out, bf16, meta,
+                            extra={"transformer.stray.weight": ["BF16", [2], b"\0" * 4]})
     sys.exit("corrupt.py: unknown case " + case)
 
 
