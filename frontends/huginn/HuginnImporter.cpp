@@ -28,20 +28,34 @@ int64_t Config::parameterCount() const {
 }
 
 namespace {
-/// Reads config.json into a Config; `error` names the file and the key.
-bool parseConfig(const std::string &path, Config &c, std::string &error) {
+/// Reads and parses the JSON file `path` (`what` names it in errors:
+/// "cannot open config '<path>': ...", "config '<path>' is not valid
+/// JSON: ...").
+std::optional<llvm::json::Value> readJson(const std::string &path,
+                                          StringRef what, std::string &error) {
   auto file = llvm::MemoryBuffer::getFile(path, /*IsText=*/true);
   if (!file) {
-    error = "cannot open config '" + path + "': " + file.getError().message();
-    return false;
+    error = ("cannot open " + what + " '" + path + "': " +
+             file.getError().message())
+                .str();
+    return std::nullopt;
   }
   llvm::Expected<llvm::json::Value> json =
       llvm::json::parse((*file)->getBuffer());
   if (!json) {
-    error = "config '" + path + "' is not valid JSON: " +
-            llvm::toString(json.takeError());
-    return false;
+    error = (what + " '" + path + "' is not valid JSON: " +
+             llvm::toString(json.takeError()))
+                .str();
+    return std::nullopt;
   }
+  return std::move(*json);
+}
+
+/// Reads config.json into a Config; `error` names the file and the key.
+bool parseConfig(const std::string &path, Config &c, std::string &error) {
+  std::optional<llvm::json::Value> json = readJson(path, "config", error);
+  if (!json)
+    return false;
   const llvm::json::Object *o = json->getAsObject();
   if (!o) {
     error = "config '" + path + "' is not a JSON object";
@@ -165,17 +179,9 @@ struct Weights {
       return openFile(path, error);
     }
     path = std::string(index);
-    auto text = llvm::MemoryBuffer::getFile(path, /*IsText=*/true);
-    if (!text) {
-      error = "cannot open '" + path + "': " + text.getError().message();
+    std::optional<llvm::json::Value> json = readJson(path, "index", error);
+    if (!json)
       return false;
-    }
-    llvm::Expected<llvm::json::Value> json =
-        llvm::json::parse((*text)->getBuffer());
-    if (!json) {
-      error = path + " is not valid JSON: " + llvm::toString(json.takeError());
-      return false;
-    }
     const llvm::json::Object *map =
         json->getAsObject() ? json->getAsObject()->getObject("weight_map")
                             : nullptr;

@@ -200,6 +200,11 @@ def main():
                             remap={"transformer.ln_f.weight": "model-00003-of-00002.safetensors"})
     if case == "sharded-misplaced":
         return write_shards(out, bf16, meta, remap={"transformer.wte.weight": "other"})
+    if case == "sharded-no-map":
+        write_shards(out, bf16, meta)
+        with open(os.path.join(out, "model.safetensors.index.json"), "w") as f:
+            f.write('{"metadata": {}}')
+        return
     if case == "sharded-unmapped":
         return write_shards(out, bf16, meta,
                             extra={"transformer.stray.weight": ["BF16", [2], b"\0" * 4]})
