@@ -292,13 +292,8 @@ std::optional<Checkpoint> huginn::readCheckpoint(const std::string &path,
       error = ckpt.weightsPath + ": missing tensor '" + name + "'";
       return std::nullopt;
     }
-    if (t->tensor->shape != std::vector<int64_t>(shape.begin(), shape.end()) ||
-        (t->tensor->dtype != st::DType::F32 &&
-         t->tensor->dtype != st::DType::BF16)) {
-      error = t->file->path().str() + ": tensor '" + st::printable(name) +
-              "' has dtype " + st::dtypeName(t->tensor->dtype).str() +
-              " and shape " + st::formatShape(t->tensor->shape) +
-              "; expected F32 or BF16 " + st::formatShape(shape);
+    if (llvm::Error e = st::expect(*t->tensor, st::kWeightDTypes, shape)) {
+      error = t->file->path().str() + ": " + llvm::toString(std::move(e));
       return std::nullopt;
     }
     used.insert(name);

@@ -91,11 +91,12 @@ std::optional<Bundle> refrag::readBundle(const std::string &decoderPath,
       error = bundlePath + ": missing tensor '" + name + "'";
       return false;
     }
-    if (llvm::Error e = st::expect(*t, st::DType::F32, shape)) {
+    if (llvm::Error e = st::expect(*t, st::kWeightDTypes, shape)) {
       error = bundlePath + ": " + llvm::toString(std::move(e));
       return false;
     }
-    b.decoder.weights[name] = WeightSource{bundlePath, t->fileOffset, t->bytes};
+    b.decoder.weights[name] = WeightSource{bundlePath, t->fileOffset, t->bytes,
+                                           t->dtype == st::DType::BF16};
     return true;
   };
   if (!add("encoder.tok_emb", {c.vocabSize, E}) ||

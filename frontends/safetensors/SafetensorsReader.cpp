@@ -132,12 +132,21 @@ std::string printable(StringRef text) {
 
 Error expect(const SafetensorsTensor &tensor, DType dtype,
              ArrayRef<int64_t> shape) {
-  if (tensor.dtype == dtype && ArrayRef<int64_t>(tensor.shape) == shape)
+  return expect(tensor, ArrayRef<DType>(dtype), shape);
+}
+
+Error expect(const SafetensorsTensor &tensor, ArrayRef<DType> dtypes,
+             ArrayRef<int64_t> shape) {
+  if (llvm::is_contained(dtypes, tensor.dtype) &&
+      ArrayRef<int64_t>(tensor.shape) == shape)
     return Error::success();
+  std::string allowed;
+  for (size_t i = 0; i < dtypes.size(); ++i)
+    allowed += (i ? " or " : "") + dtypeName(dtypes[i]).str();
   return createStringError(
       Twine("tensor '") + printable(tensor.name) + "' has dtype " +
       dtypeName(tensor.dtype) + " and shape " + formatShape(tensor.shape) +
-      "; expected " + dtypeName(dtype) + " " + formatShape(shape));
+      "; expected " + allowed + " " + formatShape(shape));
 }
 
 namespace {

@@ -1,4 +1,5 @@
-"""Makes a broken copy of a REFRAG bundle (.safetensors) for the loomc tests.
+"""Makes a broken copy of a REFRAG bundle (.safetensors) for the loomc tests,
+or a converted one (bf16 tensors; the same values as f32).
 
     corrupt_bundle.py SRC OUT CASE
 
@@ -86,6 +87,16 @@ def main():
         tensors["encoder.extra"] = ["F32", [2], b"\0" * 8]
     elif case == "copy":
         pass
+    elif case in ("bf16", "f32-of-bf16"):
+        # Every tensor rounded to bf16 (nearest even; no NaNs here), stored
+        # as BF16 or as the F32 of the same values.
+        for t in tensors.values():
+            bits = struct.unpack("<%dI" % (len(t[2]) // 4), t[2])
+            halves = [((x + 0x7FFF + ((x >> 16) & 1)) >> 16) & 0xFFFF for x in bits]
+            if case == "bf16":
+                t[0], t[2] = "BF16", struct.pack("<%dH" % len(halves), *halves)
+            else:
+                t[2] = struct.pack("<%dI" % len(halves), *(h << 16 for h in halves))
     else:
         sys.exit("corrupt_bundle.py: unknown case " + case)
     write_safetensors(out, tensors, meta)
