@@ -194,7 +194,8 @@ void gemm(const detail::IsaKernels &ik, const float *x, int64_t ldx, Weights W,
       // Packed weights, then (round_x) the task's rounded activations.
       float *panels = threadScratch((roundUp(n, nr) + m) * kc);
       float *xr = panels + roundUp(n, nr) * kc;
-      const uint16_t *w16 = static_cast<const uint16_t *>(W.data) + n0 * K;
+      const uint16_t *w16 =
+          W.bf16 ? static_cast<const uint16_t *>(W.data) + n0 * K : nullptr;
       for (int64_t k0 = 0; k0 < K; k0 += kc) {
         const int64_t kcur = std::min(kc, K - k0);
         const bool acc = accumulate || k0 > 0;
