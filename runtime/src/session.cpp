@@ -656,13 +656,11 @@ void SessionState::run(const DispatchDesc &d, const int32_t *tokens, int64_t T,
     break;
   case Kernel::AddRowBias:
     cpu::addRowBias(buffer(in[0]), ld(in[0]), w[0].f32(), buffer(out[0]),
-                    ld(out[0]),
-                    T, ld(out[0]));
+                    ld(out[0]), T, ld(out[0]));
     break;
   case Kernel::LayerNorm:
     cpu::layerNorm(buffer(in[0]), w[0].f32(), w[1].f32(), buffer(out[0]), T,
-                   ld(in[0]),
-                   d.fparams[0]);
+                   ld(in[0]), d.fparams[0]);
     break;
   case Kernel::GeluTanh:
     cpu::geluTanh(buffer(in[0]), buffer(out[0]), T * ld(out[0]));
