@@ -17,8 +17,9 @@ constexpr int64_t kNr = 32;
 
 // Lanes [0, n) for 0 <= n <= 32 (16-bit lanes).
 __mmask32 firstLanes32(int64_t n) {
-  return n >= 32 ? ~__mmask32(0)
-                 : static_cast<__mmask32>((1u << static_cast<unsigned>(n)) - 1u);
+  return n >= 32
+             ? ~__mmask32(0)
+             : static_cast<__mmask32>((1u << static_cast<unsigned>(n)) - 1u);
 }
 
 void packPairs(const uint16_t *W, int64_t ldw, int64_t n, int64_t kc,
