@@ -143,10 +143,10 @@ Error expect(const SafetensorsTensor &tensor, ArrayRef<DType> dtypes,
   std::string allowed;
   for (size_t i = 0; i < dtypes.size(); ++i)
     allowed += (i ? " or " : "") + dtypeName(dtypes[i]).str();
-  return createStringError(
-      Twine("tensor '") + printable(tensor.name) + "' has dtype " +
-      dtypeName(tensor.dtype) + " and shape " + formatShape(tensor.shape) +
-      "; expected " + allowed + " " + formatShape(shape));
+  return createStringError(Twine("tensor '") + printable(tensor.name) +
+                           "' has dtype " + dtypeName(tensor.dtype) +
+                           " and shape " + formatShape(tensor.shape) +
+                           "; expected " + allowed + " " + formatShape(shape));
 }
 
 namespace {

@@ -321,8 +321,8 @@ void matmul(const float *x, int64_t ldx, Weights W, float *y, int64_t ldy,
                ik.matvecBf16(x, static_cast<const uint16_t *>(W.data) + n0 * K,
                              y + n0, K, n1 - n0, accumulate);
              else
-               ik.matvec(x, static_cast<const float *>(W.data) + n0 * K,
-                         y + n0, K, n1 - n0, accumulate);
+               ik.matvec(x, static_cast<const float *>(W.data) + n0 * K, y + n0,
+                         K, n1 - n0, accumulate);
            });
 }
 

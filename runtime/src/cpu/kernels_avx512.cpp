@@ -41,7 +41,6 @@ __m256 reduce8(const __m512 a[8]) {
   return _mm512_castps512_ps256(_mm512_permutexvar_ps(order, f));
 }
 
-
 // exp(x) to about 2 ulp: 2^n * p(r) with n = round(x / ln 2), r = x - n ln 2
 // and Cephes' expf polynomial for p. scalef applies 2^n with correct overflow
 // to +inf and underflow to 0; the clamp only keeps n*ln2 exact.
@@ -164,8 +163,8 @@ void matvecOf(const float *x, const W *Wm, float *y, int64_t K, int64_t n,
     if (tail) {
       const __m512 xv = _mm512_maskz_loadu_ps(tail, x + kFull);
       for (int i = 0; i < 8; ++i)
-        acc[i] = _mm512_fmadd_ps(loadWeights(tail, w + i * K + kFull), xv,
-                                 acc[i]);
+        acc[i] =
+            _mm512_fmadd_ps(loadWeights(tail, w + i * K + kFull), xv, acc[i]);
     }
     __m256 s = reduce8(acc);
     if (accumulate)
@@ -335,8 +334,8 @@ void weightedSum1(const float *scores, const float *v, int64_t ld,
     const float *vp = v + p * ld;
     for (int g = 0; g < 4; ++g)
       if (g < groups)
-        acc[g][0] = _mm512_fmadd_ps(
-            s, _mm512_maskz_loadu_ps(m[g], vp + 16 * g), acc[g][0]);
+        acc[g][0] = _mm512_fmadd_ps(s, _mm512_maskz_loadu_ps(m[g], vp + 16 * g),
+                                    acc[g][0]);
   }
   for (int g = 0; g < 4; ++g)
     if (g < groups)
@@ -407,14 +406,13 @@ void attendBlock(const float *q, int64_t ldq, int64_t step, const float *k,
       int64_t p = joint4;
       for (; p + 4 <= n[r]; p += 4)
         for (int i = 0; i < 4; ++i)
-          acc[r][i] =
-              _mm512_fmadd_ps(_mm512_set1_ps(sr[p + i]),
-                              _mm512_maskz_loadu_ps(m, ve + (p + i) * ld),
-                              acc[r][i]);
+          acc[r][i] = _mm512_fmadd_ps(
+              _mm512_set1_ps(sr[p + i]),
+              _mm512_maskz_loadu_ps(m, ve + (p + i) * ld), acc[r][i]);
       for (; p < n[r]; ++p)
-        acc[r][0] = _mm512_fmadd_ps(_mm512_set1_ps(sr[p]),
-                                    _mm512_maskz_loadu_ps(m, ve + p * ld),
-                                    acc[r][0]);
+        acc[r][0] =
+            _mm512_fmadd_ps(_mm512_set1_ps(sr[p]),
+                            _mm512_maskz_loadu_ps(m, ve + p * ld), acc[r][0]);
       _mm512_mask_storeu_ps(out + r * ldo + e, m,
                             _mm512_add_ps(_mm512_add_ps(acc[r][0], acc[r][1]),
                                           _mm512_add_ps(acc[r][2], acc[r][3])));
@@ -622,8 +620,9 @@ void geluTanh(const float *x, float *y, int64_t n) {
 } // namespace
 
 const IsaKernels kAvx512Kernels = {
-    kMr,        kNr,         &packPanels,     &packPanelsBf16, &gemmBlock,
-    &matvec,    &matvecBf16, &rmsNormRow,     &ropeRow,        &attendHeads,
-    &attendHeadRows, &siluMul, &add,          &layerNormRow,   &geluTanh};
+    kMr,        kNr,           &packPanels,     &packPanelsBf16,
+    &gemmBlock, &matvec,       &matvecBf16,     &rmsNormRow,
+    &ropeRow,   &attendHeads,  &attendHeadRows, &siluMul,
+    &add,       &layerNormRow, &geluTanh};
 
 } // namespace loom::rt::cpu::detail

@@ -29,8 +29,8 @@ struct IsaKernels {
                      float *dst);
   // The same from bf16 weights, widened (the same panels as packPanels of
   // the widened matrix).
-  void (*packPanelsBf16)(const uint16_t *W, int64_t ldw, int64_t n,
-                         int64_t kc, float *dst);
+  void (*packPanelsBf16)(const uint16_t *W, int64_t ldw, int64_t n, int64_t kc,
+                         float *dst);
 
   // y[t, j] (+)= sum_{k < kc} x[t, k] * Wpanel[k][j] for t < m, j < n, with
   // the panels produced by packPanels(.., n, kc, panels).
@@ -67,9 +67,9 @@ struct IsaKernels {
   // out + r * ldo. Each row's result is bit for bit the one of a call with
   // rows = 1: rows only share the loads of K and V.
   void (*attendHeads)(const float *q, int64_t ldq, int64_t rows, int64_t step,
-                      const float *k, const float *v, int64_t ld,
-                      int64_t n_pos, int64_t head_dim, float *scores,
-                      int64_t lds, float *out, int64_t ldo);
+                      const float *k, const float *v, int64_t ld, int64_t n_pos,
+                      int64_t head_dim, float *scores, int64_t lds, float *out,
+                      int64_t ldo);
 
   // One row of attendHeads over rows addressed one by one: position p's key is
   // k[p] + col and its value v[p] + col (a recurrent-depth model's cache

@@ -267,8 +267,9 @@ void geluTanh(const float *x, float *y, int64_t n) {
 } // namespace
 
 const IsaKernels kPortableKernels = {
-    kMr,        kNr,         &packPanels,     &packPanelsBf16, &gemmBlock,
-    &matvec,    &matvecBf16, &rmsNormRow,     &ropeRow,        &attendHeads,
-    &attendHeadRows, &siluMul, &add,          &layerNormRow,   &geluTanh};
+    kMr,        kNr,           &packPanels,     &packPanelsBf16,
+    &gemmBlock, &matvec,       &matvecBf16,     &rmsNormRow,
+    &ropeRow,   &attendHeads,  &attendHeadRows, &siluMul,
+    &add,       &layerNormRow, &geluTanh};
 
 } // namespace loom::rt::cpu::detail

@@ -181,13 +181,23 @@ std::ostream &operator<<(std::ostream &os, const MatmulShape &s) {
 // Decode (T=1), tiny, tails of every block size (K % 16, N % 8, N % 32,
 // T % 8), several K blocks, several token and output blocks, strides.
 const MatmulShape kMatmulShapes[] = {
-    {1, 1, 1, 0, 0},    {1, 15, 1, 0, 0},      {1, 17, 33, 3, 5},
-    {1, 768, 37, 0, 0}, {1, 700, 259, 16, 1},  {2, 16, 32, 0, 0},
-    {5, 33, 70, 7, 2},  {37, 100, 65, 0, 3},   {8, 300, 31, 1, 0},
-    {9, 600, 40, 0, 0}, {130, 520, 100, 0, 0}, {256, 300, 700, 20, 9},
+    {1, 1, 1, 0, 0},
+    {1, 15, 1, 0, 0},
+    {1, 17, 33, 3, 5},
+    {1, 768, 37, 0, 0},
+    {1, 700, 259, 16, 1},
+    {2, 16, 32, 0, 0},
+    {5, 33, 70, 7, 2},
+    {37, 100, 65, 0, 3},
+    {8, 300, 31, 1, 0},
+    {9, 600, 40, 0, 0},
+    {130, 520, 100, 0, 0},
+    {256, 300, 700, 20, 9},
     // More than 8 rows with odd K blocks (257 = 129 + 128) and K under 32
     // (the bf16 GEMM's k pairs and masks).
-    {12, 257, 45, 1, 2}, {10, 15, 33, 0, 0},    {11, 33, 70, 3, 0},
+    {12, 257, 45, 1, 2},
+    {10, 15, 33, 0, 0},
+    {11, 33, 70, 3, 0},
 };
 
 struct MatmulData {
@@ -597,10 +607,9 @@ TEST_P(KernelTest, AttentionRowsOfAStepAreBitIdenticalToOneRowSteps) {
         {{4, 1, 20, 80}, 9, 13},
         {{2, 2, 72, 40}, 18, 3},
         {{4, 2, 64, 600}, 130, 390}}) {
-    SCOPED_TRACE(::testing::Message() << "heads " << s.nHeads << "/"
-                                      << s.nKvHeads << " head_dim "
-                                      << s.headDim << " T=" << T
-                                      << " start=" << start);
+    SCOPED_TRACE(::testing::Message()
+                 << "heads " << s.nHeads << "/" << s.nKvHeads << " head_dim "
+                 << s.headDim << " T=" << T << " start=" << start);
     std::mt19937 rng(uint32_t(T + start));
     const int64_t kvDim = s.nKvHeads * s.headDim, qDim = s.nHeads * s.headDim;
     const int64_t all = start + T;
@@ -1477,8 +1486,8 @@ TEST_P(KernelTest, EmbedAndAddRowsWidenBf16Tables) {
       std::vector<float> got(size_t(T * D), kSentinel), want = got;
       embed(tokens.data(), T, table.bits.data(), D, got.data(), scale);
       embed(tokens.data(), T, table.widened.data(), D, want.data(), scale);
-      ASSERT_EQ(0, std::memcmp(got.data(), want.data(),
-                               got.size() * sizeof(float)));
+      ASSERT_EQ(
+          0, std::memcmp(got.data(), want.data(), got.size() * sizeof(float)));
     }
     std::vector<float> y = randomFloats(size_t(T * D), rng), want = y;
     addRows(table.bits.data(), y.data(), T, D);
