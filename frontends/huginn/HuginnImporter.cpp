@@ -35,16 +35,16 @@ std::optional<llvm::json::Value> readJson(const std::string &path,
                                           StringRef what, std::string &error) {
   auto file = llvm::MemoryBuffer::getFile(path, /*IsText=*/true);
   if (!file) {
-    error = ("cannot open " + what + " '" + path + "': " +
-             file.getError().message())
+    error = ("cannot open " + what + " '" + path +
+             "': " + file.getError().message())
                 .str();
     return std::nullopt;
   }
   llvm::Expected<llvm::json::Value> json =
       llvm::json::parse((*file)->getBuffer());
   if (!json) {
-    error = (what + " '" + path + "' is not valid JSON: " +
-             llvm::toString(json.takeError()))
+    error = (what + " '" + path +
+             "' is not valid JSON: " + llvm::toString(json.takeError()))
                 .str();
     return std::nullopt;
   }
@@ -215,8 +215,8 @@ struct Weights {
       const size_t f = shardIndex[*entry.second.getAsString()];
       if (!files[f].find(entry.first)) {
         error = path + ": tensor '" + st::printable(entry.first) +
-                "' is not in " + files[f].path().str() + ", where the index "
-                "maps it";
+                "' is not in " + files[f].path().str() +
+                ", where the index maps it";
         return false;
       }
       fileOf[entry.first] = f;
@@ -225,9 +225,8 @@ struct Weights {
       for (const st::SafetensorsTensor &t : files[f].tensors()) {
         auto it = fileOf.find(t.name);
         if (it == fileOf.end() || it->second != f) {
-          error = files[f].path().str() + ": tensor '" +
-                  st::printable(t.name) + "' is not mapped to this shard by " +
-                  path;
+          error = files[f].path().str() + ": tensor '" + st::printable(t.name) +
+                  "' is not mapped to this shard by " + path;
           return false;
         }
       }
@@ -304,9 +303,9 @@ std::optional<Checkpoint> huginn::readCheckpoint(const std::string &path,
                    uint64_t elems) {
     const bool bf16 = t.tensor->dtype == st::DType::BF16;
     const uint64_t size = bf16 ? 2 : 4;
-    ckpt.weights[name] = WeightSource{t.file->path().str(),
-                                      t.tensor->fileOffset + first * size,
-                                      elems * size, bf16};
+    ckpt.weights[name] =
+        WeightSource{t.file->path().str(), t.tensor->fileOffset + first * size,
+                     elems * size, bf16};
   };
   auto whole = [&](const std::string &name, ArrayRef<int64_t> shape) {
     std::optional<Located> t = tensor(name, shape);

@@ -3,10 +3,11 @@
 // Reads a recurrent-depth "Huginn" (RavenForCausalLM) checkpoint: the HF
 // `config.json` and `model.safetensors` (or its shards and
 // `model.safetensors.index.json`) with the reference tensor names, F32 or
-// BF16 (../shared/notes/huginn.md). Builds a graph with a prelude, one loom.loop
-// over the core block, and a coda; the weights stay in the safetensors file
-// and are referenced by name (Wqkv, qk_bias and mlp.fc are split into their
-// q/k/v, bias and gate/up parts as byte ranges of the same tensors).
+// BF16 (../shared/notes/huginn.md). Builds a graph with a prelude, one
+// loom.loop over the core block, and a coda; the weights stay in the
+// safetensors file and are referenced by name (Wqkv, qk_bias and mlp.fc are
+// split into their q/k/v, bias and gate/up parts as byte ranges of the same
+// tensors).
 //
 //===----------------------------------------------------------------------===//
 #ifndef LOOM_FRONTENDS_HUGINN_HUGINNIMPORTER_H

@@ -1195,10 +1195,9 @@ void ModelData::ensureF32() const {
       try {
         copy.reset(new float[elems + kAlignFloats]);
       } catch (const std::bad_alloc &) {
-        throw OutOfMemoryError("out of memory: need " +
-                               std::to_string(elems * sizeof(float)) +
-                               " bytes to widen BF16 tensor '" + d.name +
-                               "' to f32");
+        throw OutOfMemoryError(
+            "out of memory: need " + std::to_string(elems * sizeof(float)) +
+            " bytes to widen BF16 tensor '" + d.name + "' to f32");
       }
       void *p = copy.get();
       size_t space = (elems + kAlignFloats) * sizeof(float);

@@ -795,9 +795,9 @@ void SessionState::loopAttend(const KvCacheDesc &c, const float *q, int64_t ldq,
                      ls.v_rows.data());
 }
 
-void SessionState::projectTokenRows(const float *x, int64_t ldx,
-                                    cpu::Weights W, float *y, int64_t ldy,
-                                    int64_t T, int64_t N) {
+void SessionState::projectTokenRows(const float *x, int64_t ldx, cpu::Weights W,
+                                    float *y, int64_t ldy, int64_t T,
+                                    int64_t N) {
   const int64_t D = m.config.dim;
   int64_t n_tokens = 0, first = -1, last = -1;
   for (int64_t t = 0; t < T; ++t) {

@@ -204,7 +204,8 @@ int printReport(ModuleOp module, int64_t iterations,
     int64_t caches = slots.at(r);
     int64_t perToken = caches * kvRow;
     int64_t atContext = perToken * maxSeq;
-    int64_t peak = storedBytes + program.getArenaBytesAttr().getInt() + atContext;
+    int64_t peak =
+        storedBytes + program.getArenaBytesAttr().getInt() + atContext;
     os << llvm::format("  %-16s %8lld %14lld %16s %16s\n",
                        plan.getAs<StringAttr>("policy").getValue().str().c_str(),
                        (long long)caches, (long long)perToken,
