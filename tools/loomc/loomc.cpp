@@ -96,10 +96,11 @@ cl::opt<bool> quiet("quiet", cl::desc("No progress output"), cl::init(false),
 // that lists the accepted ones.
 cl::opt<std::string> weightTypeName(
     "weight-type",
-    cl::desc("How the artifact stores weights: f32 (default), or bf16 "
-             "(matrices and tables bf16, rounded to nearest even; norm "
-             "weights and biases stay f32; half the bytes)"),
-    cl::value_desc("f32|bf16"), cl::init("f32"), cl::cat(loomcCategory));
+    cl::desc("How the artifact stores weights: f32, or bf16 (matrices and "
+             "tables bf16, rounded to nearest even; norm weights and biases "
+             "stay f32; half the bytes). Default: bf16 for a checkpoint "
+             "whose weights are all bf16 (no precision to keep), else f32"),
+    cl::value_desc("f32|bf16"), cl::init(""), cl::cat(loomcCategory));
 cl::opt<std::string> targetName(
     "target",
     cl::desc("Device recorded in the artifact: cpu (default) or cuda (the "
@@ -277,7 +278,7 @@ int main(int argc, char **argv) {
   loom::ArtifactOptions artifactOptions;
   if (weightTypeName == "bf16")
     artifactOptions.weightType = loom::WeightType::BF16;
-  else if (weightTypeName != "f32")
+  else if (weightTypeName.getNumOccurrences() && weightTypeName != "f32")
     return fail("--weight-type must be f32 or bf16, got '" + weightTypeName +
                 "'");
   if (targetName != "cpu" && targetName != "cuda")
@@ -346,6 +347,12 @@ int main(int argc, char **argv) {
     weights = std::move(ckpt->weights);
     vocab = ckpt->config.vocabSize;
   }
+
+  // Unless told, keep the checkpoint's precision: bf16 when every weight it
+  // holds is bf16 (an f32 artifact would only double the bytes).
+  if (!weightTypeName.getNumOccurrences() && !weights.empty() &&
+      llvm::all_of(weights, [](const auto &w) { return w.second.bf16; }))
+    artifactOptions.weightType = loom::WeightType::BF16;
 
   if (emit == Emit::Mlir) {
     if (failed(verify(*module)))
