@@ -29,7 +29,8 @@ done
 rm -rf "$OUTDIR"
 mkdir -p "$OUTDIR"/{bin,lib,art,golden,skel}
 cp "$BUILD"/bin/{loom-run,loom-cuda-test,loom-synth-weights,loom-bench-gemv} "$OUTDIR/bin/"
-cp "$BUILD"/lib/{libloomrt.so,libloomrt_cuda.so} "$OUTDIR/lib/"
+# libloomrt with its soname links (loom-run needs libloomrt.so.MAJOR.MINOR).
+cp -P "$BUILD"/lib/libloomrt.so* "$BUILD/lib/libloomrt_cuda.so" "$OUTDIR/lib/"
 # oneTBB is not on the GPU machine.
 for l in $(ldd "$BUILD/lib/libloomrt.so" | awk '/libtbb/ {print $3}'); do
   cp -L "$l" "$OUTDIR/lib/"

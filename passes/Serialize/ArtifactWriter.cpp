@@ -15,6 +15,7 @@
 
 #include "loom/artifact_format.h"
 #include "loom/loom_artifact_generated.h"
+#include "loom/version.h"
 
 #include "llvm/ADT/DenseMap.h"
 #include "llvm/Support/FileSystem.h"
@@ -399,7 +400,8 @@ LogicalResult loom::writeArtifact(ModuleOp module, const WeightTable &weights,
       configFloat(model, "norm_eps", 1e-5f), configInt(model, "bos_id", 1),
       configInt(model, "eos_id", 2));
   auto root = fb::CreateModel(
-      fbb, kArtifactFormatVersion, fbb.CreateString("loomc"),
+      fbb, kArtifactFormatVersion,
+      fbb.CreateString("loomc " LOOM_VERSION_STRING),
       fbb.CreateString(options.target), config, tok,
       fbb.CreateVector(tensorList), fbb.CreateVectorOfStructs(bufferList),
       fbb.CreateVector(kvList), fbb.CreateVector(programList), arenaBytes,

@@ -174,6 +174,8 @@ const char *loom_status_name(loom_status status) {
   return "unknown loom_status";
 }
 
+const char *loom_version(void) { return LOOM_VERSION_STRING; }
+
 const char *loom_cpu_isa(void) { return loom::activeIsaName(); }
 
 loom_status loom_model_load(const char *path, loom_model **out_model) {

@@ -4,7 +4,9 @@
 // stdout carries only the result (the text exactly as llama2.c's run.c
 // prints it, the ids, or the benchmark lines); diagnostics go to stderr.
 // Every error prints "loom-run: <message>" and exits 1.
+#include "loom/artifact_format.h"
 #include "loom/chunk_store.h"
+#include "loom/loom.h"
 #include "loom/refrag.h"
 #include "loom/runtime.h"
 #include "loom/sampler.h"
@@ -56,6 +58,7 @@ constexpr const char *kUsage =
     "                        loomc --target; cpu for older artifacts)\n"
     "  --cuda-device N       which GPU with --device cuda (default 0)\n"
     "  --help                show this help\n"
+    "  --version             show the versions of loom-run and libloomrt\n"
     "\n"
     "REFRAG artifacts (loomc --format=refrag) only:\n"
     "  --context TEXT        retrieved passage, fed as compressed chunk\n"
@@ -312,7 +315,8 @@ loom::LoopOptions loopOptions(const Options &o, const loom::Model &model,
   return l;
 }
 
-// Returns nullopt after printing the usage for --help.
+// Returns nullopt after printing the usage for --help or the versions for
+// --version.
 std::optional<Options> parseArgs(int argc, char **argv) {
   Options o;
   bool have_artifact = false;
@@ -320,6 +324,14 @@ std::optional<Options> parseArgs(int argc, char **argv) {
     std::string arg = argv[i];
     if (arg == "--help" || arg == "-h") {
       std::fputs(kUsage, stdout);
+      return std::nullopt;
+    }
+    if (arg == "--version") {
+      // The tool's version is the headers'; the library's is the one
+      // loaded, which a deployment may have replaced.
+      std::printf("loom-run %s\nlibloomrt %s, artifact format %u\n",
+                  LOOM_VERSION_STRING, loom_version(),
+                  unsigned(loom::kArtifactFormatVersion));
       return std::nullopt;
     }
     if (arg.size() < 2 || arg[0] != '-') {

@@ -19,11 +19,15 @@
 #include "passes/Passes.h"
 #include "passes/Serialize/ArtifactWriter.h"
 
+#include "loom/artifact_format.h"
+#include "loom/version.h"
+
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/IR/Verifier.h"
 #include "mlir/Pass/PassManager.h"
 #include "llvm/ADT/StringSet.h"
+#include "llvm/Config/llvm-config.h"
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/Format.h"
@@ -266,6 +270,11 @@ int main(int argc, char **argv) {
   llvm::InitLLVM init(argc, argv);
   // libLLVM registers hundreds of backend options; show only loomc's.
   cl::HideUnrelatedOptions(loomcCategory);
+  cl::SetVersionPrinter([](llvm::raw_ostream &os) {
+    os << "loomc " LOOM_VERSION_STRING " (MLIR/LLVM " LLVM_VERSION_STRING
+          "), writes artifact format "
+       << loom::kArtifactFormatVersion << "\n";
+  });
   cl::ParseCommandLineOptions(argc, argv,
                               "loomc: compile a model checkpoint into a Loom "
                               "artifact\n");

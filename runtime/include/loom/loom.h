@@ -25,6 +25,8 @@
 #ifndef LOOM_H
 #define LOOM_H
 
+#include "loom/version.h"
+
 #include <stddef.h>
 
 #ifdef __cplusplus
@@ -55,6 +57,10 @@ const char *loom_last_error(void);
 
 /* Name of a status ("LOOM_OK", ...). */
 const char *loom_status_name(loom_status status);
+
+/* Version of the libloomrt the program runs with ("0.1.0"); the headers it
+ * was compiled with are LOOM_VERSION_STRING (loom/version.h). */
+const char *loom_version(void);
 
 /* Name of the CPU instruction set the kernels use. */
 const char *loom_cpu_isa(void);

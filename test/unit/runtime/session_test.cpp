@@ -420,6 +420,16 @@ TEST(CApi, ReportsErrorsThroughLastError) {
   loom_sampler_free(nullptr);
 }
 
+// The library reports the version its headers were generated with, in the
+// MAJOR.MINOR.PATCH of the macros.
+TEST(CApi, VersionMatchesTheHeaders) {
+  EXPECT_STREQ(loom_version(), LOOM_VERSION_STRING);
+  EXPECT_EQ(std::string(loom_version()),
+            std::to_string(LOOM_VERSION_MAJOR) + "." +
+                std::to_string(LOOM_VERSION_MINOR) + "." +
+                std::to_string(LOOM_VERSION_PATCH));
+}
+
 TEST(CApi, RunsAModel) {
   LlamaWeights w = loom::test::tinyLlamaWeights();
   TempFile file(

@@ -52,6 +52,7 @@ def read_artifact(path):
 
 def main():
     info, _ = read_artifact(sys.argv[1])
+    print("generator: %s" % info["generator"])
     print("target: %s" % info["target"])
     print("weights: %d bytes" % info["weights_size"])
     for t in info["tensors"]:
