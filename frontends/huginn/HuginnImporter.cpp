@@ -1,7 +1,7 @@
 //===- HuginnImporter.cpp - Huginn / raven checkpoints to loom IR -----------===//
 #include "frontends/huginn/HuginnImporter.h"
 #include "dialects/Loom/IR/LoomOps.h"
-#include "frontends/safetensors/SafetensorsReader.h"
+#include "frontends/safetensors/HfCheckpoint.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/Builders.h"
@@ -28,32 +28,9 @@ int64_t Config::parameterCount() const {
 }
 
 namespace {
-/// Reads and parses the JSON file `path` (`what` names it in errors:
-/// "cannot open config '<path>': ...", "config '<path>' is not valid
-/// JSON: ...").
-std::optional<llvm::json::Value> readJson(const std::string &path,
-                                          StringRef what, std::string &error) {
-  auto file = llvm::MemoryBuffer::getFile(path, /*IsText=*/true);
-  if (!file) {
-    error = ("cannot open " + what + " '" + path +
-             "': " + file.getError().message())
-                .str();
-    return std::nullopt;
-  }
-  llvm::Expected<llvm::json::Value> json =
-      llvm::json::parse((*file)->getBuffer());
-  if (!json) {
-    error = (what + " '" + path +
-             "' is not valid JSON: " + llvm::toString(json.takeError()))
-                .str();
-    return std::nullopt;
-  }
-  return std::move(*json);
-}
-
 /// Reads config.json into a Config; `error` names the file and the key.
 bool parseConfig(const std::string &path, Config &c, std::string &error) {
-  std::optional<llvm::json::Value> json = readJson(path, "config", error);
+  std::optional<llvm::json::Value> json = hf::readJson(path, "config", error);
   if (!json)
     return false;
   const llvm::json::Object *o = json->getAsObject();
@@ -61,199 +38,51 @@ bool parseConfig(const std::string &path, Config &c, std::string &error) {
     error = "config '" + path + "' is not a JSON object";
     return false;
   }
-  auto fail = [&](const std::string &what) {
-    error = "config '" + path + "': " + what;
-    return false;
-  };
-  auto integer = [&](StringRef key, int64_t &out, std::optional<int64_t> dflt) {
-    const llvm::json::Value *v = o->get(key);
-    if (!v) {
-      if (!dflt)
-        return fail("missing integer '" + key.str() + "'");
-      out = *dflt;
-      return true;
-    }
-    std::optional<int64_t> i = v->getAsInteger();
-    if (!i || *i <= 0)
-      return fail("'" + key.str() + "' must be a positive integer");
-    out = *i;
-    return true;
-  };
-  auto number = [&](StringRef key, float &out, float dflt) {
-    const llvm::json::Value *v = o->get(key);
-    if (!v) {
-      out = dflt;
-      return true;
-    }
-    std::optional<double> x = v->getAsNumber();
-    if (!x || !(*x > 0) || !std::isfinite(*x))
-      return fail("'" + key.str() + "' must be a positive number");
-    out = static_cast<float>(*x);
-    return true;
-  };
-  auto boolean = [&](StringRef key, bool &out, bool dflt) {
-    const llvm::json::Value *v = o->get(key);
-    if (!v) {
-      out = dflt;
-      return true;
-    }
-    std::optional<bool> b = v->getAsBoolean();
-    if (!b)
-      return fail("'" + key.str() + "' must be true or false");
-    out = *b;
-    return true;
-  };
-  auto expectString = [&](StringRef key, StringRef want) {
-    const llvm::json::Value *v = o->get(key);
-    if (!v)
-      return true;
-    std::optional<StringRef> str = v->getAsString();
-    if (!str || *str != want)
-      return fail("'" + key.str() + "' is not \"" + want.str() +
-                  "\": only that variant is supported");
-    return true;
-  };
-  if (!integer("n_embd", c.dim, std::nullopt) ||
-      !integer("num_attention_heads", c.nHeads, std::nullopt) ||
-      !integer("vocab_size", c.vocabSize, std::nullopt) ||
-      !integer("block_size", c.maxSeq, std::nullopt) ||
-      !integer("n_layers_in_prelude", c.prelude, std::nullopt) ||
-      !integer("n_layers_in_recurrent_block", c.core, std::nullopt) ||
-      !integer("n_layers_in_coda", c.coda, std::nullopt) ||
-      !integer("intermediate_size", c.intermediate, std::nullopt) ||
-      !integer("num_key_value_heads", c.nKvHeads, c.nHeads) ||
-      !integer("mean_recurrence", c.meanRecurrence, 32) ||
-      !number("rope_base", c.ropeBase, 50000.0f) ||
-      !number("norm_eps", c.normEps, 1e-6f) ||
-      !boolean("qk_bias", c.qkBias, true) ||
-      !boolean("tie_embeddings", c.tieEmbeddings, true) ||
-      !expectString("injection_type", "linear") ||
-      !expectString("block_class_name", "SandwichBlock") ||
-      !expectString("mlp_class_name", "GatedMLP") ||
-      !expectString("nonlin_name", "SiLU") ||
-      !expectString("norm_class_name", "RMSNorm_llama"))
+  hf::ConfigReader r(path, *o, error);
+  if (!r.integer("n_embd", c.dim, std::nullopt) ||
+      !r.integer("num_attention_heads", c.nHeads, std::nullopt) ||
+      !r.integer("vocab_size", c.vocabSize, std::nullopt) ||
+      !r.integer("block_size", c.maxSeq, std::nullopt) ||
+      !r.integer("n_layers_in_prelude", c.prelude, std::nullopt) ||
+      !r.integer("n_layers_in_recurrent_block", c.core, std::nullopt) ||
+      !r.integer("n_layers_in_coda", c.coda, std::nullopt) ||
+      !r.integer("intermediate_size", c.intermediate, std::nullopt) ||
+      !r.integer("num_key_value_heads", c.nKvHeads, c.nHeads) ||
+      !r.integer("mean_recurrence", c.meanRecurrence, 32) ||
+      !r.number("rope_base", c.ropeBase, 50000.0f) ||
+      !r.number("norm_eps", c.normEps, 1e-6f) ||
+      !r.boolean("qk_bias", c.qkBias, true) ||
+      !r.boolean("tie_embeddings", c.tieEmbeddings, true) ||
+      !r.expectString("injection_type", "linear") ||
+      !r.expectString("block_class_name", "SandwichBlock") ||
+      !r.expectString("mlp_class_name", "GatedMLP") ||
+      !r.expectString("nonlin_name", "SiLU") ||
+      !r.expectString("norm_class_name", "RMSNorm_llama"))
     return false;
   bool bias = false;
-  if (!boolean("bias", bias, false))
+  if (!r.boolean("bias", bias, false))
     return false;
   if (bias)
-    return fail("'bias' is true: linear biases are not part of Huginn");
+    return r.fail("'bias' is true: linear biases are not part of Huginn");
   if (c.dim % c.nHeads != 0)
-    return fail("n_embd " + std::to_string(c.dim) +
-                " is not a multiple of num_attention_heads " +
-                std::to_string(c.nHeads));
+    return r.fail("n_embd " + std::to_string(c.dim) +
+                  " is not a multiple of num_attention_heads " +
+                  std::to_string(c.nHeads));
   if (c.nKvHeads != c.nHeads)
-    return fail("num_key_value_heads must equal num_attention_heads (Huginn "
-                "is multi-head; the qk_bias layout assumes it)");
+    return r.fail("num_key_value_heads must equal num_attention_heads (Huginn "
+                  "is multi-head; the qk_bias layout assumes it)");
   if (c.headDim() % 2 != 0)
-    return fail("the head size " + std::to_string(c.headDim()) +
-                " is odd: rope needs pairs");
+    return r.fail("the head size " + std::to_string(c.headDim()) +
+                  " is odd: rope needs pairs");
   if (const llvm::json::Value *n = o->get("n_layers")) {
     std::optional<int64_t> total = n->getAsInteger();
     if (!total || *total != c.prelude + c.core + c.coda)
-      return fail("n_layers disagrees with prelude + recurrent block + coda");
+      return r.fail("n_layers disagrees with prelude + recurrent block + coda");
   }
   return true;
 }
 
-// A tensor and the file that holds it.
-struct Located {
-  const st::SafetensorsFile *file;
-  const st::SafetensorsTensor *tensor;
-};
-
-// The checkpoint's tensors: model.safetensors, or the shards that
-// model.safetensors.index.json maps each tensor name to (HF's layout for
-// checkpoints too large for one file, as the published huginn-0125's).
-struct Weights {
-  std::string path; // model.safetensors, or the index, for messages
-  std::vector<st::SafetensorsFile> files;
-  llvm::StringMap<size_t> fileOf; // sharded: tensor name -> files index
-
-  bool open(StringRef folder, std::string &error) {
-    llvm::SmallString<256> single(folder), index(folder);
-    llvm::sys::path::append(single, "model.safetensors");
-    llvm::sys::path::append(index, "model.safetensors.index.json");
-    if (llvm::sys::fs::exists(single) || !llvm::sys::fs::exists(index)) {
-      path = std::string(single);
-      return openFile(path, error);
-    }
-    path = std::string(index);
-    std::optional<llvm::json::Value> json = readJson(path, "index", error);
-    if (!json)
-      return false;
-    const llvm::json::Object *map =
-        json->getAsObject() ? json->getAsObject()->getObject("weight_map")
-                            : nullptr;
-    if (!map) {
-      error = path + ": no \"weight_map\" object";
-      return false;
-    }
-    llvm::StringMap<size_t> shardIndex; // shard file name -> files index
-    // The shards in a fixed order (the map's is unspecified).
-    std::vector<std::string> names;
-    for (const auto &entry : *map) {
-      std::optional<StringRef> shard = entry.second.getAsString();
-      if (!shard || shard->empty() || shard->contains('/') ||
-          shard->contains('\\')) {
-        error = path + ": tensor '" + st::printable(entry.first) +
-                "' maps to something other than a shard file name";
-        return false;
-      }
-      names.push_back(shard->str());
-    }
-    llvm::sort(names);
-    names.erase(std::unique(names.begin(), names.end()), names.end());
-    for (const std::string &name : names) {
-      llvm::SmallString<256> p(folder);
-      llvm::sys::path::append(p, name);
-      if (!openFile(std::string(p), error))
-        return false;
-      shardIndex[name] = files.size() - 1;
-    }
-    for (const auto &entry : *map) {
-      const size_t f = shardIndex[*entry.second.getAsString()];
-      if (!files[f].find(entry.first)) {
-        error = path + ": tensor '" + st::printable(entry.first) +
-                "' is not in " + files[f].path().str() +
-                ", where the index maps it";
-        return false;
-      }
-      fileOf[entry.first] = f;
-    }
-    for (size_t f = 0; f < files.size(); ++f)
-      for (const st::SafetensorsTensor &t : files[f].tensors()) {
-        auto it = fileOf.find(t.name);
-        if (it == fileOf.end() || it->second != f) {
-          error = files[f].path().str() + ": tensor '" + st::printable(t.name) +
-                  "' is not mapped to this shard by " + path;
-          return false;
-        }
-      }
-    return true;
-  }
-
-  bool openFile(const std::string &p, std::string &error) {
-    llvm::Expected<st::SafetensorsFile> file = st::SafetensorsFile::open(p);
-    if (!file) {
-      error = llvm::toString(file.takeError());
-      return false;
-    }
-    files.push_back(std::move(*file));
-    return true;
-  }
-
-  std::optional<Located> find(StringRef name) const {
-    if (fileOf.empty()) {
-      const st::SafetensorsTensor *t = files[0].find(name);
-      return t ? std::optional<Located>(Located{&files[0], t}) : std::nullopt;
-    }
-    auto it = fileOf.find(name);
-    if (it == fileOf.end())
-      return std::nullopt;
-    return Located{&files[it->second], files[it->second].find(name)};
-  }
-};
+using hf::Located;
 
 std::string blockName(StringRef group, int64_t i) {
   return ("transformer." + group + "." + Twine(i) + ".").str();
@@ -276,10 +105,10 @@ std::optional<Checkpoint> huginn::readCheckpoint(const std::string &path,
   if (shapesOnly)
     return ckpt;
 
-  Weights weights;
+  hf::CheckpointWeights weights;
   if (!weights.open(llvm::sys::path::parent_path(ckpt.configPath), error))
     return std::nullopt;
-  ckpt.weightsPath = weights.path;
+  ckpt.weightsPath = weights.path();
   const Config &c = ckpt.config;
   int64_t d = c.dim, I = c.intermediate, kv = c.nKvHeads * c.headDim();
   llvm::StringSet<> used;
@@ -371,7 +200,7 @@ std::optional<Checkpoint> huginn::readCheckpoint(const std::string &path,
   }
   // The RoPE table is recomputed from positions; anything else is unknown.
   used.insert("freqs_cis");
-  for (const st::SafetensorsFile &f : weights.files)
+  for (const st::SafetensorsFile &f : weights.files())
     for (const st::SafetensorsTensor &t : f.tensors())
       if (!used.contains(t.name)) {
         error = f.path().str() + ": unexpected tensor '" +

@@ -112,11 +112,11 @@ OwningOpRef<ModuleOp> llama2c::importCheckpoint(MLIRContext &ctx,
   };
   OpBuilder b(&ctx);
   OwningOpRef<ModuleOp> module = ModuleOp::create(fileLoc);
-  module->setName("llama2c");
+  module->setName(ckpt.format);
   b.setInsertionPointToEnd(module->getBody());
 
   Type f32 = b.getF32Type();
-  constexpr float kEps = 1e-5f, kTheta = 10000.0f;
+  const float eps = c.normEps, theta = c.ropeTheta;
   int64_t D = c.dim, H = c.hiddenDim, hd = c.headDim(), kv = c.kvDim();
   module->getOperation()->setAttr(
       "loom.model",
@@ -130,10 +130,10 @@ OwningOpRef<ModuleOp> llama2c::importCheckpoint(MLIRContext &ctx,
           b.getNamedAttr("vocab_size", b.getI64IntegerAttr(c.vocabSize)),
           b.getNamedAttr("max_seq", b.getI64IntegerAttr(c.maxSeq)),
           b.getNamedAttr("max_tokens", b.getI64IntegerAttr(maxTokens)),
-          b.getNamedAttr("rope_theta", b.getF32FloatAttr(kTheta)),
-          b.getNamedAttr("norm_eps", b.getF32FloatAttr(kEps)),
-          b.getNamedAttr("bos_id", b.getI64IntegerAttr(1)),
-          b.getNamedAttr("eos_id", b.getI64IntegerAttr(2)),
+          b.getNamedAttr("rope_theta", b.getF32FloatAttr(theta)),
+          b.getNamedAttr("norm_eps", b.getF32FloatAttr(eps)),
+          b.getNamedAttr("bos_id", b.getI64IntegerAttr(c.bosId)),
+          b.getNamedAttr("eos_id", b.getI64IntegerAttr(c.eosId)),
       }));
 
   auto weight = [&](const std::string &name, ArrayRef<int64_t> shape) {
@@ -177,14 +177,15 @@ OwningOpRef<ModuleOp> llama2c::importCheckpoint(MLIRContext &ctx,
     const LayerWeights &w = layers[l];
     std::string p = "layers." + std::to_string(l) + ".";
     Location attnLoc = loc(p + "attention"), ffnLoc = loc(p + "feed_forward");
-    Value h = RmsNormOp::create(b, attnLoc, x, w.attnNorm, b.getF32FloatAttr(kEps));
+    Value h =
+        RmsNormOp::create(b, attnLoc, x, w.attnNorm, b.getF32FloatAttr(eps));
     Value q = LinearOp::create(b, attnLoc, rowsOf(D), h, w.wq);
     Value k = LinearOp::create(b, attnLoc, rowsOf(kv), h, w.wk);
     Value v = LinearOp::create(b, attnLoc, rowsOf(kv), h, w.wv);
     q = RopeOp::create(b, attnLoc, rowsOf(D), q, pos, b.getI64IntegerAttr(hd),
-                       b.getF32FloatAttr(kTheta));
+                       b.getF32FloatAttr(theta));
     k = RopeOp::create(b, attnLoc, rowsOf(kv), k, pos, b.getI64IntegerAttr(hd),
-                       b.getF32FloatAttr(kTheta));
+                       b.getF32FloatAttr(theta));
     Value cache = KvCacheOp::create(b, attnLoc, cacheType, b.getI64IntegerAttr(l));
     Value a = AttentionOp::create(b, attnLoc, rowsOf(D), q, k, v, pos, cache,
                                   b.getI64IntegerAttr(c.nHeads),
@@ -192,14 +193,14 @@ OwningOpRef<ModuleOp> llama2c::importCheckpoint(MLIRContext &ctx,
                                   b.getI64IntegerAttr(hd));
     Value o = LinearOp::create(b, attnLoc, rowsOf(D), a, w.wo);
     x = AddOp::create(b, attnLoc, x, o);
-    h = RmsNormOp::create(b, ffnLoc, x, w.ffnNorm, b.getF32FloatAttr(kEps));
+    h = RmsNormOp::create(b, ffnLoc, x, w.ffnNorm, b.getF32FloatAttr(eps));
     Value gate = LinearOp::create(b, ffnLoc, rowsOf(H), h, w.w1);
     Value up = LinearOp::create(b, ffnLoc, rowsOf(H), h, w.w3);
     Value act = SiluMulOp::create(b, ffnLoc, gate, up);
     Value down = LinearOp::create(b, ffnLoc, rowsOf(D), act, w.w2);
     x = AddOp::create(b, ffnLoc, x, down);
   }
-  x = RmsNormOp::create(b, loc("norm"), x, finalNorm, b.getF32FloatAttr(kEps));
+  x = RmsNormOp::create(b, loc("norm"), x, finalNorm, b.getF32FloatAttr(eps));
   Value logits =
       LogitsOp::create(b, loc("output"), rowsOf(c.vocabSize), x, classifier);
   func::ReturnOp::create(b, loc("forward"), logits);

@@ -1,4 +1,5 @@
-//===- Llama2cImporter.h - llama2.c checkpoints to loom IR ------------------===//
+//===- Llama2cImporter.h - llama2.c checkpoints to loom IR
+//------------------===//
 //
 // Reads a llama2.c ("version 0") checkpoint: a 7 x int32 header (dim,
 // hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len; a negative
@@ -6,6 +7,10 @@
 // layer-major f32 tensors. The file's size must equal what the header
 // implies. Builds the loom graph module and the table that tells the
 // serializer where each named weight's bytes are.
+//
+// Config, Checkpoint and importCheckpoint are the Llama graph itself: the
+// Hugging Face Llama frontend (frontends/hf) fills the same Checkpoint from
+// a config.json and safetensors and builds its graph here.
 //
 //===----------------------------------------------------------------------===//
 #ifndef LOOM_FRONTENDS_LLAMA2C_LLAMA2CIMPORTER_H
@@ -24,12 +29,16 @@ struct Config {
   int64_t dim = 0, hiddenDim = 0, nLayers = 0, nHeads = 0, nKvHeads = 0,
           vocabSize = 0, maxSeq = 0;
   bool sharedClassifier = true;
+  // llama2.c's fixed values; a Hugging Face config.json sets its own.
+  float ropeTheta = 10000.0f, normEps = 1e-5f;
+  int64_t bosId = 1, eosId = 2;
   int64_t headDim() const { return dim / nHeads; }
   int64_t kvDim() const { return nKvHeads * headDim(); }
 };
 
 struct Checkpoint {
-  std::string path;
+  std::string path;               // the weights file, for locations
+  std::string format = "llama2c"; // the module's name
   Config config;
   WeightTable weights; // name -> bytes in `path`
 };

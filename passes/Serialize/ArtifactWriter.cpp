@@ -24,6 +24,7 @@
 
 #include <cassert>
 #include <cstring>
+#include <vector>
 
 using namespace mlir;
 using namespace loom;
@@ -56,10 +57,28 @@ float configFloat(DictionaryAttr model, StringRef key, float dflt) {
 struct PackedTensor {
   WeightOp weight;
   SmallVector<const WeightSource *> parts;
+  SmallVector<uint64_t> partRows;    // rows of each part (its dimension 0)
   WeightType type = WeightType::F32; // how it is stored
   uint64_t bytes = 0;                // stored bytes
   uint64_t offset = 0, checksum = 0;
 };
+
+/// Reorders `rows` f32 rows at `data` (`size` bytes) from the rotate-half
+/// order of heads of `hd` rows to the interleaved one: destination row
+/// 2i + j of a head is source row j*hd/2 + i (WeightSource).
+void restoreInterleavedRows(char *data, size_t size, int64_t hd,
+                            uint64_t rows) {
+  const size_t rowBytes = size / rows;
+  std::vector<char> head(rowBytes * hd);
+  for (uint64_t h0 = 0; h0 < rows; h0 += hd) {
+    char *at = data + h0 * rowBytes;
+    std::memcpy(head.data(), at, head.size());
+    for (int64_t i = 0; i < hd / 2; ++i)
+      for (int64_t j = 0; j < 2; ++j)
+        std::memcpy(at + (2 * i + j) * rowBytes,
+                    head.data() + (j * hd / 2 + i) * rowBytes, rowBytes);
+  }
+}
 } // namespace
 
 WeightType loom::storedWeightType(ShapedType type, WeightType requested) {
@@ -128,7 +147,21 @@ LogicalResult loom::writeArtifact(ModuleOp module, const WeightTable &weights,
       if (f32Bytes != expect)
         return d.emitError() << "weight @" << source << " has " << f32Bytes
                              << " bytes as f32, its type needs " << expect;
+      if (int64_t hd = src.rotateHalfHeadDim) {
+        const uint64_t rows =
+            sourceOp ? sourceOp.getTensorType().getDimSize(0) : 0;
+        if (!sourceOp || sourceOp.getTensorType().getRank() != 2 || hd % 2 ||
+            rows % hd)
+          return d.emitError() << "weight @" << source
+                               << " cannot be reordered from rotate-half "
+                                  "heads of "
+                               << hd << " rows";
+      }
       t.parts.push_back(&src);
+      t.partRows.push_back(
+          sourceOp && sourceOp.getTensorType().getRank() >= 1
+              ? uint64_t(sourceOp.getTensorType().getDimSize(0))
+              : 1);
       t.bytes += f32Bytes;
     }
     const uint64_t elems = weight.getTensorType().getNumElements();
@@ -263,7 +296,8 @@ LogicalResult loom::writeArtifact(ModuleOp module, const WeightTable &weights,
     t.offset = at;
     std::vector<char> bytes; // the f32 source bytes
     bytes.reserve(t.weight.getTensorType().getNumElements() * 4);
-    for (const WeightSource *src : t.parts) {
+    for (size_t p = 0; p < t.parts.size(); ++p) {
+      const WeightSource *src = t.parts[p];
       auto &file = files[src->file];
       if (!file) {
         auto opened = llvm::MemoryBuffer::getFile(src->file, false, false);
@@ -276,18 +310,21 @@ LogicalResult loom::writeArtifact(ModuleOp module, const WeightTable &weights,
         return abandon("weights file '" + src->file + "' is shorter than "
                        "the frontend recorded: did it change while compiling?");
       const char *from = file->getBufferStart() + src->offset;
+      const size_t base = bytes.size();
       if (!src->bf16) {
         bytes.insert(bytes.end(), from, from + src->bytes);
-        continue;
+      } else {
+        bytes.resize(base + 2 * src->bytes);
+        for (uint64_t e = 0; e < src->bytes / 2; ++e) {
+          uint16_t h;
+          std::memcpy(&h, from + 2 * e, sizeof h);
+          const uint32_t widened = uint32_t(h) << 16;
+          std::memcpy(bytes.data() + base + 4 * e, &widened, sizeof widened);
+        }
       }
-      const size_t base = bytes.size();
-      bytes.resize(base + 2 * src->bytes);
-      for (uint64_t e = 0; e < src->bytes / 2; ++e) {
-        uint16_t h;
-        std::memcpy(&h, from + 2 * e, sizeof h);
-        const uint32_t widened = uint32_t(h) << 16;
-        std::memcpy(bytes.data() + base + 4 * e, &widened, sizeof widened);
-      }
+      if (src->rotateHalfHeadDim)
+        restoreInterleavedRows(bytes.data() + base, bytes.size() - base,
+                               src->rotateHalfHeadDim, t.partRows[p]);
     }
     if (t.type == WeightType::BF16) {
       std::vector<char> narrow(bytes.size() / 2);

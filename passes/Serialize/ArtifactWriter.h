@@ -30,6 +30,11 @@ struct WeightSource {
   uint64_t offset = 0;
   uint64_t bytes = 0;
   bool bf16 = false;
+  /// Non-zero: a q or k projection whose rows are in the rotate-half order
+  /// of Hugging Face Llama checkpoints, in heads of this many rows: row
+  /// j*hd/2 + i of a head is row 2i + j of the interleaved order Loom's rope
+  /// pairs (llama2.c's, Meta's). The writer restores the interleaved order.
+  int64_t rotateHalfHeadDim = 0;
 };
 using WeightTable = llvm::StringMap<WeightSource>;
 

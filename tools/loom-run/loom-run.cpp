@@ -59,6 +59,9 @@ constexpr const char *kUsage =
     "  --cuda-device N       which GPU with --device cuda (default 0)\n"
     "  --help                show this help\n"
     "  --version             show the versions of loom-run and libloomrt\n"
+    "  --tokenize            read texts from stdin, one a line, and print\n"
+    "                        each one's token ids (BOS first) on a line;\n"
+    "                        nothing runs\n"
     "\n"
     "REFRAG artifacts (loomc --format=refrag) only:\n"
     "  --context TEXT        retrieved passage, fed as compressed chunk\n"
@@ -134,6 +137,7 @@ struct Options {
   int threads = 0;
   bool print_ids = false;
   bool bench = false;
+  bool tokenize = false;
   std::string trace;
   std::string dump_logits;
   std::string device; // "" = the artifact's target
@@ -396,6 +400,9 @@ std::optional<Options> parseArgs(int argc, char **argv) {
     } else if (flag == "--bench") {
       noValue();
       o.bench = true;
+    } else if (flag == "--tokenize") {
+      noValue();
+      o.tokenize = true;
     } else if (flag == "--trace") {
       o.trace = takeValue();
       if (o.trace.empty())
@@ -479,6 +486,23 @@ std::optional<Options> parseArgs(int argc, char **argv) {
     fail("--prompt and --prompt-ids cannot be used together");
   if (o.context && o.context_ids)
     fail("--context and --context-ids cannot be used together");
+  if (o.tokenize) {
+    const std::pair<bool, const char *> other[] = {
+        {bool(o.prompt), "--prompt"},
+        {bool(o.prompt_ids), "--prompt-ids"},
+        {bool(o.context), "--context"},
+        {bool(o.context_ids), "--context-ids"},
+        {bool(o.encode_chunks), "--encode-chunks"},
+        {bool(o.chunks), "--chunks"},
+        {o.bench, "--bench"},
+        {o.bench_ttft, "--bench-ttft"},
+        {!o.dump_logits.empty(), "--dump-logits"},
+        {!o.trace.empty(), "--trace"}};
+    for (const auto &[given, flag] : other)
+      if (given)
+        fail(std::string("--tokenize cannot be combined with ") + flag +
+             " (it reads the texts from stdin)");
+  }
   // Chunk stores.
   if (o.encode_chunks) {
     if (!o.output)
@@ -792,6 +816,29 @@ loom::RefragPrompt refragPrompt(const Options &o, const loom::Model &model,
                 p.sequence.tokens.size());
   notes += line;
   return p;
+}
+
+// --tokenize: each line of stdin (without its newline) encoded as a prompt
+// is, BOS first where the model has one.
+int tokenizeLines(const loom::Model &model) {
+  if (!model.hasTokenizer())
+    fail("this artifact has no tokenizer (--tokenize needs one)");
+  const bool bos = model.config().bos_id >= 0;
+  std::string line;
+  for (int c; (c = std::getchar()) != EOF || !line.empty();) {
+    if (c != '\n' && c != EOF) {
+      line += static_cast<char>(c);
+      continue;
+    }
+    std::string ids;
+    for (int32_t id : model.tokenizer().encode(line, bos, false))
+      ids += (ids.empty() ? "" : " ") + std::to_string(id);
+    std::puts(ids.c_str());
+    line.clear();
+    if (c == EOF)
+      break;
+  }
+  return 0;
 }
 
 int generate(const Options &o, const loom::Model &model, loom::Session &session,
@@ -1302,6 +1349,8 @@ int run(int argc, char **argv) {
   std::shared_ptr<loom::Model> model = loom::Model::load(o.artifact);
   if (o.encode_chunks)
     return encodeChunks(o, model);
+  if (o.tokenize)
+    return tokenizeLines(*model);
   // One seed for the sampler and a looped model's random initial states.
   const uint64_t seed =
       o.seed ? *o.seed : static_cast<uint64_t>(std::time(nullptr));

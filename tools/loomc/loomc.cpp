@@ -1,6 +1,8 @@
 //===- loomc.cpp - the Loom compiler driver ---------------------------------===//
 //
 //   loomc MODEL.bin --tokenizer TOK.bin -o MODEL.loom      (llama2.c)
+//   loomc HF_LLAMA_DIR -o MODEL.loom                       (config.json,
+//                                   model.safetensors, tokenizer.json)
 //   loomc HUGINN_DIR --format=huginn -o MODEL.loom         (config.json +
 //                                                          model.safetensors)
 //   loomc MODEL --emit=mlir | dispatch | dot | report
@@ -13,6 +15,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "dialects/Loom/IR/LoomOps.h"
+#include "frontends/hf/HfLlamaImporter.h"
 #include "frontends/huginn/HuginnImporter.h"
 #include "frontends/llama2c/Llama2cImporter.h"
 #include "frontends/refrag/RefragImporter.h"
@@ -43,11 +46,12 @@ namespace cl = llvm::cl;
 namespace {
 cl::OptionCategory loomcCategory("loomc options");
 enum class Emit { Artifact, Mlir, Dispatch, Dot, Report };
-enum class Format { Auto, Llama2c, Huginn, Refrag };
+enum class Format { Auto, Llama2c, HfLlama, Huginn, Refrag };
 
-cl::opt<std::string> inputPath(cl::Positional,
-                               cl::desc("<checkpoint.bin | huginn folder | config.json>"),
-                               cl::cat(loomcCategory));
+cl::opt<std::string>
+    inputPath(cl::Positional,
+              cl::desc("<checkpoint.bin | HF folder | config.json>"),
+              cl::cat(loomcCategory));
 cl::opt<std::string> decoderPath(
     "decoder", cl::desc("REFRAG: the llama2.c decoder checkpoint"),
     cl::value_desc("path"), cl::cat(loomcCategory));
@@ -59,14 +63,20 @@ cl::opt<Format> format(
     "format", cl::desc("Checkpoint format"), cl::cat(loomcCategory),
     cl::init(Format::Auto),
     cl::values(clEnumValN(Format::Auto, "auto",
-                          "huginn for a folder or a .json, else llama2c"),
+                          "a folder or a .json: by config.json's model_type "
+                          "(llama, huginn_raven); else llama2c"),
                clEnumValN(Format::Llama2c, "llama2c", "llama2.c .bin"),
+               clEnumValN(Format::HfLlama, "hf-llama",
+                          "Hugging Face Llama: config.json, model.safetensors "
+                          "(or shards), tokenizer.json"),
                clEnumValN(Format::Huginn, "huginn",
                           "Huginn/raven config.json + model.safetensors"),
                clEnumValN(Format::Refrag, "refrag",
                           "REFRAG: --decoder + --tokenizer + --bundle")));
 cl::opt<std::string> tokenizerPath("tokenizer",
-                                   cl::desc("llama2.c tokenizer.bin"),
+                                   cl::desc("llama2.c tokenizer.bin (for "
+                                            "hf-llama: instead of the "
+                                            "folder's tokenizer.json)"),
                                    cl::value_desc("path"),
                                    cl::cat(loomcCategory));
 cl::opt<std::string> outputPath("o", cl::desc("Output artifact"),
@@ -308,11 +318,25 @@ int main(int argc, char **argv) {
   } else if (inputPath.empty()) {
     return fail("no checkpoint given (loomc --help shows the forms)");
   }
-  if (fmt == Format::Auto)
-    fmt = llvm::sys::fs::is_directory(inputPath) ||
-                  llvm::StringRef(inputPath).ends_with(".json")
-              ? Format::Huginn
-              : Format::Llama2c;
+  if (fmt == Format::Auto) {
+    if (!llvm::sys::fs::is_directory(inputPath) &&
+        !llvm::StringRef(inputPath).ends_with(".json")) {
+      fmt = Format::Llama2c;
+    } else {
+      std::string error;
+      std::optional<std::string> type =
+          loom::hf::readModelType(inputPath, error);
+      if (!type)
+        return fail(error + " (--format names the checkpoint format)");
+      if (*type == "llama")
+        fmt = Format::HfLlama;
+      else if (*type == "huginn_raven")
+        fmt = Format::Huginn;
+      else
+        return fail("'" + inputPath + "': config.json's model_type '" + *type +
+                    "' is not supported (Loom reads llama and huginn_raven)");
+    }
+  }
   if (shapesOnly && fmt != Format::Huginn)
     return fail("--shapes-only needs a Huginn config.json (--format=huginn)");
   if (shapesOnly && emit == Emit::Artifact)
@@ -333,6 +357,14 @@ int main(int argc, char **argv) {
   int64_t vocab = 0;
   if (fmt == Format::Llama2c) {
     auto ckpt = loom::llama2c::readCheckpoint(inputPath, error);
+    if (!ckpt)
+      return fail(error);
+    maxTokens = std::min<int64_t>(maxTokens, ckpt->config.maxSeq);
+    module = loom::llama2c::importCheckpoint(ctx, *ckpt, maxTokens);
+    weights = std::move(ckpt->weights);
+    vocab = ckpt->config.vocabSize;
+  } else if (fmt == Format::HfLlama) {
+    auto ckpt = loom::hf::readLlamaCheckpoint(inputPath, error);
     if (!ckpt)
       return fail(error);
     maxTokens = std::min<int64_t>(maxTokens, ckpt->config.maxSeq);
@@ -374,8 +406,26 @@ int main(int argc, char **argv) {
   if (emit == Emit::Artifact) {
     if (outputPath.empty())
       return fail("-o is required to write an artifact");
-    if (fmt != Format::Huginn && tokenizerPath.empty())
+    if (fmt == Format::HfLlama && tokenizerPath.empty()) {
+      // The folder's tokenizer.json.
+      llvm::SmallString<256> json(inputPath);
+      if (!llvm::sys::fs::is_directory(inputPath))
+        json = llvm::sys::path::parent_path(inputPath);
+      llvm::sys::path::append(json, "tokenizer.json");
+      if (!llvm::sys::fs::exists(json))
+        return fail("no tokenizer.json next to the checkpoint ('" +
+                    std::string(json) +
+                    "'): pass a llama2.c tokenizer with --tokenizer");
+      std::vector<std::string> warnings;
+      tokenizer = loom::hf::readTokenizerJson(std::string(json), vocab,
+                                              warnings, error);
+      if (!tokenizer)
+        return fail(error);
+      for (const std::string &w : warnings)
+        llvm::errs() << "loomc: warning: " << w << "\n";
+    } else if (fmt != Format::Huginn && tokenizerPath.empty()) {
       return fail("--tokenizer is required to write an artifact");
+    }
     if (!tokenizerPath.empty()) {
       tokenizer = loom::llama2c::readTokenizer(tokenizerPath, vocab, error);
       if (!tokenizer)

@@ -26,7 +26,8 @@ from checklib import ATOL, RTOL, compare_row, read_f32, run, tool_args
 def main():
     ap = tool_args(__doc__, artifact=False)
     ap.add_argument("--model", required=True)
-    ap.add_argument("--tokenizer", required=True)
+    ap.add_argument("--tokenizer", help="llama2.c tokenizer.bin (not for a "
+                    "Hugging Face folder, whose tokenizer.json loomc reads)")
     ap.add_argument("--artifacts-from")
     ap.add_argument("--name", default="model")
     ap.add_argument("golden", nargs="+")
@@ -40,7 +41,8 @@ def main():
                 a.artifacts_from, "%s-mt%d.loom" % (a.name, max_tokens))
             continue
         out = os.path.join(a.workdir, "model-mt%d.loom" % max_tokens)
-        run([a.loomc, a.model, "--tokenizer", a.tokenizer, "-o", out,
+        tok = ["--tokenizer", a.tokenizer] if a.tokenizer else []
+        run([a.loomc, a.model] + tok + ["-o", out,
              "--max-tokens", str(max_tokens), "--quiet"])
         artifacts[max_tokens] = out
     loom_run = [a.loom_run, "--device", a.device]

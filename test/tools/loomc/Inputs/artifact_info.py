@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""Prints what a .loom artifact records, for FileCheck: the target, the
-weights section size and one line per tensor (name, dtype, shape, bytes).
+"""Prints what a .loom artifact records, for FileCheck: the generator, the
+target, the weights section size, one line per tensor (name, dtype, shape,
+bytes) and a digest of the tokenizer (piece count and sha256 of its
+fields), or "tokenizer: none".
 
   artifact_info.py MODEL.loom
 
@@ -8,6 +10,7 @@ Reads the header and the flatbuffer tables it needs (Model, Tensor) with
 scripts/loom_artifact.py, so the tests need no flatbuffers package. Also imported by
 test/e2e/Inputs/check_bf16.py (read_artifact). Standard library only.
 """
+import hashlib
 import os
 import struct
 import sys
@@ -39,8 +42,17 @@ def read_artifact(path):
             "size": t.scalar(4, "Q"),
             "checksum": t.scalar(5, "Q"),
         })
+    tok = model.table(4)
+    tokenizer = None
+    if tok is not None:
+        h = hashlib.sha256()
+        h.update(struct.pack("<I", tok.scalar(0, "I")))
+        for field, fmt in ((1, "f"), (2, "I"), (3, "B")):
+            h.update(struct.pack("<%d%s" % (len(tok.vector(field, fmt)), fmt), *tok.vector(field, fmt)))
+        tokenizer = (len(tok.vector(1, "f")), h.hexdigest())
     info = {
         "format_version": version,
+        "tokenizer": tokenizer,
         "generator": model.string(1),
         "target": model.string(2),
         "weights_offset": weights_offset,
@@ -58,6 +70,8 @@ def main():
     for t in info["tensors"]:
         print("tensor %s %s [%s] %d bytes" % (
             t["name"], t["dtype"], ", ".join(str(d) for d in t["shape"]), t["size"]))
+    tok = info["tokenizer"]
+    print("tokenizer: %d pieces, sha256 %s" % tok if tok else "tokenizer: none")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,484 @@
+//===- HfLlamaImporter.cpp - Hugging Face Llama checkpoints ---------------===//
+#include "frontends/hf/HfLlamaImporter.h"
+#include "frontends/safetensors/HfCheckpoint.h"
+
+#include "llvm/ADT/StringSet.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/Path.h"
+
+#include "loom/error.h"
+#include "loom/tokenizer.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <limits>
+
+using namespace loom;
+using namespace loom::hf;
+using llvm::StringRef;
+namespace st = loom::safetensors;
+
+namespace {
+/// PATH/config.json for a folder, else PATH.
+std::string configPathOf(const std::string &path) {
+  if (!llvm::sys::fs::is_directory(path))
+    return path;
+  llvm::SmallString<256> p(path);
+  llvm::sys::path::append(p, "config.json");
+  return std::string(p);
+}
+
+/// A token id key: absent -> `dflt`; otherwise a non-negative integer.
+bool tokenId(ConfigReader &r, StringRef key, int64_t &out, int64_t dflt) {
+  const llvm::json::Value *v = r.object().get(key);
+  if (!v || v->kind() == llvm::json::Value::Null) {
+    out = dflt;
+    return true;
+  }
+  if (v->getAsArray())
+    return r.fail("'" + key.str() +
+                  "' is a list: Loom's models have one such token");
+  std::optional<int64_t> i = v->getAsInteger();
+  if (!i || *i < 0)
+    return r.fail("'" + key.str() + "' must be a token id (an integer >= 0)");
+  out = *i;
+  return true;
+}
+
+/// Absent, null or false (the Llama features Loom's graph does not have).
+bool absentOrFalse(ConfigReader &r, StringRef key, StringRef why) {
+  const llvm::json::Value *v = r.object().get(key);
+  if (!v || v->kind() == llvm::json::Value::Null)
+    return true;
+  if (std::optional<bool> b = v->getAsBoolean(); b && !*b)
+    return true;
+  return r.fail("'" + key.str() + "' is set: " + why.str() +
+                " is not supported");
+}
+
+bool parseConfig(const std::string &path, llama2c::Config &c,
+                 std::string &error) {
+  std::optional<llvm::json::Value> json = readJson(path, "config", error);
+  if (!json)
+    return false;
+  const llvm::json::Object *o = json->getAsObject();
+  if (!o) {
+    error = "config '" + path + "' is not a JSON object";
+    return false;
+  }
+  ConfigReader r(path, *o, error);
+  bool tied = false;
+  if (!r.expectString("model_type", "llama") ||
+      !r.integer("hidden_size", c.dim, std::nullopt) ||
+      !r.integer("intermediate_size", c.hiddenDim, std::nullopt) ||
+      !r.integer("num_hidden_layers", c.nLayers, std::nullopt) ||
+      !r.integer("num_attention_heads", c.nHeads, std::nullopt) ||
+      !r.integer("vocab_size", c.vocabSize, std::nullopt) ||
+      !r.integer("max_position_embeddings", c.maxSeq, std::nullopt) ||
+      !r.integer("num_key_value_heads", c.nKvHeads, c.nHeads) ||
+      // LlamaConfig's defaults.
+      !r.number("rms_norm_eps", c.normEps, 1e-6f) ||
+      !r.number("rope_theta", c.ropeTheta, 10000.0f) ||
+      !r.boolean("tie_word_embeddings", tied, false) ||
+      !tokenId(r, "bos_token_id", c.bosId, 1) ||
+      !tokenId(r, "eos_token_id", c.eosId, 2) ||
+      !r.expectString("hidden_act", "silu") ||
+      !absentOrFalse(r, "attention_bias",
+                     "a bias on the q/k/v/o projections") ||
+      !absentOrFalse(r, "mlp_bias", "a bias on the MLP projections") ||
+      !absentOrFalse(r, "rope_scaling",
+                     "rope scaling (linear, dynamic, yarn, llama3)"))
+    return false;
+  if (!o->get("model_type"))
+    return r.fail("missing \"model_type\" (expected \"llama\")");
+  c.sharedClassifier = tied;
+  if (c.dim % c.nHeads != 0)
+    return r.fail("hidden_size " + std::to_string(c.dim) +
+                  " is not a multiple of num_attention_heads " +
+                  std::to_string(c.nHeads));
+  if (c.nHeads % c.nKvHeads != 0)
+    return r.fail("num_attention_heads " + std::to_string(c.nHeads) +
+                  " is not a multiple of num_key_value_heads " +
+                  std::to_string(c.nKvHeads));
+  int64_t headDim = c.headDim();
+  if (!r.integer("head_dim", headDim, c.headDim()))
+    return false;
+  if (headDim != c.headDim())
+    return r.fail("head_dim " + std::to_string(headDim) +
+                  " differs from hidden_size / num_attention_heads = " +
+                  std::to_string(c.headDim()) + ": not supported");
+  if (c.headDim() % 2 != 0)
+    return r.fail("the head size " + std::to_string(c.headDim()) +
+                  " is odd: rope needs pairs");
+  return true;
+}
+} // namespace
+
+std::optional<std::string> hf::readModelType(const std::string &path,
+                                             std::string &error) {
+  std::string config = configPathOf(path);
+  std::optional<llvm::json::Value> json = readJson(config, "config", error);
+  if (!json)
+    return std::nullopt;
+  const llvm::json::Object *o = json->getAsObject();
+  std::optional<StringRef> type = o ? o->getString("model_type") : std::nullopt;
+  if (!type) {
+    error = "config '" + config + "' has no \"model_type\" string";
+    return std::nullopt;
+  }
+  return type->str();
+}
+
+std::optional<llama2c::Checkpoint>
+hf::readLlamaCheckpoint(const std::string &path, std::string &error) {
+  llama2c::Checkpoint ckpt;
+  ckpt.format = "hf-llama";
+  const std::string configPath = configPathOf(path);
+  llama2c::Config &c = ckpt.config;
+  if (!parseConfig(configPath, c, error))
+    return std::nullopt;
+
+  CheckpointWeights weights;
+  if (!weights.open(llvm::sys::path::parent_path(configPath), error))
+    return std::nullopt;
+  ckpt.path = weights.path();
+  const int64_t D = c.dim, I = c.hiddenDim, hd = c.headDim(), kv = c.kvDim();
+  llvm::StringSet<> used;
+  // Maps HF tensor `name` of `shape` to the graph weight `as`.
+  auto take = [&](const std::string &name, llvm::ArrayRef<int64_t> shape,
+                  const std::string &as, bool rotateHalf = false) {
+    std::optional<Located> t = weights.find(name);
+    if (!t) {
+      error = ckpt.path + ": missing tensor '" + name + "'";
+      return false;
+    }
+    if (llvm::Error e = st::expect(*t->tensor, st::kWeightDTypes, shape)) {
+      error = t->file->path().str() + ": " + llvm::toString(std::move(e));
+      return false;
+    }
+    used.insert(name);
+    WeightSource src{t->file->path().str(), t->tensor->fileOffset,
+                     t->tensor->bytes, t->tensor->dtype == st::DType::BF16};
+    src.rotateHalfHeadDim = rotateHalf ? hd : 0;
+    ckpt.weights[as] = src;
+    return true;
+  };
+  if (!take("model.embed_tokens.weight", {c.vocabSize, D}, "tok_embeddings") ||
+      !take("model.norm.weight", {D}, "norm"))
+    return std::nullopt;
+  for (int64_t l = 0; l < c.nLayers; ++l) {
+    const std::string hf = "model.layers." + std::to_string(l) + ".";
+    const std::string to = "layers." + std::to_string(l) + ".";
+    if (!take(hf + "input_layernorm.weight", {D}, to + "attention_norm") ||
+        !take(hf + "self_attn.q_proj.weight", {D, D}, to + "wq", true) ||
+        !take(hf + "self_attn.k_proj.weight", {kv, D}, to + "wk", true) ||
+        !take(hf + "self_attn.v_proj.weight", {kv, D}, to + "wv") ||
+        !take(hf + "self_attn.o_proj.weight", {D, D}, to + "wo") ||
+        !take(hf + "post_attention_layernorm.weight", {D}, to + "ffn_norm") ||
+        !take(hf + "mlp.gate_proj.weight", {I, D}, to + "w1") ||
+        !take(hf + "mlp.down_proj.weight", {D, I}, to + "w2") ||
+        !take(hf + "mlp.up_proj.weight", {I, D}, to + "w3"))
+      return std::nullopt;
+    // Older exports store rope's inverse frequencies; rope is computed from
+    // positions and rope_theta.
+    used.insert(hf + "self_attn.rotary_emb.inv_freq");
+  }
+  // lm_head: tied to the embedding (absent, or an identical copy), or its own.
+  if (std::optional<Located> head = weights.find("lm_head.weight")) {
+    if (!c.sharedClassifier) {
+      if (!take("lm_head.weight", {c.vocabSize, D}, "output"))
+        return std::nullopt;
+    } else {
+      std::optional<Located> embed = weights.find("model.embed_tokens.weight");
+      if (head->tensor->dtype != embed->tensor->dtype ||
+          head->file->data(*head->tensor) !=
+              embed->file->data(*embed->tensor)) {
+        error = ckpt.path +
+                ": lm_head.weight differs from "
+                "model.embed_tokens.weight but tie_word_embeddings is true";
+        return std::nullopt;
+      }
+      used.insert("lm_head.weight");
+    }
+  } else if (!c.sharedClassifier) {
+    error = ckpt.path + ": missing tensor 'lm_head.weight' "
+                        "(tie_word_embeddings is false)";
+    return std::nullopt;
+  }
+  for (const st::SafetensorsFile &f : weights.files())
+    for (const st::SafetensorsTensor &t : f.tensors())
+      if (!used.contains(t.name)) {
+        error = f.path().str() + ": unexpected tensor '" +
+                st::printable(t.name) + "' (not part of a Llama checkpoint)";
+        return std::nullopt;
+      }
+  return ckpt;
+}
+
+namespace {
+constexpr StringRef kSpaceMark = "\xE2\x96\x81"; // U+2581, SentencePiece's ▁
+
+/// The pre-tokenization must be SentencePiece's: "▁" prepended once and
+/// every space replaced by "▁", with no splitting into words (merges may
+/// cross spaces, as in run.c and SentencePiece).
+bool sentencePieceForm(const llvm::json::Object &o, std::string &why) {
+  const llvm::json::Value *norm = o.get("normalizer");
+  const llvm::json::Value *pre = o.get("pre_tokenizer");
+  auto isNull = [](const llvm::json::Value *v) {
+    return !v || v->kind() == llvm::json::Value::Null;
+  };
+  auto typeOf = [](const llvm::json::Object *x) -> StringRef {
+    std::optional<StringRef> t = x ? x->getString("type") : std::nullopt;
+    return t ? *t : "";
+  };
+  // Form 1 (Llama 1/2's tokenizer.json): normalizer Sequence[Prepend "▁",
+  // Replace " " -> "▁"], no pre-tokenizer.
+  if (!isNull(norm)) {
+    const llvm::json::Object *n = norm->getAsObject();
+    const llvm::json::Array *seq = n ? n->getArray("normalizers") : nullptr;
+    if (typeOf(n) != "Sequence" || !seq || seq->size() != 2) {
+      why = "its normalizer is not SentencePiece's (Prepend \"▁\", Replace "
+            "\" \" by \"▁\")";
+      return false;
+    }
+    const llvm::json::Object *prepend = (*seq)[0].getAsObject();
+    const llvm::json::Object *replace = (*seq)[1].getAsObject();
+    const llvm::json::Object *pattern =
+        replace ? replace->getObject("pattern") : nullptr;
+    if (typeOf(prepend) != "Prepend" ||
+        prepend->getString("prepend") != std::optional<StringRef>(kSpaceMark) ||
+        typeOf(replace) != "Replace" || !pattern ||
+        pattern->getString("String") != std::optional<StringRef>(" ") ||
+        replace->getString("content") != std::optional<StringRef>(kSpaceMark)) {
+      why = "its normalizer is not SentencePiece's (Prepend \"▁\", Replace "
+            "\" \" by \"▁\")";
+      return false;
+    }
+    if (!isNull(pre)) {
+      why = "it has both a normalizer and a pre-tokenizer";
+      return false;
+    }
+    return true;
+  }
+  // Form 2: Metaspace("▁", prepend first/always) without splitting.
+  const llvm::json::Object *p = pre ? pre->getAsObject() : nullptr;
+  if (typeOf(p) == "Metaspace" &&
+      p->getString("replacement") == std::optional<StringRef>(kSpaceMark) &&
+      p->getBoolean("split") == std::optional<bool>(false)) {
+    std::optional<StringRef> scheme = p->getString("prepend_scheme");
+    if ((scheme && (*scheme == "first" || *scheme == "always")) ||
+        (!scheme &&
+         p->getBoolean("add_prefix_space") == std::optional<bool>(true)))
+      return true;
+  }
+  if (typeOf(p) == "ByteLevel" ||
+      (typeOf(p) == "Sequence" && p->getArray("pretokenizers"))) {
+    why = "it is a byte-level BPE (GPT-2, Llama 3 style), not a "
+          "SentencePiece-style one";
+    return false;
+  }
+  why = "its pre-tokenizer is not SentencePiece's (Metaspace \"▁\" without "
+        "split, or the Prepend/Replace normalizer)";
+  return false;
+}
+
+std::string replaceSpaceMarks(StringRef piece) {
+  std::string out;
+  while (!piece.empty()) {
+    if (piece.starts_with(kSpaceMark)) {
+      out += ' ';
+      piece = piece.drop_front(kSpaceMark.size());
+    } else {
+      out += piece.front();
+      piece = piece.drop_front();
+    }
+  }
+  return out;
+}
+} // namespace
+
+std::optional<TokenizerData>
+hf::readTokenizerJson(const std::string &path, int64_t vocabSize,
+                      std::vector<std::string> &warnings, std::string &error) {
+  std::optional<llvm::json::Value> json = readJson(path, "tokenizer", error);
+  if (!json)
+    return std::nullopt;
+  auto fail = [&](const std::string &what) {
+    error = "tokenizer '" + path + "': " + what;
+    return std::nullopt;
+  };
+  const llvm::json::Object *o = json->getAsObject();
+  const llvm::json::Object *model = o ? o->getObject("model") : nullptr;
+  if (!model)
+    return fail("no \"model\" object");
+  std::optional<StringRef> type = model->getString("type");
+  if (type != std::optional<StringRef>("BPE"))
+    return fail("model type '" + (type ? type->str() : std::string("?")) +
+                "' is not supported (Loom reads BPE tokenizers)");
+  if (model->getBoolean("byte_fallback") != std::optional<bool>(true))
+    return fail("\"byte_fallback\" is not true: Loom's tokenizer falls back "
+                "to <0xHH> byte pieces");
+  std::string why;
+  if (!sentencePieceForm(*o, why))
+    return fail(why);
+  const llvm::json::Object *vocab = model->getObject("vocab");
+  const llvm::json::Array *merges = model->getArray("merges");
+  if (!vocab || !merges)
+    return fail("the BPE model lacks \"vocab\" or \"merges\"");
+
+  // Pieces by id: the vocabulary, then added tokens past it.
+  std::vector<std::optional<std::string>> byId;
+  llvm::StringMap<int64_t> idOf; // the tokenizer.json spelling -> id
+  std::vector<bool> special;
+  auto place = [&](StringRef piece, int64_t id, bool isSpecial) -> bool {
+    if (id < 0 || id > std::numeric_limits<int32_t>::max()) {
+      fail("token '" + st::printable(piece) + "' has id " + std::to_string(id) +
+           ", outside int32");
+      return false;
+    }
+    if (size_t(id) >= byId.size()) {
+      byId.resize(id + 1);
+      special.resize(id + 1, false);
+    }
+    if (byId[id] && *byId[id] != piece) {
+      fail("id " + std::to_string(id) + " is both '" +
+           st::printable(*byId[id]) + "' and '" + st::printable(piece) + "'");
+      return false;
+    }
+    byId[id] = piece.str();
+    special[id] = special[id] || isSpecial;
+    idOf[piece] = id;
+    return true;
+  };
+  for (const auto &entry : *vocab) {
+    std::optional<int64_t> id = entry.second.getAsInteger();
+    if (!id)
+      return fail("vocab entry '" + st::printable(entry.first) +
+                  "' has no integer id");
+    if (!place(entry.first, *id, false))
+      return std::nullopt;
+  }
+  if (const llvm::json::Array *added = o->getArray("added_tokens"))
+    for (const llvm::json::Value &v : *added) {
+      const llvm::json::Object *t = v.getAsObject();
+      std::optional<StringRef> content =
+          t ? t->getString("content") : std::nullopt;
+      std::optional<int64_t> id = t ? t->getInteger("id") : std::nullopt;
+      if (!content || !id)
+        return fail("an added token lacks \"content\" or \"id\"");
+      if (!place(*content, *id, t->getBoolean("special").value_or(false)))
+        return std::nullopt;
+    }
+  for (size_t id = 0; id < byId.size(); ++id)
+    if (!byId[id])
+      return fail("no token has id " + std::to_string(id) +
+                  " (ids must be 0.." + std::to_string(byId.size() - 1) + ")");
+  const int64_t n = int64_t(byId.size());
+  if (n > vocabSize)
+    return fail("it has " + std::to_string(n) +
+                " tokens, more than the model's vocab_size " +
+                std::to_string(vocabSize));
+  // Loom's tokenizer (run.c's) fixes these ids.
+  static const char *kFixed[] = {"<unk>", "<s>", "</s>"};
+  for (int id = 0; id < 3; ++id)
+    if (id >= n || *byId[id] != kFixed[id])
+      return fail("id " + std::to_string(id) + " must be '" + kFixed[id] +
+                  "' (Loom's tokenizer has the Llama id layout: <unk> 0, <s> "
+                  "1, </s> 2, <0x00>..<0xFF> at 3..258)");
+  for (int b = 0; b < 256; ++b) {
+    char want[8];
+    std::snprintf(want, sizeof want, "<0x%02X>", b);
+    if (3 + b >= n || *byId[3 + b] != want)
+      return fail("id " + std::to_string(3 + b) + " must be the byte piece '" +
+                  want + "' (Loom's byte fallback is id 3 + byte)");
+  }
+
+  // Merge ranks: a piece's score is minus the rank of its first rule, so
+  // that Loom's "highest score, leftmost" merge follows the ranks.
+  constexpr float kNeverMerges = -1e10f; // Tokenizer's merge floor
+  std::vector<float> scores(n, kNeverMerges);
+  std::vector<bool> hasRule(n, false);
+  llvm::StringSet<> rules; // "left\0right"
+  for (size_t rank = 0; rank < merges->size(); ++rank) {
+    const llvm::json::Value &m = (*merges)[rank];
+    std::string left, right;
+    if (std::optional<StringRef> s = m.getAsString()) {
+      auto [l, r] = s->split(' ');
+      if (l.empty() || r.empty() || r.contains(' '))
+        return fail("merge " + std::to_string(rank) + " '" + st::printable(*s) +
+                    "' is not two pieces");
+      left = l.str();
+      right = r.str();
+    } else if (const llvm::json::Array *a = m.getAsArray();
+               a && a->size() == 2 && (*a)[0].getAsString() &&
+               (*a)[1].getAsString()) {
+      left = (*a)[0].getAsString()->str();
+      right = (*a)[1].getAsString()->str();
+    } else {
+      return fail("merge " + std::to_string(rank) +
+                  " is neither \"left right\" nor [left, right]");
+    }
+    auto merged = idOf.find(left + right);
+    if (!idOf.count(left) || !idOf.count(right) || merged == idOf.end())
+      return fail("merge " + std::to_string(rank) + " ('" +
+                  st::printable(left) + "', '" + st::printable(right) +
+                  "') names a piece that is not in the vocabulary");
+    if (!hasRule[merged->second]) {
+      hasRule[merged->second] = true;
+      scores[merged->second] = -float(rank);
+    }
+    rules.insert(left + '\0' + right);
+  }
+  // Loom merges any adjacent pair whose concatenation is a piece with a
+  // rule; tokenizers only the pairs of a rule. They agree when every split
+  // of such a piece into two pieces is a rule (true of SentencePiece-derived
+  // merges, which list them all).
+  int64_t missing = 0;
+  for (int64_t id = 0; id < n; ++id) {
+    if (!hasRule[id])
+      continue;
+    StringRef piece = *byId[id];
+    for (size_t cut = 1; cut < piece.size(); ++cut)
+      if (idOf.count(piece.take_front(cut)) &&
+          idOf.count(piece.drop_front(cut)) &&
+          !rules.contains((piece.take_front(cut) + StringRef("\0", 1) +
+                           piece.drop_front(cut))
+                              .str()))
+        ++missing;
+  }
+  if (missing)
+    warnings.push_back(
+        "tokenizer '" + path + "': " + std::to_string(missing) +
+        (missing == 1 ? " split of a merged piece into two pieces has"
+                      : " splits of merged pieces into two pieces have") +
+        " no merge rule; Loom merges such pairs anyway (SentencePiece's "
+        "rule), so some texts can get other ids than tokenizers gives");
+
+  TokenizerData data;
+  for (int64_t id = 0; id < n; ++id) {
+    data.pieces.push_back(special[id] ? *byId[id]
+                                      : replaceSpaceMarks(*byId[id]));
+    data.scores.push_back(scores[id]);
+  }
+  if (n < vocabSize) {
+    warnings.push_back("tokenizer '" + path + "' has " + std::to_string(n) +
+                       " tokens and the model " + std::to_string(vocabSize) +
+                       ": ids " + std::to_string(n) + ".." +
+                       std::to_string(vocabSize - 1) +
+                       " decode to nothing and are never produced by encoding");
+    data.pieces.resize(vocabSize);
+    data.scores.resize(vocabSize, kNeverMerges);
+  }
+  for (const std::string &p : data.pieces)
+    data.maxTokenLength = std::max<uint32_t>(data.maxTokenLength, p.size());
+  // The runtime's constructor is the one definition of a valid vocabulary.
+  try {
+    Tokenizer check(data.pieces, data.scores, data.maxTokenLength);
+    (void)check;
+  } catch (const loom::Error &e) {
+    StringRef what = e.what();
+    what.consume_front("tokenizer: ");
+    return fail(what.str());
+  }
+  return data;
+}

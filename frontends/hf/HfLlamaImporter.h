@@ -1,0 +1,47 @@
+//===- HfLlamaImporter.h - Hugging Face Llama checkpoints -------*- C++ -*-===//
+//
+// Reads a Hugging Face LlamaForCausalLM checkpoint folder: config.json
+// (model_type "llama"), model.safetensors or its shards (F32 or BF16), and
+// tokenizer.json (a SentencePiece-style BPE, as Llama 1/2, TinyLlama and
+// llama2.c's exports have). The tensors are mapped onto the Llama graph of
+// the llama2.c frontend (llama2c::importCheckpoint); q_proj and k_proj are
+// stored in rotate-half order and are put back into the interleaved order
+// Loom's rope pairs when the artifact is written (WeightSource). See
+// docs/frontends.md.
+//
+//===----------------------------------------------------------------------===//
+#ifndef LOOM_FRONTENDS_HF_HFLLAMAIMPORTER_H
+#define LOOM_FRONTENDS_HF_HFLLAMAIMPORTER_H
+
+#include "frontends/llama2c/Llama2cImporter.h"
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace loom::hf {
+
+/// The "model_type" of PATH/config.json (PATH a folder) or of PATH (a
+/// .json), for loomc's choice of frontend. Errors are one line.
+std::optional<std::string> readModelType(const std::string &path,
+                                         std::string &error);
+
+/// Reads and checks the config and every tensor (name, dtype, shape; no
+/// tensor left over). `path` is the folder or its config.json.
+std::optional<llama2c::Checkpoint> readLlamaCheckpoint(const std::string &path,
+                                                       std::string &error);
+
+/// Converts tokenizer.json (BPE with byte fallback and the SentencePiece
+/// "▁" normalizer or Metaspace pre-tokenizer) into Loom's tokenizer:
+/// pieces with "▁" as spaces, and scores that make Loom's highest-score
+/// merge pick what the merge ranks pick (minus the rank of a piece's first
+/// rule; pieces no rule makes never merge). `warnings` receives lines about
+/// rules the conversion cannot express. Checks the vocabulary against
+/// `vocabSize`.
+std::optional<TokenizerData>
+readTokenizerJson(const std::string &path, int64_t vocabSize,
+                  std::vector<std::string> &warnings, std::string &error);
+
+} // namespace loom::hf
+
+#endif // LOOM_FRONTENDS_HF_HFLLAMAIMPORTER_H

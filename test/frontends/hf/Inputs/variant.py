@@ -1,0 +1,146 @@
+"""Makes a changed copy of a Hugging Face Llama folder for the loomc tests.
+
+    variant.py SRC OUT CASE
+
+SRC is ../shared/models/hf-stories260K. OUT is created (or replaced) with
+config.json, model.safetensors and tokenizer.json, changed as CASE says (the
+branches of main): "bf16" takes model.bf16.safetensors as the weights,
+"sharded" splits the weights into two shards with an index, and every other
+case breaks one thing. Standard library only.
+"""
+import json
+import os
+import shutil
+import struct
+import sys
+
+
+def read_safetensors(path):
+    with open(path, "rb") as f:
+        blob = f.read()
+    (n,) = struct.unpack("<Q", blob[:8])
+    header = json.loads(blob[8:8 + n])
+    header.pop("__metadata__", None)
+    out = {}
+    for name, t in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
+        b, e = t["data_offsets"]
+        out[name] = [t["dtype"], list(t["shape"]), blob[8 + n + b:8 + n + e]]
+    return out
+
+
+def write_safetensors(path, tensors):
+    header, chunks, offset = {}, [], 0
+    for name, (dtype, shape, raw) in tensors.items():
+        header[name] = {"dtype": dtype, "shape": shape,
+                        "data_offsets": [offset, offset + len(raw)]}
+        chunks.append(raw)
+        offset += len(raw)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text + b"".join(chunks))
+
+
+def main():
+    src, out, case = sys.argv[1:4]
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    config = json.load(open(os.path.join(src, "config.json")))
+    tok = json.load(open(os.path.join(src, "tokenizer.json"), encoding="utf-8"))
+    tensors = read_safetensors(os.path.join(src, "model.safetensors"))
+    weights = os.path.join(out, "model.safetensors")
+    layer0 = "model.layers.0."
+
+    if case == "bf16":
+        tensors = read_safetensors(os.path.join(src, "model.bf16.safetensors"))
+    elif case == "sharded":
+        names = list(tensors)
+        shards = {"model-00001-of-00002.safetensors": names[: len(names) // 2],
+                  "model-00002-of-00002.safetensors": names[len(names) // 2:]}
+        for shard, part in shards.items():
+            write_safetensors(os.path.join(out, shard), {n: tensors[n] for n in part})
+        json.dump({"metadata": {}, "weight_map": {n: s for s, p in shards.items() for n in p}},
+                  open(os.path.join(out, "model.safetensors.index.json"), "w"))
+        weights = None
+    elif case == "untied":
+        # An lm_head of its own: the embedding scaled by 2 (exact in f32).
+        dtype, shape, raw = tensors["model.embed_tokens.weight"]
+        vals = struct.unpack("<%df" % (len(raw) // 4), raw)
+        tensors["lm_head.weight"] = [dtype, shape, struct.pack("<%df" % len(vals), *[2 * v for v in vals])]
+        config["tie_word_embeddings"] = False
+    elif case == "untied-no-head":
+        config["tie_word_embeddings"] = False
+    elif case == "tied-head-differs":
+        dtype, shape, raw = tensors["model.embed_tokens.weight"]
+        tensors["lm_head.weight"] = [dtype, shape, raw[:-4] + struct.pack("<f", 1.5)]
+    elif case == "inv-freq":
+        # Older exports store rope's inverse frequencies per layer.
+        tensors[layer0 + "self_attn.rotary_emb.inv_freq"] = ["F32", [4], struct.pack("<4f", 1, .1, .01, .001)]
+    elif case == "missing-k":
+        del tensors[layer0 + "self_attn.k_proj.weight"]
+    elif case == "bad-shape":
+        dtype, shape, raw = tensors[layer0 + "mlp.up_proj.weight"]
+        tensors[layer0 + "mlp.up_proj.weight"] = [dtype, [shape[1], shape[0]], raw]
+    elif case == "f16":
+        dtype, shape, raw = tensors["model.norm.weight"]
+        vals = struct.unpack("<%df" % (len(raw) // 4), raw)
+        tensors["model.norm.weight"] = ["F16", shape, struct.pack("<%de" % len(vals), *vals)]
+    elif case == "extra-tensor":
+        tensors["model.layers.0.self_attn.q_norm.weight"] = ["F32", [8], bytes(32)]
+    elif case == "model-type":
+        config["model_type"] = "mistral"
+    elif case == "rope-scaling":
+        config["rope_scaling"] = {"type": "linear", "factor": 2.0}
+    elif case == "attention-bias":
+        config["attention_bias"] = True
+    elif case == "head-dim":
+        config["head_dim"] = 16
+    elif case == "eos-list":
+        config["eos_token_id"] = [2, 7]
+    elif case == "no-layers":
+        del config["num_hidden_layers"]
+    elif case == "gelu":
+        config["hidden_act"] = "gelu"
+    elif case == "tok-unigram":
+        tok["model"]["type"] = "Unigram"
+    elif case == "tok-byte-level":
+        tok["normalizer"] = None
+        tok["pre_tokenizer"] = {"type": "ByteLevel", "add_prefix_space": False,
+                                "trim_offsets": True, "use_regex": True}
+    elif case == "tok-metaspace":
+        # The newer spelling of the same pre-tokenization: same ids.
+        tok["normalizer"] = None
+        tok["pre_tokenizer"] = {"type": "Metaspace", "replacement": "\u2581",
+                                "prepend_scheme": "first", "split": False}
+    elif case == "tok-merges-arrays":
+        # The newer [left, right] spelling of the merges: same ids.
+        tok["model"]["merges"] = [m.split(" ") for m in tok["model"]["merges"]]
+    elif case == "tok-no-byte-fallback":
+        tok["model"]["byte_fallback"] = False
+    elif case == "tok-bad-merge":
+        tok["model"]["merges"][3] = "\u2581q zz"
+    elif case == "tok-missing-rule":
+        # Drop one of the two rules of "▁the": Loom can still merge it.
+        tok["model"]["merges"] = [m for m in tok["model"]["merges"] if m != "\u2581th e"]
+    elif case == "tok-swapped-bos":
+        v = tok["model"]["vocab"]
+        v["<s>"], v["</s>"] = v["</s>"], v["<s>"]
+        for t in tok["added_tokens"]:
+            t["id"] = v[t["content"]]
+    elif case == "tok-gap":
+        del tok["model"]["vocab"]["\u2581the"]
+    elif case == "no-tokenizer":
+        tok = None
+    else:
+        sys.exit("unknown case " + case)
+
+    json.dump(config, open(os.path.join(out, "config.json"), "w"), indent=1)
+    if tok is not None:
+        json.dump(tok, open(os.path.join(out, "tokenizer.json"), "w", encoding="utf-8"),
+                  ensure_ascii=False)
+    if weights:
+        write_safetensors(weights, tensors)
+
+
+if __name__ == "__main__":
+    main()
