@@ -10,7 +10,6 @@
 #include "loom/tokenizer.h"
 
 #include <algorithm>
-#include <cstdio>
 #include <limits>
 
 using namespace loom;
@@ -158,7 +157,9 @@ hf::readLlamaCheckpoint(const std::string &path, std::string &error) {
     }
     used.insert(name);
     WeightSource src{t->file->path().str(), t->tensor->fileOffset,
-                     t->tensor->bytes, t->tensor->dtype == st::DType::BF16};
+                     t->tensor->bytes,
+                     t->tensor->dtype == st::DType::BF16 ? SourceEncoding::BF16
+                                                         : SourceEncoding::F32};
     src.rotateHalfHeadDim = rotateHalf ? hd : 0;
     ckpt.weights[as] = src;
     return true;
@@ -385,13 +386,12 @@ hf::readTokenizerJson(const std::string &path, int64_t vocabSize,
       return fail("id " + std::to_string(id) + " must be '" + kFixed[id] +
                   "' (Loom's tokenizer has the Llama id layout: <unk> 0, <s> "
                   "1, </s> 2, <0x00>..<0xFF> at 3..258)");
-  for (int b = 0; b < 256; ++b) {
-    char want[8];
-    std::snprintf(want, sizeof want, "<0x%02X>", b);
-    if (3 + b >= n || *byId[3 + b] != want)
-      return fail("id " + std::to_string(3 + b) + " must be the byte piece '" +
-                  want + "' (Loom's byte fallback is id 3 + byte)");
-  }
+  std::vector<std::string> spelled;
+  for (const std::optional<std::string> &p : byId)
+    spelled.push_back(*p);
+  if (std::string problem = llama2c::byteFallbackProblem(spelled);
+      !problem.empty())
+    return fail(problem);
 
   // Merge ranks: a piece's score is minus the rank of its first rule, so
   // that Loom's "highest score, leftmost" merge follows the ranks.

@@ -132,9 +132,9 @@ std::optional<Checkpoint> huginn::readCheckpoint(const std::string &path,
                    uint64_t elems) {
     const bool bf16 = t.tensor->dtype == st::DType::BF16;
     const uint64_t size = bf16 ? 2 : 4;
-    ckpt.weights[name] =
-        WeightSource{t.file->path().str(), t.tensor->fileOffset + first * size,
-                     elems * size, bf16};
+    ckpt.weights[name] = WeightSource{
+        t.file->path().str(), t.tensor->fileOffset + first * size, elems * size,
+        bf16 ? SourceEncoding::BF16 : SourceEncoding::F32};
   };
   auto whole = [&](const std::string &name, ArrayRef<int64_t> shape) {
     std::optional<Located> t = tensor(name, shape);

@@ -10,6 +10,7 @@
 #include "loom/error.h"
 #include "loom/tokenizer.h"
 
+#include <cstdio>
 #include <cstring>
 
 using namespace mlir;
@@ -205,6 +206,18 @@ OwningOpRef<ModuleOp> llama2c::importCheckpoint(MLIRContext &ctx,
       LogitsOp::create(b, loc("output"), rowsOf(c.vocabSize), x, classifier);
   func::ReturnOp::create(b, loc("forward"), logits);
   return module;
+}
+
+std::string
+llama2c::byteFallbackProblem(const std::vector<std::string> &pieces) {
+  for (int b = 0; b < 256; ++b) {
+    char want[8];
+    std::snprintf(want, sizeof want, "<0x%02X>", b);
+    if (3 + b >= int64_t(pieces.size()) || pieces[3 + b] != want)
+      return "id " + std::to_string(3 + b) + " must be the byte piece '" +
+             want + "' (Loom's byte fallback is id 3 + byte)";
+  }
+  return "";
 }
 
 std::optional<TokenizerData> llama2c::readTokenizer(const std::string &path,

@@ -54,6 +54,10 @@ mlir::OwningOpRef<mlir::ModuleOp> importCheckpoint(mlir::MLIRContext &ctx,
                                                    const Checkpoint &ckpt,
                                                    int64_t maxTokens);
 
+/// What is wrong with `pieces` for the runtime's tokenizer, which falls back
+/// to id 3 + byte: "" when ids 3..258 are the pieces <0x00>..<0xFF>.
+std::string byteFallbackProblem(const std::vector<std::string> &pieces);
+
 /// Parses a llama2.c tokenizer.bin for `vocabSize` tokens.
 std::optional<TokenizerData> readTokenizer(const std::string &path,
                                            int64_t vocabSize,

@@ -95,8 +95,10 @@ std::optional<Bundle> refrag::readBundle(const std::string &decoderPath,
       error = bundlePath + ": " + llvm::toString(std::move(e));
       return false;
     }
-    b.decoder.weights[name] = WeightSource{bundlePath, t->fileOffset, t->bytes,
-                                           t->dtype == st::DType::BF16};
+    b.decoder.weights[name] =
+        WeightSource{bundlePath, t->fileOffset, t->bytes,
+                     t->dtype == st::DType::BF16 ? SourceEncoding::BF16
+                                                 : SourceEncoding::F32};
     return true;
   };
   if (!add("encoder.tok_emb", {c.vocabSize, E}) ||

@@ -63,6 +63,75 @@ struct PackedTensor {
   uint64_t offset = 0, checksum = 0;
 };
 
+constexpr uint64_t kQuantBlock = 32; // values per Q8_0 / Q4_0 block
+
+/// An IEEE half's value, widened exactly.
+float halfToFloat(uint16_t h) {
+  const uint32_t sign = uint32_t(h & 0x8000) << 16;
+  uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
+  if (exp == 0x1f) {
+    bits = sign | 0x7f800000u | (man << 13); // inf / NaN
+  } else if (exp != 0) {
+    bits = sign | ((exp + 112) << 23) | (man << 13);
+  } else if (man == 0) {
+    bits = sign;
+  } else { // subnormal: normalise
+    exp = 113;
+    while (!(man & 0x400)) {
+      man <<= 1;
+      --exp;
+    }
+    bits = sign | (exp << 23) | ((man & 0x3ff) << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+/// Decodes `source`'s bytes at `from` into decodedBytes(source) f32 bytes.
+void decode(const WeightSource &source, const char *from, char *to) {
+  auto put = [&](uint64_t e, float v) { std::memcpy(to + 4 * e, &v, 4); };
+  auto half = [&](const char *at) {
+    uint16_t h;
+    std::memcpy(&h, at, sizeof h);
+    return h;
+  };
+  switch (source.encoding) {
+  case SourceEncoding::F32:
+    std::memcpy(to, from, source.bytes);
+    return;
+  case SourceEncoding::BF16:
+    for (uint64_t e = 0; e < source.bytes / 2; ++e) {
+      const uint32_t widened = uint32_t(half(from + 2 * e)) << 16;
+      std::memcpy(to + 4 * e, &widened, sizeof widened);
+    }
+    return;
+  case SourceEncoding::F16:
+    for (uint64_t e = 0; e < source.bytes / 2; ++e)
+      put(e, halfToFloat(half(from + 2 * e)));
+    return;
+  case SourceEncoding::Q8_0:
+    for (uint64_t b = 0; b < source.bytes / 34; ++b) {
+      const char *block = from + 34 * b;
+      const float d = halfToFloat(half(block));
+      for (uint64_t j = 0; j < kQuantBlock; ++j)
+        put(b * kQuantBlock + j, d * float(int8_t(block[2 + j])));
+    }
+    return;
+  case SourceEncoding::Q4_0:
+    for (uint64_t b = 0; b < source.bytes / 18; ++b) {
+      const char *block = from + 18 * b;
+      const float d = halfToFloat(half(block));
+      for (uint64_t j = 0; j < kQuantBlock / 2; ++j) {
+        const uint8_t q = uint8_t(block[2 + j]);
+        put(b * kQuantBlock + j, d * float(int(q & 0xf) - 8));
+        put(b * kQuantBlock + j + 16, d * float(int(q >> 4) - 8));
+      }
+    }
+    return;
+  }
+}
+
 /// Reorders `rows` f32 rows at `data` (`size` bytes) from the rotate-half
 /// order of heads of `hd` rows to the interleaved one: destination row
 /// 2i + j of a head is source row j*hd/2 + i (WeightSource).
@@ -80,6 +149,21 @@ void restoreInterleavedRows(char *data, size_t size, int64_t hd,
   }
 }
 } // namespace
+
+uint64_t loom::decodedBytes(const WeightSource &source) {
+  switch (source.encoding) {
+  case SourceEncoding::F32:
+    return source.bytes % 4 ? 0 : source.bytes;
+  case SourceEncoding::BF16:
+  case SourceEncoding::F16:
+    return source.bytes % 2 ? 0 : source.bytes * 2;
+  case SourceEncoding::Q8_0:
+    return source.bytes % 34 ? 0 : source.bytes / 34 * kQuantBlock * 4;
+  case SourceEncoding::Q4_0:
+    return source.bytes % 18 ? 0 : source.bytes / 18 * kQuantBlock * 4;
+  }
+  return 0;
+}
 
 WeightType loom::storedWeightType(ShapedType type, WeightType requested) {
   return type.getRank() >= 2 ? requested : WeightType::F32;
@@ -140,7 +224,7 @@ LogicalResult loom::writeArtifact(ModuleOp module, const WeightTable &weights,
                              << " (the frontend's weight table lacks it)";
       // f32 bytes of the part (a bf16 source is widened when written).
       const WeightSource &src = found->second;
-      const uint64_t f32Bytes = src.bf16 ? src.bytes * 2 : src.bytes;
+      const uint64_t f32Bytes = decodedBytes(src);
       auto sourceOp = symbols.lookup<WeightOp>(source);
       uint64_t expect =
           sourceOp ? sourceOp.getTensorType().getNumElements() * 4 : f32Bytes;
@@ -311,17 +395,8 @@ LogicalResult loom::writeArtifact(ModuleOp module, const WeightTable &weights,
                        "the frontend recorded: did it change while compiling?");
       const char *from = file->getBufferStart() + src->offset;
       const size_t base = bytes.size();
-      if (!src->bf16) {
-        bytes.insert(bytes.end(), from, from + src->bytes);
-      } else {
-        bytes.resize(base + 2 * src->bytes);
-        for (uint64_t e = 0; e < src->bytes / 2; ++e) {
-          uint16_t h;
-          std::memcpy(&h, from + 2 * e, sizeof h);
-          const uint32_t widened = uint32_t(h) << 16;
-          std::memcpy(bytes.data() + base + 4 * e, &widened, sizeof widened);
-        }
-      }
+      bytes.resize(base + decodedBytes(*src));
+      decode(*src, from, bytes.data() + base);
       if (src->rotateHalfHeadDim)
         restoreInterleavedRows(bytes.data() + base, bytes.size() - base,
                                src->rotateHalfHeadDim, t.partRows[p]);

@@ -22,20 +22,32 @@
 
 namespace loom {
 
+/// How a source weight's bytes encode its values. Every value of these
+/// encodings is exactly an f32, and the writer decodes them so (then rounds
+/// to bf16 where the artifact stores bf16). Q8_0 and Q4_0 are GGUF's
+/// (ggml's) blocks of 32 values along a row: an f16 scale d, then 32 int8
+/// q (value d*q), or 16 bytes of 4-bit q, low nibbles first (value
+/// d*(q-8)).
+enum class SourceEncoding { F32, BF16, F16, Q8_0, Q4_0 };
+
 /// Where a source weight's bytes are: `bytes` bytes at `offset` of `file`,
-/// f32 values, or bf16 ones (the upper halves of f32s, widened exactly when
-/// the artifact is written).
+/// encoded as `encoding` says.
 struct WeightSource {
   std::string file;
   uint64_t offset = 0;
   uint64_t bytes = 0;
-  bool bf16 = false;
+  SourceEncoding encoding = SourceEncoding::F32;
   /// Non-zero: a q or k projection whose rows are in the rotate-half order
   /// of Hugging Face Llama checkpoints, in heads of this many rows: row
   /// j*hd/2 + i of a head is row 2i + j of the interleaved order Loom's rope
   /// pairs (llama2.c's, Meta's). The writer restores the interleaved order.
   int64_t rotateHalfHeadDim = 0;
 };
+
+/// The f32 bytes `source` decodes to; 0 when its bytes are not a whole
+/// number of values (or blocks).
+uint64_t decodedBytes(const WeightSource &source);
+
 using WeightTable = llvm::StringMap<WeightSource>;
 
 /// The tokenizer's vocabulary, stored in the artifact.

@@ -1,8 +1,10 @@
-//===- loomc.cpp - the Loom compiler driver ---------------------------------===//
+//===- loomc.cpp - the Loom compiler driver -------------------------------===//
 //
 //   loomc MODEL.bin --tokenizer TOK.bin -o MODEL.loom      (llama2.c)
 //   loomc HF_LLAMA_DIR -o MODEL.loom                       (config.json,
 //                                   model.safetensors, tokenizer.json)
+//   loomc MODEL.gguf -o MODEL.loom                         (llama.cpp GGUF;
+//                                   F32/F16/BF16/Q8_0/Q4_0 decoded to f32)
 //   loomc HUGINN_DIR --format=huginn -o MODEL.loom         (config.json +
 //                                                          model.safetensors)
 //   loomc MODEL --emit=mlir | dispatch | dot | report
@@ -15,6 +17,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "dialects/Loom/IR/LoomOps.h"
+#include "frontends/gguf/GgufImporter.h"
 #include "frontends/hf/HfLlamaImporter.h"
 #include "frontends/huginn/HuginnImporter.h"
 #include "frontends/llama2c/Llama2cImporter.h"
@@ -46,12 +49,12 @@ namespace cl = llvm::cl;
 namespace {
 cl::OptionCategory loomcCategory("loomc options");
 enum class Emit { Artifact, Mlir, Dispatch, Dot, Report };
-enum class Format { Auto, Llama2c, HfLlama, Huginn, Refrag };
+enum class Format { Auto, Llama2c, HfLlama, Gguf, Huginn, Refrag };
 
-cl::opt<std::string>
-    inputPath(cl::Positional,
-              cl::desc("<checkpoint.bin | HF folder | config.json>"),
-              cl::cat(loomcCategory));
+cl::opt<std::string> inputPath(
+    cl::Positional,
+    cl::desc("<checkpoint.bin | model.gguf | HF folder | config.json>"),
+    cl::cat(loomcCategory));
 cl::opt<std::string> decoderPath(
     "decoder", cl::desc("REFRAG: the llama2.c decoder checkpoint"),
     cl::value_desc("path"), cl::cat(loomcCategory));
@@ -64,11 +67,14 @@ cl::opt<Format> format(
     cl::init(Format::Auto),
     cl::values(clEnumValN(Format::Auto, "auto",
                           "a folder or a .json: by config.json's model_type "
-                          "(llama, huginn_raven); else llama2c"),
+                          "(llama, huginn_raven); a GGUF file; else llama2c"),
                clEnumValN(Format::Llama2c, "llama2c", "llama2.c .bin"),
                clEnumValN(Format::HfLlama, "hf-llama",
                           "Hugging Face Llama: config.json, model.safetensors "
                           "(or shards), tokenizer.json"),
+               clEnumValN(Format::Gguf, "gguf",
+                          "llama.cpp GGUF (llama architecture, SentencePiece "
+                          "vocabulary; F32/F16/BF16/Q8_0/Q4_0)"),
                clEnumValN(Format::Huginn, "huginn",
                           "Huginn/raven config.json + model.safetensors"),
                clEnumValN(Format::Refrag, "refrag",
@@ -319,8 +325,11 @@ int main(int argc, char **argv) {
     return fail("no checkpoint given (loomc --help shows the forms)");
   }
   if (fmt == Format::Auto) {
-    if (!llvm::sys::fs::is_directory(inputPath) &&
-        !llvm::StringRef(inputPath).ends_with(".json")) {
+    if (loom::gguf::looksLikeGguf(inputPath) ||
+        llvm::StringRef(inputPath).ends_with(".gguf")) {
+      fmt = Format::Gguf;
+    } else if (!llvm::sys::fs::is_directory(inputPath) &&
+               !llvm::StringRef(inputPath).ends_with(".json")) {
       fmt = Format::Llama2c;
     } else {
       std::string error;
@@ -371,6 +380,15 @@ int main(int argc, char **argv) {
     module = loom::llama2c::importCheckpoint(ctx, *ckpt, maxTokens);
     weights = std::move(ckpt->weights);
     vocab = ckpt->config.vocabSize;
+  } else if (fmt == Format::Gguf) {
+    auto gguf = loom::gguf::readLlama(inputPath, error);
+    if (!gguf)
+      return fail(error);
+    maxTokens = std::min<int64_t>(maxTokens, gguf->checkpoint.config.maxSeq);
+    module = loom::llama2c::importCheckpoint(ctx, gguf->checkpoint, maxTokens);
+    weights = std::move(gguf->checkpoint.weights);
+    vocab = gguf->checkpoint.config.vocabSize;
+    tokenizer = std::move(gguf->tokenizer); // --tokenizer replaces it
   } else if (fmt == Format::Refrag) {
     auto bundle = loom::refrag::readBundle(decoderPath, bundlePath, error);
     if (!bundle)
@@ -392,7 +410,9 @@ int main(int argc, char **argv) {
   // Unless told, keep the checkpoint's precision: bf16 when every weight it
   // holds is bf16 (an f32 artifact would only double the bytes).
   if (!weightTypeName.getNumOccurrences() && !weights.empty() &&
-      llvm::all_of(weights, [](const auto &w) { return w.second.bf16; }))
+      llvm::all_of(weights, [](const auto &w) {
+        return w.second.encoding == loom::SourceEncoding::BF16;
+      }))
     artifactOptions.weightType = loom::WeightType::BF16;
 
   if (emit == Emit::Mlir) {
@@ -423,7 +443,8 @@ int main(int argc, char **argv) {
         return fail(error);
       for (const std::string &w : warnings)
         llvm::errs() << "loomc: warning: " << w << "\n";
-    } else if (fmt != Format::Huginn && tokenizerPath.empty()) {
+    } else if (fmt != Format::Huginn && fmt != Format::Gguf &&
+               tokenizerPath.empty()) {
       return fail("--tokenizer is required to write an artifact");
     }
     if (!tokenizerPath.empty()) {

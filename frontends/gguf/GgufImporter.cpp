@@ -1,0 +1,304 @@
+//===- GgufImporter.cpp - GGUF Llama models to loom IR --------------------===//
+#include "frontends/gguf/GgufImporter.h"
+#include "frontends/gguf/GgufFile.h"
+#include "frontends/safetensors/SafetensorsReader.h"
+
+#include "llvm/ADT/StringSet.h"
+
+#include "loom/error.h"
+#include "loom/tokenizer.h"
+
+#include <cmath>
+#include <cstring>
+#include <fstream>
+
+using namespace loom;
+using namespace loom::gguf;
+using llvm::StringRef;
+
+bool gguf::looksLikeGguf(const std::string &path) {
+  std::ifstream in(path, std::ios::binary);
+  char magic[4] = {};
+  return in.read(magic, 4) && std::memcmp(magic, "GGUF", 4) == 0;
+}
+
+namespace {
+/// Typed metadata reads; each sets the error "<path>: key '<key>' ..." and
+/// returns false.
+struct Metadata {
+  const GgufFile &file;
+  std::string &error;
+
+  bool fail(StringRef key, const std::string &what) {
+    error = file.path().str() + ": key '" + key.str() + "'" +
+            (what.substr(0, 1) == ":" ? "" : " ") + what;
+    return false;
+  }
+  /// A positive integer; `dflt` when absent (nullopt: required).
+  bool integer(StringRef key, int64_t &out, std::optional<int64_t> dflt,
+               int64_t min = 1) {
+    const Value *v = file.find(key);
+    if (!v) {
+      if (!dflt) {
+        error = file.path().str() + ": missing key '" + key.str() + "'";
+        return false;
+      }
+      out = *dflt;
+      return true;
+    }
+    std::optional<int64_t> i = v->asInteger();
+    if (!i || *i < min)
+      return fail(key, "must be an integer >= " + std::to_string(min) +
+                           " (it is a " + typeName(v->type).str() + ")");
+    out = *i;
+    return true;
+  }
+  bool number(StringRef key, float &out, float dflt) {
+    const Value *v = file.find(key);
+    if (!v) {
+      out = dflt;
+      return true;
+    }
+    std::optional<double> x = v->asNumber();
+    if (!x || !(*x > 0) || !std::isfinite(*x))
+      return fail(key, "must be a positive number");
+    out = float(*x);
+    return true;
+  }
+  bool string(StringRef key, std::string &out) {
+    const Value *v = file.find(key);
+    if (!v) {
+      error = file.path().str() + ": missing key '" + key.str() + "'";
+      return false;
+    }
+    if (v->type != Value::Type::String)
+      return fail(key, "must be a string");
+    out = v->string;
+    return true;
+  }
+  /// An array whose elements are of `type`.
+  const Value *array(StringRef key, Value::Type type) {
+    const Value *v = file.find(key);
+    if (!v) {
+      error = file.path().str() + ": missing key '" + key.str() + "'";
+      return nullptr;
+    }
+    if (v->type != Value::Type::Array || v->elementType != type) {
+      fail(key, "must be an array of " + typeName(type).str());
+      return nullptr;
+    }
+    return v;
+  }
+};
+
+constexpr StringRef kSpaceMark = "\xE2\x96\x81"; // U+2581, SentencePiece's ▁
+
+std::string replaceSpaceMarks(StringRef piece) {
+  std::string out;
+  for (size_t at = 0; at < piece.size();) {
+    if (piece.substr(at).starts_with(kSpaceMark)) {
+      out += ' ';
+      at += kSpaceMark.size();
+    } else {
+      out += piece[at++];
+    }
+  }
+  return out;
+}
+
+bool readTokenizer(Metadata &m, int64_t vocabSize, TokenizerData &out) {
+  std::string model;
+  if (!m.string("tokenizer.ggml.model", model))
+    return false;
+  if (model != "llama")
+    return m.fail("tokenizer.ggml.model",
+                  "is '" + model +
+                      "': Loom reads SentencePiece (\"llama\") vocabularies, "
+                      "not byte-level BPE (\"gpt2\") or others");
+  const Value *tokens = m.array("tokenizer.ggml.tokens", Value::Type::String);
+  const Value *scores =
+      tokens ? m.array("tokenizer.ggml.scores", Value::Type::F32) : nullptr;
+  if (!scores)
+    return false;
+  if (int64_t(tokens->array.size()) != vocabSize ||
+      scores->array.size() != tokens->array.size())
+    return m.fail("tokenizer.ggml.tokens",
+                  "has " + std::to_string(tokens->array.size()) +
+                      " tokens and tokenizer.ggml.scores " +
+                      std::to_string(scores->array.size()) +
+                      " scores; the embedding has " +
+                      std::to_string(vocabSize) + " rows");
+  // The runtime's tokenizer fixes <unk> 0, BOS 1, EOS 2.
+  for (auto [key, want] :
+       {std::pair<StringRef, int64_t>{"tokenizer.ggml.unknown_token_id", 0},
+        {"tokenizer.ggml.bos_token_id", 1},
+        {"tokenizer.ggml.eos_token_id", 2}}) {
+    int64_t id;
+    if (!m.integer(key, id, want, 0))
+      return false;
+    if (id != want)
+      return m.fail(key, "is " + std::to_string(id) +
+                             "; Loom's tokenizer "
+                             "needs " +
+                             std::to_string(want) + " (the Llama id layout)");
+  }
+  for (size_t i = 0; i < tokens->array.size(); ++i) {
+    out.pieces.push_back(replaceSpaceMarks(tokens->array[i].string));
+    out.scores.push_back(float(scores->array[i].number));
+    out.maxTokenLength =
+        std::max<uint32_t>(out.maxTokenLength, out.pieces.back().size());
+  }
+  if (std::string problem = llama2c::byteFallbackProblem(out.pieces);
+      !problem.empty())
+    return m.fail("tokenizer.ggml.tokens", ": " + problem);
+  // The runtime's constructor is the one definition of a valid vocabulary.
+  try {
+    Tokenizer check(out.pieces, out.scores, out.maxTokenLength);
+    (void)check;
+  } catch (const loom::Error &e) {
+    StringRef what = e.what();
+    what.consume_front("tokenizer: ");
+    return m.fail("tokenizer.ggml.tokens", ": " + what.str());
+  }
+  return true;
+}
+
+SourceEncoding encodingOf(TensorType type) {
+  switch (type) {
+  case TensorType::F32:
+    return SourceEncoding::F32;
+  case TensorType::F16:
+    return SourceEncoding::F16;
+  case TensorType::BF16:
+    return SourceEncoding::BF16;
+  case TensorType::Q8_0:
+    return SourceEncoding::Q8_0;
+  case TensorType::Q4_0:
+    return SourceEncoding::Q4_0;
+  }
+  return SourceEncoding::F32;
+}
+} // namespace
+
+std::optional<gguf::Model> gguf::readLlama(const std::string &path,
+                                           std::string &error) {
+  llvm::Expected<GgufFile> opened = GgufFile::open(path);
+  if (!opened) {
+    error = llvm::toString(opened.takeError());
+    return std::nullopt;
+  }
+  const GgufFile &file = *opened;
+  Metadata m{file, error};
+  std::string arch;
+  if (!m.string("general.architecture", arch))
+    return std::nullopt;
+  if (arch != "llama") {
+    m.fail("general.architecture",
+           "is '" + arch + "': Loom reads \"llama\" GGUF models");
+    return std::nullopt;
+  }
+  gguf::Model model;
+  llama2c::Checkpoint &ckpt = model.checkpoint;
+  ckpt.path = path;
+  ckpt.format = "gguf";
+  llama2c::Config &c = ckpt.config;
+  int64_t ropeDims = 0;
+  if (!m.integer("llama.embedding_length", c.dim, std::nullopt) ||
+      !m.integer("llama.feed_forward_length", c.hiddenDim, std::nullopt) ||
+      !m.integer("llama.block_count", c.nLayers, std::nullopt) ||
+      !m.integer("llama.attention.head_count", c.nHeads, std::nullopt) ||
+      !m.integer("llama.attention.head_count_kv", c.nKvHeads, c.nHeads) ||
+      !m.integer("llama.context_length", c.maxSeq, std::nullopt) ||
+      !m.number("llama.attention.layer_norm_rms_epsilon", c.normEps, 1e-5f) ||
+      !m.number("llama.rope.freq_base", c.ropeTheta, 10000.0f))
+    return std::nullopt;
+  if (c.dim % c.nHeads || c.nHeads % c.nKvHeads || c.headDim() % 2) {
+    error = path + ": the head layout (embedding " + std::to_string(c.dim) +
+            ", " + std::to_string(c.nHeads) + " heads, " +
+            std::to_string(c.nKvHeads) +
+            " kv heads) needs whole heads, whole groups and an even head size";
+    return std::nullopt;
+  }
+  if (!m.integer("llama.rope.dimension_count", ropeDims, c.headDim()))
+    return std::nullopt;
+  if (ropeDims != c.headDim()) {
+    m.fail("llama.rope.dimension_count",
+           "is " + std::to_string(ropeDims) + ", not the head size " +
+               std::to_string(c.headDim()) +
+               ": partial rotary embeddings are not supported");
+    return std::nullopt;
+  }
+  for (StringRef key : {"llama.rope.scaling.type", "llama.rope.scaling.factor"})
+    if (const Value *v = file.find(key);
+        v && !(v->type == Value::Type::String && v->string == "none")) {
+      m.fail(key, "is set: rope scaling is not supported");
+      return std::nullopt;
+    }
+
+  const Tensor *embed = file.tensor("token_embd.weight");
+  if (!embed || embed->ne.size() != 2) {
+    error = path + ": missing tensor 'token_embd.weight' (or it is not a "
+                   "matrix)";
+    return std::nullopt;
+  }
+  c.vocabSize = int64_t(embed->ne[1]);
+  int64_t declared;
+  if (!m.integer("llama.vocab_size", declared, c.vocabSize))
+    return std::nullopt;
+  if (declared != c.vocabSize) {
+    m.fail("llama.vocab_size", "is " + std::to_string(declared) +
+                                   " but token_embd.weight has " +
+                                   std::to_string(c.vocabSize) + " rows");
+    return std::nullopt;
+  }
+  c.sharedClassifier = !file.tensor("output.weight");
+
+  const int64_t D = c.dim, I = c.hiddenDim, kv = c.kvDim();
+  llvm::StringSet<> used;
+  auto take = [&](const std::string &name, std::vector<int64_t> shape,
+                  const std::string &as) {
+    const Tensor *t = file.tensor(name);
+    if (!t) {
+      error = path + ": missing tensor '" + name + "'";
+      return false;
+    }
+    if (t->shape() != shape) {
+      error = path + ": tensor '" + name + "' has shape " +
+              safetensors::formatShape(t->shape()) + "; expected " +
+              safetensors::formatShape(shape) + " (row-major: ne reversed)";
+      return false;
+    }
+    used.insert(name);
+    ckpt.weights[as] =
+        WeightSource{path, t->fileOffset, t->bytes, encodingOf(t->type)};
+    return true;
+  };
+  if (!take("token_embd.weight", {c.vocabSize, D}, "tok_embeddings") ||
+      !take("output_norm.weight", {D}, "norm") ||
+      (!c.sharedClassifier &&
+       !take("output.weight", {c.vocabSize, D}, "output")))
+    return std::nullopt;
+  for (int64_t l = 0; l < c.nLayers; ++l) {
+    const std::string b = "blk." + std::to_string(l) + ".";
+    const std::string to = "layers." + std::to_string(l) + ".";
+    if (!take(b + "attn_norm.weight", {D}, to + "attention_norm") ||
+        !take(b + "attn_q.weight", {D, D}, to + "wq") ||
+        !take(b + "attn_k.weight", {kv, D}, to + "wk") ||
+        !take(b + "attn_v.weight", {kv, D}, to + "wv") ||
+        !take(b + "attn_output.weight", {D, D}, to + "wo") ||
+        !take(b + "ffn_norm.weight", {D}, to + "ffn_norm") ||
+        !take(b + "ffn_gate.weight", {I, D}, to + "w1") ||
+        !take(b + "ffn_down.weight", {D, I}, to + "w2") ||
+        !take(b + "ffn_up.weight", {I, D}, to + "w3"))
+      return std::nullopt;
+  }
+  for (const Tensor &t : file.tensors())
+    if (!used.contains(t.name)) {
+      error = path + ": unexpected tensor '" + safetensors::printable(t.name) +
+              "' (not part of a Llama model Loom reads)";
+      return std::nullopt;
+    }
+  if (!readTokenizer(m, c.vocabSize, model.tokenizer))
+    return std::nullopt;
+  return model;
+}
