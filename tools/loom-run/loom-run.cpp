@@ -59,6 +59,8 @@ constexpr const char *kUsage =
     "  --cuda-device N       which GPU with --device cuda (default 0)\n"
     "  --help                show this help\n"
     "  --version             show the versions of loom-run and libloomrt\n"
+    "  --info                print what the artifact holds (model, sizes,\n"
+    "                        programs) and exit; nothing runs\n"
     "  --tokenize            read texts from stdin, one a line, and print\n"
     "                        each one's token ids (BOS first) on a line;\n"
     "                        nothing runs\n"
@@ -138,6 +140,7 @@ struct Options {
   bool print_ids = false;
   bool bench = false;
   bool tokenize = false;
+  bool info = false;
   std::string trace;
   std::string dump_logits;
   std::string device; // "" = the artifact's target
@@ -403,6 +406,9 @@ std::optional<Options> parseArgs(int argc, char **argv) {
     } else if (flag == "--tokenize") {
       noValue();
       o.tokenize = true;
+    } else if (flag == "--info") {
+      noValue();
+      o.info = true;
     } else if (flag == "--trace") {
       o.trace = takeValue();
       if (o.trace.empty())
@@ -486,7 +492,10 @@ std::optional<Options> parseArgs(int argc, char **argv) {
     fail("--prompt and --prompt-ids cannot be used together");
   if (o.context && o.context_ids)
     fail("--context and --context-ids cannot be used together");
-  if (o.tokenize) {
+  if (o.info && o.tokenize)
+    fail("--info cannot be combined with --tokenize");
+  if (o.tokenize || o.info) {
+    const char *mode = o.tokenize ? "--tokenize" : "--info";
     const std::pair<bool, const char *> other[] = {
         {bool(o.prompt), "--prompt"},
         {bool(o.prompt_ids), "--prompt-ids"},
@@ -500,8 +509,8 @@ std::optional<Options> parseArgs(int argc, char **argv) {
         {!o.trace.empty(), "--trace"}};
     for (const auto &[given, flag] : other)
       if (given)
-        fail(std::string("--tokenize cannot be combined with ") + flag +
-             " (it reads the texts from stdin)");
+        fail(std::string(mode) + " cannot be combined with " + flag +
+             (o.tokenize ? " (it reads the texts from stdin)" : ""));
   }
   // Chunk stores.
   if (o.encode_chunks) {
@@ -816,6 +825,51 @@ loom::RefragPrompt refragPrompt(const Options &o, const loom::Model &model,
                 p.sequence.tokens.size());
   notes += line;
   return p;
+}
+
+// --info: what the artifact holds, one "key: value" a line.
+int printInfo(const std::string &path, const loom::Model &model) {
+  const loom::ModelConfigInfo &c = model.config();
+  auto mib = [](uint64_t bytes) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%.2f MiB", bytes / 1048576.0);
+    return std::string(text);
+  };
+  std::printf("artifact: %s\n", path.c_str());
+  std::printf("generator: %s\n", model.generator().c_str());
+  std::printf("target: %s\n", model.target().c_str());
+  std::printf("architecture: %s\n", c.architecture.c_str());
+  std::printf("dim: %lld, hidden_dim: %lld, layers: %lld, heads: %lld, "
+              "kv_heads: %lld, head_dim: %lld\n",
+              (long long)c.dim, (long long)c.hidden_dim, (long long)c.n_layers,
+              (long long)c.n_heads, (long long)c.n_kv_heads,
+              (long long)c.head_dim);
+  std::printf("vocab: %lld, context: %lld, rows per step: %lld\n",
+              (long long)c.vocab_size, (long long)model.contextLength(),
+              (long long)model.maxTokensPerStep());
+  std::printf("rope_theta: %g, norm_eps: %g, bos: %d, eos: %d\n", c.rope_theta,
+              c.norm_eps, c.bos_id, c.eos_id);
+  std::printf(
+      "tokenizer: %s\n",
+      model.hasTokenizer()
+          ? (std::to_string(model.tokenizer().vocabSize()) + " pieces").c_str()
+          : "none (token ids only)");
+  std::printf("weights: %s (mapped)\n", mib(model.weightBytes()).c_str());
+  std::printf("session memory: %s (activations %s, KV caches %s)\n",
+              mib(model.arenaBytes()).c_str(),
+              mib(model.arenaBytes() - model.kvCacheBytes()).c_str(),
+              mib(model.kvCacheBytes()).c_str());
+  if (const loom::LoopInfo *loop = model.loop())
+    std::printf("looped block: %d attention layers before, %d per "
+                "iteration, %d iterations by default\n",
+                loop->layers_before, loop->layers_per_iteration,
+                loop->default_iterations);
+  if (const loom::RefragInfo *r = model.refrag())
+    std::printf("chunk encoder: chunks of up to %lld tokens, embedding "
+                "width %lld, placeholder rows of %lld\n",
+                (long long)r->max_chunk_len, (long long)r->encoder_dim,
+                (long long)r->projected_dim);
+  return 0;
 }
 
 // --tokenize: each line of stdin (without its newline) encoded as a prompt
@@ -1351,6 +1405,8 @@ int run(int argc, char **argv) {
     return encodeChunks(o, model);
   if (o.tokenize)
     return tokenizeLines(*model);
+  if (o.info)
+    return printInfo(o.artifact, *model);
   // One seed for the sampler and a looped model's random initial states.
   const uint64_t seed =
       o.seed ? *o.seed : static_cast<uint64_t>(std::time(nullptr));

@@ -101,6 +101,11 @@ cl::opt<Emit> emit(
 cl::opt<int64_t> maxTokens("max-tokens",
                            cl::desc("Rows per step the arena is planned for"),
                            cl::init(128), cl::cat(loomcCategory));
+cl::opt<int64_t> contextLength(
+    "context-length",
+    cl::desc("Positions the KV caches hold (default: the checkpoint's, e.g. "
+             "a GGUF's llama.context_length)"),
+    cl::init(0), cl::cat(loomcCategory));
 cl::opt<bool> shapesOnly(
     "shapes-only",
     cl::desc("Huginn: plan from config.json alone (no weights; --emit "
@@ -359,6 +364,21 @@ int main(int argc, char **argv) {
   llvm::SourceMgr sourceMgr;
   SourceMgrDiagnosticHandler diagHandler(sourceMgr, &ctx);
 
+  if (contextLength.getNumOccurrences() &&
+      (contextLength < 1 || contextLength > (int64_t(1) << 24)))
+    return fail("--context-length must be between 1 and 16777216, got " +
+                std::to_string(contextLength));
+  // --context-length replaces the checkpoint's context; past it the model
+  // meets positions it was not trained on, which Loom cannot judge.
+  auto setContext = [&](int64_t &maxSeq) {
+    if (!contextLength.getNumOccurrences())
+      return;
+    if (contextLength > maxSeq)
+      llvm::errs() << "loomc: warning: --context-length " << contextLength
+                   << " is longer than the checkpoint's " << maxSeq
+                   << " positions\n";
+    maxSeq = contextLength;
+  };
   std::string error;
   OwningOpRef<ModuleOp> module;
   loom::WeightTable weights;
@@ -368,6 +388,7 @@ int main(int argc, char **argv) {
     auto ckpt = loom::llama2c::readCheckpoint(inputPath, error);
     if (!ckpt)
       return fail(error);
+    setContext(ckpt->config.maxSeq);
     maxTokens = std::min<int64_t>(maxTokens, ckpt->config.maxSeq);
     module = loom::llama2c::importCheckpoint(ctx, *ckpt, maxTokens);
     weights = std::move(ckpt->weights);
@@ -376,6 +397,7 @@ int main(int argc, char **argv) {
     auto ckpt = loom::hf::readLlamaCheckpoint(inputPath, error);
     if (!ckpt)
       return fail(error);
+    setContext(ckpt->config.maxSeq);
     maxTokens = std::min<int64_t>(maxTokens, ckpt->config.maxSeq);
     module = loom::llama2c::importCheckpoint(ctx, *ckpt, maxTokens);
     weights = std::move(ckpt->weights);
@@ -384,6 +406,7 @@ int main(int argc, char **argv) {
     auto gguf = loom::gguf::readLlama(inputPath, error);
     if (!gguf)
       return fail(error);
+    setContext(gguf->checkpoint.config.maxSeq);
     maxTokens = std::min<int64_t>(maxTokens, gguf->checkpoint.config.maxSeq);
     module = loom::llama2c::importCheckpoint(ctx, gguf->checkpoint, maxTokens);
     weights = std::move(gguf->checkpoint.weights);
@@ -393,6 +416,7 @@ int main(int argc, char **argv) {
     auto bundle = loom::refrag::readBundle(decoderPath, bundlePath, error);
     if (!bundle)
       return fail(error);
+    setContext(bundle->decoder.config.maxSeq);
     maxTokens = std::min<int64_t>(maxTokens, bundle->decoder.config.maxSeq);
     module = loom::refrag::importBundle(ctx, *bundle, maxTokens);
     weights = std::move(bundle->decoder.weights);
@@ -401,6 +425,7 @@ int main(int argc, char **argv) {
     auto ckpt = loom::huginn::readCheckpoint(inputPath, shapesOnly, error);
     if (!ckpt)
       return fail(error);
+    setContext(ckpt->config.maxSeq);
     maxTokens = std::min<int64_t>(maxTokens, ckpt->config.maxSeq);
     module = loom::huginn::importCheckpoint(ctx, *ckpt, maxTokens);
     weights = std::move(ckpt->weights);

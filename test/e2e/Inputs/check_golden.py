@@ -28,6 +28,7 @@ def main():
     ap.add_argument("--model", required=True)
     ap.add_argument("--tokenizer", help="llama2.c tokenizer.bin (not for a "
                     "Hugging Face folder, whose tokenizer.json loomc reads)")
+    ap.add_argument("--loomc-args", default="", help="more loomc flags, space-separated")
     ap.add_argument("--artifacts-from")
     ap.add_argument("--name", default="model")
     ap.add_argument("golden", nargs="+")
@@ -42,7 +43,7 @@ def main():
             continue
         out = os.path.join(a.workdir, "model-mt%d.loom" % max_tokens)
         tok = ["--tokenizer", a.tokenizer] if a.tokenizer else []
-        run([a.loomc, a.model] + tok + ["-o", out,
+        run([a.loomc, a.model] + tok + a.loomc_args.split() + ["-o", out,
              "--max-tokens", str(max_tokens), "--quiet"])
         artifacts[max_tokens] = out
     loom_run = [a.loom_run, "--device", a.device]
