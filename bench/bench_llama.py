@@ -11,13 +11,14 @@ GB/s = weight bytes x tokens/s, shown as a fraction of the machine's read
 bandwidth (bench/membw.cpp, measured in the same run). Models that fit in
 the last-level cache can exceed 100%.
 
-Each shape is compiled with f32 and with bf16 weights (loomc
---weight-type=bf16: the CPU kernels read the bf16 matrices as stored and
-widen them in registers, so decode streams half the bytes); the bf16-over-
+Each shape is compiled with f32, bf16 and Q8_0 weights (loomc
+--weight-type: the CPU kernels read bf16 matrices and Q8_0 blocks as
+stored and decode them in registers, so decode streams half / about a
+quarter of the bytes); the bf16- and q8_0-over-
 f32 ratios are printed per thread count.
 
 usage: bench/bench_llama.py [--bin build/bin] [--work /tmp/loom-bench]
-                            [--shapes 15M,110M] [--weight-types f32,bf16]
+                            [--shapes 15M,110M] [--weight-types f32,bf16,q8_0]
                             [--repeat 3]
 """
 import argparse
@@ -51,7 +52,7 @@ def main():
     ap.add_argument("--bin", default=os.path.join(os.path.dirname(__file__), "..", "build", "bin"))
     ap.add_argument("--work", default="/tmp/loom-bench")
     ap.add_argument("--shapes", default="15M,110M")
-    ap.add_argument("--weight-types", default="f32,bf16")
+    ap.add_argument("--weight-types", default="f32,bf16,q8_0")
     ap.add_argument("--repeat", type=int, default=3, help="runs per point; the best is kept")
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
@@ -68,8 +69,8 @@ def main():
                                                     "peak MiB"))
     types = a.weight_types.split(",")
     for t in types:
-        if t not in ("f32", "bf16"):
-            sys.exit("bench: --weight-types takes f32 and/or bf16, not %r" % t)
+        if t not in ("f32", "bf16", "q8_0"):
+            sys.exit("bench: --weight-types takes f32, bf16 and/or q8_0, not %r" % t)
     for name in a.shapes.split(","):
         dim, hidden, layers, heads, kv, vocab, seq = SHAPES[name]
         ckpt = os.path.join(a.work, name + ".bin")
@@ -109,11 +110,13 @@ def main():
             print("%-5s %-4s speed-up 2 vs 1 thread: prefill %.2fx, decode %.2fx "
                   "(prompt %d tokens, weights %.1f MB)" % (name, t, s_pf, s_dc,
                                                           results[t, 1][3], wbytes / 1e6))
-        if len(types) == 2:
+        for t in types:
+            if t == "f32" or "f32" not in types:
+                continue
             for threads in (1, 2):
-                f, b = results["f32", threads], results["bf16", threads]
-                print("%-5s bf16 vs f32, %d thread%s: prefill %.2fx, decode %.2fx, peak memory "
-                      "%.2fx" % (name, threads, "s" if threads > 1 else "", b[0] / f[0],
+                f, b = results["f32", threads], results[t, threads]
+                print("%-5s %s vs f32, %d thread%s: prefill %.2fx, decode %.2fx, peak memory "
+                      "%.2fx" % (name, t, threads, "s" if threads > 1 else "", b[0] / f[0],
                                  b[1] / f[1], b[2] / f[2]))
 
 

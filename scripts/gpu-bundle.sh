@@ -49,6 +49,8 @@ for m in stories260K synthetic_untied; do
       --max-tokens $mt -o "$OUTDIR/art/$m-$wt-mt$mt.loom" --quiet
   done
 done
+"$BUILD/bin/loomc" models/stories260K.bin --tokenizer models/tok512.bin --target cuda \
+  --weight-type q8_0 -o "$OUTDIR/art/stories260K-q8_0.loom" --quiet
 "$BUILD/bin/loomc" --format=refrag --decoder models/stories260K.bin \
   --tokenizer models/tok512.bin --bundle "$G/refrag-tiny/refrag_tiny.safetensors" \
   --target cuda -o "$OUTDIR/art/refrag-tiny.loom" --quiet

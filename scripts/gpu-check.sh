@@ -170,6 +170,9 @@ EOF
 }
 step same-artifact-stories260K-f32 same_artifact "$A/stories260K-f32-mt64.loom" 1e-4
 step same-artifact-synthetic-f32 same_artifact "$A/synthetic_untied-f32-mt3.loom" 1e-4
+# Q8_0 matrices: decoded exactly to f32 at upload on CUDA, in registers on
+# the CPU, so within the f32 bound too.
+step same-artifact-stories260K-q8_0 same_artifact "$A/stories260K-q8_0.loom" 1e-4
 
 # Sampling on the device (the decode graph's sampler) against the CPU's, same
 # seed: the ids equal at four temperature / top-p settings. The nuclei of

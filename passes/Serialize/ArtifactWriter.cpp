@@ -22,7 +22,9 @@
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <algorithm>
 #include <cassert>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -63,30 +65,7 @@ struct PackedTensor {
   uint64_t offset = 0, checksum = 0;
 };
 
-constexpr uint64_t kQuantBlock = 32; // values per Q8_0 / Q4_0 block
-
-/// An IEEE half's value, widened exactly.
-float halfToFloat(uint16_t h) {
-  const uint32_t sign = uint32_t(h & 0x8000) << 16;
-  uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
-  if (exp == 0x1f) {
-    bits = sign | 0x7f800000u | (man << 13); // inf / NaN
-  } else if (exp != 0) {
-    bits = sign | ((exp + 112) << 23) | (man << 13);
-  } else if (man == 0) {
-    bits = sign;
-  } else { // subnormal: normalise
-    exp = 113;
-    while (!(man & 0x400)) {
-      man <<= 1;
-      --exp;
-    }
-    bits = sign | (exp << 23) | ((man & 0x3ff) << 13);
-  }
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
-}
+constexpr uint64_t kQuantBlock = kQ8Block; // values per Q8_0 / Q4_0 block
 
 /// Decodes `source`'s bytes at `from` into decodedBytes(source) f32 bytes.
 void decode(const WeightSource &source, const char *from, char *to) {
@@ -132,6 +111,49 @@ void decode(const WeightSource &source, const char *from, char *to) {
   }
 }
 
+/// An f32 rounded to an IEEE half, to nearest even (overflow to infinity,
+/// NaN kept), as ggml's GGML_FP32_TO_FP16.
+uint16_t floatToHalf(float value) {
+  uint32_t x;
+  std::memcpy(&x, &value, sizeof x);
+  const uint16_t sign = uint16_t((x >> 16) & 0x8000u);
+  x &= 0x7fffffffu;
+  if (x >= 0x7f800000u) // infinity or NaN
+    return sign | 0x7c00u | (x > 0x7f800000u ? 0x200u : 0u);
+  if (x < 0x38800000u) { // below 2^-14: a subnormal half (or zero)
+    float magnitude;
+    std::memcpy(&magnitude, &x, sizeof magnitude);
+    return sign | uint16_t(std::nearbyint(magnitude * 16777216.0f));
+  }
+  const uint32_t mant = x & 0x7fffffu;
+  uint32_t h = (((x >> 23) - 112) << 10) | (mant >> 13);
+  const uint32_t rest = mant & 0x1fffu;
+  if (rest > 0x1000u || (rest == 0x1000u && (h & 1u)))
+    ++h; // may carry into the exponent, up to infinity
+  return sign | uint16_t(h);
+}
+
+/// Appends `n` f32 values (n a multiple of 32) as Q8_0 blocks, quantized as
+/// ggml's quantize_row_q8_0_ref does: d = max|x| / 127 stored as a half,
+/// q = round(x / d) computed with the unrounded d.
+void quantizeQ8(const char *f32, uint64_t n, std::vector<char> &out) {
+  for (uint64_t b = 0; b < n / kQuantBlock; ++b) {
+    float x[kQuantBlock];
+    std::memcpy(x, f32 + 4 * b * kQuantBlock, sizeof x);
+    float amax = 0.0f;
+    for (float v : x)
+      amax = std::max(amax, std::fabs(v));
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    const uint16_t h = floatToHalf(d);
+    char block[kQ8BlockBytes];
+    std::memcpy(block, &h, sizeof h);
+    for (uint64_t j = 0; j < kQuantBlock; ++j)
+      block[2 + j] = char(int8_t(std::round(x[j] * id)));
+    out.insert(out.end(), block, block + kQ8BlockBytes);
+  }
+}
+
 /// Reorders `rows` f32 rows at `data` (`size` bytes) from the rotate-half
 /// order of heads of `hd` rows to the interleaved one: destination row
 /// 2i + j of a head is source row j*hd/2 + i (WeightSource).
@@ -166,11 +188,30 @@ uint64_t loom::decodedBytes(const WeightSource &source) {
 }
 
 WeightType loom::storedWeightType(ShapedType type, WeightType requested) {
+  if (requested == WeightType::Q8_0)
+    return type.getRank() == 2 && type.getDimSize(1) % kQ8Block == 0
+               ? WeightType::Q8_0
+               : WeightType::F32;
   return type.getRank() >= 2 ? requested : WeightType::F32;
 }
 
+uint64_t loom::storedWeightBytes(ShapedType type, WeightType stored) {
+  const uint64_t elems = type.getNumElements();
+  switch (stored) {
+  case WeightType::F32:
+    return elems * 4;
+  case WeightType::BF16:
+    return elems * 2;
+  case WeightType::Q8_0:
+    return elems / kQ8Block * kQ8BlockBytes;
+  }
+  return 0;
+}
+
 const char *loom::weightTypeName(WeightType type) {
-  return type == WeightType::BF16 ? "bf16" : "f32";
+  return type == WeightType::BF16   ? "bf16"
+         : type == WeightType::Q8_0 ? "q8_0"
+                                    : "f32";
 }
 
 uint16_t loom::floatToBf16(float value) {
@@ -253,7 +294,7 @@ LogicalResult loom::writeArtifact(ModuleOp module, const WeightTable &weights,
       return d.emitError() << "packed weight @" << name
                            << " does not add up to its type";
     t.type = storedWeightType(weight.getTensorType(), options.weightType);
-    t.bytes = elems * weightTypeBytes(t.type);
+    t.bytes = storedWeightBytes(weight.getTensorType(), t.type);
     tensorIndex[name] = tensors.size();
     tensors.push_back(std::move(t));
     return tensors.size() - 1;
@@ -379,6 +420,7 @@ LogicalResult loom::writeArtifact(ModuleOp module, const WeightTable &weights,
     PackedTensor &t = tensors[i];
     t.offset = at;
     std::vector<char> bytes; // the f32 source bytes
+    std::vector<char> q8;    // the stored blocks, for Q8_0
     bytes.reserve(t.weight.getTensorType().getNumElements() * 4);
     for (size_t p = 0; p < t.parts.size(); ++p) {
       const WeightSource *src = t.parts[p];
@@ -400,7 +442,16 @@ LogicalResult loom::writeArtifact(ModuleOp module, const WeightTable &weights,
       if (src->rotateHalfHeadDim)
         restoreInterleavedRows(bytes.data() + base, bytes.size() - base,
                                src->rotateHalfHeadDim, t.partRows[p]);
+      if (t.type != WeightType::Q8_0)
+        continue;
+      // Q8_0 blocks of this part: a Q8_0 source's own, else quantized.
+      if (src->encoding == SourceEncoding::Q8_0 && !src->rotateHalfHeadDim)
+        q8.insert(q8.end(), from, from + src->bytes);
+      else
+        quantizeQ8(bytes.data() + base, (bytes.size() - base) / 4, q8);
     }
+    if (t.type == WeightType::Q8_0)
+      bytes = std::move(q8);
     if (t.type == WeightType::BF16) {
       std::vector<char> narrow(bytes.size() / 2);
       for (size_t e = 0; e < bytes.size() / 4; ++e) {
@@ -428,7 +479,9 @@ LogicalResult loom::writeArtifact(ModuleOp module, const WeightTable &weights,
     auto shape = t.weight.getTensorType().getShape();
     tensorList.push_back(fb::CreateTensor(
         fbb, fbb.CreateString(t.weight.getSymName().str()),
-        t.type == WeightType::BF16 ? fb::DType::BF16 : fb::DType::F32,
+        t.type == WeightType::BF16   ? fb::DType::BF16
+        : t.type == WeightType::Q8_0 ? fb::DType::Q8_0
+                                     : fb::DType::F32,
         fbb.CreateVector(std::vector<int64_t>(shape.begin(), shape.end())),
         t.offset, t.bytes, t.checksum));
   }

@@ -61,13 +61,16 @@ struct TokenizerData {
 using ProgressFn = std::function<void(size_t, size_t, uint64_t)>;
 
 /// How the artifact stores weights (the schema's DType).
-enum class WeightType { F32, BF16 };
+enum class WeightType { F32, BF16, Q8_0 };
 
 /// The options of the serialisation step (loomc --weight-type, --target).
 struct ArtifactOptions {
   /// BF16: every tensor of rank >= 2 (matrices and tables) is stored as
-  /// bf16, rounded to nearest even from f32; rank-1 tensors (norm weights,
-  /// biases) stay f32 (storedWeightType).
+  /// bf16, rounded to nearest even from f32. Q8_0: every matrix whose rows
+  /// are whole blocks of 32 is stored in Q8_0 blocks (a source already in
+  /// Q8_0 keeps its blocks; others are quantized as ggml does). Other
+  /// tensors (norm weights, biases; for Q8_0 also matrices with other row
+  /// lengths) stay f32 (storedWeightType).
   WeightType weightType = WeightType::F32;
   /// Recorded in Model.target: "cpu" or "cuda". The dispatch form is the
   /// same for both; the artifact runs on either device.
@@ -77,15 +80,14 @@ struct ArtifactOptions {
 };
 
 /// The type a weight of `type` is stored as when `requested` is asked for:
-/// BF16 only for tensors of rank >= 2, F32 otherwise.
+/// BF16 for tensors of rank >= 2, Q8_0 for matrices whose rows are whole
+/// blocks, F32 otherwise.
 WeightType storedWeightType(mlir::ShapedType type, WeightType requested);
 
-/// Bytes per stored element of `type` (4 or 2).
-inline uint64_t weightTypeBytes(WeightType type) {
-  return type == WeightType::BF16 ? 2 : 4;
-}
+/// Bytes a weight of `type` takes stored as `stored`.
+uint64_t storedWeightBytes(mlir::ShapedType type, WeightType stored);
 
-/// The "f32" / "bf16" spelling of loomc --weight-type.
+/// The "f32" / "bf16" / "q8_0" spelling of loomc --weight-type.
 const char *weightTypeName(WeightType type);
 
 /// `value` rounded to bf16, to nearest even; a NaN stays a (quiet) NaN.

@@ -465,8 +465,22 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device, TraceRecorder *trace,
         }
     uint64_t total = 0;
     auto slot = [](uint64_t b) { return (b + 255) / 256 * 256; };
+    // Q8_0 tensors have no CUDA kernels yet: they are decoded on the host
+    // (exactly, docs/artifact-format.md) and uploaded once as f32, which
+    // every role reads.
+    auto elementsOf = [](const TensorDesc &t) {
+      uint64_t n = 1;
+      for (int64_t d : t.shape)
+        n *= uint64_t(d);
+      return n;
+    };
     for (size_t i = 0; i < m.tensors.size(); ++i) {
       const TensorDesc &t = m.tensors[i];
+      if (t.dtype == WeightType::Q8_0) {
+        if (native[i] || f32[i])
+          total += slot(elementsOf(t) * sizeof(float));
+        continue;
+      }
       if (native[i])
         total += slot(t.bytes);
       if (f32[i] && (t.dtype != WeightType::F32 || !native[i]))
@@ -478,6 +492,20 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device, TraceRecorder *trace,
       const TensorDesc &t = m.tensors[i];
       DeviceTensor &dt = tensors_[i];
       dt.dtype = t.dtype;
+      if (t.dtype == WeightType::Q8_0) {
+        if (!native[i] && !f32[i])
+          continue;
+        const uint64_t fb = elementsOf(t) * sizeof(float);
+        std::vector<float> host(fb / sizeof(float));
+        decodeToF32(t, host.data());
+        check(cudaMemcpy(w, host.data(), fb, cudaMemcpyHostToDevice),
+              "uploading the weights");
+        dt.dtype = WeightType::F32;
+        dt.native = w;
+        dt.f32 = reinterpret_cast<const float *>(w);
+        w += slot(fb);
+        continue;
+      }
       if (native[i]) {
         check(cudaMemcpy(w, t.raw, t.bytes, cudaMemcpyHostToDevice),
               "uploading the weights");

@@ -254,15 +254,20 @@ void SemanticChecker::tensors() {
     const fbs::Tensor &t = *ts.Get(i);
     TensorDesc &d = out.tensors[i];
     d.name = printable(t.name());
-    if (t.dtype() == fbs::DType::F32)
+    const char *dtype_name = "F32";
+    if (t.dtype() == fbs::DType::F32) {
       d.dtype = WeightType::F32;
-    else if (t.dtype() == fbs::DType::BF16)
+    } else if (t.dtype() == fbs::DType::BF16) {
       d.dtype = WeightType::BF16;
-    else
+      dtype_name = "BF16";
+    } else if (t.dtype() == fbs::DType::Q8_0) {
+      d.dtype = WeightType::Q8_0;
+      dtype_name = "Q8_0";
+    } else {
       fail("tensor '", d.name, "' has unknown dtype ",
-           static_cast<int>(t.dtype()), "; this runtime supports F32 and BF16");
-    const bool bf16 = d.dtype == WeightType::BF16;
-    const uint64_t elem_bytes = bf16 ? 2 : 4;
+           static_cast<int>(t.dtype()),
+           "; this runtime supports F32, BF16 and Q8_0");
+    }
     d.shape = toVector(t.shape());
     if (d.shape.empty())
       fail("tensor '", d.name, "' has no shape");
@@ -271,12 +276,21 @@ void SemanticChecker::tensors() {
       if (dim < 1 ||
           __builtin_mul_overflow(elems, static_cast<uint64_t>(dim), &elems))
         fail("tensor '", d.name, "' has an invalid shape ", shapeStr(d.shape));
+    // Bytes per element, or for Q8_0 per block of kQ8Block elements.
+    uint64_t unit_bytes = d.dtype == WeightType::BF16 ? 2 : 4, units = elems;
+    if (d.dtype == WeightType::Q8_0) {
+      if (d.shape.size() != 2 || d.shape[1] % kQ8Block != 0)
+        fail("Q8_0 tensor '", d.name, "' has shape ", shapeStr(d.shape),
+             "; Q8_0 needs a matrix whose rows are whole blocks of ", kQ8Block);
+      unit_bytes = kQ8BlockBytes;
+      units = elems / kQ8Block;
+    }
     uint64_t expect;
-    if (__builtin_mul_overflow(elems, elem_bytes, &expect) ||
+    if (__builtin_mul_overflow(units, unit_bytes, &expect) ||
         t.size() != expect)
       fail("tensor '", d.name, "' has size ", t.size(), " bytes but shape ",
-           shapeStr(d.shape), " of ", bf16 ? "BF16" : "F32", " needs ", elems,
-           " x ", elem_bytes);
+           shapeStr(d.shape), " of ", dtype_name, " needs ", units, " x ",
+           unit_bytes);
     if (t.offset() % kWeightAlignment != 0)
       fail("tensor '", d.name, "' offset ", t.offset(),
            " is not a multiple of ", kWeightAlignment);
@@ -285,9 +299,10 @@ void SemanticChecker::tensors() {
            ") lies outside the weights section of ", weights_size, " bytes");
     d.raw = weights + t.offset();
     d.bytes = t.size();
-    // A BF16 tensor read as f32 gets its f32 view from
+    // A BF16 or Q8_0 tensor read as f32 gets its f32 view from
     // ModelData::ensureF32().
-    d.data = bf16 ? nullptr : static_cast<const float *>(d.raw);
+    d.data = d.dtype == WeightType::F32 ? static_cast<const float *>(d.raw)
+                                        : nullptr;
     if (!fitsWithin(out.weight_bytes, d.bytes,
                     std::numeric_limits<uint64_t>::max()))
       fail("tensor sizes overflow");
@@ -1172,8 +1187,32 @@ bool readsWeightAsStored(Kernel kernel, size_t index) {
   }
 }
 
-// Every BF16 tensor (verified) that some dispatch reads as f32 gets a
-// widened copy, 64-byte aligned like the mapped tensors, owned by `widened`.
+void decodeToF32(const TensorDesc &t, float *dst) {
+  const auto *src = static_cast<const uint8_t *>(t.raw);
+  uint64_t elems = 1;
+  for (int64_t d : t.shape)
+    elems *= static_cast<uint64_t>(d);
+  if (t.dtype == WeightType::F32) {
+    std::memcpy(dst, src, elems * sizeof(float));
+    return;
+  }
+  tbb::parallel_for(tbb::blocked_range<uint64_t>(0, elems, uint64_t(1) << 16),
+                    [&](const tbb::blocked_range<uint64_t> &r) {
+                      for (uint64_t e = r.begin(); e < r.end(); ++e) {
+                        if (t.dtype == WeightType::Q8_0) {
+                          dst[e] = q8Value(src, int64_t(e));
+                        } else {
+                          uint16_t h;
+                          std::memcpy(&h, src + 2 * e, sizeof h);
+                          dst[e] = bf16ToFloat(h);
+                        }
+                      }
+                    });
+}
+
+// Every BF16 or Q8_0 tensor (verified) that some dispatch reads as f32 gets
+// a decoded copy, 64-byte aligned like the mapped tensors, owned by
+// `widened`.
 void ModelData::ensureF32() const {
   std::call_once(widen_once, [this] {
     constexpr size_t kAlignFloats = kWeightAlignment / sizeof(float);
@@ -1188,16 +1227,18 @@ void ModelData::ensureF32() const {
     std::vector<size_t> todo;
     for (size_t i = 0; i < tensors.size(); ++i) {
       const TensorDesc &d = tensors[i];
-      if (d.dtype != WeightType::BF16 || !as_f32[i])
+      if (d.dtype == WeightType::F32 || !as_f32[i])
         continue;
-      const size_t elems = static_cast<size_t>(d.bytes / 2);
+      size_t elems = 1;
+      for (int64_t dim : d.shape)
+        elems *= static_cast<size_t>(dim);
       std::unique_ptr<float[]> copy;
       try {
         copy.reset(new float[elems + kAlignFloats]);
       } catch (const std::bad_alloc &) {
         throw OutOfMemoryError(
             "out of memory: need " + std::to_string(elems * sizeof(float)) +
-            " bytes to widen BF16 tensor '" + d.name + "' to f32");
+            " bytes to decode tensor '" + d.name + "' to f32");
       }
       void *p = copy.get();
       size_t space = (elems + kAlignFloats) * sizeof(float);
@@ -1206,20 +1247,8 @@ void ModelData::ensureF32() const {
       copies.push_back(std::move(copy));
       todo.push_back(i);
     }
-    tbb::parallel_for(size_t(0), todo.size(), [&](size_t k) {
-      const TensorDesc &d = tensors[todo[k]];
-      const auto *src = static_cast<const uint8_t *>(d.raw);
-      float *dst = const_cast<float *>(views[todo[k]]);
-      const size_t elems = static_cast<size_t>(d.bytes / 2);
-      tbb::parallel_for(tbb::blocked_range<size_t>(0, elems, size_t(1) << 16),
-                        [&](const tbb::blocked_range<size_t> &r) {
-                          for (size_t e = r.begin(); e < r.end(); ++e) {
-                            uint16_t h;
-                            std::memcpy(&h, src + 2 * e, sizeof h);
-                            dst[e] = bf16ToFloat(h);
-                          }
-                        });
-    });
+    for (size_t i : todo)
+      decodeToF32(tensors[i], const_cast<float *>(views[i]));
     for (size_t i : todo)
       tensors[i].data = views[i];
     widened = std::move(copies);

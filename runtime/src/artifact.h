@@ -41,21 +41,22 @@ struct BufferDesc {
   int64_t row_elems; // floats per row, also the row stride
 };
 
-// How a tensor is stored in the file (the schema's DType).
-enum class WeightType { F32, BF16 };
+// How a tensor is stored in the file (the schema's DType). Q8_0: rank 2,
+// rows of whole blocks (kQ8Block in loom/artifact_format.h).
+enum class WeightType { F32, BF16, Q8_0 };
 
 struct TensorDesc {
   std::string name;
   std::vector<int64_t> shape;
   WeightType dtype = WeightType::F32;
   // The stored bytes inside the mapped file (64-byte aligned): `bytes` of
-  // f32 or bf16 values, what a device backend uploads.
+  // f32 or bf16 values or Q8_0 blocks, what a device backend uploads.
   const void *raw = nullptr;
   uint64_t bytes = 0;
   // The values as f32, for the kernels that read only f32: `raw` itself for
-  // F32 tensors; for a BF16 one that some dispatch reads as f32
-  // (!readsWeightAsStored) a widened copy made by ModelData::ensureF32()
-  // (null before, and for every other BF16 tensor).
+  // F32 tensors; for a BF16 or Q8_0 one that some dispatch reads as f32
+  // (!readsWeightAsStored) a decoded copy made by ModelData::ensureF32()
+  // (null before, and for every other such tensor).
   mutable const float *data = nullptr;
 };
 
@@ -86,6 +87,10 @@ struct DispatchDesc {
 // AddPositions' tables). The others (norm weights, biases) are read as f32.
 // Both devices follow it.
 bool readsWeightAsStored(Kernel kernel, size_t index);
+
+// Writes the tensor's values as f32 (widened bf16, decoded Q8_0: exact) to
+// dst[0 .. elements), in parallel.
+void decodeToF32(const TensorDesc &t, float *dst);
 
 // Iterations a looped block may run per token step. The "full" KV policy
 // keeps one cache per (iteration, core layer), so this bounds the caches a

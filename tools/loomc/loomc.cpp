@@ -121,11 +121,14 @@ cl::opt<bool> quiet("quiet", cl::desc("No progress output"), cl::init(false),
 // that lists the accepted ones.
 cl::opt<std::string> weightTypeName(
     "weight-type",
-    cl::desc("How the artifact stores weights: f32, or bf16 (matrices and "
-             "tables bf16, rounded to nearest even; norm weights and biases "
-             "stay f32; half the bytes). Default: bf16 for a checkpoint "
-             "whose weights are all bf16 (no precision to keep), else f32"),
-    cl::value_desc("f32|bf16"), cl::init(""), cl::cat(loomcCategory));
+    cl::desc("How the artifact stores weights: f32; bf16 (matrices and "
+             "tables bf16, rounded to nearest even; half the bytes); or q8_0 "
+             "(matrices whose rows are whole blocks of 32 in ggml's Q8_0 "
+             "blocks; about a quarter of the bytes). Norm weights and biases "
+             "stay f32. Default: bf16 for a checkpoint whose weights are all "
+             "bf16, q8_0 for one whose Q8_0-able matrices are all Q8_0 (a "
+             "GGUF), else f32"),
+    cl::value_desc("f32|bf16|q8_0"), cl::init(""), cl::cat(loomcCategory));
 cl::opt<std::string> targetName(
     "target",
     cl::desc("Device recorded in the artifact: cpu (default) or cuda (the "
@@ -175,9 +178,9 @@ int printReport(ModuleOp module, int64_t iterations,
   });
   for (auto w : module.getOps<loom::WeightOp>()) {
     if (stored.contains(w.getSymName())) {
-      storedBytes += w.getTensorType().getNumElements() *
-                     loom::weightTypeBytes(
-                         loom::storedWeightType(w.getTensorType(), weightType));
+      storedBytes += loom::storedWeightBytes(
+          w.getTensorType(),
+          loom::storedWeightType(w.getTensorType(), weightType));
     }
     if (!w.getPacked())
       sourceParams += w.getTensorType().getNumElements();
@@ -211,7 +214,11 @@ int printReport(ModuleOp module, int64_t iterations,
   else
     os << "weights: " << humanBytes(storedBytes) << " "
        << loom::weightTypeName(weightType) << " (" << storedBytes
-       << " bytes; 1-D tensors f32; the kernels read them as stored)\n";
+       << " bytes; 1-D tensors"
+       << (weightType == loom::WeightType::Q8_0
+               ? " and matrices with rows not a multiple of 32"
+               : "")
+       << " f32; the kernels read them as stored)\n";
   os << "activations: " << humanBytes(program.getArenaBytesAttr().getInt())
      << " arena at " << program.getMaxTokensAttr().getInt() << " rows per step\n";
   os << "kv cache (f32, " << kvRow << " bytes per position per layer)";
@@ -308,9 +315,11 @@ int main(int argc, char **argv) {
   loom::ArtifactOptions artifactOptions;
   if (weightTypeName == "bf16")
     artifactOptions.weightType = loom::WeightType::BF16;
+  else if (weightTypeName == "q8_0")
+    artifactOptions.weightType = loom::WeightType::Q8_0;
   else if (weightTypeName.getNumOccurrences() && weightTypeName != "f32")
-    return fail("--weight-type must be f32 or bf16, got '" + weightTypeName +
-                "'");
+    return fail("--weight-type must be f32, bf16 or q8_0, got '" +
+                weightTypeName + "'");
   if (targetName != "cpu" && targetName != "cuda")
     return fail("--target must be cpu or cuda, got '" + targetName + "'");
   artifactOptions.target = targetName;
@@ -432,13 +441,29 @@ int main(int argc, char **argv) {
     vocab = ckpt->config.vocabSize;
   }
 
-  // Unless told, keep the checkpoint's precision: bf16 when every weight it
-  // holds is bf16 (an f32 artifact would only double the bytes).
-  if (!weightTypeName.getNumOccurrences() && !weights.empty() &&
-      llvm::all_of(weights, [](const auto &w) {
-        return w.second.encoding == loom::SourceEncoding::BF16;
-      }))
-    artifactOptions.weightType = loom::WeightType::BF16;
+  // Unless told, keep the checkpoint's precision and size: bf16 when every
+  // weight it holds is bf16 (an f32 artifact would only double the bytes);
+  // Q8_0 when every matrix Q8_0 can hold is Q8_0 in the checkpoint (its
+  // blocks are then kept as they are).
+  if (!weightTypeName.getNumOccurrences() && !weights.empty()) {
+    using loom::SourceEncoding;
+    if (llvm::all_of(weights, [](const auto &w) {
+          return w.second.encoding == SourceEncoding::BF16;
+        }))
+      artifactOptions.weightType = loom::WeightType::BF16;
+    bool anyQ8 = false, allQ8 = true;
+    for (auto w : module->getOps<loom::WeightOp>()) {
+      auto it = weights.find(w.getSymName());
+      if (it == weights.end())
+        continue;
+      anyQ8 |= it->second.encoding == SourceEncoding::Q8_0;
+      if (loom::storedWeightType(w.getTensorType(), loom::WeightType::Q8_0) ==
+          loom::WeightType::Q8_0)
+        allQ8 &= it->second.encoding == SourceEncoding::Q8_0;
+    }
+    if (anyQ8 && allQ8)
+      artifactOptions.weightType = loom::WeightType::Q8_0;
+  }
 
   if (emit == Emit::Mlir) {
     if (failed(verify(*module)))

@@ -61,6 +61,46 @@ inline uint64_t loomChecksum64(const void *data, size_t size) {
 
 inline uint64_t alignUp(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 
+// Q8_0 weights (the schema's DType.Q8_0, ggml's block format): each row of
+// a [N, K] matrix, K a multiple of kQ8Block, is K / kQ8Block blocks of
+// kQ8BlockBytes bytes: an IEEE half scale d, then kQ8Block int8 values q.
+// Element value d * q, which is exactly an f32 (11 + 8 significant bits).
+constexpr int64_t kQ8Block = 32;
+constexpr int64_t kQ8BlockBytes = 2 + kQ8Block;
+
+// An IEEE half's value, widened exactly (subnormals, infinities and NaNs
+// included).
+inline float halfToFloat(uint16_t h) {
+  const uint32_t sign = uint32_t(h & 0x8000u) << 16;
+  uint32_t exp = (h >> 10) & 0x1fu, man = h & 0x3ffu, bits;
+  if (exp == 0x1f) {
+    bits = sign | 0x7f800000u | (man << 13);
+  } else if (exp != 0) {
+    bits = sign | ((exp + 112) << 23) | (man << 13);
+  } else if (man == 0) {
+    bits = sign;
+  } else { // subnormal: normalise
+    exp = 113;
+    while (!(man & 0x400u)) {
+      man <<= 1;
+      --exp;
+    }
+    bits = sign | (exp << 23) | ((man & 0x3ffu) << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+// Element e of Q8_0 blocks at `blocks` (rows are whole blocks, so a
+// matrix's element r * K + k is element r * K + k of its blocks).
+inline float q8Value(const uint8_t *blocks, int64_t e) {
+  const uint8_t *b = blocks + (e / kQ8Block) * kQ8BlockBytes;
+  uint16_t d;
+  std::memcpy(&d, b, sizeof d);
+  return halfToFloat(d) * float(int8_t(b[2 + e % kQ8Block]));
+}
+
 } // namespace loom
 
 #endif // LOOM_ARTIFACT_FORMAT_H

@@ -3,6 +3,7 @@
 // kernels_portable.cpp and kernels_avx512.cpp (see kernels_impl.h).
 #include "cpu/kernels.h"
 #include "cpu/kernels_impl.h"
+#include "loom/artifact_format.h"
 
 #include <tbb/blocked_range.h>
 #include <tbb/cache_aligned_allocator.h>
@@ -75,9 +76,25 @@ float *threadScratch(int64_t n) {
   return buffer.data();
 }
 
+static_assert(detail::kQ8Values == kQ8Block &&
+                  detail::kQ8Bytes == kQ8BlockBytes,
+              "the kernels' Q8_0 block is the format's");
+
+// The blocks of row `row` of Q8_0 weights with K columns.
+const uint8_t *q8Rows(Weights W, int64_t row, int64_t K) {
+  return static_cast<const uint8_t *>(W.data) +
+         row * (K / kQ8Block) * kQ8BlockBytes;
+}
+
 // dst[0..n) = the f32 values of table's elements [first, first + n).
 void widenRow(Weights table, int64_t first, int64_t n, float *dst) {
-  if (!table.bf16) {
+  if (table.q8_0()) {
+    const auto *blocks = static_cast<const uint8_t *>(table.data);
+    for (int64_t i = 0; i < n; ++i)
+      dst[i] = q8Value(blocks, first + i);
+    return;
+  }
+  if (!table.bf16()) {
     std::memcpy(dst, static_cast<const float *>(table.data) + first,
                 sizeof(float) * size_t(n));
     return;
@@ -161,7 +178,7 @@ void gemm(const detail::IsaKernels &ik, const float *x, int64_t ldx, Weights W,
   // bf16 weights in a long step: bf16 activations too (kernels.h), through
   // vdpbf16ps where the CPU has it, else rounded and widened for the f32
   // micro-kernel (the same products, summed in another order).
-  const bool round_x = W.bf16 && T > kBf16F32ActivationRows;
+  const bool round_x = W.bf16() && T > kBf16F32ActivationRows;
   const detail::Bf16DotKernels *dot =
       round_x && bf16DotProducts() ? &detail::kAvx512Bf16Kernels : nullptr;
   const int64_t mr = dot ? dot->mr : ik.mr;
@@ -195,7 +212,7 @@ void gemm(const detail::IsaKernels &ik, const float *x, int64_t ldx, Weights W,
       float *panels = threadScratch((roundUp(n, nr) + m) * kc);
       float *xr = panels + roundUp(n, nr) * kc;
       const uint16_t *w16 =
-          W.bf16 ? static_cast<const uint16_t *>(W.data) + n0 * K : nullptr;
+          W.bf16() ? static_cast<const uint16_t *>(W.data) + n0 * K : nullptr;
       for (int64_t k0 = 0; k0 < K; k0 += kc) {
         const int64_t kcur = std::min(kc, K - k0);
         const bool acc = accumulate || k0 > 0;
@@ -209,8 +226,10 @@ void gemm(const detail::IsaKernels &ik, const float *x, int64_t ldx, Weights W,
                          acc);
           continue;
         }
-        if (W.bf16)
+        if (W.bf16())
           ik.packPanelsBf16(w16 + k0, K, n, kcur, panels);
+        else if (W.q8_0())
+          ik.packPanelsQ8(q8Rows(W, n0, K), K, k0, n, kcur, panels);
         else
           ik.packPanels(static_cast<const float *>(W.data) + n0 * K + k0, K, n,
                         kcur, panels);
@@ -317,9 +336,11 @@ void matmul(const float *x, int64_t ldx, Weights W, float *y, int64_t ldy,
            [&](int64_t begin, int64_t end) {
              const int64_t n0 = begin * kRowGroup;
              const int64_t n1 = std::min(N, end * kRowGroup);
-             if (W.bf16)
+             if (W.bf16())
                ik.matvecBf16(x, static_cast<const uint16_t *>(W.data) + n0 * K,
                              y + n0, K, n1 - n0, accumulate);
+             else if (W.q8_0())
+               ik.matvecQ8(x, q8Rows(W, n0, K), y + n0, K, n1 - n0, accumulate);
              else
                ik.matvec(x, static_cast<const float *>(W.data) + n0 * K, y + n0,
                          K, n1 - n0, accumulate);
@@ -511,8 +532,8 @@ void selfAttention(const float *q, int64_t ldq, const float *k, int64_t ldk,
 void addRows(Weights table, float *y, int64_t T, int64_t D) {
   // Both operands are dense [T, D], so this is one elementwise add (of the
   // widened rows, for a bf16 table).
-  if (!table.bf16) {
-    add(y, static_cast<const float *>(table.data), y, T * D);
+  if (const float *f32 = table.f32()) {
+    add(y, f32, y, T * D);
     return;
   }
   const detail::IsaKernels &ik = kernels();

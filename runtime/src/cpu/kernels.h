@@ -1,5 +1,5 @@
 // CPU kernels of the dispatch form. Row-major f32 activations throughout;
-// weight matrices and tables f32 or bf16 (Weights). Every kernel
+// weight matrices and tables f32, bf16 or Q8_0 (Weights). Every kernel
 // parallelises internally with oneTBB (call it inside the session's
 // tbb::task_arena to bound the threads) and dispatches at run time to an
 // AVX-512 implementation where the CPU has it, a portable one otherwise.
@@ -25,20 +25,29 @@ const char *isaName(Isa isa);
 // active ISA is AVX-512 and the CPU has AVX512_BF16.
 bool bf16DotProducts();
 
-// A weight matrix or table as the artifact stores it: f32 values, or bf16
-// values (the upper halves of f32s, so widening one is exact). The kernels
-// read bf16 weights as they are and widen them in registers: the result is
-// bit for bit the one of the widened f32 matrix, with half the bytes read.
+// A weight matrix or table as the artifact stores it: f32 values, bf16
+// values (the upper halves of f32s, so widening one is exact), or Q8_0
+// blocks (loom/artifact_format.h: d * q, also exactly an f32; rows are
+// whole blocks). The kernels read bf16 and Q8_0 weights as they are and
+// decode them in registers: the result is bit for bit the one of the
+// decoded f32 matrix (bf16 in long steps aside, see matmul), with a half or
+// about a quarter of the bytes read.
 struct Weights {
+  enum class Encoding { F32, BF16, Q8_0 };
   Weights() = default;
   Weights(const float *p) : data(p) {}
-  Weights(const uint16_t *p) : data(p), bf16(true) {}
-  // The values of f32 weights (null for bf16 ones).
+  Weights(const uint16_t *p) : data(p), encoding(Encoding::BF16) {}
+  Weights(const uint8_t *q8_0_blocks)
+      : data(q8_0_blocks), encoding(Encoding::Q8_0) {}
+  // The values of f32 weights (null for the others).
   const float *f32() const {
-    return bf16 ? nullptr : static_cast<const float *>(data);
+    return encoding == Encoding::F32 ? static_cast<const float *>(data)
+                                     : nullptr;
   }
+  bool bf16() const { return encoding == Encoding::BF16; }
+  bool q8_0() const { return encoding == Encoding::Q8_0; }
   const void *data = nullptr;
-  bool bf16 = false;
+  Encoding encoding = Encoding::F32;
 };
 
 // out[t, :] = table[tokens[t], :] * scale; tokens already range-checked by

@@ -16,6 +16,11 @@
 
 namespace loom::rt::cpu::detail {
 
+// Q8_0's block (kQ8Block, kQ8BlockBytes of loom/artifact_format.h, which
+// the AVX-512 file may not include; kernels.cpp checks they agree).
+constexpr int64_t kQ8Values = 32;
+constexpr int64_t kQ8Bytes = 34;
+
 struct IsaKernels {
   // GEMM micro-tile: the leaf computes `mr` tokens x `nr` outputs at a time.
   int64_t mr;
@@ -31,6 +36,10 @@ struct IsaKernels {
   // the widened matrix).
   void (*packPanelsBf16)(const uint16_t *W, int64_t ldw, int64_t n, int64_t kc,
                          float *dst);
+  // The same from Q8_0 blocks, decoded: rows [0, n) of a matrix of K
+  // columns whose blocks start at W, columns [k0, k0 + kc).
+  void (*packPanelsQ8)(const uint8_t *W, int64_t K, int64_t k0, int64_t n,
+                       int64_t kc, float *dst);
 
   // y[t, j] (+)= sum_{k < kc} x[t, k] * Wpanel[k][j] for t < m, j < n, with
   // the panels produced by packPanels(.., n, kc, panels).
@@ -45,6 +54,10 @@ struct IsaKernels {
   // result on the widened matrix, reading half the bytes.
   void (*matvecBf16)(const float *x, const uint16_t *W, float *y, int64_t K,
                      int64_t n, bool accumulate);
+  // The same over Q8_0 blocks (rows [0, n) of a matrix of K columns),
+  // decoded in registers: bit for bit matvec's result on the decoded matrix.
+  void (*matvecQ8)(const float *x, const uint8_t *W, float *y, int64_t K,
+                   int64_t n, bool accumulate);
 
   // One row of RMSNorm.
   void (*rmsNormRow)(const float *x, const float *w, float *y, int64_t D,

@@ -3,6 +3,7 @@
 // lane: the compiler may not reassociate one float sum by itself, but it does
 // vectorise loops over such lanes (SSE2 here).
 #include "cpu/kernels_impl.h"
+#include "loom/artifact_format.h"
 
 #include <algorithm>
 #include <cmath>
@@ -22,7 +23,17 @@ float widen(uint16_t w) {
   return f;
 }
 
-template <typename B> float dot(const float *a, const B *b, int64_t n) {
+// Q8_0 weights addressed like an array of their values: element e of the
+// blocks (loom/artifact_format.h), decoded on read.
+struct Q8Values {
+  const uint8_t *blocks;
+  int64_t first = 0;
+  float operator[](int64_t i) const { return q8Value(blocks, first + i); }
+  Q8Values operator+(int64_t i) const { return {blocks, first + i}; }
+};
+
+// `b` is a pointer to f32 or bf16 weights, or Q8Values.
+template <typename B> float dot(const float *a, B b, int64_t n) {
   float acc[kLanes] = {};
   int64_t k = 0;
   for (; k + kLanes <= n; k += kLanes)
@@ -77,11 +88,11 @@ constexpr int64_t kMr = 1;
 constexpr int64_t kNr = 32;
 
 template <typename W>
-void packPanelsOf(const W *w, int64_t ldw, int64_t n, int64_t kc, float *dst) {
+void packPanelsOf(W w, int64_t ldw, int64_t n, int64_t kc, float *dst) {
   for (int64_t r0 = 0; r0 < n; r0 += kNr, dst += kc * kNr) {
     for (int64_t j = 0; j < kNr; ++j) {
       if (r0 + j < n) {
-        const W *src = w + (r0 + j) * ldw;
+        const W src = w + (r0 + j) * ldw;
         for (int64_t k = 0; k < kc; ++k)
           dst[k * kNr + j] = widen(src[k]);
       } else {
@@ -99,6 +110,10 @@ void packPanels(const float *W, int64_t ldw, int64_t n, int64_t kc,
 void packPanelsBf16(const uint16_t *W, int64_t ldw, int64_t n, int64_t kc,
                     float *dst) {
   packPanelsOf(W, ldw, n, kc, dst);
+}
+void packPanelsQ8(const uint8_t *W, int64_t K, int64_t k0, int64_t n,
+                  int64_t kc, float *dst) {
+  packPanelsOf(Q8Values{W, k0}, K, n, kc, dst);
 }
 
 void gemmBlock(const float *x, int64_t ldx, const float *panels, float *y,
@@ -124,7 +139,7 @@ void gemmBlock(const float *x, int64_t ldx, const float *panels, float *y,
 }
 
 template <typename W>
-void matvecOf(const float *x, const W *Wm, float *y, int64_t K, int64_t n,
+void matvecOf(const float *x, W Wm, float *y, int64_t K, int64_t n,
               bool accumulate) {
   for (int64_t r = 0; r < n; ++r) {
     const float s = dot(x, Wm + r * K, K);
@@ -138,6 +153,10 @@ void matvec(const float *x, const float *W, float *y, int64_t K, int64_t n,
 void matvecBf16(const float *x, const uint16_t *W, float *y, int64_t K,
                 int64_t n, bool accumulate) {
   matvecOf(x, W, y, K, n, accumulate);
+}
+void matvecQ8(const float *x, const uint8_t *W, float *y, int64_t K, int64_t n,
+              bool accumulate) {
+  matvecOf(x, Q8Values{W}, y, K, n, accumulate);
 }
 
 void rmsNormRow(const float *x, const float *w, float *y, int64_t D,
@@ -266,10 +285,22 @@ void geluTanh(const float *x, float *y, int64_t n) {
 
 } // namespace
 
-const IsaKernels kPortableKernels = {
-    kMr,        kNr,           &packPanels,     &packPanelsBf16,
-    &gemmBlock, &matvec,       &matvecBf16,     &rmsNormRow,
-    &ropeRow,   &attendHeads,  &attendHeadRows, &siluMul,
-    &add,       &layerNormRow, &geluTanh};
+const IsaKernels kPortableKernels = {kMr,
+                                     kNr,
+                                     &packPanels,
+                                     &packPanelsBf16,
+                                     &packPanelsQ8,
+                                     &gemmBlock,
+                                     &matvec,
+                                     &matvecBf16,
+                                     &matvecQ8,
+                                     &rmsNormRow,
+                                     &ropeRow,
+                                     &attendHeads,
+                                     &attendHeadRows,
+                                     &siluMul,
+                                     &add,
+                                     &layerNormRow,
+                                     &geluTanh};
 
 } // namespace loom::rt::cpu::detail

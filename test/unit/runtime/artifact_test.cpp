@@ -338,6 +338,43 @@ TEST(Artifact, Bf16ModelRunsLikeItsRoundedF32Twin) {
   }
 }
 
+// Q8_0 is for matrices whose rows are whole blocks of 32, and its size is
+// the blocks': anything else is refused with the tensor named.
+TEST(Artifact, Q8TensorsAreMatricesOfWholeBlocks) {
+  struct Case {
+    std::vector<int64_t> shape;
+    size_t bytes;
+    const char *message;
+  } cases[] = {
+      {{272, 16},
+       272 * 16 / 32 * 34,
+       "Q8_0 tensor 'tok_embeddings' has shape [272, 16]; Q8_0 needs a matrix "
+       "whose rows are whole blocks of 32"},
+      {{4352},
+       4352 / 32 * 34,
+       "Q8_0 tensor 'tok_embeddings' has shape [4352]; Q8_0 needs a matrix"},
+      {{136, 32},
+       136 * 34 - 1,
+       "tensor 'tok_embeddings' has size 4623 bytes but shape [136, 32] of "
+       "Q8_0 needs 136 x 34"},
+  };
+  for (const Case &c : cases) {
+    ArtifactSpec spec = tinySpec();
+    loom::test::TensorSpec &t = spec.tensors[0];
+    t.dtype = fbs::DType::Q8_0;
+    t.shape = c.shape;
+    t.q8_0.assign(c.bytes, 0);
+    TempFile file(spec.serialize());
+    try {
+      loom::Model::load(file.path());
+      ADD_FAILURE() << "loaded " << c.message;
+    } catch (const loom::Error &e) {
+      EXPECT_NE(std::string(e.what()).find(c.message), std::string::npos)
+          << e.what();
+    }
+  }
+}
+
 TEST(Artifact, FlippedBf16ByteFailsTheTensorChecksum) {
   const std::vector<uint8_t> good = bf16Spec().serialize();
   const loom::ArtifactFileHeader h = loom::test::readHeader(good);
@@ -466,7 +503,7 @@ const BadCase kBadCases[] = {
     {"TensorUnknownDtype",
      [](ArtifactSpec &s) { s.tensors[1].dtype = fbs::DType(7); },
      "tensor 'layers.0.attention_norm' has unknown dtype 7; this runtime "
-     "supports F32 and BF16"},
+     "supports F32, BF16 and Q8_0"},
     {"TensorChecksum", [](ArtifactSpec &s) { s.tensors[3].checksum = 42; },
      "checksum mismatch"},
     {"DispatchBufferOutOfRange",

@@ -3,6 +3,7 @@
 // two ISAs against each other. AVX-512 cases skip, with the reason printed, on
 // CPUs without AVX-512.
 #include "cpu/kernels.h"
+#include "loom/artifact_format.h"
 
 #include <gtest/gtest.h>
 #include <tbb/task_arena.h>
@@ -1494,6 +1495,110 @@ TEST_P(KernelTest, EmbedAndAddRowsWidenBf16Tables) {
     addRows(table.widened.data(), want.data(), T, D);
     ASSERT_EQ(0, std::memcmp(y.data(), want.data(), y.size() * sizeof(float)));
   }
+}
+
+//===----------------------------------------------------------------------===//
+// Q8_0 weights: blocks of 32 (an f16 scale d, 32 int8 q), decoded in
+// registers to d * q, which is exactly an f32: every result is bit for bit
+// the one of the decoded f32 weights, in every step length.
+
+// Random Q8_0 blocks for a [rows, K] matrix: scales of every kind (normal,
+// subnormal, zero, negative), q over the whole int8 range; and the decoded
+// matrix.
+struct Q8Matrix {
+  std::vector<uint8_t> blocks;
+  std::vector<float> decoded;
+  Q8Matrix(int64_t rows, int64_t K, std::mt19937 &rng) {
+    std::uniform_int_distribution<int> q(-128, 127), pick(0, 9);
+    std::uniform_int_distribution<uint32_t> half(0, 0x7bff);
+    for (int64_t b = 0; b < rows * K / 32; ++b) {
+      uint16_t d;
+      switch (pick(rng)) {
+      case 0:
+        d = 0; // a zero block
+        break;
+      case 1:
+        d = static_cast<uint16_t>(half(rng) & 0x3ff); // subnormal
+        break;
+      default: // normal, |d| in [2^-14, 2^-2]
+        d = static_cast<uint16_t>(0x0400 + half(rng) % (0x3400 - 0x0400));
+      }
+      if (pick(rng) < 5)
+        d |= 0x8000;
+      uint8_t block[34];
+      std::memcpy(block, &d, 2);
+      for (int j = 0; j < 32; ++j)
+        block[2 + j] = static_cast<uint8_t>(static_cast<int8_t>(q(rng)));
+      blocks.insert(blocks.end(), block, block + 34);
+      for (int j = 0; j < 32; ++j)
+        decoded.push_back(loom::halfToFloat(d) *
+                          float(static_cast<int8_t>(block[2 + j])));
+    }
+  }
+};
+
+// Rows of whole blocks; K blocks of the GEMM that start mid-block (K = 800:
+// 4 x 200; K = 1600: 7 x ~229), one-row and multi-row steps, padded rows.
+const MatmulShape kQ8MatmulShapes[] = {
+    {1, 32, 1, 0, 0},     {1, 64, 37, 3, 0},     {1, 768, 33, 0, 0},
+    {1, 800, 259, 16, 1}, {2, 32, 32, 0, 0},     {5, 96, 70, 7, 2},
+    {9, 608, 40, 0, 0},   {12, 288, 45, 1, 2},   {37, 800, 65, 0, 3},
+    {40, 1600, 33, 0, 0}, {130, 544, 100, 0, 0}, {256, 320, 200, 20, 9},
+};
+
+TEST_P(KernelTest, MatmulOfQ8Weights) {
+  uint32_t seed = 300;
+  for (const MatmulShape &shape : kQ8MatmulShapes) {
+    for (bool accumulate : {false, true}) {
+      SCOPED_TRACE(::testing::Message()
+                   << shape << " accumulate=" << accumulate);
+      MatmulData d(shape, seed++);
+      std::mt19937 rng(seed);
+      const Q8Matrix w(shape.N, shape.K, rng);
+      d.W = w.decoded;
+      const std::vector<float> want = d.run(accumulate);
+      std::vector<float> y = d.y0;
+      matmul(d.x.data(), d.ldx, w.blocks.data(), y.data(), d.ldy, shape.T,
+             shape.K, shape.N, accumulate);
+      ASSERT_EQ(0,
+                std::memcmp(y.data(), want.data(), y.size() * sizeof(float)));
+      EXPECT_TRUE(paddingUntouched(d.y0, y, shape.T, shape.N, d.ldy));
+    }
+  }
+}
+
+TEST_P(KernelTest, EmbedAndAddRowsDecodeQ8Tables) {
+  const int64_t vocab = 40, D = 96;
+  std::mt19937 rng(11);
+  const Q8Matrix table(vocab, D, rng);
+  for (int64_t T : {1, 7, 40}) {
+    SCOPED_TRACE(::testing::Message() << "T=" << T);
+    std::vector<int32_t> tokens(static_cast<size_t>(T));
+    for (int64_t t = 0; t < T; ++t)
+      tokens[t] = int32_t((t * 13 + 5) % vocab);
+    std::vector<float> got(size_t(T * D), kSentinel), want = got;
+    embed(tokens.data(), T, table.blocks.data(), D, got.data(), 0.37f);
+    embed(tokens.data(), T, table.decoded.data(), D, want.data(), 0.37f);
+    ASSERT_EQ(0,
+              std::memcmp(got.data(), want.data(), got.size() * sizeof(float)));
+    std::vector<float> y = randomFloats(size_t(T * D), rng), sum = y;
+    addRows(table.blocks.data(), y.data(), T, D);
+    addRows(table.decoded.data(), sum.data(), T, D);
+    ASSERT_EQ(0, std::memcmp(y.data(), sum.data(), y.size() * sizeof(float)));
+  }
+}
+
+// The shared decoder widens every half exactly.
+TEST(Q8, HalfToFloatIsExact) {
+  EXPECT_EQ(loom::halfToFloat(0x3c00), 1.0f);
+  EXPECT_EQ(loom::halfToFloat(0xc000), -2.0f);
+  EXPECT_EQ(loom::halfToFloat(0x7bff), 65504.0f);
+  EXPECT_EQ(loom::halfToFloat(0x0001), 0x1p-24f); // smallest subnormal
+  EXPECT_EQ(loom::halfToFloat(0x03ff), 0x3ffp-24f);
+  EXPECT_EQ(loom::halfToFloat(0x0400), 0x1p-14f);
+  EXPECT_EQ(loom::halfToFloat(0x7c00), INFINITY);
+  EXPECT_TRUE(std::isnan(loom::halfToFloat(0x7e00)));
+  EXPECT_EQ(std::signbit(loom::halfToFloat(0x8000)), true);
 }
 
 INSTANTIATE_TEST_SUITE_P(Isas, KernelTest,
