@@ -91,21 +91,6 @@ struct Metadata {
   }
 };
 
-constexpr StringRef kSpaceMark = "\xE2\x96\x81"; // U+2581, SentencePiece's ▁
-
-std::string replaceSpaceMarks(StringRef piece) {
-  std::string out;
-  for (size_t at = 0; at < piece.size();) {
-    if (piece.substr(at).starts_with(kSpaceMark)) {
-      out += ' ';
-      at += kSpaceMark.size();
-    } else {
-      out += piece[at++];
-    }
-  }
-  return out;
-}
-
 bool readTokenizer(Metadata &m, int64_t vocabSize, TokenizerData &out) {
   std::string model;
   if (!m.string("tokenizer.ggml.model", model))
@@ -143,7 +128,8 @@ bool readTokenizer(Metadata &m, int64_t vocabSize, TokenizerData &out) {
                              std::to_string(want) + " (the Llama id layout)");
   }
   for (size_t i = 0; i < tokens->array.size(); ++i) {
-    out.pieces.push_back(replaceSpaceMarks(tokens->array[i].string));
+    out.pieces.push_back(
+        llama2c::spacesForSentencePieceMarks(tokens->array[i].string));
     out.scores.push_back(float(scores->array[i].number));
     out.maxTokenLength =
         std::max<uint32_t>(out.maxTokenLength, out.pieces.back().size());

@@ -206,13 +206,9 @@ hf::readLlamaCheckpoint(const std::string &path, std::string &error) {
                         "(tie_word_embeddings is false)";
     return std::nullopt;
   }
-  for (const st::SafetensorsFile &f : weights.files())
-    for (const st::SafetensorsTensor &t : f.tensors())
-      if (!used.contains(t.name)) {
-        error = f.path().str() + ": unexpected tensor '" +
-                st::printable(t.name) + "' (not part of a Llama checkpoint)";
-        return std::nullopt;
-      }
+  error = weights.unexpectedTensor(used, "Llama");
+  if (!error.empty())
+    return std::nullopt;
   return ckpt;
 }
 
@@ -283,19 +279,6 @@ bool sentencePieceForm(const llvm::json::Object &o, std::string &why) {
   return false;
 }
 
-std::string replaceSpaceMarks(StringRef piece) {
-  std::string out;
-  while (!piece.empty()) {
-    if (piece.starts_with(kSpaceMark)) {
-      out += ' ';
-      piece = piece.drop_front(kSpaceMark.size());
-    } else {
-      out += piece.front();
-      piece = piece.drop_front();
-    }
-  }
-  return out;
-}
 } // namespace
 
 std::optional<TokenizerData>
@@ -456,8 +439,9 @@ hf::readTokenizerJson(const std::string &path, int64_t vocabSize,
 
   TokenizerData data;
   for (int64_t id = 0; id < n; ++id) {
-    data.pieces.push_back(special[id] ? *byId[id]
-                                      : replaceSpaceMarks(*byId[id]));
+    data.pieces.push_back(
+        special[id] ? *byId[id]
+                    : llama2c::spacesForSentencePieceMarks(*byId[id]));
     data.scores.push_back(scores[id]);
   }
   if (n < vocabSize) {

@@ -200,13 +200,9 @@ std::optional<Checkpoint> huginn::readCheckpoint(const std::string &path,
   }
   // The RoPE table is recomputed from positions; anything else is unknown.
   used.insert("freqs_cis");
-  for (const st::SafetensorsFile &f : weights.files())
-    for (const st::SafetensorsTensor &t : f.tensors())
-      if (!used.contains(t.name)) {
-        error = f.path().str() + ": unexpected tensor '" +
-                st::printable(t.name) + "' (not part of a Huginn checkpoint)";
-        return std::nullopt;
-      }
+  error = weights.unexpectedTensor(used, "Huginn");
+  if (!error.empty())
+    return std::nullopt;
   return ckpt;
 }
 

@@ -220,6 +220,20 @@ llama2c::byteFallbackProblem(const std::vector<std::string> &pieces) {
   return "";
 }
 
+std::string llama2c::spacesForSentencePieceMarks(llvm::StringRef piece) {
+  constexpr llvm::StringRef kMark = "\xE2\x96\x81"; // U+2581
+  std::string out;
+  for (size_t at = 0; at < piece.size();) {
+    if (piece.substr(at).starts_with(kMark)) {
+      out += ' ';
+      at += kMark.size();
+    } else {
+      out += piece[at++];
+    }
+  }
+  return out;
+}
+
 std::optional<TokenizerData> llama2c::readTokenizer(const std::string &path,
                                                     int64_t vocabSize,
                                                     std::string &error) {

@@ -58,6 +58,11 @@ mlir::OwningOpRef<mlir::ModuleOp> importCheckpoint(mlir::MLIRContext &ctx,
 /// to id 3 + byte: "" when ids 3..258 are the pieces <0x00>..<0xFF>.
 std::string byteFallbackProblem(const std::vector<std::string> &pieces);
 
+/// A SentencePiece piece with its word-boundary mark U+2581 ("▁") turned
+/// into a space, as llama2.c's exporter writes pieces (Hugging Face and GGUF
+/// vocabularies keep the mark).
+std::string spacesForSentencePieceMarks(llvm::StringRef piece);
+
 /// Parses a llama2.c tokenizer.bin for `vocabSize` tokens.
 std::optional<TokenizerData> readTokenizer(const std::string &path,
                                            int64_t vocabSize,

@@ -175,3 +175,14 @@ std::optional<Located> CheckpointWeights::find(StringRef name) const {
     return std::nullopt;
   return Located{&files_[it->second], files_[it->second].find(name)};
 }
+
+std::string CheckpointWeights::unexpectedTensor(const llvm::StringSet<> &used,
+                                                StringRef what) const {
+  for (const st::SafetensorsFile &f : files_)
+    for (const st::SafetensorsTensor &t : f.tensors())
+      if (!used.contains(t.name))
+        return f.path().str() + ": unexpected tensor '" +
+               st::printable(t.name) + "' (not part of a " + what.str() +
+               " checkpoint)";
+  return "";
+}

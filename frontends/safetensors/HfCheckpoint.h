@@ -12,6 +12,7 @@
 
 #include "frontends/safetensors/SafetensorsReader.h"
 
+#include "llvm/ADT/StringSet.h"
 #include "llvm/Support/JSON.h"
 
 #include <optional>
@@ -68,6 +69,11 @@ public:
   bool open(llvm::StringRef folder, std::string &error);
 
   std::optional<Located> find(llvm::StringRef name) const;
+  /// "" when every tensor of the files is in `used`; else the error
+  /// "<file>: unexpected tensor '<name>' (not part of a <what> checkpoint)"
+  /// for the first one that is not.
+  std::string unexpectedTensor(const llvm::StringSet<> &used,
+                               llvm::StringRef what) const;
   /// model.safetensors, or the index (for messages).
   const std::string &path() const { return path_; }
   const std::vector<safetensors::SafetensorsFile> &files() const {

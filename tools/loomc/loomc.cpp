@@ -393,33 +393,29 @@ int main(int argc, char **argv) {
   loom::WeightTable weights;
   std::optional<loom::TokenizerData> tokenizer;
   int64_t vocab = 0;
+  // The Llama graph, from any of its three checkpoint forms.
+  auto useLlama = [&](loom::llama2c::Checkpoint &ckpt) {
+    setContext(ckpt.config.maxSeq);
+    maxTokens = std::min<int64_t>(maxTokens, ckpt.config.maxSeq);
+    module = loom::llama2c::importCheckpoint(ctx, ckpt, maxTokens);
+    weights = std::move(ckpt.weights);
+    vocab = ckpt.config.vocabSize;
+  };
   if (fmt == Format::Llama2c) {
     auto ckpt = loom::llama2c::readCheckpoint(inputPath, error);
     if (!ckpt)
       return fail(error);
-    setContext(ckpt->config.maxSeq);
-    maxTokens = std::min<int64_t>(maxTokens, ckpt->config.maxSeq);
-    module = loom::llama2c::importCheckpoint(ctx, *ckpt, maxTokens);
-    weights = std::move(ckpt->weights);
-    vocab = ckpt->config.vocabSize;
+    useLlama(*ckpt);
   } else if (fmt == Format::HfLlama) {
     auto ckpt = loom::hf::readLlamaCheckpoint(inputPath, error);
     if (!ckpt)
       return fail(error);
-    setContext(ckpt->config.maxSeq);
-    maxTokens = std::min<int64_t>(maxTokens, ckpt->config.maxSeq);
-    module = loom::llama2c::importCheckpoint(ctx, *ckpt, maxTokens);
-    weights = std::move(ckpt->weights);
-    vocab = ckpt->config.vocabSize;
+    useLlama(*ckpt);
   } else if (fmt == Format::Gguf) {
     auto gguf = loom::gguf::readLlama(inputPath, error);
     if (!gguf)
       return fail(error);
-    setContext(gguf->checkpoint.config.maxSeq);
-    maxTokens = std::min<int64_t>(maxTokens, gguf->checkpoint.config.maxSeq);
-    module = loom::llama2c::importCheckpoint(ctx, gguf->checkpoint, maxTokens);
-    weights = std::move(gguf->checkpoint.weights);
-    vocab = gguf->checkpoint.config.vocabSize;
+    useLlama(gguf->checkpoint);
     tokenizer = std::move(gguf->tokenizer); // --tokenizer replaces it
   } else if (fmt == Format::Refrag) {
     auto bundle = loom::refrag::readBundle(decoderPath, bundlePath, error);
