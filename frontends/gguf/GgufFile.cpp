@@ -112,6 +112,9 @@ public:
   Cursor(StringRef data, std::string &error) : data_(data), error_(error) {}
 
   uint64_t at() const { return at_; }
+  uint64_t left() const { return data_.size() - at_; }
+  /// Array elements read so far, against a budget for the whole file.
+  uint64_t elements = 0;
   bool failed() const { return failed_; }
 
   template <typename T> bool read(T &out, const char *what) {
@@ -215,17 +218,25 @@ bool readValue(Cursor &c, Value::Type type, Value &v, int depth) {
     if (elem > uint32_t(Value::Type::F64))
       return c.fail("an array has the unknown element type " +
                     std::to_string(elem));
-    if (Value::Type(elem) == Value::Type::Array && depth >= 2)
+    if (Value::Type(elem) == Value::Type::Array && depth >= 1)
       return c.fail("arrays are nested more than 2 deep");
-    // Every element takes at least one byte, so reading stops at the end of
-    // the file; the cap bounds the memory a forged count can take.
-    constexpr uint64_t kMaxElements = uint64_t(1) << 22;
-    if (n > kMaxElements)
+    // Each element takes at least a byte (a string 8, an array 12) of what
+    // is left, and becomes a Value: both bound a forged count before any
+    // allocation, and a budget bounds the file's elements together.
+    constexpr uint64_t kMaxElements = uint64_t(1) << 23;
+    const Value::Type et = Value::Type(elem);
+    const uint64_t least = et == Value::Type::String  ? 8
+                           : et == Value::Type::Array ? 12
+                                                      : 1;
+    if (n > c.left() / least)
       return c.fail("an array of " + std::to_string(n) +
-                    " elements is longer than Loom reads (" +
-                    std::to_string(kMaxElements) + ")");
+                    " elements runs past the end of the file");
+    if (n > kMaxElements - c.elements)
+      return c.fail("the file's arrays hold more than the " +
+                    std::to_string(kMaxElements) + " elements Loom reads");
+    c.elements += n;
     v.elementType = Value::Type(elem);
-    v.array.reserve(std::min<uint64_t>(n, 1 << 20));
+    v.array.reserve(n);
     for (uint64_t i = 0; i < n; ++i) {
       v.array.emplace_back();
       if (!readValue(c, v.elementType, v.array.back(), depth + 1))

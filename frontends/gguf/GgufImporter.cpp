@@ -97,7 +97,7 @@ bool readTokenizer(Metadata &m, int64_t vocabSize, TokenizerData &out) {
     return false;
   if (model != "llama")
     return m.fail("tokenizer.ggml.model",
-                  "is '" + model +
+                  "is '" + safetensors::printable(model) +
                       "': Loom reads SentencePiece (\"llama\") vocabularies, "
                       "not byte-level BPE (\"gpt2\") or others");
   const Value *tokens = m.array("tokenizer.ggml.tokens", Value::Type::String);
@@ -179,8 +179,8 @@ std::optional<gguf::Model> gguf::readLlama(const std::string &path,
   if (!m.string("general.architecture", arch))
     return std::nullopt;
   if (arch != "llama") {
-    m.fail("general.architecture",
-           "is '" + arch + "': Loom reads \"llama\" GGUF models");
+    m.fail("general.architecture", "is '" + safetensors::printable(arch) +
+                                       "': Loom reads \"llama\" GGUF models");
     return std::nullopt;
   }
   gguf::Model model;

@@ -90,6 +90,12 @@ bool parseConfig(const std::string &path, llama2c::Config &c,
     return false;
   if (!o->get("model_type"))
     return r.fail("missing \"model_type\" (expected \"llama\")");
+  // The runtime's tokenizer (run.c's, as the Llama vocabularies lay their
+  // ids out) begins sequences with id 1 and ends them at 2.
+  if (c.bosId != 1 || c.eosId != 2)
+    return r.fail("bos_token_id " + std::to_string(c.bosId) +
+                  " and eos_token_id " + std::to_string(c.eosId) +
+                  " are not Llama's 1 and 2, which Loom's tokenizer uses");
   c.sharedClassifier = tied;
   if (c.dim % c.nHeads != 0)
     return r.fail("hidden_size " + std::to_string(c.dim) +
@@ -297,7 +303,8 @@ hf::readTokenizerJson(const std::string &path, int64_t vocabSize,
     return fail("no \"model\" object");
   std::optional<StringRef> type = model->getString("type");
   if (type != std::optional<StringRef>("BPE"))
-    return fail("model type '" + (type ? type->str() : std::string("?")) +
+    return fail("model type '" +
+                (type ? st::printable(*type) : std::string("?")) +
                 "' is not supported (Loom reads BPE tokenizers)");
   if (model->getBoolean("byte_fallback") != std::optional<bool>(true))
     return fail("\"byte_fallback\" is not true: Loom's tokenizer falls back "
@@ -315,9 +322,9 @@ hf::readTokenizerJson(const std::string &path, int64_t vocabSize,
   llvm::StringMap<int64_t> idOf; // the tokenizer.json spelling -> id
   std::vector<bool> special;
   auto place = [&](StringRef piece, int64_t id, bool isSpecial) -> bool {
-    if (id < 0 || id > std::numeric_limits<int32_t>::max()) {
+    if (id < 0 || id >= vocabSize) {
       fail("token '" + st::printable(piece) + "' has id " + std::to_string(id) +
-           ", outside int32");
+           ", outside the model's vocabulary of " + std::to_string(vocabSize));
       return false;
     }
     if (size_t(id) >= byId.size()) {
@@ -331,7 +338,10 @@ hf::readTokenizerJson(const std::string &path, int64_t vocabSize,
     }
     byId[id] = piece.str();
     special[id] = special[id] || isSpecial;
-    idOf[piece] = id;
+    // A text under two ids keeps the lowest, as the runtime's lookup does.
+    auto [at, inserted] = idOf.try_emplace(piece, id);
+    if (!inserted && id < at->second)
+      at->second = id;
     return true;
   };
   for (const auto &entry : *vocab) {
@@ -357,11 +367,7 @@ hf::readTokenizerJson(const std::string &path, int64_t vocabSize,
     if (!byId[id])
       return fail("no token has id " + std::to_string(id) +
                   " (ids must be 0.." + std::to_string(byId.size() - 1) + ")");
-  const int64_t n = int64_t(byId.size());
-  if (n > vocabSize)
-    return fail("it has " + std::to_string(n) +
-                " tokens, more than the model's vocab_size " +
-                std::to_string(vocabSize));
+  const int64_t n = int64_t(byId.size()); // <= vocabSize (place)
   // Loom's tokenizer (run.c's) fixes these ids.
   static const char *kFixed[] = {"<unk>", "<s>", "</s>"};
   for (int id = 0; id < 3; ++id)

@@ -107,8 +107,8 @@ bool CheckpointWeights::open(StringRef folder, std::string &error) {
   const llvm::json::Object *map =
       json->getAsObject() ? json->getAsObject()->getObject("weight_map")
                           : nullptr;
-  if (!map) {
-    error = path_ + ": no \"weight_map\" object";
+  if (!map || map->empty()) {
+    error = path_ + ": no \"weight_map\" object, or an empty one";
     return false;
   }
   llvm::StringMap<size_t> shardIndex; // shard file name -> files_ index

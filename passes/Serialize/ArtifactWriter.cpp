@@ -120,6 +120,8 @@ uint16_t floatToHalf(float value) {
   x &= 0x7fffffffu;
   if (x >= 0x7f800000u) // infinity or NaN
     return sign | 0x7c00u | (x > 0x7f800000u ? 0x200u : 0u);
+  if (x >= 0x47800000u) // 65536 and above: past the largest half
+    return sign | 0x7c00u;
   if (x < 0x38800000u) { // below 2^-14: a subnormal half (or zero)
     float magnitude;
     std::memcpy(&magnitude, &x, sizeof magnitude);
@@ -148,8 +150,15 @@ void quantizeQ8(const char *f32, uint64_t n, std::vector<char> &out) {
     const uint16_t h = floatToHalf(d);
     char block[kQ8BlockBytes];
     std::memcpy(block, &h, sizeof h);
-    for (uint64_t j = 0; j < kQuantBlock; ++j)
-      block[2 + j] = char(int8_t(std::round(x[j] * id)));
+    for (uint64_t j = 0; j < kQuantBlock; ++j) {
+      // ggml's roundf; clamped (a subnormal d makes id infinite, a NaN
+      // weight a NaN) so that the conversion is defined.
+      const float q = std::round(x[j] * id);
+      block[2 + j] = char(int8_t(q >= 127.0f    ? 127
+                                 : q <= -128.0f ? -128
+                                 : q == q       ? int(q)
+                                                : 0));
+    }
     out.insert(out.end(), block, block + kQ8BlockBytes);
   }
 }

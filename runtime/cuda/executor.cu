@@ -496,7 +496,14 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device, TraceRecorder *trace,
         if (!native[i] && !f32[i])
           continue;
         const uint64_t fb = elementsOf(t) * sizeof(float);
-        std::vector<float> host(fb / sizeof(float));
+        std::vector<float> host;
+        try {
+          host.resize(fb / sizeof(float));
+        } catch (const std::bad_alloc &) {
+          throw OutOfMemoryError("out of memory: need " + std::to_string(fb) +
+                                 " bytes to decode Q8_0 tensor '" + t.name +
+                                 "' for the upload");
+        }
         decodeToF32(t, host.data());
         check(cudaMemcpy(w, host.data(), fb, cudaMemcpyHostToDevice),
               "uploading the weights");

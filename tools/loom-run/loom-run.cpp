@@ -856,8 +856,8 @@ int printInfo(const std::string &path, const loom::Model &model) {
           : "none (token ids only)");
   std::printf("weights: %s (mapped)\n", mib(model.weightBytes()).c_str());
   std::printf("session memory: %s (activations %s, KV caches %s)\n",
+              mib(model.arenaBytes() + model.kvCacheBytes()).c_str(),
               mib(model.arenaBytes()).c_str(),
-              mib(model.arenaBytes() - model.kvCacheBytes()).c_str(),
               mib(model.kvCacheBytes()).c_str());
   if (const loom::LoopInfo *loop = model.loop())
     std::printf("looped block: %d attention layers before, %d per "
@@ -884,6 +884,8 @@ int tokenizeLines(const loom::Model &model) {
       line += static_cast<char>(c);
       continue;
     }
+    if (!line.empty() && line.back() == '\r')
+      line.pop_back(); // CRLF input
     std::string ids;
     for (int32_t id : model.tokenizer().encode(line, bos, false))
       ids += (ids.empty() ? "" : " ") + std::to_string(id);

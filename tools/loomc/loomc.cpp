@@ -22,6 +22,7 @@
 #include "frontends/huginn/HuginnImporter.h"
 #include "frontends/llama2c/Llama2cImporter.h"
 #include "frontends/refrag/RefragImporter.h"
+#include "frontends/safetensors/SafetensorsReader.h"
 #include "passes/Passes.h"
 #include "passes/Serialize/ArtifactWriter.h"
 
@@ -356,7 +357,8 @@ int main(int argc, char **argv) {
       else if (*type == "huginn_raven")
         fmt = Format::Huginn;
       else
-        return fail("'" + inputPath + "': config.json's model_type '" + *type +
+        return fail("'" + inputPath + "': config.json's model_type '" +
+                    loom::safetensors::printable(*type) +
                     "' is not supported (Loom reads llama and huginn_raven)");
     }
   }
@@ -373,20 +375,28 @@ int main(int argc, char **argv) {
   llvm::SourceMgr sourceMgr;
   SourceMgrDiagnosticHandler diagHandler(sourceMgr, &ctx);
 
+  constexpr int64_t kMaxContext = int64_t(1) << 24;
   if (contextLength.getNumOccurrences() &&
-      (contextLength < 1 || contextLength > (int64_t(1) << 24)))
+      (contextLength < 1 || contextLength > kMaxContext))
     return fail("--context-length must be between 1 and 16777216, got " +
                 std::to_string(contextLength));
   // --context-length replaces the checkpoint's context; past it the model
-  // meets positions it was not trained on, which Loom cannot judge.
+  // meets positions it was not trained on, which Loom cannot judge. Either
+  // way the context must stay within what the runtime and the KV plan take.
   auto setContext = [&](int64_t &maxSeq) {
-    if (!contextLength.getNumOccurrences())
-      return;
-    if (contextLength > maxSeq)
-      llvm::errs() << "loomc: warning: --context-length " << contextLength
-                   << " is longer than the checkpoint's " << maxSeq
-                   << " positions\n";
-    maxSeq = contextLength;
+    if (contextLength.getNumOccurrences()) {
+      if (contextLength > maxSeq)
+        llvm::errs() << "loomc: warning: --context-length " << contextLength
+                     << " is longer than the checkpoint's " << maxSeq
+                     << " positions\n";
+      maxSeq = contextLength;
+    }
+    return maxSeq <= kMaxContext;
+  };
+  auto contextTooLong = [&](int64_t maxSeq) {
+    return fail("the checkpoint's context of " + std::to_string(maxSeq) +
+                " positions is more than Loom plans for (16777216): set "
+                "--context-length");
   };
   std::string error;
   OwningOpRef<ModuleOp> module;
@@ -395,33 +405,39 @@ int main(int argc, char **argv) {
   int64_t vocab = 0;
   // The Llama graph, from any of its three checkpoint forms.
   auto useLlama = [&](loom::llama2c::Checkpoint &ckpt) {
-    setContext(ckpt.config.maxSeq);
+    if (!setContext(ckpt.config.maxSeq))
+      return false;
     maxTokens = std::min<int64_t>(maxTokens, ckpt.config.maxSeq);
     module = loom::llama2c::importCheckpoint(ctx, ckpt, maxTokens);
     weights = std::move(ckpt.weights);
     vocab = ckpt.config.vocabSize;
+    return true;
   };
   if (fmt == Format::Llama2c) {
     auto ckpt = loom::llama2c::readCheckpoint(inputPath, error);
     if (!ckpt)
       return fail(error);
-    useLlama(*ckpt);
+    if (!useLlama(*ckpt))
+      return contextTooLong(ckpt->config.maxSeq);
   } else if (fmt == Format::HfLlama) {
     auto ckpt = loom::hf::readLlamaCheckpoint(inputPath, error);
     if (!ckpt)
       return fail(error);
-    useLlama(*ckpt);
+    if (!useLlama(*ckpt))
+      return contextTooLong(ckpt->config.maxSeq);
   } else if (fmt == Format::Gguf) {
     auto gguf = loom::gguf::readLlama(inputPath, error);
     if (!gguf)
       return fail(error);
-    useLlama(gguf->checkpoint);
+    if (!useLlama(gguf->checkpoint))
+      return contextTooLong(gguf->checkpoint.config.maxSeq);
     tokenizer = std::move(gguf->tokenizer); // --tokenizer replaces it
   } else if (fmt == Format::Refrag) {
     auto bundle = loom::refrag::readBundle(decoderPath, bundlePath, error);
     if (!bundle)
       return fail(error);
-    setContext(bundle->decoder.config.maxSeq);
+    if (!setContext(bundle->decoder.config.maxSeq))
+      return contextTooLong(bundle->decoder.config.maxSeq);
     maxTokens = std::min<int64_t>(maxTokens, bundle->decoder.config.maxSeq);
     module = loom::refrag::importBundle(ctx, *bundle, maxTokens);
     weights = std::move(bundle->decoder.weights);
@@ -430,7 +446,8 @@ int main(int argc, char **argv) {
     auto ckpt = loom::huginn::readCheckpoint(inputPath, shapesOnly, error);
     if (!ckpt)
       return fail(error);
-    setContext(ckpt->config.maxSeq);
+    if (!setContext(ckpt->config.maxSeq))
+      return contextTooLong(ckpt->config.maxSeq);
     maxTokens = std::min<int64_t>(maxTokens, ckpt->config.maxSeq);
     module = loom::huginn::importCheckpoint(ctx, *ckpt, maxTokens);
     weights = std::move(ckpt->weights);

@@ -166,7 +166,8 @@ public:
   // Rows one step of the "forward" program processes; longer inputs are fed
   // in chunks of this many tokens.
   int64_t maxTokensPerStep() const;
-  // Bytes a session allocates: the activation arena and all KV caches.
+  // Bytes of a session's activation arena (its KV caches, kvCacheBytes(),
+  // come on top).
   uint64_t arenaBytes() const;
   // Bytes of the ordinary KV caches; the per-iteration caches of a looped
   // block come on top, allocated by each session as it needs them.

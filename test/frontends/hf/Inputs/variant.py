@@ -131,6 +131,14 @@ def main():
         del tok["model"]["vocab"]["\u2581the"]
     elif case == "no-tokenizer":
         tok = None
+    elif case == "tok-huge-id":
+        tok["added_tokens"].append({"id": 2000000000, "content": "<big>", "special": True})
+    elif case == "bos-0":
+        config["bos_token_id"] = 0
+    elif case == "empty-index":
+        json.dump({"metadata": {}, "weight_map": {}},
+                  open(os.path.join(out, "model.safetensors.index.json"), "w"))
+        weights = None
     else:
         sys.exit("unknown case " + case)
 
