@@ -14,31 +14,15 @@ import shutil
 import struct
 import sys
 
+# The safetensors reader and writer of the Huginn tests' corrupt.py.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                "..", "..", "huginn", "Inputs"))
+from corrupt import tensors_of, write_safetensors  # noqa: E402
+
 
 def read_safetensors(path):
-    with open(path, "rb") as f:
-        blob = f.read()
-    (n,) = struct.unpack("<Q", blob[:8])
-    header = json.loads(blob[8:8 + n])
-    header.pop("__metadata__", None)
-    out = {}
-    for name, t in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
-        b, e = t["data_offsets"]
-        out[name] = [t["dtype"], list(t["shape"]), blob[8 + n + b:8 + n + e]]
-    return out
+    return tensors_of(path)[0]
 
-
-def write_safetensors(path, tensors):
-    header, chunks, offset = {}, [], 0
-    for name, (dtype, shape, raw) in tensors.items():
-        header[name] = {"dtype": dtype, "shape": shape,
-                        "data_offsets": [offset, offset + len(raw)]}
-        chunks.append(raw)
-        offset += len(raw)
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)) + text + b"".join(chunks))
 
 
 def main():
