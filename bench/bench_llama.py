@@ -11,14 +11,14 @@ GB/s = weight bytes x tokens/s, shown as a fraction of the machine's read
 bandwidth (bench/membw.cpp, measured in the same run). Models that fit in
 the last-level cache can exceed 100%.
 
-Each shape is compiled with f32, bf16 and Q8_0 weights (loomc
---weight-type: the CPU kernels read bf16 matrices and Q8_0 blocks as
-stored and decode them in registers, so decode streams half / about a
-quarter of the bytes); the bf16- and q8_0-over-
-f32 ratios are printed per thread count.
+Each shape is compiled with f32, bf16, Q8_0 and Q4_0 weights (loomc
+--weight-type: the CPU kernels read bf16 matrices and Q8_0 / Q4_0 blocks
+as stored and decode them in registers, so decode streams half / about a
+quarter / an eighth of the bytes); the ratios over f32 are printed per
+thread count.
 
 usage: bench/bench_llama.py [--bin build/bin] [--work /tmp/loom-bench]
-                            [--shapes 15M,110M] [--weight-types f32,bf16,q8_0]
+                            [--shapes 15M,110M] [--weight-types f32,bf16,q8_0,q4_0]
                             [--repeat 3]
 """
 import argparse
@@ -52,7 +52,7 @@ def main():
     ap.add_argument("--bin", default=os.path.join(os.path.dirname(__file__), "..", "build", "bin"))
     ap.add_argument("--work", default="/tmp/loom-bench")
     ap.add_argument("--shapes", default="15M,110M")
-    ap.add_argument("--weight-types", default="f32,bf16,q8_0")
+    ap.add_argument("--weight-types", default="f32,bf16,q8_0,q4_0")
     ap.add_argument("--repeat", type=int, default=3, help="runs per point; the best is kept")
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
@@ -69,8 +69,8 @@ def main():
                                                     "peak MiB"))
     types = a.weight_types.split(",")
     for t in types:
-        if t not in ("f32", "bf16", "q8_0"):
-            sys.exit("bench: --weight-types takes f32, bf16 and/or q8_0, not %r" % t)
+        if t not in ("f32", "bf16", "q8_0", "q4_0"):
+            sys.exit("bench: --weight-types takes f32, bf16, q8_0 and/or q4_0, not %r" % t)
     for name in a.shapes.split(","):
         dim, hidden, layers, heads, kv, vocab, seq = SHAPES[name]
         ckpt = os.path.join(a.work, name + ".bin")

@@ -163,6 +163,37 @@ void quantizeQ8(const char *f32, uint64_t n, std::vector<char> &out) {
   }
 }
 
+/// Appends `n` f32 values (n a multiple of 32) as Q4_0 blocks, quantized as
+/// ggml's quantize_row_q4_0_ref does: the value of largest magnitude m,
+/// d = m / -8 stored as a half, q = min(15, trunc(x / d + 8.5)) computed
+/// with the unrounded d, low nibbles the first 16 values.
+void quantizeQ4(const char *f32, uint64_t n, std::vector<char> &out) {
+  for (uint64_t b = 0; b < n / kQuantBlock; ++b) {
+    float x[kQuantBlock];
+    std::memcpy(x, f32 + 4 * b * kQuantBlock, sizeof x);
+    float amax = 0.0f, max = 0.0f;
+    for (float v : x)
+      if (amax < std::fabs(v)) {
+        amax = std::fabs(v);
+        max = v;
+      }
+    const float d = max / -8.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    const uint16_t h = floatToHalf(d);
+    char block[kQ4BlockBytes];
+    std::memcpy(block, &h, sizeof h);
+    // Clamped into 0..15 (a subnormal d makes id infinite, a NaN weight a
+    // NaN) so that the conversion is defined.
+    auto nibble = [](float v) {
+      const float t = v + 8.5f;
+      return t >= 15.0f ? 15 : t >= 0.0f ? int(t) : 0;
+    };
+    for (uint64_t j = 0; j < kQuantBlock / 2; ++j)
+      block[2 + j] = char(nibble(x[j] * id) | (nibble(x[j + 16] * id) << 4));
+    out.insert(out.end(), block, block + kQ4BlockBytes);
+  }
+}
+
 /// Reorders `rows` f32 rows at `data` (`size` bytes) from the rotate-half
 /// order of heads of `hd` rows to the interleaved one: destination row
 /// 2i + j of a head is source row j*hd/2 + i (WeightSource).
@@ -196,11 +227,26 @@ uint64_t loom::decodedBytes(const WeightSource &source) {
   return 0;
 }
 
-WeightType loom::storedWeightType(ShapedType type, WeightType requested) {
-  if (requested == WeightType::Q8_0)
-    return type.getRank() == 2 && type.getDimSize(1) % kQ8Block == 0
-               ? WeightType::Q8_0
-               : WeightType::F32;
+WeightType loom::storedWeightType(ShapedType type, WeightType requested,
+                                  ArrayRef<const WeightSource *> parts) {
+  const bool blocks = type.getRank() == 2 && type.getDimSize(1) % kQ8Block == 0;
+  if (requested == WeightType::Keep) {
+    if (parts.empty())
+      return WeightType::F32;
+    const SourceEncoding e = parts.front()->encoding;
+    for (const WeightSource *p : parts)
+      if (p->encoding != e || p->rotateHalfHeadDim)
+        return WeightType::F32;
+    if (e == SourceEncoding::BF16 && type.getRank() >= 2)
+      return WeightType::BF16;
+    if (e == SourceEncoding::Q8_0 && blocks)
+      return WeightType::Q8_0;
+    if (e == SourceEncoding::Q4_0 && blocks)
+      return WeightType::Q4_0;
+    return WeightType::F32;
+  }
+  if (requested == WeightType::Q8_0 || requested == WeightType::Q4_0)
+    return blocks ? requested : WeightType::F32;
   return type.getRank() >= 2 ? requested : WeightType::F32;
 }
 
@@ -213,14 +259,28 @@ uint64_t loom::storedWeightBytes(ShapedType type, WeightType stored) {
     return elems * 2;
   case WeightType::Q8_0:
     return elems / kQ8Block * kQ8BlockBytes;
+  case WeightType::Q4_0:
+    return elems / kQ8Block * kQ4BlockBytes;
+  case WeightType::Keep:
+    break;
   }
   return 0;
 }
 
 const char *loom::weightTypeName(WeightType type) {
-  return type == WeightType::BF16   ? "bf16"
-         : type == WeightType::Q8_0 ? "q8_0"
-                                    : "f32";
+  switch (type) {
+  case WeightType::BF16:
+    return "bf16";
+  case WeightType::Q8_0:
+    return "q8_0";
+  case WeightType::Q4_0:
+    return "q4_0";
+  case WeightType::Keep:
+    return "keep";
+  case WeightType::F32:
+    break;
+  }
+  return "f32";
 }
 
 uint16_t loom::floatToBf16(float value) {
@@ -302,7 +362,8 @@ LogicalResult loom::writeArtifact(ModuleOp module, const WeightTable &weights,
     if (t.bytes != elems * 4)
       return d.emitError() << "packed weight @" << name
                            << " does not add up to its type";
-    t.type = storedWeightType(weight.getTensorType(), options.weightType);
+    t.type =
+        storedWeightType(weight.getTensorType(), options.weightType, t.parts);
     t.bytes = storedWeightBytes(weight.getTensorType(), t.type);
     tensorIndex[name] = tensors.size();
     tensors.push_back(std::move(t));
@@ -429,7 +490,7 @@ LogicalResult loom::writeArtifact(ModuleOp module, const WeightTable &weights,
     PackedTensor &t = tensors[i];
     t.offset = at;
     std::vector<char> bytes; // the f32 source bytes
-    std::vector<char> q8;    // the stored blocks, for Q8_0
+    std::vector<char> blocks; // the stored blocks, for Q8_0 / Q4_0
     bytes.reserve(t.weight.getTensorType().getNumElements() * 4);
     for (size_t p = 0; p < t.parts.size(); ++p) {
       const WeightSource *src = t.parts[p];
@@ -451,16 +512,22 @@ LogicalResult loom::writeArtifact(ModuleOp module, const WeightTable &weights,
       if (src->rotateHalfHeadDim)
         restoreInterleavedRows(bytes.data() + base, bytes.size() - base,
                                src->rotateHalfHeadDim, t.partRows[p]);
-      if (t.type != WeightType::Q8_0)
+      if (t.type != WeightType::Q8_0 && t.type != WeightType::Q4_0)
         continue;
-      // Q8_0 blocks of this part: a Q8_0 source's own, else quantized.
-      if (src->encoding == SourceEncoding::Q8_0 && !src->rotateHalfHeadDim)
-        q8.insert(q8.end(), from, from + src->bytes);
+      // The part's blocks: a source's own when it has this encoding, else
+      // quantized from its f32 values.
+      const SourceEncoding same = t.type == WeightType::Q8_0
+                                      ? SourceEncoding::Q8_0
+                                      : SourceEncoding::Q4_0;
+      if (src->encoding == same && !src->rotateHalfHeadDim)
+        blocks.insert(blocks.end(), from, from + src->bytes);
+      else if (t.type == WeightType::Q8_0)
+        quantizeQ8(bytes.data() + base, (bytes.size() - base) / 4, blocks);
       else
-        quantizeQ8(bytes.data() + base, (bytes.size() - base) / 4, q8);
+        quantizeQ4(bytes.data() + base, (bytes.size() - base) / 4, blocks);
     }
-    if (t.type == WeightType::Q8_0)
-      bytes = std::move(q8);
+    if (t.type == WeightType::Q8_0 || t.type == WeightType::Q4_0)
+      bytes = std::move(blocks);
     if (t.type == WeightType::BF16) {
       std::vector<char> narrow(bytes.size() / 2);
       for (size_t e = 0; e < bytes.size() / 4; ++e) {
@@ -490,6 +557,7 @@ LogicalResult loom::writeArtifact(ModuleOp module, const WeightTable &weights,
         fbb, fbb.CreateString(t.weight.getSymName().str()),
         t.type == WeightType::BF16   ? fb::DType::BF16
         : t.type == WeightType::Q8_0 ? fb::DType::Q8_0
+        : t.type == WeightType::Q4_0 ? fb::DType::Q4_0
                                      : fb::DType::F32,
         fbb.CreateVector(std::vector<int64_t>(shape.begin(), shape.end())),
         t.offset, t.bytes, t.checksum));

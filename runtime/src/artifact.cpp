@@ -263,10 +263,13 @@ void SemanticChecker::tensors() {
     } else if (t.dtype() == fbs::DType::Q8_0) {
       d.dtype = WeightType::Q8_0;
       dtype_name = "Q8_0";
+    } else if (t.dtype() == fbs::DType::Q4_0) {
+      d.dtype = WeightType::Q4_0;
+      dtype_name = "Q4_0";
     } else {
       fail("tensor '", d.name, "' has unknown dtype ",
            static_cast<int>(t.dtype()),
-           "; this runtime supports F32, BF16 and Q8_0");
+           "; this runtime supports F32, BF16, Q8_0 and Q4_0");
     }
     d.shape = toVector(t.shape());
     if (d.shape.empty())
@@ -276,13 +279,14 @@ void SemanticChecker::tensors() {
       if (dim < 1 ||
           __builtin_mul_overflow(elems, static_cast<uint64_t>(dim), &elems))
         fail("tensor '", d.name, "' has an invalid shape ", shapeStr(d.shape));
-    // Bytes per element, or for Q8_0 per block of kQ8Block elements.
+    // Bytes per element, or for Q8_0 / Q4_0 per block of kQ8Block elements.
     uint64_t unit_bytes = d.dtype == WeightType::BF16 ? 2 : 4, units = elems;
-    if (d.dtype == WeightType::Q8_0) {
+    if (d.dtype == WeightType::Q8_0 || d.dtype == WeightType::Q4_0) {
       if (d.shape.size() != 2 || d.shape[1] % kQ8Block != 0)
-        fail("Q8_0 tensor '", d.name, "' has shape ", shapeStr(d.shape),
-             "; Q8_0 needs a matrix whose rows are whole blocks of ", kQ8Block);
-      unit_bytes = kQ8BlockBytes;
+        fail(dtype_name, " tensor '", d.name, "' has shape ", shapeStr(d.shape),
+             "; ", dtype_name,
+             " needs a matrix whose rows are whole blocks of ", kQ8Block);
+      unit_bytes = d.dtype == WeightType::Q8_0 ? kQ8BlockBytes : kQ4BlockBytes;
       units = elems / kQ8Block;
     }
     uint64_t expect;
@@ -299,7 +303,7 @@ void SemanticChecker::tensors() {
            ") lies outside the weights section of ", weights_size, " bytes");
     d.raw = weights + t.offset();
     d.bytes = t.size();
-    // A BF16 or Q8_0 tensor read as f32 gets its f32 view from
+    // A BF16, Q8_0 or Q4_0 tensor read as f32 gets its f32 view from
     // ModelData::ensureF32().
     d.data = d.dtype == WeightType::F32 ? static_cast<const float *>(d.raw)
                                         : nullptr;
@@ -1201,6 +1205,8 @@ void decodeToF32(const TensorDesc &t, float *dst) {
                       for (uint64_t e = r.begin(); e < r.end(); ++e) {
                         if (t.dtype == WeightType::Q8_0) {
                           dst[e] = q8Value(src, int64_t(e));
+                        } else if (t.dtype == WeightType::Q4_0) {
+                          dst[e] = q4Value(src, int64_t(e));
                         } else {
                           uint16_t h;
                           std::memcpy(&h, src + 2 * e, sizeof h);
@@ -1210,9 +1216,9 @@ void decodeToF32(const TensorDesc &t, float *dst) {
                     });
 }
 
-// Every BF16 or Q8_0 tensor (verified) that some dispatch reads as f32 gets
-// a decoded copy, 64-byte aligned like the mapped tensors, owned by
-// `widened`.
+// Every BF16, Q8_0 or Q4_0 tensor (verified) that some dispatch reads as
+// f32 gets a decoded copy, 64-byte aligned like the mapped tensors, owned
+// by `widened`.
 void ModelData::ensureF32() const {
   std::call_once(widen_once, [this] {
     constexpr size_t kAlignFloats = kWeightAlignment / sizeof(float);

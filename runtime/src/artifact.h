@@ -41,9 +41,9 @@ struct BufferDesc {
   int64_t row_elems; // floats per row, also the row stride
 };
 
-// How a tensor is stored in the file (the schema's DType). Q8_0: rank 2,
-// rows of whole blocks (kQ8Block in loom/artifact_format.h).
-enum class WeightType { F32, BF16, Q8_0 };
+// How a tensor is stored in the file (the schema's DType). Q8_0 and Q4_0:
+// rank 2, rows of whole blocks (kQ8Block in loom/artifact_format.h).
+enum class WeightType { F32, BF16, Q8_0, Q4_0 };
 
 struct TensorDesc {
   std::string name;
@@ -88,7 +88,8 @@ struct DispatchDesc {
 // Both devices follow it.
 bool readsWeightAsStored(Kernel kernel, size_t index);
 
-// Writes the tensor's values as f32 (widened bf16, decoded Q8_0: exact) to
+// Writes the tensor's values as f32 (widened bf16, decoded Q8_0 or Q4_0:
+// exact) to
 // dst[0 .. elements), in parallel.
 void decodeToF32(const TensorDesc &t, float *dst);
 

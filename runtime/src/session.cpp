@@ -570,7 +570,7 @@ void SessionState::run(const DispatchDesc &d, const int32_t *tokens, int64_t T,
   const auto &in = d.inputs;
   const auto &out = d.outputs;
   // The dispatch's weights (at most 3): matrices and tables as stored (f32,
-  // bf16 or Q8_0), the rest f32 (ensureF32 decoded any other one).
+  // bf16, Q8_0 or Q4_0), the rest f32 (ensureF32 decoded any other one).
   cpu::Weights w[3];
   for (size_t i = 0; i < d.weight_ids.size() && i < 3; ++i) {
     const TensorDesc &t = m.tensors[d.weight_ids[i]];
@@ -578,6 +578,8 @@ void SessionState::run(const DispatchDesc &d, const int32_t *tokens, int64_t T,
       w[i] = cpu::Weights(static_cast<const uint16_t *>(t.raw));
     else if (t.dtype == WeightType::Q8_0 && readsWeightAsStored(d.kernel, i))
       w[i] = cpu::Weights(static_cast<const uint8_t *>(t.raw));
+    else if (t.dtype == WeightType::Q4_0 && readsWeightAsStored(d.kernel, i))
+      w[i] = cpu::Weights::q4_0(static_cast<const uint8_t *>(t.raw));
     else
       w[i] = cpu::Weights(t.data);
   }

@@ -43,6 +43,7 @@
 #include "llvm/Support/Process.h"
 #include "llvm/Support/SourceMgr.h"
 #include "llvm/Support/raw_ostream.h"
+#include <set>
 
 using namespace mlir;
 namespace cl = llvm::cl;
@@ -123,13 +124,14 @@ cl::opt<bool> quiet("quiet", cl::desc("No progress output"), cl::init(false),
 cl::opt<std::string> weightTypeName(
     "weight-type",
     cl::desc("How the artifact stores weights: f32; bf16 (matrices and "
-             "tables bf16, rounded to nearest even; half the bytes); or q8_0 "
-             "(matrices whose rows are whole blocks of 32 in ggml's Q8_0 "
-             "blocks; about a quarter of the bytes). Norm weights and biases "
-             "stay f32. Default: bf16 for a checkpoint whose weights are all "
-             "bf16, q8_0 for one whose Q8_0-able matrices are all Q8_0 (a "
-             "GGUF), else f32"),
-    cl::value_desc("f32|bf16|q8_0"), cl::init(""), cl::cat(loomcCategory));
+             "tables, rounded to nearest even: half the bytes); q8_0 or q4_0 "
+             "(matrices whose rows are whole blocks of 32, in ggml's blocks: "
+             "about a quarter / an eighth of the bytes); keep (each tensor as "
+             "the checkpoint stores it where the runtime reads that: bf16, "
+             "q8_0, q4_0; else f32). Norm weights and biases stay f32. "
+             "Default: keep"),
+    cl::value_desc("f32|bf16|q8_0|q4_0|keep"), cl::init(""),
+    cl::cat(loomcCategory));
 cl::opt<std::string> targetName(
     "target",
     cl::desc("Device recorded in the artifact: cpu (default) or cuda (the "
@@ -157,7 +159,7 @@ std::string humanBytes(double bytes) {
 /// --emit=report: parameters, weights, the memory plan and the KV plan per
 /// policy, from a module in dispatch form.
 int printReport(ModuleOp module, int64_t iterations,
-                loom::WeightType weightType) {
+                loom::WeightType weightType, const loom::WeightTable &sources) {
   auto model = module->getAttrOfType<DictionaryAttr>("loom.model");
   auto program = module.lookupSymbol<loom::ProgramOp>("forward");
   auto plans = module->getAttrOfType<ArrayAttr>("loom.kv_plans");
@@ -177,11 +179,28 @@ int printReport(ModuleOp module, int64_t iterations,
       for (Attribute w : *ws)
         stored.insert(cast<FlatSymbolRefAttr>(w).getValue());
   });
+  // The stored types other than f32, and whether a matrix stays f32.
+  std::set<loom::WeightType> quantized;
+  bool f32Matrix = false;
   for (auto w : module.getOps<loom::WeightOp>()) {
     if (stored.contains(w.getSymName())) {
-      storedBytes += loom::storedWeightBytes(
-          w.getTensorType(),
-          loom::storedWeightType(w.getTensorType(), weightType));
+      SmallVector<const loom::WeightSource *> parts;
+      SmallVector<StringRef> names;
+      if (auto packed = w.getPacked())
+        for (Attribute part : *packed)
+          names.push_back(cast<FlatSymbolRefAttr>(part).getValue());
+      else
+        names.push_back(w.getSymName());
+      for (StringRef name : names)
+        if (auto it = sources.find(name); it != sources.end())
+          parts.push_back(&it->second);
+      const loom::WeightType t =
+          loom::storedWeightType(w.getTensorType(), weightType, parts);
+      storedBytes += loom::storedWeightBytes(w.getTensorType(), t);
+      if (t != loom::WeightType::F32)
+        quantized.insert(t);
+      else if (w.getTensorType().getRank() >= 2)
+        f32Matrix = true;
     }
     if (!w.getPacked())
       sourceParams += w.getTensorType().getNumElements();
@@ -210,16 +229,18 @@ int printReport(ModuleOp module, int64_t iterations,
      << (params >= 1e9 ? llvm::format("%.3fB", params / 1e9)
                        : llvm::format("%.3fM", params / 1e6))
      << ")\n";
-  if (weightType == loom::WeightType::F32)
+  if (quantized.empty()) {
     os << "weights: " << humanBytes(storedBytes) << " f32\n";
-  else
-    os << "weights: " << humanBytes(storedBytes) << " "
-       << loom::weightTypeName(weightType) << " (" << storedBytes
-       << " bytes; 1-D tensors"
-       << (weightType == loom::WeightType::Q8_0
-               ? " and matrices with rows not a multiple of 32"
-               : "")
+  } else {
+    std::string types;
+    for (loom::WeightType t : quantized)
+      types +=
+          (types.empty() ? "" : "+") + std::string(loom::weightTypeName(t));
+    os << "weights: " << humanBytes(storedBytes) << " " << types << " ("
+       << storedBytes << " bytes; "
+       << (f32Matrix ? "the other tensors" : "1-D tensors")
        << " f32; the kernels read them as stored)\n";
+  }
   os << "activations: " << humanBytes(program.getArenaBytesAttr().getInt())
      << " arena at " << program.getMaxTokensAttr().getInt() << " rows per step\n";
   os << "kv cache (f32, " << kvRow << " bytes per position per layer)";
@@ -318,8 +339,12 @@ int main(int argc, char **argv) {
     artifactOptions.weightType = loom::WeightType::BF16;
   else if (weightTypeName == "q8_0")
     artifactOptions.weightType = loom::WeightType::Q8_0;
+  else if (weightTypeName == "q4_0")
+    artifactOptions.weightType = loom::WeightType::Q4_0;
+  else if (weightTypeName == "keep")
+    artifactOptions.weightType = loom::WeightType::Keep;
   else if (weightTypeName.getNumOccurrences() && weightTypeName != "f32")
-    return fail("--weight-type must be f32, bf16 or q8_0, got '" +
+    return fail("--weight-type must be f32, bf16, q8_0, q4_0 or keep, got '" +
                 weightTypeName + "'");
   if (targetName != "cpu" && targetName != "cuda")
     return fail("--target must be cpu or cuda, got '" + targetName + "'");
@@ -454,29 +479,11 @@ int main(int argc, char **argv) {
     vocab = ckpt->config.vocabSize;
   }
 
-  // Unless told, keep the checkpoint's precision and size: bf16 when every
-  // weight it holds is bf16 (an f32 artifact would only double the bytes);
-  // Q8_0 when every matrix Q8_0 can hold is Q8_0 in the checkpoint (its
-  // blocks are then kept as they are).
-  if (!weightTypeName.getNumOccurrences() && !weights.empty()) {
-    using loom::SourceEncoding;
-    if (llvm::all_of(weights, [](const auto &w) {
-          return w.second.encoding == SourceEncoding::BF16;
-        }))
-      artifactOptions.weightType = loom::WeightType::BF16;
-    bool anyQ8 = false, allQ8 = true;
-    for (auto w : module->getOps<loom::WeightOp>()) {
-      auto it = weights.find(w.getSymName());
-      if (it == weights.end())
-        continue;
-      anyQ8 |= it->second.encoding == SourceEncoding::Q8_0;
-      if (loom::storedWeightType(w.getTensorType(), loom::WeightType::Q8_0) ==
-          loom::WeightType::Q8_0)
-        allQ8 &= it->second.encoding == SourceEncoding::Q8_0;
-    }
-    if (anyQ8 && allQ8)
-      artifactOptions.weightType = loom::WeightType::Q8_0;
-  }
+  // Unless told, keep the checkpoint's encodings where the runtime reads
+  // them (bf16, Q8_0, Q4_0 matrices): an f32 artifact of a bf16 or
+  // quantized checkpoint would only multiply the bytes.
+  if (!weightTypeName.getNumOccurrences())
+    artifactOptions.weightType = loom::WeightType::Keep;
 
   if (emit == Emit::Mlir) {
     if (failed(verify(*module)))
@@ -539,7 +546,8 @@ int main(int argc, char **argv) {
                ? 1
                : 0;
   case Emit::Report:
-    return printReport(*module, reportIterations, artifactOptions.weightType);
+    return printReport(*module, reportIterations, artifactOptions.weightType,
+                       weights);
   default:
     break;
   }

@@ -68,6 +68,12 @@ inline uint64_t alignUp(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 constexpr int64_t kQ8Block = 32;
 constexpr int64_t kQ8BlockBytes = 2 + kQ8Block;
 
+// Q4_0 weights (DType.Q4_0, ggml's): blocks of kQ8Block values along a
+// row, kQ4BlockBytes each: an IEEE half scale d, then 16 bytes whose low
+// nibbles are values 0..15 and high nibbles values 16..31, each q in 0..15.
+// Element value d * (q - 8), exactly an f32 (11 + 4 significant bits).
+constexpr int64_t kQ4BlockBytes = 2 + kQ8Block / 2;
+
 // An IEEE half's value, widened exactly (subnormals, infinities and NaNs
 // included).
 inline float halfToFloat(uint16_t h) {
@@ -99,6 +105,17 @@ inline float q8Value(const uint8_t *blocks, int64_t e) {
   uint16_t d;
   std::memcpy(&d, b, sizeof d);
   return halfToFloat(d) * float(int8_t(b[2 + e % kQ8Block]));
+}
+
+// Element e of Q4_0 blocks at `blocks`, as q8Value.
+inline float q4Value(const uint8_t *blocks, int64_t e) {
+  const uint8_t *b = blocks + (e / kQ8Block) * kQ4BlockBytes;
+  const int64_t j = e % kQ8Block;
+  uint16_t d;
+  std::memcpy(&d, b, sizeof d);
+  const uint8_t byte = b[2 + (j & 15)];
+  const int q = j < 16 ? (byte & 0xf) : (byte >> 4);
+  return halfToFloat(d) * float(q - 8);
 }
 
 } // namespace loom

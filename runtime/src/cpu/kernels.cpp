@@ -77,21 +77,23 @@ float *threadScratch(int64_t n) {
 }
 
 static_assert(detail::kQ8Values == kQ8Block &&
-                  detail::kQ8Bytes == kQ8BlockBytes,
+                  detail::kQ8Bytes == kQ8BlockBytes &&
+                  detail::kQ4Bytes == kQ4BlockBytes,
               "the kernels' Q8_0 block is the format's");
 
-// The blocks of row `row` of Q8_0 weights with K columns.
-const uint8_t *q8Rows(Weights W, int64_t row, int64_t K) {
+// The blocks of row `row` of Q8_0 or Q4_0 weights with K columns.
+const uint8_t *quantRows(Weights W, int64_t row, int64_t K) {
   return static_cast<const uint8_t *>(W.data) +
-         row * (K / kQ8Block) * kQ8BlockBytes;
+         row * (K / kQ8Block) * (W.q8_0() ? kQ8BlockBytes : kQ4BlockBytes);
 }
 
 // dst[0..n) = the f32 values of table's elements [first, first + n).
 void widenRow(Weights table, int64_t first, int64_t n, float *dst) {
-  if (table.q8_0()) {
+  if (table.q8_0() || table.q4_0()) {
     const auto *blocks = static_cast<const uint8_t *>(table.data);
     for (int64_t i = 0; i < n; ++i)
-      dst[i] = q8Value(blocks, first + i);
+      dst[i] = table.q8_0() ? q8Value(blocks, first + i)
+                            : q4Value(blocks, first + i);
     return;
   }
   if (!table.bf16()) {
@@ -229,7 +231,9 @@ void gemm(const detail::IsaKernels &ik, const float *x, int64_t ldx, Weights W,
         if (W.bf16())
           ik.packPanelsBf16(w16 + k0, K, n, kcur, panels);
         else if (W.q8_0())
-          ik.packPanelsQ8(q8Rows(W, n0, K), K, k0, n, kcur, panels);
+          ik.packPanelsQ8(quantRows(W, n0, K), K, k0, n, kcur, panels);
+        else if (W.q4_0())
+          ik.packPanelsQ4(quantRows(W, n0, K), K, k0, n, kcur, panels);
         else
           ik.packPanels(static_cast<const float *>(W.data) + n0 * K + k0, K, n,
                         kcur, panels);
@@ -340,7 +344,11 @@ void matmul(const float *x, int64_t ldx, Weights W, float *y, int64_t ldy,
                ik.matvecBf16(x, static_cast<const uint16_t *>(W.data) + n0 * K,
                              y + n0, K, n1 - n0, accumulate);
              else if (W.q8_0())
-               ik.matvecQ8(x, q8Rows(W, n0, K), y + n0, K, n1 - n0, accumulate);
+               ik.matvecQ8(x, quantRows(W, n0, K), y + n0, K, n1 - n0,
+                           accumulate);
+             else if (W.q4_0())
+               ik.matvecQ4(x, quantRows(W, n0, K), y + n0, K, n1 - n0,
+                           accumulate);
              else
                ik.matvec(x, static_cast<const float *>(W.data) + n0 * K, y + n0,
                          K, n1 - n0, accumulate);

@@ -1,5 +1,5 @@
 // CPU kernels of the dispatch form. Row-major f32 activations throughout;
-// weight matrices and tables f32, bf16 or Q8_0 (Weights). Every kernel
+// weight matrices and tables f32, bf16, Q8_0 or Q4_0 (Weights). Every kernel
 // parallelises internally with oneTBB (call it inside the session's
 // tbb::task_arena to bound the threads) and dispatches at run time to an
 // AVX-512 implementation where the CPU has it, a portable one otherwise.
@@ -33,12 +33,17 @@ bool bf16DotProducts();
 // decoded f32 matrix (bf16 in long steps aside, see matmul), with a half or
 // about a quarter of the bytes read.
 struct Weights {
-  enum class Encoding { F32, BF16, Q8_0 };
+  enum class Encoding { F32, BF16, Q8_0, Q4_0 };
   Weights() = default;
   Weights(const float *p) : data(p) {}
   Weights(const uint16_t *p) : data(p), encoding(Encoding::BF16) {}
   Weights(const uint8_t *q8_0_blocks)
       : data(q8_0_blocks), encoding(Encoding::Q8_0) {}
+  static Weights q4_0(const uint8_t *blocks) {
+    Weights w(blocks);
+    w.encoding = Encoding::Q4_0;
+    return w;
+  }
   // The values of f32 weights (null for the others).
   const float *f32() const {
     return encoding == Encoding::F32 ? static_cast<const float *>(data)
@@ -46,6 +51,7 @@ struct Weights {
   }
   bool bf16() const { return encoding == Encoding::BF16; }
   bool q8_0() const { return encoding == Encoding::Q8_0; }
+  bool q4_0() const { return encoding == Encoding::Q4_0; }
   const void *data = nullptr;
   Encoding encoding = Encoding::F32;
 };

@@ -120,6 +120,37 @@ __m512 loadWeights(__mmask16 m, Q8Values p) {
 }
 __m512 loadWeights(Q8Values p) { return loadWeights(0xffff, p); }
 
+// Q4_0 weights addressed like an array of their values. Only the GEMM's
+// panel packing loads them this way (matvecQ4 walks whole blocks), so the
+// 16 values are decoded one by one into a small buffer.
+struct Q4Values {
+  const uint8_t *blocks;
+  int64_t first = 0;
+};
+Q4Values operator+(Q4Values p, int64_t i) { return {p.blocks, p.first + i}; }
+
+__m512 q4Half(const uint8_t *blk, bool high);
+__m512 loadWeights(__mmask16 m, Q4Values p) {
+  // A whole half of a block (the usual case): decoded as matvecQ4 does.
+  const int64_t o = p.first % kQ8Values;
+  if (m == 0xffff && (o == 0 || o == 16))
+    return q4Half(p.blocks + (p.first / kQ8Values) * kQ4Bytes, o == 16);
+  alignas(64) float v[16];
+  for (int i = 0; i < 16; ++i) {
+    v[i] = 0.0f;
+    if (!(m >> i & 1))
+      continue;
+    const int64_t e = p.first + i;
+    const uint8_t *b = p.blocks + (e / kQ8Values) * kQ4Bytes;
+    const int64_t j = e % kQ8Values;
+    const uint8_t byte = b[2 + (j & 15)];
+    const int q = j < 16 ? (byte & 0xf) : (byte >> 4);
+    v[i] = _mm512_cvtss_f32(q8Scale(b)) * float(q - 8);
+  }
+  return _mm512_load_ps(v);
+}
+__m512 loadWeights(Q4Values p) { return loadWeights(0xffff, p); }
+
 // `w` is a pointer to f32 or bf16 weights, or Q8Values.
 template <typename W>
 void packPanelsOf(W w, int64_t ldw, int64_t n, int64_t kc, float *dst) {
@@ -154,6 +185,10 @@ void packPanelsBf16(const uint16_t *W, int64_t ldw, int64_t n, int64_t kc,
 void packPanelsQ8(const uint8_t *W, int64_t K, int64_t k0, int64_t n,
                   int64_t kc, float *dst) {
   packPanelsOf(Q8Values{W, k0}, K, n, kc, dst);
+}
+void packPanelsQ4(const uint8_t *W, int64_t K, int64_t k0, int64_t n,
+                  int64_t kc, float *dst) {
+  packPanelsOf(Q4Values{W, k0}, K, n, kc, dst);
 }
 
 // One kMr x kNr tile over kc values of k. Rows past `rows` repeat the last
@@ -245,7 +280,8 @@ void matvecBf16(const float *x, const uint16_t *W, float *y, int64_t K,
                 int64_t n, bool accumulate) {
   matvecOf(x, W, y, K, n, accumulate);
 }
-// Q8_0 rows decoded block by block: one scale per block and row, then the
+// Q8_0 and Q4_0 rows decoded block by block: one scale per block and row,
+// then the
 // two 16-value halves, multiplied into each row's accumulator in matvecOf's
 // order (k ascending in steps of 16; rows are whole blocks, so no tail), so
 // the sums are bit for bit matvec's over the decoded matrix. (A prefetch
@@ -254,15 +290,49 @@ inline __m512 q8Half(__m512 d, const uint8_t *q) {
   const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i *>(q));
   return _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(v)));
 }
-void matvecQ8(const float *x, const uint8_t *W, float *y, int64_t K, int64_t n,
-              bool accumulate) {
-  const int64_t blocks = K / kQ8Values, rowBytes = blocks * kQ8Bytes;
-  // A block holds 7.5x the values of an f32 cache line's worth, so the
+
+// A block's two 16-value halves as d * q (Q8_0) or d * (q - 8) (Q4_0: the
+// low nibbles of its 16 bytes, then the high ones).
+struct Q8Block {
+  static constexpr int64_t kBytes = kQ8Bytes;
+  static void halves(const uint8_t *blk, __m512 &lo, __m512 &hi) {
+    const __m512 d = q8Scale(blk);
+    lo = q8Half(d, blk + 2);
+    hi = q8Half(d, blk + 18);
+  }
+};
+struct Q4Block {
+  static constexpr int64_t kBytes = kQ4Bytes;
+  static void halves(const uint8_t *blk, __m512 &lo, __m512 &hi) {
+    const __m512 d = q8Scale(blk);
+    const __m128i v =
+        _mm_loadu_si128(reinterpret_cast<const __m128i *>(blk + 2));
+    const __m128i mask = _mm_set1_epi8(0x0f), eight = _mm_set1_epi8(8);
+    const __m128i l = _mm_sub_epi8(_mm_and_si128(v, mask), eight);
+    const __m128i h =
+        _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(v, 4), mask), eight);
+    lo = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(l)));
+    hi = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(h)));
+  }
+};
+
+// One half of a Q4_0 block: values 0..15 (low nibbles) or 16..31 (high).
+__m512 q4Half(const uint8_t *blk, bool high) {
+  __m512 lo, hi;
+  Q4Block::halves(blk, lo, hi);
+  return high ? hi : lo;
+}
+
+template <typename Block>
+void matvecBlocks(const float *x, const uint8_t *W, float *y, int64_t K,
+                  int64_t n, bool accumulate) {
+  const int64_t blocks = K / kQ8Values, rowBytes = blocks * Block::kBytes;
+  // A block holds many more values per cache line than f32 does, so the
   // decode work fills the out-of-order window before the hardware
   // prefetcher has the next lines in flight: each block's load also
   // prefetches the same block two groups of 8 rows ahead (measured on the
-  // 110M shape, 1 thread: 70 -> about 210 tokens/s; distances under 8 KB
-  // gained little).
+  // 110M shape, Q8_0, 1 thread: 70 -> about 210 tokens/s; distances under
+  // 8 KB gained little).
   const int64_t ahead = 16 * rowBytes;
   int64_t r = 0;
   for (; r + 8 <= n; r += 8) {
@@ -274,11 +344,12 @@ void matvecQ8(const float *x, const uint8_t *W, float *y, int64_t K, int64_t n,
       const __m512 x0 = _mm512_loadu_ps(x + b * kQ8Values);
       const __m512 x1 = _mm512_loadu_ps(x + b * kQ8Values + 16);
       for (int i = 0; i < 8; ++i) {
-        const uint8_t *blk = w + i * rowBytes + b * kQ8Bytes;
+        const uint8_t *blk = w + i * rowBytes + b * Block::kBytes;
         _mm_prefetch(reinterpret_cast<const char *>(blk) + ahead, _MM_HINT_T0);
-        const __m512 d = q8Scale(blk);
-        acc[i] = _mm512_fmadd_ps(q8Half(d, blk + 2), x0, acc[i]);
-        acc[i] = _mm512_fmadd_ps(q8Half(d, blk + 18), x1, acc[i]);
+        __m512 lo, hi;
+        Block::halves(blk, lo, hi);
+        acc[i] = _mm512_fmadd_ps(lo, x0, acc[i]);
+        acc[i] = _mm512_fmadd_ps(hi, x1, acc[i]);
       }
     }
     __m256 s = reduce8(acc);
@@ -291,16 +362,22 @@ void matvecQ8(const float *x, const uint8_t *W, float *y, int64_t K, int64_t n,
     __m512 acc0 = _mm512_setzero_ps();
     __m512 acc1 = _mm512_setzero_ps();
     for (int64_t b = 0; b < blocks; ++b) {
-      const uint8_t *blk = w + b * kQ8Bytes;
-      const __m512 d = q8Scale(blk);
-      acc0 = _mm512_fmadd_ps(q8Half(d, blk + 2),
-                             _mm512_loadu_ps(x + b * kQ8Values), acc0);
-      acc1 = _mm512_fmadd_ps(q8Half(d, blk + 18),
-                             _mm512_loadu_ps(x + b * kQ8Values + 16), acc1);
+      __m512 lo, hi;
+      Block::halves(w + b * Block::kBytes, lo, hi);
+      acc0 = _mm512_fmadd_ps(lo, _mm512_loadu_ps(x + b * kQ8Values), acc0);
+      acc1 = _mm512_fmadd_ps(hi, _mm512_loadu_ps(x + b * kQ8Values + 16), acc1);
     }
     const float s = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
     y[r] = accumulate ? y[r] + s : s;
   }
+}
+void matvecQ8(const float *x, const uint8_t *W, float *y, int64_t K, int64_t n,
+              bool accumulate) {
+  matvecBlocks<Q8Block>(x, W, y, K, n, accumulate);
+}
+void matvecQ4(const float *x, const uint8_t *W, float *y, int64_t K, int64_t n,
+              bool accumulate) {
+  matvecBlocks<Q4Block>(x, W, y, K, n, accumulate);
 }
 
 void rmsNormRow(const float *x, const float *w, float *y, int64_t D,
@@ -724,22 +801,10 @@ void geluTanh(const float *x, float *y, int64_t n) {
 
 } // namespace
 
-const IsaKernels kAvx512Kernels = {kMr,
-                                   kNr,
-                                   &packPanels,
-                                   &packPanelsBf16,
-                                   &packPanelsQ8,
-                                   &gemmBlock,
-                                   &matvec,
-                                   &matvecBf16,
-                                   &matvecQ8,
-                                   &rmsNormRow,
-                                   &ropeRow,
-                                   &attendHeads,
-                                   &attendHeadRows,
-                                   &siluMul,
-                                   &add,
-                                   &layerNormRow,
-                                   &geluTanh};
+const IsaKernels kAvx512Kernels = {
+    kMr,           kNr,         &packPanels,   &packPanelsBf16, &packPanelsQ8,
+    &packPanelsQ4, &gemmBlock,  &matvec,       &matvecBf16,     &matvecQ8,
+    &matvecQ4,     &rmsNormRow, &ropeRow,      &attendHeads,    &attendHeadRows,
+    &siluMul,      &add,        &layerNormRow, &geluTanh};
 
 } // namespace loom::rt::cpu::detail

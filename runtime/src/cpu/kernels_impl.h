@@ -20,6 +20,7 @@ namespace loom::rt::cpu::detail {
 // the AVX-512 file may not include; kernels.cpp checks they agree).
 constexpr int64_t kQ8Values = 32;
 constexpr int64_t kQ8Bytes = 34;
+constexpr int64_t kQ4Bytes = 18;
 
 struct IsaKernels {
   // GEMM micro-tile: the leaf computes `mr` tokens x `nr` outputs at a time.
@@ -40,6 +41,9 @@ struct IsaKernels {
   // columns whose blocks start at W, columns [k0, k0 + kc).
   void (*packPanelsQ8)(const uint8_t *W, int64_t K, int64_t k0, int64_t n,
                        int64_t kc, float *dst);
+  // The same from Q4_0 blocks.
+  void (*packPanelsQ4)(const uint8_t *W, int64_t K, int64_t k0, int64_t n,
+                       int64_t kc, float *dst);
 
   // y[t, j] (+)= sum_{k < kc} x[t, k] * Wpanel[k][j] for t < m, j < n, with
   // the panels produced by packPanels(.., n, kc, panels).
@@ -57,6 +61,9 @@ struct IsaKernels {
   // The same over Q8_0 blocks (rows [0, n) of a matrix of K columns),
   // decoded in registers: bit for bit matvec's result on the decoded matrix.
   void (*matvecQ8)(const float *x, const uint8_t *W, float *y, int64_t K,
+                   int64_t n, bool accumulate);
+  // The same over Q4_0 blocks.
+  void (*matvecQ4)(const float *x, const uint8_t *W, float *y, int64_t K,
                    int64_t n, bool accumulate);
 
   // One row of RMSNorm.

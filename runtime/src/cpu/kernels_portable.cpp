@@ -32,7 +32,15 @@ struct Q8Values {
   Q8Values operator+(int64_t i) const { return {blocks, first + i}; }
 };
 
-// `b` is a pointer to f32 or bf16 weights, or Q8Values.
+// The same for Q4_0 weights.
+struct Q4Values {
+  const uint8_t *blocks;
+  int64_t first = 0;
+  float operator[](int64_t i) const { return q4Value(blocks, first + i); }
+  Q4Values operator+(int64_t i) const { return {blocks, first + i}; }
+};
+
+// `b` is a pointer to f32 or bf16 weights, or Q8Values / Q4Values.
 template <typename B> float dot(const float *a, B b, int64_t n) {
   float acc[kLanes] = {};
   int64_t k = 0;
@@ -115,6 +123,10 @@ void packPanelsQ8(const uint8_t *W, int64_t K, int64_t k0, int64_t n,
                   int64_t kc, float *dst) {
   packPanelsOf(Q8Values{W, k0}, K, n, kc, dst);
 }
+void packPanelsQ4(const uint8_t *W, int64_t K, int64_t k0, int64_t n,
+                  int64_t kc, float *dst) {
+  packPanelsOf(Q4Values{W, k0}, K, n, kc, dst);
+}
 
 void gemmBlock(const float *x, int64_t ldx, const float *panels, float *y,
                int64_t ldy, int64_t m, int64_t n, int64_t kc, bool accumulate) {
@@ -157,6 +169,10 @@ void matvecBf16(const float *x, const uint16_t *W, float *y, int64_t K,
 void matvecQ8(const float *x, const uint8_t *W, float *y, int64_t K, int64_t n,
               bool accumulate) {
   matvecOf(x, Q8Values{W}, y, K, n, accumulate);
+}
+void matvecQ4(const float *x, const uint8_t *W, float *y, int64_t K, int64_t n,
+              bool accumulate) {
+  matvecOf(x, Q4Values{W}, y, K, n, accumulate);
 }
 
 void rmsNormRow(const float *x, const float *w, float *y, int64_t D,
@@ -285,22 +301,10 @@ void geluTanh(const float *x, float *y, int64_t n) {
 
 } // namespace
 
-const IsaKernels kPortableKernels = {kMr,
-                                     kNr,
-                                     &packPanels,
-                                     &packPanelsBf16,
-                                     &packPanelsQ8,
-                                     &gemmBlock,
-                                     &matvec,
-                                     &matvecBf16,
-                                     &matvecQ8,
-                                     &rmsNormRow,
-                                     &ropeRow,
-                                     &attendHeads,
-                                     &attendHeadRows,
-                                     &siluMul,
-                                     &add,
-                                     &layerNormRow,
-                                     &geluTanh};
+const IsaKernels kPortableKernels = {
+    kMr,           kNr,         &packPanels,   &packPanelsBf16, &packPanelsQ8,
+    &packPanelsQ4, &gemmBlock,  &matvec,       &matvecBf16,     &matvecQ8,
+    &matvecQ4,     &rmsNormRow, &ropeRow,      &attendHeads,    &attendHeadRows,
+    &siluMul,      &add,        &layerNormRow, &geluTanh};
 
 } // namespace loom::rt::cpu::detail

@@ -338,9 +338,9 @@ TEST(Artifact, Bf16ModelRunsLikeItsRoundedF32Twin) {
   }
 }
 
-// Q8_0 is for matrices whose rows are whole blocks of 32, and its size is
-// the blocks': anything else is refused with the tensor named.
-TEST(Artifact, Q8TensorsAreMatricesOfWholeBlocks) {
+// Q8_0 and Q4_0 are for matrices whose rows are whole blocks of 32, and
+// their size is the blocks': anything else is refused with the tensor named.
+TEST(Artifact, QuantizedTensorsAreMatricesOfWholeBlocks) {
   struct Case {
     std::vector<int64_t> shape;
     size_t bytes;
@@ -357,11 +357,21 @@ TEST(Artifact, Q8TensorsAreMatricesOfWholeBlocks) {
        136 * 34 - 1,
        "tensor 'tok_embeddings' has size 4623 bytes but shape [136, 32] of "
        "Q8_0 needs 136 x 34"},
+      {{272, 16},
+       272 * 16 / 32 * 18,
+       "Q4_0 tensor 'tok_embeddings' has shape [272, 16]; Q4_0 needs a matrix "
+       "whose rows are whole blocks of 32"},
+      {{136, 32},
+       136 * 34,
+       "tensor 'tok_embeddings' has size 4624 bytes but shape [136, 32] of "
+       "Q4_0 needs 136 x 18"},
   };
   for (const Case &c : cases) {
     ArtifactSpec spec = tinySpec();
     loom::test::TensorSpec &t = spec.tensors[0];
-    t.dtype = fbs::DType::Q8_0;
+    t.dtype = std::string(c.message).find("Q4_0") != std::string::npos
+                  ? fbs::DType::Q4_0
+                  : fbs::DType::Q8_0;
     t.shape = c.shape;
     t.q8_0.assign(c.bytes, 0);
     TempFile file(spec.serialize());
@@ -503,7 +513,7 @@ const BadCase kBadCases[] = {
     {"TensorUnknownDtype",
      [](ArtifactSpec &s) { s.tensors[1].dtype = fbs::DType(7); },
      "tensor 'layers.0.attention_norm' has unknown dtype 7; this runtime "
-     "supports F32, BF16 and Q8_0"},
+     "supports F32, BF16, Q8_0 and Q4_0"},
     {"TensorChecksum", [](ArtifactSpec &s) { s.tensors[3].checksum = 42; },
      "checksum mismatch"},
     {"DispatchBufferOutOfRange",

@@ -1498,17 +1498,18 @@ TEST_P(KernelTest, EmbedAndAddRowsWidenBf16Tables) {
 }
 
 //===----------------------------------------------------------------------===//
-// Q8_0 weights: blocks of 32 (an f16 scale d, 32 int8 q), decoded in
-// registers to d * q, which is exactly an f32: every result is bit for bit
-// the one of the decoded f32 weights, in every step length.
+// Q8_0 and Q4_0 weights: blocks of 32 (an f16 scale d, then 32 int8 q or
+// 32 4-bit q), decoded in registers to d * q or d * (q - 8), exactly f32s:
+// every result is bit for bit the one of the decoded f32 weights, in every
+// step length.
 
-// Random Q8_0 blocks for a [rows, K] matrix: scales of every kind (normal,
-// subnormal, zero, negative), q over the whole int8 range; and the decoded
-// matrix.
-struct Q8Matrix {
+// Random Q8_0 or Q4_0 blocks for a [rows, K] matrix: scales of every kind
+// (normal, subnormal, zero, negative), q over its whole range; and the
+// decoded matrix.
+struct QuantMatrix {
   std::vector<uint8_t> blocks;
   std::vector<float> decoded;
-  Q8Matrix(int64_t rows, int64_t K, std::mt19937 &rng) {
+  QuantMatrix(int64_t rows, int64_t K, std::mt19937 &rng, bool q4 = false) {
     std::uniform_int_distribution<int> q(-128, 127), pick(0, 9);
     std::uniform_int_distribution<uint32_t> half(0, 0x7bff);
     for (int64_t b = 0; b < rows * K / 32; ++b) {
@@ -1525,15 +1526,29 @@ struct Q8Matrix {
       }
       if (pick(rng) < 5)
         d |= 0x8000;
+      const float scale = loom::halfToFloat(d);
       uint8_t block[34];
       std::memcpy(block, &d, 2);
+      if (q4) {
+        int v[32];
+        for (int j = 0; j < 32; ++j)
+          v[j] = q(rng) & 15;
+        for (int j = 0; j < 16; ++j)
+          block[2 + j] = static_cast<uint8_t>(v[j] | (v[j + 16] << 4));
+        blocks.insert(blocks.end(), block, block + 18);
+        for (int j = 0; j < 32; ++j)
+          decoded.push_back(scale * float(v[j] - 8));
+        continue;
+      }
       for (int j = 0; j < 32; ++j)
         block[2 + j] = static_cast<uint8_t>(static_cast<int8_t>(q(rng)));
       blocks.insert(blocks.end(), block, block + 34);
       for (int j = 0; j < 32; ++j)
-        decoded.push_back(loom::halfToFloat(d) *
-                          float(static_cast<int8_t>(block[2 + j])));
+        decoded.push_back(scale * float(static_cast<int8_t>(block[2 + j])));
     }
+  }
+  Weights weights(bool q4) const {
+    return q4 ? Weights::q4_0(blocks.data()) : Weights(blocks.data());
   }
 };
 
@@ -1546,45 +1561,50 @@ const MatmulShape kQ8MatmulShapes[] = {
     {40, 1600, 33, 0, 0}, {130, 544, 100, 0, 0}, {256, 320, 200, 20, 9},
 };
 
-TEST_P(KernelTest, MatmulOfQ8Weights) {
+TEST_P(KernelTest, MatmulOfQuantizedWeights) {
   uint32_t seed = 300;
-  for (const MatmulShape &shape : kQ8MatmulShapes) {
-    for (bool accumulate : {false, true}) {
-      SCOPED_TRACE(::testing::Message()
-                   << shape << " accumulate=" << accumulate);
-      MatmulData d(shape, seed++);
-      std::mt19937 rng(seed);
-      const Q8Matrix w(shape.N, shape.K, rng);
-      d.W = w.decoded;
-      const std::vector<float> want = d.run(accumulate);
-      std::vector<float> y = d.y0;
-      matmul(d.x.data(), d.ldx, w.blocks.data(), y.data(), d.ldy, shape.T,
-             shape.K, shape.N, accumulate);
-      ASSERT_EQ(0,
-                std::memcmp(y.data(), want.data(), y.size() * sizeof(float)));
-      EXPECT_TRUE(paddingUntouched(d.y0, y, shape.T, shape.N, d.ldy));
+  for (bool q4 : {false, true}) {
+    for (const MatmulShape &shape : kQ8MatmulShapes) {
+      for (bool accumulate : {false, true}) {
+        SCOPED_TRACE(::testing::Message() << (q4 ? "Q4_0 " : "Q8_0 ") << shape
+                                          << " accumulate=" << accumulate);
+        MatmulData d(shape, seed++);
+        std::mt19937 rng(seed);
+        const QuantMatrix w(shape.N, shape.K, rng, q4);
+        d.W = w.decoded;
+        const std::vector<float> want = d.run(accumulate);
+        std::vector<float> y = d.y0;
+        matmul(d.x.data(), d.ldx, w.weights(q4), y.data(), d.ldy, shape.T,
+               shape.K, shape.N, accumulate);
+        ASSERT_EQ(0,
+                  std::memcmp(y.data(), want.data(), y.size() * sizeof(float)));
+        EXPECT_TRUE(paddingUntouched(d.y0, y, shape.T, shape.N, d.ldy));
+      }
     }
   }
 }
 
-TEST_P(KernelTest, EmbedAndAddRowsDecodeQ8Tables) {
+TEST_P(KernelTest, EmbedAndAddRowsDecodeQuantizedTables) {
   const int64_t vocab = 40, D = 96;
-  std::mt19937 rng(11);
-  const Q8Matrix table(vocab, D, rng);
-  for (int64_t T : {1, 7, 40}) {
-    SCOPED_TRACE(::testing::Message() << "T=" << T);
-    std::vector<int32_t> tokens(static_cast<size_t>(T));
-    for (int64_t t = 0; t < T; ++t)
-      tokens[t] = int32_t((t * 13 + 5) % vocab);
-    std::vector<float> got(size_t(T * D), kSentinel), want = got;
-    embed(tokens.data(), T, table.blocks.data(), D, got.data(), 0.37f);
-    embed(tokens.data(), T, table.decoded.data(), D, want.data(), 0.37f);
-    ASSERT_EQ(0,
-              std::memcmp(got.data(), want.data(), got.size() * sizeof(float)));
-    std::vector<float> y = randomFloats(size_t(T * D), rng), sum = y;
-    addRows(table.blocks.data(), y.data(), T, D);
-    addRows(table.decoded.data(), sum.data(), T, D);
-    ASSERT_EQ(0, std::memcmp(y.data(), sum.data(), y.size() * sizeof(float)));
+  for (bool q4 : {false, true}) {
+    std::mt19937 rng(11);
+    const QuantMatrix table(vocab, D, rng, q4);
+    for (int64_t T : {1, 7, 40}) {
+      SCOPED_TRACE(::testing::Message()
+                   << (q4 ? "Q4_0" : "Q8_0") << " T=" << T);
+      std::vector<int32_t> tokens(static_cast<size_t>(T));
+      for (int64_t t = 0; t < T; ++t)
+        tokens[t] = int32_t((t * 13 + 5) % vocab);
+      std::vector<float> got(size_t(T * D), kSentinel), want = got;
+      embed(tokens.data(), T, table.weights(q4), D, got.data(), 0.37f);
+      embed(tokens.data(), T, table.decoded.data(), D, want.data(), 0.37f);
+      ASSERT_EQ(
+          0, std::memcmp(got.data(), want.data(), got.size() * sizeof(float)));
+      std::vector<float> y = randomFloats(size_t(T * D), rng), sum = y;
+      addRows(table.weights(q4), y.data(), T, D);
+      addRows(table.decoded.data(), sum.data(), T, D);
+      ASSERT_EQ(0, std::memcmp(y.data(), sum.data(), y.size() * sizeof(float)));
+    }
   }
 }
 

@@ -5,6 +5,7 @@ bytes) and a digest of the tokenizer (piece count and sha256 of its
 fields), or "tokenizer: none".
 
   artifact_info.py MODEL.loom
+  artifact_info.py --checksums MODEL.loom   (name, dtype, checksum a line)
 
 Reads the header and the flatbuffer tables it needs (Model, Tensor) with
 scripts/loom_artifact.py, so the tests need no flatbuffers package. Also imported by
@@ -19,7 +20,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 "..", "..", "..", "..", "scripts"))
 from loom_artifact import Table  # noqa: E402,F401 (re-exported)
 
-DTYPES = {0: "F32", 1: "BF16", 2: "Q8_0"}
+DTYPES = {0: "F32", 1: "BF16", 2: "Q8_0", 3: "Q4_0"}
 
 
 def read_artifact(path):
@@ -63,6 +64,12 @@ def read_artifact(path):
 
 
 def main():
+    if sys.argv[1] == "--checksums":
+        # One line per tensor: name, dtype and the checksum of its bytes.
+        info, _ = read_artifact(sys.argv[2])
+        for t in info["tensors"]:
+            print("%s %s %016x" % (t["name"], t["dtype"], t["checksum"]))
+        return
     info, _ = read_artifact(sys.argv[1])
     print("generator: %s" % info["generator"])
     print("target: %s" % info["target"])
