@@ -163,9 +163,7 @@ hf::readLlamaCheckpoint(const std::string &path, std::string &error) {
     }
     used.insert(name);
     WeightSource src{t->file->path().str(), t->tensor->fileOffset,
-                     t->tensor->bytes,
-                     t->tensor->dtype == st::DType::BF16 ? SourceEncoding::BF16
-                                                         : SourceEncoding::F32};
+                     t->tensor->bytes, weightEncoding(t->tensor->dtype)};
     src.rotateHalfHeadDim = rotateHalf ? hd : 0;
     ckpt.weights[as] = src;
     return true;

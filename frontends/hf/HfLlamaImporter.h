@@ -1,9 +1,9 @@
 //===- HfLlamaImporter.h - Hugging Face Llama checkpoints -------*- C++ -*-===//
 //
 // Reads a Hugging Face LlamaForCausalLM checkpoint folder: config.json
-// (model_type "llama"), model.safetensors or its shards (F32 or BF16), and
-// tokenizer.json (a SentencePiece-style BPE, as Llama 1/2, TinyLlama and
-// llama2.c's exports have). The tensors are mapped onto the Llama graph of
+// (model_type "llama"), model.safetensors or its shards (F32, BF16 or F16),
+// and tokenizer.json (a SentencePiece-style BPE, as Llama 1/2, TinyLlama
+// and llama2.c's exports have). The tensors are mapped onto the Llama graph of
 // the llama2.c frontend (llama2c::importCheckpoint); q_proj and k_proj are
 // stored in rotate-half order and are put back into the interleaved order
 // Loom's rope pairs when the artifact is written (WeightSource). See

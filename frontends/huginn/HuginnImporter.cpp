@@ -112,7 +112,7 @@ std::optional<Checkpoint> huginn::readCheckpoint(const std::string &path,
   const Config &c = ckpt.config;
   int64_t d = c.dim, I = c.intermediate, kv = c.nKvHeads * c.headDim();
   llvm::StringSet<> used;
-  // Looks a tensor up and checks its shape and dtype (F32 or BF16).
+  // Looks a tensor up and checks its shape and dtype (F32, BF16 or F16).
   auto tensor = [&](const std::string &name,
                     ArrayRef<int64_t> shape) -> std::optional<Located> {
     std::optional<Located> t = weights.find(name);
@@ -130,11 +130,10 @@ std::optional<Checkpoint> huginn::readCheckpoint(const std::string &path,
   // `elems` values of tensor t from element `first` on, as a graph weight.
   auto slice = [&](const std::string &name, const Located &t, uint64_t first,
                    uint64_t elems) {
-    const bool bf16 = t.tensor->dtype == st::DType::BF16;
-    const uint64_t size = bf16 ? 2 : 4;
-    ckpt.weights[name] = WeightSource{
-        t.file->path().str(), t.tensor->fileOffset + first * size, elems * size,
-        bf16 ? SourceEncoding::BF16 : SourceEncoding::F32};
+    const uint64_t size = st::dtypeSize(t.tensor->dtype);
+    ckpt.weights[name] =
+        WeightSource{t.file->path().str(), t.tensor->fileOffset + first * size,
+                     elems * size, hf::weightEncoding(t.tensor->dtype)};
   };
   auto whole = [&](const std::string &name, ArrayRef<int64_t> shape) {
     std::optional<Located> t = tensor(name, shape);

@@ -45,8 +45,8 @@ struct Checkpoint {
 /// Reads `path`: a folder with config.json and model.safetensors (or the
 /// shards of model.safetensors.index.json), or a config.json (then the
 /// weights are its siblings unless `shapesOnly`, which needs no weights at
-/// all). Validates the config and every tensor's name, dtype (F32 or BF16)
-/// and shape, and a sharded checkpoint's index; errors are one line.
+/// all). Validates the config and every tensor's name, dtype (F32, BF16 or
+/// F16) and shape, and a sharded checkpoint's index; errors are one line.
 std::optional<Checkpoint> readCheckpoint(const std::string &path,
                                          bool shapesOnly, std::string &error);
 

@@ -1,7 +1,7 @@
 //===- RefragImporter.cpp - REFRAG bundles to loom IR -----------------------===//
 #include "frontends/refrag/RefragImporter.h"
 #include "dialects/Loom/IR/LoomOps.h"
-#include "frontends/safetensors/SafetensorsReader.h"
+#include "frontends/safetensors/HfCheckpoint.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/Builders.h"
@@ -95,10 +95,8 @@ std::optional<Bundle> refrag::readBundle(const std::string &decoderPath,
       error = bundlePath + ": " + llvm::toString(std::move(e));
       return false;
     }
-    b.decoder.weights[name] =
-        WeightSource{bundlePath, t->fileOffset, t->bytes,
-                     t->dtype == st::DType::BF16 ? SourceEncoding::BF16
-                                                 : SourceEncoding::F32};
+    b.decoder.weights[name] = WeightSource{bundlePath, t->fileOffset, t->bytes,
+                                           hf::weightEncoding(t->dtype)};
     return true;
   };
   if (!add("encoder.tok_emb", {c.vocabSize, E}) ||

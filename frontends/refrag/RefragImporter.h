@@ -4,7 +4,7 @@
 // tokenizer, plus a safetensors file holding the chunk encoder (a small
 // bidirectional pre-LN transformer read at its CLS position), the projector
 // into the decoder's embedding width, and the expansion policy head, as
-// F32 or BF16 tensors (BF16 widened exactly when the artifact is written);
+// F32, BF16 or F16 tensors (decoded exactly when the artifact is written);
 // the file's __metadata__ states their configuration. The importer builds the
 // decoder's @forward and three more functions: @encode_chunk (token ids of
 // one chunk, with CLS prepended, to one embedding row), @project_chunk and

@@ -11,6 +11,7 @@
 #define LOOM_FRONTENDS_SAFETENSORS_HFCHECKPOINT_H
 
 #include "frontends/safetensors/SafetensorsReader.h"
+#include "passes/Serialize/ArtifactWriter.h"
 
 #include "llvm/ADT/StringSet.h"
 #include "llvm/Support/JSON.h"
@@ -53,6 +54,13 @@ private:
   const llvm::json::Object &o_;
   std::string &error_;
 };
+
+/// How a tensor of one of safetensors::kWeightDTypes encodes its values.
+inline SourceEncoding weightEncoding(safetensors::DType dtype) {
+  return dtype == safetensors::DType::BF16  ? SourceEncoding::BF16
+         : dtype == safetensors::DType::F16 ? SourceEncoding::F16
+                                            : SourceEncoding::F32;
+}
 
 /// A tensor and the file that holds it.
 struct Located {

@@ -142,7 +142,10 @@ Error expect(const SafetensorsTensor &tensor, ArrayRef<DType> dtypes,
     return Error::success();
   std::string allowed;
   for (size_t i = 0; i < dtypes.size(); ++i)
-    allowed += (i ? " or " : "") + dtypeName(dtypes[i]).str();
+    allowed += (i == 0                   ? ""
+                : i + 1 == dtypes.size() ? " or "
+                                         : ", ") +
+               dtypeName(dtypes[i]).str();
   return createStringError(Twine("tensor '") + printable(tensor.name) +
                            "' has dtype " + dtypeName(tensor.dtype) +
                            " and shape " + formatShape(tensor.shape) +

@@ -88,13 +88,14 @@ std::string printable(llvm::StringRef text);
 /// "tensor 'x' has dtype BF16 and shape [4, 5]; expected F32 [4, 5]".
 llvm::Error expect(const SafetensorsTensor &tensor, DType dtype,
                    llvm::ArrayRef<int64_t> shape);
-/// The same with a choice of dtypes: "...; expected F32 or BF16 [4, 5]".
+/// The same with a choice of dtypes: "...; expected F32, BF16 or F16
+/// [4, 5]".
 llvm::Error expect(const SafetensorsTensor &tensor,
                    llvm::ArrayRef<DType> dtypes, llvm::ArrayRef<int64_t> shape);
 
-/// The dtypes the frontends read as weights: F32, and BF16 (widened to f32
-/// exactly when the artifact is written; WeightSource::bf16).
-inline constexpr DType kWeightDTypes[] = {DType::F32, DType::BF16};
+/// The dtypes the frontends read as weights: F32, and BF16 and F16 (decoded
+/// exactly when the artifact is written; WeightSource::encoding).
+inline constexpr DType kWeightDTypes[] = {DType::F32, DType::BF16, DType::F16};
 
 class SafetensorsFile {
 public:

@@ -311,13 +311,17 @@ TEST(SafetensorsExpect, MatchesAndMismatches) {
             "tensor 's' has dtype F32 and shape []; expected F32 [1]");
   EXPECT_EQ(formatShape({}), "[]");
   EXPECT_EQ(formatShape({7}), "[7]");
-  // A choice of dtypes (the frontends' weights: F32 or BF16).
+  // A choice of dtypes (the frontends' weights: F32, BF16 or F16).
   EXPECT_FALSE(static_cast<bool>(expect(t, kWeightDTypes, {4, 5})));
   EXPECT_FALSE(static_cast<bool>(expect(s, kWeightDTypes, {})));
-  SafetensorsTensor h{"h", DType::F16, {2}, 0, 4};
+  SafetensorsTensor h{"h", DType::F64, {2}, 0, 16};
   EXPECT_EQ(llvm::toString(expect(h, kWeightDTypes, {2})),
-            "tensor 'h' has dtype F16 and shape [2]; expected F32 or BF16 [2]");
+            "tensor 'h' has dtype F64 and shape [2]; expected F32, BF16 or F16 "
+            "[2]");
   EXPECT_EQ(llvm::toString(expect(t, kWeightDTypes, {5, 4})),
+            "tensor 'x' has dtype BF16 and shape [4, 5]; expected F32, BF16 or "
+            "F16 [5, 4]");
+  EXPECT_EQ(llvm::toString(expect(t, {DType::F32, DType::BF16}, {5, 4})),
             "tensor 'x' has dtype BF16 and shape [4, 5]; expected F32 or BF16 "
             "[5, 4]");
 }

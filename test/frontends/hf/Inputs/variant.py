@@ -65,10 +65,21 @@ def main():
     elif case == "bad-shape":
         dtype, shape, raw = tensors[layer0 + "mlp.up_proj.weight"]
         tensors[layer0 + "mlp.up_proj.weight"] = [dtype, [shape[1], shape[0]], raw]
-    elif case == "f16":
+    elif case == "f64":
         dtype, shape, raw = tensors["model.norm.weight"]
         vals = struct.unpack("<%df" % (len(raw) // 4), raw)
-        tensors["model.norm.weight"] = ["F16", shape, struct.pack("<%de" % len(vals), *vals)]
+        tensors["model.norm.weight"] = ["F64", shape, struct.pack("<%dd" % len(vals), *vals)]
+    elif case in ("f16", "f32-of-f16"):
+        # Every tensor rounded to f16 (nearest even; these values are in
+        # range), stored as F16 or as the F32 of the same values.
+        for name, (dtype, shape, raw) in list(tensors.items()):
+            vals = struct.unpack("<%df" % (len(raw) // 4), raw)
+            halves = struct.pack("<%de" % len(vals), *vals)
+            if case == "f16":
+                tensors[name] = ["F16", shape, halves]
+            else:
+                back = struct.unpack("<%de" % len(vals), halves)
+                tensors[name] = ["F32", shape, struct.pack("<%df" % len(back), *back)]
     elif case == "extra-tensor":
         tensors["model.layers.0.self_attn.q_norm.weight"] = ["F32", [8], bytes(32)]
     elif case == "model-type":

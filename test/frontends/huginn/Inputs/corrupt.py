@@ -51,9 +51,9 @@ def write_safetensors(path, tensors, meta=None):
         f.write(struct.pack("<Q", len(text)) + text + b"".join(chunks))
 
 
-def f32_to_f16(raw):
+def f32_to_f64(raw):
     vals = struct.unpack("<%df" % (len(raw) // 4), raw)
-    return struct.pack("<%de" % len(vals), *vals)
+    return struct.pack("<%dd" % len(vals), *vals)
 
 
 def to_bf16(raw):
@@ -156,9 +156,9 @@ def main():
         return truncated(100)
     if case == "truncate-mid":
         return truncated(os.path.getsize(weights) // 2)
-    if case == "dtype-f16":
+    if case == "dtype-f64":
         t = tensors["transformer.ln_f.weight"]
-        t[0], t[2] = "F16", f32_to_f16(t[2])
+        t[0], t[2] = "F64", f32_to_f64(t[2])
         return save_weights(tensors, meta)
     if case == "shape":
         # The adapter transposed: same bytes, [2d, d] instead of [d, 2d].

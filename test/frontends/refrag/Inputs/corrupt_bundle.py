@@ -79,10 +79,10 @@ def main():
         # projector.fc1 transposed: the same bytes as [32, 128], not [128, 32].
         tensors["projector.fc1.weight"][1].reverse()
     elif case == "dtype":
-        # policy.bias as F16 (1 float: 2 bytes).
+        # policy.bias as F64 (1 float: 8 bytes).
         t = tensors["policy.bias"]
         (v,) = struct.unpack("<f", t[2])
-        t[0], t[2] = "F16", struct.pack("<e", v)
+        t[0], t[2] = "F64", struct.pack("<d", v)
     elif case == "extra":
         tensors["encoder.extra"] = ["F32", [2], b"\0" * 8]
     elif case == "copy":
