@@ -69,8 +69,8 @@ def main():
                                                     "peak MiB"))
     types = a.weight_types.split(",")
     for t in types:
-        if t not in ("f32", "bf16", "q8_0", "q4_0"):
-            sys.exit("bench: --weight-types takes f32, bf16, q8_0 and/or q4_0, not %r" % t)
+        if t not in ("f32", "bf16", "f16", "q8_0", "q4_0"):
+            sys.exit("bench: --weight-types takes f32, bf16, f16, q8_0 and/or q4_0, not %r" % t)
     for name in a.shapes.split(","):
         dim, hidden, layers, heads, kv, vocab, seq = SHAPES[name]
         ckpt = os.path.join(a.work, name + ".bin")

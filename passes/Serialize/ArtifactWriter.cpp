@@ -239,6 +239,8 @@ WeightType loom::storedWeightType(ShapedType type, WeightType requested,
         return WeightType::F32;
     if (e == SourceEncoding::BF16 && type.getRank() >= 2)
       return WeightType::BF16;
+    if (e == SourceEncoding::F16 && type.getRank() >= 2)
+      return WeightType::F16;
     if (e == SourceEncoding::Q8_0 && blocks)
       return WeightType::Q8_0;
     if (e == SourceEncoding::Q4_0 && blocks)
@@ -256,6 +258,7 @@ uint64_t loom::storedWeightBytes(ShapedType type, WeightType stored) {
   case WeightType::F32:
     return elems * 4;
   case WeightType::BF16:
+  case WeightType::F16:
     return elems * 2;
   case WeightType::Q8_0:
     return elems / kQ8Block * kQ8BlockBytes;
@@ -271,6 +274,8 @@ const char *loom::weightTypeName(WeightType type) {
   switch (type) {
   case WeightType::BF16:
     return "bf16";
+  case WeightType::F16:
+    return "f16";
   case WeightType::Q8_0:
     return "q8_0";
   case WeightType::Q4_0:
@@ -528,12 +533,14 @@ LogicalResult loom::writeArtifact(ModuleOp module, const WeightTable &weights,
     }
     if (t.type == WeightType::Q8_0 || t.type == WeightType::Q4_0)
       bytes = std::move(blocks);
-    if (t.type == WeightType::BF16) {
+    if (t.type == WeightType::BF16 || t.type == WeightType::F16) {
       std::vector<char> narrow(bytes.size() / 2);
       for (size_t e = 0; e < bytes.size() / 4; ++e) {
         float f;
         std::memcpy(&f, bytes.data() + 4 * e, sizeof f);
-        uint16_t h = floatToBf16(f);
+        // An f16 source round-trips exactly.
+        uint16_t h =
+            t.type == WeightType::BF16 ? floatToBf16(f) : floatToHalf(f);
         std::memcpy(narrow.data() + 2 * e, &h, sizeof h);
       }
       bytes = std::move(narrow);
@@ -556,6 +563,7 @@ LogicalResult loom::writeArtifact(ModuleOp module, const WeightTable &weights,
     tensorList.push_back(fb::CreateTensor(
         fbb, fbb.CreateString(t.weight.getSymName().str()),
         t.type == WeightType::BF16   ? fb::DType::BF16
+        : t.type == WeightType::F16  ? fb::DType::F16
         : t.type == WeightType::Q8_0 ? fb::DType::Q8_0
         : t.type == WeightType::Q4_0 ? fb::DType::Q4_0
                                      : fb::DType::F32,

@@ -63,18 +63,18 @@ using ProgressFn = std::function<void(size_t, size_t, uint64_t)>;
 /// How the artifact stores weights (the schema's DType). Keep is a request
 /// only: each tensor as its source is encoded, where the runtime reads that
 /// encoding (storedWeightType).
-enum class WeightType { F32, BF16, Q8_0, Q4_0, Keep };
+enum class WeightType { F32, BF16, F16, Q8_0, Q4_0, Keep };
 
 /// The options of the serialisation step (loomc --weight-type, --target).
 struct ArtifactOptions {
-  /// BF16: every tensor of rank >= 2 (matrices and tables) is stored as
-  /// bf16, rounded to nearest even from f32. Q8_0 / Q4_0: every matrix
-  /// whose rows are whole blocks of 32 is stored in those blocks (a source
-  /// in the same encoding keeps its blocks; others are quantized as ggml
-  /// does). Other tensors (norm weights, biases; for Q8_0 / Q4_0 also
+  /// BF16 (F16): every tensor of rank >= 2 (matrices and tables) is stored
+  /// as bf16 (IEEE halves), rounded to nearest even from f32. Q8_0 / Q4_0:
+  /// every matrix whose rows are whole blocks of 32 is stored in those blocks
+  /// (a source in the same encoding keeps its blocks; others are quantized as
+  /// ggml does). Other tensors (norm weights, biases; for Q8_0 / Q4_0 also
   /// matrices with other row lengths) stay f32. Keep: each tensor keeps its
-  /// source's encoding where the runtime reads it (bf16 for rank >= 2,
-  /// Q8_0 / Q4_0 for matrices of whole blocks), else f32.
+  /// source's encoding where the runtime reads it (bf16 and f16 for rank
+  /// >= 2, Q8_0 / Q4_0 for matrices of whole blocks), else f32.
   WeightType weightType = WeightType::F32;
   /// Recorded in Model.target: "cpu" or "cuda". The dispatch form is the
   /// same for both; the artifact runs on either device.
@@ -91,7 +91,7 @@ WeightType storedWeightType(mlir::ShapedType type, WeightType requested,
 /// Bytes a weight of `type` takes stored as `stored`.
 uint64_t storedWeightBytes(mlir::ShapedType type, WeightType stored);
 
-/// The "f32" / "bf16" / "q8_0" / "q4_0" / "keep" spelling of loomc
+/// The "f32" / "bf16" / "f16" / "q8_0" / "q4_0" / "keep" spelling of loomc
 /// --weight-type.
 const char *weightTypeName(WeightType type);
 

@@ -465,8 +465,8 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device, TraceRecorder *trace,
         }
     uint64_t total = 0;
     auto slot = [](uint64_t b) { return (b + 255) / 256 * 256; };
-    // Q8_0 and Q4_0 tensors have no CUDA kernels yet: they are decoded on
-    // the host
+    // F16, Q8_0 and Q4_0 tensors have no CUDA kernels yet: they are decoded
+    // on the host
     // (exactly, docs/artifact-format.md) and uploaded once as f32, which
     // every role reads.
     auto elementsOf = [](const TensorDesc &t) {
@@ -477,7 +477,8 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device, TraceRecorder *trace,
     };
     for (size_t i = 0; i < m.tensors.size(); ++i) {
       const TensorDesc &t = m.tensors[i];
-      if (t.dtype == WeightType::Q8_0 || t.dtype == WeightType::Q4_0) {
+      if (t.dtype == WeightType::Q8_0 || t.dtype == WeightType::Q4_0 ||
+          t.dtype == WeightType::F16) {
         if (native[i] || f32[i])
           total += slot(elementsOf(t) * sizeof(float));
         continue;
@@ -493,7 +494,8 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device, TraceRecorder *trace,
       const TensorDesc &t = m.tensors[i];
       DeviceTensor &dt = tensors_[i];
       dt.dtype = t.dtype;
-      if (t.dtype == WeightType::Q8_0 || t.dtype == WeightType::Q4_0) {
+      if (t.dtype == WeightType::Q8_0 || t.dtype == WeightType::Q4_0 ||
+          t.dtype == WeightType::F16) {
         if (!native[i] && !f32[i])
           continue;
         const uint64_t fb = elementsOf(t) * sizeof(float);

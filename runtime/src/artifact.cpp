@@ -266,10 +266,13 @@ void SemanticChecker::tensors() {
     } else if (t.dtype() == fbs::DType::Q4_0) {
       d.dtype = WeightType::Q4_0;
       dtype_name = "Q4_0";
+    } else if (t.dtype() == fbs::DType::F16) {
+      d.dtype = WeightType::F16;
+      dtype_name = "F16";
     } else {
       fail("tensor '", d.name, "' has unknown dtype ",
            static_cast<int>(t.dtype()),
-           "; this runtime supports F32, BF16, Q8_0 and Q4_0");
+           "; this runtime supports F32, BF16, F16, Q8_0 and Q4_0");
     }
     d.shape = toVector(t.shape());
     if (d.shape.empty())
@@ -280,7 +283,10 @@ void SemanticChecker::tensors() {
           __builtin_mul_overflow(elems, static_cast<uint64_t>(dim), &elems))
         fail("tensor '", d.name, "' has an invalid shape ", shapeStr(d.shape));
     // Bytes per element, or for Q8_0 / Q4_0 per block of kQ8Block elements.
-    uint64_t unit_bytes = d.dtype == WeightType::BF16 ? 2 : 4, units = elems;
+    uint64_t unit_bytes =
+                 d.dtype == WeightType::BF16 || d.dtype == WeightType::F16 ? 2
+                                                                           : 4,
+             units = elems;
     if (d.dtype == WeightType::Q8_0 || d.dtype == WeightType::Q4_0) {
       if (d.shape.size() != 2 || d.shape[1] % kQ8Block != 0)
         fail(dtype_name, " tensor '", d.name, "' has shape ", shapeStr(d.shape),
@@ -1207,6 +1213,10 @@ void decodeToF32(const TensorDesc &t, float *dst) {
                           dst[e] = q8Value(src, int64_t(e));
                         } else if (t.dtype == WeightType::Q4_0) {
                           dst[e] = q4Value(src, int64_t(e));
+                        } else if (t.dtype == WeightType::F16) {
+                          uint16_t h;
+                          std::memcpy(&h, src + 2 * e, sizeof h);
+                          dst[e] = halfToFloat(h);
                         } else {
                           uint16_t h;
                           std::memcpy(&h, src + 2 * e, sizeof h);

@@ -43,7 +43,7 @@ struct BufferDesc {
 
 // How a tensor is stored in the file (the schema's DType). Q8_0 and Q4_0:
 // rank 2, rows of whole blocks (kQ8Block in loom/artifact_format.h).
-enum class WeightType { F32, BF16, Q8_0, Q4_0 };
+enum class WeightType { F32, BF16, Q8_0, Q4_0, F16 };
 
 struct TensorDesc {
   std::string name;

@@ -580,6 +580,8 @@ void SessionState::run(const DispatchDesc &d, const int32_t *tokens, int64_t T,
       w[i] = cpu::Weights(static_cast<const uint8_t *>(t.raw));
     else if (t.dtype == WeightType::Q4_0 && readsWeightAsStored(d.kernel, i))
       w[i] = cpu::Weights::q4_0(static_cast<const uint8_t *>(t.raw));
+    else if (t.dtype == WeightType::F16 && readsWeightAsStored(d.kernel, i))
+      w[i] = cpu::Weights::f16(static_cast<const uint16_t *>(t.raw));
     else
       w[i] = cpu::Weights(t.data);
   }

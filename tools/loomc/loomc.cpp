@@ -123,14 +123,15 @@ cl::opt<bool> quiet("quiet", cl::desc("No progress output"), cl::init(false),
 // that lists the accepted ones.
 cl::opt<std::string> weightTypeName(
     "weight-type",
-    cl::desc("How the artifact stores weights: f32; bf16 (matrices and "
-             "tables, rounded to nearest even: half the bytes); q8_0 or q4_0 "
+    cl::desc("How the artifact stores weights: f32; bf16 or f16 (matrices "
+             "and tables, rounded to nearest even: half the bytes); q8_0 or "
+             "q4_0 "
              "(matrices whose rows are whole blocks of 32, in ggml's blocks: "
              "about a quarter / an eighth of the bytes); keep (each tensor as "
              "the checkpoint stores it where the runtime reads that: bf16, "
-             "q8_0, q4_0; else f32). Norm weights and biases stay f32. "
+             "f16, q8_0, q4_0; else f32). Norm weights and biases stay f32. "
              "Default: keep"),
-    cl::value_desc("f32|bf16|q8_0|q4_0|keep"), cl::init(""),
+    cl::value_desc("f32|bf16|f16|q8_0|q4_0|keep"), cl::init(""),
     cl::cat(loomcCategory));
 cl::opt<std::string> targetName(
     "target",
@@ -337,6 +338,8 @@ int main(int argc, char **argv) {
   loom::ArtifactOptions artifactOptions;
   if (weightTypeName == "bf16")
     artifactOptions.weightType = loom::WeightType::BF16;
+  else if (weightTypeName == "f16")
+    artifactOptions.weightType = loom::WeightType::F16;
   else if (weightTypeName == "q8_0")
     artifactOptions.weightType = loom::WeightType::Q8_0;
   else if (weightTypeName == "q4_0")
@@ -344,8 +347,9 @@ int main(int argc, char **argv) {
   else if (weightTypeName == "keep")
     artifactOptions.weightType = loom::WeightType::Keep;
   else if (weightTypeName.getNumOccurrences() && weightTypeName != "f32")
-    return fail("--weight-type must be f32, bf16, q8_0, q4_0 or keep, got '" +
-                weightTypeName + "'");
+    return fail(
+        "--weight-type must be f32, bf16, f16, q8_0, q4_0 or keep, got '" +
+        weightTypeName + "'");
   if (targetName != "cpu" && targetName != "cuda")
     return fail("--target must be cpu or cuda, got '" + targetName + "'");
   artifactOptions.target = targetName;

@@ -89,6 +89,12 @@ const uint8_t *quantRows(Weights W, int64_t row, int64_t K) {
 
 // dst[0..n) = the f32 values of table's elements [first, first + n).
 void widenRow(Weights table, int64_t first, int64_t n, float *dst) {
+  if (table.f16()) {
+    const auto *h = static_cast<const uint16_t *>(table.data) + first;
+    for (int64_t i = 0; i < n; ++i)
+      dst[i] = halfToFloat(h[i]);
+    return;
+  }
   if (table.q8_0() || table.q4_0()) {
     const auto *blocks = static_cast<const uint8_t *>(table.data);
     for (int64_t i = 0; i < n; ++i)
@@ -234,6 +240,9 @@ void gemm(const detail::IsaKernels &ik, const float *x, int64_t ldx, Weights W,
           ik.packPanelsQ8(quantRows(W, n0, K), K, k0, n, kcur, panels);
         else if (W.q4_0())
           ik.packPanelsQ4(quantRows(W, n0, K), K, k0, n, kcur, panels);
+        else if (W.f16())
+          ik.packPanelsF16(static_cast<const uint16_t *>(W.data) + n0 * K + k0,
+                           K, n, kcur, panels);
         else
           ik.packPanels(static_cast<const float *>(W.data) + n0 * K + k0, K, n,
                         kcur, panels);
@@ -349,6 +358,9 @@ void matmul(const float *x, int64_t ldx, Weights W, float *y, int64_t ldy,
              else if (W.q4_0())
                ik.matvecQ4(x, quantRows(W, n0, K), y + n0, K, n1 - n0,
                            accumulate);
+             else if (W.f16())
+               ik.matvecF16(x, static_cast<const uint16_t *>(W.data) + n0 * K,
+                            y + n0, K, n1 - n0, accumulate);
              else
                ik.matvec(x, static_cast<const float *>(W.data) + n0 * K, y + n0,
                          K, n1 - n0, accumulate);

@@ -33,12 +33,17 @@ bool bf16DotProducts();
 // decoded f32 matrix (bf16 in long steps aside, see matmul), with a half or
 // about a quarter of the bytes read.
 struct Weights {
-  enum class Encoding { F32, BF16, Q8_0, Q4_0 };
+  enum class Encoding { F32, BF16, Q8_0, Q4_0, F16 };
   Weights() = default;
   Weights(const float *p) : data(p) {}
   Weights(const uint16_t *p) : data(p), encoding(Encoding::BF16) {}
   Weights(const uint8_t *q8_0_blocks)
       : data(q8_0_blocks), encoding(Encoding::Q8_0) {}
+  static Weights f16(const uint16_t *halves) {
+    Weights w(halves);
+    w.encoding = Encoding::F16;
+    return w;
+  }
   static Weights q4_0(const uint8_t *blocks) {
     Weights w(blocks);
     w.encoding = Encoding::Q4_0;
@@ -52,6 +57,7 @@ struct Weights {
   bool bf16() const { return encoding == Encoding::BF16; }
   bool q8_0() const { return encoding == Encoding::Q8_0; }
   bool q4_0() const { return encoding == Encoding::Q4_0; }
+  bool f16() const { return encoding == Encoding::F16; }
   const void *data = nullptr;
   Encoding encoding = Encoding::F32;
 };

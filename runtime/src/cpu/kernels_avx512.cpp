@@ -129,6 +129,20 @@ struct Q4Values {
 };
 Q4Values operator+(Q4Values p, int64_t i) { return {p.blocks, p.first + i}; }
 
+// IEEE halves, addressed like the pointer they wrap, widened on load
+// (vcvtph2ps: exact).
+struct F16Values {
+  const uint16_t *halves;
+};
+F16Values operator+(F16Values p, int64_t i) { return {p.halves + i}; }
+__m512 loadWeights(__mmask16 m, F16Values p) {
+  return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p.halves));
+}
+__m512 loadWeights(F16Values p) {
+  return _mm512_cvtph_ps(
+      _mm256_loadu_si256(reinterpret_cast<const __m256i *>(p.halves)));
+}
+
 __m512 q4Half(const uint8_t *blk, bool high);
 __m512 loadWeights(__mmask16 m, Q4Values p) {
   // A whole half of a block (the usual case): decoded as matvecQ4 does.
@@ -189,6 +203,10 @@ void packPanelsQ8(const uint8_t *W, int64_t K, int64_t k0, int64_t n,
 void packPanelsQ4(const uint8_t *W, int64_t K, int64_t k0, int64_t n,
                   int64_t kc, float *dst) {
   packPanelsOf(Q4Values{W, k0}, K, n, kc, dst);
+}
+void packPanelsF16(const uint16_t *W, int64_t ldw, int64_t n, int64_t kc,
+                   float *dst) {
+  packPanelsOf(F16Values{W}, ldw, n, kc, dst);
 }
 
 // One kMr x kNr tile over kc values of k. Rows past `rows` repeat the last
@@ -378,6 +396,10 @@ void matvecQ8(const float *x, const uint8_t *W, float *y, int64_t K, int64_t n,
 void matvecQ4(const float *x, const uint8_t *W, float *y, int64_t K, int64_t n,
               bool accumulate) {
   matvecBlocks<Q4Block>(x, W, y, K, n, accumulate);
+}
+void matvecF16(const float *x, const uint16_t *W, float *y, int64_t K,
+               int64_t n, bool accumulate) {
+  matvecOf(x, F16Values{W}, y, K, n, accumulate);
 }
 
 void rmsNormRow(const float *x, const float *w, float *y, int64_t D,
@@ -801,10 +823,26 @@ void geluTanh(const float *x, float *y, int64_t n) {
 
 } // namespace
 
-const IsaKernels kAvx512Kernels = {
-    kMr,           kNr,         &packPanels,   &packPanelsBf16, &packPanelsQ8,
-    &packPanelsQ4, &gemmBlock,  &matvec,       &matvecBf16,     &matvecQ8,
-    &matvecQ4,     &rmsNormRow, &ropeRow,      &attendHeads,    &attendHeadRows,
-    &siluMul,      &add,        &layerNormRow, &geluTanh};
+const IsaKernels kAvx512Kernels = {kMr,
+                                   kNr,
+                                   &packPanels,
+                                   &packPanelsBf16,
+                                   &packPanelsQ8,
+                                   &packPanelsQ4,
+                                   &packPanelsF16,
+                                   &gemmBlock,
+                                   &matvec,
+                                   &matvecBf16,
+                                   &matvecQ8,
+                                   &matvecQ4,
+                                   &matvecF16,
+                                   &rmsNormRow,
+                                   &ropeRow,
+                                   &attendHeads,
+                                   &attendHeadRows,
+                                   &siluMul,
+                                   &add,
+                                   &layerNormRow,
+                                   &geluTanh};
 
 } // namespace loom::rt::cpu::detail

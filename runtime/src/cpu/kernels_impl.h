@@ -44,6 +44,9 @@ struct IsaKernels {
   // The same from Q4_0 blocks.
   void (*packPanelsQ4)(const uint8_t *W, int64_t K, int64_t k0, int64_t n,
                        int64_t kc, float *dst);
+  // The same from IEEE halves (row stride ldw), widened exactly.
+  void (*packPanelsF16)(const uint16_t *W, int64_t ldw, int64_t n, int64_t kc,
+                        float *dst);
 
   // y[t, j] (+)= sum_{k < kc} x[t, k] * Wpanel[k][j] for t < m, j < n, with
   // the panels produced by packPanels(.., n, kc, panels).
@@ -65,6 +68,9 @@ struct IsaKernels {
   // The same over Q4_0 blocks.
   void (*matvecQ4)(const float *x, const uint8_t *W, float *y, int64_t K,
                    int64_t n, bool accumulate);
+  // The same over IEEE halves, widened in registers.
+  void (*matvecF16)(const float *x, const uint16_t *W, float *y, int64_t K,
+                    int64_t n, bool accumulate);
 
   // One row of RMSNorm.
   void (*rmsNormRow)(const float *x, const float *w, float *y, int64_t D,

@@ -40,7 +40,15 @@ struct Q4Values {
   Q4Values operator+(int64_t i) const { return {blocks, first + i}; }
 };
 
-// `b` is a pointer to f32 or bf16 weights, or Q8Values / Q4Values.
+// The same for IEEE halves.
+struct F16Values {
+  const uint16_t *halves;
+  float operator[](int64_t i) const { return halfToFloat(halves[i]); }
+  F16Values operator+(int64_t i) const { return {halves + i}; }
+};
+
+// `b` is a pointer to f32 or bf16 weights, or Q8Values / Q4Values /
+// F16Values.
 template <typename B> float dot(const float *a, B b, int64_t n) {
   float acc[kLanes] = {};
   int64_t k = 0;
@@ -127,6 +135,10 @@ void packPanelsQ4(const uint8_t *W, int64_t K, int64_t k0, int64_t n,
                   int64_t kc, float *dst) {
   packPanelsOf(Q4Values{W, k0}, K, n, kc, dst);
 }
+void packPanelsF16(const uint16_t *W, int64_t ldw, int64_t n, int64_t kc,
+                   float *dst) {
+  packPanelsOf(F16Values{W}, ldw, n, kc, dst);
+}
 
 void gemmBlock(const float *x, int64_t ldx, const float *panels, float *y,
                int64_t ldy, int64_t m, int64_t n, int64_t kc, bool accumulate) {
@@ -173,6 +185,10 @@ void matvecQ8(const float *x, const uint8_t *W, float *y, int64_t K, int64_t n,
 void matvecQ4(const float *x, const uint8_t *W, float *y, int64_t K, int64_t n,
               bool accumulate) {
   matvecOf(x, Q4Values{W}, y, K, n, accumulate);
+}
+void matvecF16(const float *x, const uint16_t *W, float *y, int64_t K,
+               int64_t n, bool accumulate) {
+  matvecOf(x, F16Values{W}, y, K, n, accumulate);
 }
 
 void rmsNormRow(const float *x, const float *w, float *y, int64_t D,
@@ -301,10 +317,26 @@ void geluTanh(const float *x, float *y, int64_t n) {
 
 } // namespace
 
-const IsaKernels kPortableKernels = {
-    kMr,           kNr,         &packPanels,   &packPanelsBf16, &packPanelsQ8,
-    &packPanelsQ4, &gemmBlock,  &matvec,       &matvecBf16,     &matvecQ8,
-    &matvecQ4,     &rmsNormRow, &ropeRow,      &attendHeads,    &attendHeadRows,
-    &siluMul,      &add,        &layerNormRow, &geluTanh};
+const IsaKernels kPortableKernels = {kMr,
+                                     kNr,
+                                     &packPanels,
+                                     &packPanelsBf16,
+                                     &packPanelsQ8,
+                                     &packPanelsQ4,
+                                     &packPanelsF16,
+                                     &gemmBlock,
+                                     &matvec,
+                                     &matvecBf16,
+                                     &matvecQ8,
+                                     &matvecQ4,
+                                     &matvecF16,
+                                     &rmsNormRow,
+                                     &ropeRow,
+                                     &attendHeads,
+                                     &attendHeadRows,
+                                     &siluMul,
+                                     &add,
+                                     &layerNormRow,
+                                     &geluTanh};
 
 } // namespace loom::rt::cpu::detail

@@ -513,7 +513,7 @@ const BadCase kBadCases[] = {
     {"TensorUnknownDtype",
      [](ArtifactSpec &s) { s.tensors[1].dtype = fbs::DType(7); },
      "tensor 'layers.0.attention_norm' has unknown dtype 7; this runtime "
-     "supports F32, BF16, Q8_0 and Q4_0"},
+     "supports F32, BF16, F16, Q8_0 and Q4_0"},
     {"TensorChecksum", [](ArtifactSpec &s) { s.tensors[3].checksum = 42; },
      "checksum mismatch"},
     {"DispatchBufferOutOfRange",

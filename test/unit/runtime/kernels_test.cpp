@@ -1608,6 +1608,38 @@ TEST_P(KernelTest, EmbedAndAddRowsDecodeQuantizedTables) {
   }
 }
 
+// IEEE half weights: widened in registers (exact), so every result is bit
+// for bit the widened matrix's, in every step length.
+TEST_P(KernelTest, MatmulOfF16Weights) {
+  uint32_t seed = 500;
+  for (const MatmulShape &shape : kMatmulShapes) {
+    for (bool accumulate : {false, true}) {
+      SCOPED_TRACE(::testing::Message()
+                   << shape << " accumulate=" << accumulate);
+      MatmulData d(shape, seed++);
+      std::mt19937 rng(seed);
+      // Every finite half of magnitude below 4: normals, subnormals, zeros.
+      std::uniform_int_distribution<uint32_t> bits(0, 0xffff);
+      std::vector<uint16_t> halves(d.W.size());
+      for (size_t i = 0; i < halves.size(); ++i) {
+        uint16_t h;
+        do
+          h = static_cast<uint16_t>(bits(rng));
+        while ((h & 0x7fff) >= 0x4400);
+        halves[i] = h;
+        d.W[i] = loom::halfToFloat(h);
+      }
+      const std::vector<float> want = d.run(accumulate);
+      std::vector<float> y = d.y0;
+      matmul(d.x.data(), d.ldx, Weights::f16(halves.data()), y.data(), d.ldy,
+             shape.T, shape.K, shape.N, accumulate);
+      ASSERT_EQ(0,
+                std::memcmp(y.data(), want.data(), y.size() * sizeof(float)));
+      EXPECT_TRUE(paddingUntouched(d.y0, y, shape.T, shape.N, d.ldy));
+    }
+  }
+}
+
 // The shared decoder widens every half exactly.
 TEST(Q8, HalfToFloatIsExact) {
   EXPECT_EQ(loom::halfToFloat(0x3c00), 1.0f);

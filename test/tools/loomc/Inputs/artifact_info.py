@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 "..", "..", "..", "..", "scripts"))
 from loom_artifact import Table  # noqa: E402,F401 (re-exported)
 
-DTYPES = {0: "F32", 1: "BF16", 2: "Q8_0", 3: "Q4_0"}
+DTYPES = {0: "F32", 1: "BF16", 2: "Q8_0", 3: "Q4_0", 4: "F16"}
 
 
 def read_artifact(path):
