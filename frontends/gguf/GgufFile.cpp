@@ -1,6 +1,7 @@
 //===- GgufFile.cpp - strict reader for GGUF files ------------------------===//
 #include "frontends/gguf/GgufFile.h"
 #include "frontends/safetensors/SafetensorsReader.h"
+#include "loom/ggml_blocks.h"
 
 #include "llvm/ADT/STLExtras.h"
 
@@ -51,20 +52,22 @@ StringRef gguf::typeName(Value::Type type) {
   return t < std::size(names) ? names[t] : "unknown";
 }
 
+namespace {
+/// ggml's type names by id (the message that refuses a type names it).
+StringRef ggmlTypeName(uint32_t t) {
+  static const char *names[] = {
+      "F32",   "F16",   "Q4_0",    "Q4_1",   "Q4_2",    "Q4_3",  "Q5_0",
+      "Q5_1",  "Q8_0",  "Q8_1",    "Q2_K",   "Q3_K",    "Q4_K",  "Q5_K",
+      "Q6_K",  "Q8_K",  "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ4_NL",
+      "IQ3_S", "IQ2_S", "IQ4_XS",  "I8",     "I16",     "I32",   "I64",
+      "F64",   "IQ1_M", "BF16"};
+  return t < std::size(names) ? names[t] : "unknown";
+}
+
+} // namespace
+
 StringRef gguf::tensorTypeName(TensorType type) {
-  switch (type) {
-  case TensorType::F32:
-    return "F32";
-  case TensorType::F16:
-    return "F16";
-  case TensorType::Q4_0:
-    return "Q4_0";
-  case TensorType::Q8_0:
-    return "Q8_0";
-  case TensorType::BF16:
-    return "BF16";
-  }
-  return "?";
+  return ggmlTypeName(uint32_t(type));
 }
 
 uint64_t Tensor::numElements() const {
@@ -79,29 +82,38 @@ std::vector<int64_t> Tensor::shape() const {
 }
 
 namespace {
-/// ggml's other type ids, for the message that refuses them.
-StringRef ggmlTypeName(uint32_t t) {
-  static const char *names[] = {
-      "F32",   "F16",   "Q4_0",    "Q4_1",   "Q4_2",    "Q4_3",  "Q5_0",
-      "Q5_1",  "Q8_0",  "Q8_1",    "Q2_K",   "Q3_K",    "Q4_K",  "Q5_K",
-      "Q6_K",  "Q8_K",  "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ4_NL",
-      "IQ3_S", "IQ2_S", "IQ4_XS",  "I8",     "I16",     "I32",   "I64",
-      "F64",   "IQ1_M", "BF16"};
-  return t < std::size(names) ? names[t] : "unknown";
-}
-
 /// Bytes per block and values per block of the types Loom reads.
 std::optional<std::pair<uint64_t, uint64_t>> blockOf(uint32_t type) {
+  auto quant = [](ggml::BlockType t) {
+    const ggml::BlockFormat f = ggml::blockFormat(t);
+    return std::make_pair(uint64_t(f.bytes), uint64_t(f.values));
+  };
   switch (TensorType(type)) {
   case TensorType::F32:
     return std::make_pair(uint64_t(4), uint64_t(1));
   case TensorType::F16:
   case TensorType::BF16:
     return std::make_pair(uint64_t(2), uint64_t(1));
-  case TensorType::Q8_0:
-    return std::make_pair(uint64_t(34), uint64_t(32));
   case TensorType::Q4_0:
-    return std::make_pair(uint64_t(18), uint64_t(32));
+    return quant(ggml::BlockType::Q4_0);
+  case TensorType::Q4_1:
+    return quant(ggml::BlockType::Q4_1);
+  case TensorType::Q5_0:
+    return quant(ggml::BlockType::Q5_0);
+  case TensorType::Q5_1:
+    return quant(ggml::BlockType::Q5_1);
+  case TensorType::Q8_0:
+    return quant(ggml::BlockType::Q8_0);
+  case TensorType::Q2_K:
+    return quant(ggml::BlockType::Q2_K);
+  case TensorType::Q3_K:
+    return quant(ggml::BlockType::Q3_K);
+  case TensorType::Q4_K:
+    return quant(ggml::BlockType::Q4_K);
+  case TensorType::Q5_K:
+    return quant(ggml::BlockType::Q5_K);
+  case TensorType::Q6_K:
+    return quant(ggml::BlockType::Q6_K);
   }
   return std::nullopt;
 }
@@ -347,8 +359,10 @@ GgufFile::fromBuffer(std::unique_ptr<llvm::MemoryBuffer> buffer,
       return fail(error);
     std::optional<std::pair<uint64_t, uint64_t>> block = blockOf(type);
     if (!block)
-      return fail(shown + " has type " + ggmlTypeName(type).str() +
-                  ", which Loom does not read (F32, F16, BF16, Q8_0, Q4_0)");
+      return fail(
+          shown + " has type " + ggmlTypeName(type).str() +
+          ", which Loom does not read (F32, F16, BF16, Q4_0, Q4_1, Q5_0, "
+          "Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K)");
     if (info.ne[0] % block->second)
       return fail(shown + " has rows of " + std::to_string(info.ne[0]) +
                   " values, not a whole number of " +

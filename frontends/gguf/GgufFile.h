@@ -12,9 +12,10 @@
 // dimension. GgufFile::open maps the file and validates all of it before
 // returning: every length and count against the bytes left, value types,
 // no repeated key or tensor name, 1 to 4 dimensions of at least 1, each
-// tensor's type one Loom reads (F32, F16, BF16, Q8_0, Q4_0; rows a whole
-// number of blocks), offsets aligned, data inside the file and no two
-// tensors overlapping. Errors are one line, "<path>: <problem>".
+// tensor's type one Loom reads (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1,
+// Q8_0, Q2_K to Q6_K; rows a whole number of blocks), offsets aligned, data
+// inside the file and no two tensors overlapping. Errors are one line, "<path>:
+// <problem>".
 //
 //===----------------------------------------------------------------------===//
 #ifndef LOOM_FRONTENDS_GGUF_GGUFFILE_H
@@ -69,12 +70,20 @@ struct Value {
 /// "u32", "string", "array", ...
 llvm::StringRef typeName(Value::Type type);
 
-/// The ggml tensor types Loom reads.
+/// The ggml tensor types Loom reads (ggml's ids).
 enum class TensorType : uint32_t {
   F32 = 0,
   F16 = 1,
   Q4_0 = 2,
+  Q4_1 = 3,
+  Q5_0 = 6,
+  Q5_1 = 7,
   Q8_0 = 8,
+  Q2_K = 10,
+  Q3_K = 11,
+  Q4_K = 12,
+  Q5_K = 13,
+  Q6_K = 14,
   BF16 = 30,
 };
 llvm::StringRef tensorTypeName(TensorType type);

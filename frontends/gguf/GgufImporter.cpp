@@ -157,10 +157,26 @@ SourceEncoding encodingOf(TensorType type) {
     return SourceEncoding::F16;
   case TensorType::BF16:
     return SourceEncoding::BF16;
-  case TensorType::Q8_0:
-    return SourceEncoding::Q8_0;
   case TensorType::Q4_0:
     return SourceEncoding::Q4_0;
+  case TensorType::Q4_1:
+    return SourceEncoding::Q4_1;
+  case TensorType::Q5_0:
+    return SourceEncoding::Q5_0;
+  case TensorType::Q5_1:
+    return SourceEncoding::Q5_1;
+  case TensorType::Q8_0:
+    return SourceEncoding::Q8_0;
+  case TensorType::Q2_K:
+    return SourceEncoding::Q2_K;
+  case TensorType::Q3_K:
+    return SourceEncoding::Q3_K;
+  case TensorType::Q4_K:
+    return SourceEncoding::Q4_K;
+  case TensorType::Q5_K:
+    return SourceEncoding::Q5_K;
+  case TensorType::Q6_K:
+    return SourceEncoding::Q6_K;
   }
   return SourceEncoding::F32;
 }

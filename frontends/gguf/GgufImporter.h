@@ -3,9 +3,10 @@
 // Reads a llama.cpp GGUF file of architecture "llama" with a SentencePiece
 // ("llama") vocabulary: the hyperparameters and the tokenizer from its
 // metadata, the tensors mapped onto the Llama graph of the llama2.c frontend
-// (llama2c::importCheckpoint). F32, F16, BF16, Q8_0 and Q4_0 tensors are
-// decoded exactly to f32 when the artifact is written (SourceEncoding); Loom
-// runs them as f32 or, with --weight-type=bf16, bf16 weights. GGUF rotates
+// (llama2c::importCheckpoint). F32, F16, BF16 tensors and ggml's quantized
+// blocks (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K to Q6_K) are decoded exactly,
+// as ggml decodes them, when the artifact is written (SourceEncoding), or
+// kept where the runtime reads the format (--weight-type=keep). GGUF rotates
 // interleaved pairs as Loom does, so q and k are used as stored. See
 // docs/frontends.md.
 //

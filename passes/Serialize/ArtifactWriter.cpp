@@ -14,6 +14,7 @@
 #include "dialects/Loom/IR/LoomOps.h"
 
 #include "loom/artifact_format.h"
+#include "loom/ggml_blocks.h"
 #include "loom/loom_artifact_generated.h"
 #include "loom/version.h"
 
@@ -26,6 +27,7 @@
 #include <cassert>
 #include <cmath>
 #include <cstring>
+#include <optional>
 #include <vector>
 
 using namespace mlir;
@@ -67,18 +69,56 @@ struct PackedTensor {
 
 constexpr uint64_t kQuantBlock = kQ8Block; // values per Q8_0 / Q4_0 block
 
+/// The ggml block format of a block encoding; nullopt for F32/BF16/F16.
+std::optional<ggml::BlockType> blockTypeOf(SourceEncoding e) {
+  switch (e) {
+  case SourceEncoding::F32:
+  case SourceEncoding::BF16:
+  case SourceEncoding::F16:
+    return std::nullopt;
+  case SourceEncoding::Q8_0:
+    return ggml::BlockType::Q8_0;
+  case SourceEncoding::Q4_0:
+    return ggml::BlockType::Q4_0;
+  case SourceEncoding::Q4_1:
+    return ggml::BlockType::Q4_1;
+  case SourceEncoding::Q5_0:
+    return ggml::BlockType::Q5_0;
+  case SourceEncoding::Q5_1:
+    return ggml::BlockType::Q5_1;
+  case SourceEncoding::Q2_K:
+    return ggml::BlockType::Q2_K;
+  case SourceEncoding::Q3_K:
+    return ggml::BlockType::Q3_K;
+  case SourceEncoding::Q4_K:
+    return ggml::BlockType::Q4_K;
+  case SourceEncoding::Q5_K:
+    return ggml::BlockType::Q5_K;
+  case SourceEncoding::Q6_K:
+    return ggml::BlockType::Q6_K;
+  }
+  return std::nullopt;
+}
+
 /// Decodes `source`'s bytes at `from` into decodedBytes(source) f32 bytes.
 void decode(const WeightSource &source, const char *from, char *to) {
-  auto put = [&](uint64_t e, float v) { std::memcpy(to + 4 * e, &v, 4); };
+  if (auto block = blockTypeOf(source.encoding)) {
+    const ggml::BlockFormat f = ggml::blockFormat(*block);
+    float values[ggml::kSuperBlock];
+    for (uint64_t b = 0; b < source.bytes / f.bytes; ++b) {
+      ggml::decodeBlock(*block,
+                        reinterpret_cast<const uint8_t *>(from) + b * f.bytes,
+                        values);
+      std::memcpy(to + 4 * b * f.values, values, 4 * f.values);
+    }
+    return;
+  }
   auto half = [&](const char *at) {
     uint16_t h;
     std::memcpy(&h, at, sizeof h);
     return h;
   };
   switch (source.encoding) {
-  case SourceEncoding::F32:
-    std::memcpy(to, from, source.bytes);
-    return;
   case SourceEncoding::BF16:
     for (uint64_t e = 0; e < source.bytes / 2; ++e) {
       const uint32_t widened = uint32_t(half(from + 2 * e)) << 16;
@@ -86,27 +126,13 @@ void decode(const WeightSource &source, const char *from, char *to) {
     }
     return;
   case SourceEncoding::F16:
-    for (uint64_t e = 0; e < source.bytes / 2; ++e)
-      put(e, halfToFloat(half(from + 2 * e)));
-    return;
-  case SourceEncoding::Q8_0:
-    for (uint64_t b = 0; b < source.bytes / 34; ++b) {
-      const char *block = from + 34 * b;
-      const float d = halfToFloat(half(block));
-      for (uint64_t j = 0; j < kQuantBlock; ++j)
-        put(b * kQuantBlock + j, d * float(int8_t(block[2 + j])));
+    for (uint64_t e = 0; e < source.bytes / 2; ++e) {
+      const float v = halfToFloat(half(from + 2 * e));
+      std::memcpy(to + 4 * e, &v, sizeof v);
     }
     return;
-  case SourceEncoding::Q4_0:
-    for (uint64_t b = 0; b < source.bytes / 18; ++b) {
-      const char *block = from + 18 * b;
-      const float d = halfToFloat(half(block));
-      for (uint64_t j = 0; j < kQuantBlock / 2; ++j) {
-        const uint8_t q = uint8_t(block[2 + j]);
-        put(b * kQuantBlock + j, d * float(int(q & 0xf) - 8));
-        put(b * kQuantBlock + j + 16, d * float(int(q >> 4) - 8));
-      }
-    }
+  default:
+    std::memcpy(to, from, source.bytes);
     return;
   }
 }
@@ -213,18 +239,13 @@ void restoreInterleavedRows(char *data, size_t size, int64_t hd,
 } // namespace
 
 uint64_t loom::decodedBytes(const WeightSource &source) {
-  switch (source.encoding) {
-  case SourceEncoding::F32:
-    return source.bytes % 4 ? 0 : source.bytes;
-  case SourceEncoding::BF16:
-  case SourceEncoding::F16:
-    return source.bytes % 2 ? 0 : source.bytes * 2;
-  case SourceEncoding::Q8_0:
-    return source.bytes % 34 ? 0 : source.bytes / 34 * kQuantBlock * 4;
-  case SourceEncoding::Q4_0:
-    return source.bytes % 18 ? 0 : source.bytes / 18 * kQuantBlock * 4;
+  if (auto block = blockTypeOf(source.encoding)) {
+    const ggml::BlockFormat f = ggml::blockFormat(*block);
+    return source.bytes % f.bytes ? 0 : source.bytes / f.bytes * f.values * 4;
   }
-  return 0;
+  if (source.encoding == SourceEncoding::F32)
+    return source.bytes % 4 ? 0 : source.bytes;
+  return source.bytes % 2 ? 0 : source.bytes * 2; // BF16, F16
 }
 
 WeightType loom::storedWeightType(ShapedType type, WeightType requested,

@@ -24,11 +24,25 @@ namespace loom {
 
 /// How a source weight's bytes encode its values. Every value of these
 /// encodings is exactly an f32, and the writer decodes them so (then rounds
-/// to bf16 where the artifact stores bf16). Q8_0 and Q4_0 are GGUF's
-/// (ggml's) blocks of 32 values along a row: an f16 scale d, then 32 int8
-/// q (value d*q), or 16 bytes of 4-bit q, low nibbles first (value
-/// d*(q-8)).
-enum class SourceEncoding { F32, BF16, F16, Q8_0, Q4_0 };
+/// to bf16 where the artifact stores bf16). The block encodings are GGUF's
+/// (ggml's) quantized blocks along a row, decoded as ggml decodes them
+/// (loom/ggml_blocks.h): Q8_0 and Q4_0 through Q5_1 blocks of 32 values, the
+/// K formats blocks of 256.
+enum class SourceEncoding {
+  F32,
+  BF16,
+  F16,
+  Q8_0,
+  Q4_0,
+  Q4_1,
+  Q5_0,
+  Q5_1,
+  Q2_K,
+  Q3_K,
+  Q4_K,
+  Q5_K,
+  Q6_K,
+};
 
 /// Where a source weight's bytes are: `bytes` bytes at `offset` of `file`,
 /// encoded as `encoding` says.

@@ -4,7 +4,7 @@
 //   loomc HF_LLAMA_DIR -o MODEL.loom                       (config.json,
 //                                   model.safetensors, tokenizer.json)
 //   loomc MODEL.gguf -o MODEL.loom                         (llama.cpp GGUF;
-//                                   F32/F16/BF16/Q8_0/Q4_0 decoded to f32)
+//                                   F32/F16/BF16 and ggml's Q4_0..Q6_K)
 //   loomc HUGINN_DIR --format=huginn -o MODEL.loom         (config.json +
 //                                                          model.safetensors)
 //   loomc MODEL --emit=mlir | dispatch | dot | report
@@ -76,7 +76,8 @@ cl::opt<Format> format(
                           "(or shards), tokenizer.json"),
                clEnumValN(Format::Gguf, "gguf",
                           "llama.cpp GGUF (llama architecture, SentencePiece "
-                          "vocabulary; F32/F16/BF16/Q8_0/Q4_0)"),
+                          "vocabulary; F32/F16/BF16, Q4_0, Q4_1, Q5_0, Q5_1, "
+                          "Q8_0, Q2_K..Q6_K)"),
                clEnumValN(Format::Huginn, "huginn",
                           "Huginn/raven config.json + model.safetensors"),
                clEnumValN(Format::Refrag, "refrag",

@@ -3,8 +3,8 @@
 
 For each GGUF (../shared/models/gguf, recorded in
 ../shared/golden/gguf-stories260K.json) it compiles the file and checks:
-  * decoding: an independent numpy reader decodes every tensor (F32, F16,
-    Q8_0, Q4_0 as ggml defines them) and writes a llama2.c checkpoint;
+  * decoding: an independent numpy reader decodes every tensor
+    (ggml_blocks.py) and writes a llama2.c checkpoint;
     loomc's artifact of that checkpoint gives bit for bit the logits of the
     GGUF's artifact;
   * tokenizer: the prompt's ids (loom-run --tokenize) equal llama.cpp's;
@@ -14,6 +14,8 @@ For each GGUF (../shared/models/gguf, recorded in
     golden (run.c) is within the fp32 tolerance for F32 files and at most
     1.5x llama.cpp's own distance for quantized ones.
 Prints one line per file. Needs numpy.
+
+  check_gguf.py twin IN.gguf OUT.bin   writes only the llama2.c twin
 """
 import argparse
 import json
@@ -23,6 +25,8 @@ import subprocess
 import sys
 
 import numpy as np
+
+import ggml_blocks as gb
 
 VALUE_FMT = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
 
@@ -66,21 +70,10 @@ def read_gguf(path):
     start = (at[0] + align - 1) // align * align
     tensors = {}
     for name, ne, typ, off in infos:
-        n = int(np.prod(ne))
-        raw = b[start + off:]
-        if typ == 0:
-            x = np.frombuffer(raw, "<f4", n)
-        elif typ == 1:
-            x = np.frombuffer(raw, "<f2", n).astype(np.float32)
-        elif typ == 8:  # Q8_0: f16 d, 32 x int8
-            blocks = np.frombuffer(raw, np.dtype([("d", "<f2"), ("q", "i1", 32)]), n // 32)
-            x = (blocks["d"].astype(np.float32)[:, None] * blocks["q"].astype(np.float32)).reshape(-1)
-        elif typ == 2:  # Q4_0: f16 d, 16 bytes: low nibbles = values 0..15, high = 16..31
-            blocks = np.frombuffer(raw, np.dtype([("d", "<f2"), ("q", "u1", 16)]), n // 32)
-            q = np.concatenate([blocks["q"] & 15, blocks["q"] >> 4], axis=1).astype(np.float32) - 8
-            x = (blocks["d"].astype(np.float32)[:, None] * q).reshape(-1)
-        else:
+        if typ not in gb.BLOCKS:
             sys.exit("%s: tensor %s has type %d" % (path, name, typ))
+        n = int(np.prod(ne))
+        x = gb.decode(typ, b[start + off:start + off + n // gb.BLOCKS[typ][0] * gb.BLOCKS[typ][1]], n)
         tensors[name] = x.reshape(list(reversed(ne)))
     return meta, tensors
 
@@ -113,7 +106,15 @@ def run(cmd, **kw):
     return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw).stdout
 
 
+def write_twin(gguf, out):
+    """gguf_twin: the GGUF's decoded weights as a llama2.c checkpoint."""
+    meta, t = read_gguf(gguf)
+    write_llama2c(meta, t, out)
+
+
 def main():
+    if sys.argv[1] == "twin":
+        return write_twin(sys.argv[2], sys.argv[3])
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--loomc", required=True)
     ap.add_argument("--loom-run", required=True)

@@ -102,6 +102,8 @@ def main():
         info[b"blk.1.attn_k.weight"][1] = [32, 64]
     elif case == "q4k":
         info[b"blk.0.attn_q.weight"][2] = 12
+    elif case == "iq4-nl":
+        info[b"blk.0.attn_q.weight"][2] = 20
     elif case == "misaligned":
         info[b"blk.0.attn_v.weight"][3] += 4
     elif case == "overlap":

@@ -1,0 +1,145 @@
+"""Writes a random Llama model as a GGUF file, its tensors in the ggml types
+asked for, for the loomc tests of the quantized formats.
+
+  make_gguf.py --tokenizer tok512.bin OUT [--dim 256 --hidden 512
+      --layers 2 --heads 4 --kv-heads 2 --context 256 --seed 1]
+      [--types ROLE=TYPE,...] [--untied]
+
+ROLE is a tensor's name without "blk.N." and ".weight" (attn_q, ffn_down,
+token_embd, output, ...), or "default"; TYPE a ggml type name (F32, F16,
+BF16, Q4_0, ..., Q6_K). Norm weights are F32 unless named. The vocabulary
+is the llama2.c tokenizer's (spaces written as SentencePiece's U+2581).
+
+Quantized tensors are random blocks: random bytes, with each block's f16
+scale fields set to random weight-like scales (so that the values stay
+near +-0.1 whatever the quants are). Other tensors are random normals.
+Standard library and numpy.
+"""
+import argparse
+import struct
+
+import numpy as np
+
+import ggml_blocks as gb
+
+TYPE_IDS = {name: t for t, name in gb.NAMES.items()}
+# Each block's f16 fields: (byte offset, reach), a field sized AMPLITUDE /
+# reach: d by the largest |quant x sub-scale| it multiplies, a min (m,
+# dmin) so that it shifts the values by about half the amplitude.
+SCALES = {gb.Q4_0: [(0, 8)], gb.Q4_1: [(0, 15), (2, 2)], gb.Q5_0: [(0, 16)],
+          gb.Q5_1: [(0, 31), (2, 2)], gb.Q8_0: [(0, 127)],
+          gb.Q2_K: [(80, 15 * 3), (82, 2 * 15)], gb.Q3_K: [(108, 32 * 4)],
+          gb.Q4_K: [(0, 63 * 15), (2, 2 * 63)], gb.Q5_K: [(0, 63 * 31), (2, 2 * 63)],
+          gb.Q6_K: [(208, 128 * 32)]}
+AMPLITUDE = 0.1
+
+
+def read_llama2c_tokenizer(path, vocab):
+    data = open(path, "rb").read()
+    at = 4
+    pieces, scores = [], []
+    for _ in range(vocab):
+        score, n = struct.unpack_from("<fi", data, at)
+        at += 8
+        pieces.append(data[at:at + n].replace(b" ", "\u2581".encode()))
+        scores.append(score)
+        at += n
+    return pieces, scores
+
+
+def random_tensor(typ, n, rng, norm=False):
+    if typ in (gb.F32, gb.F16, gb.BF16):
+        x = (1.0 + 0.1 * rng.standard_normal(n)) if norm else 0.05 * rng.standard_normal(n)
+        x = x.astype(np.float32)
+        if typ == gb.F32:
+            return x.astype("<f4").tobytes()
+        if typ == gb.F16:
+            return x.astype("<f2").tobytes()
+        return (x.view(np.uint32) >> 16).astype("<u2").tobytes()
+    per, size = gb.BLOCKS[typ]
+    nb = n // per
+    b = rng.integers(0, 256, (nb, size), dtype=np.uint8)
+    for at, reach in SCALES[typ]:
+        v = rng.uniform(0.5, 1.0, nb) * (AMPLITUDE / reach) * rng.choice([-1.0, 1.0], nb)
+        b[:, at:at + 2] = v.astype("<f2").view(np.uint8).reshape(nb, 2)
+    return b.tobytes()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("out")
+    ap.add_argument("--tokenizer", required=True)
+    ap.add_argument("--vocab", type=int, default=512)
+    ap.add_argument("--dim", type=int, default=256)
+    ap.add_argument("--hidden", type=int, default=512)
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--heads", type=int, default=4)
+    ap.add_argument("--kv-heads", type=int, default=2)
+    ap.add_argument("--context", type=int, default=256)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--types", default="")
+    ap.add_argument("--untied", action="store_true")
+    a = ap.parse_args()
+    types = dict(kv.split("=") for kv in a.types.split(",") if kv)
+    rng = np.random.default_rng(a.seed)
+    D, H, hd = a.dim, a.hidden, a.dim // a.heads
+    kv = a.kv_heads * hd
+
+    shapes = [("token_embd", [a.vocab, D])]
+    for l in range(a.layers):
+        for role, shape in (("attn_norm", [D]), ("attn_q", [D, D]), ("attn_k", [kv, D]),
+                            ("attn_v", [kv, D]), ("attn_output", [D, D]),
+                            ("ffn_norm", [D]), ("ffn_gate", [H, D]), ("ffn_down", [D, H]),
+                            ("ffn_up", [H, D])):
+            shapes.append(("blk.%d.%s" % (l, role), shape))
+    shapes.append(("output_norm", [D]))
+    if a.untied:
+        shapes.append(("output", [a.vocab, D]))
+
+    tensors = []  # (name, ne, type, bytes)
+    for name, shape in shapes:
+        role = name.split(".")[-1]
+        norm = role.endswith("norm")
+        typ = TYPE_IDS[types.get(role, "F32" if norm else types.get("default", "F32"))]
+        n = int(np.prod(shape))
+        tensors.append((name + ".weight", list(reversed(shape)), typ,
+                        random_tensor(typ, n, rng, norm)))
+
+    pieces, scores = read_llama2c_tokenizer(a.tokenizer, a.vocab)
+
+    def string(s):
+        return struct.pack("<Q", len(s)) + s
+
+    meta = [
+        ("general.architecture", 8, string(b"llama")),
+        ("llama.context_length", 4, struct.pack("<I", a.context)),
+        ("llama.embedding_length", 4, struct.pack("<I", D)),
+        ("llama.feed_forward_length", 4, struct.pack("<I", H)),
+        ("llama.block_count", 4, struct.pack("<I", a.layers)),
+        ("llama.attention.head_count", 4, struct.pack("<I", a.heads)),
+        ("llama.attention.head_count_kv", 4, struct.pack("<I", a.kv_heads)),
+        ("llama.attention.layer_norm_rms_epsilon", 6, struct.pack("<f", 1e-5)),
+        ("tokenizer.ggml.model", 8, string(b"llama")),
+        ("tokenizer.ggml.tokens", 9,
+         struct.pack("<IQ", 8, len(pieces)) + b"".join(string(p) for p in pieces)),
+        ("tokenizer.ggml.scores", 9,
+         struct.pack("<IQ", 6, len(scores)) + struct.pack("<%df" % len(scores), *scores)),
+        ("tokenizer.ggml.bos_token_id", 4, struct.pack("<I", 1)),
+        ("tokenizer.ggml.eos_token_id", 4, struct.pack("<I", 2)),
+    ]
+    out = bytearray(struct.pack("<IIQQ", 0x46554747, 3, len(tensors), len(meta)))
+    for key, t, v in meta:
+        out += string(key.encode()) + struct.pack("<I", t) + v
+    offset = 0
+    for name, ne, typ, data in tensors:
+        out += string(name.encode()) + struct.pack("<I", len(ne))
+        out += struct.pack("<%dQ" % len(ne), *ne) + struct.pack("<IQ", typ, offset)
+        offset += (len(data) + 31) // 32 * 32
+    out += bytes(-len(out) % 32)
+    for name, ne, typ, data in tensors:
+        out += data + bytes(-len(data) % 32)
+    open(a.out, "wb").write(out)
+
+
+if __name__ == "__main__":
+    main()
