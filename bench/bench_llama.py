@@ -15,10 +15,15 @@ Each shape is compiled with f32, bf16, Q8_0 and Q4_0 weights (loomc
 --weight-type: the CPU kernels read bf16 matrices and Q8_0 / Q4_0 blocks
 as stored and decode them in registers, so decode streams half / about a
 quarter / an eighth of the bytes); the ratios over f32 are printed per
-thread count.
+thread count. The K formats (q4_k, q6_k, ...: llama.cpp's Q4_K_M and the
+like) have no quantizer in loomc, so for those a GGUF of the same shape
+with random blocks in that format is written
+(test/frontends/gguf/Inputs/make_gguf.py, needs numpy) and compiled with
+the default --weight-type=keep.
 
 usage: bench/bench_llama.py [--bin build/bin] [--work /tmp/loom-bench]
-                            [--shapes 15M,110M] [--weight-types f32,bf16,q8_0,q4_0]
+                            [--shapes 15M,110M]
+                            [--weight-types f32,bf16,q8_0,q4_0[,f16,q2_k..q6_k]]
                             [--repeat 3]
 """
 import argparse
@@ -68,9 +73,13 @@ def main():
                                                     "decode t/s", "decode GB/s", "roofline",
                                                     "peak MiB"))
     types = a.weight_types.split(",")
+    k_formats = ("q2_k", "q3_k", "q4_k", "q5_k", "q6_k")
     for t in types:
-        if t not in ("f32", "bf16", "f16", "q8_0", "q4_0"):
-            sys.exit("bench: --weight-types takes f32, bf16, f16, q8_0 and/or q4_0, not %r" % t)
+        if t not in ("f32", "bf16", "f16", "q8_0", "q4_0") + k_formats:
+            sys.exit("bench: --weight-types takes f32, bf16, f16, q8_0, q4_0 and/or "
+                     "q2_k..q6_k, not %r" % t)
+    make_gguf = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "test",
+                             "frontends", "gguf", "Inputs", "make_gguf.py")
     for name in a.shapes.split(","):
         dim, hidden, layers, heads, kv, vocab, seq = SHAPES[name]
         ckpt = os.path.join(a.work, name + ".bin")
@@ -82,6 +91,15 @@ def main():
                  "--vocab", str(vocab), "--seq", str(seq), "--seed", "1",
                  "--tokenizer-out", tok])
             for t, art in arts.items():
+                if t in k_formats:
+                    gguf = os.path.join(a.work, "%s-%s.gguf" % (name, t))
+                    run([sys.executable, make_gguf, gguf, "--tokenizer", tok,
+                         "--vocab", str(vocab), "--dim", str(dim), "--hidden", str(hidden),
+                         "--layers", str(layers), "--heads", str(heads), "--kv-heads",
+                         str(kv), "--context", str(seq), "--types", "default=" + t.upper()])
+                    run([tool("loomc"), gguf, "-o", art, "--quiet"])
+                    os.remove(gguf)
+                    continue
                 run([tool("loomc"), ckpt, "--tokenizer", tok, "-o", art, "--quiet",
                      "--weight-type=" + t])
             os.remove(ckpt)

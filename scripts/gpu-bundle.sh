@@ -51,6 +51,12 @@ for m in stories260K synthetic_untied; do
 done
 "$BUILD/bin/loomc" models/stories260K.bin --tokenizer models/tok512.bin --target cuda \
   --weight-type q8_0 -o "$OUTDIR/art/stories260K-q8_0.loom" --quiet
+# ggml's K formats (Q4_K matrices, Q6_K and Q5_K ones in some roles, as in
+# llama.cpp's Q4_K_M; random blocks), kept as stored.
+"${PYTHON:-/usr/bin/python3}" test/frontends/gguf/Inputs/make_gguf.py --tokenizer models/tok512.bin \
+  "$OUTDIR/kquant.gguf" --types default=Q4_K,attn_v=Q6_K,ffn_down=Q6_K,ffn_up=Q5_K,token_embd=Q6_K
+"$BUILD/bin/loomc" "$OUTDIR/kquant.gguf" --target cuda -o "$OUTDIR/art/kquant.loom" --quiet
+rm "$OUTDIR/kquant.gguf"
 "$BUILD/bin/loomc" --format=refrag --decoder models/stories260K.bin \
   --tokenizer models/tok512.bin --bundle "$G/refrag-tiny/refrag_tiny.safetensors" \
   --target cuda -o "$OUTDIR/art/refrag-tiny.loom" --quiet

@@ -173,6 +173,8 @@ step same-artifact-synthetic-f32 same_artifact "$A/synthetic_untied-f32-mt3.loom
 # Q8_0 matrices: decoded exactly to f32 at upload on CUDA, in registers on
 # the CPU, so within the f32 bound too.
 step same-artifact-stories260K-q8_0 same_artifact "$A/stories260K-q8_0.loom" 1e-4
+# K-format (Q4_K, Q5_K, Q6_K) blocks, likewise decoded at upload.
+step same-artifact-kquant same_artifact "$A/kquant.loom" 1e-4
 
 # Sampling on the device (the decode graph's sampler) against the CPU's, same
 # seed: the ids equal at four temperature / top-p settings. The nuclei of

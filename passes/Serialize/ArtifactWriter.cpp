@@ -100,6 +100,63 @@ std::optional<ggml::BlockType> blockTypeOf(SourceEncoding e) {
   return std::nullopt;
 }
 
+/// The block encoding an artifact of `type` stores (Q8_0, Q4_0, the K
+/// formats); nullopt for F32, BF16, F16.
+std::optional<SourceEncoding> keptEncoding(WeightType type) {
+  switch (type) {
+  case WeightType::Q8_0:
+    return SourceEncoding::Q8_0;
+  case WeightType::Q4_0:
+    return SourceEncoding::Q4_0;
+  case WeightType::Q2_K:
+    return SourceEncoding::Q2_K;
+  case WeightType::Q3_K:
+    return SourceEncoding::Q3_K;
+  case WeightType::Q4_K:
+    return SourceEncoding::Q4_K;
+  case WeightType::Q5_K:
+    return SourceEncoding::Q5_K;
+  case WeightType::Q6_K:
+    return SourceEncoding::Q6_K;
+  default:
+    return std::nullopt;
+  }
+}
+
+/// The K-format WeightType of a K-format source encoding.
+std::optional<WeightType> kFormatOf(SourceEncoding e) {
+  for (WeightType t : {WeightType::Q2_K, WeightType::Q3_K, WeightType::Q4_K,
+                       WeightType::Q5_K, WeightType::Q6_K})
+    if (keptEncoding(t) == e)
+      return t;
+  return std::nullopt;
+}
+
+fb::DType schemaDType(WeightType type) {
+  switch (type) {
+  case WeightType::BF16:
+    return fb::DType::BF16;
+  case WeightType::F16:
+    return fb::DType::F16;
+  case WeightType::Q8_0:
+    return fb::DType::Q8_0;
+  case WeightType::Q4_0:
+    return fb::DType::Q4_0;
+  case WeightType::Q2_K:
+    return fb::DType::Q2_K;
+  case WeightType::Q3_K:
+    return fb::DType::Q3_K;
+  case WeightType::Q4_K:
+    return fb::DType::Q4_K;
+  case WeightType::Q5_K:
+    return fb::DType::Q5_K;
+  case WeightType::Q6_K:
+    return fb::DType::Q6_K;
+  default:
+    return fb::DType::F32;
+  }
+}
+
 /// Decodes `source`'s bytes at `from` into decodedBytes(source) f32 bytes.
 void decode(const WeightSource &source, const char *from, char *to) {
   if (auto block = blockTypeOf(source.encoding)) {
@@ -251,6 +308,8 @@ uint64_t loom::decodedBytes(const WeightSource &source) {
 WeightType loom::storedWeightType(ShapedType type, WeightType requested,
                                   ArrayRef<const WeightSource *> parts) {
   const bool blocks = type.getRank() == 2 && type.getDimSize(1) % kQ8Block == 0;
+  const bool superBlocks =
+      type.getRank() == 2 && type.getDimSize(1) % ggml::kSuperBlock == 0;
   if (requested == WeightType::Keep) {
     if (parts.empty())
       return WeightType::F32;
@@ -266,6 +325,8 @@ WeightType loom::storedWeightType(ShapedType type, WeightType requested,
       return WeightType::Q8_0;
     if (e == SourceEncoding::Q4_0 && blocks)
       return WeightType::Q4_0;
+    if (std::optional<WeightType> k = kFormatOf(e); k && superBlocks)
+      return *k;
     return WeightType::F32;
   }
   if (requested == WeightType::Q8_0 || requested == WeightType::Q4_0)
@@ -287,6 +348,9 @@ uint64_t loom::storedWeightBytes(ShapedType type, WeightType stored) {
     return elems / kQ8Block * kQ4BlockBytes;
   case WeightType::Keep:
     break;
+  default: // the K formats
+    return elems / ggml::kSuperBlock *
+           ggml::blockFormat(*blockTypeOf(*keptEncoding(stored))).bytes;
   }
   return 0;
 }
@@ -301,6 +365,16 @@ const char *loom::weightTypeName(WeightType type) {
     return "q8_0";
   case WeightType::Q4_0:
     return "q4_0";
+  case WeightType::Q2_K:
+    return "q2_k";
+  case WeightType::Q3_K:
+    return "q3_k";
+  case WeightType::Q4_K:
+    return "q4_k";
+  case WeightType::Q5_K:
+    return "q5_k";
+  case WeightType::Q6_K:
+    return "q6_k";
   case WeightType::Keep:
     return "keep";
   case WeightType::F32:
@@ -538,21 +612,20 @@ LogicalResult loom::writeArtifact(ModuleOp module, const WeightTable &weights,
       if (src->rotateHalfHeadDim)
         restoreInterleavedRows(bytes.data() + base, bytes.size() - base,
                                src->rotateHalfHeadDim, t.partRows[p]);
-      if (t.type != WeightType::Q8_0 && t.type != WeightType::Q4_0)
+      const std::optional<SourceEncoding> same = keptEncoding(t.type);
+      if (!same)
         continue;
       // The part's blocks: a source's own when it has this encoding, else
-      // quantized from its f32 values.
-      const SourceEncoding same = t.type == WeightType::Q8_0
-                                      ? SourceEncoding::Q8_0
-                                      : SourceEncoding::Q4_0;
-      if (src->encoding == same && !src->rotateHalfHeadDim)
+      // quantized from its f32 values (Q8_0, Q4_0; storedWeightType stores a
+      // K format only from sources in it).
+      if (src->encoding == *same && !src->rotateHalfHeadDim)
         blocks.insert(blocks.end(), from, from + src->bytes);
       else if (t.type == WeightType::Q8_0)
         quantizeQ8(bytes.data() + base, (bytes.size() - base) / 4, blocks);
       else
         quantizeQ4(bytes.data() + base, (bytes.size() - base) / 4, blocks);
     }
-    if (t.type == WeightType::Q8_0 || t.type == WeightType::Q4_0)
+    if (keptEncoding(t.type))
       bytes = std::move(blocks);
     if (t.type == WeightType::BF16 || t.type == WeightType::F16) {
       std::vector<char> narrow(bytes.size() / 2);
@@ -582,12 +655,7 @@ LogicalResult loom::writeArtifact(ModuleOp module, const WeightTable &weights,
   for (PackedTensor &t : tensors) {
     auto shape = t.weight.getTensorType().getShape();
     tensorList.push_back(fb::CreateTensor(
-        fbb, fbb.CreateString(t.weight.getSymName().str()),
-        t.type == WeightType::BF16   ? fb::DType::BF16
-        : t.type == WeightType::F16  ? fb::DType::F16
-        : t.type == WeightType::Q8_0 ? fb::DType::Q8_0
-        : t.type == WeightType::Q4_0 ? fb::DType::Q4_0
-                                     : fb::DType::F32,
+        fbb, fbb.CreateString(t.weight.getSymName().str()), schemaDType(t.type),
         fbb.CreateVector(std::vector<int64_t>(shape.begin(), shape.end())),
         t.offset, t.bytes, t.checksum));
   }

@@ -76,8 +76,21 @@ using ProgressFn = std::function<void(size_t, size_t, uint64_t)>;
 
 /// How the artifact stores weights (the schema's DType). Keep is a request
 /// only: each tensor as its source is encoded, where the runtime reads that
-/// encoding (storedWeightType).
-enum class WeightType { F32, BF16, F16, Q8_0, Q4_0, Keep };
+/// encoding (storedWeightType); the K formats (Q2_K..Q6_K) are stored only
+/// so, from sources in that format.
+enum class WeightType {
+  F32,
+  BF16,
+  F16,
+  Q8_0,
+  Q4_0,
+  Q2_K,
+  Q3_K,
+  Q4_K,
+  Q5_K,
+  Q6_K,
+  Keep
+};
 
 /// The options of the serialisation step (loomc --weight-type, --target).
 struct ArtifactOptions {
@@ -88,7 +101,8 @@ struct ArtifactOptions {
   /// ggml does). Other tensors (norm weights, biases; for Q8_0 / Q4_0 also
   /// matrices with other row lengths) stay f32. Keep: each tensor keeps its
   /// source's encoding where the runtime reads it (bf16 and f16 for rank
-  /// >= 2, Q8_0 / Q4_0 for matrices of whole blocks), else f32.
+  /// >= 2; Q8_0, Q4_0 and Q2_K..Q6_K for matrices of whole blocks), else
+  /// f32.
   WeightType weightType = WeightType::F32;
   /// Recorded in Model.target: "cpu" or "cuda". The dispatch form is the
   /// same for both; the artifact runs on either device.
@@ -106,7 +120,8 @@ WeightType storedWeightType(mlir::ShapedType type, WeightType requested,
 uint64_t storedWeightBytes(mlir::ShapedType type, WeightType stored);
 
 /// The "f32" / "bf16" / "f16" / "q8_0" / "q4_0" / "keep" spelling of loomc
-/// --weight-type.
+/// --weight-type ("q4_k" and the like for the K formats, which keep alone
+/// stores).
 const char *weightTypeName(WeightType type);
 
 /// `value` rounded to bf16, to nearest even; a NaN stays a (quiet) NaN.

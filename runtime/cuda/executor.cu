@@ -465,10 +465,13 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device, TraceRecorder *trace,
         }
     uint64_t total = 0;
     auto slot = [](uint64_t b) { return (b + 255) / 256 * 256; };
-    // F16, Q8_0 and Q4_0 tensors have no CUDA kernels yet: they are decoded
-    // on the host
-    // (exactly, docs/artifact-format.md) and uploaded once as f32, which
-    // every role reads.
+    // F16 and ggml's block types (Q8_0, Q4_0, Q2_K..Q6_K) have no CUDA
+    // kernels yet: they are decoded on the host (exactly,
+    // docs/artifact-format.md) and uploaded once as f32, which every role
+    // reads.
+    auto decodedOnHost = [](WeightType d) {
+      return d != WeightType::F32 && d != WeightType::BF16;
+    };
     auto elementsOf = [](const TensorDesc &t) {
       uint64_t n = 1;
       for (int64_t d : t.shape)
@@ -477,8 +480,7 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device, TraceRecorder *trace,
     };
     for (size_t i = 0; i < m.tensors.size(); ++i) {
       const TensorDesc &t = m.tensors[i];
-      if (t.dtype == WeightType::Q8_0 || t.dtype == WeightType::Q4_0 ||
-          t.dtype == WeightType::F16) {
+      if (decodedOnHost(t.dtype)) {
         if (native[i] || f32[i])
           total += slot(elementsOf(t) * sizeof(float));
         continue;
@@ -494,8 +496,7 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device, TraceRecorder *trace,
       const TensorDesc &t = m.tensors[i];
       DeviceTensor &dt = tensors_[i];
       dt.dtype = t.dtype;
-      if (t.dtype == WeightType::Q8_0 || t.dtype == WeightType::Q4_0 ||
-          t.dtype == WeightType::F16) {
+      if (decodedOnHost(t.dtype)) {
         if (!native[i] && !f32[i])
           continue;
         const uint64_t fb = elementsOf(t) * sizeof(float);

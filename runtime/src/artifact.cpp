@@ -254,26 +254,14 @@ void SemanticChecker::tensors() {
     const fbs::Tensor &t = *ts.Get(i);
     TensorDesc &d = out.tensors[i];
     d.name = printable(t.name());
-    const char *dtype_name = "F32";
-    if (t.dtype() == fbs::DType::F32) {
-      d.dtype = WeightType::F32;
-    } else if (t.dtype() == fbs::DType::BF16) {
-      d.dtype = WeightType::BF16;
-      dtype_name = "BF16";
-    } else if (t.dtype() == fbs::DType::Q8_0) {
-      d.dtype = WeightType::Q8_0;
-      dtype_name = "Q8_0";
-    } else if (t.dtype() == fbs::DType::Q4_0) {
-      d.dtype = WeightType::Q4_0;
-      dtype_name = "Q4_0";
-    } else if (t.dtype() == fbs::DType::F16) {
-      d.dtype = WeightType::F16;
-      dtype_name = "F16";
-    } else {
-      fail("tensor '", d.name, "' has unknown dtype ",
-           static_cast<int>(t.dtype()),
-           "; this runtime supports F32, BF16, F16, Q8_0 and Q4_0");
-    }
+    const auto dt = static_cast<uint8_t>(t.dtype());
+    if (dt > static_cast<uint8_t>(fbs::DType::MAX))
+      fail("tensor '", d.name, "' has unknown dtype ", static_cast<int>(dt),
+           "; this runtime supports F32, BF16, F16, Q8_0, Q4_0 and Q2_K to "
+           "Q6_K");
+    // The schema's DType and WeightType list the types in the same order.
+    d.dtype = static_cast<WeightType>(dt);
+    const char *dtype_name = weightTypeName(d.dtype);
     d.shape = toVector(t.shape());
     if (d.shape.empty())
       fail("tensor '", d.name, "' has no shape");
@@ -282,18 +270,19 @@ void SemanticChecker::tensors() {
       if (dim < 1 ||
           __builtin_mul_overflow(elems, static_cast<uint64_t>(dim), &elems))
         fail("tensor '", d.name, "' has an invalid shape ", shapeStr(d.shape));
-    // Bytes per element, or for Q8_0 / Q4_0 per block of kQ8Block elements.
+    // Bytes per element, or for the block types per block.
     uint64_t unit_bytes =
                  d.dtype == WeightType::BF16 || d.dtype == WeightType::F16 ? 2
                                                                            : 4,
              units = elems;
-    if (d.dtype == WeightType::Q8_0 || d.dtype == WeightType::Q4_0) {
-      if (d.shape.size() != 2 || d.shape[1] % kQ8Block != 0)
+    if (ggml::BlockType block; blockTypeOf(d.dtype, block)) {
+      const ggml::BlockFormat f = ggml::blockFormat(block);
+      if (d.shape.size() != 2 || d.shape[1] % f.values != 0)
         fail(dtype_name, " tensor '", d.name, "' has shape ", shapeStr(d.shape),
              "; ", dtype_name,
-             " needs a matrix whose rows are whole blocks of ", kQ8Block);
-      unit_bytes = d.dtype == WeightType::Q8_0 ? kQ8BlockBytes : kQ4BlockBytes;
-      units = elems / kQ8Block;
+             " needs a matrix whose rows are whole blocks of ", f.values);
+      unit_bytes = uint64_t(f.bytes);
+      units = elems / uint64_t(f.values);
     }
     uint64_t expect;
     if (__builtin_mul_overflow(units, unit_bytes, &expect) ||
@@ -309,7 +298,7 @@ void SemanticChecker::tensors() {
            ") lies outside the weights section of ", weights_size, " bytes");
     d.raw = weights + t.offset();
     d.bytes = t.size();
-    // A BF16, Q8_0 or Q4_0 tensor read as f32 gets its f32 view from
+    // A tensor stored other than as f32 and read as f32 gets its f32 view from
     // ModelData::ensureF32().
     d.data = d.dtype == WeightType::F32 ? static_cast<const float *>(d.raw)
                                         : nullptr;
@@ -1197,6 +1186,49 @@ bool readsWeightAsStored(Kernel kernel, size_t index) {
   }
 }
 
+static_assert(int(fbs::DType::Q6_K) == int(WeightType::Q6_K) &&
+                  int(fbs::DType::F16) == int(WeightType::F16) &&
+                  int(fbs::DType::Q2_K) == int(WeightType::Q2_K) &&
+                  fbs::DType::MAX == fbs::DType::Q6_K,
+              "WeightType lists the schema's DTypes in order");
+
+bool blockTypeOf(WeightType type, ggml::BlockType &out) {
+  switch (type) {
+  case WeightType::F32:
+  case WeightType::BF16:
+  case WeightType::F16:
+    return false;
+  case WeightType::Q8_0:
+    out = ggml::BlockType::Q8_0;
+    return true;
+  case WeightType::Q4_0:
+    out = ggml::BlockType::Q4_0;
+    return true;
+  case WeightType::Q2_K:
+    out = ggml::BlockType::Q2_K;
+    return true;
+  case WeightType::Q3_K:
+    out = ggml::BlockType::Q3_K;
+    return true;
+  case WeightType::Q4_K:
+    out = ggml::BlockType::Q4_K;
+    return true;
+  case WeightType::Q5_K:
+    out = ggml::BlockType::Q5_K;
+    return true;
+  case WeightType::Q6_K:
+    out = ggml::BlockType::Q6_K;
+    return true;
+  }
+  return false;
+}
+
+const char *weightTypeName(WeightType type) {
+  static const char *const names[] = {"F32",  "BF16", "Q8_0", "Q4_0", "F16",
+                                      "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"};
+  return names[static_cast<int>(type)];
+}
+
 void decodeToF32(const TensorDesc &t, float *dst) {
   const auto *src = static_cast<const uint8_t *>(t.raw);
   uint64_t elems = 1;
@@ -1206,27 +1238,29 @@ void decodeToF32(const TensorDesc &t, float *dst) {
     std::memcpy(dst, src, elems * sizeof(float));
     return;
   }
+  if (ggml::BlockType block; blockTypeOf(t.dtype, block)) {
+    const ggml::BlockFormat f = ggml::blockFormat(block);
+    const uint64_t blocks = elems / uint64_t(f.values);
+    tbb::parallel_for(tbb::blocked_range<uint64_t>(0, blocks, 256),
+                      [&](const tbb::blocked_range<uint64_t> &r) {
+                        for (uint64_t b = r.begin(); b < r.end(); ++b)
+                          ggml::decodeBlock(block, src + b * f.bytes,
+                                            dst + b * f.values);
+                      });
+    return;
+  }
   tbb::parallel_for(tbb::blocked_range<uint64_t>(0, elems, uint64_t(1) << 16),
                     [&](const tbb::blocked_range<uint64_t> &r) {
                       for (uint64_t e = r.begin(); e < r.end(); ++e) {
-                        if (t.dtype == WeightType::Q8_0) {
-                          dst[e] = q8Value(src, int64_t(e));
-                        } else if (t.dtype == WeightType::Q4_0) {
-                          dst[e] = q4Value(src, int64_t(e));
-                        } else if (t.dtype == WeightType::F16) {
-                          uint16_t h;
-                          std::memcpy(&h, src + 2 * e, sizeof h);
-                          dst[e] = halfToFloat(h);
-                        } else {
-                          uint16_t h;
-                          std::memcpy(&h, src + 2 * e, sizeof h);
-                          dst[e] = bf16ToFloat(h);
-                        }
+                        uint16_t h;
+                        std::memcpy(&h, src + 2 * e, sizeof h);
+                        dst[e] = t.dtype == WeightType::F16 ? halfToFloat(h)
+                                                            : bf16ToFloat(h);
                       }
                     });
 }
 
-// Every BF16, Q8_0 or Q4_0 tensor (verified) that some dispatch reads as
+// Every tensor stored other than as f32 (verified) that some dispatch reads as
 // f32 gets a decoded copy, 64-byte aligned like the mapped tensors, owned
 // by `widened`.
 void ModelData::ensureF32() const {

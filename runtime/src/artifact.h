@@ -4,6 +4,7 @@
 #ifndef LOOM_RUNTIME_ARTIFACT_H
 #define LOOM_RUNTIME_ARTIFACT_H
 
+#include "loom/ggml_blocks.h"
 #include "loom/loom_artifact_generated.h"
 #include "loom/runtime.h"
 
@@ -41,9 +42,27 @@ struct BufferDesc {
   int64_t row_elems; // floats per row, also the row stride
 };
 
-// How a tensor is stored in the file (the schema's DType). Q8_0 and Q4_0:
-// rank 2, rows of whole blocks (kQ8Block in loom/artifact_format.h).
-enum class WeightType { F32, BF16, Q8_0, Q4_0, F16 };
+// How a tensor is stored in the file (the schema's DType). The block types
+// (Q8_0, Q4_0 and the K types Q2_K..Q6_K, loom/ggml_blocks.h): rank 2, rows
+// of whole blocks.
+enum class WeightType {
+  F32,
+  BF16,
+  Q8_0,
+  Q4_0,
+  F16,
+  Q2_K,
+  Q3_K,
+  Q4_K,
+  Q5_K,
+  Q6_K
+};
+
+// The ggml block format of a block type; false for F32, BF16, F16.
+bool blockTypeOf(WeightType type, ggml::BlockType &out);
+
+// "F32", "BF16", "Q8_0", ...
+const char *weightTypeName(WeightType type);
 
 struct TensorDesc {
   std::string name;

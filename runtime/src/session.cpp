@@ -563,27 +563,35 @@ struct SessionState final : LoopKvSource {
   std::vector<float> device_rows; // runRows' output read back from it
 };
 
+static_assert(int(cpu::Weights::Encoding::Q8_0) == int(WeightType::Q8_0) &&
+                  int(cpu::Weights::Encoding::Q4_0) == int(WeightType::Q4_0) &&
+                  int(cpu::Weights::Encoding::F16) == int(WeightType::F16) &&
+                  int(cpu::Weights::Encoding::Q2_K) == int(WeightType::Q2_K) &&
+                  int(cpu::Weights::Encoding::Q6_K) == int(WeightType::Q6_K),
+              "the CPU kernels' encodings list the WeightTypes in order");
+
 // Runs one dispatch on T rows at positions pos .. pos + T - 1. The Logits
 // kernel computes only rows [logit_begin, logit_end).
 void SessionState::run(const DispatchDesc &d, const int32_t *tokens, int64_t T,
                        int64_t logit_begin, int64_t logit_end) {
   const auto &in = d.inputs;
   const auto &out = d.outputs;
-  // The dispatch's weights (at most 3): matrices and tables as stored (f32,
-  // bf16, Q8_0 or Q4_0), the rest f32 (ensureF32 decoded any other one).
+  // The dispatch's weights (at most 3): matrices and tables as stored (the
+  // kernels read every WeightType), the rest f32 (ensureF32 decoded any
+  // other one).
   cpu::Weights w[3];
   for (size_t i = 0; i < d.weight_ids.size() && i < 3; ++i) {
     const TensorDesc &t = m.tensors[d.weight_ids[i]];
-    if (t.dtype == WeightType::BF16 && readsWeightAsStored(d.kernel, i))
-      w[i] = cpu::Weights(static_cast<const uint16_t *>(t.raw));
-    else if (t.dtype == WeightType::Q8_0 && readsWeightAsStored(d.kernel, i))
-      w[i] = cpu::Weights(static_cast<const uint8_t *>(t.raw));
-    else if (t.dtype == WeightType::Q4_0 && readsWeightAsStored(d.kernel, i))
-      w[i] = cpu::Weights::q4_0(static_cast<const uint8_t *>(t.raw));
-    else if (t.dtype == WeightType::F16 && readsWeightAsStored(d.kernel, i))
-      w[i] = cpu::Weights::f16(static_cast<const uint16_t *>(t.raw));
-    else
+    if (t.dtype == WeightType::F32 || !readsWeightAsStored(d.kernel, i))
       w[i] = cpu::Weights(t.data);
+    else if (t.dtype == WeightType::BF16)
+      w[i] = cpu::Weights(static_cast<const uint16_t *>(t.raw));
+    else if (t.dtype == WeightType::F16)
+      w[i] = cpu::Weights::f16(static_cast<const uint16_t *>(t.raw));
+    else // ggml's blocks: the encodings list them in WeightType's order
+      w[i] = cpu::Weights::blocks(
+          static_cast<cpu::Weights::Encoding>(static_cast<int>(t.dtype)),
+          static_cast<const uint8_t *>(t.raw));
   }
   const auto &ip = d.iparams;
   switch (d.kernel) {

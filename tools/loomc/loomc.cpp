@@ -130,7 +130,7 @@ cl::opt<std::string> weightTypeName(
              "(matrices whose rows are whole blocks of 32, in ggml's blocks: "
              "about a quarter / an eighth of the bytes); keep (each tensor as "
              "the checkpoint stores it where the runtime reads that: bf16, "
-             "f16, q8_0, q4_0; else f32). Norm weights and biases stay f32. "
+             "f16, q8_0, q4_0, and a GGUF's Q2_K..Q6_K; else f32). Norm weights and biases stay f32. "
              "Default: keep"),
     cl::value_desc("f32|bf16|f16|q8_0|q4_0|keep"), cl::init(""),
     cl::cat(loomcCategory));

@@ -4,6 +4,7 @@
 #include "cpu/kernels.h"
 #include "cpu/kernels_impl.h"
 #include "loom/artifact_format.h"
+#include "loom/ggml_blocks.h"
 
 #include <tbb/blocked_range.h>
 #include <tbb/cache_aligned_allocator.h>
@@ -81,10 +82,59 @@ static_assert(detail::kQ8Values == kQ8Block &&
                   detail::kQ4Bytes == kQ4BlockBytes,
               "the kernels' Q8_0 block is the format's");
 
-// The blocks of row `row` of Q8_0 or Q4_0 weights with K columns.
+// The ggml block format of block-encoded weights (Q8_0, Q4_0, K formats).
+ggml::BlockType blockTypeOf(Weights W) {
+  switch (W.encoding) {
+  case Weights::Encoding::Q8_0:
+    return ggml::BlockType::Q8_0;
+  case Weights::Encoding::Q4_0:
+    return ggml::BlockType::Q4_0;
+  case Weights::Encoding::Q2_K:
+    return ggml::BlockType::Q2_K;
+  case Weights::Encoding::Q3_K:
+    return ggml::BlockType::Q3_K;
+  case Weights::Encoding::Q4_K:
+    return ggml::BlockType::Q4_K;
+  case Weights::Encoding::Q5_K:
+    return ggml::BlockType::Q5_K;
+  default:
+    return ggml::BlockType::Q6_K;
+  }
+}
+
+static_assert(detail::kKBytes[int(detail::KFormat::Q4_K)] ==
+                      ggml::blockFormat(ggml::BlockType::Q4_K).bytes &&
+                  detail::kKBytes[int(detail::KFormat::Q6_K)] ==
+                      ggml::blockFormat(ggml::BlockType::Q6_K).bytes &&
+                  detail::kKBytes[int(detail::KFormat::Q2_K)] ==
+                      ggml::blockFormat(ggml::BlockType::Q2_K).bytes &&
+                  detail::kKValues == ggml::kSuperBlock,
+              "the kernels' K blocks are the format's");
+
+detail::KFormat kFormatOf(Weights W) {
+  return static_cast<detail::KFormat>(
+      static_cast<int>(W.encoding) - static_cast<int>(Weights::Encoding::Q2_K));
+}
+
+// The blocks of row `row` of block-encoded weights with K columns.
 const uint8_t *quantRows(Weights W, int64_t row, int64_t K) {
-  return static_cast<const uint8_t *>(W.data) +
-         row * (K / kQ8Block) * (W.q8_0() ? kQ8BlockBytes : kQ4BlockBytes);
+  const ggml::BlockFormat f = ggml::blockFormat(blockTypeOf(W));
+  return static_cast<const uint8_t *>(W.data) + row * (K / f.values) * f.bytes;
+}
+
+// dst[r * kc + k] = W[r, k0 + k] for r < n, k < kc: rows [0, n) of K-format
+// weights with K columns (blocks from `rows`), decoded by the ISA's decodeK
+// for packPanels. The GEMM's K blocks are whole K-format blocks: K is a
+// multiple of 256 = kKc, so kc = K / ceil(K / kKc) = 256.
+void decodeRows(const detail::IsaKernels &ik, Weights W, const uint8_t *rows,
+                int64_t K, int64_t k0, int64_t n, int64_t kc, float *dst) {
+  static_assert(kKc == detail::kKValues, "K blocks are whole K-format blocks");
+  const detail::KFormat format = kFormatOf(W);
+  const int64_t bytes = detail::kKBytes[static_cast<int>(format)];
+  const int64_t rowBytes = K / detail::kKValues * bytes;
+  for (int64_t r = 0; r < n; ++r)
+    ik.decodeK(format, rows + r * rowBytes + k0 / detail::kKValues * bytes,
+               kc / detail::kKValues, dst + r * kc);
 }
 
 // dst[0..n) = the f32 values of table's elements [first, first + n).
@@ -100,6 +150,16 @@ void widenRow(Weights table, int64_t first, int64_t n, float *dst) {
     for (int64_t i = 0; i < n; ++i)
       dst[i] = table.q8_0() ? q8Value(blocks, first + i)
                             : q4Value(blocks, first + i);
+    return;
+  }
+  if (table.kFormat()) {
+    // Rows are whole blocks, so `first` and `n` are too.
+    const ggml::BlockType type = blockTypeOf(table);
+    const ggml::BlockFormat f = ggml::blockFormat(type);
+    const auto *blocks = static_cast<const uint8_t *>(table.data);
+    for (int64_t b = 0; b < n / f.values; ++b)
+      ggml::decodeBlock(type, blocks + (first / f.values + b) * f.bytes,
+                        dst + b * f.values);
     return;
   }
   if (!table.bf16()) {
@@ -217,8 +277,12 @@ void gemm(const detail::IsaKernels &ik, const float *x, int64_t ldx, Weights W,
       const int64_t m = std::min(mc, T - t0);
       const int64_t n = std::min(nb, N - n0);
       // Packed weights, then (round_x) the task's rounded activations.
-      float *panels = threadScratch((roundUp(n, nr) + m) * kc);
+      // K-format weights are decoded to f32 rows first (`rowsF32`), then
+      // packed as f32.
+      const int64_t decoded = W.kFormat() ? n * kc : 0;
+      float *panels = threadScratch((roundUp(n, nr) + m) * kc + decoded);
       float *xr = panels + roundUp(n, nr) * kc;
+      float *rowsF32 = xr + m * kc;
       const uint16_t *w16 =
           W.bf16() ? static_cast<const uint16_t *>(W.data) + n0 * K : nullptr;
       for (int64_t k0 = 0; k0 < K; k0 += kc) {
@@ -240,7 +304,10 @@ void gemm(const detail::IsaKernels &ik, const float *x, int64_t ldx, Weights W,
           ik.packPanelsQ8(quantRows(W, n0, K), K, k0, n, kcur, panels);
         else if (W.q4_0())
           ik.packPanelsQ4(quantRows(W, n0, K), K, k0, n, kcur, panels);
-        else if (W.f16())
+        else if (W.kFormat()) {
+          decodeRows(ik, W, quantRows(W, n0, K), K, k0, n, kcur, rowsF32);
+          ik.packPanels(rowsF32, kcur, n, kcur, panels);
+        } else if (W.f16())
           ik.packPanelsF16(static_cast<const uint16_t *>(W.data) + n0 * K + k0,
                            K, n, kcur, panels);
         else
@@ -358,6 +425,9 @@ void matmul(const float *x, int64_t ldx, Weights W, float *y, int64_t ldy,
              else if (W.q4_0())
                ik.matvecQ4(x, quantRows(W, n0, K), y + n0, K, n1 - n0,
                            accumulate);
+             else if (W.kFormat())
+               ik.matvecK(kFormatOf(W), x, quantRows(W, n0, K), y + n0, K,
+                          n1 - n0, accumulate);
              else if (W.f16())
                ik.matvecF16(x, static_cast<const uint16_t *>(W.data) + n0 * K,
                             y + n0, K, n1 - n0, accumulate);

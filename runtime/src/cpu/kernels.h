@@ -1,6 +1,6 @@
 // CPU kernels of the dispatch form. Row-major f32 activations throughout;
-// weight matrices and tables f32, bf16, Q8_0 or Q4_0 (Weights). Every kernel
-// parallelises internally with oneTBB (call it inside the session's
+// weight matrices and tables f32, bf16, f16 or ggml's blocks (Weights). Every
+// kernel parallelises internally with oneTBB (call it inside the session's
 // tbb::task_arena to bound the threads) and dispatches at run time to an
 // AVX-512 implementation where the CPU has it, a portable one otherwise.
 #ifndef LOOM_RUNTIME_CPU_KERNELS_H
@@ -26,14 +26,27 @@ const char *isaName(Isa isa);
 bool bf16DotProducts();
 
 // A weight matrix or table as the artifact stores it: f32 values, bf16
-// values (the upper halves of f32s, so widening one is exact), or Q8_0
-// blocks (loom/artifact_format.h: d * q, also exactly an f32; rows are
-// whole blocks). The kernels read bf16 and Q8_0 weights as they are and
-// decode them in registers: the result is bit for bit the one of the
-// decoded f32 matrix (bf16 in long steps aside, see matmul), with a half or
-// about a quarter of the bytes read.
+// values (the upper halves of f32s, so widening one is exact), IEEE halves,
+// or ggml's blocks (Q8_0, Q4_0, Q2_K..Q6_K, loom/ggml_blocks.h: every value
+// exactly an f32; rows are whole blocks). The kernels read bf16 and Q8_0
+// weights as they are and decode them in registers: the result is bit for bit
+// the one of the decoded f32 matrix (bf16 in long steps aside, see matmul),
+// with a half or about a quarter of the bytes read.
 struct Weights {
-  enum class Encoding { F32, BF16, Q8_0, Q4_0, F16 };
+  // The block encodings are ggml's (loom/ggml_blocks.h); the K formats
+  // (Q2_K..Q6_K) need K a multiple of 256.
+  enum class Encoding {
+    F32,
+    BF16,
+    Q8_0,
+    Q4_0,
+    F16,
+    Q2_K,
+    Q3_K,
+    Q4_K,
+    Q5_K,
+    Q6_K
+  };
   Weights() = default;
   Weights(const float *p) : data(p) {}
   Weights(const uint16_t *p) : data(p), encoding(Encoding::BF16) {}
@@ -45,8 +58,12 @@ struct Weights {
     return w;
   }
   static Weights q4_0(const uint8_t *blocks) {
-    Weights w(blocks);
-    w.encoding = Encoding::Q4_0;
+    return Weights::blocks(Encoding::Q4_0, blocks);
+  }
+  // Blocks of one of the block encodings.
+  static Weights blocks(Encoding encoding, const uint8_t *data) {
+    Weights w(data);
+    w.encoding = encoding;
     return w;
   }
   // The values of f32 weights (null for the others).
@@ -58,6 +75,8 @@ struct Weights {
   bool q8_0() const { return encoding == Encoding::Q8_0; }
   bool q4_0() const { return encoding == Encoding::Q4_0; }
   bool f16() const { return encoding == Encoding::F16; }
+  // One of the K formats.
+  bool kFormat() const { return encoding >= Encoding::Q2_K; }
   const void *data = nullptr;
   Encoding encoding = Encoding::F32;
 };

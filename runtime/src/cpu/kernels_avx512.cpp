@@ -402,6 +402,207 @@ void matvecF16(const float *x, const uint16_t *W, float *y, int64_t K,
   matvecOf(x, F16Values{W}, y, K, n, accumulate);
 }
 
+// ggml's K formats (loom/ggml_blocks.h, which this file may not include: the
+// scale unpacking is spelled again here). A block is 16 chunks of 16
+// values; prepare() writes each chunk's scale d[c] (the product of the
+// block's and the sub-block's scales, rounded once, as ggml computes it)
+// and, for the formats with mins, its min m[c]; quants(b, c) gives chunk
+// c's integer quants as 16 int8s. Value = d[c] * q, minus m[c]: one
+// rounded product and one rounded difference (no fused multiply-add), as
+// ggml's dequantize_row_*.
+float halfValue(const uint8_t *b) { return _mm512_cvtss_f32(q8Scale(b)); }
+__m128i load16(const uint8_t *p) {
+  return _mm_loadu_si128(reinterpret_cast<const __m128i *>(p));
+}
+// Bits [shift, shift + width) of each of the 16 bytes (shift + width <= 8).
+__m128i bitsOf(__m128i v, int shift, int mask) {
+  return _mm_and_si128(_mm_srli_epi16(v, shift),
+                       _mm_set1_epi8(static_cast<char>(mask)));
+}
+
+struct Q2KBlock {
+  static constexpr int64_t kBytes = 84; // scales[16] qs[64] d dmin
+  static constexpr bool kHasMin = true;
+  static void prepare(const uint8_t *b, float *d, float *m) {
+    const __m512i sc = _mm512_cvtepu8_epi32(load16(b));
+    const __m512 lo =
+        _mm512_cvtepi32_ps(_mm512_and_si512(sc, _mm512_set1_epi32(15)));
+    const __m512 hi = _mm512_cvtepi32_ps(_mm512_srli_epi32(sc, 4));
+    _mm512_store_ps(d, _mm512_mul_ps(_mm512_set1_ps(halfValue(b + 80)), lo));
+    _mm512_store_ps(m, _mm512_mul_ps(_mm512_set1_ps(halfValue(b + 82)), hi));
+  }
+  static __m128i quants(const uint8_t *b, int c) {
+    const int half = c / 8, j = (c % 8) / 2, part = c % 2;
+    return bitsOf(load16(b + 16 + 32 * half + 16 * part), 2 * j, 3);
+  }
+};
+struct Q3KBlock {
+  static constexpr int64_t kBytes = 110; // hmask[32] qs[64] scales[12] d
+  static constexpr bool kHasMin = false;
+  static void prepare(const uint8_t *b, float *d, float *) {
+    const float dAll = halfValue(b + 108);
+    const uint8_t *s = b + 96;
+    for (int c = 0; c < 16; ++c) {
+      const int low = c < 8 ? (s[c] & 0xf) : (s[c - 8] >> 4);
+      const int high = (s[8 + c % 4] >> (2 * (c / 4))) & 3;
+      d[c] = dAll * float((low | (high << 4)) - 32);
+    }
+  }
+  static __m128i quants(const uint8_t *b, int c) {
+    const int half = c / 8, j = (c % 8) / 2, part = c % 2;
+    const __m128i q = bitsOf(load16(b + 32 + 32 * half + 16 * part), 2 * j, 3);
+    // A clear hmask bit subtracts 4: q + 4 * bit - 4.
+    const __m128i h = bitsOf(load16(b + 16 * part), 4 * half + j, 1);
+    return _mm_sub_epi8(_mm_add_epi8(q, _mm_slli_epi16(h, 2)),
+                        _mm_set1_epi8(4));
+  }
+};
+template <bool kFive> struct Q45KBlock {
+  // d dmin scales[12] (qh[32]) qs[128]
+  static constexpr int64_t kBytes = kFive ? 176 : 144;
+  static constexpr bool kHasMin = true;
+  static void prepare(const uint8_t *b, float *d, float *m) {
+    const float dAll = halfValue(b), dmin = halfValue(b + 2);
+    const uint8_t *s = b + 4;
+    for (int g = 0; g < 8; ++g) {
+      const int sc =
+          g < 4 ? s[g] & 63 : (s[g + 4] & 0xf) | ((s[g - 4] >> 6) << 4);
+      const int mn =
+          g < 4 ? s[g + 4] & 63 : (s[g + 4] >> 4) | ((s[g] >> 6) << 4);
+      d[2 * g] = d[2 * g + 1] = dAll * float(sc);
+      m[2 * g] = m[2 * g + 1] = dmin * float(mn);
+    }
+  }
+  static __m128i quants(const uint8_t *b, int c) {
+    const int g = c / 2, h = c % 2;
+    const __m128i q = bitsOf(
+        load16(b + (kFive ? 48 : 16) + 32 * (g / 2) + 16 * h), 4 * (g % 2), 15);
+    if (!kFive)
+      return q;
+    return _mm_or_si128(
+        q, _mm_slli_epi16(bitsOf(load16(b + 16 + 16 * h), g, 1), 4));
+  }
+};
+struct Q6KBlock {
+  static constexpr int64_t kBytes = 210; // ql[128] qh[64] scales[16] d
+  static constexpr bool kHasMin = false;
+  static void prepare(const uint8_t *b, float *d, float *) {
+    // Chunk c's scale is scales[c].
+    const __m512 sc = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(load16(b + 192)));
+    _mm512_store_ps(d, _mm512_mul_ps(_mm512_set1_ps(halfValue(b + 208)), sc));
+  }
+  static __m128i quants(const uint8_t *b, int c) {
+    const int h = c / 8, k = (c % 8) / 2, sub = c % 2;
+    const __m128i low =
+        bitsOf(load16(b + 64 * h + 32 * (k % 2) + 16 * sub), k < 2 ? 0 : 4, 15);
+    const __m128i high = bitsOf(load16(b + 128 + 32 * h + 16 * sub), 2 * k, 3);
+    return _mm_sub_epi8(_mm_or_si128(low, _mm_slli_epi16(high, 4)),
+                        _mm_set1_epi8(32));
+  }
+};
+
+// Chunk c of a prepared block: d[c] * q (- m[c]).
+template <typename Block>
+inline __m512 kChunk(const uint8_t *b, int c, const float *d, const float *m) {
+  const __m512 v = _mm512_mul_ps(
+      _mm512_set1_ps(d[c]),
+      _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(Block::quants(b, c))));
+  return Block::kHasMin ? _mm512_sub_ps(v, _mm512_set1_ps(m[c])) : v;
+}
+
+// matvecOf's sums over K-format rows: each block's 16 chunks multiplied
+// into the row's accumulator in k order (the one-row tail alternating two
+// accumulators as matvecOf does), with matvecBlocks' prefetch.
+template <typename Block>
+void matvecKBlocks(const float *x, const uint8_t *W, float *y, int64_t K,
+                   int64_t n, bool accumulate) {
+  const int64_t blocks = K / kKValues, rowBytes = blocks * Block::kBytes;
+  const int64_t ahead = 16 * rowBytes;
+  alignas(64) float d[16], m[16];
+  int64_t r = 0;
+  for (; r + 8 <= n; r += 8) {
+    const uint8_t *w = W + r * rowBytes;
+    __m512 acc[8];
+    for (int i = 0; i < 8; ++i)
+      acc[i] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < blocks; ++b) {
+      const float *xb = x + b * kKValues;
+      for (int i = 0; i < 8; ++i) {
+        const uint8_t *blk = w + i * rowBytes + b * Block::kBytes;
+        for (int64_t o = 0; o < Block::kBytes; o += 64)
+          _mm_prefetch(reinterpret_cast<const char *>(blk) + ahead + o,
+                       _MM_HINT_T0);
+        Block::prepare(blk, d, m);
+#pragma GCC unroll 16
+        for (int c = 0; c < 16; ++c)
+          acc[i] = _mm512_fmadd_ps(kChunk<Block>(blk, c, d, m),
+                                   _mm512_loadu_ps(xb + 16 * c), acc[i]);
+      }
+    }
+    __m256 s = reduce8(acc);
+    if (accumulate)
+      s = _mm256_add_ps(s, _mm256_loadu_ps(y + r));
+    _mm256_storeu_ps(y + r, s);
+  }
+  for (; r < n; ++r) {
+    const uint8_t *w = W + r * rowBytes;
+    __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+    for (int64_t b = 0; b < blocks; ++b) {
+      const uint8_t *blk = w + b * Block::kBytes;
+      Block::prepare(blk, d, m);
+#pragma GCC unroll 16
+      for (int c = 0; c < 16; ++c)
+        acc[c % 2] = _mm512_fmadd_ps(kChunk<Block>(blk, c, d, m),
+                                     _mm512_loadu_ps(x + b * kKValues + 16 * c),
+                                     acc[c % 2]);
+    }
+    const float s = _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]));
+    y[r] = accumulate ? y[r] + s : s;
+  }
+}
+template <typename Block>
+void decodeKBlocks(const uint8_t *blocks, int64_t count, float *dst) {
+  alignas(64) float d[16], m[16];
+  for (int64_t b = 0; b < count; ++b) {
+    const uint8_t *blk = blocks + b * Block::kBytes;
+    Block::prepare(blk, d, m);
+#pragma GCC unroll 16
+    for (int c = 0; c < 16; ++c)
+      _mm512_storeu_ps(dst + b * kKValues + 16 * c,
+                       kChunk<Block>(blk, c, d, m));
+  }
+}
+void decodeK(KFormat format, const uint8_t *blocks, int64_t count, float *dst) {
+  switch (format) {
+  case KFormat::Q2_K:
+    return decodeKBlocks<Q2KBlock>(blocks, count, dst);
+  case KFormat::Q3_K:
+    return decodeKBlocks<Q3KBlock>(blocks, count, dst);
+  case KFormat::Q4_K:
+    return decodeKBlocks<Q45KBlock<false>>(blocks, count, dst);
+  case KFormat::Q5_K:
+    return decodeKBlocks<Q45KBlock<true>>(blocks, count, dst);
+  case KFormat::Q6_K:
+    return decodeKBlocks<Q6KBlock>(blocks, count, dst);
+  }
+}
+
+void matvecK(KFormat format, const float *x, const uint8_t *W, float *y,
+             int64_t K, int64_t n, bool accumulate) {
+  switch (format) {
+  case KFormat::Q2_K:
+    return matvecKBlocks<Q2KBlock>(x, W, y, K, n, accumulate);
+  case KFormat::Q3_K:
+    return matvecKBlocks<Q3KBlock>(x, W, y, K, n, accumulate);
+  case KFormat::Q4_K:
+    return matvecKBlocks<Q45KBlock<false>>(x, W, y, K, n, accumulate);
+  case KFormat::Q5_K:
+    return matvecKBlocks<Q45KBlock<true>>(x, W, y, K, n, accumulate);
+  case KFormat::Q6_K:
+    return matvecKBlocks<Q6KBlock>(x, W, y, K, n, accumulate);
+  }
+}
+
 void rmsNormRow(const float *x, const float *w, float *y, int64_t D,
                 float eps) {
   __m512 acc0 = _mm512_setzero_ps();
@@ -823,26 +1024,12 @@ void geluTanh(const float *x, float *y, int64_t n) {
 
 } // namespace
 
-const IsaKernels kAvx512Kernels = {kMr,
-                                   kNr,
-                                   &packPanels,
-                                   &packPanelsBf16,
-                                   &packPanelsQ8,
-                                   &packPanelsQ4,
-                                   &packPanelsF16,
-                                   &gemmBlock,
-                                   &matvec,
-                                   &matvecBf16,
-                                   &matvecQ8,
-                                   &matvecQ4,
-                                   &matvecF16,
-                                   &rmsNormRow,
-                                   &ropeRow,
-                                   &attendHeads,
-                                   &attendHeadRows,
-                                   &siluMul,
-                                   &add,
-                                   &layerNormRow,
-                                   &geluTanh};
+const IsaKernels kAvx512Kernels = {
+    kMr,           kNr,           &packPanels,     &packPanelsBf16,
+    &packPanelsQ8, &packPanelsQ4, &packPanelsF16,  &gemmBlock,
+    &matvec,       &matvecBf16,   &matvecQ8,       &matvecQ4,
+    &matvecK,      &decodeK,      &matvecF16,      &rmsNormRow,
+    &ropeRow,      &attendHeads,  &attendHeadRows, &siluMul,
+    &add,          &layerNormRow, &geluTanh};
 
 } // namespace loom::rt::cpu::detail

@@ -4,6 +4,7 @@
 // vectorise loops over such lanes (SSE2 here).
 #include "cpu/kernels_impl.h"
 #include "loom/artifact_format.h"
+#include "loom/ggml_blocks.h"
 
 #include <algorithm>
 #include <cmath>
@@ -190,6 +191,38 @@ void matvecF16(const float *x, const uint16_t *W, float *y, int64_t K,
                int64_t n, bool accumulate) {
   matvecOf(x, F16Values{W}, y, K, n, accumulate);
 }
+// Each block decoded (ggml_blocks.h) and summed into dot()'s lanes in
+// dot()'s order: bit for bit dot() over the decoded row.
+constexpr ggml::BlockType kKTypes[] = {
+    ggml::BlockType::Q2_K, ggml::BlockType::Q3_K, ggml::BlockType::Q4_K,
+    ggml::BlockType::Q5_K, ggml::BlockType::Q6_K};
+void decodeK(KFormat format, const uint8_t *blocks, int64_t count, float *dst) {
+  const int64_t bytes = kKBytes[static_cast<int>(format)];
+  for (int64_t b = 0; b < count; ++b)
+    ggml::decodeBlock(kKTypes[static_cast<int>(format)], blocks + b * bytes,
+                      dst + b * kKValues);
+}
+void matvecK(KFormat format, const float *x, const uint8_t *W, float *y,
+             int64_t K, int64_t n, bool accumulate) {
+  const ggml::BlockType type = kKTypes[static_cast<int>(format)];
+  const int64_t bytes = kKBytes[static_cast<int>(format)];
+  const int64_t blocks = K / kKValues;
+  float w[kKValues];
+  for (int64_t r = 0; r < n; ++r) {
+    float acc[kLanes] = {};
+    for (int64_t b = 0; b < blocks; ++b) {
+      ggml::decodeBlock(type, W + (r * blocks + b) * bytes, w);
+      const float *xb = x + b * kKValues;
+      for (int64_t k = 0; k < kKValues; k += kLanes)
+        for (int64_t j = 0; j < kLanes; ++j)
+          acc[j] += xb[k + j] * w[k + j];
+    }
+    for (int64_t h = kLanes / 2; h > 0; h /= 2)
+      for (int64_t j = 0; j < h; ++j)
+        acc[j] += acc[j + h];
+    y[r] = accumulate ? y[r] + acc[0] : acc[0];
+  }
+}
 
 void rmsNormRow(const float *x, const float *w, float *y, int64_t D,
                 float eps) {
@@ -317,26 +350,12 @@ void geluTanh(const float *x, float *y, int64_t n) {
 
 } // namespace
 
-const IsaKernels kPortableKernels = {kMr,
-                                     kNr,
-                                     &packPanels,
-                                     &packPanelsBf16,
-                                     &packPanelsQ8,
-                                     &packPanelsQ4,
-                                     &packPanelsF16,
-                                     &gemmBlock,
-                                     &matvec,
-                                     &matvecBf16,
-                                     &matvecQ8,
-                                     &matvecQ4,
-                                     &matvecF16,
-                                     &rmsNormRow,
-                                     &ropeRow,
-                                     &attendHeads,
-                                     &attendHeadRows,
-                                     &siluMul,
-                                     &add,
-                                     &layerNormRow,
-                                     &geluTanh};
+const IsaKernels kPortableKernels = {
+    kMr,           kNr,           &packPanels,     &packPanelsBf16,
+    &packPanelsQ8, &packPanelsQ4, &packPanelsF16,  &gemmBlock,
+    &matvec,       &matvecBf16,   &matvecQ8,       &matvecQ4,
+    &matvecK,      &decodeK,      &matvecF16,      &rmsNormRow,
+    &ropeRow,      &attendHeads,  &attendHeadRows, &siluMul,
+    &add,          &layerNormRow, &geluTanh};
 
 } // namespace loom::rt::cpu::detail

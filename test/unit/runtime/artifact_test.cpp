@@ -338,8 +338,9 @@ TEST(Artifact, Bf16ModelRunsLikeItsRoundedF32Twin) {
   }
 }
 
-// Q8_0 and Q4_0 are for matrices whose rows are whole blocks of 32, and
-// their size is the blocks': anything else is refused with the tensor named.
+// Q8_0 and Q4_0 are for matrices whose rows are whole blocks of 32, the K
+// formats of 256, and their size is the blocks': anything else is refused
+// with the tensor named.
 TEST(Artifact, QuantizedTensorsAreMatricesOfWholeBlocks) {
   struct Case {
     std::vector<int64_t> shape;
@@ -365,15 +366,25 @@ TEST(Artifact, QuantizedTensorsAreMatricesOfWholeBlocks) {
        136 * 34,
        "tensor 'tok_embeddings' has size 4624 bytes but shape [136, 32] of "
        "Q4_0 needs 136 x 18"},
+      {{34, 128},
+       34 * 128 / 256 * 144,
+       "Q4_K tensor 'tok_embeddings' has shape [34, 128]; Q4_K needs a matrix "
+       "whose rows are whole blocks of 256"},
+      {{17, 256},
+       17 * 144,
+       "tensor 'tok_embeddings' has size 2448 bytes but shape [17, 256] of "
+       "Q6_K needs 17 x 210"},
   };
   for (const Case &c : cases) {
     ArtifactSpec spec = tinySpec();
     loom::test::TensorSpec &t = spec.tensors[0];
-    t.dtype = std::string(c.message).find("Q4_0") != std::string::npos
-                  ? fbs::DType::Q4_0
-                  : fbs::DType::Q8_0;
+    const std::string message = c.message;
+    t.dtype = message.find("Q4_0") != std::string::npos   ? fbs::DType::Q4_0
+              : message.find("Q4_K") != std::string::npos ? fbs::DType::Q4_K
+              : message.find("Q6_K") != std::string::npos ? fbs::DType::Q6_K
+                                                          : fbs::DType::Q8_0;
     t.shape = c.shape;
-    t.q8_0.assign(c.bytes, 0);
+    t.blocks.assign(c.bytes, 0);
     TempFile file(spec.serialize());
     try {
       loom::Model::load(file.path());
@@ -511,9 +522,9 @@ const BadCase kBadCases[] = {
      "tensor 'layers.0.wo' has size 512 bytes but shape [16, 16] of F32 "
      "needs 256 x 4"},
     {"TensorUnknownDtype",
-     [](ArtifactSpec &s) { s.tensors[1].dtype = fbs::DType(7); },
-     "tensor 'layers.0.attention_norm' has unknown dtype 7; this runtime "
-     "supports F32, BF16, F16, Q8_0 and Q4_0"},
+     [](ArtifactSpec &s) { s.tensors[1].dtype = fbs::DType(10); },
+     "tensor 'layers.0.attention_norm' has unknown dtype 10; this runtime "
+     "supports F32, BF16, F16, Q8_0, Q4_0 and Q2_K to Q6_K"},
     {"TensorChecksum", [](ArtifactSpec &s) { s.tensors[3].checksum = 42; },
      "checksum mismatch"},
     {"DispatchBufferOutOfRange",

@@ -4,6 +4,7 @@
 // CPUs without AVX-512.
 #include "cpu/kernels.h"
 #include "loom/artifact_format.h"
+#include "loom/ggml_blocks.h"
 
 #include <gtest/gtest.h>
 #include <tbb/task_arena.h>
@@ -1602,6 +1603,129 @@ TEST_P(KernelTest, EmbedAndAddRowsDecodeQuantizedTables) {
           0, std::memcmp(got.data(), want.data(), got.size() * sizeof(float)));
       std::vector<float> y = randomFloats(size_t(T * D), rng), sum = y;
       addRows(table.weights(q4), y.data(), T, D);
+      addRows(table.decoded.data(), sum.data(), T, D);
+      ASSERT_EQ(0, std::memcmp(y.data(), sum.data(), y.size() * sizeof(float)));
+    }
+  }
+}
+
+// ggml's K formats (Q2_K..Q6_K, blocks of 256): decoded in registers (the
+// matrix-vector kernels) or to f32 rows before packing (the GEMM), as
+// loom/ggml_blocks.h decodes them, so every result is bit for bit the one
+// of the decoded f32 weights, in every step length.
+
+// Random K-format blocks for a [rows, K] matrix: random bytes, with the
+// half scales (d, dmin) of every kind (normal, subnormal, zero, negative);
+// and the decoded matrix.
+struct KFormatMatrix {
+  std::vector<uint8_t> blocks;
+  std::vector<float> decoded;
+  KFormatMatrix(loom::ggml::BlockType type, int64_t rows, int64_t K,
+                std::mt19937 &rng) {
+    const loom::ggml::BlockFormat f = loom::ggml::blockFormat(type);
+    std::uniform_int_distribution<int> byte(0, 255), pick(0, 9);
+    std::uniform_int_distribution<uint32_t> half(0, 0x7bff);
+    // Byte offsets of each format's half fields.
+    std::vector<int> halves;
+    switch (type) {
+    case loom::ggml::BlockType::Q2_K:
+      halves = {80, 82};
+      break;
+    case loom::ggml::BlockType::Q3_K:
+      halves = {108};
+      break;
+    case loom::ggml::BlockType::Q6_K:
+      halves = {208};
+      break;
+    default: // Q4_K, Q5_K
+      halves = {0, 2};
+    }
+    blocks.resize(size_t(rows * K / f.values * f.bytes));
+    for (uint8_t &b : blocks)
+      b = static_cast<uint8_t>(byte(rng));
+    for (size_t at = 0; at < blocks.size(); at += size_t(f.bytes))
+      for (int o : halves) {
+        uint16_t d;
+        switch (pick(rng)) {
+        case 0:
+          d = 0;
+          break;
+        case 1:
+          d = static_cast<uint16_t>(half(rng) & 0x3ff); // subnormal
+          break;
+        default: // |d| in [2^-14, 2^-6]: values stay far from overflow
+          d = static_cast<uint16_t>(0x0400 + half(rng) % (0x1400 - 0x0400));
+        }
+        if (pick(rng) < 5)
+          d |= 0x8000;
+        std::memcpy(&blocks[at + size_t(o)], &d, 2);
+      }
+    decoded.resize(size_t(rows * K));
+    for (size_t b = 0; b < blocks.size() / size_t(f.bytes); ++b)
+      loom::ggml::decodeBlock(type, &blocks[b * size_t(f.bytes)],
+                              &decoded[b * size_t(f.values)]);
+  }
+};
+
+const std::pair<loom::ggml::BlockType, Weights::Encoding> kKFormats[] = {
+    {loom::ggml::BlockType::Q2_K, Weights::Encoding::Q2_K},
+    {loom::ggml::BlockType::Q3_K, Weights::Encoding::Q3_K},
+    {loom::ggml::BlockType::Q4_K, Weights::Encoding::Q4_K},
+    {loom::ggml::BlockType::Q5_K, Weights::Encoding::Q5_K},
+    {loom::ggml::BlockType::Q6_K, Weights::Encoding::Q6_K},
+};
+
+// Rows of whole blocks of 256; one-row steps with 8-row groups and tails,
+// multi-row steps over one and several K blocks, padded rows.
+const MatmulShape kKFormatShapes[] = {
+    {1, 256, 1, 0, 0},    {1, 512, 37, 3, 0},  {1, 768, 16, 0, 1},
+    {2, 256, 33, 0, 0},   {9, 1024, 40, 5, 2}, {37, 512, 65, 0, 3},
+    {70, 768, 100, 0, 0},
+};
+
+TEST_P(KernelTest, MatmulOfKFormatWeights) {
+  uint32_t seed = 700;
+  for (auto [type, encoding] : kKFormats) {
+    for (const MatmulShape &shape : kKFormatShapes) {
+      for (bool accumulate : {false, true}) {
+        SCOPED_TRACE(::testing::Message()
+                     << "format " << static_cast<int>(encoding) << " " << shape
+                     << " accumulate=" << accumulate);
+        MatmulData d(shape, seed++);
+        std::mt19937 rng(seed);
+        const KFormatMatrix w(type, shape.N, shape.K, rng);
+        d.W = w.decoded;
+        const std::vector<float> want = d.run(accumulate);
+        std::vector<float> y = d.y0;
+        matmul(d.x.data(), d.ldx, Weights::blocks(encoding, w.blocks.data()),
+               y.data(), d.ldy, shape.T, shape.K, shape.N, accumulate);
+        ASSERT_EQ(0,
+                  std::memcmp(y.data(), want.data(), y.size() * sizeof(float)));
+        EXPECT_TRUE(paddingUntouched(d.y0, y, shape.T, shape.N, d.ldy));
+      }
+    }
+  }
+}
+
+TEST_P(KernelTest, EmbedAndAddRowsDecodeKFormatTables) {
+  const int64_t vocab = 32, D = 512;
+  for (auto [type, encoding] : kKFormats) {
+    std::mt19937 rng(13);
+    const KFormatMatrix table(type, vocab, D, rng);
+    const Weights w = Weights::blocks(encoding, table.blocks.data());
+    for (int64_t T : {1, 7, 30}) {
+      SCOPED_TRACE(::testing::Message()
+                   << "format " << static_cast<int>(encoding) << " T=" << T);
+      std::vector<int32_t> tokens(static_cast<size_t>(T));
+      for (int64_t t = 0; t < T; ++t)
+        tokens[t] = int32_t((t * 7 + 3) % vocab);
+      std::vector<float> got(size_t(T * D), kSentinel), want = got;
+      embed(tokens.data(), T, w, D, got.data(), 0.37f);
+      embed(tokens.data(), T, table.decoded.data(), D, want.data(), 0.37f);
+      ASSERT_EQ(
+          0, std::memcmp(got.data(), want.data(), got.size() * sizeof(float)));
+      std::vector<float> y = randomFloats(size_t(T * D), rng), sum = y;
+      addRows(w, y.data(), T, D);
       addRows(table.decoded.data(), sum.data(), T, D);
       ASSERT_EQ(0, std::memcmp(y.data(), sum.data(), y.size() * sizeof(float)));
     }

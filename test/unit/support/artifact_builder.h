@@ -56,10 +56,15 @@ struct TensorSpec {
   std::string name;
   std::vector<int64_t> shape;
   std::vector<float> data;
-  // BF16: `data` is stored rounded to bf16 (2 bytes a value). Q8_0 and
-  // Q4_0: the bytes of `q8_0` are stored (`data` is unused).
+  // BF16: `data` is stored rounded to bf16 (2 bytes a value). The block
+  // types (Q8_0, Q4_0, Q2_K..Q6_K): the bytes of `blocks` are stored (`data`
+  // is unused).
   fbs::DType dtype = fbs::DType::F32;
-  std::vector<uint8_t> q8_0;
+  std::vector<uint8_t> blocks;
+  bool storesBlocks() const {
+    return dtype == fbs::DType::Q8_0 || dtype == fbs::DType::Q4_0 ||
+           dtype >= fbs::DType::Q2_K;
+  }
   // Values recorded in the flatbuffer instead of the correct ones.
   std::optional<uint64_t> offset;
   std::optional<uint64_t> size;
@@ -191,8 +196,8 @@ inline std::vector<uint8_t> ArtifactSpec::serialize() const {
     weights.resize(alignUp(weights.size(), kWeightAlignment));
     placed.push_back(weights.size());
     std::vector<uint8_t> stored;
-    if (t.dtype == fbs::DType::Q8_0 || t.dtype == fbs::DType::Q4_0) {
-      stored = t.q8_0;
+    if (t.storesBlocks()) {
+      stored = t.blocks;
     } else if (t.dtype == fbs::DType::BF16) {
       stored.resize(t.data.size() * sizeof(uint16_t));
       for (size_t e = 0; e < t.data.size(); ++e) {
@@ -212,8 +217,8 @@ inline std::vector<uint8_t> ArtifactSpec::serialize() const {
   for (size_t i = 0; i < tensors.size(); ++i) {
     const TensorSpec &t = tensors[i];
     uint64_t bytes =
-        t.dtype == fbs::DType::Q8_0 || t.dtype == fbs::DType::Q4_0
-            ? t.q8_0.size()
+        t.storesBlocks()
+            ? t.blocks.size()
             : t.data.size() * (t.dtype == fbs::DType::BF16 ? sizeof(uint16_t)
                                                            : sizeof(float));
     tensor_offsets.push_back(fbs::CreateTensorDirect(

@@ -20,7 +20,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 "..", "..", "..", "..", "scripts"))
 from loom_artifact import Table  # noqa: E402,F401 (re-exported)
 
-DTYPES = {0: "F32", 1: "BF16", 2: "Q8_0", 3: "Q4_0", 4: "F16"}
+DTYPES = {0: "F32", 1: "BF16", 2: "Q8_0", 3: "Q4_0", 4: "F16", 5: "Q2_K", 6: "Q3_K",
+          7: "Q4_K", 8: "Q5_K", 9: "Q6_K"}
 
 
 def read_artifact(path):
