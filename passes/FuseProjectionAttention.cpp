@@ -83,7 +83,8 @@ std::string packedName(ArrayRef<StringRef> names, StringRef suffix) {
   return (prefix + suffix).str();
 }
 
-/// Declares `loom.weight @<name> packed [parts...]` before the first part.
+/// Declares `loom.weight @<name> packed [parts...]` before the first part,
+/// stored as its parts are (storedAlike).
 WeightOp declarePacked(SymbolTable &symbols, ArrayRef<WeightOp> parts,
                        StringRef suffix) {
   SmallVector<StringRef> names;
@@ -102,7 +103,7 @@ WeightOp declarePacked(SymbolTable &symbols, ArrayRef<WeightOp> parts,
       builder, WeightOp(parts.front()).getLoc(),
       builder.getStringAttr(packedName(names, suffix)),
       TypeAttr::get(RankedTensorType::get(shape, first.getElementType())),
-      builder.getArrayAttr(refs));
+      builder.getArrayAttr(refs), WeightOp(parts.front()).getStorageAttr());
   symbols.insert(packed); // renames on a clash
   return packed;
 }
@@ -118,10 +119,24 @@ struct FuseProjectionAttention
     module.walk([&](AttentionOp op) { attentions.push_back(op); });
     for (AttentionOp attention : attentions) {
       std::optional<AttentionBlock> block = matchBlock(attention);
-      if (!block)
+      if (!block || !storedAlike(*block, symbols))
         continue;
       fuse(*block, symbols);
     }
+  }
+
+  /// Whether q, k and v (and the q/k biases) will be stored alike (the
+  /// weights' `storage`): the packed tensor has one type.
+  static bool storedAlike(AttentionBlock &b, SymbolTable &symbols) {
+    auto storage = [&](FlatSymbolRefAttr ref) {
+      WeightOp w = symbols.lookup<WeightOp>(ref.getValue());
+      return w && w.getStorage() ? *w.getStorage() : StringRef("f32");
+    };
+    StringRef q = storage(b.q.getWeightAttr());
+    if (storage(b.k.getWeightAttr()) != q || storage(b.v.getWeightAttr()) != q)
+      return false;
+    return !b.qBias ||
+           storage(b.qBias.getBiasAttr()) == storage(b.kBias.getBiasAttr());
   }
 
   void fuse(AttentionBlock &b, SymbolTable &symbols) {

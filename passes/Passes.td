@@ -42,7 +42,10 @@ def FuseProjectionAttentionPass
     common prefix of the three names). The source weights stay declared for
     the packed one to refer to; the serializer writes only the packed bytes.
     The fused kernel reads `x` once for all three projections and keeps the
-    Q/K/V rows in a scratch slice instead of three arena buffers.
+    Q/K/V rows in a scratch slice instead of three arena buffers. Weights
+    whose `storage` differs (how the artifact will store them; the packed
+    tensor has one type) are left unfused, and the packed weight takes its
+    parts' `storage`.
   }];
 }
 

@@ -245,7 +245,7 @@ OwningOpRef<ModuleOp> huginn::importCheckpoint(MLIRContext &ctx,
   auto weight = [&](const std::string &name, ArrayRef<int64_t> shape) {
     WeightOp::create(b, loc(name), b.getStringAttr(name),
                      TypeAttr::get(RankedTensorType::get(shape, f32)),
-                     ArrayAttr());
+                     ArrayAttr(), StringAttr());
     return FlatSymbolRefAttr::get(&ctx, name);
   };
   auto wte = weight("transformer.wte.weight", {c.vocabSize, d});

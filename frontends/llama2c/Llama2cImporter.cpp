@@ -140,7 +140,7 @@ OwningOpRef<ModuleOp> llama2c::importCheckpoint(MLIRContext &ctx,
   auto weight = [&](const std::string &name, ArrayRef<int64_t> shape) {
     WeightOp::create(b, loc(name), b.getStringAttr(name),
                      TypeAttr::get(RankedTensorType::get(shape, f32)),
-                     ArrayAttr());
+                     ArrayAttr(), StringAttr());
     return FlatSymbolRefAttr::get(&ctx, name);
   };
   auto tok = weight("tok_embeddings", {c.vocabSize, D});

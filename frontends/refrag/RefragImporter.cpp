@@ -153,7 +153,7 @@ OwningOpRef<ModuleOp> refrag::importBundle(MLIRContext &ctx, Bundle &bundle,
   auto weight = [&](const std::string &name, ArrayRef<int64_t> shape) {
     WeightOp::create(b, loc(name), b.getStringAttr(name),
                      TypeAttr::get(RankedTensorType::get(shape, f32)),
-                     ArrayAttr());
+                     ArrayAttr(), StringAttr());
     return FlatSymbolRefAttr::get(&ctx, name);
   };
   auto tokEmb = weight("encoder.tok_emb", {c.vocabSize, E});

@@ -357,3 +357,47 @@ module @no_rope {
     return %l : tensor<?x32xf32>
   }
 }
+
+// -----
+
+// Projections stored in different formats (loom.weight's `storage`: the
+// packed tensor would have one type) stay apart; projections stored alike
+// pack, and the packed weight is stored as its parts.
+// CHECK-LABEL: module @storage
+// CHECK:         loom.weight @l0.wq : tensor<16x16xf32> {storage = "q4_k"}
+// CHECK:         loom.weight @l1.wqkv : tensor<32x16xf32> packed [@l1.wq, @l1.wk, @l1.wv] {storage = "q4_k"}
+// CHECK:         func.func @forward
+// CHECK:           loom.linear %{{.*}}, @l0.wq
+// CHECK:           loom.attention
+// CHECK:           loom.fused_qkv_attention %{{.*}}, @l1.wqkv, @l1.wo
+module @storage {
+  loom.weight @l0.wq : tensor<16x16xf32> {storage = "q4_k"}
+  loom.weight @l0.wk : tensor<8x16xf32> {storage = "q4_k"}
+  loom.weight @l0.wv : tensor<8x16xf32> {storage = "q6_k"}
+  loom.weight @l0.wo : tensor<16x16xf32>
+  loom.weight @l1.wq : tensor<16x16xf32> {storage = "q4_k"}
+  loom.weight @l1.wk : tensor<8x16xf32> {storage = "q4_k"}
+  loom.weight @l1.wv : tensor<8x16xf32> {storage = "q4_k"}
+  loom.weight @l1.wo : tensor<16x16xf32>
+  func.func @forward(%x: tensor<?x16xf32>, %pos: tensor<?xi32>) -> tensor<?x16xf32> {
+    %q = loom.linear %x, @l0.wq : tensor<?x16xf32> -> tensor<?x16xf32>
+    %k = loom.linear %x, @l0.wk : tensor<?x16xf32> -> tensor<?x8xf32>
+    %v = loom.linear %x, @l0.wv : tensor<?x16xf32> -> tensor<?x8xf32>
+    %qr = loom.rope %q, %pos head_dim 8 theta 5.0e+05 : tensor<?x16xf32>, tensor<?xi32>
+    %kr = loom.rope %k, %pos head_dim 8 theta 5.0e+05 : tensor<?x8xf32>, tensor<?xi32>
+    %c = loom.kv_cache layer 0 : !loom.kv_cache<max_seq = 64, kv_heads = 1, head_dim = 8, element_type = f32>
+    %a = loom.attention %qr, %kr, %v, %pos, %c heads 2 kv_heads 1 head_dim 8
+        : tensor<?x16xf32>, tensor<?x8xf32>, tensor<?xi32>, !loom.kv_cache<max_seq = 64, kv_heads = 1, head_dim = 8, element_type = f32>
+    %o = loom.linear %a, @l0.wo : tensor<?x16xf32> -> tensor<?x16xf32>
+    %q1 = loom.linear %o, @l1.wq : tensor<?x16xf32> -> tensor<?x16xf32>
+    %k1 = loom.linear %o, @l1.wk : tensor<?x16xf32> -> tensor<?x8xf32>
+    %v1 = loom.linear %o, @l1.wv : tensor<?x16xf32> -> tensor<?x8xf32>
+    %qr1 = loom.rope %q1, %pos head_dim 8 theta 5.0e+05 : tensor<?x16xf32>, tensor<?xi32>
+    %kr1 = loom.rope %k1, %pos head_dim 8 theta 5.0e+05 : tensor<?x8xf32>, tensor<?xi32>
+    %c1 = loom.kv_cache layer 1 : !loom.kv_cache<max_seq = 64, kv_heads = 1, head_dim = 8, element_type = f32>
+    %a1 = loom.attention %qr1, %kr1, %v1, %pos, %c1 heads 2 kv_heads 1 head_dim 8
+        : tensor<?x16xf32>, tensor<?x8xf32>, tensor<?xi32>, !loom.kv_cache<max_seq = 64, kv_heads = 1, head_dim = 8, element_type = f32>
+    %o1 = loom.linear %a1, @l1.wo : tensor<?x16xf32> -> tensor<?x16xf32>
+    return %o1 : tensor<?x16xf32>
+  }
+}

@@ -490,6 +490,20 @@ int main(int argc, char **argv) {
   if (!weightTypeName.getNumOccurrences())
     artifactOptions.weightType = loom::WeightType::Keep;
 
+  // Each weight's storage other than f32, for the passes that pack weights
+  // (loom.weight's `storage`: they pack only weights stored alike).
+  if (!weights.empty())
+    for (auto w : module->getOps<loom::WeightOp>()) {
+      auto it = weights.find(w.getSymName());
+      if (it == weights.end() || w.getPacked())
+        continue;
+      const loom::WeightSource *source = &it->second;
+      const loom::WeightType t = loom::storedWeightType(
+          w.getTensorType(), artifactOptions.weightType, source);
+      if (t != loom::WeightType::F32)
+        w.setStorage(loom::weightTypeName(t));
+    }
+
   if (emit == Emit::Mlir) {
     if (failed(verify(*module)))
       return 1;

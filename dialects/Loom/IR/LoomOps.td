@@ -91,14 +91,24 @@ def Loom_WeightOp : Loom_Op<"weight", [Symbol, HasParent<"::mlir::ModuleOp">,
     a source for each name; `packed` weights are made by concatenating other
     weights along dimension 0 (the fused QKV projection and its bias).
 
+    `storage`, when present, is how the artifact will store the weight
+    other than as f32 (`loomc --weight-type`: "bf16", "q8_0", "q4_k", ...;
+    loomc sets it from the source and the requested type). A stored tensor
+    has one type, so passes pack only weights whose `storage` is the same
+    (an absent one is f32): a layer of llama.cpp's Q4_K_M, whose q and k
+    are Q4_K and v Q6_K, keeps its projections apart rather than become one
+    f32 `wqkv`.
+
     ```mlir
     loom.weight @layers.0.wq : tensor<64x64xf32>
     loom.weight @layers.0.wqkv : tensor<128x64xf32> packed [@layers.0.wq, @layers.0.wk, @layers.0.wv]
+    loom.weight @layers.1.wv : tensor<64x64xf32> {storage = "q6_k"}
     ```
   }];
   let arguments = (ins SymbolNameAttr:$sym_name,
                        TypeAttrOf<AnyStaticShapeTensor>:$type,
-                       OptionalAttr<FlatSymbolRefArrayAttr>:$packed);
+                       OptionalAttr<FlatSymbolRefArrayAttr>:$packed,
+                       OptionalAttr<StrAttr>:$storage);
   let assemblyFormat = "$sym_name `:` $type (`packed` $packed^)? attr-dict";
   let hasVerifier = 1;
   let extraClassDeclaration = [{
