@@ -313,9 +313,13 @@ WeightType loom::storedWeightType(ShapedType type, WeightType requested,
   if (requested == WeightType::Keep) {
     if (parts.empty())
       return WeightType::F32;
+    // Rows reordered from the rotate-half order (WeightSource) are values
+    // moved whole, which bf16 and f16 hold again exactly; a block
+    // encoding's blocks would have to be requantized.
     const SourceEncoding e = parts.front()->encoding;
+    const bool halves = e == SourceEncoding::BF16 || e == SourceEncoding::F16;
     for (const WeightSource *p : parts)
-      if (p->encoding != e || p->rotateHalfHeadDim)
+      if (p->encoding != e || (p->rotateHalfHeadDim && !halves))
         return WeightType::F32;
     if (e == SourceEncoding::BF16 && type.getRank() >= 2)
       return WeightType::BF16;
