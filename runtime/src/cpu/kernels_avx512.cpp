@@ -404,10 +404,11 @@ void matvecF16(const float *x, const uint16_t *W, float *y, int64_t K,
 
 // ggml's K formats (loom/ggml_blocks.h, which this file may not include: the
 // scale unpacking is spelled again here). A block is 16 chunks of 16
-// values; prepare() writes each chunk's scale d[c] (the product of the
+// values; prepare() writes each sub-block's scale d[i] (the product of the
 // block's and the sub-block's scales, rounded once, as ggml computes it)
-// and, for the formats with mins, its min m[c]; quants(b, c) gives chunk
-// c's integer quants as 16 int8s. Value = d[c] * q, minus m[c]: one
+// and, for the formats with mins, its min m[i], where chunk c is in
+// sub-block i = scaleOf(c); quants(b, c) gives chunk c's integer quants as
+// 16 int8s. Value = d[i] * q, minus m[i]: one
 // rounded product and one rounded difference (no fused multiply-add), as
 // ggml's dequantize_row_*.
 float halfValue(const uint8_t *b) { return _mm512_cvtss_f32(q8Scale(b)); }
@@ -423,6 +424,7 @@ __m128i bitsOf(__m128i v, int shift, int mask) {
 struct Q2KBlock {
   static constexpr int64_t kBytes = 84; // scales[16] qs[64] d dmin
   static constexpr bool kHasMin = true;
+  static constexpr int scaleOf(int c) { return c; }
   static void prepare(const uint8_t *b, float *d, float *m) {
     const __m512i sc = _mm512_cvtepu8_epi32(load16(b));
     const __m512 lo =
@@ -439,6 +441,7 @@ struct Q2KBlock {
 struct Q3KBlock {
   static constexpr int64_t kBytes = 110; // hmask[32] qs[64] scales[12] d
   static constexpr bool kHasMin = false;
+  static constexpr int scaleOf(int c) { return c; }
   static void prepare(const uint8_t *b, float *d, float *) {
     const float dAll = halfValue(b + 108);
     const uint8_t *s = b + 96;
@@ -461,17 +464,25 @@ template <bool kFive> struct Q45KBlock {
   // d dmin scales[12] (qh[32]) qs[128]
   static constexpr int64_t kBytes = kFive ? 176 : 144;
   static constexpr bool kHasMin = true;
+  static constexpr int scaleOf(int c) { return c / 2; } // one per group of 32
   static void prepare(const uint8_t *b, float *d, float *m) {
-    const float dAll = halfValue(b), dmin = halfValue(b + 2);
-    const uint8_t *s = b + 4;
-    for (int g = 0; g < 8; ++g) {
-      const int sc =
-          g < 4 ? s[g] & 63 : (s[g + 4] & 0xf) | ((s[g - 4] >> 6) << 4);
-      const int mn =
-          g < 4 ? s[g + 4] & 63 : (s[g + 4] >> 4) | ((s[g] >> 6) << 4);
-      d[2 * g] = d[2 * g + 1] = dAll * float(sc);
-      m[2 * g] = m[2 * g + 1] = dmin * float(mn);
-    }
+    // The eight 6-bit scales and mins, unpacked four at a time as words:
+    // j < 4 in the low 6 bits of bytes j (scale) and j + 4 (min); j >= 4 in
+    // the nibbles of byte j + 4 with the top 2 bits of bytes j - 4 and j.
+    uint32_t w[3];
+    __builtin_memcpy(w, b + 4, sizeof w);
+    const uint32_t low6 = 0x3f3f3f3f, nib = 0x0f0f0f0f, top2 = 0x03030303;
+    const uint32_t sc[2] = {w[0] & low6,
+                            (w[2] & nib) | (((w[0] >> 6) & top2) << 4)};
+    const uint32_t mn[2] = {w[1] & low6,
+                            ((w[2] >> 4) & nib) | (((w[1] >> 6) & top2) << 4)};
+    auto floats = [](const uint32_t v[2]) {
+      return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(
+          _mm_set_epi32(0, 0, static_cast<int>(v[1]), static_cast<int>(v[0]))));
+    };
+    _mm256_store_ps(d, _mm256_mul_ps(_mm256_set1_ps(halfValue(b)), floats(sc)));
+    _mm256_store_ps(m,
+                    _mm256_mul_ps(_mm256_set1_ps(halfValue(b + 2)), floats(mn)));
   }
   static __m128i quants(const uint8_t *b, int c) {
     const int g = c / 2, h = c % 2;
@@ -486,6 +497,7 @@ template <bool kFive> struct Q45KBlock {
 struct Q6KBlock {
   static constexpr int64_t kBytes = 210; // ql[128] qh[64] scales[16] d
   static constexpr bool kHasMin = false;
+  static constexpr int scaleOf(int c) { return c; }
   static void prepare(const uint8_t *b, float *d, float *) {
     // Chunk c's scale is scales[c].
     const __m512 sc = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(load16(b + 192)));
@@ -504,10 +516,11 @@ struct Q6KBlock {
 // Chunk c of a prepared block: d[c] * q (- m[c]).
 template <typename Block>
 inline __m512 kChunk(const uint8_t *b, int c, const float *d, const float *m) {
+  const int i = Block::scaleOf(c);
   const __m512 v = _mm512_mul_ps(
-      _mm512_set1_ps(d[c]),
+      _mm512_set1_ps(d[i]),
       _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(Block::quants(b, c))));
-  return Block::kHasMin ? _mm512_sub_ps(v, _mm512_set1_ps(m[c])) : v;
+  return Block::kHasMin ? _mm512_sub_ps(v, _mm512_set1_ps(m[i])) : v;
 }
 
 // matvecOf's sums over K-format rows: each block's 16 chunks multiplied
