@@ -12,6 +12,7 @@
 //===----------------------------------------------------------------------===//
 #include "passes/Serialize/ArtifactWriter.h"
 #include "dialects/Loom/IR/LoomOps.h"
+#include "passes/Serialize/GgmlQuantize.h"
 
 #include "loom/artifact_format.h"
 #include "loom/ggml_blocks.h"
@@ -66,8 +67,6 @@ struct PackedTensor {
   uint64_t bytes = 0;                // stored bytes
   uint64_t offset = 0, checksum = 0;
 };
-
-constexpr uint64_t kQuantBlock = kQ8Block; // values per Q8_0 / Q4_0 block
 
 /// The ggml block format of a block encoding; nullopt for F32/BF16/F16.
 std::optional<ggml::BlockType> blockTypeOf(SourceEncoding e) {
@@ -194,89 +193,6 @@ void decode(const WeightSource &source, const char *from, char *to) {
   }
 }
 
-/// An f32 rounded to an IEEE half, to nearest even (overflow to infinity,
-/// NaN kept), as ggml's GGML_FP32_TO_FP16.
-uint16_t floatToHalf(float value) {
-  uint32_t x;
-  std::memcpy(&x, &value, sizeof x);
-  const uint16_t sign = uint16_t((x >> 16) & 0x8000u);
-  x &= 0x7fffffffu;
-  if (x >= 0x7f800000u) // infinity or NaN
-    return sign | 0x7c00u | (x > 0x7f800000u ? 0x200u : 0u);
-  if (x >= 0x47800000u) // 65536 and above: past the largest half
-    return sign | 0x7c00u;
-  if (x < 0x38800000u) { // below 2^-14: a subnormal half (or zero)
-    float magnitude;
-    std::memcpy(&magnitude, &x, sizeof magnitude);
-    return sign | uint16_t(std::nearbyint(magnitude * 16777216.0f));
-  }
-  const uint32_t mant = x & 0x7fffffu;
-  uint32_t h = (((x >> 23) - 112) << 10) | (mant >> 13);
-  const uint32_t rest = mant & 0x1fffu;
-  if (rest > 0x1000u || (rest == 0x1000u && (h & 1u)))
-    ++h; // may carry into the exponent, up to infinity
-  return sign | uint16_t(h);
-}
-
-/// Appends `n` f32 values (n a multiple of 32) as Q8_0 blocks, quantized as
-/// ggml's quantize_row_q8_0_ref does: d = max|x| / 127 stored as a half,
-/// q = round(x / d) computed with the unrounded d.
-void quantizeQ8(const char *f32, uint64_t n, std::vector<char> &out) {
-  for (uint64_t b = 0; b < n / kQuantBlock; ++b) {
-    float x[kQuantBlock];
-    std::memcpy(x, f32 + 4 * b * kQuantBlock, sizeof x);
-    float amax = 0.0f;
-    for (float v : x)
-      amax = std::max(amax, std::fabs(v));
-    const float d = amax / 127.0f;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    const uint16_t h = floatToHalf(d);
-    char block[kQ8BlockBytes];
-    std::memcpy(block, &h, sizeof h);
-    for (uint64_t j = 0; j < kQuantBlock; ++j) {
-      // ggml's roundf; clamped (a subnormal d makes id infinite, a NaN
-      // weight a NaN) so that the conversion is defined.
-      const float q = std::round(x[j] * id);
-      block[2 + j] = char(int8_t(q >= 127.0f    ? 127
-                                 : q <= -128.0f ? -128
-                                 : q == q       ? int(q)
-                                                : 0));
-    }
-    out.insert(out.end(), block, block + kQ8BlockBytes);
-  }
-}
-
-/// Appends `n` f32 values (n a multiple of 32) as Q4_0 blocks, quantized as
-/// ggml's quantize_row_q4_0_ref does: the value of largest magnitude m,
-/// d = m / -8 stored as a half, q = min(15, trunc(x / d + 8.5)) computed
-/// with the unrounded d, low nibbles the first 16 values.
-void quantizeQ4(const char *f32, uint64_t n, std::vector<char> &out) {
-  for (uint64_t b = 0; b < n / kQuantBlock; ++b) {
-    float x[kQuantBlock];
-    std::memcpy(x, f32 + 4 * b * kQuantBlock, sizeof x);
-    float amax = 0.0f, max = 0.0f;
-    for (float v : x)
-      if (amax < std::fabs(v)) {
-        amax = std::fabs(v);
-        max = v;
-      }
-    const float d = max / -8.0f;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    const uint16_t h = floatToHalf(d);
-    char block[kQ4BlockBytes];
-    std::memcpy(block, &h, sizeof h);
-    // Clamped into 0..15 (a subnormal d makes id infinite, a NaN weight a
-    // NaN) so that the conversion is defined.
-    auto nibble = [](float v) {
-      const float t = v + 8.5f;
-      return t >= 15.0f ? 15 : t >= 0.0f ? int(t) : 0;
-    };
-    for (uint64_t j = 0; j < kQuantBlock / 2; ++j)
-      block[2 + j] = char(nibble(x[j] * id) | (nibble(x[j + 16] * id) << 4));
-    out.insert(out.end(), block, block + kQ4BlockBytes);
-  }
-}
-
 /// Reorders `rows` f32 rows at `data` (`size` bytes) from the rotate-half
 /// order of heads of `hd` rows to the interleaved one: destination row
 /// 2i + j of a head is source row j*hd/2 + i (WeightSource).
@@ -335,6 +251,10 @@ WeightType loom::storedWeightType(ShapedType type, WeightType requested,
   }
   if (requested == WeightType::Q8_0 || requested == WeightType::Q4_0)
     return blocks ? requested : WeightType::F32;
+  if (keptEncoding(requested)) // a K format: rows of 256, else Q8_0, else f32
+    return superBlocks ? requested
+           : blocks    ? WeightType::Q8_0
+                       : WeightType::F32;
   return type.getRank() >= 2 ? requested : WeightType::F32;
 }
 
@@ -620,14 +540,13 @@ LogicalResult loom::writeArtifact(ModuleOp module, const WeightTable &weights,
       if (!same)
         continue;
       // The part's blocks: a source's own when it has this encoding, else
-      // quantized from its f32 values (Q8_0, Q4_0; storedWeightType stores a
-      // K format only from sources in it).
+      // quantized from its f32 values as ggml's reference quantizer does
+      // (storedWeightType stores Q2_K / Q3_K only from sources in it).
       if (src->encoding == *same && !src->rotateHalfHeadDim)
         blocks.insert(blocks.end(), from, from + src->bytes);
-      else if (t.type == WeightType::Q8_0)
-        quantizeQ8(bytes.data() + base, (bytes.size() - base) / 4, blocks);
       else
-        quantizeQ4(bytes.data() + base, (bytes.size() - base) / 4, blocks);
+        quantizeBlocks(*blockTypeOf(*same), bytes.data() + base,
+                       (bytes.size() - base) / 4, blocks);
     }
     if (keptEncoding(t.type))
       bytes = std::move(blocks);

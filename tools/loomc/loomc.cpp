@@ -128,11 +128,14 @@ cl::opt<std::string> weightTypeName(
              "and tables, rounded to nearest even: half the bytes); q8_0 or "
              "q4_0 "
              "(matrices whose rows are whole blocks of 32, in ggml's blocks: "
-             "about a quarter / an eighth of the bytes); keep (each tensor as "
+             "about a quarter / an eighth of the bytes); q4_k, q5_k or q6_k "
+             "(ggml's K blocks of 256, as llama.cpp quantizes them: 4.5, 5.5, "
+             "6.6 bits a value; other row lengths q8_0); keep (each tensor as "
              "the checkpoint stores it where the runtime reads that: bf16, "
-             "f16, q8_0, q4_0, and a GGUF's Q2_K..Q6_K; else f32). Norm weights and biases stay f32. "
+             "f16, q8_0, q4_0, and a GGUF's Q2_K..Q6_K; else f32). Norm "
+             "weights and biases stay f32. "
              "Default: keep"),
-    cl::value_desc("f32|bf16|f16|q8_0|q4_0|keep"), cl::init(""),
+    cl::value_desc("f32|bf16|f16|q8_0|q4_0|q4_k|q5_k|q6_k|keep"), cl::init(""),
     cl::cat(loomcCategory));
 cl::opt<std::string> targetName(
     "target",
@@ -345,11 +348,18 @@ int main(int argc, char **argv) {
     artifactOptions.weightType = loom::WeightType::Q8_0;
   else if (weightTypeName == "q4_0")
     artifactOptions.weightType = loom::WeightType::Q4_0;
+  else if (weightTypeName == "q4_k")
+    artifactOptions.weightType = loom::WeightType::Q4_K;
+  else if (weightTypeName == "q5_k")
+    artifactOptions.weightType = loom::WeightType::Q5_K;
+  else if (weightTypeName == "q6_k")
+    artifactOptions.weightType = loom::WeightType::Q6_K;
   else if (weightTypeName == "keep")
     artifactOptions.weightType = loom::WeightType::Keep;
   else if (weightTypeName.getNumOccurrences() && weightTypeName != "f32")
     return fail(
-        "--weight-type must be f32, bf16, f16, q8_0, q4_0 or keep, got '" +
+        "--weight-type must be f32, bf16, f16, q8_0, q4_0, q4_k, q5_k, q6_k "
+        "or keep, got '" +
         weightTypeName + "'");
   if (targetName != "cpu" && targetName != "cuda")
     return fail("--target must be cpu or cuda, got '" + targetName + "'");

@@ -3,11 +3,13 @@ asked for, for the loomc tests of the quantized formats.
 
   make_gguf.py --tokenizer tok512.bin OUT [--dim 256 --hidden 512
       --layers 2 --heads 4 --kv-heads 2 --context 256 --seed 1]
-      [--types ROLE=TYPE,...] [--untied]
+      [--types ROLE=TYPE,...] [--untied] [--inject NAME=FILE ...]
 
 ROLE is a tensor's name without "blk.N." and ".weight" (attn_q, ffn_down,
 token_embd, output, ...), or "default"; TYPE a ggml type name (F32, F16,
-BF16, Q4_0, ..., Q6_K). Norm weights are F32 unless named. The vocabulary
+BF16, Q4_0, ..., Q6_K). Norm weights are F32 unless named. --inject gives
+a tensor (its full name without ".weight", e.g. blk.0.attn_k) the raw
+little-endian f32 values of FILE, stored F32. The vocabulary
 is the llama2.c tokenizer's (spaces written as SentencePiece's U+2581).
 
 Quantized tensors are random blocks: random bytes, with each block's f16
@@ -79,6 +81,7 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--types", default="")
     ap.add_argument("--untied", action="store_true")
+    ap.add_argument("--inject", action="append", default=[])
     a = ap.parse_args()
     types = dict(kv.split("=") for kv in a.types.split(",") if kv)
     rng = np.random.default_rng(a.seed)
@@ -96,8 +99,16 @@ def main():
     if a.untied:
         shapes.append(("output", [a.vocab, D]))
 
+    injected = dict(kv.split("=", 1) for kv in a.inject)
     tensors = []  # (name, ne, type, bytes)
     for name, shape in shapes:
+        if name in injected:
+            data = open(injected.pop(name), "rb").read()
+            if len(data) != 4 * int(np.prod(shape)):
+                raise SystemExit("--inject %s: %d bytes, the tensor needs %d" % (
+                    name, len(data), 4 * int(np.prod(shape))))
+            tensors.append((name + ".weight", list(reversed(shape)), gb.F32, data))
+            continue
         role = name.split(".")[-1]
         norm = role.endswith("norm")
         typ = TYPE_IDS[types.get(role, "F32" if norm else types.get("default", "F32"))]
@@ -105,6 +116,8 @@ def main():
         tensors.append((name + ".weight", list(reversed(shape)), typ,
                         random_tensor(typ, n, rng, norm)))
 
+    if injected:
+        raise SystemExit("--inject: no tensor " + ", ".join(injected))
     pieces, scores = read_llama2c_tokenizer(a.tokenizer, a.vocab)
 
     def string(s):
