@@ -513,9 +513,13 @@ LogicalResult loom::writeArtifact(ModuleOp module, const WeightTable &weights,
   for (size_t i = 0; i < tensors.size(); ++i) {
     PackedTensor &t = tensors[i];
     t.offset = at;
-    std::vector<char> bytes; // the f32 source bytes
-    std::vector<char> blocks; // the stored blocks, for Q8_0 / Q4_0
-    bytes.reserve(t.weight.getTensorType().getNumElements() * 4);
+    // The stored blocks' encoding (Q8_0, Q4_0, the K types); none for f32,
+    // bf16 and f16, which are made from the parts' f32 values in `bytes`.
+    const std::optional<SourceEncoding> same = keptEncoding(t.type);
+    std::vector<char> bytes;  // the f32 values (of one part, for blocks)
+    std::vector<char> blocks; // the stored blocks
+    if (!same)
+      bytes.reserve(t.weight.getTensorType().getNumElements() * 4);
     for (size_t p = 0; p < t.parts.size(); ++p) {
       const WeightSource *src = t.parts[p];
       auto &file = files[src->file];
@@ -530,25 +534,27 @@ LogicalResult loom::writeArtifact(ModuleOp module, const WeightTable &weights,
         return abandon("weights file '" + src->file + "' is shorter than "
                        "the frontend recorded: did it change while compiling?");
       const char *from = file->getBufferStart() + src->offset;
+      // A source in the stored encoding keeps its blocks: nothing to decode.
+      if (same && src->encoding == *same && !src->rotateHalfHeadDim) {
+        blocks.insert(blocks.end(), from, from + src->bytes);
+        continue;
+      }
+      if (same)
+        bytes.clear();
       const size_t base = bytes.size();
       bytes.resize(base + decodedBytes(*src));
       decode(*src, from, bytes.data() + base);
       if (src->rotateHalfHeadDim)
         restoreInterleavedRows(bytes.data() + base, bytes.size() - base,
                                src->rotateHalfHeadDim, t.partRows[p]);
-      const std::optional<SourceEncoding> same = keptEncoding(t.type);
-      if (!same)
-        continue;
-      // The part's blocks: a source's own when it has this encoding, else
-      // quantized from its f32 values as ggml's reference quantizer does
-      // (storedWeightType stores Q2_K / Q3_K only from sources in it).
-      if (src->encoding == *same && !src->rotateHalfHeadDim)
-        blocks.insert(blocks.end(), from, from + src->bytes);
-      else
-        quantizeBlocks(*blockTypeOf(*same), bytes.data() + base,
-                       (bytes.size() - base) / 4, blocks);
+      // Other parts are quantized from their f32 values as ggml's reference
+      // quantizer does (storedWeightType stores Q2_K / Q3_K only from
+      // sources in them).
+      if (same)
+        quantizeBlocks(*blockTypeOf(*same), bytes.data(), bytes.size() / 4,
+                       blocks);
     }
-    if (keptEncoding(t.type))
+    if (same)
       bytes = std::move(blocks);
     if (t.type == WeightType::BF16 || t.type == WeightType::F16) {
       std::vector<char> narrow(bytes.size() / 2);

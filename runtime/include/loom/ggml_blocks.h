@@ -1,16 +1,20 @@
 // ggml's quantized block formats (llama.cpp's GGUF tensors): their sizes,
 // and a decoder of one block to f32. Shared by the compiler, which decodes
 // GGUF tensors when it writes an artifact, and the runtime, which decodes
-// the block formats an artifact may store (Q8_0, Q4_0, Q4_K, Q6_K) where a
-// kernel needs f32 values. It includes nothing but the C++ standard library.
+// the block formats an artifact may store (Q8_0, Q4_0, Q2_K..Q6_K) where a
+// kernel needs f32 values. It includes nothing but loom/artifact_format.h
+// and the C++ standard library.
 //
 // A block holds kValues consecutive values of a row (rows are whole blocks)
 // in kBytes bytes; its scales are IEEE halves. decodeBlock computes every
 // value in f32 with ggml's order of operations (dequantize_row_*: one
 // rounding per product and per sum, never a fused multiply-add), so it
-// equals ggml's decoding bit for bit; the kernels that decode in registers
-// do the same. Layouts (offsets in bytes; "6-bit scales" are ggml's 12-byte
-// packing of eight 6-bit scales and eight 6-bit mins):
+// equals ggml's decoding bit for bit where ggml's own build does not fuse
+// them (x86-64 builds without FMA, such as llama.cpp's portable CPU
+// backend's reference functions; a build that lets the C compiler contract
+// d * q - m into an FMA differs in the last bit); the kernels that decode
+// in registers do the same. Layouts (offsets in bytes; "6-bit scales" are
+// ggml's 12-byte packing of eight 6-bit scales and eight 6-bit mins):
 //
 //   Q4_0  32 values, 18 bytes: d, qs[16]              d * (q - 8)
 //   Q4_1  32 values, 20 bytes: d, m, qs[16]           d * q + m

@@ -673,3 +673,46 @@ TEST(Artifact, FusedAttentionChecks) {
 }
 
 } // namespace
+
+// decodeToF32 (the CUDA backend's upload, and the f32 copies of tensors a
+// kernel reads as f32) decodes every block type block by block, in
+// parallel ranges: the same values as the format's decoder, in place.
+TEST(Artifact, DecodeToF32DecodesEveryBlockType) {
+  using loom::rt::WeightType;
+  const std::pair<WeightType, loom::ggml::BlockType> types[] = {
+      {WeightType::Q8_0, loom::ggml::BlockType::Q8_0},
+      {WeightType::Q4_0, loom::ggml::BlockType::Q4_0},
+      {WeightType::Q2_K, loom::ggml::BlockType::Q2_K},
+      {WeightType::Q3_K, loom::ggml::BlockType::Q3_K},
+      {WeightType::Q4_K, loom::ggml::BlockType::Q4_K},
+      {WeightType::Q5_K, loom::ggml::BlockType::Q5_K},
+      {WeightType::Q6_K, loom::ggml::BlockType::Q6_K}};
+  uint32_t seed = 1;
+  for (auto [dtype, block] : types) {
+    SCOPED_TRACE(loom::rt::weightTypeName(dtype));
+    const loom::ggml::BlockFormat f = loom::ggml::blockFormat(block);
+    const int64_t rows = 300, cols = 512; // 600+ blocks: several ranges
+    std::vector<uint8_t> raw(size_t(rows * cols / f.values * f.bytes));
+    for (uint8_t &b : raw) {
+      seed = seed * 1103515245u + 12345u;
+      b = uint8_t(seed >> 16);
+    }
+    // Finite scales: every half field gets a small normal half.
+    for (size_t at = 0; at < raw.size(); at += size_t(f.bytes))
+      for (int64_t o = 0; o < f.bytes; o += 2)
+        if ((raw[at + size_t(o) + 1] & 0x7c) == 0x7c)
+          raw[at + size_t(o) + 1] &= 0x3f;
+    loom::rt::TensorDesc t;
+    t.name = "w";
+    t.shape = {rows, cols};
+    t.dtype = dtype;
+    t.raw = raw.data();
+    t.bytes = raw.size();
+    std::vector<float> got(size_t(rows * cols)), want(got.size());
+    loom::rt::decodeToF32(t, got.data());
+    for (size_t b = 0; b < raw.size() / size_t(f.bytes); ++b)
+      loom::ggml::decodeBlock(block, raw.data() + b * size_t(f.bytes),
+                              want.data() + b * size_t(f.values));
+    ASSERT_EQ(0, std::memcmp(got.data(), want.data(), got.size() * 4));
+  }
+}

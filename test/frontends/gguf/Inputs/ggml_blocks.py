@@ -1,6 +1,6 @@
 """ggml's quantized blocks in numpy, written from ggml's block layouts for
 the Loom tests: an independent twin of Loom's decoder
-(passes/Serialize/GgmlBlocks.cpp).
+(runtime/include/loom/ggml_blocks.h).
 
   decode(type, raw, n) -> n float32 values (row-major; n a whole number of
                           blocks)
