@@ -221,11 +221,50 @@ uint64_t loom::decodedBytes(const WeightSource &source) {
   return source.bytes % 2 ? 0 : source.bytes * 2; // BF16, F16
 }
 
+WeightType loom::requestedWeightType(ModuleOp module, StringRef name,
+                                     WeightType requested) {
+  if (requested != WeightType::Q4_K_M && requested != WeightType::Q5_K_M)
+    return requested;
+  const WeightType base =
+      requested == WeightType::Q4_K_M ? WeightType::Q4_K : WeightType::Q5_K;
+  auto weight = SymbolTable::lookupSymbolIn(module, name);
+  auto op = dyn_cast_or_null<WeightOp>(weight);
+  if (op && op.getPacked()) {
+    std::optional<WeightType> common;
+    for (Attribute part : *op.getPacked()) {
+      const WeightType t = requestedWeightType(
+          module, cast<FlatSymbolRefAttr>(part).getValue(), requested);
+      if (common && *common != t)
+        return WeightType::F32;
+      common = t;
+    }
+    return common.value_or(base);
+  }
+  const bool hasOutput = SymbolTable::lookupSymbolIn(module, "output");
+  if (name == "output" || (name == "tok_embeddings" && !hasOutput))
+    return WeightType::Q6_K;
+  // layers.I.wv / layers.I.w2 in the layers llama.cpp's use_more_bits picks.
+  int64_t layer;
+  StringRef rest = name;
+  if (!rest.consume_front("layers.") || rest.consumeInteger(10, layer) ||
+      (rest != ".wv" && rest != ".w2"))
+    return base;
+  const int64_t n = configInt(
+      module->getAttrOfType<DictionaryAttr>("loom.model"), "n_layers", 0);
+  const bool moreBits =
+      layer < n / 8 || layer >= 7 * n / 8 || (layer - n / 8) % 3 == 2;
+  return moreBits ? WeightType::Q6_K : base;
+}
+
 WeightType loom::storedWeightType(ShapedType type, WeightType requested,
                                   ArrayRef<const WeightSource *> parts) {
   const bool blocks = type.getRank() == 2 && type.getDimSize(1) % kQ8Block == 0;
   const bool superBlocks =
       type.getRank() == 2 && type.getDimSize(1) % ggml::kSuperBlock == 0;
+  if (requested == WeightType::Q4_K_M) // a mix asked directly: its base
+    requested = WeightType::Q4_K;
+  if (requested == WeightType::Q5_K_M)
+    requested = WeightType::Q5_K;
   if (requested == WeightType::Keep) {
     if (parts.empty())
       return WeightType::F32;
@@ -271,6 +310,8 @@ uint64_t loom::storedWeightBytes(ShapedType type, WeightType stored) {
   case WeightType::Q4_0:
     return elems / kQ8Block * kQ4BlockBytes;
   case WeightType::Keep:
+  case WeightType::Q4_K_M:
+  case WeightType::Q5_K_M:
     break;
   default: // the K formats
     return elems / ggml::kSuperBlock *
@@ -301,6 +342,10 @@ const char *loom::weightTypeName(WeightType type) {
     return "q6_k";
   case WeightType::Keep:
     return "keep";
+  case WeightType::Q4_K_M:
+    return "q4_k_m";
+  case WeightType::Q5_K_M:
+    return "q5_k_m";
   case WeightType::F32:
     break;
   }
@@ -386,8 +431,9 @@ LogicalResult loom::writeArtifact(ModuleOp module, const WeightTable &weights,
     if (t.bytes != elems * 4)
       return d.emitError() << "packed weight @" << name
                            << " does not add up to its type";
-    t.type =
-        storedWeightType(weight.getTensorType(), options.weightType, t.parts);
+    t.type = storedWeightType(
+        weight.getTensorType(),
+        requestedWeightType(module, name, options.weightType), t.parts);
     t.bytes = storedWeightBytes(weight.getTensorType(), t.type);
     tensorIndex[name] = tensors.size();
     tensors.push_back(std::move(t));

@@ -74,10 +74,11 @@ struct TokenizerData {
 /// Called while packing: (tensors done, tensors total, bytes done).
 using ProgressFn = std::function<void(size_t, size_t, uint64_t)>;
 
-/// How the artifact stores weights (the schema's DType). Keep is a request
-/// only: each tensor as its source is encoded, where the runtime reads that
-/// encoding (storedWeightType); the K formats (Q2_K..Q6_K) are stored only
-/// so, from sources in that format.
+/// How the artifact stores weights (the schema's DType). Keep, Q4_K_M and
+/// Q5_K_M are requests only: Keep, each tensor as its source is encoded,
+/// where the runtime reads that encoding (storedWeightType); the mixes,
+/// llama.cpp's recipes (requestedWeightType). Q2_K and Q3_K are stored only
+/// from sources in that format.
 enum class WeightType {
   F32,
   BF16,
@@ -89,7 +90,9 @@ enum class WeightType {
   Q4_K,
   Q5_K,
   Q6_K,
-  Keep
+  Keep,
+  Q4_K_M,
+  Q5_K_M,
 };
 
 /// The options of the serialisation step (loomc --weight-type, --target).
@@ -111,8 +114,20 @@ struct ArtifactOptions {
   ProgressFn progress;
 };
 
+/// What `requested` asks of the weight @name of `module` (packed or not):
+/// `requested` itself, except for the mixes. Q4_K_M (Q5_K_M) is llama.cpp's
+/// recipe of that name without an importance matrix: Q6_K for the
+/// classifier (`output`, or `tok_embeddings` where the model has no
+/// `output`) and for attn_v and ffn_down (`layers.I.wv`, `layers.I.w2`) in
+/// the layers llama.cpp gives more bits (I < L/8, I >= 7L/8, and every third
+/// from L/8 + 2, for L = the model's n_layers), Q4_K (Q5_K) for the rest. A
+/// packed weight whose parts ask different types asks f32.
+WeightType requestedWeightType(mlir::ModuleOp module, llvm::StringRef name,
+                               WeightType requested);
+
 /// The type a weight of `type` whose sources (its parts, in order) are
-/// `parts` is stored as when `requested` is asked for (see ArtifactOptions).
+/// `parts` is stored as when `requested` is asked for (see ArtifactOptions;
+/// a mix is asked through requestedWeightType first).
 WeightType storedWeightType(mlir::ShapedType type, WeightType requested,
                             llvm::ArrayRef<const WeightSource *> parts);
 

@@ -130,13 +130,15 @@ cl::opt<std::string> weightTypeName(
              "(matrices whose rows are whole blocks of 32, in ggml's blocks: "
              "about a quarter / an eighth of the bytes); q4_k, q5_k or q6_k "
              "(ggml's K blocks of 256, as llama.cpp quantizes them: 4.5, 5.5, "
-             "6.6 bits a value; other row lengths q8_0); keep (each tensor as "
+             "6.6 bits a value; other row lengths q8_0); q4_k_m or q5_k_m "
+             "(llama.cpp's mixes: q6_k for the classifier and some layers' "
+             "attn_v and ffn_down); keep (each tensor as "
              "the checkpoint stores it where the runtime reads that: bf16, "
              "f16, q8_0, q4_0, and a GGUF's Q2_K..Q6_K; else f32). Norm "
              "weights and biases stay f32. "
              "Default: keep"),
-    cl::value_desc("f32|bf16|f16|q8_0|q4_0|q4_k|q5_k|q6_k|keep"), cl::init(""),
-    cl::cat(loomcCategory));
+    cl::value_desc("f32|bf16|f16|q8_0|q4_0|q4_k|q5_k|q6_k|q4_k_m|q5_k_m|keep"),
+    cl::init(""), cl::cat(loomcCategory));
 cl::opt<std::string> targetName(
     "target",
     cl::desc("Device recorded in the artifact: cpu (default) or cuda (the "
@@ -199,8 +201,9 @@ int printReport(ModuleOp module, int64_t iterations,
       for (StringRef name : names)
         if (auto it = sources.find(name); it != sources.end())
           parts.push_back(&it->second);
-      const loom::WeightType t =
-          loom::storedWeightType(w.getTensorType(), weightType, parts);
+      const loom::WeightType t = loom::storedWeightType(
+          w.getTensorType(),
+          loom::requestedWeightType(module, w.getSymName(), weightType), parts);
       storedBytes += loom::storedWeightBytes(w.getTensorType(), t);
       if (t != loom::WeightType::F32)
         quantized.insert(t);
@@ -354,12 +357,16 @@ int main(int argc, char **argv) {
     artifactOptions.weightType = loom::WeightType::Q5_K;
   else if (weightTypeName == "q6_k")
     artifactOptions.weightType = loom::WeightType::Q6_K;
+  else if (weightTypeName == "q4_k_m")
+    artifactOptions.weightType = loom::WeightType::Q4_K_M;
+  else if (weightTypeName == "q5_k_m")
+    artifactOptions.weightType = loom::WeightType::Q5_K_M;
   else if (weightTypeName == "keep")
     artifactOptions.weightType = loom::WeightType::Keep;
   else if (weightTypeName.getNumOccurrences() && weightTypeName != "f32")
     return fail(
-        "--weight-type must be f32, bf16, f16, q8_0, q4_0, q4_k, q5_k, q6_k "
-        "or keep, got '" +
+        "--weight-type must be f32, bf16, f16, q8_0, q4_0, q4_k, q5_k, q6_k, "
+        "q4_k_m, q5_k_m or keep, got '" +
         weightTypeName + "'");
   if (targetName != "cpu" && targetName != "cuda")
     return fail("--target must be cpu or cuda, got '" + targetName + "'");
@@ -509,7 +516,10 @@ int main(int argc, char **argv) {
         continue;
       const loom::WeightSource *source = &it->second;
       const loom::WeightType t = loom::storedWeightType(
-          w.getTensorType(), artifactOptions.weightType, source);
+          w.getTensorType(),
+          loom::requestedWeightType(*module, w.getSymName(),
+                                    artifactOptions.weightType),
+          source);
       if (t != loom::WeightType::F32)
         w.setStorage(loom::weightTypeName(t));
     }
