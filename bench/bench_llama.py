@@ -15,15 +15,12 @@ Each shape is compiled with f32, bf16, Q8_0 and Q4_0 weights (loomc
 --weight-type: the CPU kernels read bf16 matrices and Q8_0 / Q4_0 blocks
 as stored and decode them in registers, so decode streams half / about a
 quarter / an eighth of the bytes); the ratios over f32 are printed per
-thread count. The K formats (q4_k, q6_k, ...: llama.cpp's Q4_K_M and the
-like) have no quantizer in loomc, so for those a GGUF of the same shape
-with random blocks in that format is written
-(test/frontends/gguf/Inputs/make_gguf.py, needs numpy) and compiled with
-the default --weight-type=keep.
+thread count. The K formats (q4_k, q5_k, q6_k, and llama.cpp's mixes
+q4_k_m, q5_k_m) are decoded in registers too.
 
 usage: bench/bench_llama.py [--bin build/bin] [--work /tmp/loom-bench]
                             [--shapes 15M,110M]
-                            [--weight-types f32,bf16,q8_0,q4_0[,f16,q2_k..q6_k]]
+                            [--weight-types f32,bf16,q8_0,q4_0[,f16,q4_k,q5_k,q6_k,q4_k_m,q5_k_m]]
                             [--repeat 3]
 """
 import argparse
@@ -69,17 +66,14 @@ def main():
         t, gbs = line.split(": ")
         roof[int(t.split()[1])] = float(gbs.split()[0])
     print("read bandwidth (roofline): 1 thread %.1f GB/s, 2 threads %.1f GB/s" % (roof[1], roof[2]))
-    print("%-5s %-4s %-3s %12s %12s %11s %9s %9s" % ("model", "type", "thr", "prefill t/s",
+    print("%-5s %-6s %-3s %12s %12s %11s %9s %9s" % ("model", "type", "thr", "prefill t/s",
                                                     "decode t/s", "decode GB/s", "roofline",
                                                     "peak MiB"))
     types = a.weight_types.split(",")
-    k_formats = ("q2_k", "q3_k", "q4_k", "q5_k", "q6_k")
+    known = ("f32", "bf16", "f16", "q8_0", "q4_0", "q4_k", "q5_k", "q6_k", "q4_k_m", "q5_k_m")
     for t in types:
-        if t not in ("f32", "bf16", "f16", "q8_0", "q4_0") + k_formats:
-            sys.exit("bench: --weight-types takes f32, bf16, f16, q8_0, q4_0 and/or "
-                     "q2_k..q6_k, not %r" % t)
-    make_gguf = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "test",
-                             "frontends", "gguf", "Inputs", "make_gguf.py")
+        if t not in known:
+            sys.exit("bench: --weight-types takes %s, not %r" % (", ".join(known), t))
     for name in a.shapes.split(","):
         dim, hidden, layers, heads, kv, vocab, seq = SHAPES[name]
         ckpt = os.path.join(a.work, name + ".bin")
@@ -91,15 +85,6 @@ def main():
                  "--vocab", str(vocab), "--seq", str(seq), "--seed", "1",
                  "--tokenizer-out", tok])
             for t, art in arts.items():
-                if t in k_formats:
-                    gguf = os.path.join(a.work, "%s-%s.gguf" % (name, t))
-                    run([sys.executable, make_gguf, gguf, "--tokenizer", tok,
-                         "--vocab", str(vocab), "--dim", str(dim), "--hidden", str(hidden),
-                         "--layers", str(layers), "--heads", str(heads), "--kv-heads",
-                         str(kv), "--context", str(seq), "--types", "default=" + t.upper()])
-                    run([tool("loomc"), gguf, "-o", art, "--quiet"])
-                    os.remove(gguf)
-                    continue
                 run([tool("loomc"), ckpt, "--tokenizer", tok, "-o", art, "--quiet",
                      "--weight-type=" + t])
             os.remove(ckpt)
@@ -121,11 +106,11 @@ def main():
             for threads in (1, 2):
                 pf, dc, rss, n = results[t, threads]
                 gbs = dc * wbytes / 1e9
-                print("%-5s %-4s %-3d %12.1f %12.1f %11.1f %8.0f%% %9.1f" % (
+                print("%-5s %-6s %-3d %12.1f %12.1f %11.1f %8.0f%% %9.1f" % (
                     name, t, threads, pf, dc, gbs, 100 * gbs / roof[threads], rss))
             s_pf = results[t, 2][0] / results[t, 1][0]
             s_dc = results[t, 2][1] / results[t, 1][1]
-            print("%-5s %-4s speed-up 2 vs 1 thread: prefill %.2fx, decode %.2fx "
+            print("%-5s %-6s speed-up 2 vs 1 thread: prefill %.2fx, decode %.2fx "
                   "(prompt %d tokens, weights %.1f MB)" % (name, t, s_pf, s_dc,
                                                           results[t, 1][3], wbytes / 1e6))
         for t in types:

@@ -6,6 +6,8 @@
 //===----------------------------------------------------------------------===//
 #include "passes/Serialize/GgmlQuantize.h"
 
+#include "llvm/Support/Parallel.h"
+
 #include <algorithm>
 #include <cassert>
 #include <cmath>
@@ -377,29 +379,37 @@ void loom::quantizeBlocks(ggml::BlockType type, const void *values, uint64_t n,
   const ggml::BlockFormat f = ggml::blockFormat(type);
   const size_t base = out.size();
   out.resize(base + n / uint64_t(f.values) * uint64_t(f.bytes));
-  char *at = out.data() + base;
-  for (uint64_t b = 0; b < n / uint64_t(f.values); ++b, at += f.bytes) {
-    float xb[kQKK];
-    std::memcpy(xb, static_cast<const char *>(values) + 4 * b * f.values,
-                sizeof(float) * size_t(f.values));
-    switch (type) {
-    case ggml::BlockType::Q8_0:
-      quantizeQ8_0(xb, at);
-      break;
-    case ggml::BlockType::Q4_0:
-      quantizeQ4_0(xb, at);
-      break;
-    case ggml::BlockType::Q4_K:
-      quantizeQ45K(xb, at, false);
-      break;
-    case ggml::BlockType::Q5_K:
-      quantizeQ45K(xb, at, true);
-      break;
-    case ggml::BlockType::Q6_K:
-      quantizeQ6K(xb, at);
-      break;
-    default:
-      break;
+  char *const first = out.data() + base;
+  // Blocks are independent: quantized in parallel (the K quantizers search
+  // dozens of trial scales per group), each into its own slot, so the bytes
+  // do not depend on the threads.
+  const uint64_t blocks = n / uint64_t(f.values);
+  constexpr uint64_t kChunk = 256;
+  llvm::parallelFor(0, (blocks + kChunk - 1) / kChunk, [&](size_t c) {
+    for (uint64_t b = c * kChunk; b < std::min(blocks, (c + 1) * kChunk); ++b) {
+      char *at = first + b * uint64_t(f.bytes);
+      float xb[kQKK];
+      std::memcpy(xb, static_cast<const char *>(values) + 4 * b * f.values,
+                  sizeof(float) * size_t(f.values));
+      switch (type) {
+      case ggml::BlockType::Q8_0:
+        quantizeQ8_0(xb, at);
+        break;
+      case ggml::BlockType::Q4_0:
+        quantizeQ4_0(xb, at);
+        break;
+      case ggml::BlockType::Q4_K:
+        quantizeQ45K(xb, at, false);
+        break;
+      case ggml::BlockType::Q5_K:
+        quantizeQ45K(xb, at, true);
+        break;
+      case ggml::BlockType::Q6_K:
+        quantizeQ6K(xb, at);
+        break;
+      default:
+        break;
+      }
     }
-  }
+  });
 }
