@@ -298,12 +298,7 @@ void matvecBf16(const float *x, const uint16_t *W, float *y, int64_t K,
                 int64_t n, bool accumulate) {
   matvecOf(x, W, y, K, n, accumulate);
 }
-// Q8_0 and Q4_0 rows decoded block by block: one scale per block and row,
-// then the
-// two 16-value halves, multiplied into each row's accumulator in matvecOf's
-// order (k ascending in steps of 16; rows are whole blocks, so no tail), so
-// the sums are bit for bit matvec's over the decoded matrix. (A prefetch
-// never faults, so running past the matrix's end is harmless.)
+// Q8_0 values 16 q at `q` times the scale d in every lane.
 inline __m512 q8Half(__m512 d, const uint8_t *q) {
   const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i *>(q));
   return _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(v)));
@@ -311,7 +306,18 @@ inline __m512 q8Half(__m512 d, const uint8_t *q) {
 
 // A block's two 16-value halves as d * q (Q8_0) or d * (q - 8) (Q4_0: the
 // low nibbles of its 16 bytes, then the high ones).
-struct Q8Block {
+// each(b, f) calls f(c, values) for the block's 16-value chunks c in order
+// (the interface matvecBlocks reads every block format through).
+template <typename Halves> struct HalvesBlock {
+  static constexpr int64_t kValues = kQ8Values;
+  template <typename F> static void each(const uint8_t *b, F &&f) {
+    __m512 lo, hi;
+    Halves::halves(b, lo, hi);
+    f(0, lo);
+    f(1, hi);
+  }
+};
+struct Q8Block : HalvesBlock<Q8Block> {
   static constexpr int64_t kBytes = kQ8Bytes;
   static void halves(const uint8_t *blk, __m512 &lo, __m512 &hi) {
     const __m512 d = q8Scale(blk);
@@ -319,7 +325,7 @@ struct Q8Block {
     hi = q8Half(d, blk + 18);
   }
 };
-struct Q4Block {
+struct Q4Block : HalvesBlock<Q4Block> {
   static constexpr int64_t kBytes = kQ4Bytes;
   static void halves(const uint8_t *blk, __m512 &lo, __m512 &hi) {
     const __m512 d = q8Scale(blk);
@@ -341,16 +347,22 @@ __m512 q4Half(const uint8_t *blk, bool high) {
   return high ? hi : lo;
 }
 
+// Rows of block-format weights (Q8_0, Q4_0, the K formats: Block::each),
+// decoded block by block and multiplied into each row's accumulator in
+// matvecOf's order (k ascending in steps of 16, the one-row tail
+// alternating two accumulators; rows are whole blocks, so no tail chunk),
+// so the sums are bit for bit matvec's over the decoded matrix.
 template <typename Block>
 void matvecBlocks(const float *x, const uint8_t *W, float *y, int64_t K,
                   int64_t n, bool accumulate) {
-  const int64_t blocks = K / kQ8Values, rowBytes = blocks * Block::kBytes;
+  const int64_t blocks = K / Block::kValues, rowBytes = blocks * Block::kBytes;
   // A block holds many more values per cache line than f32 does, so the
   // decode work fills the out-of-order window before the hardware
   // prefetcher has the next lines in flight: each block's load also
   // prefetches the same block two groups of 8 rows ahead (measured on the
   // 110M shape, Q8_0, 1 thread: 70 -> about 210 tokens/s; distances under
-  // 8 KB gained little).
+  // 8 KB gained little). (A prefetch never faults, so running past the
+  // matrix's end is harmless.)
   const int64_t ahead = 16 * rowBytes;
   int64_t r = 0;
   for (; r + 8 <= n; r += 8) {
@@ -359,15 +371,15 @@ void matvecBlocks(const float *x, const uint8_t *W, float *y, int64_t K,
     for (int i = 0; i < 8; ++i)
       acc[i] = _mm512_setzero_ps();
     for (int64_t b = 0; b < blocks; ++b) {
-      const __m512 x0 = _mm512_loadu_ps(x + b * kQ8Values);
-      const __m512 x1 = _mm512_loadu_ps(x + b * kQ8Values + 16);
+      const float *xb = x + b * Block::kValues;
       for (int i = 0; i < 8; ++i) {
         const uint8_t *blk = w + i * rowBytes + b * Block::kBytes;
-        _mm_prefetch(reinterpret_cast<const char *>(blk) + ahead, _MM_HINT_T0);
-        __m512 lo, hi;
-        Block::halves(blk, lo, hi);
-        acc[i] = _mm512_fmadd_ps(lo, x0, acc[i]);
-        acc[i] = _mm512_fmadd_ps(hi, x1, acc[i]);
+        for (int64_t o = 0; o < Block::kBytes; o += 64)
+          _mm_prefetch(reinterpret_cast<const char *>(blk) + ahead + o,
+                       _MM_HINT_T0);
+        Block::each(blk, [&](int c, __m512 v) {
+          acc[i] = _mm512_fmadd_ps(v, _mm512_loadu_ps(xb + 16 * c), acc[i]);
+        });
       }
     }
     __m256 s = reduce8(acc);
@@ -377,15 +389,15 @@ void matvecBlocks(const float *x, const uint8_t *W, float *y, int64_t K,
   }
   for (; r < n; ++r) {
     const uint8_t *w = W + r * rowBytes;
-    __m512 acc0 = _mm512_setzero_ps();
-    __m512 acc1 = _mm512_setzero_ps();
+    __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
     for (int64_t b = 0; b < blocks; ++b) {
-      __m512 lo, hi;
-      Block::halves(w + b * Block::kBytes, lo, hi);
-      acc0 = _mm512_fmadd_ps(lo, _mm512_loadu_ps(x + b * kQ8Values), acc0);
-      acc1 = _mm512_fmadd_ps(hi, _mm512_loadu_ps(x + b * kQ8Values + 16), acc1);
+      const float *xb = x + b * Block::kValues;
+      Block::each(w + b * Block::kBytes, [&](int c, __m512 v) {
+        acc[c % 2] =
+            _mm512_fmadd_ps(v, _mm512_loadu_ps(xb + 16 * c), acc[c % 2]);
+      });
     }
-    const float s = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+    const float s = _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]));
     y[r] = accumulate ? y[r] + s : s;
   }
 }
@@ -523,80 +535,38 @@ inline __m512 kChunk(const uint8_t *b, int c, const float *d, const float *m) {
   return Block::kHasMin ? _mm512_sub_ps(v, _mm512_set1_ps(m[i])) : v;
 }
 
-// matvecOf's sums over K-format rows: each block's 16 chunks multiplied
-// into the row's accumulator in k order (the one-row tail alternating two
-// accumulators as matvecOf does), with matvecBlocks' prefetch.
-template <typename Block>
-void matvecKBlocks(const float *x, const uint8_t *W, float *y, int64_t K,
-                   int64_t n, bool accumulate) {
-  const int64_t blocks = K / kKValues, rowBytes = blocks * Block::kBytes;
-  const int64_t ahead = 16 * rowBytes;
-  alignas(64) float d[16], m[16];
-  int64_t r = 0;
-  for (; r + 8 <= n; r += 8) {
-    const uint8_t *w = W + r * rowBytes;
-    __m512 acc[8];
-    for (int i = 0; i < 8; ++i)
-      acc[i] = _mm512_setzero_ps();
-    for (int64_t b = 0; b < blocks; ++b) {
-      const float *xb = x + b * kKValues;
-      for (int i = 0; i < 8; ++i) {
-        const uint8_t *blk = w + i * rowBytes + b * Block::kBytes;
-        for (int64_t o = 0; o < Block::kBytes; o += 64)
-          _mm_prefetch(reinterpret_cast<const char *>(blk) + ahead + o,
-                       _MM_HINT_T0);
-        Block::prepare(blk, d, m);
-#pragma GCC unroll 16
-        for (int c = 0; c < 16; ++c)
-          acc[i] = _mm512_fmadd_ps(kChunk<Block>(blk, c, d, m),
-                                   _mm512_loadu_ps(xb + 16 * c), acc[i]);
-      }
-    }
-    __m256 s = reduce8(acc);
-    if (accumulate)
-      s = _mm256_add_ps(s, _mm256_loadu_ps(y + r));
-    _mm256_storeu_ps(y + r, s);
-  }
-  for (; r < n; ++r) {
-    const uint8_t *w = W + r * rowBytes;
-    __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
-    for (int64_t b = 0; b < blocks; ++b) {
-      const uint8_t *blk = w + b * Block::kBytes;
-      Block::prepare(blk, d, m);
-#pragma GCC unroll 16
-      for (int c = 0; c < 16; ++c)
-        acc[c % 2] = _mm512_fmadd_ps(kChunk<Block>(blk, c, d, m),
-                                     _mm512_loadu_ps(x + b * kKValues + 16 * c),
-                                     acc[c % 2]);
-    }
-    const float s = _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]));
-    y[r] = accumulate ? y[r] + s : s;
-  }
-}
-template <typename Block>
-void decodeKBlocks(const uint8_t *blocks, int64_t count, float *dst) {
-  alignas(64) float d[16], m[16];
-  for (int64_t b = 0; b < count; ++b) {
-    const uint8_t *blk = blocks + b * Block::kBytes;
-    Block::prepare(blk, d, m);
+// A K format's blocks through Block::each: the scales prepared once per
+// block, then the 16 chunks.
+template <typename Base> struct KBlock : Base {
+  static constexpr int64_t kValues = kKValues;
+  template <typename F> static void each(const uint8_t *b, F &&f) {
+    alignas(64) float d[16], m[16];
+    Base::prepare(b, d, m);
 #pragma GCC unroll 16
     for (int c = 0; c < 16; ++c)
-      _mm512_storeu_ps(dst + b * kKValues + 16 * c,
-                       kChunk<Block>(blk, c, d, m));
+      f(c, kChunk<Base>(b, c, d, m));
   }
+};
+
+template <typename Block>
+void decodeKBlocks(const uint8_t *blocks, int64_t count, float *dst) {
+  for (int64_t b = 0; b < count; ++b)
+    Block::each(blocks + b * Block::kBytes, [&](int c, __m512 v) {
+      _mm512_storeu_ps(dst + b * kKValues + 16 * c, v);
+    });
 }
 void decodeK(KFormat format, const uint8_t *blocks, int64_t count, float *dst) {
   switch (format) {
   case KFormat::Q2_K:
-    return decodeKBlocks<Q2KBlock>(blocks, count, dst);
+    return decodeKBlocks<KBlock<Q2KBlock>>(blocks, count, dst);
   case KFormat::Q3_K:
-    return decodeKBlocks<Q3KBlock>(blocks, count, dst);
+    return decodeKBlocks<KBlock<Q3KBlock>>(blocks, count, dst);
   case KFormat::Q4_K:
-    return decodeKBlocks<Q45KBlock<false>>(blocks, count, dst);
+    return decodeKBlocks<KBlock<Q45KBlock<false>>>(blocks, count, dst);
   case KFormat::Q5_K:
-    return decodeKBlocks<Q45KBlock<true>>(blocks, count, dst);
+    return decodeKBlocks<KBlock<Q45KBlock<true>>>(blocks, count, dst);
   case KFormat::Q6_K:
-    return decodeKBlocks<Q6KBlock>(blocks, count, dst);
+    return decodeKBlocks<KBlock<Q6KBlock>>(blocks, count, dst);
   }
 }
 
@@ -604,15 +574,15 @@ void matvecK(KFormat format, const float *x, const uint8_t *W, float *y,
              int64_t K, int64_t n, bool accumulate) {
   switch (format) {
   case KFormat::Q2_K:
-    return matvecKBlocks<Q2KBlock>(x, W, y, K, n, accumulate);
+    return matvecBlocks<KBlock<Q2KBlock>>(x, W, y, K, n, accumulate);
   case KFormat::Q3_K:
-    return matvecKBlocks<Q3KBlock>(x, W, y, K, n, accumulate);
+    return matvecBlocks<KBlock<Q3KBlock>>(x, W, y, K, n, accumulate);
   case KFormat::Q4_K:
-    return matvecKBlocks<Q45KBlock<false>>(x, W, y, K, n, accumulate);
+    return matvecBlocks<KBlock<Q45KBlock<false>>>(x, W, y, K, n, accumulate);
   case KFormat::Q5_K:
-    return matvecKBlocks<Q45KBlock<true>>(x, W, y, K, n, accumulate);
+    return matvecBlocks<KBlock<Q45KBlock<true>>>(x, W, y, K, n, accumulate);
   case KFormat::Q6_K:
-    return matvecKBlocks<Q6KBlock>(x, W, y, K, n, accumulate);
+    return matvecBlocks<KBlock<Q6KBlock>>(x, W, y, K, n, accumulate);
   }
 }
 
