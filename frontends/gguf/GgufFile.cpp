@@ -70,6 +70,33 @@ StringRef gguf::tensorTypeName(TensorType type) {
   return ggmlTypeName(uint32_t(type));
 }
 
+std::optional<ggml::BlockType> gguf::blockTypeOf(TensorType type) {
+  switch (type) {
+  case TensorType::Q4_0:
+    return ggml::BlockType::Q4_0;
+  case TensorType::Q4_1:
+    return ggml::BlockType::Q4_1;
+  case TensorType::Q5_0:
+    return ggml::BlockType::Q5_0;
+  case TensorType::Q5_1:
+    return ggml::BlockType::Q5_1;
+  case TensorType::Q8_0:
+    return ggml::BlockType::Q8_0;
+  case TensorType::Q2_K:
+    return ggml::BlockType::Q2_K;
+  case TensorType::Q3_K:
+    return ggml::BlockType::Q3_K;
+  case TensorType::Q4_K:
+    return ggml::BlockType::Q4_K;
+  case TensorType::Q5_K:
+    return ggml::BlockType::Q5_K;
+  case TensorType::Q6_K:
+    return ggml::BlockType::Q6_K;
+  default:
+    return std::nullopt;
+  }
+}
+
 uint64_t Tensor::numElements() const {
   uint64_t n = 1;
   for (uint64_t d : ne)
@@ -84,36 +111,18 @@ std::vector<int64_t> Tensor::shape() const {
 namespace {
 /// Bytes per block and values per block of the types Loom reads.
 std::optional<std::pair<uint64_t, uint64_t>> blockOf(uint32_t type) {
-  auto quant = [](ggml::BlockType t) {
-    const ggml::BlockFormat f = ggml::blockFormat(t);
-    return std::make_pair(uint64_t(f.bytes), uint64_t(f.values));
-  };
   switch (TensorType(type)) {
   case TensorType::F32:
     return std::make_pair(uint64_t(4), uint64_t(1));
   case TensorType::F16:
   case TensorType::BF16:
     return std::make_pair(uint64_t(2), uint64_t(1));
-  case TensorType::Q4_0:
-    return quant(ggml::BlockType::Q4_0);
-  case TensorType::Q4_1:
-    return quant(ggml::BlockType::Q4_1);
-  case TensorType::Q5_0:
-    return quant(ggml::BlockType::Q5_0);
-  case TensorType::Q5_1:
-    return quant(ggml::BlockType::Q5_1);
-  case TensorType::Q8_0:
-    return quant(ggml::BlockType::Q8_0);
-  case TensorType::Q2_K:
-    return quant(ggml::BlockType::Q2_K);
-  case TensorType::Q3_K:
-    return quant(ggml::BlockType::Q3_K);
-  case TensorType::Q4_K:
-    return quant(ggml::BlockType::Q4_K);
-  case TensorType::Q5_K:
-    return quant(ggml::BlockType::Q5_K);
-  case TensorType::Q6_K:
-    return quant(ggml::BlockType::Q6_K);
+  default:
+    break;
+  }
+  if (std::optional<ggml::BlockType> block = blockTypeOf(TensorType(type))) {
+    const ggml::BlockFormat f = ggml::blockFormat(*block);
+    return std::make_pair(uint64_t(f.bytes), uint64_t(f.values));
   }
   return std::nullopt;
 }

@@ -21,6 +21,7 @@
 #ifndef LOOM_FRONTENDS_GGUF_GGUFFILE_H
 #define LOOM_FRONTENDS_GGUF_GGUFFILE_H
 
+#include "loom/ggml_blocks.h"
 #include "llvm/ADT/ArrayRef.h"
 #include "llvm/ADT/StringMap.h"
 #include "llvm/ADT/StringRef.h"
@@ -87,6 +88,9 @@ enum class TensorType : uint32_t {
   BF16 = 30,
 };
 llvm::StringRef tensorTypeName(TensorType type);
+/// The ggml block format of a quantized type; nullopt for F32, F16, BF16
+/// (and ids Loom does not read).
+std::optional<ggml::BlockType> blockTypeOf(TensorType type);
 
 struct Tensor {
   std::string name;

@@ -150,35 +150,11 @@ bool readTokenizer(Metadata &m, int64_t vocabSize, TokenizerData &out) {
 }
 
 SourceEncoding encodingOf(TensorType type) {
-  switch (type) {
-  case TensorType::F32:
-    return SourceEncoding::F32;
-  case TensorType::F16:
-    return SourceEncoding::F16;
-  case TensorType::BF16:
-    return SourceEncoding::BF16;
-  case TensorType::Q4_0:
-    return SourceEncoding::Q4_0;
-  case TensorType::Q4_1:
-    return SourceEncoding::Q4_1;
-  case TensorType::Q5_0:
-    return SourceEncoding::Q5_0;
-  case TensorType::Q5_1:
-    return SourceEncoding::Q5_1;
-  case TensorType::Q8_0:
-    return SourceEncoding::Q8_0;
-  case TensorType::Q2_K:
-    return SourceEncoding::Q2_K;
-  case TensorType::Q3_K:
-    return SourceEncoding::Q3_K;
-  case TensorType::Q4_K:
-    return SourceEncoding::Q4_K;
-  case TensorType::Q5_K:
-    return SourceEncoding::Q5_K;
-  case TensorType::Q6_K:
-    return SourceEncoding::Q6_K;
-  }
-  return SourceEncoding::F32;
+  if (std::optional<ggml::BlockType> block = blockTypeOf(type))
+    return sourceEncodingOf(*block);
+  return type == TensorType::F16    ? SourceEncoding::F16
+         : type == TensorType::BF16 ? SourceEncoding::BF16
+                                    : SourceEncoding::F32;
 }
 } // namespace
 

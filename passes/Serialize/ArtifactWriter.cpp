@@ -68,37 +68,6 @@ struct PackedTensor {
   uint64_t offset = 0, checksum = 0;
 };
 
-/// The ggml block format of a block encoding; nullopt for F32/BF16/F16.
-std::optional<ggml::BlockType> blockTypeOf(SourceEncoding e) {
-  switch (e) {
-  case SourceEncoding::F32:
-  case SourceEncoding::BF16:
-  case SourceEncoding::F16:
-    return std::nullopt;
-  case SourceEncoding::Q8_0:
-    return ggml::BlockType::Q8_0;
-  case SourceEncoding::Q4_0:
-    return ggml::BlockType::Q4_0;
-  case SourceEncoding::Q4_1:
-    return ggml::BlockType::Q4_1;
-  case SourceEncoding::Q5_0:
-    return ggml::BlockType::Q5_0;
-  case SourceEncoding::Q5_1:
-    return ggml::BlockType::Q5_1;
-  case SourceEncoding::Q2_K:
-    return ggml::BlockType::Q2_K;
-  case SourceEncoding::Q3_K:
-    return ggml::BlockType::Q3_K;
-  case SourceEncoding::Q4_K:
-    return ggml::BlockType::Q4_K;
-  case SourceEncoding::Q5_K:
-    return ggml::BlockType::Q5_K;
-  case SourceEncoding::Q6_K:
-    return ggml::BlockType::Q6_K;
-  }
-  return std::nullopt;
-}
-
 /// The block encoding an artifact of `type` stores (Q8_0, Q4_0, the K
 /// formats); nullopt for F32, BF16, F16.
 std::optional<SourceEncoding> keptEncoding(WeightType type) {

@@ -11,12 +11,14 @@
 #ifndef LOOM_PASSES_SERIALIZE_ARTIFACTWRITER_H
 #define LOOM_PASSES_SERIALIZE_ARTIFACTWRITER_H
 
+#include "loom/ggml_blocks.h"
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/BuiltinTypeInterfaces.h"
 #include "llvm/ADT/StringMap.h"
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -32,17 +34,35 @@ enum class SourceEncoding {
   F32,
   BF16,
   F16,
-  Q8_0,
+  // The block encodings, in ggml::BlockType's order (blockTypeOf).
   Q4_0,
   Q4_1,
   Q5_0,
   Q5_1,
+  Q8_0,
   Q2_K,
   Q3_K,
   Q4_K,
   Q5_K,
   Q6_K,
 };
+
+/// The ggml block format of a block encoding; nullopt for F32, BF16, F16.
+inline std::optional<ggml::BlockType> blockTypeOf(SourceEncoding e) {
+  static_assert(int(SourceEncoding::Q6_K) - int(SourceEncoding::Q4_0) ==
+                        int(ggml::BlockType::Q6_K) &&
+                    int(SourceEncoding::Q8_0) - int(SourceEncoding::Q4_0) ==
+                        int(ggml::BlockType::Q8_0),
+                "the block encodings list ggml::BlockType in order");
+  if (e < SourceEncoding::Q4_0)
+    return std::nullopt;
+  return ggml::BlockType(int(e) - int(SourceEncoding::Q4_0));
+}
+
+/// The source encoding of ggml blocks of `type`.
+inline SourceEncoding sourceEncodingOf(ggml::BlockType type) {
+  return SourceEncoding(int(type) + int(SourceEncoding::Q4_0));
+}
 
 /// Where a source weight's bytes are: `bytes` bytes at `offset` of `file`,
 /// encoded as `encoding` says.
