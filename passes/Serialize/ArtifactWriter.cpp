@@ -196,13 +196,22 @@ WeightType loom::requestedWeightType(ModuleOp module, StringRef name,
     return requested;
   const WeightType base =
       requested == WeightType::Q4_K_M ? WeightType::Q4_K : WeightType::Q5_K;
-  auto weight = SymbolTable::lookupSymbolIn(module, name);
-  auto op = dyn_cast_or_null<WeightOp>(weight);
+  auto op =
+      dyn_cast_or_null<WeightOp>(SymbolTable::lookupSymbolIn(module, name));
   if (op && op.getPacked()) {
+    // The parts' stored types (a part's request may fall back, e.g. to
+    // Q8_0 for rows that are not whole blocks of 256): one type asks it.
     std::optional<WeightType> common;
-    for (Attribute part : *op.getPacked()) {
-      const WeightType t = requestedWeightType(
-          module, cast<FlatSymbolRefAttr>(part).getValue(), requested);
+    const ArrayAttr parts = *op.getPacked(); // (not a temporary's element)
+    for (Attribute ref : parts) {
+      StringRef part = cast<FlatSymbolRefAttr>(ref).getValue();
+      auto partOp =
+          dyn_cast_or_null<WeightOp>(SymbolTable::lookupSymbolIn(module, part));
+      if (!partOp)
+        return WeightType::F32;
+      const WeightType t =
+          storedWeightType(partOp.getTensorType(),
+                           requestedWeightType(module, part, requested), {});
       if (common && *common != t)
         return WeightType::F32;
       common = t;
@@ -218,11 +227,18 @@ WeightType loom::requestedWeightType(ModuleOp module, StringRef name,
   if (!rest.consume_front("layers.") || rest.consumeInteger(10, layer) ||
       (rest != ".wv" && rest != ".w2"))
     return base;
-  const int64_t n = configInt(
-      module->getAttrOfType<DictionaryAttr>("loom.model"), "n_layers", 0);
+  auto config = module->getAttrOfType<DictionaryAttr>("loom.model");
+  const int64_t n = configInt(config, "n_layers", 0);
   const bool moreBits =
       layer < n / 8 || layer >= 7 * n / 8 || (layer - n / 8) % 3 == 2;
-  return moreBits ? WeightType::Q6_K : base;
+  if (moreBits)
+    return WeightType::Q6_K;
+  // llama.cpp's 70B rule: a Llama of 80 layers with grouped KV heads (its
+  // "70B" type) gets Q5_K rather than Q4_K for attn_v.
+  if (rest == ".wv" && base == WeightType::Q4_K && n == 80 &&
+      configInt(config, "n_heads", 0) != configInt(config, "n_kv_heads", 0))
+    return WeightType::Q5_K;
+  return base;
 }
 
 WeightType loom::storedWeightType(ShapedType type, WeightType requested,

@@ -49,10 +49,19 @@ enum class SourceEncoding {
 
 /// The ggml block format of a block encoding; nullopt for F32, BF16, F16.
 inline std::optional<ggml::BlockType> blockTypeOf(SourceEncoding e) {
-  static_assert(int(SourceEncoding::Q6_K) - int(SourceEncoding::Q4_0) ==
-                        int(ggml::BlockType::Q6_K) &&
-                    int(SourceEncoding::Q8_0) - int(SourceEncoding::Q4_0) ==
-                        int(ggml::BlockType::Q8_0),
+  constexpr auto at = [](SourceEncoding s, ggml::BlockType t) {
+    return int(s) - int(SourceEncoding::Q4_0) == int(t);
+  };
+  static_assert(at(SourceEncoding::Q4_0, ggml::BlockType::Q4_0) &&
+                    at(SourceEncoding::Q4_1, ggml::BlockType::Q4_1) &&
+                    at(SourceEncoding::Q5_0, ggml::BlockType::Q5_0) &&
+                    at(SourceEncoding::Q5_1, ggml::BlockType::Q5_1) &&
+                    at(SourceEncoding::Q8_0, ggml::BlockType::Q8_0) &&
+                    at(SourceEncoding::Q2_K, ggml::BlockType::Q2_K) &&
+                    at(SourceEncoding::Q3_K, ggml::BlockType::Q3_K) &&
+                    at(SourceEncoding::Q4_K, ggml::BlockType::Q4_K) &&
+                    at(SourceEncoding::Q5_K, ggml::BlockType::Q5_K) &&
+                    at(SourceEncoding::Q6_K, ggml::BlockType::Q6_K),
                 "the block encodings list ggml::BlockType in order");
   if (e < SourceEncoding::Q4_0)
     return std::nullopt;

@@ -63,8 +63,10 @@ void putHalf(char *at, float v) {
 /// with the unrounded d.
 void quantizeQ8_0(const float *x, char *block) {
   float amax = 0.0f;
-  for (int j = 0; j < kQK; ++j)
-    amax = std::max(amax, std::fabs(x[j]));
+  for (int j = 0; j < kQK; ++j) { // ggml's MAX(a, b): a > b ? a : b (NaN too)
+    const float a = std::fabs(x[j]);
+    amax = amax > a ? amax : a;
+  }
   const float d = amax / 127.0f;
   const float id = d != 0.0f ? 1.0f / d : 0.0f;
   putHalf(block, d);

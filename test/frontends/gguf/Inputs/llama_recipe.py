@@ -1,14 +1,17 @@
 """Compares a Loom artifact's quantized tensors with a llama.cpp GGUF's,
 tensor by tensor: type and bytes.
 
-  llama_recipe.py record LLAMA.gguf OUT.json
-      every tensor of a GGUF (llama.cpp's quantize output): ggml type name
-      and sha256 of its data
-  llama_recipe.py check MODEL.loom RECORD.json
-      each matrix of the artifact against the recorded tensors it was made
-      from (Loom's names mapped to GGUF's; a packed wqkv split into its
-      q, k and v rows). Prints one line per tensor that differs and a
-      summary; exits 1 if any differs.
+  llama_recipe.py record LLAMA.gguf INPUT.gguf OUT.json
+      every tensor of a GGUF (llama.cpp's quantize output of INPUT.gguf):
+      ggml type name and the first 64 bits of the sha256 of its data; and the same of INPUT.gguf's
+      tensors, under "input"
+  llama_recipe.py check MODEL.loom INPUT.gguf RECORD.json
+      first that INPUT.gguf is the recorded input (the test regenerates it
+      with make_gguf.py: a change of numpy's random stream would show
+      here, not as differing blocks), then each matrix of the artifact
+      against the recorded tensors it was made from (Loom's names mapped to
+      GGUF's; a packed wqkv split into its q, k and v rows). Prints one line
+      per tensor that differs and a summary; exits 1 if any differs.
 
 Standard library only (the artifact is read with artifact_info.py).
 """
@@ -32,7 +35,8 @@ LAYER_ROLES = {"wo": "attn_output", "w1": "ffn_gate", "w2": "ffn_down", "w3": "f
                "wq": "attn_q", "wk": "attn_k", "wv": "attn_v"}
 
 
-def record(path, out):
+def hashes(path):
+    """{name: [type name, sha256 of the data]} of a GGUF's tensors."""
     b = open(path, "rb").read()
     at = [24]
     _, _, n_tensors, n_kv = struct.unpack_from("<IIQQ", b, 0)
@@ -78,11 +82,17 @@ def record(path, out):
         for d in ne:
             count *= d
         data = b[start + off:start + off + count // per * size]
-        rec[name] = [tname, hashlib.sha256(data).hexdigest()]
+        rec[name] = [tname, hashlib.sha256(data).hexdigest()[:16]]
+    return rec
+
+
+def record(path, input_path, out):
+    rec = hashes(path)
+    rec["input"] = hashes(input_path)
     json.dump(rec, open(out, "w"), indent=1, sort_keys=True)
 
 
-def gguf_names(loom_name, tied):
+def gguf_names(loom_name):
     if loom_name == "tok_embeddings":
         return ["token_embd.weight"]
     if loom_name == "output":
@@ -97,12 +107,16 @@ def gguf_names(loom_name, tied):
     return None
 
 
-def check(artifact, rec_path):
+def check(artifact, input_path, rec_path):
     rec = json.load(open(rec_path))
+    if hashes(input_path) != rec.pop("input"):
+        print("%s is not the model the record was made from (did make_gguf.py or "
+              "numpy's random stream change?)" % input_path)
+        return 1
     info, blob = read_artifact(artifact)
     differ = checked = 0
     for t in info["tensors"]:
-        names = gguf_names(t["name"], "output.weight" not in rec)
+        names = gguf_names(t["name"])
         if names is None or len(t["shape"]) != 2:
             continue
         data = blob[info["weights_offset"] + t["offset"]:][:t["size"]]
@@ -122,7 +136,7 @@ def check(artifact, rec_path):
             got = data[at:at + rows * row_bytes]
             at += rows * row_bytes
             checked += 1
-            if want_type != t["dtype"] or hashlib.sha256(got).hexdigest() != want_sha:
+            if want_type != t["dtype"] or hashlib.sha256(got).hexdigest()[:16] != want_sha:
                 print("%s (%s): Loom %s, llama.cpp %s%s" % (
                     t["name"], n, t["dtype"], want_type,
                     "" if want_type != t["dtype"] else ", other bytes"))
@@ -141,6 +155,6 @@ def rows_of(name, rec, t, names):
 
 if __name__ == "__main__":
     if sys.argv[1] == "record":
-        record(sys.argv[2], sys.argv[3])
+        record(sys.argv[2], sys.argv[3], sys.argv[4])
     else:
-        sys.exit(check(sys.argv[2], sys.argv[3]))
+        sys.exit(check(sys.argv[2], sys.argv[3], sys.argv[4]))
