@@ -82,60 +82,66 @@ static_assert(detail::kQ8Values == kQ8Block &&
                   detail::kQ4Bytes == kQ4BlockBytes,
               "the kernels' Q8_0 block is the format's");
 
-// The ggml block format of block-encoded weights (Q8_0, Q4_0, K formats).
-ggml::BlockType blockTypeOf(Weights W) {
+// The block format of block-encoded weights (Weights::blockEncoded).
+detail::BlockKind blockKindOf(Weights W) {
   switch (W.encoding) {
   case Weights::Encoding::Q8_0:
-    return ggml::BlockType::Q8_0;
+    return detail::BlockKind::Q8_0;
   case Weights::Encoding::Q4_0:
-    return ggml::BlockType::Q4_0;
+    return detail::BlockKind::Q4_0;
   case Weights::Encoding::Q2_K:
-    return ggml::BlockType::Q2_K;
+    return detail::BlockKind::Q2_K;
   case Weights::Encoding::Q3_K:
-    return ggml::BlockType::Q3_K;
+    return detail::BlockKind::Q3_K;
   case Weights::Encoding::Q4_K:
-    return ggml::BlockType::Q4_K;
+    return detail::BlockKind::Q4_K;
   case Weights::Encoding::Q5_K:
-    return ggml::BlockType::Q5_K;
+    return detail::BlockKind::Q5_K;
   default:
-    return ggml::BlockType::Q6_K;
+    return detail::BlockKind::Q6_K;
   }
 }
 
-static_assert(detail::kKBytes[int(detail::KFormat::Q4_K)] ==
-                      ggml::blockFormat(ggml::BlockType::Q4_K).bytes &&
-                  detail::kKBytes[int(detail::KFormat::Q6_K)] ==
-                      ggml::blockFormat(ggml::BlockType::Q6_K).bytes &&
-                  detail::kKBytes[int(detail::KFormat::Q2_K)] ==
-                      ggml::blockFormat(ggml::BlockType::Q2_K).bytes &&
+constexpr bool sameBlock(detail::BlockKind kind, ggml::BlockType type) {
+  return detail::kBlockValues[int(kind)] == ggml::blockFormat(type).values &&
+         detail::kBlockBytes[int(kind)] == ggml::blockFormat(type).bytes;
+}
+static_assert(sameBlock(detail::BlockKind::Q8_0, ggml::BlockType::Q8_0) &&
+                  sameBlock(detail::BlockKind::Q4_0, ggml::BlockType::Q4_0) &&
+                  sameBlock(detail::BlockKind::Q2_K, ggml::BlockType::Q2_K) &&
+                  sameBlock(detail::BlockKind::Q3_K, ggml::BlockType::Q3_K) &&
+                  sameBlock(detail::BlockKind::Q4_K, ggml::BlockType::Q4_K) &&
+                  sameBlock(detail::BlockKind::Q5_K, ggml::BlockType::Q5_K) &&
+                  sameBlock(detail::BlockKind::Q6_K, ggml::BlockType::Q6_K) &&
                   detail::kKValues == ggml::kSuperBlock,
-              "the kernels' K blocks are the format's");
+              "the kernels' blocks are the formats'");
 
-detail::KFormat kFormatOf(Weights W) {
-  return static_cast<detail::KFormat>(
-      static_cast<int>(W.encoding) - static_cast<int>(Weights::Encoding::Q2_K));
+int64_t blockValues(Weights W) {
+  return detail::kBlockValues[static_cast<int>(blockKindOf(W))];
+}
+int64_t blockBytes(Weights W) {
+  return detail::kBlockBytes[static_cast<int>(blockKindOf(W))];
 }
 
 // The blocks of row `row` of block-encoded weights with K columns.
 const uint8_t *quantRows(Weights W, int64_t row, int64_t K) {
-  const ggml::BlockFormat f = ggml::blockFormat(blockTypeOf(W));
-  return static_cast<const uint8_t *>(W.data) + row * (K / f.values) * f.bytes;
+  return static_cast<const uint8_t *>(W.data) +
+         row * (K / blockValues(W)) * blockBytes(W);
 }
 
-// dst[r * kc + k] = W[r, k0 + k] for r < n, k < kc: rows [0, n) of K-format
-// weights with K columns (blocks from `rows`), decoded by the ISA's decodeK
-// for packPanels. The GEMM's K blocks are whole K-format blocks: K is a
-// multiple of 256 = kKc, so kc = K / ceil(K / kKc) = 256.
+// dst[r * kc + k] = W[r, k0 + k] for r < n, k < kc: rows [0, n) of
+// block-encoded weights with K columns (blocks from `rows`), decoded by the
+// ISA's decodeBlocks for packPanels. k0 and kc are whole blocks.
 void decodeRows(const detail::IsaKernels &ik, Weights W, const uint8_t *rows,
                 int64_t K, int64_t k0, int64_t n, int64_t kc, float *dst) {
-  static_assert(kKc == detail::kKValues, "K blocks are whole K-format blocks");
-  const detail::KFormat format = kFormatOf(W);
-  const int64_t bytes = detail::kKBytes[static_cast<int>(format)];
-  const int64_t rowBytes = K / detail::kKValues * bytes;
+  const int64_t values = blockValues(W), bytes = blockBytes(W);
+  const int64_t rowBytes = K / values * bytes;
   for (int64_t r = 0; r < n; ++r)
-    ik.decodeK(format, rows + r * rowBytes + k0 / detail::kKValues * bytes,
-               kc / detail::kKValues, dst + r * kc);
+    ik.decodeBlocks(blockKindOf(W), rows + r * rowBytes + k0 / values * bytes,
+                    kc / values, dst + r * kc);
 }
+
+const detail::IsaKernels &kernels();
 
 // dst[0..n) = the f32 values of table's elements [first, first + n).
 void widenRow(Weights table, int64_t first, int64_t n, float *dst) {
@@ -145,21 +151,13 @@ void widenRow(Weights table, int64_t first, int64_t n, float *dst) {
       dst[i] = halfToFloat(h[i]);
     return;
   }
-  if (table.q8_0() || table.q4_0()) {
-    const auto *blocks = static_cast<const uint8_t *>(table.data);
-    for (int64_t i = 0; i < n; ++i)
-      dst[i] = table.q8_0() ? q8Value(blocks, first + i)
-                            : q4Value(blocks, first + i);
-    return;
-  }
-  if (table.kFormat()) {
+  if (table.blockEncoded()) {
     // Rows are whole blocks, so `first` and `n` are too.
-    const ggml::BlockType type = blockTypeOf(table);
-    const ggml::BlockFormat f = ggml::blockFormat(type);
-    const auto *blocks = static_cast<const uint8_t *>(table.data);
-    for (int64_t b = 0; b < n / f.values; ++b)
-      ggml::decodeBlock(type, blocks + (first / f.values + b) * f.bytes,
-                        dst + b * f.values);
+    const int64_t values = blockValues(table);
+    kernels().decodeBlocks(blockKindOf(table),
+                           static_cast<const uint8_t *>(table.data) +
+                               first / values * blockBytes(table),
+                           n / values, dst);
     return;
   }
   if (!table.bf16()) {
@@ -277,9 +275,9 @@ void gemm(const detail::IsaKernels &ik, const float *x, int64_t ldx, Weights W,
       const int64_t m = std::min(mc, T - t0);
       const int64_t n = std::min(nb, N - n0);
       // Packed weights, then (round_x) the task's rounded activations.
-      // K-format weights are decoded to f32 rows first (`rowsF32`), then
-      // packed as f32.
-      const int64_t decoded = W.kFormat() ? n * kc : 0;
+      // Block-encoded weights are decoded to f32 rows first (`rowsF32`),
+      // then packed as f32.
+      const int64_t decoded = W.blockEncoded() ? n * kc : 0;
       float *panels = threadScratch((roundUp(n, nr) + m) * kc + decoded);
       float *xr = panels + roundUp(n, nr) * kc;
       float *rowsF32 = xr + m * kc;
@@ -300,13 +298,19 @@ void gemm(const detail::IsaKernels &ik, const float *x, int64_t ldx, Weights W,
         }
         if (W.bf16())
           ik.packPanelsBf16(w16 + k0, K, n, kcur, panels);
-        else if (W.q8_0())
-          ik.packPanelsQ8(quantRows(W, n0, K), K, k0, n, kcur, panels);
-        else if (W.q4_0())
-          ik.packPanelsQ4(quantRows(W, n0, K), K, k0, n, kcur, panels);
-        else if (W.kFormat()) {
+        else if (W.blockEncoded() && k0 % blockValues(W) == 0 &&
+                 kcur % blockValues(W) == 0) {
+          // Whole blocks (always, for the K formats: K is a multiple of 256
+          // = kKc, so the K blocks are 256 wide): decoded a block at a
+          // time, then packed as f32.
           decodeRows(ik, W, quantRows(W, n0, K), K, k0, n, kcur, rowsF32);
           ik.packPanels(rowsF32, kcur, n, kcur, panels);
+        } else if (W.q8_0()) {
+          // K blocks that start inside a block of 32: decoded value by
+          // value while packing.
+          ik.packPanelsQ8(quantRows(W, n0, K), K, k0, n, kcur, panels);
+        } else if (W.q4_0()) {
+          ik.packPanelsQ4(quantRows(W, n0, K), K, k0, n, kcur, panels);
         } else if (W.f16())
           ik.packPanelsF16(static_cast<const uint16_t *>(W.data) + n0 * K + k0,
                            K, n, kcur, panels);
@@ -419,15 +423,9 @@ void matmul(const float *x, int64_t ldx, Weights W, float *y, int64_t ldy,
              if (W.bf16())
                ik.matvecBf16(x, static_cast<const uint16_t *>(W.data) + n0 * K,
                              y + n0, K, n1 - n0, accumulate);
-             else if (W.q8_0())
-               ik.matvecQ8(x, quantRows(W, n0, K), y + n0, K, n1 - n0,
-                           accumulate);
-             else if (W.q4_0())
-               ik.matvecQ4(x, quantRows(W, n0, K), y + n0, K, n1 - n0,
-                           accumulate);
-             else if (W.kFormat())
-               ik.matvecK(kFormatOf(W), x, quantRows(W, n0, K), y + n0, K,
-                          n1 - n0, accumulate);
+             else if (W.blockEncoded())
+               ik.matvecBlocks(blockKindOf(W), x, quantRows(W, n0, K), y + n0,
+                               K, n1 - n0, accumulate);
              else if (W.f16())
                ik.matvecF16(x, static_cast<const uint16_t *>(W.data) + n0 * K,
                             y + n0, K, n1 - n0, accumulate);

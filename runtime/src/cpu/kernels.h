@@ -75,8 +75,11 @@ struct Weights {
   bool q8_0() const { return encoding == Encoding::Q8_0; }
   bool q4_0() const { return encoding == Encoding::Q4_0; }
   bool f16() const { return encoding == Encoding::F16; }
-  // One of the K formats.
-  bool kFormat() const { return encoding >= Encoding::Q2_K; }
+  // One of ggml's block formats (Q8_0, Q4_0, the K formats).
+  bool blockEncoded() const {
+    return encoding == Encoding::Q8_0 || encoding == Encoding::Q4_0 ||
+           encoding >= Encoding::Q2_K;
+  }
   const void *data = nullptr;
   Encoding encoding = Encoding::F32;
 };

@@ -401,14 +401,6 @@ void matvecBlocks(const float *x, const uint8_t *W, float *y, int64_t K,
     y[r] = accumulate ? y[r] + s : s;
   }
 }
-void matvecQ8(const float *x, const uint8_t *W, float *y, int64_t K, int64_t n,
-              bool accumulate) {
-  matvecBlocks<Q8Block>(x, W, y, K, n, accumulate);
-}
-void matvecQ4(const float *x, const uint8_t *W, float *y, int64_t K, int64_t n,
-              bool accumulate) {
-  matvecBlocks<Q4Block>(x, W, y, K, n, accumulate);
-}
 void matvecF16(const float *x, const uint16_t *W, float *y, int64_t K,
                int64_t n, bool accumulate) {
   matvecOf(x, F16Values{W}, y, K, n, accumulate);
@@ -549,41 +541,44 @@ template <typename Base> struct KBlock : Base {
 };
 
 template <typename Block>
-void decodeKBlocks(const uint8_t *blocks, int64_t count, float *dst) {
+void decodeBlocksOf(const uint8_t *blocks, int64_t count, float *dst) {
   for (int64_t b = 0; b < count; ++b)
     Block::each(blocks + b * Block::kBytes, [&](int c, __m512 v) {
-      _mm512_storeu_ps(dst + b * kKValues + 16 * c, v);
+      _mm512_storeu_ps(dst + b * Block::kValues + 16 * c, v);
     });
 }
-void decodeK(KFormat format, const uint8_t *blocks, int64_t count, float *dst) {
-  switch (format) {
-  case KFormat::Q2_K:
-    return decodeKBlocks<KBlock<Q2KBlock>>(blocks, count, dst);
-  case KFormat::Q3_K:
-    return decodeKBlocks<KBlock<Q3KBlock>>(blocks, count, dst);
-  case KFormat::Q4_K:
-    return decodeKBlocks<KBlock<Q45KBlock<false>>>(blocks, count, dst);
-  case KFormat::Q5_K:
-    return decodeKBlocks<KBlock<Q45KBlock<true>>>(blocks, count, dst);
-  case KFormat::Q6_K:
-    return decodeKBlocks<KBlock<Q6KBlock>>(blocks, count, dst);
+
+template <typename Block> struct Tag { using type = Block; };
+// Calls f(Tag<Block>()) for the Block of `kind`.
+template <typename F> void withBlock(BlockKind kind, F &&f) {
+  switch (kind) {
+  case BlockKind::Q8_0:
+    return f(Tag<Q8Block>());
+  case BlockKind::Q4_0:
+    return f(Tag<Q4Block>());
+  case BlockKind::Q2_K:
+    return f(Tag<KBlock<Q2KBlock>>());
+  case BlockKind::Q3_K:
+    return f(Tag<KBlock<Q3KBlock>>());
+  case BlockKind::Q4_K:
+    return f(Tag<KBlock<Q45KBlock<false>>>());
+  case BlockKind::Q5_K:
+    return f(Tag<KBlock<Q45KBlock<true>>>());
+  case BlockKind::Q6_K:
+    return f(Tag<KBlock<Q6KBlock>>());
   }
 }
-
-void matvecK(KFormat format, const float *x, const uint8_t *W, float *y,
-             int64_t K, int64_t n, bool accumulate) {
-  switch (format) {
-  case KFormat::Q2_K:
-    return matvecBlocks<KBlock<Q2KBlock>>(x, W, y, K, n, accumulate);
-  case KFormat::Q3_K:
-    return matvecBlocks<KBlock<Q3KBlock>>(x, W, y, K, n, accumulate);
-  case KFormat::Q4_K:
-    return matvecBlocks<KBlock<Q45KBlock<false>>>(x, W, y, K, n, accumulate);
-  case KFormat::Q5_K:
-    return matvecBlocks<KBlock<Q45KBlock<true>>>(x, W, y, K, n, accumulate);
-  case KFormat::Q6_K:
-    return matvecBlocks<KBlock<Q6KBlock>>(x, W, y, K, n, accumulate);
-  }
+void decodeBlocks(BlockKind kind, const uint8_t *blocks, int64_t count,
+                  float *dst) {
+  withBlock(kind, [&](auto tag) {
+    decodeBlocksOf<typename decltype(tag)::type>(blocks, count, dst);
+  });
+}
+void matvecBlocksOf(BlockKind kind, const float *x, const uint8_t *W, float *y,
+                    int64_t K, int64_t n, bool accumulate) {
+  withBlock(kind, [&](auto tag) {
+    matvecBlocks<typename decltype(tag)::type>(x, W, y, K, n, accumulate);
+  });
 }
 
 void rmsNormRow(const float *x, const float *w, float *y, int64_t D,
@@ -1007,12 +1002,26 @@ void geluTanh(const float *x, float *y, int64_t n) {
 
 } // namespace
 
-const IsaKernels kAvx512Kernels = {
-    kMr,           kNr,           &packPanels,     &packPanelsBf16,
-    &packPanelsQ8, &packPanelsQ4, &packPanelsF16,  &gemmBlock,
-    &matvec,       &matvecBf16,   &matvecQ8,       &matvecQ4,
-    &matvecK,      &decodeK,      &matvecF16,      &rmsNormRow,
-    &ropeRow,      &attendHeads,  &attendHeadRows, &siluMul,
-    &add,          &layerNormRow, &geluTanh};
+const IsaKernels kAvx512Kernels = {kMr,
+                                   kNr,
+                                   &packPanels,
+                                   &packPanelsBf16,
+                                   &packPanelsQ8,
+                                   &packPanelsQ4,
+                                   &packPanelsF16,
+                                   &gemmBlock,
+                                   &matvec,
+                                   &matvecBf16,
+                                   &matvecBlocksOf,
+                                   &decodeBlocks,
+                                   &matvecF16,
+                                   &rmsNormRow,
+                                   &ropeRow,
+                                   &attendHeads,
+                                   &attendHeadRows,
+                                   &siluMul,
+                                   &add,
+                                   &layerNormRow,
+                                   &geluTanh};
 
 } // namespace loom::rt::cpu::detail

@@ -22,11 +22,13 @@ constexpr int64_t kQ8Values = 32;
 constexpr int64_t kQ8Bytes = 34;
 constexpr int64_t kQ4Bytes = 18;
 
-// ggml's K formats (loom/ggml_blocks.h): blocks of kKValues values, of
-// kKBytes[format] bytes.
-enum class KFormat { Q2_K, Q3_K, Q4_K, Q5_K, Q6_K };
-constexpr int64_t kKValues = 256;
-constexpr int64_t kKBytes[] = {84, 110, 144, 176, 210};
+// ggml's block formats the kernels read (loom/ggml_blocks.h, which
+// kernels.cpp checks these against): blocks of kBlockValues[kind] values in
+// kBlockBytes[kind] bytes.
+enum class BlockKind { Q8_0, Q4_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K };
+constexpr int64_t kBlockValues[] = {32, 32, 256, 256, 256, 256, 256};
+constexpr int64_t kBlockBytes[] = {34, 18, 84, 110, 144, 176, 210};
+constexpr int64_t kKValues = 256; // the K formats' block
 
 struct IsaKernels {
   // GEMM micro-tile: the leaf computes `mr` tokens x `nr` outputs at a time.
@@ -67,22 +69,16 @@ struct IsaKernels {
   // result on the widened matrix, reading half the bytes.
   void (*matvecBf16)(const float *x, const uint16_t *W, float *y, int64_t K,
                      int64_t n, bool accumulate);
-  // The same over Q8_0 blocks (rows [0, n) of a matrix of K columns),
-  // decoded in registers: bit for bit matvec's result on the decoded matrix.
-  void (*matvecQ8)(const float *x, const uint8_t *W, float *y, int64_t K,
-                   int64_t n, bool accumulate);
-  // The same over Q4_0 blocks.
-  void (*matvecQ4)(const float *x, const uint8_t *W, float *y, int64_t K,
-                   int64_t n, bool accumulate);
-  // The same over K-format blocks (rows [0, n) of a matrix of K columns, K
-  // a multiple of kKValues), decoded in registers as ggml_blocks.h decodes
-  // them.
-  void (*matvecK)(KFormat format, const float *x, const uint8_t *W, float *y,
-                  int64_t K, int64_t n, bool accumulate);
-  // Decodes `count` consecutive K-format blocks into count * kKValues
-  // floats, the same values (the GEMM packs decoded rows).
-  void (*decodeK)(KFormat format, const uint8_t *blocks, int64_t count,
-                  float *dst);
+  // The same over blocks of `kind` (rows [0, n) of a matrix of K columns,
+  // rows whole blocks), decoded in registers as ggml_blocks.h decodes
+  // them: bit for bit matvec's result on the decoded matrix.
+  void (*matvecBlocks)(BlockKind kind, const float *x, const uint8_t *W,
+                       float *y, int64_t K, int64_t n, bool accumulate);
+  // Decodes `count` consecutive blocks of `kind` into count *
+  // kBlockValues[kind] floats, the same values (the GEMM packs decoded rows,
+  // the embedding copies them).
+  void (*decodeBlocks)(BlockKind kind, const uint8_t *blocks, int64_t count,
+                       float *dst);
   // The same over IEEE halves, widened in registers.
   void (*matvecF16)(const float *x, const uint16_t *W, float *y, int64_t K,
                     int64_t n, bool accumulate);

@@ -179,43 +179,38 @@ void matvecBf16(const float *x, const uint16_t *W, float *y, int64_t K,
                 int64_t n, bool accumulate) {
   matvecOf(x, W, y, K, n, accumulate);
 }
-void matvecQ8(const float *x, const uint8_t *W, float *y, int64_t K, int64_t n,
-              bool accumulate) {
-  matvecOf(x, Q8Values{W}, y, K, n, accumulate);
-}
-void matvecQ4(const float *x, const uint8_t *W, float *y, int64_t K, int64_t n,
-              bool accumulate) {
-  matvecOf(x, Q4Values{W}, y, K, n, accumulate);
-}
 void matvecF16(const float *x, const uint16_t *W, float *y, int64_t K,
                int64_t n, bool accumulate) {
   matvecOf(x, F16Values{W}, y, K, n, accumulate);
 }
-// Each block decoded (ggml_blocks.h) and summed into dot()'s lanes in
-// dot()'s order: bit for bit dot() over the decoded row.
-constexpr ggml::BlockType kKTypes[] = {
-    ggml::BlockType::Q2_K, ggml::BlockType::Q3_K, ggml::BlockType::Q4_K,
-    ggml::BlockType::Q5_K, ggml::BlockType::Q6_K};
-void decodeK(KFormat format, const uint8_t *blocks, int64_t count, float *dst) {
-  const int64_t bytes = kKBytes[static_cast<int>(format)];
+// Block formats: each block decoded (ggml_blocks.h) and summed into dot()'s
+// lanes in dot()'s order (blocks are whole multiples of the 16 lanes): bit
+// for bit dot() over the decoded row.
+constexpr ggml::BlockType kBlockTypes[] = {
+    ggml::BlockType::Q8_0, ggml::BlockType::Q4_0, ggml::BlockType::Q2_K,
+    ggml::BlockType::Q3_K, ggml::BlockType::Q4_K, ggml::BlockType::Q5_K,
+    ggml::BlockType::Q6_K};
+void decodeBlocks(BlockKind kind, const uint8_t *blocks, int64_t count,
+                  float *dst) {
+  const int k = static_cast<int>(kind);
   for (int64_t b = 0; b < count; ++b)
-    ggml::decodeBlock(kKTypes[static_cast<int>(format)], blocks + b * bytes,
-                      dst + b * kKValues);
+    ggml::decodeBlock(kBlockTypes[k], blocks + b * kBlockBytes[k],
+                      dst + b * kBlockValues[k]);
 }
-void matvecK(KFormat format, const float *x, const uint8_t *W, float *y,
-             int64_t K, int64_t n, bool accumulate) {
-  const ggml::BlockType type = kKTypes[static_cast<int>(format)];
-  const int64_t bytes = kKBytes[static_cast<int>(format)];
-  const int64_t blocks = K / kKValues;
-  float w[kKValues];
+void matvecBlocks(BlockKind kind, const float *x, const uint8_t *W, float *y,
+                  int64_t K, int64_t n, bool accumulate) {
+  const int k = static_cast<int>(kind);
+  const int64_t values = kBlockValues[k], blocks = K / values;
+  float w[ggml::kSuperBlock];
   for (int64_t r = 0; r < n; ++r) {
     float acc[kLanes] = {};
     for (int64_t b = 0; b < blocks; ++b) {
-      ggml::decodeBlock(type, W + (r * blocks + b) * bytes, w);
-      const float *xb = x + b * kKValues;
-      for (int64_t k = 0; k < kKValues; k += kLanes)
+      ggml::decodeBlock(kBlockTypes[k], W + (r * blocks + b) * kBlockBytes[k],
+                        w);
+      const float *xb = x + b * values;
+      for (int64_t e = 0; e < values; e += kLanes)
         for (int64_t j = 0; j < kLanes; ++j)
-          acc[j] += xb[k + j] * w[k + j];
+          acc[j] += xb[e + j] * w[e + j];
     }
     for (int64_t h = kLanes / 2; h > 0; h /= 2)
       for (int64_t j = 0; j < h; ++j)
@@ -350,12 +345,26 @@ void geluTanh(const float *x, float *y, int64_t n) {
 
 } // namespace
 
-const IsaKernels kPortableKernels = {
-    kMr,           kNr,           &packPanels,     &packPanelsBf16,
-    &packPanelsQ8, &packPanelsQ4, &packPanelsF16,  &gemmBlock,
-    &matvec,       &matvecBf16,   &matvecQ8,       &matvecQ4,
-    &matvecK,      &decodeK,      &matvecF16,      &rmsNormRow,
-    &ropeRow,      &attendHeads,  &attendHeadRows, &siluMul,
-    &add,          &layerNormRow, &geluTanh};
+const IsaKernels kPortableKernels = {kMr,
+                                     kNr,
+                                     &packPanels,
+                                     &packPanelsBf16,
+                                     &packPanelsQ8,
+                                     &packPanelsQ4,
+                                     &packPanelsF16,
+                                     &gemmBlock,
+                                     &matvec,
+                                     &matvecBf16,
+                                     &matvecBlocks,
+                                     &decodeBlocks,
+                                     &matvecF16,
+                                     &rmsNormRow,
+                                     &ropeRow,
+                                     &attendHeads,
+                                     &attendHeadRows,
+                                     &siluMul,
+                                     &add,
+                                     &layerNormRow,
+                                     &geluTanh};
 
 } // namespace loom::rt::cpu::detail
