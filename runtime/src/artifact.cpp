@@ -1379,6 +1379,25 @@ int64_t Model::maxTokensPerStep() const { return data_->max_tokens; }
 uint64_t Model::arenaBytes() const { return data_->arena_bytes; }
 uint64_t Model::kvCacheBytes() const { return data_->kv_bytes; }
 uint64_t Model::weightBytes() const { return data_->weight_bytes; }
+std::vector<Model::WeightTypeInfo> Model::weightTypes() const {
+  constexpr rt::WeightType order[] = {
+      rt::WeightType::F32,  rt::WeightType::BF16, rt::WeightType::F16,
+      rt::WeightType::Q8_0, rt::WeightType::Q4_0, rt::WeightType::Q2_K,
+      rt::WeightType::Q3_K, rt::WeightType::Q4_K, rt::WeightType::Q5_K,
+      rt::WeightType::Q6_K};
+  std::vector<WeightTypeInfo> out;
+  for (rt::WeightType type : order) {
+    WeightTypeInfo info{rt::weightTypeName(type), 0, 0};
+    for (const rt::TensorDesc &t : data_->tensors)
+      if (t.dtype == type) {
+        ++info.tensors;
+        info.bytes += t.bytes;
+      }
+    if (info.tensors)
+      out.push_back(std::move(info));
+  }
+  return out;
+}
 const LoopInfo *Model::loop() const {
   const auto &l = data_->forward().loop;
   return l ? &l->info : nullptr;

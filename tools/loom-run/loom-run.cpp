@@ -854,7 +854,13 @@ int printInfo(const std::string &path, const loom::Model &model) {
       model.hasTokenizer()
           ? (std::to_string(model.tokenizer().vocabSize()) + " pieces").c_str()
           : "none (token ids only)");
-  std::printf("weights: %s (mapped)\n", mib(model.weightBytes()).c_str());
+  std::string types;
+  for (const loom::Model::WeightTypeInfo &t : model.weightTypes())
+    types += (types.empty() ? "" : ", ") + t.type + " " + mib(t.bytes) +
+             " in " + std::to_string(t.tensors) +
+             (t.tensors == 1 ? " tensor" : " tensors");
+  std::printf("weights: %s (mapped): %s\n", mib(model.weightBytes()).c_str(),
+              types.c_str());
   std::printf("session memory: %s (activations %s, KV caches %s)\n",
               mib(model.arenaBytes() + model.kvCacheBytes()).c_str(),
               mib(model.arenaBytes()).c_str(),

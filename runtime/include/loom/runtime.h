@@ -175,6 +175,15 @@ public:
   // Total bytes of the weight tensors as stored (mapped from the file; the
   // CPU kernels read bf16 matrices there, widening them as they go).
   uint64_t weightBytes() const;
+  // The weight tensors by stored type: "F32", "BF16", "F16", "Q8_0", "Q4_0",
+  // "Q2_K" .. "Q6_K" (the artifact's dtypes, docs/artifact-format.md), each
+  // with its tensor count and bytes; the types present only, in that order.
+  struct WeightTypeInfo {
+    std::string type;
+    int64_t tensors = 0;
+    uint64_t bytes = 0;
+  };
+  std::vector<WeightTypeInfo> weightTypes() const;
   // The looped block, or nullptr when the model has none.
   const LoopInfo *loop() const;
   // The chunk encoder, or nullptr when the artifact has none (compiled
