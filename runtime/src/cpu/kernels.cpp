@@ -358,8 +358,9 @@ const char *isaName(Isa isa) {
 
 void embed(const int32_t *tokens, int64_t T, Weights table, int64_t D,
            float *out, float scale) {
-  // A row copy or widening (memcpy is already vectorised, the widening loop
-  // the compiler vectorises, so there is no ISA variant), then the scale.
+  // A row copy, widening or block decoding (widenRow: memcpy and the
+  // widening loops are vectorised by the library and the compiler; blocks
+  // go through the ISA's decoder), then the scale.
   forRange(T, grainFor(D), [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       float *row = out + t * D;
