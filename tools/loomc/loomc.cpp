@@ -508,8 +508,11 @@ int main(int argc, char **argv) {
     artifactOptions.weightType = loom::WeightType::Keep;
 
   // Each weight's storage other than f32, for the passes that pack weights
-  // (loom.weight's `storage`: they pack only weights stored alike).
-  if (!weights.empty())
+  // (loom.weight's `storage`: they pack only weights stored alike). Not for
+  // --target=cuda: the CUDA backend decodes every block format to f32 at
+  // upload, so splitting a layer's q/k/v would only cost it the fused QKV
+  // GEMV; such a pack is stored f32 instead (docs/cuda.md).
+  if (!weights.empty() && artifactOptions.target == "cpu")
     for (auto w : module->getOps<loom::WeightOp>()) {
       auto it = weights.find(w.getSymName());
       if (it == weights.end() || w.getPacked())

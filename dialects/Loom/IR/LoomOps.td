@@ -93,7 +93,8 @@ def Loom_WeightOp : Loom_Op<"weight", [Symbol, HasParent<"::mlir::ModuleOp">,
 
     `storage`, when present, is how the artifact will store the weight
     other than as f32 (`loomc --weight-type`: "bf16", "q8_0", "q4_k", ...;
-    loomc sets it from the source and the requested type). A stored tensor
+    loomc sets it, for `--target=cpu`, from the source and the requested
+    type). A stored tensor
     has one type, so passes pack only weights whose `storage` is the same
     (an absent one is f32): a layer of llama.cpp's Q4_K_M, whose q and k
     are Q4_K and v Q6_K, keeps its projections apart rather than become one
