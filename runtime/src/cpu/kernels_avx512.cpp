@@ -310,6 +310,7 @@ inline __m512 q8Half(__m512 d, const uint8_t *q) {
 // (the interface matvecBlocks reads every block format through).
 template <typename Halves> struct HalvesBlock {
   static constexpr int64_t kValues = kQ8Values;
+  static constexpr bool kInterleave = false;
   template <typename F> static void each(const uint8_t *b, F &&f) {
     __m512 lo, hi;
     Halves::halves(b, lo, hi);
@@ -372,6 +373,30 @@ void matvecBlocks(const float *x, const uint8_t *W, float *y, int64_t K,
       acc[i] = _mm512_setzero_ps();
     for (int64_t b = 0; b < blocks; ++b) {
       const float *xb = x + b * Block::kValues;
+      if constexpr (Block::kInterleave) {
+        // The 8 rows' blocks chunk by chunk: eight independent FMA chains
+        // in flight (each row's sum in the same order as above).
+        using Base = typename Block::Base;
+        alignas(64) float d[8][16], m[8][16];
+        for (int i = 0; i < 8; ++i) {
+          const uint8_t *blk = w + i * rowBytes + b * Block::kBytes;
+          for (int64_t o = 0; o < Block::kBytes; o += 64)
+            _mm_prefetch(reinterpret_cast<const char *>(blk) + ahead + o,
+                         _MM_HINT_T0);
+          Base::prepare(blk, d[i], m[i]);
+        }
+#pragma GCC unroll 2
+        for (int c = 0; c < 16; ++c) {
+          const __m512 xv = _mm512_loadu_ps(xb + 16 * c);
+#pragma GCC unroll 8
+          for (int i = 0; i < 8; ++i)
+            acc[i] = _mm512_fmadd_ps(
+                Block::chunk(w + i * rowBytes + b * Block::kBytes, c, d[i],
+                             m[i]),
+                xv, acc[i]);
+        }
+        continue;
+      }
       for (int i = 0; i < 8; ++i) {
         const uint8_t *blk = w + i * rowBytes + b * Block::kBytes;
         for (int64_t o = 0; o < Block::kBytes; o += 64)
@@ -529,14 +554,19 @@ inline __m512 kChunk(const uint8_t *b, int c, const float *d, const float *m) {
 
 // A K format's blocks through Block::each: the scales prepared once per
 // block, then the 16 chunks.
-template <typename Base> struct KBlock : Base {
+template <typename B> struct KBlock : B {
+  using Base = B;
   static constexpr int64_t kValues = kKValues;
+  static constexpr bool kInterleave = true;
+  static __m512 chunk(const uint8_t *b, int c, const float *d, const float *m) {
+    return kChunk<B>(b, c, d, m);
+  }
   template <typename F> static void each(const uint8_t *b, F &&f) {
     alignas(64) float d[16], m[16];
-    Base::prepare(b, d, m);
+    B::prepare(b, d, m);
 #pragma GCC unroll 16
     for (int c = 0; c < 16; ++c)
-      f(c, kChunk<Base>(b, c, d, m));
+      f(c, kChunk<B>(b, c, d, m));
   }
 };
 
