@@ -343,27 +343,20 @@ int main(int argc, char **argv) {
     return fail("--iterations must be positive (0: the model's default), got " +
                 std::to_string(reportIterations));
   loom::ArtifactOptions artifactOptions;
-  if (weightTypeName == "bf16")
-    artifactOptions.weightType = loom::WeightType::BF16;
-  else if (weightTypeName == "f16")
-    artifactOptions.weightType = loom::WeightType::F16;
-  else if (weightTypeName == "q8_0")
-    artifactOptions.weightType = loom::WeightType::Q8_0;
-  else if (weightTypeName == "q4_0")
-    artifactOptions.weightType = loom::WeightType::Q4_0;
-  else if (weightTypeName == "q4_k")
-    artifactOptions.weightType = loom::WeightType::Q4_K;
-  else if (weightTypeName == "q5_k")
-    artifactOptions.weightType = loom::WeightType::Q5_K;
-  else if (weightTypeName == "q6_k")
-    artifactOptions.weightType = loom::WeightType::Q6_K;
-  else if (weightTypeName == "q4_k_m")
-    artifactOptions.weightType = loom::WeightType::Q4_K_M;
-  else if (weightTypeName == "q5_k_m")
-    artifactOptions.weightType = loom::WeightType::Q5_K_M;
-  else if (weightTypeName == "keep")
-    artifactOptions.weightType = loom::WeightType::Keep;
-  else if (weightTypeName.getNumOccurrences() && weightTypeName != "f32")
+  // The types a user may ask for (Q2_K and Q3_K are only kept from a
+  // GGUF), by their --weight-type spelling.
+  bool knownType = false;
+  for (loom::WeightType t :
+       {loom::WeightType::F32, loom::WeightType::BF16, loom::WeightType::F16,
+        loom::WeightType::Q8_0, loom::WeightType::Q4_0, loom::WeightType::Q4_K,
+        loom::WeightType::Q5_K, loom::WeightType::Q6_K,
+        loom::WeightType::Q4_K_M, loom::WeightType::Q5_K_M,
+        loom::WeightType::Keep})
+    if (weightTypeName == loom::weightTypeName(t)) {
+      artifactOptions.weightType = t;
+      knownType = true;
+    }
+  if (weightTypeName.getNumOccurrences() && !knownType)
     return fail(
         "--weight-type must be f32, bf16, f16, q8_0, q4_0, q4_k, q5_k, q6_k, "
         "q4_k_m, q5_k_m or keep, got '" +
