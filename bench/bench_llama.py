@@ -15,12 +15,12 @@ Each shape is compiled with f32, bf16, Q8_0 and Q4_0 weights (loomc
 --weight-type: the CPU kernels read bf16 matrices and Q8_0 / Q4_0 blocks
 as stored and decode them in registers, so decode streams half / about a
 quarter / an eighth of the bytes); the ratios over f32 are printed per
-thread count. The K formats (q4_k, q5_k, q6_k, and llama.cpp's mixes
+thread count. The K formats (q2_k .. q6_k, and llama.cpp's mixes
 q4_k_m, q5_k_m) are decoded in registers too.
 
 usage: bench/bench_llama.py [--bin build/bin] [--work /tmp/loom-bench]
                             [--shapes 15M,110M]
-                            [--weight-types f32,bf16,q8_0,q4_0[,f16,q4_k,q5_k,q6_k,q4_k_m,q5_k_m]]
+                            [--weight-types f32,bf16,q8_0,q4_0[,f16,q2_k..q6_k,q4_k_m,q5_k_m]]
                             [--repeat 3]
 """
 import argparse
@@ -70,7 +70,8 @@ def main():
                                                     "decode t/s", "decode GB/s", "roofline",
                                                     "peak MiB"))
     types = a.weight_types.split(",")
-    known = ("f32", "bf16", "f16", "q8_0", "q4_0", "q4_k", "q5_k", "q6_k", "q4_k_m", "q5_k_m")
+    known = ("f32", "bf16", "f16", "q8_0", "q4_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k",
+             "q4_k_m", "q5_k_m")
     for t in types:
         if t not in known:
             sys.exit("bench: --weight-types takes %s, not %r" % (", ".join(known), t))

@@ -579,8 +579,7 @@ LogicalResult loom::writeArtifact(ModuleOp module, const WeightTable &weights,
         restoreInterleavedRows(bytes.data() + base, bytes.size() - base,
                                src->rotateHalfHeadDim, t.partRows[p]);
       // Other parts are quantized from their f32 values as ggml's reference
-      // quantizer does (storedWeightType stores Q2_K / Q3_K only from
-      // sources in them).
+      // quantizer does.
       if (same)
         quantizeBlocks(*blockTypeOf(*same), bytes.data(), bytes.size() / 4,
                        blocks);

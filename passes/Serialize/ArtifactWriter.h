@@ -106,8 +106,7 @@ using ProgressFn = std::function<void(size_t, size_t, uint64_t)>;
 /// How the artifact stores weights (the schema's DType). Keep, Q4_K_M and
 /// Q5_K_M are requests only: Keep, each tensor as its source is encoded,
 /// where the runtime reads that encoding (storedWeightType); the mixes,
-/// llama.cpp's recipes (requestedWeightType). Q2_K and Q3_K are stored only
-/// from sources in that format.
+/// llama.cpp's recipes (requestedWeightType).
 enum class WeightType {
   F32,
   BF16,

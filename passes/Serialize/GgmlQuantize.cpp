@@ -109,7 +109,11 @@ void quantizeQ4_0(const float *x, char *block) {
 /// scales. Returns the scale; *theMin = -min.
 float makeQkx2Quants(int n, int nmax, const float *x, const float *weights,
                      uint8_t *L, float *theMin, uint8_t *Laux, float rmin,
-                     float rdelta, int nstep) {
+                     float rdelta, int nstep, bool useMad = false) {
+  // The error of a difference: its square, or (useMad) its magnitude.
+  auto error = [&](float diff) {
+    return useMad ? std::fabs(diff) : diff * diff;
+  };
   float min = x[0], max = x[0];
   float sumW = weights[0];
   float sumX = sumW * x[0];
@@ -135,9 +139,8 @@ float makeQkx2Quants(int n, int nmax, const float *x, const float *weights,
   for (int i = 0; i < n; ++i) {
     const int l = nearestInt(iscale * (x[i] - min));
     L[i] = uint8_t(std::max(0, std::min(nmax, l)));
-    float diff = scale * float(L[i]) + min - x[i];
-    diff = diff * diff;
-    bestError += weights[i] * diff;
+    const float diff = scale * float(L[i]) + min - x[i];
+    bestError += weights[i] * error(diff);
   }
   for (int is = 0; is <= nstep; ++is) {
     iscale = (rmin + rdelta * float(is) + float(nmax)) / (max - min);
@@ -161,9 +164,8 @@ float makeQkx2Quants(int n, int nmax, const float *x, const float *weights,
       }
       float curError = 0;
       for (int i = 0; i < n; ++i) {
-        float diff = thisScale * float(Laux[i]) + thisMin - x[i];
-        diff = diff * diff;
-        curError += weights[i] * diff;
+        const float diff = thisScale * float(Laux[i]) + thisMin - x[i];
+        curError += weights[i] * error(diff);
       }
       if (curError < bestError) {
         std::copy(Laux, Laux + n, L);
@@ -360,12 +362,186 @@ void quantizeQ6K(const float *x, char *out) {
     }
 }
 
+/// The low 2 bits of L (256 values) into qs[64]: byte 32h + l holds
+/// values 128h + l, + 32, + 64, + 96 in bits 0-1, 2-3, 4-5, 6-7.
+void packTwoBits(const uint8_t *L, uint8_t *qs) {
+  for (int j = 0; j < kQKK; j += 128)
+    for (int l = 0; l < 32; ++l)
+      qs[j / 4 + l] = uint8_t(L[j + l] | (L[j + l + 32] << 2) |
+                              (L[j + l + 64] << 4) | (L[j + l + 96] << 6));
+}
+
+/// quantize_row_q2_K_ref: per group of 16, a scale and a min by
+/// make_qkx2_quants (|x| weights, absolute errors), both as 4 bits under
+/// two half super-scales, then the values requantized against them.
+void quantizeQ2K(const float *x, char *out) {
+  auto *b = reinterpret_cast<uint8_t *>(out);
+  uint8_t *sc = b, *qs = b + 16;
+  uint8_t L[kQKK], Laux[16];
+  float weights[16], mins[16], scales[16];
+  constexpr float q4scale = 15.0f;
+  float maxScale = 0, maxMin = 0;
+  for (int j = 0; j < 16; ++j) {
+    for (int l = 0; l < 16; ++l)
+      weights[l] = std::fabs(x[16 * j + l]);
+    scales[j] = makeQkx2Quants(16, 3, x + 16 * j, weights, L + 16 * j, &mins[j],
+                               Laux, -0.5f, 0.1f, 15, true);
+    if (scales[j] > maxScale)
+      maxScale = scales[j];
+    if (mins[j] > maxMin)
+      maxMin = mins[j];
+  }
+  if (maxScale > 0) {
+    const float iscale = q4scale / maxScale;
+    for (int j = 0; j < 16; ++j)
+      sc[j] = uint8_t(nearestInt(iscale * scales[j]));
+    putHalf(out + 80, maxScale / q4scale);
+  } else {
+    std::memset(sc, 0, 16);
+    putHalf(out + 80, 0.0f);
+  }
+  if (maxMin > 0) {
+    const float iscale = q4scale / maxMin;
+    for (int j = 0; j < 16; ++j)
+      sc[j] |= uint8_t(unsigned(nearestInt(iscale * mins[j])) << 4);
+    putHalf(out + 82, maxMin / q4scale);
+  } else {
+    putHalf(out + 82, 0.0f);
+  }
+  const float d = ggml::halfAt(b + 80), dmin = ggml::halfAt(b + 82);
+  for (int j = 0; j < 16; ++j) {
+    const float dj = d * float(sc[j] & 0xf);
+    if (dj == 0.0f)
+      continue; // keeps make_qkx2_quants' L, as ggml does
+    const float dm = dmin * float(sc[j] >> 4);
+    for (int ii = 0; ii < 16; ++ii) {
+      const int l = nearestInt((x[16 * j + ii] + dm) / dj);
+      L[16 * j + ii] = uint8_t(std::max(0, std::min(3, l)));
+    }
+  }
+  packTwoBits(L, qs);
+}
+
+/// make_q3_quants with do_rmse: a signed scale for n values (L[i] = l +
+/// nmax, l in -nmax..nmax-1), refined value by value (up to 5 passes) by
+/// the x^2-weighted least squares.
+float makeQ3Quants(int n, int nmax, const float *x, int8_t *L) {
+  float max = 0, amax = 0;
+  for (int i = 0; i < n; ++i) {
+    const float ax = std::fabs(x[i]);
+    if (ax > amax) {
+      amax = ax;
+      max = x[i];
+    }
+  }
+  if (amax < kGroupMaxEps) {
+    std::fill(L, L + n, 0);
+    return 0.0f;
+  }
+  auto clampL = [&](int l) { return std::max(-nmax, std::min(nmax - 1, l)); };
+  const float iscale = float(-nmax) / max;
+  float sumLX = 0, sumL2 = 0;
+  for (int i = 0; i < n; ++i) {
+    const int l = clampL(nearestInt(iscale * x[i]));
+    L[i] = int8_t(l);
+    const float w = x[i] * x[i];
+    sumLX += w * x[i] * float(l);
+    sumL2 += w * float(l) * float(l);
+  }
+  for (int itry = 0; itry < 5; ++itry) {
+    int changed = 0;
+    for (int i = 0; i < n; ++i) {
+      const float w = x[i] * x[i];
+      float slx = sumLX - w * x[i] * float(L[i]);
+      if (slx > 0) {
+        float sl2 = sumL2 - w * float(L[i]) * float(L[i]);
+        const int newL = clampL(nearestInt(x[i] * sl2 / slx));
+        if (newL != L[i]) {
+          slx += w * x[i] * float(newL);
+          sl2 += w * float(newL) * float(newL);
+          if (sl2 > 0 && slx * slx * sumL2 > sumLX * sumLX * sl2) {
+            L[i] = int8_t(newL);
+            sumLX = slx;
+            sumL2 = sl2;
+            ++changed;
+          }
+        }
+      }
+    }
+    if (!changed)
+      break;
+  }
+  for (int i = 0; i < n; ++i)
+    L[i] = int8_t(L[i] + nmax);
+  return sumL2 > 0.0f ? sumLX / sumL2 : 0.0f;
+}
+
+/// quantize_row_q3_K_ref: per group of 16 a signed scale (make_q3_quants),
+/// the scales as 6 bits under one half super-scale, the values requantized
+/// to -4..3 (2 low bits in qs, the third in hmask).
+void quantizeQ3K(const float *x, char *out) {
+  auto *b = reinterpret_cast<uint8_t *>(out);
+  uint8_t *hmask = b, *qs = b + 32, *sc = b + 96;
+  int8_t L[kQKK];
+  float scales[16];
+  float maxScale = 0, amax = 0;
+  for (int j = 0; j < 16; ++j) {
+    scales[j] = makeQ3Quants(16, 4, x + 16 * j, L + 16 * j);
+    const float scale = std::fabs(scales[j]);
+    if (scale > amax) {
+      amax = scale;
+      maxScale = scales[j];
+    }
+  }
+  std::memset(sc, 0, 12);
+  if (maxScale != 0.0f) {
+    const float iscale = -32.0f / maxScale;
+    for (int j = 0; j < 16; ++j) {
+      int8_t l = int8_t(nearestInt(iscale * scales[j]));
+      l = int8_t(std::max<int>(-32, std::min<int>(31, l)) + 32);
+      if (j < 8)
+        sc[j] = uint8_t(l & 0xf);
+      else
+        sc[j - 8] |= uint8_t((l & 0xf) << 4);
+      l = int8_t(l >> 4);
+      sc[j % 4 + 8] |= uint8_t(l << (2 * (j / 4)));
+    }
+    putHalf(out + 108, 1 / iscale);
+  } else {
+    putHalf(out + 108, 0.0f);
+  }
+  const float d = ggml::halfAt(b + 108);
+  for (int j = 0; j < 16; ++j) {
+    const float dj = d * float(ggml::q3Scale(sc, j));
+    if (dj == 0.0f)
+      continue; // keeps make_q3_quants' L, as ggml does
+    for (int ii = 0; ii < 16; ++ii) {
+      const int l = nearestInt(x[16 * j + ii] / dj);
+      L[16 * j + ii] = int8_t(std::max(-4, std::min(3, l)) + 4);
+    }
+  }
+  // The high bit of value j goes to bit j / 32 of hmask[j % 32].
+  std::memset(hmask, 0, 32);
+  uint8_t low[kQKK];
+  for (int j = 0; j < kQKK; ++j) {
+    int l = L[j];
+    if (l > 3) {
+      hmask[j % 32] |= uint8_t(1u << (j / 32));
+      l -= 4;
+    }
+    low[j] = uint8_t(l);
+  }
+  packTwoBits(low, qs);
+}
+
 } // namespace
 
 bool loom::canQuantize(ggml::BlockType type) {
   switch (type) {
   case ggml::BlockType::Q8_0:
   case ggml::BlockType::Q4_0:
+  case ggml::BlockType::Q2_K:
+  case ggml::BlockType::Q3_K:
   case ggml::BlockType::Q4_K:
   case ggml::BlockType::Q5_K:
   case ggml::BlockType::Q6_K:
@@ -399,6 +575,12 @@ void loom::quantizeBlocks(ggml::BlockType type, const void *values, uint64_t n,
         break;
       case ggml::BlockType::Q4_0:
         quantizeQ4_0(xb, at);
+        break;
+      case ggml::BlockType::Q2_K:
+        quantizeQ2K(xb, at);
+        break;
+      case ggml::BlockType::Q3_K:
+        quantizeQ3K(xb, at);
         break;
       case ggml::BlockType::Q4_K:
         quantizeQ45K(xb, at, false);

@@ -25,7 +25,7 @@ namespace loom {
 /// NaN kept), as ggml's GGML_FP32_TO_FP16.
 uint16_t floatToHalf(float value);
 
-/// Whether quantizeBlocks produces `type` (Q8_0, Q4_0, Q4_K, Q5_K, Q6_K).
+/// Whether quantizeBlocks produces `type` (Q8_0, Q4_0, Q2_K..Q6_K).
 bool canQuantize(ggml::BlockType type);
 
 /// Appends the `n` f32 values at `values` (n a multiple of the type's

@@ -128,8 +128,8 @@ cl::opt<std::string> weightTypeName(
              "and tables, rounded to nearest even: half the bytes); q8_0 or "
              "q4_0 "
              "(matrices whose rows are whole blocks of 32, in ggml's blocks: "
-             "about a quarter / an eighth of the bytes); q4_k, q5_k or q6_k "
-             "(ggml's K blocks of 256, as llama.cpp quantizes them: 4.5, 5.5, "
+             "about a quarter / an eighth of the bytes); q2_k .. q6_k "
+             "(ggml's K blocks of 256, as llama.cpp quantizes them: 2.6 to "
              "6.6 bits a value; other row lengths q8_0); q4_k_m or q5_k_m "
              "(llama.cpp's mixes: q6_k for the classifier and some layers' "
              "attn_v and ffn_down); keep (each tensor as "
@@ -137,7 +137,7 @@ cl::opt<std::string> weightTypeName(
              "f16, q8_0, q4_0, and a GGUF's Q2_K..Q6_K; else f32). Norm "
              "weights and biases stay f32. "
              "Default: keep"),
-    cl::value_desc("f32|bf16|f16|q8_0|q4_0|q4_k|q5_k|q6_k|q4_k_m|q5_k_m|keep"),
+    cl::value_desc("f32|bf16|f16|q8_0|q4_0|q2_k..q6_k|q4_k_m|q5_k_m|keep"),
     cl::init(""), cl::cat(loomcCategory));
 cl::opt<std::string> targetName(
     "target",
@@ -343,23 +343,22 @@ int main(int argc, char **argv) {
     return fail("--iterations must be positive (0: the model's default), got " +
                 std::to_string(reportIterations));
   loom::ArtifactOptions artifactOptions;
-  // The types a user may ask for (Q2_K and Q3_K are only kept from a
-  // GGUF), by their --weight-type spelling.
+  // The types a user may ask for, by their --weight-type spelling.
   bool knownType = false;
   for (loom::WeightType t :
        {loom::WeightType::F32, loom::WeightType::BF16, loom::WeightType::F16,
-        loom::WeightType::Q8_0, loom::WeightType::Q4_0, loom::WeightType::Q4_K,
-        loom::WeightType::Q5_K, loom::WeightType::Q6_K,
-        loom::WeightType::Q4_K_M, loom::WeightType::Q5_K_M,
-        loom::WeightType::Keep})
+        loom::WeightType::Q8_0, loom::WeightType::Q4_0, loom::WeightType::Q2_K,
+        loom::WeightType::Q3_K, loom::WeightType::Q4_K, loom::WeightType::Q5_K,
+        loom::WeightType::Q6_K, loom::WeightType::Q4_K_M,
+        loom::WeightType::Q5_K_M, loom::WeightType::Keep})
     if (weightTypeName == loom::weightTypeName(t)) {
       artifactOptions.weightType = t;
       knownType = true;
     }
   if (weightTypeName.getNumOccurrences() && !knownType)
     return fail(
-        "--weight-type must be f32, bf16, f16, q8_0, q4_0, q4_k, q5_k, q6_k, "
-        "q4_k_m, q5_k_m or keep, got '" +
+        "--weight-type must be f32, bf16, f16, q8_0, q4_0, q2_k, q3_k, q4_k, "
+        "q5_k, q6_k, q4_k_m, q5_k_m or keep, got '" +
         weightTypeName + "'");
   if (targetName != "cpu" && targetName != "cuda")
     return fail("--target must be cpu or cuda, got '" + targetName + "'");

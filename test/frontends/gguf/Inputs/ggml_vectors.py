@@ -89,7 +89,7 @@ def check(path):
 
 
 # The quantizers loomc offers (--weight-type), by ggml type.
-QUANT_TYPES = [gb.Q8_0, gb.Q4_0, gb.Q4_K, gb.Q5_K, gb.Q6_K]
+QUANT_TYPES = [gb.Q8_0, gb.Q4_0, gb.Q2_K, gb.Q3_K, gb.Q4_K, gb.Q5_K, gb.Q6_K]
 QROWS, QCOLS = 64, 256
 
 
