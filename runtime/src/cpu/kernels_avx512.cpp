@@ -472,13 +472,21 @@ struct Q3KBlock {
   static constexpr bool kHasMin = false;
   static constexpr int scaleOf(int c) { return c; }
   static void prepare(const uint8_t *b, float *d, float *) {
-    const float dAll = halfValue(b + 108);
-    const uint8_t *s = b + 96;
-    for (int c = 0; c < 16; ++c) {
-      const int low = c < 8 ? (s[c] & 0xf) : (s[c - 8] >> 4);
-      const int high = (s[8 + c % 4] >> (2 * (c / 4))) & 3;
-      d[c] = dAll * float((low | (high << 4)) - 32);
-    }
+    // The 16 6-bit scales, unpacked four at a time as words: scale c's low
+    // 4 bits are the low (c < 8) or high nibble of byte c % 8, its top 2
+    // bits bits 2 * (c / 4) of byte 8 + c % 4; minus 32.
+    uint32_t w[3];
+    __builtin_memcpy(w, b + 96, sizeof w);
+    const uint32_t nib = 0x0f0f0f0f, two = 0x03030303;
+    const __m128i sc = _mm_set_epi32(
+        static_cast<int>(((w[1] >> 4) & nib) | (((w[2] >> 6) & two) << 4)),
+        static_cast<int>(((w[0] >> 4) & nib) | (((w[2] >> 4) & two) << 4)),
+        static_cast<int>((w[1] & nib) | (((w[2] >> 2) & two) << 4)),
+        static_cast<int>((w[0] & nib) | ((w[2] & two) << 4)));
+    const __m512 scales = _mm512_cvtepi32_ps(
+        _mm512_cvtepi8_epi32(_mm_sub_epi8(sc, _mm_set1_epi8(32))));
+    _mm512_store_ps(d,
+                    _mm512_mul_ps(_mm512_set1_ps(halfValue(b + 108)), scales));
   }
   static __m128i quants(const uint8_t *b, int c) {
     const int half = c / 8, j = (c % 8) / 2, part = c % 2;
