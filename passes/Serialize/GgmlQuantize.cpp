@@ -266,32 +266,50 @@ void quantizeQ45K(const float *x, char *out, bool five) {
       qs[l] = uint8_t(L[j + l] | (L[j + l + 32] << 4));
 }
 
-/// make_qx_quants with rmse_type 1 and no importance weights: a signed
-/// scale for n values (L[i] = l + nmax, l in -nmax..nmax-1), the best of
-/// 19 trial scales by the x^2-weighted least squares.
-float makeQxQuants(int n, int nmax, const float *x, int8_t *L) {
-  float max = 0, amax = 0;
+/// The start that make_qx_quants (rmse_type 1) and make_q3_quants share:
+/// the value of largest magnitude `max` and, for iscale = -nmax / max, each
+/// value's quant l[i] in -nmax..nmax-1 with the x^2-weighted sums
+/// sum(w x l), sum(w l^2). False (and nothing else set) when every |x| is
+/// below ggml's GROUP_MAX_EPS.
+struct SignedQuants {
+  float max = 0, sumLX = 0, sumL2 = 0;
+  int l[16];
+};
+bool signedQuants(int n, int nmax, const float *x, SignedQuants &q) {
+  float amax = 0;
   for (int i = 0; i < n; ++i) {
     const float ax = std::fabs(x[i]);
     if (ax > amax) {
       amax = ax;
-      max = x[i];
+      q.max = x[i];
     }
   }
-  if (amax < kGroupMaxEps) {
+  if (amax < kGroupMaxEps)
+    return false;
+  const float iscale = float(-nmax) / q.max;
+  for (int i = 0; i < n; ++i) {
+    q.l[i] = std::max(-nmax, std::min(nmax - 1, nearestInt(iscale * x[i])));
+    const float w = x[i] * x[i];
+    q.sumLX += w * x[i] * float(q.l[i]);
+    q.sumL2 += w * float(q.l[i]) * float(q.l[i]);
+  }
+  return true;
+}
+
+/// make_qx_quants with rmse_type 1 and no importance weights: a signed
+/// scale for n (at most 16) values (L[i] = l + nmax, l in -nmax..nmax-1),
+/// the best of 19 trial scales by the x^2-weighted least squares.
+float makeQxQuants(int n, int nmax, const float *x, int8_t *L) {
+  SignedQuants q;
+  if (!signedQuants(n, nmax, x, q)) {
     std::fill(L, L + n, 0);
     return 0.0f;
   }
   auto clampL = [&](int l) { return std::max(-nmax, std::min(nmax - 1, l)); };
-  float iscale = float(-nmax) / max;
-  float sumLX = 0, sumL2 = 0;
-  for (int i = 0; i < n; ++i) {
-    const int l = clampL(nearestInt(iscale * x[i]));
-    L[i] = int8_t(l + nmax);
-    const float w = x[i] * x[i];
-    sumLX += w * x[i] * float(l);
-    sumL2 += w * float(l) * float(l);
-  }
+  const float max = q.max;
+  float iscale, sumLX = q.sumLX, sumL2 = q.sumL2;
+  for (int i = 0; i < n; ++i)
+    L[i] = int8_t(q.l[i] + nmax);
   float scale = sumL2 != 0 ? sumLX / sumL2 : 0.0f;
   float best = scale * sumLX;
   for (int is = -9; is <= 9; ++is) {
@@ -422,32 +440,19 @@ void quantizeQ2K(const float *x, char *out) {
   packTwoBits(L, qs);
 }
 
-/// make_q3_quants with do_rmse: a signed scale for n values (L[i] = l +
-/// nmax, l in -nmax..nmax-1), refined value by value (up to 5 passes) by
-/// the x^2-weighted least squares.
+/// make_q3_quants with do_rmse: a signed scale for n (at most 16) values
+/// (L[i] = l + nmax, l in -nmax..nmax-1), refined value by value (up to 5
+/// passes) by the x^2-weighted least squares.
 float makeQ3Quants(int n, int nmax, const float *x, int8_t *L) {
-  float max = 0, amax = 0;
-  for (int i = 0; i < n; ++i) {
-    const float ax = std::fabs(x[i]);
-    if (ax > amax) {
-      amax = ax;
-      max = x[i];
-    }
-  }
-  if (amax < kGroupMaxEps) {
+  SignedQuants q;
+  if (!signedQuants(n, nmax, x, q)) {
     std::fill(L, L + n, 0);
     return 0.0f;
   }
   auto clampL = [&](int l) { return std::max(-nmax, std::min(nmax - 1, l)); };
-  const float iscale = float(-nmax) / max;
-  float sumLX = 0, sumL2 = 0;
-  for (int i = 0; i < n; ++i) {
-    const int l = clampL(nearestInt(iscale * x[i]));
-    L[i] = int8_t(l);
-    const float w = x[i] * x[i];
-    sumLX += w * x[i] * float(l);
-    sumL2 += w * float(l) * float(l);
-  }
+  float sumLX = q.sumLX, sumL2 = q.sumL2;
+  for (int i = 0; i < n; ++i)
+    L[i] = int8_t(q.l[i]);
   for (int itry = 0; itry < 5; ++itry) {
     int changed = 0;
     for (int i = 0; i < n; ++i) {
