@@ -2,16 +2,18 @@
 tensor by tensor: type and bytes.
 
   llama_recipe.py record LLAMA.gguf INPUT.gguf OUT.json
-      every tensor of a GGUF (llama.cpp's quantize output of INPUT.gguf):
-      ggml type name and the first 64 bits of the sha256 of its data; and the same of INPUT.gguf's
-      tensors, under "input"
+      the matrices of a GGUF (llama.cpp's quantize output of INPUT.gguf):
+      each one's ggml type name ("types"), and one sha256 over all their
+      data in name order ("bytes"); the same digest of INPUT.gguf's
+      matrices ("input"). One small line of JSON.
   llama_recipe.py check MODEL.loom INPUT.gguf RECORD.json
       first that INPUT.gguf is the recorded input (the test regenerates it
       with make_gguf.py: a change of numpy's random stream would show
-      here, not as differing blocks), then each matrix of the artifact
-      against the recorded tensors it was made from (Loom's names mapped to
-      GGUF's; a packed wqkv split into its q, k and v rows). Prints one line
-      per tensor that differs and a summary; exits 1 if any differs.
+      here, not as differing blocks), then the type of each matrix of the
+      artifact against the recorded tensors it was made from (Loom's names
+      mapped to GGUF's; a packed wqkv split into its q, k and v rows), and
+      the digest of their bytes. Prints one line per tensor whose type
+      differs, and a summary; exits 1 if anything differs.
 
 Standard library only (the artifact is read with artifact_info.py).
 """
@@ -35,8 +37,8 @@ LAYER_ROLES = {"wo": "attn_output", "w1": "ffn_gate", "w2": "ffn_down", "w3": "f
                "wq": "attn_q", "wk": "attn_k", "wv": "attn_v"}
 
 
-def hashes(path):
-    """{name: [type name, sha256 of the data]} of a GGUF's tensors."""
+def matrices(path):
+    """{name: (type name, data)} of a GGUF's 2-D tensors."""
     b = open(path, "rb").read()
     at = [24]
     _, _, n_tensors, n_kv = struct.unpack_from("<IIQQ", b, 0)
@@ -82,14 +84,26 @@ def hashes(path):
         for d in ne:
             count *= d
         data = b[start + off:start + off + count // per * size]
-        rec[name] = [tname, hashlib.sha256(data).hexdigest()[:16]]
+        if len(ne) == 2:
+            rec[name] = (tname, data)
     return rec
 
 
+def digest(parts):
+    """sha256 over the data of {name: data}, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(parts):
+        h.update(parts[name])
+    return h.hexdigest()
+
+
 def record(path, input_path, out):
-    rec = hashes(path)
-    rec["input"] = hashes(input_path)
-    json.dump(rec, open(out, "w"), indent=1, sort_keys=True)
+    m = matrices(path)
+    rec = {"types": {n: t for n, (t, _) in m.items()},
+           "bytes": digest({n: d for n, (_, d) in m.items()}),
+           "input": digest({n: d for n, (_, d) in matrices(input_path).items()})}
+    json.dump(rec, open(out, "w"), sort_keys=True, separators=(",", ":"))
+    open(out, "a").write("\n")
 
 
 def gguf_names(loom_name):
@@ -109,12 +123,14 @@ def gguf_names(loom_name):
 
 def check(artifact, input_path, rec_path):
     rec = json.load(open(rec_path))
-    if hashes(input_path) != rec.pop("input"):
+    if digest({n: d for n, (_, d) in matrices(input_path).items()}) != rec["input"]:
         print("%s is not the model the record was made from (did make_gguf.py or "
               "numpy's random stream change?)" % input_path)
         return 1
+    types = rec["types"]
     info, blob = read_artifact(artifact)
-    differ = checked = 0
+    differ = 0
+    parts = {}  # GGUF name -> the artifact's bytes of it
     for t in info["tensors"]:
         names = gguf_names(t["name"])
         if names is None or len(t["shape"]) != 2:
@@ -128,24 +144,25 @@ def check(artifact, input_path, rec_path):
         row_bytes = t["shape"][1] // per * size
         at = 0
         for n in names:
-            want_type, want_sha = rec[n]
-            # Rows of this part: the recorded tensor's share of the packed
-            # one (q has dim rows, k and v kv_dim: split by the record's
-            # order and the artifact's row count).
-            rows = rows_of(n, rec, t, names)
-            got = data[at:at + rows * row_bytes]
+            # Rows of this part: q has dim rows, k and v share the rest.
+            rows = rows_of(n, t, names)
+            parts[n] = data[at:at + rows * row_bytes]
             at += rows * row_bytes
-            checked += 1
-            if want_type != t["dtype"] or hashlib.sha256(got).hexdigest()[:16] != want_sha:
-                print("%s (%s): Loom %s, llama.cpp %s%s" % (
-                    t["name"], n, t["dtype"], want_type,
-                    "" if want_type != t["dtype"] else ", other bytes"))
+            if types.get(n) != t["dtype"]:
+                print("%s (%s): Loom %s, llama.cpp %s" % (t["name"], n, t["dtype"],
+                                                         types.get(n)))
                 differ += 1
-    print("%d tensors compared with llama.cpp's, %d differ" % (checked, differ))
+    if sorted(parts) != sorted(types):
+        print("tensors: Loom %d, llama.cpp %d" % (len(parts), len(types)))
+        differ += 1
+    elif not differ and digest(parts) != rec["bytes"]:
+        print("the types agree but the bytes differ from llama.cpp's")
+        differ += 1
+    print("%d tensors compared with llama.cpp's, %d differ" % (len(parts), differ))
     return 1 if differ else 0
 
 
-def rows_of(name, rec, t, names):
+def rows_of(name, t, names):
     if len(names) == 1:
         return t["shape"][0]
     # wqkv: q is dim rows (the row length), k and v share the rest.
