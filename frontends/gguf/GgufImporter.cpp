@@ -91,15 +91,140 @@ struct Metadata {
   }
 };
 
-bool readTokenizer(Metadata &m, int64_t vocabSize, TokenizerData &out) {
+/// The runtime's constructor is the one definition of a valid vocabulary.
+template <typename... Args>
+bool runtimeAccepts(Metadata &m, StringRef key, Args &&...args) {
+  try {
+    Tokenizer check(std::forward<Args>(args)...);
+    (void)check;
+  } catch (const loom::Error &e) {
+    StringRef what = e.what();
+    what.consume_front("tokenizer: ");
+    return m.fail(key, ": " + what.str());
+  }
+  return true;
+}
+
+/// A byte-level BPE vocabulary ("gpt2"), as convert_hf_to_gguf.py writes
+/// Llama 3's: tokens in GPT-2's byte alphabet, token types, merges, the
+/// pre-tokenizer's name.
+bool readByteLevelTokenizer(Metadata &m, int64_t vocabSize, llama2c::Config &c,
+                            TokenizerData &out) {
+  std::string pre;
+  if (!m.file.find("tokenizer.ggml.pre")) {
+    m.error = m.file.path().str() +
+              ": missing key 'tokenizer.ggml.pre' (a byte-level vocabulary "
+              "needs its pre-tokenizer's name: Loom implements \"llama-bpe\" "
+              "and \"gpt-2\")";
+    return false;
+  }
+  if (!m.string("tokenizer.ggml.pre", pre))
+    return false;
+  loom::ByteLevelBpe bpe;
+  // llama.cpp's names for the two pre-tokenizers Loom implements.
+  if (pre == "llama-bpe" || pre == "llama3" || pre == "llama-v3") {
+    bpe.pre = PreTokenizer::Llama3;
+    bpe.ignore_merges = true; // as llama.cpp does for Llama 3
+    bpe.add_bos = true;
+  } else if (pre == "gpt-2") {
+    bpe.pre = PreTokenizer::Gpt2;
+  } else {
+    return m.fail("tokenizer.ggml.pre",
+                  "is '" + safetensors::printable(pre) +
+                      "': Loom implements the \"llama-bpe\" (Llama 3) and "
+                      "\"gpt-2\" pre-tokenizers");
+  }
+  const Value *tokens = m.array("tokenizer.ggml.tokens", Value::Type::String);
+  const Value *types =
+      tokens ? m.array("tokenizer.ggml.token_type", Value::Type::I32) : nullptr;
+  const Value *merges =
+      types ? m.array("tokenizer.ggml.merges", Value::Type::String) : nullptr;
+  if (!merges)
+    return false;
+  if (int64_t(tokens->array.size()) != vocabSize ||
+      types->array.size() != tokens->array.size())
+    return m.fail("tokenizer.ggml.tokens",
+                  "has " + std::to_string(tokens->array.size()) +
+                      " tokens and tokenizer.ggml.token_type " +
+                      std::to_string(types->array.size()) +
+                      " types; the embedding has " + std::to_string(vocabSize) +
+                      " rows");
+  llvm::StringMap<int32_t> idOf; // spelled text -> id, normal tokens
+  for (size_t i = 0; i < tokens->array.size(); ++i) {
+    const std::string &text = tokens->array[i].string;
+    const int64_t type = types->array[i].integer;
+    // llama.cpp's token types: 1 normal, 2 unknown, 3 control, 4 user
+    // defined, 5 unused, 6 byte.
+    if (type == 1 || type == 6) {
+      std::optional<std::string> bytes = llama2c::bytesOfByteLevelPiece(text);
+      if (!bytes)
+        return m.fail("tokenizer.ggml.tokens",
+                      ": token " + std::to_string(i) + " '" +
+                          safetensors::printable(text) +
+                          "' is not spelled in GPT-2's byte alphabet");
+      out.pieces.push_back(*bytes);
+      idOf.try_emplace(text, int32_t(i));
+    } else if (type >= 2 && type <= 5) {
+      out.pieces.push_back(text);
+      if (type != 4)
+        bpe.control.push_back(int32_t(i));
+    } else {
+      return m.fail("tokenizer.ggml.token_type",
+                    ": token " + std::to_string(i) + " has type " +
+                        std::to_string(type) + " (not 1..6)");
+    }
+    out.maxTokenLength =
+        std::max<uint32_t>(out.maxTokenLength, out.pieces.back().size());
+  }
+  for (size_t rank = 0; rank < merges->array.size(); ++rank) {
+    StringRef rule = merges->array[rank].string;
+    // The pieces hold no spaces (GPT-2's alphabet spells it "Ġ").
+    size_t cut = rule.find(' ', 1);
+    auto left = idOf.find(rule.substr(0, cut));
+    auto right =
+        cut == StringRef::npos ? idOf.end() : idOf.find(rule.substr(cut + 1));
+    if (left == idOf.end() || right == idOf.end())
+      return m.fail("tokenizer.ggml.merges",
+                    ": merge " + std::to_string(rank) + " '" +
+                        safetensors::printable(rule) +
+                        "' is not two tokens of the vocabulary");
+    bpe.merges.emplace_back(left->second, right->second);
+  }
+  int64_t bos, eos;
+  if (!m.integer("tokenizer.ggml.bos_token_id", bos, std::nullopt, 0) ||
+      !m.integer("tokenizer.ggml.eos_token_id", eos, std::nullopt, 0))
+    return false;
+  if (bos >= vocabSize || eos >= vocabSize)
+    return m.fail(bos >= vocabSize ? "tokenizer.ggml.bos_token_id"
+                                   : "tokenizer.ggml.eos_token_id",
+                  "is outside the vocabulary of " + std::to_string(vocabSize));
+  c.bosId = bos;
+  c.eosId = eos;
+  bpe.bos_id = int32_t(bos);
+  bpe.eos_id = int32_t(eos);
+  if (const Value *v = m.file.find("tokenizer.ggml.add_bos_token")) {
+    if (v->type != Value::Type::Bool)
+      return m.fail("tokenizer.ggml.add_bos_token", "must be a bool");
+    bpe.add_bos = v->integer != 0;
+  }
+  if (!runtimeAccepts(m, "tokenizer.ggml.tokens", out.pieces, bpe))
+    return false;
+  out.byteLevel = std::move(bpe);
+  return true;
+}
+
+bool readTokenizer(Metadata &m, int64_t vocabSize, llama2c::Config &c,
+                   TokenizerData &out) {
   std::string model;
   if (!m.string("tokenizer.ggml.model", model))
     return false;
+  if (model == "gpt2")
+    return readByteLevelTokenizer(m, vocabSize, c, out);
   if (model != "llama")
     return m.fail("tokenizer.ggml.model",
                   "is '" + safetensors::printable(model) +
-                      "': Loom reads SentencePiece (\"llama\") vocabularies, "
-                      "not byte-level BPE (\"gpt2\") or others");
+                      "': Loom reads SentencePiece (\"llama\") and byte-level "
+                      "BPE (\"gpt2\") vocabularies");
   const Value *tokens = m.array("tokenizer.ggml.tokens", Value::Type::String);
   const Value *scores =
       tokens ? m.array("tokenizer.ggml.scores", Value::Type::F32) : nullptr;
@@ -137,16 +262,8 @@ bool readTokenizer(Metadata &m, int64_t vocabSize, TokenizerData &out) {
   if (std::string problem = llama2c::byteFallbackProblem(out.pieces);
       !problem.empty())
     return m.fail("tokenizer.ggml.tokens", ": " + problem);
-  // The runtime's constructor is the one definition of a valid vocabulary.
-  try {
-    Tokenizer check(out.pieces, out.scores, out.maxTokenLength);
-    (void)check;
-  } catch (const loom::Error &e) {
-    StringRef what = e.what();
-    what.consume_front("tokenizer: ");
-    return m.fail("tokenizer.ggml.tokens", ": " + what.str());
-  }
-  return true;
+  return runtimeAccepts(m, "tokenizer.ggml.tokens", out.pieces, out.scores,
+                        out.maxTokenLength);
 }
 
 SourceEncoding encodingOf(TensorType type) {
@@ -276,7 +393,7 @@ std::optional<gguf::Model> gguf::readLlama(const std::string &path,
               "' (not part of a Llama model Loom reads)";
       return std::nullopt;
     }
-  if (!readTokenizer(m, c.vocabSize, model.tokenizer))
+  if (!readTokenizer(m, c.vocabSize, c, model.tokenizer))
     return std::nullopt;
   return model;
 }

@@ -90,12 +90,15 @@ bool parseConfig(const std::string &path, llama2c::Config &c,
     return false;
   if (!o->get("model_type"))
     return r.fail("missing \"model_type\" (expected \"llama\")");
-  // The runtime's tokenizer (run.c's, as the Llama vocabularies lay their
-  // ids out) begins sequences with id 1 and ends them at 2.
-  if (c.bosId != 1 || c.eosId != 2)
-    return r.fail("bos_token_id " + std::to_string(c.bosId) +
-                  " and eos_token_id " + std::to_string(c.eosId) +
-                  " are not Llama's 1 and 2, which Loom's tokenizer uses");
+  // (A SentencePiece-style vocabulary needs them to be 1 and 2:
+  // readTokenizerJson and loomc check that.)
+  for (auto [key, id] :
+       {std::pair<const char *, int64_t>{"bos_token_id", c.bosId},
+        {"eos_token_id", c.eosId}})
+    if (id >= c.vocabSize)
+      return r.fail(std::string(key) + " " + std::to_string(id) +
+                    " is outside the vocabulary of " +
+                    std::to_string(c.vocabSize));
   c.sharedClassifier = tied;
   if (c.dim % c.nHeads != 0)
     return r.fail("hidden_size " + std::to_string(c.dim) +
@@ -217,6 +220,15 @@ hf::readLlamaCheckpoint(const std::string &path, std::string &error) {
 }
 
 namespace {
+StringRef typeOf(const llvm::json::Object *x) {
+  std::optional<StringRef> t = x ? x->getString("type") : std::nullopt;
+  return t ? *t : "";
+}
+
+bool isNull(const llvm::json::Value *v) {
+  return !v || v->kind() == llvm::json::Value::Null;
+}
+
 constexpr StringRef kSpaceMark = "\xE2\x96\x81"; // U+2581, SentencePiece's ▁
 
 /// The pre-tokenization must be SentencePiece's: "▁" prepended once and
@@ -225,13 +237,6 @@ constexpr StringRef kSpaceMark = "\xE2\x96\x81"; // U+2581, SentencePiece's ▁
 bool sentencePieceForm(const llvm::json::Object &o, std::string &why) {
   const llvm::json::Value *norm = o.get("normalizer");
   const llvm::json::Value *pre = o.get("pre_tokenizer");
-  auto isNull = [](const llvm::json::Value *v) {
-    return !v || v->kind() == llvm::json::Value::Null;
-  };
-  auto typeOf = [](const llvm::json::Object *x) -> StringRef {
-    std::optional<StringRef> t = x ? x->getString("type") : std::nullopt;
-    return t ? *t : "";
-  };
   // Form 1 (Llama 1/2's tokenizer.json): normalizer Sequence[Prepend "▁",
   // Replace " " -> "▁"], no pre-tokenizer.
   if (!isNull(norm)) {
@@ -272,12 +277,6 @@ bool sentencePieceForm(const llvm::json::Object &o, std::string &why) {
          p->getBoolean("add_prefix_space") == std::optional<bool>(true)))
       return true;
   }
-  if (typeOf(p) == "ByteLevel" ||
-      (typeOf(p) == "Sequence" && p->getArray("pretokenizers"))) {
-    why = "it is a byte-level BPE (GPT-2, Llama 3 style), not a "
-          "SentencePiece-style one";
-    return false;
-  }
   why = "its pre-tokenizer is not SentencePiece's (Metaspace \"▁\" without "
         "split, or the Prepend/Replace normalizer)";
   return false;
@@ -285,9 +284,262 @@ bool sentencePieceForm(const llvm::json::Object &o, std::string &why) {
 
 } // namespace
 
+namespace {
+constexpr StringRef kLlama3Pattern =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|"
+    "\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|"
+    "\\s+(?!\\S)|\\s+";
+
+/// Whether tokenizer.json's pre-tokenizer is a byte-level one (alone or the
+/// last of a sequence).
+bool byteLevelForm(const llvm::json::Object &o) {
+  const llvm::json::Object *p = o.getObject("pre_tokenizer");
+  if (typeOf(p) == "ByteLevel")
+    return true;
+  const llvm::json::Array *seq =
+      typeOf(p) == "Sequence" ? p->getArray("pretokenizers") : nullptr;
+  return seq && !seq->empty() &&
+         typeOf(seq->back().getAsObject()) == "ByteLevel";
+}
+
+/// GPT-2's (ByteLevel with its own regex) or Llama 3's (Split by Llama 3's
+/// pattern, isolated, then ByteLevel without a regex); nullopt otherwise.
+std::optional<PreTokenizer> byteLevelPreTokenizer(const llvm::json::Object &o,
+                                                  std::string &why) {
+  const llvm::json::Object *p = o.getObject("pre_tokenizer");
+  auto plainByteLevel = [](const llvm::json::Object *b, bool regex) {
+    return typeOf(b) == "ByteLevel" &&
+           b->getBoolean("add_prefix_space").value_or(false) == false &&
+           b->getBoolean("use_regex").value_or(true) == regex;
+  };
+  if (typeOf(p) == "ByteLevel") {
+    if (plainByteLevel(p, true))
+      return PreTokenizer::Gpt2;
+    why = "its ByteLevel pre-tokenizer adds a prefix space or has no regex";
+    return std::nullopt;
+  }
+  const llvm::json::Array *seq = p->getArray("pretokenizers");
+  if (seq->size() == 2) {
+    const llvm::json::Object *split = (*seq)[0].getAsObject();
+    const llvm::json::Object *pattern =
+        split ? split->getObject("pattern") : nullptr;
+    if (typeOf(split) == "Split" && pattern &&
+        pattern->getString("Regex") ==
+            std::optional<StringRef>(kLlama3Pattern) &&
+        split->getString("behavior") == std::optional<StringRef>("Isolated") &&
+        split->getBoolean("invert").value_or(false) == false &&
+        plainByteLevel((*seq)[1].getAsObject(), false))
+      return PreTokenizer::Llama3;
+  }
+  why = "its pre-tokenizer is neither GPT-2's (ByteLevel with its regex) nor "
+        "Llama 3's (Split by Llama 3's pattern, then ByteLevel), the two "
+        "Loom implements";
+  return std::nullopt;
+}
+
+/// Whether the post-processor puts a token first (Llama 3's BOS): its id,
+/// -1 for none, nullopt (with `why`) for a form Loom does not follow.
+std::optional<int64_t> leadingSpecialToken(const llvm::json::Object &o,
+                                           std::string &why) {
+  const llvm::json::Value *post = o.get("post_processor");
+  if (isNull(post))
+    return -1;
+  std::vector<const llvm::json::Object *> steps;
+  const llvm::json::Object *p = post->getAsObject();
+  if (typeOf(p) == "Sequence" && p->getArray("processors")) {
+    for (const llvm::json::Value &v : *p->getArray("processors"))
+      steps.push_back(v.getAsObject());
+  } else {
+    steps.push_back(p);
+  }
+  int64_t lead = -1;
+  for (const llvm::json::Object *step : steps) {
+    if (typeOf(step) == "ByteLevel")
+      continue; // offsets only
+    const llvm::json::Array *single = typeOf(step) == "TemplateProcessing"
+                                          ? step->getArray("single")
+                                          : nullptr;
+    const llvm::json::Object *specials =
+        single ? step->getObject("special_tokens") : nullptr;
+    auto isSequence = [](const llvm::json::Value &v) {
+      const llvm::json::Object *x = v.getAsObject();
+      return x && x->getObject("Sequence");
+    };
+    if (single && single->size() == 1 && isSequence((*single)[0]))
+      continue;
+    if (single && specials && single->size() == 2 && isSequence((*single)[1])) {
+      const llvm::json::Object *first = (*single)[0].getAsObject();
+      const llvm::json::Object *special =
+          first ? first->getObject("SpecialToken") : nullptr;
+      std::optional<StringRef> name =
+          special ? special->getString("id") : std::nullopt;
+      const llvm::json::Object *entry =
+          name ? specials->getObject(*name) : nullptr;
+      const llvm::json::Array *ids = entry ? entry->getArray("ids") : nullptr;
+      if (ids && ids->size() == 1 && (*ids)[0].getAsInteger()) {
+        lead = *(*ids)[0].getAsInteger();
+        continue;
+      }
+    }
+    why = "its post-processor is not one Loom follows (nothing, ByteLevel, "
+          "or a TemplateProcessing that puts one special token before the "
+          "text)";
+    return std::nullopt;
+  }
+  return lead;
+}
+
+/// A byte-level BPE tokenizer.json (GPT-2, Llama 3).
 std::optional<TokenizerData>
-hf::readTokenizerJson(const std::string &path, int64_t vocabSize,
-                      std::vector<std::string> &warnings, std::string &error) {
+readByteLevelJson(const llvm::json::Object &o, const llvm::json::Object &model,
+                  const std::string &path, int64_t vocabSize, int64_t bosId,
+                  int64_t eosId, std::vector<std::string> &warnings,
+                  std::string &error) {
+  auto fail = [&](const std::string &what) {
+    error = "tokenizer '" + path + "': " + what;
+    return std::nullopt;
+  };
+  if (model.getBoolean("byte_fallback").value_or(false))
+    return fail("\"byte_fallback\" is true in a byte-level BPE");
+  for (StringRef key : {"continuing_subword_prefix", "end_of_word_suffix"})
+    if (std::optional<StringRef> v = model.getString(key); v && !v->empty())
+      return fail("\"" + key.str() +
+                  "\" is set: Loom's byte-level BPE has "
+                  "no subword affixes");
+  if (!isNull(o.get("normalizer")))
+    return fail("a byte-level BPE with a normalizer (Loom implements none "
+                "for byte-level vocabularies)");
+  std::string why;
+  std::optional<PreTokenizer> pre = byteLevelPreTokenizer(o, why);
+  if (!pre)
+    return fail(why);
+  std::optional<int64_t> lead = leadingSpecialToken(o, why);
+  if (!lead)
+    return fail(why);
+  const llvm::json::Object *vocab = model.getObject("vocab");
+  const llvm::json::Array *merges = model.getArray("merges");
+  if (!vocab || !merges)
+    return fail("the BPE model lacks \"vocab\" or \"merges\"");
+
+  std::vector<std::optional<std::string>> byId(vocabSize);
+  std::vector<uint8_t> control(vocabSize, 0);
+  llvm::StringMap<int32_t> idOf; // vocab spelling -> id
+  auto place = [&](StringRef shown, int64_t id, std::string piece) -> bool {
+    if (id < 0 || id >= vocabSize) {
+      fail("token '" + st::printable(shown) + "' has id " + std::to_string(id) +
+           ", outside the model's vocabulary of " + std::to_string(vocabSize));
+      return false;
+    }
+    if (byId[id] && *byId[id] != piece) {
+      fail("id " + std::to_string(id) + " is both '" +
+           st::printable(*byId[id]) + "' and '" + st::printable(piece) + "'");
+      return false;
+    }
+    byId[id] = std::move(piece);
+    return true;
+  };
+  for (const auto &entry : *vocab) {
+    std::optional<int64_t> id = entry.second.getAsInteger();
+    if (!id)
+      return fail("vocab entry '" + st::printable(entry.first) +
+                  "' has no integer id");
+    std::optional<std::string> bytes =
+        llama2c::bytesOfByteLevelPiece(entry.first);
+    if (!bytes)
+      return fail("vocab entry '" + st::printable(entry.first) +
+                  "' is not spelled in GPT-2's byte alphabet");
+    if (!place(entry.first, *id, *bytes))
+      return std::nullopt;
+    idOf.try_emplace(entry.first, int32_t(*id));
+  }
+  int64_t plainAdded = 0;
+  if (const llvm::json::Array *added = o.getArray("added_tokens"))
+    for (const llvm::json::Value &v : *added) {
+      const llvm::json::Object *t = v.getAsObject();
+      std::optional<StringRef> content =
+          t ? t->getString("content") : std::nullopt;
+      std::optional<int64_t> id = t ? t->getInteger("id") : std::nullopt;
+      if (!content || !id)
+        return fail("an added token lacks \"content\" or \"id\"");
+      if (!place(*content, *id, content->str()))
+        return std::nullopt;
+      if (t->getBoolean("special").value_or(false))
+        control[*id] = 1;
+      else
+        ++plainAdded;
+    }
+  if (plainAdded)
+    warnings.push_back("tokenizer '" + path + "' has " +
+                       std::to_string(plainAdded) +
+                       " added tokens that are not special: Loom decodes "
+                       "them but does not pick them out of a text");
+
+  ByteLevelBpe bpe;
+  bpe.pre = *pre;
+  bpe.ignore_merges = model.getBoolean("ignore_merges").value_or(false);
+  bpe.add_bos = *lead >= 0;
+  if (bpe.add_bos && *lead != bosId)
+    return fail("the post-processor puts id " + std::to_string(*lead) +
+                " first, but config.json's bos_token_id is " +
+                std::to_string(bosId));
+  bpe.bos_id = int32_t(bosId);
+  bpe.eos_id = int32_t(eosId);
+  for (size_t rank = 0; rank < merges->size(); ++rank) {
+    const llvm::json::Value &m = (*merges)[rank];
+    StringRef left, right;
+    if (std::optional<StringRef> s = m.getAsString()) {
+      std::tie(left, right) = s->split(' ');
+    } else if (const llvm::json::Array *a = m.getAsArray();
+               a && a->size() == 2 && (*a)[0].getAsString() &&
+               (*a)[1].getAsString()) {
+      left = *(*a)[0].getAsString();
+      right = *(*a)[1].getAsString();
+    }
+    auto l = idOf.find(left), r = idOf.find(right);
+    if (left.empty() || right.empty() || l == idOf.end() || r == idOf.end())
+      return fail("merge " + std::to_string(rank) + " ('" +
+                  st::printable(left) + "', '" + st::printable(right) +
+                  "') is not two pieces of the vocabulary");
+    bpe.merges.emplace_back(l->second, r->second);
+  }
+
+  TokenizerData data;
+  int64_t unnamed = 0;
+  for (int64_t id = 0; id < vocabSize; ++id) {
+    if (!byId[id]) {
+      ++unnamed;
+      control[id] = 1;
+    }
+    if (control[id])
+      bpe.control.push_back(int32_t(id));
+    data.pieces.push_back(byId[id].value_or(""));
+    data.maxTokenLength =
+        std::max<uint32_t>(data.maxTokenLength, data.pieces.back().size());
+  }
+  if (unnamed)
+    warnings.push_back("tokenizer '" + path + "' names no token for " +
+                       std::to_string(unnamed) + " of the model's " +
+                       std::to_string(vocabSize) +
+                       " ids: they decode to nothing and are never produced "
+                       "by encoding");
+  // The runtime's constructor is the one definition of a valid vocabulary.
+  try {
+    Tokenizer check(data.pieces, bpe);
+    (void)check;
+  } catch (const loom::Error &e) {
+    StringRef what = e.what();
+    what.consume_front("tokenizer: ");
+    return fail(what.str());
+  }
+  data.byteLevel = std::move(bpe);
+  return data;
+}
+} // namespace
+
+std::optional<TokenizerData>
+hf::readTokenizerJson(const std::string &path, int64_t vocabSize, int64_t bosId,
+                      int64_t eosId, std::vector<std::string> &warnings,
+                      std::string &error) {
   std::optional<llvm::json::Value> json = readJson(path, "tokenizer", error);
   if (!json)
     return std::nullopt;
@@ -304,6 +556,14 @@ hf::readTokenizerJson(const std::string &path, int64_t vocabSize,
     return fail("model type '" +
                 (type ? st::printable(*type) : std::string("?")) +
                 "' is not supported (Loom reads BPE tokenizers)");
+  if (byteLevelForm(*o))
+    return readByteLevelJson(*o, *model, path, vocabSize, bosId, eosId,
+                             warnings, error);
+  if (bosId != 1 || eosId != 2)
+    return fail("a SentencePiece-style vocabulary begins sequences with id 1 "
+                "and ends them at 2, but config.json has bos_token_id " +
+                std::to_string(bosId) + " and eos_token_id " +
+                std::to_string(eosId));
   if (model->getBoolean("byte_fallback") != std::optional<bool>(true))
     return fail("\"byte_fallback\" is not true: Loom's tokenizer falls back "
                 "to <0xHH> byte pieces");

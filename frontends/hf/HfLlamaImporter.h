@@ -31,16 +31,21 @@ std::optional<std::string> readModelType(const std::string &path,
 std::optional<llama2c::Checkpoint> readLlamaCheckpoint(const std::string &path,
                                                        std::string &error);
 
-/// Converts tokenizer.json (BPE with byte fallback and the SentencePiece
-/// "▁" normalizer or Metaspace pre-tokenizer) into Loom's tokenizer:
-/// pieces with "▁" as spaces, and scores that make Loom's highest-score
-/// merge pick what the merge ranks pick (minus the rank of a piece's first
-/// rule; pieces no rule makes never merge). `warnings` receives lines about
-/// rules the conversion cannot express. Checks the vocabulary against
-/// `vocabSize`.
+/// Converts tokenizer.json into Loom's tokenizer. Two forms:
+///  - BPE with byte fallback and the SentencePiece "▁" normalizer or
+///    Metaspace pre-tokenizer (Llama 1/2): pieces with "▁" as spaces, and
+///    scores that make Loom's highest-score merge pick what the merge ranks
+///    pick (minus the rank of a piece's first rule; pieces no rule makes
+///    never merge); config.json's BOS and EOS must be 1 and 2;
+///  - byte-level BPE with GPT-2's or Llama 3's pre-tokenizer: pieces as
+///    bytes, the merge rules by rank, special tokens as control ids, BOS
+///    first where the post-processor puts it (config.json's `bosId`).
+/// `warnings` receives lines about rules the conversion cannot express.
+/// Checks the vocabulary against `vocabSize`.
 std::optional<TokenizerData>
-readTokenizerJson(const std::string &path, int64_t vocabSize,
-                  std::vector<std::string> &warnings, std::string &error);
+readTokenizerJson(const std::string &path, int64_t vocabSize, int64_t bosId,
+                  int64_t eosId, std::vector<std::string> &warnings,
+                  std::string &error);
 
 } // namespace loom::hf
 

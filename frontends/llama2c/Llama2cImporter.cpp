@@ -220,6 +220,44 @@ llama2c::byteFallbackProblem(const std::vector<std::string> &pieces) {
   return "";
 }
 
+std::optional<std::string>
+llama2c::bytesOfByteLevelPiece(llvm::StringRef spelled) {
+  // GPT-2's alphabet: the printable Latin-1 bytes stand for themselves, the
+  // other 68 (controls, space, DEL, 0x80-0xA0, soft hyphen) are U+0100.. in
+  // byte order.
+  auto printable = [](uint32_t b) {
+    return (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) ||
+           (b >= 0xAE && b <= 0xFF);
+  };
+  uint32_t byteOf[324];
+  for (uint32_t b = 0, extra = 0; b < 256; ++b)
+    byteOf[printable(b) ? b : 256 + extra++] = b;
+  std::string out;
+  for (size_t at = 0; at < spelled.size();) {
+    // Decode one UTF-8 code point of at most 2 bytes (U+0000..U+07FF).
+    auto c = static_cast<unsigned char>(spelled[at]);
+    uint32_t cp;
+    if (c < 0x80) {
+      cp = c;
+      at += 1;
+    } else if ((c & 0xE0) == 0xC0 && at + 1 < spelled.size() &&
+               (static_cast<unsigned char>(spelled[at + 1]) & 0xC0) == 0x80) {
+      cp = (c & 0x1Fu) << 6 |
+           (static_cast<unsigned char>(spelled[at + 1]) & 0x3F);
+      at += 2;
+      if (cp < 0x80)
+        return std::nullopt; // overlong
+
+    } else {
+      return std::nullopt;
+    }
+    if (cp >= 324 || (cp < 256 && !printable(cp)))
+      return std::nullopt;
+    out += static_cast<char>(byteOf[cp]);
+  }
+  return out;
+}
+
 std::string llama2c::spacesForSentencePieceMarks(llvm::StringRef piece) {
   constexpr llvm::StringRef kMark = "\xE2\x96\x81"; // U+2581
   std::string out;

@@ -63,6 +63,11 @@ std::string byteFallbackProblem(const std::vector<std::string> &pieces);
 /// vocabularies keep the mark).
 std::string spacesForSentencePieceMarks(llvm::StringRef piece);
 
+/// The bytes a byte-level BPE piece spells in GPT-2's printable alphabet
+/// (each byte one character: "Ġ" a space, "Ċ" a newline, ...); nullopt when
+/// the piece has a character outside that alphabet.
+std::optional<std::string> bytesOfByteLevelPiece(llvm::StringRef spelled);
+
 /// Parses a llama2.c tokenizer.bin for `vocabSize` tokens.
 std::optional<TokenizerData> readTokenizer(const std::string &path,
                                            int64_t vocabSize,

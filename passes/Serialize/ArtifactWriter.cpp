@@ -626,10 +626,25 @@ LogicalResult loom::writeArtifact(ModuleOp module, const WeightTable &weights,
       pieceBytes.insert(pieceBytes.end(), piece.begin(), piece.end());
       pieceOffsets.push_back(pieceBytes.size());
     }
+    flatbuffers::Offset<fb::ByteLevelBpeDef> byteLevel;
+    if (const std::optional<loom::ByteLevelBpe> &bpe = tokenizer->byteLevel) {
+      std::vector<int32_t> merges;
+      merges.reserve(2 * bpe->merges.size());
+      for (auto [left, right] : bpe->merges) {
+        merges.push_back(left);
+        merges.push_back(right);
+      }
+      byteLevel = fb::CreateByteLevelBpeDef(
+          fbb,
+          bpe->pre == loom::PreTokenizer::Gpt2 ? fb::PreTokenizer::Gpt2
+                                               : fb::PreTokenizer::Llama3,
+          fbb.CreateVector(merges), fbb.CreateVector(bpe->control),
+          bpe->ignore_merges, bpe->add_bos);
+    }
     tok = fb::CreateTokenizerDef(fbb, tokenizer->maxTokenLength,
                                  fbb.CreateVector(tokenizer->scores),
                                  fbb.CreateVector(pieceOffsets),
-                                 fbb.CreateVector(pieceBytes));
+                                 fbb.CreateVector(pieceBytes), byteLevel);
   }
   std::vector<flatbuffers::Offset<fb::Program>> programList;
   for (ProgramData &data : programs) {

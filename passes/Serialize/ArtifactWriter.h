@@ -12,6 +12,7 @@
 #define LOOM_PASSES_SERIALIZE_ARTIFACTWRITER_H
 
 #include "loom/ggml_blocks.h"
+#include "loom/tokenizer.h"
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/BuiltinTypeInterfaces.h"
 #include "llvm/ADT/StringMap.h"
@@ -93,11 +94,14 @@ uint64_t decodedBytes(const WeightSource &source);
 
 using WeightTable = llvm::StringMap<WeightSource>;
 
-/// The tokenizer's vocabulary, stored in the artifact.
+/// The tokenizer's vocabulary, stored in the artifact: SentencePiece-style
+/// (a score per piece) or, where byteLevel is set, a byte-level BPE (no
+/// scores; its BOS and EOS ids are the model's).
 struct TokenizerData {
   uint32_t maxTokenLength = 0;
   std::vector<std::string> pieces;
   std::vector<float> scores;
+  std::optional<loom::ByteLevelBpe> byteLevel;
 };
 
 /// Called while packing: (tensors done, tensors total, bytes done).

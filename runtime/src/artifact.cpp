@@ -224,7 +224,11 @@ void SemanticChecker::tokenizer() {
   const int64_t vocab = out.config.vocab_size;
   const auto &offsets = *t->piece_offsets();
   const auto &bytes = *t->piece_bytes();
-  if (static_cast<int64_t>(t->scores()->size()) != vocab)
+  const fbs::ByteLevelBpeDef *bl = t->byte_level();
+  if (bl && t->scores()->size() != 0)
+    fail("tokenizer has ", t->scores()->size(),
+         " scores; a byte-level vocabulary has none");
+  if (!bl && static_cast<int64_t>(t->scores()->size()) != vocab)
     fail("tokenizer has ", t->scores()->size(), " scores for a vocabulary of ",
          vocab);
   if (static_cast<int64_t>(offsets.size()) != vocab + 1)
@@ -238,10 +242,43 @@ void SemanticChecker::tokenizer() {
            ") outside the ", bytes.size(), " piece bytes");
     pieces[i].assign(reinterpret_cast<const char *>(bytes.data()) + b, e - b);
   }
-  std::vector<float> scores(t->scores()->begin(), t->scores()->end());
+  std::optional<ByteLevelBpe> bpe;
+  if (bl) {
+    bpe.emplace();
+    switch (bl->pre_tokenizer()) {
+    case fbs::PreTokenizer::Gpt2:
+      bpe->pre = PreTokenizer::Gpt2;
+      break;
+    case fbs::PreTokenizer::Llama3:
+      bpe->pre = PreTokenizer::Llama3;
+      break;
+    default:
+      fail("tokenizer has an unknown pre-tokenizer ",
+           static_cast<int>(bl->pre_tokenizer()),
+           " (written by a newer Loom?)");
+    }
+    const auto &merges = *bl->merges();
+    if (merges.size() % 2 != 0)
+      fail("tokenizer has ", merges.size(),
+           " merge ids, not (left, right) pairs");
+    bpe->merges.reserve(merges.size() / 2);
+    for (size_t i = 0; i < merges.size(); i += 2)
+      bpe->merges.emplace_back(merges[i], merges[i + 1]);
+    bpe->control.assign(bl->control_ids()->begin(), bl->control_ids()->end());
+    bpe->ignore_merges = bl->ignore_merges();
+    bpe->add_bos = bl->add_bos();
+    bpe->bos_id = out.config.bos_id;
+    bpe->eos_id = out.config.eos_id;
+  }
   try {
-    out.tokenizer = std::make_unique<Tokenizer>(
-        std::move(pieces), std::move(scores), t->max_token_length());
+    if (bpe) {
+      out.tokenizer =
+          std::make_unique<Tokenizer>(std::move(pieces), std::move(*bpe));
+    } else {
+      std::vector<float> scores(t->scores()->begin(), t->scores()->end());
+      out.tokenizer = std::make_unique<Tokenizer>(
+          std::move(pieces), std::move(scores), t->max_token_length());
+    }
   } catch (const Error &e) {
     fail("artifact tokenizer: ", e.what());
   }

@@ -1,13 +1,17 @@
-// Byte-pair tokenizer compatible with llama2.c's run.c (encode, decode and
-// safe_printf). The merge loop uses a priority queue over a linked list of
-// symbols instead of run.c's quadratic rescan; it picks the same pair at every
-// step (highest score, leftmost on ties), so the ids are identical.
+// Byte-pair tokenizers: SentencePiece-style, compatible with llama2.c's run.c
+// (encode, decode and safe_printf), and byte-level BPE (GPT-2, Llama 3), as
+// Hugging Face tokenizers and llama.cpp encode. The merge loop uses a priority
+// queue over a linked list of symbols instead of run.c's quadratic rescan; it
+// picks the same pair at every step (highest score, leftmost on ties), so the
+// ids are identical.
 #include "loom/tokenizer.h"
 
 #include "loom/error.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
+#include <iterator>
 #include <limits>
 #include <queue>
 #include <utility>
@@ -69,6 +73,235 @@ bool isPrintableOrSpace(unsigned char b) {
 }
 
 bool isContinuationByte(unsigned char b) { return (b & 0xC0) == 0x80; }
+
+// One symbol of a text being merged: a doubly linked list in which a merge
+// keeps the left node and kills the right one, so node indices stay in text
+// order and "leftmost" is simply "smallest left index". A version per node
+// lets stale queue entries be recognised after either side changed.
+struct Symbol {
+  int32_t id;
+  int32_t prev;
+  int32_t next;
+  uint32_t version;
+  bool alive;
+};
+
+void appendSymbol(std::vector<Symbol> &symbols, int32_t id) {
+  auto index = static_cast<int32_t>(symbols.size());
+  symbols.push_back({id, index - 1, -1, 0, true});
+  if (index > 0)
+    symbols[index - 1].next = index;
+}
+
+// Merges adjacent symbols until no pair merges: each time the pair of the
+// highest priority, the leftmost among equals. `rule(left id, right id,
+// &priority, &merged)` says whether a pair merges.
+template <typename Rule>
+void mergeSymbols(std::vector<Symbol> &symbols, Rule rule) {
+  struct Candidate {
+    double priority;
+    int32_t left;
+    int32_t right;
+    int32_t merged;
+    uint32_t left_version;
+    uint32_t right_version;
+  };
+  // std::priority_queue pops the "largest": highest priority, then the
+  // smallest left index.
+  auto lower = [](const Candidate &a, const Candidate &b) {
+    if (a.priority != b.priority)
+      return a.priority < b.priority;
+    return a.left > b.left;
+  };
+  std::priority_queue<Candidate, std::vector<Candidate>, decltype(lower)> queue(
+      lower);
+  auto consider = [&](int32_t left, int32_t right) {
+    if (left < 0 || right < 0)
+      return;
+    double priority;
+    int32_t merged;
+    if (rule(symbols[left].id, symbols[right].id, priority, merged))
+      queue.push({priority, left, right, merged, symbols[left].version,
+                  symbols[right].version});
+  };
+  for (size_t i = 0; i + 1 < symbols.size(); ++i)
+    consider(static_cast<int32_t>(i), static_cast<int32_t>(i + 1));
+  while (!queue.empty()) {
+    Candidate c = queue.top();
+    queue.pop();
+    Symbol &left = symbols[c.left];
+    Symbol &right = symbols[c.right];
+    if (!left.alive || !right.alive || left.next != c.right ||
+        left.version != c.left_version || right.version != c.right_version)
+      continue;
+    left.id = c.merged;
+    ++left.version;
+    right.alive = false;
+    ++right.version;
+    left.next = right.next;
+    if (right.next >= 0)
+      symbols[right.next].prev = c.left;
+    consider(left.prev, c.left);
+    consider(c.left, left.next);
+  }
+}
+
+// --- Byte-level pre-tokenizers ---------------------------------------------
+
+enum class CodePointClass : uint8_t { Other, Letter, Number, Space };
+
+struct CodePointRange {
+  uint32_t first;
+  uint32_t last;
+  CodePointClass cls;
+};
+
+constexpr CodePointRange kCodePointRanges[] = {
+#include "unicode_classes.inc"
+};
+
+CodePointClass classOf(uint32_t cp) {
+  const CodePointRange *end = std::end(kCodePointRanges);
+  const CodePointRange *it = std::upper_bound(
+      std::begin(kCodePointRanges), end, cp,
+      [](uint32_t c, const CodePointRange &r) { return c < r.first; });
+  if (it == std::begin(kCodePointRanges))
+    return CodePointClass::Other;
+  --it;
+  return cp <= it->last ? it->cls : CodePointClass::Other;
+}
+
+// A text as code points, each with its byte offset. A byte that does not
+// start a well-formed UTF-8 sequence is a code point of its own, of class
+// Other (a symbol, as U+FFFD would be), so that its byte is still encoded.
+struct CodePoints {
+  std::vector<uint32_t> cp;
+  std::vector<CodePointClass> cls;
+  std::vector<size_t> offset; // offset[n] = text size
+
+  explicit CodePoints(std::string_view text) {
+    const auto *s = reinterpret_cast<const unsigned char *>(text.data());
+    const size_t n = text.size();
+    for (size_t i = 0; i < n;) {
+      unsigned char b = s[i];
+      uint32_t c = b;
+      size_t len = 1;
+      if (b >= 0xC2 && b <= 0xF4) {
+        size_t want = b < 0xE0 ? 2 : b < 0xF0 ? 3 : 4;
+        uint32_t v = b & (want == 2 ? 0x1F : want == 3 ? 0x0F : 0x07);
+        size_t k = 1;
+        for (; k < want && i + k < n && isContinuationByte(s[i + k]); ++k)
+          v = v << 6 | (s[i + k] & 0x3F);
+        const uint32_t min = want == 2 ? 0x80 : want == 3 ? 0x800 : 0x10000;
+        if (k == want && v >= min && v <= 0x10FFFF &&
+            !(v >= 0xD800 && v <= 0xDFFF)) {
+          c = v;
+          len = want;
+        }
+      }
+      const bool single_invalid = len == 1 && b >= 0x80;
+      cp.push_back(single_invalid ? 0xFFFD : c);
+      cls.push_back(single_invalid ? CodePointClass::Other : classOf(c));
+      offset.push_back(i);
+      i += len;
+    }
+    offset.push_back(n);
+  }
+  size_t size() const { return cp.size(); }
+};
+
+uint32_t asciiLower(uint32_t c) { return c >= 'A' && c <= 'Z' ? c + 32 : c; }
+
+// The end of a contraction ('s 't 're 've 'm 'll 'd) at i, or i. Llama 3's
+// is case-insensitive, GPT-2's is not.
+size_t contractionEnd(const CodePoints &t, size_t i, bool any_case) {
+  const size_t n = t.size();
+  if (t.cp[i] != '\'' || i + 1 >= n)
+    return i;
+  auto at = [&](size_t k) { return any_case ? asciiLower(t.cp[k]) : t.cp[k]; };
+  uint32_t a = at(i + 1);
+  if (a == 's' || a == 't' || a == 'm' || a == 'd')
+    return i + 2;
+  if (i + 2 < n) {
+    uint32_t b = at(i + 2);
+    if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') ||
+        (a == 'l' && b == 'l'))
+      return i + 3;
+  }
+  return i;
+}
+
+// Llama 3's pattern:
+//   (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|
+//    ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
+// GPT-2's:
+//   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|
+//   \s+(?!\S)|\s+
+// Returns the end of the word that starts at i (leftmost-first alternation).
+size_t wordEnd(const CodePoints &t, size_t i, PreTokenizer pre) {
+  const size_t n = t.size();
+  auto is = [&](size_t k, CodePointClass c) { return k < n && t.cls[k] == c; };
+  auto newline = [&](size_t k) {
+    return k < n && (t.cp[k] == '\r' || t.cp[k] == '\n');
+  };
+  auto symbol = [&](size_t k) { return is(k, CodePointClass::Other); };
+  const bool llama3 = pre == PreTokenizer::Llama3;
+  if (size_t e = contractionEnd(t, i, llama3); e != i)
+    return e;
+  if (llama3) {
+    // [^\r\n\p{L}\p{N}]?\p{L}+
+    if (!newline(i) && !is(i, CodePointClass::Number) &&
+        (is(i, CodePointClass::Letter) || is(i + 1, CodePointClass::Letter))) {
+      size_t k = i + 1;
+      while (is(k, CodePointClass::Letter))
+        ++k;
+      return k;
+    }
+    // \p{N}{1,3}
+    if (is(i, CodePointClass::Number)) {
+      size_t k = i;
+      while (k < i + 3 && is(k, CodePointClass::Number))
+        ++k;
+      return k;
+    }
+    // ` ?[^\s\p{L}\p{N}]+[\r\n]*`
+    size_t k = i + (t.cp[i] == ' ' && symbol(i + 1) ? 1 : 0);
+    if (symbol(k)) {
+      while (symbol(k))
+        ++k;
+      while (newline(k))
+        ++k;
+      return k;
+    }
+  } else {
+    // ` ?\p{L}+`, ` ?\p{N}+`, ` ?[^\s\p{L}\p{N}]+`
+    const size_t k0 = i + (t.cp[i] == ' ' && i + 1 < n &&
+                                   t.cls[i + 1] != CodePointClass::Space
+                               ? 1
+                               : 0);
+    if (k0 < n && t.cls[k0] != CodePointClass::Space) {
+      const CodePointClass c = t.cls[k0];
+      size_t k = k0;
+      while (is(k, c))
+        ++k;
+      return k;
+    }
+  }
+  // Whitespace: the run from i, and (Llama 3) the end of its last newline.
+  size_t run = i, after_newline = i;
+  while (is(run, CodePointClass::Space)) {
+    if (newline(run))
+      after_newline = run + 1;
+    ++run;
+  }
+  if (llama3 && after_newline > i)
+    return after_newline; // \s*[\r\n]+
+  if (run - i > 1 && run < n)
+    return run - 1; // \s+(?!\S): leave the last space to the next word
+  if (run > i)
+    return run; // \s+
+  return i + 1; // not reached: every code point has a class above
+}
 
 } // namespace
 
@@ -166,37 +399,88 @@ Tokenizer Tokenizer::fromLlama2cBytes(const void *data, size_t size,
                    static_cast<uint32_t>(max_len));
 }
 
+Tokenizer::Tokenizer(std::vector<std::string> pieces, ByteLevelBpe bpe)
+    : pieces_(std::move(pieces)) {
+  const int64_t n = static_cast<int64_t>(pieces_.size());
+  if (pieces_.empty())
+    throw Error("tokenizer: empty vocabulary");
+  if (pieces_.size() > static_cast<size_t>(std::numeric_limits<int32_t>::max()))
+    throw Error("tokenizer: vocabulary of " + std::to_string(n) +
+                " does not fit int32 ids");
+  auto inRange = [&](int64_t id) { return id >= 0 && id < n; };
+  is_control_.assign(pieces_.size(), 0);
+  for (int32_t id : bpe.control) {
+    if (!inRange(id))
+      throw Error("tokenizer: control id " + std::to_string(id) +
+                  " out of range [0, " + std::to_string(n) + ")");
+    is_control_[id] = 1;
+  }
+  for (auto [what, id] : {std::pair<const char *, int32_t>{"BOS", bpe.bos_id},
+                          {"EOS", bpe.eos_id}})
+    if (id != -1 && !inRange(id))
+      throw Error(std::string("tokenizer: ") + what + " id " +
+                  std::to_string(id) + " out of range [0, " +
+                  std::to_string(n) + ")");
+  if (bpe.add_bos && bpe.bos_id < 0)
+    throw Error("tokenizer: add_bos without a BOS id");
+  // Control pieces (special tokens' text) are never the result of merging
+  // or of a whole word, so they stay out of the lookup.
+  lookup_.reserve(pieces_.size());
+  for (int64_t i = 0; i < n; ++i) {
+    max_token_length_ =
+        std::max<uint32_t>(max_token_length_, pieces_[i].size());
+    if (!is_control_[i])
+      lookup_.emplace(pieces_[i], static_cast<int32_t>(i));
+  }
+  for (int b = 0; b < 256; ++b) {
+    auto it = lookup_.find(std::string(1, static_cast<char>(b)));
+    if (it == lookup_.end()) {
+      char hex[8];
+      std::snprintf(hex, sizeof hex, "0x%02X", b);
+      throw Error(std::string("tokenizer: no piece is the byte ") + hex +
+                  " (a byte-level vocabulary spells every byte)");
+    }
+    byte_ids_[b] = it->second;
+  }
+  rules_.reserve(bpe.merges.size());
+  std::string joined;
+  for (size_t rank = 0; rank < bpe.merges.size(); ++rank) {
+    auto [left, right] = bpe.merges[rank];
+    if (!inRange(left) || !inRange(right))
+      throw Error("tokenizer: merge " + std::to_string(rank) + " (" +
+                  std::to_string(left) + ", " + std::to_string(right) +
+                  ") names an id out of range [0, " + std::to_string(n) + ")");
+    joined = pieces_[left] + pieces_[right];
+    auto it = lookup_.find(joined);
+    if (it == lookup_.end() || is_control_[left] || is_control_[right])
+      throw Error("tokenizer: merge " + std::to_string(rank) + " (" +
+                  std::to_string(left) + ", " + std::to_string(right) +
+                  ") does not make a piece of the vocabulary");
+    // A pair listed twice keeps its first (best) rank, as the references do.
+    uint64_t key = static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32 |
+                   static_cast<uint32_t>(right);
+    rules_.try_emplace(key, MergeRule{static_cast<int32_t>(rank), it->second});
+  }
+  byte_level_ = std::move(bpe);
+}
+
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool bos,
                                        bool eos) const {
-  // Symbols form a doubly linked list; a merge keeps the left node and kills
-  // the right one, so node indices stay in text order and "leftmost" is
-  // simply "smallest left index". A version per node lets stale queue
-  // entries be recognised after either side changed.
-  struct Node {
-    int32_t id;
-    int32_t prev;
-    int32_t next;
-    uint32_t version;
-    bool alive;
-  };
-  std::vector<Node> nodes;
+  if (byte_level_)
+    return encodeByteLevel(text, bos, eos);
+  std::vector<Symbol> nodes;
   nodes.reserve(text.size() + 2);
-  auto append = [&](int32_t id) {
-    auto index = static_cast<int32_t>(nodes.size());
-    nodes.push_back({id, index - 1, -1, 0, true});
-    if (index > 0)
-      nodes[index - 1].next = index;
-  };
 
   // run.c keeps BOS in the merge scan (it never merges with these vocabs,
   // but a vocabulary could make it), so it goes into the list too.
   if (bos)
-    append(kBosId);
+    appendSymbol(nodes, kBosId);
   if (!text.empty()) {
     // The SentencePiece dummy prefix. A vocabulary without a " " piece gets
     // the byte fallback, the same rule as for any other character.
     auto space = lookup_.find(" ");
-    append(space != lookup_.end() ? space->second : kByteFallbackBase + ' ');
+    appendSymbol(nodes, space != lookup_.end() ? space->second
+                                               : kByteFallbackBase + ' ');
   }
 
   // A group is a byte plus the continuation bytes after it, at most 4 bytes:
@@ -210,77 +494,39 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool bos,
     group.assign(text.data() + i, end - i);
     auto it = lookup_.find(group);
     if (it != lookup_.end()) {
-      append(it->second);
+      appendSymbol(nodes, it->second);
     } else {
       for (size_t k = i; k < end; ++k)
-        append(kByteFallbackBase +
-               static_cast<int32_t>(static_cast<unsigned char>(text[k])));
+        appendSymbol(nodes, kByteFallbackBase +
+                                static_cast<int32_t>(
+                                    static_cast<unsigned char>(text[k])));
     }
     i = end;
   }
 
-  struct Candidate {
-    float score;
-    int32_t left;
-    int32_t right;
-    int32_t merged;
-    uint32_t left_version;
-    uint32_t right_version;
-  };
-  // std::priority_queue pops the "largest": highest score, then the smallest
-  // left index so that equal scores resolve leftmost, as run.c's strict '>'
-  // scan from the left does.
-  auto lower = [](const Candidate &a, const Candidate &b) {
-    if (a.score != b.score)
-      return a.score < b.score;
-    return a.left > b.left;
-  };
-  std::priority_queue<Candidate, std::vector<Candidate>, decltype(lower)> queue(
-      lower);
-
+  // Any adjacent pair whose concatenation is a piece merges, by the piece's
+  // score (run.c's rule).
   std::string pair;
-  auto consider = [&](int32_t left, int32_t right) {
-    if (left < 0 || right < 0)
-      return;
-    const std::string &a = pieces_[nodes[left].id];
-    const std::string &b = pieces_[nodes[right].id];
-    // No piece is longer than max_token_length (checked at construction), so
-    // longer concatenations cannot match and need no hashing.
+  mergeSymbols(nodes, [&](int32_t left, int32_t right, double &priority,
+                          int32_t &merged) {
+    const std::string &a = pieces_[left];
+    const std::string &b = pieces_[right];
+    // No piece is longer than max_token_length (checked at
+    // construction), so longer concatenations cannot match.
     if (a.size() + b.size() > max_token_length_)
-      return;
+      return false;
     pair.assign(a);
     pair.append(b);
     auto it = lookup_.find(pair);
     if (it == lookup_.end())
-      return;
+      return false;
     float score = scores_[it->second];
     if (!(score > kMergeFloor))
-      return;
-    queue.push({score, left, right, it->second, nodes[left].version,
-                nodes[right].version});
-  };
-
-  for (size_t i = 0; i + 1 < nodes.size(); ++i)
-    consider(static_cast<int32_t>(i), static_cast<int32_t>(i + 1));
-
-  while (!queue.empty()) {
-    Candidate c = queue.top();
-    queue.pop();
-    Node &left = nodes[c.left];
-    Node &right = nodes[c.right];
-    if (!left.alive || !right.alive || left.next != c.right ||
-        left.version != c.left_version || right.version != c.right_version)
-      continue;
-    left.id = c.merged;
-    ++left.version;
-    right.alive = false;
-    ++right.version;
-    left.next = right.next;
-    if (right.next >= 0)
-      nodes[right.next].prev = c.left;
-    consider(left.prev, c.left);
-    consider(c.left, left.next);
-  }
+      return false;
+    priority = score;
+    merged = it->second;
+    return true;
+  });
 
   std::vector<int32_t> ids;
   ids.reserve(nodes.size() + 1);
@@ -291,10 +537,56 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool bos,
   return ids;
 }
 
+std::vector<int32_t> Tokenizer::encodeByteLevel(std::string_view text, bool bos,
+                                                bool eos) const {
+  const ByteLevelBpe &bpe = *byte_level_;
+  std::vector<int32_t> ids;
+  ids.reserve(text.size() + 2);
+  if (bos && bpe.add_bos)
+    ids.push_back(bpe.bos_id);
+  const CodePoints points(text);
+  std::vector<Symbol> symbols;
+  std::string_view word;
+  auto rule = [&](int32_t left, int32_t right, double &priority,
+                  int32_t &merged) {
+    auto it =
+        rules_.find(static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32 |
+                    static_cast<uint32_t>(right));
+    if (it == rules_.end())
+      return false;
+    priority = -static_cast<double>(it->second.rank);
+    merged = it->second.merged;
+    return true;
+  };
+  for (size_t i = 0; i < points.size();) {
+    size_t end = wordEnd(points, i, bpe.pre);
+    word = text.substr(points.offset[i], points.offset[end] - points.offset[i]);
+    i = end;
+    if (bpe.ignore_merges) {
+      auto whole = lookup_.find(std::string(word));
+      if (whole != lookup_.end()) {
+        ids.push_back(whole->second);
+        continue;
+      }
+    }
+    symbols.clear();
+    for (char c : word)
+      appendSymbol(symbols, byte_ids_[static_cast<unsigned char>(c)]);
+    mergeSymbols(symbols, rule);
+    for (int32_t k = 0; k >= 0; k = symbols[k].next)
+      ids.push_back(symbols[k].id);
+  }
+  if (eos && bpe.eos_id >= 0)
+    ids.push_back(bpe.eos_id);
+  return ids;
+}
+
 std::string Tokenizer::decode(int32_t prev, int32_t token) const {
   if (token < 0 || token >= vocabSize())
     throw Error("tokenizer: token id " + std::to_string(token) +
                 " out of range [0, " + std::to_string(vocabSize()) + ")");
+  if (byte_level_)
+    return is_control_[token] ? std::string() : pieces_[token];
   std::string_view piece = pieces_[token];
   // After BOS the dummy-prefix space is not printed.
   if (prev == kBosId && !piece.empty() && piece.front() == ' ')

@@ -62,8 +62,9 @@ constexpr const char *kUsage =
     "  --info                print what the artifact holds (model, sizes,\n"
     "                        programs) and exit; nothing runs\n"
     "  --tokenize            read texts from stdin, one a line, and print\n"
-    "                        each one's token ids (BOS first) on a line;\n"
-    "                        nothing runs\n"
+    "                        each one's token ids (BOS first where the\n"
+    "                        vocabulary adds one) on a line; with --prompt,\n"
+    "                        that text's ids (newlines and all); nothing runs\n"
     "\n"
     "REFRAG artifacts (loomc --format=refrag) only:\n"
     "  --context TEXT        retrieved passage, fed as compressed chunk\n"
@@ -77,7 +78,8 @@ constexpr const char *kUsage =
     "                        their tokens, P in [0, 1] (default: none)\n"
     "  --expand-chunks LIST  feed these chunks (0-based, e.g. 0,2) as their\n"
     "                        tokens instead\n"
-    "  --encode-chunks FILE  encode a corpus (one passage a line) into a chunk\n"
+    "  --encode-chunks FILE  encode a corpus (one passage a line) into a "
+    "chunk\n"
     "                        store: with -o OUT and --chunk-size K\n"
     "  -o, --output FILE     the chunk store --encode-chunks writes\n"
     "  --chunks FILE         take the context from this chunk store ...\n"
@@ -497,7 +499,7 @@ std::optional<Options> parseArgs(int argc, char **argv) {
   if (o.tokenize || o.info) {
     const char *mode = o.tokenize ? "--tokenize" : "--info";
     const std::pair<bool, const char *> other[] = {
-        {bool(o.prompt), "--prompt"},
+        {bool(o.prompt) && o.info, "--prompt"},
         {bool(o.prompt_ids), "--prompt-ids"},
         {bool(o.context), "--context"},
         {bool(o.context_ids), "--context-ids"},
@@ -509,8 +511,9 @@ std::optional<Options> parseArgs(int argc, char **argv) {
         {!o.trace.empty(), "--trace"}};
     for (const auto &[given, flag] : other)
       if (given)
-        fail(std::string(mode) + " cannot be combined with " + flag +
-             (o.tokenize ? " (it reads the texts from stdin)" : ""));
+        fail(
+            std::string(mode) + " cannot be combined with " + flag +
+            (o.tokenize ? " (it encodes --prompt or the lines of stdin)" : ""));
   }
   // Chunk stores.
   if (o.encode_chunks) {
@@ -827,6 +830,12 @@ loom::RefragPrompt refragPrompt(const Options &o, const loom::Model &model,
   return p;
 }
 
+// Whether a prompt's ids start with BOS: where the model has one and its
+// vocabulary puts it first (run.c's always do; byte-level ones say).
+bool promptsStartWithBos(const loom::Model &model) {
+  return model.config().bos_id >= 0 && model.tokenizer().addsBos();
+}
+
 // --info: what the artifact holds, one "key: value" a line.
 int printInfo(const std::string &path, const loom::Model &model) {
   const loom::ModelConfigInfo &c = model.config();
@@ -849,11 +858,21 @@ int printInfo(const std::string &path, const loom::Model &model) {
               (long long)model.maxTokensPerStep());
   std::printf("rope_theta: %g, norm_eps: %g, bos: %d, eos: %d\n", c.rope_theta,
               c.norm_eps, c.bos_id, c.eos_id);
-  std::printf(
-      "tokenizer: %s\n",
-      model.hasTokenizer()
-          ? (std::to_string(model.tokenizer().vocabSize()) + " pieces").c_str()
-          : "none (token ids only)");
+  std::string tokenizer = "none (token ids only)";
+  if (model.hasTokenizer()) {
+    const loom::Tokenizer &t = model.tokenizer();
+    tokenizer = std::to_string(t.vocabSize()) + " pieces, ";
+    if (const loom::ByteLevelBpe *bpe = t.byteLevelBpe())
+      tokenizer +=
+          "byte-level BPE (" +
+          std::string(bpe->pre == loom::PreTokenizer::Llama3 ? "Llama 3"
+                                                             : "GPT-2") +
+          " pre-tokenizer, " + std::to_string(bpe->merges.size()) +
+          " merges), " + (promptsStartWithBos(model) ? "BOS first" : "no BOS");
+    else
+      tokenizer += "SentencePiece-style (llama2.c's rules)";
+  }
+  std::printf("tokenizer: %s\n", tokenizer.c_str());
   std::string types;
   for (const loom::Model::WeightTypeInfo &t : model.weightTypes())
     types += (types.empty() ? "" : ", ") + t.type + " " + mib(t.bytes) +
@@ -878,12 +897,23 @@ int printInfo(const std::string &path, const loom::Model &model) {
   return 0;
 }
 
-// --tokenize: each line of stdin (without its newline) encoded as a prompt
-// is, BOS first where the model has one.
-int tokenizeLines(const loom::Model &model) {
+// --tokenize: `prompt`, or each line of stdin (without its newline), encoded
+// as a prompt is.
+int tokenizeTexts(const loom::Model &model,
+                  const std::optional<std::string> &prompt) {
   if (!model.hasTokenizer())
     fail("this artifact has no tokenizer (--tokenize needs one)");
-  const bool bos = model.config().bos_id >= 0;
+  const bool bos = promptsStartWithBos(model);
+  auto print = [](const std::vector<int32_t> &tokens) {
+    std::string ids;
+    for (int32_t id : tokens)
+      ids += (ids.empty() ? "" : " ") + std::to_string(id);
+    std::puts(ids.c_str());
+  };
+  if (prompt) {
+    print(model.tokenizer().encode(*prompt, bos, false));
+    return 0;
+  }
   std::string line;
   for (int c; (c = std::getchar()) != EOF || !line.empty();) {
     if (c != '\n' && c != EOF) {
@@ -892,10 +922,7 @@ int tokenizeLines(const loom::Model &model) {
     }
     if (!line.empty() && line.back() == '\r')
       line.pop_back(); // CRLF input
-    std::string ids;
-    for (int32_t id : model.tokenizer().encode(line, bos, false))
-      ids += (ids.empty() ? "" : " ") + std::to_string(id);
-    std::puts(ids.c_str());
+    print(model.tokenizer().encode(line, bos, false));
     line.clear();
     if (c == EOF)
       break;
@@ -932,9 +959,13 @@ int generate(const Options &o, const loom::Model &model, loom::Session &session,
            " decoder positions but the model's context holds " +
            std::to_string(context));
   } else {
-    prompt = o.prompt_ids ? parsePromptIds(*o.prompt_ids, cfg.vocab_size)
-                          : model.tokenizer().encode(o.prompt.value_or(""),
-                                                     cfg.bos_id >= 0, false);
+    prompt = o.prompt_ids
+                 ? parsePromptIds(*o.prompt_ids, cfg.vocab_size)
+                 : model.tokenizer().encode(o.prompt.value_or(""),
+                                            promptsStartWithBos(model), false);
+    if (prompt.empty())
+      fail("the prompt is empty and this model's vocabulary puts no BOS "
+           "first: there is no token to start from (give --prompt TEXT)");
     if (static_cast<int64_t>(prompt.size()) > context)
       fail("prompt has " + std::to_string(prompt.size()) +
            " tokens but the context holds " + std::to_string(context));
@@ -1412,7 +1443,7 @@ int run(int argc, char **argv) {
   if (o.encode_chunks)
     return encodeChunks(o, model);
   if (o.tokenize)
-    return tokenizeLines(*model);
+    return tokenizeTexts(*model, o.prompt);
   if (o.info)
     return printInfo(o.artifact, *model);
   // One seed for the sampler and a looped model's random initial states.

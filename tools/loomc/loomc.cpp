@@ -442,6 +442,7 @@ int main(int argc, char **argv) {
   loom::WeightTable weights;
   std::optional<loom::TokenizerData> tokenizer;
   int64_t vocab = 0;
+  int64_t bosId = 1, eosId = 2; // the Llama graph's
   // The Llama graph, from any of its three checkpoint forms.
   auto useLlama = [&](loom::llama2c::Checkpoint &ckpt) {
     if (!setContext(ckpt.config.maxSeq))
@@ -450,6 +451,8 @@ int main(int argc, char **argv) {
     module = loom::llama2c::importCheckpoint(ctx, ckpt, maxTokens);
     weights = std::move(ckpt.weights);
     vocab = ckpt.config.vocabSize;
+    bosId = ckpt.config.bosId;
+    eosId = ckpt.config.eosId;
     return true;
   };
   if (fmt == Format::Llama2c) {
@@ -541,8 +544,8 @@ int main(int argc, char **argv) {
                     std::string(json) +
                     "'): pass a llama2.c tokenizer with --tokenizer");
       std::vector<std::string> warnings;
-      tokenizer = loom::hf::readTokenizerJson(std::string(json), vocab,
-                                              warnings, error);
+      tokenizer = loom::hf::readTokenizerJson(std::string(json), vocab, bosId,
+                                              eosId, warnings, error);
       if (!tokenizer)
         return fail(error);
       for (const std::string &w : warnings)
@@ -555,6 +558,14 @@ int main(int argc, char **argv) {
       tokenizer = loom::llama2c::readTokenizer(tokenizerPath, vocab, error);
       if (!tokenizer)
         return fail(error);
+      if ((fmt == Format::HfLlama || fmt == Format::Gguf) &&
+          (bosId != 1 || eosId != 2))
+        return fail("--tokenizer '" + tokenizerPath +
+                    "' (llama2.c's) begins sequences with id 1 and ends "
+                    "them at 2, but the checkpoint's config has "
+                    "bos_token_id " +
+                    std::to_string(bosId) + " and eos_token_id " +
+                    std::to_string(eosId));
     }
   }
 

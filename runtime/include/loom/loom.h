@@ -91,7 +91,9 @@ loom_status loom_model_get_info(const loom_model *model,
 
 /* ---- Tokenizer ------------------------------------------------------- */
 
-/* Encodes UTF-8 `text` (llama2.c rules), with BOS first when `bos` != 0.
+/* Encodes UTF-8 `text` (llama2.c's rules, or a byte-level BPE's), with BOS
+ * first when `bos` != 0 and the vocabulary has one (byte-level vocabularies
+ * that do not put BOS first, GPT-2's, never do).
  * Writes at most `capacity` ids and the count to *out_n; when the ids do not
  * fit, *out_n is the count needed and LOOM_ERROR_BUFFER_TOO_SMALL is
  * returned (`ids` may be NULL when `capacity` is 0). */
@@ -100,7 +102,8 @@ loom_status loom_tokenize(const loom_model *model, const char *text, int bos,
 
 /* The bytes to print for `token` following `prev` (llama2.c decode: the
  * leading space after BOS dropped, <0xHH> as the raw byte, unprintable
- * bytes as nothing). Writes them NUL-terminated into `buf` and their length
+ * bytes as nothing; byte-level vocabularies: the token's bytes, nothing for
+ * special tokens). Writes them NUL-terminated into `buf` and their length
  * (without the NUL) to *out_len; when `capacity` < length + 1, *out_len is
  * the length and LOOM_ERROR_BUFFER_TOO_SMALL is returned. */
 loom_status loom_token_to_text(const loom_model *model, int prev, int token,

@@ -1,16 +1,46 @@
-// Byte-pair tokenizer with llama2.c's encoding (run.c `encode`) and decoding
-// rules. Loaded from a llama2.c tokenizer.bin (compiler side) or from the
-// artifact's embedded vocabulary (runtime side).
+// Byte-pair tokenizers of two kinds:
+//  - SentencePiece-style (Llama 1/2, llama2.c): llama2.c's encoding (run.c
+//    `encode`) and decoding rules, merges ranked by piece scores, <0xHH> byte
+//    fallback pieces;
+//  - byte-level BPE (GPT-2, Llama 3): the text split into words by the
+//    pre-tokenizer's regular expression, each word's bytes merged by ranked
+//    merge rules, as Hugging Face tokenizers and llama.cpp do.
+// Loaded from a checkpoint's vocabulary (compiler side) or from the
+// artifact's embedded one (runtime side).
 #ifndef LOOM_TOKENIZER_H
 #define LOOM_TOKENIZER_H
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 namespace loom {
+
+// How a byte-level BPE splits text into words before merging: the regular
+// expression of GPT-2 or of Llama 3 (docs/frontends.md spells both out).
+enum class PreTokenizer : uint8_t { Gpt2, Llama3 };
+
+// What a byte-level BPE vocabulary needs besides its pieces.
+struct ByteLevelBpe {
+  PreTokenizer pre = PreTokenizer::Llama3;
+  // Merge rules by rank: (left id, right id); the result is the piece that
+  // spells left + right.
+  std::vector<std::pair<int32_t, int32_t>> merges;
+  // Ids that decode to nothing and are never produced by encoding text
+  // (BOS, EOS and other special tokens; ids the checkpoint left unnamed).
+  std::vector<int32_t> control;
+  // A word that is a piece is that piece, without merging (Llama 3's
+  // tokenizer.json `ignore_merges`).
+  bool ignore_merges = false;
+  // encode() with bos=true puts bos_id first only where this is set.
+  bool add_bos = false;
+  int32_t bos_id = -1;
+  int32_t eos_id = -1;
+};
 
 class Tokenizer {
 public:
@@ -27,15 +57,34 @@ public:
   static Tokenizer fromLlama2cBytes(const void *data, size_t size,
                                     int64_t vocab_size);
 
-  // run.c encode(): optional BOS (1), dummy-prefix " " when text is non-empty,
-  // UTF-8 code points to pieces (byte fallback id = byte + 3), then greedy
-  // highest-score merges (leftmost on ties), optional EOS (2).
+  // A byte-level BPE over `pieces` (raw bytes; special tokens their text).
+  // Throws loom::Error naming the problem: a byte without a single-byte
+  // piece, a merge id out of range or whose result is not a piece, a
+  // control or BOS/EOS id out of range.
+  Tokenizer(std::vector<std::string> pieces, ByteLevelBpe bpe);
+
+  // SentencePiece-style, run.c encode(): optional BOS (1), dummy-prefix " "
+  // when text is non-empty, UTF-8 code points to pieces (byte fallback id =
+  // byte + 3), then greedy highest-score merges (leftmost on ties), optional
+  // EOS (2).
+  // Byte-level: optional BOS (where add_bos), each pre-tokenizer word merged
+  // by rank (leftmost first among equal ranks), optional EOS. Special tokens'
+  // text is encoded as plain text.
   std::vector<int32_t> encode(std::string_view text, bool bos, bool eos) const;
 
-  // Bytes to print for `token` following `prev` (run.c decode + safe_printf):
-  // leading space dropped after BOS, <0xHH> -> raw byte, unprintable
-  // single bytes (other than whitespace) -> "".
+  // Bytes to print for `token` following `prev`. SentencePiece-style (run.c
+  // decode + safe_printf): leading space dropped after BOS, <0xHH> -> raw
+  // byte, unprintable single bytes (other than whitespace) -> "".
+  // Byte-level: the piece's bytes, nothing for a control id.
   std::string decode(int32_t prev, int32_t token) const;
+
+  bool byteLevel() const { return byte_level_.has_value(); }
+  // Whether a prompt starts with BOS: always for SentencePiece-style
+  // vocabularies (run.c), where add_bos says so for byte-level ones.
+  bool addsBos() const { return !byte_level_ || byte_level_->add_bos; }
+  const ByteLevelBpe *byteLevelBpe() const {
+    return byte_level_ ? &*byte_level_ : nullptr;
+  }
 
   int64_t vocabSize() const { return static_cast<int64_t>(pieces_.size()); }
   const std::string &piece(int32_t id) const { return pieces_.at(id); }
@@ -43,10 +92,23 @@ public:
   uint32_t maxTokenLength() const { return max_token_length_; }
 
 private:
+  std::vector<int32_t> encodeByteLevel(std::string_view text, bool bos,
+                                       bool eos) const;
+
   std::vector<std::string> pieces_;
-  std::vector<float> scores_;
-  uint32_t max_token_length_;
+  std::vector<float> scores_; // SentencePiece-style only
+  uint32_t max_token_length_ = 0;
   std::unordered_map<std::string, int32_t> lookup_;
+
+  // Byte-level only.
+  std::optional<ByteLevelBpe> byte_level_;
+  std::vector<uint8_t> is_control_;
+  int32_t byte_ids_[256] = {};
+  struct MergeRule {
+    int32_t rank;
+    int32_t merged;
+  };
+  std::unordered_map<uint64_t, MergeRule> rules_; // (left << 32 | right)
 };
 
 } // namespace loom

@@ -392,6 +392,158 @@ TEST(TokenizerSynthetic, ConstructorValidates) {
 }
 
 // ---------------------------------------------------------------------------
+// Byte-level BPE (GPT-2, Llama 3): a hand-made vocabulary. The references'
+// ids on many texts are checked by test/frontends/byte-level-bpe.
+
+// Ids 0..255 are the bytes; then the pieces below, in order.
+struct ByteLevelVocab {
+  std::vector<std::string> pieces;
+  loom::ByteLevelBpe bpe;
+  int32_t id(const std::string &piece) const {
+    auto it = std::find(pieces.begin(), pieces.end(), piece);
+    return it == pieces.end() ? -1 : int32_t(it - pieces.begin());
+  }
+  void merge(const std::string &a, const std::string &b) {
+    bpe.merges.emplace_back(id(a), id(b));
+  }
+};
+
+ByteLevelVocab byteLevelVocab(loom::PreTokenizer pre) {
+  ByteLevelVocab v;
+  for (int b = 0; b < 256; ++b)
+    v.pieces.push_back(std::string(1, char(b)));
+  for (const char *p : {"ab", "abc", " ab", "<|bos|>", "<|eos|>", "xyz", "aa",
+                        "'S", "123", "1234", " \n\n"})
+    v.pieces.push_back(p);
+  v.bpe.pre = pre;
+  v.merge("a", "b");
+  v.merge("ab", "c");
+  v.merge(" ", "ab");
+  v.merge("a", "a");
+  v.merge("'", "S");
+  v.bpe.control = {v.id("<|bos|>"), v.id("<|eos|>")};
+  v.bpe.bos_id = v.id("<|bos|>");
+  v.bpe.eos_id = v.id("<|eos|>");
+  return v;
+}
+
+Ids bytesOf(const std::string &s) {
+  Ids ids;
+  for (unsigned char c : s)
+    ids.push_back(c);
+  return ids;
+}
+
+TEST(TokenizerByteLevel, MergesByRankWithinWords) {
+  ByteLevelVocab v = byteLevelVocab(loom::PreTokenizer::Llama3);
+  Tokenizer tok(v.pieces, v.bpe);
+  // " abc": (a,b) first, then (ab,c) of rank 1 before (" ",ab) of rank 2.
+  EXPECT_EQ(tok.encode("ab abc", false, false),
+            Ids({v.id("ab"), ' ', v.id("abc")}));
+  // Equal ranks merge leftmost first.
+  EXPECT_EQ(tok.encode("aaa", false, false), Ids({v.id("aa"), 'a'}));
+  // Words are merged one by one: "x" and " ab".
+  EXPECT_EQ(tok.encode("x ab", false, false), Ids({'x', v.id(" ab")}));
+  // A piece no merge makes is reached only with ignore_merges.
+  EXPECT_EQ(tok.encode("xyz", false, false), bytesOf("xyz"));
+  v.bpe.ignore_merges = true;
+  Tokenizer whole(v.pieces, v.bpe);
+  EXPECT_EQ(whole.encode("xyz", false, false), Ids({v.id("xyz")}));
+}
+
+TEST(TokenizerByteLevel, PreTokenizersSplitAsTheirPatterns) {
+  for (auto pre : {loom::PreTokenizer::Llama3, loom::PreTokenizer::Gpt2}) {
+    const bool llama3 = pre == loom::PreTokenizer::Llama3;
+    SCOPED_TRACE(llama3 ? "llama3" : "gpt2");
+    ByteLevelVocab v = byteLevelVocab(pre);
+    v.bpe.ignore_merges = true;
+    Tokenizer tok(v.pieces, v.bpe);
+    // Contractions: Llama 3's ignore case ("'S" a word), GPT-2's do not.
+    EXPECT_EQ(tok.encode("x'S", false, false),
+              llama3 ? Ids({'x', v.id("'S")}) : Ids({'x', '\'', 'S'}));
+    // Digits: at most three a word in Llama 3's, any run in GPT-2's.
+    EXPECT_EQ(tok.encode("1234", false, false),
+              llama3 ? Ids({v.id("123"), '4'}) : Ids({v.id("1234")}));
+    // Whitespace before a newline run: one word up to the last newline in
+    // Llama 3's; GPT-2's leaves the last whitespace to the next word.
+    EXPECT_EQ(tok.encode("a \n\nb", false, false),
+              llama3 ? Ids({'a', v.id(" \n\n"), 'b'})
+                     : Ids({'a', ' ', '\n', '\n', 'b'}));
+  }
+}
+
+TEST(TokenizerByteLevel, BosEosAndDecoding) {
+  ByteLevelVocab v = byteLevelVocab(loom::PreTokenizer::Llama3);
+  const int32_t bos = v.id("<|bos|>"), eos = v.id("<|eos|>");
+  Tokenizer plain(v.pieces, v.bpe);
+  EXPECT_FALSE(plain.addsBos());
+  EXPECT_EQ(plain.encode("ab", true, true), Ids({v.id("ab"), eos}));
+  v.bpe.add_bos = true;
+  Tokenizer tok(v.pieces, v.bpe);
+  EXPECT_TRUE(tok.addsBos());
+  EXPECT_TRUE(tok.byteLevel());
+  EXPECT_EQ(tok.encode("ab", true, true), Ids({bos, v.id("ab"), eos}));
+  EXPECT_EQ(tok.encode("ab", false, false), Ids({v.id("ab")}));
+  // Special tokens' text is plain text.
+  Ids special = tok.encode("<|bos|>", false, false);
+  EXPECT_EQ(std::count(special.begin(), special.end(), bos), 0);
+  // Control ids decode to nothing; others to their bytes, whatever came
+  // before (no SentencePiece space rule).
+  EXPECT_EQ(tok.decode(0, bos), "");
+  EXPECT_EQ(tok.decode(bos, v.id(" ab")), " ab");
+  EXPECT_EQ(tok.decode(bos, 0xFF), "\xFF");
+}
+
+TEST(TokenizerByteLevel, AnyBytesRoundTrip) {
+  ByteLevelVocab v = byteLevelVocab(loom::PreTokenizer::Llama3);
+  Tokenizer tok(v.pieces, v.bpe);
+  std::mt19937 rng(7);
+  for (int n = 0; n < 200; ++n) {
+    // Random bytes: malformed UTF-8, NULs and controls included.
+    std::string text(rng() % 40, '\0');
+    for (char &c : text)
+      c = static_cast<char>(rng() % 4 ? "ab c'S1\n\xE2\x80\xA8"[rng() % 12]
+                                      : rng() % 256);
+    std::string back;
+    for (int32_t id : tok.encode(text, false, false))
+      back += tok.decode(0, id);
+    EXPECT_EQ(back, text);
+  }
+}
+
+TEST(TokenizerByteLevel, ConstructorValidates) {
+  auto rejects = [](ByteLevelVocab v, const std::string &what) {
+    try {
+      Tokenizer tok(v.pieces, v.bpe);
+      ADD_FAILURE() << "accepted; wanted: " << what;
+    } catch (const loom::Error &e) {
+      EXPECT_NE(std::string(e.what()).find(what), std::string::npos)
+          << e.what();
+    }
+  };
+  const auto pre = loom::PreTokenizer::Gpt2;
+  ByteLevelVocab v = byteLevelVocab(pre);
+  v.pieces['A'] = "AA";
+  rejects(v, "no piece is the byte 0x41");
+  v = byteLevelVocab(pre);
+  v.bpe.merges.emplace_back(3, 9999);
+  rejects(v, "merge 5 (3, 9999) names an id out of range");
+  v = byteLevelVocab(pre);
+  v.bpe.merges.emplace_back('q', 'q');
+  rejects(v, "merge 5 (113, 113) does not make a piece");
+  v = byteLevelVocab(pre);
+  v.bpe.control.push_back(-1);
+  rejects(v, "control id -1 out of range");
+  v = byteLevelVocab(pre);
+  v.bpe.eos_id = 5000;
+  rejects(v, "EOS id 5000 out of range");
+  v = byteLevelVocab(pre);
+  v.bpe.bos_id = -1;
+  v.bpe.add_bos = true;
+  rejects(v, "add_bos without a BOS id");
+}
+
+// ---------------------------------------------------------------------------
 // Malformed tokenizer.bin bytes.
 
 TEST(TokenizerLoad, RejectsTruncatedFiles) {

@@ -4,13 +4,20 @@ asked for, for the loomc tests of the quantized formats.
   make_gguf.py --tokenizer tok512.bin OUT [--dim 256 --hidden 512
       --layers 2 --heads 4 --kv-heads 2 --context 256 --seed 1]
       [--types ROLE=TYPE,...] [--untied] [--inject NAME=FILE ...]
+  make_gguf.py --tokenizer tokenizer.json OUT ...   (a byte-level BPE)
 
 ROLE is a tensor's name without "blk.N." and ".weight" (attn_q, ffn_down,
 token_embd, output, ...), or "default"; TYPE a ggml type name (F32, F16,
 BF16, Q4_0, ..., Q6_K). Norm weights are F32 unless named. --inject gives
 a tensor (its full name without ".weight", e.g. blk.0.attn_k) the raw
 little-endian f32 values of FILE, stored F32. The vocabulary
-is the llama2.c tokenizer's (spaces written as SentencePiece's U+2581).
+is the llama2.c tokenizer's (spaces written as SentencePiece's U+2581), or
+a byte-level BPE tokenizer.json's (GPT-2 or Llama 3 pre-tokenizer, as
+test/frontends/byte-level-bpe/Inputs/bpe_vocab.py writes them), written as
+convert_hf_to_gguf.py does: model "gpt2", pre "llama-bpe" or "gpt-2",
+token types (control for the special tokens), merges, BOS and EOS (the
+first two special tokens) and add_bos_token (whether the post-processor
+puts BOS first).
 
 Quantized tensors are random blocks: random bytes, with each block's f16
 scale fields set to random weight-like scales (so that the values stay
@@ -49,6 +56,47 @@ def read_llama2c_tokenizer(path, vocab):
     return pieces, scores
 
 
+def read_bpe_tokenizer(path, pre=None, control_ids=()):
+    """The metadata of a byte-level tokenizer.json, and its vocabulary size.
+    `pre` replaces the pre-tokenizer's name; `control_ids` are written as
+    control tokens whatever they are."""
+    import json
+    tj = json.load(open(path, encoding="utf-8"))
+    model = tj["model"]
+    tokens = dict((i, t) for t, i in model["vocab"].items())
+    types = dict((i, 1) for i in tokens)  # normal
+    for t in tj["added_tokens"]:
+        tokens[t["id"]] = t["content"]
+        types[t["id"]] = 3 if t["special"] else 4  # control, user defined
+    for i in control_ids:
+        types[i] = 3
+    n = len(tokens)
+    assert sorted(tokens) == list(range(n)), "ids must be 0..n-1"
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
+    specials = [t["id"] for t in tj["added_tokens"] if t["special"]]
+    llama3 = tj["pre_tokenizer"]["type"] == "Sequence"
+    post = json.dumps(tj.get("post_processor"))
+
+    def string(s):
+        return struct.pack("<Q", len(s)) + s
+    meta = [
+        ("tokenizer.ggml.model", 8, string(b"gpt2")),
+        ("tokenizer.ggml.pre", 8, string(
+            pre.encode() if pre else b"llama-bpe" if llama3 else b"gpt-2")),
+        ("tokenizer.ggml.tokens", 9, struct.pack("<IQ", 8, n)
+         + b"".join(string(tokens[i].encode()) for i in range(n))),
+        ("tokenizer.ggml.token_type", 9, struct.pack("<IQ", 5, n)
+         + struct.pack("<%di" % n, *[types[i] for i in range(n)])),
+        ("tokenizer.ggml.merges", 9, struct.pack("<IQ", 8, len(merges))
+         + b"".join(string(m.encode()) for m in merges)),
+        ("tokenizer.ggml.bos_token_id", 4, struct.pack("<I", specials[0])),
+        ("tokenizer.ggml.eos_token_id", 4, struct.pack("<I", specials[1])),
+        ("tokenizer.ggml.add_bos_token", 7,
+         struct.pack("<?", "TemplateProcessing" in post)),
+    ]
+    return meta, n
+
+
 def random_tensor(typ, n, rng, norm=False):
     if typ in (gb.F32, gb.F16, gb.BF16):
         x = (1.0 + 0.1 * rng.standard_normal(n)) if norm else 0.05 * rng.standard_normal(n)
@@ -79,10 +127,19 @@ def main():
     ap.add_argument("--kv-heads", type=int, default=2)
     ap.add_argument("--context", type=int, default=256)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--rope-theta", type=float, default=10000.0)
+    ap.add_argument("--bpe-pre", help="tokenizer.ggml.pre to write instead")
+    ap.add_argument("--bpe-control", default="",
+                    help="ids to write as control tokens (1,2,...)")
     ap.add_argument("--types", default="")
     ap.add_argument("--untied", action="store_true")
     ap.add_argument("--inject", action="append", default=[])
     a = ap.parse_args()
+    bpe = a.tokenizer.endswith(".json")
+    if bpe:
+        bpe_meta, a.vocab = read_bpe_tokenizer(
+            a.tokenizer, a.bpe_pre,
+            [int(i) for i in a.bpe_control.split(",") if i])
     types = dict(kv.split("=") for kv in a.types.split(",") if kv)
     rng = np.random.default_rng(a.seed)
     D, H, hd = a.dim, a.hidden, a.dim // a.heads
@@ -118,10 +175,23 @@ def main():
 
     if injected:
         raise SystemExit("--inject: no tensor " + ", ".join(injected))
-    pieces, scores = read_llama2c_tokenizer(a.tokenizer, a.vocab)
 
     def string(s):
         return struct.pack("<Q", len(s)) + s
+
+    if bpe:
+        tokenizer_meta = bpe_meta
+    else:
+        pieces, scores = read_llama2c_tokenizer(a.tokenizer, a.vocab)
+        tokenizer_meta = [
+            ("tokenizer.ggml.model", 8, string(b"llama")),
+            ("tokenizer.ggml.tokens", 9, struct.pack("<IQ", 8, len(pieces))
+             + b"".join(string(p) for p in pieces)),
+            ("tokenizer.ggml.scores", 9, struct.pack("<IQ", 6, len(scores))
+             + struct.pack("<%df" % len(scores), *scores)),
+            ("tokenizer.ggml.bos_token_id", 4, struct.pack("<I", 1)),
+            ("tokenizer.ggml.eos_token_id", 4, struct.pack("<I", 2)),
+        ]
 
     meta = [
         ("general.architecture", 8, string(b"llama")),
@@ -132,14 +202,9 @@ def main():
         ("llama.attention.head_count", 4, struct.pack("<I", a.heads)),
         ("llama.attention.head_count_kv", 4, struct.pack("<I", a.kv_heads)),
         ("llama.attention.layer_norm_rms_epsilon", 6, struct.pack("<f", 1e-5)),
-        ("tokenizer.ggml.model", 8, string(b"llama")),
-        ("tokenizer.ggml.tokens", 9,
-         struct.pack("<IQ", 8, len(pieces)) + b"".join(string(p) for p in pieces)),
-        ("tokenizer.ggml.scores", 9,
-         struct.pack("<IQ", 6, len(scores)) + struct.pack("<%df" % len(scores), *scores)),
-        ("tokenizer.ggml.bos_token_id", 4, struct.pack("<I", 1)),
-        ("tokenizer.ggml.eos_token_id", 4, struct.pack("<I", 2)),
-    ]
+    ] + tokenizer_meta
+    if a.rope_theta != 10000.0:
+        meta.append(("llama.rope.freq_base", 6, struct.pack("<f", a.rope_theta)))
     out = bytearray(struct.pack("<IIQQ", 0x46554747, 3, len(tensors), len(meta)))
     for key, t, v in meta:
         out += string(key.encode()) + struct.pack("<I", t) + v

@@ -1,0 +1,199 @@
+"""Writes a small byte-level BPE tokenizer (GPT-2 / Llama 3 form) and a random
+Llama that uses it, for the loomc / loom-run tests of byte-level vocabularies.
+
+  bpe_vocab.py OUT_DIR --pre llama3|gpt2 [--merges 600] [--seed 1]
+
+OUT_DIR gets a Hugging Face Llama folder (config.json, tokenizer.json,
+model.safetensors: dim 64, 2 layers, 4 heads, 2 kv heads, f32 random
+weights). The merges are learnt, deterministically, from the corpus below by
+the usual BPE training (the most frequent adjacent pair first, ties by the
+pair's bytes); the special tokens come after them, Llama 3's way:
+<|begin_of_text|> (BOS, put first by the post-processor where --pre llama3),
+<|end_of_text|> (EOS), <|eot_id|>, then reserved ones up to a multiple of 64.
+Standard library and numpy.
+"""
+import argparse
+import collections
+import json
+import os
+import re
+import struct
+
+import numpy as np
+
+LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|"
+                  r"\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+CORPUS = """Once upon a time, there was a little girl named Lily. She loved to play
+outside in the park with her dog, Max. One day, they found a big red ball
+under the old tree. "Look, Max!" said Lily. "It's the ball we lost!" They
+played until the sun went down, and then they went home for dinner.
+
+The year 2024 had 366 days; 3.14159 is close to pi, and 1,000,000 is a million.
+Call 555-0123 before 10:30 a.m. on 2025-01-31. I'm sure you're right; we'll see.
+They've said it's fine, but I'd check: don't, won't, can't, shouldn't.
+
+def main():
+    for i in range(10):
+        print(f"value {i}: {i * i}")   # squares
+    return 0
+
+Caf\u00e9, na\u00efve, r\u00e9sum\u00e9, \u00fcber, stra\u00dfe, se\u00f1or, gar\u00e7on.
+\u041f\u0440\u0438\u0432\u0435\u0442, \u043c\u0438\u0440! \u039a\u03b1\u03bb\u03b7\u03bc\u03ad\u03c1\u03b1 \u03ba\u03cc\u03c3\u03bc\u03b5.
+\u65e5\u672c\u8a9e\u306e\u30c6\u30ad\u30b9\u30c8\u3067\u3059\u3002\u4e2d\u6587\u4e5f\u53ef\u4ee5\u3002\ud55c\uad6d\uc5b4 \ubb38\uc7a5.
+\u0645\u0631\u062d\u0628\u0627 \u0628\u0627\u0644\u0639\u0627\u0644\u0645. \u0928\u092e\u0938\u094d\u0924\u0947 \u0926\u0941\u0928\u093f\u092f\u093e\u0964
+Emoji: \U0001F600 \U0001F44B\U0001F3FD \u2764\ufe0f, math: \u2211 x\u00b2 \u2264 \u221e, \u00bd + \u2153.
+"""
+
+
+def bytes_to_unicode():
+    """GPT-2's printable spelling of each byte."""
+    keep = (list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD))
+            + list(range(0xAE, 0x100)))
+    spell, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            spell[b] = chr(b)
+        else:
+            spell[b] = chr(256 + extra)
+            extra += 1
+    return spell
+
+
+def train(merges_wanted):
+    words = collections.Counter(
+        re.findall(r"'(?:s|t|re|ve|m|ll|d)| ?[^\W\d_]+| ?\d{1,3}| ?[^\s\w]+|\s+",
+                   CORPUS))
+    seqs = {w: [bytes([b]) for b in w.encode()] for w in words}
+    merges = []
+    for _ in range(merges_wanted):
+        pairs = collections.Counter()
+        for w, n in words.items():
+            s = seqs[w]
+            for a, b in zip(s, s[1:]):
+                pairs[(a, b)] += n
+        if not pairs:
+            break
+        best = max(pairs.items(), key=lambda kv: (kv[1], kv[0]))[0]
+        merges.append(best)
+        for w in words:
+            s, out, i = seqs[w], [], 0
+            while i < len(s):
+                if i + 1 < len(s) and (s[i], s[i + 1]) == best:
+                    out.append(s[i] + s[i + 1])
+                    i += 2
+                else:
+                    out.append(s[i])
+                    i += 1
+            seqs[w] = out
+    return merges
+
+
+def tokenizer_json(pre, merges):
+    spell = bytes_to_unicode()
+    text = lambda bs: "".join(spell[b] for b in bs)
+    vocab = {text(bytes([b])): b for b in range(256)}
+    for a, b in merges:
+        vocab.setdefault(text(a + b), len(vocab))
+    n = len(vocab)
+    specials = ["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"]
+    total = (n + len(specials) + 63) // 64 * 64
+    specials += ["<|reserved_special_token_%d|>" % i
+                 for i in range(total - n - len(specials))]
+    added = [{"id": n + i, "content": s, "single_word": False, "lstrip": False,
+              "rstrip": False, "normalized": False, "special": True}
+             for i, s in enumerate(specials)]
+    bos = n
+    if pre == "llama3":
+        pre_tok = {"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": LLAMA3_PATTERN},
+             "behavior": "Isolated", "invert": False},
+            {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
+             "use_regex": False}]}
+        post = {"type": "Sequence", "processors": [
+            {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False,
+             "use_regex": True},
+            {"type": "TemplateProcessing",
+             "single": [{"SpecialToken": {"id": specials[0], "type_id": 0}},
+                        {"Sequence": {"id": "A", "type_id": 0}}],
+             "pair": [{"SpecialToken": {"id": specials[0], "type_id": 0}},
+                      {"Sequence": {"id": "A", "type_id": 0}},
+                      {"SpecialToken": {"id": specials[0], "type_id": 1}},
+                      {"Sequence": {"id": "B", "type_id": 1}}],
+             "special_tokens": {specials[0]: {"id": specials[0], "ids": [bos],
+                                              "tokens": [specials[0]]}}}]}
+    else:
+        pre_tok = {"type": "ByteLevel", "add_prefix_space": False,
+                   "trim_offsets": True, "use_regex": True}
+        post = {"type": "ByteLevel", "add_prefix_space": True,
+                "trim_offsets": False, "use_regex": True}
+    tj = {"version": "1.0", "truncation": None, "padding": None,
+          "added_tokens": added, "normalizer": None, "pre_tokenizer": pre_tok,
+          "post_processor": post,
+          "decoder": {"type": "ByteLevel", "add_prefix_space": True,
+                      "trim_offsets": True, "use_regex": True},
+          "model": {"type": "BPE", "dropout": None, "unk_token": None,
+                    "continuing_subword_prefix": None, "end_of_word_suffix": None,
+                    "fuse_unk": False, "byte_fallback": False,
+                    "ignore_merges": pre == "llama3", "vocab": vocab,
+                    "merges": [[text(a), text(b)] for a, b in merges]}}
+    return tj, total, bos
+
+
+def write_safetensors(path, tensors):
+    header, offset = {}, 0
+    for name, x in tensors:
+        header[name] = {"dtype": "F32", "shape": list(x.shape),
+                        "data_offsets": [offset, offset + x.nbytes]}
+        offset += x.nbytes
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h)
+        for _, x in tensors:
+            f.write(x.astype("<f4").tobytes())
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("out")
+    ap.add_argument("--pre", choices=["llama3", "gpt2"], required=True)
+    ap.add_argument("--merges", type=int, default=600)
+    ap.add_argument("--seed", type=int, default=1)
+    a = ap.parse_args()
+    os.makedirs(a.out, exist_ok=True)
+    tj, vocab, bos = tokenizer_json(a.pre, train(a.merges))
+    with open(os.path.join(a.out, "tokenizer.json"), "w", encoding="utf-8") as f:
+        json.dump(tj, f, ensure_ascii=False, indent=1)
+    D, H, L, heads, kv_heads = 64, 160, 2, 4, 2
+    kv = kv_heads * D // heads
+    config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama",
+              "hidden_size": D, "intermediate_size": H, "num_hidden_layers": L,
+              "num_attention_heads": heads, "num_key_value_heads": kv_heads,
+              "vocab_size": vocab, "max_position_embeddings": 256,
+              "rms_norm_eps": 1e-5, "rope_theta": 500000.0,
+              "tie_word_embeddings": False, "hidden_act": "silu",
+              "bos_token_id": bos, "eos_token_id": bos + 1}
+    with open(os.path.join(a.out, "config.json"), "w") as f:
+        json.dump(config, f, indent=1)
+    rng = np.random.default_rng(a.seed)
+    r = lambda *s: (0.05 * rng.standard_normal(s)).astype(np.float32)
+    norm = lambda: (1 + 0.1 * rng.standard_normal(D)).astype(np.float32)
+    tensors = [("model.embed_tokens.weight", r(vocab, D))]
+    for l in range(L):
+        p = "model.layers.%d." % l
+        tensors += [(p + "input_layernorm.weight", norm()),
+                    (p + "self_attn.q_proj.weight", r(D, D)),
+                    (p + "self_attn.k_proj.weight", r(kv, D)),
+                    (p + "self_attn.v_proj.weight", r(kv, D)),
+                    (p + "self_attn.o_proj.weight", r(D, D)),
+                    (p + "post_attention_layernorm.weight", norm()),
+                    (p + "mlp.gate_proj.weight", r(H, D)),
+                    (p + "mlp.up_proj.weight", r(H, D)),
+                    (p + "mlp.down_proj.weight", r(D, H))]
+    tensors += [("model.norm.weight", norm()), ("lm_head.weight", r(vocab, D))]
+    write_safetensors(os.path.join(a.out, "model.safetensors"), tensors)
+
+
+if __name__ == "__main__":
+    main()
