@@ -52,7 +52,8 @@ std::optional<AttentionBlock> matchBlock(AttentionOp attention) {
     if (rope.getPositions() != pos ||
         rope.getHeadDim() != attention.getHeadDim())
       return std::nullopt;
-  if (b.qRope.getTheta() != b.kRope.getTheta())
+  if (b.qRope.getTheta() != b.kRope.getTheta() ||
+      b.qRope.getFreqFactorsAttr() != b.kRope.getFreqFactorsAttr())
     return std::nullopt;
   SmallVector<Operation *> chain = {b.q, b.k, b.qRope, b.kRope, b.v, attention};
   if (b.qBias)
@@ -163,7 +164,8 @@ struct FuseProjectionAttention
         b.attention.getPositions(), b.attention.getCache(),
         FlatSymbolRefAttr::get(packed.getSymNameAttr()), b.out.getWeightAttr(),
         b.attention.getNHeadsAttr(), b.attention.getNKvHeadsAttr(),
-        b.attention.getHeadDimAttr(), b.qRope.getThetaAttr(), packedBias);
+        b.attention.getHeadDimAttr(), b.qRope.getThetaAttr(), packedBias,
+        /*placeholder_qkv=*/nullptr, b.qRope.getFreqFactorsAttr());
     b.out.getResult().replaceAllUsesWith(fused.getResult());
     SmallVector<Operation *> dead = {b.out, b.attention, b.qRope, b.kRope};
     if (b.qBias)

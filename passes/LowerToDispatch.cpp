@@ -16,6 +16,15 @@ using namespace mlir;
 using namespace loom;
 
 namespace {
+/// A rope's float parameters: theta, then its freq_factors if any.
+SmallVector<float> ropeParams(APFloat theta,
+                              std::optional<ArrayRef<float>> factors) {
+  SmallVector<float> params = {theta.convertToFloat()};
+  if (factors)
+    params.append(factors->begin(), factors->end());
+  return params;
+}
+
 struct Lowering {
   OpBuilder &b;
   DenseMap<std::pair<int64_t, int64_t>, int64_t> bufferIds; // (offset, row)
@@ -183,7 +192,7 @@ struct Lowering {
         .Case([&](RopeOp r) {
           int64_t cols = cast<RankedTensorType>(r.getType()).getDimSize(1);
           return dispatch(r, "rope", r.getInput(), {}, {cols, r.getHeadDim()},
-                          {r.getTheta().convertToFloat()});
+                          ropeParams(r.getTheta(), r.getFreqFactors()));
         })
         .Case([&](AttentionOp a) {
           return dispatch(a, "attention", {a.getQ(), a.getK(), a.getV()}, {},
@@ -213,8 +222,8 @@ struct Lowering {
           if (f.getPlaceholderQkv())
             params.push_back(1);
           return dispatch(f, "fused_qkv_attention", f.getInput(), weights,
-                          params,
-                          {f.getTheta().convertToFloat()}, scratch);
+                          params, ropeParams(f.getTheta(), f.getFreqFactors()),
+                          scratch);
         })
         .Case([&](SiluMulOp s) {
           return dispatch(s, "silu_mul", {s.getGate(), s.getUp()}, {});

@@ -387,6 +387,33 @@ std::optional<gguf::Model> gguf::readLlama(const std::string &path,
         !take(b + "ffn_up.weight", {I, D}, to + "w3"))
       return std::nullopt;
   }
+  // Llama 3.1's rope scaling, as llama.cpp's converter writes it: each
+  // pair's frequency divisor.
+  if (const Tensor *t = file.tensor("rope_freqs.weight")) {
+    const int64_t pairs = c.headDim() / 2;
+    if (t->type != TensorType::F32 ||
+        t->shape() != std::vector<int64_t>{pairs}) {
+      error = path + ": tensor 'rope_freqs.weight' must be f32 of shape [" +
+              std::to_string(pairs) + "] (head_dim / 2)";
+      return std::nullopt;
+    }
+    c.ropeFreqFactors.resize(pairs);
+    std::ifstream in(path, std::ios::binary);
+    in.seekg(std::streamoff(t->fileOffset));
+    if (!in.read(reinterpret_cast<char *>(c.ropeFreqFactors.data()),
+                 std::streamsize(4 * pairs))) {
+      error = path + ": cannot read tensor 'rope_freqs.weight'";
+      return std::nullopt;
+    }
+    for (int64_t i = 0; i < pairs; ++i)
+      if (!(c.ropeFreqFactors[i] > 0) || !std::isfinite(c.ropeFreqFactors[i])) {
+        error = path + ": rope_freqs.weight[" + std::to_string(i) + "] is " +
+                std::to_string(c.ropeFreqFactors[i]) +
+                ", not a positive number";
+        return std::nullopt;
+      }
+    used.insert(t->name);
+  }
   for (const Tensor &t : file.tensors())
     if (!used.contains(t.name)) {
       error = path + ": unexpected tensor '" + safetensors::printable(t.name) +

@@ -10,6 +10,7 @@
 #include "loom/tokenizer.h"
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 
 using namespace loom;
@@ -55,6 +56,61 @@ bool absentOrFalse(ConfigReader &r, StringRef key, StringRef why) {
                 " is not supported");
 }
 
+/// rope_scaling: absent, or Llama 3.1's ("rope_type": "llama3"), which
+/// divides each pair's frequency by a factor between 1 (short wavelengths)
+/// and `factor` (long ones), as transformers' _compute_llama3_parameters and
+/// llama.cpp's converter (its rope_freqs tensor) do.
+bool ropeScaling(ConfigReader &r, llama2c::Config &c) {
+  const llvm::json::Value *v = r.object().get("rope_scaling");
+  if (!v || v->kind() == llvm::json::Value::Null)
+    return true;
+  const llvm::json::Object *o = v->getAsObject();
+  if (!o)
+    return r.fail("'rope_scaling' is not an object");
+  std::optional<StringRef> type = o->getString("rope_type");
+  if (!type)
+    type = o->getString("type");
+  if (type != std::optional<StringRef>("llama3"))
+    return r.fail("'rope_scaling' of type '" +
+                  st::printable(type.value_or("?")) +
+                  "' is not supported (Loom implements \"llama3\")");
+  auto number = [&](StringRef key, double &out) {
+    std::optional<double> x = o->getNumber(key);
+    if (!x || !(*x > 0) || !std::isfinite(*x))
+      return r.fail("'rope_scaling' needs a positive \"" + key.str() + "\"");
+    out = *x;
+    return true;
+  };
+  double factor, low, high, context;
+  if (!number("factor", factor) || !number("low_freq_factor", low) ||
+      !number("high_freq_factor", high) ||
+      !number("original_max_position_embeddings", context))
+    return false;
+  if (!(high > low))
+    return r.fail("'rope_scaling': high_freq_factor must exceed "
+                  "low_freq_factor");
+  // In float32 throughout, as the references' torch code computes it (the
+  // Python scalars rounded to float32 where they meet a tensor).
+  const float lowWavelen = float(context / low),
+              highWavelen = float(context / high);
+  const int64_t hd = c.headDim();
+  c.ropeFreqFactors.clear();
+  for (int64_t j = 0; j < hd; j += 2) {
+    const float freq = 1.0f / std::pow(c.ropeTheta, float(j) / float(hd));
+    const float wavelen = float(2 * M_PI) / freq;
+    float f = float(factor);
+    if (wavelen < highWavelen) {
+      f = 1.0f;
+    } else if (!(wavelen > lowWavelen)) {
+      const float smooth =
+          (float(context) / wavelen - float(low)) / float(high - low);
+      f = 1.0f / ((1.0f - smooth) / float(factor) + smooth);
+    }
+    c.ropeFreqFactors.push_back(f);
+  }
+  return true;
+}
+
 bool parseConfig(const std::string &path, llama2c::Config &c,
                  std::string &error) {
   std::optional<llvm::json::Value> json = readJson(path, "config", error);
@@ -84,9 +140,7 @@ bool parseConfig(const std::string &path, llama2c::Config &c,
       !r.expectString("hidden_act", "silu") ||
       !absentOrFalse(r, "attention_bias",
                      "a bias on the q/k/v/o projections") ||
-      !absentOrFalse(r, "mlp_bias", "a bias on the MLP projections") ||
-      !absentOrFalse(r, "rope_scaling",
-                     "rope scaling (linear, dynamic, yarn, llama3)"))
+      !absentOrFalse(r, "mlp_bias", "a bias on the MLP projections"))
     return false;
   if (!o->get("model_type"))
     return r.fail("missing \"model_type\" (expected \"llama\")");
@@ -118,7 +172,7 @@ bool parseConfig(const std::string &path, llama2c::Config &c,
   if (c.headDim() % 2 != 0)
     return r.fail("the head size " + std::to_string(c.headDim()) +
                   " is odd: rope needs pairs");
-  return true;
+  return ropeScaling(r, c);
 }
 } // namespace
 

@@ -309,8 +309,10 @@ OwningOpRef<ModuleOp> huginn::importCheckpoint(MLIRContext &ctx,
       k = AddRowBiasOp::create(b, l, k, blk.kBias);
     }
     auto theta = b.getF32FloatAttr(c.ropeBase);
-    q = RopeOp::create(b, l, rowsOf(d), q, pos, b.getI64IntegerAttr(hd), theta);
-    k = RopeOp::create(b, l, rowsOf(kv), k, pos, b.getI64IntegerAttr(hd), theta);
+    q = RopeOp::create(b, l, rowsOf(d), q, pos, b.getI64IntegerAttr(hd), theta,
+                       DenseF32ArrayAttr());
+    k = RopeOp::create(b, l, rowsOf(kv), k, pos, b.getI64IntegerAttr(hd), theta,
+                       DenseF32ArrayAttr());
     Value cache = KvCacheOp::create(b, l, cacheType, b.getI64IntegerAttr(layer++));
     Value a = AttentionOp::create(b, l, rowsOf(d), q, k, v, pos, cache,
                                   b.getI64IntegerAttr(c.nHeads),

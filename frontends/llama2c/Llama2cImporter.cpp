@@ -172,6 +172,10 @@ OwningOpRef<ModuleOp> llama2c::importCheckpoint(MLIRContext &ctx,
   auto cacheType =
       KvCacheType::get(&ctx, c.maxSeq, c.nKvHeads, hd, f32);
 
+  DenseF32ArrayAttr freqFactors =
+      c.ropeFreqFactors.empty() ? DenseF32ArrayAttr()
+                                : b.getDenseF32ArrayAttr(c.ropeFreqFactors);
+
   Value x = EmbedOp::create(b, loc("tok_embeddings"), rowsOf(D), tokens, tok,
                             b.getF32FloatAttr(1.0f));
   for (int64_t l = 0; l < c.nLayers; ++l) {
@@ -184,9 +188,9 @@ OwningOpRef<ModuleOp> llama2c::importCheckpoint(MLIRContext &ctx,
     Value k = LinearOp::create(b, attnLoc, rowsOf(kv), h, w.wk);
     Value v = LinearOp::create(b, attnLoc, rowsOf(kv), h, w.wv);
     q = RopeOp::create(b, attnLoc, rowsOf(D), q, pos, b.getI64IntegerAttr(hd),
-                       b.getF32FloatAttr(theta));
+                       b.getF32FloatAttr(theta), freqFactors);
     k = RopeOp::create(b, attnLoc, rowsOf(kv), k, pos, b.getI64IntegerAttr(hd),
-                       b.getF32FloatAttr(theta));
+                       b.getF32FloatAttr(theta), freqFactors);
     Value cache = KvCacheOp::create(b, attnLoc, cacheType, b.getI64IntegerAttr(l));
     Value a = AttentionOp::create(b, attnLoc, rowsOf(D), q, k, v, pos, cache,
                                   b.getI64IntegerAttr(c.nHeads),

@@ -32,6 +32,9 @@ struct Config {
   // llama2.c's fixed values; a Hugging Face config.json sets its own.
   float ropeTheta = 10000.0f, normEps = 1e-5f;
   int64_t bosId = 1, eosId = 2;
+  // RoPE's per-pair divisors of the frequency (head_dim / 2 of them; empty:
+  // none): Llama 3.1's rope scaling, GGUF's rope_freqs tensor.
+  std::vector<float> ropeFreqFactors;
   int64_t headDim() const { return dim / nHeads; }
   int64_t kvDim() const { return nKvHeads * headDim(); }
 };

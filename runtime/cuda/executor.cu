@@ -589,6 +589,12 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device, TraceRecorder *trace,
           max_hd = std::max(max_hd, d.iparams[3]);
         if (d.kernel == Kernel::SelfAttention)
           max_hd = std::max(max_hd, d.iparams[1]);
+        if ((d.kernel == Kernel::Rope ||
+             d.kernel == Kernel::FusedQkvAttention) &&
+            d.fparams.size() > 1)
+          throw Error("this model's RoPE has per-pair frequency factors "
+                      "(Llama 3.1's rope scaling): the CUDA backend does not "
+                      "implement them yet; run it with --device cpu");
       }
     if (max_hd > 32 * kAttnMaxDimsPerLane)
       throw Error("the CUDA attention kernel takes head_dim up to " +

@@ -128,6 +128,8 @@ bool fitsWithin(uint64_t a, uint64_t b, uint64_t limit) {
 // Bound on head counts and head sizes; keeps every product of two or three
 // of them far from int64 overflow.
 constexpr int64_t kMaxHeadParam = int64_t(1) << 20;
+// A rope's freq_factors: head_dim / 2 of them (head_dim up to 4096).
+constexpr size_t kMaxFreqFactors = 2048;
 // Rows per step the arena may be planned for.
 constexpr int64_t kMaxTokensPerStep = int64_t(1) << 20;
 
@@ -485,12 +487,12 @@ DispatchDesc SemanticChecker::dispatch(const fbs::Dispatch &d,
       /*Embed*/ {0, 0, 1, 0, 1, 1, 0, 0, 0, 1},
       /*RmsNorm*/ {1, 1, 1, 0, 1, 1, 0, 0, 1, 1},
       /*MatMul*/ {1, 1, 1, 0, 1, 2, 0, 1, 0, 0},
-      /*Rope*/ {0, 1, 1, 0, 0, 0, 2, 2, 1, 1},
+      /*Rope*/ {0, 1, 1, 0, 0, 0, 2, 2, 1, 1 + kMaxFreqFactors},
       /*Attention*/ {3, 3, 1, 0, 0, 0, 4, 4, 0, 0},
       /*SiluMul*/ {2, 2, 1, 0, 0, 0, 0, 0, 0, 0},
       /*Add*/ {2, 2, 1, 0, 0, 0, 0, 0, 0, 0},
       /*Logits*/ {1, 1, 1, 0, 1, 1, 0, 0, 0, 0},
-      /*FusedQkvAttention*/ {1, 1, 1, 2, 2, 3, 4, 6, 1, 1},
+      /*FusedQkvAttention*/ {1, 1, 1, 2, 2, 3, 4, 6, 1, 1 + kMaxFreqFactors},
       /*Concat*/ {2, 2, 1, 0, 0, 0, 0, 0, 0, 0},
       /*Copy*/ {1, 1, 1, 0, 0, 0, 0, 0, 0, 0},
       /*AddRowBias*/ {1, 1, 1, 0, 1, 1, 0, 0, 0, 0},
@@ -561,9 +563,19 @@ DispatchDesc SemanticChecker::dispatch(const fbs::Dispatch &d,
       fail(at, ": kv cache ", cache, " holds ", c.kv_heads, " heads of ",
            c.head_dim, ", the dispatch uses ", nkv, " of ", hd);
   };
-  auto theta = [&](float t) {
+  // fparams: theta, then none or head_dim / 2 positive freq_factors.
+  auto ropeParams = [&](int64_t hd) {
+    const float t = r.fparams[0];
     if (!(std::isfinite(t) && t > 0.0f))
       fail(at, ": rope theta ", t, " must be positive");
+    const size_t factors = r.fparams.size() - 1;
+    if (factors != 0 && static_cast<int64_t>(factors) != hd / 2)
+      fail(at, ": ", factors, " rope freq_factors for head_dim ", hd,
+           " (expected ", hd / 2, ")");
+    for (size_t i = 1; i < r.fparams.size(); ++i)
+      if (!(std::isfinite(r.fparams[i]) && r.fparams[i] > 0.0f))
+        fail(at, ": rope freq_factors[", i - 1, "] ", r.fparams[i],
+             " must be positive");
   };
 
   switch (r.kernel) {
@@ -598,7 +610,7 @@ DispatchDesc SemanticChecker::dispatch(const fbs::Dispatch &d,
       expectRow("output", r.outputs[0], row(r.inputs[0]));
       disjoint(r.inputs[0], r.outputs[0]);
     }
-    theta(r.fparams[0]);
+    ropeParams(hd);
     break;
   }
   case Kernel::Attention: {
@@ -641,7 +653,7 @@ DispatchDesc SemanticChecker::dispatch(const fbs::Dispatch &d,
     expectShape("Wo", 1, {row(y), nh * hd});
     if (weight_ids.size() > 2)
       expectShape("qk_bias", 2, {(nh + nkv) * hd});
-    theta(r.fparams[0]);
+    ropeParams(hd);
     disjoint(qkv, attn);
     for (uint32_t s : {qkv, attn}) {
       disjoint(s, x);

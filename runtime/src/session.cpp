@@ -22,6 +22,12 @@ namespace rt {
 
 namespace {
 
+// A rope dispatch's freq_factors (its float parameters after theta), or
+// null when it has none.
+const float *freqFactors(const rt::DispatchDesc &d) {
+  return d.fparams.size() > 1 ? d.fparams.data() + 1 : nullptr;
+}
+
 // Threads a session may ask for; far above any machine this runs on, it
 // only stops absurd values before they reach oneTBB.
 constexpr int kMaxThreads = 1024;
@@ -614,7 +620,8 @@ void SessionState::run(const DispatchDesc &d, const int32_t *tokens, int64_t T,
     if (!in.empty() && in[0] != out[0])
       std::memcpy(buffer(out[0]), buffer(in[0]),
                   static_cast<size_t>(T * ld(out[0])) * sizeof(float));
-    cpu::rope(buffer(out[0]), ld(out[0]), T, ip[0], ip[1], pos, d.fparams[0]);
+    cpu::rope(buffer(out[0]), ld(out[0]), T, ip[0], ip[1], pos, d.fparams[0],
+              freqFactors(d));
     break;
   case Kernel::Attention:
     attend(ip[0], buffer(in[0]), ld(in[0]), buffer(in[1]), ld(in[1]),
@@ -651,8 +658,8 @@ void SessionState::run(const DispatchDesc &d, const int32_t *tokens, int64_t T,
       cpu::matmul(x, lx, w[0], qkv, lq, T, lx, nqkv, false);
     if (d.weight_ids.size() > 2)
       cpu::addRowBias(qkv, lq, w[2].f32(), qkv, lq, T, qd + kd);
-    cpu::rope(qkv, lq, T, qd, hd, pos, theta);
-    cpu::rope(qkv + qd, lq, T, kd, hd, pos, theta);
+    cpu::rope(qkv, lq, T, qd, hd, pos, theta, freqFactors(d));
+    cpu::rope(qkv + qd, lq, T, kd, hd, pos, theta, freqFactors(d));
     attend(ip[0], qkv, lq, qkv + qd, lq, qkv + qd + kd, lq, attn, la, T, nh,
            nkv, hd);
     cpu::matmul(attn, la, w[1], y, ld(out[0]), T, qd, ld(out[0]),

@@ -186,12 +186,23 @@ LogicalResult LogitsOp::verifySymbolUses(SymbolTableCollection &tables) {
 
 /// Rope parameters, shared by rope and fused attention.
 static LogicalResult verifyRopeParams(Operation *op, int64_t headDim,
-                                      float theta) {
+                                      float theta,
+                                      std::optional<ArrayRef<float>> factors) {
   if (headDim <= 0 || headDim % 2 != 0)
     return op->emitOpError() << "head_dim must be positive and even, got "
                              << headDim;
-  if (!(theta > 0.0f))
+  if (!(theta > 0.0f) || !std::isfinite(theta))
     return op->emitOpError() << "theta must be positive, got " << theta;
+  if (factors) {
+    if (int64_t(factors->size()) != headDim / 2)
+      return op->emitOpError()
+             << "has " << factors->size() << " freq_factors, expected "
+             << headDim / 2 << " (head_dim / 2)";
+    for (auto [i, f] : llvm::enumerate(*factors))
+      if (!(f > 0.0f) || !std::isfinite(f))
+        return op->emitOpError() << "freq_factors[" << i << "] is " << f
+                                 << ", not a positive number";
+  }
   return success();
 }
 
@@ -215,7 +226,8 @@ LogicalResult RmsNormOp::verify() {
 
 LogicalResult RopeOp::verify() {
   int64_t hd = getHeadDimAttr().getInt();
-  if (failed(verifyRopeParams(*this, hd, getTheta().convertToFloat())))
+  if (failed(verifyRopeParams(*this, hd, getTheta().convertToFloat(),
+                              getFreqFactors())))
     return failure();
   if (cols(getInput()) % hd != 0)
     return emitOpError() << "input has " << cols(getInput())
@@ -262,7 +274,7 @@ LogicalResult FusedQkvAttentionOp::verify() {
                          getNKvHeadsAttr().getInt(), getHeadDimAttr().getInt(),
                          getCache().getType())) ||
       failed(verifyRopeParams(*this, getHeadDimAttr().getInt(),
-                              getTheta().convertToFloat())))
+                              getTheta().convertToFloat(), getFreqFactors())))
     return failure();
   return verifyPositions(*this, getPositions(), getInput());
 }
@@ -647,12 +659,13 @@ constexpr KernelArity kKernelArity[] = {
     {"embed", 0, 1, 0, 1, 0, {0, 1}},
     {"rms_norm", 1, 1, 0, 1, 0, 1},
     {"matmul", 1, 1, 0, {1, 2}, 1, 0},
-    {"rope", 1, 1, 0, 0, 2, 1},
+    // rope: theta, then freq_factors (head_dim / 2 of them) if any.
+    {"rope", 1, 1, 0, 0, 2, {1, 1 + 2048}},
     {"attention", 3, 1, 0, 0, 4, 0},
     {"silu_mul", 2, 1, 0, 0, 0, 0},
     {"add", 2, 1, 0, 0, 0, 0},
     {"logits", 1, 1, 0, 1, 0, 0},
-    {"fused_qkv_attention", 1, 1, 2, {2, 3}, {5, 6}, 1},
+    {"fused_qkv_attention", 1, 1, 2, {2, 3}, {5, 6}, {1, 1 + 2048}},
     {"concat", 2, 1, 0, 0, 0, 0},
     {"copy", 1, 1, 0, 0, 0, 0},
     {"add_row_bias", 1, 1, 0, 1, 0, 0},

@@ -204,17 +204,24 @@ def Loom_RopeOp : Loom_Op<"rope", [Pure, AllTypesMatch<["input", "result"]>]> {
   let summary = "Rotary position embedding on interleaved pairs";
   let description = [{
     Rotates each pair `(2i, 2i+1)` inside every head of `head_dim` columns by
-    `positions[t] * theta^(-2i / head_dim)` radians (llama2.c's layout).
+    `positions[t] * theta^(-2i / head_dim) / freq_factors[i]` radians
+    (llama2.c's layout). `freq_factors` (`head_dim / 2` positive values,
+    absent: all 1) stretches each pair's wavelength: Llama 3.1's rope scaling,
+    GGUF's `rope_freqs` tensor.
 
     ```mlir
     %r = loom.rope %q, %pos head_dim 8 theta 1.0e+04 : tensor<?x64xf32>, tensor<?xi32>
+    %s = loom.rope %k, %pos head_dim 4 theta 5.0e+05 freq_factors [8.0, 1.0]
+         : tensor<?x32xf32>, tensor<?xi32>
     ```
   }];
   let arguments = (ins Loom_RowTensor:$input, Loom_IdTensor:$positions,
-                       I64Attr:$head_dim, F32Attr:$theta);
+                       I64Attr:$head_dim, F32Attr:$theta,
+                       OptionalAttr<DenseF32ArrayAttr>:$freq_factors);
   let results = (outs Loom_RowTensor:$result);
   let assemblyFormat = [{
-    $input `,` $positions `head_dim` $head_dim `theta` $theta attr-dict `:`
+    $input `,` $positions `head_dim` $head_dim `theta` $theta
+    (`freq_factors` $freq_factors^)? attr-dict `:`
     type($input) `,` type($positions)
   }];
   let hasVerifier = 1;
@@ -259,7 +266,8 @@ def Loom_FusedQkvAttentionOp : Loom_WeightUserOp<"fused_qkv_attention", [
     `out_weight` the `[D, n_heads head_dim]` output projection, `qk_bias`
     (optional) the packed `[(n_heads + n_kv_heads) head_dim]` bias added to q
     and k before rope. Equivalent to
-    `linear(attention(rope(x Wqᵀ + bq), rope(x Wkᵀ + bk), x Wvᵀ), Wo)`.
+    `linear(attention(rope(x Wqᵀ + bq), rope(x Wkᵀ + bk), x Wvᵀ), Wo)`, the
+    ropes with `theta` and `freq_factors` (as `loom.rope`'s).
 
     `placeholder_qkv` (set by `loom-fuse-chunk-projector` on the decoder's
     first attention) lets REFRAG chunk placeholder rows skip the packed
@@ -281,11 +289,13 @@ def Loom_FusedQkvAttentionOp : Loom_WeightUserOp<"fused_qkv_attention", [
                        FlatSymbolRefAttr:$out_weight, I64Attr:$n_heads,
                        I64Attr:$n_kv_heads, I64Attr:$head_dim, F32Attr:$theta,
                        OptionalAttr<FlatSymbolRefAttr>:$qk_bias,
-                       UnitAttr:$placeholder_qkv);
+                       UnitAttr:$placeholder_qkv,
+                       OptionalAttr<DenseF32ArrayAttr>:$freq_factors);
   let results = (outs Loom_RowTensor:$result);
   let assemblyFormat = [{
     $input `,` $positions `,` $cache `,` $qkv_weight `,` $out_weight
     `heads` $n_heads `kv_heads` $n_kv_heads `head_dim` $head_dim `theta` $theta
+    (`freq_factors` $freq_factors^)?
     (`qk_bias` $qk_bias^)? (`placeholder_qkv` $placeholder_qkv^)? attr-dict
     `:` type($input) `,` type($positions) `,`
     qualified(type($cache))

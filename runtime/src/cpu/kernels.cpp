@@ -437,7 +437,7 @@ void matmul(const float *x, int64_t ldx, Weights W, float *y, int64_t ldy,
 }
 
 void rope(float *x, int64_t ldx, int64_t T, int64_t cols, int64_t head_dim,
-          int64_t start_pos, float theta) {
+          int64_t start_pos, float theta, const float *freq_factors) {
   if (T <= 0 || cols <= 0)
     return;
   // The angle tables are computed here, once, in float32 exactly as llama2.c
@@ -446,8 +446,10 @@ void rope(float *x, int64_t ldx, int64_t T, int64_t cols, int64_t head_dim,
   float *cosT = tables.data();
   float *sinT = cosT + T * head_dim;
   for (int64_t j = 0; j < head_dim; j += 2) {
-    const float freq = 1.0f / powf(theta, static_cast<float>(j) /
-                                              static_cast<float>(head_dim));
+    float freq = 1.0f / powf(theta, static_cast<float>(j) /
+                                        static_cast<float>(head_dim));
+    if (freq_factors)
+      freq /= freq_factors[j / 2];
     for (int64_t t = 0; t < T; ++t) {
       const float angle = static_cast<float>(start_pos + t) * freq;
       const float c = cosf(angle);

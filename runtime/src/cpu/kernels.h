@@ -117,10 +117,11 @@ void matmul(const float *x, int64_t ldx, Weights W, float *y, int64_t ldy,
 
 // In place, llama2.c semantics: for each row t (position start_pos + t) and
 // each head-local pair index j = 0, 2, 4, ... < head_dim over the first
-// `cols` columns: freq = 1 / powf(theta, j / head_dim) in float32,
-// angle = pos * freq in float32, (x0, x1) <- (x0 c - x1 s, x0 s + x1 c).
+// `cols` columns: freq = 1 / powf(theta, j / head_dim) in float32 (divided
+// by freq_factors[j / 2] where given), angle = pos * freq in float32,
+// (x0, x1) <- (x0 c - x1 s, x0 s + x1 c).
 void rope(float *x, int64_t ldx, int64_t T, int64_t cols, int64_t head_dim,
-          int64_t start_pos, float theta);
+          int64_t start_pos, float theta, const float *freq_factors = nullptr);
 
 // One layer's KV cache: rows [max_seq, kv_dim] for K and for V.
 struct KvView {

@@ -284,6 +284,24 @@ func.func @rope_theta(%q: tensor<?x16xf32>, %pos: tensor<?xi32>) -> tensor<?x16x
 
 // -----
 
+// loom.rope: one freq_factor per pair of a head.
+func.func @rope_factor_count(%q: tensor<?x16xf32>, %pos: tensor<?xi32>) -> tensor<?x16xf32> {
+  // expected-error @+1 {{'loom.rope' op has 3 freq_factors, expected 4 (head_dim / 2)}}
+  %r = loom.rope %q, %pos head_dim 8 theta 1.0e+04 freq_factors [1.0, 2.0, 4.0] : tensor<?x16xf32>, tensor<?xi32>
+  return %r : tensor<?x16xf32>
+}
+
+// -----
+
+// loom.rope: freq_factors divide frequencies, so they must be positive.
+func.func @rope_factor_sign(%q: tensor<?x16xf32>, %pos: tensor<?xi32>) -> tensor<?x16xf32> {
+  // expected-error @+1 {{'loom.rope' op freq_factors[2] is 0.000000e+00, not a positive number}}
+  %r = loom.rope %q, %pos head_dim 8 theta 1.0e+04 freq_factors [1.0, 2.0, 0.0, 8.0] : tensor<?x16xf32>, tensor<?xi32>
+  return %r : tensor<?x16xf32>
+}
+
+// -----
+
 // loom.rope: one position per row when both are static.
 func.func @rope_positions(%q: tensor<4x16xf32>, %pos: tensor<3xi32>) -> tensor<4x16xf32> {
   // expected-error @+1 {{'loom.rope' op has 3 positions but 4 rows}}

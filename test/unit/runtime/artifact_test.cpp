@@ -586,6 +586,16 @@ const BadCase kBadCases[] = {
        s.dispatches[find(s, fbs::Kernel::Rope)].fparams = {0.0f};
      },
      "rope theta 0 must be positive"},
+    {"RopeFreqFactorCount",
+     [](ArtifactSpec &s) {
+       s.dispatches[find(s, fbs::Kernel::Rope)].fparams = {1e4f, 1, 2, 3};
+     },
+     "3 rope freq_factors for head_dim 4 (expected 2)"},
+    {"RopeFreqFactorSign",
+     [](ArtifactSpec &s) {
+       s.dispatches[find(s, fbs::Kernel::Rope)].fparams = {1e4f, 1, -1};
+     },
+     "rope freq_factors[1] -1 must be positive"},
     {"AttentionCacheIndex",
      [](ArtifactSpec &s) {
        s.dispatches[find(s, fbs::Kernel::Attention)].iparams[0] = 5;

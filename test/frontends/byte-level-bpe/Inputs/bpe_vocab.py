@@ -160,6 +160,8 @@ def main():
     ap.add_argument("--pre", choices=["llama3", "gpt2"], required=True)
     ap.add_argument("--merges", type=int, default=600)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--rope-scaling", metavar="FACTOR,LOW,HIGH,CONTEXT",
+                    help="config.json's Llama 3.1 rope_scaling")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
     tj, vocab, bos = tokenizer_json(a.pre, train(a.merges))
@@ -174,6 +176,12 @@ def main():
               "rms_norm_eps": 1e-5, "rope_theta": 500000.0,
               "tie_word_embeddings": False, "hidden_act": "silu",
               "bos_token_id": bos, "eos_token_id": bos + 1}
+    if a.rope_scaling:
+        f, lo, hi, ctx = a.rope_scaling.split(",")
+        config["rope_scaling"] = {
+            "factor": float(f), "low_freq_factor": float(lo),
+            "high_freq_factor": float(hi),
+            "original_max_position_embeddings": int(ctx), "rope_type": "llama3"}
     with open(os.path.join(a.out, "config.json"), "w") as f:
         json.dump(config, f, indent=1)
     rng = np.random.default_rng(a.seed)

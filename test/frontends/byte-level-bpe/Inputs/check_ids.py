@@ -6,15 +6,20 @@ and its decoding by the echo of each text.
       [--gguf MODEL.gguf]
 
 With --gguf (the file MODEL.loom was compiled from), also llama.cpp's
-greedy continuations of its prompts under that model. Prints a summary
+greedy continuations of three prompts under that model, and its 16
+highest logits at each position of a prompt, within --tolerance (llama.cpp
+computes parts of attention in f16: about 1e-3 here). Prints a summary
 line each; exits 1 on any difference (each one printed) or when
 TOKENIZER.json or MODEL.gguf is not the one the ids were recorded for.
 """
 import argparse
 import hashlib
 import json
+import os
+import struct
 import subprocess
 import sys
+import tempfile
 
 
 def main():
@@ -24,18 +29,22 @@ def main():
     ap.add_argument("model")
     ap.add_argument("--loom-run", default="loom-run")
     ap.add_argument("--gguf")
+    ap.add_argument("--tolerance", type=float, default=4e-3)
     a = ap.parse_args()
     want = json.load(open(a.expected, encoding="utf-8"))
-    for path, key in ((a.tokenizer, "tokenizer_sha256"), (a.gguf, "gguf_sha256")):
-        if path is None:
-            continue
-        digest = hashlib.sha256(open(path, "rb").read()).hexdigest()
-        if digest != want[key]:
-            sys.exit("check_ids: %s has sha256 %s, the ids were recorded for %s "
-                     "(bpe_vocab.py or make_gguf.py changed? record again)" % (
-                         path, digest, want[key]))
+    sha256 = lambda path: hashlib.sha256(open(path, "rb").read()).hexdigest()
+    if sha256(a.tokenizer) != want["tokenizer_sha256"]:
+        sys.exit("check_ids: %s has sha256 %s, the ids were recorded for %s "
+                 "(bpe_vocab.py changed? record again)" % (
+                     a.tokenizer, sha256(a.tokenizer), want["tokenizer_sha256"]))
+    greedy = []
+    if a.gguf:
+        greedy = want["greedy"].get(sha256(a.gguf))
+        if greedy is None:
+            sys.exit("check_ids: no greedy ids were recorded for %s (sha256 %s; "
+                     "make_gguf.py changed? record again)" % (a.gguf, sha256(a.gguf)))
     bad_greedy = 0
-    for case in want["greedy"] if a.gguf else []:
+    for case in greedy:
         run = subprocess.run([a.loom_run, a.model, "--prompt", case["prompt"],
                               "--steps", str(len(case["ids"])), "--temperature", "0",
                               "--print-ids"], capture_output=True, check=True)
@@ -44,9 +53,28 @@ def main():
             bad_greedy += 1
             print("greedy ids differ for %r: loom %s, llama.cpp %s" % (
                 case["prompt"], got, case["ids"]))
+    bad_logits = False
     if a.gguf:
         print("%d greedy continuations: %d differ from llama.cpp's" % (
-            len(want["greedy"]), bad_greedy))
+            len(greedy), bad_greedy))
+        ref = want["logits"][sha256(a.gguf)]
+        with tempfile.TemporaryDirectory() as tmp:
+            dump = os.path.join(tmp, "logits.f32")
+            ids = ",".join(str(i) for i in ref["ids"])
+            subprocess.run([a.loom_run, a.model, "--prompt-ids", ids, "--steps", "1",
+                            "--print-ids", "--dump-logits", dump],
+                           capture_output=True, check=True)
+            data = open(dump, "rb").read()
+        vocab = len(data) // 4 // len(ref["ids"])
+        rows = struct.unpack("<%df" % (len(data) // 4), data)
+        worst = max(abs(rows[p * vocab + i] - v)
+                    for p, top in enumerate(ref["top"]) for i, v in top)
+        bad_logits = not worst <= a.tolerance
+        print("logits at %d positions: %s llama.cpp's (the 16 highest each)" % (
+            len(ref["ids"]), "within %g of" % a.tolerance if not bad_logits
+            else "NOT within %g of" % a.tolerance))
+        if bad_logits:
+            print("max |difference| %.3g" % worst)
     bad_ids = bad_text = 0
     for case in want["cases"]:
         text = case["text"]
@@ -65,7 +93,7 @@ def main():
             print("echo differs for %r: %r" % (text, echo))
     print("%d texts: %d with other ids than the references, %d echoed "
           "differently" % (len(want["cases"]), bad_ids, bad_text))
-    sys.exit(1 if bad_ids or bad_text or bad_greedy else 0)
+    sys.exit(1 if bad_ids or bad_text or bad_greedy or bad_logits else 0)
 
 
 if __name__ == "__main__":

@@ -6,21 +6,22 @@
 // Usage (in a folder where
 //   npm install node-llama-cpp@3.22.1 @huggingface/tokenizers@0.2.0
 // was run, with this file copied there):
-//   node record_refs.mjs TOKENIZER.json MODEL.gguf OUT.json
-// Also records llama.cpp's greedy continuations (24 tokens) of three
-// prompts under MODEL.gguf (make_gguf.py's random Llama with this
-// vocabulary). The tokenizer.json's and the GGUF's sha256 are recorded;
-// check_ids.py checks them first.
+//   node record_refs.mjs TOKENIZER.json OUT.json MODEL.gguf [MODEL.gguf ...]
+// Also records, under each MODEL.gguf (make_gguf.py's random Llamas with
+// this vocabulary), by the GGUF's sha256: llama.cpp's greedy continuations
+// (24 tokens) of three prompts, and the 16 highest logits at every position
+// of a 27-token prompt. The tokenizer.json's sha256 is
+// recorded too; check_ids.py checks both.
 import { Tokenizer } from "@huggingface/tokenizers";
 import { getLlama } from "node-llama-cpp";
 import { createHash } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 
-const [tjPath, ggufPath, outPath] = process.argv.slice(2);
+const [tjPath, outPath, ...ggufPaths] = process.argv.slice(2);
 const raw = readFileSync(tjPath);
 const tj = JSON.parse(raw.toString("utf8"));
 const llama = await getLlama({ gpu: false, build: "never", logLevel: "error" });
-const model = await llama.loadModel({ modelPath: ggufPath });
+const model = await llama.loadModel({ modelPath: ggufPaths[0] });
 
 const cases = [
   "", "a", " ", "  ", "\n", "\r\n", "\t", "Hello world",
@@ -71,9 +72,11 @@ for (let n = 0; n < 160; ++n) {
 // (its post-processor's BOS then has no id: the added token's is used).
 const hfPlain = new Tokenizer({ ...tj, added_tokens: [] }, {});
 const sha256 = (bytes) => createHash("sha256").update(bytes).digest("hex");
-const out = { tokenizer_sha256: sha256(raw), gguf_sha256: sha256(readFileSync(ggufPath)),
+const out = { tokenizer_sha256: sha256(raw),
               bos: model.tokens.bos, add_bos: model.tokens.shouldPrependBosToken,
-              greedy: [], cases: [], disagreements: [] };
+              greedy: {}, logits: {}, cases: [], disagreements: [] };
+const LOGITS_PROMPT = "Once upon a time, there was a little girl named Lily. " +
+  "She loved to play outside in the park with her dog.";
 for (const text of cases) {
   const lc = Array.from(model.tokenize(text, false)).map(Number);
   if (out.add_bos) lc.unshift(Number(model.tokens.bos));
@@ -84,19 +87,36 @@ for (const text of cases) {
   else out.disagreements.push({ text, llama_cpp: lc, tokenizers: h });
 }
 // Greedy decoding (temperature 0: the highest logit) in llama.cpp.
-const context = await model.createContext({ contextSize: 256 });
-for (const prompt of ["Once upon a time", "The year 2024 had 366 days;",
-                      "Привет, мир!\n"]) {
-  const seq = context.getSequence();
-  const input = Array.from(model.tokenize(prompt, false));
-  if (out.add_bos) input.unshift(model.tokens.bos);
-  const ids = [];
-  for await (const t of seq.evaluate(input, { temperature: 0 })) {
-    ids.push(Number(t));
-    if (ids.length >= 24) break;
+for (const path of ggufPaths) {
+  const m = await llama.loadModel({ modelPath: path });
+  const context = await m.createContext({
+    contextSize: 256, experimentalKvCacheKeyType: "F32",
+    experimentalKvCacheValueType: "F32" });
+  const runs = [];
+  for (const prompt of ["Once upon a time", "The year 2024 had 366 days;",
+                        "Привет, мир!\n"]) {
+    const seq = context.getSequence();
+    const input = Array.from(m.tokenize(prompt, false));
+    if (m.tokens.shouldPrependBosToken) input.unshift(m.tokens.bos);
+    const ids = [];
+    for await (const t of seq.evaluate(input, { temperature: 0 })) {
+      ids.push(Number(t));
+      if (ids.length >= 24) break;
+    }
+    runs.push({ prompt, ids });
+    seq.dispose();
   }
-  out.greedy.push({ prompt, ids });
+  const seq = context.getSequence();
+  const input = Array.from(m.tokenize(LOGITS_PROMPT, false));
+  if (m.tokens.shouldPrependBosToken) input.unshift(m.tokens.bos);
+  const res = await seq.controlledEvaluate(
+    input.map((t) => [t, { generateNext: { logits: true } }]));
+  const top = res.map((r) => Array.from(r.next.logits.entries()).slice(0, 16)
+    .map(([id, v]) => [Number(id), v]));
   seq.dispose();
+  const key = sha256(readFileSync(path));
+  out.greedy[key] = runs;
+  out.logits[key] = { prompt: LOGITS_PROMPT, ids: input.map(Number), top };
 }
 writeFileSync(outPath, JSON.stringify(out, null, 0).replace(/\},\{/g, "},\n{") + "\n");
 console.log(`${out.cases.length} texts, references agree; ${out.disagreements.length} disagree`);

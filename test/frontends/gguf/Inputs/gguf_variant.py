@@ -114,8 +114,10 @@ def main():
         info[b"output_norm.weight"][1] = [0]
     elif case == "five-dims":
         info[b"output_norm.weight"][1] = [64, 1, 1, 1, 1]
-    elif case == "extra-tensor":
-        infos.append([b"rope_freqs.weight", [4], 0, (len(data) + 31) // 32 * 32])
+    elif case in ("extra-tensor", "rope-freqs-zero"):
+        # 4 f32 zeros: an unknown tensor, or rope factors that are not positive.
+        name = b"blk.0.attn_q.bias" if case == "extra-tensor" else b"rope_freqs.weight"
+        infos.append([name, [4], 0, (len(data) + 31) // 32 * 32])
         raw_tail = bytes(-len(data) % 32) + bytes(16)
     elif case == "huge-array":
         meta.append([b"x.huge", 9, (0, [])])

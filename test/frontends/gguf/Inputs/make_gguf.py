@@ -97,6 +97,20 @@ def read_bpe_tokenizer(path, pre=None, control_ids=()):
     return meta, n
 
 
+def llama3_freq_factors(theta, head_dim, factor, low, high, context):
+    """Llama 3.1's per-pair frequency divisors, as llama.cpp's
+    convert_hf_to_gguf.py computes them (torch float32 ops; here numpy
+    float32 arrays, whose Python scalars stay float32)."""
+    f32 = np.float32
+    freqs = 1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=f32) / f32(head_dim)))
+    wavelen = f32(2 * np.pi) / freqs
+    smooth = (f32(context) / wavelen - f32(low)) / f32(high - low)
+    medium = f32(1) / ((f32(1) - smooth) / f32(factor) + smooth)
+    out = np.where(wavelen < f32(context / high), f32(1),
+                   np.where(wavelen > f32(context / low), f32(factor), medium))
+    return out.astype(f32)
+
+
 def random_tensor(typ, n, rng, norm=False):
     if typ in (gb.F32, gb.F16, gb.BF16):
         x = (1.0 + 0.1 * rng.standard_normal(n)) if norm else 0.05 * rng.standard_normal(n)
@@ -128,6 +142,9 @@ def main():
     ap.add_argument("--context", type=int, default=256)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--rope-theta", type=float, default=10000.0)
+    ap.add_argument("--rope-scaling", metavar="FACTOR,LOW,HIGH,CONTEXT",
+                    help="Llama 3.1's rope scaling, written as llama.cpp's "
+                    "converter does: a rope_freqs tensor")
     ap.add_argument("--bpe-pre", help="tokenizer.ggml.pre to write instead")
     ap.add_argument("--bpe-control", default="",
                     help="ids to write as control tokens (1,2,...)")
@@ -175,6 +192,9 @@ def main():
 
     if injected:
         raise SystemExit("--inject: no tensor " + ", ".join(injected))
+    if a.rope_scaling:
+        factors = llama3_freq_factors(a.rope_theta, hd, *map(float, a.rope_scaling.split(",")))
+        tensors.append(("rope_freqs.weight", [hd // 2], gb.F32, factors.astype("<f4").tobytes()))
 
     def string(s):
         return struct.pack("<Q", len(s)) + s
