@@ -200,6 +200,21 @@ bool readByteLevelTokenizer(Metadata &m, int64_t vocabSize, llama2c::Config &c,
                   "is outside the vocabulary of " + std::to_string(vocabSize));
   c.bosId = bos;
   c.eosId = eos;
+  // llama.cpp's other end-of-generation tokens (Llama 3 Instruct's
+  // <|eot_id|> and <|eom_id|>).
+  for (StringRef key :
+       {"tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"}) {
+    if (!m.file.find(key))
+      continue;
+    int64_t id;
+    if (!m.integer(key, id, std::nullopt, 0))
+      return false;
+    if (id >= vocabSize)
+      return m.fail(key, "is outside the vocabulary of " +
+                             std::to_string(vocabSize));
+    if (id != eos && llvm::find(c.stopIds, id) == c.stopIds.end())
+      c.stopIds.push_back(id);
+  }
   bpe.bos_id = int32_t(bos);
   bpe.eos_id = int32_t(eos);
   if (const Value *v = m.file.find("tokenizer.ggml.add_bos_token")) {

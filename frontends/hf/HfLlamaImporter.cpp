@@ -36,12 +36,31 @@ bool tokenId(ConfigReader &r, StringRef key, int64_t &out, int64_t dflt) {
     return true;
   }
   if (v->getAsArray())
-    return r.fail("'" + key.str() +
-                  "' is a list: Loom's models have one such token");
+    return r.fail("'" + key.str() + "' is a list: a model has one such token");
   std::optional<int64_t> i = v->getAsInteger();
   if (!i || *i < 0)
     return r.fail("'" + key.str() + "' must be a token id (an integer >= 0)");
   out = *i;
+  return true;
+}
+
+/// eos_token_id: an id, or a list of them (Llama 3.1 Instruct: the first is
+/// EOS, the others end a generation too).
+bool eosIds(ConfigReader &r, llama2c::Config &c) {
+  const llvm::json::Array *list = r.object().getArray("eos_token_id");
+  if (!list)
+    return tokenId(r, "eos_token_id", c.eosId, 2);
+  if (list->empty())
+    return r.fail("'eos_token_id' is an empty list");
+  for (const llvm::json::Value &v : *list) {
+    std::optional<int64_t> id = v.getAsInteger();
+    if (!id || *id < 0)
+      return r.fail("'eos_token_id' lists something other than a token id");
+    if (&v == &list->front())
+      c.eosId = *id;
+    else if (*id != c.eosId && llvm::find(c.stopIds, *id) == c.stopIds.end())
+      c.stopIds.push_back(*id);
+  }
   return true;
 }
 
@@ -135,8 +154,7 @@ bool parseConfig(const std::string &path, llama2c::Config &c,
       !r.number("rms_norm_eps", c.normEps, 1e-6f) ||
       !r.number("rope_theta", c.ropeTheta, 10000.0f) ||
       !r.boolean("tie_word_embeddings", tied, false) ||
-      !tokenId(r, "bos_token_id", c.bosId, 1) ||
-      !tokenId(r, "eos_token_id", c.eosId, 2) ||
+      !tokenId(r, "bos_token_id", c.bosId, 1) || !eosIds(r, c) ||
       !r.expectString("hidden_act", "silu") ||
       !absentOrFalse(r, "attention_bias",
                      "a bias on the q/k/v/o projections") ||
@@ -146,9 +164,11 @@ bool parseConfig(const std::string &path, llama2c::Config &c,
     return r.fail("missing \"model_type\" (expected \"llama\")");
   // (A SentencePiece-style vocabulary needs them to be 1 and 2:
   // readTokenizerJson and loomc check that.)
-  for (auto [key, id] :
-       {std::pair<const char *, int64_t>{"bos_token_id", c.bosId},
-        {"eos_token_id", c.eosId}})
+  std::vector<std::pair<const char *, int64_t>> ids = {
+      {"bos_token_id", c.bosId}, {"eos_token_id", c.eosId}};
+  for (int64_t id : c.stopIds)
+    ids.push_back({"eos_token_id", id});
+  for (auto [key, id] : ids)
     if (id >= c.vocabSize)
       return r.fail(std::string(key) + " " + std::to_string(id) +
                     " is outside the vocabulary of " +

@@ -119,23 +119,25 @@ OwningOpRef<ModuleOp> llama2c::importCheckpoint(MLIRContext &ctx,
   Type f32 = b.getF32Type();
   const float eps = c.normEps, theta = c.ropeTheta;
   int64_t D = c.dim, H = c.hiddenDim, hd = c.headDim(), kv = c.kvDim();
-  module->getOperation()->setAttr(
-      "loom.model",
-      b.getDictionaryAttr({
-          b.getNamedAttr("architecture", b.getStringAttr("llama")),
-          b.getNamedAttr("dim", b.getI64IntegerAttr(D)),
-          b.getNamedAttr("hidden_dim", b.getI64IntegerAttr(H)),
-          b.getNamedAttr("n_layers", b.getI64IntegerAttr(c.nLayers)),
-          b.getNamedAttr("n_heads", b.getI64IntegerAttr(c.nHeads)),
-          b.getNamedAttr("n_kv_heads", b.getI64IntegerAttr(c.nKvHeads)),
-          b.getNamedAttr("vocab_size", b.getI64IntegerAttr(c.vocabSize)),
-          b.getNamedAttr("max_seq", b.getI64IntegerAttr(c.maxSeq)),
-          b.getNamedAttr("max_tokens", b.getI64IntegerAttr(maxTokens)),
-          b.getNamedAttr("rope_theta", b.getF32FloatAttr(theta)),
-          b.getNamedAttr("norm_eps", b.getF32FloatAttr(eps)),
-          b.getNamedAttr("bos_id", b.getI64IntegerAttr(c.bosId)),
-          b.getNamedAttr("eos_id", b.getI64IntegerAttr(c.eosId)),
-      }));
+  SmallVector<NamedAttribute> config = {
+      b.getNamedAttr("architecture", b.getStringAttr("llama")),
+      b.getNamedAttr("dim", b.getI64IntegerAttr(D)),
+      b.getNamedAttr("hidden_dim", b.getI64IntegerAttr(H)),
+      b.getNamedAttr("n_layers", b.getI64IntegerAttr(c.nLayers)),
+      b.getNamedAttr("n_heads", b.getI64IntegerAttr(c.nHeads)),
+      b.getNamedAttr("n_kv_heads", b.getI64IntegerAttr(c.nKvHeads)),
+      b.getNamedAttr("vocab_size", b.getI64IntegerAttr(c.vocabSize)),
+      b.getNamedAttr("max_seq", b.getI64IntegerAttr(c.maxSeq)),
+      b.getNamedAttr("max_tokens", b.getI64IntegerAttr(maxTokens)),
+      b.getNamedAttr("rope_theta", b.getF32FloatAttr(theta)),
+      b.getNamedAttr("norm_eps", b.getF32FloatAttr(eps)),
+      b.getNamedAttr("bos_id", b.getI64IntegerAttr(c.bosId)),
+      b.getNamedAttr("eos_id", b.getI64IntegerAttr(c.eosId)),
+  };
+  if (!c.stopIds.empty())
+    config.push_back(
+        b.getNamedAttr("stop_ids", b.getDenseI64ArrayAttr(c.stopIds)));
+  module->getOperation()->setAttr("loom.model", b.getDictionaryAttr(config));
 
   auto weight = [&](const std::string &name, ArrayRef<int64_t> shape) {
     WeightOp::create(b, loc(name), b.getStringAttr(name),

@@ -32,6 +32,8 @@ struct Config {
   // llama2.c's fixed values; a Hugging Face config.json sets its own.
   float ropeTheta = 10000.0f, normEps = 1e-5f;
   int64_t bosId = 1, eosId = 2;
+  // Other ids that end a generation (Llama 3 Instruct's <|eot_id|>).
+  std::vector<int64_t> stopIds;
   // RoPE's per-pair divisors of the frequency (head_dim / 2 of them; empty:
   // none): Llama 3.1's rope scaling, GGUF's rope_freqs tensor.
   std::vector<float> ropeFreqFactors;

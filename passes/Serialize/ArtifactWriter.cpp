@@ -702,16 +702,22 @@ LogicalResult loom::writeArtifact(ModuleOp module, const WeightTable &weights,
           num("core_divisor"), num("core_slot_cap")));
     }
   auto arch = model.getAs<StringAttr>("architecture");
+  std::vector<int32_t> stopIds;
+  if (auto ids = model ? model.getAs<DenseI64ArrayAttr>("stop_ids")
+                       : DenseI64ArrayAttr())
+    for (int64_t id : ids.asArrayRef())
+      stopIds.push_back(int32_t(id));
   auto config = fb::CreateModelConfig(
       fbb, fbb.CreateString(arch ? arch.str() : "llama"),
       configInt(model, "dim"), configInt(model, "hidden_dim"),
       configInt(model, "n_layers"), configInt(model, "n_heads"),
       configInt(model, "n_kv_heads"),
-      configInt(model, "dim") / std::max<int64_t>(1, configInt(model, "n_heads")),
+      configInt(model, "dim") /
+          std::max<int64_t>(1, configInt(model, "n_heads")),
       configInt(model, "vocab_size"), configInt(model, "max_seq"),
       configFloat(model, "rope_theta", 10000.0f),
       configFloat(model, "norm_eps", 1e-5f), configInt(model, "bos_id", 1),
-      configInt(model, "eos_id", 2));
+      configInt(model, "eos_id", 2), fbb.CreateVector(stopIds));
   auto root = fb::CreateModel(
       fbb, kArtifactFormatVersion,
       fbb.CreateString("loomc " LOOM_VERSION_STRING),

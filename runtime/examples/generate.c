@@ -97,7 +97,7 @@ int main(int argc, char **argv) {
   if (steps > 0 && !check(loom_sampler_sample(sampler, logits, &next), "sample"))
     goto done;
   for (generated = 0; generated < steps; ++generated) {
-    if (next == info.bos_id || next == info.eos_id)
+    if (loom_token_ends_generation(model, next))
       break;
     if (!print_token(model, prev, next))
       goto done;

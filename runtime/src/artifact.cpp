@@ -198,6 +198,8 @@ void SemanticChecker::config() {
   info.norm_eps = c.norm_eps();
   info.bos_id = c.bos_id();
   info.eos_id = c.eos_id();
+  if (c.stop_ids())
+    info.stop_ids.assign(c.stop_ids()->begin(), c.stop_ids()->end());
   if (info.vocab_size < 1 ||
       info.vocab_size > std::numeric_limits<int32_t>::max())
     fail("model config: vocab_size ", info.vocab_size, " is out of range");
@@ -212,6 +214,10 @@ void SemanticChecker::config() {
     fail("model config: bos_id ", info.bos_id, " / eos_id ", info.eos_id,
          " outside the vocabulary (0..", info.vocab_size - 1,
          ", or negative for none)");
+  for (int32_t id : info.stop_ids)
+    if (id < 0 || id >= info.vocab_size)
+      fail("model config: stop id ", id, " outside the vocabulary (0..",
+           info.vocab_size - 1, ")");
   if (m.max_tokens() < 1 || m.max_tokens() > kMaxTokensPerStep)
     fail("max_tokens ", m.max_tokens(), " is out of range (1..",
          kMaxTokensPerStep, ")");
@@ -1415,6 +1421,11 @@ std::shared_ptr<Model> Model::load(const std::string &path) {
 }
 
 const ModelConfigInfo &Model::config() const { return data_->config; }
+bool ModelConfigInfo::endsGeneration(int32_t token) const {
+  return (token >= 0 && (token == bos_id || token == eos_id)) ||
+         std::find(stop_ids.begin(), stop_ids.end(), token) != stop_ids.end();
+}
+
 bool Model::hasTokenizer() const { return data_->tokenizer != nullptr; }
 
 const Tokenizer &Model::tokenizer() const {

@@ -213,6 +213,10 @@ loom_status loom_model_get_info(const loom_model *model,
   return LOOM_OK;
 }
 
+int loom_token_ends_generation(const loom_model *model, int token) {
+  return model && model->model->config().endsGeneration(token) ? 1 : 0;
+}
+
 loom_status loom_tokenize(const loom_model *model, const char *text, int bos,
                           int *ids, size_t capacity, size_t *out_n) {
   LOOM_REQUIRE_ARG(model);

@@ -856,8 +856,11 @@ int printInfo(const std::string &path, const loom::Model &model) {
   std::printf("vocab: %lld, context: %lld, rows per step: %lld\n",
               (long long)c.vocab_size, (long long)model.contextLength(),
               (long long)model.maxTokensPerStep());
-  std::printf("rope_theta: %g, norm_eps: %g, bos: %d, eos: %d\n", c.rope_theta,
-              c.norm_eps, c.bos_id, c.eos_id);
+  std::string stops;
+  for (int32_t id : c.stop_ids)
+    stops += (stops.empty() ? ", stop: " : " ") + std::to_string(id);
+  std::printf("rope_theta: %g, norm_eps: %g, bos: %d, eos: %d%s\n",
+              c.rope_theta, c.norm_eps, c.bos_id, c.eos_id, stops.c_str());
   std::string tokenizer = "none (token ids only)";
   if (model.hasTokenizer()) {
     const loom::Tokenizer &t = model.tokenizer();
@@ -999,7 +1002,7 @@ int generate(const Options &o, const loom::Model &model, loom::Session &session,
   int32_t next = o.steps > 0 ? sampler.sample(logits.last()) : 0;
   for (int64_t n = 0; n < o.steps; ++n) {
     generated.push_back(next);
-    if (next == cfg.bos_id || next == cfg.eos_id) {
+    if (cfg.endsGeneration(next)) {
       stop = Stop::EndOfSequence;
       break;
     }

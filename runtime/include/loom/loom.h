@@ -88,6 +88,9 @@ loom_status loom_model_load(const char *path, loom_model **out_model);
 void loom_model_free(loom_model *model);
 loom_status loom_model_get_info(const loom_model *model,
                                 loom_model_info *out_info);
+/* 1 when `token` ends a generation (BOS, EOS, or one of the model's other
+ * stop ids, e.g. Llama 3 Instruct's <|eot_id|>), else 0 (also for NULL). */
+int loom_token_ends_generation(const loom_model *model, int token);
 
 /* ---- Tokenizer ------------------------------------------------------- */
 

@@ -48,6 +48,11 @@ struct ModelConfigInfo {
   // Token ids that end a generation; negative means the model has none.
   int32_t bos_id = 1;
   int32_t eos_id = 2;
+  // Other ids that end a generation as EOS does (Llama 3 Instruct's
+  // <|eot_id|>).
+  std::vector<int32_t> stop_ids;
+  // Whether `token` ends a generation: BOS, EOS or a stop id.
+  bool endsGeneration(int32_t token) const;
 };
 
 // How a looped block (recurrent depth, e.g. Huginn) decides after each

@@ -83,6 +83,19 @@ TEST(Artifact, LoadsTinyModel) {
 
 // A checkpoint that comes without a tokenizer (Huginn's) compiles to an
 // artifact without one: it loads, and asking for the tokenizer says why not.
+TEST(Artifact, StopIdsEndGeneration) {
+  ArtifactSpec spec = tinySpec();
+  spec.config.stop_ids = {7, 9};
+  TempFile file(spec.serialize());
+  std::shared_ptr<loom::Model> m = loom::Model::load(file.path());
+  const loom::ModelConfigInfo &c = m->config();
+  EXPECT_EQ(c.stop_ids, std::vector<int32_t>({7, 9}));
+  for (int32_t id : {1, 2, 7, 9})
+    EXPECT_TRUE(c.endsGeneration(id)) << id;
+  for (int32_t id : {0, 3, 8, -1})
+    EXPECT_FALSE(c.endsGeneration(id)) << id;
+}
+
 TEST(Artifact, LoadsWithoutTokenizer) {
   ArtifactSpec spec = tinySpec();
   spec.tokenizer.reset();
@@ -586,6 +599,11 @@ const BadCase kBadCases[] = {
        s.dispatches[find(s, fbs::Kernel::Rope)].fparams = {0.0f};
      },
      "rope theta 0 must be positive"},
+    {"StopIdOutsideVocab",
+     [](ArtifactSpec &s) {
+       s.config.stop_ids = {5, 272};
+     },
+     "stop id 272 outside the vocabulary (0..271)"},
     {"RopeFreqFactorCount",
      [](ArtifactSpec &s) {
        s.dispatches[find(s, fbs::Kernel::Rope)].fparams = {1e4f, 1, 2, 3};

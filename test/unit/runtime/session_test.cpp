@@ -443,6 +443,10 @@ TEST(CApi, RunsAModel) {
   EXPECT_EQ(info.vocab_size, 272);
   EXPECT_EQ(info.context_length, 32);
   EXPECT_EQ(info.bos_id, 1);
+  EXPECT_EQ(loom_token_ends_generation(m, 1), 1); // BOS
+  EXPECT_EQ(loom_token_ends_generation(m, 2), 1); // EOS
+  EXPECT_EQ(loom_token_ends_generation(m, 3), 0);
+  EXPECT_EQ(loom_token_ends_generation(nullptr, 2), 0);
 
   size_t n = 0;
   EXPECT_EQ(loom_tokenize(m, "the cat", 1, nullptr, 0, &n),

@@ -128,6 +128,7 @@ struct ConfigSpec {
   float rope_theta = 10000.0f;
   float norm_eps = 1e-5f;
   int32_t bos_id = 1, eos_id = 2;
+  std::vector<int32_t> stop_ids;
 };
 
 struct TokenizerSpec {
@@ -269,7 +270,8 @@ inline std::vector<uint8_t> ArtifactSpec::serialize() const {
   auto config_offset = fbs::CreateModelConfigDirect(
       fbb, c.architecture.c_str(), c.dim, c.hidden_dim, c.n_layers, c.n_heads,
       c.n_kv_heads, c.head_dim, c.vocab_size, c.max_seq, c.rope_theta,
-      c.norm_eps, c.bos_id, c.eos_id);
+      c.norm_eps, c.bos_id, c.eos_id,
+      c.stop_ids.empty() ? nullptr : &c.stop_ids);
   flatbuffers::Offset<fbs::TokenizerDef> tokenizer_offset;
   if (tokenizer) {
     std::vector<uint32_t> offsets = {0};

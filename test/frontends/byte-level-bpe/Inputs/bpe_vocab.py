@@ -175,7 +175,9 @@ def main():
               "vocab_size": vocab, "max_position_embeddings": 256,
               "rms_norm_eps": 1e-5, "rope_theta": 500000.0,
               "tie_word_embeddings": False, "hidden_act": "silu",
-              "bos_token_id": bos, "eos_token_id": bos + 1}
+              "bos_token_id": bos,
+              # Llama 3.1 Instruct's form: <|end_of_text|> and <|eot_id|>.
+              "eos_token_id": [bos + 1, bos + 2] if a.pre == "llama3" else bos + 1}
     if a.rope_scaling:
         f, lo, hi, ctx = a.rope_scaling.split(",")
         config["rope_scaling"] = {

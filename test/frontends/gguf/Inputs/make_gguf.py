@@ -94,6 +94,8 @@ def read_bpe_tokenizer(path, pre=None, control_ids=()):
         ("tokenizer.ggml.add_bos_token", 7,
          struct.pack("<?", "TemplateProcessing" in post)),
     ]
+    if llama3:  # Llama 3 Instruct's <|eot_id|>, the third special token
+        meta.append(("tokenizer.ggml.eot_token_id", 4, struct.pack("<I", specials[2])))
     return meta, n
 
 

@@ -92,6 +92,8 @@ def main():
         config["head_dim"] = 16
     elif case == "eos-list":
         config["eos_token_id"] = [2, 7]
+    elif case == "eos-list-outside":
+        config["eos_token_id"] = [2, 512]
     elif case == "no-layers":
         del config["num_hidden_layers"]
     elif case == "gelu":
