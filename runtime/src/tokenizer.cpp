@@ -432,6 +432,19 @@ Tokenizer::Tokenizer(std::vector<std::string> pieces, ByteLevelBpe bpe)
     if (!is_control_[i])
       lookup_.emplace(pieces_[i], static_cast<int32_t>(i));
   }
+  specials_by_byte_.resize(256);
+  for (int32_t id : bpe.control)
+    if (!pieces_[id].empty())
+      specials_by_byte_[static_cast<unsigned char>(pieces_[id][0])].push_back(
+          id);
+  for (std::vector<int32_t> &ids : specials_by_byte_) {
+    std::sort(ids.begin(), ids.end(), [&](int32_t a, int32_t b) {
+      if (pieces_[a].size() != pieces_[b].size())
+        return pieces_[a].size() > pieces_[b].size();
+      return a < b;
+    });
+    ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  }
   for (int b = 0; b < 256; ++b) {
     auto it = lookup_.find(std::string(1, static_cast<char>(b)));
     if (it == lookup_.end()) {
@@ -465,9 +478,34 @@ Tokenizer::Tokenizer(std::vector<std::string> pieces, ByteLevelBpe bpe)
 }
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool bos,
-                                       bool eos) const {
-  if (byte_level_)
-    return encodeByteLevel(text, bos, eos);
+                                       bool eos, bool special) const {
+  if (byte_level_) {
+    std::vector<int32_t> ids;
+    ids.reserve(text.size() + 2);
+    if (bos && byte_level_->add_bos)
+      ids.push_back(byte_level_->bos_id);
+    size_t plain = 0; // where the text since the last special token starts
+    for (size_t i = 0; special && i < text.size(); ++i) {
+      for (int32_t id :
+           specials_by_byte_[static_cast<unsigned char>(text[i])]) {
+        const std::string &p = pieces_[id];
+        if (text.compare(i, p.size(), p) != 0)
+          continue;
+        appendWords(text.substr(plain, i - plain), ids);
+        ids.push_back(id);
+        i += p.size() - 1;
+        plain = i + 1;
+        break;
+      }
+    }
+    appendWords(text.substr(plain), ids);
+    if (eos && byte_level_->eos_id >= 0)
+      ids.push_back(byte_level_->eos_id);
+    return ids;
+  }
+  if (special)
+    throw Error("tokenizer: special-token text is recognised in byte-level "
+                "vocabularies only");
   std::vector<Symbol> nodes;
   nodes.reserve(text.size() + 2);
 
@@ -537,16 +575,11 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool bos,
   return ids;
 }
 
-std::vector<int32_t> Tokenizer::encodeByteLevel(std::string_view text, bool bos,
-                                                bool eos) const {
+void Tokenizer::appendWords(std::string_view text,
+                            std::vector<int32_t> &ids) const {
   const ByteLevelBpe &bpe = *byte_level_;
-  std::vector<int32_t> ids;
-  ids.reserve(text.size() + 2);
-  if (bos && bpe.add_bos)
-    ids.push_back(bpe.bos_id);
   const CodePoints points(text);
   std::vector<Symbol> symbols;
-  std::string_view word;
   auto rule = [&](int32_t left, int32_t right, double &priority,
                   int32_t &merged) {
     auto it =
@@ -560,7 +593,8 @@ std::vector<int32_t> Tokenizer::encodeByteLevel(std::string_view text, bool bos,
   };
   for (size_t i = 0; i < points.size();) {
     size_t end = wordEnd(points, i, bpe.pre);
-    word = text.substr(points.offset[i], points.offset[end] - points.offset[i]);
+    std::string_view word =
+        text.substr(points.offset[i], points.offset[end] - points.offset[i]);
     i = end;
     if (bpe.ignore_merges) {
       auto whole = lookup_.find(std::string(word));
@@ -576,9 +610,6 @@ std::vector<int32_t> Tokenizer::encodeByteLevel(std::string_view text, bool bos,
     for (int32_t k = 0; k >= 0; k = symbols[k].next)
       ids.push_back(symbols[k].id);
   }
-  if (eos && bpe.eos_id >= 0)
-    ids.push_back(bpe.eos_id);
-  return ids;
 }
 
 std::string Tokenizer::decode(int32_t prev, int32_t token) const {

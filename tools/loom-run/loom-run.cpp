@@ -40,7 +40,12 @@ constexpr const char *kUsage =
     "Generates text with a compiled Loom artifact (.loom).\n"
     "\n"
     "options:\n"
-    "  --prompt TEXT         prompt text, encoded with BOS (default: empty)\n"
+    "  --prompt TEXT         prompt text, encoded with BOS where the\n"
+    "                        vocabulary adds one (default: empty)\n"
+    "  --special             special tokens' text in --prompt (and with\n"
+    "                        --tokenize) is those tokens, e.g. Llama 3's\n"
+    "                        <|eot_id|> (byte-level vocabularies); without\n"
+    "                        it, plain text\n"
     "  --prompt-ids LIST     comma-separated token ids to feed instead, "
     "e.g. 1,403,407\n"
     "  --steps N             generate at most N new tokens (default 256)\n"
@@ -142,6 +147,7 @@ struct Options {
   bool print_ids = false;
   bool bench = false;
   bool tokenize = false;
+  bool special = false; // --special
   bool info = false;
   std::string trace;
   std::string dump_logits;
@@ -408,6 +414,9 @@ std::optional<Options> parseArgs(int argc, char **argv) {
     } else if (flag == "--tokenize") {
       noValue();
       o.tokenize = true;
+    } else if (flag == "--special") {
+      noValue();
+      o.special = true;
     } else if (flag == "--info") {
       noValue();
       o.info = true;
@@ -496,6 +505,8 @@ std::optional<Options> parseArgs(int argc, char **argv) {
     fail("--context and --context-ids cannot be used together");
   if (o.info && o.tokenize)
     fail("--info cannot be combined with --tokenize");
+  if (o.special && (o.prompt_ids || o.refrag() || o.info || o.encode_chunks))
+    fail("--special applies to --prompt text (and --tokenize) only");
   if (o.tokenize || o.info) {
     const char *mode = o.tokenize ? "--tokenize" : "--info";
     const std::pair<bool, const char *> other[] = {
@@ -903,7 +914,7 @@ int printInfo(const std::string &path, const loom::Model &model) {
 // --tokenize: `prompt`, or each line of stdin (without its newline), encoded
 // as a prompt is.
 int tokenizeTexts(const loom::Model &model,
-                  const std::optional<std::string> &prompt) {
+                  const std::optional<std::string> &prompt, bool special) {
   if (!model.hasTokenizer())
     fail("this artifact has no tokenizer (--tokenize needs one)");
   const bool bos = promptsStartWithBos(model);
@@ -914,7 +925,7 @@ int tokenizeTexts(const loom::Model &model,
     std::puts(ids.c_str());
   };
   if (prompt) {
-    print(model.tokenizer().encode(*prompt, bos, false));
+    print(model.tokenizer().encode(*prompt, bos, false, special));
     return 0;
   }
   std::string line;
@@ -925,7 +936,7 @@ int tokenizeTexts(const loom::Model &model,
     }
     if (!line.empty() && line.back() == '\r')
       line.pop_back(); // CRLF input
-    print(model.tokenizer().encode(line, bos, false));
+    print(model.tokenizer().encode(line, bos, false, special));
     line.clear();
     if (c == EOF)
       break;
@@ -962,10 +973,10 @@ int generate(const Options &o, const loom::Model &model, loom::Session &session,
            " decoder positions but the model's context holds " +
            std::to_string(context));
   } else {
-    prompt = o.prompt_ids
-                 ? parsePromptIds(*o.prompt_ids, cfg.vocab_size)
-                 : model.tokenizer().encode(o.prompt.value_or(""),
-                                            promptsStartWithBos(model), false);
+    prompt = o.prompt_ids ? parsePromptIds(*o.prompt_ids, cfg.vocab_size)
+                          : model.tokenizer().encode(o.prompt.value_or(""),
+                                                     promptsStartWithBos(model),
+                                                     false, o.special);
     if (prompt.empty())
       fail("the prompt is empty and this model's vocabulary puts no BOS "
            "first: there is no token to start from (give --prompt TEXT)");
@@ -1443,10 +1454,14 @@ int run(int argc, char **argv) {
   }
 
   std::shared_ptr<loom::Model> model = loom::Model::load(o.artifact);
+  if (o.special && model->hasTokenizer() && !model->tokenizer().byteLevel())
+    fail("--special: this artifact's vocabulary is SentencePiece-style "
+         "(llama2.c's rules), whose special tokens are never picked out of "
+         "text");
   if (o.encode_chunks)
     return encodeChunks(o, model);
   if (o.tokenize)
-    return tokenizeTexts(*model, o.prompt);
+    return tokenizeTexts(*model, o.prompt, o.special);
   if (o.info)
     return printInfo(o.artifact, *model);
   // One seed for the sampler and a looped model's random initial states.

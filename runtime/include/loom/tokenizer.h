@@ -69,8 +69,13 @@ public:
   // EOS (2).
   // Byte-level: optional BOS (where add_bos), each pre-tokenizer word merged
   // by rank (leftmost first among equal ranks), optional EOS. Special tokens'
-  // text is encoded as plain text.
-  std::vector<int32_t> encode(std::string_view text, bool bos, bool eos) const;
+  // text is encoded as plain text, unless `special`: then each occurrence of
+  // a control token's text (leftmost, the longest where several start at one
+  // place) is that token, and the text between is encoded as usual
+  // (llama.cpp's parse_special; byte-level vocabularies only: throws
+  // loom::Error for a SentencePiece-style one).
+  std::vector<int32_t> encode(std::string_view text, bool bos, bool eos,
+                              bool special = false) const;
 
   // Bytes to print for `token` following `prev`. SentencePiece-style (run.c
   // decode + safe_printf): leading space dropped after BOS, <0xHH> -> raw
@@ -92,8 +97,8 @@ public:
   uint32_t maxTokenLength() const { return max_token_length_; }
 
 private:
-  std::vector<int32_t> encodeByteLevel(std::string_view text, bool bos,
-                                       bool eos) const;
+  // Appends the ids of `text`, word by word (byte-level).
+  void appendWords(std::string_view text, std::vector<int32_t> &ids) const;
 
   std::vector<std::string> pieces_;
   std::vector<float> scores_; // SentencePiece-style only
@@ -103,6 +108,8 @@ private:
   // Byte-level only.
   std::optional<ByteLevelBpe> byte_level_;
   std::vector<uint8_t> is_control_;
+  // Control ids with a text, by the text's first byte, longest text first.
+  std::vector<std::vector<int32_t>> specials_by_byte_;
   int32_t byte_ids_[256] = {};
   struct MergeRule {
     int32_t rank;

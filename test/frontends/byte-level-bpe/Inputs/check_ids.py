@@ -91,9 +91,21 @@ def main():
         if echo != text.encode() + b"\n":
             bad_text += 1
             print("echo differs for %r: %r" % (text, echo))
+    bad_special = 0
+    for case in want["special_cases"]:
+        run = subprocess.run([a.loom_run, a.model, "--tokenize", "--special",
+                              "--prompt", case["text"]], capture_output=True, check=True)
+        got = [int(x) for x in run.stdout.split()]
+        if got != case["ids"]:
+            bad_special += 1
+            print("--special ids differ for %r: loom %s, references %s" % (
+                case["text"], got, case["ids"]))
     print("%d texts: %d with other ids than the references, %d echoed "
-          "differently" % (len(want["cases"]), bad_ids, bad_text))
-    sys.exit(1 if bad_ids or bad_text or bad_greedy or bad_logits else 0)
+          "differently; %d with special tokens: %d differ" % (
+              len(want["cases"]), bad_ids, bad_text, len(want["special_cases"]),
+              bad_special))
+    sys.exit(1 if bad_ids or bad_text or bad_special or bad_greedy or bad_logits
+             else 0)
 
 
 if __name__ == "__main__":

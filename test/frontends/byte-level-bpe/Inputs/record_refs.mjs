@@ -70,13 +70,30 @@ for (let n = 0; n < 160; ++n) {
 // Special tokens' text is encoded as plain text (Loom's rule): llama.cpp
 // without parse_special; tokenizers through a copy without added tokens
 // (its post-processor's BOS then has no id: the added token's is used).
+// With loom-run --special ("special_cases"): llama.cpp with parse_special,
+// tokenizers with its added tokens.
 const hfPlain = new Tokenizer({ ...tj, added_tokens: [] }, {});
 const sha256 = (bytes) => createHash("sha256").update(bytes).digest("hex");
 const out = { tokenizer_sha256: sha256(raw),
               bos: model.tokens.bos, add_bos: model.tokens.shouldPrependBosToken,
-              greedy: {}, logits: {}, cases: [], disagreements: [] };
+              greedy: {}, logits: {}, cases: [], special_cases: [],
+              disagreements: [] };
 const LOGITS_PROMPT = "Once upon a time, there was a little girl named Lily. " +
   "She loved to play outside in the park with her dog.";
+const hfSpecial = new Tokenizer(tj, {});
+const specialTexts = [
+  "<|begin_of_text|>Hello<|eot_id|>", "x<|eot_id|><|eot_id|>y",
+  "<|end_of_text|>\n\n<|begin_of_text|> a", "<|eot_id", "<|<|eot_id|>|>",
+  "<|reserved_special_token_1|><|reserved_special_token_1",
+  "I'm plain text", "", " <|eot_id|> spaced ", "<|eot_id|>'s 123"];
+for (const text of specialTexts) {
+  const lc = Array.from(model.tokenize(text, true)).map(Number);
+  if (out.add_bos) lc.unshift(Number(model.tokens.bos));
+  const h = Array.from(hfSpecial.encode(text).ids).map(Number);
+  const same = lc.length === h.length && lc.every((x, i) => x === h[i]);
+  if (same) out.special_cases.push({ text, ids: lc });
+  else out.disagreements.push({ text, special: true, llama_cpp: lc, tokenizers: h });
+}
 for (const text of cases) {
   const lc = Array.from(model.tokenize(text, false)).map(Number);
   if (out.add_bos) lc.unshift(Number(model.tokens.bos));
@@ -119,6 +136,6 @@ for (const path of ggufPaths) {
   out.logits[key] = { prompt: LOGITS_PROMPT, ids: input.map(Number), top };
 }
 writeFileSync(outPath, JSON.stringify(out, null, 0).replace(/\},\{/g, "},\n{") + "\n");
-console.log(`${out.cases.length} texts, references agree; ${out.disagreements.length} disagree`);
+console.log(`${out.cases.length} texts and ${out.special_cases.length} with special tokens, references agree; ${out.disagreements.length} disagree`);
 for (const d of out.disagreements) console.log(JSON.stringify(d));
 process.exit(0);
