@@ -114,8 +114,8 @@ bool readByteLevelTokenizer(Metadata &m, int64_t vocabSize, llama2c::Config &c,
   if (!m.file.find("tokenizer.ggml.pre")) {
     m.error = m.file.path().str() +
               ": missing key 'tokenizer.ggml.pre' (a byte-level vocabulary "
-              "needs its pre-tokenizer's name: Loom implements \"llama-bpe\" "
-              "and \"gpt-2\")";
+              "needs its pre-tokenizer's name: Loom implements \"llama-bpe\", "
+              "\"gpt-2\" and \"smollm\")";
     return false;
   }
   if (!m.string("tokenizer.ggml.pre", pre))
@@ -128,11 +128,13 @@ bool readByteLevelTokenizer(Metadata &m, int64_t vocabSize, llama2c::Config &c,
     bpe.add_bos = true;
   } else if (pre == "gpt-2") {
     bpe.pre = PreTokenizer::Gpt2;
+  } else if (pre == "smollm") {
+    bpe.pre = PreTokenizer::SmolLm;
   } else {
     return m.fail("tokenizer.ggml.pre",
                   "is '" + safetensors::printable(pre) +
-                      "': Loom implements the \"llama-bpe\" (Llama 3) and "
-                      "\"gpt-2\" pre-tokenizers");
+                      "': Loom implements the \"llama-bpe\" (Llama 3), "
+                      "\"gpt-2\" and \"smollm\" pre-tokenizers");
   }
   const Value *tokens = m.array("tokenizer.ggml.tokens", Value::Type::String);
   const Value *types =

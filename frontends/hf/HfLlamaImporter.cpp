@@ -394,6 +394,11 @@ std::optional<PreTokenizer> byteLevelPreTokenizer(const llvm::json::Object &o,
   }
   const llvm::json::Array *seq = p->getArray("pretokenizers");
   if (seq->size() == 2) {
+    const llvm::json::Object *digits = (*seq)[0].getAsObject();
+    if (typeOf(digits) == "Digits" &&
+        digits->getBoolean("individual_digits") == std::optional<bool>(true) &&
+        plainByteLevel((*seq)[1].getAsObject(), true))
+      return PreTokenizer::SmolLm;
     const llvm::json::Object *split = (*seq)[0].getAsObject();
     const llvm::json::Object *pattern =
         split ? split->getObject("pattern") : nullptr;
@@ -405,9 +410,9 @@ std::optional<PreTokenizer> byteLevelPreTokenizer(const llvm::json::Object &o,
         plainByteLevel((*seq)[1].getAsObject(), false))
       return PreTokenizer::Llama3;
   }
-  why = "its pre-tokenizer is neither GPT-2's (ByteLevel with its regex) nor "
-        "Llama 3's (Split by Llama 3's pattern, then ByteLevel), the two "
-        "Loom implements";
+  why = "its pre-tokenizer is not GPT-2's (ByteLevel with its regex), Llama "
+        "3's (Split by Llama 3's pattern, then ByteLevel) or SmolLM's "
+        "(individual Digits, then GPT-2's), the ones Loom implements";
   return std::nullopt;
 }
 

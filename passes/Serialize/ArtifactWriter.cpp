@@ -634,10 +634,12 @@ LogicalResult loom::writeArtifact(ModuleOp module, const WeightTable &weights,
         merges.push_back(left);
         merges.push_back(right);
       }
+      static_assert(
+          int(loom::PreTokenizer::Gpt2) == int(fb::PreTokenizer::Gpt2) &&
+          int(loom::PreTokenizer::Llama3) == int(fb::PreTokenizer::Llama3) &&
+          int(loom::PreTokenizer::SmolLm) == int(fb::PreTokenizer::SmolLm));
       byteLevel = fb::CreateByteLevelBpeDef(
-          fbb,
-          bpe->pre == loom::PreTokenizer::Gpt2 ? fb::PreTokenizer::Gpt2
-                                               : fb::PreTokenizer::Llama3,
+          fbb, static_cast<fb::PreTokenizer>(bpe->pre),
           fbb.CreateVector(merges), fbb.CreateVector(bpe->control),
           bpe->ignore_merges, bpe->add_bos);
     }

@@ -260,6 +260,9 @@ void SemanticChecker::tokenizer() {
     case fbs::PreTokenizer::Llama3:
       bpe->pre = PreTokenizer::Llama3;
       break;
+    case fbs::PreTokenizer::SmolLm:
+      bpe->pre = PreTokenizer::SmolLm;
+      break;
     default:
       fail("tokenizer has an unknown pre-tokenizer ",
            static_cast<int>(bl->pre_tokenizer()),

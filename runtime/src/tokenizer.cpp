@@ -214,8 +214,7 @@ uint32_t asciiLower(uint32_t c) { return c >= 'A' && c <= 'Z' ? c + 32 : c; }
 
 // The end of a contraction ('s 't 're 've 'm 'll 'd) at i, or i. Llama 3's
 // is case-insensitive, GPT-2's is not.
-size_t contractionEnd(const CodePoints &t, size_t i, bool any_case) {
-  const size_t n = t.size();
+size_t contractionEnd(const CodePoints &t, size_t i, size_t n, bool any_case) {
   if (t.cp[i] != '\'' || i + 1 >= n)
     return i;
   auto at = [&](size_t k) { return any_case ? asciiLower(t.cp[k]) : t.cp[k]; };
@@ -237,16 +236,16 @@ size_t contractionEnd(const CodePoints &t, size_t i, bool any_case) {
 // GPT-2's:
 //   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|
 //   \s+(?!\S)|\s+
-// Returns the end of the word that starts at i (leftmost-first alternation).
-size_t wordEnd(const CodePoints &t, size_t i, PreTokenizer pre) {
-  const size_t n = t.size();
+// Returns the end of the word that starts at i (leftmost-first alternation),
+// the text ending at n (Llama 3 or GPT-2's pattern).
+size_t wordEnd(const CodePoints &t, size_t i, size_t n, PreTokenizer pre) {
   auto is = [&](size_t k, CodePointClass c) { return k < n && t.cls[k] == c; };
   auto newline = [&](size_t k) {
     return k < n && (t.cp[k] == '\r' || t.cp[k] == '\n');
   };
   auto symbol = [&](size_t k) { return is(k, CodePointClass::Other); };
   const bool llama3 = pre == PreTokenizer::Llama3;
-  if (size_t e = contractionEnd(t, i, llama3); e != i)
+  if (size_t e = contractionEnd(t, i, n, llama3); e != i)
     return e;
   if (llama3) {
     // [^\r\n\p{L}\p{N}]?\p{L}+
@@ -579,6 +578,7 @@ void Tokenizer::appendWords(std::string_view text,
                             std::vector<int32_t> &ids) const {
   const ByteLevelBpe &bpe = *byte_level_;
   const CodePoints points(text);
+  const size_t n = points.size();
   std::vector<Symbol> symbols;
   auto rule = [&](int32_t left, int32_t right, double &priority,
                   int32_t &merged) {
@@ -591,8 +591,24 @@ void Tokenizer::appendWords(std::string_view text,
     merged = it->second.merged;
     return true;
   };
-  for (size_t i = 0; i < points.size();) {
-    size_t end = wordEnd(points, i, bpe.pre);
+  // SmolLM's: each number character alone, then GPT-2's pattern within the
+  // text between them (its lookahead ends there too).
+  const bool smollm = bpe.pre == PreTokenizer::SmolLm;
+  size_t fragment_end = 0;
+  for (size_t i = 0; i < n;) {
+    size_t end;
+    if (smollm) {
+      if (i >= fragment_end) {
+        fragment_end = i + 1;
+        if (points.cls[i] != CodePointClass::Number)
+          while (fragment_end < n &&
+                 points.cls[fragment_end] != CodePointClass::Number)
+            ++fragment_end;
+      }
+      end = wordEnd(points, i, fragment_end, PreTokenizer::Gpt2);
+    } else {
+      end = wordEnd(points, i, n, bpe.pre);
+    }
     std::string_view word =
         text.substr(points.offset[i], points.offset[end] - points.offset[i]);
     i = end;

@@ -879,8 +879,9 @@ int printInfo(const std::string &path, const loom::Model &model) {
     if (const loom::ByteLevelBpe *bpe = t.byteLevelBpe())
       tokenizer +=
           "byte-level BPE (" +
-          std::string(bpe->pre == loom::PreTokenizer::Llama3 ? "Llama 3"
-                                                             : "GPT-2") +
+          std::string(bpe->pre == loom::PreTokenizer::Llama3   ? "Llama 3"
+                      : bpe->pre == loom::PreTokenizer::SmolLm ? "SmolLM"
+                                                               : "GPT-2") +
           " pre-tokenizer, " + std::to_string(bpe->merges.size()) +
           " merges), " + (promptsStartWithBos(model) ? "BOS first" : "no BOS");
     else

@@ -21,8 +21,9 @@
 namespace loom {
 
 // How a byte-level BPE splits text into words before merging: the regular
-// expression of GPT-2 or of Llama 3 (docs/frontends.md spells both out).
-enum class PreTokenizer : uint8_t { Gpt2, Llama3 };
+// expression of GPT-2 or of Llama 3, or SmolLM's (each number character
+// alone, then GPT-2's); docs/frontends.md spells them out.
+enum class PreTokenizer : uint8_t { Gpt2, Llama3, SmolLm };
 
 // What a byte-level BPE vocabulary needs besides its pieces.
 struct ByteLevelBpe {

@@ -413,7 +413,7 @@ ByteLevelVocab byteLevelVocab(loom::PreTokenizer pre) {
   for (int b = 0; b < 256; ++b)
     v.pieces.push_back(std::string(1, char(b)));
   for (const char *p : {"ab", "abc", " ab", "<|bos|>", "<|eos|>", "xyz", "aa",
-                        "'S", "123", "1234", " \n\n"})
+                        "'S", "123", "1234", " \n\n", "  "})
     v.pieces.push_back(p);
   v.bpe.pre = pre;
   v.merge("a", "b");
@@ -470,6 +470,23 @@ TEST(TokenizerByteLevel, PreTokenizersSplitAsTheirPatterns) {
               llama3 ? Ids({'a', v.id(" \n\n"), 'b'})
                      : Ids({'a', ' ', '\n', '\n', 'b'}));
   }
+}
+
+TEST(TokenizerByteLevel, SmolLmSplitsNumbersOneByOne) {
+  ByteLevelVocab v = byteLevelVocab(loom::PreTokenizer::SmolLm);
+  v.bpe.ignore_merges = true;
+  Tokenizer tok(v.pieces, v.bpe);
+  // Every number character alone (a whole-word piece notwithstanding)...
+  EXPECT_EQ(tok.encode("1234", false, false), bytesOf("1234"));
+  // ... "\u00bd" (No) too; GPT-2's pattern runs between them, its lookahead
+  // ending at the number: "a  1" is "a", "  ", "1" (GPT-2: "a", " ", " 1").
+  EXPECT_EQ(tok.encode("a  1", false, false), Ids({'a', v.id("  "), '1'}));
+  EXPECT_EQ(tok.encode("x\xC2\xBDy", false, false),
+            Ids({'x', 0xC2, 0xBD, 'y'}));
+  ByteLevelVocab g = byteLevelVocab(loom::PreTokenizer::Gpt2);
+  g.bpe.ignore_merges = true;
+  Tokenizer gpt2(g.pieces, g.bpe);
+  EXPECT_EQ(gpt2.encode("a  1", false, false), Ids({'a', ' ', ' ', '1'}));
 }
 
 TEST(TokenizerByteLevel, BosEosAndDecoding) {

@@ -1,7 +1,7 @@
 """Writes a small byte-level BPE tokenizer (GPT-2 / Llama 3 form) and a random
 Llama that uses it, for the loomc / loom-run tests of byte-level vocabularies.
 
-  bpe_vocab.py OUT_DIR --pre llama3|gpt2 [--merges 600] [--seed 1]
+  bpe_vocab.py OUT_DIR --pre llama3|gpt2|smollm [--merges 600] [--seed 1]
 
 OUT_DIR gets a Hugging Face Llama folder (config.json, tokenizer.json,
 model.safetensors: dim 64, 2 layers, 4 heads, 2 kv heads, f32 random
@@ -125,6 +125,9 @@ def tokenizer_json(pre, merges):
     else:
         pre_tok = {"type": "ByteLevel", "add_prefix_space": False,
                    "trim_offsets": True, "use_regex": True}
+        if pre == "smollm":  # digits one by one first
+            pre_tok = {"type": "Sequence", "pretokenizers": [
+                {"type": "Digits", "individual_digits": True}, pre_tok]}
         post = {"type": "ByteLevel", "add_prefix_space": True,
                 "trim_offsets": False, "use_regex": True}
     tj = {"version": "1.0", "truncation": None, "padding": None,
@@ -157,7 +160,7 @@ def write_safetensors(path, tensors):
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("out")
-    ap.add_argument("--pre", choices=["llama3", "gpt2"], required=True)
+    ap.add_argument("--pre", choices=["llama3", "gpt2", "smollm"], required=True)
     ap.add_argument("--merges", type=int, default=600)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--rope-scaling", metavar="FACTOR,LOW,HIGH,CONTEXT",

@@ -12,9 +12,10 @@ BF16, Q4_0, ..., Q6_K). Norm weights are F32 unless named. --inject gives
 a tensor (its full name without ".weight", e.g. blk.0.attn_k) the raw
 little-endian f32 values of FILE, stored F32. The vocabulary
 is the llama2.c tokenizer's (spaces written as SentencePiece's U+2581), or
-a byte-level BPE tokenizer.json's (GPT-2 or Llama 3 pre-tokenizer, as
-test/frontends/byte-level-bpe/Inputs/bpe_vocab.py writes them), written as
-convert_hf_to_gguf.py does: model "gpt2", pre "llama-bpe" or "gpt-2",
+a byte-level BPE tokenizer.json's (GPT-2, Llama 3 or SmolLM pre-tokenizer,
+as test/frontends/byte-level-bpe/Inputs/bpe_vocab.py writes them), written
+as convert_hf_to_gguf.py does: model "gpt2", pre "llama-bpe", "gpt-2" or
+"smollm",
 token types (control for the special tokens), merges, BOS and EOS (the
 first two special tokens) and add_bos_token (whether the post-processor
 puts BOS first).
@@ -74,7 +75,9 @@ def read_bpe_tokenizer(path, pre=None, control_ids=()):
     assert sorted(tokens) == list(range(n)), "ids must be 0..n-1"
     merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
     specials = [t["id"] for t in tj["added_tokens"] if t["special"]]
-    llama3 = tj["pre_tokenizer"]["type"] == "Sequence"
+    first = tj["pre_tokenizer"].get("pretokenizers", [tj["pre_tokenizer"]])[0]["type"]
+    llama3 = first == "Split"
+    pre_name = {"Split": b"llama-bpe", "Digits": b"smollm", "ByteLevel": b"gpt-2"}[first]
     post = json.dumps(tj.get("post_processor"))
 
     def string(s):
@@ -82,7 +85,7 @@ def read_bpe_tokenizer(path, pre=None, control_ids=()):
     meta = [
         ("tokenizer.ggml.model", 8, string(b"gpt2")),
         ("tokenizer.ggml.pre", 8, string(
-            pre.encode() if pre else b"llama-bpe" if llama3 else b"gpt-2")),
+            pre.encode() if pre else pre_name)),
         ("tokenizer.ggml.tokens", 9, struct.pack("<IQ", 8, n)
          + b"".join(string(tokens[i].encode()) for i in range(n))),
         ("tokenizer.ggml.token_type", 9, struct.pack("<IQ", 5, n)
