@@ -130,6 +130,42 @@ bool ropeScaling(ConfigReader &r, llama2c::Config &c) {
   return true;
 }
 
+/// generation_config.json beside config.json, where present: its
+/// eos_token_id (an id or a list; Llama 3 Instruct's lists <|eot_id|>)
+/// adds stop ids.
+bool readGenerationConfig(const std::string &configPath, llama2c::Config &c,
+                          std::string &error) {
+  llvm::SmallString<256> path(llvm::sys::path::parent_path(configPath));
+  llvm::sys::path::append(path, "generation_config.json");
+  if (!llvm::sys::fs::exists(path))
+    return true;
+  std::optional<llvm::json::Value> json =
+      readJson(std::string(path), "generation config", error);
+  if (!json)
+    return false;
+  const llvm::json::Object *o = json->getAsObject();
+  const llvm::json::Value *eos = o ? o->get("eos_token_id") : nullptr;
+  if (!eos || eos->kind() == llvm::json::Value::Null)
+    return true;
+  std::vector<llvm::json::Value> ids;
+  if (const llvm::json::Array *list = eos->getAsArray())
+    ids.assign(list->begin(), list->end());
+  else
+    ids.push_back(*eos);
+  for (const llvm::json::Value &v : ids) {
+    std::optional<int64_t> id = v.getAsInteger();
+    if (!id || *id < 0 || *id >= c.vocabSize) {
+      error = "generation config '" + std::string(path) +
+              "': eos_token_id must be token ids inside the vocabulary of " +
+              std::to_string(c.vocabSize);
+      return false;
+    }
+    if (*id != c.eosId && llvm::find(c.stopIds, *id) == c.stopIds.end())
+      c.stopIds.push_back(*id);
+  }
+  return true;
+}
+
 bool parseConfig(const std::string &path, llama2c::Config &c,
                  std::string &error) {
   std::optional<llvm::json::Value> json = readJson(path, "config", error);
@@ -218,6 +254,8 @@ hf::readLlamaCheckpoint(const std::string &path, std::string &error) {
   const std::string configPath = configPathOf(path);
   llama2c::Config &c = ckpt.config;
   if (!parseConfig(configPath, c, error))
+    return std::nullopt;
+  if (!readGenerationConfig(configPath, c, error))
     return std::nullopt;
 
   CheckpointWeights weights;

@@ -217,26 +217,51 @@ int loom_token_ends_generation(const loom_model *model, int token) {
   return model && model->model->config().endsGeneration(token) ? 1 : 0;
 }
 
-loom_status loom_tokenize(const loom_model *model, const char *text, int bos,
-                          int *ids, size_t capacity, size_t *out_n) {
-  LOOM_REQUIRE_ARG(model);
-  LOOM_REQUIRE_ARG(text);
-  LOOM_REQUIRE_ARG(out_n);
+namespace {
+loom_status tokenize(const char *fn, const loom_model *model, const char *text,
+                     int bos, bool special, int *ids, size_t capacity,
+                     size_t *out_n) {
   if (!ids && capacity > 0)
-    return nullArgument("loom_tokenize", "ids");
+    return nullArgument(fn, "ids");
+  if (special && model->model->hasTokenizer() &&
+      !model->model->tokenizer().byteLevel())
+    return failWith(LOOM_ERROR_INVALID_ARGUMENT,
+                    std::string(fn) +
+                        ": this model's vocabulary is SentencePiece-style, "
+                        "whose special tokens are never picked out of text");
   return guarded([&] {
-    std::vector<int32_t> tokens =
-        model->model->tokenizer().encode(text, bos != 0, false);
+    std::vector<int32_t> tokens = model->model->tokenizer().encode(
+        text, bos != 0 && model->model->tokenizer().addsBos(), false, special);
     *out_n = tokens.size();
     if (tokens.size() > capacity)
       return failWith(LOOM_ERROR_BUFFER_TOO_SMALL,
-                      "loom_tokenize: " + std::to_string(tokens.size()) +
+                      std::string(fn) + ": " + std::to_string(tokens.size()) +
                           " ids do not fit a capacity of " +
                           std::to_string(capacity));
     if (!tokens.empty())
       std::memcpy(ids, tokens.data(), tokens.size() * sizeof(int));
     return LOOM_OK;
   });
+}
+} // namespace
+
+loom_status loom_tokenize(const loom_model *model, const char *text, int bos,
+                          int *ids, size_t capacity, size_t *out_n) {
+  LOOM_REQUIRE_ARG(model);
+  LOOM_REQUIRE_ARG(text);
+  LOOM_REQUIRE_ARG(out_n);
+  return tokenize("loom_tokenize", model, text, bos, false, ids, capacity,
+                  out_n);
+}
+
+loom_status loom_tokenize_special(const loom_model *model, const char *text,
+                                  int bos, int *ids, size_t capacity,
+                                  size_t *out_n) {
+  LOOM_REQUIRE_ARG(model);
+  LOOM_REQUIRE_ARG(text);
+  LOOM_REQUIRE_ARG(out_n);
+  return tokenize("loom_tokenize_special", model, text, bos, true, ids,
+                  capacity, out_n);
 }
 
 loom_status loom_token_to_text(const loom_model *model, int prev, int token,

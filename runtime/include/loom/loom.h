@@ -103,6 +103,14 @@ int loom_token_ends_generation(const loom_model *model, int token);
 loom_status loom_tokenize(const loom_model *model, const char *text, int bos,
                           int *ids, size_t capacity, size_t *out_n);
 
+/* As loom_tokenize, with each special token's text in `text` (e.g. Llama 3's
+ * "<|eot_id|>") encoded as that token, for writing chat turns; byte-level
+ * vocabularies only (LOOM_ERROR_INVALID_ARGUMENT for others). loom_tokenize
+ * encodes such text as plain text, which is what untrusted text needs. */
+loom_status loom_tokenize_special(const loom_model *model, const char *text,
+                                  int bos, int *ids, size_t capacity,
+                                  size_t *out_n);
+
 /* The bytes to print for `token` following `prev` (llama2.c decode: the
  * leading space after BOS dropped, <0xHH> as the raw byte, unprintable
  * bytes as nothing; byte-level vocabularies: the token's bytes, nothing for

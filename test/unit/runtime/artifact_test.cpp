@@ -599,6 +599,30 @@ const BadCase kBadCases[] = {
        s.dispatches[find(s, fbs::Kernel::Rope)].fparams = {0.0f};
      },
      "rope theta 0 must be positive"},
+    {"ByteLevelScores",
+     [](ArtifactSpec &s) {
+       s.tokenizer = loom::test::byteLevelTokenizer(272);
+       s.tokenizer->scores = {0.0f, 1.0f};
+       s.config.bos_id = 259;
+       s.config.eos_id = 260;
+     },
+     "tokenizer has 2 scores; a byte-level vocabulary has none"},
+    {"ByteLevelMergeMakesNoPiece",
+     [](ArtifactSpec &s) {
+       s.tokenizer = loom::test::byteLevelTokenizer(272);
+       s.tokenizer->byte_level->merges.push_back({'q', 'q'});
+       s.config.bos_id = 259;
+       s.config.eos_id = 260;
+     },
+     "merge 3 (113, 113) does not make a piece of the vocabulary"},
+    {"ByteLevelPreTokenizer",
+     [](ArtifactSpec &s) {
+       s.tokenizer = loom::test::byteLevelTokenizer(272);
+       s.tokenizer->byte_level->pre = static_cast<loom::PreTokenizer>(9);
+       s.config.bos_id = 259;
+       s.config.eos_id = 260;
+     },
+     "tokenizer has an unknown pre-tokenizer 9"},
     {"StopIdOutsideVocab",
      [](ArtifactSpec &s) {
        s.config.stop_ids = {5, 272};

@@ -499,6 +499,46 @@ TEST(CApi, RunsAModel) {
   loom_session_free(s);
 }
 
+TEST(CApi, SpecialTokensInText) {
+  LlamaWeights w = loom::test::tinyLlamaWeights();
+  loom::test::ArtifactSpec spec =
+      loom::test::llamaArtifact(w, loom::test::byteLevelTokenizer(272));
+  spec.config.bos_id = 259;
+  spec.config.eos_id = 260;
+  TempFile file(spec.serialize());
+  loom_model *m = nullptr;
+  ASSERT_EQ(loom_model_load(file.path().c_str(), &m), LOOM_OK)
+      << loom_last_error();
+  std::vector<int> ids(32);
+  size_t n = 0;
+  // Plain: "<|eot|>" is its 7 bytes; special: the token (261).
+  ASSERT_EQ(loom_tokenize(m, " the<|eot|>", 1, ids.data(), ids.size(), &n),
+            LOOM_OK);
+  EXPECT_EQ(std::vector<int>(ids.begin(), ids.begin() + n),
+            std::vector<int>({259, 258, '<', '|', 'e', 'o', 't', '|', '>'}));
+  ASSERT_EQ(
+      loom_tokenize_special(m, " the<|eot|>", 1, ids.data(), ids.size(), &n),
+      LOOM_OK)
+      << loom_last_error();
+  EXPECT_EQ(std::vector<int>(ids.begin(), ids.begin() + n),
+            std::vector<int>({259, 258, 261}));
+  char text[16];
+  size_t len = 0;
+  ASSERT_EQ(loom_token_to_text(m, 259, 261, text, sizeof text, &len), LOOM_OK);
+  EXPECT_EQ(len, 0u); // special tokens print nothing
+  loom_model_free(m);
+
+  // A SentencePiece-style vocabulary has no special tokens in text.
+  TempFile sp(loom::test::llamaArtifact(w, loom::test::syntheticTokenizer(272))
+                  .serialize());
+  ASSERT_EQ(loom_model_load(sp.path().c_str(), &m), LOOM_OK);
+  EXPECT_EQ(loom_tokenize_special(m, "the", 1, ids.data(), ids.size(), &n),
+            LOOM_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(loom_last_error()).find("SentencePiece-style"),
+            std::string::npos);
+  loom_model_free(m);
+}
+
 TEST(CApi, Sampler) {
   TempFile file(loom::test::llamaArtifact(loom::test::tinyLlamaWeights(),
                                           loom::test::syntheticTokenizer(272))

@@ -133,8 +133,9 @@ struct ConfigSpec {
 
 struct TokenizerSpec {
   std::vector<std::string> pieces;
-  std::vector<float> scores;
+  std::vector<float> scores; // SentencePiece-style
   uint32_t max_token_length = 0;
+  std::optional<loom::ByteLevelBpe> byte_level; // its BOS/EOS: the config's
 };
 
 struct ArtifactSpec {
@@ -280,8 +281,20 @@ inline std::vector<uint8_t> ArtifactSpec::serialize() const {
       bytes.insert(bytes.end(), p.begin(), p.end());
       offsets.push_back(static_cast<uint32_t>(bytes.size()));
     }
+    flatbuffers::Offset<fbs::ByteLevelBpeDef> byte_level;
+    if (const auto &bl = tokenizer->byte_level) {
+      std::vector<int32_t> merges;
+      for (auto [left, right] : bl->merges) {
+        merges.push_back(left);
+        merges.push_back(right);
+      }
+      byte_level = fbs::CreateByteLevelBpeDefDirect(
+          fbb, static_cast<fbs::PreTokenizer>(bl->pre), &merges, &bl->control,
+          bl->ignore_merges, bl->add_bos);
+    }
     tokenizer_offset = fbs::CreateTokenizerDefDirect(
-        fbb, tokenizer->max_token_length, &tokenizer->scores, &offsets, &bytes);
+        fbb, tokenizer->max_token_length, &tokenizer->scores, &offsets, &bytes,
+        byte_level);
   }
   auto model = fbs::CreateModelDirect(
       fbb, model_format_version, "artifact_builder.h", target.c_str(),
@@ -547,6 +560,30 @@ inline TokenizerSpec syntheticTokenizer(int64_t vocab_size) {
   for (size_t i = 259; i < t.pieces.size(); ++i)
     t.scores[i] = -static_cast<float>(i - 259);
   t.max_token_length = 8;
+  return t;
+}
+
+// A byte-level BPE of `vocab_size` (>= 262) pieces: the 256 bytes, "th",
+// "the", " the", then special tokens "<|bos|>" (256 + 3), "<|eos|>",
+// "<|eot|>" and unnamed control ids up to the vocabulary's end; BOS first.
+// The config's bos_id / eos_id must be 259 / 260 for it.
+inline TokenizerSpec byteLevelTokenizer(int64_t vocab_size) {
+  TokenizerSpec t;
+  for (int b = 0; b < 256; ++b)
+    t.pieces.push_back(std::string(1, static_cast<char>(b)));
+  for (const char *p : {"th", "the", " the", "<|bos|>", "<|eos|>", "<|eot|>"})
+    t.pieces.push_back(p);
+  loom::ByteLevelBpe bpe;
+  bpe.pre = loom::PreTokenizer::Llama3;
+  bpe.merges = {{'t', 'h'}, {256, 'e'}, {' ', 257}};
+  for (int32_t id = 259; id < vocab_size; ++id)
+    bpe.control.push_back(id);
+  t.pieces.resize(static_cast<size_t>(vocab_size));
+  bpe.add_bos = true;
+  t.byte_level = bpe;
+  for (const std::string &p : t.pieces)
+    t.max_token_length =
+        std::max<uint32_t>(t.max_token_length, static_cast<uint32_t>(p.size()));
   return t;
 }
 

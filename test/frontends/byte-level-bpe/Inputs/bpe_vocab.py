@@ -5,7 +5,7 @@ Llama that uses it, for the loomc / loom-run tests of byte-level vocabularies.
 
 OUT_DIR gets a Hugging Face Llama folder (config.json, tokenizer.json,
 model.safetensors: dim 64, 2 layers, 4 heads, 2 kv heads, f32 random
-weights). The merges are learnt, deterministically, from the corpus below by
+weights; for llama3, generation_config.json listing <|eot_id|> as an EOS). The merges are learnt, deterministically, from the corpus below by
 the usual BPE training (the most frequent adjacent pair first, ties by the
 pair's bytes); the special tokens come after them, Llama 3's way:
 <|begin_of_text|> (BOS, put first by the post-processor where --pre llama3),
@@ -178,9 +178,7 @@ def main():
               "vocab_size": vocab, "max_position_embeddings": 256,
               "rms_norm_eps": 1e-5, "rope_theta": 500000.0,
               "tie_word_embeddings": False, "hidden_act": "silu",
-              "bos_token_id": bos,
-              # Llama 3.1 Instruct's form: <|end_of_text|> and <|eot_id|>.
-              "eos_token_id": [bos + 1, bos + 2] if a.pre == "llama3" else bos + 1}
+              "bos_token_id": bos, "eos_token_id": bos + 1}
     if a.rope_scaling:
         f, lo, hi, ctx = a.rope_scaling.split(",")
         config["rope_scaling"] = {
@@ -189,6 +187,9 @@ def main():
             "original_max_position_embeddings": int(ctx), "rope_type": "llama3"}
     with open(os.path.join(a.out, "config.json"), "w") as f:
         json.dump(config, f, indent=1)
+    if a.pre == "llama3":  # Llama 3 Instruct's: <|end_of_text|>, <|eot_id|>
+        with open(os.path.join(a.out, "generation_config.json"), "w") as f:
+            json.dump({"bos_token_id": bos, "eos_token_id": [bos + 1, bos + 2]}, f)
     rng = np.random.default_rng(a.seed)
     r = lambda *s: (0.05 * rng.standard_normal(s)).astype(np.float32)
     norm = lambda: (1 + 0.1 * rng.standard_normal(D)).astype(np.float32)
