@@ -116,6 +116,12 @@ private:
     return reinterpret_cast<float *>(arena_ + m_.buffers[b].offset);
   }
   int64_t ld(uint32_t b) const { return m_.buffers[b].row_elems; }
+  // A rope dispatch's frequency factors in device memory (its fparams after
+  // theta; Llama 3.1's rope scaling), or null when it has none.
+  const float *ropeFactors(const DispatchDesc &d) const {
+    auto it = rope_factors_.find(&d);
+    return it == rope_factors_.end() ? nullptr : it->second;
+  }
   // Slot `slot` of a loop cache shaped like c (storage on first use).
   DeviceCache &loopSlot(int64_t slot, const KvCacheDesc &c);
   // While loopStepGraph enqueues its step: the slot loop cache `cache`
@@ -311,6 +317,7 @@ private:
   std::vector<int64_t> trace_rows_;
   TraceRecorder::Clock::time_point trace_host_start_;
   int64_t graph_launches_ = 0;
+  std::map<const DispatchDesc *, const float *> rope_factors_;
   cudaGraphExec_t decode_graph_ = nullptr;  // forward + sample, one token
   cudaGraphExec_t forward_graph_ = nullptr; // forward, one token
 };
@@ -539,6 +546,19 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device, TraceRecorder *trace,
 
     arena_ = static_cast<char *>(alloc(m.arena_bytes, "the activation arena"));
     check(cudaMemset(arena_, 0, m.arena_bytes), "cudaMemset");
+    for (const ProgramDesc &pr : m.programs)
+      for (const DispatchDesc &d : pr.dispatches)
+        if ((d.kernel == Kernel::Rope ||
+             d.kernel == Kernel::FusedQkvAttention) &&
+            d.fparams.size() > 1) {
+          const size_t bytes = sizeof(float) * (d.fparams.size() - 1);
+          auto *f =
+              static_cast<float *>(alloc(bytes, "rope frequency factors"));
+          check(cudaMemcpy(f, d.fparams.data() + 1, bytes,
+                           cudaMemcpyHostToDevice),
+                "cudaMemcpy");
+          rope_factors_[&d] = f;
+        }
     char *kv = static_cast<char *>(alloc(m.kv_bytes, "the KV caches"));
     check(cudaMemset(kv, 0, m.kv_bytes), "cudaMemset");
     float *p = reinterpret_cast<float *>(kv);
@@ -589,12 +609,6 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device, TraceRecorder *trace,
           max_hd = std::max(max_hd, d.iparams[3]);
         if (d.kernel == Kernel::SelfAttention)
           max_hd = std::max(max_hd, d.iparams[1]);
-        if ((d.kernel == Kernel::Rope ||
-             d.kernel == Kernel::FusedQkvAttention) &&
-            d.fparams.size() > 1)
-          throw Error("this model's RoPE has per-pair frequency factors "
-                      "(Llama 3.1's rope scaling): the CUDA backend does not "
-                      "implement them yet; run it with --device cpu");
       }
     if (max_hd > 32 * kAttnMaxDimsPerLane)
       throw Error("the CUDA attention kernel takes head_dim up to " +
@@ -941,7 +955,7 @@ void CudaExecutor::qkvAttention(const DispatchDesc &d, int64_t T) {
     const DeviceCache *slot = graphSlot(ip[0]);
     if (m_.kv_caches[ip[0]].loop_layer >= 0 && !slot) {
       launchKernel(ropeKernel, unsigned(T), rowThreads((qd + kd) / 2), 0,
-                   d_step_, qkv, lq, qd + kd, hd, d.fparams[0]);
+                   d_step_, qkv, lq, qd + kd, hd, d.fparams[0], ropeFactors(d));
       loopAttend(uint32_t(ip[0]), qkv, lq, qkv + qd, lq, qkv + qd + kd, lq,
                  attn, la, T, nh, nkv, hd);
     } else {
@@ -954,9 +968,11 @@ void CudaExecutor::qkvAttention(const DispatchDesc &d, int64_t T) {
         fold.k = qkv + qd;
         fold.v = qkv + qd + kd;
         fold.theta = d.fparams[0];
+        fold.factors = ropeFactors(d);
       } else {
         launchKernel(ropeAppendKernel, unsigned(T), rowThreads((qd + kd) / 2),
-                     0, d_step_, qkv, lq, qd, kd, hd, d.fparams[0], c.k, c.v);
+                     0, d_step_, qkv, lq, qd, kd, hd, d.fparams[0],
+                     ropeFactors(d), c.k, c.v);
       }
       attendCache(c, qkv, lq, attn, la, T, nh, nkv, hd, fold);
     }
@@ -1012,7 +1028,8 @@ void CudaExecutor::launch(const DispatchDesc &d, int64_t T, int64_t logit_begin,
                             cudaMemcpyDeviceToDevice, stream_),
             "rope copy");
     launchKernel(ropeKernel, unsigned(T), rowThreads(ip[0] / 2), 0, d_step_,
-                 buffer(out[0]), ld(out[0]), ip[0], ip[1], d.fparams[0]);
+                 buffer(out[0]), ld(out[0]), ip[0], ip[1], d.fparams[0],
+                 ropeFactors(d));
     break;
   case Kernel::Attention:
     if (omitted(kOmitAttention))

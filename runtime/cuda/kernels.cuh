@@ -137,18 +137,28 @@ __global__ void layerNormKernel(const float *x, int64_t ldx, const float *w,
     y[t * ldy + i] = (xr[i] - mean) * rstd * w[i] + b[i];
 }
 
-// Interleaved-pair RoPE in place on the first `cols` columns, llama2.c's
-// float32 angles: freq = 1 / powf(theta, j / head_dim), angle = pos * freq.
-// grid T, one thread per pair.
+// The frequency of the pair starting at head-local column j (even):
+// llama2.c's float32 1 / powf(theta, j / head_dim), divided by the pair's
+// factor where the model has them (Llama 3.1's rope scaling), as the CPU.
+__device__ __forceinline__ float ropeFreq(int64_t j, int64_t head_dim,
+                                          float theta, const float *factors) {
+  float freq = 1.0f / powf(theta, float(j) / float(head_dim));
+  if (factors)
+    freq /= factors[j / 2];
+  return freq;
+}
+
+// Interleaved-pair RoPE in place on the first `cols` columns, angle =
+// pos * ropeFreq(j). grid T, one thread per pair.
 __global__ void ropeKernel(const StepParams *s, float *x, int64_t ldx,
-                           int64_t cols, int64_t head_dim, float theta) {
+                           int64_t cols, int64_t head_dim, float theta,
+                           const float *factors) {
   pdlLaunchDependents();
   pdlWait();
   const int t = blockIdx.x;
   const float pos = float(s->pos + t);
   for (int64_t c = 2 * int64_t(threadIdx.x); c < cols; c += 2 * blockDim.x) {
-    const int64_t j = c % head_dim;
-    const float freq = 1.0f / powf(theta, float(j) / float(head_dim));
+    const float freq = ropeFreq(c % head_dim, head_dim, theta, factors);
     const float angle = pos * freq;
     float sn, cs;
     sincosf(angle, &sn, &cs);
@@ -187,7 +197,8 @@ __global__ void addRmsNormKernel(const float *a, const float *b, float *z,
 // appended to the KV cache at pos + t.                grid T
 __global__ void ropeAppendKernel(const StepParams *s, float *qkv, int64_t lq,
                                  int64_t qd, int64_t kd, int64_t head_dim,
-                                 float theta, float *kc, float *vc) {
+                                 float theta, const float *factors, float *kc,
+                                 float *vc) {
   pdlLaunchDependents();
   pdlWait();
   const int t = blockIdx.x;
@@ -195,8 +206,7 @@ __global__ void ropeAppendKernel(const StepParams *s, float *qkv, int64_t lq,
   const float pos = float(p);
   float *row = qkv + t * lq;
   for (int64_t c = 2 * int64_t(threadIdx.x); c < qd + kd; c += 2 * blockDim.x) {
-    const int64_t j = c % head_dim;
-    const float freq = 1.0f / powf(theta, float(j) / float(head_dim));
+    const float freq = ropeFreq(c % head_dim, head_dim, theta, factors);
     float sn, cs;
     sincosf(pos * freq, &sn, &cs);
     const float x0 = row[c], x1 = row[c + 1];
@@ -755,21 +765,21 @@ struct RopeFold {
   const float *k = nullptr; // unrotated k of the new position (n_kv heads)
   const float *v = nullptr;
   float theta = 0.0f;
+  const float *factors = nullptr; // ropeFreq's, device memory
 };
 
 // Rotates x (dims lane + 32 i of one head) by RoPE at position pos, llama2.c
 // float32 angles as ropeKernel. Every lane of the warp calls it.
 template <int DPL>
 __device__ __forceinline__ void ropeLanes(float *x, int head_dim, float pos,
-                                          float theta) {
+                                          float theta, const float *factors) {
   const int lane = threadIdx.x & 31;
 #pragma unroll
   for (int i = 0; i < DPL; ++i) {
     const float other = __shfl_xor_sync(0xffffffffu, x[i], 1);
     const int d = lane + 32 * i;
     if (d < head_dim) {
-      const int j = d & ~1;
-      const float freq = 1.0f / powf(theta, float(j) / float(head_dim));
+      const float freq = ropeFreq(d & ~1, head_dim, theta, factors);
       float sn, cs;
       sincosf(pos * freq, &sn, &cs);
       x[i] = (d & 1) ? other * sn + x[i] * cs : x[i] * cs - other * sn;
@@ -842,7 +852,7 @@ __global__ void __launch_bounds__(kAttnThreads)
   }
   const int newest = n - 1; // T = 1 with a fold: the row being appended
   if (fold.k)
-    ropeLanes<DPL>(qv, head_dim, float(newest), fold.theta);
+    ropeLanes<DPL>(qv, head_dim, float(newest), fold.theta, fold.factors);
   // Warp `warp` takes positions lo + warp, lo + warp + nw, ..., kB at a
   // time (their K and V rows loaded together), with a running max m and
   // sum l (online softmax). An empty range leaves m = -inf, l = 0.
@@ -872,7 +882,8 @@ __global__ void __launch_bounds__(kAttnThreads)
 #pragma unroll
       for (int bb = 0; bb < kB; ++bb)
         if (bb == b) {
-          ropeLanes<DPL>(kv[bb], head_dim, float(newest), fold.theta);
+          ropeLanes<DPL>(kv[bb], head_dim, float(newest), fold.theta,
+                         fold.factors);
           if (h % group == 0) {
 #pragma unroll
             for (int i = 0; i < DPL; ++i) {

@@ -49,7 +49,23 @@ struct Case {
   TinyLlamaOptions model;
   LlamaArtifactOptions art;
   bool bf16;
+  // Every rope gets frequency factors (Llama 3.1's rope scaling).
+  bool rope_factors = false;
 };
+
+// Appends head_dim / 2 frequency factors (1 to 8) to every rope's fparams,
+// as loomc does for a model with Llama 3.1's rope scaling.
+void addRopeFactors(ArtifactSpec &a) {
+  for (auto &d : a.dispatches) {
+    int64_t hd = 0;
+    if (d.kernel == fbs::Kernel::Rope)
+      hd = d.iparams[1];
+    else if (d.kernel == fbs::Kernel::FusedQkvAttention)
+      hd = d.iparams[3];
+    for (int64_t i = 0; i < hd / 2; ++i)
+      d.fparams.push_back(1.0f + float(i % 5) * 1.75f);
+  }
+}
 
 // A random model of the given shape (TinyLlamaOptions in order).
 TinyLlamaOptions shape(int layers, int dim, int hidden, int heads,
@@ -90,6 +106,12 @@ std::vector<Case> cases() {
     c.push_back({bf16 ? "tiny-plain-bf16" : "tiny-plain", tiny, plain, bf16});
     c.push_back({bf16 ? "deep-fused-bf16" : "deep-fused", deep(), fused, bf16});
   }
+  for (Case r : {c[0], c[1]}) { // wide-fused, tiny-plain (f32)
+    r.name =
+        r.art.fused ? "wide-fused-rope-factors" : "tiny-plain-rope-factors";
+    r.rope_factors = true;
+    c.push_back(r);
+  }
   return c;
 }
 
@@ -99,6 +121,8 @@ std::string writeArtifact(const Case &c, TempFile **keep) {
       w, loom::test::syntheticTokenizer(c.model.vocab_size), c.art);
   if (c.bf16)
     toBf16(a);
+  if (c.rope_factors)
+    addRopeFactors(a);
   *keep = new TempFile(a.serialize());
   return (*keep)->path();
 }

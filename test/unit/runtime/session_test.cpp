@@ -24,6 +24,7 @@ using loom::test::ArtifactSpec;
 using loom::test::LlamaArtifactOptions;
 using loom::test::LlamaWeights;
 using loom::test::TempFile;
+namespace fbs = loom::artifact;
 
 // llama2.c's forward pass, one position at a time, in double precision
 // (RoPE angles in float32 exactly as run.c computes them).
@@ -497,6 +498,36 @@ TEST(CApi, RunsAModel) {
   ASSERT_EQ(loom_session_forward_all(s, ids.data(), n, &rows), LOOM_OK);
   EXPECT_LT(maxDiff(rows + (n - 1) * 272, want), 1e-4);
   loom_session_free(s);
+}
+
+// Rope frequency factors (Llama 3.1's rope scaling) change the rotation:
+// factors of 1 change nothing, others change the logits.
+TEST(SessionRope, FreqFactorsDivideTheFrequencies) {
+  LlamaWeights w = loom::test::tinyLlamaWeights();
+  auto logitsWith = [&](float factor) {
+    loom::test::ArtifactSpec a =
+        loom::test::llamaArtifact(w, loom::test::syntheticTokenizer(272));
+    for (auto &d : a.dispatches)
+      if (d.kernel == fbs::Kernel::Rope ||
+          d.kernel == fbs::Kernel::FusedQkvAttention) {
+        int64_t hd =
+            d.kernel == fbs::Kernel::Rope ? d.iparams[1] : d.iparams[3];
+        if (factor > 0)
+          d.fparams.resize(size_t(1 + hd / 2), factor);
+      }
+    TempFile file(a.serialize());
+    loom::Session s(loom::Model::load(file.path()));
+    const int32_t ids[] = {1, 5, 9, 14, 3, 7};
+    loom::Logits l = s.forward(ids, 6, true);
+    return std::vector<float>(l.data, l.data + l.rows * l.vocab);
+  };
+  const std::vector<float> plain = logitsWith(0), ones = logitsWith(1.0f),
+                           eights = logitsWith(8.0f);
+  EXPECT_EQ(ones, plain);
+  double diff = 0;
+  for (size_t i = 0; i < plain.size(); ++i)
+    diff = std::max(diff, double(std::fabs(eights[i] - plain[i])));
+  EXPECT_GT(diff, 1e-3);
 }
 
 TEST(CApi, SpecialTokensInText) {
