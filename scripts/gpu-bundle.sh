@@ -57,6 +57,15 @@ done
   "$OUTDIR/kquant.gguf" --types default=Q4_K,attn_v=Q6_K,ffn_down=Q6_K,ffn_up=Q5_K,token_embd=Q6_K
 "$BUILD/bin/loomc" "$OUTDIR/kquant.gguf" --target cuda -o "$OUTDIR/art/kquant.loom" --quiet
 rm "$OUTDIR/kquant.gguf"
+# A Llama 3-style model: byte-level vocabulary, rope theta 500000 and Llama
+# 3.1's rope scaling (per-pair frequency factors).
+"${PYTHON:-/usr/bin/python3}" test/frontends/byte-level-bpe/Inputs/bpe_vocab.py \
+  "$OUTDIR/llama3-vocab" --pre llama3
+"${PYTHON:-/usr/bin/python3}" test/frontends/gguf/Inputs/make_gguf.py \
+  --tokenizer "$OUTDIR/llama3-vocab/tokenizer.json" "$OUTDIR/llama3.gguf" --dim 128 \
+  --hidden 352 --heads 4 --kv-heads 2 --rope-theta 500000 --rope-scaling 8,1,32,1024
+"$BUILD/bin/loomc" "$OUTDIR/llama3.gguf" --target cuda -o "$OUTDIR/art/llama3-rope-scaling.loom" --quiet
+rm -r "$OUTDIR/llama3.gguf" "$OUTDIR/llama3-vocab"
 "$BUILD/bin/loomc" --format=refrag --decoder models/stories260K.bin \
   --tokenizer models/tok512.bin --bundle "$G/refrag-tiny/refrag_tiny.safetensors" \
   --target cuda -o "$OUTDIR/art/refrag-tiny.loom" --quiet

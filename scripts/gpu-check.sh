@@ -175,6 +175,9 @@ step same-artifact-synthetic-f32 same_artifact "$A/synthetic_untied-f32-mt3.loom
 step same-artifact-stories260K-q8_0 same_artifact "$A/stories260K-q8_0.loom" 1e-4
 # K-format (Q4_K, Q5_K, Q6_K) blocks, likewise decoded at upload.
 step same-artifact-kquant same_artifact "$A/kquant.loom" 1e-4
+# Llama 3-style: Llama 3.1's rope frequency factors, in the prefill's
+# rope + append and in the decode attention's folded rope.
+step same-artifact-llama3-rope-scaling same_artifact "$A/llama3-rope-scaling.loom" 1e-4
 
 # Sampling on the device (the decode graph's sampler) against the CPU's, same
 # seed: the ids equal at four temperature / top-p settings. The nuclei of
