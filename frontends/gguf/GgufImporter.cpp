@@ -105,6 +105,28 @@ bool runtimeAccepts(Metadata &m, StringRef key, Args &&...args) {
   return true;
 }
 
+/// tokenizer.ggml.tokens and the array `key` of one `type` element per
+/// token beside it, as many as the embedding's rows; {nullptr, nullptr} (and
+/// the error) otherwise.
+std::pair<const Value *, const Value *>
+tokensWith(Metadata &m, int64_t vocabSize, StringRef key, Value::Type type,
+           StringRef what) {
+  const Value *tokens = m.array("tokenizer.ggml.tokens", Value::Type::String);
+  const Value *other = tokens ? m.array(key, type) : nullptr;
+  if (!other)
+    return {nullptr, nullptr};
+  if (int64_t(tokens->array.size()) != vocabSize ||
+      other->array.size() != tokens->array.size()) {
+    m.fail("tokenizer.ggml.tokens",
+           "has " + std::to_string(tokens->array.size()) + " tokens and " +
+               key.str() + " " + std::to_string(other->array.size()) + " " +
+               what.str() + "; the embedding has " + std::to_string(vocabSize) +
+               " rows");
+    return {nullptr, nullptr};
+  }
+  return {tokens, other};
+}
+
 /// A byte-level BPE vocabulary ("gpt2"), as convert_hf_to_gguf.py writes
 /// Llama 3's: tokens in GPT-2's byte alphabet, token types, merges, the
 /// pre-tokenizer's name.
@@ -136,21 +158,12 @@ bool readByteLevelTokenizer(Metadata &m, int64_t vocabSize, llama2c::Config &c,
                       "': Loom implements the \"llama-bpe\" (Llama 3), "
                       "\"gpt-2\" and \"smollm\" pre-tokenizers");
   }
-  const Value *tokens = m.array("tokenizer.ggml.tokens", Value::Type::String);
-  const Value *types =
-      tokens ? m.array("tokenizer.ggml.token_type", Value::Type::I32) : nullptr;
+  auto [tokens, types] = tokensWith(m, vocabSize, "tokenizer.ggml.token_type",
+                                    Value::Type::I32, "types");
   const Value *merges =
       types ? m.array("tokenizer.ggml.merges", Value::Type::String) : nullptr;
   if (!merges)
     return false;
-  if (int64_t(tokens->array.size()) != vocabSize ||
-      types->array.size() != tokens->array.size())
-    return m.fail("tokenizer.ggml.tokens",
-                  "has " + std::to_string(tokens->array.size()) +
-                      " tokens and tokenizer.ggml.token_type " +
-                      std::to_string(types->array.size()) +
-                      " types; the embedding has " + std::to_string(vocabSize) +
-                      " rows");
   llvm::StringMap<int32_t> idOf; // spelled text -> id, normal tokens
   for (size_t i = 0; i < tokens->array.size(); ++i) {
     const std::string &text = tokens->array[i].string;
@@ -242,19 +255,10 @@ bool readTokenizer(Metadata &m, int64_t vocabSize, llama2c::Config &c,
                   "is '" + safetensors::printable(model) +
                       "': Loom reads SentencePiece (\"llama\") and byte-level "
                       "BPE (\"gpt2\") vocabularies");
-  const Value *tokens = m.array("tokenizer.ggml.tokens", Value::Type::String);
-  const Value *scores =
-      tokens ? m.array("tokenizer.ggml.scores", Value::Type::F32) : nullptr;
+  auto [tokens, scores] = tokensWith(m, vocabSize, "tokenizer.ggml.scores",
+                                     Value::Type::F32, "scores");
   if (!scores)
     return false;
-  if (int64_t(tokens->array.size()) != vocabSize ||
-      scores->array.size() != tokens->array.size())
-    return m.fail("tokenizer.ggml.tokens",
-                  "has " + std::to_string(tokens->array.size()) +
-                      " tokens and tokenizer.ggml.scores " +
-                      std::to_string(scores->array.size()) +
-                      " scores; the embedding has " +
-                      std::to_string(vocabSize) + " rows");
   // The runtime's tokenizer fixes <unk> 0, BOS 1, EOS 2.
   for (auto [key, want] :
        {std::pair<StringRef, int64_t>{"tokenizer.ggml.unknown_token_id", 0},

@@ -506,6 +506,99 @@ std::optional<int64_t> leadingSpecialToken(const llvm::json::Object &o,
   return lead;
 }
 
+/// tokenizer.json's tokens by id: the vocabulary's (each entry's text made
+/// a piece by `spell`, nullopt when it cannot be) and the added tokens'
+/// (their content as written).
+struct JsonTokens {
+  std::vector<std::optional<std::string>> byId; // up to the highest id
+  std::vector<bool> special;                    // added with special: true
+  int64_t plainAdded = 0;                       // added, not special
+  llvm::StringMap<int32_t> idOf; // spelling -> id (the lowest of several)
+};
+
+std::optional<JsonTokens>
+readJsonTokens(const llvm::json::Object &o, const llvm::json::Object &vocab,
+               int64_t vocabSize,
+               llvm::function_ref<std::optional<std::string>(StringRef)> spell,
+               StringRef spellProblem, std::string &why) {
+  JsonTokens t;
+  auto place = [&](StringRef shown, int64_t id, std::string piece,
+                   bool isSpecial) {
+    if (id < 0 || id >= vocabSize) {
+      why = "token '" + st::printable(shown) + "' has id " +
+            std::to_string(id) + ", outside the model's vocabulary of " +
+            std::to_string(vocabSize);
+      return false;
+    }
+    if (size_t(id) >= t.byId.size()) {
+      t.byId.resize(id + 1);
+      t.special.resize(id + 1, false);
+    }
+    if (t.byId[id] && *t.byId[id] != piece) {
+      why = "id " + std::to_string(id) + " is both '" +
+            st::printable(*t.byId[id]) + "' and '" + st::printable(piece) + "'";
+      return false;
+    }
+    t.byId[id] = std::move(piece);
+    t.special[id] = t.special[id] || isSpecial;
+    auto [at, inserted] = t.idOf.try_emplace(shown, int32_t(id));
+    if (!inserted && id < at->second)
+      at->second = int32_t(id);
+    return true;
+  };
+  for (const auto &entry : vocab) {
+    std::optional<int64_t> id = entry.second.getAsInteger();
+    if (!id) {
+      why =
+          "vocab entry '" + st::printable(entry.first) + "' has no integer id";
+      return std::nullopt;
+    }
+    std::optional<std::string> piece = spell(entry.first);
+    if (!piece) {
+      why = "vocab entry '" + st::printable(entry.first) + "' " +
+            spellProblem.str();
+      return std::nullopt;
+    }
+    if (!place(entry.first, *id, *piece, false))
+      return std::nullopt;
+  }
+  if (const llvm::json::Array *added = o.getArray("added_tokens"))
+    for (const llvm::json::Value &v : *added) {
+      const llvm::json::Object *a = v.getAsObject();
+      std::optional<StringRef> content =
+          a ? a->getString("content") : std::nullopt;
+      std::optional<int64_t> id = a ? a->getInteger("id") : std::nullopt;
+      if (!content || !id) {
+        why = "an added token lacks \"content\" or \"id\"";
+        return std::nullopt;
+      }
+      const bool isSpecial = a->getBoolean("special").value_or(false);
+      if (!place(*content, *id, content->str(), isSpecial))
+        return std::nullopt;
+      t.plainAdded += !isSpecial;
+    }
+  return t;
+}
+
+/// A merge rule: "left right" or [left, right] (two non-empty pieces).
+std::optional<std::pair<StringRef, StringRef>>
+mergeRule(const llvm::json::Value &m) {
+  StringRef left, right;
+  if (std::optional<StringRef> s = m.getAsString()) {
+    std::tie(left, right) = s->split(' ');
+    if (right.contains(' '))
+      return std::nullopt;
+  } else if (const llvm::json::Array *a = m.getAsArray();
+             a && a->size() == 2 && (*a)[0].getAsString() &&
+             (*a)[1].getAsString()) {
+    left = *(*a)[0].getAsString();
+    right = *(*a)[1].getAsString();
+  }
+  if (left.empty() || right.empty())
+    return std::nullopt;
+  return std::make_pair(left, right);
+}
+
 /// A byte-level BPE tokenizer.json (GPT-2, Llama 3).
 std::optional<TokenizerData>
 readByteLevelJson(const llvm::json::Object &o, const llvm::json::Object &model,
@@ -538,56 +631,14 @@ readByteLevelJson(const llvm::json::Object &o, const llvm::json::Object &model,
   if (!vocab || !merges)
     return fail("the BPE model lacks \"vocab\" or \"merges\"");
 
-  std::vector<std::optional<std::string>> byId(vocabSize);
-  std::vector<uint8_t> control(vocabSize, 0);
-  llvm::StringMap<int32_t> idOf; // vocab spelling -> id
-  auto place = [&](StringRef shown, int64_t id, std::string piece) -> bool {
-    if (id < 0 || id >= vocabSize) {
-      fail("token '" + st::printable(shown) + "' has id " + std::to_string(id) +
-           ", outside the model's vocabulary of " + std::to_string(vocabSize));
-      return false;
-    }
-    if (byId[id] && *byId[id] != piece) {
-      fail("id " + std::to_string(id) + " is both '" +
-           st::printable(*byId[id]) + "' and '" + st::printable(piece) + "'");
-      return false;
-    }
-    byId[id] = std::move(piece);
-    return true;
-  };
-  for (const auto &entry : *vocab) {
-    std::optional<int64_t> id = entry.second.getAsInteger();
-    if (!id)
-      return fail("vocab entry '" + st::printable(entry.first) +
-                  "' has no integer id");
-    std::optional<std::string> bytes =
-        llama2c::bytesOfByteLevelPiece(entry.first);
-    if (!bytes)
-      return fail("vocab entry '" + st::printable(entry.first) +
-                  "' is not spelled in GPT-2's byte alphabet");
-    if (!place(entry.first, *id, *bytes))
-      return std::nullopt;
-    idOf.try_emplace(entry.first, int32_t(*id));
-  }
-  int64_t plainAdded = 0;
-  if (const llvm::json::Array *added = o.getArray("added_tokens"))
-    for (const llvm::json::Value &v : *added) {
-      const llvm::json::Object *t = v.getAsObject();
-      std::optional<StringRef> content =
-          t ? t->getString("content") : std::nullopt;
-      std::optional<int64_t> id = t ? t->getInteger("id") : std::nullopt;
-      if (!content || !id)
-        return fail("an added token lacks \"content\" or \"id\"");
-      if (!place(*content, *id, content->str()))
-        return std::nullopt;
-      if (t->getBoolean("special").value_or(false))
-        control[*id] = 1;
-      else
-        ++plainAdded;
-    }
-  if (plainAdded)
+  std::optional<JsonTokens> tokens =
+      readJsonTokens(o, *vocab, vocabSize, llama2c::bytesOfByteLevelPiece,
+                     "is not spelled in GPT-2's byte alphabet", why);
+  if (!tokens)
+    return fail(why);
+  if (tokens->plainAdded)
     warnings.push_back("tokenizer '" + path + "' has " +
-                       std::to_string(plainAdded) +
+                       std::to_string(tokens->plainAdded) +
                        " added tokens that are not special: Loom decodes "
                        "them but does not pick them out of a text");
 
@@ -602,34 +653,30 @@ readByteLevelJson(const llvm::json::Object &o, const llvm::json::Object &model,
   bpe.bos_id = int32_t(bosId);
   bpe.eos_id = int32_t(eosId);
   for (size_t rank = 0; rank < merges->size(); ++rank) {
-    const llvm::json::Value &m = (*merges)[rank];
-    StringRef left, right;
-    if (std::optional<StringRef> s = m.getAsString()) {
-      std::tie(left, right) = s->split(' ');
-    } else if (const llvm::json::Array *a = m.getAsArray();
-               a && a->size() == 2 && (*a)[0].getAsString() &&
-               (*a)[1].getAsString()) {
-      left = *(*a)[0].getAsString();
-      right = *(*a)[1].getAsString();
-    }
-    auto l = idOf.find(left), r = idOf.find(right);
-    if (left.empty() || right.empty() || l == idOf.end() || r == idOf.end())
+    auto rule = mergeRule((*merges)[rank]);
+    if (!rule)
+      return fail("merge " + std::to_string(rank) +
+                  " is neither \"left right\" nor [left, right]");
+    auto l = tokens->idOf.find(rule->first);
+    auto r = tokens->idOf.find(rule->second);
+    if (l == tokens->idOf.end() || r == tokens->idOf.end())
       return fail("merge " + std::to_string(rank) + " ('" +
-                  st::printable(left) + "', '" + st::printable(right) +
+                  st::printable(rule->first) + "', '" +
+                  st::printable(rule->second) +
                   "') is not two pieces of the vocabulary");
     bpe.merges.emplace_back(l->second, r->second);
   }
 
   TokenizerData data;
   int64_t unnamed = 0;
+  tokens->byId.resize(vocabSize);
+  tokens->special.resize(vocabSize, false);
   for (int64_t id = 0; id < vocabSize; ++id) {
-    if (!byId[id]) {
-      ++unnamed;
-      control[id] = 1;
-    }
-    if (control[id])
+    const std::optional<std::string> &piece = tokens->byId[id];
+    unnamed += !piece;
+    if (!piece || tokens->special[id])
       bpe.control.push_back(int32_t(id));
-    data.pieces.push_back(byId[id].value_or(""));
+    data.pieces.push_back(piece.value_or(""));
     data.maxTokenLength =
         std::max<uint32_t>(data.maxTokenLength, data.pieces.back().size());
   }
@@ -693,51 +740,15 @@ hf::readTokenizerJson(const std::string &path, int64_t vocabSize, int64_t bosId,
     return fail("the BPE model lacks \"vocab\" or \"merges\"");
 
   // Pieces by id: the vocabulary, then added tokens past it.
-  std::vector<std::optional<std::string>> byId;
-  llvm::StringMap<int64_t> idOf; // the tokenizer.json spelling -> id
-  std::vector<bool> special;
-  auto place = [&](StringRef piece, int64_t id, bool isSpecial) -> bool {
-    if (id < 0 || id >= vocabSize) {
-      fail("token '" + st::printable(piece) + "' has id " + std::to_string(id) +
-           ", outside the model's vocabulary of " + std::to_string(vocabSize));
-      return false;
-    }
-    if (size_t(id) >= byId.size()) {
-      byId.resize(id + 1);
-      special.resize(id + 1, false);
-    }
-    if (byId[id] && *byId[id] != piece) {
-      fail("id " + std::to_string(id) + " is both '" +
-           st::printable(*byId[id]) + "' and '" + st::printable(piece) + "'");
-      return false;
-    }
-    byId[id] = piece.str();
-    special[id] = special[id] || isSpecial;
-    // A text under two ids keeps the lowest, as the runtime's lookup does.
-    auto [at, inserted] = idOf.try_emplace(piece, id);
-    if (!inserted && id < at->second)
-      at->second = id;
-    return true;
-  };
-  for (const auto &entry : *vocab) {
-    std::optional<int64_t> id = entry.second.getAsInteger();
-    if (!id)
-      return fail("vocab entry '" + st::printable(entry.first) +
-                  "' has no integer id");
-    if (!place(entry.first, *id, false))
-      return std::nullopt;
-  }
-  if (const llvm::json::Array *added = o->getArray("added_tokens"))
-    for (const llvm::json::Value &v : *added) {
-      const llvm::json::Object *t = v.getAsObject();
-      std::optional<StringRef> content =
-          t ? t->getString("content") : std::nullopt;
-      std::optional<int64_t> id = t ? t->getInteger("id") : std::nullopt;
-      if (!content || !id)
-        return fail("an added token lacks \"content\" or \"id\"");
-      if (!place(*content, *id, t->getBoolean("special").value_or(false)))
-        return std::nullopt;
-    }
+  std::optional<JsonTokens> tokens = readJsonTokens(
+      *o, *vocab, vocabSize,
+      [](StringRef text) { return std::optional<std::string>(text.str()); }, "",
+      why);
+  if (!tokens)
+    return fail(why);
+  const std::vector<std::optional<std::string>> &byId = tokens->byId;
+  const std::vector<bool> &special = tokens->special;
+  const llvm::StringMap<int32_t> &idOf = tokens->idOf;
   for (size_t id = 0; id < byId.size(); ++id)
     if (!byId[id])
       return fail("no token has id " + std::to_string(id) +
@@ -764,24 +775,11 @@ hf::readTokenizerJson(const std::string &path, int64_t vocabSize, int64_t bosId,
   std::vector<bool> hasRule(n, false);
   llvm::StringSet<> rules; // "left\0right"
   for (size_t rank = 0; rank < merges->size(); ++rank) {
-    const llvm::json::Value &m = (*merges)[rank];
-    std::string left, right;
-    if (std::optional<StringRef> s = m.getAsString()) {
-      auto [l, r] = s->split(' ');
-      if (l.empty() || r.empty() || r.contains(' '))
-        return fail("merge " + std::to_string(rank) + " '" + st::printable(*s) +
-                    "' is not two pieces");
-      left = l.str();
-      right = r.str();
-    } else if (const llvm::json::Array *a = m.getAsArray();
-               a && a->size() == 2 && (*a)[0].getAsString() &&
-               (*a)[1].getAsString()) {
-      left = (*a)[0].getAsString()->str();
-      right = (*a)[1].getAsString()->str();
-    } else {
+    auto rule = mergeRule((*merges)[rank]);
+    if (!rule)
       return fail("merge " + std::to_string(rank) +
                   " is neither \"left right\" nor [left, right]");
-    }
+    const std::string left = rule->first.str(), right = rule->second.str();
     auto merged = idOf.find(left + right);
     if (!idOf.count(left) || !idOf.count(right) || merged == idOf.end())
       return fail("merge " + std::to_string(rank) + " ('" +
