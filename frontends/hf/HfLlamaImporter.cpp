@@ -178,7 +178,17 @@ bool parseConfig(const std::string &path, llama2c::Config &c,
   }
   ConfigReader r(path, *o, error);
   bool tied = false;
-  if (!r.expectString("model_type", "llama") ||
+  // Mistral is Llama's graph; its one difference, sliding-window attention,
+  // is exact within a context of at most the window (loomc keeps it so).
+  const bool mistral =
+      o->getString("model_type") == std::optional<StringRef>("mistral");
+  if (mistral) {
+    const llvm::json::Value *w = o->get("sliding_window");
+    if (w && w->kind() != llvm::json::Value::Null &&
+        !r.integer("sliding_window", c.slidingWindow, std::nullopt))
+      return false;
+  }
+  if ((!mistral && !r.expectString("model_type", "llama")) ||
       !r.integer("hidden_size", c.dim, std::nullopt) ||
       !r.integer("intermediate_size", c.hiddenDim, std::nullopt) ||
       !r.integer("num_hidden_layers", c.nLayers, std::nullopt) ||
@@ -197,7 +207,7 @@ bool parseConfig(const std::string &path, llama2c::Config &c,
       !absentOrFalse(r, "mlp_bias", "a bias on the MLP projections"))
     return false;
   if (!o->get("model_type"))
-    return r.fail("missing \"model_type\" (expected \"llama\")");
+    return r.fail("missing \"model_type\" (expected \"llama\" or \"mistral\")");
   // (A SentencePiece-style vocabulary needs them to be 1 and 2:
   // readTokenizerJson and loomc check that.)
   std::vector<std::pair<const char *, int64_t>> ids = {

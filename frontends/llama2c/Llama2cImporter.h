@@ -37,6 +37,9 @@ struct Config {
   // RoPE's per-pair divisors of the frequency (head_dim / 2 of them; empty:
   // none): Llama 3.1's rope scaling, GGUF's rope_freqs tensor.
   std::vector<float> ropeFreqFactors;
+  // Mistral's sliding_window: attention sees the last this many positions
+  // (0: all). Exact here while the context is at most this long.
+  int64_t slidingWindow = 0;
   int64_t headDim() const { return dim / nHeads; }
   int64_t kvDim() const { return nKvHeads * headDim(); }
 };

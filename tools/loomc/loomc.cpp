@@ -69,7 +69,8 @@ cl::opt<Format> format(
     cl::init(Format::Auto),
     cl::values(clEnumValN(Format::Auto, "auto",
                           "a folder or a .json: by config.json's model_type "
-                          "(llama, huginn_raven); a GGUF file; else llama2c"),
+                          "(llama, mistral, huginn_raven); a GGUF file; else "
+                          "llama2c"),
                clEnumValN(Format::Llama2c, "llama2c", "llama2.c .bin"),
                clEnumValN(Format::HfLlama, "hf-llama",
                           "Hugging Face Llama: config.json, model.safetensors "
@@ -391,14 +392,15 @@ int main(int argc, char **argv) {
           loom::hf::readModelType(inputPath, error);
       if (!type)
         return fail(error + " (--format names the checkpoint format)");
-      if (*type == "llama")
+      if (*type == "llama" || *type == "mistral")
         fmt = Format::HfLlama;
       else if (*type == "huginn_raven")
         fmt = Format::Huginn;
       else
         return fail("'" + inputPath + "': config.json's model_type '" +
                     loom::safetensors::printable(*type) +
-                    "' is not supported (Loom reads llama and huginn_raven)");
+                    "' is not supported (Loom reads llama, mistral and "
+                    "huginn_raven)");
     }
   }
   if (shapesOnly && fmt != Format::Huginn)
@@ -445,6 +447,26 @@ int main(int argc, char **argv) {
   int64_t bosId = 1, eosId = 2; // the Llama graph's
   // The Llama graph, from any of its three checkpoint forms.
   auto useLlama = [&](loom::llama2c::Checkpoint &ckpt) {
+    // A sliding window (Mistral) changes nothing within a context of at
+    // most its length: the context is kept there.
+    if (int64_t window = ckpt.config.slidingWindow;
+        window > 0 && !contextLength.getNumOccurrences() &&
+        ckpt.config.maxSeq > window) {
+      llvm::errs() << "loomc: note: the model attends to its last " << window
+                   << " positions (sliding_window); the context is " << window
+                   << " positions, within which that is exact\n";
+      ckpt.config.maxSeq = window;
+    }
+    if (int64_t window = ckpt.config.slidingWindow;
+        window > 0 && contextLength.getNumOccurrences() &&
+        contextLength > window) {
+      error = "--context-length " + std::to_string(contextLength) +
+              " is longer than the model's sliding window of " +
+              std::to_string(window) +
+              " positions (sliding_window): Loom's attention sees every "
+              "position, which is the model's only up to the window";
+      return false;
+    }
     if (!setContext(ckpt.config.maxSeq))
       return false;
     maxTokens = std::min<int64_t>(maxTokens, ckpt.config.maxSeq);
@@ -460,19 +482,20 @@ int main(int argc, char **argv) {
     if (!ckpt)
       return fail(error);
     if (!useLlama(*ckpt))
-      return contextTooLong(ckpt->config.maxSeq);
+      return error.empty() ? contextTooLong(ckpt->config.maxSeq) : fail(error);
   } else if (fmt == Format::HfLlama) {
     auto ckpt = loom::hf::readLlamaCheckpoint(inputPath, error);
     if (!ckpt)
       return fail(error);
     if (!useLlama(*ckpt))
-      return contextTooLong(ckpt->config.maxSeq);
+      return error.empty() ? contextTooLong(ckpt->config.maxSeq) : fail(error);
   } else if (fmt == Format::Gguf) {
     auto gguf = loom::gguf::readLlama(inputPath, error);
     if (!gguf)
       return fail(error);
     if (!useLlama(gguf->checkpoint))
-      return contextTooLong(gguf->checkpoint.config.maxSeq);
+      return error.empty() ? contextTooLong(gguf->checkpoint.config.maxSeq)
+                           : fail(error);
     tokenizer = std::move(gguf->tokenizer); // --tokenizer replaces it
   } else if (fmt == Format::Refrag) {
     auto bundle = loom::refrag::readBundle(decoderPath, bundlePath, error);

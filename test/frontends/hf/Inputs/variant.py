@@ -83,7 +83,13 @@ def main():
     elif case == "extra-tensor":
         tensors["model.layers.0.self_attn.q_norm.weight"] = ["F32", [8], bytes(32)]
     elif case == "model-type":
+        config["model_type"] = "gemma"
+    elif case == "mistral":  # v0.2 on: no sliding window
         config["model_type"] = "mistral"
+        config["sliding_window"] = None
+    elif case == "mistral-window":  # v0.1's form, a window under the context
+        config["model_type"] = "mistral"
+        config["sliding_window"] = 64
     elif case == "rope-scaling":
         config["rope_scaling"] = {"type": "linear", "factor": 2.0}
     elif case == "attention-bias":
