@@ -137,7 +137,7 @@ bool readByteLevelTokenizer(Metadata &m, int64_t vocabSize, llama2c::Config &c,
     m.error = m.file.path().str() +
               ": missing key 'tokenizer.ggml.pre' (a byte-level vocabulary "
               "needs its pre-tokenizer's name: Loom implements \"llama-bpe\", "
-              "\"gpt-2\" and \"smollm\")";
+              "\"qwen2\", \"gpt-2\" and \"smollm\")";
     return false;
   }
   if (!m.string("tokenizer.ggml.pre", pre))
@@ -152,11 +152,13 @@ bool readByteLevelTokenizer(Metadata &m, int64_t vocabSize, llama2c::Config &c,
     bpe.pre = PreTokenizer::Gpt2;
   } else if (pre == "smollm") {
     bpe.pre = PreTokenizer::SmolLm;
+  } else if (pre == "qwen2") {
+    bpe.pre = PreTokenizer::Qwen2;
   } else {
     return m.fail("tokenizer.ggml.pre",
                   "is '" + safetensors::printable(pre) +
                       "': Loom implements the \"llama-bpe\" (Llama 3), "
-                      "\"gpt-2\" and \"smollm\" pre-tokenizers");
+                      "\"qwen2\", \"gpt-2\" and \"smollm\" pre-tokenizers");
   }
   auto [tokens, types] = tokensWith(m, vocabSize, "tokenizer.ggml.token_type",
                                     Value::Type::I32, "types");

@@ -411,6 +411,11 @@ constexpr StringRef kLlama3Pattern =
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|"
     "\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|"
     "\\s+(?!\\S)|\\s+";
+// Qwen 2's: Llama 3's with numbers one by one.
+constexpr StringRef kQwen2Pattern =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|"
+    "\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|"
+    "\\s+(?!\\S)|\\s+";
 
 /// Whether tokenizer.json's pre-tokenizer is a byte-level one (alone or the
 /// last of a sequence).
@@ -450,16 +455,18 @@ std::optional<PreTokenizer> byteLevelPreTokenizer(const llvm::json::Object &o,
     const llvm::json::Object *split = (*seq)[0].getAsObject();
     const llvm::json::Object *pattern =
         split ? split->getObject("pattern") : nullptr;
-    if (typeOf(split) == "Split" && pattern &&
-        pattern->getString("Regex") ==
-            std::optional<StringRef>(kLlama3Pattern) &&
+    std::optional<StringRef> regex =
+        pattern ? pattern->getString("Regex") : std::nullopt;
+    if (typeOf(split) == "Split" && regex &&
+        (*regex == kLlama3Pattern || *regex == kQwen2Pattern) &&
         split->getString("behavior") == std::optional<StringRef>("Isolated") &&
         split->getBoolean("invert").value_or(false) == false &&
         plainByteLevel((*seq)[1].getAsObject(), false))
-      return PreTokenizer::Llama3;
+      return *regex == kLlama3Pattern ? PreTokenizer::Llama3
+                                      : PreTokenizer::Qwen2;
   }
   why = "its pre-tokenizer is not GPT-2's (ByteLevel with its regex), Llama "
-        "3's (Split by Llama 3's pattern, then ByteLevel) or SmolLM's "
+        "3's or Qwen 2's (Split by its pattern, then ByteLevel) or SmolLM's "
         "(individual Digits, then GPT-2's), the ones Loom implements";
   return std::nullopt;
 }
@@ -626,9 +633,19 @@ readByteLevelJson(const llvm::json::Object &o, const llvm::json::Object &model,
       return fail("\"" + key.str() +
                   "\" is set: Loom's byte-level BPE has "
                   "no subword affixes");
-  if (!isNull(o.get("normalizer")))
-    return fail("a byte-level BPE with a normalizer (Loom implements none "
-                "for byte-level vocabularies)");
+  // Qwen 2's NFC normalizer is not applied (nor by llama.cpp): text already
+  // in NFC, as nearly all is, gets the same ids.
+  const llvm::json::Value *normalizer = o.get("normalizer");
+  const bool nfc = !isNull(normalizer) &&
+                   typeOf(normalizer->getAsObject()) == "NFC";
+  if (!isNull(normalizer) && !nfc)
+    return fail("a byte-level BPE with a normalizer other than NFC (Loom "
+                "implements none for byte-level vocabularies)");
+  if (nfc)
+    warnings.push_back("tokenizer '" + path +
+                       "' normalizes text to Unicode NFC; Loom (like "
+                       "llama.cpp) does not, so text not in NFC can get "
+                       "other ids than tokenizers gives");
   std::string why;
   std::optional<PreTokenizer> pre = byteLevelPreTokenizer(o, why);
   if (!pre)

@@ -637,7 +637,8 @@ LogicalResult loom::writeArtifact(ModuleOp module, const WeightTable &weights,
       static_assert(
           int(loom::PreTokenizer::Gpt2) == int(fb::PreTokenizer::Gpt2) &&
           int(loom::PreTokenizer::Llama3) == int(fb::PreTokenizer::Llama3) &&
-          int(loom::PreTokenizer::SmolLm) == int(fb::PreTokenizer::SmolLm));
+          int(loom::PreTokenizer::SmolLm) == int(fb::PreTokenizer::SmolLm) &&
+          int(loom::PreTokenizer::Qwen2) == int(fb::PreTokenizer::Qwen2));
       byteLevel = fb::CreateByteLevelBpeDef(
           fbb, static_cast<fb::PreTokenizer>(bpe->pre),
           fbb.CreateVector(merges), fbb.CreateVector(bpe->control),

@@ -263,6 +263,9 @@ void SemanticChecker::tokenizer() {
     case fbs::PreTokenizer::SmolLm:
       bpe->pre = PreTokenizer::SmolLm;
       break;
+    case fbs::PreTokenizer::Qwen2:
+      bpe->pre = PreTokenizer::Qwen2;
+      break;
     default:
       fail("tokenizer has an unknown pre-tokenizer ",
            static_cast<int>(bl->pre_tokenizer()),

@@ -230,7 +230,7 @@ size_t contractionEnd(const CodePoints &t, size_t i, size_t n, bool any_case) {
   return i;
 }
 
-// Llama 3's pattern:
+// Llama 3's pattern (Qwen 2's: \p{N} instead of \p{N}{1,3}):
 //   (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|
 //    ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
 // GPT-2's:
@@ -244,7 +244,8 @@ size_t wordEnd(const CodePoints &t, size_t i, size_t n, PreTokenizer pre) {
     return k < n && (t.cp[k] == '\r' || t.cp[k] == '\n');
   };
   auto symbol = [&](size_t k) { return is(k, CodePointClass::Other); };
-  const bool llama3 = pre == PreTokenizer::Llama3;
+  const bool llama3 = pre == PreTokenizer::Llama3 || pre == PreTokenizer::Qwen2;
+  const size_t digits = pre == PreTokenizer::Qwen2 ? 1 : 3;
   if (size_t e = contractionEnd(t, i, n, llama3); e != i)
     return e;
   if (llama3) {
@@ -256,10 +257,10 @@ size_t wordEnd(const CodePoints &t, size_t i, size_t n, PreTokenizer pre) {
         ++k;
       return k;
     }
-    // \p{N}{1,3}
+    // \p{N}{1,3} (Qwen 2: \p{N})
     if (is(i, CodePointClass::Number)) {
       size_t k = i;
-      while (k < i + 3 && is(k, CodePointClass::Number))
+      while (k < i + digits && is(k, CodePointClass::Number))
         ++k;
       return k;
     }

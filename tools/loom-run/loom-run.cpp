@@ -881,6 +881,7 @@ int printInfo(const std::string &path, const loom::Model &model) {
           "byte-level BPE (" +
           std::string(bpe->pre == loom::PreTokenizer::Llama3   ? "Llama 3"
                       : bpe->pre == loom::PreTokenizer::SmolLm ? "SmolLM"
+                      : bpe->pre == loom::PreTokenizer::Qwen2  ? "Qwen 2"
                                                                : "GPT-2") +
           " pre-tokenizer, " + std::to_string(bpe->merges.size()) +
           " merges), " + (promptsStartWithBos(model) ? "BOS first" : "no BOS");

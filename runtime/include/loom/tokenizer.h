@@ -21,9 +21,10 @@
 namespace loom {
 
 // How a byte-level BPE splits text into words before merging: the regular
-// expression of GPT-2 or of Llama 3, or SmolLM's (each number character
-// alone, then GPT-2's); docs/frontends.md spells them out.
-enum class PreTokenizer : uint8_t { Gpt2, Llama3, SmolLm };
+// expression of GPT-2, of Llama 3 or of Qwen 2 (Llama 3's with numbers one
+// by one), or SmolLM's (each number character alone, then GPT-2's);
+// docs/frontends.md spells them out.
+enum class PreTokenizer : uint8_t { Gpt2, Llama3, SmolLm, Qwen2 };
 
 // What a byte-level BPE vocabulary needs besides its pieces.
 struct ByteLevelBpe {

@@ -8,7 +8,7 @@ import sys
 def pattern(tj):
     tj["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = (
         tj["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"].replace(
-            r"\p{N}{1,3}", r"\p{N}"))  # Qwen 2's
+            r"\p{N}{1,3}", r"\p{N}{1,2}"))  # no model's
 
 
 def alphabet(tj):
@@ -30,7 +30,7 @@ def bos_differs(tj):
 
 
 def normalizer(tj):
-    tj["normalizer"] = {"type": "NFC"}
+    tj["normalizer"] = {"type": "NFKC"}
 
 
 MUTATIONS = {"pattern": pattern, "alphabet": alphabet, "merge": merge,
