@@ -1,7 +1,7 @@
 """Writes a small byte-level BPE tokenizer (GPT-2 / Llama 3 form) and a random
 Llama that uses it, for the loomc / loom-run tests of byte-level vocabularies.
 
-  bpe_vocab.py OUT_DIR --pre llama3|gpt2|smollm [--merges 600] [--seed 1]
+  bpe_vocab.py OUT_DIR --pre llama3|gpt2|smollm|qwen2 [--merges 600] [--seed 1]
 
 OUT_DIR gets a Hugging Face Llama folder (config.json, tokenizer.json,
 model.safetensors: dim 64, 2 layers, 4 heads, 2 kv heads, f32 random
@@ -23,6 +23,7 @@ import numpy as np
 
 LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|"
                   r"\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+QWEN2_PATTERN = LLAMA3_PATTERN.replace(r"\p{N}{1,3}", r"\p{N}")
 
 CORPUS = """Once upon a time, there was a little girl named Lily. She loved to play
 outside in the park with her dog, Max. One day, they found a big red ball
@@ -122,6 +123,14 @@ def tokenizer_json(pre, merges):
                       {"Sequence": {"id": "B", "type_id": 1}}],
              "special_tokens": {specials[0]: {"id": specials[0], "ids": [bos],
                                               "tokens": [specials[0]]}}}]}
+    elif pre == "qwen2":
+        pre_tok = {"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": QWEN2_PATTERN},
+             "behavior": "Isolated", "invert": False},
+            {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False,
+             "use_regex": False}]}
+        post = {"type": "ByteLevel", "add_prefix_space": False,
+                "trim_offsets": False, "use_regex": False}
     else:
         pre_tok = {"type": "ByteLevel", "add_prefix_space": False,
                    "trim_offsets": True, "use_regex": True}
@@ -131,7 +140,9 @@ def tokenizer_json(pre, merges):
         post = {"type": "ByteLevel", "add_prefix_space": True,
                 "trim_offsets": False, "use_regex": True}
     tj = {"version": "1.0", "truncation": None, "padding": None,
-          "added_tokens": added, "normalizer": None, "pre_tokenizer": pre_tok,
+          "added_tokens": added,
+          "normalizer": {"type": "NFC"} if pre == "qwen2" else None,
+          "pre_tokenizer": pre_tok,
           "post_processor": post,
           "decoder": {"type": "ByteLevel", "add_prefix_space": True,
                       "trim_offsets": True, "use_regex": True},
@@ -160,7 +171,8 @@ def write_safetensors(path, tensors):
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("out")
-    ap.add_argument("--pre", choices=["llama3", "gpt2", "smollm"], required=True)
+    ap.add_argument("--pre", choices=["llama3", "gpt2", "smollm", "qwen2"],
+                    required=True)
     ap.add_argument("--merges", type=int, default=600)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--rope-scaling", metavar="FACTOR,LOW,HIGH,CONTEXT",

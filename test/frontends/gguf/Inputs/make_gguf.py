@@ -75,9 +75,10 @@ def read_bpe_tokenizer(path, pre=None, control_ids=()):
     assert sorted(tokens) == list(range(n)), "ids must be 0..n-1"
     merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
     specials = [t["id"] for t in tj["added_tokens"] if t["special"]]
-    first = tj["pre_tokenizer"].get("pretokenizers", [tj["pre_tokenizer"]])[0]["type"]
-    llama3 = first == "Split"
-    pre_name = {"Split": b"llama-bpe", "Digits": b"smollm", "ByteLevel": b"gpt-2"}[first]
+    first = tj["pre_tokenizer"].get("pretokenizers", [tj["pre_tokenizer"]])[0]
+    llama3 = first["type"] == "Split" and r"\p{N}{1,3}" in first["pattern"]["Regex"]
+    pre_name = (b"llama-bpe" if llama3 else b"qwen2" if first["type"] == "Split"
+                else {"Digits": b"smollm", "ByteLevel": b"gpt-2"}[first["type"]])
     post = json.dumps(tj.get("post_processor"))
 
     def string(s):
