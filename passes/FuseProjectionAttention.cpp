@@ -44,6 +44,10 @@ std::optional<AttentionBlock> matchBlock(AttentionOp attention) {
   b.k = projectionOf(b.kRope, b.kBias);
   if (!b.q || !b.k || bool(b.qBias) != bool(b.kBias))
     return std::nullopt;
+  // A bias folded into a projection has no place in the fused op.
+  for (LinearOp l : {b.q, b.k, b.v})
+    if (l.getBias())
+      return std::nullopt;
   Value x = b.q.getInput();
   if (b.k.getInput() != x || b.v.getInput() != x)
     return std::nullopt;
@@ -62,7 +66,7 @@ std::optional<AttentionBlock> matchBlock(AttentionOp attention) {
     if (!op->getResult(0).hasOneUse())
       return std::nullopt;
   b.out = dyn_cast<LinearOp>(*attention->getUsers().begin());
-  if (!b.out)
+  if (!b.out || b.out.getBias())
     return std::nullopt;
   return b;
 }

@@ -310,25 +310,31 @@ std::optional<gguf::Model> gguf::readLlama(const std::string &path,
   std::string arch;
   if (!m.string("general.architecture", arch))
     return std::nullopt;
-  if (arch != "llama") {
+  // Qwen 2 is Llama's graph with q/k/v biases, its q and k rows in the
+  // rotate-half order of llama.cpp's NEOX rope (not permuted by the
+  // converter, as Llama's are).
+  if (arch != "llama" && arch != "qwen2") {
     m.fail("general.architecture", "is '" + safetensors::printable(arch) +
-                                       "': Loom reads \"llama\" GGUF models");
+                                       "': Loom reads \"llama\" and "
+                                       "\"qwen2\" GGUF models");
     return std::nullopt;
   }
+  const bool qwen2 = arch == "qwen2";
+  auto key = [&](const char *name) { return arch + "." + name; };
   gguf::Model model;
   llama2c::Checkpoint &ckpt = model.checkpoint;
   ckpt.path = path;
   ckpt.format = "gguf";
   llama2c::Config &c = ckpt.config;
   int64_t ropeDims = 0;
-  if (!m.integer("llama.embedding_length", c.dim, std::nullopt) ||
-      !m.integer("llama.feed_forward_length", c.hiddenDim, std::nullopt) ||
-      !m.integer("llama.block_count", c.nLayers, std::nullopt) ||
-      !m.integer("llama.attention.head_count", c.nHeads, std::nullopt) ||
-      !m.integer("llama.attention.head_count_kv", c.nKvHeads, c.nHeads) ||
-      !m.integer("llama.context_length", c.maxSeq, std::nullopt) ||
-      !m.number("llama.attention.layer_norm_rms_epsilon", c.normEps, 1e-5f) ||
-      !m.number("llama.rope.freq_base", c.ropeTheta, 10000.0f))
+  if (!m.integer(key("embedding_length"), c.dim, std::nullopt) ||
+      !m.integer(key("feed_forward_length"), c.hiddenDim, std::nullopt) ||
+      !m.integer(key("block_count"), c.nLayers, std::nullopt) ||
+      !m.integer(key("attention.head_count"), c.nHeads, std::nullopt) ||
+      !m.integer(key("attention.head_count_kv"), c.nKvHeads, c.nHeads) ||
+      !m.integer(key("context_length"), c.maxSeq, std::nullopt) ||
+      !m.number(key("attention.layer_norm_rms_epsilon"), c.normEps, 1e-5f) ||
+      !m.number(key("rope.freq_base"), c.ropeTheta, 10000.0f))
     return std::nullopt;
   if (c.dim % c.nHeads || c.nHeads % c.nKvHeads || c.headDim() % 2) {
     error = path + ": the head layout (embedding " + std::to_string(c.dim) +
@@ -337,19 +343,20 @@ std::optional<gguf::Model> gguf::readLlama(const std::string &path,
             " kv heads) needs whole heads, whole groups and an even head size";
     return std::nullopt;
   }
-  if (!m.integer("llama.rope.dimension_count", ropeDims, c.headDim()))
+  if (!m.integer(key("rope.dimension_count"), ropeDims, c.headDim()))
     return std::nullopt;
   if (ropeDims != c.headDim()) {
-    m.fail("llama.rope.dimension_count",
+    m.fail(key("rope.dimension_count"),
            "is " + std::to_string(ropeDims) + ", not the head size " +
                std::to_string(c.headDim()) +
                ": partial rotary embeddings are not supported");
     return std::nullopt;
   }
-  for (StringRef key : {"llama.rope.scaling.type", "llama.rope.scaling.factor"})
-    if (const Value *v = file.find(key);
+  for (const std::string &k :
+       {key("rope.scaling.type"), key("rope.scaling.factor")})
+    if (const Value *v = file.find(k);
         v && !(v->type == Value::Type::String && v->string == "none")) {
-      m.fail(key, "is set: rope scaling is not supported");
+      m.fail(k, "is set: rope scaling is not supported");
       return std::nullopt;
     }
 
@@ -361,20 +368,21 @@ std::optional<gguf::Model> gguf::readLlama(const std::string &path,
   }
   c.vocabSize = int64_t(embed->ne[1]);
   int64_t declared;
-  if (!m.integer("llama.vocab_size", declared, c.vocabSize))
+  if (!m.integer(key("vocab_size"), declared, c.vocabSize))
     return std::nullopt;
   if (declared != c.vocabSize) {
-    m.fail("llama.vocab_size", "is " + std::to_string(declared) +
-                                   " but token_embd.weight has " +
-                                   std::to_string(c.vocabSize) + " rows");
+    m.fail(key("vocab_size"), "is " + std::to_string(declared) +
+                                  " but token_embd.weight has " +
+                                  std::to_string(c.vocabSize) + " rows");
     return std::nullopt;
   }
   c.sharedClassifier = !file.tensor("output.weight");
+  c.qkvBias = qwen2;
 
   const int64_t D = c.dim, I = c.hiddenDim, kv = c.kvDim();
   llvm::StringSet<> used;
   auto take = [&](const std::string &name, std::vector<int64_t> shape,
-                  const std::string &as) {
+                  const std::string &as, bool rotateHalf = false) {
     const Tensor *t = file.tensor(name);
     if (!t) {
       error = path + ": missing tensor '" + name + "'";
@@ -387,8 +395,9 @@ std::optional<gguf::Model> gguf::readLlama(const std::string &path,
       return false;
     }
     used.insert(name);
-    ckpt.weights[as] =
-        WeightSource{path, t->fileOffset, t->bytes, encodingOf(t->type)};
+    WeightSource src{path, t->fileOffset, t->bytes, encodingOf(t->type)};
+    src.rotateHalfHeadDim = rotateHalf ? c.headDim() : 0;
+    ckpt.weights[as] = src;
     return true;
   };
   if (!take("token_embd.weight", {c.vocabSize, D}, "tok_embeddings") ||
@@ -400,14 +409,18 @@ std::optional<gguf::Model> gguf::readLlama(const std::string &path,
     const std::string b = "blk." + std::to_string(l) + ".";
     const std::string to = "layers." + std::to_string(l) + ".";
     if (!take(b + "attn_norm.weight", {D}, to + "attention_norm") ||
-        !take(b + "attn_q.weight", {D, D}, to + "wq") ||
-        !take(b + "attn_k.weight", {kv, D}, to + "wk") ||
+        !take(b + "attn_q.weight", {D, D}, to + "wq", qwen2) ||
+        !take(b + "attn_k.weight", {kv, D}, to + "wk", qwen2) ||
         !take(b + "attn_v.weight", {kv, D}, to + "wv") ||
         !take(b + "attn_output.weight", {D, D}, to + "wo") ||
         !take(b + "ffn_norm.weight", {D}, to + "ffn_norm") ||
         !take(b + "ffn_gate.weight", {I, D}, to + "w1") ||
         !take(b + "ffn_down.weight", {D, I}, to + "w2") ||
         !take(b + "ffn_up.weight", {I, D}, to + "w3"))
+      return std::nullopt;
+    if (qwen2 && (!take(b + "attn_q.bias", {D}, to + "bq", true) ||
+                  !take(b + "attn_k.bias", {kv}, to + "bk", true) ||
+                  !take(b + "attn_v.bias", {kv}, to + "bv")))
       return std::nullopt;
   }
   // Llama 3.1's rope scaling, as llama.cpp's converter writes it: each

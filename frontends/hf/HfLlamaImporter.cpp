@@ -180,15 +180,26 @@ bool parseConfig(const std::string &path, llama2c::Config &c,
   bool tied = false;
   // Mistral is Llama's graph; its one difference, sliding-window attention,
   // is exact within a context of at most the window (loomc keeps it so).
-  const bool mistral =
-      o->getString("model_type") == std::optional<StringRef>("mistral");
+  const std::optional<StringRef> type = o->getString("model_type");
+  const bool mistral = type == std::optional<StringRef>("mistral");
+  // Qwen 2 (and 2.5) is Llama's graph with biases on q, k and v.
+  const bool qwen2 = type == std::optional<StringRef>("qwen2");
+  c.qkvBias = qwen2;
+  if (qwen2) {
+    bool window = false;
+    if (!r.boolean("use_sliding_window", window, false))
+      return false;
+    if (window)
+      return r.fail("'use_sliding_window' is true: sliding-window attention "
+                    "is not implemented");
+  }
   if (mistral) {
     const llvm::json::Value *w = o->get("sliding_window");
     if (w && w->kind() != llvm::json::Value::Null &&
         !r.integer("sliding_window", c.slidingWindow, std::nullopt))
       return false;
   }
-  if ((!mistral && !r.expectString("model_type", "llama")) ||
+  if ((!mistral && !qwen2 && !r.expectString("model_type", "llama")) ||
       !r.integer("hidden_size", c.dim, std::nullopt) ||
       !r.integer("intermediate_size", c.hiddenDim, std::nullopt) ||
       !r.integer("num_hidden_layers", c.nLayers, std::nullopt) ||
@@ -207,7 +218,8 @@ bool parseConfig(const std::string &path, llama2c::Config &c,
       !absentOrFalse(r, "mlp_bias", "a bias on the MLP projections"))
     return false;
   if (!o->get("model_type"))
-    return r.fail("missing \"model_type\" (expected \"llama\" or \"mistral\")");
+    return r.fail("missing \"model_type\" (expected \"llama\", \"mistral\" "
+                  "or \"qwen2\")");
   // (A SentencePiece-style vocabulary needs them to be 1 and 2:
   // readTokenizerJson and loomc check that.)
   std::vector<std::pair<const char *, int64_t>> ids = {
@@ -308,6 +320,12 @@ hf::readLlamaCheckpoint(const std::string &path, std::string &error) {
         !take(hf + "mlp.gate_proj.weight", {I, D}, to + "w1") ||
         !take(hf + "mlp.down_proj.weight", {D, I}, to + "w2") ||
         !take(hf + "mlp.up_proj.weight", {I, D}, to + "w3"))
+      return std::nullopt;
+    // Qwen 2's biases; q's and k's in the rotate-half order of their rows.
+    if (c.qkvBias &&
+        (!take(hf + "self_attn.q_proj.bias", {D}, to + "bq", true) ||
+         !take(hf + "self_attn.k_proj.bias", {kv}, to + "bk", true) ||
+         !take(hf + "self_attn.v_proj.bias", {kv}, to + "bv")))
       return std::nullopt;
     // Older exports store rope's inverse frequencies; rope is computed from
     // positions and rope_theta.

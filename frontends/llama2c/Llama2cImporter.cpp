@@ -148,6 +148,7 @@ OwningOpRef<ModuleOp> llama2c::importCheckpoint(MLIRContext &ctx,
   auto tok = weight("tok_embeddings", {c.vocabSize, D});
   struct LayerWeights {
     FlatSymbolRefAttr attnNorm, wq, wk, wv, wo, ffnNorm, w1, w2, w3;
+    FlatSymbolRefAttr bq, bk, bv; // Qwen 2's
   };
   std::vector<LayerWeights> layers;
   for (int64_t l = 0; l < c.nLayers; ++l) {
@@ -157,6 +158,11 @@ OwningOpRef<ModuleOp> llama2c::importCheckpoint(MLIRContext &ctx,
                       weight(p + "wv", {kv, D}), weight(p + "wo", {D, D}),
                       weight(p + "ffn_norm", {D}), weight(p + "w1", {H, D}),
                       weight(p + "w2", {D, H}), weight(p + "w3", {H, D})});
+    if (c.qkvBias) {
+      layers.back().bq = weight(p + "bq", {D});
+      layers.back().bk = weight(p + "bk", {kv});
+      layers.back().bv = weight(p + "bv", {kv});
+    }
   }
   auto finalNorm = weight("norm", {D});
   auto classifier =
@@ -189,6 +195,11 @@ OwningOpRef<ModuleOp> llama2c::importCheckpoint(MLIRContext &ctx,
     Value q = LinearOp::create(b, attnLoc, rowsOf(D), h, w.wq);
     Value k = LinearOp::create(b, attnLoc, rowsOf(kv), h, w.wk);
     Value v = LinearOp::create(b, attnLoc, rowsOf(kv), h, w.wv);
+    if (c.qkvBias) {
+      q = AddRowBiasOp::create(b, attnLoc, q, w.bq);
+      k = AddRowBiasOp::create(b, attnLoc, k, w.bk);
+      v = AddRowBiasOp::create(b, attnLoc, v, w.bv);
+    }
     q = RopeOp::create(b, attnLoc, rowsOf(D), q, pos, b.getI64IntegerAttr(hd),
                        b.getF32FloatAttr(theta), freqFactors);
     k = RopeOp::create(b, attnLoc, rowsOf(kv), k, pos, b.getI64IntegerAttr(hd),

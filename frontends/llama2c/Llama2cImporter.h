@@ -40,6 +40,8 @@ struct Config {
   // Mistral's sliding_window: attention sees the last this many positions
   // (0: all). Exact here while the context is at most this long.
   int64_t slidingWindow = 0;
+  // Qwen 2: biases on the q, k and v projections (layers.N.bq, bk, bv).
+  bool qkvBias = false;
   int64_t headDim() const { return dim / nHeads; }
   int64_t kvDim() const { return nKvHeads * headDim(); }
 };

@@ -398,8 +398,9 @@ LogicalResult loom::writeArtifact(ModuleOp module, const WeightTable &weights,
       if (int64_t hd = src.rotateHalfHeadDim) {
         const uint64_t rows =
             sourceOp ? sourceOp.getTensorType().getDimSize(0) : 0;
-        if (!sourceOp || sourceOp.getTensorType().getRank() != 2 || hd % 2 ||
-            rows % hd)
+        // Rows of a matrix, or the values of a vector (q/k biases).
+        if (!sourceOp || sourceOp.getTensorType().getRank() < 1 ||
+            sourceOp.getTensorType().getRank() > 2 || hd % 2 || rows % hd)
           return d.emitError() << "weight @" << source
                                << " cannot be reordered from rotate-half "
                                   "heads of "

@@ -462,3 +462,73 @@ module @freq_factors_differ {
     return %l : tensor<?x32xf32>
   }
 }
+
+// -----
+
+// A bias on v (Qwen 2's q/k/v biases) has no place in the fused op, nor a
+// bias already folded into a projection: such blocks stay as they are.
+// CHECK-LABEL: module @v_bias
+// CHECK-NOT:     loom.fused_qkv_attention
+// CHECK:         loom.add_row_bias {{.*}} @layers.0.bv
+// CHECK:         loom.attention
+// CHECK-LABEL: module @folded_bias
+// CHECK-NOT:     loom.fused_qkv_attention
+// CHECK:         loom.attention
+module @v_bias {
+  loom.weight @tok_embeddings : tensor<32x16xf32>
+  loom.weight @layers.0.attention_norm : tensor<16xf32>
+  loom.weight @layers.0.wq : tensor<16x16xf32>
+  loom.weight @layers.0.wk : tensor<8x16xf32>
+  loom.weight @layers.0.wv : tensor<8x16xf32>
+  loom.weight @layers.0.bq : tensor<16xf32>
+  loom.weight @layers.0.bk : tensor<8xf32>
+  loom.weight @layers.0.bv : tensor<8xf32>
+  loom.weight @layers.0.wo : tensor<16x16xf32>
+  func.func @forward(%tokens: tensor<?xi32>, %pos: tensor<?xi32>) -> tensor<?x32xf32> {
+    %x = loom.embed %tokens, @tok_embeddings : tensor<?xi32> -> tensor<?x16xf32>
+    %n = loom.rms_norm %x, @layers.0.attention_norm eps 1.0e-05 : tensor<?x16xf32>
+    %q0 = loom.linear %n, @layers.0.wq : tensor<?x16xf32> -> tensor<?x16xf32>
+    %k0 = loom.linear %n, @layers.0.wk : tensor<?x16xf32> -> tensor<?x8xf32>
+    %v0 = loom.linear %n, @layers.0.wv : tensor<?x16xf32> -> tensor<?x8xf32>
+    %q = loom.add_row_bias %q0, @layers.0.bq : tensor<?x16xf32>
+    %k = loom.add_row_bias %k0, @layers.0.bk : tensor<?x8xf32>
+    %v = loom.add_row_bias %v0, @layers.0.bv : tensor<?x8xf32>
+    %qr = loom.rope %q, %pos head_dim 8 theta 5.0e+05 : tensor<?x16xf32>, tensor<?xi32>
+    %kr = loom.rope %k, %pos head_dim 8 theta 5.0e+05 : tensor<?x8xf32>, tensor<?xi32>
+    %c = loom.kv_cache layer 0 : !loom.kv_cache<max_seq = 64, kv_heads = 1, head_dim = 8, element_type = f32>
+    %a = loom.attention %qr, %kr, %v, %pos, %c heads 2 kv_heads 1 head_dim 8
+        : tensor<?x16xf32>, tensor<?x8xf32>, tensor<?xi32>, !loom.kv_cache<max_seq = 64, kv_heads = 1, head_dim = 8, element_type = f32>
+    %o = loom.linear %a, @layers.0.wo : tensor<?x16xf32> -> tensor<?x16xf32>
+    %r = loom.add %x, %o : tensor<?x16xf32>
+    %l = loom.logits %r, @tok_embeddings : tensor<?x16xf32> -> tensor<?x32xf32>
+    return %l : tensor<?x32xf32>
+  }
+}
+
+// -----
+
+module @folded_bias {
+  loom.weight @tok_embeddings : tensor<32x16xf32>
+  loom.weight @layers.0.attention_norm : tensor<16xf32>
+  loom.weight @layers.0.wq : tensor<16x16xf32>
+  loom.weight @layers.0.wk : tensor<8x16xf32>
+  loom.weight @layers.0.wv : tensor<8x16xf32>
+  loom.weight @layers.0.bv : tensor<8xf32>
+  loom.weight @layers.0.wo : tensor<16x16xf32>
+  func.func @forward(%tokens: tensor<?xi32>, %pos: tensor<?xi32>) -> tensor<?x32xf32> {
+    %x = loom.embed %tokens, @tok_embeddings : tensor<?xi32> -> tensor<?x16xf32>
+    %n = loom.rms_norm %x, @layers.0.attention_norm eps 1.0e-05 : tensor<?x16xf32>
+    %q = loom.linear %n, @layers.0.wq : tensor<?x16xf32> -> tensor<?x16xf32>
+    %k = loom.linear %n, @layers.0.wk : tensor<?x16xf32> -> tensor<?x8xf32>
+    %v = loom.linear %n, @layers.0.wv bias @layers.0.bv : tensor<?x16xf32> -> tensor<?x8xf32>
+    %qr = loom.rope %q, %pos head_dim 8 theta 5.0e+05 : tensor<?x16xf32>, tensor<?xi32>
+    %kr = loom.rope %k, %pos head_dim 8 theta 5.0e+05 : tensor<?x8xf32>, tensor<?xi32>
+    %c = loom.kv_cache layer 0 : !loom.kv_cache<max_seq = 64, kv_heads = 1, head_dim = 8, element_type = f32>
+    %a = loom.attention %qr, %kr, %v, %pos, %c heads 2 kv_heads 1 head_dim 8
+        : tensor<?x16xf32>, tensor<?x8xf32>, tensor<?xi32>, !loom.kv_cache<max_seq = 64, kv_heads = 1, head_dim = 8, element_type = f32>
+    %o = loom.linear %a, @layers.0.wo : tensor<?x16xf32> -> tensor<?x16xf32>
+    %r = loom.add %x, %o : tensor<?x16xf32>
+    %l = loom.logits %r, @tok_embeddings : tensor<?x16xf32> -> tensor<?x32xf32>
+    return %l : tensor<?x32xf32>
+  }
+}

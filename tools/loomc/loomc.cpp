@@ -69,8 +69,8 @@ cl::opt<Format> format(
     cl::init(Format::Auto),
     cl::values(clEnumValN(Format::Auto, "auto",
                           "a folder or a .json: by config.json's model_type "
-                          "(llama, mistral, huginn_raven); a GGUF file; else "
-                          "llama2c"),
+                          "(llama, mistral, qwen2, huginn_raven); a GGUF "
+                          "file; else llama2c"),
                clEnumValN(Format::Llama2c, "llama2c", "llama2.c .bin"),
                clEnumValN(Format::HfLlama, "hf-llama",
                           "Hugging Face Llama: config.json, model.safetensors "
@@ -392,15 +392,15 @@ int main(int argc, char **argv) {
           loom::hf::readModelType(inputPath, error);
       if (!type)
         return fail(error + " (--format names the checkpoint format)");
-      if (*type == "llama" || *type == "mistral")
+      if (*type == "llama" || *type == "mistral" || *type == "qwen2")
         fmt = Format::HfLlama;
       else if (*type == "huginn_raven")
         fmt = Format::Huginn;
       else
         return fail("'" + inputPath + "': config.json's model_type '" +
                     loom::safetensors::printable(*type) +
-                    "' is not supported (Loom reads llama, mistral and "
-                    "huginn_raven)");
+                    "' is not supported (Loom reads llama, mistral, qwen2 "
+                    "and huginn_raven)");
     }
   }
   if (shapesOnly && fmt != Format::Huginn)

@@ -5,6 +5,7 @@ asked for, for the loomc tests of the quantized formats.
       --layers 2 --heads 4 --kv-heads 2 --context 256 --seed 1]
       [--types ROLE=TYPE,...] [--untied] [--inject NAME=FILE ...]
   make_gguf.py --tokenizer tokenizer.json OUT ...   (a byte-level BPE)
+      [--arch qwen2 [--hf-out DIR]]
 
 ROLE is a tensor's name without "blk.N." and ".weight" (attn_q, ffn_down,
 token_embd, output, ...), or "default"; TYPE a ggml type name (F32, F16,
@@ -19,6 +20,12 @@ as convert_hf_to_gguf.py does: model "gpt2", pre "llama-bpe", "gpt-2" or
 token types (control for the special tokens), merges, BOS and EOS (the
 first two special tokens) and add_bos_token (whether the post-processor
 puts BOS first).
+
+--arch qwen2 writes a Qwen 2 model instead: qwen2.* keys, random q/k/v
+biases, its q and k in the rotate-half order of llama.cpp's NEOX rope;
+--hf-out also writes the same f32 weights as a Hugging Face Qwen2 folder
+(config.json, model.safetensors, the tokenizer.json), whose tensors are the
+GGUF's under Hugging Face's names.
 
 Quantized tensors are random blocks: random bytes, with each block's f16
 scale fields set to random weight-like scales (so that the values stay
@@ -157,7 +164,13 @@ def main():
     ap.add_argument("--types", default="")
     ap.add_argument("--untied", action="store_true")
     ap.add_argument("--inject", action="append", default=[])
+    ap.add_argument("--arch", choices=["llama", "qwen2"], default="llama")
+    ap.add_argument("--hf-out")
     a = ap.parse_args()
+    if a.hf_out and (a.arch != "qwen2" or not a.tokenizer.endswith(".json")
+                     or a.types or a.inject):
+        raise SystemExit("--hf-out: a qwen2 model of f32 tensors with a "
+                         "tokenizer.json only")
     bpe = a.tokenizer.endswith(".json")
     if bpe:
         bpe_meta, a.vocab = read_bpe_tokenizer(
@@ -175,6 +188,9 @@ def main():
                             ("ffn_norm", [D]), ("ffn_gate", [H, D]), ("ffn_down", [D, H]),
                             ("ffn_up", [H, D])):
             shapes.append(("blk.%d.%s" % (l, role), shape))
+        if a.arch == "qwen2":
+            for role, shape in (("attn_q", [D]), ("attn_k", [kv]), ("attn_v", [kv])):
+                shapes.append(("blk.%d.%s.bias" % (l, role), shape))
     shapes.append(("output_norm", [D]))
     if a.untied:
         shapes.append(("output", [a.vocab, D]))
@@ -182,6 +198,10 @@ def main():
     injected = dict(kv.split("=", 1) for kv in a.inject)
     tensors = []  # (name, ne, type, bytes)
     for name, shape in shapes:
+        if name.endswith(".bias"):  # large enough to matter
+            x = (0.5 * rng.standard_normal(int(np.prod(shape)))).astype("<f4")
+            tensors.append((name, list(reversed(shape)), gb.F32, x.tobytes()))
+            continue
         if name in injected:
             data = open(injected.pop(name), "rb").read()
             if len(data) != 4 * int(np.prod(shape)):
@@ -219,18 +239,19 @@ def main():
             ("tokenizer.ggml.eos_token_id", 4, struct.pack("<I", 2)),
         ]
 
+    arch = a.arch
     meta = [
-        ("general.architecture", 8, string(b"llama")),
-        ("llama.context_length", 4, struct.pack("<I", a.context)),
-        ("llama.embedding_length", 4, struct.pack("<I", D)),
-        ("llama.feed_forward_length", 4, struct.pack("<I", H)),
-        ("llama.block_count", 4, struct.pack("<I", a.layers)),
-        ("llama.attention.head_count", 4, struct.pack("<I", a.heads)),
-        ("llama.attention.head_count_kv", 4, struct.pack("<I", a.kv_heads)),
-        ("llama.attention.layer_norm_rms_epsilon", 6, struct.pack("<f", 1e-5)),
+        ("general.architecture", 8, string(arch.encode())),
+        (arch + ".context_length", 4, struct.pack("<I", a.context)),
+        (arch + ".embedding_length", 4, struct.pack("<I", D)),
+        (arch + ".feed_forward_length", 4, struct.pack("<I", H)),
+        (arch + ".block_count", 4, struct.pack("<I", a.layers)),
+        (arch + ".attention.head_count", 4, struct.pack("<I", a.heads)),
+        (arch + ".attention.head_count_kv", 4, struct.pack("<I", a.kv_heads)),
+        (arch + ".attention.layer_norm_rms_epsilon", 6, struct.pack("<f", 1e-5)),
     ] + tokenizer_meta
     if a.rope_theta != 10000.0:
-        meta.append(("llama.rope.freq_base", 6, struct.pack("<f", a.rope_theta)))
+        meta.append((arch + ".rope.freq_base", 6, struct.pack("<f", a.rope_theta)))
     out = bytearray(struct.pack("<IIQQ", 0x46554747, 3, len(tensors), len(meta)))
     for key, t, v in meta:
         out += string(key.encode()) + struct.pack("<I", t) + v
@@ -243,6 +264,58 @@ def main():
     for name, ne, typ, data in tensors:
         out += data + bytes(-len(data) % 32)
     open(a.out, "wb").write(out)
+    if a.hf_out:
+        write_hf_qwen2(a, tensors)
+
+
+def write_hf_qwen2(a, tensors):
+    """The GGUF's f32 tensors under Hugging Face Qwen2's names."""
+    import json
+    import os
+    import shutil
+    names = {"token_embd.weight": "model.embed_tokens.weight",
+             "output_norm.weight": "model.norm.weight", "output.weight": "lm_head.weight"}
+    roles = {"attn_norm.weight": "input_layernorm.weight",
+             "attn_q.weight": "self_attn.q_proj.weight",
+             "attn_k.weight": "self_attn.k_proj.weight",
+             "attn_v.weight": "self_attn.v_proj.weight",
+             "attn_output.weight": "self_attn.o_proj.weight",
+             "attn_q.bias": "self_attn.q_proj.bias",
+             "attn_k.bias": "self_attn.k_proj.bias",
+             "attn_v.bias": "self_attn.v_proj.bias",
+             "ffn_norm.weight": "post_attention_layernorm.weight",
+             "ffn_gate.weight": "mlp.gate_proj.weight",
+             "ffn_down.weight": "mlp.down_proj.weight",
+             "ffn_up.weight": "mlp.up_proj.weight"}
+    header, blobs, offset = {}, [], 0
+    for name, ne, typ, data in tensors:
+        if name.startswith("blk."):
+            _, l, role = name.split(".", 2)
+            hf = "model.layers.%s.%s" % (l, roles[role])
+        else:
+            hf = names[name]
+        header[hf] = {"dtype": "F32", "shape": list(reversed(ne)),
+                      "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    os.makedirs(a.hf_out, exist_ok=True)
+    with open(os.path.join(a.hf_out, "model.safetensors"), "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+    tj = json.load(open(a.tokenizer, encoding="utf-8"))
+    specials = [t["id"] for t in tj["added_tokens"] if t["special"]]
+    config = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2",
+              "hidden_size": a.dim, "intermediate_size": a.hidden,
+              "num_hidden_layers": a.layers, "num_attention_heads": a.heads,
+              "num_key_value_heads": a.kv_heads, "vocab_size": a.vocab,
+              "max_position_embeddings": a.context, "rms_norm_eps": 1e-5,
+              "rope_theta": a.rope_theta, "tie_word_embeddings": not a.untied,
+              "hidden_act": "silu", "use_sliding_window": False,
+              "bos_token_id": specials[0], "eos_token_id": specials[1]}
+    with open(os.path.join(a.hf_out, "config.json"), "w") as f:
+        json.dump(config, f, indent=1)
+    shutil.copy(a.tokenizer, os.path.join(a.hf_out, "tokenizer.json"))
 
 
 if __name__ == "__main__":
