@@ -253,13 +253,12 @@ WeightType loom::storedWeightType(ShapedType type, WeightType requested,
   if (requested == WeightType::Keep) {
     if (parts.empty())
       return WeightType::F32;
-    // Rows reordered from the rotate-half order (WeightSource) are values
-    // moved whole, which bf16 and f16 hold again exactly; a block
-    // encoding's blocks would have to be requantized.
+    // Rows reordered from the rotate-half order (WeightSource) move whole:
+    // their values, or their blocks (which lie along the rows), stay as
+    // they are.
     const SourceEncoding e = parts.front()->encoding;
-    const bool halves = e == SourceEncoding::BF16 || e == SourceEncoding::F16;
     for (const WeightSource *p : parts)
-      if (p->encoding != e || (p->rotateHalfHeadDim && !halves))
+      if (p->encoding != e)
         return WeightType::F32;
     if (e == SourceEncoding::BF16 && type.getRank() >= 2)
       return WeightType::BF16;
@@ -566,9 +565,14 @@ LogicalResult loom::writeArtifact(ModuleOp module, const WeightTable &weights,
         return abandon("weights file '" + src->file + "' is shorter than "
                        "the frontend recorded: did it change while compiling?");
       const char *from = file->getBufferStart() + src->offset;
-      // A source in the stored encoding keeps its blocks: nothing to decode.
-      if (same && src->encoding == *same && !src->rotateHalfHeadDim) {
+      // A source in the stored encoding keeps its blocks: nothing to decode
+      // (rows in rotate-half order are moved whole, blocks and all).
+      if (same && src->encoding == *same) {
+        const size_t base = blocks.size();
         blocks.insert(blocks.end(), from, from + src->bytes);
+        if (src->rotateHalfHeadDim)
+          restoreInterleavedRows(blocks.data() + base, src->bytes,
+                                 src->rotateHalfHeadDim, t.partRows[p]);
         continue;
       }
       if (same)
