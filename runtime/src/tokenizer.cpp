@@ -415,9 +415,10 @@ Tokenizer::Tokenizer(std::vector<std::string> pieces, ByteLevelBpe bpe)
                   " out of range [0, " + std::to_string(n) + ")");
     is_control_[id] = 1;
   }
+  // A negative BOS or EOS id: the model has none.
   for (auto [what, id] : {std::pair<const char *, int32_t>{"BOS", bpe.bos_id},
                           {"EOS", bpe.eos_id}})
-    if (id != -1 && !inRange(id))
+    if (id >= n)
       throw Error(std::string("tokenizer: ") + what + " id " +
                   std::to_string(id) + " out of range [0, " +
                   std::to_string(n) + ")");

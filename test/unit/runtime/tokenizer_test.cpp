@@ -558,6 +558,12 @@ TEST(TokenizerByteLevel, ConstructorValidates) {
   v.bpe.bos_id = -1;
   v.bpe.add_bos = true;
   rejects(v, "add_bos without a BOS id");
+  // Negative ids mean "none".
+  v = byteLevelVocab(pre);
+  v.bpe.bos_id = -3;
+  v.bpe.eos_id = -1;
+  Tokenizer none(v.pieces, v.bpe);
+  EXPECT_EQ(none.encode("ab", true, true), Ids({v.id("ab")}));
 }
 
 // ---------------------------------------------------------------------------
