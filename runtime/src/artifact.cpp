@@ -253,24 +253,12 @@ void SemanticChecker::tokenizer() {
   std::optional<ByteLevelBpe> bpe;
   if (bl) {
     bpe.emplace();
-    switch (bl->pre_tokenizer()) {
-    case fbs::PreTokenizer::Gpt2:
-      bpe->pre = PreTokenizer::Gpt2;
-      break;
-    case fbs::PreTokenizer::Llama3:
-      bpe->pre = PreTokenizer::Llama3;
-      break;
-    case fbs::PreTokenizer::SmolLm:
-      bpe->pre = PreTokenizer::SmolLm;
-      break;
-    case fbs::PreTokenizer::Qwen2:
-      bpe->pre = PreTokenizer::Qwen2;
-      break;
-    default:
+    // The schema's enum numbers the runtime's (ArtifactWriter asserts it).
+    if (bl->pre_tokenizer() > fbs::PreTokenizer::MAX)
       fail("tokenizer has an unknown pre-tokenizer ",
            static_cast<int>(bl->pre_tokenizer()),
            " (written by a newer Loom?)");
-    }
+    bpe->pre = static_cast<PreTokenizer>(bl->pre_tokenizer());
     const auto &merges = *bl->merges();
     if (merges.size() % 2 != 0)
       fail("tokenizer has ", merges.size(),

@@ -90,6 +90,15 @@ def train(merges_wanted):
     return merges
 
 
+def split_pre_tokenizer(pattern, trim_offsets):
+    """Llama 3's and Qwen 2's form: Split by the pattern, then ByteLevel."""
+    return {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": pattern},
+         "behavior": "Isolated", "invert": False},
+        {"type": "ByteLevel", "add_prefix_space": False,
+         "trim_offsets": trim_offsets, "use_regex": False}]}
+
+
 def tokenizer_json(pre, merges):
     spell = bytes_to_unicode()
     text = lambda bs: "".join(spell[b] for b in bs)
@@ -106,11 +115,7 @@ def tokenizer_json(pre, merges):
              for i, s in enumerate(specials)]
     bos = n
     if pre == "llama3":
-        pre_tok = {"type": "Sequence", "pretokenizers": [
-            {"type": "Split", "pattern": {"Regex": LLAMA3_PATTERN},
-             "behavior": "Isolated", "invert": False},
-            {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
-             "use_regex": False}]}
+        pre_tok = split_pre_tokenizer(LLAMA3_PATTERN, trim_offsets=True)
         post = {"type": "Sequence", "processors": [
             {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False,
              "use_regex": True},
@@ -124,11 +129,7 @@ def tokenizer_json(pre, merges):
              "special_tokens": {specials[0]: {"id": specials[0], "ids": [bos],
                                               "tokens": [specials[0]]}}}]}
     elif pre == "qwen2":
-        pre_tok = {"type": "Sequence", "pretokenizers": [
-            {"type": "Split", "pattern": {"Regex": QWEN2_PATTERN},
-             "behavior": "Isolated", "invert": False},
-            {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False,
-             "use_regex": False}]}
+        pre_tok = split_pre_tokenizer(QWEN2_PATTERN, trim_offsets=False)
         post = {"type": "ByteLevel", "add_prefix_space": False,
                 "trim_offsets": False, "use_regex": False}
     else:
