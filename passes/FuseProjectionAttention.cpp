@@ -18,6 +18,7 @@ namespace {
 struct AttentionBlock {
   LinearOp q, k, v, out;
   AddRowBiasOp qBias, kBias; // both or neither (Huginn's qk_bias)
+  AddRowBiasOp vBias;        // only with them (Qwen 2's)
   RopeOp qRope, kRope;
   AttentionOp attention;
 };
@@ -37,12 +38,15 @@ std::optional<AttentionBlock> matchBlock(AttentionOp attention) {
   b.attention = attention;
   b.qRope = attention.getQ().getDefiningOp<RopeOp>();
   b.kRope = attention.getK().getDefiningOp<RopeOp>();
-  b.v = attention.getV().getDefiningOp<LinearOp>();
+  Value v = attention.getV();
+  if ((b.vBias = v.getDefiningOp<AddRowBiasOp>()))
+    v = b.vBias.getInput();
+  b.v = v.getDefiningOp<LinearOp>();
   if (!b.qRope || !b.kRope || !b.v)
     return std::nullopt;
   b.q = projectionOf(b.qRope, b.qBias);
   b.k = projectionOf(b.kRope, b.kBias);
-  if (!b.q || !b.k || bool(b.qBias) != bool(b.kBias))
+  if (!b.q || !b.k || bool(b.qBias) != bool(b.kBias) || (b.vBias && !b.qBias))
     return std::nullopt;
   // A bias folded into a projection has no place in the fused op.
   for (LinearOp l : {b.q, b.k, b.v})
@@ -62,6 +66,8 @@ std::optional<AttentionBlock> matchBlock(AttentionOp attention) {
   SmallVector<Operation *> chain = {b.q, b.k, b.qRope, b.kRope, b.v, attention};
   if (b.qBias)
     chain.append({b.qBias, b.kBias});
+  if (b.vBias)
+    chain.push_back(b.vBias);
   for (Operation *op : chain)
     if (!op->getResult(0).hasOneUse())
       return std::nullopt;
@@ -162,6 +168,9 @@ struct FuseProjectionAttention
                         "qk_bias")
               .getSymNameAttr());
 
+    // v's bias stays its own weight: its stored rows follow q|k's.
+    FlatSymbolRefAttr vBias = b.vBias ? b.vBias.getBiasAttr() : nullptr;
+
     OpBuilder builder(b.out);
     auto fused = FusedQkvAttentionOp::create(
         builder, b.attention.getLoc(), b.out.getType(), b.q.getInput(),
@@ -169,11 +178,13 @@ struct FuseProjectionAttention
         FlatSymbolRefAttr::get(packed.getSymNameAttr()), b.out.getWeightAttr(),
         b.attention.getNHeadsAttr(), b.attention.getNKvHeadsAttr(),
         b.attention.getHeadDimAttr(), b.qRope.getThetaAttr(), packedBias,
-        /*placeholder_qkv=*/nullptr, b.qRope.getFreqFactorsAttr());
+        /*placeholder_qkv=*/nullptr, b.qRope.getFreqFactorsAttr(), vBias);
     b.out.getResult().replaceAllUsesWith(fused.getResult());
     SmallVector<Operation *> dead = {b.out, b.attention, b.qRope, b.kRope};
     if (b.qBias)
       dead.append({b.qBias, b.kBias});
+    if (b.vBias)
+      dead.push_back(b.vBias);
     dead.append({b.q, b.k, b.v});
     for (Operation *op : dead)
       op->erase();

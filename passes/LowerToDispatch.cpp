@@ -215,6 +215,8 @@ struct Lowering {
                                                     f.getOutWeightAttr()};
           if (f.getQkBiasAttr())
             weights.push_back(f.getQkBiasAttr());
+          if (f.getVBiasAttr())
+            weights.push_back(f.getVBiasAttr());
           // iparams: slot, heads, kv heads, head dim, accumulate (0), and
           // 1 when placeholder rows bring their q|k|v (placeholder_qkv).
           SmallVector<int64_t> params = {slotIds.lookup(f.getCache()), nh,

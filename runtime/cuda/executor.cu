@@ -945,6 +945,9 @@ void CudaExecutor::qkvAttention(const DispatchDesc &d, int64_t T) {
   if (w.size() > 2 && !omitted(kOmitQkv))
     launchKernel(addRowBiasKernel, unsigned(T), rowThreads(qd + kd), 0, qkv, lq,
                  wf(2), qkv, lq, qd + kd);
+  if (w.size() > 3 && !omitted(kOmitQkv)) // v's, after q|k
+    launchKernel(addRowBiasKernel, unsigned(T), rowThreads(kd), 0,
+                 qkv + qd + kd, lq, wf(3), qkv + qd + kd, lq, kd);
   // The output projection's weights into L2 while the attention runs.
   if (prefetching(T))
     prefetchWeights(&w[1], 1);

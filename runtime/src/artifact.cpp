@@ -492,7 +492,7 @@ DispatchDesc SemanticChecker::dispatch(const fbs::Dispatch &d,
       /*SiluMul*/ {2, 2, 1, 0, 0, 0, 0, 0, 0, 0},
       /*Add*/ {2, 2, 1, 0, 0, 0, 0, 0, 0, 0},
       /*Logits*/ {1, 1, 1, 0, 1, 1, 0, 0, 0, 0},
-      /*FusedQkvAttention*/ {1, 1, 1, 2, 2, 3, 4, 6, 1, 1 + kMaxFreqFactors},
+      /*FusedQkvAttention*/ {1, 1, 1, 2, 2, 4, 4, 6, 1, 1 + kMaxFreqFactors},
       /*Concat*/ {2, 2, 1, 0, 0, 0, 0, 0, 0, 0},
       /*Copy*/ {1, 1, 1, 0, 0, 0, 0, 0, 0, 0},
       /*AddRowBias*/ {1, 1, 1, 0, 1, 1, 0, 0, 0, 0},
@@ -653,6 +653,8 @@ DispatchDesc SemanticChecker::dispatch(const fbs::Dispatch &d,
     expectShape("Wo", 1, {row(y), nh * hd});
     if (weight_ids.size() > 2)
       expectShape("qk_bias", 2, {(nh + nkv) * hd});
+    if (weight_ids.size() > 3)
+      expectShape("v_bias", 3, {nkv * hd});
     ropeParams(hd);
     disjoint(qkv, attn);
     for (uint32_t s : {qkv, attn}) {

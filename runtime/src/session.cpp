@@ -582,11 +582,11 @@ void SessionState::run(const DispatchDesc &d, const int32_t *tokens, int64_t T,
                        int64_t logit_begin, int64_t logit_end) {
   const auto &in = d.inputs;
   const auto &out = d.outputs;
-  // The dispatch's weights (at most 3): matrices and tables as stored (the
-  // kernels read every WeightType), the rest f32 (ensureF32 decoded any
-  // other one).
-  cpu::Weights w[3];
-  for (size_t i = 0; i < d.weight_ids.size() && i < 3; ++i) {
+  // The dispatch's weights (at most 4, the artifact checker's arity):
+  // matrices and tables as stored (the kernels read every WeightType), the
+  // rest f32 (ensureF32 decoded any other one).
+  cpu::Weights w[4];
+  for (size_t i = 0; i < d.weight_ids.size() && i < 4; ++i) {
     const TensorDesc &t = m.tensors[d.weight_ids[i]];
     if (t.dtype == WeightType::F32 || !readsWeightAsStored(d.kernel, i))
       w[i] = cpu::Weights(t.data);
@@ -658,6 +658,8 @@ void SessionState::run(const DispatchDesc &d, const int32_t *tokens, int64_t T,
       cpu::matmul(x, lx, w[0], qkv, lq, T, lx, nqkv, false);
     if (d.weight_ids.size() > 2)
       cpu::addRowBias(qkv, lq, w[2].f32(), qkv, lq, T, qd + kd);
+    if (d.weight_ids.size() > 3) // v's, after q|k
+      cpu::addRowBias(qkv + qd + kd, lq, w[3].f32(), qkv + qd + kd, lq, T, kd);
     cpu::rope(qkv, lq, T, qd, hd, pos, theta, freqFactors(d));
     cpu::rope(qkv + qd, lq, T, kd, hd, pos, theta, freqFactors(d));
     attend(ip[0], qkv, lq, qkv + qd, lq, qkv + qd + kd, lq, attn, la, T, nh,

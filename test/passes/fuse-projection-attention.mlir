@@ -465,12 +465,14 @@ module @freq_factors_differ {
 
 // -----
 
-// A bias on v (Qwen 2's q/k/v biases) has no place in the fused op, nor a
-// bias already folded into a projection: such blocks stay as they are.
+// Qwen 2's q/k/v biases: q|k's packed as qk_bias, v's its own v_bias. A
+// bias already folded into a projection has no place in the fused op: that
+// block stays as it is.
 // CHECK-LABEL: module @v_bias
-// CHECK-NOT:     loom.fused_qkv_attention
-// CHECK:         loom.add_row_bias {{.*}} @layers.0.bv
-// CHECK:         loom.attention
+// CHECK:         loom.weight @layers.0.qk_bias : tensor<24xf32> packed [@layers.0.bq, @layers.0.bk]
+// CHECK:         loom.fused_qkv_attention {{.*}} qk_bias @layers.0.qk_bias v_bias @layers.0.bv :
+// CHECK-NOT:     loom.add_row_bias
+// CHECK-NOT:     loom.attention
 // CHECK-LABEL: module @folded_bias
 // CHECK-NOT:     loom.fused_qkv_attention
 // CHECK:         loom.attention

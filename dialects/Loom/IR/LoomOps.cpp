@@ -286,6 +286,12 @@ FusedQkvAttentionOp::verifySymbolUses(SymbolTableCollection &tables) {
   if (failed(checkWeight(*this, tables, getQkvWeightAttr(), "qkv_weight",
                          {qkvRows, d})))
     return failure();
+  if (getVBiasAttr() &&
+      (!getQkBiasAttr() ||
+       failed(checkWeight(*this, tables, getVBiasAttr(), "v_bias",
+                          {int64_t(getNKvHeads()) * hd}))))
+    return getQkBiasAttr() ? failure()
+                           : emitOpError() << "has a v_bias without a qk_bias";
   if (getQkBiasAttr() &&
       failed(checkWeight(*this, tables, getQkBiasAttr(), "qk_bias",
                          {(int64_t(getNHeads()) + int64_t(getNKvHeads())) * hd})))
@@ -665,7 +671,8 @@ constexpr KernelArity kKernelArity[] = {
     {"silu_mul", 2, 1, 0, 0, 0, 0},
     {"add", 2, 1, 0, 0, 0, 0},
     {"logits", 1, 1, 0, 1, 0, 0},
-    {"fused_qkv_attention", 1, 1, 2, {2, 3}, {5, 6}, {1, 1 + 2048}},
+    // fused_qkv_attention weights: Wqkv, Wo [, qk_bias [, v_bias]].
+    {"fused_qkv_attention", 1, 1, 2, {2, 4}, {5, 6}, {1, 1 + 2048}},
     {"concat", 2, 1, 0, 0, 0, 0},
     {"copy", 1, 1, 0, 0, 0, 0},
     {"add_row_bias", 1, 1, 0, 1, 0, 0},

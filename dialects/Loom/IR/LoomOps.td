@@ -265,8 +265,9 @@ def Loom_FusedQkvAttentionOp : Loom_WeightUserOp<"fused_qkv_attention", [
     `[Wq; Wk; Wv]` weight of shape `[(n_heads + 2 n_kv_heads) head_dim, D]`,
     `out_weight` the `[D, n_heads head_dim]` output projection, `qk_bias`
     (optional) the packed `[(n_heads + n_kv_heads) head_dim]` bias added to q
-    and k before rope. Equivalent to
-    `linear(attention(rope(x Wqᵀ + bq), rope(x Wkᵀ + bk), x Wvᵀ), Wo)`, the
+    and k before rope, `v_bias` (optional, only with `qk_bias`: Qwen 2's) the
+    `[n_kv_heads head_dim]` bias added to v. Equivalent to
+    `linear(attention(rope(x Wqᵀ + bq), rope(x Wkᵀ + bk), x Wvᵀ + bv), Wo)`, the
     ropes with `theta` and `freq_factors` (as `loom.rope`'s).
 
     `placeholder_qkv` (set by `loom-fuse-chunk-projector` on the decoder's
@@ -290,13 +291,15 @@ def Loom_FusedQkvAttentionOp : Loom_WeightUserOp<"fused_qkv_attention", [
                        I64Attr:$n_kv_heads, I64Attr:$head_dim, F32Attr:$theta,
                        OptionalAttr<FlatSymbolRefAttr>:$qk_bias,
                        UnitAttr:$placeholder_qkv,
-                       OptionalAttr<DenseF32ArrayAttr>:$freq_factors);
+                       OptionalAttr<DenseF32ArrayAttr>:$freq_factors,
+                       OptionalAttr<FlatSymbolRefAttr>:$v_bias);
   let results = (outs Loom_RowTensor:$result);
   let assemblyFormat = [{
     $input `,` $positions `,` $cache `,` $qkv_weight `,` $out_weight
     `heads` $n_heads `kv_heads` $n_kv_heads `head_dim` $head_dim `theta` $theta
     (`freq_factors` $freq_factors^)?
-    (`qk_bias` $qk_bias^)? (`placeholder_qkv` $placeholder_qkv^)? attr-dict
+    (`qk_bias` $qk_bias^)? (`v_bias` $v_bias^)?
+    (`placeholder_qkv` $placeholder_qkv^)? attr-dict
     `:` type($input) `,` type($positions) `,`
     qualified(type($cache))
   }];

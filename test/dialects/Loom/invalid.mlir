@@ -667,6 +667,33 @@ func.func @f(%x: tensor<?x16xf32>, %pos: tensor<?xi32>) -> tensor<?x16xf32> {
 
 // -----
 
+// fused_qkv_attention: a v_bias comes with a qk_bias (Qwen 2's three).
+loom.weight @wqkv : tensor<32x16xf32>
+loom.weight @wo : tensor<16x16xf32>
+loom.weight @bv : tensor<8xf32>
+func.func @f(%x: tensor<?x16xf32>, %pos: tensor<?xi32>) -> tensor<?x16xf32> {
+  %c = loom.kv_cache layer 0 : !loom.kv_cache<max_seq = 64, kv_heads = 1, head_dim = 8, element_type = f32>
+  // expected-error @+1 {{'loom.fused_qkv_attention' op has a v_bias without a qk_bias}}
+  %0 = loom.fused_qkv_attention %x, %pos, %c, @wqkv, @wo heads 2 kv_heads 1 head_dim 8 theta 1.0e+04 v_bias @bv : tensor<?x16xf32>, tensor<?xi32>, !loom.kv_cache<max_seq = 64, kv_heads = 1, head_dim = 8, element_type = f32>
+  return %0 : tensor<?x16xf32>
+}
+
+// -----
+
+// fused_qkv_attention: v_bias is n_kv_heads * head_dim values.
+loom.weight @wqkv : tensor<32x16xf32>
+loom.weight @wo : tensor<16x16xf32>
+loom.weight @qkb : tensor<24xf32>
+loom.weight @bv : tensor<16xf32>
+func.func @f(%x: tensor<?x16xf32>, %pos: tensor<?xi32>) -> tensor<?x16xf32> {
+  %c = loom.kv_cache layer 0 : !loom.kv_cache<max_seq = 64, kv_heads = 1, head_dim = 8, element_type = f32>
+  // expected-error @+1 {{v_bias}}
+  %0 = loom.fused_qkv_attention %x, %pos, %c, @wqkv, @wo heads 2 kv_heads 1 head_dim 8 theta 1.0e+04 qk_bias @qkb v_bias @bv : tensor<?x16xf32>, tensor<?xi32>, !loom.kv_cache<max_seq = 64, kv_heads = 1, head_dim = 8, element_type = f32>
+  return %0 : tensor<?x16xf32>
+}
+
+// -----
+
 // kv_slot: dims must be positive.
 loom.program @forward arena 1024 max_tokens 4 logits 0 {
   loom.buffer 0 offset 0 row_elems 16
@@ -1130,8 +1157,8 @@ loom.program @forward arena 4096 max_tokens 4 logits 0 {
   loom.buffer 2 offset 512 row_elems 48
   loom.buffer 3 offset 1280 row_elems 16
   loom.kv_slot 0 layer 0 max_seq 64 kv_heads 2 head_dim 8
-  // expected-error @+1 {{'loom.dispatch' op kernel "fused_qkv_attention" takes 2 to 3 weights, got 4}}
-  loom.dispatch "fused_qkv_attention" ins [0] outs [1] scratch [2, 3] weights [@wqkv, @wo, @qkb, @qkb] iparams [0, 2, 2, 8, 0] fparams [5.0e+04]
+  // expected-error @+1 {{'loom.dispatch' op kernel "fused_qkv_attention" takes 2 to 4 weights, got 5}}
+  loom.dispatch "fused_qkv_attention" ins [0] outs [1] scratch [2, 3] weights [@wqkv, @wo, @qkb, @qkb, @qkb] iparams [0, 2, 2, 8, 0] fparams [5.0e+04]
 }
 
 // -----
@@ -1144,7 +1171,7 @@ loom.program @forward arena 4096 max_tokens 4 logits 0 {
   loom.buffer 2 offset 512 row_elems 48
   loom.buffer 3 offset 1280 row_elems 16
   loom.kv_slot 0 layer 0 max_seq 64 kv_heads 2 head_dim 8
-  // expected-error @+1 {{'loom.dispatch' op kernel "fused_qkv_attention" takes 2 to 3 weights, got 1}}
+  // expected-error @+1 {{'loom.dispatch' op kernel "fused_qkv_attention" takes 2 to 4 weights, got 1}}
   loom.dispatch "fused_qkv_attention" ins [0] outs [1] scratch [2, 3] weights [@wqkv] iparams [0, 2, 2, 8, 0] fparams [5.0e+04]
 }
 
