@@ -65,7 +65,7 @@ rm "$OUTDIR/kquant.gguf"
   --tokenizer "$OUTDIR/llama3-vocab/tokenizer.json" "$OUTDIR/llama3.gguf" --dim 128 \
   --hidden 352 --heads 4 --kv-heads 2 --rope-theta 500000 --rope-scaling 8,1,32,1024
 "$BUILD/bin/loomc" "$OUTDIR/llama3.gguf" --target cuda -o "$OUTDIR/art/llama3-rope-scaling.loom" --quiet
-# A Qwen 2-style model: q/k/v biases (unfused attention), NEOX-ordered q/k.
+# A Qwen 2-style model: q/k/v biases, NEOX-ordered q/k.
 "${PYTHON:-/usr/bin/python3}" test/frontends/gguf/Inputs/make_gguf.py \
   --tokenizer "$OUTDIR/llama3-vocab/tokenizer.json" "$OUTDIR/qwen2.gguf" --dim 128 \
   --hidden 352 --heads 4 --kv-heads 2 --rope-theta 1000000 --arch qwen2

@@ -178,7 +178,7 @@ step same-artifact-kquant same_artifact "$A/kquant.loom" 1e-4
 # Llama 3-style: Llama 3.1's rope frequency factors, in the prefill's
 # rope + append and in the decode attention's folded rope.
 step same-artifact-llama3-rope-scaling same_artifact "$A/llama3-rope-scaling.loom" 1e-4
-# Qwen 2-style: q/k/v biases, so separate projections, rope and attention.
+# Qwen 2-style: q/k/v biases (the fused attention's qk_bias and v_bias).
 step same-artifact-qwen2 same_artifact "$A/qwen2.loom" 1e-4
 
 # Sampling on the device (the decode graph's sampler) against the CPU's, same
