@@ -152,7 +152,8 @@ bool readByteLevelTokenizer(Metadata &m, int64_t vocabSize, llama2c::Config &c,
     bpe.pre = PreTokenizer::Gpt2;
   } else if (pre == "smollm") {
     bpe.pre = PreTokenizer::SmolLm;
-  } else if (pre == "qwen2") {
+  } else if (pre == "qwen2" || pre == "deepseek-r1-qwen") {
+    // llama.cpp's name for DeepSeek-R1's Qwen distills too: Qwen 2's regex.
     bpe.pre = PreTokenizer::Qwen2;
   } else {
     return m.fail("tokenizer.ggml.pre",
