@@ -51,21 +51,9 @@ struct Case {
   bool bf16;
   // Every rope gets frequency factors (Llama 3.1's rope scaling).
   bool rope_factors = false;
+  // Every fused attention gets q|k and v biases (Qwen 2's).
+  bool qkv_bias = false;
 };
-
-// Appends head_dim / 2 frequency factors (1 to 8) to every rope's fparams,
-// as loomc does for a model with Llama 3.1's rope scaling.
-void addRopeFactors(ArtifactSpec &a) {
-  for (auto &d : a.dispatches) {
-    int64_t hd = 0;
-    if (d.kernel == fbs::Kernel::Rope)
-      hd = d.iparams[1];
-    else if (d.kernel == fbs::Kernel::FusedQkvAttention)
-      hd = d.iparams[3];
-    for (int64_t i = 0; i < hd / 2; ++i)
-      d.fparams.push_back(1.0f + float(i % 5) * 1.75f);
-  }
-}
 
 // A random model of the given shape (TinyLlamaOptions in order).
 TinyLlamaOptions shape(int layers, int dim, int hidden, int heads,
@@ -112,6 +100,10 @@ std::vector<Case> cases() {
     r.rope_factors = true;
     c.push_back(r);
   }
+  Case biased = c[0]; // wide-fused, f32
+  biased.name = "wide-fused-qkv-bias";
+  biased.qkv_bias = true;
+  c.push_back(biased);
   return c;
 }
 
@@ -122,7 +114,9 @@ std::string writeArtifact(const Case &c, TempFile **keep) {
   if (c.bf16)
     toBf16(a);
   if (c.rope_factors)
-    addRopeFactors(a);
+    loom::test::addRopeFactors(a);
+  if (c.qkv_bias)
+    loom::test::addQkvBiases(a);
   *keep = new TempFile(a.serialize());
   return (*keep)->path();
 }

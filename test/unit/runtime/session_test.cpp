@@ -530,6 +530,37 @@ TEST(SessionRope, FreqFactorsDivideTheFrequencies) {
   EXPECT_GT(diff, 1e-3);
 }
 
+// Qwen 2's biases on the fused attention: q|k's and v's each change the
+// logits (so the runtime adds both).
+TEST(SessionBias, FusedQkAndVBiasesApply) {
+  LlamaWeights w = loom::test::tinyLlamaWeights();
+  LlamaArtifactOptions fused;
+  fused.fused = true;
+  auto logits = [&](int biases) {
+    ArtifactSpec a = loom::test::llamaArtifact(
+        w, loom::test::syntheticTokenizer(272), fused);
+    if (biases > 0)
+      loom::test::addQkvBiases(a);
+    for (auto &d : a.dispatches)
+      if (biases == 1 && d.kernel == fbs::Kernel::FusedQkvAttention)
+        d.weights.pop_back(); // q|k's only
+    TempFile file(a.serialize());
+    loom::Session s(loom::Model::load(file.path()));
+    const int32_t ids[] = {1, 5, 9, 14, 3, 7};
+    loom::Logits l = s.forward(ids, 6, true);
+    return std::vector<float>(l.data, l.data + l.rows * l.vocab);
+  };
+  const std::vector<float> none = logits(0), qk = logits(1), qkv = logits(2);
+  auto maxDiff = [](const std::vector<float> &a, const std::vector<float> &b) {
+    double d = 0;
+    for (size_t i = 0; i < a.size(); ++i)
+      d = std::max(d, double(std::fabs(a[i] - b[i])));
+    return d;
+  };
+  EXPECT_GT(maxDiff(none, qk), 1e-3);
+  EXPECT_GT(maxDiff(qk, qkv), 1e-3);
+}
+
 TEST(CApi, SpecialTokensInText) {
   LlamaWeights w = loom::test::tinyLlamaWeights();
   loom::test::ArtifactSpec spec =

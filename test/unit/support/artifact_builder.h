@@ -17,6 +17,7 @@
 #include "loom/tokenizer.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -561,6 +562,44 @@ inline TokenizerSpec syntheticTokenizer(int64_t vocab_size) {
     t.scores[i] = -static_cast<float>(i - 259);
   t.max_token_length = 8;
   return t;
+}
+
+// Appends head_dim / 2 frequency factors (1 to 8) to every rope's fparams,
+// as loomc does for a model with Llama 3.1's rope scaling.
+inline void addRopeFactors(ArtifactSpec &a) {
+  for (auto &d : a.dispatches) {
+    int64_t hd = 0;
+    if (d.kernel == fbs::Kernel::Rope)
+      hd = d.iparams[1];
+    else if (d.kernel == fbs::Kernel::FusedQkvAttention)
+      hd = d.iparams[3];
+    for (int64_t i = 0; i < hd / 2; ++i)
+      d.fparams.push_back(1.0f + float(i % 5) * 1.75f);
+  }
+}
+
+// Adds a qk_bias and a v_bias to every fused attention, as loomc does for
+// Qwen 2's q/k/v biases.
+inline void addQkvBiases(ArtifactSpec &a) {
+  for (size_t i = 0; i < a.dispatches.size(); ++i) {
+    if (a.dispatches[i].kernel != fbs::Kernel::FusedQkvAttention)
+      continue;
+    const int64_t nh = a.dispatches[i].iparams[1],
+                  nkv = a.dispatches[i].iparams[2],
+                  hd = a.dispatches[i].iparams[3];
+    auto values = [&](int64_t n, float phase) {
+      std::vector<float> v(static_cast<size_t>(n));
+      for (int64_t j = 0; j < n; ++j)
+        v[j] = 0.3f * std::sin(phase + 0.7f * float(j));
+      return v;
+    };
+    const std::string p = "bias" + std::to_string(i) + ".";
+    uint32_t qk = a.addTensor(p + "qk", {(nh + nkv) * hd},
+                              values((nh + nkv) * hd, float(i)));
+    uint32_t v = a.addTensor(p + "v", {nkv * hd}, values(nkv * hd, 2.0f + i));
+    a.dispatches[i].weights.push_back(qk);
+    a.dispatches[i].weights.push_back(v);
+  }
 }
 
 // A byte-level BPE of `vocab_size` (>= 262) pieces: the 256 bytes, "th",
