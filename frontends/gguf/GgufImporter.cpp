@@ -262,11 +262,18 @@ bool readTokenizer(Metadata &m, int64_t vocabSize, llama2c::Config &c,
                                      Value::Type::F32, "scores");
   if (!scores)
     return false;
-  // The runtime's tokenizer fixes <unk> 0, BOS 1, EOS 2.
+  // The runtime's tokenizer fixes <unk> 0 and BOS 1; EOS only ends a
+  // generation, so any id in the vocabulary will do.
+  int64_t eos;
+  if (!m.integer("tokenizer.ggml.eos_token_id", eos, 2, 0))
+    return false;
+  if (eos >= vocabSize)
+    return m.fail("tokenizer.ggml.eos_token_id",
+                  "is outside the vocabulary of " + std::to_string(vocabSize));
+  c.eosId = eos;
   for (auto [key, want] :
        {std::pair<StringRef, int64_t>{"tokenizer.ggml.unknown_token_id", 0},
-        {"tokenizer.ggml.bos_token_id", 1},
-        {"tokenizer.ggml.eos_token_id", 2}}) {
+        {"tokenizer.ggml.bos_token_id", 1}}) {
     int64_t id;
     if (!m.integer(key, id, want, 0))
       return false;

@@ -181,7 +181,11 @@ bool parseConfig(const std::string &path, llama2c::Config &c,
   // Mistral is Llama's graph; its one difference, sliding-window attention,
   // is exact within a context of at most the window (loomc keeps it so).
   const std::optional<StringRef> type = o->getString("model_type");
-  const bool mistral = type == std::optional<StringRef>("mistral");
+  // Phi-3 is Llama's graph with packed projections and a sliding window
+  // (kept as Mistral's is).
+  const bool phi3 = type == std::optional<StringRef>("phi3");
+  c.packedProjections = phi3;
+  const bool mistral = type == std::optional<StringRef>("mistral") || phi3;
   // Qwen 2 (and 2.5) is Llama's graph with biases on q, k and v.
   const bool qwen2 = type == std::optional<StringRef>("qwen2");
   c.qkvBias = qwen2;
@@ -199,6 +203,10 @@ bool parseConfig(const std::string &path, llama2c::Config &c,
         !r.integer("sliding_window", c.slidingWindow, std::nullopt))
       return false;
   }
+  if (const llvm::json::Value *f = o->get("partial_rotary_factor");
+      f && f->getAsNumber() != std::optional<double>(1.0))
+    return r.fail("'partial_rotary_factor' is set: partial rotary embeddings "
+                  "are not supported");
   if ((!mistral && !qwen2 && !r.expectString("model_type", "llama")) ||
       !r.integer("hidden_size", c.dim, std::nullopt) ||
       !r.integer("intermediate_size", c.hiddenDim, std::nullopt) ||
@@ -218,8 +226,8 @@ bool parseConfig(const std::string &path, llama2c::Config &c,
       !absentOrFalse(r, "mlp_bias", "a bias on the MLP projections"))
     return false;
   if (!o->get("model_type"))
-    return r.fail("missing \"model_type\" (expected \"llama\", \"mistral\" "
-                  "or \"qwen2\")");
+    return r.fail("missing \"model_type\" (expected \"llama\", \"mistral\", "
+                  "\"qwen2\" or \"phi3\")");
   // (A SentencePiece-style vocabulary needs them to be 1 and 2:
   // readTokenizerJson and loomc check that.)
   std::vector<std::pair<const char *, int64_t>> ids = {
@@ -286,9 +294,12 @@ hf::readLlamaCheckpoint(const std::string &path, std::string &error) {
   ckpt.path = weights.path();
   const int64_t D = c.dim, I = c.hiddenDim, hd = c.headDim(), kv = c.kvDim();
   llvm::StringSet<> used;
-  // Maps HF tensor `name` of `shape` to the graph weight `as`.
-  auto take = [&](const std::string &name, llvm::ArrayRef<int64_t> shape,
-                  const std::string &as, bool rotateHalf = false) {
+  // Maps HF tensor `name` of `shape` to the graph weight `as`: all of it,
+  // or (Phi-3's packed qkv_proj and gate_up_proj) `rows` of its rows from
+  // `firstRow`.
+  auto takeRows = [&](const std::string &name, llvm::ArrayRef<int64_t> shape,
+                      int64_t firstRow, int64_t rows, const std::string &as,
+                      bool rotateHalf = false) {
     std::optional<Located> t = weights.find(name);
     if (!t) {
       error = ckpt.path + ": missing tensor '" + name + "'";
@@ -299,11 +310,18 @@ hf::readLlamaCheckpoint(const std::string &path, std::string &error) {
       return false;
     }
     used.insert(name);
-    WeightSource src{t->file->path().str(), t->tensor->fileOffset,
-                     t->tensor->bytes, weightEncoding(t->tensor->dtype)};
+    const uint64_t rowBytes = t->tensor->bytes / uint64_t(shape[0]);
+    WeightSource src{t->file->path().str(),
+                     t->tensor->fileOffset + uint64_t(firstRow) * rowBytes,
+                     uint64_t(rows) * rowBytes,
+                     weightEncoding(t->tensor->dtype)};
     src.rotateHalfHeadDim = rotateHalf ? hd : 0;
     ckpt.weights[as] = src;
     return true;
+  };
+  auto take = [&](const std::string &name, llvm::ArrayRef<int64_t> shape,
+                  const std::string &as, bool rotateHalf = false) {
+    return takeRows(name, shape, 0, shape[0], as, rotateHalf);
   };
   if (!take("model.embed_tokens.weight", {c.vocabSize, D}, "tok_embeddings") ||
       !take("model.norm.weight", {D}, "norm"))
@@ -311,15 +329,29 @@ hf::readLlamaCheckpoint(const std::string &path, std::string &error) {
   for (int64_t l = 0; l < c.nLayers; ++l) {
     const std::string hf = "model.layers." + std::to_string(l) + ".";
     const std::string to = "layers." + std::to_string(l) + ".";
-    if (!take(hf + "input_layernorm.weight", {D}, to + "attention_norm") ||
-        !take(hf + "self_attn.q_proj.weight", {D, D}, to + "wq", true) ||
-        !take(hf + "self_attn.k_proj.weight", {kv, D}, to + "wk", true) ||
-        !take(hf + "self_attn.v_proj.weight", {kv, D}, to + "wv") ||
+    bool projections;
+    if (c.packedProjections) {
+      // Phi-3: q|k|v rows in one matrix, gate|up rows in another.
+      const std::string qkv = hf + "self_attn.qkv_proj.weight",
+                        gateUp = hf + "mlp.gate_up_proj.weight";
+      projections = takeRows(qkv, {D + 2 * kv, D}, 0, D, to + "wq", true) &&
+                    takeRows(qkv, {D + 2 * kv, D}, D, kv, to + "wk", true) &&
+                    takeRows(qkv, {D + 2 * kv, D}, D + kv, kv, to + "wv") &&
+                    takeRows(gateUp, {2 * I, D}, 0, I, to + "w1") &&
+                    takeRows(gateUp, {2 * I, D}, I, I, to + "w3");
+    } else {
+      projections =
+          take(hf + "self_attn.q_proj.weight", {D, D}, to + "wq", true) &&
+          take(hf + "self_attn.k_proj.weight", {kv, D}, to + "wk", true) &&
+          take(hf + "self_attn.v_proj.weight", {kv, D}, to + "wv") &&
+          take(hf + "mlp.gate_proj.weight", {I, D}, to + "w1") &&
+          take(hf + "mlp.up_proj.weight", {I, D}, to + "w3");
+    }
+    if (!projections ||
+        !take(hf + "input_layernorm.weight", {D}, to + "attention_norm") ||
         !take(hf + "self_attn.o_proj.weight", {D, D}, to + "wo") ||
         !take(hf + "post_attention_layernorm.weight", {D}, to + "ffn_norm") ||
-        !take(hf + "mlp.gate_proj.weight", {I, D}, to + "w1") ||
-        !take(hf + "mlp.down_proj.weight", {D, I}, to + "w2") ||
-        !take(hf + "mlp.up_proj.weight", {I, D}, to + "w3"))
+        !take(hf + "mlp.down_proj.weight", {D, I}, to + "w2"))
       return std::nullopt;
     // Qwen 2's biases; q's and k's in the rotate-half order of their rows.
     if (c.qkvBias &&
@@ -768,11 +800,11 @@ hf::readTokenizerJson(const std::string &path, int64_t vocabSize, int64_t bosId,
   if (byteLevelForm(*o))
     return readByteLevelJson(*o, *model, path, vocabSize, bosId, eosId,
                              warnings, error);
-  if (bosId != 1 || eosId != 2)
-    return fail("a SentencePiece-style vocabulary begins sequences with id 1 "
-                "and ends them at 2, but config.json has bos_token_id " +
-                std::to_string(bosId) + " and eos_token_id " +
-                std::to_string(eosId));
+  // (EOS only ends a generation: any id will do, as Phi-3's 32000.)
+  if (bosId != 1)
+    return fail("a SentencePiece-style vocabulary begins sequences with id 1, "
+                "but config.json has bos_token_id " +
+                std::to_string(bosId));
   if (model->getBoolean("byte_fallback") != std::optional<bool>(true))
     return fail("\"byte_fallback\" is not true: Loom's tokenizer falls back "
                 "to <0xHH> byte pieces");

@@ -42,6 +42,8 @@ struct Config {
   int64_t slidingWindow = 0;
   // Qwen 2: biases on the q, k and v projections (layers.N.bq, bk, bv).
   bool qkvBias = false;
+  // Phi-3: q|k|v and gate|up stored as one matrix each (HF frontend only).
+  bool packedProjections = false;
   int64_t headDim() const { return dim / nHeads; }
   int64_t kvDim() const { return nKvHeads * headDim(); }
 };

@@ -69,8 +69,8 @@ cl::opt<Format> format(
     cl::init(Format::Auto),
     cl::values(clEnumValN(Format::Auto, "auto",
                           "a folder or a .json: by config.json's model_type "
-                          "(llama, mistral, qwen2, huginn_raven); a GGUF "
-                          "file; else llama2c"),
+                          "(llama, mistral, qwen2, phi3, huginn_raven); a "
+                          "GGUF file; else llama2c"),
                clEnumValN(Format::Llama2c, "llama2c", "llama2.c .bin"),
                clEnumValN(Format::HfLlama, "hf-llama",
                           "Hugging Face Llama: config.json, model.safetensors "
@@ -392,15 +392,16 @@ int main(int argc, char **argv) {
           loom::hf::readModelType(inputPath, error);
       if (!type)
         return fail(error + " (--format names the checkpoint format)");
-      if (*type == "llama" || *type == "mistral" || *type == "qwen2")
+      if (*type == "llama" || *type == "mistral" || *type == "qwen2" ||
+          *type == "phi3")
         fmt = Format::HfLlama;
       else if (*type == "huginn_raven")
         fmt = Format::Huginn;
       else
         return fail("'" + inputPath + "': config.json's model_type '" +
                     loom::safetensors::printable(*type) +
-                    "' is not supported (Loom reads llama, mistral, qwen2 "
-                    "and huginn_raven)");
+                    "' is not supported (Loom reads llama, mistral, qwen2, "
+                    "phi3 and huginn_raven)");
     }
   }
   if (shapesOnly && fmt != Format::Huginn)
@@ -581,14 +582,11 @@ int main(int argc, char **argv) {
       tokenizer = loom::llama2c::readTokenizer(tokenizerPath, vocab, error);
       if (!tokenizer)
         return fail(error);
-      if ((fmt == Format::HfLlama || fmt == Format::Gguf) &&
-          (bosId != 1 || eosId != 2))
+      if ((fmt == Format::HfLlama || fmt == Format::Gguf) && bosId != 1)
         return fail("--tokenizer '" + tokenizerPath +
-                    "' (llama2.c's) begins sequences with id 1 and ends "
-                    "them at 2, but the checkpoint's config has "
-                    "bos_token_id " +
-                    std::to_string(bosId) + " and eos_token_id " +
-                    std::to_string(eosId));
+                    "' (llama2.c's) begins sequences with id 1, but the "
+                    "checkpoint's config has bos_token_id " +
+                    std::to_string(bosId));
     }
   }
 

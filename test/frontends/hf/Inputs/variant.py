@@ -90,6 +90,21 @@ def main():
     elif case == "mistral-window":  # v0.1's form, a window under the context
         config["model_type"] = "mistral"
         config["sliding_window"] = 64
+    elif case == "phi3":  # q|k|v and gate|up packed, Phi-3's EOS
+        config["model_type"] = "phi3"
+        config["sliding_window"] = 511  # Phi-3 mini 4k's 2047, in proportion
+        config["eos_token_id"] = 7
+        for name in [n for n in tensors if n.endswith("self_attn.q_proj.weight")]:
+            p = name[: -len("q_proj.weight")]
+            parts = [tensors.pop(p + x + "_proj.weight") for x in "qkv"]
+            tensors[p + "qkv_proj.weight"] = [
+                parts[0][0], [sum(t[1][0] for t in parts), parts[0][1][1]],
+                b"".join(t[2] for t in parts)]
+            m = p.replace("self_attn.", "mlp.")
+            parts = [tensors.pop(m + x + "_proj.weight") for x in ("gate", "up")]
+            tensors[m + "gate_up_proj.weight"] = [
+                parts[0][0], [2 * parts[0][1][0], parts[0][1][1]],
+                b"".join(t[2] for t in parts)]
     elif case == "rope-scaling":
         config["rope_scaling"] = {"type": "linear", "factor": 2.0}
     elif case == "attention-bias":
