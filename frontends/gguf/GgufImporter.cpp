@@ -321,13 +321,16 @@ std::optional<gguf::Model> gguf::readLlama(const std::string &path,
   // Qwen 2 is Llama's graph with q/k/v biases, its q and k rows in the
   // rotate-half order of llama.cpp's NEOX rope (not permuted by the
   // converter, as Llama's are).
-  if (arch != "llama" && arch != "qwen2") {
+  // Phi-3 is Llama's graph with q|k|v in one matrix (attn_qkv) and gate|up
+  // in another (ffn_up), q and k in NEOX order too.
+  if (arch != "llama" && arch != "qwen2" && arch != "phi3") {
     m.fail("general.architecture", "is '" + safetensors::printable(arch) +
-                                       "': Loom reads \"llama\" and "
-                                       "\"qwen2\" GGUF models");
+                                       "': Loom reads \"llama\", \"qwen2\" "
+                                       "and \"phi3\" GGUF models");
     return std::nullopt;
   }
-  const bool qwen2 = arch == "qwen2";
+  const bool qwen2 = arch == "qwen2", phi3 = arch == "phi3";
+  const bool neox = qwen2 || phi3; // q/k rows in rotate-half order
   auto key = [&](const char *name) { return arch + "." + name; };
   gguf::Model model;
   llama2c::Checkpoint &ckpt = model.checkpoint;
@@ -351,6 +354,9 @@ std::optional<gguf::Model> gguf::readLlama(const std::string &path,
             " kv heads) needs whole heads, whole groups and an even head size";
     return std::nullopt;
   }
+  // A sliding window (Phi-3 mini's 2047): loomc keeps the context within it.
+  if (!m.integer(key("attention.sliding_window"), c.slidingWindow, 0, 0))
+    return std::nullopt;
   if (!m.integer(key("rope.dimension_count"), ropeDims, c.headDim()))
     return std::nullopt;
   if (ropeDims != c.headDim()) {
@@ -389,8 +395,11 @@ std::optional<gguf::Model> gguf::readLlama(const std::string &path,
 
   const int64_t D = c.dim, I = c.hiddenDim, kv = c.kvDim();
   llvm::StringSet<> used;
-  auto take = [&](const std::string &name, std::vector<int64_t> shape,
-                  const std::string &as, bool rotateHalf = false) {
+  // `rows` rows of tensor `name` from `firstRow` (all: -1) as the graph
+  // weight `as`; rows are whole blocks, so a slice is a byte range.
+  auto takeRows = [&](const std::string &name, std::vector<int64_t> shape,
+                      int64_t firstRow, int64_t rows, const std::string &as,
+                      bool rotateHalf = false) {
     const Tensor *t = file.tensor(name);
     if (!t) {
       error = path + ": missing tensor '" + name + "'";
@@ -403,10 +412,18 @@ std::optional<gguf::Model> gguf::readLlama(const std::string &path,
       return false;
     }
     used.insert(name);
-    WeightSource src{path, t->fileOffset, t->bytes, encodingOf(t->type)};
+    const uint64_t rowBytes = t->bytes / uint64_t(shape[0]);
+    if (rows < 0)
+      rows = shape[0];
+    WeightSource src{path, t->fileOffset + uint64_t(firstRow) * rowBytes,
+                     uint64_t(rows) * rowBytes, encodingOf(t->type)};
     src.rotateHalfHeadDim = rotateHalf ? c.headDim() : 0;
     ckpt.weights[as] = src;
     return true;
+  };
+  auto take = [&](const std::string &name, std::vector<int64_t> shape,
+                  const std::string &as, bool rotateHalf = false) {
+    return takeRows(name, std::move(shape), 0, -1, as, rotateHalf);
   };
   if (!take("token_embd.weight", {c.vocabSize, D}, "tok_embeddings") ||
       !take("output_norm.weight", {D}, "norm") ||
@@ -416,15 +433,26 @@ std::optional<gguf::Model> gguf::readLlama(const std::string &path,
   for (int64_t l = 0; l < c.nLayers; ++l) {
     const std::string b = "blk." + std::to_string(l) + ".";
     const std::string to = "layers." + std::to_string(l) + ".";
-    if (!take(b + "attn_norm.weight", {D}, to + "attention_norm") ||
-        !take(b + "attn_q.weight", {D, D}, to + "wq", qwen2) ||
-        !take(b + "attn_k.weight", {kv, D}, to + "wk", qwen2) ||
-        !take(b + "attn_v.weight", {kv, D}, to + "wv") ||
+    bool projections;
+    if (phi3) {
+      const std::string qkv = b + "attn_qkv.weight", up = b + "ffn_up.weight";
+      projections = takeRows(qkv, {D + 2 * kv, D}, 0, D, to + "wq", true) &&
+                    takeRows(qkv, {D + 2 * kv, D}, D, kv, to + "wk", true) &&
+                    takeRows(qkv, {D + 2 * kv, D}, D + kv, kv, to + "wv") &&
+                    takeRows(up, {2 * I, D}, 0, I, to + "w1") &&
+                    takeRows(up, {2 * I, D}, I, I, to + "w3");
+    } else {
+      projections = take(b + "attn_q.weight", {D, D}, to + "wq", neox) &&
+                    take(b + "attn_k.weight", {kv, D}, to + "wk", neox) &&
+                    take(b + "attn_v.weight", {kv, D}, to + "wv") &&
+                    take(b + "ffn_gate.weight", {I, D}, to + "w1") &&
+                    take(b + "ffn_up.weight", {I, D}, to + "w3");
+    }
+    if (!projections ||
+        !take(b + "attn_norm.weight", {D}, to + "attention_norm") ||
         !take(b + "attn_output.weight", {D, D}, to + "wo") ||
         !take(b + "ffn_norm.weight", {D}, to + "ffn_norm") ||
-        !take(b + "ffn_gate.weight", {I, D}, to + "w1") ||
-        !take(b + "ffn_down.weight", {D, I}, to + "w2") ||
-        !take(b + "ffn_up.weight", {I, D}, to + "w3"))
+        !take(b + "ffn_down.weight", {D, I}, to + "w2"))
       return std::nullopt;
     if (qwen2 && (!take(b + "attn_q.bias", {D}, to + "bq", true) ||
                   !take(b + "attn_k.bias", {kv}, to + "bk", true) ||

@@ -47,7 +47,9 @@ def main():
                      "make_gguf.py changed? record again)" % (a.gguf, sha256(a.gguf)))
     bad_greedy = near_ties = 0
     for case in greedy:
-        run = subprocess.run([a.loom_run, a.model, "--prompt", case["prompt"],
+        # The ids llama.cpp was given (its tokenization is checked apart).
+        prompt = [str(i) for i in case["input"]]
+        run = subprocess.run([a.loom_run, a.model, "--prompt-ids", ",".join(prompt),
                               "--steps", str(len(case["ids"])), "--temperature", "0",
                               "--print-ids"], capture_output=True, check=True)
         got = [int(x) for x in run.stdout.split()]
@@ -56,13 +58,9 @@ def main():
         # Equal up to a near-tie: where they part, llama.cpp's id is within
         # the logit tolerance of Loom's.
         k = next(i for i, (x, y) in enumerate(zip(got, case["ids"])) if x != y)
-        prompt = subprocess.run([a.loom_run, a.model, "--tokenize", "--prompt",
-                                 case["prompt"]], capture_output=True,
-                                check=True).stdout.split()
         with tempfile.TemporaryDirectory() as tmp:
             dump = os.path.join(tmp, "logits.f32")
-            ids = ",".join([x.decode() for x in prompt] +
-                           [str(i) for i in case["ids"][:k]])
+            ids = ",".join(prompt + [str(i) for i in case["ids"][:k]])
             subprocess.run([a.loom_run, a.model, "--prompt-ids", ids, "--steps", "1",
                             "--print-ids", "--dump-logits", dump],
                            capture_output=True, check=True)

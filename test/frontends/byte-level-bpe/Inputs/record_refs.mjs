@@ -9,6 +9,8 @@
 //   npm install node-llama-cpp@3.22.1 @huggingface/tokenizers@0.2.0
 // was run, with this file copied there):
 //   node record_refs.mjs TOKENIZER.json OUT.json MODEL.gguf [MODEL.gguf ...]
+// (TOKENIZER a llama2.c tokenizer.bin instead: the models' ids and logits
+// only, for GGUFs of other architectures with that vocabulary.)
 // Also records, under each MODEL.gguf (make_gguf.py's random Llamas with
 // this vocabulary), by the GGUF's sha256: llama.cpp's greedy continuations
 // (24 tokens) of three prompts, and the 16 highest logits at every position
@@ -21,7 +23,9 @@ import { readFileSync, writeFileSync } from "node:fs";
 
 const [tjPath, outPath, ...ggufPaths] = process.argv.slice(2);
 const raw = readFileSync(tjPath);
-const tj = JSON.parse(raw.toString("utf8"));
+// A vocabulary that is not a tokenizer.json (a llama2.c tokenizer.bin):
+// no texts, only the models' greedy ids and logits.
+const tj = tjPath.endsWith(".json") ? JSON.parse(raw.toString("utf8")) : null;
 const llama = await getLlama({ gpu: false, build: "never", logLevel: "error" });
 const model = await llama.loadModel({ modelPath: ggufPaths[0] });
 
@@ -74,27 +78,27 @@ for (let n = 0; n < 160; ++n) {
 // (its post-processor's BOS then has no id: the added token's is used).
 // With loom-run --special ("special_cases"): llama.cpp with parse_special,
 // tokenizers with its added tokens.
-const hfPlain = new Tokenizer({ ...tj, added_tokens: [] }, {});
+const hfPlain = tj && new Tokenizer({ ...tj, added_tokens: [] }, {});
 const sha256 = (bytes) => createHash("sha256").update(bytes).digest("hex");
 const out = { tokenizer_sha256: sha256(raw),
               bos: model.tokens.bos, add_bos: model.tokens.shouldPrependBosToken,
               greedy: {}, logits: {}, cases: [], special_cases: [] };
 const LOGITS_PROMPT = "Once upon a time, there was a little girl named Lily. " +
   "She loved to play outside in the park with her dog.";
-const hfSpecial = new Tokenizer(tj, {});
+const hfSpecial = tj && new Tokenizer(tj, {});
 const specialTexts = [
   "<|begin_of_text|>Hello<|eot_id|>", "x<|eot_id|><|eot_id|>y",
   "<|end_of_text|>\n\n<|begin_of_text|> a", "<|eot_id", "<|<|eot_id|>|>",
   "<|reserved_special_token_1|><|reserved_special_token_1",
   "I'm plain text", "", " <|eot_id|> spaced ", "<|eot_id|>'s 123"];
-for (const text of specialTexts) {
+for (const text of tj ? specialTexts : []) {
   const lc = Array.from(model.tokenize(text, true)).map(Number);
   if (out.add_bos) lc.unshift(Number(model.tokens.bos));
   const h = Array.from(hfSpecial.encode(text).ids).map(Number);
   const same = lc.length === h.length && lc.every((x, i) => x === h[i]);
   out.special_cases.push(same ? { text, ids: lc } : { text, ids: lc, tokenizers: h });
 }
-for (const text of cases) {
+for (const text of tj ? cases : []) {
   const lc = Array.from(model.tokenize(text, false)).map(Number);
   if (out.add_bos) lc.unshift(Number(model.tokens.bos));
   const h = Array.from(hfPlain.encode(text).ids).map((x) =>
@@ -119,7 +123,7 @@ for (const path of ggufPaths) {
       ids.push(Number(t));
       if (ids.length >= 24) break;
     }
-    runs.push({ prompt, ids });
+    runs.push({ prompt, input: input.map(Number), ids });
     seq.dispose();
   }
   const seq = context.getSequence();

@@ -21,6 +21,9 @@ token types (control for the special tokens), merges, BOS and EOS (the
 first two special tokens) and add_bos_token (whether the post-processor
 puts BOS first).
 
+--arch phi3 writes a Phi-3 model: phi3.* keys, attn_qkv (q|k|v rows) and
+ffn_up (gate|up rows) in place of the separate matrices, q and k in NEOX
+order; --sliding-window sets <arch>.attention.sliding_window.
 --arch qwen2 writes a Qwen 2 model instead: qwen2.* keys, random q/k/v
 biases, its q and k in the rotate-half order of llama.cpp's NEOX rope;
 --hf-out also writes the same f32 weights as a Hugging Face Qwen2 folder
@@ -164,7 +167,8 @@ def main():
     ap.add_argument("--types", default="")
     ap.add_argument("--untied", action="store_true")
     ap.add_argument("--inject", action="append", default=[])
-    ap.add_argument("--arch", choices=["llama", "qwen2"], default="llama")
+    ap.add_argument("--arch", choices=["llama", "qwen2", "phi3"], default="llama")
+    ap.add_argument("--sliding-window", type=int, default=0)
     ap.add_argument("--hf-out")
     a = ap.parse_args()
     if a.hf_out and (a.arch != "qwen2" or not a.tokenizer.endswith(".json")
@@ -183,10 +187,16 @@ def main():
 
     shapes = [("token_embd", [a.vocab, D])]
     for l in range(a.layers):
-        for role, shape in (("attn_norm", [D]), ("attn_q", [D, D]), ("attn_k", [kv, D]),
-                            ("attn_v", [kv, D]), ("attn_output", [D, D]),
-                            ("ffn_norm", [D]), ("ffn_gate", [H, D]), ("ffn_down", [D, H]),
-                            ("ffn_up", [H, D])):
+        if a.arch == "phi3":  # q|k|v and gate|up packed
+            roles = (("attn_norm", [D]), ("attn_qkv", [D + 2 * kv, D]),
+                     ("attn_output", [D, D]), ("ffn_norm", [D]),
+                     ("ffn_down", [D, H]), ("ffn_up", [2 * H, D]))
+        else:
+            roles = (("attn_norm", [D]), ("attn_q", [D, D]), ("attn_k", [kv, D]),
+                     ("attn_v", [kv, D]), ("attn_output", [D, D]),
+                     ("ffn_norm", [D]), ("ffn_gate", [H, D]), ("ffn_down", [D, H]),
+                     ("ffn_up", [H, D]))
+        for role, shape in roles:
             shapes.append(("blk.%d.%s" % (l, role), shape))
         if a.arch == "qwen2":
             for role, shape in (("attn_q", [D]), ("attn_k", [kv]), ("attn_v", [kv])):
@@ -252,6 +262,9 @@ def main():
     ] + tokenizer_meta
     if a.rope_theta != 10000.0:
         meta.append((arch + ".rope.freq_base", 6, struct.pack("<f", a.rope_theta)))
+    if a.sliding_window:
+        meta.append((arch + ".attention.sliding_window", 4,
+                     struct.pack("<I", a.sliding_window)))
     out = bytearray(struct.pack("<IIQQ", 0x46554747, 3, len(tensors), len(meta)))
     for key, t, v in meta:
         out += string(key.encode()) + struct.pack("<I", t) + v
