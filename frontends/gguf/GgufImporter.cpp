@@ -218,21 +218,6 @@ bool readByteLevelTokenizer(Metadata &m, int64_t vocabSize, llama2c::Config &c,
                   "is outside the vocabulary of " + std::to_string(vocabSize));
   c.bosId = bos;
   c.eosId = eos;
-  // llama.cpp's other end-of-generation tokens (Llama 3 Instruct's
-  // <|eot_id|> and <|eom_id|>).
-  for (StringRef key :
-       {"tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"}) {
-    if (!m.file.find(key))
-      continue;
-    int64_t id;
-    if (!m.integer(key, id, std::nullopt, 0))
-      return false;
-    if (id >= vocabSize)
-      return m.fail(key, "is outside the vocabulary of " +
-                             std::to_string(vocabSize));
-    if (id != eos && llvm::find(c.stopIds, id) == c.stopIds.end())
-      c.stopIds.push_back(id);
-  }
   bpe.bos_id = int32_t(bos);
   bpe.eos_id = int32_t(eos);
   if (const Value *v = m.file.find("tokenizer.ggml.add_bos_token")) {
@@ -246,8 +231,39 @@ bool readByteLevelTokenizer(Metadata &m, int64_t vocabSize, llama2c::Config &c,
   return true;
 }
 
-bool readTokenizer(Metadata &m, int64_t vocabSize, llama2c::Config &c,
-                   TokenizerData &out) {
+/// The ids besides EOS that end a generation, as llama.cpp finds them: the
+/// eot and eom keys (Llama 3 Instruct's <|eot_id|>, <|eom_id|>), and the
+/// tokens spelled as the chat formats' ends of turn (Phi-3's <|end|>,
+/// ChatML's <|im_end|>, ...).
+bool readStopIds(Metadata &m, int64_t vocabSize, llama2c::Config &c) {
+  auto add = [&](int64_t id) {
+    if (id != c.eosId && llvm::find(c.stopIds, id) == c.stopIds.end())
+      c.stopIds.push_back(id);
+  };
+  for (StringRef key :
+       {"tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"}) {
+    if (!m.file.find(key))
+      continue;
+    int64_t id;
+    if (!m.integer(key, id, std::nullopt, 0))
+      return false;
+    if (id >= vocabSize)
+      return m.fail(key, "is outside the vocabulary of " +
+                             std::to_string(vocabSize));
+    add(id);
+  }
+  const Value *tokens = m.file.find("tokenizer.ggml.tokens");
+  for (size_t i = 0; tokens && i < tokens->array.size(); ++i) {
+    StringRef t = tokens->array[i].string;
+    if (t == "<|eot_id|>" || t == "<|eom_id|>" || t == "<|im_end|>" ||
+        t == "<|end|>" || t == "<end_of_turn>" || t == "<|endoftext|>")
+      add(int64_t(i));
+  }
+  return true;
+}
+
+bool readVocabulary(Metadata &m, int64_t vocabSize, llama2c::Config &c,
+                    TokenizerData &out) {
   std::string model;
   if (!m.string("tokenizer.ggml.model", model))
     return false;
@@ -295,6 +311,11 @@ bool readTokenizer(Metadata &m, int64_t vocabSize, llama2c::Config &c,
     return m.fail("tokenizer.ggml.tokens", ": " + problem);
   return runtimeAccepts(m, "tokenizer.ggml.tokens", out.pieces, out.scores,
                         out.maxTokenLength);
+}
+
+bool readTokenizer(Metadata &m, int64_t vocabSize, llama2c::Config &c,
+                   TokenizerData &out) {
+  return readVocabulary(m, vocabSize, c, out) && readStopIds(m, vocabSize, c);
 }
 
 SourceEncoding encodingOf(TensorType type) {
