@@ -10,6 +10,7 @@
 #include "loom/error.h"
 #include "loom/tokenizer.h"
 
+#include <array>
 #include <cstdio>
 #include <cstring>
 
@@ -246,9 +247,13 @@ llama2c::bytesOfByteLevelPiece(llvm::StringRef spelled) {
     return (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) ||
            (b >= 0xAE && b <= 0xFF);
   };
-  uint32_t byteOf[324];
-  for (uint32_t b = 0, extra = 0; b < 256; ++b)
-    byteOf[printable(b) ? b : 256 + extra++] = b;
+  // Built once: a vocabulary has ~10^5 pieces.
+  static const std::array<uint8_t, 324> byteOf = [&] {
+    std::array<uint8_t, 324> table{};
+    for (uint32_t b = 0, extra = 0; b < 256; ++b)
+      table[printable(b) ? b : 256 + extra++] = uint8_t(b);
+    return table;
+  }();
   std::string out;
   for (size_t at = 0; at < spelled.size();) {
     // Decode one UTF-8 code point of at most 2 bytes (U+0000..U+07FF).
