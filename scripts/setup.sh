@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 packages=(cmake ninja-build g++ python3 llvm-22-dev llvm-22-tools libmlir-22-dev
           mlir-22-tools libtbb-dev libflatbuffers-dev flatbuffers-compiler
-          libgtest-dev python3-numpy)
+          libgtest-dev python3-numpy python3-jinja2)
 # ../shared's references (golden/tools) run at test time on new inputs:
 # the Huginn one needs PyTorch (Debian's 1.13). Only where ../shared is.
 if [ -d ../shared/golden/tools ]; then

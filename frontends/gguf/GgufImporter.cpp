@@ -299,23 +299,59 @@ bool readVocabulary(Metadata &m, int64_t vocabSize, llama2c::Config &c,
                              "needs " +
                              std::to_string(want) + " (the Llama id layout)");
   }
+  // Token types, where given: unknown (2), control (3) and user-defined (4)
+  // tokens are special, picked out of chat prompts by their text (as
+  // llama.cpp's parse_special does) and spelled as they are.
+  const Value *types = nullptr;
+  if (m.file.find("tokenizer.ggml.token_type")) {
+    types = tokensWith(m, vocabSize, "tokenizer.ggml.token_type",
+                       Value::Type::I32, "token types")
+                .second;
+    if (!types)
+      return false;
+  }
+  std::string arch;
+  if (const Value *a = m.file.find("general.architecture");
+      a && a->type == Value::Type::String)
+    arch = a->string;
   for (size_t i = 0; i < tokens->array.size(); ++i) {
-    out.pieces.push_back(
-        llama2c::spacesForSentencePieceMarks(tokens->array[i].string));
+    const std::string &text = tokens->array[i].string;
+    const int64_t type = types ? types->array[i].integer : 1;
+    const bool special = type == 2 || type == 3 || type == 4;
+    out.pieces.push_back(special ? text
+                                 : llama2c::spacesForSentencePieceMarks(text));
     out.scores.push_back(float(scores->array[i].number));
     out.maxTokenLength =
         std::max<uint32_t>(out.maxTokenLength, out.pieces.back().size());
+    if (!special)
+      continue;
+    out.special.ids.push_back(int32_t(i));
+    // Phi-3's special tokens swallow the whitespace after them, but for
+    // <unk>, <s> and <|endoftext|> (llama.cpp's rule for Phi-3; Hugging
+    // Face's tokenizer.json says so per token).
+    if (arch == "phi3" && text != "<unk>" && text != "<s>" &&
+        text != "<|endoftext|>")
+      out.special.rstrip.push_back(int32_t(i));
   }
   if (std::string problem = llama2c::byteFallbackProblem(out.pieces);
       !problem.empty())
     return m.fail("tokenizer.ggml.tokens", ": " + problem);
   return runtimeAccepts(m, "tokenizer.ggml.tokens", out.pieces, out.scores,
-                        out.maxTokenLength);
+                        out.maxTokenLength, out.special);
+}
+
+/// tokenizer.chat_template, where present (the template gets the
+/// vocabulary's BOS and EOS pieces, as in llama.cpp).
+bool readChatTemplate(Metadata &m, TokenizerData &out) {
+  if (!m.file.find("tokenizer.chat_template"))
+    return true;
+  return m.string("tokenizer.chat_template", out.chatTemplate);
 }
 
 bool readTokenizer(Metadata &m, int64_t vocabSize, llama2c::Config &c,
                    TokenizerData &out) {
-  return readVocabulary(m, vocabSize, c, out) && readStopIds(m, vocabSize, c);
+  return readVocabulary(m, vocabSize, c, out) && readStopIds(m, vocabSize, c) &&
+         readChatTemplate(m, out);
 }
 
 SourceEncoding encodingOf(TensorType type) {

@@ -4,6 +4,7 @@
 
 #include "llvm/ADT/StringSet.h"
 #include "llvm/Support/FileSystem.h"
+#include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Path.h"
 
 #include "loom/error.h"
@@ -129,6 +130,10 @@ bool ropeScaling(ConfigReader &r, llama2c::Config &c) {
   }
   return true;
 }
+
+/// The largest chat template read (published ones are at most ~100 KB; the
+/// runtime reads up to 1 MiB).
+constexpr uint64_t kMaxChatTemplateBytes = uint64_t(1) << 20;
 
 /// generation_config.json beside config.json, where present: its
 /// eos_token_id (an id or a list; Llama 3 Instruct's lists <|eot_id|>)
@@ -579,6 +584,7 @@ std::optional<int64_t> leadingSpecialToken(const llvm::json::Object &o,
 struct JsonTokens {
   std::vector<std::optional<std::string>> byId; // up to the highest id
   std::vector<bool> special;                    // added with special: true
+  std::vector<uint8_t> strip; // added tokens' lstrip (1) and rstrip (2)
   int64_t plainAdded = 0;                       // added, not special
   llvm::StringMap<int32_t> idOf; // spelling -> id (the lowest of several)
 };
@@ -600,6 +606,7 @@ readJsonTokens(const llvm::json::Object &o, const llvm::json::Object &vocab,
     if (size_t(id) >= t.byId.size()) {
       t.byId.resize(id + 1);
       t.special.resize(id + 1, false);
+      t.strip.resize(id + 1, 0);
     }
     if (t.byId[id] && *t.byId[id] != piece) {
       why = "id " + std::to_string(id) + " is both '" +
@@ -642,9 +649,30 @@ readJsonTokens(const llvm::json::Object &o, const llvm::json::Object &vocab,
       const bool isSpecial = a->getBoolean("special").value_or(false);
       if (!place(*content, *id, content->str(), isSpecial))
         return std::nullopt;
+      t.strip[*id] |= (a->getBoolean("lstrip").value_or(false) ? 1 : 0) |
+                      (a->getBoolean("rstrip").value_or(false) ? 2 : 0);
       t.plainAdded += !isSpecial;
     }
   return t;
+}
+
+/// The special tokens of `t` (its added tokens marked special) as the
+/// runtime's tokenizer picks them out of chat prompts: their ids where
+/// `listIds` (SentencePiece-style vocabularies; byte-level ones make them
+/// control ids), and their lstrip / rstrip flags.
+SpecialTokens specialTokens(const JsonTokens &t, bool listIds) {
+  SpecialTokens s;
+  for (size_t id = 0; id < t.special.size(); ++id) {
+    if (!t.special[id])
+      continue;
+    if (listIds)
+      s.ids.push_back(int32_t(id));
+    if (id < t.strip.size() && (t.strip[id] & 1))
+      s.lstrip.push_back(int32_t(id));
+    if (id < t.strip.size() && (t.strip[id] & 2))
+      s.rstrip.push_back(int32_t(id));
+  }
+  return s;
 }
 
 /// A merge rule: "left right" or [left, right] (two non-empty pieces).
@@ -748,6 +776,8 @@ readByteLevelJson(const llvm::json::Object &o, const llvm::json::Object &model,
   int64_t unnamed = 0;
   tokens->byId.resize(vocabSize);
   tokens->special.resize(vocabSize, false);
+  tokens->strip.resize(vocabSize, 0);
+  data.special = specialTokens(*tokens, /*listIds=*/false);
   for (int64_t id = 0; id < vocabSize; ++id) {
     const std::optional<std::string> &piece = tokens->byId[id];
     unnamed += !piece;
@@ -765,7 +795,7 @@ readByteLevelJson(const llvm::json::Object &o, const llvm::json::Object &model,
                        "by encoding");
   // The runtime's constructor is the one definition of a valid vocabulary.
   try {
-    Tokenizer check(data.pieces, bpe);
+    Tokenizer check(data.pieces, bpe, data.special);
     (void)check;
   } catch (const loom::Error &e) {
     StringRef what = e.what();
@@ -776,6 +806,87 @@ readByteLevelJson(const llvm::json::Object &o, const llvm::json::Object &model,
   return data;
 }
 } // namespace
+
+bool hf::readChatTemplate(const std::string &folder, TokenizerData &data,
+                          std::vector<std::string> &warnings,
+                          std::string &error) {
+  llvm::SmallString<256> jinja(folder), config(folder);
+  llvm::sys::path::append(jinja, "chat_template.jinja");
+  llvm::sys::path::append(config, "tokenizer_config.json");
+  std::optional<llvm::json::Value> json;
+  if (llvm::sys::fs::exists(config)) {
+    json = readJson(std::string(config), "tokenizer config", error);
+    if (!json)
+      return false;
+  }
+  const llvm::json::Object *o = json ? json->getAsObject() : nullptr;
+  if (json && !o) {
+    error = "tokenizer config '" + std::string(config) + "': not an object";
+    return false;
+  }
+  auto fail = [&](const std::string &file, const std::string &what) {
+    error = file + ": " + what;
+    return false;
+  };
+  std::string source;
+  if (llvm::sys::fs::exists(jinja)) {
+    uint64_t size = 0;
+    if (!llvm::sys::fs::file_size(jinja, size) && size > kMaxChatTemplateBytes)
+      return fail(std::string(jinja), "over 1 MiB; not a chat template");
+    auto buffer = llvm::MemoryBuffer::getFile(jinja);
+    if (!buffer)
+      return fail(std::string(jinja), buffer.getError().message());
+    source = (*buffer)->getBuffer().str();
+  } else if (const llvm::json::Value *t =
+                 o ? o->get("chat_template") : nullptr) {
+    if (std::optional<StringRef> s = t->getAsString()) {
+      source = s->str();
+    } else if (const llvm::json::Array *named = t->getAsArray()) {
+      // [{"name": ..., "template": ...}]: transformers uses "default".
+      for (const llvm::json::Value &entry : *named) {
+        const llvm::json::Object *e = entry.getAsObject();
+        std::optional<StringRef> name = e ? e->getString("name") : std::nullopt;
+        std::optional<StringRef> text =
+            e ? e->getString("template") : std::nullopt;
+        if (!name || !text)
+          return fail(std::string(config),
+                      "\"chat_template\" list entries must be {\"name\", "
+                      "\"template\"} strings");
+        if (*name == "default")
+          source = text->str();
+      }
+      if (source.empty())
+        warnings.push_back("tokenizer config '" + std::string(config) +
+                           "' has named chat templates but none called "
+                           "\"default\": the artifact gets none");
+    } else if (t->kind() != llvm::json::Value::Null) {
+      return fail(std::string(config),
+                  "\"chat_template\" is neither a string nor a list");
+    }
+    if (source.size() > kMaxChatTemplateBytes)
+      return fail(std::string(config), "\"chat_template\" is over 1 MiB");
+  }
+  if (source.empty())
+    return true;
+  data.chatTemplate = std::move(source);
+  // "bos_token": "<s>" or {"content": "<s>", ...} (an AddedToken).
+  for (auto [key, out] : {std::pair{"bos_token", &data.chatBosToken},
+                          std::pair{"eos_token", &data.chatEosToken}}) {
+    const llvm::json::Value *v = o ? o->get(key) : nullptr;
+    if (!v || v->kind() == llvm::json::Value::Null)
+      continue;
+    std::optional<StringRef> text = v->getAsString();
+    if (!text)
+      if (const llvm::json::Object *added = v->getAsObject())
+        text = added->getString("content");
+    if (!text)
+      return fail(std::string(config), "\"" + std::string(key) +
+                                           "\" is neither a string nor "
+                                           "{\"content\": ...}");
+    *out = text->str();
+  }
+  return true;
+}
 
 std::optional<TokenizerData>
 hf::readTokenizerJson(const std::string &path, int64_t vocabSize, int64_t bosId,
@@ -911,9 +1022,11 @@ hf::readTokenizerJson(const std::string &path, int64_t vocabSize, int64_t bosId,
   }
   for (const std::string &p : data.pieces)
     data.maxTokenLength = std::max<uint32_t>(data.maxTokenLength, p.size());
+  data.special = specialTokens(*tokens, /*listIds=*/true);
   // The runtime's constructor is the one definition of a valid vocabulary.
   try {
-    Tokenizer check(data.pieces, data.scores, data.maxTokenLength);
+    Tokenizer check(data.pieces, data.scores, data.maxTokenLength,
+                    data.special);
     (void)check;
   } catch (const loom::Error &e) {
     StringRef what = e.what();

@@ -47,6 +47,15 @@ readTokenizerJson(const std::string &path, int64_t vocabSize, int64_t bosId,
                   int64_t eosId, std::vector<std::string> &warnings,
                   std::string &error);
 
+/// The chat template of the folder `folder`, into `data`: its
+/// chat_template.jinja, or else tokenizer_config.json's "chat_template" (a
+/// string, or a list of named templates of which "default" is taken), with
+/// tokenizer_config.json's "bos_token" and "eos_token" texts. No template:
+/// nothing changes. Malformed files are errors; a template list without
+/// "default" a warning.
+bool readChatTemplate(const std::string &folder, TokenizerData &data,
+                      std::vector<std::string> &warnings, std::string &error);
+
 } // namespace loom::hf
 
 #endif // LOOM_FRONTENDS_HF_HFLLAMAIMPORTER_H

@@ -649,10 +649,27 @@ LogicalResult loom::writeArtifact(ModuleOp module, const WeightTable &weights,
           fbb.CreateVector(merges), fbb.CreateVector(bpe->control),
           bpe->ignore_merges, bpe->add_bos);
     }
-    tok = fb::CreateTokenizerDef(fbb, tokenizer->maxTokenLength,
-                                 fbb.CreateVector(tokenizer->scores),
-                                 fbb.CreateVector(pieceOffsets),
-                                 fbb.CreateVector(pieceBytes), byteLevel);
+    flatbuffers::Offset<fb::ChatTemplateDef> chatTemplate;
+    if (!tokenizer->chatTemplate.empty()) {
+      auto text = [&](const std::optional<std::string> &s) {
+        return s ? fbb.CreateString(*s)
+                 : flatbuffers::Offset<flatbuffers::String>();
+      };
+      auto source = fbb.CreateString(tokenizer->chatTemplate);
+      auto bos = text(tokenizer->chatBosToken);
+      auto eos = text(tokenizer->chatEosToken);
+      chatTemplate = fb::CreateChatTemplateDef(fbb, source, bos, eos);
+    }
+    auto ids = [&](const std::vector<int32_t> &v) {
+      return v.empty() ? flatbuffers::Offset<flatbuffers::Vector<int32_t>>()
+                       : fbb.CreateVector(v);
+    };
+    const loom::SpecialTokens &special = tokenizer->special;
+    tok = fb::CreateTokenizerDef(
+        fbb, tokenizer->maxTokenLength, fbb.CreateVector(tokenizer->scores),
+        fbb.CreateVector(pieceOffsets), fbb.CreateVector(pieceBytes), byteLevel,
+        chatTemplate, ids(special.ids), ids(special.lstrip),
+        ids(special.rstrip));
   }
   std::vector<flatbuffers::Offset<fb::Program>> programList;
   for (ProgramData &data : programs) {

@@ -102,6 +102,13 @@ struct TokenizerData {
   std::vector<std::string> pieces;
   std::vector<float> scores;
   std::optional<loom::ByteLevelBpe> byteLevel;
+  /// Special tokens picked out of chat prompts, and their whitespace rules.
+  loom::SpecialTokens special;
+  /// The chat template (Jinja source); empty where the model has none.
+  std::string chatTemplate;
+  /// The texts the template gets as bos_token and eos_token, where the
+  /// model's tokenizer_config.json names them (else the BOS and EOS pieces).
+  std::optional<std::string> chatBosToken, chatEosToken;
 };
 
 /// Called while packing: (tensors done, tensors total, bytes done).

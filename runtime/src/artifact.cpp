@@ -132,6 +132,8 @@ constexpr int64_t kMaxHeadParam = int64_t(1) << 20;
 constexpr size_t kMaxFreqFactors = 2048;
 // Rows per step the arena may be planned for.
 constexpr int64_t kMaxTokensPerStep = int64_t(1) << 20;
+// Chat templates are a few KB (the largest published ones ~100 KB).
+constexpr size_t kMaxChatTemplateBytes = size_t(1) << 20;
 
 // The flatbuffers verifier checks the alignment of a vector's length but
 // not of its elements, so a corrupt file can misalign 8-byte elements;
@@ -272,17 +274,47 @@ void SemanticChecker::tokenizer() {
     bpe->bos_id = out.config.bos_id;
     bpe->eos_id = out.config.eos_id;
   }
+  SpecialTokens special;
+  for (auto [list, dst] : {std::pair{t->special_ids(), &special.ids},
+                           std::pair{t->lstrip_ids(), &special.lstrip},
+                           std::pair{t->rstrip_ids(), &special.rstrip}})
+    if (list)
+      dst->assign(list->begin(), list->end());
   try {
     if (bpe) {
-      out.tokenizer =
-          std::make_unique<Tokenizer>(std::move(pieces), std::move(*bpe));
+      out.tokenizer = std::make_unique<Tokenizer>(
+          std::move(pieces), std::move(*bpe), std::move(special));
     } else {
       std::vector<float> scores(t->scores()->begin(), t->scores()->end());
       out.tokenizer = std::make_unique<Tokenizer>(
-          std::move(pieces), std::move(scores), t->max_token_length());
+          std::move(pieces), std::move(scores), t->max_token_length(),
+          std::move(special));
     }
   } catch (const Error &e) {
     fail("artifact tokenizer: ", e.what());
+  }
+  if (const fbs::ChatTemplateDef *chat = t->chat_template()) {
+    // Parsed when a conversation is rendered (loom-run --chat): a template
+    // Loom cannot render leaves the rest of the model usable.
+    const flatbuffers::String *source = chat->source();
+    if (source->size() > kMaxChatTemplateBytes)
+      fail("tokenizer's chat template has ", source->size(),
+           " bytes, more than the ", kMaxChatTemplateBytes, " Loom reads");
+    ChatTemplateInfo &info = out.chat_template;
+    info.source.assign(source->data(), source->size());
+    const Tokenizer &tok = *out.tokenizer;
+    auto piece = [&](int64_t id) {
+      return id >= 0 && id < tok.vocabSize() ? tok.piece(int32_t(id))
+                                             : std::string();
+    };
+    info.bos_token =
+        chat->bos_token() ? chat->bos_token()->str() : piece(out.config.bos_id);
+    info.eos_token =
+        chat->eos_token() ? chat->eos_token()->str() : piece(out.config.eos_id);
+    for (const std::string *s : {&info.bos_token, &info.eos_token})
+      if (s->size() > kMaxChatTemplateBytes)
+        fail("tokenizer's chat template names a bos/eos token of ", s->size(),
+             " bytes");
   }
 }
 
@@ -1423,6 +1455,9 @@ bool ModelConfigInfo::endsGeneration(int32_t token) const {
 }
 
 bool Model::hasTokenizer() const { return data_->tokenizer != nullptr; }
+const ChatTemplateInfo &Model::chatTemplate() const {
+  return data_->chat_template;
+}
 
 const Tokenizer &Model::tokenizer() const {
   if (!data_->tokenizer)

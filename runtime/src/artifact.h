@@ -162,6 +162,7 @@ struct ModelData {
   std::unique_ptr<MappedFile> file;
   ModelConfigInfo config;
   std::unique_ptr<Tokenizer> tokenizer;
+  ChatTemplateInfo chat_template; // source empty: none
   std::string generator;
   std::string target;
   std::vector<TensorDesc> tensors;

@@ -2,6 +2,8 @@
 // exceptions and turns them into a status and a thread-local message.
 #include "loom/loom.h"
 
+#include "loom/chat_template.h"
+
 #include "loom/chunk_store.h"
 #include "loom/refrag.h"
 #include "loom/runtime.h"
@@ -224,11 +226,11 @@ loom_status tokenize(const char *fn, const loom_model *model, const char *text,
   if (!ids && capacity > 0)
     return nullArgument(fn, "ids");
   if (special && model->model->hasTokenizer() &&
-      !model->model->tokenizer().byteLevel())
+      !model->model->tokenizer().hasSpecialTokens())
     return failWith(LOOM_ERROR_INVALID_ARGUMENT,
                     std::string(fn) +
-                        ": this model's vocabulary is SentencePiece-style, "
-                        "whose special tokens are never picked out of text");
+                        ": this model's vocabulary names no special tokens "
+                        "(a llama2.c tokenizer's)");
   return guarded([&] {
     std::vector<int32_t> tokens = model->model->tokenizer().encode(
         text, bos != 0 && model->model->tokenizer().addsBos(), false, special);
@@ -262,6 +264,43 @@ loom_status loom_tokenize_special(const loom_model *model, const char *text,
   LOOM_REQUIRE_ARG(out_n);
   return tokenize("loom_tokenize_special", model, text, bos, true, ids,
                   capacity, out_n);
+}
+
+loom_status loom_chat_render(const loom_model *model, const char *messages_json,
+                             int add_generation_prompt, char *text,
+                             size_t capacity, size_t *out_n) {
+  LOOM_REQUIRE_ARG(model);
+  LOOM_REQUIRE_ARG(messages_json);
+  LOOM_REQUIRE_ARG(out_n);
+  if (!text && capacity > 0)
+    return nullArgument("loom_chat_render", "text");
+  const loom::ChatTemplateInfo &info = model->model->chatTemplate();
+  if (info.source.empty())
+    return failWith(LOOM_ERROR_INVALID_ARGUMENT,
+                    "loom_chat_render: this model has no chat template");
+  return guarded([&] {
+    std::string prompt;
+    try {
+      loom::ChatInputs inputs;
+      inputs.bos_token = info.bos_token;
+      inputs.eos_token = info.eos_token;
+      inputs.add_generation_prompt = add_generation_prompt != 0;
+      prompt =
+          loom::ChatTemplate(info.source).renderJson(messages_json, inputs);
+    } catch (const loom::Error &e) {
+      return failWith(LOOM_ERROR_INVALID_ARGUMENT,
+                      std::string("loom_chat_render: ") + e.what());
+    }
+    *out_n = prompt.size();
+    if (prompt.size() + 1 > capacity)
+      return failWith(LOOM_ERROR_BUFFER_TOO_SMALL,
+                      "loom_chat_render: " + std::to_string(prompt.size()) +
+                          " bytes and a NUL do not fit a capacity of " +
+                          std::to_string(capacity));
+    std::memcpy(text, prompt.data(), prompt.size());
+    text[prompt.size()] = '\0';
+    return LOOM_OK;
+  });
 }
 
 loom_status loom_token_to_text(const loom_model *model, int prev, int token,

@@ -306,7 +306,7 @@ size_t wordEnd(const CodePoints &t, size_t i, size_t n, PreTokenizer pre) {
 } // namespace
 
 Tokenizer::Tokenizer(std::vector<std::string> pieces, std::vector<float> scores,
-                     uint32_t max_token_length)
+                     uint32_t max_token_length, SpecialTokens special)
     : pieces_(std::move(pieces)), scores_(std::move(scores)),
       max_token_length_(max_token_length) {
   if (pieces_.size() != scores_.size())
@@ -333,6 +333,44 @@ Tokenizer::Tokenizer(std::vector<std::string> pieces, std::vector<float> scores,
     // Duplicate pieces would make run.c's bsearch pick an arbitrary id; the
     // lowest id is kept here so the choice is at least deterministic.
     lookup_.emplace(pieces_[i], static_cast<int32_t>(i));
+  }
+  indexSpecials(special.ids, special);
+}
+
+void Tokenizer::indexSpecials(const std::vector<int32_t> &ids,
+                              const SpecialTokens &special) {
+  const int64_t n = static_cast<int64_t>(pieces_.size());
+  std::vector<uint8_t> isSpecial(pieces_.size(), 0);
+  for (int32_t id : ids) {
+    if (id < 0 || id >= n)
+      throw Error("tokenizer: special id " + std::to_string(id) +
+                  " out of range [0, " + std::to_string(n) + ")");
+    isSpecial[id] = 1;
+  }
+  for (auto [list, bit] : {std::pair{&special.lstrip, uint8_t(1)},
+                           std::pair{&special.rstrip, uint8_t(2)}})
+    for (int32_t id : *list) {
+      if (id < 0 || id >= n || !isSpecial[id])
+        throw Error(
+            "tokenizer: " + std::string(bit == 1 ? "lstrip" : "rstrip") +
+            " id " + std::to_string(id) + " is not a special token");
+      strip_.resize(pieces_.size(), 0);
+      strip_[id] |= bit;
+    }
+  specials_by_byte_.assign(256, {});
+  for (int32_t id : ids)
+    if (!pieces_[id].empty()) {
+      specials_by_byte_[static_cast<unsigned char>(pieces_[id][0])].push_back(
+          id);
+      has_specials_ = true;
+    }
+  for (std::vector<int32_t> &list : specials_by_byte_) {
+    std::sort(list.begin(), list.end(), [&](int32_t a, int32_t b) {
+      if (pieces_[a].size() != pieces_[b].size())
+        return pieces_[a].size() > pieces_[b].size();
+      return a < b;
+    });
+    list.erase(std::unique(list.begin(), list.end()), list.end());
   }
 }
 
@@ -399,7 +437,8 @@ Tokenizer Tokenizer::fromLlama2cBytes(const void *data, size_t size,
                    static_cast<uint32_t>(max_len));
 }
 
-Tokenizer::Tokenizer(std::vector<std::string> pieces, ByteLevelBpe bpe)
+Tokenizer::Tokenizer(std::vector<std::string> pieces, ByteLevelBpe bpe,
+                     SpecialTokens special)
     : pieces_(std::move(pieces)) {
   const int64_t n = static_cast<int64_t>(pieces_.size());
   if (pieces_.empty())
@@ -433,19 +472,10 @@ Tokenizer::Tokenizer(std::vector<std::string> pieces, ByteLevelBpe bpe)
     if (!is_control_[i])
       lookup_.emplace(pieces_[i], static_cast<int32_t>(i));
   }
-  specials_by_byte_.resize(256);
-  for (int32_t id : bpe.control)
-    if (!pieces_[id].empty())
-      specials_by_byte_[static_cast<unsigned char>(pieces_[id][0])].push_back(
-          id);
-  for (std::vector<int32_t> &ids : specials_by_byte_) {
-    std::sort(ids.begin(), ids.end(), [&](int32_t a, int32_t b) {
-      if (pieces_[a].size() != pieces_[b].size())
-        return pieces_[a].size() > pieces_[b].size();
-      return a < b;
-    });
-    ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
-  }
+  if (!special.ids.empty())
+    throw Error("tokenizer: a byte-level vocabulary's special tokens are its "
+                "control ids");
+  indexSpecials(bpe.control, special);
   for (int b = 0; b < 256; ++b) {
     auto it = lookup_.find(std::string(1, static_cast<char>(b)));
     if (it == lookup_.end()) {
@@ -480,33 +510,53 @@ Tokenizer::Tokenizer(std::vector<std::string> pieces, ByteLevelBpe bpe)
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool bos,
                                        bool eos, bool special) const {
-  if (byte_level_) {
-    std::vector<int32_t> ids;
-    ids.reserve(text.size() + 2);
-    if (bos && byte_level_->add_bos)
-      ids.push_back(byte_level_->bos_id);
-    size_t plain = 0; // where the text since the last special token starts
-    for (size_t i = 0; special && i < text.size(); ++i) {
-      for (int32_t id :
-           specials_by_byte_[static_cast<unsigned char>(text[i])]) {
-        const std::string &p = pieces_[id];
-        if (text.compare(i, p.size(), p) != 0)
-          continue;
-        appendWords(text.substr(plain, i - plain), ids);
-        ids.push_back(id);
-        i += p.size() - 1;
-        plain = i + 1;
-        break;
-      }
+  std::vector<int32_t> ids;
+  ids.reserve(text.size() + 2);
+  bool bosPending = bos && addsBos();
+  auto plain = [&](std::string_view part) {
+    if (byte_level_) {
+      if (bosPending)
+        ids.push_back(byte_level_->bos_id);
+      appendWords(part, ids);
+    } else {
+      appendSentencePiece(part, bosPending, ids);
     }
-    appendWords(text.substr(plain), ids);
-    if (eos && byte_level_->eos_id >= 0)
-      ids.push_back(byte_level_->eos_id);
-    return ids;
+    bosPending = false;
+  };
+  auto isSpace = [](char c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' ||
+           c == '\f';
+  };
+  size_t begin = 0; // where the text since the last special token starts
+  for (size_t i = 0; special && i < text.size(); ++i) {
+    for (int32_t id : specials_by_byte_[static_cast<unsigned char>(text[i])]) {
+      const std::string &p = pieces_[id];
+      if (text.compare(i, p.size(), p) != 0)
+        continue;
+      const uint8_t strip = strip_.empty() ? 0 : strip_[id];
+      size_t end = i;
+      if (strip & 1)
+        while (end > begin && isSpace(text[end - 1]))
+          --end;
+      plain(text.substr(begin, end - begin));
+      ids.push_back(id);
+      i += p.size();
+      if (strip & 2)
+        while (i < text.size() && isSpace(text[i]))
+          ++i;
+      begin = i;
+      --i; // the loop's ++i
+      break;
+    }
   }
-  if (special)
-    throw Error("tokenizer: special-token text is recognised in byte-level "
-                "vocabularies only");
+  plain(text.substr(begin));
+  if (eos && (!byte_level_ || byte_level_->eos_id >= 0))
+    ids.push_back(byte_level_ ? byte_level_->eos_id : kEosId);
+  return ids;
+}
+
+void Tokenizer::appendSentencePiece(std::string_view text, bool bos,
+                                    std::vector<int32_t> &ids) const {
   std::vector<Symbol> nodes;
   nodes.reserve(text.size() + 2);
 
@@ -567,13 +617,8 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool bos,
     return true;
   });
 
-  std::vector<int32_t> ids;
-  ids.reserve(nodes.size() + 1);
   for (int32_t i = nodes.empty() ? -1 : 0; i >= 0; i = nodes[i].next)
     ids.push_back(nodes[i].id);
-  if (eos)
-    ids.push_back(kEosId);
-  return ids;
 }
 
 void Tokenizer::appendWords(std::string_view text,

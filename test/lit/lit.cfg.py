@@ -32,10 +32,12 @@ else:
     lit_config.note("../shared not found at %s: tests that need its golden "
                     "outputs are reported UNSUPPORTED" % config.loom_shared_dir)
 
-# Python modules of /usr/bin/python3 that ../shared/golden's references,
-# run on new inputs, need (scripts/setup.sh installs them): numpy, and
-# PyTorch for the Huginn one. Each is a feature of the same name.
-for module, package in (("numpy", "python3-numpy"), ("torch", "python3-torch")):
+# Python modules of /usr/bin/python3 that the references run at test time
+# need (scripts/setup.sh installs them): numpy; PyTorch for ../shared's
+# Huginn one; jinja2 for the chat templates'. Each is a feature of the same
+# name.
+for module, package in (("numpy", "python3-numpy"), ("torch", "python3-torch"),
+                        ("jinja2", "python3-jinja2")):
     if subprocess.run(["/usr/bin/python3", "-c", "import " + module],
                       stdout=subprocess.DEVNULL,
                       stderr=subprocess.DEVNULL).returncode == 0:

@@ -5,6 +5,7 @@
 // prints it, the ids, or the benchmark lines); diagnostics go to stderr.
 // Every error prints "loom-run: <message>" and exits 1.
 #include "loom/artifact_format.h"
+#include "loom/chat_template.h"
 #include "loom/chunk_store.h"
 #include "loom/loom.h"
 #include "loom/refrag.h"
@@ -44,10 +45,22 @@ constexpr const char *kUsage =
     "                        vocabulary adds one (default: empty)\n"
     "  --special             special tokens' text in --prompt (and with\n"
     "                        --tokenize) is those tokens, e.g. Llama 3's\n"
-    "                        <|eot_id|> (byte-level vocabularies); without\n"
-    "                        it, plain text\n"
+    "                        <|eot_id|>; without it, plain text\n"
     "  --prompt-ids LIST     comma-separated token ids to feed instead, "
     "e.g. 1,403,407\n"
+    "  --chat                --prompt is a user's message: the model's chat\n"
+    "                        template makes the prompt (special tokens and\n"
+    "                        all), and only the reply is printed\n"
+    "  --system TEXT         with --chat: a system message before it\n"
+    "  --messages FILE       with --chat: the conversation as JSON (- for\n"
+    "                        stdin): [{\"role\": ..., \"content\": ...}, ...], "
+    "or\n"
+    "                        {\"messages\": [...], other template variables\n"
+    "                        such as \"tools\"}\n"
+    "  --chat-template FILE  with --chat: this Jinja template instead of the\n"
+    "                        artifact's\n"
+    "  --render-chat         with --chat: print the rendered prompt (and with\n"
+    "                        --print-ids its token ids) and exit\n"
     "  --steps N             generate at most N new tokens (default 256)\n"
     "  --temperature T       0 = greedy (default 1.0)\n"
     "  --top-p P             nucleus sampling cut, in (0, 1] (default 0.9)\n"
@@ -148,6 +161,12 @@ struct Options {
   bool bench = false;
   bool tokenize = false;
   bool special = false; // --special
+  // Chat: --chat with --prompt (and --system), or --messages.
+  bool chat = false;
+  std::optional<std::string> system;
+  std::optional<std::string> messages;
+  std::optional<std::string> chat_template;
+  bool render_chat = false;
   bool info = false;
   std::string trace;
   std::string dump_logits;
@@ -417,6 +436,16 @@ std::optional<Options> parseArgs(int argc, char **argv) {
     } else if (flag == "--special") {
       noValue();
       o.special = true;
+    } else if (flag == "--chat" || flag == "--render-chat") {
+      noValue();
+      (flag == "--chat" ? o.chat : o.render_chat) = true;
+    } else if (flag == "--system") {
+      o.system = takeValue();
+    } else if (flag == "--messages" || flag == "--chat-template") {
+      std::string path = takeValue();
+      if (path.empty())
+        fail(flag + " needs a file name");
+      (flag == "--messages" ? o.messages : o.chat_template) = path;
     } else if (flag == "--info") {
       noValue();
       o.info = true;
@@ -505,6 +534,36 @@ std::optional<Options> parseArgs(int argc, char **argv) {
     fail("--context and --context-ids cannot be used together");
   if (o.info && o.tokenize)
     fail("--info cannot be combined with --tokenize");
+  if (!o.chat) {
+    for (auto [given, flag] :
+         {std::pair{bool(o.system), "--system"},
+          std::pair{bool(o.messages), "--messages"},
+          std::pair{bool(o.chat_template), "--chat-template"},
+          std::pair{o.render_chat, "--render-chat"}})
+      if (given)
+        fail(std::string(flag) + " needs --chat");
+  } else {
+    if (!o.prompt && !o.messages)
+      fail("--chat needs the user's message (--prompt TEXT) or a "
+           "conversation (--messages FILE)");
+    if (o.messages && (o.prompt || o.system))
+      fail(std::string("--messages holds the whole conversation: it cannot "
+                       "be combined with ") +
+           (o.prompt ? "--prompt" : "--system"));
+    const std::pair<bool, const char *> other[] = {
+        {bool(o.prompt_ids), "--prompt-ids"},
+        {o.special, "--special (the template's special tokens are always "
+                    "picked out)"},
+        {o.refrag(), "--context, --context-ids or --chunks"},
+        {o.tokenize, "--tokenize"},
+        {o.info, "--info"},
+        {bool(o.encode_chunks), "--encode-chunks"},
+        {o.bench, "--bench"},
+        {o.bench_ttft, "--bench-ttft"}};
+    for (const auto &[given, flag] : other)
+      if (given)
+        fail(std::string("--chat cannot be combined with ") + flag);
+  }
   if (o.special && (o.prompt_ids || o.refrag() || o.info || o.encode_chunks))
     fail("--special applies to --prompt text (and --tokenize) only");
   if (o.tokenize || o.info) {
@@ -847,6 +906,23 @@ bool promptsStartWithBos(const loom::Model &model) {
   return model.config().bos_id >= 0 && model.tokenizer().addsBos();
 }
 
+// `s` for a one-line message: control bytes escaped, at most 64 bytes.
+std::string printable(const std::string &s) {
+  std::string out;
+  for (unsigned char c : s.substr(0, 64)) {
+    if (c == '\n') {
+      out += "\\n";
+    } else if (c < 0x20 || c == 0x7F) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", c);
+      out += buf;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return s.size() > 64 ? out + "..." : out;
+}
+
 // --info: what the artifact holds, one "key: value" a line.
 int printInfo(const std::string &path, const loom::Model &model) {
   const loom::ModelConfigInfo &c = model.config();
@@ -889,6 +965,17 @@ int printInfo(const std::string &path, const loom::Model &model) {
       tokenizer += "SentencePiece-style (llama2.c's rules)";
   }
   std::printf("tokenizer: %s\n", tokenizer.c_str());
+  const loom::ChatTemplateInfo &chat = model.chatTemplate();
+  if (chat.source.empty()) {
+    std::printf("chat template: none\n");
+  } else {
+    std::string problem = loom::ChatTemplate::parseError(chat.source);
+    std::printf("chat template: %zu bytes, bos_token '%s', eos_token '%s'%s\n",
+                chat.source.size(), printable(chat.bos_token).c_str(),
+                printable(chat.eos_token).c_str(),
+                problem.empty() ? ""
+                                : (" (not usable: " + problem + ")").c_str());
+  }
   std::string types;
   for (const loom::Model::WeightTypeInfo &t : model.weightTypes())
     types += (types.empty() ? "" : ", ") + t.type + " " + mib(t.bytes) +
@@ -946,8 +1033,80 @@ int tokenizeTexts(const loom::Model &model,
   return 0;
 }
 
+// A whole file (or stdin for "-"), for --messages and --chat-template.
+std::string readTextFile(const std::string &path, const std::string &what) {
+  constexpr size_t kMaxBytes = size_t(64) << 20;
+  FILE *f = path == "-" ? stdin : std::fopen(path.c_str(), "rb");
+  if (!f)
+    fail("cannot read " + what + " '" + path + "': " + std::strerror(errno));
+  std::string text;
+  char buf[65536];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) {
+    text.append(buf, n);
+    if (text.size() > kMaxBytes)
+      fail(what + " '" + path + "' is over 64 MiB");
+  }
+  const bool error = std::ferror(f);
+  if (f != stdin)
+    std::fclose(f);
+  if (error)
+    fail("cannot read " + what + " '" + path + "': read error");
+  return text;
+}
+
+// The prompt text the chat template makes of the conversation (--chat).
+std::string renderChat(const Options &o, const loom::Model &model) {
+  const loom::Tokenizer &tok = model.tokenizer();
+  loom::ChatTemplateInfo info = model.chatTemplate();
+  if (o.chat_template) {
+    if (info.source.empty()) {
+      // No template in the artifact: the vocabulary's BOS and EOS texts.
+      const loom::ModelConfigInfo &cfg = model.config();
+      auto piece = [&](int64_t id) {
+        return id >= 0 && id < tok.vocabSize() ? tok.piece(int32_t(id))
+                                               : std::string();
+      };
+      info.bos_token = piece(cfg.bos_id);
+      info.eos_token = piece(cfg.eos_id);
+    }
+    info.source = readTextFile(*o.chat_template, "chat template");
+  }
+  if (info.source.empty())
+    fail("this artifact has no chat template (its model came without one): "
+         "give a Jinja template with --chat-template FILE");
+  loom::ChatInputs inputs;
+  inputs.bos_token = info.bos_token;
+  inputs.eos_token = info.eos_token;
+  std::string messages;
+  if (o.messages)
+    messages = readTextFile(*o.messages, "messages");
+  std::string text;
+  try {
+    loom::ChatTemplate chat(info.source);
+    if (o.messages) {
+      text = chat.renderJson(messages, inputs);
+    } else {
+      std::vector<loom::ChatMessage> turns;
+      if (o.system)
+        turns.push_back({"system", *o.system});
+      turns.push_back({"user", *o.prompt});
+      text = chat.render(turns, inputs);
+    }
+  } catch (const loom::Error &e) {
+    std::string what = e.what();
+    if (o.chat_template && what.rfind("chat template", 0) == 0)
+      fail("--chat-template '" + *o.chat_template + "': " + what);
+    if (o.messages && what.rfind("chat messages", 0) == 0)
+      fail("--messages '" + *o.messages + "': " + what);
+    fail(what);
+  }
+  return text;
+}
+
 int generate(const Options &o, const loom::Model &model, loom::Session &session,
-             uint64_t seed, std::string &notes) {
+             uint64_t seed, const std::optional<std::string> &chat,
+             std::string &notes) {
   const loom::ModelConfigInfo &cfg = model.config();
   const int64_t context = model.contextLength();
   // Text in or out needs the tokenizer (an empty question does not).
@@ -974,6 +1133,13 @@ int generate(const Options &o, const loom::Model &model, loom::Session &session,
       fail("the context and prompt take " + std::to_string(prompt.size()) +
            " decoder positions but the model's context holds " +
            std::to_string(context));
+  } else if (chat) {
+    // The template writes BOS where the model wants it (as transformers'
+    // apply_chat_template, which adds no special tokens of its own).
+    prompt = model.tokenizer().encode(*chat, false, false, true);
+    if (prompt.empty())
+      fail("the chat template rendered an empty prompt");
+    echo_from = prompt.size(); // the reply alone is printed
   } else {
     prompt = o.prompt_ids ? parsePromptIds(*o.prompt_ids, cfg.vocab_size)
                           : model.tokenizer().encode(o.prompt.value_or(""),
@@ -1456,10 +1622,26 @@ int run(int argc, char **argv) {
   }
 
   std::shared_ptr<loom::Model> model = loom::Model::load(o.artifact);
-  if (o.special && model->hasTokenizer() && !model->tokenizer().byteLevel())
-    fail("--special: this artifact's vocabulary is SentencePiece-style "
-         "(llama2.c's rules), whose special tokens are never picked out of "
-         "text");
+  if (o.special && model->hasTokenizer() &&
+      !model->tokenizer().hasSpecialTokens())
+    fail("--special: this artifact's vocabulary names no special tokens (a "
+         "llama2.c tokenizer's); its prompts are plain text");
+  std::optional<std::string> chat;
+  if (o.chat) {
+    chat = renderChat(o, *model);
+    if (o.render_chat) {
+      writeOut(*chat);
+      if (o.print_ids) {
+        std::string line = "\n";
+        std::vector<int32_t> ids =
+            model->tokenizer().encode(*chat, false, false, true);
+        for (size_t i = 0; i < ids.size(); ++i)
+          line += (i ? " " : "") + std::to_string(ids[i]);
+        writeOut(line + "\n");
+      }
+      return 0;
+    }
+  }
   if (o.encode_chunks)
     return encodeChunks(o, model);
   if (o.tokenize)
@@ -1492,7 +1674,7 @@ int run(int argc, char **argv) {
   std::string notes;
   int rc = o.bench_ttft ? benchTtft(o, *model, session)
            : o.bench    ? bench(*model, session)
-                        : generate(o, *model, session, seed, notes);
+                        : generate(o, *model, session, seed, chat, notes);
   if (!o.trace.empty())
     session.writeTrace(o.trace);
   std::fputs(notes.c_str(), stderr);

@@ -27,6 +27,7 @@
 #include "passes/Serialize/ArtifactWriter.h"
 
 #include "loom/artifact_format.h"
+#include "loom/chat_template.h"
 #include "loom/version.h"
 
 #include "mlir/IR/Diagnostics.h"
@@ -39,6 +40,7 @@
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/Format.h"
 #include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Path.h"
 #include "llvm/Support/Process.h"
 #include "llvm/Support/SourceMgr.h"
@@ -89,6 +91,12 @@ cl::opt<std::string> tokenizerPath("tokenizer",
                                             "folder's tokenizer.json)"),
                                    cl::value_desc("path"),
                                    cl::cat(loomcCategory));
+cl::opt<std::string> chatTemplatePath(
+    "chat-template",
+    cl::desc("Jinja chat template to store in the artifact (instead of the "
+             "model's: tokenizer_config.json, chat_template.jinja, GGUF "
+             "tokenizer.chat_template)"),
+    cl::value_desc("path"), cl::cat(loomcCategory));
 cl::opt<std::string> outputPath("o", cl::desc("Output artifact"),
                                 cl::value_desc("path"), cl::cat(loomcCategory));
 cl::opt<Emit> emit(
@@ -572,6 +580,10 @@ int main(int argc, char **argv) {
                                               eosId, warnings, error);
       if (!tokenizer)
         return fail(error);
+      llvm::SmallString<256> folder(llvm::sys::path::parent_path(json));
+      if (!loom::hf::readChatTemplate(std::string(folder), *tokenizer, warnings,
+                                      error))
+        return fail(error);
       for (const std::string &w : warnings)
         llvm::errs() << "loomc: warning: " << w << "\n";
     } else if (fmt != Format::Huginn && fmt != Format::Gguf &&
@@ -587,6 +599,35 @@ int main(int argc, char **argv) {
                     "' (llama2.c's) begins sequences with id 1, but the "
                     "checkpoint's config has bos_token_id " +
                     std::to_string(bosId));
+    }
+    if (!chatTemplatePath.empty()) {
+      if (!tokenizer)
+        return fail("--chat-template needs a tokenizer: this model has none");
+      auto buffer = llvm::MemoryBuffer::getFile(chatTemplatePath);
+      if (!buffer)
+        return fail("--chat-template '" + chatTemplatePath +
+                    "': " + buffer.getError().message());
+      tokenizer->chatTemplate = (*buffer)->getBuffer().str();
+      tokenizer->chatBosToken.reset();
+      tokenizer->chatEosToken.reset();
+      if (tokenizer->chatTemplate.empty())
+        return fail("--chat-template '" + chatTemplatePath + "' is empty");
+    }
+    if (tokenizer && !tokenizer->chatTemplate.empty()) {
+      // Parsed here too, so that a template Loom cannot render is reported
+      // now rather than when someone chats.
+      std::string problem =
+          loom::ChatTemplate::parseError(tokenizer->chatTemplate);
+      if (!problem.empty()) {
+        if (!chatTemplatePath.empty())
+          return fail("--chat-template '" + chatTemplatePath + "': " + problem);
+        llvm::errs() << "loomc: warning: the model's chat template cannot be "
+                        "used by Loom ("
+                     << problem
+                     << "); it is stored, but loom-run --chat will refuse it "
+                        "(give another with loomc or loom-run "
+                        "--chat-template)\n";
+      }
     }
   }
 

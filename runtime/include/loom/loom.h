@@ -104,12 +104,27 @@ loom_status loom_tokenize(const loom_model *model, const char *text, int bos,
                           int *ids, size_t capacity, size_t *out_n);
 
 /* As loom_tokenize, with each special token's text in `text` (e.g. Llama 3's
- * "<|eot_id|>") encoded as that token, for writing chat turns; byte-level
- * vocabularies only (LOOM_ERROR_INVALID_ARGUMENT for others). loom_tokenize
- * encodes such text as plain text, which is what untrusted text needs. */
+ * "<|eot_id|>") encoded as that token, for writing chat turns
+ * (LOOM_ERROR_INVALID_ARGUMENT for a vocabulary that names none, as
+ * llama2.c's). loom_tokenize encodes such text as plain text, which is what
+ * untrusted text needs. */
 loom_status loom_tokenize_special(const loom_model *model, const char *text,
                                   int bos, int *ids, size_t capacity,
                                   size_t *out_n);
+
+/* The prompt the model's chat template (docs/chat.md) makes of a
+ * conversation: `messages_json` is a JSON array of {"role", "content", ...}
+ * objects, or an object with a "messages" array and other template
+ * variables ("tools", ...). Ends with the assistant's turn header where
+ * `add_generation_prompt` is non-zero. The text goes to `text` with a NUL
+ * (`*out_n` its length without the NUL; LOOM_ERROR_BUFFER_TOO_SMALL when it
+ * does not fit `capacity`); feed it with loom_tokenize_special and bos 0 (the
+ * template writes BOS where the model wants it). LOOM_ERROR_INVALID_ARGUMENT
+ * for a model without a template, malformed JSON, or a conversation the
+ * template refuses (the message names its line). */
+loom_status loom_chat_render(const loom_model *model, const char *messages_json,
+                             int add_generation_prompt, char *text,
+                             size_t capacity, size_t *out_n);
 
 /* The bytes to print for `token` following `prev` (llama2.c decode: the
  * leading space after BOS dropped, <0xHH> as the raw byte, unprintable

@@ -145,6 +145,15 @@ struct RefragInfo {
 // accepts, for messages.
 const char *kvPolicyNames();
 
+// A model's chat template: the Jinja source and the texts it gets as
+// bos_token and eos_token (the model's tokenizer_config.json's, or the
+// vocabulary's BOS and EOS pieces).
+struct ChatTemplateInfo {
+  std::string source;
+  std::string bos_token;
+  std::string eos_token;
+};
+
 // A verified, memory-mapped artifact.
 class Model {
 public:
@@ -165,6 +174,9 @@ public:
   // tokenizer() then throws loom::Error.
   bool hasTokenizer() const;
   const Tokenizer &tokenizer() const;
+  // The model's chat template (loom/chat_template.h renders it); its source
+  // is empty where the artifact has none.
+  const ChatTemplateInfo &chatTemplate() const;
   // Positions a session can hold: the config's max_seq, or less when a KV
   // cache is planned shorter.
   int64_t contextLength() const;

@@ -44,13 +44,27 @@ struct ByteLevelBpe {
   int32_t eos_id = -1;
 };
 
+// Special tokens whose text encode(..., special=true) picks out of a text
+// (chat templates write them), beyond what a byte-level vocabulary names as
+// control ids.
+struct SpecialTokens {
+  // SentencePiece-style vocabularies: the ids picked out (Hugging Face's
+  // special added tokens, GGUF's control and user-defined tokens).
+  // Byte-level vocabularies pick out their control ids; this stays empty.
+  std::vector<int32_t> ids;
+  // Picked out with the whitespace before them (lstrip) or after them
+  // (rstrip): Hugging Face added tokens' flags (Phi-3's <|user|>, <|end|>).
+  std::vector<int32_t> lstrip;
+  std::vector<int32_t> rstrip;
+};
+
 class Tokenizer {
 public:
   // pieces[i] is the raw bytes of token i; scores[i] its merge score.
   // Throws loom::Error on inconsistent input (sizes differ, empty vocab,
   // vocab smaller than the 259 ids llama2.c reserves).
   Tokenizer(std::vector<std::string> pieces, std::vector<float> scores,
-            uint32_t max_token_length);
+            uint32_t max_token_length, SpecialTokens special = {});
 
   // Parses llama2.c tokenizer.bin bytes for a vocabulary of `vocab_size`
   // (the file does not store it). Throws loom::Error naming the problem
@@ -63,7 +77,8 @@ public:
   // Throws loom::Error naming the problem: a byte without a single-byte
   // piece, a merge id out of range or whose result is not a piece, a
   // control or BOS/EOS id out of range.
-  Tokenizer(std::vector<std::string> pieces, ByteLevelBpe bpe);
+  Tokenizer(std::vector<std::string> pieces, ByteLevelBpe bpe,
+            SpecialTokens special = {});
 
   // SentencePiece-style, run.c encode(): optional BOS (1), dummy-prefix " "
   // when text is non-empty, UTF-8 code points to pieces (byte fallback id =
@@ -72,10 +87,12 @@ public:
   // Byte-level: optional BOS (where add_bos), each pre-tokenizer word merged
   // by rank (leftmost first among equal ranks), optional EOS. Special tokens'
   // text is encoded as plain text, unless `special`: then each occurrence of
-  // a control token's text (leftmost, the longest where several start at one
-  // place) is that token, and the text between is encoded as usual
-  // (llama.cpp's parse_special; byte-level vocabularies only: throws
-  // loom::Error for a SentencePiece-style one).
+  // a special token's text (a byte-level vocabulary's control ids, a
+  // SentencePiece-style one's SpecialTokens::ids; leftmost, the longest where
+  // several start at one place) is that token, with the whitespace before or
+  // after it dropped where it lstrips or rstrips, and each text between is
+  // encoded as usual: SentencePiece-style, each with its dummy prefix
+  // (llama.cpp's parse_special).
   std::vector<int32_t> encode(std::string_view text, bool bos, bool eos,
                               bool special = false) const;
 
@@ -86,6 +103,8 @@ public:
   std::string decode(int32_t prev, int32_t token) const;
 
   bool byteLevel() const { return byte_level_.has_value(); }
+  // Whether encode(..., special=true) has special tokens to pick out.
+  bool hasSpecialTokens() const { return has_specials_; }
   // Whether a prompt starts with BOS: always for SentencePiece-style
   // vocabularies (run.c), where add_bos says so for byte-level ones.
   bool addsBos() const { return !byte_level_ || byte_level_->add_bos; }
@@ -101,17 +120,28 @@ public:
 private:
   // Appends the ids of `text`, word by word (byte-level).
   void appendWords(std::string_view text, std::vector<int32_t> &ids) const;
+  // Appends run.c's encoding of `text` (BOS first if `bos`, the dummy
+  // prefix where text is not empty, merges by score).
+  void appendSentencePiece(std::string_view text, bool bos,
+                           std::vector<int32_t> &ids) const;
+  // Special ids by their text's first byte (longest text first), and each
+  // id's whitespace rule (1: lstrip, 2: rstrip; empty: none has one).
+  void indexSpecials(const std::vector<int32_t> &ids,
+                     const SpecialTokens &special);
 
   std::vector<std::string> pieces_;
   std::vector<float> scores_; // SentencePiece-style only
   uint32_t max_token_length_ = 0;
   std::unordered_map<std::string, int32_t> lookup_;
 
+  // Special ids with a text, by the text's first byte, longest text first.
+  std::vector<std::vector<int32_t>> specials_by_byte_;
+  std::vector<uint8_t> strip_;
+  bool has_specials_ = false;
+
   // Byte-level only.
   std::optional<ByteLevelBpe> byte_level_;
   std::vector<uint8_t> is_control_;
-  // Control ids with a text, by the text's first byte, longest text first.
-  std::vector<std::vector<int32_t>> specials_by_byte_;
   int32_t byte_ids_[256] = {};
   struct MergeRule {
     int32_t rank;

@@ -590,14 +590,65 @@ TEST(CApi, SpecialTokensInText) {
   EXPECT_EQ(len, 0u); // special tokens print nothing
   loom_model_free(m);
 
-  // A SentencePiece-style vocabulary has no special tokens in text.
+  // A vocabulary that names no special tokens (llama2.c's) has none to
+  // pick out.
   TempFile sp(loom::test::llamaArtifact(w, loom::test::syntheticTokenizer(272))
                   .serialize());
   ASSERT_EQ(loom_model_load(sp.path().c_str(), &m), LOOM_OK);
   EXPECT_EQ(loom_tokenize_special(m, "the", 1, ids.data(), ids.size(), &n),
             LOOM_ERROR_INVALID_ARGUMENT);
-  EXPECT_NE(std::string(loom_last_error()).find("SentencePiece-style"),
+  EXPECT_NE(std::string(loom_last_error()).find("names no special tokens"),
             std::string::npos);
+  loom_model_free(m);
+}
+
+TEST(CApi, ChatRender) {
+  const auto w = loom::test::tinyLlamaWeights();
+  loom::test::TokenizerSpec tok = loom::test::syntheticTokenizer(272);
+  tok.chat_template = "{{ bos_token }}{% for m in messages %}[{{ m.role }}] "
+                      "{{ m.content }}{% endfor %}{% if add_generation_prompt "
+                      "%}[assistant]{% endif %}{{ nope.x if messages | length "
+                      "> 2 }}";
+  tok.chat_bos = "<s>";
+  TempFile file(loom::test::llamaArtifact(w, tok).serialize());
+  loom_model *m = nullptr;
+  ASSERT_EQ(loom_model_load(file.path().c_str(), &m), LOOM_OK)
+      << loom_last_error();
+  char text[64];
+  size_t n = 0;
+  const char *conversation = R"([{"role": "user", "content": "hi"}])";
+  ASSERT_EQ(loom_chat_render(m, conversation, 1, text, sizeof text, &n),
+            LOOM_OK)
+      << loom_last_error();
+  EXPECT_EQ(std::string(text, n), "<s>[user] hi[assistant]");
+  ASSERT_EQ(loom_chat_render(m, conversation, 0, text, sizeof text, &n),
+            LOOM_OK);
+  EXPECT_EQ(std::string(text), "<s>[user] hi");
+  EXPECT_EQ(loom_chat_render(m, conversation, 1, text, 5, &n),
+            LOOM_ERROR_BUFFER_TOO_SMALL);
+  EXPECT_EQ(n, 23u);
+  EXPECT_EQ(loom_chat_render(m, "[{\"role\": 1", 1, text, sizeof text, &n),
+            LOOM_ERROR_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(loom_last_error()).find("malformed JSON at offset"),
+            std::string::npos);
+  EXPECT_EQ(loom_chat_render(m,
+                             R"([{"role": "a"}, {"role": "b"}, {"role": "c"}])",
+                             1, text, sizeof text, &n),
+            LOOM_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(std::string(loom_last_error()),
+            "loom_chat_render: chat template line 1: 'nope' is undefined");
+  EXPECT_EQ(loom_chat_render(m, nullptr, 1, text, sizeof text, &n),
+            LOOM_ERROR_INVALID_ARGUMENT);
+  loom_model_free(m);
+
+  TempFile none(
+      loom::test::llamaArtifact(w, loom::test::syntheticTokenizer(272))
+          .serialize());
+  ASSERT_EQ(loom_model_load(none.path().c_str(), &m), LOOM_OK);
+  EXPECT_EQ(loom_chat_render(m, conversation, 1, text, sizeof text, &n),
+            LOOM_ERROR_INVALID_ARGUMENT);
+  EXPECT_EQ(std::string(loom_last_error()),
+            "loom_chat_render: this model has no chat template");
   loom_model_free(m);
 }
 

@@ -567,6 +567,88 @@ TEST(TokenizerByteLevel, ConstructorValidates) {
 }
 
 // ---------------------------------------------------------------------------
+// Special tokens picked out of text (chat prompts): SentencePiece-style
+// vocabularies name them, each text fragment gets its dummy prefix, and
+// lstrip / rstrip tokens drop the whitespace beside them.
+
+TEST(TokenizerSpecial, SentencePiecePicksOutItsSpecialTokens) {
+  const Tokenizer plain =
+      makeVocab({{" ", 1}, {"<|user|>", 0}, {"<|end|>", 0}});
+  const int32_t space = 259, user = 260, end = 261;
+  std::vector<std::string> pieces;
+  std::vector<float> scores;
+  for (int32_t i = 0; i < plain.vocabSize(); ++i) {
+    pieces.push_back(plain.piece(i));
+    scores.push_back(plain.score(i));
+  }
+  loom::SpecialTokens special;
+  special.ids = {user, end};
+  const Tokenizer tok(pieces, scores, plain.maxTokenLength(), special);
+  auto bytes = [](const std::string &s) {
+    Ids ids;
+    for (unsigned char c : s)
+      ids.push_back(3 + c);
+    return ids;
+  };
+  // Without `special` the text is text; with it, each fragment is encoded
+  // as a text of its own (dummy prefix " " first), BOS before all.
+  EXPECT_EQ(tok.encode("<|user|>", false, false),
+            plain.encode("<|user|>", false, false));
+  Ids want = {1, user, space};
+  for (int32_t id : bytes("\nhi"))
+    want.push_back(id);
+  want.push_back(end);
+  EXPECT_EQ(tok.encode("<|user|>\nhi<|end|>", true, false, true), want);
+  EXPECT_EQ(tok.encode("<|end|><|end|>", false, true, true),
+            Ids({end, end, 2}));
+  // A broken special text is text.
+  EXPECT_EQ(tok.encode("<|end|", false, false, true),
+            plain.encode("<|end|", false, false));
+
+  special.rstrip = {user};
+  special.lstrip = {end};
+  const Tokenizer strips(pieces, scores, plain.maxTokenLength(), special);
+  want = {user, space};
+  for (int32_t id : bytes("hi"))
+    want.push_back(id);
+  want.push_back(end);
+  EXPECT_EQ(strips.encode("<|user|>\n \thi \n<|end|>", false, false, true),
+            want);
+  // Only the whitespace next to the token goes.
+  want = {space, 3 + 'a', space, user};
+  EXPECT_EQ(strips.encode("a <|user|>", false, false, true), want);
+}
+
+TEST(TokenizerSpecial, ConstructorsValidateSpecialTokens) {
+  const Tokenizer plain = makeVocab({{"<|user|>", 0}});
+  std::vector<std::string> pieces;
+  std::vector<float> scores;
+  for (int32_t i = 0; i < plain.vocabSize(); ++i) {
+    pieces.push_back(plain.piece(i));
+    scores.push_back(plain.score(i));
+  }
+  auto rejects = [&](loom::SpecialTokens special, const std::string &what) {
+    try {
+      Tokenizer tok(pieces, scores, plain.maxTokenLength(), special);
+      ADD_FAILURE() << "accepted; wanted: " << what;
+    } catch (const loom::Error &e) {
+      EXPECT_NE(std::string(e.what()).find(what), std::string::npos)
+          << e.what();
+    }
+  };
+  rejects({{259, 900}, {}, {}}, "special id 900 out of range");
+  rejects({{259}, {}, {258}}, "rstrip id 258 is not a special token");
+  rejects({{}, {-1}, {}}, "lstrip id -1 is not a special token");
+  ByteLevelVocab v = byteLevelVocab(loom::PreTokenizer::Gpt2);
+  try {
+    Tokenizer tok(v.pieces, v.bpe, {{1}, {}, {}});
+    ADD_FAILURE() << "byte-level vocabulary took special ids";
+  } catch (const loom::Error &e) {
+    EXPECT_NE(std::string(e.what()).find("control ids"), std::string::npos);
+  }
+}
+
+// ---------------------------------------------------------------------------
 // Malformed tokenizer.bin bytes.
 
 TEST(TokenizerLoad, RejectsTruncatedFiles) {

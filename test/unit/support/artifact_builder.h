@@ -137,6 +137,9 @@ struct TokenizerSpec {
   std::vector<float> scores; // SentencePiece-style
   uint32_t max_token_length = 0;
   std::optional<loom::ByteLevelBpe> byte_level; // its BOS/EOS: the config's
+  loom::SpecialTokens special;
+  std::string chat_template; // empty: none
+  std::optional<std::string> chat_bos, chat_eos;
 };
 
 struct ArtifactSpec {
@@ -293,9 +296,19 @@ inline std::vector<uint8_t> ArtifactSpec::serialize() const {
           fbb, static_cast<fbs::PreTokenizer>(bl->pre), &merges, &bl->control,
           bl->ignore_merges, bl->add_bos);
     }
+    flatbuffers::Offset<fbs::ChatTemplateDef> chat;
+    if (!tokenizer->chat_template.empty())
+      chat = fbs::CreateChatTemplateDefDirect(
+          fbb, tokenizer->chat_template.c_str(),
+          tokenizer->chat_bos ? tokenizer->chat_bos->c_str() : nullptr,
+          tokenizer->chat_eos ? tokenizer->chat_eos->c_str() : nullptr);
+    auto ids = [](const std::vector<int32_t> &v) {
+      return v.empty() ? nullptr : &v;
+    };
+    const loom::SpecialTokens &sp = tokenizer->special;
     tokenizer_offset = fbs::CreateTokenizerDefDirect(
         fbb, tokenizer->max_token_length, &tokenizer->scores, &offsets, &bytes,
-        byte_level);
+        byte_level, chat, ids(sp.ids), ids(sp.lstrip), ids(sp.rstrip));
   }
   auto model = fbs::CreateModelDirect(
       fbb, model_format_version, "artifact_builder.h", target.c_str(),

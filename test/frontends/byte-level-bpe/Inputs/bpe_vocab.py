@@ -2,6 +2,7 @@
 Llama that uses it, for the loomc / loom-run tests of byte-level vocabularies.
 
   bpe_vocab.py OUT_DIR --pre llama3|gpt2|smollm|qwen2 [--merges 600] [--seed 1]
+               [--specials A,B,...] [--chat-template FILE]
 
 OUT_DIR gets a Hugging Face Llama folder (config.json, tokenizer.json,
 model.safetensors: dim 64, 2 layers, 4 heads, 2 kv heads, f32 random
@@ -9,7 +10,10 @@ weights; for llama3, generation_config.json listing <|eot_id|> as an EOS). The m
 the usual BPE training (the most frequent adjacent pair first, ties by the
 pair's bytes); the special tokens come after them, Llama 3's way:
 <|begin_of_text|> (BOS, put first by the post-processor where --pre llama3),
-<|end_of_text|> (EOS), <|eot_id|>, then reserved ones up to a multiple of 64.
+<|end_of_text|> (EOS), <|eot_id|>, the --specials (chat templates' turn
+markers), then reserved ones up to a multiple of 64. --chat-template writes
+tokenizer_config.json with that template, bos_token <|begin_of_text|> and
+eos_token <|eot_id|> (Llama 3 Instruct's).
 Standard library and numpy.
 """
 import argparse
@@ -99,7 +103,7 @@ def split_pre_tokenizer(pattern, trim_offsets):
          "trim_offsets": trim_offsets, "use_regex": False}]}
 
 
-def tokenizer_json(pre, merges):
+def tokenizer_json(pre, merges, extra_specials=()):
     spell = bytes_to_unicode()
     text = lambda bs: "".join(spell[b] for b in bs)
     vocab = {text(bytes([b])): b for b in range(256)}
@@ -107,6 +111,7 @@ def tokenizer_json(pre, merges):
         vocab.setdefault(text(a + b), len(vocab))
     n = len(vocab)
     specials = ["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"]
+    specials += list(extra_specials)
     total = (n + len(specials) + 63) // 64 * 64
     specials += ["<|reserved_special_token_%d|>" % i
                  for i in range(total - n - len(specials))]
@@ -178,9 +183,22 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--rope-scaling", metavar="FACTOR,LOW,HIGH,CONTEXT",
                     help="config.json's Llama 3.1 rope_scaling")
+    ap.add_argument("--specials", default="",
+                    help="more special tokens, comma-separated")
+    ap.add_argument("--chat-template", help="tokenizer_config.json's template")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
-    tj, vocab, bos = tokenizer_json(a.pre, train(a.merges))
+    extra = [s for s in a.specials.split(",") if s]
+    tj, vocab, bos = tokenizer_json(a.pre, train(a.merges), extra)
+    if a.chat_template:
+        with open(a.chat_template, encoding="utf-8") as f:
+            template = f.read()
+        with open(os.path.join(a.out, "tokenizer_config.json"), "w",
+                  encoding="utf-8") as f:
+            json.dump({"bos_token": "<|begin_of_text|>",
+                       "eos_token": "<|eot_id|>",
+                       "chat_template": template}, f, ensure_ascii=False,
+                      indent=1)
     with open(os.path.join(a.out, "tokenizer.json"), "w", encoding="utf-8") as f:
         json.dump(tj, f, ensure_ascii=False, indent=1)
     D, H, L, heads, kv_heads = 64, 160, 2, 4, 2

@@ -6,6 +6,8 @@ asked for, for the loomc tests of the quantized formats.
       [--types ROLE=TYPE,...] [--untied] [--inject NAME=FILE ...]
   make_gguf.py --tokenizer tokenizer.json OUT ...   (a byte-level BPE)
       [--arch qwen2 [--hf-out DIR]]
+  make_gguf.py --tokenizer tok512.bin OUT --spm-specials A,B,...
+      [--chat-template FILE]
 
 ROLE is a tensor's name without "blk.N." and ".weight" (attn_q, ffn_down,
 token_embd, output, ...), or "default"; TYPE a ggml type name (F32, F16,
@@ -29,6 +31,13 @@ biases, its q and k in the rotate-half order of llama.cpp's NEOX rope;
 --hf-out also writes the same f32 weights as a Hugging Face Qwen2 folder
 (config.json, model.safetensors, the tokenizer.json), whose tensors are the
 GGUF's under Hugging Face's names.
+
+--spm-specials appends special tokens (control type) to a llama2.c
+vocabulary and writes every token's type as llama.cpp's converter does
+(<unk> unknown, <s> and </s> control and spelled so, <0xHH> byte);
+general.name is then the architecture's name, so that llama.cpp applies its
+Phi-3 rule (special tokens swallow the whitespace after them) to --arch phi3.
+--chat-template writes tokenizer.chat_template.
 
 Quantized tensors are random blocks: random bytes, with each block's f16
 scale fields set to random weight-like scales (so that the values stay
@@ -170,6 +179,8 @@ def main():
     ap.add_argument("--arch", choices=["llama", "qwen2", "phi3"], default="llama")
     ap.add_argument("--sliding-window", type=int, default=0)
     ap.add_argument("--hf-out")
+    ap.add_argument("--spm-specials", default="")
+    ap.add_argument("--chat-template")
     a = ap.parse_args()
     if a.hf_out and (a.arch != "qwen2" or not a.tokenizer.endswith(".json")
                      or a.types or a.inject):
@@ -180,6 +191,11 @@ def main():
         bpe_meta, a.vocab = read_bpe_tokenizer(
             a.tokenizer, a.bpe_pre,
             [int(i) for i in a.bpe_control.split(",") if i])
+    spm_specials = [s for s in a.spm_specials.split(",") if s]
+    if spm_specials and bpe:
+        raise SystemExit("--spm-specials: a llama2.c vocabulary only")
+    base_vocab = a.vocab
+    a.vocab += len(spm_specials)
     types = dict(kv.split("=") for kv in a.types.split(",") if kv)
     rng = np.random.default_rng(a.seed)
     D, H, hd = a.dim, a.hidden, a.dim // a.heads
@@ -238,7 +254,11 @@ def main():
     if bpe:
         tokenizer_meta = bpe_meta
     else:
-        pieces, scores = read_llama2c_tokenizer(a.tokenizer, a.vocab)
+        pieces, scores = read_llama2c_tokenizer(a.tokenizer, base_vocab)
+        if spm_specials:  # spelled as SentencePiece models spell them
+            pieces[1:3] = [b"<s>", b"</s>"]
+        pieces += [s.encode() for s in spm_specials]
+        scores += [0.0] * len(spm_specials)
         tokenizer_meta = [
             ("tokenizer.ggml.model", 8, string(b"llama")),
             ("tokenizer.ggml.tokens", 9, struct.pack("<IQ", 8, len(pieces))
@@ -248,10 +268,20 @@ def main():
             ("tokenizer.ggml.bos_token_id", 4, struct.pack("<I", 1)),
             ("tokenizer.ggml.eos_token_id", 4, struct.pack("<I", 2)),
         ]
+        if spm_specials:  # llama.cpp's types: 2 unknown, 3 control, 6 byte
+            kinds = [2, 3, 3] + [6] * 256 + [1] * (base_vocab - 259) + \
+                [3] * len(spm_specials)
+            tokenizer_meta.append(
+                ("tokenizer.ggml.token_type", 9, struct.pack("<IQ", 5, len(kinds))
+                 + struct.pack("<%di" % len(kinds), *kinds)))
+    if a.chat_template:
+        tokenizer_meta.append(("tokenizer.chat_template", 8, string(
+            open(a.chat_template, "rb").read())))
 
     arch = a.arch
     meta = [
         ("general.architecture", 8, string(arch.encode())),
+    ] + ([("general.name", 8, string(arch.encode()))] if spm_specials else []) + [
         (arch + ".context_length", 4, struct.pack("<I", a.context)),
         (arch + ".embedding_length", 4, struct.pack("<I", D)),
         (arch + ".feed_forward_length", 4, struct.pack("<I", H)),
