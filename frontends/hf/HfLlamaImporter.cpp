@@ -411,7 +411,13 @@ constexpr StringRef kSpaceMark = "\xE2\x96\x81"; // U+2581, SentencePiece's ▁
 /// The pre-tokenization must be SentencePiece's: "▁" prepended once and
 /// every space replaced by "▁", with no splitting into words (merges may
 /// cross spaces, as in run.c and SentencePiece).
-bool sentencePieceForm(const llvm::json::Object &o, std::string &why) {
+/// Whether tokenizer.json is SentencePiece's form; *prefixAfterSpecial
+/// says whether text after a special token gets the "▁" prefix (the
+/// normalizer, applied to each text between added tokens, and Metaspace
+/// "always" prepend it; Metaspace "first" only at the start of the input).
+bool sentencePieceForm(const llvm::json::Object &o, bool *prefixAfterSpecial,
+                       std::string &why) {
+  *prefixAfterSpecial = true;
   const llvm::json::Value *norm = o.get("normalizer");
   const llvm::json::Value *pre = o.get("pre_tokenizer");
   // Form 1 (Llama 1/2's tokenizer.json): normalizer Sequence[Prepend "▁",
@@ -451,8 +457,10 @@ bool sentencePieceForm(const llvm::json::Object &o, std::string &why) {
     std::optional<StringRef> scheme = p->getString("prepend_scheme");
     if ((scheme && (*scheme == "first" || *scheme == "always")) ||
         (!scheme &&
-         p->getBoolean("add_prefix_space") == std::optional<bool>(true)))
+         p->getBoolean("add_prefix_space") == std::optional<bool>(true))) {
+      *prefixAfterSpecial = !(scheme && *scheme == "first");
       return true;
+    }
   }
   why = "its pre-tokenizer is not SentencePiece's (Metaspace \"▁\" without "
         "split, or the Prepend/Replace normalizer)";
@@ -920,7 +928,8 @@ hf::readTokenizerJson(const std::string &path, int64_t vocabSize, int64_t bosId,
     return fail("\"byte_fallback\" is not true: Loom's tokenizer falls back "
                 "to <0xHH> byte pieces");
   std::string why;
-  if (!sentencePieceForm(*o, why))
+  bool prefixAfterSpecial = true;
+  if (!sentencePieceForm(*o, &prefixAfterSpecial, why))
     return fail(why);
   const llvm::json::Object *vocab = model->getObject("vocab");
   const llvm::json::Array *merges = model->getArray("merges");
@@ -1023,6 +1032,7 @@ hf::readTokenizerJson(const std::string &path, int64_t vocabSize, int64_t bosId,
   for (const std::string &p : data.pieces)
     data.maxTokenLength = std::max<uint32_t>(data.maxTokenLength, p.size());
   data.special = specialTokens(*tokens, /*listIds=*/true);
+  data.special.prefix_after_special = prefixAfterSpecial;
   // The runtime's constructor is the one definition of a valid vocabulary.
   try {
     Tokenizer check(data.pieces, data.scores, data.maxTokenLength,

@@ -669,7 +669,7 @@ LogicalResult loom::writeArtifact(ModuleOp module, const WeightTable &weights,
         fbb, tokenizer->maxTokenLength, fbb.CreateVector(tokenizer->scores),
         fbb.CreateVector(pieceOffsets), fbb.CreateVector(pieceBytes), byteLevel,
         chatTemplate, ids(special.ids), ids(special.lstrip),
-        ids(special.rstrip));
+        ids(special.rstrip), special.prefix_after_special);
   }
   std::vector<flatbuffers::Offset<fb::Program>> programList;
   for (ProgramData &data : programs) {

@@ -280,6 +280,7 @@ void SemanticChecker::tokenizer() {
                            std::pair{t->rstrip_ids(), &special.rstrip}})
     if (list)
       dst->assign(list->begin(), list->end());
+  special.prefix_after_special = t->prefix_after_special();
   try {
     if (bpe) {
       out.tokenizer = std::make_unique<Tokenizer>(

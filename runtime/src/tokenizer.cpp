@@ -339,6 +339,7 @@ Tokenizer::Tokenizer(std::vector<std::string> pieces, std::vector<float> scores,
 
 void Tokenizer::indexSpecials(const std::vector<int32_t> &ids,
                               const SpecialTokens &special) {
+  prefix_after_special_ = special.prefix_after_special;
   const int64_t n = static_cast<int64_t>(pieces_.size());
   std::vector<uint8_t> isSpecial(pieces_.size(), 0);
   for (int32_t id : ids) {
@@ -513,13 +514,15 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool bos,
   std::vector<int32_t> ids;
   ids.reserve(text.size() + 2);
   bool bosPending = bos && addsBos();
+  size_t begin = 0; // where the text since the last special token starts
   auto plain = [&](std::string_view part) {
     if (byte_level_) {
       if (bosPending)
         ids.push_back(byte_level_->bos_id);
       appendWords(part, ids);
     } else {
-      appendSentencePiece(part, bosPending, ids);
+      appendSentencePiece(part, bosPending, begin == 0 || prefix_after_special_,
+                          ids);
     }
     bosPending = false;
   };
@@ -527,7 +530,6 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool bos,
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' ||
            c == '\f';
   };
-  size_t begin = 0; // where the text since the last special token starts
   for (size_t i = 0; special && i < text.size(); ++i) {
     for (int32_t id : specials_by_byte_[static_cast<unsigned char>(text[i])]) {
       const std::string &p = pieces_[id];
@@ -556,6 +558,7 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool bos,
 }
 
 void Tokenizer::appendSentencePiece(std::string_view text, bool bos,
+                                    bool prefix,
                                     std::vector<int32_t> &ids) const {
   std::vector<Symbol> nodes;
   nodes.reserve(text.size() + 2);
@@ -564,7 +567,7 @@ void Tokenizer::appendSentencePiece(std::string_view text, bool bos,
   // but a vocabulary could make it), so it goes into the list too.
   if (bos)
     appendSymbol(nodes, kBosId);
-  if (!text.empty()) {
+  if (prefix && !text.empty()) {
     // The SentencePiece dummy prefix. A vocabulary without a " " piece gets
     // the byte fallback, the same rule as for any other character.
     auto space = lookup_.find(" ");

@@ -56,6 +56,11 @@ struct SpecialTokens {
   // (rstrip): Hugging Face added tokens' flags (Phi-3's <|user|>, <|end|>).
   std::vector<int32_t> lstrip;
   std::vector<int32_t> rstrip;
+  // SentencePiece-style: whether text after a special token gets the dummy
+  // prefix, as text at the start does (llama.cpp; tokenizer.json's Prepend
+  // normalizer and Metaspace prepend_scheme "always"), or not (Metaspace
+  // "first": only text at the start of the input).
+  bool prefix_after_special = true;
 };
 
 class Tokenizer {
@@ -121,8 +126,8 @@ private:
   // Appends the ids of `text`, word by word (byte-level).
   void appendWords(std::string_view text, std::vector<int32_t> &ids) const;
   // Appends run.c's encoding of `text` (BOS first if `bos`, the dummy
-  // prefix where text is not empty, merges by score).
-  void appendSentencePiece(std::string_view text, bool bos,
+  // prefix where text is not empty and `prefix`, merges by score).
+  void appendSentencePiece(std::string_view text, bool bos, bool prefix,
                            std::vector<int32_t> &ids) const;
   // Special ids by their text's first byte (longest text first), and each
   // id's whitespace rule (1: lstrip, 2: rstrip; empty: none has one).
@@ -138,6 +143,7 @@ private:
   std::vector<std::vector<int32_t>> specials_by_byte_;
   std::vector<uint8_t> strip_;
   bool has_specials_ = false;
+  bool prefix_after_special_ = true;
 
   // Byte-level only.
   std::optional<ByteLevelBpe> byte_level_;

@@ -617,6 +617,16 @@ TEST(TokenizerSpecial, SentencePiecePicksOutItsSpecialTokens) {
   // Only the whitespace next to the token goes.
   want = {space, 3 + 'a', space, user};
   EXPECT_EQ(strips.encode("a <|user|>", false, false, true), want);
+
+  // Metaspace "first": only text at the start gets the dummy prefix.
+  special = {};
+  special.ids = {user, end};
+  special.prefix_after_special = false;
+  const Tokenizer first(pieces, scores, plain.maxTokenLength(), special);
+  EXPECT_EQ(first.encode("a<|user|>b<|end|> c", false, false, true),
+            Ids({space, 3 + 'a', user, 3 + 'b', end, space, 3 + 'c'}));
+  EXPECT_EQ(first.encode("<|user|>b", true, false, true),
+            Ids({1, user, 3 + 'b'}));
 }
 
 TEST(TokenizerSpecial, ConstructorsValidateSpecialTokens) {

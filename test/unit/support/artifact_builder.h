@@ -308,7 +308,8 @@ inline std::vector<uint8_t> ArtifactSpec::serialize() const {
     const loom::SpecialTokens &sp = tokenizer->special;
     tokenizer_offset = fbs::CreateTokenizerDefDirect(
         fbb, tokenizer->max_token_length, &tokenizer->scores, &offsets, &bytes,
-        byte_level, chat, ids(sp.ids), ids(sp.lstrip), ids(sp.rstrip));
+        byte_level, chat, ids(sp.ids), ids(sp.lstrip), ids(sp.rstrip),
+        sp.prefix_after_special);
   }
   auto model = fbs::CreateModelDirect(
       fbb, model_format_version, "artifact_builder.h", target.c_str(),

@@ -3,6 +3,8 @@ Llama that uses it, for the loomc / loom-run tests of byte-level vocabularies.
 
   bpe_vocab.py OUT_DIR --pre llama3|gpt2|smollm|qwen2 [--merges 600] [--seed 1]
                [--specials A,B,...] [--chat-template FILE]
+  bpe_vocab.py OUT_DIR --spm tok512.bin --spm-form prepend|first|always
+               [--specials A,B,...] [--spm-rstrip] [--chat-template FILE]
 
 OUT_DIR gets a Hugging Face Llama folder (config.json, tokenizer.json,
 model.safetensors: dim 64, 2 layers, 4 heads, 2 kv heads, f32 random
@@ -14,6 +16,15 @@ pair's bytes); the special tokens come after them, Llama 3's way:
 markers), then reserved ones up to a multiple of 64. --chat-template writes
 tokenizer_config.json with that template, bos_token <|begin_of_text|> and
 eos_token <|eot_id|> (Llama 3 Instruct's).
+
+--spm writes a SentencePiece-style tokenizer.json instead, from a llama2.c
+tokenizer.bin, as transformers converts SentencePiece models: "▁" for
+spaces, <unk> <s> </s> as special added tokens (BOS 1, EOS 2), <0xHH> byte
+fallback, a merge rule for every split of a piece into two pieces, ranked by
+the piece's score; --spm-form picks Llama 2's Prepend normalizer or a
+Metaspace pre-tokenizer with prepend_scheme "first" (Mistral v0.3's) or
+"always"; the --specials follow as special added tokens (with rstrip where
+--spm-rstrip, as Phi-3's). The chat template's bos/eos are then <s>, </s>.
 Standard library and numpy.
 """
 import argparse
@@ -160,6 +171,54 @@ def tokenizer_json(pre, merges, extra_specials=()):
     return tj, total, bos
 
 
+def spm_tokenizer_json(tok_bin, form, extra_specials, rstrip):
+    """tokenizer.json of a llama2.c tokenizer.bin's SentencePiece vocabulary
+    (see --spm above), and its size."""
+    data = open(tok_bin, "rb").read()
+    at, pieces, scores = 4, [], []
+    while at < len(data):
+        score, n = struct.unpack_from("<fi", data, at)
+        pieces.append(data[at + 8:at + 8 + n].decode("utf-8"))
+        scores.append(score)
+        at += 8 + n
+    pieces[:3] = ["<unk>", "<s>", "</s>"]
+    spelled = [p.replace(" ", "\u2581") for p in pieces]
+    vocab = {p: i for i, p in enumerate(spelled)}
+    ranked = sorted(range(259, len(spelled)), key=lambda i: (-scores[i], i))
+    merges = []
+    for i in ranked:
+        p = spelled[i]
+        merges += [[p[:k], p[k:]] for k in range(1, len(p))
+                   if p[:k] in vocab and p[k:] in vocab]
+    specials = ["<unk>", "<s>", "</s>"] + list(extra_specials)
+    n = len(spelled)
+    added = [{"id": i if i < 3 else n + i - 3, "content": s,
+              "single_word": False, "lstrip": False,
+              "rstrip": rstrip and i >= 3, "normalized": False,
+              "special": True} for i, s in enumerate(specials)]
+    if form == "prepend":
+        normalizer = {"type": "Sequence", "normalizers": [
+            {"type": "Prepend", "prepend": "\u2581"},
+            {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]}
+        pre = None
+    else:
+        normalizer = None
+        pre = {"type": "Metaspace", "replacement": "\u2581",
+               "prepend_scheme": form, "split": False}
+    tj = {"version": "1.0", "truncation": None, "padding": None,
+          "added_tokens": added, "normalizer": normalizer,
+          "pre_tokenizer": pre, "post_processor": None,
+          "decoder": {"type": "Sequence", "decoders": [
+              {"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "},
+              {"type": "ByteFallback"}, {"type": "Fuse"},
+              {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
+          "model": {"type": "BPE", "dropout": None, "unk_token": "<unk>",
+                    "continuing_subword_prefix": None, "end_of_word_suffix": None,
+                    "fuse_unk": True, "byte_fallback": True,
+                    "ignore_merges": False, "vocab": vocab, "merges": merges}}
+    return tj, n + len(extra_specials)
+
+
 def write_safetensors(path, tensors):
     header, offset = {}, 0
     for name, x in tensors:
@@ -177,8 +236,11 @@ def write_safetensors(path, tensors):
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("out")
-    ap.add_argument("--pre", choices=["llama3", "gpt2", "smollm", "qwen2"],
-                    required=True)
+    ap.add_argument("--pre", choices=["llama3", "gpt2", "smollm", "qwen2"])
+    ap.add_argument("--spm", help="a llama2.c tokenizer.bin (512 pieces)")
+    ap.add_argument("--spm-form", choices=["prepend", "first", "always"],
+                    default="prepend")
+    ap.add_argument("--spm-rstrip", action="store_true")
     ap.add_argument("--merges", type=int, default=600)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--rope-scaling", metavar="FACTOR,LOW,HIGH,CONTEXT",
@@ -189,14 +251,20 @@ def main():
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
     extra = [s for s in a.specials.split(",") if s]
-    tj, vocab, bos = tokenizer_json(a.pre, train(a.merges), extra)
+    if (a.pre is None) == (a.spm is None):
+        raise SystemExit("give --pre or --spm")
+    if a.spm:
+        tj, vocab = spm_tokenizer_json(a.spm, a.spm_form, extra, a.spm_rstrip)
+        bos, chat_bos, chat_eos = 1, "<s>", "</s>"
+    else:
+        tj, vocab, bos = tokenizer_json(a.pre, train(a.merges), extra)
+        chat_bos, chat_eos = "<|begin_of_text|>", "<|eot_id|>"
     if a.chat_template:
         with open(a.chat_template, encoding="utf-8") as f:
             template = f.read()
         with open(os.path.join(a.out, "tokenizer_config.json"), "w",
                   encoding="utf-8") as f:
-            json.dump({"bos_token": "<|begin_of_text|>",
-                       "eos_token": "<|eot_id|>",
+            json.dump({"bos_token": chat_bos, "eos_token": chat_eos,
                        "chat_template": template}, f, ensure_ascii=False,
                       indent=1)
     with open(os.path.join(a.out, "tokenizer.json"), "w", encoding="utf-8") as f:

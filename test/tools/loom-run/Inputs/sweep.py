@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Damages a Loom artifact in many places and runs loom-run on each copy.
 
-  sweep.py LOOM_RUN ARTIFACT WORKDIR
+  sweep.py LOOM_RUN ARTIFACT WORKDIR [LOOM_RUN_ARGS...]
 
 Sweeps: every header byte flipped; the file cut at 64 points; 32 weight
 bytes flipped; 64 flatbuffer bytes flipped as they are (the checksum catches
@@ -11,6 +11,7 @@ fail; a re-sealed flip may also leave a valid artifact (a changed score or
 name) and run. Every failure must be exit code 1 with exactly one stderr
 line "loom-run: ..." and nothing on stdout; nothing may crash. Prints one
 line per sweep and the first few offenders, and exits 1 if there are any.
+LOOM_RUN_ARGS replace the default run (99 prompt ids, 4 sampled steps).
 """
 import os
 import subprocess
@@ -25,13 +26,14 @@ ARGS = ["--prompt-ids", ",".join(["1"] + [str(3 + i % 500) for i in range(99)]),
 
 
 def run(loom_run, path):
-    p = subprocess.run([loom_run, path] + ARGS, stdout=subprocess.PIPE,
+    p = subprocess.run([loom_run, path] + (sys.argv[4:] or ARGS),
+                       stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, timeout=120)
     return p.returncode, p.stdout, p.stderr.decode("utf-8", "replace")
 
 
 def main():
-    loom_run, artifact, workdir = sys.argv[1:]
+    loom_run, artifact, workdir = sys.argv[1:4]
     os.makedirs(workdir, exist_ok=True)
     data = open(artifact, "rb").read()
     h = corrupt.header(data)

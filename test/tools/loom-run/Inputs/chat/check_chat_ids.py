@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Checks the token ids of rendered chat prompts against llama.cpp's
+"""Checks the token ids of rendered chat prompts against llama.cpp's (GGUF
+vocabularies) and Hugging Face tokenizers' (tokenizer.json ones)
 (expected-chat-ids.json, recorded by record_chat_ids.mjs): for each case,
 `loom-run ARTIFACT --chat --chat-template T --messages C --render-chat
---print-ids` must print jinja2's text and llama.cpp's ids.
+--print-ids` must print jinja2's text and the reference's ids.
 
   check_chat_ids.py LOOM_RUN EXPECTED.json VOCAB=ARTIFACT ...
 
@@ -42,15 +43,15 @@ def main():
         if ids != c["ids"]:
             at = next(i for i in range(min(len(ids), len(c["ids"])) + 1)
                       if i >= len(ids) or i >= len(c["ids"]) or ids[i] != c["ids"][i])
-            print("MISMATCH %s: ids differ from llama.cpp's at %d\nllama.cpp: %s\nloom-run:  %s"
+            print("MISMATCH %s: ids differ from the reference's at %d\nreference: %s\nloom-run:  %s"
                   % (name, at, c["ids"][max(0, at - 5):at + 10], ids[max(0, at - 5):at + 10]))
             sys.exit(1)
         checked += 1
     if checked == 0:
         print("no case matched the artifacts given")
         sys.exit(1)
-    print("%d chat prompts: text equal to jinja2's, ids equal to llama.cpp's"
-          % checked)
+    print("%d chat prompts: text equal to jinja2's, ids equal to the "
+          "references'" % checked)
 
 
 if __name__ == "__main__":
