@@ -3744,9 +3744,13 @@ std::string ChatTemplate::render(const std::vector<ChatMessage> &messages,
   return impl_->render(std::move(variables), inputs);
 }
 
-std::string ChatTemplate::renderJson(std::string_view json,
-                                     const ChatInputs &inputs) const {
-  Value doc = JsonReader(json).document();
+namespace {
+// The variables of a JSON conversation (an array of messages, or an object
+// with "messages"; empty: no messages), with `more` messages appended.
+std::shared_ptr<DictData>
+conversationVariables(std::string_view json,
+                      const std::vector<ChatMessage> &more) {
+  Value doc = json.empty() ? Value::makeList() : JsonReader(json).document();
   auto variables = std::make_shared<DictData>();
   if (doc.kind == Value::Kind::List) {
     variables->set("messages", doc);
@@ -3759,11 +3763,45 @@ std::string ChatTemplate::renderJson(std::string_view json,
     throw Error("chat messages: expected a JSON array of messages or an "
                 "object with \"messages\"");
   }
-  for (const Value &m : *variables->find("messages")->list)
+  List &messages = *variables->find("messages")->list;
+  for (const Value &m : messages)
     if (m.kind != Value::Kind::Dict || !m.dict->find("role"))
       throw Error("chat messages: every message must be an object with a "
                   "\"role\"");
-  return impl_->render(std::move(variables), inputs);
+  const List appended = *messagesValue(more).list;
+  messages.insert(messages.end(), appended.begin(), appended.end());
+  return variables;
+}
+} // namespace
+
+std::string
+ChatTemplate::renderJson(std::string_view json, const ChatInputs &inputs,
+                         const std::vector<ChatMessage> &more) const {
+  return impl_->render(conversationVariables(json, more), inputs);
+}
+
+std::string ChatTemplate::lastRole(std::string_view json) {
+  std::shared_ptr<DictData> variables = conversationVariables(json, {});
+  const List &messages = *variables->find("messages")->list;
+  if (messages.empty())
+    return {};
+  const Value *role = messages.back().dict->find("role");
+  return role->isString() ? role->s : pyStr(*role);
+}
+
+std::string ChatTemplate::appendToJson(std::string_view json,
+                                       const std::vector<ChatMessage> &more) {
+  std::shared_ptr<DictData> variables = conversationVariables(json, more);
+  Value doc;
+  if (!json.empty() && JsonReader(json).document().kind == Value::Kind::Dict) {
+    doc.kind = Value::Kind::Dict;
+    doc.dict = variables;
+  } else {
+    doc = *variables->find("messages");
+  }
+  std::string out;
+  toJson(out, doc, 1, false, 0, 0);
+  return out + "\n";
 }
 
 } // namespace loom

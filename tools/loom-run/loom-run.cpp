@@ -61,6 +61,12 @@ constexpr const char *kUsage =
     "                        artifact's\n"
     "  --render-chat         with --chat: print the rendered prompt (and with\n"
     "                        --print-ids its token ids) and exit\n"
+    "  --interactive         with --chat: after the reply to --prompt (if\n"
+    "                        any), each line of stdin is the user's next\n"
+    "                        message and gets a reply; the KV cache is kept\n"
+    "                        across turns\n"
+    "  --save-messages FILE  with --chat: write the conversation, replies\n"
+    "                        included, as JSON for --messages\n"
     "  --steps N             generate at most N new tokens (default 256)\n"
     "  --temperature T       0 = greedy (default 1.0)\n"
     "  --top-p P             nucleus sampling cut, in (0, 1] (default 0.9)\n"
@@ -167,6 +173,8 @@ struct Options {
   std::optional<std::string> messages;
   std::optional<std::string> chat_template;
   bool render_chat = false;
+  bool interactive = false;                 // --interactive
+  std::optional<std::string> save_messages; // --save-messages FILE
   bool info = false;
   std::string trace;
   std::string dump_logits;
@@ -436,16 +444,22 @@ std::optional<Options> parseArgs(int argc, char **argv) {
     } else if (flag == "--special") {
       noValue();
       o.special = true;
-    } else if (flag == "--chat" || flag == "--render-chat") {
+    } else if (flag == "--chat" || flag == "--render-chat" ||
+               flag == "--interactive") {
       noValue();
-      (flag == "--chat" ? o.chat : o.render_chat) = true;
+      (flag == "--chat"          ? o.chat
+       : flag == "--render-chat" ? o.render_chat
+                                 : o.interactive) = true;
     } else if (flag == "--system") {
       o.system = takeValue();
-    } else if (flag == "--messages" || flag == "--chat-template") {
+    } else if (flag == "--messages" || flag == "--chat-template" ||
+               flag == "--save-messages") {
       std::string path = takeValue();
       if (path.empty())
         fail(flag + " needs a file name");
-      (flag == "--messages" ? o.messages : o.chat_template) = path;
+      (flag == "--messages"        ? o.messages
+       : flag == "--chat-template" ? o.chat_template
+                                   : o.save_messages) = path;
     } else if (flag == "--info") {
       noValue();
       o.info = true;
@@ -539,13 +553,20 @@ std::optional<Options> parseArgs(int argc, char **argv) {
          {std::pair{bool(o.system), "--system"},
           std::pair{bool(o.messages), "--messages"},
           std::pair{bool(o.chat_template), "--chat-template"},
-          std::pair{o.render_chat, "--render-chat"}})
+          std::pair{o.render_chat, "--render-chat"},
+          std::pair{o.interactive, "--interactive"},
+          std::pair{bool(o.save_messages), "--save-messages"}})
       if (given)
         fail(std::string(flag) + " needs --chat");
   } else {
-    if (!o.prompt && !o.messages)
-      fail("--chat needs the user's message (--prompt TEXT) or a "
-           "conversation (--messages FILE)");
+    if (!o.prompt && !o.messages && !o.interactive)
+      fail("--chat needs the user's message (--prompt TEXT), a "
+           "conversation (--messages FILE) or --interactive");
+    if (o.render_chat && (o.interactive || o.save_messages))
+      fail(std::string("--render-chat cannot be combined with ") +
+           (o.interactive ? "--interactive" : "--save-messages"));
+    if (o.interactive && !o.dump_logits.empty())
+      fail("--interactive cannot be combined with --dump-logits");
     if (o.messages && (o.prompt || o.system))
       fail(std::string("--messages holds the whole conversation: it cannot "
                        "be combined with ") +
@@ -1055,58 +1076,106 @@ std::string readTextFile(const std::string &path, const std::string &what) {
   return text;
 }
 
-// The prompt text the chat template makes of the conversation (--chat).
-std::string renderChat(const Options &o, const loom::Model &model) {
-  const loom::Tokenizer &tok = model.tokenizer();
-  loom::ChatTemplateInfo info = model.chatTemplate();
-  if (o.chat_template) {
-    if (info.source.empty()) {
-      // No template in the artifact: the vocabulary's BOS and EOS texts.
-      const loom::ModelConfigInfo &cfg = model.config();
-      auto piece = [&](int64_t id) {
-        return id >= 0 && id < tok.vocabSize() ? tok.piece(int32_t(id))
-                                               : std::string();
-      };
-      info.bos_token = piece(cfg.bos_id);
-      info.eos_token = piece(cfg.eos_id);
+// A --chat conversation: the chat template and what it gets, the
+// --messages JSON (if any) and the turns after it (--system, --prompt, the
+// replies and the lines read in --interactive).
+class Conversation {
+public:
+  Conversation(const Options &o, const loom::Model &model) : o_(o) {
+    const loom::Tokenizer &tok = model.tokenizer();
+    loom::ChatTemplateInfo info = model.chatTemplate();
+    if (o.chat_template) {
+      if (info.source.empty()) {
+        // No template in the artifact: the vocabulary's BOS and EOS texts.
+        const loom::ModelConfigInfo &cfg = model.config();
+        auto piece = [&](int64_t id) {
+          return id >= 0 && id < tok.vocabSize() ? tok.piece(int32_t(id))
+                                                 : std::string();
+        };
+        info.bos_token = piece(cfg.bos_id);
+        info.eos_token = piece(cfg.eos_id);
+      }
+      info.source = readTextFile(*o.chat_template, "chat template");
     }
-    info.source = readTextFile(*o.chat_template, "chat template");
+    if (info.source.empty())
+      fail("this artifact has no chat template (its model came without "
+           "one): give a Jinja template with --chat-template FILE");
+    inputs_.bos_token = info.bos_token;
+    inputs_.eos_token = info.eos_token;
+    if (o.messages)
+      json_ = readTextFile(*o.messages, "messages");
+    guard([&] {
+      template_.emplace(info.source);
+      if (o.messages)
+        last_role_ = loom::ChatTemplate::lastRole(json_);
+    });
+    if (o.system)
+      add("system", *o.system);
+    if (o.prompt)
+      add("user", *o.prompt);
   }
-  if (info.source.empty())
-    fail("this artifact has no chat template (its model came without one): "
-         "give a Jinja template with --chat-template FILE");
-  loom::ChatInputs inputs;
-  inputs.bos_token = info.bos_token;
-  inputs.eos_token = info.eos_token;
-  std::string messages;
-  if (o.messages)
-    messages = readTextFile(*o.messages, "messages");
-  std::string text;
-  try {
-    loom::ChatTemplate chat(info.source);
-    if (o.messages) {
-      text = chat.renderJson(messages, inputs);
-    } else {
-      std::vector<loom::ChatMessage> turns;
-      if (o.system)
-        turns.push_back({"system", *o.system});
-      turns.push_back({"user", *o.prompt});
-      text = chat.render(turns, inputs);
+
+  void add(const std::string &role, const std::string &content) {
+    turns_.push_back({role, content});
+    last_role_ = role;
+  }
+  // Whether the conversation waits for the assistant's reply.
+  bool awaitsReply() const { return last_role_ == "user"; }
+
+  // The prompt text the template makes of the conversation.
+  std::string render() const {
+    std::string text;
+    guard([&] {
+      text = o_.messages ? template_->renderJson(json_, inputs_, turns_)
+                         : template_->render(turns_, inputs_);
+    });
+    return text;
+  }
+  // The conversation as JSON (--save-messages).
+  std::string json() const {
+    std::string text;
+    guard([&] { text = loom::ChatTemplate::appendToJson(json_, turns_); });
+    return text;
+  }
+
+private:
+  // Runs `f`, naming the file a template or JSON error comes from.
+  template <typename F> void guard(F &&f) const {
+    try {
+      f();
+    } catch (const loom::Error &e) {
+      std::string what = e.what();
+      if (o_.chat_template && what.rfind("chat template", 0) == 0)
+        fail("--chat-template '" + *o_.chat_template + "': " + what);
+      if (o_.messages && what.rfind("chat messages", 0) == 0)
+        fail("--messages '" + *o_.messages + "': " + what);
+      fail(what);
     }
-  } catch (const loom::Error &e) {
-    std::string what = e.what();
-    if (o.chat_template && what.rfind("chat template", 0) == 0)
-      fail("--chat-template '" + *o.chat_template + "': " + what);
-    if (o.messages && what.rfind("chat messages", 0) == 0)
-      fail("--messages '" + *o.messages + "': " + what);
-    fail(what);
   }
-  return text;
+
+  const Options &o_;
+  std::optional<loom::ChatTemplate> template_;
+  loom::ChatInputs inputs_;
+  std::string json_; // --messages, "" if none
+  std::vector<loom::ChatMessage> turns_;
+  std::string last_role_;
+};
+
+// Writes the conversation to --save-messages' file, where given.
+void saveMessages(const Options &o, const Conversation &conversation) {
+  if (!o.save_messages)
+    return;
+  const std::string json = conversation.json();
+  FILE *f = std::fopen(o.save_messages->c_str(), "wb");
+  bool ok = f && std::fwrite(json.data(), 1, json.size(), f) == json.size();
+  ok = f && std::fclose(f) == 0 && ok;
+  if (!ok)
+    fail("cannot write --save-messages '" + *o.save_messages +
+         "': " + std::strerror(errno));
 }
 
 int generate(const Options &o, const loom::Model &model, loom::Session &session,
-             uint64_t seed, const std::optional<std::string> &chat,
-             std::string &notes) {
+             uint64_t seed, Conversation *chat, std::string &notes) {
   const loom::ModelConfigInfo &cfg = model.config();
   const int64_t context = model.contextLength();
   // Text in or out needs the tokenizer (an empty question does not).
@@ -1136,7 +1205,7 @@ int generate(const Options &o, const loom::Model &model, loom::Session &session,
   } else if (chat) {
     // The template writes BOS where the model wants it (as transformers'
     // apply_chat_template, which adds no special tokens of its own).
-    prompt = model.tokenizer().encode(*chat, false, false, true);
+    prompt = model.tokenizer().encode(chat->render(), false, false, true);
     if (prompt.empty())
       fail("the chat template rendered an empty prompt");
     echo_from = prompt.size(); // the reply alone is printed
@@ -1176,6 +1245,7 @@ int generate(const Options &o, const loom::Model &model, loom::Session &session,
   auto prefilled = Clock::now();
 
   std::vector<int32_t> generated;
+  std::string reply; // the generated text, for a conversation
   int32_t prev = prompt.back();
   enum class Stop { Steps, EndOfSequence, ContextFull } stop = Stop::Steps;
   int32_t next = o.steps > 0 ? sampler.sample(logits.last()) : 0;
@@ -1185,8 +1255,13 @@ int generate(const Options &o, const loom::Model &model, loom::Session &session,
       stop = Stop::EndOfSequence;
       break;
     }
-    if (!o.print_ids)
-      writeOut(model.tokenizer().decode(prev, next));
+    if (!o.print_ids || chat) {
+      const std::string piece = model.tokenizer().decode(prev, next);
+      if (chat)
+        reply += piece;
+      if (!o.print_ids)
+        writeOut(piece);
+    }
     if (n + 1 == o.steps)
       break;
     if (session.position() >= context) {
@@ -1214,6 +1289,10 @@ int generate(const Options &o, const loom::Model &model, loom::Session &session,
     writeOut(line);
   }
   writeOut("\n");
+  if (chat) {
+    chat->add("assistant", reply);
+    saveMessages(o, *chat);
+  }
   if (o.print_steps) {
     std::string line;
     const std::vector<int> &steps = session.iterationsPerStep();
@@ -1244,6 +1323,101 @@ int generate(const Options &o, const loom::Model &model, loom::Session &session,
                 session.threads());
   notes += line;
   return 0;
+}
+
+// --chat --interactive: a reply to each user message, the first to --prompt
+// (or to --messages ending with the user's turn), the others to the lines of
+// stdin. Each turn renders the whole conversation and feeds only the tokens
+// after those the session holds (the KV cache is kept), or, where the
+// rendering no longer starts with them (a template that rewrites earlier
+// turns, a reply that tokenizes otherwise), starts the session over.
+int chatLoop(const Options &o, const loom::Model &model, loom::Session &session,
+             uint64_t seed, Conversation &chat, std::string &notes) {
+  const loom::ModelConfigInfo &cfg = model.config();
+  const loom::Tokenizer &tok = model.tokenizer();
+  const int64_t context = model.contextLength();
+  loom::Sampler sampler(cfg.vocab_size, o.temperature, o.top_p, seed);
+  std::vector<int32_t> fed; // the tokens the session holds
+  int64_t replies = 0, prompted = 0, reused = 0, generated = 0, restarts = 0;
+  double seconds_spent = 0;
+  bool full = false;
+  auto reply = [&] {
+    auto start = Clock::now();
+    const std::vector<int32_t> ids =
+        tok.encode(chat.render(), false, false, true);
+    if (static_cast<int64_t>(ids.size()) >= context) {
+      notes += "loom-run: stopped: the conversation takes " +
+               std::to_string(ids.size()) + " tokens and the context holds " +
+               std::to_string(context) + "\n";
+      full = true;
+      return;
+    }
+    if (fed.size() >= ids.size() ||
+        !std::equal(fed.begin(), fed.end(), ids.begin())) {
+      if (!fed.empty())
+        ++restarts;
+      session.reset();
+      fed.clear();
+    }
+    reused += static_cast<int64_t>(fed.size());
+    prompted += static_cast<int64_t>(ids.size());
+    loom::Logits logits =
+        session.forward(ids.data() + fed.size(), ids.size() - fed.size());
+    fed = ids;
+    std::string text, id_line;
+    int32_t prev = ids.back();
+    int32_t next = o.steps > 0 ? sampler.sample(logits.last()) : 0;
+    for (int64_t n = 0; n < o.steps && !cfg.endsGeneration(next); ++n) {
+      const std::string piece = tok.decode(prev, next);
+      text += piece;
+      id_line += (n ? " " : "") + std::to_string(next);
+      ++generated;
+      if (!o.print_ids)
+        writeOut(piece);
+      if (n + 1 == o.steps || session.position() >= context)
+        break;
+      prev = next;
+      next = session.forwardSample(prev, sampler);
+      fed.push_back(prev);
+    }
+    writeOut((o.print_ids ? id_line : "") + "\n");
+    chat.add("assistant", text);
+    ++replies;
+    seconds_spent += seconds(start, Clock::now());
+  };
+  if (chat.awaitsReply())
+    reply();
+  const bool terminal = isatty(STDIN_FILENO);
+  char *line = nullptr;
+  size_t capacity = 0;
+  while (!full) {
+    if (terminal)
+      std::fputs("> ", stderr);
+    ssize_t n = getline(&line, &capacity, stdin);
+    if (n < 0)
+      break;
+    std::string message(line, static_cast<size_t>(n));
+    while (!message.empty() &&
+           (message.back() == '\n' || message.back() == '\r'))
+      message.pop_back();
+    if (message.empty())
+      continue;
+    chat.add("user", message);
+    reply();
+  }
+  std::free(line);
+  saveMessages(o, chat);
+  char summary[320];
+  std::snprintf(
+      summary, sizeof summary,
+      "loom-run: %lld replies: prompts of %lld tokens, %lld of them "
+      "already in the KV cache (%lld restarts); %lld tokens "
+      "generated; %.3f s\n",
+      static_cast<long long>(replies), static_cast<long long>(prompted),
+      static_cast<long long>(reused), static_cast<long long>(restarts),
+      static_cast<long long>(generated), seconds_spent);
+  notes += summary;
+  return full ? 1 : 0;
 }
 
 int bench(const loom::Model &model, loom::Session &session) {
@@ -1626,15 +1800,16 @@ int run(int argc, char **argv) {
       !model->tokenizer().hasSpecialTokens())
     fail("--special: this artifact's vocabulary names no special tokens (a "
          "llama2.c tokenizer's); its prompts are plain text");
-  std::optional<std::string> chat;
+  std::optional<Conversation> chat;
   if (o.chat) {
-    chat = renderChat(o, *model);
+    chat.emplace(o, *model);
     if (o.render_chat) {
-      writeOut(*chat);
+      const std::string text = chat->render();
+      writeOut(text);
       if (o.print_ids) {
         std::string line = "\n";
         std::vector<int32_t> ids =
-            model->tokenizer().encode(*chat, false, false, true);
+            model->tokenizer().encode(text, false, false, true);
         for (size_t i = 0; i < ids.size(); ++i)
           line += (i ? " " : "") + std::to_string(ids[i]);
         writeOut(line + "\n");
@@ -1672,9 +1847,11 @@ int run(int argc, char **argv) {
   // Notes go to stderr after the trace is written, so a failed write is the
   // only line when it fails.
   std::string notes;
-  int rc = o.bench_ttft ? benchTtft(o, *model, session)
-           : o.bench    ? bench(*model, session)
-                        : generate(o, *model, session, seed, chat, notes);
+  int rc = o.bench_ttft    ? benchTtft(o, *model, session)
+           : o.bench       ? bench(*model, session)
+           : o.interactive ? chatLoop(o, *model, session, seed, *chat, notes)
+                           : generate(o, *model, session, seed,
+                                      chat ? &*chat : nullptr, notes);
   if (!o.trace.empty())
     session.writeTrace(o.trace);
   std::fputs(notes.c_str(), stderr);

@@ -59,7 +59,18 @@ public:
   // are variables of the template ("tools", "documents", "date_string", ...;
   // "add_generation_prompt" there overrides inputs'). Throws loom::Error for
   // malformed JSON (with its offset) as for rendering.
-  std::string renderJson(std::string_view json, const ChatInputs &inputs) const;
+  // `more` messages follow the JSON's (a conversation going on).
+  std::string renderJson(std::string_view json, const ChatInputs &inputs,
+                         const std::vector<ChatMessage> &more = {}) const;
+
+  // The conversation `json` (as renderJson reads it; empty: none) with
+  // `more` messages appended, as JSON text (json.dumps' form, indent 1),
+  // for saving a conversation to continue later. Throws loom::Error for
+  // malformed JSON.
+  static std::string appendToJson(std::string_view json,
+                                  const std::vector<ChatMessage> &more);
+  // The role of the JSON conversation's last message ("" if it has none).
+  static std::string lastRole(std::string_view json);
 
 private:
   struct Impl;
