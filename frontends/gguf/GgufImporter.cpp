@@ -253,12 +253,9 @@ bool readStopIds(Metadata &m, int64_t vocabSize, llama2c::Config &c) {
     add(id);
   }
   const Value *tokens = m.file.find("tokenizer.ggml.tokens");
-  for (size_t i = 0; tokens && i < tokens->array.size(); ++i) {
-    StringRef t = tokens->array[i].string;
-    if (t == "<|eot_id|>" || t == "<|eom_id|>" || t == "<|im_end|>" ||
-        t == "<|end|>" || t == "<end_of_turn>" || t == "<|endoftext|>")
+  for (size_t i = 0; tokens && i < tokens->array.size(); ++i)
+    if (llama2c::isEndOfTurnText(tokens->array[i].string))
       add(int64_t(i));
-  }
   return true;
 }
 

@@ -280,6 +280,50 @@ llama2c::bytesOfByteLevelPiece(llvm::StringRef spelled) {
   return out;
 }
 
+bool llama2c::isEndOfTurnText(llvm::StringRef text) {
+  return text == "<|eot_id|>" || text == "<|eom_id|>" || text == "<|im_end|>" ||
+         text == "<|end|>" || text == "<end_of_turn>" ||
+         text == "<|endoftext|>";
+}
+
+std::vector<int64_t> llama2c::endOfTurnIds(const TokenizerData &tokenizer) {
+  const std::vector<int32_t> &special = tokenizer.byteLevel
+                                            ? tokenizer.byteLevel->control
+                                            : tokenizer.special.ids;
+  std::vector<int64_t> ids;
+  for (int32_t id : special) {
+    const std::string &text = tokenizer.pieces[id];
+    if (isEndOfTurnText(text) ||
+        (tokenizer.chatEosToken && text == *tokenizer.chatEosToken))
+      ids.push_back(id);
+  }
+  return ids;
+}
+
+void llama2c::addStopIds(mlir::ModuleOp module, llvm::ArrayRef<int64_t> ids) {
+  auto config = module->getAttrOfType<mlir::DictionaryAttr>("loom.model");
+  if (!config)
+    return;
+  auto integer = [&](llvm::StringRef name) {
+    auto v = config.getAs<mlir::IntegerAttr>(name);
+    return v ? v.getInt() : int64_t(-1);
+  };
+  std::vector<int64_t> stops;
+  if (auto old = config.getAs<mlir::DenseI64ArrayAttr>("stop_ids"))
+    stops.assign(old.asArrayRef().begin(), old.asArrayRef().end());
+  const size_t before = stops.size();
+  for (int64_t id : ids)
+    if (id != integer("bos_id") && id != integer("eos_id") &&
+        llvm::find(stops, id) == stops.end())
+      stops.push_back(id);
+  if (stops.size() == before)
+    return;
+  mlir::Builder b(module.getContext());
+  mlir::NamedAttrList attrs(config);
+  attrs.set("stop_ids", b.getDenseI64ArrayAttr(stops));
+  module->setAttr("loom.model", attrs.getDictionary(module.getContext()));
+}
+
 std::string llama2c::spacesForSentencePieceMarks(llvm::StringRef piece) {
   constexpr llvm::StringRef kMark = "\xE2\x96\x81"; // U+2581
   std::string out;

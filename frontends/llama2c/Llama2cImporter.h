@@ -80,6 +80,21 @@ std::string spacesForSentencePieceMarks(llvm::StringRef piece);
 /// the piece has a character outside that alphabet.
 std::optional<std::string> bytesOfByteLevelPiece(llvm::StringRef spelled);
 
+/// Whether a special token's text is a chat format's end of turn, which ends
+/// a generation as EOS does (llama.cpp's list: Llama 3's <|eot_id|> and
+/// <|eom_id|>, ChatML's <|im_end|>, Phi-3's <|end|>, Gemma's <end_of_turn>,
+/// <|endoftext|>).
+bool isEndOfTurnText(llvm::StringRef text);
+
+/// The special tokens of `tokenizer` that end a turn: those spelled as
+/// isEndOfTurnText says, and the chat template's eos_token (tokenizer_config
+/// .json's, e.g. Llama 3 Instruct's <|eot_id|>).
+std::vector<int64_t> endOfTurnIds(const TokenizerData &tokenizer);
+
+/// Adds `ids` to the stop ids of `module`'s loom.model (those not already
+/// BOS, EOS or stop ids).
+void addStopIds(mlir::ModuleOp module, llvm::ArrayRef<int64_t> ids);
+
 /// Parses a llama2.c tokenizer.bin for `vocabSize` tokens.
 std::optional<TokenizerData> readTokenizer(const std::string &path,
                                            int64_t vocabSize,

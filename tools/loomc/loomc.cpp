@@ -584,6 +584,10 @@ int main(int argc, char **argv) {
       if (!loom::hf::readChatTemplate(std::string(folder), *tokenizer, warnings,
                                       error))
         return fail(error);
+      // Chat models end their turns with a special token of their own, as
+      // GGUF's rule says (llama.cpp's): it ends a generation too.
+      loom::llama2c::addStopIds(*module,
+                                loom::llama2c::endOfTurnIds(*tokenizer));
       for (const std::string &w : warnings)
         llvm::errs() << "loomc: warning: " << w << "\n";
     } else if (fmt != Format::Huginn && fmt != Format::Gguf &&
