@@ -719,19 +719,14 @@ readByteLevelJson(const llvm::json::Object &o, const llvm::json::Object &model,
       return fail("\"" + key.str() +
                   "\" is set: Loom's byte-level BPE has "
                   "no subword affixes");
-  // Qwen 2's NFC normalizer is not applied (nor by llama.cpp): text already
-  // in NFC, as nearly all is, gets the same ids.
+  // Qwen 2's NFC normalizer is applied as tokenizers applies it (llama.cpp,
+  // and so Loom for a GGUF, does not).
   const llvm::json::Value *normalizer = o.get("normalizer");
   const bool nfc = !isNull(normalizer) &&
                    typeOf(normalizer->getAsObject()) == "NFC";
   if (!isNull(normalizer) && !nfc)
     return fail("a byte-level BPE with a normalizer other than NFC (Loom "
                 "implements none for byte-level vocabularies)");
-  if (nfc)
-    warnings.push_back("tokenizer '" + path +
-                       "' normalizes text to Unicode NFC; Loom (like "
-                       "llama.cpp) does not, so text not in NFC can get "
-                       "other ids than tokenizers gives");
   std::string why;
   std::optional<PreTokenizer> pre = byteLevelPreTokenizer(o, why);
   if (!pre)
@@ -757,6 +752,7 @@ readByteLevelJson(const llvm::json::Object &o, const llvm::json::Object &model,
 
   ByteLevelBpe bpe;
   bpe.pre = *pre;
+  bpe.nfc = nfc;
   bpe.ignore_merges = model.getBoolean("ignore_merges").value_or(false);
   bpe.add_bos = *lead >= 0;
   if (bpe.add_bos && *lead != bosId)

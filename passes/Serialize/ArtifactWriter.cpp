@@ -647,7 +647,7 @@ LogicalResult loom::writeArtifact(ModuleOp module, const WeightTable &weights,
       byteLevel = fb::CreateByteLevelBpeDef(
           fbb, static_cast<fb::PreTokenizer>(bpe->pre),
           fbb.CreateVector(merges), fbb.CreateVector(bpe->control),
-          bpe->ignore_merges, bpe->add_bos);
+          bpe->ignore_merges, bpe->add_bos, bpe->nfc);
     }
     flatbuffers::Offset<fb::ChatTemplateDef> chatTemplate;
     if (!tokenizer->chatTemplate.empty()) {

@@ -271,6 +271,7 @@ void SemanticChecker::tokenizer() {
     bpe->control.assign(bl->control_ids()->begin(), bl->control_ids()->end());
     bpe->ignore_merges = bl->ignore_merges();
     bpe->add_bos = bl->add_bos();
+    bpe->nfc = bl->nfc();
     bpe->bos_id = out.config.bos_id;
     bpe->eos_id = out.config.eos_id;
   }

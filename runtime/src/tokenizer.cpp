@@ -174,6 +174,189 @@ CodePointClass classOf(uint32_t cp) {
 // A text as code points, each with its byte offset. A byte that does not
 // start a well-formed UTF-8 sequence is a code point of its own, of class
 // Other (a symbol, as U+FFFD would be), so that its byte is still encoded.
+// Unicode normalization form C (UAX #15) of the valid UTF-8 runs of a text;
+// other bytes are kept as they are (the byte-level BPE spells any byte).
+struct NfcDecomposition {
+  uint32_t cp;
+  uint32_t length;
+  uint32_t to[4];
+};
+constexpr NfcDecomposition kNfcDecompositions[] = {
+#define LOOM_NFC_DECOMPOSITIONS
+#include "unicode_nfc.inc"
+#undef LOOM_NFC_DECOMPOSITIONS
+};
+struct NfcClass {
+  uint32_t first, last, ccc;
+};
+constexpr NfcClass kNfcClasses[] = {
+#define LOOM_NFC_CLASSES
+#include "unicode_nfc.inc"
+#undef LOOM_NFC_CLASSES
+};
+struct NfcComposition {
+  uint32_t first, second, composite;
+};
+constexpr NfcComposition kNfcCompositions[] = {
+#define LOOM_NFC_COMPOSITIONS
+#include "unicode_nfc.inc"
+#undef LOOM_NFC_COMPOSITIONS
+};
+
+// Hangul syllables decompose and compose arithmetically.
+constexpr uint32_t kHangulS = 0xAC00, kHangulL = 0x1100, kHangulV = 0x1161,
+                   kHangulT = 0x11A7, kHangulVCount = 21, kHangulTCount = 28,
+                   kHangulSCount = 11172;
+
+uint32_t combiningClass(uint32_t cp) {
+  const NfcClass *it = std::upper_bound(
+      std::begin(kNfcClasses), std::end(kNfcClasses), cp,
+      [](uint32_t c, const NfcClass &r) { return c < r.first; });
+  return it != std::begin(kNfcClasses) && cp <= (it - 1)->last ? (it - 1)->ccc
+                                                               : 0;
+}
+
+void decomposeInto(uint32_t cp, std::vector<uint32_t> &out) {
+  if (cp >= kHangulS && cp < kHangulS + kHangulSCount) {
+    const uint32_t s = cp - kHangulS;
+    out.push_back(kHangulL + s / (kHangulVCount * kHangulTCount));
+    out.push_back(kHangulV +
+                  (s % (kHangulVCount * kHangulTCount)) / kHangulTCount);
+    if (s % kHangulTCount)
+      out.push_back(kHangulT + s % kHangulTCount);
+    return;
+  }
+  const NfcDecomposition *it = std::lower_bound(
+      std::begin(kNfcDecompositions), std::end(kNfcDecompositions), cp,
+      [](const NfcDecomposition &d, uint32_t c) { return d.cp < c; });
+  if (it == std::end(kNfcDecompositions) || it->cp != cp) {
+    out.push_back(cp);
+    return;
+  }
+  out.insert(out.end(), it->to, it->to + it->length);
+}
+
+// The primary composite of (a, b), or 0.
+uint32_t compose(uint32_t a, uint32_t b) {
+  if (a >= kHangulL && a < kHangulL + 19 && b >= kHangulV &&
+      b < kHangulV + kHangulVCount)
+    return kHangulS +
+           ((a - kHangulL) * kHangulVCount + (b - kHangulV)) * kHangulTCount;
+  if (a >= kHangulS && a < kHangulS + kHangulSCount &&
+      (a - kHangulS) % kHangulTCount == 0 && b > kHangulT &&
+      b < kHangulT + kHangulTCount)
+    return a + (b - kHangulT);
+  const NfcComposition *it = std::lower_bound(
+      std::begin(kNfcCompositions), std::end(kNfcCompositions), std::pair(a, b),
+      [](const NfcComposition &c, std::pair<uint32_t, uint32_t> k) {
+        return c.first != k.first ? c.first < k.first : c.second < k.second;
+      });
+  return it != std::end(kNfcCompositions) && it->first == a && it->second == b
+             ? it->composite
+             : 0;
+}
+
+// A run of decomposed code points: canonically ordered, composed, appended
+// to `out` as UTF-8.
+void composeInto(std::vector<uint32_t> &run, std::string &out) {
+  std::vector<uint32_t> cls(run.size());
+  for (size_t i = 0; i < run.size(); ++i)
+    cls[i] = combiningClass(run[i]);
+  // Canonical ordering: a stable sort of each run of non-starters by class.
+  for (size_t i = 1; i < run.size(); ++i)
+    for (size_t k = i; k > 0 && cls[k] != 0 && cls[k - 1] > cls[k]; --k) {
+      std::swap(run[k], run[k - 1]);
+      std::swap(cls[k], cls[k - 1]);
+    }
+  // Canonical composition (UAX #15's algorithm).
+  size_t n = 0, starter = 0;
+  uint32_t last = 0;
+  for (size_t i = 0; i < run.size(); ++i) {
+    const uint32_t cp = run[i], c = cls[i];
+    if (i == 0) {
+      run[n++] = cp;
+      last = c ? 256 : 0; // a leading non-starter composes with nothing
+      continue;
+    }
+    const uint32_t composite = compose(run[starter], cp);
+    if (composite && (last < c || last == 0)) {
+      run[starter] = composite;
+      continue;
+    }
+    if (c == 0)
+      starter = n;
+    last = c;
+    run[n++] = cp;
+  }
+  for (size_t i = 0; i < n; ++i) {
+    const uint32_t cp = run[i];
+    if (cp < 0x80) {
+      out += static_cast<char>(cp);
+    } else if (cp < 0x800) {
+      out += static_cast<char>(0xC0 | (cp >> 6));
+      out += static_cast<char>(0x80 | (cp & 0x3F));
+    } else if (cp < 0x10000) {
+      out += static_cast<char>(0xE0 | (cp >> 12));
+      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+      out += static_cast<char>(0x80 | (cp & 0x3F));
+    } else {
+      out += static_cast<char>(0xF0 | (cp >> 18));
+      out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+      out += static_cast<char>(0x80 | (cp & 0x3F));
+    }
+  }
+  run.clear();
+}
+
+// The code point of a valid UTF-8 sequence at text[i] (no overlongs or
+// surrogates), its length in *len; false for anything else.
+bool validUtf8At(std::string_view text, size_t i, uint32_t *cp, size_t *len) {
+  const unsigned char c = text[i];
+  size_t n = c < 0x80         ? 1
+             : (c >> 5) == 6  ? 2
+             : (c >> 4) == 14 ? 3
+             : (c >> 3) == 30 ? 4
+                              : 0;
+  if (n == 0 || i + n > text.size())
+    return false;
+  uint32_t v = n == 1 ? c : c & (0x7F >> n);
+  for (size_t k = 1; k < n; ++k) {
+    const unsigned char b = text[i + k];
+    if ((b & 0xC0) != 0x80)
+      return false;
+    v = (v << 6) | (b & 0x3F);
+  }
+  static constexpr uint32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
+  if (v < kMin[n] || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF))
+    return false;
+  *cp = v;
+  *len = n;
+  return true;
+}
+
+std::string normalizeNfc(std::string_view text) {
+  if (std::all_of(text.begin(), text.end(),
+                  [](char c) { return static_cast<unsigned char>(c) < 0x80; }))
+    return std::string(text);
+  std::string out;
+  out.reserve(text.size());
+  std::vector<uint32_t> run;
+  for (size_t i = 0; i < text.size();) {
+    uint32_t cp;
+    size_t len;
+    if (validUtf8At(text, i, &cp, &len)) {
+      decomposeInto(cp, run);
+      i += len;
+    } else {
+      composeInto(run, out);
+      out += text[i++];
+    }
+  }
+  composeInto(run, out);
+  return out;
+}
+
 struct CodePoints {
   std::vector<uint32_t> cp;
   std::vector<CodePointClass> cls;
@@ -519,7 +702,10 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool bos,
     if (byte_level_) {
       if (bosPending)
         ids.push_back(byte_level_->bos_id);
-      appendWords(part, ids);
+      if (byte_level_->nfc)
+        appendWords(normalizeNfc(part), ids);
+      else
+        appendWords(part, ids);
     } else {
       appendSentencePiece(part, bosPending, begin == 0 || prefix_after_special_,
                           ids);

@@ -38,6 +38,10 @@ struct ByteLevelBpe {
   // A word that is a piece is that piece, without merging (Llama 3's
   // tokenizer.json `ignore_merges`).
   bool ignore_merges = false;
+  // Text is put in Unicode normalization form C first (tokenizer.json's NFC
+  // normalizer, Qwen 2's); special tokens are matched before, on the text
+  // as given.
+  bool nfc = false;
   // encode() with bos=true puts bos_id first only where this is set.
   bool add_bos = false;
   int32_t bos_id = -1;

@@ -294,7 +294,7 @@ inline std::vector<uint8_t> ArtifactSpec::serialize() const {
       }
       byte_level = fbs::CreateByteLevelBpeDefDirect(
           fbb, static_cast<fbs::PreTokenizer>(bl->pre), &merges, &bl->control,
-          bl->ignore_merges, bl->add_bos);
+          bl->ignore_merges, bl->add_bos, bl->nfc);
     }
     flatbuffers::Offset<fbs::ChatTemplateDef> chat;
     if (!tokenizer->chat_template.empty())
