@@ -4,6 +4,7 @@
 #include "loom/chat_template.h"
 
 #include "loom/error.h"
+#include "utf8.h"
 
 #include <algorithm>
 #include <charconv>
@@ -342,23 +343,7 @@ std::vector<size_t> codePoints(std::string_view s) {
   return at;
 }
 
-void appendUtf8(std::string &out, uint32_t cp) {
-  if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    out += static_cast<char>(0xC0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    out += static_cast<char>(0xE0 | (cp >> 12));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else {
-    out += static_cast<char>(0xF0 | (cp >> 18));
-    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  }
-}
+using utf8::append;
 
 // Python's str.isspace() over ASCII and the C1/Latin-1 spaces.
 bool isPySpace(std::string_view s, size_t at, size_t *len) {
@@ -447,7 +432,7 @@ void appendCase(std::string &out, std::string_view bytes, uint32_t cp,
   }
   for (uint32_t to : it->to)
     if (to)
-      appendUtf8(out, to);
+      append(out, to);
 }
 
 bool isCased(uint32_t cp) {
@@ -888,7 +873,7 @@ private:
           else
             at_ = save;
         }
-        appendUtf8(out, cp);
+        append(out, cp);
         break;
       }
       default:
@@ -1294,13 +1279,13 @@ private:
         ++line_;
         break;
       case 'x':
-        appendUtf8(out, hex(2));
+        append(out, hex(2));
         break;
       case 'u':
-        appendUtf8(out, hex(4));
+        append(out, hex(4));
         break;
       case 'U':
-        appendUtf8(out, hex(8));
+        append(out, hex(8));
         break;
       default: // Python keeps unknown escapes as written
         out += '\\';
@@ -1769,28 +1754,41 @@ private:
     return e;
   }
 
-  ExprPtr parseOr() {
-    ExprPtr e = parseAnd();
-    while (isName("or")) {
-      ExprPtr o = node(Expr::K::Or, cur().line);
+  // operand (OP operand)*, left-associative, where `op()` says whether the
+  // current token is one of the level's operators; `make(op, l, r)` builds.
+  template <typename Op, typename Operand, typename Make>
+  ExprPtr leftChain(Op op, Operand operand, Make make) {
+    ExprPtr e = operand();
+    while (op()) {
+      const std::string text = cur().text;
+      const int line = cur().line;
       ++p_;
-      o->a.push_back(std::move(e));
-      o->a.push_back(parseAnd());
-      e = std::move(o);
+      e = make(text, std::move(e), operand(), line);
     }
     return e;
   }
 
+  ExprPtr logical(Expr::K k, ExprPtr l, ExprPtr r, int line) {
+    ExprPtr o = node(k, line);
+    o->a.push_back(std::move(l));
+    o->a.push_back(std::move(r));
+    return o;
+  }
+
+  ExprPtr parseOr() {
+    return leftChain([&] { return isName("or"); }, [&] { return parseAnd(); },
+                     [&](const std::string &, ExprPtr l, ExprPtr r, int line) {
+                       return logical(Expr::K::Or, std::move(l), std::move(r),
+                                      line);
+                     });
+  }
+
   ExprPtr parseAnd() {
-    ExprPtr e = parseNot();
-    while (isName("and")) {
-      ExprPtr o = node(Expr::K::And, cur().line);
-      ++p_;
-      o->a.push_back(std::move(e));
-      o->a.push_back(parseNot());
-      e = std::move(o);
-    }
-    return e;
+    return leftChain([&] { return isName("and"); }, [&] { return parseNot(); },
+                     [&](const std::string &, ExprPtr l, ExprPtr r, int line) {
+                       return logical(Expr::K::And, std::move(l), std::move(r),
+                                      line);
+                     });
   }
 
   ExprPtr parseNot() {
@@ -1843,15 +1841,15 @@ private:
     return b;
   }
 
+  auto binaryMaker() {
+    return [this](const std::string &op, ExprPtr l, ExprPtr r, int line) {
+      return binary(op, std::move(l), std::move(r), line);
+    };
+  }
+
   ExprPtr parseMath1() {
-    ExprPtr e = parseConcat();
-    while (isOp("+") || isOp("-")) {
-      std::string op = cur().text;
-      int line = cur().line;
-      ++p_;
-      e = binary(op, std::move(e), parseConcat(), line);
-    }
-    return e;
+    return leftChain([&] { return isOp("+") || isOp("-"); },
+                     [&] { return parseConcat(); }, binaryMaker());
   }
 
   ExprPtr parseConcat() {
@@ -1868,24 +1866,14 @@ private:
   }
 
   ExprPtr parseMath2() {
-    ExprPtr e = parsePow();
-    while (isOp("*") || isOp("/") || isOp("//") || isOp("%")) {
-      std::string op = cur().text;
-      int line = cur().line;
-      ++p_;
-      e = binary(op, std::move(e), parsePow(), line);
-    }
-    return e;
+    return leftChain(
+        [&] { return isOp("*") || isOp("/") || isOp("//") || isOp("%"); },
+        [&] { return parsePow(); }, binaryMaker());
   }
 
   ExprPtr parsePow() {
-    ExprPtr e = parseUnary(true);
-    while (isOp("**")) {
-      int line = cur().line;
-      ++p_;
-      e = binary("**", std::move(e), parseUnary(true), line);
-    }
-    return e;
+    return leftChain([&] { return isOp("**"); },
+                     [&] { return parseUnary(true); }, binaryMaker());
   }
 
   ExprPtr parseUnary(bool withFilter) {

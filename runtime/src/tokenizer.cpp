@@ -7,6 +7,7 @@
 #include "loom/tokenizer.h"
 
 #include "loom/error.h"
+#include "utf8.h"
 
 #include <algorithm>
 #include <cstdio>
@@ -288,24 +289,8 @@ void composeInto(std::vector<uint32_t> &run, std::string &out) {
     last = c;
     run[n++] = cp;
   }
-  for (size_t i = 0; i < n; ++i) {
-    const uint32_t cp = run[i];
-    if (cp < 0x80) {
-      out += static_cast<char>(cp);
-    } else if (cp < 0x800) {
-      out += static_cast<char>(0xC0 | (cp >> 6));
-      out += static_cast<char>(0x80 | (cp & 0x3F));
-    } else if (cp < 0x10000) {
-      out += static_cast<char>(0xE0 | (cp >> 12));
-      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-      out += static_cast<char>(0x80 | (cp & 0x3F));
-    } else {
-      out += static_cast<char>(0xF0 | (cp >> 18));
-      out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-      out += static_cast<char>(0x80 | (cp & 0x3F));
-    }
-  }
+  for (size_t i = 0; i < n; ++i)
+    utf8::append(out, run[i]);
   run.clear();
 }
 
