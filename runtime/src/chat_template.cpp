@@ -28,6 +28,22 @@ constexpr size_t kMaxValueBytes = size_t(16) << 20; // one string or list
 constexpr int kMaxNesting = 200;      // parser recursion, JSON depth
 constexpr int kMaxCallDepth = 64;     // macro calls inside macro calls
 constexpr int64_t kMaxRange = 100000; // jinja2's sandbox MAX_RANGE
+constexpr uint32_t kMaxValueDepth = 256; // lists in lists, namespaces in ...
+constexpr int kMaxExprDepth = 256;       // an expression's syntax tree
+// Work per render: statements and expressions evaluated, values compared,
+// printed or sorted. A chat template needs thousands; this is seconds.
+constexpr int64_t kMaxSteps = 10'000'000;
+
+// The render in progress' step budget (per thread: renders are independent).
+thread_local int64_t tlStepsLeft = kMaxSteps;
+
+// Spends `n` steps of the budget; throws loom::Error when it runs out.
+void spend(int64_t n = 1) {
+  if ((tlStepsLeft -= n) < 0)
+    throw Error("chat template: rendering takes more than " +
+                std::to_string(kMaxSteps) +
+                " steps (a loop or recursion that does not end soon)");
+}
 
 [[noreturn]] void fail(int line, const std::string &message) {
   throw Error("chat template line " + std::to_string(line) + ": " + message);
@@ -64,6 +80,7 @@ struct Value {
   // undefined", "'dict object' has no attribute 'y'").
   std::string s;
   bool tuple = false;             // a List that is a Python tuple
+  uint32_t depth = 0;             // List: 1 + its items' deepest
   std::shared_ptr<List> list;     // List (tuples too)
   std::shared_ptr<DictData> dict; // Dict, Namespace
   std::shared_ptr<Function> fn;
@@ -102,12 +119,7 @@ struct Value {
     v.s = std::move(s);
     return v;
   }
-  static Value makeList(List items = {}) {
-    Value v;
-    v.kind = Kind::List;
-    v.list = std::make_shared<List>(std::move(items));
-    return v;
-  }
+  static Value makeList(List items = {});
   static Value bigInt(std::string digits) {
     Value v;
     v.kind = Kind::BigInt;
@@ -132,35 +144,75 @@ struct Value {
 
 bool valuesEqual(const Value &l, const Value &r);
 
+uint32_t depthOf(const Value &v);
+
+[[noreturn]] void tooDeep() {
+  throw Error("chat template: a value nests more than " +
+              std::to_string(kMaxValueDepth) + " deep (or contains itself)");
+}
+
 // A Python dict: insertion-ordered, keys compared as Python compares them
-// (1, 1.0 and True are one key).
+// (1, 1.0 and True are one key); string keys indexed.
 struct DictData {
   std::vector<std::pair<Value, Value>> items;
+  std::unordered_map<std::string, size_t> by_string;
+  uint32_t depth = 1; // 1 + its values' deepest
 
   const Value *find(const Value &key) const {
+    if (key.kind == Value::Kind::String)
+      return find(std::string_view(key.s));
     for (const auto &[k, v] : items)
-      if (valuesEqual(k, key))
+      if (k.kind != Value::Kind::String && valuesEqual(k, key))
         return &v;
     return nullptr;
   }
   const Value *find(std::string_view key) const {
-    for (const auto &[k, v] : items)
-      if (k.kind == Value::Kind::String && k.s == key)
-        return &v;
-    return nullptr;
+    auto it = by_string.find(std::string(key));
+    return it == by_string.end() ? nullptr : &items[it->second].second;
   }
   void set(Value key, Value value) {
-    for (auto &[k, v] : items)
-      if (valuesEqual(k, key)) {
-        v = std::move(value);
+    depth = std::max(depth, depthOf(value) + 1);
+    if (depth > kMaxValueDepth)
+      tooDeep();
+    if (key.kind == Value::Kind::String) {
+      auto [it, inserted] = by_string.try_emplace(key.s, items.size());
+      if (!inserted) {
+        items[it->second].second = std::move(value);
         return;
       }
+    } else {
+      for (auto &[k, v] : items)
+        if (k.kind != Value::Kind::String && valuesEqual(k, key)) {
+          v = std::move(value);
+          return;
+        }
+    }
     items.emplace_back(std::move(key), std::move(value));
   }
   void set(const std::string &key, Value value) {
     set(Value::string(key), std::move(value));
   }
 };
+
+uint32_t depthOf(const Value &v) {
+  if (v.kind == Value::Kind::List)
+    return v.depth;
+  if (v.kind == Value::Kind::Dict || v.kind == Value::Kind::Namespace)
+    return v.dict->depth;
+  return 0;
+}
+
+Value Value::makeList(List items) {
+  Value v;
+  v.kind = Kind::List;
+  v.depth = 1;
+  for (const Value &item : items)
+    v.depth = std::max(v.depth, depthOf(item) + 1);
+  if (v.depth > kMaxValueDepth)
+    tooDeep();
+  v.list = std::make_shared<List>(std::move(items));
+  return v;
+}
 
 Value Value::makeDict() {
   Value v;
@@ -271,7 +323,10 @@ int64_t integerOf(const Value &v) {
   return v.kind == Value::Kind::Bool ? int64_t(v.b) : v.i;
 }
 
-bool valuesEqual(const Value &l, const Value &r) {
+bool valuesEqual(const Value &l, const Value &r, uint32_t depth) {
+  spend();
+  if (depth > kMaxValueDepth)
+    tooDeep();
   if (l.isNumber() && r.isNumber()) {
     if (l.kind == Value::Kind::Float || r.kind == Value::Kind::Float)
       return numberOf(l) == numberOf(r);
@@ -290,7 +345,7 @@ bool valuesEqual(const Value &l, const Value &r) {
     if (l.list->size() != r.list->size())
       return false;
     for (size_t k = 0; k < l.list->size(); ++k)
-      if (!valuesEqual((*l.list)[k], (*r.list)[k]))
+      if (!valuesEqual((*l.list)[k], (*r.list)[k], depth + 1))
         return false;
     return true;
   case Value::Kind::Dict:
@@ -301,7 +356,7 @@ bool valuesEqual(const Value &l, const Value &r) {
       return false;
     for (const auto &[k, v] : l.dict->items) {
       const Value *o = r.dict->find(k);
-      if (!o || !valuesEqual(v, *o))
+      if (!o || !valuesEqual(v, *o, depth + 1))
         return false;
     }
     return true;
@@ -310,6 +365,10 @@ bool valuesEqual(const Value &l, const Value &r) {
   default:
     return false;
   }
+}
+
+bool valuesEqual(const Value &l, const Value &r) {
+  return valuesEqual(l, r, 0);
 }
 
 //===----------------------------------------------------------------------===//
@@ -559,57 +618,88 @@ std::string pyFloat(double d) {
   return out;
 }
 
-std::string pyRepr(const Value &v);
+void appendRepr(std::string &out, const Value &v, uint32_t depth);
 
-std::string pyStr(const Value &v) {
-  switch (v.kind) {
-  case Value::Kind::Undefined:
-    return "";
-  case Value::Kind::None:
-    return "None";
-  case Value::Kind::Bool:
-    return v.b ? "True" : "False";
-  case Value::Kind::Int:
-    return std::to_string(v.i);
-  case Value::Kind::BigInt:
-    return v.s;
-  case Value::Kind::Float:
-    return pyFloat(v.f);
-  case Value::Kind::String:
-    return v.s;
-  case Value::Kind::List: {
-    std::string out = v.tuple ? "(" : "[";
-    for (size_t k = 0; k < v.list->size(); ++k)
-      out += (k ? ", " : "") + pyRepr((*v.list)[k]);
-    if (v.tuple && v.list->size() == 1)
-      out += ",";
-    return out + (v.tuple ? ")" : "]");
-  }
-  case Value::Kind::Dict:
-  case Value::Kind::Namespace: {
-    std::string out = v.kind == Value::Kind::Namespace ? "<Namespace {" : "{";
-    bool first = true;
-    for (const auto &[k, item] : v.dict->items) {
-      out += (first ? "" : ", ") + pyRepr(k) + ": " + pyRepr(item);
-      first = false;
-    }
-    return out + (v.kind == Value::Kind::Namespace ? "}>" : "}");
-  }
-  case Value::Kind::Function:
-    return "<function " + v.fn->name + ">";
-  }
-  return "";
+[[noreturn]] void tooLong() {
+  throw Error("chat template: a value grows past " +
+              std::to_string(kMaxValueBytes >> 20) + " MiB");
 }
 
-std::string pyRepr(const Value &v) {
-  if (!v.isString())
-    return pyStr(v);
+// Appends Python's str(v); lists and dicts print their items' repr. Bounded
+// in size and depth (a namespace may contain itself).
+void appendStr(std::string &out, const Value &v, uint32_t depth = 0) {
+  spend();
+  if (depth > kMaxValueDepth)
+    tooDeep();
+  switch (v.kind) {
+  case Value::Kind::Undefined:
+    break;
+  case Value::Kind::None:
+    out += "None";
+    break;
+  case Value::Kind::Bool:
+    out += v.b ? "True" : "False";
+    break;
+  case Value::Kind::Int:
+    out += std::to_string(v.i);
+    break;
+  case Value::Kind::BigInt:
+  case Value::Kind::String:
+    out += v.s;
+    break;
+  case Value::Kind::Float:
+    out += pyFloat(v.f);
+    break;
+  case Value::Kind::List:
+    out += v.tuple ? "(" : "[";
+    for (size_t k = 0; k < v.list->size(); ++k) {
+      if (k)
+        out += ", ";
+      appendRepr(out, (*v.list)[k], depth + 1);
+      if (out.size() > kMaxValueBytes)
+        tooLong();
+    }
+    if (v.tuple && v.list->size() == 1)
+      out += ",";
+    out += v.tuple ? ")" : "]";
+    break;
+  case Value::Kind::Dict:
+  case Value::Kind::Namespace: {
+    out += v.kind == Value::Kind::Namespace ? "<Namespace {" : "{";
+    bool first = true;
+    for (const auto &[k, item] : v.dict->items) {
+      if (!first)
+        out += ", ";
+      appendRepr(out, k, depth + 1);
+      out += ": ";
+      appendRepr(out, item, depth + 1);
+      if (out.size() > kMaxValueBytes)
+        tooLong();
+      first = false;
+    }
+    out += v.kind == Value::Kind::Namespace ? "}>" : "}";
+    break;
+  }
+  case Value::Kind::Function:
+    out += "<function " + v.fn->name + ">";
+    break;
+  }
+  if (out.size() > kMaxValueBytes)
+    tooLong();
+}
+
+// Appends Python's repr(v).
+void appendRepr(std::string &out, const Value &v, uint32_t depth) {
+  if (!v.isString()) {
+    appendStr(out, v, depth);
+    return;
+  }
   const std::string &s = v.s;
   char quote =
       s.find('\'') != std::string::npos && s.find('"') == std::string::npos
           ? '"'
           : '\'';
-  std::string out(1, quote);
+  out += quote;
   for (unsigned char c : s) {
     if (c == quote || c == '\\') {
       out += '\\';
@@ -628,7 +718,23 @@ std::string pyRepr(const Value &v) {
       out += static_cast<char>(c);
     }
   }
-  return out + quote;
+  out += quote;
+  if (out.size() > kMaxValueBytes)
+    tooLong();
+}
+
+std::string pyStr(const Value &v) {
+  if (v.kind == Value::Kind::String)
+    return v.s;
+  std::string out;
+  appendStr(out, v);
+  return out;
+}
+
+std::string pyRepr(const Value &v) {
+  std::string out;
+  appendRepr(out, v, 0);
+  return out;
 }
 
 void jsonString(std::string &out, std::string_view s) {
@@ -673,8 +779,12 @@ void jsonString(std::string &out, std::string_view s) {
 // transformers' tojson filter calls it. indent < 0: none.
 void toJson(std::string &out, const Value &v, int indent, bool sortKeys,
             int depth, int line) {
+  spend();
   if (depth > kMaxNesting)
     fail(line, "tojson: value nested too deeply");
+  if (out.size() > kMaxValueBytes)
+    fail(line, "tojson: the JSON grows past " +
+                   std::to_string(kMaxValueBytes >> 20) + " MiB");
   auto newline = [&](int level) {
     if (indent >= 0) {
       out += '\n';
@@ -931,14 +1041,14 @@ private:
       return Value::none();
     if (c == '[') {
       ++at_;
-      Value list = Value::makeList();
+      List items;
       skipSpace();
       if (at_ < s_.size() && s_[at_] == ']') {
         ++at_;
-        return list;
+        return Value::makeList();
       }
       while (true) {
-        list.list->push_back(value(depth + 1));
+        items.push_back(value(depth + 1));
         skipSpace();
         if (at_ < s_.size() && s_[at_] == ',') {
           ++at_;
@@ -946,7 +1056,7 @@ private:
         }
         if (at_ < s_.size() && s_[at_] == ']') {
           ++at_;
-          return list;
+          return Value::makeList(std::move(items));
         }
         error("expected ',' or ']'");
       }
@@ -1284,9 +1394,13 @@ private:
       case 'u':
         append(out, hex(4));
         break;
-      case 'U':
-        append(out, hex(8));
+      case 'U': {
+        const uint32_t cp = hex(8);
+        if (cp > 0x10FFFF)
+          fail(line_, "\\U escape beyond U+10FFFF");
+        append(out, cp);
         break;
+      }
       default: // Python keeps unknown escapes as written
         out += '\\';
         out += e;
@@ -1390,6 +1504,7 @@ struct Expr {
   std::vector<std::string> kwnames;
   std::vector<std::string> ops; // Compare
   bool negated = false;         // Test
+  int depth = 1;                // of the tree below (Parser::addChild)
 };
 using ExprPtr = std::unique_ptr<Expr>;
 
@@ -1698,6 +1813,19 @@ private:
     fail(line, "unsupported tag '" + keyword + "'");
   }
 
+  // Adds child `c` (may be null: an absent part) to `e`, keeping e's depth;
+  // an expression tree deeper than kMaxExprDepth is refused (evaluating and
+  // freeing it recurses).
+  void addChild(Expr &e, ExprPtr c) {
+    if (c) {
+      e.depth = std::max(e.depth, c->depth + 1);
+      if (e.depth > kMaxExprDepth)
+        fail(e.line, "expression nested too deeply (over " +
+                         std::to_string(kMaxExprDepth) + " levels)");
+    }
+    e.a.push_back(std::move(c));
+  }
+
   ExprPtr node(Expr::K k, int line) {
     auto e = std::make_unique<Expr>();
     e->k = k;
@@ -1729,7 +1857,8 @@ private:
     if (items.empty())
       fail(line, "expected an expression, found " + describe());
     ExprPtr t = node(Expr::K::TupleLit, line);
-    t->a = std::move(items);
+    for (ExprPtr &item : items)
+      addChild(*t, std::move(item));
     return t;
   }
 
@@ -1746,9 +1875,9 @@ private:
         ++p_;
         other = parseExpression();
       }
-      c->a.push_back(std::move(e));
-      c->a.push_back(std::move(cond));
-      c->a.push_back(std::move(other));
+      addChild(*c, std::move(e));
+      addChild(*c, std::move(cond));
+      addChild(*c, std::move(other));
       e = std::move(c);
     }
     return e;
@@ -1770,8 +1899,8 @@ private:
 
   ExprPtr logical(Expr::K k, ExprPtr l, ExprPtr r, int line) {
     ExprPtr o = node(k, line);
-    o->a.push_back(std::move(l));
-    o->a.push_back(std::move(r));
+    addChild(*o, std::move(l));
+    addChild(*o, std::move(r));
     return o;
   }
 
@@ -1796,7 +1925,7 @@ private:
       DepthGuard guard(depth_, cur().line);
       ExprPtr n = node(Expr::K::Not, cur().line);
       ++p_;
-      n->a.push_back(parseNot());
+      addChild(*n, parseNot());
       return n;
     }
     return parseCompare();
@@ -1825,10 +1954,10 @@ private:
       }
       if (!c) {
         c = node(Expr::K::Compare, line);
-        c->a.push_back(std::move(first));
+        addChild(*c, std::move(first));
       }
       c->ops.push_back(op);
-      c->a.push_back(parseMath1());
+      addChild(*c, parseMath1());
     }
     return c ? std::move(c) : std::move(first);
   }
@@ -1836,8 +1965,8 @@ private:
   ExprPtr binary(std::string op, ExprPtr l, ExprPtr r, int line) {
     ExprPtr b = node(Expr::K::Binary, line);
     b->name = std::move(op);
-    b->a.push_back(std::move(l));
-    b->a.push_back(std::move(r));
+    addChild(*b, std::move(l));
+    addChild(*b, std::move(r));
     return b;
   }
 
@@ -1857,10 +1986,10 @@ private:
     if (!isOp("~"))
       return e;
     ExprPtr c = node(Expr::K::Concat, cur().line);
-    c->a.push_back(std::move(e));
+    addChild(*c, std::move(e));
     while (isOp("~")) {
       ++p_;
-      c->a.push_back(parseMath2());
+      addChild(*c, parseMath2());
     }
     return c;
   }
@@ -1882,7 +2011,7 @@ private:
     if (isOp("-") || isOp("+")) {
       e = node(isOp("-") ? Expr::K::Neg : Expr::K::Pos, cur().line);
       ++p_;
-      e->a.push_back(parseUnary(false));
+      addChild(*e, parseUnary(false));
     } else {
       e = parsePrimary();
     }
@@ -1940,7 +2069,7 @@ private:
       ++p_;
       ExprPtr e = node(Expr::K::ListLit, line);
       while (!isOp("]")) {
-        e->a.push_back(parseExpression());
+        addChild(*e, parseExpression());
         if (!isOp(","))
           break;
         ++p_;
@@ -1952,9 +2081,9 @@ private:
       ++p_;
       ExprPtr e = node(Expr::K::DictLit, line);
       while (!isOp("}")) {
-        e->a.push_back(parseExpression());
+        addChild(*e, parseExpression());
         expectOp(":");
-        e->a.push_back(parseExpression());
+        addChild(*e, parseExpression());
         if (!isOp(","))
           break;
         ++p_;
@@ -1979,7 +2108,7 @@ private:
       } else {
         if (!kwargs.empty())
           fail(cur().line, "a positional argument after keyword arguments");
-        e.a.push_back(parseExpression());
+        addChild(e, parseExpression());
       }
       if (!isOp(","))
         break;
@@ -1987,7 +2116,7 @@ private:
     }
     expectOp(")");
     for (ExprPtr &k : kwargs)
-      e.a.push_back(std::move(k));
+      addChild(e, std::move(k));
   }
 
   ExprPtr parsePostfix(ExprPtr e) {
@@ -2003,15 +2132,15 @@ private:
           a = node(Expr::K::Item, line);
           ExprPtr index = node(Expr::K::Literal, line);
           index->literal = Value::integer(t_[p_++].i);
-          a->a.push_back(std::move(e));
-          a->a.push_back(std::move(index));
+          addChild(*a, std::move(e));
+          addChild(*a, std::move(index));
           e = std::move(a);
           continue;
         } else {
           fail(line,
                "expected an attribute name after '.', found " + describe());
         }
-        a->a.push_back(std::move(e));
+        addChild(*a, std::move(e));
         e = std::move(a);
       } else if (isOp("[")) {
         ++p_;
@@ -2029,18 +2158,18 @@ private:
         }
         expectOp("]");
         ExprPtr s = node(slice ? Expr::K::Slice : Expr::K::Item, line);
-        s->a.push_back(std::move(e));
+        addChild(*s, std::move(e));
         if (!slice && !parts[0])
           fail(line, "empty subscript");
-        s->a.push_back(std::move(parts[0]));
+        addChild(*s, std::move(parts[0]));
         if (slice) {
-          s->a.push_back(std::move(parts[1]));
-          s->a.push_back(std::move(parts[2]));
+          addChild(*s, std::move(parts[1]));
+          addChild(*s, std::move(parts[2]));
         }
         e = std::move(s);
       } else if (isOp("(")) {
         ExprPtr c = node(Expr::K::Call, line);
-        c->a.push_back(std::move(e));
+        addChild(*c, std::move(e));
         parseArgs(*c);
         e = std::move(c);
       } else {
@@ -2059,7 +2188,7 @@ private:
         if (std::find(knownFilters().begin(), knownFilters().end(), f->name) ==
             knownFilters().end())
           fail(line, "unknown filter '" + f->name + "'");
-        f->a.push_back(std::move(e));
+        addChild(*f, std::move(e));
         if (isOp("("))
           parseArgs(*f);
         e = std::move(f);
@@ -2083,7 +2212,7 @@ private:
         if (std::find(knownTests().begin(), knownTests().end(), t->name) ==
             knownTests().end())
           fail(line, "unknown test '" + t->name + "'");
-        t->a.push_back(std::move(e));
+        addChild(*t, std::move(e));
         if (isOp("(")) {
           parseArgs(*t);
         } else if ((cur().kind == Tok::Name || cur().kind == Tok::String ||
@@ -2092,12 +2221,12 @@ private:
                    !isName("else") && !isName("or") && !isName("and") &&
                    !isName("if") && !isName("in") && !isName("not") &&
                    !isName("is")) {
-          t->a.push_back(parsePostfix(parsePrimary()));
+          addChild(*t, parsePostfix(parsePrimary()));
         }
         e = std::move(t);
       } else if (isOp("(")) {
         ExprPtr c = node(Expr::K::Call, line);
-        c->a.push_back(std::move(e));
+        addChild(*c, std::move(e));
         parseArgs(*c);
         e = std::move(c);
       } else {
@@ -2124,7 +2253,17 @@ public:
     installGlobals();
   }
 
+  // Namespaces may hold each other (ns.x = ns): emptied when the render
+  // ends, so that no cycle outlives it.
+  ~Renderer() {
+    for (const std::shared_ptr<DictData> &ns : namespaces_) {
+      ns->items.clear();
+      ns->by_string.clear();
+    }
+  }
+
   std::string run(const Body &body) {
+    tlStepsLeft = kMaxSteps;
     if (exec(body) != Flow::Normal)
       fail(0, "'break' or 'continue' outside a loop");
     return std::move(out_);
@@ -2167,6 +2306,7 @@ private:
   }
 
   Flow exec(const Node &n) {
+    spend();
     switch (n.k) {
     case Node::K::Text:
       emit(n.text, n.line);
@@ -2251,33 +2391,47 @@ private:
     if (items.empty())
       return n.bodies.size() > 1 ? exec(n.bodies[1]) : Flow::Normal;
     const int64_t length = static_cast<int64_t>(items.size());
+    Value loop = Value::makeDict();
+    auto current = std::make_shared<int64_t>(0);
     for (int64_t k = 0; k < length; ++k) {
+      spend(); // an empty body costs its iterations too
       scopes_.emplace_back();
       assign(n.targets, items[k], n.line);
-      Value loop = Value::makeDict();
-      DictData &d = *loop.dict;
-      d.set("index", Value::integer(k + 1));
-      d.set("index0", Value::integer(k));
-      d.set("revindex", Value::integer(length - k));
-      d.set("revindex0", Value::integer(length - k - 1));
-      d.set("first", Value::boolean(k == 0));
-      d.set("last", Value::boolean(k == length - 1));
-      d.set("length", Value::integer(length));
-      d.set("depth", Value::integer(1));
-      d.set("depth0", Value::integer(0));
-      d.set("previtem", k > 0 ? items[k - 1]
-                              : Value::undefined("there is no previous item"));
-      d.set("nextitem", k + 1 < length
-                            ? items[k + 1]
-                            : Value::undefined("there is no next item"));
-      d.set("cycle",
+      // One loop object, advanced in place (as jinja2's LoopContext): its
+      // fields sit at the positions they were first set at.
+      if (k == 0) {
+        DictData &d = *loop.dict;
+        for (const char *field :
+             {"index", "index0", "revindex", "revindex0", "first", "last",
+              "length", "depth", "depth0", "previtem", "nextitem"})
+          d.set(field, Value());
+        d.set("depth", Value::integer(1));
+        d.set("depth0", Value::integer(0));
+        d.set("length", Value::integer(length));
+        d.set(
+            "cycle",
             makeFunction(
-                "cycle", [k](Renderer &, CallArgs &args, int line) -> Value {
+                "cycle",
+                [at = current](Renderer &, CallArgs &args, int line) -> Value {
                   if (args.pos.empty())
                     fail(line, "loop.cycle() needs at least one value");
-                  return args.pos[k % args.pos.size()];
+                  return args.pos[*at % static_cast<int64_t>(args.pos.size())];
                 }));
-      scopes_.back()["loop"] = std::move(loop);
+      }
+      *current = k;
+      auto &field = loop.dict->items;
+      field[0].second = Value::integer(k + 1);
+      field[1].second = Value::integer(k);
+      field[2].second = Value::integer(length - k);
+      field[3].second = Value::integer(length - k - 1);
+      field[4].second = Value::boolean(k == 0);
+      field[5].second = Value::boolean(k == length - 1);
+      field[9].second =
+          k > 0 ? items[k - 1] : Value::undefined("there is no previous item");
+      field[10].second = k + 1 < length
+                             ? items[k + 1]
+                             : Value::undefined("there is no next item");
+      scopes_.back()["loop"] = loop;
       Flow f = exec(n.bodies[0]);
       scopes_.pop_back();
       if (f == Flow::Break)
@@ -2505,7 +2659,12 @@ private:
     int64_t end = clamp(stop, st > 0 ? n : -1);
     List items;
     std::string s;
-    for (int64_t k = b; st > 0 ? k < end : k > end; k += st) {
+    // Counted in 128 bits: b + i * st stays in [-1, n], a huge step too.
+    const __int128 count =
+        st > 0 ? (end > b ? (__int128(end) - b - 1) / st + 1 : 0)
+               : (b > end ? (__int128(b) - end - 1) / -__int128(st) + 1 : 0);
+    for (__int128 i = 0; i < count; ++i) {
+      const int64_t k = static_cast<int64_t>(b + i * st);
       if (obj.kind == Value::Kind::List)
         items.push_back((*obj.list)[k]);
       else
@@ -2522,6 +2681,7 @@ private:
   // Expressions.
 
   Value eval(const Expr &e) {
+    spend();
     switch (e.k) {
     case Expr::K::Literal:
       return e.literal;
@@ -2560,8 +2720,11 @@ private:
         return e.k == Expr::K::Pos ? v
                : v.s[0] == '-'     ? Value::bigInt(v.s.substr(1))
                                    : Value::bigInt("-" + v.s);
+      if (v.kind == Value::Kind::Int && e.k == Expr::K::Neg)
+        return v.i == INT64_MIN ? Value::bigInt("9223372036854775808")
+                                : Value::integer(-v.i);
       if (v.kind == Value::Kind::Int)
-        return e.k == Expr::K::Neg ? Value::integer(-v.i) : v;
+        return v;
       if (v.kind == Value::Kind::Float)
         return e.k == Expr::K::Neg ? Value::real(-v.f) : v;
       if (v.isUndefined())
@@ -2651,6 +2814,19 @@ private:
     return callee.fn->call(*this, args, line);
   }
 
+  // About the bytes a string or list holds, its items' strings counted
+  // (copies of a list share its items' lists but copy their strings).
+  static size_t shallowBytes(const Value &v) {
+    if (v.isString())
+      return v.s.size();
+    if (v.kind != Value::Kind::List)
+      return 16;
+    size_t bytes = 0;
+    for (const Value &item : *v.list)
+      bytes += 16 + (item.isString() ? item.s.size() : 0);
+    return bytes;
+  }
+
   static void checkSize(size_t bytes, int line) {
     if (bytes > kMaxValueBytes)
       fail(line, "a value grows past " + std::to_string(kMaxValueBytes >> 20) +
@@ -2691,9 +2867,9 @@ private:
                          (l.tuple ? "tuple" : "list") + " (not \"" +
                          (r.tuple ? "tuple" : "list") + "\") to " +
                          (l.tuple ? "tuple" : "list"));
+        checkSize(shallowBytes(l) + shallowBytes(r), line);
         List items = *l.list;
         items.insert(items.end(), r.list->begin(), r.list->end());
-        checkSize(items.size(), line);
         Value out = Value::makeList(std::move(items));
         out.tuple = l.tuple;
         return out;
@@ -2706,8 +2882,15 @@ private:
       if (times.kind != Value::Kind::Int && times.kind != Value::Kind::Bool)
         return typeError();
       int64_t n = std::max<int64_t>(0, integer(times));
-      size_t unit = seq.isString() ? seq.s.size() : seq.list->size();
-      if (unit && static_cast<uint64_t>(n) > kMaxValueBytes / unit)
+      const size_t unit = shallowBytes(seq);
+      if (unit == 0 || n == 0) {
+        if (seq.isString())
+          return Value::string("");
+        Value out = Value::makeList();
+        out.tuple = seq.tuple;
+        return out;
+      }
+      if (static_cast<uint64_t>(n) > kMaxValueBytes / unit)
         checkSize(kMaxValueBytes + 1, line);
       if (seq.isString()) {
         std::string s;
@@ -2749,10 +2932,17 @@ private:
         return Value::integer(op == "//" ? q : m);
       }
       if (op == "**" && b >= 0) {
-        int64_t p = 1;
+        // By squaring: log2(b) steps. A square that overflows is needed by a
+        // later bit, so the power overflows too (0 and +-1 never overflow).
+        int64_t p = 1, base = a, e = b;
         bool overflow = false;
-        for (int64_t k = 0; k < b && !overflow; ++k)
-          overflow = __builtin_mul_overflow(p, a, &p);
+        while (e > 0 && !overflow) {
+          if (e & 1)
+            overflow = __builtin_mul_overflow(p, base, &p);
+          e >>= 1;
+          if (e > 0 && !overflow)
+            overflow = __builtin_mul_overflow(base, base, &base);
+        }
         if (!overflow)
           return Value::integer(p);
       }
@@ -2790,6 +2980,7 @@ private:
 
   // l < r, Python's ordering (numbers, strings, lists).
   bool less(const Value &l, const Value &r, int line) {
+    spend();
     for (const Value *v : {&l, &r})
       if (v->kind == Value::Kind::BigInt)
         fail(line, "integer " + v->s +
@@ -2911,7 +3102,11 @@ private:
     if (name == "split" || name == "rsplit") {
       Value sep = args.get(0, "sep");
       Value maxv = args.get(1, "maxsplit");
-      int64_t maxsplit = maxv.kind == Value::Kind::Int ? maxv.i : -1;
+      // (Python's maxsplit: negative or beyond any string means no limit.)
+      int64_t maxsplit =
+          maxv.kind == Value::Kind::Int && maxv.i >= 0 && maxv.i < (1 << 30)
+              ? maxv.i
+              : -1;
       List parts;
       if (sep.isUndefined() || sep.kind == Value::Kind::None) {
         if (name == "rsplit" && maxsplit >= 0)
@@ -3096,6 +3291,16 @@ private:
   //===--------------------------------------------------------------------===//
   // Filters and tests.
 
+  // v[digits] for a numeric attribute path part ("0" in "content.0").
+  Value indexOf(const Value &v, const std::string &digits, int line) {
+    int64_t index = 0;
+    auto r =
+        std::from_chars(digits.data(), digits.data() + digits.size(), index);
+    if (r.ec != std::errc())
+      return Value::undefined("no item " + digits);
+    return getItem(v, Value::integer(index), line);
+  }
+
   Value attributeOf(const Value &item, const std::string &path, int line) {
     Value v = item;
     size_t b = 0;
@@ -3108,7 +3313,7 @@ private:
             return std::isdigit(static_cast<unsigned char>(c));
           });
       v = v.isUndefined() ? v
-          : numeric       ? getItem(v, Value::integer(std::stoll(part)), line)
+          : numeric       ? indexOf(v, part, line)
                           : getItem(v, Value::string(part), line);
       if (dot == std::string::npos)
         return v;
@@ -3252,20 +3457,34 @@ private:
         return v;
       if (v.kind == Value::Kind::Bool)
         return Value::integer(v.b);
+      // Python's int() of a float: its integer part, exactly.
+      auto truncated = [](double d) {
+        d = std::trunc(d);
+        if (d > -9.2e18 && d < 9.2e18)
+          return Value::integer(static_cast<int64_t>(d));
+        char buf[400];
+        std::snprintf(buf, sizeof buf, "%.0f", d);
+        return Value::bigInt(buf);
+      };
       if (v.kind == Value::Kind::Float)
-        return std::isfinite(v.f) ? Value::integer(static_cast<int64_t>(v.f))
-                                  : dflt;
+        return std::isfinite(v.f) ? truncated(v.f) : dflt;
       if (v.isString()) {
         std::string t = stripWhitespace(v.s, true, true);
         int64_t i = 0;
         auto r = std::from_chars(t.data(), t.data() + t.size(), i);
         if (r.ec == std::errc() && r.ptr == t.data() + t.size() && !t.empty())
           return Value::integer(i);
+        if (r.ec == std::errc::result_out_of_range &&
+            r.ptr == t.data() + t.size()) {
+          // Digits beyond 64 bits: kept exact, without leading zeros.
+          size_t sign = t[0] == '-', first = t.find_first_not_of('0', sign);
+          return Value::bigInt(t.substr(0, sign) + t.substr(first));
+        }
         double d = 0;
         auto rd = std::from_chars(t.data(), t.data() + t.size(), d);
         if (rd.ec == std::errc() && rd.ptr == t.data() + t.size() &&
             !t.empty() && std::isfinite(d))
-          return Value::integer(static_cast<int64_t>(d));
+          return truncated(d);
       }
       return dflt;
     }
@@ -3364,7 +3583,9 @@ private:
       int64_t n = int64_t(codePoints(s).size()) - 1;
       if (width <= n)
         return Value::string(s);
-      int64_t total = std::min<int64_t>(width - n, kMaxValueBytes);
+      checkSize(static_cast<size_t>(std::min<int64_t>(width, INT64_MAX / 2)),
+                line);
+      int64_t total = width - n;
       int64_t left = total / 2 + (total & width & 1);
       return Value::string(std::string(left, ' ') + s +
                            std::string(total - left, ' '));
@@ -3550,7 +3771,7 @@ private:
       if (name == "divisibleby") {
         if (arg.kind != Value::Kind::Int || arg.i == 0)
           fail(line, "divisibleby needs a non-zero integer");
-        return x % arg.i == 0;
+        return arg.i == -1 || x % arg.i == 0;
       }
       return (x % 2 != 0) == (name == "odd");
     }
@@ -3629,21 +3850,25 @@ private:
           int64_t step = a.size() > 2 ? a[2] : 1;
           if (step == 0)
             fail(line, "range() step must not be zero");
-          long double count =
+          const __int128 count =
               step > 0
-                  ? std::ceil((long double)(stop - (long double)start) / step)
-                  : std::ceil(((long double)start - stop) / -(long double)step);
+                  ? (stop > start ? (__int128(stop) - start - 1) / step + 1 : 0)
+                  : (start > stop
+                         ? (__int128(start) - stop - 1) / -__int128(step) + 1
+                         : 0);
           if (count > kMaxRange)
             fail(line, "range() of over " + std::to_string(kMaxRange) +
                            " items (the sandbox's limit)");
           List items;
-          for (int64_t k = start; step > 0 ? k < stop : k > stop; k += step)
-            items.push_back(Value::integer(k));
+          for (__int128 i = 0; i < count; ++i)
+            items.push_back(
+                Value::integer(static_cast<int64_t>(start + i * step)));
           return Value::makeList(std::move(items));
         });
     g["namespace"] = makeFunction(
-        "namespace", [](Renderer &, CallArgs &args, int line) -> Value {
+        "namespace", [](Renderer &r, CallArgs &args, int line) -> Value {
           Value ns = Value::makeNamespace();
+          r.namespaces_.push_back(ns.dict);
           for (const Value &v : args.pos) {
             if (v.kind != Value::Kind::Dict)
               fail(line, "namespace() takes a mapping and keyword arguments");
@@ -3672,6 +3897,7 @@ private:
   std::vector<Scope> scopes_;
   std::string out_;
   int callDepth_ = 0;
+  std::vector<std::shared_ptr<DictData>> namespaces_;
 };
 
 Value messagesValue(const std::vector<ChatMessage> &messages) {

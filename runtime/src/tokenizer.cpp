@@ -15,6 +15,7 @@
 #include <iterator>
 #include <limits>
 #include <queue>
+#include <tuple>
 #include <utility>
 
 namespace loom {
@@ -264,11 +265,24 @@ void composeInto(std::vector<uint32_t> &run, std::string &out) {
   for (size_t i = 0; i < run.size(); ++i)
     cls[i] = combiningClass(run[i]);
   // Canonical ordering: a stable sort of each run of non-starters by class.
-  for (size_t i = 1; i < run.size(); ++i)
-    for (size_t k = i; k > 0 && cls[k] != 0 && cls[k - 1] > cls[k]; --k) {
-      std::swap(run[k], run[k - 1]);
-      std::swap(cls[k], cls[k - 1]);
+  std::vector<std::pair<uint32_t, uint32_t>> marks; // (class, code point)
+  for (size_t i = 0; i < run.size();) {
+    if (cls[i] == 0) {
+      ++i;
+      continue;
     }
+    size_t end = i;
+    while (end < run.size() && cls[end] != 0)
+      ++end;
+    marks.clear();
+    for (size_t k = i; k < end; ++k)
+      marks.emplace_back(cls[k], run[k]);
+    std::stable_sort(marks.begin(), marks.end(),
+                     [](auto &a, auto &b) { return a.first < b.first; });
+    for (size_t k = i; k < end; ++k)
+      std::tie(cls[k], run[k]) = marks[k - i];
+    i = end;
+  }
   // Canonical composition (UAX #15's algorithm).
   size_t n = 0, starter = 0;
   uint32_t last = 0;

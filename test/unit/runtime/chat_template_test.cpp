@@ -118,6 +118,81 @@ TEST(ChatTemplate, BoundsWhatATemplateMayDo) {
       10.0);
 }
 
+// Cases an ASan/UBSan fuzzer found (each once a crash, undefined
+// behaviour, an escaping std:: exception, a hang or a memory blow-up): now
+// Python's answer or a loom::Error.
+TEST(ChatTemplate, FuzzerFindingsStayFixed) {
+  const std::string minInt = "(-9223372036854775807 - 1)";
+  EXPECT_EQ(render("{{ -" + minInt + " }}"), "9223372036854775808");
+  EXPECT_EQ(render("{{ " + minInt + " is divisibleby(-1) }}"), "True");
+  EXPECT_EQ(render("{{ 'abc'[1::9223372036854775807] }}"), "b");
+  EXPECT_EQ(render("{{ [1, 2, 3][::-9223372036854775807 - 1] }}"), "[3]");
+  EXPECT_EQ(render("{{ range(9223372036854775800, 9223372036854775807, 5) "
+                   "| list }}"),
+            "[9223372036854775800, 9223372036854775805]");
+  EXPECT_EQ(render("{{ 1 ** 9223372036854775807 }} {{ 0 ** 4000000000000 }} "
+                   "{{ (-1) ** 9223372036854775807 }} {{ 3 ** 39 }}"),
+            "1 0 -1 4052555153018976267");
+  EXPECT_NE(errorOf([] { render("{{ 3 ** 40 }}"); }).find("integer overflow"),
+            std::string::npos);
+  EXPECT_EQ(render("{{ '' * 9223372036854775807 }}|{{ ([] * "
+                   "9223372036854775807) | length }}"),
+            "|0");
+  EXPECT_EQ(render("{{ 1e300 | int }}").size(), 301u);
+  EXPECT_EQ(render("{{ '00123456789012345678901234' | int }}"),
+            "123456789012345678901234");
+  EXPECT_EQ(render("{{ 'a,b,c'.split(',', 9223372036854775807) }}"),
+            "['a', 'b', 'c']");
+  EXPECT_EQ(render("{{ messages | map(attribute='99999999999999999999') | "
+                   "list | length }}"),
+            "1");
+  EXPECT_NE(
+      errorOf([] { render("{{ '\\UFFFFFFFF' }}"); }).find("beyond U+10FFFF"),
+      std::string::npos);
+  // Trees and values nested without end, a namespace holding itself.
+  std::string chain = "{{ 1";
+  for (int k = 0; k < 20000; ++k)
+    chain += "+1";
+  EXPECT_NE(errorOf([&] {
+              render(chain + " }}");
+            }).find("expression nested too deeply"),
+            std::string::npos);
+  EXPECT_NE(errorOf([] {
+              render("{% set ns = namespace(a=[]) %}{% for i in range(100000) "
+                     "%}{% set ns.a = [ns.a] %}{% endfor %}{{ ns.a }}");
+            }).find("a value nests more than 256 deep"),
+            std::string::npos);
+  EXPECT_NE(errorOf([] {
+              render("{% set ns = namespace() %}{% set ns.x = ns %}{{ ns }}");
+            }).find("contains itself"),
+            std::string::npos);
+  EXPECT_EQ(render("{% set ns = namespace() %}{% set ns.x = ns %}ok"), "ok");
+  // Work and memory: a step budget, sizes counted in bytes.
+  EXPECT_NE(errorOf([] {
+              render("{% for a in range(100000) %}{% for b in range(100000) "
+                     "%}{% endfor %}{% endfor %}");
+            }).find("steps"),
+            std::string::npos);
+  EXPECT_NE(errorOf([] {
+              render("{% set s = 'x' * 16000000 %}{{ ([s] * 1000) | length }}");
+            }).find("grows past 16 MiB"),
+            std::string::npos);
+  EXPECT_NE(errorOf([] {
+              render("{% set a = [1] * 1000 %}{% set b = [a] * 1000 %}{% set c "
+                     "= [b] * 1000 %}{{ c }}");
+            }).find("grows past 16 MiB"),
+            std::string::npos);
+  EXPECT_NE(errorOf([] {
+              render("{{ 'a' | center(9223372036854775807) }}");
+            }).find("grows past 16 MiB"),
+            std::string::npos);
+  // A JSON object of 40000 keys (its keys indexed).
+  std::string json = R"({"messages": [])";
+  for (int k = 0; k < 40000; ++k)
+    json += ", \"k" + std::to_string(k) + "\": " + std::to_string(k);
+  EXPECT_EQ(ChatTemplate("{{ k39999 }}").renderJson(json + "}", {}), "39999");
+}
+
 TEST(ChatTemplate, ReadsJsonConversations) {
   const ChatTemplate t("{% for m in messages %}{{ m.role }}:{{ m.content }}"
                        "|{{ m.n }}|{{ m | tojson }}\n{% endfor %}{{ tools "
