@@ -107,6 +107,10 @@ def main():
                 b"".join(t[2] for t in parts)]
     elif case == "rope-scaling":
         config["rope_scaling"] = {"type": "linear", "factor": 2.0}
+    elif case == "qwen2-window":  # a Qwen 2 that asks for sliding windows
+        config["model_type"] = "qwen2"
+        config["use_sliding_window"] = True
+        config["sliding_window"] = 64
     elif case == "attention-bias":
         config["attention_bias"] = True
     elif case == "head-dim":
