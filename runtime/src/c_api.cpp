@@ -409,6 +409,20 @@ long loom_session_position(const loom_session *session) {
   return session ? static_cast<long>(session->session->position()) : -1;
 }
 
+loom_status loom_session_rewind(loom_session *session, long position) {
+  LOOM_REQUIRE_ARG(session);
+  return guarded([&] {
+    session->session->rewind(static_cast<int64_t>(position));
+    return LOOM_OK;
+  });
+}
+
+long loom_session_rewind_point(const loom_session *session, long position) {
+  return session ? static_cast<long>(session->session->rewindPoint(
+                       static_cast<int64_t>(position)))
+                 : -1;
+}
+
 loom_status loom_sampler_create(const loom_model *model, float temperature,
                                 float top_p, unsigned long seed,
                                 loom_sampler **out_sampler) {

@@ -441,9 +441,20 @@ struct LoopState {
   std::mt19937_64 rng;
   bool warm_start;
 
+  // What a step starts from, recorded for each step (parallel to
+  // SessionState::steps) so that a failed step leaves no trace and
+  // Session::rewind can return to the start of any step.
+  struct StepStart {
+    int64_t pos;
+    uint64_t draws;
+    std::vector<float> warm; // with warm start
+  };
+
   // Per sequence.
   bool have_warm = false;  // a forward() call has completed
   std::vector<float> warm; // the last step's latent, last row
+  uint64_t draws = 0;      // rng() calls since the seed
+  std::vector<StepStart> starts;
   int64_t iteration = 0;   // the iteration running now
   std::vector<std::unique_ptr<CoreCache>> slots;
   size_t slots_allocated = 0;
@@ -542,6 +553,10 @@ struct SessionState final : LoopKvSource {
   // for n tokens that do not fit the context.
   void checkInput(const int32_t *tokens, size_t n) const;
   void reset();
+  // Returns a looped model's state to the start of its step `i` and forgets
+  // that step and the later ones (their positions, per-step records,
+  // draws and warm-start latents). Leaves have_warm alone.
+  void rewindLoop(size_t i);
 
   std::shared_ptr<const Model> model;
   const ModelData &m;
@@ -924,30 +939,16 @@ void SessionState::step(const int32_t *tokens, int64_t T, int64_t logit_begin,
       return;
     }
     // A looped step that throws (out of memory for a new slot, a device
-    // error) leaves no trace: the slots forget the positions it marked, its
-    // initial-state draws are taken back, and the warm-start latent and the
-    // per-step records are as they were, so that a retry, or another
-    // continuation from this position, computes what it would have. (The
-    // slots it allocated stay allocated.)
-    std::optional<std::mt19937_64> rng;
-    if (loop->random_init)
-      rng = loop->rng;
-    std::vector<float> warm;
-    if (loop->warm_start)
-      warm = loop->warm;
-    const size_t n_steps = steps.size(), n_values = values.size();
+    // error) leaves no trace: it is rewound as Session::rewind would, so
+    // that a retry, or another continuation from this position, computes
+    // what it would have. (The slots it allocated stay allocated.)
+    LoopState &ls = *loop;
+    ls.starts.push_back(
+        {pos, ls.draws, ls.warm_start ? ls.warm : std::vector<float>()});
     try {
       loopStep(tokens, T, logit_begin, logit_end);
     } catch (...) {
-      for (auto &slot : loop->slots)
-        if (slot)
-          slot->forget(pos);
-      if (rng)
-        loop->rng = *rng;
-      if (loop->warm_start)
-        loop->warm.swap(warm);
-      steps.resize(n_steps);
-      values.resize(n_values);
+      rewindLoop(ls.starts.size() - 1);
       throw;
     }
   });
@@ -966,7 +967,7 @@ void SessionState::initState(float *state, int64_t T) {
     for (int64_t i = 0; i < T * D; ++i) {
       double z;
       do
-        z = standardNormal(ls.rng);
+        z = standardNormal(ls.rng), ls.draws += 2;
       while (std::fabs(z) > 3.0);
       state[i] = static_cast<float>(z * sd * scale);
     }
@@ -1160,12 +1161,33 @@ void SessionState::reset() {
     return;
   loop->have_warm = false;
   loop->rng.seed(loop->seed);
+  loop->draws = 0;
+  loop->starts.clear();
   for (auto &s : loop->slots)
     if (s) {
       std::fill(s->present.begin(), s->present.end(), 0);
       s->count = 0;
       s->prefix = 0;
     }
+}
+
+void SessionState::rewindLoop(size_t i) {
+  LoopState &ls = *loop;
+  LoopState::StepStart &start = ls.starts[i];
+  for (auto &slot : ls.slots)
+    if (slot)
+      slot->forget(start.pos);
+  if (ls.draws != start.draws) {
+    // mt19937_64::discard skips whole blocks of the state at a time.
+    ls.rng.seed(ls.seed);
+    ls.rng.discard(start.draws);
+    ls.draws = start.draws;
+  }
+  if (ls.warm_start)
+    ls.warm.swap(start.warm);
+  steps.resize(i);
+  values.resize(i);
+  ls.starts.resize(i);
 }
 
 } // namespace rt
@@ -1247,6 +1269,9 @@ Logits Session::forward(const int32_t *tokens, size_t n, bool all_logits,
       s.step(tokens + c, T, exit_logits ? std::min(begin, T - 1) : begin, T);
     } catch (...) {
       s.step_embeddings = nullptr;
+      // The chunks fed stay fed, as by a call that ended there.
+      if (s.loop && c > 0)
+        s.loop->have_warm = true;
       throw;
     }
     s.step_embeddings = nullptr;
@@ -1380,6 +1405,54 @@ std::vector<float> Session::scoreChunks(const float *rows, size_t n) {
 
 int64_t Session::position() const { return state_->pos; }
 void Session::reset() { state_->reset(); }
+
+void Session::rewind(int64_t position) {
+  rt::SessionState &s = *state_;
+  if (position < 0 || position > s.pos)
+    throw Error("rewind: position " + std::to_string(position) +
+                " is outside 0.." + std::to_string(s.pos) +
+                " (the positions this session holds)");
+  if (position == s.pos)
+    return;
+  if (s.loop) {
+    auto &starts = s.loop->starts;
+    // The step holding `position`: the last one starting at or before it.
+    auto after =
+        std::upper_bound(starts.begin(), starts.end(), position,
+                         [](int64_t p, const rt::LoopState::StepStart &st) {
+                           return p < st.pos;
+                         });
+    if (after == starts.begin())
+      throw Error("internal: no step holds position " +
+                  std::to_string(position));
+    const rt::LoopState::StepStart &step = *(after - 1);
+    if (step.pos != position) {
+      const int64_t end = after == starts.end() ? s.pos : after->pos;
+      throw Error("rewind: position " + std::to_string(position) +
+                  " is inside a step of this looped model (positions " +
+                  std::to_string(step.pos) + ".." + std::to_string(end - 1) +
+                  "); it rewinds to the first position of a step, here " +
+                  std::to_string(step.pos) + " (Session::rewindPoint)");
+    }
+    s.rewindLoop(static_cast<size_t>(after - 1 - starts.begin()));
+    // As after a call that fed the kept positions: the latent of the last
+    // one (the warm latent at the step's start) starts the next step.
+    s.loop->have_warm = position > 0;
+  }
+  s.pos = position;
+}
+
+int64_t Session::rewindPoint(int64_t position) const {
+  const rt::SessionState &s = *state_;
+  position = std::clamp<int64_t>(position, 0, s.pos);
+  if (!s.loop || position == s.pos)
+    return position;
+  const auto &starts = s.loop->starts;
+  auto after = std::upper_bound(
+      starts.begin(), starts.end(), position,
+      [](int64_t p, const rt::LoopState::StepStart &st) { return p < st.pos; });
+  return after == starts.begin() ? 0 : (after - 1)->pos;
+}
 
 void Session::writeTrace(const std::string &path) const {
   if (!state_->trace)

@@ -1328,9 +1328,10 @@ int generate(const Options &o, const loom::Model &model, loom::Session &session,
 // --chat --interactive: a reply to each user message, the first to --prompt
 // (or to --messages ending with the user's turn), the others to the lines of
 // stdin. Each turn renders the whole conversation and feeds only the tokens
-// after those the session holds (the KV cache is kept), or, where the
-// rendering no longer starts with them (a template that rewrites earlier
-// turns, a reply that tokenizes otherwise), starts the session over.
+// after those the session holds (the KV cache is kept); where the rendering
+// departs from them (a template that rewrites earlier turns, a reply that
+// tokenizes otherwise), the session is rewound to the common prefix (for a
+// looped model, to the start of the step holding its end).
 int chatLoop(const Options &o, const loom::Model &model, loom::Session &session,
              uint64_t seed, Conversation &chat, std::string &notes) {
   const loom::ModelConfigInfo &cfg = model.config();
@@ -1338,7 +1339,7 @@ int chatLoop(const Options &o, const loom::Model &model, loom::Session &session,
   const int64_t context = model.contextLength();
   loom::Sampler sampler(cfg.vocab_size, o.temperature, o.top_p, seed);
   std::vector<int32_t> fed; // the tokens the session holds
-  int64_t replies = 0, prompted = 0, reused = 0, generated = 0, restarts = 0;
+  int64_t replies = 0, prompted = 0, reused = 0, generated = 0, rewinds = 0;
   double seconds_spent = 0;
   bool full = false;
   auto reply = [&] {
@@ -1352,12 +1353,16 @@ int chatLoop(const Options &o, const loom::Model &model, loom::Session &session,
       full = true;
       return;
     }
-    if (fed.size() >= ids.size() ||
-        !std::equal(fed.begin(), fed.end(), ids.begin())) {
-      if (!fed.empty())
-        ++restarts;
-      session.reset();
-      fed.clear();
+    // Keep the longest common prefix, less at least one token to feed.
+    const size_t common = static_cast<size_t>(
+        std::mismatch(fed.begin(), fed.end(), ids.begin(), ids.end()).first -
+        fed.begin());
+    const size_t keep = static_cast<size_t>(session.rewindPoint(
+        static_cast<int64_t>(std::min(common, ids.size() - 1))));
+    if (keep < fed.size()) {
+      session.rewind(static_cast<int64_t>(keep));
+      fed.resize(keep);
+      ++rewinds;
     }
     reused += static_cast<int64_t>(fed.size());
     prompted += static_cast<int64_t>(ids.size());
@@ -1408,14 +1413,14 @@ int chatLoop(const Options &o, const loom::Model &model, loom::Session &session,
   std::free(line);
   saveMessages(o, chat);
   char summary[320];
-  std::snprintf(
-      summary, sizeof summary,
-      "loom-run: %lld replies: prompts of %lld tokens, %lld of them "
-      "already in the KV cache (%lld restarts); %lld tokens "
-      "generated; %.3f s\n",
-      static_cast<long long>(replies), static_cast<long long>(prompted),
-      static_cast<long long>(reused), static_cast<long long>(restarts),
-      static_cast<long long>(generated), seconds_spent);
+  std::snprintf(summary, sizeof summary,
+                "loom-run: %lld replies: prompts of %lld tokens, %lld of them "
+                "already in the KV cache (%lld rewinds); %lld tokens "
+                "generated; %.3f s\n",
+                static_cast<long long>(replies),
+                static_cast<long long>(prompted),
+                static_cast<long long>(reused), static_cast<long long>(rewinds),
+                static_cast<long long>(generated), seconds_spent);
   notes += summary;
   return full ? 1 : 0;
 }

@@ -180,6 +180,20 @@ loom_status loom_session_reset(loom_session *session);
 /* Ids fed since creation or the last reset (-1 for a NULL session). */
 long loom_session_position(const loom_session *session);
 
+/* Forgets positions `position` and later, keeping the KV state of the
+ * earlier ones: the next forward continues at `position` and computes what
+ * a session fed only the first `position` ids (in the same calls) would.
+ * A looped model rewinds only to the first position of one of its steps
+ * (a forward chunk or a decode step; loom_session_rewind_point). Fails,
+ * changing nothing, for a position outside 0..loom_session_position() or
+ * inside a looped model's step. */
+loom_status loom_session_rewind(loom_session *session, long position);
+
+/* The largest position <= `position` that loom_session_rewind accepts
+ * (`position` itself, clamped to 0..loom_session_position(), for models
+ * without a looped block; -1 for a NULL session). */
+long loom_session_rewind_point(const loom_session *session, long position);
+
 /* ---- Sampling -------------------------------------------------------- */
 
 /* A sampler over the model's vocabulary: greedy when temperature is 0,

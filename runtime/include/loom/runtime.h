@@ -329,6 +329,21 @@ public:
   int64_t position() const;
   // Starts a new sequence (position 0); keeps the allocations.
   void reset();
+  // Forgets the positions `position` and later, keeping the KV state of the
+  // earlier ones, so that the next forward() continues at `position`: what
+  // it then computes is what a session fed only the first `position` tokens
+  // (in the same steps) would compute. For chat turns that rewrite the end
+  // of a conversation, beam or speculative decoding, a shared prompt.
+  // A looped model's steps keep per-step state (the iterations run, the
+  // warm-start latent, the initial-state draws), so it rewinds only to the
+  // first position of one of its steps (each forward() chunk, each decode
+  // step): rewindPoint() gives the nearest one at or before a position.
+  // Throws loom::Error, changing nothing, for a position outside
+  // [0, position()] or, in a looped model, inside a step.
+  void rewind(int64_t position);
+  // The largest position <= `position` that rewind() accepts: `position`
+  // itself for models without a looped block; clamped to [0, position()].
+  int64_t rewindPoint(int64_t position) const;
 
   // Writes the recorded dispatches as Chrome trace JSON (chrome://tracing,
   // Perfetto). Requires SessionOptions::trace.
@@ -353,7 +368,8 @@ public:
 
   // Looped models: the iterations each token step ran, and the exit
   // criterion's value at each of its checks (empty without adaptive exit),
-  // one entry per step since construction or reset(). Empty for other
+  // one entry per step since construction or reset() (rewind() drops the
+  // entries of the steps it forgets). Empty for other
   // models.
   const std::vector<int> &iterationsPerStep() const;
   const std::vector<std::vector<double>> &exitValues() const;

@@ -461,6 +461,44 @@ TEST_F(CudaSession, ResetReplaysTheSameSequence) {
   EXPECT_EQ(run(), first);
 }
 
+// Rewinding the position on the GPU: the decode graph, replayed from the
+// kept position, generates the same greedy continuation again, and other
+// tokens from there match the CPU rewound the same way.
+TEST_F(CudaSession, RewindContinuesFromTheKeptPosition) {
+  loom::SessionOptions cpu_options;
+  cpu_options.threads = 2;
+  loom::Session gpu(model_, cudaOptions()), cpu(model_, cpu_options);
+  const int64_t V = model_->config().vocab_size;
+  loom::Sampler s(V, 0.0f, 1.0f, 1);
+  const std::vector<int32_t> prompt = promptIds(20, V);
+  std::vector<int32_t> out{
+      s.sample(gpu.forward(prompt.data(), prompt.size()).last())};
+  for (int i = 0; i < 30; ++i)
+    out.push_back(gpu.forwardSample(out.back(), s));
+  gpu.rewind(20 + 10); // out[0..9] fed
+  std::vector<int32_t> again(out.begin(), out.begin() + 11);
+  for (int i = 10; i < 30; ++i)
+    again.push_back(gpu.forwardSample(again.back(), s));
+  EXPECT_EQ(again, out);
+  // Back into the prompt, then other tokens: prefill and decode.
+  cpu.forward(prompt.data(), prompt.size());
+  cpu.forward(out.data(), 5);
+  gpu.rewind(12);
+  cpu.rewind(12);
+  const std::vector<int32_t> other = promptIds(9, V);
+  loom::Logits l = gpu.forward(other.data(), other.size(), true);
+  std::vector<float> b(l.data, l.data + l.rows * V);
+  l = cpu.forward(other.data(), other.size(), true);
+  EXPECT_LT(relDiff(b.data(), l.data, b.size()), 1e-4);
+  for (int32_t t : {3, 17}) {
+    const std::vector<float> g = [&] {
+      loom::Logits x = gpu.forward(&t, 1);
+      return std::vector<float>(x.data, x.data + V);
+    }();
+    EXPECT_LT(relDiff(g.data(), cpu.forward(&t, 1).last(), V), 1e-4);
+  }
+}
+
 TEST_F(CudaSession, PlaceholderRowsReplaceEmbeddings) {
   const int64_t V = model_->config().vocab_size, D = model_->config().dim;
   loom::SessionOptions cpu_options;
@@ -693,6 +731,17 @@ TEST_P(CudaLoop, MatchesTheCpu) {
         << lc.name << " step " << i << " after reset";
   }
   expectLaunches(6 + 8 + 2 + (lc.prompt == 1 ? 1 : 0), " after reset");
+  // Rewound to the start of the second one-token step, then other tokens.
+  cpu.rewind(lc.prompt + 1);
+  gpu.rewind(lc.prompt + 1);
+  for (int i = 0; i < 3; ++i) {
+    next = static_cast<int32_t>((next * 7 + 3) % V);
+    a = step(cpu, &next, 1);
+    b = step(gpu, &next, 1);
+    ASSERT_LT(relDiff(b.data(), a.data(), a.size()), 1e-4)
+        << lc.name << " step " << i << " after rewind";
+  }
+  EXPECT_EQ(cpu.iterationsPerStep(), gpu.iterationsPerStep()) << lc.name;
 }
 
 using Init = loom::LoopOptions::Init;

@@ -898,6 +898,113 @@ TEST_F(RandomHuginn, RandomInitIsSeeded) {
   EXPECT_NE(a, std::vector<float>(z.data, z.data + z.rows * z.vocab));
 }
 
+// Rewinding to the start of a step restores everything a step starts from
+// (the slots' positions, the iterations and exit values recorded, the
+// warm-start latent, the initial-state draws), so the continuation is
+// exactly what a session fed only the kept tokens computes.
+TEST_F(RandomHuginn, RewindReturnsToTheStartOfAStep) {
+  HuginnOptions h;
+  h.max_tokens = 3;
+  auto chunked = load(loom::test::huginnArtifact(*checkpoint_, h));
+  LoopOptions warm = adaptive(ExitCriterion::Kl, 2e-3, 12, "latest-m4");
+  warm.warm_start = true;
+  LoopOptions random = fixed(3, "compress-s4");
+  random.init = LoopOptions::Init::Random;
+  random.seed = 5;
+  LoopOptions random_warm = adaptive(ExitCriterion::Cosine, 1e-3, 8, "full");
+  random_warm.init = LoopOptions::Init::Random;
+  random_warm.warm_start = true;
+  random_warm.seed = 9;
+  const struct {
+    const char *name;
+    LoopOptions options;
+  } cases[] = {
+      {"fixed full", fixed(4)},
+      {"fixed compress-s4", fixed(5, "compress-s4")},
+      {"adaptive always-last-m4",
+       adaptive(ExitCriterion::Kl, 2e-3, 12, "always-last-m4")},
+      {"adaptive warm start", warm},
+      {"random init", random},
+      {"random init, warm start, adaptive", random_warm},
+  };
+  const std::vector<int32_t> decoded = {5, 31, 8, 12};
+  const std::vector<int32_t> other = {20, 3, 17};
+  auto logitsOf = [](const loom::Logits &l) {
+    return std::vector<float>(l.data, l.data + l.rows * l.vocab);
+  };
+  for (const auto &c : cases) {
+    SCOPED_TRACE(c.name);
+    // The prompt is 3 steps of 3, 3 and 1 rows; then one step per token.
+    // Rewind points: a decode step (8), a prompt chunk (3), the start (0).
+    for (int64_t keep : {8, 3, 0}) {
+      SCOPED_TRACE("rewind to " + std::to_string(keep));
+      loom::Session a(chunked, loopOptions(c.options)),
+          b(chunked, loopOptions(c.options));
+      a.forward(prompt_.data(), prompt_.size());
+      for (int32_t t : decoded)
+        a.forward(&t, 1);
+      ASSERT_EQ(a.iterationsPerStep().size(), 7u);
+      EXPECT_EQ(a.rewindPoint(keep), keep);
+      EXPECT_EQ(a.rewindPoint(keep + 1), keep < 7 ? keep : keep + 1);
+      a.rewind(keep);
+      EXPECT_EQ(a.position(), keep);
+      // b: the kept tokens in the same steps (a 3-row chunk of the prompt
+      // is a step of its own when fed alone).
+      std::vector<int32_t> kept(prompt_.begin(), prompt_.end());
+      kept.insert(kept.end(), decoded.begin(), decoded.end());
+      if (keep >= 7) {
+        b.forward(prompt_.data(), prompt_.size());
+        for (int64_t p = 7; p < keep; ++p)
+          b.forward(&kept[size_t(p)], 1);
+      } else if (keep > 0) {
+        b.forward(kept.data(), size_t(keep));
+      }
+      const std::vector<float> la =
+          logitsOf(a.forward(other.data(), other.size(), true));
+      const std::vector<float> lb =
+          logitsOf(b.forward(other.data(), other.size(), true));
+      EXPECT_EQ(la, lb);
+      for (int32_t t : {4, 9}) {
+        EXPECT_EQ(logitsOf(a.forward(&t, 1)), logitsOf(b.forward(&t, 1)));
+      }
+      EXPECT_EQ(a.iterationsPerStep(), b.iterationsPerStep());
+      EXPECT_EQ(a.exitValues(), b.exitValues());
+    }
+  }
+}
+
+TEST_F(RandomHuginn, RewindInsideAStepIsRefused) {
+  HuginnOptions h;
+  h.max_tokens = 3;
+  auto chunked = load(loom::test::huginnArtifact(*checkpoint_, h));
+  loom::Session s(chunked, loopOptions(fixed(3)));
+  s.forward(prompt_.data(), prompt_.size()); // steps 0..2, 3..5, 6
+  const int32_t t = 5;
+  s.forward(&t, 1); // step 7
+  const loom::Logits l = s.forward(&t, 1);
+  const std::vector<float> before(l.data, l.data + l.vocab);
+  EXPECT_EQ(s.rewindPoint(4), 3);
+  EXPECT_EQ(s.rewindPoint(6), 6);
+  EXPECT_EQ(s.rewindPoint(100), 9);
+  try {
+    s.rewind(4);
+    ADD_FAILURE() << "rewind(4) was accepted";
+  } catch (const loom::Error &e) {
+    EXPECT_EQ(std::string(e.what()),
+              "rewind: position 4 is inside a step of this looped model "
+              "(positions 3..5); it rewinds to the first position of a "
+              "step, here 3 (Session::rewindPoint)");
+  }
+  EXPECT_EQ(s.position(), 9);
+  EXPECT_EQ(s.iterationsPerStep().size(), 5u);
+  // Nothing changed: rewinding one step and feeding the token again gives
+  // the same logits.
+  s.rewind(8);
+  EXPECT_EQ(s.iterationsPerStep().size(), 4u);
+  const loom::Logits again = s.forward(&t, 1);
+  EXPECT_EQ(std::vector<float>(again.data, again.data + again.vocab), before);
+}
+
 TEST_F(RandomHuginn, RandomInitStartsAwayFromZero) {
   // latent-diff's first check compares x_1 with the initial state x_0: a
   // random start of per-element std ~0.63 is far from the state one

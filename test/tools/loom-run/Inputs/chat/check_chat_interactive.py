@@ -4,7 +4,9 @@ greedy reply of an interactive session (the KV cache kept across turns)
 equals the reply `loom-run --chat --messages` gives to the conversation up
 to that turn, read back from --save-messages.
 
-  check_chat_interactive.py LOOM_RUN ARTIFACT TEMPLATE WORKDIR
+  check_chat_interactive.py LOOM_RUN ARTIFACT TEMPLATE WORKDIR [ARGS...]
+
+ARGS go to every loom-run call (a looped model's iteration settings).
 
 Prints the interactive run's summary line and one line of results.
 """
@@ -20,12 +22,13 @@ STEPS = ["--steps", "24", "--temperature", "0", "--print-ids"]
 
 def main():
     loom_run, artifact, template, workdir = sys.argv[1:5]
+    steps = STEPS + sys.argv[5:]
     os.makedirs(workdir, exist_ok=True)
     saved = os.path.join(workdir, "saved.json")
     got = subprocess.run(
         [loom_run, artifact, "--chat", "--chat-template", template,
          "--interactive", "--system", "A story.", "--save-messages", saved]
-        + STEPS, input="\n".join(LINES).encode(), capture_output=True)
+        + steps, input="\n".join(LINES).encode(), capture_output=True)
     if got.returncode != 0:
         print("FAILED: " + got.stderr.decode())
         sys.exit(1)
@@ -42,7 +45,7 @@ def main():
         json.dump(messages[:at], open(prefix, "w", encoding="utf-8"))
         one = subprocess.run(
             [loom_run, artifact, "--chat", "--chat-template", template,
-             "--messages", prefix] + STEPS, capture_output=True)
+             "--messages", prefix] + steps, capture_output=True)
         if one.returncode != 0 or one.stdout.decode().strip() != replies[n]:
             print("MISMATCH at reply %d: interactive %s, one-shot %s %s"
                   % (n, replies[n], one.stdout.decode().strip(),
