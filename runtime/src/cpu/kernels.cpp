@@ -191,6 +191,7 @@ float roundToBf16(float v) {
 }
 
 bool cpuHasAvx512();
+bool cpuHasAvx2();
 
 // AVX512_BF16 (cpuid leaf 7, subleaf 1, EAX bit 5), on top of AVX-512.
 bool cpuHasAvx512Bf16() {
@@ -224,18 +225,48 @@ bool cpuHasAvx512() {
   return (ebx & kNeeded) == kNeeded;
 }
 
+// AVX2 with FMA and F16C (the AVX2 table uses all three), and the OS
+// saving the ymm state (XCR0 bits 1 and 2).
+bool cpuHasAvx2() {
+  unsigned eax, ebx, ecx, edx;
+  if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx))
+    return false;
+  if (!(ecx & bit_OSXSAVE) || !(ecx & bit_FMA) || !(ecx & bit_F16C) ||
+      !(ecx & bit_AVX))
+    return false;
+  uint32_t xcr0, xcr0High;
+  __asm__ volatile("xgetbv" : "=a"(xcr0), "=d"(xcr0High) : "c"(0));
+  if ((xcr0 & 0x6u) != 0x6u)
+    return false;
+  if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx))
+    return false;
+  return (ebx & bit_AVX2) != 0;
+}
+
 std::atomic<Isa> &activeSlot() {
   static std::atomic<Isa> isa{[] {
-    const char *env = std::getenv("LOOM_ISA");
-    return env && std::strcmp(env, "portable") == 0 ? Isa::Portable
-                                                    : detectIsa();
+    Isa cap = Isa::Avx512;
+    if (const char *env = std::getenv("LOOM_ISA")) {
+      if (std::strcmp(env, "portable") == 0)
+        cap = Isa::Portable;
+      else if (std::strcmp(env, "avx2") == 0)
+        cap = Isa::Avx2;
+    }
+    return std::min(cap, detectIsa());
   }()};
   return isa;
 }
 
 const detail::IsaKernels &kernels() {
-  return activeIsa() == Isa::Avx512 ? detail::kAvx512Kernels
-                                    : detail::kPortableKernels;
+  switch (activeIsa()) {
+  case Isa::Avx512:
+    return detail::kAvx512Kernels;
+  case Isa::Avx2:
+    return detail::kAvx2Kernels;
+  case Isa::Portable:
+    break;
+  }
+  return detail::kPortableKernels;
 }
 
 void gemm(const detail::IsaKernels &ik, const float *x, int64_t ldx, Weights W,
@@ -335,14 +366,16 @@ void gemm(const detail::IsaKernels &ik, const float *x, int64_t ldx, Weights W,
 } // namespace
 
 Isa detectIsa() {
-  static const Isa isa = cpuHasAvx512() ? Isa::Avx512 : Isa::Portable;
+  static const Isa isa = cpuHasAvx512() ? Isa::Avx512
+                         : cpuHasAvx2() ? Isa::Avx2
+                                        : Isa::Portable;
   return isa;
 }
 
 Isa activeIsa() { return activeSlot().load(std::memory_order_relaxed); }
 
 bool setIsa(Isa isa) {
-  if (isa == Isa::Avx512 && detectIsa() != Isa::Avx512)
+  if (isa > detectIsa())
     return false;
   activeSlot().store(isa, std::memory_order_relaxed);
   return true;
@@ -353,7 +386,15 @@ bool bf16DotProducts() {
 }
 
 const char *isaName(Isa isa) {
-  return isa == Isa::Avx512 ? "avx512" : "portable";
+  switch (isa) {
+  case Isa::Avx512:
+    return "avx512";
+  case Isa::Avx2:
+    return "avx2";
+  case Isa::Portable:
+    break;
+  }
+  return "portable";
 }
 
 void embed(const int32_t *tokens, int64_t T, Weights table, int64_t D,

@@ -2,7 +2,8 @@
 // weight matrices and tables f32, bf16, f16 or ggml's blocks (Weights). Every
 // kernel parallelises internally with oneTBB (call it inside the session's
 // tbb::task_arena to bound the threads) and dispatches at run time to an
-// AVX-512 implementation where the CPU has it, a portable one otherwise.
+// AVX-512 implementation where the CPU has it, else an AVX2 (+ FMA, F16C)
+// one, else a portable one.
 #ifndef LOOM_RUNTIME_CPU_KERNELS_H
 #define LOOM_RUNTIME_CPU_KERNELS_H
 
@@ -10,14 +11,16 @@
 
 namespace loom::rt::cpu {
 
-enum class Isa { Portable, Avx512 };
+// In order: each one's CPUs have the ones before it.
+enum class Isa { Portable, Avx2, Avx512 };
 
-// Best ISA this CPU supports (cpuid + OS support for the zmm state).
+// Best ISA this CPU supports (cpuid + OS support for the ymm/zmm state).
 Isa detectIsa();
-// The ISA kernels use now; starts as detectIsa(), or Portable when the
-// environment variable LOOM_ISA=portable is set.
+// The ISA kernels use now; starts as detectIsa(), capped by the environment
+// variable LOOM_ISA (portable, avx2 or avx512: that ISA, or the best below
+// it the CPU has; other values are ignored).
 Isa activeIsa();
-// Force an ISA (tests compare both). Returns false, changing nothing, if the
+// Force an ISA (tests compare them). Returns false, changing nothing, if the
 // CPU lacks it.
 bool setIsa(Isa isa);
 const char *isaName(Isa isa);

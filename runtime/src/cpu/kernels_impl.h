@@ -155,6 +155,8 @@ struct Bf16DotKernels {
 };
 
 extern const IsaKernels kPortableKernels;
+// Must only be called after detectIsa() returned Isa::Avx2 or Isa::Avx512.
+extern const IsaKernels kAvx2Kernels;
 // Must only be called after detectIsa() returned Isa::Avx512.
 extern const IsaKernels kAvx512Kernels;
 // Must only be called after cpuHasAvx512Bf16() returned true.

@@ -25,9 +25,13 @@ namespace loom::rt::cpu {
 namespace {
 
 constexpr float kSentinel = 1234.5f;
-const char *const kNoAvx512 =
-    "this CPU (or its OS) lacks AVX-512F/BW/VL/DQ with zmm state enabled, so "
-    "the AVX-512 kernels cannot run here";
+std::string cannotRun(Isa isa) {
+  return isa == Isa::Avx512
+             ? "this CPU (or its OS) lacks AVX-512F/BW/VL/DQ with zmm state "
+               "enabled, so the AVX-512 kernels cannot run here"
+             : "this CPU (or its OS) lacks AVX2/FMA/F16C with ymm state "
+               "enabled, so the AVX2 kernels cannot run here";
+}
 
 std::vector<float> randomFloats(size_t n, std::mt19937 &rng, float lo = -1.0f,
                                 float hi = 1.0f) {
@@ -94,7 +98,7 @@ protected:
   void SetUp() override {
     saved_ = activeIsa();
     if (!setIsa(GetParam()))
-      GTEST_SKIP() << kNoAvx512;
+      GTEST_SKIP() << cannotRun(GetParam());
   }
   void TearDown() override { setIsa(saved_); }
 
@@ -102,22 +106,23 @@ private:
   Isa saved_ = Isa::Portable;
 };
 
-// Runs the same computation under both ISAs for comparison.
-class CrossIsaTest : public ::testing::Test {
+// Runs the same computation under the portable kernels and under the ISA
+// of the parameter (AVX2, AVX-512) for comparison.
+class CrossIsaTest : public ::testing::TestWithParam<Isa> {
 protected:
   void SetUp() override {
     saved_ = activeIsa();
-    if (detectIsa() != Isa::Avx512)
-      GTEST_SKIP() << kNoAvx512;
+    if (detectIsa() < GetParam())
+      GTEST_SKIP() << cannotRun(GetParam());
   }
   void TearDown() override { setIsa(saved_); }
 
   template <typename F> auto onBoth(const F &f) {
     EXPECT_TRUE(setIsa(Isa::Portable));
     auto portable = f();
-    EXPECT_TRUE(setIsa(Isa::Avx512));
-    auto avx512 = f();
-    return std::make_pair(std::move(portable), std::move(avx512));
+    EXPECT_TRUE(setIsa(GetParam()));
+    auto other = f();
+    return std::make_pair(std::move(portable), std::move(other));
   }
 
 private:
@@ -130,6 +135,7 @@ private:
 
 TEST(Isa, Names) {
   EXPECT_STREQ(isaName(Isa::Portable), "portable");
+  EXPECT_STREQ(isaName(Isa::Avx2), "avx2");
   EXPECT_STREQ(isaName(Isa::Avx512), "avx512");
 }
 
@@ -143,15 +149,22 @@ TEST(Isa, DetectionAgreesWithCompilerRuntime) {
       __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx2") &&
       __builtin_cpu_supports("fma");
   EXPECT_EQ(detectIsa() == Isa::Avx512, expected);
+  const bool avx2 = __builtin_cpu_supports("avx2") &&
+                    __builtin_cpu_supports("fma") &&
+                    __builtin_cpu_supports("f16c");
+  EXPECT_EQ(detectIsa() >= Isa::Avx2, avx2);
 }
 
 TEST(Isa, SetIsaRefusesWhatTheCpuLacks) {
   const Isa saved = activeIsa();
   ASSERT_TRUE(setIsa(Isa::Portable));
   EXPECT_EQ(activeIsa(), Isa::Portable);
-  const bool has = detectIsa() == Isa::Avx512;
-  EXPECT_EQ(setIsa(Isa::Avx512), has);
-  EXPECT_EQ(activeIsa(), has ? Isa::Avx512 : Isa::Portable);
+  for (Isa isa : {Isa::Avx2, Isa::Avx512}) {
+    ASSERT_TRUE(setIsa(Isa::Portable));
+    const bool has = detectIsa() >= isa;
+    EXPECT_EQ(setIsa(isa), has);
+    EXPECT_EQ(activeIsa(), has ? isa : Isa::Portable);
+  }
   setIsa(saved);
 }
 
@@ -162,6 +175,23 @@ TEST(IsaDeathTest, EnvironmentForcesPortable) {
       {
         setenv("LOOM_ISA", "portable", 1);
         std::exit(activeIsa() == Isa::Portable ? 0 : 1);
+      },
+      ::testing::ExitedWithCode(0), "");
+}
+
+TEST(IsaDeathTest, EnvironmentCapsTheIsa) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  const Isa want = std::min(Isa::Avx2, detectIsa());
+  EXPECT_EXIT(
+      {
+        setenv("LOOM_ISA", "avx2", 1);
+        std::exit(activeIsa() == want ? 0 : 1);
+      },
+      ::testing::ExitedWithCode(0), "");
+  EXPECT_EXIT(
+      {
+        setenv("LOOM_ISA", "avx512", 1);
+        std::exit(activeIsa() == detectIsa() ? 0 : 1);
       },
       ::testing::ExitedWithCode(0), "");
 }
@@ -276,13 +306,13 @@ TEST_P(KernelTest, MatmulDoesNotDependOnThreadCount) {
   }
 }
 
-TEST_F(CrossIsaTest, MatmulAgrees) {
+TEST_P(CrossIsaTest, MatmulAgrees) {
   uint32_t seed = 500;
   for (const MatmulShape &shape : kMatmulShapes) {
     SCOPED_TRACE(::testing::Message() << shape);
     const MatmulData d(shape, seed++);
-    auto [portable, avx512] = onBoth([&] { return d.run(true); });
-    EXPECT_TRUE(allNear(toDouble(portable), avx512, d.tolerance(), 0.0));
+    auto [portable, other] = onBoth([&] { return d.run(true); });
+    EXPECT_TRUE(allNear(toDouble(portable), other, d.tolerance(), 0.0));
   }
 }
 
@@ -343,14 +373,14 @@ TEST_P(KernelTest, RmsNormKnownValue) {
   EXPECT_NEAR(y[1], 8.0 / std::sqrt(13.0), 1e-6);
 }
 
-TEST_F(CrossIsaTest, RmsNormAgrees) {
+TEST_P(CrossIsaTest, RmsNormAgrees) {
   for (const auto &shape : kRmsShapes) {
     // Plain copies: lambdas cannot capture structured bindings before C++20.
     const int64_t T = shape.first, D = shape.second;
     SCOPED_TRACE(::testing::Message() << "T=" << T << " D=" << D);
-    auto [portable, avx512] =
+    auto [portable, other] =
         onBoth([&] { return runRmsNorm(T, D, 77, nullptr); });
-    EXPECT_TRUE(allNear(toDouble(portable), avx512, 1e-7, 1e-5));
+    EXPECT_TRUE(allNear(toDouble(portable), other, 1e-7, 1e-5));
   }
 }
 
@@ -445,14 +475,14 @@ TEST_P(KernelTest, RopeKnownValues) {
   EXPECT_NEAR(w[3], std::sin(0.02), 1e-7);
 }
 
-TEST_F(CrossIsaTest, RopeIsBitIdentical) {
+TEST_P(CrossIsaTest, RopeIsBitIdentical) {
   uint32_t seed = 40;
   for (const RopeShape &shape : kRopeShapes) {
     SCOPED_TRACE(::testing::Message() << shape);
-    auto [portable, avx512] = onBoth([&] { return runRope(shape, seed); });
+    auto [portable, other] = onBoth([&] { return runRope(shape, seed); });
     ++seed;
-    ASSERT_EQ(portable.after.size(), avx512.after.size());
-    EXPECT_EQ(0, std::memcmp(portable.after.data(), avx512.after.data(),
+    ASSERT_EQ(portable.after.size(), other.after.size());
+    EXPECT_EQ(0, std::memcmp(portable.after.data(), other.after.data(),
                              portable.after.size() * sizeof(float)));
   }
 }
@@ -665,12 +695,12 @@ TEST_P(KernelTest, AttentionQueryHeadUsesKvHeadHOverGroup) {
             << "t=" << t << " h=" << h << " i=" << i;
 }
 
-TEST_F(CrossIsaTest, AttentionAgrees) {
+TEST_P(CrossIsaTest, AttentionAgrees) {
   const Steps steps{{37, 0}, {1, 37}, {20, 38}};
-  auto [portable, avx512] = onBoth([&] {
+  auto [portable, other] = onBoth([&] {
     return runAttention({6, 2, 48, 64}, steps, 5);
   });
-  EXPECT_TRUE(allNear(toDouble(portable), avx512, 1e-5, 0.0));
+  EXPECT_TRUE(allNear(toDouble(portable), other, 1e-5, 0.0));
 }
 
 //===----------------------------------------------------------------------===//
@@ -715,11 +745,11 @@ TEST_P(KernelTest, SiluMulMatchesReference) {
   }
 }
 
-TEST_F(CrossIsaTest, SiluMulAgrees) {
+TEST_P(CrossIsaTest, SiluMulAgrees) {
   for (int64_t n : kElementwiseSizes) {
     SCOPED_TRACE(::testing::Message() << "n=" << n);
-    auto [portable, avx512] = onBoth([&] { return runSiluMul(n, 3, nullptr); });
-    EXPECT_TRUE(allNear(toDouble(portable), avx512, 1e-30, 1e-6));
+    auto [portable, other] = onBoth([&] { return runSiluMul(n, 3, nullptr); });
+    EXPECT_TRUE(allNear(toDouble(portable), other, 1e-30, 1e-6));
   }
 }
 
@@ -921,11 +951,11 @@ TEST_P(KernelTest, AttentionRowsOverAFullTableEqualsAttention) {
   EXPECT_EQ(0, std::memcmp(want.data(), got.data(), want.size() * 4));
 }
 
-TEST_F(CrossIsaTest, AttentionRowsAgrees) {
+TEST_P(CrossIsaTest, AttentionRowsAgrees) {
   for (const RowsCase &c : kRowsCases) {
-    auto [portable, avx512] =
+    auto [portable, other] =
         onBoth([&] { return runAttentionRows(c, 77, nullptr); });
-    EXPECT_TRUE(allNear(toDouble(portable), avx512, 1e-5, 0.0));
+    EXPECT_TRUE(allNear(toDouble(portable), other, 1e-5, 0.0));
   }
 }
 
@@ -1084,12 +1114,12 @@ TEST_P(KernelTest, LayerNormKnownValues) {
   EXPECT_EQ(c, cb);
 }
 
-TEST_F(CrossIsaTest, LayerNormAgrees) {
+TEST_P(CrossIsaTest, LayerNormAgrees) {
   for (const auto &shape : kLayerNormShapes) {
     const int64_t T = shape.first, D = shape.second;
     SCOPED_TRACE(::testing::Message() << "T=" << T << " D=" << D);
-    auto [portable, avx512] = onBoth([&] { return runLayerNorm(T, D, 5).y; });
-    EXPECT_TRUE(allNear(toDouble(portable), avx512, 1e-6, 1e-5));
+    auto [portable, other] = onBoth([&] { return runLayerNorm(T, D, 5).y; });
+    EXPECT_TRUE(allNear(toDouble(portable), other, 1e-6, 1e-5));
   }
 }
 
@@ -1174,11 +1204,11 @@ TEST_P(KernelTest, GeluTanhInPlaceEqualsOutOfPlace) {
   }
 }
 
-TEST_F(CrossIsaTest, GeluTanhAgrees) {
+TEST_P(CrossIsaTest, GeluTanhAgrees) {
   for (int64_t n : kElementwiseSizes) {
     SCOPED_TRACE(::testing::Message() << "n=" << n);
-    auto [portable, avx512] = onBoth([&] { return runGelu(n, 9, nullptr); });
-    EXPECT_TRUE(allNear(toDouble(portable), avx512, 1e-7, 2e-6));
+    auto [portable, other] = onBoth([&] { return runGelu(n, 9, nullptr); });
+    EXPECT_TRUE(allNear(toDouble(portable), other, 1e-7, 2e-6));
   }
 }
 
@@ -1352,12 +1382,12 @@ TEST_P(KernelTest, SelfAttentionDoesNotDependOnThreadCount) {
   EXPECT_EQ(0, std::memcmp(one.data(), two.data(), one.size() * 4));
 }
 
-TEST_F(CrossIsaTest, SelfAttentionAgrees) {
+TEST_P(CrossIsaTest, SelfAttentionAgrees) {
   for (const SelfAttnCase &c : kSelfAttnCases) {
     SCOPED_TRACE(::testing::Message() << c);
     const SelfAttnData d(c, 123);
-    auto [portable, avx512] = onBoth([&] { return d.run(); });
-    EXPECT_TRUE(allNear(toDouble(portable), avx512, selfAttnTolerance(), 0.0));
+    auto [portable, other] = onBoth([&] { return d.run(); });
+    EXPECT_TRUE(allNear(toDouble(portable), other, selfAttnTolerance(), 0.0));
   }
 }
 
@@ -1778,7 +1808,13 @@ TEST(Q8, HalfToFloatIsExact) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Isas, KernelTest,
-                         ::testing::Values(Isa::Portable, Isa::Avx512),
+                         ::testing::Values(Isa::Portable, Isa::Avx2,
+                                           Isa::Avx512),
+                         [](const ::testing::TestParamInfo<Isa> &info) {
+                           return std::string(isaName(info.param));
+                         });
+INSTANTIATE_TEST_SUITE_P(Isas, CrossIsaTest,
+                         ::testing::Values(Isa::Avx2, Isa::Avx512),
                          [](const ::testing::TestParamInfo<Isa> &info) {
                            return std::string(isaName(info.param));
                          });
