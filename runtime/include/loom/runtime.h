@@ -351,8 +351,8 @@ public:
 
   const Model &model() const;
   Device device() const;
-  // "cpu (ISA[ with bf16 dot products], N threads)", ISA "avx512" or
-  // "portable" (the bf16 GEMM of long steps uses vdpbf16ps), or
+  // "cpu (ISA[ with bf16 dot products], N threads)", ISA "avx512", "avx2"
+  // or "portable" (the bf16 GEMM of long steps uses vdpbf16ps), or
   // "cuda: " and the GPU's name.
   std::string deviceName() const;
   int threads() const;
@@ -385,8 +385,9 @@ private:
   std::unique_ptr<rt::SessionState> state_;
 };
 
-// Name of the CPU instruction set the kernels use now (AVX-512 where the
-// CPU has it, the portable kernels otherwise or when LOOM_ISA=portable).
+// Name of the CPU instruction set the kernels use now: "avx512" where the
+// CPU has it, else "avx2" (with FMA and F16C), else "portable"; the
+// environment variable LOOM_ISA (portable, avx2, avx512) caps the choice.
 const char *activeIsaName();
 
 } // namespace loom
