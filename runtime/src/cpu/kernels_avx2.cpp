@@ -249,7 +249,7 @@ void decodeQ4(const uint8_t *b, __m256 v[4]) {
       d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8))));
 }
 
-// One K-format block decoded by ggml::decodeBlock inlined here (flatten),
+// One Q2_K / Q3_K block decoded by ggml::decodeBlock inlined here (flatten),
 // where the block type is a constant and the compiler vectorises the
 // decoding for AVX2: the same values as the out-of-line call.
 template <ggml::BlockType T>
@@ -338,6 +338,18 @@ void decodeQ6K(const uint8_t *b, float *out) {
   }
 }
 
+// Q8_0 / Q4_0 blocks decoded in registers, stored (the GEMM's packing and
+// the embedding read them so).
+template <bool kQ8> void decodeQ80Or40(const uint8_t *b, float *out) {
+  __m256 v[4];
+  if (kQ8)
+    decodeQ8(b, v);
+  else
+    decodeQ4(b, v);
+  for (int i = 0; i < 4; ++i)
+    _mm256_storeu_ps(out + 8 * i, v[i]);
+}
+
 using BlockDecoder = void (*)(const uint8_t *, float *);
 BlockDecoder kDecoder(BlockKind kind) {
   switch (kind) {
@@ -352,11 +364,11 @@ BlockDecoder kDecoder(BlockKind kind) {
   case BlockKind::Q6_K:
     return &decodeQ6K;
   case BlockKind::Q8_0:
-    return &decodeKBlock<ggml::BlockType::Q8_0>;
+    return &decodeQ80Or40<true>;
   case BlockKind::Q4_0:
     break;
   }
-  return &decodeKBlock<ggml::BlockType::Q4_0>;
+  return &decodeQ80Or40<false>;
 }
 
 // kernels_generic.inc's decodeBlocks with the inlined decoders.
