@@ -217,19 +217,24 @@ __m256 blockScale(const uint8_t *b) {
   return _mm256_broadcastss_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(bits)));
 }
 
+// 32 int8 quants (16 in lo, 16 in hi) as four vectors of floats, the
+// first two times d0, the others times d1 (one rounding each).
+void scaleQuants(__m128i lo, __m128i hi, __m256 d0, __m256 d1, __m256 v[4]) {
+  v[0] = _mm256_mul_ps(d0, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo)));
+  v[1] = _mm256_mul_ps(
+      d0, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8))));
+  v[2] = _mm256_mul_ps(d1, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi)));
+  v[3] = _mm256_mul_ps(
+      d1, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8))));
+}
+
 // A Q8_0 block's 32 values, d * q (exact in f32), as four vectors.
 void decodeQ8(const uint8_t *b, __m256 v[4]) {
   const __m256 d = blockScale(b);
   const __m256i q =
       _mm256_loadu_si256(reinterpret_cast<const __m256i *>(b + 2));
-  const __m128i lo = _mm256_castsi256_si128(q),
-                hi = _mm256_extracti128_si256(q, 1);
-  v[0] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo)));
-  v[1] = _mm256_mul_ps(
-      d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8))));
-  v[2] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi)));
-  v[3] = _mm256_mul_ps(
-      d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8))));
+  scaleQuants(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1), d, d,
+              v);
 }
 
 // A Q4_0 block's 32 values, d * (q - 8) (exact): values 0..15 are the low
@@ -241,12 +246,7 @@ void decodeQ4(const uint8_t *b, __m256 v[4]) {
   const __m128i lo = _mm_sub_epi8(_mm_and_si128(q, mask), eight);
   const __m128i hi =
       _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), mask), eight);
-  v[0] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo)));
-  v[1] = _mm256_mul_ps(
-      d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8))));
-  v[2] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi)));
-  v[3] = _mm256_mul_ps(
-      d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8))));
+  scaleQuants(lo, hi, d, d, v);
 }
 
 // One Q2_K / Q3_K block decoded by ggml::decodeBlock inlined here (flatten),
@@ -261,17 +261,13 @@ template <ggml::BlockType T>
 // difference, as ggml_blocks.h's decoders.
 template <bool kMin>
 void affine32(__m256i q, float d0, float d1, float m0, float m1, float *out) {
-  const __m128i lo = _mm256_castsi256_si128(q);
-  const __m128i hi = _mm256_extracti128_si256(q, 1);
-  const __m128i parts[4] = {lo, _mm_srli_si128(lo, 8), hi,
-                            _mm_srli_si128(hi, 8)};
+  __m256 v[4];
+  scaleQuants(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1),
+              _mm256_set1_ps(d0), _mm256_set1_ps(d1), v);
   for (int i = 0; i < 4; ++i) {
-    const __m256 d = _mm256_set1_ps(i < 2 ? d0 : d1);
-    __m256 v =
-        _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(parts[i])));
     if (kMin)
-      v = _mm256_sub_ps(v, _mm256_set1_ps(i < 2 ? m0 : m1));
-    _mm256_storeu_ps(out + 8 * i, v);
+      v[i] = _mm256_sub_ps(v[i], _mm256_set1_ps(i < 2 ? m0 : m1));
+    _mm256_storeu_ps(out + 8 * i, v[i]);
   }
 }
 
