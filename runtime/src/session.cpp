@@ -555,8 +555,10 @@ struct SessionState final : LoopKvSource {
   void reset();
   // Returns a looped model's state to the start of its step `i` and forgets
   // that step and the later ones (their positions, per-step records,
-  // draws and warm-start latents). Leaves have_warm alone.
-  void rewindLoop(size_t i);
+  // draws and warm-start latents). Leaves have_warm alone. The generator's
+  // state is `rng` where given (a failed step's saved one), else replayed
+  // from the seed.
+  void rewindLoop(size_t i, const std::mt19937_64 *rng = nullptr);
 
   std::shared_ptr<const Model> model;
   const ModelData &m;
@@ -945,10 +947,13 @@ void SessionState::step(const int32_t *tokens, int64_t T, int64_t logit_begin,
     LoopState &ls = *loop;
     ls.starts.push_back(
         {pos, ls.draws, ls.warm_start ? ls.warm : std::vector<float>()});
+    std::optional<std::mt19937_64> rng;
+    if (ls.random_init)
+      rng = ls.rng;
     try {
       loopStep(tokens, T, logit_begin, logit_end);
     } catch (...) {
-      rewindLoop(ls.starts.size() - 1);
+      rewindLoop(ls.starts.size() - 1, rng ? &*rng : nullptr);
       throw;
     }
   });
@@ -1171,13 +1176,16 @@ void SessionState::reset() {
     }
 }
 
-void SessionState::rewindLoop(size_t i) {
+void SessionState::rewindLoop(size_t i, const std::mt19937_64 *rng) {
   LoopState &ls = *loop;
   LoopState::StepStart &start = ls.starts[i];
   for (auto &slot : ls.slots)
     if (slot)
       slot->forget(start.pos);
-  if (ls.draws != start.draws) {
+  if (rng) {
+    ls.rng = *rng;
+    ls.draws = start.draws;
+  } else if (ls.draws != start.draws) {
     // mt19937_64::discard skips whole blocks of the state at a time.
     ls.rng.seed(ls.seed);
     ls.rng.discard(start.draws);
@@ -1261,11 +1269,11 @@ Logits Session::forward(const int32_t *tokens, size_t n, bool all_logits,
       s.pos += T;
       continue;
     }
-    if (s.device)
-      s.device->beginStep(tokens + c, T, s.pos);
     s.step_embeddings = embeddings ? embeddings + c : nullptr;
     s.step_row_elems = row_elems;
     try {
+      if (s.device)
+        s.device->beginStep(tokens + c, T, s.pos);
       s.step(tokens + c, T, exit_logits ? std::min(begin, T - 1) : begin, T);
     } catch (...) {
       s.step_embeddings = nullptr;

@@ -182,7 +182,9 @@ long loom_session_position(const loom_session *session);
 
 /* Forgets positions `position` and later, keeping the KV state of the
  * earlier ones: the next forward continues at `position` and computes what
- * a session fed only the first `position` ids (in the same calls) would.
+ * a session fed only the first `position` ids would (bit for bit where
+ * `position` starts a step: a forward chunk or a decode step, the earlier
+ * ids fed in the same steps; inside a longer step up to rounding).
  * A looped model rewinds only to the first position of one of its steps
  * (a forward chunk or a decode step; loom_session_rewind_point). Fails,
  * changing nothing, for a position outside 0..loom_session_position() or

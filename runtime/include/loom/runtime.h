@@ -332,8 +332,11 @@ public:
   // Forgets the positions `position` and later, keeping the KV state of the
   // earlier ones, so that the next forward() continues at `position`: what
   // it then computes is what a session fed only the first `position` tokens
-  // (in the same steps) would compute. For chat turns that rewrite the end
-  // of a conversation, beam or speculative decoding, a shared prompt.
+  // would compute: bit for bit where `position` starts a step (a forward()
+  // chunk, a decode step) and the earlier tokens were fed in the same
+  // steps; inside a longer step up to rounding (the kept rows came from a
+  // step of more rows). For chat turns that rewrite the end of a
+  // conversation, beam or speculative decoding, a shared prompt.
   // A looped model's steps keep per-step state (the iterations run, the
   // warm-start latent, the initial-state draws), so it rewinds only to the
   // first position of one of its steps (each forward() chunk, each decode

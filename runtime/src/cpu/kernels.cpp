@@ -1,6 +1,7 @@
 // Kernel entry points: ISA detection and selection, threading, blocking and
 // scratch memory. The arithmetic is in the leaf kernels of
-// kernels_portable.cpp and kernels_avx512.cpp (see kernels_impl.h).
+// kernels_portable.cpp, kernels_avx2.cpp and kernels_avx512.cpp (see
+// kernels_impl.h).
 #include "cpu/kernels.h"
 #include "cpu/kernels_impl.h"
 #include "loom/artifact_format.h"
@@ -286,7 +287,8 @@ void gemm(const detail::IsaKernels &ik, const float *x, int64_t ldx, Weights W,
   // Tasks are (token block, output block) pairs. Shrink the blocks until
   // there are a few tasks per thread, to balance load, but keep at least
   // kMinMc tokens and two panels per task so packing stays amortised.
-  int64_t mc = std::min(roundUp(T, mr), kMaxMc);
+  // (A multiple of mr: the AVX2 tile has 6 rows.)
+  int64_t mc = std::min(roundUp(T, mr), kMaxMc - kMaxMc % mr);
   int64_t nb = std::min(roundUp(N, nr), kMaxNb);
   const bool serial = T * N * K < kSerialWork;
   const int64_t wanted =
@@ -366,9 +368,11 @@ void gemm(const detail::IsaKernels &ik, const float *x, int64_t ldx, Weights W,
 } // namespace
 
 Isa detectIsa() {
-  static const Isa isa = cpuHasAvx512() ? Isa::Avx512
-                         : cpuHasAvx2() ? Isa::Avx2
-                                        : Isa::Portable;
+  // AVX-512 also needs what the AVX2 table uses (F16C): each ISA's CPUs
+  // run the tables below it (LOOM_ISA=avx2, setIsa).
+  static const Isa isa = !cpuHasAvx2()    ? Isa::Portable
+                         : cpuHasAvx512() ? Isa::Avx512
+                                          : Isa::Avx2;
   return isa;
 }
 

@@ -10,11 +10,12 @@
 // baseline code, and the linker may keep them for any caller (see
 // kernels_impl.h). Every function of this file is in an anonymous namespace.
 //
-// The GEMM (6 tokens x 16 outputs per micro-tile) and the matrix-vector
-// products are written with intrinsics and fused multiply-adds; the rest is
-// kernels_generic.inc compiled for AVX2 (CMake adds -ffp-contract=off, so
-// the compiler fuses nothing there and ropeRow stays bit-identical across
-// ISAs).
+// The GEMM (6 tokens x 16 outputs per micro-tile), the matrix-vector
+// products and the attention are written with intrinsics and fused
+// multiply-adds; the rest is kernels_generic.inc compiled for AVX2 (the
+// project builds with -ffp-contract=off, so the compiler fuses nothing
+// there and ropeRow stays bit-identical across ISAs). GCC only: clang
+// ignores #pragma GCC target.
 #include "cpu/kernels_impl.h"
 #include "loom/artifact_format.h"
 #include "loom/ggml_blocks.h"
@@ -23,6 +24,9 @@
 #include <cmath>
 #include <immintrin.h>
 
+#if !defined(__GNUC__) || defined(__clang__)
+#error "kernels_avx2.cpp selects AVX2 with #pragma GCC target: build with g++"
+#endif
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
 
@@ -104,10 +108,8 @@ void gemmBlock(const float *x, int64_t ldx, const float *panels, float *y,
 // the two added and the 8 lanes summed pairwise in a fixed order. Weights
 // are widened or decoded to exact f32 values first, so a product over bf16,
 // f16 or block-encoded weights is bit for bit matvec's over the decoded
-// matrix. Four rows run interleaved (independent chains; each row's
-// arithmetic is the one-row arithmetic).
-
-constexpr int64_t kRows = 4;
+// matrix. One row at a time (interleaving four rows measured slower here:
+// the compiler kept their accumulators in memory); Q4_0 in pairs.
 
 float hsum(__m256 v) {
   const __m128 lo = _mm256_castps256_ps128(v);
@@ -388,7 +390,7 @@ void blockRows(BlockKind kind, const float *x, const uint8_t *W, float *y,
   const int64_t values = kBlockValues[kk], bytes = kBlockBytes[kk];
   const int64_t blocks = K / values;
   const bool q8 = kind == BlockKind::Q8_0, q4 = kind == BlockKind::Q4_0;
-  const BlockDecoder decode = kDecoder(kind);
+  const BlockDecoder decode = q8 || q4 ? nullptr : kDecoder(kind);
   alignas(32) float w[ggml::kSuperBlock];
   {
     __m256 acc[R][2];
@@ -483,7 +485,9 @@ __m256i firstLanes(int64_t n) {
 // is below 2^-125 and vanishes beside softmax's largest term, 1.
 __m256 expNonPositive(__m256 x) {
   const __m256 tiny = _mm256_cmp_ps(x, _mm256_set1_ps(-87.0f), _CMP_LT_OQ);
-  x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+  // maxps returns its second operand where either is NaN: a NaN score
+  // stays NaN (and makes the row NaN, as the portable kernels do).
+  x = _mm256_max_ps(_mm256_set1_ps(-87.0f), x);
   const __m256 n =
       _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
                       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);

@@ -1,5 +1,6 @@
-// Internal interface between the kernel dispatcher (kernels.cpp) and the two
-// ISA implementations (kernels_portable.cpp, kernels_avx512.cpp).
+// Internal interface between the kernel dispatcher (kernels.cpp) and the
+// ISA implementations (kernels_portable.cpp, kernels_avx2.cpp,
+// kernels_avx512.cpp).
 //
 // Each ISA provides only leaf routines over raw pointers. Threading, blocking
 // and scratch memory live in kernels.cpp, which is compiled without ISA flags.
@@ -90,7 +91,7 @@ struct IsaKernels {
   // Rotates the first `cols` values of one row, head by head. cosT and sinT
   // hold head_dim values each, expanded per element: cosT[2i] = cosT[2i+1] =
   // cos(angle_i), sinT[2i] = -sin(angle_i), sinT[2i+1] = sin(angle_i), so that
-  // x'[e] = x[e] * cosT[e] + x[e ^ 1] * sinT[e] for every element e. Both ISAs
+  // x'[e] = x[e] * cosT[e] + x[e ^ 1] * sinT[e] for every element e. Every ISA
   // evaluate exactly that (two rounded products, one rounded sum, never a
   // fused multiply-add), which makes their results bit-identical.
   void (*ropeRow)(float *x, int64_t cols, int64_t head_dim, const float *cosT,
@@ -125,8 +126,8 @@ struct IsaKernels {
   void (*layerNormRow)(const float *x, const float *w, const float *b, float *y,
                        int64_t D, float eps);
 
-  // Elementwise tanh-approximated GELU over n values; y may alias x. Both
-  // ISAs evaluate it as x / (1 + exp(-2u)), u = sqrt(2/pi) (x + 0.044715 x^3),
+  // Elementwise tanh-approximated GELU over n values; y may alias x. Every
+  // ISA evaluates it as x / (1 + exp(-2u)), u = sqrt(2/pi) (x + 0.044715 x^3),
   // which equals 0.5 x (1 + tanh(u)) but does not cancel for negative x.
   void (*geluTanh)(const float *x, float *y, int64_t n);
 };
