@@ -358,10 +358,15 @@ loom_status loom_session_create_on(const loom_model *model, loom_device device,
   LOOM_REQUIRE_ARG(model);
   LOOM_REQUIRE_ARG(out_session);
   *out_session = nullptr;
-  if (device != LOOM_DEVICE_CPU && device != LOOM_DEVICE_CUDA)
+  // A C caller may pass any int; reading it as the enum would be undefined
+  // in C++ when it is none of the enumerators' range, so read its bytes.
+  int value;
+  static_assert(sizeof value == sizeof device, "loom_device is an int");
+  std::memcpy(&value, &device, sizeof value);
+  if (value != LOOM_DEVICE_CPU && value != LOOM_DEVICE_CUDA)
     return failWith(LOOM_ERROR_INVALID_ARGUMENT,
                     "loom_session_create_on: unknown device " +
-                        std::to_string(static_cast<int>(device)) +
+                        std::to_string(value) +
                         " (expected LOOM_DEVICE_CPU or LOOM_DEVICE_CUDA)");
   return guarded([&] {
     loom::SessionOptions options;
