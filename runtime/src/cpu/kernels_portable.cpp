@@ -21,6 +21,17 @@ constexpr int64_t kNr = 32;
 
 #include "cpu/kernels_generic.inc"
 
+constexpr ggml::BlockType kBlockTypes[] = {
+    ggml::BlockType::Q8_0, ggml::BlockType::Q4_0, ggml::BlockType::Q2_K,
+    ggml::BlockType::Q3_K, ggml::BlockType::Q4_K, ggml::BlockType::Q5_K,
+    ggml::BlockType::Q6_K};
+void decodeBlocks(BlockKind kind, const uint8_t *blocks, int64_t count,
+                  float *dst) {
+  const int k = static_cast<int>(kind);
+  for (int64_t b = 0; b < count; ++b)
+    ggml::decodeBlock(kBlockTypes[k], blocks + b * kBlockBytes[k],
+                      dst + b * kBlockValues[k]);
+}
 void gemmBlock(const float *x, int64_t ldx, const float *panels, float *y,
                int64_t ldy, int64_t m, int64_t n, int64_t kc, bool accumulate) {
   // Panel-outer, tokens-inner: one panel (kc x 32 floats) stays in L1 while
