@@ -178,7 +178,8 @@ struct FuseProjectionAttention
         FlatSymbolRefAttr::get(packed.getSymNameAttr()), b.out.getWeightAttr(),
         b.attention.getNHeadsAttr(), b.attention.getNKvHeadsAttr(),
         b.attention.getHeadDimAttr(), b.qRope.getThetaAttr(), packedBias,
-        /*placeholder_qkv=*/nullptr, b.qRope.getFreqFactorsAttr(), vBias);
+        /*placeholder_qkv=*/nullptr, b.qRope.getFreqFactorsAttr(), vBias,
+        b.attention.getWindowAttr());
     b.out.getResult().replaceAllUsesWith(fused.getResult());
     SmallVector<Operation *> dead = {b.out, b.attention, b.qRope, b.kRope};
     if (b.qBias)

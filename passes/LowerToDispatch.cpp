@@ -195,9 +195,13 @@ struct Lowering {
                           ropeParams(r.getTheta(), r.getFreqFactors()));
         })
         .Case([&](AttentionOp a) {
+          SmallVector<int64_t> params = {slotIds.lookup(a.getCache()),
+                                         a.getNHeads(), a.getNKvHeads(),
+                                         a.getHeadDim()};
+          if (IntegerAttr window = a.getWindowAttr())
+            params.push_back(window.getInt());
           return dispatch(a, "attention", {a.getQ(), a.getK(), a.getV()}, {},
-                          {slotIds.lookup(a.getCache()), a.getNHeads(),
-                           a.getNKvHeads(), a.getHeadDim()});
+                          params);
         })
         .Case([&](FusedQkvAttentionOp f) -> LogicalResult {
           auto offsets =
@@ -217,12 +221,16 @@ struct Lowering {
             weights.push_back(f.getQkBiasAttr());
           if (f.getVBiasAttr())
             weights.push_back(f.getVBiasAttr());
-          // iparams: slot, heads, kv heads, head dim, accumulate (0), and
-          // 1 when placeholder rows bring their q|k|v (placeholder_qkv).
+          // iparams: slot, heads, kv heads, head dim, accumulate (0), then
+          // 1 when placeholder rows bring their q|k|v (placeholder_qkv),
+          // then the sliding window (placeholder_qkv written as 0 before it).
           SmallVector<int64_t> params = {slotIds.lookup(f.getCache()), nh,
                                          nkv, hd, 0};
-          if (f.getPlaceholderQkv())
-            params.push_back(1);
+          IntegerAttr window = f.getWindowAttr();
+          if (f.getPlaceholderQkv() || window)
+            params.push_back(f.getPlaceholderQkv() ? 1 : 0);
+          if (window)
+            params.push_back(window.getInt());
           return dispatch(f, "fused_qkv_attention", f.getInput(), weights,
                           params, ropeParams(f.getTheta(), f.getFreqFactors()),
                           scratch);

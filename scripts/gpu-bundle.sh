@@ -70,7 +70,13 @@ rm "$OUTDIR/kquant.gguf"
   --tokenizer "$OUTDIR/llama3-vocab/tokenizer.json" "$OUTDIR/qwen2.gguf" --dim 128 \
   --hidden 352 --heads 4 --kv-heads 2 --rope-theta 1000000 --arch qwen2
 "$BUILD/bin/loomc" "$OUTDIR/qwen2.gguf" --target cuda -o "$OUTDIR/art/qwen2.loom" --quiet
-rm -r "$OUTDIR/llama3.gguf" "$OUTDIR/qwen2.gguf" "$OUTDIR/llama3-vocab"
+# A Phi-3-style model with a sliding window of 16 positions: the window
+# cuts the prompt's prefill rows and every decode step.
+"${PYTHON:-/usr/bin/python3}" test/frontends/gguf/Inputs/make_gguf.py --tokenizer models/tok512.bin \
+  "$OUTDIR/phi3-window.gguf" --dim 128 --hidden 352 --heads 4 --kv-heads 4 --arch phi3 \
+  --sliding-window 16
+"$BUILD/bin/loomc" "$OUTDIR/phi3-window.gguf" --target cuda -o "$OUTDIR/art/phi3-window.loom" --quiet
+rm -r "$OUTDIR/llama3.gguf" "$OUTDIR/qwen2.gguf" "$OUTDIR/llama3-vocab" "$OUTDIR/phi3-window.gguf"
 "$BUILD/bin/loomc" --format=refrag --decoder models/stories260K.bin \
   --tokenizer models/tok512.bin --bundle "$G/refrag-tiny/refrag_tiny.safetensors" \
   --target cuda -o "$OUTDIR/art/refrag-tiny.loom" --quiet

@@ -180,6 +180,9 @@ step same-artifact-kquant same_artifact "$A/kquant.loom" 1e-4
 step same-artifact-llama3-rope-scaling same_artifact "$A/llama3-rope-scaling.loom" 1e-4
 # Qwen 2-style: q/k/v biases (the fused attention's qk_bias and v_bias).
 step same-artifact-qwen2 same_artifact "$A/qwen2.loom" 1e-4
+# Phi-3-style: a sliding window of 16 positions (the per-row prefill kernel
+# and the split decode kernel over the window).
+step same-artifact-phi3-window same_artifact "$A/phi3-window.loom" 1e-4
 
 # Sampling on the device (the decode graph's sampler) against the CPU's, same
 # seed: the ids equal at four temperature / top-p settings. The nuclei of

@@ -408,7 +408,7 @@ std::optional<gguf::Model> gguf::readLlama(const std::string &path,
             " kv heads) needs whole heads, whole groups and an even head size";
     return std::nullopt;
   }
-  // A sliding window (Phi-3 mini's 2047): loomc keeps the context within it.
+  // A sliding window (Phi-3 mini's 2047) in every layer; 0: none.
   if (!m.integer(key("attention.sliding_window"), c.slidingWindow, 0, 0))
     return std::nullopt;
   if (!m.integer(key("rope.dimension_count"), ropeDims, c.headDim()))

@@ -183,30 +183,39 @@ bool parseConfig(const std::string &path, llama2c::Config &c,
   }
   ConfigReader r(path, *o, error);
   bool tied = false;
-  // Mistral is Llama's graph; its one difference, sliding-window attention,
-  // is exact within a context of at most the window (loomc keeps it so).
+  // Mistral is Llama's graph with sliding-window attention (v0.1's 4096;
+  // null from v0.2 on).
   const std::optional<StringRef> type = o->getString("model_type");
-  // Phi-3 is Llama's graph with packed projections and a sliding window
-  // (kept as Mistral's is).
+  // Phi-3 is Llama's graph with packed projections and a sliding window.
   const bool phi3 = type == std::optional<StringRef>("phi3");
   c.packedProjections = phi3;
   const bool mistral = type == std::optional<StringRef>("mistral") || phi3;
   // Qwen 2 (and 2.5) is Llama's graph with biases on q, k and v.
   const bool qwen2 = type == std::optional<StringRef>("qwen2");
   c.qkvBias = qwen2;
-  if (qwen2) {
-    bool window = false;
-    if (!r.boolean("use_sliding_window", window, false))
-      return false;
-    if (window)
-      return r.fail("'use_sliding_window' is true: sliding-window attention "
-                    "is not implemented");
-  }
-  if (mistral) {
+  // The window, where the model has one: Mistral's and Phi-3's
+  // sliding_window (null: none) in every layer; Qwen 2's only under
+  // use_sliding_window, in the layers from max_window_layers on
+  // (transformers' Qwen2Config: layer_types). Absent keys take the
+  // transformers config classes' defaults: a window of 4096 for Mistral and
+  // Qwen 2, none for Phi-3; max_window_layers 28.
+  bool window = mistral;
+  if (qwen2 && !r.boolean("use_sliding_window", window, false))
+    return false;
+  if (window) {
     const llvm::json::Value *w = o->get("sliding_window");
-    if (w && w->kind() != llvm::json::Value::Null &&
-        !r.integer("sliding_window", c.slidingWindow, std::nullopt))
+    if (!w)
+      c.slidingWindow = phi3 ? 0 : 4096;
+    else if (w->kind() != llvm::json::Value::Null &&
+             !r.integer("sliding_window", c.slidingWindow, std::nullopt))
       return false;
+    if (qwen2) {
+      const llvm::json::Value *m = o->get("max_window_layers");
+      std::optional<int64_t> from = m ? m->getAsInteger() : 28;
+      if (!from || *from < 0)
+        return r.fail("'max_window_layers' must be an integer >= 0");
+      c.slidingWindowFrom = *from;
+    }
   }
   if (const llvm::json::Value *f = o->get("partial_rotary_factor");
       f && f->getAsNumber() != std::optional<double>(1.0))

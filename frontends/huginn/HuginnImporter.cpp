@@ -314,10 +314,10 @@ OwningOpRef<ModuleOp> huginn::importCheckpoint(MLIRContext &ctx,
     k = RopeOp::create(b, l, rowsOf(kv), k, pos, b.getI64IntegerAttr(hd), theta,
                        DenseF32ArrayAttr());
     Value cache = KvCacheOp::create(b, l, cacheType, b.getI64IntegerAttr(layer++));
-    Value a = AttentionOp::create(b, l, rowsOf(d), q, k, v, pos, cache,
-                                  b.getI64IntegerAttr(c.nHeads),
-                                  b.getI64IntegerAttr(c.nKvHeads),
-                                  b.getI64IntegerAttr(hd));
+    Value a = AttentionOp::create(
+        b, l, rowsOf(d), q, k, v, pos, cache, b.getI64IntegerAttr(c.nHeads),
+        b.getI64IntegerAttr(c.nKvHeads), b.getI64IntegerAttr(hd),
+        /*window=*/IntegerAttr());
     Value o = LinearOp::create(b, l, rowsOf(d), a, blk.proj);
     x = RmsNormOp::create(b, l, AddOp::create(b, l, x, o), blk.norm[1], eps);
     h = RmsNormOp::create(b, l, x, blk.norm[2], eps);

@@ -185,6 +185,14 @@ OwningOpRef<ModuleOp> llama2c::importCheckpoint(MLIRContext &ctx,
       c.ropeFreqFactors.empty() ? DenseF32ArrayAttr()
                                 : b.getDenseF32ArrayAttr(c.ropeFreqFactors);
 
+  // A window that holds the whole context is no window.
+  auto window = [&](int64_t layer) {
+    return c.slidingWindow > 0 && c.slidingWindow < c.maxSeq &&
+                   layer >= c.slidingWindowFrom
+               ? b.getI64IntegerAttr(c.slidingWindow)
+               : IntegerAttr();
+  };
+
   Value x = EmbedOp::create(b, loc("tok_embeddings"), rowsOf(D), tokens, tok,
                             b.getF32FloatAttr(1.0f));
   for (int64_t l = 0; l < c.nLayers; ++l) {
@@ -209,7 +217,7 @@ OwningOpRef<ModuleOp> llama2c::importCheckpoint(MLIRContext &ctx,
     Value a = AttentionOp::create(b, attnLoc, rowsOf(D), q, k, v, pos, cache,
                                   b.getI64IntegerAttr(c.nHeads),
                                   b.getI64IntegerAttr(c.nKvHeads),
-                                  b.getI64IntegerAttr(hd));
+                                  b.getI64IntegerAttr(hd), window(l));
     Value o = LinearOp::create(b, attnLoc, rowsOf(D), a, w.wo);
     x = AddOp::create(b, attnLoc, x, o);
     h = RmsNormOp::create(b, ffnLoc, x, w.ffnNorm, b.getF32FloatAttr(eps));

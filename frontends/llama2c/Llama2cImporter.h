@@ -37,9 +37,11 @@ struct Config {
   // RoPE's per-pair divisors of the frequency (head_dim / 2 of them; empty:
   // none): Llama 3.1's rope scaling, GGUF's rope_freqs tensor.
   std::vector<float> ropeFreqFactors;
-  // Mistral's sliding_window: attention sees the last this many positions
-  // (0: all). Exact here while the context is at most this long.
+  // Sliding-window attention (Mistral v0.1, Phi-3, Qwen 2's
+  // use_sliding_window): the layers from slidingWindowFrom on attend to the
+  // last slidingWindow positions, their own included (0: every position).
   int64_t slidingWindow = 0;
+  int64_t slidingWindowFrom = 0;
   // Qwen 2: biases on the q, k and v projections (layers.N.bq, bk, bv).
   bool qkvBias = false;
   // Phi-3: q|k|v and gate|up stored as one matrix each (HF frontend only).

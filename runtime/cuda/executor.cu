@@ -137,7 +137,8 @@ private:
   // picks the slots (LoopKvSource), their storage lives here.
   void loopAttend(uint32_t cache, const float *q, int64_t ldq, const float *k,
                   int64_t ldk, const float *v, int64_t ldv, float *out,
-                  int64_t ldo, int64_t T, int64_t nh, int64_t nkv, int64_t hd);
+                  int64_t ldo, int64_t T, int64_t nh, int64_t nkv, int64_t hd,
+                  int64_t window);
   void launch(const DispatchDesc &d, int64_t T, int64_t logit_begin,
               int64_t logit_end);
   // Launches one of our kernels on the stream, with programmatic dependent
@@ -186,11 +187,14 @@ private:
   size_t gateUp(const ProgramDesc &prog, size_t i, size_t end, int64_t T);
   void attention(int64_t cache, const float *q, int64_t ldq, const float *k,
                  int64_t ldk, const float *v, int64_t ldv, float *out,
-                 int64_t ldo, int64_t T, int64_t nh, int64_t nkv, int64_t hd);
+                 int64_t ldo, int64_t T, int64_t nh, int64_t nkv, int64_t hd,
+                 int64_t window);
   void uploadStep(int64_t pos, int64_t T, const int32_t *tokens);
+  // window: the sliding window (0: none), as attentionWindow() reads it.
   void attendCache(const DeviceCache &c, const float *q, int64_t ldq,
                    float *out, int64_t ldo, int64_t T, int64_t nh, int64_t nkv,
-                   int64_t hd, const RopeFold &fold = RopeFold());
+                   int64_t hd, int64_t window,
+                   const RopeFold &fold = RopeFold());
   int splitsFor(int64_t nh) const;
   // The decode GEMV's configuration for an N x K matrix (kernels.cuh):
   // gemvConfigFor's choice, or LOOM_CUDA_GEMV=U,S for every matrix.
@@ -799,17 +803,18 @@ void CudaExecutor::gemm(const float *x, int64_t ldx, uint32_t weight, float *y,
 void CudaExecutor::attention(int64_t cache, const float *q, int64_t ldq,
                              const float *k, int64_t ldk, const float *v,
                              int64_t ldv, float *out, int64_t ldo, int64_t T,
-                             int64_t nh, int64_t nkv, int64_t hd) {
+                             int64_t nh, int64_t nkv, int64_t hd,
+                             int64_t window) {
   const DeviceCache *slot = graphSlot(cache);
   if (m_.kv_caches[cache].loop_layer >= 0 && !slot) {
     loopAttend(uint32_t(cache), q, ldq, k, ldk, v, ldv, out, ldo, T, nh, nkv,
-               hd);
+               hd, window);
     return;
   }
   const DeviceCache &c = slot ? *slot : caches_[cache];
   launchKernel(kvAppendKernel, unsigned(T), rowThreads(c.kvd), 0, d_step_, k,
                ldk, v, ldv, c.k, c.v, c.kvd);
-  attendCache(c, q, ldq, out, ldo, T, nh, nkv, hd);
+  attendCache(c, q, ldq, out, ldo, T, nh, nkv, hd, window);
 }
 
 DeviceCache &CudaExecutor::loopSlot(int64_t slot, const KvCacheDesc &c) {
@@ -828,7 +833,8 @@ DeviceCache &CudaExecutor::loopSlot(int64_t slot, const KvCacheDesc &c) {
 void CudaExecutor::loopAttend(uint32_t cache, const float *q, int64_t ldq,
                               const float *k, int64_t ldk, const float *v,
                               int64_t ldv, float *out, int64_t ldo, int64_t T,
-                              int64_t nh, int64_t nkv, int64_t hd) {
+                              int64_t nh, int64_t nkv, int64_t hd,
+                              int64_t window) {
   const KvCacheDesc &c = m_.kv_caches[cache];
   const int64_t kvd = nkv * hd;
   const int32_t *src = nullptr;
@@ -841,7 +847,7 @@ void CudaExecutor::loopAttend(uint32_t cache, const float *q, int64_t ldq,
   // as an ordinary cache (no table; the split or tiled kernels).
   if (loop_graph_ &&
       std::all_of(src, src + end, [&](int32_t s) { return s == slot; })) {
-    attendCache(dst, q, ldq, out, ldo, T, nh, nkv, hd);
+    attendCache(dst, q, ldq, out, ldo, T, nh, nkv, hd, window);
     return;
   }
   rows_host_.assign(size_t(2 * end), nullptr);
@@ -859,16 +865,17 @@ void CudaExecutor::loopAttend(uint32_t cache, const float *q, int64_t ldq,
         "loop KV rows");
   launchKernel(attentionRowsKernel, dim3(unsigned(nh), unsigned(T)),
                kAttnThreads, attn_smem_, d_step_, q, ldq, d_rows_,
-               d_rows_ + end, out, ldo, int(nh / nkv), int(hd));
+               d_rows_ + end, out, ldo, int(nh / nkv), int(hd), int(window));
 }
 
 // Causal attention of T rows over a cache: split along the positions for
 // decode steps (few rows, few blocks otherwise); longer steps tiled, or one
-// block per (head, row) where tiles would leave the GPU half empty.
+// block per (head, row) where tiles would leave the GPU half empty or the
+// layer has a sliding window (which the tiled kernels do not take).
 void CudaExecutor::attendCache(const DeviceCache &c, const float *q,
                                int64_t ldq, float *out, int64_t ldo, int64_t T,
                                int64_t nh, int64_t nkv, int64_t hd,
-                               const RopeFold &fold) {
+                               int64_t window, const RopeFold &fold) {
   if (T <= kGemvRows) {
     const int S = attn_cluster_ ? std::min(splitsFor(nh), kMaxClusterSplits)
                                 : splitsFor(nh);
@@ -879,16 +886,17 @@ void CudaExecutor::attendCache(const DeviceCache &c, const float *q,
         launchClustered(attentionSplitKernel<DPL, true>, grid, kAttnThreads,
                         attentionSplitClusterSmem(int(hd)), unsigned(S),
                         d_step_, q, ldq, c.k, c.kvd, c.v, c.kvd, int(nh / nkv),
-                        int(hd), attn_ws_, attn_counters_, out, ldo, fold);
+                        int(hd), attn_ws_, attn_counters_, out, ldo, fold,
+                        int(window));
       else
         launchKernel(attentionSplitKernel<DPL, false>, grid, kAttnThreads,
                      attentionSplitSmem(int(hd)), d_step_, q, ldq, c.k, c.kvd,
                      c.v, c.kvd, int(nh / nkv), int(hd), attn_ws_,
-                     attn_counters_, out, ldo, fold);
+                     attn_counters_, out, ldo, fold, int(window));
     });
     return;
   }
-  if (prefill_attn_ == PrefillAttention::TensorCores &&
+  if (window <= 0 && prefill_attn_ == PrefillAttention::TensorCores &&
       withTcHeadDim(hd, [&](auto tag) {
         constexpr int HD = decltype(tag)::value;
         const dim3 grid{unsigned(nh), unsigned((T + kTcRows - 1) / kTcRows)};
@@ -901,13 +909,13 @@ void CudaExecutor::attendCache(const DeviceCache &c, const float *q,
   // steps: the 1B's 32 heads 1.47x faster than a block per (head, row), the
   // 110M's 12 heads 0.8x), else a block per (head, row).
   const int64_t tiles = (T + kTileRows - 1) / kTileRows;
-  const bool tiled = prefill_attn_ == PrefillAttention::Tiled ||
-                     (prefill_attn_ == PrefillAttention::Auto &&
-                      nh * tiles >= 2 * int64_t(sm_count_));
+  const bool tiled = window <= 0 && (prefill_attn_ == PrefillAttention::Tiled ||
+                                     (prefill_attn_ == PrefillAttention::Auto &&
+                                      nh * tiles >= 2 * int64_t(sm_count_)));
   if (!tiled) {
     launchKernel(attentionKernel, dim3(unsigned(nh), unsigned(T)), kAttnThreads,
                  attn_smem_, d_step_, q, ldq, c.k, c.kvd, c.v, c.kvd, out, ldo,
-                 int(nh / nkv), int(hd), 1, 0);
+                 int(nh / nkv), int(hd), 1, 0, int(window));
     return;
   }
   const dim3 grid{unsigned(nh), unsigned(tiles)};
@@ -960,7 +968,7 @@ void CudaExecutor::qkvAttention(const DispatchDesc &d, int64_t T) {
       launchKernel(ropeKernel, unsigned(T), rowThreads((qd + kd) / 2), 0,
                    d_step_, qkv, lq, qd + kd, hd, d.fparams[0], ropeFactors(d));
       loopAttend(uint32_t(ip[0]), qkv, lq, qkv + qd, lq, qkv + qd + kd, lq,
-                 attn, la, T, nh, nkv, hd);
+                 attn, la, T, nh, nkv, hd, attentionWindow(d));
     } else {
       // An ordinary cache, or the slot a captured looped step reads whole.
       const DeviceCache &c = slot ? *slot : caches_[ip[0]];
@@ -977,7 +985,8 @@ void CudaExecutor::qkvAttention(const DispatchDesc &d, int64_t T) {
                      0, d_step_, qkv, lq, qd, kd, hd, d.fparams[0],
                      ropeFactors(d), c.k, c.v);
       }
-      attendCache(c, qkv, lq, attn, la, T, nh, nkv, hd, fold);
+      attendCache(c, qkv, lq, attn, la, T, nh, nkv, hd, attentionWindow(d),
+                  fold);
     }
   }
   if (!omitted(kOmitOut))
@@ -1039,7 +1048,7 @@ void CudaExecutor::launch(const DispatchDesc &d, int64_t T, int64_t logit_begin,
       break;
     attention(ip[0], buffer(in[0]), ld(in[0]), buffer(in[1]), ld(in[1]),
               buffer(in[2]), ld(in[2]), buffer(out[0]), ld(out[0]), T, ip[1],
-              ip[2], ip[3]);
+              ip[2], ip[3], attentionWindow(d));
     break;
   case Kernel::SiluMul: {
     const int64_t n = T * ld(out[0]);
@@ -1097,7 +1106,7 @@ void CudaExecutor::launch(const DispatchDesc &d, int64_t T, int64_t logit_begin,
     launchKernel(attentionKernel, dim3(unsigned(nh), unsigned(T)), kAttnThreads,
                  attn_smem_, d_step_, buffer(in[0]), ld(in[0]), buffer(in[1]),
                  ld(in[1]), buffer(in[2]), ld(in[2]), buffer(out[0]),
-                 ld(out[0]), 1, int(hd), 0, int(T));
+                 ld(out[0]), 1, int(hd), 0, int(T), 0);
     break;
   }
   case Kernel::AddPositions: {

@@ -235,8 +235,9 @@ __global__ void kvAppendKernel(const StepParams *s, const float *k, int64_t ldk,
 }
 
 // Attention of row t, head h (grid (n_heads, T), kAttnThreads threads):
-// over positions 0 .. pos+t of K/V rows (causal, the KV cache) or over all
-// n_rows rows (not causal, self-attention). K/V row j of head h starts at
+// over positions 0 .. pos+t of K/V rows (causal, the KV cache; with a
+// sliding window > 0 only the last `window` of them) or over all n_rows rows
+// (not causal, self-attention). K/V row j of head h starts at
 // K + j * ldk + (h / group) * head_dim. Scores: one thread per position
 // (16-byte loads of K when head_dim and the strides allow); output: each
 // warp sums its share of the positions with the lanes across head_dim,
@@ -256,13 +257,18 @@ __global__ void __launch_bounds__(kAttnThreads)
     attentionKernel(const StepParams *s, const float *q, int64_t ldq,
                     const float *K, int64_t ldk, const float *V, int64_t ldv,
                     float *out, int64_t ldo, int group, int head_dim,
-                    int causal, int n_rows) {
+                    int causal, int n_rows, int window) {
   pdlLaunchDependents();
   pdlWait();
   extern __shared__ float smem[];
   __shared__ float red[32];
   const int h = blockIdx.x, t = blockIdx.y;
-  const int n = causal ? s->pos + t + 1 : n_rows;
+  int n = causal ? s->pos + t + 1 : n_rows;
+  if (causal && window > 0 && n > window) { // the window's first position
+    K += int64_t(n - window) * ldk;
+    V += int64_t(n - window) * ldv;
+    n = window;
+  }
   const int nw = kAttnThreads / 32;
   float *qs = smem;                // head_dim
   float *scores = smem + head_dim; // n
@@ -338,18 +344,25 @@ __global__ void __launch_bounds__(kAttnThreads)
 // Causal attention over K/V rows that do not sit in one array (a looped
 // block's slots): k_rows[j] / v_rows[j] point at position j's n_kv_heads *
 // head_dim values, or are null where no slot holds the position (left out
-// of the softmax; a row with none outputs zeros, as the CPU kernel).
+// of the softmax; a row with none outputs zeros, as the CPU kernel); a
+// sliding window > 0 leaves out the positions before its first.
 // grid (n_heads, T), kAttnThreads threads, attentionSmem() bytes.
 __global__ void __launch_bounds__(kAttnThreads)
     attentionRowsKernel(const StepParams *s, const float *q, int64_t ldq,
                         const float *const *k_rows, const float *const *v_rows,
-                        float *out, int64_t ldo, int group, int head_dim) {
+                        float *out, int64_t ldo, int group, int head_dim,
+                        int window) {
   pdlLaunchDependents();
   pdlWait();
   extern __shared__ float smem[];
   __shared__ float red[32];
   const int h = blockIdx.x, t = blockIdx.y;
-  const int n = s->pos + t + 1;
+  int n = s->pos + t + 1;
+  if (window > 0 && n > window) {
+    k_rows += n - window;
+    v_rows += n - window;
+    n = window;
+  }
   const int nw = kAttnThreads / 32;
   float *qs = smem;
   float *scores = smem + head_dim;
@@ -790,8 +803,10 @@ __device__ __forceinline__ void ropeLanes(float *x, int head_dim, float pos,
 // Decode-time attention over the KV cache split along the positions, so
 // that a step of few rows still spreads over the GPU (flash-decoding):
 // grid (n_heads, T, splits), kAttnThreads threads. Split z of row t takes
-// positions [z c, min(n, (z + 1) c)), c = ceil(n / splits), n = pos + t + 1
-// (read on the device, so a captured graph serves every position), and
+// positions b + [z c, min(n, (z + 1) c)), c = ceil(n / splits), of the n
+// positions from b: b = 0 and n = pos + t + 1 (read on the device, so a
+// captured graph serves every position), or, under a sliding window
+// shorter than that, the window's (b = pos + t + 1 - window, n = window); and
 // writes its running max m, sum l and unnormalised output o (head_dim) to
 // ws[((t n_heads + h) splits + z) (head_dim + 2) + ...] = [o..., m, l].
 // The last split of (t, h) to finish (counters[t n_heads + h], zero
@@ -820,16 +835,19 @@ __global__ void __launch_bounds__(kAttnThreads)
     attentionSplitKernel(const StepParams *s, const float *q, int64_t ldq,
                          float *K, int64_t ldk, float *V, int64_t ldv,
                          int group, int head_dim, float *ws, int *counters,
-                         float *out, int64_t ldo, RopeFold fold) {
+                         float *out, int64_t ldo, RopeFold fold, int window) {
   pdlLaunchDependents();
   pdlWait();
   extern __shared__ float smem[];
   __shared__ bool last;
   const int h = blockIdx.x, t = blockIdx.y, z = blockIdx.z;
   const int splits = gridDim.z, n_heads = gridDim.x;
-  const int n = s->pos + t + 1;
+  const int end = s->pos + t + 1;
+  const int base = window > 0 && end > window ? end - window : 0;
+  const int n = end - base;
   const int chunk = (n + splits - 1) / splits;
-  const int lo = min(n, z * chunk), hi = min(n, lo + chunk);
+  const int lo = base + min(n, z * chunk);
+  const int hi = base + min(n, z * chunk + chunk);
   const int stride = head_dim + 2;
   constexpr int nw = kAttnThreads / 32;
   // This split's [o, m, l]: in global memory, or (CLUSTER) after the warps'
@@ -850,7 +868,7 @@ __global__ void __launch_bounds__(kAttnThreads)
                 : 0.0f;
     acc[i] = 0.0f;
   }
-  const int newest = n - 1; // T = 1 with a fold: the row being appended
+  const int newest = end - 1; // T = 1 with a fold: the row being appended
   if (fold.k)
     ropeLanes<DPL>(qv, head_dim, float(newest), fold.theta, fold.factors);
   // Warp `warp` takes positions lo + warp, lo + warp + nw, ..., kB at a

@@ -522,11 +522,11 @@ DispatchDesc SemanticChecker::dispatch(const fbs::Dispatch &d,
       /*RmsNorm*/ {1, 1, 1, 0, 1, 1, 0, 0, 1, 1},
       /*MatMul*/ {1, 1, 1, 0, 1, 2, 0, 1, 0, 0},
       /*Rope*/ {0, 1, 1, 0, 0, 0, 2, 2, 1, 1 + kMaxFreqFactors},
-      /*Attention*/ {3, 3, 1, 0, 0, 0, 4, 4, 0, 0},
+      /*Attention*/ {3, 3, 1, 0, 0, 0, 4, 5, 0, 0},
       /*SiluMul*/ {2, 2, 1, 0, 0, 0, 0, 0, 0, 0},
       /*Add*/ {2, 2, 1, 0, 0, 0, 0, 0, 0, 0},
       /*Logits*/ {1, 1, 1, 0, 1, 1, 0, 0, 0, 0},
-      /*FusedQkvAttention*/ {1, 1, 1, 2, 2, 4, 4, 6, 1, 1 + kMaxFreqFactors},
+      /*FusedQkvAttention*/ {1, 1, 1, 2, 2, 4, 4, 7, 1, 1 + kMaxFreqFactors},
       /*Concat*/ {2, 2, 1, 0, 0, 0, 0, 0, 0, 0},
       /*Copy*/ {1, 1, 1, 0, 0, 0, 0, 0, 0, 0},
       /*AddRowBias*/ {1, 1, 1, 0, 1, 1, 0, 0, 0, 0},
@@ -583,6 +583,12 @@ DispatchDesc SemanticChecker::dispatch(const fbs::Dispatch &d,
   auto flag = [&](const char *what, int64_t v) {
     if (v != 0 && v != 1)
       fail(at, ": ", what, " must be 0 or 1, got ", v);
+  };
+  auto window = [&](size_t index) {
+    if (r.iparams.size() > index &&
+        (r.iparams[index] < 1 || r.iparams[index] > INT32_MAX))
+      fail(at, ": sliding window ", r.iparams[index],
+           " must be in 1..2147483647 positions");
   };
   auto headParams = [&](int64_t cache, int64_t nh, int64_t nkv, int64_t hd) {
     if (cache < 0 || cache >= static_cast<int64_t>(out.kv_caches.size()))
@@ -654,6 +660,7 @@ DispatchDesc SemanticChecker::dispatch(const fbs::Dispatch &d,
     expectRow("k", r.inputs[1], nkv * hd);
     expectRow("v", r.inputs[2], nkv * hd);
     expectRow("output", r.outputs[0], nh * hd);
+    window(4);
     for (uint32_t in : r.inputs)
       disjoint(in, r.outputs[0]);
     break;
@@ -679,6 +686,7 @@ DispatchDesc SemanticChecker::dispatch(const fbs::Dispatch &d,
       flag("accumulate", r.iparams[4]);
     if (r.iparams.size() > 5)
       flag("placeholder_qkv", r.iparams[5]);
+    window(6);
     uint32_t x = r.inputs[0], y = r.outputs[0];
     uint32_t qkv = r.scratch[0], attn = r.scratch[1];
     expectRow("qkv scratch", qkv, (nh + 2 * nkv) * hd);
@@ -731,6 +739,7 @@ DispatchDesc SemanticChecker::dispatch(const fbs::Dispatch &d,
     expectRow("k", r.inputs[1], nh * hd);
     expectRow("v", r.inputs[2], nh * hd);
     expectRow("output", r.outputs[0], nh * hd);
+    window(4);
     for (uint32_t in : r.inputs)
       disjoint(in, r.outputs[0]);
     break;
@@ -1256,6 +1265,13 @@ void checkHeader(const uint8_t *data, size_t size, ArtifactFileHeader &h) {
 
 } // namespace
 
+int64_t attentionWindow(const DispatchDesc &d) {
+  const size_t at = d.kernel == Kernel::Attention           ? 4
+                    : d.kernel == Kernel::FusedQkvAttention ? 6
+                                                            : SIZE_MAX;
+  return at < d.iparams.size() ? d.iparams[at] : 0;
+}
+
 bool readsWeightAsStored(Kernel kernel, size_t index) {
   switch (kernel) {
   case Kernel::MatMul:
@@ -1472,6 +1488,15 @@ int64_t Model::maxTokensPerStep() const { return data_->max_tokens; }
 uint64_t Model::arenaBytes() const { return data_->arena_bytes; }
 uint64_t Model::kvCacheBytes() const { return data_->kv_bytes; }
 uint64_t Model::weightBytes() const { return data_->weight_bytes; }
+std::vector<int64_t> Model::attentionWindows() const {
+  std::vector<int64_t> windows;
+  for (const rt::DispatchDesc &d : data_->forward().dispatches)
+    if (d.kernel == rt::Kernel::Attention ||
+        d.kernel == rt::Kernel::FusedQkvAttention)
+      windows.push_back(rt::attentionWindow(d));
+  return windows;
+}
+
 std::vector<Model::WeightTypeInfo> Model::weightTypes() const {
   constexpr rt::WeightType order[] = {
       rt::WeightType::F32,  rt::WeightType::BF16, rt::WeightType::F16,

@@ -100,6 +100,11 @@ struct DispatchDesc {
   std::string name; // the op it came from; the kernel name when absent
 };
 
+// The sliding window of an Attention or FusedQkvAttention dispatch: each row
+// attends to the last this many positions, its own included; 0: every
+// position (no window).
+int64_t attentionWindow(const DispatchDesc &d);
+
 // Whether a kernel reads its weight `index` (into DispatchDesc::weight_ids)
 // as the artifact stores it, f32 or bf16: the matrices and tables (MatMul's
 // and Logits' matrices, FusedQkvAttention's wqkv and wo, Embed's and

@@ -530,11 +530,11 @@ struct SessionState final : LoopKvSource {
   void initState(float *state, int64_t T);
   void attend(int64_t cache, const float *q, int64_t ldq, const float *k,
               int64_t ldk, const float *v, int64_t ldv, float *out, int64_t ldo,
-              int64_t T, int64_t nh, int64_t nkv, int64_t hd);
+              int64_t T, int64_t nh, int64_t nkv, int64_t hd, int64_t window);
   void loopAttend(const KvCacheDesc &c, const float *q, int64_t ldq,
                   const float *k, int64_t ldk, const float *v, int64_t ldv,
                   float *out, int64_t ldo, int64_t T, int64_t nh, int64_t nkv,
-                  int64_t hd);
+                  int64_t hd, int64_t window);
   CoreCache &slot(int64_t index, const KvCacheDesc &c);
   int64_t planLoopKv(uint32_t cache, int64_t T, const int32_t **src) override;
   // Dispatches [begin, end) of the forward program on T rows, on the CPU
@@ -643,7 +643,7 @@ void SessionState::run(const DispatchDesc &d, const int32_t *tokens, int64_t T,
   case Kernel::Attention:
     attend(ip[0], buffer(in[0]), ld(in[0]), buffer(in[1]), ld(in[1]),
            buffer(in[2]), ld(in[2]), buffer(out[0]), ld(out[0]), T, ip[1],
-           ip[2], ip[3]);
+           ip[2], ip[3], attentionWindow(d));
     break;
   case Kernel::SiluMul:
     cpu::siluMul(buffer(in[0]), buffer(in[1]), buffer(out[0]), T * ld(out[0]));
@@ -680,7 +680,7 @@ void SessionState::run(const DispatchDesc &d, const int32_t *tokens, int64_t T,
     cpu::rope(qkv, lq, T, qd, hd, pos, theta, freqFactors(d));
     cpu::rope(qkv + qd, lq, T, kd, hd, pos, theta, freqFactors(d));
     attend(ip[0], qkv, lq, qkv + qd, lq, qkv + qd + kd, lq, attn, la, T, nh,
-           nkv, hd);
+           nkv, hd, attentionWindow(d));
     cpu::matmul(attn, la, w[1], y, ld(out[0]), T, qd, ld(out[0]),
                 ip.size() > 4 && ip[4] != 0);
     break;
@@ -728,13 +728,13 @@ void SessionState::run(const DispatchDesc &d, const int32_t *tokens, int64_t T,
 void SessionState::attend(int64_t cache, const float *q, int64_t ldq,
                           const float *k, int64_t ldk, const float *v,
                           int64_t ldv, float *out, int64_t ldo, int64_t T,
-                          int64_t nh, int64_t nkv, int64_t hd) {
+                          int64_t nh, int64_t nkv, int64_t hd, int64_t window) {
   const KvCacheDesc &c = m.kv_caches[cache];
   if (c.loop_layer >= 0)
-    loopAttend(c, q, ldq, k, ldk, v, ldv, out, ldo, T, nh, nkv, hd);
+    loopAttend(c, q, ldq, k, ldk, v, ldv, out, ldo, T, nh, nkv, hd, window);
   else
     cpu::attention(q, ldq, k, ldk, v, ldv, out, ldo, T, pos, nh, nkv, hd,
-                   caches[cache]);
+                   caches[cache], window);
 }
 
 CoreCache &SessionState::slot(int64_t index, const KvCacheDesc &c) {
@@ -801,7 +801,8 @@ int64_t SessionState::planLoopKv(uint32_t cache, int64_t T,
 void SessionState::loopAttend(const KvCacheDesc &c, const float *q, int64_t ldq,
                               const float *k, int64_t ldk, const float *v,
                               int64_t ldv, float *out, int64_t ldo, int64_t T,
-                              int64_t nh, int64_t nkv, int64_t hd) {
+                              int64_t nh, int64_t nkv, int64_t hd,
+                              int64_t window) {
   LoopState &ls = *loop;
   const int64_t kvd = nkv * hd;
   // A slot that holds every earlier position: read whole, without a
@@ -811,7 +812,7 @@ void SessionState::loopAttend(const KvCacheDesc &c, const float *q, int64_t ldq,
           wholeSlot(ls.policy.layers * ls.iteration + c.loop_layer)) {
     whole->mark(pos, T);
     cpu::attention(q, ldq, k, ldk, v, ldv, out, ldo, T, pos, nh, nkv, hd,
-                   {whole->k, whole->v, c.max_seq, kvd});
+                   {whole->k, whole->v, c.max_seq, kvd}, window);
     return;
   }
   const int32_t *src = nullptr;
@@ -832,7 +833,7 @@ void SessionState::loopAttend(const KvCacheDesc &c, const float *q, int64_t ldq,
       ls.v_rows[p] = from.v + p * kvd;
     }
   cpu::attentionRows(q, ldq, out, ldo, T, pos, nh, nkv, hd, ls.k_rows.data(),
-                     ls.v_rows.data());
+                     ls.v_rows.data(), window);
 }
 
 void SessionState::projectTokenRows(const float *x, int64_t ldx, cpu::Weights W,

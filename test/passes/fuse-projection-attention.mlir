@@ -465,12 +465,12 @@ module @freq_factors_differ {
 
 // -----
 
-// Qwen 2's q/k/v biases: q|k's packed as qk_bias, v's its own v_bias. A
-// bias already folded into a projection has no place in the fused op: that
-// block stays as it is.
+// Qwen 2's q/k/v biases: q|k's packed as qk_bias, v's its own v_bias; the
+// attention's sliding window carries over. A bias already folded into a
+// projection has no place in the fused op: that block stays as it is.
 // CHECK-LABEL: module @v_bias
 // CHECK:         loom.weight @layers.0.qk_bias : tensor<24xf32> packed [@layers.0.bq, @layers.0.bk]
-// CHECK:         loom.fused_qkv_attention {{.*}} qk_bias @layers.0.qk_bias v_bias @layers.0.bv :
+// CHECK:         loom.fused_qkv_attention {{.*}} theta 5.000000e+05 window 16 qk_bias @layers.0.qk_bias v_bias @layers.0.bv :
 // CHECK-NOT:     loom.add_row_bias
 // CHECK-NOT:     loom.attention
 // CHECK-LABEL: module @folded_bias
@@ -498,7 +498,7 @@ module @v_bias {
     %qr = loom.rope %q, %pos head_dim 8 theta 5.0e+05 : tensor<?x16xf32>, tensor<?xi32>
     %kr = loom.rope %k, %pos head_dim 8 theta 5.0e+05 : tensor<?x8xf32>, tensor<?xi32>
     %c = loom.kv_cache layer 0 : !loom.kv_cache<max_seq = 64, kv_heads = 1, head_dim = 8, element_type = f32>
-    %a = loom.attention %qr, %kr, %v, %pos, %c heads 2 kv_heads 1 head_dim 8
+    %a = loom.attention %qr, %kr, %v, %pos, %c heads 2 kv_heads 1 head_dim 8 window 16
         : tensor<?x16xf32>, tensor<?x8xf32>, tensor<?xi32>, !loom.kv_cache<max_seq = 64, kv_heads = 1, head_dim = 8, element_type = f32>
     %o = loom.linear %a, @layers.0.wo : tensor<?x16xf32> -> tensor<?x16xf32>
     %r = loom.add %x, %o : tensor<?x16xf32>

@@ -6,7 +6,8 @@
 // max-tokens=4). Buffer ids follow first use, one per (offset, row_elems);
 // buffers are declared first, in id order.
 
-// Unfused 1-layer model: every graph kernel, rope in place, slot ids.
+// Unfused 1-layer model: every graph kernel, rope in place, slot ids, the
+// attention's sliding window after its heads.
 // CHECK-LABEL: loom.program @forward arena 1664 max_tokens 4 logits 8 {
 // CHECK-NEXT:    loom.buffer 0 offset 0 row_elems 16
 // CHECK-NEXT:    loom.buffer 1 offset 256 row_elems 16
@@ -25,7 +26,7 @@
 // CHECK-NEXT:    loom.dispatch "rope" ins [2] outs [2] iparams [16, 8] fparams [1.000000e+04]
 // CHECK-NEXT:    loom.dispatch "rope" ins [3] outs [3] iparams [8, 8] fparams [1.000000e+04]
 // CHECK-NEXT:    loom.kv_slot 0 layer 0 max_seq 64 kv_heads 1 head_dim 8
-// CHECK-NEXT:    loom.dispatch "attention" ins [2, 3, 4] outs [1] iparams [0, 2, 1, 8]
+// CHECK-NEXT:    loom.dispatch "attention" ins [2, 3, 4] outs [1] iparams [0, 2, 1, 8, 48]
 // CHECK-NEXT:    loom.dispatch "matmul" ins [1] outs [2] weights [@layers.0.wo] iparams [0]
 // CHECK-NEXT:    loom.dispatch "add" ins [0, 2] outs [1]
 // CHECK-NEXT:    loom.dispatch "rms_norm" ins [1] outs [0] weights [@layers.0.ffn_norm] fparams [1.000000e-05]
@@ -59,7 +60,7 @@ module {
     %qr = loom.rope %q, %pos head_dim 8 theta 1.0e+04 {loom.offset = 512 : i64} : tensor<?x16xf32>, tensor<?xi32>
     %kr = loom.rope %k, %pos head_dim 8 theta 1.0e+04 {loom.offset = 768 : i64} : tensor<?x8xf32>, tensor<?xi32>
     %c = loom.kv_cache layer 0 : !loom.kv_cache<max_seq = 64, kv_heads = 1, head_dim = 8, element_type = f32>
-    %a = loom.attention %qr, %kr, %v, %pos, %c heads 2 kv_heads 1 head_dim 8 {loom.offset = 256 : i64}
+    %a = loom.attention %qr, %kr, %v, %pos, %c heads 2 kv_heads 1 head_dim 8 window 48 {loom.offset = 256 : i64}
         : tensor<?x16xf32>, tensor<?x8xf32>, tensor<?xi32>, !loom.kv_cache<max_seq = 64, kv_heads = 1, head_dim = 8, element_type = f32>
     %o = loom.linear %a, @layers.0.wo {loom.offset = 512 : i64} : tensor<?x16xf32> -> tensor<?x16xf32>
     %r = loom.add %x, %o {loom.offset = 256 : i64} : tensor<?x16xf32>
@@ -122,7 +123,7 @@ module {
 // CHECK:         loom.kv_slot 0 layer 3 max_seq 64 kv_heads 1 head_dim 8
 // CHECK-NEXT:    loom.dispatch "fused_qkv_attention" {{.*}} weights [@a.wqkv, @a.wo] iparams [0, 2, 1, 8, 0]
 // CHECK-NEXT:    loom.kv_slot 1 layer 7 max_seq 64 kv_heads 1 head_dim 8
-// CHECK-NEXT:    loom.dispatch "fused_qkv_attention" {{.*}} weights [@a.wqkv, @a.wo] iparams [1, 2, 1, 8, 0]
+// CHECK-NEXT:    loom.dispatch "fused_qkv_attention" {{.*}} weights [@a.wqkv, @a.wo] iparams [1, 2, 1, 8, 0, 0, 32]
 module {
   loom.weight @tok_embeddings : tensor<32x16xf32>
   loom.weight @a.wqkv : tensor<32x16xf32>
@@ -133,7 +134,7 @@ module {
     %y0 = loom.fused_qkv_attention %x, %pos, %c0, @a.wqkv, @a.wo heads 2 kv_heads 1 head_dim 8 theta 1.0e+04 {loom.offset = 128 : i64, loom.scratch_offsets = array<i64: 256, 512>}
         : tensor<?x16xf32>, tensor<?xi32>, !loom.kv_cache<max_seq = 64, kv_heads = 1, head_dim = 8, element_type = f32>
     %c1 = loom.kv_cache layer 7 : !loom.kv_cache<max_seq = 64, kv_heads = 1, head_dim = 8, element_type = f32>
-    %y1 = loom.fused_qkv_attention %y0, %pos, %c1, @a.wqkv, @a.wo heads 2 kv_heads 1 head_dim 8 theta 1.0e+04 {loom.offset = 0 : i64, loom.scratch_offsets = array<i64: 256, 512>}
+    %y1 = loom.fused_qkv_attention %y0, %pos, %c1, @a.wqkv, @a.wo heads 2 kv_heads 1 head_dim 8 theta 1.0e+04 window 32 {loom.offset = 0 : i64, loom.scratch_offsets = array<i64: 256, 512>}
         : tensor<?x16xf32>, tensor<?xi32>, !loom.kv_cache<max_seq = 64, kv_heads = 1, head_dim = 8, element_type = f32>
     %l = loom.logits %y1, @tok_embeddings {loom.offset = 128 : i64} : tensor<?x16xf32> -> tensor<?x32xf32>
     return %l : tensor<?x32xf32>

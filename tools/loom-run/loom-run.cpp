@@ -969,6 +969,21 @@ int printInfo(const std::string &path, const loom::Model &model) {
     stops += (stops.empty() ? ", stop: " : " ") + std::to_string(id);
   std::printf("rope_theta: %g, norm_eps: %g, bos: %d, eos: %d%s\n",
               c.rope_theta, c.norm_eps, c.bos_id, c.eos_id, stops.c_str());
+  // Sliding-window attention: one line, for the layers that have a window.
+  const std::vector<int64_t> windows = model.attentionWindows();
+  std::vector<int64_t> sizes;
+  for (int64_t w : windows)
+    if (w > 0 && std::find(sizes.begin(), sizes.end(), w) == sizes.end())
+      sizes.push_back(w);
+  if (!sizes.empty()) {
+    std::string text;
+    for (int64_t w : sizes)
+      text += (text.empty() ? "" : ", ") + std::to_string(w) +
+              " positions in " +
+              std::to_string(std::count(windows.begin(), windows.end(), w));
+    std::printf("sliding window: %s of %zu attention layers\n", text.c_str(),
+                windows.size());
+  }
   std::string tokenizer = "none (token ids only)";
   if (model.hasTokenizer()) {
     const loom::Tokenizer &t = model.tokenizer();

@@ -456,26 +456,6 @@ int main(int argc, char **argv) {
   int64_t bosId = 1, eosId = 2; // the Llama graph's
   // The Llama graph, from any of its three checkpoint forms.
   auto useLlama = [&](loom::llama2c::Checkpoint &ckpt) {
-    // A sliding window (Mistral) changes nothing within a context of at
-    // most its length: the context is kept there.
-    if (int64_t window = ckpt.config.slidingWindow;
-        window > 0 && !contextLength.getNumOccurrences() &&
-        ckpt.config.maxSeq > window) {
-      llvm::errs() << "loomc: note: the model attends to its last " << window
-                   << " positions (sliding_window); the context is " << window
-                   << " positions, within which that is exact\n";
-      ckpt.config.maxSeq = window;
-    }
-    if (int64_t window = ckpt.config.slidingWindow;
-        window > 0 && contextLength.getNumOccurrences() &&
-        contextLength > window) {
-      error = "--context-length " + std::to_string(contextLength) +
-              " is longer than the model's sliding window of " +
-              std::to_string(window) +
-              " positions (sliding_window): Loom's attention sees every "
-              "position, which is the model's only up to the window";
-      return false;
-    }
     if (!setContext(ckpt.config.maxSeq))
       return false;
     maxTokens = std::min<int64_t>(maxTokens, ckpt.config.maxSeq);

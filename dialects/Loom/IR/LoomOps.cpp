@@ -253,6 +253,15 @@ static LogicalResult verifyHeads(Operation *op, int64_t nHeads,
   return success();
 }
 
+// A sliding window of W positions sees at least the row itself.
+static LogicalResult verifyWindow(Operation *op, IntegerAttr window) {
+  if (window && (window.getInt() < 1 || window.getInt() > INT32_MAX))
+    return op->emitOpError()
+           << "window must be in 1..2147483647 positions, got "
+           << window.getInt();
+  return success();
+}
+
 LogicalResult AttentionOp::verify() {
   int64_t hd = getHeadDimAttr().getInt(), nh = getNHeadsAttr().getInt(),
           nkv = getNKvHeadsAttr().getInt();
@@ -264,7 +273,8 @@ LogicalResult AttentionOp::verify() {
   if (cols(getK()) != nkv * hd)
     return emitOpError() << "k has " << cols(getK())
                          << " columns but kv_heads * head_dim = " << nkv * hd;
-  if (failed(verifySameRows(*this, getQ(), "q", getK(), "k")))
+  if (failed(verifySameRows(*this, getQ(), "q", getK(), "k")) ||
+      failed(verifyWindow(*this, getWindowAttr())))
     return failure();
   return verifyPositions(*this, getPositions(), getQ());
 }
@@ -274,7 +284,8 @@ LogicalResult FusedQkvAttentionOp::verify() {
                          getNKvHeadsAttr().getInt(), getHeadDimAttr().getInt(),
                          getCache().getType())) ||
       failed(verifyRopeParams(*this, getHeadDimAttr().getInt(),
-                              getTheta().convertToFloat(), getFreqFactors())))
+                              getTheta().convertToFloat(), getFreqFactors())) ||
+      failed(verifyWindow(*this, getWindowAttr())))
     return failure();
   return verifyPositions(*this, getPositions(), getInput());
 }
@@ -667,12 +678,15 @@ constexpr KernelArity kKernelArity[] = {
     {"matmul", 1, 1, 0, {1, 2}, 1, 0},
     // rope: theta, then freq_factors (head_dim / 2 of them) if any.
     {"rope", 1, 1, 0, 0, 2, {1, 1 + 2048}},
-    {"attention", 3, 1, 0, 0, 4, 0},
+    // attention: slot, heads, kv heads, head_dim [, sliding window].
+    {"attention", 3, 1, 0, 0, {4, 5}, 0},
     {"silu_mul", 2, 1, 0, 0, 0, 0},
     {"add", 2, 1, 0, 0, 0, 0},
     {"logits", 1, 1, 0, 1, 0, 0},
-    // fused_qkv_attention weights: Wqkv, Wo [, qk_bias [, v_bias]].
-    {"fused_qkv_attention", 1, 1, 2, {2, 4}, {5, 6}, {1, 1 + 2048}},
+    // fused_qkv_attention weights: Wqkv, Wo [, qk_bias [, v_bias]];
+    // iparams: slot, heads, kv heads, head_dim, accumulate
+    // [, placeholder_qkv [, sliding window]].
+    {"fused_qkv_attention", 1, 1, 2, {2, 4}, {5, 7}, {1, 1 + 2048}},
     {"concat", 2, 1, 0, 0, 0, 0},
     {"copy", 1, 1, 0, 0, 0, 0},
     {"add_row_bias", 1, 1, 0, 1, 0, 0},

@@ -235,21 +235,29 @@ def Loom_AttentionOp : Loom_Op<"attention", [AllTypesMatch<["q", "result"]>,
     Appends rows `k[t]`, `v[t]` at `positions[t]` of `cache`, then computes,
     for each row and query head `h`, softmax(q·Kᵀ/sqrt(head_dim))·V over the
     positions `0 .. positions[t]` of kv head `h / (n_heads / n_kv_heads)`.
+    With a `window` W (sliding-window attention: Mistral v0.1, Phi-3, Qwen 2's
+    upper layers), only the last W of them, positions
+    `max(0, positions[t] - W + 1) .. positions[t]` (Hugging Face's and
+    llama.cpp's reading of `sliding_window`: W keys, the row's own included).
 
     ```mlir
     %o = loom.attention %q, %k, %v, %pos, %cache heads 8 kv_heads 4 head_dim 8
          : tensor<?x64xf32>, tensor<?x32xf32>, tensor<?xi32>,
            !loom.kv_cache<max_seq = 512, kv_heads = 4, head_dim = 8, element_type = f32>
+    %w = loom.attention %q, %k, %v, %pos, %cache heads 8 kv_heads 4 head_dim 8
+         window 128 : tensor<?x64xf32>, tensor<?x32xf32>, tensor<?xi32>,
+           !loom.kv_cache<max_seq = 512, kv_heads = 4, head_dim = 8, element_type = f32>
     ```
   }];
   let arguments = (ins Loom_RowTensor:$q, Loom_RowTensor:$k, Loom_RowTensor:$v,
                        Loom_IdTensor:$positions, Loom_KvCacheType:$cache,
-                       I64Attr:$n_heads, I64Attr:$n_kv_heads, I64Attr:$head_dim);
+                       I64Attr:$n_heads, I64Attr:$n_kv_heads, I64Attr:$head_dim,
+                       OptionalAttr<I64Attr>:$window);
   let results = (outs Loom_RowTensor:$result);
   let assemblyFormat = [{
     $q `,` $k `,` $v `,` $positions `,` $cache `heads` $n_heads `kv_heads`
-    $n_kv_heads `head_dim` $head_dim attr-dict `:` type($q) `,` type($k) `,`
-    type($positions) `,` qualified(type($cache))
+    $n_kv_heads `head_dim` $head_dim (`window` $window^)? attr-dict `:`
+    type($q) `,` type($k) `,` type($positions) `,` qualified(type($cache))
   }];
   let hasVerifier = 1;
   let extraClassDeclaration = [{
@@ -268,7 +276,8 @@ def Loom_FusedQkvAttentionOp : Loom_WeightUserOp<"fused_qkv_attention", [
     and k before rope, `v_bias` (optional, only with `qk_bias`: Qwen 2's) the
     `[n_kv_heads head_dim]` bias added to v. Equivalent to
     `linear(attention(rope(x Wqᵀ + bq), rope(x Wkᵀ + bk), x Wvᵀ + bv), Wo)`, the
-    ropes with `theta` and `freq_factors` (as `loom.rope`'s).
+    ropes with `theta` and `freq_factors` (as `loom.rope`'s), and the
+    attention over the last `window` positions when set (as `loom.attention`'s).
 
     `placeholder_qkv` (set by `loom-fuse-chunk-projector` on the decoder's
     first attention) lets REFRAG chunk placeholder rows skip the packed
@@ -292,12 +301,13 @@ def Loom_FusedQkvAttentionOp : Loom_WeightUserOp<"fused_qkv_attention", [
                        OptionalAttr<FlatSymbolRefAttr>:$qk_bias,
                        UnitAttr:$placeholder_qkv,
                        OptionalAttr<DenseF32ArrayAttr>:$freq_factors,
-                       OptionalAttr<FlatSymbolRefAttr>:$v_bias);
+                       OptionalAttr<FlatSymbolRefAttr>:$v_bias,
+                       OptionalAttr<I64Attr>:$window);
   let results = (outs Loom_RowTensor:$result);
   let assemblyFormat = [{
     $input `,` $positions `,` $cache `,` $qkv_weight `,` $out_weight
     `heads` $n_heads `kv_heads` $n_kv_heads `head_dim` $head_dim `theta` $theta
-    (`freq_factors` $freq_factors^)?
+    (`window` $window^)? (`freq_factors` $freq_factors^)?
     (`qk_bias` $qk_bias^)? (`v_bias` $v_bias^)?
     (`placeholder_qkv` $placeholder_qkv^)? attr-dict
     `:` type($input) `,` type($positions) `,`

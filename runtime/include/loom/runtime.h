@@ -201,6 +201,10 @@ public:
     uint64_t bytes = 0;
   };
   std::vector<WeightTypeInfo> weightTypes() const;
+  // The sliding window of each attention of the forward program, in order:
+  // the positions each row attends to, its own included (0: every earlier
+  // position). Mistral v0.1, Phi-3, Qwen 2 under use_sliding_window.
+  std::vector<int64_t> attentionWindows() const;
   // The looped block, or nullptr when the model has none.
   const LoopInfo *loop() const;
   // The chunk encoder, or nullptr when the artifact has none (compiled

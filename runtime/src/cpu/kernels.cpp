@@ -518,7 +518,7 @@ void rope(float *x, int64_t ldx, int64_t T, int64_t cols, int64_t head_dim,
 void attention(const float *q, int64_t ldq, const float *k, int64_t ldk,
                const float *v, int64_t ldv, float *out, int64_t ldo, int64_t T,
                int64_t start_pos, int64_t n_heads, int64_t n_kv_heads,
-               int64_t head_dim, KvView cache) {
+               int64_t head_dim, KvView cache, int64_t window) {
   const int64_t kvDim = cache.kv_dim;
   for (int64_t t = 0; t < T; ++t) {
     std::memcpy(cache.k + (start_pos + t) * kvDim, k + t * ldk,
@@ -535,18 +535,34 @@ void attention(const float *q, int64_t ldq, const float *k, int64_t ldk,
   // share each K and V load. A block costs up to about
   // 2 * kAttnRows * maxPos * head_dim MACs.
   const int64_t blocks = ceilDiv(T, kAttnRows);
-  forRange(n_heads * blocks, grainFor(2 * kAttnRows * maxPos * head_dim),
+  // A sliding window that cuts some row of a block: its rows one by one,
+  // each over its own window (an ISA kernel's row is the same whether it
+  // runs alone or in a block, so that changes no result).
+  const int64_t span = window > 0 ? std::min(window, maxPos) : maxPos;
+  forRange(n_heads * blocks, grainFor(2 * kAttnRows * span * head_dim),
            [&](int64_t begin, int64_t end) {
              float *scores = threadScratch(kAttnRows * maxPos);
              for (int64_t i = begin; i < end; ++i) {
                const int64_t h = i / blocks;
                const int64_t t = (i % blocks) * kAttnRows;
+               const int64_t rows = std::min(kAttnRows, T - t);
                const int64_t kvCol = (h / group) * head_dim;
-               ik.attendHeads(q + t * ldq + h * head_dim, ldq,
-                              std::min(kAttnRows, T - t), 1, cache.k + kvCol,
-                              cache.v + kvCol, kvDim, start_pos + t + 1,
-                              head_dim, scores, maxPos,
-                              out + t * ldo + h * head_dim, ldo);
+               const float *qh = q + t * ldq + h * head_dim;
+               float *oh = out + t * ldo + h * head_dim;
+               if (window <= 0 || start_pos + t + rows <= window) {
+                 ik.attendHeads(qh, ldq, rows, 1, cache.k + kvCol,
+                                cache.v + kvCol, kvDim, start_pos + t + 1,
+                                head_dim, scores, maxPos, oh, ldo);
+                 continue;
+               }
+               for (int64_t r = 0; r < rows; ++r) {
+                 const int64_t p = start_pos + t + r;
+                 const int64_t first = std::max<int64_t>(0, p + 1 - window);
+                 ik.attendHeads(
+                     qh + r * ldq, ldq, 1, 1, cache.k + first * kvDim + kvCol,
+                     cache.v + first * kvDim + kvCol, kvDim, p + 1 - first,
+                     head_dim, scores, maxPos, oh + r * ldo, ldo);
+               }
              }
            });
 }
@@ -554,15 +570,22 @@ void attention(const float *q, int64_t ldq, const float *k, int64_t ldk,
 void attentionRows(const float *q, int64_t ldq, float *out, int64_t ldo,
                    int64_t T, int64_t start_pos, int64_t n_heads,
                    int64_t n_kv_heads, int64_t head_dim,
-                   const float *const *k_rows, const float *const *v_rows) {
+                   const float *const *k_rows, const float *const *v_rows,
+                   int64_t window) {
   // Compact the present positions once: the leaf then walks dense pointer
-  // lists, and row t sees the first count[t] of them (positions increase).
+  // lists, and row t sees entries first[t] .. count[t] - 1 of them
+  // (positions increase; first[t] > 0 only under a sliding window).
   const int64_t maxPos = start_pos + T;
   std::vector<const float *> keys, values;
   keys.reserve(size_t(maxPos));
   values.reserve(size_t(maxPos));
-  std::vector<int64_t> count(static_cast<size_t>(T));
+  std::vector<int64_t> count(static_cast<size_t>(T)),
+      first(static_cast<size_t>(T), 0);
+  // before[p]: how many present positions precede p (the windows' starts).
+  std::vector<int64_t> before(window > 0 ? size_t(maxPos) + 1 : 0);
   for (int64_t p = 0; p < maxPos; ++p) {
+    if (window > 0)
+      before[size_t(p)] = static_cast<int64_t>(keys.size());
     if (k_rows[p]) {
       keys.push_back(k_rows[p]);
       values.push_back(v_rows[p]);
@@ -570,6 +593,10 @@ void attentionRows(const float *q, int64_t ldq, float *out, int64_t ldo,
     if (p >= start_pos)
       count[p - start_pos] = static_cast<int64_t>(keys.size());
   }
+  if (window > 0)
+    for (int64_t t = 0; t < T; ++t)
+      first[size_t(t)] =
+          before[size_t(std::max<int64_t>(0, start_pos + t + 1 - window))];
   const detail::IsaKernels &ik = kernels();
   const int64_t group = n_heads / n_kv_heads;
   const int64_t n = static_cast<int64_t>(keys.size());
@@ -581,13 +608,14 @@ void attentionRows(const float *q, int64_t ldq, float *out, int64_t ldo,
                const int64_t h = i / T;
                const int64_t t = i % T;
                float *o = out + t * ldo + h * head_dim;
-               if (count[t] == 0) {
+               const int64_t f = first[t];
+               if (count[t] == f) {
                  std::fill(o, o + head_dim, 0.0f);
                  continue;
                }
-               ik.attendHeadRows(q + t * ldq + h * head_dim, keys.data(),
-                                 values.data(), (h / group) * head_dim,
-                                 count[t], head_dim, scores, o);
+               ik.attendHeadRows(q + t * ldq + h * head_dim, keys.data() + f,
+                                 values.data() + f, (h / group) * head_dim,
+                                 count[t] - f, head_dim, scores, o);
              }
            });
 }

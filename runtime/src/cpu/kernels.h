@@ -137,11 +137,14 @@ struct KvView {
 // Causal grouped-query attention. First writes rows k[t], v[t] into the cache
 // at position start_pos + t, then for each row t and head h:
 // out[t, h] = softmax(q[t,h] . K[0..p, g]^T / sqrt(head_dim)) V[0..p, g]
-// with p = start_pos + t and g = h / (n_heads / n_kv_heads).
+// with p = start_pos + t and g = h / (n_heads / n_kv_heads). With a window
+// W > 0 (sliding-window attention) row t sees only the positions
+// max(0, p - W + 1) .. p; window 0: every position. A row's result is bit
+// for bit the same whichever step it is fed in.
 void attention(const float *q, int64_t ldq, const float *k, int64_t ldk,
-               const float *v, int64_t ldv, float *out, int64_t ldo,
-               int64_t T, int64_t start_pos, int64_t n_heads,
-               int64_t n_kv_heads, int64_t head_dim, KvView cache);
+               const float *v, int64_t ldv, float *out, int64_t ldo, int64_t T,
+               int64_t start_pos, int64_t n_heads, int64_t n_kv_heads,
+               int64_t head_dim, KvView cache, int64_t window);
 
 // Causal attention over K/V rows that do not sit in one array (the caches
 // of a looped block, see session.cpp). k_rows[p] and v_rows[p], for positions
@@ -150,11 +153,13 @@ void attention(const float *q, int64_t ldq, const float *k, int64_t ldk,
 // start_pos + t) attends to the present positions p <= start_pos + t, in
 // position order, exactly as attention() does over a full cache; a row with
 // no present position outputs zeros. The caller writes the rows' own K/V
-// first.
+// first. A window W > 0 leaves out the positions before p - W + 1, as
+// attention()'s does.
 void attentionRows(const float *q, int64_t ldq, float *out, int64_t ldo,
                    int64_t T, int64_t start_pos, int64_t n_heads,
                    int64_t n_kv_heads, int64_t head_dim,
-                   const float *const *k_rows, const float *const *v_rows);
+                   const float *const *k_rows, const float *const *v_rows,
+                   int64_t window);
 
 // y = silu(a) * b = a / (1 + exp(-a)) * b, elementwise over n values.
 void siluMul(const float *a, const float *b, float *y, int64_t n);

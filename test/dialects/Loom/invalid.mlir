@@ -322,6 +322,27 @@ func.func @attention_zero_heads(%q: tensor<?x16xf32>, %k: tensor<?x8xf32>, %v: t
 
 // -----
 
+// loom.attention: a sliding window holds at least the row itself.
+func.func @attention_zero_window(%q: tensor<?x16xf32>, %k: tensor<?x8xf32>, %v: tensor<?x8xf32>, %pos: tensor<?xi32>,
+                                 %c: !loom.kv_cache<max_seq = 64, kv_heads = 1, head_dim = 8, element_type = f32>) -> tensor<?x16xf32> {
+  // expected-error @+1 {{'loom.attention' op window must be in 1..2147483647 positions, got 0}}
+  %o = loom.attention %q, %k, %v, %pos, %c heads 2 kv_heads 1 head_dim 8 window 0
+      : tensor<?x16xf32>, tensor<?x8xf32>, tensor<?xi32>, !loom.kv_cache<max_seq = 64, kv_heads = 1, head_dim = 8, element_type = f32>
+  return %o : tensor<?x16xf32>
+}
+
+// -----
+
+// loom.fused_qkv_attention: the same rule for its window.
+func.func @fused_negative_window(%x: tensor<?x16xf32>, %pos: tensor<?xi32>,
+                                 %c: !loom.kv_cache<max_seq = 64, kv_heads = 1, head_dim = 8, element_type = f32>) -> tensor<?x16xf32> {
+  // expected-error @+1 {{'loom.fused_qkv_attention' op window must be in 1..2147483647 positions, got -3}}
+  %0 = loom.fused_qkv_attention %x, %pos, %c, @wqkv, @wo heads 2 kv_heads 1 head_dim 8 theta 1.0e+04 window -3 : tensor<?x16xf32>, tensor<?xi32>, !loom.kv_cache<max_seq = 64, kv_heads = 1, head_dim = 8, element_type = f32>
+  return %0 : tensor<?x16xf32>
+}
+
+// -----
+
 // loom.attention: query heads are grouped evenly over kv heads.
 func.func @attention_grouping(%q: tensor<?x24xf32>, %k: tensor<?x16xf32>, %v: tensor<?x16xf32>, %pos: tensor<?xi32>,
                               %c: !loom.kv_cache<max_seq = 64, kv_heads = 2, head_dim = 8, element_type = f32>) -> tensor<?x24xf32> {
@@ -561,7 +582,7 @@ loom.program @forward arena 1024 max_tokens 4 logits 0 {
   loom.buffer 1 offset 256 row_elems 8
   loom.buffer 2 offset 384 row_elems 8
   loom.buffer 3 offset 512 row_elems 16
-  // expected-error @+1 {{'loom.dispatch' op kernel "attention" takes 4 iparams, got 0}}
+  // expected-error @+1 {{'loom.dispatch' op kernel "attention" takes 4 to 5 iparams, got 0}}
   loom.dispatch "attention" ins [0, 1, 2] outs [3]
 }
 

@@ -51,6 +51,11 @@ module @roundtrip {
     %a = loom.attention %qr, %kr, %v, %pos, %c heads 2 kv_heads 1 head_dim 8
         : tensor<?x16xf32>, tensor<?x8xf32>, tensor<?xi32>,
           !loom.kv_cache<max_seq = 64, kv_heads = 1, head_dim = 8, element_type = f32>
+    // A sliding window of the last 32 positions.
+    // CHECK: loom.attention %[[QR]], %[[KR]], %[[V]], %[[POS]], %[[C]] heads 2 kv_heads 1 head_dim 8 window 32 : tensor<?x16xf32>
+    %aw = loom.attention %qr, %kr, %v, %pos, %c heads 2 kv_heads 1 head_dim 8 window 32
+        : tensor<?x16xf32>, tensor<?x8xf32>, tensor<?xi32>,
+          !loom.kv_cache<max_seq = 64, kv_heads = 1, head_dim = 8, element_type = f32>
     // CHECK: %[[O:.*]] = loom.linear %[[A]], @layers.0.wo : tensor<?x16xf32> -> tensor<?x16xf32>
     %o = loom.linear %a, @layers.0.wo : tensor<?x16xf32> -> tensor<?x16xf32>
     // CHECK: %[[R:.*]] = loom.add %[[X]], %[[O]] : tensor<?x16xf32>

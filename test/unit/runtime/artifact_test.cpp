@@ -659,6 +659,23 @@ const BadCase kBadCases[] = {
            0, int64_t(1) << 40, 2, 4};
      },
      "invalid heads"},
+    {"AttentionZeroWindow",
+     [](ArtifactSpec &s) {
+       s.dispatches[find(s, fbs::Kernel::Attention)].iparams.push_back(0);
+     },
+     "sliding window 0 must be in 1..2147483647 positions"},
+    {"AttentionHugeWindow",
+     [](ArtifactSpec &s) {
+       s.dispatches[find(s, fbs::Kernel::Attention)].iparams.push_back(
+           int64_t(1) << 40);
+     },
+     "sliding window 1099511627776 must be in 1..2147483647 positions"},
+    {"AttentionParamsAfterTheWindow",
+     [](ArtifactSpec &s) {
+       auto &ip = s.dispatches[find(s, fbs::Kernel::Attention)].iparams;
+       ip.insert(ip.end(), {8, 1});
+     },
+     "has 6 integer parameters, expected 4..5"},
     {"BufferPastArena",
      [](ArtifactSpec &s) { s.buffers[1].offset = s.arena_bytes; },
      "buffer 1 (offset"},

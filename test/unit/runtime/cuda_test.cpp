@@ -53,6 +53,8 @@ struct Case {
   bool rope_factors = false;
   // Every fused attention gets q|k and v biases (Qwen 2's).
   bool qkv_bias = false;
+  // Every attention gets this sliding window (0: none; Mistral v0.1's).
+  int64_t window = 0;
 };
 
 // A random model of the given shape (TinyLlamaOptions in order).
@@ -104,6 +106,17 @@ std::vector<Case> cases() {
   biased.name = "wide-fused-qkv-bias";
   biased.qkv_bias = true;
   c.push_back(biased);
+  // Sliding windows shorter than the prompt: the per-row prefill kernel and
+  // the split decode kernel over the window's positions (fused and not;
+  // a window of 5 under the decode kernel's ~33 splits leaves most empty).
+  Case windowed = c[0];
+  windowed.name = "wide-fused-window";
+  windowed.window = 13;
+  c.push_back(windowed);
+  windowed = c[1]; // tiny-plain, f32
+  windowed.name = "tiny-plain-window";
+  windowed.window = 5;
+  c.push_back(windowed);
   return c;
 }
 
@@ -117,6 +130,8 @@ std::string writeArtifact(const Case &c, TempFile **keep) {
     loom::test::addRopeFactors(a);
   if (c.qkv_bias)
     loom::test::addQkvBiases(a);
+  if (c.window > 0)
+    loom::test::addSlidingWindow(a, c.window);
   *keep = new TempFile(a.serialize());
   return (*keep)->path();
 }

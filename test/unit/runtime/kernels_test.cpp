@@ -493,7 +493,13 @@ TEST_P(CrossIsaTest, RopeIsBitIdentical) {
 
 struct AttnShape {
   int64_t nHeads, nKvHeads, headDim, maxSeq;
+  int64_t window = 0; // sliding window (0: every position)
 };
+
+// The first position row p sees under the shape's sliding window.
+int64_t firstSeen(const AttnShape &s, int64_t p) {
+  return s.window > 0 ? std::max<int64_t>(0, p + 1 - s.window) : 0;
+}
 
 // Naive attention with its own double-precision KV cache.
 class ReferenceAttention {
@@ -518,9 +524,10 @@ public:
       for (int64_t h = 0; h < s_.nHeads; ++h) {
         const int64_t p = startPos + t;
         const int64_t g = h / (s_.nHeads / s_.nKvHeads);
+        const int64_t lo = firstSeen(s_, p);
         std::vector<double> w(size_t(p + 1));
         double mx = -INFINITY;
-        for (int64_t j = 0; j <= p; ++j) {
+        for (int64_t j = lo; j <= p; ++j) {
           double dot = 0.0;
           for (int64_t i = 0; i < hd; ++i)
             dot +=
@@ -529,9 +536,9 @@ public:
           mx = std::max(mx, w[j]);
         }
         double sum = 0.0;
-        for (double &x : w)
-          sum += (x = std::exp(x - mx));
-        for (int64_t j = 0; j <= p; ++j)
+        for (int64_t j = lo; j <= p; ++j)
+          sum += (w[j] = std::exp(w[j] - mx));
+        for (int64_t j = lo; j <= p; ++j)
           for (int64_t i = 0; i < hd; ++i)
             out[t * qDim + h * hd + i] +=
                 w[j] / sum * v_[j * kvDim_ + g * hd + i];
@@ -593,7 +600,7 @@ runAttention(const AttnShape &s,
     std::vector<float> out(size_t(T * ldo), kSentinel);
     const std::vector<float> outBefore = out;
     attention(q.data(), ldq, k.data(), ldk, v.data(), ldv, out.data(), ldo, T,
-              startPos, s.nHeads, s.nKvHeads, s.headDim, cache);
+              startPos, s.nHeads, s.nKvHeads, s.headDim, cache, s.window);
 
     const std::vector<double> want =
         ref.step(q.data(), ldq, k.data(), ldk, v.data(), ldv, T, startPos);
@@ -628,6 +635,17 @@ TEST_P(KernelTest, AttentionMqaOddHeadDim) {
   runAttention({4, 1, 20, 40}, Steps{{9, 0}, {1, 9}, {2, 10}}, 3);
 }
 
+// Sliding windows: steps inside the window, steps whose rows it cuts (some
+// of a block's rows, or all), one-row steps past it; a window of 1 (each row
+// sees itself) and windows longer than the blocks of rows.
+TEST_P(KernelTest, AttentionSlidingWindow) {
+  runAttention({8, 4, 8, 64, 5}, Steps{{3, 0}, {4, 3}, {1, 7}, {9, 8}}, 6);
+  runAttention({6, 6, 48, 300, 50},
+               Steps{{37, 0}, {1, 37}, {40, 38}, {150, 78}, {1, 228}}, 7);
+  runAttention({4, 1, 20, 40, 1}, Steps{{9, 0}, {1, 9}, {2, 10}}, 8);
+  runAttention({4, 2, 16, 64, 6}, Steps{{6, 0}, {1, 6}, {7, 7}}, 9);
+}
+
 // The rows of a step share K and V loads (blocks of rows per head), and
 // each row's arithmetic stays that of a one-row step: a T-row step gives
 // bit for bit what T one-row steps give.
@@ -638,10 +656,14 @@ TEST_P(KernelTest, AttentionRowsOfAStepAreBitIdenticalToOneRowSteps) {
         {{6, 6, 48, 300}, 64, 201},
         {{4, 1, 20, 80}, 9, 13},
         {{2, 2, 72, 40}, 18, 3},
-        {{4, 2, 64, 600}, 130, 390}}) {
+        {{4, 2, 64, 600}, 130, 390},
+        {{8, 4, 8, 64, 5}, 7, 0},
+        {{6, 6, 48, 300, 33}, 64, 201},
+        {{4, 2, 64, 600, 100}, 130, 390}}) {
     SCOPED_TRACE(::testing::Message()
                  << "heads " << s.nHeads << "/" << s.nKvHeads << " head_dim "
-                 << s.headDim << " T=" << T << " start=" << start);
+                 << s.headDim << " window " << s.window << " T=" << T
+                 << " start=" << start);
     std::mt19937 rng(uint32_t(T + start));
     const int64_t kvDim = s.nKvHeads * s.headDim, qDim = s.nHeads * s.headDim;
     const int64_t all = start + T;
@@ -654,12 +676,13 @@ TEST_P(KernelTest, AttentionRowsOfAStepAreBitIdenticalToOneRowSteps) {
       const KvView cache{kc.data(), vc.data(), s.maxSeq, kvDim};
       // The first `start` positions in one step, then the rest.
       attention(q.data(), qDim, k.data(), kvDim, v.data(), kvDim, out.data(),
-                qDim, start, 0, s.nHeads, s.nKvHeads, s.headDim, cache);
+                qDim, start, 0, s.nHeads, s.nKvHeads, s.headDim, cache,
+                s.window);
       for (int64_t p = start; p < all; p += rows_per_step) {
         const int64_t n = std::min(rows_per_step, all - p);
         attention(q.data() + p * qDim, qDim, k.data() + p * kvDim, kvDim,
                   v.data() + p * kvDim, kvDim, out.data() + p * qDim, qDim, n,
-                  p, s.nHeads, s.nKvHeads, s.headDim, cache);
+                  p, s.nHeads, s.nKvHeads, s.headDim, cache, s.window);
       }
       return out;
     };
@@ -687,7 +710,7 @@ TEST_P(KernelTest, AttentionQueryHeadUsesKvHeadHOverGroup) {
   std::vector<float> out(size_t(T * qDim));
   attention(q.data(), qDim, k.data(), kvDim, v.data(), kvDim, out.data(), qDim,
             T, 0, s.nHeads, s.nKvHeads, s.headDim,
-            KvView{kc.data(), vc.data(), s.maxSeq, kvDim});
+            KvView{kc.data(), vc.data(), s.maxSeq, kvDim}, 0);
   for (int64_t t = 0; t < T; ++t)
     for (int64_t h = 0; h < s.nHeads; ++h)
       for (int64_t i = 0; i < s.headDim; ++i)
@@ -701,6 +724,10 @@ TEST_P(CrossIsaTest, AttentionAgrees) {
     return runAttention({6, 2, 48, 64}, steps, 5);
   });
   EXPECT_TRUE(allNear(toDouble(portable), other, 1e-5, 0.0));
+  auto [pw, ow] = onBoth([&] {
+    return runAttention({6, 2, 48, 64, 9}, steps, 5);
+  });
+  EXPECT_TRUE(allNear(toDouble(pw), ow, 1e-5, 0.0));
 }
 
 //===----------------------------------------------------------------------===//
@@ -831,7 +858,7 @@ std::vector<double> rowsReference(const std::vector<float> &q, int64_t ldq,
       const int64_t g = h / (s.nHeads / s.nKvHeads);
       std::vector<double> w;
       std::vector<int64_t> at;
-      for (int64_t p = 0; p <= startPos + t; ++p) {
+      for (int64_t p = firstSeen(s, startPos + t); p <= startPos + t; ++p) {
         if (!r.kp[p])
           continue;
         double dot = 0.0;
@@ -873,7 +900,8 @@ std::vector<float> runAttentionRows(const RowsCase &c, uint32_t seed,
   std::vector<float> out(size_t(c.T * ldo), kSentinel);
   const std::vector<float> before = out;
   attentionRows(q.data(), ldq, out.data(), ldo, c.T, c.startPos, s.nHeads,
-                s.nKvHeads, s.headDim, rows.kp.data(), rows.vp.data());
+                s.nKvHeads, s.headDim, rows.kp.data(), rows.vp.data(),
+                s.window);
   EXPECT_TRUE(paddingUntouched(before, out, c.T, qDim, ldo));
   if (want)
     *want = rowsReference(q, ldq, rows, c.T, c.startPos, s);
@@ -890,6 +918,12 @@ const RowsCase kRowsCases[] = {
     {{8, 2, 24, 0}, 6, 21, 2},  // GQA prefill chunk, half the past gone
     {{6, 6, 48, 0}, 30, 70, 5}, // parallel, several 8-wide score blocks
     {{2, 1, 20, 0}, 3, 9, 4},   // MQA, head_dim not a multiple of 16
+    // Sliding windows over a gappy past: some rows' windows start in it,
+    // and in the last case a row's window holds no present position but
+    // its own (window 2, positions 1 and 6 absent: row 7 sees 7 alone).
+    {{8, 2, 24, 0, 4}, 6, 21, 2},
+    {{6, 6, 48, 0, 25}, 30, 70, 5},
+    {{2, 2, 8, 0, 2}, 3, 7, 5},
 };
 
 TEST_P(KernelTest, AttentionRowsMatchesReference) {
@@ -915,7 +949,7 @@ TEST_P(KernelTest, AttentionRowsWithoutPositionsOutputsZeros) {
   const std::vector<float> q = randomFloats(size_t(T * qDim), rng);
   std::vector<float> out(size_t(T * qDim), kSentinel);
   attentionRows(q.data(), qDim, out.data(), qDim, T, start, s.nHeads,
-                s.nKvHeads, s.headDim, rows.kp.data(), rows.vp.data());
+                s.nKvHeads, s.headDim, rows.kp.data(), rows.vp.data(), 0);
   for (int64_t i = 0; i < qDim; ++i) {
     EXPECT_EQ(out[i], 0.0f) << i;
     EXPECT_NEAR(out[qDim + i], rows.v[4][i], 1e-6) << i;
@@ -924,31 +958,35 @@ TEST_P(KernelTest, AttentionRowsWithoutPositionsOutputsZeros) {
 
 TEST_P(KernelTest, AttentionRowsOverAFullTableEqualsAttention) {
   // The same leaf arithmetic reads the cache through pointers: with every
-  // position present the results are bit-identical to attention().
-  const AttnShape s{6, 3, 40, 64};
-  const int64_t kvDim = s.nKvHeads * s.headDim, qDim = s.nHeads * s.headDim;
-  const int64_t T = 9, start = 30;
-  std::mt19937 rng(12);
-  std::vector<float> kc = randomFloats(size_t(s.maxSeq * kvDim), rng);
-  std::vector<float> vc = randomFloats(size_t(s.maxSeq * kvDim), rng);
-  const std::vector<float> q = randomFloats(size_t(T * qDim), rng, -2.f, 2.f);
-  // attention() first writes rows start..start+T-1: give it those rows.
-  std::vector<float> k(kc.begin() + start * kvDim,
-                       kc.begin() + (start + T) * kvDim);
-  std::vector<float> v(vc.begin() + start * kvDim,
-                       vc.begin() + (start + T) * kvDim);
-  std::vector<float> want(size_t(T * qDim)), got(size_t(T * qDim));
-  attention(q.data(), qDim, k.data(), kvDim, v.data(), kvDim, want.data(), qDim,
-            T, start, s.nHeads, s.nKvHeads, s.headDim,
-            KvView{kc.data(), vc.data(), s.maxSeq, kvDim});
-  std::vector<const float *> kp, vp;
-  for (int64_t p = 0; p < start + T; ++p) {
-    kp.push_back(kc.data() + p * kvDim);
-    vp.push_back(vc.data() + p * kvDim);
+  // position present the results are bit-identical to attention(), with a
+  // sliding window too.
+  for (int64_t window : {0, 7}) {
+    SCOPED_TRACE(::testing::Message() << "window " << window);
+    const AttnShape s{6, 3, 40, 64};
+    const int64_t kvDim = s.nKvHeads * s.headDim, qDim = s.nHeads * s.headDim;
+    const int64_t T = 9, start = 30;
+    std::mt19937 rng(12);
+    std::vector<float> kc = randomFloats(size_t(s.maxSeq * kvDim), rng);
+    std::vector<float> vc = randomFloats(size_t(s.maxSeq * kvDim), rng);
+    const std::vector<float> q = randomFloats(size_t(T * qDim), rng, -2.f, 2.f);
+    // attention() first writes rows start..start+T-1: give it those rows.
+    std::vector<float> k(kc.begin() + start * kvDim,
+                         kc.begin() + (start + T) * kvDim);
+    std::vector<float> v(vc.begin() + start * kvDim,
+                         vc.begin() + (start + T) * kvDim);
+    std::vector<float> want(size_t(T * qDim)), got(size_t(T * qDim));
+    attention(q.data(), qDim, k.data(), kvDim, v.data(), kvDim, want.data(),
+              qDim, T, start, s.nHeads, s.nKvHeads, s.headDim,
+              KvView{kc.data(), vc.data(), s.maxSeq, kvDim}, window);
+    std::vector<const float *> kp, vp;
+    for (int64_t p = 0; p < start + T; ++p) {
+      kp.push_back(kc.data() + p * kvDim);
+      vp.push_back(vc.data() + p * kvDim);
+    }
+    attentionRows(q.data(), qDim, got.data(), qDim, T, start, s.nHeads,
+                  s.nKvHeads, s.headDim, kp.data(), vp.data(), window);
+    EXPECT_EQ(0, std::memcmp(want.data(), got.data(), want.size() * 4));
   }
-  attentionRows(q.data(), qDim, got.data(), qDim, T, start, s.nHeads,
-                s.nKvHeads, s.headDim, kp.data(), vp.data());
-  EXPECT_EQ(0, std::memcmp(want.data(), got.data(), want.size() * 4));
 }
 
 TEST_P(CrossIsaTest, AttentionRowsAgrees) {

@@ -27,12 +27,13 @@ using loom::test::TempFile;
 namespace fbs = loom::artifact;
 
 // llama2.c's forward pass, one position at a time, in double precision
-// (RoPE angles in float32 exactly as run.c computes them).
+// (RoPE angles in float32 exactly as run.c computes them); with a sliding
+// window, each position attends to the last `window` positions only.
 class Reference {
 public:
-  explicit Reference(const LlamaWeights &w)
-      : w_(w), k_(w.n_layers, std::vector<double>(w.max_seq * w.kvDim())),
-        v_(k_) {}
+  explicit Reference(const LlamaWeights &w, int64_t window = 0)
+      : w_(w), window_(window),
+        k_(w.n_layers, std::vector<double>(w.max_seq * w.kvDim())), v_(k_) {}
 
   std::vector<double> forward(int32_t token, int64_t pos) {
     const int64_t D = w_.dim, hd = w_.headDim(), kvd = w_.kvDim();
@@ -57,11 +58,13 @@ public:
       std::copy(k.begin(), k.end(), k_[l].begin() + pos * kvd);
       std::copy(v.begin(), v.end(), v_[l].begin() + pos * kvd);
       std::vector<double> out(D, 0.0);
+      const int64_t first =
+          window_ > 0 ? std::max<int64_t>(0, pos + 1 - window_) : 0;
       for (int64_t h = 0; h < nh; ++h) {
         const int64_t g = h / group;
-        std::vector<double> score(pos + 1);
+        std::vector<double> score(pos + 1, 0.0);
         double mx = -1e300;
-        for (int64_t t = 0; t <= pos; ++t) {
+        for (int64_t t = first; t <= pos; ++t) {
           double dot = 0;
           for (int64_t e = 0; e < hd; ++e)
             dot += q[h * hd + e] * k_[l][t * kvd + g * hd + e];
@@ -69,9 +72,9 @@ public:
           mx = std::max(mx, score[t]);
         }
         double sum = 0;
-        for (double &s : score)
-          sum += (s = std::exp(s - mx));
-        for (int64_t t = 0; t <= pos; ++t)
+        for (int64_t t = first; t <= pos; ++t)
+          sum += (score[t] = std::exp(score[t] - mx));
+        for (int64_t t = first; t <= pos; ++t)
           for (int64_t e = 0; e < hd; ++e)
             out[h * hd + e] += score[t] / sum * v_[l][t * kvd + g * hd + e];
       }
@@ -117,6 +120,7 @@ private:
   }
 
   const LlamaWeights &w_;
+  int64_t window_;
   std::vector<std::vector<double>> k_, v_;
 };
 
@@ -598,6 +602,106 @@ TEST(SessionRope, FreqFactorsDivideTheFrequencies) {
     diff = std::max(diff, double(std::fabs(eights[i] - plain[i])));
   EXPECT_GT(diff, 1e-3);
 }
+
+// ---- Sliding-window attention (Mistral v0.1, Phi-3, Qwen 2) -------------
+
+class SessionWindow : public ::testing::TestWithParam<bool> { // fused
+protected:
+  // Two layers, windows of 5 positions, prompts of up to 40 tokens fed in
+  // steps of up to 8 rows.
+  void SetUp() override {
+    loom::test::TinyLlamaOptions o;
+    o.n_layers = 2;
+    o.max_seq = 64;
+    o.seed = 11;
+    weights = loom::test::tinyLlamaWeights(o);
+  }
+  std::shared_ptr<loom::Model> windowed(int64_t window) const {
+    LlamaArtifactOptions a;
+    a.fused = GetParam();
+    ArtifactSpec spec = loom::test::llamaArtifact(
+        weights, loom::test::syntheticTokenizer(weights.vocab_size), a);
+    if (window > 0)
+      loom::test::addSlidingWindow(spec, window);
+    return loadSpec(spec);
+  }
+  static std::vector<int32_t> tokens(size_t n, uint32_t seed) {
+    std::vector<int32_t> t(n);
+    for (size_t i = 0; i < n; ++i)
+      t[i] = int32_t((i * 97 + seed * 31 + 5) % 272);
+    return t;
+  }
+  // Every row's logits of a prompt fed in steps of `step` tokens.
+  std::vector<float> rows(const std::shared_ptr<loom::Model> &m,
+                          const std::vector<int32_t> &ids, size_t step) const {
+    loom::Session s(m);
+    std::vector<float> out;
+    for (size_t i = 0; i < ids.size(); i += step) {
+      loom::Logits l =
+          s.forward(ids.data() + i, std::min(step, ids.size() - i), true);
+      out.insert(out.end(), l.data, l.data + l.rows * l.vocab);
+    }
+    return out;
+  }
+  LlamaWeights weights;
+};
+
+TEST_P(SessionWindow, MatchesTheReference) {
+  const int64_t V = weights.vocab_size;
+  const std::vector<int32_t> ids = tokens(40, 1);
+  Reference ref(weights, 5);
+  const std::vector<float> chunked = rows(windowed(5), ids, ids.size());
+  for (size_t p = 0; p < ids.size(); ++p)
+    EXPECT_LT(maxDiff(chunked.data() + p * V, ref.forward(ids[p], p)), 1e-4)
+        << "position " << p;
+  // Whichever steps the positions come in (the window cutting some rows of
+  // a step, or none), the same logits (up to the GEMM's rounding).
+  for (size_t step : {1, 3}) {
+    const std::vector<float> other = rows(windowed(5), ids, step);
+    EXPECT_LT(maxDiff(other.data(), chunked.data(), int64_t(other.size())),
+              1e-4)
+        << "steps of " << step;
+  }
+}
+
+// The window takes effect: past it the logits are not the full attention's;
+// within it they are, bit for bit (as is a window that holds every
+// position).
+TEST_P(SessionWindow, OnlyPositionsPastTheWindowChange) {
+  const int64_t V = weights.vocab_size;
+  const std::vector<int32_t> ids = tokens(24, 2);
+  const std::vector<float> full = rows(windowed(0), ids, 8),
+                           cut = rows(windowed(5), ids, 8);
+  EXPECT_EQ(std::vector<float>(full.begin(), full.begin() + 5 * V),
+            std::vector<float>(cut.begin(), cut.begin() + 5 * V));
+  for (size_t p = 5; p < ids.size(); ++p)
+    EXPECT_GT(maxDiff(full.data() + p * V, cut.data() + p * V, V), 1e-3)
+        << "position " << p;
+  EXPECT_EQ(rows(windowed(64), ids, 8), full);
+}
+
+// The last position of L layers with windows of W positions depends on
+// exactly the last L (W - 1) + 1 tokens: fed alone (at positions from 0:
+// RoPE sees the same offsets), those give its logits up to rounding; one
+// token fewer does not.
+TEST_P(SessionWindow, DependsOnTheLastLayersTimesWindowPositions) {
+  const int64_t V = weights.vocab_size, W = 5, L = weights.n_layers;
+  const std::vector<int32_t> ids = tokens(37, 3);
+  const std::shared_ptr<loom::Model> m = windowed(W);
+  const std::vector<float> all = rows(m, ids, 8);
+  const float *last = all.data() + (ids.size() - 1) * V;
+  const size_t reach = size_t(L * (W - 1) + 1);
+  const std::vector<int32_t> tail(ids.end() - reach, ids.end()),
+      shorter(ids.end() - reach + 1, ids.end());
+  const std::vector<float> a = rows(m, tail, 8), b = rows(m, shorter, 8);
+  EXPECT_LT(maxDiff(last, a.data() + (reach - 1) * V, V), 1e-4);
+  EXPECT_GT(maxDiff(last, b.data() + (reach - 2) * V, V), 1e-3);
+}
+
+INSTANTIATE_TEST_SUITE_P(Session, SessionWindow, ::testing::Bool(),
+                         [](const auto &info) {
+                           return std::string(info.param ? "Fused" : "Unfused");
+                         });
 
 // Qwen 2's biases on the fused attention: q|k's and v's each change the
 // logits (so the runtime adds both).

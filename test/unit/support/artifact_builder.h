@@ -592,6 +592,21 @@ inline void addRopeFactors(ArtifactSpec &a) {
   }
 }
 
+// Gives every attention (fused or not) a sliding window of `window`
+// positions, as loomc does for Mistral v0.1 or Phi-3 (iparams: Attention's
+// [4]; FusedQkvAttention's [6], after accumulate and placeholder_qkv).
+inline void addSlidingWindow(ArtifactSpec &a, int64_t window) {
+  for (auto &d : a.dispatches) {
+    if (d.kernel == fbs::Kernel::Attention) {
+      d.iparams.resize(4);
+      d.iparams.push_back(window);
+    } else if (d.kernel == fbs::Kernel::FusedQkvAttention) {
+      d.iparams.resize(6, 0);
+      d.iparams.push_back(window);
+    }
+  }
+}
+
 // Adds a qk_bias and a v_bias to every fused attention, as loomc does for
 // Qwen 2's q/k/v biases.
 inline void addQkvBiases(ArtifactSpec &a) {

@@ -107,10 +107,20 @@ def main():
                 b"".join(t[2] for t in parts)]
     elif case == "rope-scaling":
         config["rope_scaling"] = {"type": "linear", "factor": 2.0}
-    elif case == "qwen2-window":  # a Qwen 2 that asks for sliding windows
+    elif case == "qwen2-window":  # sliding windows from layer 2 on
         config["model_type"] = "qwen2"
         config["use_sliding_window"] = True
         config["sliding_window"] = 64
+        config["max_window_layers"] = 2
+        # Qwen 2's q/k/v biases, zero: the model stays stories260K's.
+        for name in [n for n in tensors if n.endswith("_proj.weight")
+                     and ".self_attn." in n and n.split(".")[-2][0] in "qkv"]:
+            rows = tensors[name][1][0]
+            tensors[name[: -len("weight")] + "bias"] = ["F32", [rows],
+                                                        bytes(4 * rows)]
+    elif case == "zero-window":
+        config["model_type"] = "mistral"
+        config["sliding_window"] = 0
     elif case == "attention-bias":
         config["attention_bias"] = True
     elif case == "head-dim":
