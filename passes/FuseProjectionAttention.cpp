@@ -61,7 +61,8 @@ std::optional<AttentionBlock> matchBlock(AttentionOp attention) {
         rope.getHeadDim() != attention.getHeadDim())
       return std::nullopt;
   if (b.qRope.getTheta() != b.kRope.getTheta() ||
-      b.qRope.getFreqFactorsAttr() != b.kRope.getFreqFactorsAttr())
+      b.qRope.getFreqFactorsAttr() != b.kRope.getFreqFactorsAttr() ||
+      b.qRope.getScaleAttr() != b.kRope.getScaleAttr())
     return std::nullopt;
   SmallVector<Operation *> chain = {b.q, b.k, b.qRope, b.kRope, b.v, attention};
   if (b.qBias)
@@ -179,7 +180,7 @@ struct FuseProjectionAttention
         b.attention.getNHeadsAttr(), b.attention.getNKvHeadsAttr(),
         b.attention.getHeadDimAttr(), b.qRope.getThetaAttr(), packedBias,
         /*placeholder_qkv=*/nullptr, b.qRope.getFreqFactorsAttr(), vBias,
-        b.attention.getWindowAttr());
+        b.attention.getWindowAttr(), b.qRope.getScaleAttr());
     b.out.getResult().replaceAllUsesWith(fused.getResult());
     SmallVector<Operation *> dead = {b.out, b.attention, b.qRope, b.kRope};
     if (b.qBias)

@@ -16,12 +16,19 @@ using namespace mlir;
 using namespace loom;
 
 namespace {
-/// A rope's float parameters: theta, then its freq_factors if any.
+/// A rope's float parameters: theta, then its freq_factors if any, then
+/// its scale if any (after head_dim / 2 factors, ones where it has none).
 SmallVector<float> ropeParams(APFloat theta,
-                              std::optional<ArrayRef<float>> factors) {
+                              std::optional<ArrayRef<float>> factors,
+                              FloatAttr scale, int64_t headDim) {
   SmallVector<float> params = {theta.convertToFloat()};
   if (factors)
     params.append(factors->begin(), factors->end());
+  if (scale) {
+    if (!factors)
+      params.append(size_t(headDim / 2), 1.0f);
+    params.push_back(float(scale.getValueAsDouble()));
+  }
   return params;
 }
 
@@ -192,7 +199,8 @@ struct Lowering {
         .Case([&](RopeOp r) {
           int64_t cols = cast<RankedTensorType>(r.getType()).getDimSize(1);
           return dispatch(r, "rope", r.getInput(), {}, {cols, r.getHeadDim()},
-                          ropeParams(r.getTheta(), r.getFreqFactors()));
+                          ropeParams(r.getTheta(), r.getFreqFactors(),
+                                     r.getScaleAttr(), r.getHeadDim()));
         })
         .Case([&](AttentionOp a) {
           SmallVector<int64_t> params = {slotIds.lookup(a.getCache()),
@@ -232,7 +240,9 @@ struct Lowering {
           if (window)
             params.push_back(window.getInt());
           return dispatch(f, "fused_qkv_attention", f.getInput(), weights,
-                          params, ropeParams(f.getTheta(), f.getFreqFactors()),
+                          params,
+                          ropeParams(f.getTheta(), f.getFreqFactors(),
+                                     f.getRopeScaleAttr(), hd),
                           scratch);
         })
         .Case([&](SiluMulOp s) {

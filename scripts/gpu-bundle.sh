@@ -76,7 +76,13 @@ rm "$OUTDIR/kquant.gguf"
   "$OUTDIR/phi3-window.gguf" --dim 128 --hidden 352 --heads 4 --kv-heads 4 --arch phi3 \
   --sliding-window 16
 "$BUILD/bin/loomc" "$OUTDIR/phi3-window.gguf" --target cuda -o "$OUTDIR/art/phi3-window.loom" --quiet
-rm -r "$OUTDIR/llama3.gguf" "$OUTDIR/qwen2.gguf" "$OUTDIR/llama3-vocab" "$OUTDIR/phi3-window.gguf"
+# A Qwen 2-style model with YaRN rope scaling (factor 4 over 64 positions):
+# per-pair frequency divisors and the rotation's scale.
+"${PYTHON:-/usr/bin/python3}" test/frontends/gguf/Inputs/make_gguf.py --tokenizer models/tok512.bin \
+  "$OUTDIR/qwen2-yarn.gguf" --dim 128 --hidden 352 --heads 4 --kv-heads 2 --arch qwen2 --yarn 4,64
+"$BUILD/bin/loomc" "$OUTDIR/qwen2-yarn.gguf" --target cuda -o "$OUTDIR/art/qwen2-yarn.loom" --quiet
+rm -r "$OUTDIR/llama3.gguf" "$OUTDIR/qwen2.gguf" "$OUTDIR/llama3-vocab" "$OUTDIR/phi3-window.gguf" \
+  "$OUTDIR/qwen2-yarn.gguf"
 "$BUILD/bin/loomc" --format=refrag --decoder models/stories260K.bin \
   --tokenizer models/tok512.bin --bundle "$G/refrag-tiny/refrag_tiny.safetensors" \
   --target cuda -o "$OUTDIR/art/refrag-tiny.loom" --quiet

@@ -183,6 +183,8 @@ step same-artifact-qwen2 same_artifact "$A/qwen2.loom" 1e-4
 # Phi-3-style: a sliding window of 16 positions (the per-row prefill kernel
 # and the split decode kernel over the window).
 step same-artifact-phi3-window same_artifact "$A/phi3-window.loom" 1e-4
+# YaRN rope scaling: frequency divisors and the scale of the rotation.
+step same-artifact-qwen2-yarn same_artifact "$A/qwen2-yarn.loom" 1e-4
 
 # Sampling on the device (the decode graph's sampler) against the CPU's, same
 # seed: the ids equal at four temperature / top-p settings. The nuclei of

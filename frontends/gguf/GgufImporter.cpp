@@ -1,6 +1,7 @@
 //===- GgufImporter.cpp - GGUF Llama models to loom IR --------------------===//
 #include "frontends/gguf/GgufImporter.h"
 #include "frontends/gguf/GgufFile.h"
+#include "frontends/llama2c/RopeScaling.h"
 #include "frontends/safetensors/SafetensorsReader.h"
 
 #include "llvm/ADT/StringSet.h"
@@ -420,13 +421,46 @@ std::optional<gguf::Model> gguf::readLlama(const std::string &path,
                ": partial rotary embeddings are not supported");
     return std::nullopt;
   }
-  for (const std::string &k :
-       {key("rope.scaling.type"), key("rope.scaling.factor")})
-    if (const Value *v = file.find(k);
-        v && !(v->type == Value::Type::String && v->string == "none")) {
-      m.fail(k, "is set: rope scaling is not supported");
+  // RoPE scaling as llama.cpp reads it: rope.scaling.type "none",
+  // "linear" (or the older rope.scale_linear) or "yarn", with
+  // rope.scaling.factor, .original_context_length and YaRN's
+  // .yarn_beta_fast / .yarn_beta_slow (32 and 1 when absent).
+  std::string scaling = "none";
+  if (file.find(key("rope.scaling.type")) &&
+      !m.string(key("rope.scaling.type"), scaling))
+    return std::nullopt;
+  float scaleLinear = 0;
+  if (!m.number(key("rope.scale_linear"), scaleLinear, 0.0f))
+    return std::nullopt;
+  if (scaling == "none" && scaleLinear > 0 && scaleLinear != 1.0f)
+    llama2c::linearRopeScaling(c, scaleLinear);
+  if (scaling == "linear" || scaling == "yarn") {
+    float factor = 0, betaFast, betaSlow, attnFactor;
+    int64_t original = 0;
+    if (!m.number(key("rope.scaling.factor"), factor, 0.0f) ||
+        !m.integer(key("rope.scaling.original_context_length"), original,
+                   c.maxSeq) ||
+        !m.number(key("rope.scaling.yarn_beta_fast"), betaFast, 32.0f) ||
+        !m.number(key("rope.scaling.yarn_beta_slow"), betaSlow, 1.0f) ||
+        !m.number(key("rope.scaling.attn_factor"), attnFactor, 1.0f))
+      return std::nullopt;
+    if (factor == 0) {
+      m.fail(key("rope.scaling.factor"),
+             "is missing: " + scaling + " rope scaling needs it");
       return std::nullopt;
     }
+    if (scaling == "linear")
+      llama2c::linearRopeScaling(c, factor);
+    else
+      llama2c::yarnRopeScaling(c, factor, double(original), betaFast, betaSlow,
+                               attnFactor * llama2c::yarnMscale(factor));
+  } else if (scaling != "none") {
+    m.fail(key("rope.scaling.type"),
+           "is '" + safetensors::printable(scaling) +
+               "': Loom implements rope scaling \"none\", \"linear\" and "
+               "\"yarn\"");
+    return std::nullopt;
+  }
 
   const Tensor *embed = file.tensor("token_embd.weight");
   if (!embed || embed->ne.size() != 2) {
@@ -516,6 +550,11 @@ std::optional<gguf::Model> gguf::readLlama(const std::string &path,
   // Llama 3.1's rope scaling, as llama.cpp's converter writes it: each
   // pair's frequency divisor.
   if (const Tensor *t = file.tensor("rope_freqs.weight")) {
+    if (!c.ropeFreqFactors.empty()) {
+      error = path + ": tensor 'rope_freqs.weight' and rope scaling '" +
+              scaling + "' both set the rope's frequencies";
+      return std::nullopt;
+    }
     const int64_t pairs = c.headDim() / 2;
     if (t->type != TensorType::F32 ||
         t->shape() != std::vector<int64_t>{pairs}) {

@@ -1,5 +1,6 @@
 //===- HfLlamaImporter.cpp - Hugging Face Llama checkpoints ---------------===//
 #include "frontends/hf/HfLlamaImporter.h"
+#include "frontends/llama2c/RopeScaling.h"
 #include "frontends/safetensors/HfCheckpoint.h"
 
 #include "llvm/ADT/StringSet.h"
@@ -76,10 +77,11 @@ bool absentOrFalse(ConfigReader &r, StringRef key, StringRef why) {
                 " is not supported");
 }
 
-/// rope_scaling: absent, or Llama 3.1's ("rope_type": "llama3"), which
+/// rope_scaling: absent; Llama 3.1's ("rope_type": "llama3"), which
 /// divides each pair's frequency by a factor between 1 (short wavelengths)
 /// and `factor` (long ones), as transformers' _compute_llama3_parameters and
-/// llama.cpp's converter (its rope_freqs tensor) do.
+/// llama.cpp's converter (its rope_freqs tensor) do; "linear"; or "yarn"
+/// (Qwen 2.5's long contexts; RopeScaling.h).
 bool ropeScaling(ConfigReader &r, llama2c::Config &c) {
   const llvm::json::Value *v = r.object().get("rope_scaling");
   if (!v || v->kind() == llvm::json::Value::Null)
@@ -90,10 +92,6 @@ bool ropeScaling(ConfigReader &r, llama2c::Config &c) {
   std::optional<StringRef> type = o->getString("rope_type");
   if (!type)
     type = o->getString("type");
-  if (type != std::optional<StringRef>("llama3"))
-    return r.fail("'rope_scaling' of type '" +
-                  st::printable(type.value_or("?")) +
-                  "' is not supported (Loom implements \"llama3\")");
   auto number = [&](StringRef key, double &out) {
     std::optional<double> x = o->getNumber(key);
     if (!x || !(*x > 0) || !std::isfinite(*x))
@@ -101,6 +99,49 @@ bool ropeScaling(ConfigReader &r, llama2c::Config &c) {
     out = *x;
     return true;
   };
+  // An optional positive number: `out` keeps its default when absent or
+  // null.
+  auto optionalNumber = [&](StringRef key, double &out) {
+    const llvm::json::Value *x = o->get(key);
+    return !x || x->kind() == llvm::json::Value::Null || number(key, out);
+  };
+  if (type == std::optional<StringRef>("linear")) {
+    double factor;
+    if (!number("factor", factor))
+      return false;
+    llama2c::linearRopeScaling(c, factor);
+    return true;
+  }
+  if (type == std::optional<StringRef>("yarn")) {
+    // transformers' defaults: the config's context as the original one,
+    // beta_fast 32, beta_slow 1, the attention factor from the factor.
+    double factor, original = double(c.maxSeq), betaFast = 32, betaSlow = 1;
+    double mscale = 0, mscaleAllDim = 0, attention = 0;
+    if (!number("factor", factor) ||
+        !optionalNumber("original_max_position_embeddings", original) ||
+        !optionalNumber("beta_fast", betaFast) ||
+        !optionalNumber("beta_slow", betaSlow) ||
+        !optionalNumber("mscale", mscale) ||
+        !optionalNumber("mscale_all_dim", mscaleAllDim) ||
+        !optionalNumber("attention_factor", attention))
+      return false;
+    if (o->getBoolean("truncate") == std::optional<bool>(false))
+      return r.fail("'rope_scaling': YaRN with \"truncate\": false is not "
+                    "supported");
+    if (attention == 0)
+      attention = mscale > 0 && mscaleAllDim > 0
+                      ? llama2c::yarnMscale(factor, mscale) /
+                            llama2c::yarnMscale(factor, mscaleAllDim)
+                      : llama2c::yarnMscale(factor);
+    llama2c::yarnRopeScaling(c, factor, original, betaFast, betaSlow,
+                             attention);
+    return true;
+  }
+  if (type != std::optional<StringRef>("llama3"))
+    return r.fail("'rope_scaling' of type '" +
+                  st::printable(type.value_or("?")) +
+                  "' is not supported (Loom implements \"llama3\", "
+                  "\"linear\" and \"yarn\")");
   double factor, low, high, context;
   if (!number("factor", factor) || !number("low_freq_factor", low) ||
       !number("high_freq_factor", high) ||

@@ -310,9 +310,9 @@ OwningOpRef<ModuleOp> huginn::importCheckpoint(MLIRContext &ctx,
     }
     auto theta = b.getF32FloatAttr(c.ropeBase);
     q = RopeOp::create(b, l, rowsOf(d), q, pos, b.getI64IntegerAttr(hd), theta,
-                       DenseF32ArrayAttr());
+                       DenseF32ArrayAttr(), /*scale=*/FloatAttr());
     k = RopeOp::create(b, l, rowsOf(kv), k, pos, b.getI64IntegerAttr(hd), theta,
-                       DenseF32ArrayAttr());
+                       DenseF32ArrayAttr(), /*scale=*/FloatAttr());
     Value cache = KvCacheOp::create(b, l, cacheType, b.getI64IntegerAttr(layer++));
     Value a = AttentionOp::create(
         b, l, rowsOf(d), q, k, v, pos, cache, b.getI64IntegerAttr(c.nHeads),

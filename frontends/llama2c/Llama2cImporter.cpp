@@ -184,6 +184,8 @@ OwningOpRef<ModuleOp> llama2c::importCheckpoint(MLIRContext &ctx,
   DenseF32ArrayAttr freqFactors =
       c.ropeFreqFactors.empty() ? DenseF32ArrayAttr()
                                 : b.getDenseF32ArrayAttr(c.ropeFreqFactors);
+  FloatAttr ropeScale =
+      c.ropeScale != 1.0f ? b.getF32FloatAttr(c.ropeScale) : FloatAttr();
 
   // A window that holds the whole context is no window.
   auto window = [&](int64_t layer) {
@@ -210,9 +212,9 @@ OwningOpRef<ModuleOp> llama2c::importCheckpoint(MLIRContext &ctx,
       v = AddRowBiasOp::create(b, attnLoc, v, w.bv);
     }
     q = RopeOp::create(b, attnLoc, rowsOf(D), q, pos, b.getI64IntegerAttr(hd),
-                       b.getF32FloatAttr(theta), freqFactors);
+                       b.getF32FloatAttr(theta), freqFactors, ropeScale);
     k = RopeOp::create(b, attnLoc, rowsOf(kv), k, pos, b.getI64IntegerAttr(hd),
-                       b.getF32FloatAttr(theta), freqFactors);
+                       b.getF32FloatAttr(theta), freqFactors, ropeScale);
     Value cache = KvCacheOp::create(b, attnLoc, cacheType, b.getI64IntegerAttr(l));
     Value a = AttentionOp::create(b, attnLoc, rowsOf(D), q, k, v, pos, cache,
                                   b.getI64IntegerAttr(c.nHeads),

@@ -37,6 +37,9 @@ struct Config {
   // RoPE's per-pair divisors of the frequency (head_dim / 2 of them; empty:
   // none): Llama 3.1's rope scaling, GGUF's rope_freqs tensor.
   std::vector<float> ropeFreqFactors;
+  // What RoPE multiplies its cos and sin by (YaRN's attention factor; 1:
+  // none).
+  float ropeScale = 1.0f;
   // Sliding-window attention (Mistral v0.1, Phi-3, Qwen 2's
   // use_sliding_window): the layers from slidingWindowFrom on attend to the
   // last slidingWindow positions, their own included (0: every position).

@@ -966,7 +966,8 @@ void CudaExecutor::qkvAttention(const DispatchDesc &d, int64_t T) {
     const DeviceCache *slot = graphSlot(ip[0]);
     if (m_.kv_caches[ip[0]].loop_layer >= 0 && !slot) {
       launchKernel(ropeKernel, unsigned(T), rowThreads((qd + kd) / 2), 0,
-                   d_step_, qkv, lq, qd + kd, hd, d.fparams[0], ropeFactors(d));
+                   d_step_, qkv, lq, qd + kd, hd, d.fparams[0], ropeFactors(d),
+                   ropeScale(d));
       loopAttend(uint32_t(ip[0]), qkv, lq, qkv + qd, lq, qkv + qd + kd, lq,
                  attn, la, T, nh, nkv, hd, attentionWindow(d));
     } else {
@@ -980,10 +981,11 @@ void CudaExecutor::qkvAttention(const DispatchDesc &d, int64_t T) {
         fold.v = qkv + qd + kd;
         fold.theta = d.fparams[0];
         fold.factors = ropeFactors(d);
+        fold.scale = ropeScale(d);
       } else {
         launchKernel(ropeAppendKernel, unsigned(T), rowThreads((qd + kd) / 2),
                      0, d_step_, qkv, lq, qd, kd, hd, d.fparams[0],
-                     ropeFactors(d), c.k, c.v);
+                     ropeFactors(d), ropeScale(d), c.k, c.v);
       }
       attendCache(c, qkv, lq, attn, la, T, nh, nkv, hd, attentionWindow(d),
                   fold);
@@ -1041,7 +1043,7 @@ void CudaExecutor::launch(const DispatchDesc &d, int64_t T, int64_t logit_begin,
             "rope copy");
     launchKernel(ropeKernel, unsigned(T), rowThreads(ip[0] / 2), 0, d_step_,
                  buffer(out[0]), ld(out[0]), ip[0], ip[1], d.fparams[0],
-                 ropeFactors(d));
+                 ropeFactors(d), ropeScale(d));
     break;
   case Kernel::Attention:
     if (omitted(kOmitAttention))

@@ -149,10 +149,11 @@ __device__ __forceinline__ float ropeFreq(int64_t j, int64_t head_dim,
 }
 
 // Interleaved-pair RoPE in place on the first `cols` columns, angle =
-// pos * ropeFreq(j). grid T, one thread per pair.
+// pos * ropeFreq(j), cos and sin times `scale` (1: none). grid T, one
+// thread per pair.
 __global__ void ropeKernel(const StepParams *s, float *x, int64_t ldx,
                            int64_t cols, int64_t head_dim, float theta,
-                           const float *factors) {
+                           const float *factors, float scale) {
   pdlLaunchDependents();
   pdlWait();
   const int t = blockIdx.x;
@@ -162,6 +163,8 @@ __global__ void ropeKernel(const StepParams *s, float *x, int64_t ldx,
     const float angle = pos * freq;
     float sn, cs;
     sincosf(angle, &sn, &cs);
+    sn *= scale;
+    cs *= scale;
     float *p = x + t * ldx + c;
     const float x0 = p[0], x1 = p[1];
     p[0] = x0 * cs - x1 * sn;
@@ -197,8 +200,8 @@ __global__ void addRmsNormKernel(const float *a, const float *b, float *z,
 // appended to the KV cache at pos + t.                grid T
 __global__ void ropeAppendKernel(const StepParams *s, float *qkv, int64_t lq,
                                  int64_t qd, int64_t kd, int64_t head_dim,
-                                 float theta, const float *factors, float *kc,
-                                 float *vc) {
+                                 float theta, const float *factors, float scale,
+                                 float *kc, float *vc) {
   pdlLaunchDependents();
   pdlWait();
   const int t = blockIdx.x;
@@ -209,6 +212,8 @@ __global__ void ropeAppendKernel(const StepParams *s, float *qkv, int64_t lq,
     const float freq = ropeFreq(c % head_dim, head_dim, theta, factors);
     float sn, cs;
     sincosf(pos * freq, &sn, &cs);
+    sn *= scale;
+    cs *= scale;
     const float x0 = row[c], x1 = row[c + 1];
     row[c] = x0 * cs - x1 * sn;
     row[c + 1] = x0 * sn + x1 * cs;
@@ -779,13 +784,15 @@ struct RopeFold {
   const float *v = nullptr;
   float theta = 0.0f;
   const float *factors = nullptr; // ropeFreq's, device memory
+  float scale = 1.0f;             // of cos and sin (ropeKernel's)
 };
 
 // Rotates x (dims lane + 32 i of one head) by RoPE at position pos, llama2.c
 // float32 angles as ropeKernel. Every lane of the warp calls it.
 template <int DPL>
 __device__ __forceinline__ void ropeLanes(float *x, int head_dim, float pos,
-                                          float theta, const float *factors) {
+                                          float theta, const float *factors,
+                                          float scale) {
   const int lane = threadIdx.x & 31;
 #pragma unroll
   for (int i = 0; i < DPL; ++i) {
@@ -795,6 +802,8 @@ __device__ __forceinline__ void ropeLanes(float *x, int head_dim, float pos,
       const float freq = ropeFreq(d & ~1, head_dim, theta, factors);
       float sn, cs;
       sincosf(pos * freq, &sn, &cs);
+      sn *= scale;
+      cs *= scale;
       x[i] = (d & 1) ? other * sn + x[i] * cs : x[i] * cs - other * sn;
     }
   }
@@ -870,7 +879,8 @@ __global__ void __launch_bounds__(kAttnThreads)
   }
   const int newest = end - 1; // T = 1 with a fold: the row being appended
   if (fold.k)
-    ropeLanes<DPL>(qv, head_dim, float(newest), fold.theta, fold.factors);
+    ropeLanes<DPL>(qv, head_dim, float(newest), fold.theta, fold.factors,
+                   fold.scale);
   // Warp `warp` takes positions lo + warp, lo + warp + nw, ..., kB at a
   // time (their K and V rows loaded together), with a running max m and
   // sum l (online softmax). An empty range leaves m = -inf, l = 0.
@@ -901,7 +911,7 @@ __global__ void __launch_bounds__(kAttnThreads)
       for (int bb = 0; bb < kB; ++bb)
         if (bb == b) {
           ropeLanes<DPL>(kv[bb], head_dim, float(newest), fold.theta,
-                         fold.factors);
+                         fold.factors, fold.scale);
           if (h % group == 0) {
 #pragma unroll
             for (int i = 0; i < DPL; ++i) {

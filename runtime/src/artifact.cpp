@@ -521,12 +521,12 @@ DispatchDesc SemanticChecker::dispatch(const fbs::Dispatch &d,
       /*Embed*/ {0, 0, 1, 0, 1, 1, 0, 0, 0, 1},
       /*RmsNorm*/ {1, 1, 1, 0, 1, 1, 0, 0, 1, 1},
       /*MatMul*/ {1, 1, 1, 0, 1, 2, 0, 1, 0, 0},
-      /*Rope*/ {0, 1, 1, 0, 0, 0, 2, 2, 1, 1 + kMaxFreqFactors},
+      /*Rope*/ {0, 1, 1, 0, 0, 0, 2, 2, 1, 2 + kMaxFreqFactors},
       /*Attention*/ {3, 3, 1, 0, 0, 0, 4, 5, 0, 0},
       /*SiluMul*/ {2, 2, 1, 0, 0, 0, 0, 0, 0, 0},
       /*Add*/ {2, 2, 1, 0, 0, 0, 0, 0, 0, 0},
       /*Logits*/ {1, 1, 1, 0, 1, 1, 0, 0, 0, 0},
-      /*FusedQkvAttention*/ {1, 1, 1, 2, 2, 4, 4, 7, 1, 1 + kMaxFreqFactors},
+      /*FusedQkvAttention*/ {1, 1, 1, 2, 2, 4, 4, 7, 1, 2 + kMaxFreqFactors},
       /*Concat*/ {2, 2, 1, 0, 0, 0, 0, 0, 0, 0},
       /*Copy*/ {1, 1, 1, 0, 0, 0, 0, 0, 0, 0},
       /*AddRowBias*/ {1, 1, 1, 0, 1, 1, 0, 0, 0, 0},
@@ -603,16 +603,24 @@ DispatchDesc SemanticChecker::dispatch(const fbs::Dispatch &d,
       fail(at, ": kv cache ", cache, " holds ", c.kv_heads, " heads of ",
            c.head_dim, ", the dispatch uses ", nkv, " of ", hd);
   };
-  // fparams: theta, then none or head_dim / 2 positive freq_factors.
+  // fparams: theta, then none or head_dim / 2 positive freq_factors, then
+  // (after the factors) none or one positive scale.
   auto ropeParams = [&](int64_t hd) {
     const float t = r.fparams[0];
     if (!(std::isfinite(t) && t > 0.0f))
       fail(at, ": rope theta ", t, " must be positive");
-    const size_t factors = r.fparams.size() - 1;
-    if (factors != 0 && static_cast<int64_t>(factors) != hd / 2)
+    size_t factors = r.fparams.size() - 1;
+    if (factors != 0 && static_cast<int64_t>(factors) != hd / 2 &&
+        static_cast<int64_t>(factors) != hd / 2 + 1)
       fail(at, ": ", factors, " rope freq_factors for head_dim ", hd,
-           " (expected ", hd / 2, ")");
-    for (size_t i = 1; i < r.fparams.size(); ++i)
+           " (expected ", hd / 2, ", or ", hd / 2 + 1, " with a scale)");
+    if (static_cast<int64_t>(factors) == hd / 2 + 1) {
+      const float s = r.fparams.back();
+      if (!(std::isfinite(s) && s > 0.0f))
+        fail(at, ": rope scale ", s, " must be positive");
+      --factors;
+    }
+    for (size_t i = 1; i <= factors; ++i)
       if (!(std::isfinite(r.fparams[i]) && r.fparams[i] > 0.0f))
         fail(at, ": rope freq_factors[", i - 1, "] ", r.fparams[i],
              " must be positive");
@@ -1264,6 +1272,20 @@ void checkHeader(const uint8_t *data, size_t size, ArtifactFileHeader &h) {
 }
 
 } // namespace
+
+// The head_dim of a (verified) Rope or FusedQkvAttention dispatch.
+static int64_t ropeHeadDim(const DispatchDesc &d) {
+  return d.kernel == Kernel::Rope ? d.iparams[1] : d.iparams[3];
+}
+
+const float *ropeFreqFactors(const DispatchDesc &d) {
+  return d.fparams.size() > 1 ? d.fparams.data() + 1 : nullptr;
+}
+
+float ropeScale(const DispatchDesc &d) {
+  return int64_t(d.fparams.size()) == 2 + ropeHeadDim(d) / 2 ? d.fparams.back()
+                                                             : 1.0f;
+}
 
 int64_t attentionWindow(const DispatchDesc &d) {
   const size_t at = d.kernel == Kernel::Attention           ? 4

@@ -105,6 +105,13 @@ struct DispatchDesc {
 // position (no window).
 int64_t attentionWindow(const DispatchDesc &d);
 
+// The RoPE of a Rope or FusedQkvAttention dispatch (fparams: theta, then
+// none or head_dim / 2 freq_factors, then, after the factors, the scale of
+// the rotation if any): its freq_factors (null when none) and its scale (1
+// when none).
+const float *ropeFreqFactors(const DispatchDesc &d);
+float ropeScale(const DispatchDesc &d);
+
 // Whether a kernel reads its weight `index` (into DispatchDesc::weight_ids)
 // as the artifact stores it, f32 or bf16: the matrices and tables (MatMul's
 // and Logits' matrices, FusedQkvAttention's wqkv and wo, Embed's and

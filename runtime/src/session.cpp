@@ -22,12 +22,6 @@ namespace rt {
 
 namespace {
 
-// A rope dispatch's freq_factors (its float parameters after theta), or
-// null when it has none.
-const float *freqFactors(const rt::DispatchDesc &d) {
-  return d.fparams.size() > 1 ? d.fparams.data() + 1 : nullptr;
-}
-
 // Threads a session may ask for; far above any machine this runs on, it
 // only stops absurd values before they reach oneTBB.
 constexpr int kMaxThreads = 1024;
@@ -638,7 +632,7 @@ void SessionState::run(const DispatchDesc &d, const int32_t *tokens, int64_t T,
       std::memcpy(buffer(out[0]), buffer(in[0]),
                   static_cast<size_t>(T * ld(out[0])) * sizeof(float));
     cpu::rope(buffer(out[0]), ld(out[0]), T, ip[0], ip[1], pos, d.fparams[0],
-              freqFactors(d));
+              ropeFreqFactors(d), ropeScale(d));
     break;
   case Kernel::Attention:
     attend(ip[0], buffer(in[0]), ld(in[0]), buffer(in[1]), ld(in[1]),
@@ -677,8 +671,9 @@ void SessionState::run(const DispatchDesc &d, const int32_t *tokens, int64_t T,
       cpu::addRowBias(qkv, lq, w[2].f32(), qkv, lq, T, qd + kd);
     if (d.weight_ids.size() > 3) // v's, after q|k
       cpu::addRowBias(qkv + qd + kd, lq, w[3].f32(), qkv + qd + kd, lq, T, kd);
-    cpu::rope(qkv, lq, T, qd, hd, pos, theta, freqFactors(d));
-    cpu::rope(qkv + qd, lq, T, kd, hd, pos, theta, freqFactors(d));
+    cpu::rope(qkv, lq, T, qd, hd, pos, theta, ropeFreqFactors(d), ropeScale(d));
+    cpu::rope(qkv + qd, lq, T, kd, hd, pos, theta, ropeFreqFactors(d),
+              ropeScale(d));
     attend(ip[0], qkv, lq, qkv + qd, lq, qkv + qd + kd, lq, attn, la, T, nh,
            nkv, hd, attentionWindow(d));
     cpu::matmul(attn, la, w[1], y, ld(out[0]), T, qd, ld(out[0]),

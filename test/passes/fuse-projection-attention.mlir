@@ -404,10 +404,10 @@ module @storage {
 
 // -----
 
-// RoPE frequency factors (Llama 3.1's rope scaling) move onto the fused op;
-// q and k ropes with different factors do not fuse.
+// RoPE frequency factors and scale (Llama 3.1's, YaRN's rope scaling) move
+// onto the fused op; q and k ropes with different factors do not fuse.
 // CHECK-LABEL: module @freq_factors
-// CHECK:         loom.fused_qkv_attention {{.*}} head_dim 8 theta 5.000000e+05 freq_factors [1.000000e+00, 2.000000e+00, 4.000000e+00, 8.000000e+00] :
+// CHECK:         loom.fused_qkv_attention {{.*}} head_dim 8 theta 5.000000e+05 freq_factors [1.000000e+00, 2.000000e+00, 4.000000e+00, 8.000000e+00] rope_scale 1.250000e+00 :
 // CHECK-LABEL: module @freq_factors_differ
 // CHECK-NOT:     loom.fused_qkv_attention
 // CHECK:         loom.attention
@@ -424,8 +424,8 @@ module @freq_factors {
     %q = loom.linear %n, @layers.0.wq : tensor<?x16xf32> -> tensor<?x16xf32>
     %k = loom.linear %n, @layers.0.wk : tensor<?x16xf32> -> tensor<?x8xf32>
     %v = loom.linear %n, @layers.0.wv : tensor<?x16xf32> -> tensor<?x8xf32>
-    %qr = loom.rope %q, %pos head_dim 8 theta 5.0e+05 freq_factors [1.0, 2.0, 4.0, 8.0] : tensor<?x16xf32>, tensor<?xi32>
-    %kr = loom.rope %k, %pos head_dim 8 theta 5.0e+05 freq_factors [1.0, 2.0, 4.0, 8.0] : tensor<?x8xf32>, tensor<?xi32>
+    %qr = loom.rope %q, %pos head_dim 8 theta 5.0e+05 freq_factors [1.0, 2.0, 4.0, 8.0] scale 1.25 : tensor<?x16xf32>, tensor<?xi32>
+    %kr = loom.rope %k, %pos head_dim 8 theta 5.0e+05 freq_factors [1.0, 2.0, 4.0, 8.0] scale 1.25 : tensor<?x8xf32>, tensor<?xi32>
     %c = loom.kv_cache layer 0 : !loom.kv_cache<max_seq = 64, kv_heads = 1, head_dim = 8, element_type = f32>
     %a = loom.attention %qr, %kr, %v, %pos, %c heads 2 kv_heads 1 head_dim 8
         : tensor<?x16xf32>, tensor<?x8xf32>, tensor<?xi32>, !loom.kv_cache<max_seq = 64, kv_heads = 1, head_dim = 8, element_type = f32>

@@ -6,8 +6,9 @@
 // max-tokens=4). Buffer ids follow first use, one per (offset, row_elems);
 // buffers are declared first, in id order.
 
-// Unfused 1-layer model: every graph kernel, rope in place, slot ids, the
-// attention's sliding window after its heads.
+// Unfused 1-layer model: every graph kernel, rope in place (k's with a
+// scale and no factors: ones before the scale), slot ids, the attention's
+// sliding window after its heads.
 // CHECK-LABEL: loom.program @forward arena 1664 max_tokens 4 logits 8 {
 // CHECK-NEXT:    loom.buffer 0 offset 0 row_elems 16
 // CHECK-NEXT:    loom.buffer 1 offset 256 row_elems 16
@@ -24,7 +25,7 @@
 // CHECK-NEXT:    loom.dispatch "matmul" ins [1] outs [3] weights [@layers.0.wk] iparams [0]
 // CHECK-NEXT:    loom.dispatch "matmul" ins [1] outs [4] weights [@layers.0.wv] iparams [0]
 // CHECK-NEXT:    loom.dispatch "rope" ins [2] outs [2] iparams [16, 8] fparams [1.000000e+04]
-// CHECK-NEXT:    loom.dispatch "rope" ins [3] outs [3] iparams [8, 8] fparams [1.000000e+04]
+// CHECK-NEXT:    loom.dispatch "rope" ins [3] outs [3] iparams [8, 8] fparams [1.000000e+04, 1.000000e+00, 1.000000e+00, 1.000000e+00, 1.000000e+00, 1.500000e+00]
 // CHECK-NEXT:    loom.kv_slot 0 layer 0 max_seq 64 kv_heads 1 head_dim 8
 // CHECK-NEXT:    loom.dispatch "attention" ins [2, 3, 4] outs [1] iparams [0, 2, 1, 8, 48]
 // CHECK-NEXT:    loom.dispatch "matmul" ins [1] outs [2] weights [@layers.0.wo] iparams [0]
@@ -58,7 +59,7 @@ module {
     %k = loom.linear %n, @layers.0.wk {loom.offset = 768 : i64} : tensor<?x16xf32> -> tensor<?x8xf32>
     %v = loom.linear %n, @layers.0.wv {loom.offset = 896 : i64} : tensor<?x16xf32> -> tensor<?x8xf32>
     %qr = loom.rope %q, %pos head_dim 8 theta 1.0e+04 {loom.offset = 512 : i64} : tensor<?x16xf32>, tensor<?xi32>
-    %kr = loom.rope %k, %pos head_dim 8 theta 1.0e+04 {loom.offset = 768 : i64} : tensor<?x8xf32>, tensor<?xi32>
+    %kr = loom.rope %k, %pos head_dim 8 theta 1.0e+04 scale 1.5 {loom.offset = 768 : i64} : tensor<?x8xf32>, tensor<?xi32>
     %c = loom.kv_cache layer 0 : !loom.kv_cache<max_seq = 64, kv_heads = 1, head_dim = 8, element_type = f32>
     %a = loom.attention %qr, %kr, %v, %pos, %c heads 2 kv_heads 1 head_dim 8 window 48 {loom.offset = 256 : i64}
         : tensor<?x16xf32>, tensor<?x8xf32>, tensor<?xi32>, !loom.kv_cache<max_seq = 64, kv_heads = 1, head_dim = 8, element_type = f32>

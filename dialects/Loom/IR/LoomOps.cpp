@@ -187,7 +187,12 @@ LogicalResult LogitsOp::verifySymbolUses(SymbolTableCollection &tables) {
 /// Rope parameters, shared by rope and fused attention.
 static LogicalResult verifyRopeParams(Operation *op, int64_t headDim,
                                       float theta,
-                                      std::optional<ArrayRef<float>> factors) {
+                                      std::optional<ArrayRef<float>> factors,
+                                      FloatAttr scale) {
+  if (scale && (!(scale.getValueAsDouble() > 0.0) ||
+                !std::isfinite(scale.getValueAsDouble())))
+    return op->emitOpError() << "rope scale must be a positive number, got "
+                             << scale.getValueAsDouble();
   if (headDim <= 0 || headDim % 2 != 0)
     return op->emitOpError() << "head_dim must be positive and even, got "
                              << headDim;
@@ -227,7 +232,7 @@ LogicalResult RmsNormOp::verify() {
 LogicalResult RopeOp::verify() {
   int64_t hd = getHeadDimAttr().getInt();
   if (failed(verifyRopeParams(*this, hd, getTheta().convertToFloat(),
-                              getFreqFactors())))
+                              getFreqFactors(), getScaleAttr())))
     return failure();
   if (cols(getInput()) % hd != 0)
     return emitOpError() << "input has " << cols(getInput())
@@ -284,7 +289,8 @@ LogicalResult FusedQkvAttentionOp::verify() {
                          getNKvHeadsAttr().getInt(), getHeadDimAttr().getInt(),
                          getCache().getType())) ||
       failed(verifyRopeParams(*this, getHeadDimAttr().getInt(),
-                              getTheta().convertToFloat(), getFreqFactors())) ||
+                              getTheta().convertToFloat(), getFreqFactors(),
+                              getRopeScaleAttr())) ||
       failed(verifyWindow(*this, getWindowAttr())))
     return failure();
   return verifyPositions(*this, getPositions(), getInput());
@@ -677,7 +683,9 @@ constexpr KernelArity kKernelArity[] = {
     {"rms_norm", 1, 1, 0, 1, 0, 1},
     {"matmul", 1, 1, 0, {1, 2}, 1, 0},
     // rope: theta, then freq_factors (head_dim / 2 of them) if any.
-    {"rope", 1, 1, 0, 0, 2, {1, 1 + 2048}},
+    // rope: theta, then freq_factors (head_dim / 2 of them) if any, then
+    // (after the factors) the rotation's scale if any.
+    {"rope", 1, 1, 0, 0, 2, {1, 2 + 2048}},
     // attention: slot, heads, kv heads, head_dim [, sliding window].
     {"attention", 3, 1, 0, 0, {4, 5}, 0},
     {"silu_mul", 2, 1, 0, 0, 0, 0},
@@ -686,7 +694,7 @@ constexpr KernelArity kKernelArity[] = {
     // fused_qkv_attention weights: Wqkv, Wo [, qk_bias [, v_bias]];
     // iparams: slot, heads, kv heads, head_dim, accumulate
     // [, placeholder_qkv [, sliding window]].
-    {"fused_qkv_attention", 1, 1, 2, {2, 4}, {5, 7}, {1, 1 + 2048}},
+    {"fused_qkv_attention", 1, 1, 2, {2, 4}, {5, 7}, {1, 2 + 2048}},
     {"concat", 2, 1, 0, 0, 0, 0},
     {"copy", 1, 1, 0, 0, 0, 0},
     {"add_row_bias", 1, 1, 0, 1, 0, 0},

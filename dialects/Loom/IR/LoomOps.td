@@ -207,21 +207,27 @@ def Loom_RopeOp : Loom_Op<"rope", [Pure, AllTypesMatch<["input", "result"]>]> {
     `positions[t] * theta^(-2i / head_dim) / freq_factors[i]` radians
     (llama2.c's layout). `freq_factors` (`head_dim / 2` positive values,
     absent: all 1) stretches each pair's wavelength: Llama 3.1's rope scaling,
-    GGUF's `rope_freqs` tensor.
+    GGUF's `rope_freqs` tensor, linear and YaRN scaling. `scale` (absent: 1)
+    multiplies the rotation's cosine and sine, so the rotated vector's
+    length: YaRN's attention factor (q and k both rotated, their scores
+    scale by its square).
 
     ```mlir
     %r = loom.rope %q, %pos head_dim 8 theta 1.0e+04 : tensor<?x64xf32>, tensor<?xi32>
     %s = loom.rope %k, %pos head_dim 4 theta 5.0e+05 freq_factors [8.0, 1.0]
          : tensor<?x32xf32>, tensor<?xi32>
+    %y = loom.rope %k, %pos head_dim 4 theta 1.0e+06 freq_factors [1.0, 4.0]
+         scale 1.1386 : tensor<?x32xf32>, tensor<?xi32>
     ```
   }];
   let arguments = (ins Loom_RowTensor:$input, Loom_IdTensor:$positions,
                        I64Attr:$head_dim, F32Attr:$theta,
-                       OptionalAttr<DenseF32ArrayAttr>:$freq_factors);
+                       OptionalAttr<DenseF32ArrayAttr>:$freq_factors,
+                       OptionalAttr<F32Attr>:$scale);
   let results = (outs Loom_RowTensor:$result);
   let assemblyFormat = [{
     $input `,` $positions `head_dim` $head_dim `theta` $theta
-    (`freq_factors` $freq_factors^)? attr-dict `:`
+    (`freq_factors` $freq_factors^)? (`scale` $scale^)? attr-dict `:`
     type($input) `,` type($positions)
   }];
   let hasVerifier = 1;
@@ -276,7 +282,8 @@ def Loom_FusedQkvAttentionOp : Loom_WeightUserOp<"fused_qkv_attention", [
     and k before rope, `v_bias` (optional, only with `qk_bias`: Qwen 2's) the
     `[n_kv_heads head_dim]` bias added to v. Equivalent to
     `linear(attention(rope(x Wqᵀ + bq), rope(x Wkᵀ + bk), x Wvᵀ + bv), Wo)`, the
-    ropes with `theta` and `freq_factors` (as `loom.rope`'s), and the
+    ropes with `theta`, `freq_factors` and `rope_scale` (as `loom.rope`'s
+    `scale`), and the
     attention over the last `window` positions when set (as `loom.attention`'s).
 
     `placeholder_qkv` (set by `loom-fuse-chunk-projector` on the decoder's
@@ -302,12 +309,14 @@ def Loom_FusedQkvAttentionOp : Loom_WeightUserOp<"fused_qkv_attention", [
                        UnitAttr:$placeholder_qkv,
                        OptionalAttr<DenseF32ArrayAttr>:$freq_factors,
                        OptionalAttr<FlatSymbolRefAttr>:$v_bias,
-                       OptionalAttr<I64Attr>:$window);
+                       OptionalAttr<I64Attr>:$window,
+                       OptionalAttr<F32Attr>:$rope_scale);
   let results = (outs Loom_RowTensor:$result);
   let assemblyFormat = [{
     $input `,` $positions `,` $cache `,` $qkv_weight `,` $out_weight
     `heads` $n_heads `kv_heads` $n_kv_heads `head_dim` $head_dim `theta` $theta
     (`window` $window^)? (`freq_factors` $freq_factors^)?
+    (`rope_scale` $rope_scale^)?
     (`qk_bias` $qk_bias^)? (`v_bias` $v_bias^)?
     (`placeholder_qkv` $placeholder_qkv^)? attr-dict
     `:` type($input) `,` type($positions) `,`

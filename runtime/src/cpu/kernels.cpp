@@ -482,7 +482,8 @@ void matmul(const float *x, int64_t ldx, Weights W, float *y, int64_t ldy,
 }
 
 void rope(float *x, int64_t ldx, int64_t T, int64_t cols, int64_t head_dim,
-          int64_t start_pos, float theta, const float *freq_factors) {
+          int64_t start_pos, float theta, const float *freq_factors,
+          float scale) {
   if (T <= 0 || cols <= 0)
     return;
   // The angle tables are computed here, once, in float32 exactly as llama2.c
@@ -497,8 +498,8 @@ void rope(float *x, int64_t ldx, int64_t T, int64_t cols, int64_t head_dim,
       freq /= freq_factors[j / 2];
     for (int64_t t = 0; t < T; ++t) {
       const float angle = static_cast<float>(start_pos + t) * freq;
-      const float c = cosf(angle);
-      const float s = sinf(angle);
+      const float c = cosf(angle) * scale;
+      const float s = sinf(angle) * scale;
       float *ct = cosT + t * head_dim;
       float *st = sinT + t * head_dim;
       ct[j] = c;

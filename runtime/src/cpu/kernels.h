@@ -123,8 +123,10 @@ void matmul(const float *x, int64_t ldx, Weights W, float *y, int64_t ldy,
 // `cols` columns: freq = 1 / powf(theta, j / head_dim) in float32 (divided
 // by freq_factors[j / 2] where given), angle = pos * freq in float32,
 // (x0, x1) <- (x0 c - x1 s, x0 s + x1 c).
+// `scale` multiplies every cos and sin (YaRN's attention factor; 1: none).
 void rope(float *x, int64_t ldx, int64_t T, int64_t cols, int64_t head_dim,
-          int64_t start_pos, float theta, const float *freq_factors = nullptr);
+          int64_t start_pos, float theta, const float *freq_factors,
+          float scale);
 
 // One layer's KV cache: rows [max_seq, kv_dim] for K and for V.
 struct KvView {

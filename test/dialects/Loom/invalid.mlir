@@ -302,6 +302,15 @@ func.func @rope_factor_sign(%q: tensor<?x16xf32>, %pos: tensor<?xi32>) -> tensor
 
 // -----
 
+// loom.rope: its scale multiplies cos and sin, a positive number.
+func.func @rope_scale_sign(%q: tensor<?x16xf32>, %pos: tensor<?xi32>) -> tensor<?x16xf32> {
+  // expected-error @+1 {{'loom.rope' op rope scale must be a positive number, got 0}}
+  %r = loom.rope %q, %pos head_dim 8 theta 1.0e+04 scale 0.0 : tensor<?x16xf32>, tensor<?xi32>
+  return %r : tensor<?x16xf32>
+}
+
+// -----
+
 // loom.rope: one position per row when both are static.
 func.func @rope_positions(%q: tensor<4x16xf32>, %pos: tensor<3xi32>) -> tensor<4x16xf32> {
   // expected-error @+1 {{'loom.rope' op has 3 positions but 4 rows}}

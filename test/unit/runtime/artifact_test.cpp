@@ -599,6 +599,12 @@ const BadCase kBadCases[] = {
        s.dispatches[find(s, fbs::Kernel::Rope)].fparams = {0.0f};
      },
      "rope theta 0 must be positive"},
+    {"RopeScaleNotPositive",
+     [](ArtifactSpec &s) {
+       s.dispatches[find(s, fbs::Kernel::Rope)].fparams = {1e4f, 1.0f, 2.0f,
+                                                           -1.0f};
+     },
+     "rope scale -1 must be positive"},
     {"ByteLevelScores",
      [](ArtifactSpec &s) {
        s.tokenizer = loom::test::byteLevelTokenizer(272);
@@ -630,9 +636,9 @@ const BadCase kBadCases[] = {
      "stop id 272 outside the vocabulary (0..271)"},
     {"RopeFreqFactorCount",
      [](ArtifactSpec &s) {
-       s.dispatches[find(s, fbs::Kernel::Rope)].fparams = {1e4f, 1, 2, 3};
+       s.dispatches[find(s, fbs::Kernel::Rope)].fparams = {1e4f, 1, 2, 3, 4};
      },
-     "3 rope freq_factors for head_dim 4 (expected 2)"},
+     "4 rope freq_factors for head_dim 4 (expected 2, or 3 with a scale)"},
     {"RopeFreqFactorSign",
      [](ArtifactSpec &s) {
        s.dispatches[find(s, fbs::Kernel::Rope)].fparams = {1e4f, 1, -1};

@@ -49,8 +49,10 @@ struct Case {
   TinyLlamaOptions model;
   LlamaArtifactOptions art;
   bool bf16;
-  // Every rope gets frequency factors (Llama 3.1's rope scaling).
+  // Every rope gets frequency factors (Llama 3.1's rope scaling), and
+  // with rope_scale > 0 that scale of its rotation (YaRN's).
   bool rope_factors = false;
+  float rope_scale = 0.0f;
   // Every fused attention gets q|k and v biases (Qwen 2's).
   bool qkv_bias = false;
   // Every attention gets this sliding window (0: none; Mistral v0.1's).
@@ -102,6 +104,12 @@ std::vector<Case> cases() {
     r.rope_factors = true;
     c.push_back(r);
   }
+  for (Case r : {c[0], c[1]}) { // YaRN-style: factors and a scale
+    r.name = r.art.fused ? "wide-fused-rope-yarn" : "tiny-plain-rope-yarn";
+    r.rope_factors = true;
+    r.rope_scale = 1.1386f;
+    c.push_back(r);
+  }
   Case biased = c[0]; // wide-fused, f32
   biased.name = "wide-fused-qkv-bias";
   biased.qkv_bias = true;
@@ -127,7 +135,7 @@ std::string writeArtifact(const Case &c, TempFile **keep) {
   if (c.bf16)
     toBf16(a);
   if (c.rope_factors)
-    loom::test::addRopeFactors(a);
+    loom::test::addRopeFactors(a, c.rope_scale);
   if (c.qkv_bias)
     loom::test::addQkvBiases(a);
   if (c.window > 0)

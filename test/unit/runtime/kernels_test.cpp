@@ -414,7 +414,8 @@ RopeRun runRope(const RopeShape &s, uint32_t seed) {
   RopeRun r;
   r.before = randomFloats(size_t(s.T * ldx), rng);
   r.after = r.before;
-  rope(r.after.data(), ldx, s.T, s.cols, s.headDim, s.startPos, 10000.0f);
+  rope(r.after.data(), ldx, s.T, s.cols, s.headDim, s.startPos, 10000.0f,
+       nullptr, 1.0f);
   return r;
 }
 
@@ -453,13 +454,13 @@ TEST_P(KernelTest, RopeKnownValues) {
   // Position 0 is the identity, exactly.
   std::vector<float> x = {0.25f, -0.5f, 0.75f, 1.0f, -2.0f, 3.0f, 0.1f, 0.2f};
   const std::vector<float> x0 = x;
-  rope(x.data(), 8, 1, 8, 4, 0, 10000.0f);
+  rope(x.data(), 8, 1, 8, 4, 0, 10000.0f, nullptr, 1.0f);
   EXPECT_EQ(x, x0);
 
   // Position 1, head_dim 2: freq = 1, so a rotation by 1 radian.
   float v[4] = {1.0f, 0.0f, 0.0f, 1.0f}; // two rows: (1, 0) and (0, 1)
-  rope(v, 2, 1, 2, 2, 1, 10000.0f);
-  rope(v + 2, 2, 1, 2, 2, 1, 10000.0f);
+  rope(v, 2, 1, 2, 2, 1, 10000.0f, nullptr, 1.0f);
+  rope(v + 2, 2, 1, 2, 2, 1, 10000.0f, nullptr, 1.0f);
   EXPECT_NEAR(v[0], 0.5403023058681398, 1e-7);  // cos 1
   EXPECT_NEAR(v[1], 0.8414709848078965, 1e-7);  // sin 1
   EXPECT_NEAR(v[2], -0.8414709848078965, 1e-7); // -sin 1
@@ -468,11 +469,34 @@ TEST_P(KernelTest, RopeKnownValues) {
   // head_dim 4, theta 10000, position 2: the second pair has freq
   // 10000^(-1/2) = 0.01, so it turns by 0.02 radians.
   float w[4] = {1.0f, 0.0f, 1.0f, 0.0f};
-  rope(w, 4, 1, 4, 4, 2, 10000.0f);
+  rope(w, 4, 1, 4, 4, 2, 10000.0f, nullptr, 1.0f);
   EXPECT_NEAR(w[0], std::cos(2.0), 1e-7);
   EXPECT_NEAR(w[1], std::sin(2.0), 1e-7);
   EXPECT_NEAR(w[2], std::cos(0.02), 1e-7);
   EXPECT_NEAR(w[3], std::sin(0.02), 1e-7);
+}
+
+// A scale multiplies the rotated vector: by a power of two, exactly; by
+// another factor, up to rounding; position 0 then scales without turning.
+TEST_P(KernelTest, RopeScaleLengthensTheRotatedVector) {
+  const RopeShape shape = kRopeShapes[std::size(kRopeShapes) - 1];
+  const int64_t ldx = shape.cols + shape.pad;
+  const RopeRun plain = runRope(shape, 7);
+  std::vector<float> twice = plain.before, odd = plain.before;
+  rope(twice.data(), ldx, shape.T, shape.cols, shape.headDim, shape.startPos,
+       10000.0f, nullptr, 2.0f);
+  rope(odd.data(), ldx, shape.T, shape.cols, shape.headDim, shape.startPos,
+       10000.0f, nullptr, 1.1386f);
+  for (int64_t t = 0; t < shape.T; ++t)
+    for (int64_t c = 0; c < shape.cols; ++c) {
+      const size_t i = size_t(t * ldx + c);
+      ASSERT_EQ(twice[i], 2.0f * plain.after[i]) << t << " " << c;
+      ASSERT_NEAR(odd[i], 1.1386 * plain.after[i], 1e-5) << t << " " << c;
+    }
+  float x[4] = {0.25f, -0.5f, 0.75f, 1.0f};
+  rope(x, 4, 1, 4, 4, 0, 10000.0f, nullptr, 0.5f);
+  EXPECT_EQ(x[0], 0.125f);
+  EXPECT_EQ(x[3], 0.5f);
 }
 
 TEST_P(CrossIsaTest, RopeIsBitIdentical) {

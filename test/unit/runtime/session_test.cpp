@@ -31,8 +31,9 @@ namespace fbs = loom::artifact;
 // window, each position attends to the last `window` positions only.
 class Reference {
 public:
-  explicit Reference(const LlamaWeights &w, int64_t window = 0)
-      : w_(w), window_(window),
+  explicit Reference(const LlamaWeights &w, int64_t window = 0,
+                     double rope_scale = 1.0)
+      : w_(w), window_(window), rope_scale_(rope_scale),
         k_(w.n_layers, std::vector<double>(w.max_seq * w.kvDim())), v_(k_) {}
 
   std::vector<double> forward(int32_t token, int64_t pos) {
@@ -50,7 +51,7 @@ public:
         float freq = 1.0f / powf(w_.rope_theta, static_cast<float>(j) /
                                                     static_cast<float>(hd));
         float angle = static_cast<float>(pos) * freq;
-        double c = cosf(angle), s = sinf(angle);
+        double c = cosf(angle) * rope_scale_, s = sinf(angle) * rope_scale_;
         rotate(q, i, c, s);
         if (i < kvd)
           rotate(k, i, c, s);
@@ -121,6 +122,7 @@ private:
 
   const LlamaWeights &w_;
   int64_t window_;
+  double rope_scale_;
   std::vector<std::vector<double>> k_, v_;
 };
 
@@ -601,6 +603,44 @@ TEST(SessionRope, FreqFactorsDivideTheFrequencies) {
   for (size_t i = 0; i < plain.size(); ++i)
     diff = std::max(diff, double(std::fabs(eights[i] - plain[i])));
   EXPECT_GT(diff, 1e-3);
+}
+
+// A rope's scale (YaRN's attention factor, after head_dim / 2 factors)
+// multiplies its cos and sin: the reference's logits, fused or not; a
+// scale of 1 changes nothing, bit for bit.
+TEST(SessionRope, ScaleMultipliesTheRotation) {
+  LlamaWeights w = loom::test::tinyLlamaWeights();
+  auto logitsWith = [&](float scale, bool fused) {
+    LlamaArtifactOptions o;
+    o.fused = fused;
+    loom::test::ArtifactSpec a =
+        loom::test::llamaArtifact(w, loom::test::syntheticTokenizer(272), o);
+    for (auto &d : a.dispatches)
+      if (scale > 0 && (d.kernel == fbs::Kernel::Rope ||
+                        d.kernel == fbs::Kernel::FusedQkvAttention)) {
+        int64_t hd =
+            d.kernel == fbs::Kernel::Rope ? d.iparams[1] : d.iparams[3];
+        d.fparams.resize(size_t(1 + hd / 2), 1.0f);
+        d.fparams.push_back(scale);
+      }
+    TempFile file(a.serialize());
+    loom::Session s(loom::Model::load(file.path()));
+    loom::Logits l = s.forward(kTokens.data(), kTokens.size(), true);
+    return std::vector<float>(l.data, l.data + l.rows * l.vocab);
+  };
+  EXPECT_EQ(logitsWith(1.0f, false), logitsWith(0, false));
+  for (bool fused : {false, true}) {
+    Reference ref(w, 0, double(1.25f));
+    const std::vector<float> got = logitsWith(1.25f, fused);
+    for (size_t p = 0; p < kTokens.size(); ++p)
+      EXPECT_LT(maxDiff(got.data() + p * w.vocab_size,
+                        ref.forward(kTokens[p], int64_t(p))),
+                1e-4)
+          << (fused ? "fused" : "unfused") << " position " << p;
+  }
+  const std::vector<float> plain = logitsWith(0, true),
+                           scaled = logitsWith(1.25f, true);
+  EXPECT_GT(maxDiff(plain.data(), scaled.data(), int64_t(plain.size())), 1e-3);
 }
 
 // ---- Sliding-window attention (Mistral v0.1, Phi-3, Qwen 2) -------------

@@ -580,7 +580,7 @@ inline TokenizerSpec syntheticTokenizer(int64_t vocab_size) {
 
 // Appends head_dim / 2 frequency factors (1 to 8) to every rope's fparams,
 // as loomc does for a model with Llama 3.1's rope scaling.
-inline void addRopeFactors(ArtifactSpec &a) {
+inline void addRopeFactors(ArtifactSpec &a, float scale = 0.0f) {
   for (auto &d : a.dispatches) {
     int64_t hd = 0;
     if (d.kernel == fbs::Kernel::Rope)
@@ -589,6 +589,8 @@ inline void addRopeFactors(ArtifactSpec &a) {
       hd = d.iparams[3];
     for (int64_t i = 0; i < hd / 2; ++i)
       d.fparams.push_back(1.0f + float(i % 5) * 1.75f);
+    if (hd > 0 && scale > 0) // YaRN's attention factor, after the factors
+      d.fparams.push_back(scale);
   }
 }
 

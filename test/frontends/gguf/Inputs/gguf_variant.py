@@ -84,7 +84,9 @@ def main():
     elif case == "bos":
         key[b"tokenizer.ggml.bos_token_id"][2] = 5
     elif case == "rope-scaling":
-        meta.append([b"llama.rope.scaling.type", 8, b"linear"])
+        meta.append([b"llama.rope.scaling.type", 8, b"longrope"])
+    elif case == "rope-no-factor":
+        meta.append([b"llama.rope.scaling.type", 8, b"yarn"])
     elif case == "partial-rope":
         key[b"llama.rope.dimension_count"][2] = 4
     elif case == "no-heads":

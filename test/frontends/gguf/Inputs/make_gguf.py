@@ -170,6 +170,13 @@ def main():
     ap.add_argument("--rope-scaling", metavar="FACTOR,LOW,HIGH,CONTEXT",
                     help="Llama 3.1's rope scaling, written as llama.cpp's "
                     "converter does: a rope_freqs tensor")
+    ap.add_argument("--yarn", metavar="FACTOR,ORIGINAL_CONTEXT",
+                    help="YaRN rope scaling, as llama.cpp's converter writes "
+                    "it (rope.scaling.type yarn, .factor, "
+                    ".original_context_length); with --hf-out, rope_scaling "
+                    "in config.json")
+    ap.add_argument("--linear-rope", type=float, metavar="FACTOR",
+                    help="linear rope scaling (rope.scaling.type linear)")
     ap.add_argument("--bpe-pre", help="tokenizer.ggml.pre to write instead")
     ap.add_argument("--bpe-control", default="",
                     help="ids to write as control tokens (1,2,...)")
@@ -295,6 +302,15 @@ def main():
     if a.sliding_window:
         meta.append((arch + ".attention.sliding_window", 4,
                      struct.pack("<I", a.sliding_window)))
+    if a.yarn:
+        factor, original = a.yarn.split(",")
+        meta += [(arch + ".rope.scaling.type", 8, string(b"yarn")),
+                 (arch + ".rope.scaling.factor", 6, struct.pack("<f", float(factor))),
+                 (arch + ".rope.scaling.original_context_length", 4,
+                  struct.pack("<I", int(original)))]
+    if a.linear_rope:
+        meta += [(arch + ".rope.scaling.type", 8, string(b"linear")),
+                 (arch + ".rope.scaling.factor", 6, struct.pack("<f", a.linear_rope))]
     out = bytearray(struct.pack("<IIQQ", 0x46554747, 3, len(tensors), len(meta)))
     for key, t, v in meta:
         out += string(key.encode()) + struct.pack("<I", t) + v
@@ -356,6 +372,12 @@ def write_hf_qwen2(a, tensors):
               "rope_theta": a.rope_theta, "tie_word_embeddings": not a.untied,
               "hidden_act": "silu", "use_sliding_window": False,
               "bos_token_id": specials[0], "eos_token_id": specials[1]}
+    if a.yarn:
+        factor, original = a.yarn.split(",")
+        config["rope_scaling"] = {"type": "yarn", "factor": float(factor),
+                                  "original_max_position_embeddings": int(original)}
+    if a.linear_rope:
+        config["rope_scaling"] = {"type": "linear", "factor": a.linear_rope}
     with open(os.path.join(a.hf_out, "config.json"), "w") as f:
         json.dump(config, f, indent=1)
     shutil.copy(a.tokenizer, os.path.join(a.hf_out, "tokenizer.json"))

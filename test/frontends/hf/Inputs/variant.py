@@ -106,7 +106,7 @@ def main():
                 parts[0][0], [2 * parts[0][1][0], parts[0][1][1]],
                 b"".join(t[2] for t in parts)]
     elif case == "rope-scaling":
-        config["rope_scaling"] = {"type": "linear", "factor": 2.0}
+        config["rope_scaling"] = {"type": "dynamic", "factor": 2.0}
     elif case == "qwen2-window":  # sliding windows from layer 2 on
         config["model_type"] = "qwen2"
         config["use_sliding_window"] = True
