@@ -547,37 +547,61 @@ std::optional<gguf::Model> gguf::readLlama(const std::string &path,
                   !take(b + "attn_v.bias", {kv}, to + "bv")))
       return std::nullopt;
   }
-  // Llama 3.1's rope scaling, as llama.cpp's converter writes it: each
-  // pair's frequency divisor.
-  if (const Tensor *t = file.tensor("rope_freqs.weight")) {
-    if (!c.ropeFreqFactors.empty()) {
-      error = path + ": tensor 'rope_freqs.weight' and rope scaling '" +
-              scaling + "' both set the rope's frequencies";
-      return std::nullopt;
-    }
+  // A tensor of head_dim / 2 positive f32 frequency divisors, into `out`:
+  // Llama 3.1's rope_freqs, LongRoPE's rope_factors_short / _long (as
+  // llama.cpp's converter writes them). Absent: true, `out` untouched.
+  auto ropeFactors = [&](const std::string &name, std::vector<float> &out) {
+    const Tensor *t = file.tensor(name);
+    if (!t)
+      return true;
     const int64_t pairs = c.headDim() / 2;
+    if (!out.empty()) {
+      error = path + ": tensor '" + name + "' and rope scaling '" + scaling +
+              "' both set the rope's frequencies";
+      return false;
+    }
     if (t->type != TensorType::F32 ||
         t->shape() != std::vector<int64_t>{pairs}) {
-      error = path + ": tensor 'rope_freqs.weight' must be f32 of shape [" +
+      error = path + ": tensor '" + name + "' must be f32 of shape [" +
               std::to_string(pairs) + "] (head_dim / 2)";
-      return std::nullopt;
+      return false;
     }
-    c.ropeFreqFactors.resize(pairs);
+    out.resize(pairs);
     std::ifstream in(path, std::ios::binary);
     in.seekg(std::streamoff(t->fileOffset));
-    if (!in.read(reinterpret_cast<char *>(c.ropeFreqFactors.data()),
+    if (!in.read(reinterpret_cast<char *>(out.data()),
                  std::streamsize(4 * pairs))) {
-      error = path + ": cannot read tensor 'rope_freqs.weight'";
-      return std::nullopt;
+      error = path + ": cannot read tensor '" + name + "'";
+      return false;
     }
     for (int64_t i = 0; i < pairs; ++i)
-      if (!(c.ropeFreqFactors[i] > 0) || !std::isfinite(c.ropeFreqFactors[i])) {
-        error = path + ": rope_freqs.weight[" + std::to_string(i) + "] is " +
-                std::to_string(c.ropeFreqFactors[i]) +
-                ", not a positive number";
-        return std::nullopt;
+      if (!(out[i] > 0) || !std::isfinite(out[i])) {
+        error = path + ": " + name + "[" + std::to_string(i) + "] is " +
+                std::to_string(out[i]) + ", not a positive number";
+        return false;
       }
     used.insert(t->name);
+    return true;
+  };
+  if (!ropeFactors("rope_freqs.weight", c.ropeFreqFactors) ||
+      !ropeFactors("rope_factors_short.weight", c.ropeFreqFactors) ||
+      !ropeFactors("rope_factors_long.weight", c.ropeFreqFactorsLong))
+    return std::nullopt;
+  // LongRoPE (Phi-3 128k, Phi-3.5): both factor sets, the original
+  // context that chooses between them, the attention factor.
+  if (!c.ropeFreqFactorsLong.empty()) {
+    float attnFactor;
+    if (used.contains("rope_freqs.weight") ||
+        !used.contains("rope_factors_short.weight")) {
+      error = path + ": tensor 'rope_factors_long.weight' needs "
+                     "'rope_factors_short.weight' (and no 'rope_freqs.weight')";
+      return std::nullopt;
+    }
+    if (!m.integer(key("rope.scaling.original_context_length"),
+                   c.ropeOriginalContext, std::nullopt, 2) ||
+        !m.number(key("rope.scaling.attn_factor"), attnFactor, 1.0f))
+      return std::nullopt;
+    c.ropeScale = attnFactor;
   }
   for (const Tensor &t : file.tensors())
     if (!used.contains(t.name)) {

@@ -80,8 +80,9 @@ bool absentOrFalse(ConfigReader &r, StringRef key, StringRef why) {
 /// rope_scaling: absent; Llama 3.1's ("rope_type": "llama3"), which
 /// divides each pair's frequency by a factor between 1 (short wavelengths)
 /// and `factor` (long ones), as transformers' _compute_llama3_parameters and
-/// llama.cpp's converter (its rope_freqs tensor) do; "linear"; or "yarn"
-/// (Qwen 2.5's long contexts; RopeScaling.h).
+/// llama.cpp's converter (its rope_freqs tensor) do; "linear"; "yarn"
+/// (Qwen 2.5's long contexts; RopeScaling.h); or "longrope" / "su" (Phi-3
+/// 128k, Phi-3.5).
 bool ropeScaling(ConfigReader &r, llama2c::Config &c) {
   const llvm::json::Value *v = r.object().get("rope_scaling");
   if (!v || v->kind() == llvm::json::Value::Null)
@@ -137,11 +138,51 @@ bool ropeScaling(ConfigReader &r, llama2c::Config &c) {
                              attention);
     return true;
   }
+  if (type == std::optional<StringRef>("longrope") ||
+      type == std::optional<StringRef>("su")) {
+    // Per-pair divisors for contexts up to the original one and past it;
+    // the original context is the config's original_max_position_embeddings
+    // (Phi-3's), else the rope_scaling's, else max_position_embeddings.
+    auto factors = [&](StringRef key, std::vector<float> &out) {
+      const llvm::json::Array *a = o->getArray(key);
+      if (!a || int64_t(a->size()) != c.headDim() / 2)
+        return r.fail("'rope_scaling' needs \"" + key.str() +
+                      "\": " + std::to_string(c.headDim() / 2) +
+                      " positive numbers (head_dim / 2)");
+      out.clear();
+      for (const llvm::json::Value &v : *a) {
+        std::optional<double> x = v.getAsNumber();
+        if (!x || !(*x > 0) || !std::isfinite(*x))
+          return r.fail("'rope_scaling' \"" + key.str() +
+                        "\" holds something other than a positive number");
+        out.push_back(float(*x));
+      }
+      return true;
+    };
+    double original = double(c.maxSeq), attention = 0;
+    if (std::optional<int64_t> top =
+            r.object().getInteger("original_max_position_embeddings"))
+      original = double(*top);
+    else if (!optionalNumber("original_max_position_embeddings", original))
+      return false;
+    if (!(original > 1) || !factors("short_factor", c.ropeFreqFactors) ||
+        !factors("long_factor", c.ropeFreqFactorsLong) ||
+        !optionalNumber("attention_factor", attention))
+      return original > 1 ? false
+                          : r.fail("'original_max_position_embeddings' must "
+                                   "be an integer > 1");
+    c.ropeOriginalContext = int64_t(original);
+    c.ropeScale =
+        float(attention > 0 ? attention
+                            : llama2c::longRopeAttentionFactor(
+                                  double(c.maxSeq) / original, original));
+    return true;
+  }
   if (type != std::optional<StringRef>("llama3"))
     return r.fail("'rope_scaling' of type '" +
                   st::printable(type.value_or("?")) +
                   "' is not supported (Loom implements \"llama3\", "
-                  "\"linear\" and \"yarn\")");
+                  "\"linear\", \"yarn\" and \"longrope\")");
   double factor, low, high, context;
   if (!number("factor", factor) || !number("low_freq_factor", low) ||
       !number("high_freq_factor", high) ||

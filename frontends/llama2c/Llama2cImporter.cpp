@@ -181,9 +181,14 @@ OwningOpRef<ModuleOp> llama2c::importCheckpoint(MLIRContext &ctx,
   auto cacheType =
       KvCacheType::get(&ctx, c.maxSeq, c.nKvHeads, hd, f32);
 
+  // LongRoPE: the long factors for a context past the original one (as
+  // llama.cpp chooses them by its context size).
+  const std::vector<float> &factors =
+      !c.ropeFreqFactorsLong.empty() && c.maxSeq > c.ropeOriginalContext
+          ? c.ropeFreqFactorsLong
+          : c.ropeFreqFactors;
   DenseF32ArrayAttr freqFactors =
-      c.ropeFreqFactors.empty() ? DenseF32ArrayAttr()
-                                : b.getDenseF32ArrayAttr(c.ropeFreqFactors);
+      factors.empty() ? DenseF32ArrayAttr() : b.getDenseF32ArrayAttr(factors);
   FloatAttr ropeScale =
       c.ropeScale != 1.0f ? b.getF32FloatAttr(c.ropeScale) : FloatAttr();
 

@@ -37,8 +37,13 @@ struct Config {
   // RoPE's per-pair divisors of the frequency (head_dim / 2 of them; empty:
   // none): Llama 3.1's rope scaling, GGUF's rope_freqs tensor.
   std::vector<float> ropeFreqFactors;
-  // What RoPE multiplies its cos and sin by (YaRN's attention factor; 1:
-  // none).
+  // LongRoPE (Phi-3 128k, Phi-3.5): ropeFreqFactors are its short factors,
+  // these its long ones, used where the context is longer than
+  // ropeOriginalContext (empty: none).
+  std::vector<float> ropeFreqFactorsLong;
+  int64_t ropeOriginalContext = 0;
+  // What RoPE multiplies its cos and sin by (YaRN's and LongRoPE's attention
+  // factor; 1: none).
   float ropeScale = 1.0f;
   // Sliding-window attention (Mistral v0.1, Phi-3, Qwen 2's
   // use_sliding_window): the layers from slidingWindowFrom on attend to the

@@ -14,6 +14,12 @@ double llama2c::yarnMscale(double factor, double mscale) {
   return factor <= 1.0 ? 1.0 : 0.1 * mscale * std::log(factor) + 1.0;
 }
 
+double llama2c::longRopeAttentionFactor(double factor, double originalContext) {
+  return factor <= 1.0
+             ? 1.0
+             : std::sqrt(1.0 + std::log(factor) / std::log(originalContext));
+}
+
 void llama2c::yarnRopeScaling(Config &c, double factor, double originalContext,
                               double betaFast, double betaSlow,
                               double attentionFactor) {

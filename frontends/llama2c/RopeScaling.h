@@ -30,6 +30,11 @@ double yarnMscale(double factor, double mscale = 1.0);
 void yarnRopeScaling(Config &c, double factor, double originalContext,
                      double betaFast, double betaSlow, double attentionFactor);
 
+/// LongRoPE's attention factor for a context stretched `factor` times over
+/// `originalContext`: sqrt(1 + ln(factor) / ln(originalContext)), or 1
+/// where factor <= 1 (transformers' _compute_longrope_parameters).
+double longRopeAttentionFactor(double factor, double originalContext);
+
 } // namespace loom::llama2c
 
 #endif // LOOM_FRONTENDS_LLAMA2C_ROPESCALING_H

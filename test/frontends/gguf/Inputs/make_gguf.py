@@ -177,6 +177,10 @@ def main():
                     "in config.json")
     ap.add_argument("--linear-rope", type=float, metavar="FACTOR",
                     help="linear rope scaling (rope.scaling.type linear)")
+    ap.add_argument("--longrope", type=int, metavar="ORIGINAL_CONTEXT",
+                    help="LongRoPE as llama.cpp's Phi-3 converter writes it: "
+                    "seeded rope_factors_short / _long tensors, "
+                    "rope.scaling.original_context_length and .attn_factor")
     ap.add_argument("--bpe-pre", help="tokenizer.ggml.pre to write instead")
     ap.add_argument("--bpe-control", default="",
                     help="ids to write as control tokens (1,2,...)")
@@ -251,6 +255,11 @@ def main():
 
     if injected:
         raise SystemExit("--inject: no tensor " + ", ".join(injected))
+    if a.longrope:
+        short = rng.uniform(1.0, 1.5, hd // 2).astype("<f4")
+        long_ = rng.uniform(1.0, 12.0, hd // 2).astype("<f4")
+        tensors.append(("rope_factors_short.weight", [hd // 2], gb.F32, short.tobytes()))
+        tensors.append(("rope_factors_long.weight", [hd // 2], gb.F32, long_.tobytes()))
     if a.rope_scaling:
         factors = llama3_freq_factors(a.rope_theta, hd, *map(float, a.rope_scaling.split(",")))
         tensors.append(("rope_freqs.weight", [hd // 2], gb.F32, factors.astype("<f4").tobytes()))
@@ -308,6 +317,12 @@ def main():
                  (arch + ".rope.scaling.factor", 6, struct.pack("<f", float(factor))),
                  (arch + ".rope.scaling.original_context_length", 4,
                   struct.pack("<I", int(original)))]
+    if a.longrope:
+        import math
+        attn = math.sqrt(1 + math.log(a.context / a.longrope) / math.log(a.longrope))
+        meta += [(arch + ".rope.scaling.attn_factor", 6, struct.pack("<f", attn)),
+                 (arch + ".rope.scaling.original_context_length", 4,
+                  struct.pack("<I", a.longrope))]
     if a.linear_rope:
         meta += [(arch + ".rope.scaling.type", 8, string(b"linear")),
                  (arch + ".rope.scaling.factor", 6, struct.pack("<f", a.linear_rope))]

@@ -90,8 +90,13 @@ def main():
     elif case == "mistral-window":  # v0.1's form, a window under the context
         config["model_type"] = "mistral"
         config["sliding_window"] = 64
-    elif case == "phi3":  # q|k|v and gate|up packed, Phi-3's EOS
+    elif case in ("phi3", "phi3-longrope"):  # q|k|v and gate|up packed, Phi-3's EOS
         config["model_type"] = "phi3"
+        if case == "phi3-longrope":  # Phi-3 128k's form, in proportion
+            config["original_max_position_embeddings"] = 256
+            config["rope_scaling"] = {"type": "longrope",
+                                      "short_factor": [1.0, 1.5, 1.0, 1.25],
+                                      "long_factor": [2.0, 3.0, 4.0, 5.0]}
         config["sliding_window"] = 511  # Phi-3 mini 4k's 2047, in proportion
         config["eos_token_id"] = 7
         for name in [n for n in tensors if n.endswith("self_attn.q_proj.weight")]:
