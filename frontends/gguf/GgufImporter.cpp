@@ -421,24 +421,36 @@ std::optional<gguf::Model> gguf::readLlama(const std::string &path,
                ": partial rotary embeddings are not supported");
     return std::nullopt;
   }
-  // RoPE scaling as llama.cpp reads it: rope.scaling.type "none",
-  // "linear" (or the older rope.scale_linear) or "yarn", with
-  // rope.scaling.factor, .original_context_length and YaRN's
-  // .yarn_beta_fast / .yarn_beta_slow (32 and 1 when absent).
-  std::string scaling = "none";
+  // RoPE scaling as llama.cpp reads it: rope.scaling.type (absent:
+  // "linear"; "none" never scales), its factor from rope.scaling.factor or
+  // else the older rope.scale_linear (absent: 1, no scaling), YaRN's
+  // .original_context_length and .yarn_beta_fast / .yarn_beta_slow (32 and
+  // 1 when absent).
+  std::string scaling = "linear";
   if (file.find(key("rope.scaling.type")) &&
       !m.string(key("rope.scaling.type"), scaling))
     return std::nullopt;
-  float scaleLinear = 0;
-  if (!m.number(key("rope.scale_linear"), scaleLinear, 0.0f))
+  float factor = 0;
+  if (!m.number(key(file.find(key("rope.scaling.factor"))
+                        ? "rope.scaling.factor"
+                        : "rope.scale_linear"),
+                factor, 0.0f))
     return std::nullopt;
-  if (scaling == "none" && scaleLinear > 0 && scaleLinear != 1.0f)
-    llama2c::linearRopeScaling(c, scaleLinear);
-  if (scaling == "linear" || scaling == "yarn") {
-    float factor = 0, betaFast, betaSlow, attnFactor;
+  for (const char *k :
+       {"rope.scaling.yarn_attn_factor", "rope.scaling.yarn_ext_factor",
+        "rope.scaling.yarn_log_multiplier"})
+    if (file.find(key(k))) {
+      m.fail(key(k), "is set: Loom implements YaRN with its default "
+                     "attention and extrapolation factors only");
+      return std::nullopt;
+    }
+  if (scaling == "linear") {
+    if (factor > 0 && factor != 1.0f)
+      llama2c::linearRopeScaling(c, factor);
+  } else if (scaling == "yarn") {
+    float betaFast, betaSlow, attnFactor;
     int64_t original = 0;
-    if (!m.number(key("rope.scaling.factor"), factor, 0.0f) ||
-        !m.integer(key("rope.scaling.original_context_length"), original,
+    if (!m.integer(key("rope.scaling.original_context_length"), original,
                    c.maxSeq) ||
         !m.number(key("rope.scaling.yarn_beta_fast"), betaFast, 32.0f) ||
         !m.number(key("rope.scaling.yarn_beta_slow"), betaSlow, 1.0f) ||
@@ -446,14 +458,11 @@ std::optional<gguf::Model> gguf::readLlama(const std::string &path,
       return std::nullopt;
     if (factor == 0) {
       m.fail(key("rope.scaling.factor"),
-             "is missing: " + scaling + " rope scaling needs it");
+             "is missing: yarn rope scaling needs it");
       return std::nullopt;
     }
-    if (scaling == "linear")
-      llama2c::linearRopeScaling(c, factor);
-    else
-      llama2c::yarnRopeScaling(c, factor, double(original), betaFast, betaSlow,
-                               attnFactor * llama2c::yarnMscale(factor));
+    llama2c::yarnRopeScaling(c, factor, double(original), betaFast, betaSlow,
+                             attnFactor * llama2c::yarnMscale(factor));
   } else if (scaling != "none") {
     m.fail(key("rope.scaling.type"),
            "is '" + safetensors::printable(scaling) +
@@ -556,8 +565,11 @@ std::optional<gguf::Model> gguf::readLlama(const std::string &path,
       return true;
     const int64_t pairs = c.headDim() / 2;
     if (!out.empty()) {
-      error = path + ": tensor '" + name + "' and rope scaling '" + scaling +
-              "' both set the rope's frequencies";
+      error = path + ": tensor '" + name + "' and " +
+              (used.contains("rope_freqs.weight")
+                   ? std::string("tensor 'rope_freqs.weight'")
+                   : "rope scaling '" + scaling + "'") +
+              " both set the rope's frequencies";
       return false;
     }
     if (t->type != TensorType::F32 ||

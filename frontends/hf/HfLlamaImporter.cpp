@@ -142,7 +142,8 @@ bool ropeScaling(ConfigReader &r, llama2c::Config &c) {
       type == std::optional<StringRef>("su")) {
     // Per-pair divisors for contexts up to the original one and past it;
     // the original context is the config's original_max_position_embeddings
-    // (Phi-3's), else the rope_scaling's, else max_position_embeddings.
+    // (Phi-3's), else the rope_scaling's, else max_position_embeddings (the
+    // long factors then only for a longer --context-length).
     auto factors = [&](StringRef key, std::vector<float> &out) {
       const llvm::json::Array *a = o->getArray(key);
       if (!a || int64_t(a->size()) != c.headDim() / 2)
@@ -159,23 +160,33 @@ bool ropeScaling(ConfigReader &r, llama2c::Config &c) {
       }
       return true;
     };
-    double original = double(c.maxSeq), attention = 0;
+    // The stretch the attention factor is for: max_position_embeddings
+    // over the original context, or (without one) rope_scaling's factor,
+    // as transformers' _compute_longrope_parameters takes them.
+    double original = 0, stretch = 0, attention = 0;
     if (std::optional<int64_t> top =
             r.object().getInteger("original_max_position_embeddings"))
       original = double(*top);
     else if (!optionalNumber("original_max_position_embeddings", original))
       return false;
-    if (!(original > 1) || !factors("short_factor", c.ropeFreqFactors) ||
+    if (original > 0) {
+      stretch = double(c.maxSeq) / original;
+    } else {
+      original = double(c.maxSeq);
+      if (!optionalNumber("factor", stretch))
+        return false;
+    }
+    if (!(original > 1))
+      return r.fail("'original_max_position_embeddings' must be an integer "
+                    "> 1");
+    if (!factors("short_factor", c.ropeFreqFactors) ||
         !factors("long_factor", c.ropeFreqFactorsLong) ||
         !optionalNumber("attention_factor", attention))
-      return original > 1 ? false
-                          : r.fail("'original_max_position_embeddings' must "
-                                   "be an integer > 1");
+      return false;
     c.ropeOriginalContext = int64_t(original);
-    c.ropeScale =
-        float(attention > 0 ? attention
-                            : llama2c::longRopeAttentionFactor(
-                                  double(c.maxSeq) / original, original));
+    c.ropeScale = float(
+        attention > 0 ? attention
+                      : llama2c::longRopeAttentionFactor(stretch, original));
     return true;
   }
   if (type != std::optional<StringRef>("llama3"))
@@ -354,6 +365,30 @@ bool parseConfig(const std::string &path, llama2c::Config &c,
   if (c.headDim() % 2 != 0)
     return r.fail("the head size " + std::to_string(c.headDim()) +
                   " is odd: rope needs pairs");
+  // transformers' layer_types (its newer versions write it; Qwen 2's default
+  // comes from use_sliding_window and max_window_layers): the layers that
+  // use the window, where the config has one. Loom's graph windows the
+  // layers from one on.
+  if (const llvm::json::Array *types = o->getArray("layer_types")) {
+    if (int64_t(types->size()) != c.nLayers)
+      return r.fail("'layer_types' has " + std::to_string(types->size()) +
+                    " entries for " + std::to_string(c.nLayers) + " layers");
+    int64_t from = c.nLayers;
+    for (int64_t i = 0; i < c.nLayers; ++i) {
+      std::optional<StringRef> t = (*types)[size_t(i)].getAsString();
+      if (t != std::optional<StringRef>("full_attention") &&
+          t != std::optional<StringRef>("sliding_attention"))
+        return r.fail("'layer_types' holds something other than "
+                      "\"full_attention\" and \"sliding_attention\"");
+      if (*t == "sliding_attention" && from == c.nLayers)
+        from = i;
+      else if (*t == "full_attention" && from < c.nLayers && c.slidingWindow)
+        return r.fail("'layer_types': a full-attention layer after a "
+                      "sliding-window one is not supported (Loom windows "
+                      "the layers from one on)");
+    }
+    c.slidingWindowFrom = from;
+  }
   return ropeScaling(r, c);
 }
 } // namespace

@@ -747,7 +747,6 @@ DispatchDesc SemanticChecker::dispatch(const fbs::Dispatch &d,
     expectRow("k", r.inputs[1], nh * hd);
     expectRow("v", r.inputs[2], nh * hd);
     expectRow("output", r.outputs[0], nh * hd);
-    window(4);
     for (uint32_t in : r.inputs)
       disjoint(in, r.outputs[0]);
     break;

@@ -682,7 +682,6 @@ constexpr KernelArity kKernelArity[] = {
     {"embed", 0, 1, 0, 1, 0, {0, 1}},
     {"rms_norm", 1, 1, 0, 1, 0, 1},
     {"matmul", 1, 1, 0, {1, 2}, 1, 0},
-    // rope: theta, then freq_factors (head_dim / 2 of them) if any.
     // rope: theta, then freq_factors (head_dim / 2 of them) if any, then
     // (after the factors) the rotation's scale if any.
     {"rope", 1, 1, 0, 0, 2, {1, 2 + 2048}},

@@ -160,8 +160,6 @@ struct F16Row {
   float at(int64_t k) const { return halfToFloat(w[k]); }
 };
 
-// R rows of y = W x (R a constant, so that the accumulators stay in
-// registers), Row::at widening one weight for the tail.
 // One row of y = W x, Row::at widening one weight for the tail.
 template <typename Row>
 void matvecRow(const float *x, const Row &row, int64_t K, float *y,

@@ -87,6 +87,12 @@ def main():
         meta.append([b"llama.rope.scaling.type", 8, b"longrope"])
     elif case == "rope-no-factor":
         meta.append([b"llama.rope.scaling.type", 8, b"yarn"])
+    elif case == "rope-factor-only":  # llama.cpp's default type: linear
+        meta.append([b"llama.rope.scaling.factor", 6, 2.0])
+    elif case == "yarn-attn-factor":
+        meta.append([b"llama.rope.scaling.type", 8, b"yarn"])
+        meta.append([b"llama.rope.scaling.factor", 6, 4.0])
+        meta.append([b"llama.rope.scaling.yarn_attn_factor", 6, 0.5])
     elif case == "partial-rope":
         key[b"llama.rope.dimension_count"][2] = 4
     elif case == "no-heads":

@@ -123,6 +123,16 @@ def main():
             rows = tensors[name][1][0]
             tensors[name[: -len("weight")] + "bias"] = ["F32", [rows],
                                                         bytes(4 * rows)]
+    elif case == "qwen2-layer-types":  # transformers' newer form of it
+        config["model_type"] = "qwen2"
+        config["use_sliding_window"] = True
+        config["sliding_window"] = 64
+        config["layer_types"] = ["full_attention"] * 3 + ["sliding_attention"] * 2
+        for name in [n for n in tensors if n.endswith("_proj.weight")
+                     and ".self_attn." in n and n.split(".")[-2][0] in "qkv"]:
+            rows = tensors[name][1][0]
+            tensors[name[: -len("weight")] + "bias"] = ["F32", [rows],
+                                                        bytes(4 * rows)]
     elif case == "zero-window":
         config["model_type"] = "mistral"
         config["sliding_window"] = 0
