@@ -1518,6 +1518,23 @@ std::vector<int64_t> Model::attentionWindows() const {
   return windows;
 }
 
+std::optional<Model::RopeInfo> Model::rope() const {
+  for (const rt::DispatchDesc &d : data_->forward().dispatches)
+    if (d.kernel == rt::Kernel::Rope ||
+        d.kernel == rt::Kernel::FusedQkvAttention) {
+      RopeInfo info;
+      info.theta = d.fparams[0];
+      if (const float *f = rt::ropeFreqFactors(d))
+        info.freq_factors.assign(
+            f,
+            f + (d.kernel == rt::Kernel::Rope ? d.iparams[1] : d.iparams[3]) /
+                    2);
+      info.scale = rt::ropeScale(d);
+      return info;
+    }
+  return std::nullopt;
+}
+
 std::vector<Model::WeightTypeInfo> Model::weightTypes() const {
   constexpr rt::WeightType order[] = {
       rt::WeightType::F32,  rt::WeightType::BF16, rt::WeightType::F16,

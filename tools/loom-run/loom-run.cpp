@@ -969,6 +969,26 @@ int printInfo(const std::string &path, const loom::Model &model) {
     stops += (stops.empty() ? ", stop: " : " ") + std::to_string(id);
   std::printf("rope_theta: %g, norm_eps: %g, bos: %d, eos: %d%s\n",
               c.rope_theta, c.norm_eps, c.bos_id, c.eos_id, stops.c_str());
+  // RoPE scaling (a context extension): its divisors and scale, if any.
+  if (std::optional<loom::Model::RopeInfo> rope = model.rope();
+      rope && (!rope->freq_factors.empty() || rope->scale != 1.0f)) {
+    auto g = [](float v) {
+      char text[32];
+      std::snprintf(text, sizeof text, "%g", v);
+      return std::string(text);
+    };
+    std::string text;
+    if (!rope->freq_factors.empty()) {
+      auto [lo, hi] = std::minmax_element(rope->freq_factors.begin(),
+                                          rope->freq_factors.end());
+      text = "frequency divisors " + g(*lo) + " .. " + g(*hi) + " (" +
+             std::to_string(rope->freq_factors.size()) + " pairs)";
+    }
+    if (rope->scale != 1.0f)
+      text +=
+          (text.empty() ? "" : ", ") + std::string("scale ") + g(rope->scale);
+    std::printf("rope scaling: %s\n", text.c_str());
+  }
   // Sliding-window attention: one line, for the layers that have a window.
   const std::vector<int64_t> windows = model.attentionWindows();
   std::vector<int64_t> sizes;

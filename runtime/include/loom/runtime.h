@@ -205,6 +205,16 @@ public:
   // the positions each row attends to, its own included (0: every earlier
   // position). Mistral v0.1, Phi-3, Qwen 2 under use_sliding_window.
   std::vector<int64_t> attentionWindows() const;
+  // The rotary embedding of the forward program's first rope: theta, its
+  // per-pair frequency divisors (empty: none; Llama 3.1's, linear, YaRN or
+  // LongRoPE scaling) and the scale of its rotation (1: none). nullopt for a
+  // model without one.
+  struct RopeInfo {
+    float theta = 0.0f;
+    std::vector<float> freq_factors;
+    float scale = 1.0f;
+  };
+  std::optional<RopeInfo> rope() const;
   // The looped block, or nullptr when the model has none.
   const LoopInfo *loop() const;
   // The chunk encoder, or nullptr when the artifact has none (compiled
