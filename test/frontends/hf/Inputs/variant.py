@@ -133,6 +133,13 @@ def main():
             rows = tensors[name][1][0]
             tensors[name[: -len("weight")] + "bias"] = ["F32", [rows],
                                                         bytes(4 * rows)]
+    elif case == "longrope-short-list":
+        config["rope_scaling"] = {"type": "longrope", "short_factor": [1.0, 1.0],
+                                  "long_factor": [2.0, 2.0, 2.0, 2.0]}
+    elif case == "layer-types-mixed":
+        config["model_type"] = "mistral"
+        config["sliding_window"] = 64
+        config["layer_types"] = ["sliding_attention", "full_attention"] * 2 + ["full_attention"]
     elif case == "zero-window":
         config["model_type"] = "mistral"
         config["sliding_window"] = 0
