@@ -10,7 +10,7 @@
 #   bash scripts/gpu-check.sh build-gpu-bundle
 #
 # Needs a build with the CUDA backend (build/, LOOM_ENABLE_CUDA=ON) and
-# ../shared. About 40 MB.
+# ../shared. About 50 MB.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
