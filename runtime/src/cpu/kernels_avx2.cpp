@@ -383,6 +383,84 @@ void decodeBlocksAvx2(BlockKind kind, const uint8_t *blocks, int64_t count,
     decode(blocks + b * kBlockBytes[k], dst + b * kBlockValues[k]);
 }
 
+// One Q4_K / Q5_K block (decodeQ45K's values: d1 * q, then - m1, per
+// group of 32) times x[0 .. 256) into matvecRow's four accumulators,
+// decoded in registers: groups 2p and 2p + 1 are the low and high nibbles
+// of qs bytes [32p, 32p + 32), each 8 of them widened straight from memory
+// (Q5_K: the fifth bit of value i of group g is bit g of qh[i]); every
+// accumulator takes group 2p before 2p + 1, so the sum is matvecRow's.
+template <bool kFive>
+void q45KBlock(const uint8_t *b, const float *x, __m256 acc[4]) {
+  const float d = halfScalar(b), dmin = halfScalar(b + 2);
+  const uint8_t *qs = b + (kFive ? 48 : 16), *qh = b + 16;
+  const __m256i nibble = _mm256_set1_epi32(0x0f), one = _mm256_set1_epi32(1);
+  for (int p = 0; p < 4; ++p) {
+    uint8_t sc0, mn0, sc1, mn1;
+    ggml::scaleMinK4(b + 4, 2 * p, sc0, mn0);
+    ggml::scaleMinK4(b + 4, 2 * p + 1, sc1, mn1);
+    const __m256 d0 = _mm256_set1_ps(d * float(sc0)),
+                 m0 = _mm256_set1_ps(dmin * float(mn0)),
+                 d1 = _mm256_set1_ps(d * float(sc1)),
+                 m1 = _mm256_set1_ps(dmin * float(mn1));
+    const float *x0 = x + 64 * p, *x1 = x0 + 32;
+    for (int c = 0; c < 4; ++c) {
+      const __m256i q = _mm256_cvtepu8_epi32(_mm_loadl_epi64(
+          reinterpret_cast<const __m128i *>(qs + 32 * p + 8 * c)));
+      __m256i lo = _mm256_and_si256(q, nibble), hi = _mm256_srli_epi32(q, 4);
+      if constexpr (kFive) {
+        const __m256i h = _mm256_cvtepu8_epi32(
+            _mm_loadl_epi64(reinterpret_cast<const __m128i *>(qh + 8 * c)));
+        lo = _mm256_or_si256(
+            lo, _mm256_slli_epi32(
+                    _mm256_and_si256(_mm256_srli_epi32(h, 2 * p), one), 4));
+        hi = _mm256_or_si256(
+            hi, _mm256_slli_epi32(
+                    _mm256_and_si256(_mm256_srli_epi32(h, 2 * p + 1), one), 4));
+      }
+      const __m256 v0 =
+          _mm256_sub_ps(_mm256_mul_ps(d0, _mm256_cvtepi32_ps(lo)), m0);
+      const __m256 v1 =
+          _mm256_sub_ps(_mm256_mul_ps(d1, _mm256_cvtepi32_ps(hi)), m1);
+      acc[c] = _mm256_fmadd_ps(_mm256_loadu_ps(x0 + 8 * c), v0, acc[c]);
+      acc[c] = _mm256_fmadd_ps(_mm256_loadu_ps(x1 + 8 * c), v1, acc[c]);
+    }
+  }
+}
+
+// One Q6_K block (decodeQ6K's values, its integer work on 32 quants at a
+// time) times x[0 .. 256) into matvecRow's four accumulators: each run of
+// 32 values scaled in registers and added as it is decoded, runs in order.
+void q6KBlock(const uint8_t *b, const float *x, __m256 acc[4]) {
+  const uint8_t *ql = b, *qhp = b + 128;
+  const auto *scales = reinterpret_cast<const int8_t *>(b + 192);
+  const float d = halfScalar(b + 208);
+  const __m256i nibble = _mm256_set1_epi8(0x0f), three = _mm256_set1_epi8(3);
+  const __m256i bias = _mm256_set1_epi8(32);
+  for (int h = 0; h < 2; ++h) {
+    const __m256i qh =
+        _mm256_loadu_si256(reinterpret_cast<const __m256i *>(qhp + 32 * h));
+    for (int k = 0; k < 4; ++k) {
+      const __m256i l = _mm256_loadu_si256(
+          reinterpret_cast<const __m256i *>(ql + 64 * h + 32 * (k % 2)));
+      const __m256i low =
+          k < 2 ? _mm256_and_si256(l, nibble)
+                : _mm256_and_si256(_mm256_srli_epi16(l, 4), nibble);
+      const __m256i high = _mm256_and_si256(
+          _mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * k)), three);
+      const __m256i q = _mm256_sub_epi8(
+          _mm256_or_si256(low, _mm256_slli_epi16(high, 4)), bias);
+      const int s = 8 * h + 2 * k;
+      __m256 v[4];
+      scaleQuants(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1),
+                  _mm256_set1_ps(d * float(scales[s])),
+                  _mm256_set1_ps(d * float(scales[s + 1])), v);
+      const float *xr = x + 128 * h + 32 * k;
+      for (int c = 0; c < 4; ++c)
+        acc[c] = _mm256_fmadd_ps(_mm256_loadu_ps(xr + 8 * c), v[c], acc[c]);
+    }
+  }
+}
+
 // Block-encoded row r (whole blocks; K is a multiple of the block's
 // values, so of 32): each block decoded to exact f32 values, then summed as
 // matvecRow sums f32 rows. Q8_0 and Q4_0 decode in registers (the format a
@@ -412,6 +490,10 @@ void blockRow(const float *x, const uint8_t *W, float *y, int64_t K, int64_t r,
         decodeQ4(blk, v);
       for (int c = 0; c < 4; ++c)
         acc[c] = _mm256_fmadd_ps(_mm256_loadu_ps(xb + 8 * c), v[c], acc[c]);
+    } else if constexpr (kKind == BlockKind::Q4_K || kKind == BlockKind::Q5_K) {
+      q45KBlock<kKind == BlockKind::Q5_K>(blk, xb, acc);
+    } else if constexpr (kKind == BlockKind::Q6_K) {
+      q6KBlock(blk, xb, acc);
     } else {
       kDecoder(kKind)(blk, w);
       for (int64_t e = 0; e < values; e += 32)
