@@ -314,8 +314,10 @@ template <bool kFive> void decodeQ45K(const uint8_t *b, float *out) {
 
 // Q6_K: two halves of 128 values; run k (0..3) of half h: low 4 bits from
 // the low (k < 2) or high nibbles of ql[64h + 32 (k % 2) + i], top 2 bits
-// from qh[32h + i] >> 2k, minus 32; one int8 scale per 16 values.
-void decodeQ6K(const uint8_t *b, float *out) {
+// from qh[32h + i] >> 2k, minus 32; one int8 scale per 16 values. Calls
+// f(r, v) for the runs r = 4h + k in order, v their 32 values (the
+// integer work on 32 quants at a time).
+template <typename F> void forEachQ6KRun(const uint8_t *b, F &&f) {
   const uint8_t *ql = b, *qhp = b + 128;
   const auto *scales = reinterpret_cast<const int8_t *>(b + 192);
   const float d = halfScalar(b + 208);
@@ -335,10 +337,20 @@ void decodeQ6K(const uint8_t *b, float *out) {
       const __m256i q = _mm256_sub_epi8(
           _mm256_or_si256(low, _mm256_slli_epi16(high, 4)), bias);
       const int s = 8 * h + 2 * k;
-      affine32<false>(q, d * float(scales[s]), d * float(scales[s + 1]), 0.0f,
-                      0.0f, out + 128 * h + 32 * k);
+      __m256 v[4];
+      scaleQuants(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1),
+                  _mm256_set1_ps(d * float(scales[s])),
+                  _mm256_set1_ps(d * float(scales[s + 1])), v);
+      f(4 * h + k, v);
     }
   }
+}
+
+void decodeQ6K(const uint8_t *b, float *out) {
+  forEachQ6KRun(b, [&](int r, const __m256 v[4]) {
+    for (int c = 0; c < 4; ++c)
+      _mm256_storeu_ps(out + 32 * r + 8 * c, v[c]);
+  });
 }
 
 // Q8_0 / Q4_0 blocks decoded in registers, stored (the GEMM's packing and
@@ -427,38 +439,15 @@ void q45KBlock(const uint8_t *b, const float *x, __m256 acc[4]) {
   }
 }
 
-// One Q6_K block (decodeQ6K's values, its integer work on 32 quants at a
-// time) times x[0 .. 256) into matvecRow's four accumulators: each run of
-// 32 values scaled in registers and added as it is decoded, runs in order.
+// One Q6_K block (decodeQ6K's values) times x[0 .. 256) into matvecRow's
+// four accumulators: each run of 32 values added as it is decoded, runs in
+// order.
 void q6KBlock(const uint8_t *b, const float *x, __m256 acc[4]) {
-  const uint8_t *ql = b, *qhp = b + 128;
-  const auto *scales = reinterpret_cast<const int8_t *>(b + 192);
-  const float d = halfScalar(b + 208);
-  const __m256i nibble = _mm256_set1_epi8(0x0f), three = _mm256_set1_epi8(3);
-  const __m256i bias = _mm256_set1_epi8(32);
-  for (int h = 0; h < 2; ++h) {
-    const __m256i qh =
-        _mm256_loadu_si256(reinterpret_cast<const __m256i *>(qhp + 32 * h));
-    for (int k = 0; k < 4; ++k) {
-      const __m256i l = _mm256_loadu_si256(
-          reinterpret_cast<const __m256i *>(ql + 64 * h + 32 * (k % 2)));
-      const __m256i low =
-          k < 2 ? _mm256_and_si256(l, nibble)
-                : _mm256_and_si256(_mm256_srli_epi16(l, 4), nibble);
-      const __m256i high = _mm256_and_si256(
-          _mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * k)), three);
-      const __m256i q = _mm256_sub_epi8(
-          _mm256_or_si256(low, _mm256_slli_epi16(high, 4)), bias);
-      const int s = 8 * h + 2 * k;
-      __m256 v[4];
-      scaleQuants(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1),
-                  _mm256_set1_ps(d * float(scales[s])),
-                  _mm256_set1_ps(d * float(scales[s + 1])), v);
-      const float *xr = x + 128 * h + 32 * k;
-      for (int c = 0; c < 4; ++c)
-        acc[c] = _mm256_fmadd_ps(_mm256_loadu_ps(xr + 8 * c), v[c], acc[c]);
-    }
-  }
+  forEachQ6KRun(b, [&](int r, const __m256 v[4]) {
+    for (int c = 0; c < 4; ++c)
+      acc[c] =
+          _mm256_fmadd_ps(_mm256_loadu_ps(x + 32 * r + 8 * c), v[c], acc[c]);
+  });
 }
 
 // Block-encoded row r (whole blocks; K is a multiple of the block's
