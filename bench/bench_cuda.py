@@ -213,6 +213,7 @@ def main():
     here = os.path.dirname(os.path.abspath(__file__))
     b = os.path.abspath(a.bundle)
     os.makedirs(a.workdir, exist_ok=True)
+    os.makedirs(a.out, exist_ok=True)
     gpu, copy_bw, read_bw = bandwidth()
     bw = max(copy_bw, read_bw)
     print("gpu: %s" % gpu)

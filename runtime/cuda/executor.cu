@@ -15,6 +15,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -48,7 +49,6 @@ std::string mib(uint64_t bytes) {
 // Rows at or below this run the GEMV kernel (and the split attention);
 // more go to cuBLAS.
 constexpr int64_t kGemvRows = kGemvMaxRows;
-constexpr int kMaxAttnSplits = 32;
 
 struct DeviceTensor {
   const void *native = nullptr; // as stored (f32 or bf16)
@@ -195,7 +195,11 @@ private:
                    float *out, int64_t ldo, int64_t T, int64_t nh, int64_t nkv,
                    int64_t hd, int64_t window,
                    const RopeFold &fold = RopeFold());
-  int splitsFor(int64_t nh) const;
+  // resident: blocks of the split kernel one multiprocessor holds at once.
+  int splitsFor(int64_t nh, int64_t T, int resident) const;
+  // attentionSplitKernel's resident blocks per multiprocessor by head_dim
+  // (0: not yet asked).
+  std::array<int, 32 * kAttnMaxDimsPerLane + 1> attn_resident_{};
   // The decode GEMV's configuration for an N x K matrix (kernels.cuh):
   // gemvConfigFor's choice, or LOOM_CUDA_GEMV=U,S for every matrix.
   GemvConfig gemvConfig(int64_t N, int64_t K) const {
@@ -238,9 +242,9 @@ private:
   LoopKvSource *loop_kv_;
   std::vector<DeviceCache> loop_slots_;       // by slot index, allocated on use
   std::vector<uint32_t> loop_cache_of_layer_; // core layer -> its KV cache
-  // LOOM_CUDA_LOOP_GRAPH=1 (an experiment, off until run on a GPU): one-row
-  // looped steps with a fixed iteration count as one graph (loopStepGraph).
-  bool loop_graph_ = false;
+  // One-row looped steps with a fixed iteration count as one graph
+  // (loopStepGraph); LOOM_CUDA_LOOP_GRAPH=0: piece by piece.
+  bool loop_graph_ = true;
   // Captured looped steps and iterations by key: {0, slots...} a whole
   // step, {1 + tail, slots...} one iteration (runLoopGraph).
   std::map<std::vector<int32_t>, cudaGraphExec_t> loop_graphs_;
@@ -272,7 +276,7 @@ private:
   int sm_count_ = 1;
   bool pdl_ = true; // programmatic dependent launch (LOOM_CUDA_PDL=0: off)
   bool rope_fold_ = true;      // LOOM_CUDA_ROPE_FOLD=0: off
-  int attn_blocks_per_sm_ = 2; // LOOM_CUDA_ATTN_BLOCKS=N
+  int attn_blocks_per_sm_ = 1; // LOOM_CUDA_ATTN_BLOCKS=N
   // LOOM_CUDA_ATTN_MERGE=cluster: decode attention's splits merged inside a
   // thread block cluster (an experiment; default: global, the last split).
   bool attn_cluster_ = false;
@@ -296,25 +300,6 @@ private:
   };
   unsigned omit_ = 0;
   bool omitted(unsigned c) const { return (omit_ & c) != 0; }
-  // LOOM_CUDA_PREFETCH=MB (0, the default: off): in one-row steps, before a
-  // norm and after the packed q|k|v projection (so during the attention),
-  // the first MB of the next GEMV's weights (half each for gate and up) are
-  // prefetched into L2 on a side stream, which the step joins at its end.
-  uint64_t prefetch_bytes_ = 0;
-  cudaStream_t side_ = nullptr;
-  std::vector<cudaEvent_t> fork_events_; // one per prefetch of a step
-  cudaEvent_t join_event_ = nullptr;
-  size_t forks_ = 0; // prefetches issued since the last join
-  // Prefetches up to prefetch_bytes_ of the weights of the first GEMV after
-  // dispatch i (in [i + 1, end)): its matrix, or gate and up.
-  void prefetchNextGemm(const ProgramDesc &prog, size_t i, size_t end);
-  void prefetchWeights(const uint32_t *ids, size_t n);
-  // Makes the stream wait for the step's prefetches (before its results
-  // are read, and so that a captured graph joins the side stream).
-  void joinPrefetches();
-  bool prefetching(int64_t T) const {
-    return prefetch_bytes_ > 0 && T == 1 && !trace_;
-  }
   int max_smem_ = 48 * 1024;
   std::vector<cudaEvent_t> trace_events_; // reused across steps
   std::vector<size_t> trace_marks_;       // dispatch of each event
@@ -421,14 +406,6 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device, TraceRecorder *trace,
       throw Error("LOOM_CUDA_LOOP_GRAPH=" + v + ": expected 0 or 1");
     loop_graph_ = v == "1";
   }
-  if (const char *e = std::getenv("LOOM_CUDA_PREFETCH")) {
-    char *rest = nullptr;
-    const long mb = std::strtol(e, &rest, 10);
-    if (rest == e || *rest != '\0' || mb < 0 || mb > 1024)
-      throw Error(std::string("LOOM_CUDA_PREFETCH=") + e +
-                  ": expected megabytes from 0 to 1024");
-    prefetch_bytes_ = uint64_t(mb) << 20;
-  }
   if (const char *e = std::getenv("LOOM_CUDA_GEMV")) {
     int u = 0, sp = 0;
     if (std::sscanf(e, "%d,%d", &u, &sp) != 2 || (u != 4 && u != 8) ||
@@ -443,21 +420,6 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device, TraceRecorder *trace,
   try {
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking),
           "cudaStreamCreate");
-    if (prefetch_bytes_ > 0) {
-      check(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking),
-            "cudaStreamCreate");
-      check(cudaEventCreateWithFlags(&join_event_, cudaEventDisableTiming),
-            "cudaEventCreate");
-      // At most one fork per dispatch of a run: created here, not while a
-      // graph is being captured.
-      size_t most = 0;
-      for (const ProgramDesc &p : m.programs)
-        most = std::max(most, p.dispatches.size());
-      fork_events_.assign(most, nullptr);
-      for (cudaEvent_t &e : fork_events_)
-        check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming),
-              "cudaEventCreate");
-    }
     checkBlas(cublasCreate(&blas_), "cublasCreate");
     checkBlas(cublasSetStream(blas_, stream_), "cublasSetStream");
 
@@ -701,16 +663,6 @@ void CudaExecutor::release() {
   for (cudaEvent_t e : trace_events_)
     cudaEventDestroy(e);
   trace_events_.clear();
-  for (cudaEvent_t e : fork_events_)
-    if (e)
-      cudaEventDestroy(e);
-  fork_events_.clear();
-  if (join_event_)
-    cudaEventDestroy(join_event_);
-  join_event_ = nullptr;
-  if (side_)
-    cudaStreamDestroy(side_);
-  side_ = nullptr;
   for (void *p : allocations_)
     cudaFree(p);
   allocations_.clear();
@@ -877,11 +829,20 @@ void CudaExecutor::attendCache(const DeviceCache &c, const float *q,
                                int64_t nh, int64_t nkv, int64_t hd,
                                int64_t window, const RopeFold &fold) {
   if (T <= kGemvRows) {
-    const int S = attn_cluster_ ? std::min(splitsFor(nh), kMaxClusterSplits)
-                                : splitsFor(nh);
-    const dim3 grid{unsigned(nh), unsigned(T), unsigned(S)};
     withDimsPerLane(hd, [&](auto dpl) {
       constexpr int DPL = decltype(dpl)::value;
+      int &resident = attn_resident_[size_t(hd)];
+      if (resident == 0) {
+        check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+                  &resident, attentionSplitKernel<DPL, false>, kAttnThreads,
+                  attentionSplitSmem(int(hd))),
+              "attention occupancy");
+        resident = std::max(resident, 1);
+      }
+      const int splits = splitsFor(nh, T, resident);
+      const int S =
+          attn_cluster_ ? std::min(splits, kMaxClusterSplits) : splits;
+      const dim3 grid{unsigned(nh), unsigned(T), unsigned(S)};
       if (attn_cluster_)
         launchClustered(attentionSplitKernel<DPL, true>, grid, kAttnThreads,
                         attentionSplitClusterSmem(int(hd)), unsigned(S),
@@ -927,12 +888,18 @@ void CudaExecutor::attendCache(const DeviceCache &c, const float *q,
   });
 }
 
-// Splits of a decode attention: about attn_blocks_per_sm_ (2;
+// Splits of a decode attention: about attn_blocks_per_sm_ (1;
 // LOOM_CUDA_ATTN_BLOCKS=N) blocks per multiprocessor over the heads, at
-// most kMaxAttnSplits.
-int CudaExecutor::splitsFor(int64_t nh) const {
+// most kMaxAttnSplits, and never more blocks (heads x rows x splits) than
+// the multiprocessors hold at once, so that no block waits for a second
+// wave. Measured on an H100 (docs/cuda.md): the 1B shape's decode at 5
+// splits (1 block per SM) 1.07x its speed at 9 (2 per SM), the 110M's at 11
+// splits 1.07x its speed at 22.
+int CudaExecutor::splitsFor(int64_t nh, int64_t T, int resident) const {
   const int64_t want = (attn_blocks_per_sm_ * int64_t(sm_count_) + nh - 1) / nh;
-  return int(std::max<int64_t>(1, std::min<int64_t>(want, kMaxAttnSplits)));
+  const int64_t fit = int64_t(resident) * sm_count_ / (nh * T);
+  return int(std::max<int64_t>(
+      1, std::min<int64_t>(std::min(want, fit), kMaxAttnSplits)));
 }
 
 // FusedQkvAttention: the packed projection, bias, RoPE + KV append,
@@ -956,9 +923,6 @@ void CudaExecutor::qkvAttention(const DispatchDesc &d, int64_t T) {
   if (w.size() > 3 && !omitted(kOmitQkv)) // v's, after q|k
     launchKernel(addRowBiasKernel, unsigned(T), rowThreads(kd), 0,
                  qkv + qd + kd, lq, wf(3), qkv + qd + kd, lq, kd);
-  // The output projection's weights into L2 while the attention runs.
-  if (prefetching(T))
-    prefetchWeights(&w[1], 1);
   // q and k are adjacent column ranges whose heads both start at
   // multiples of head_dim: one rotation covers both, and the same kernel
   // appends the rotated k and v to the cache.
@@ -991,9 +955,14 @@ void CudaExecutor::qkvAttention(const DispatchDesc &d, int64_t T) {
                   fold);
     }
   }
+  const bool accumulate = ip.size() > 4 && ip[4] != 0;
   if (!omitted(kOmitOut))
     gemm(attn, la, w[1], buffer(out[0]), ld(out[0]), T, qd, ld(out[0]),
-         ip.size() > 4 && ip[4] != 0);
+         accumulate);
+  else if (!accumulate) // zeros, not a reused buffer's values (NaN later)
+    check(cudaMemsetAsync(buffer(out[0]), 0,
+                          size_t(T * ld(out[0])) * sizeof(float), stream_),
+          "LOOM_CUDA_OMIT=out");
 }
 
 void CudaExecutor::launch(const DispatchDesc &d, int64_t T, int64_t logit_begin,
@@ -1225,12 +1194,6 @@ int64_t CudaExecutor::run(const ProgramDesc &prog, size_t begin, size_t end,
   const int64_t pos = h_step_->pos;
   for (size_t i = begin; i < end; ++i) {
     const DispatchDesc &d = prog.dispatches[i];
-    // Once per Add + RmsNorm pair, fused or not.
-    if (prefetching(T) &&
-        (d.kernel == Kernel::Add ||
-         (d.kernel == Kernel::RmsNorm &&
-          (i == begin || prog.dispatches[i - 1].kernel != Kernel::Add))))
-      prefetchNextGemm(prog, i, end);
     // LOOM_CUDA_OMIT=gate_up: the FFN's gate and up projections and their
     // SiluMul, also where they are not fused (prefill).
     if (omitted(kOmitGateUp) && d.kernel == Kernel::MatMul && i + 2 < end &&
@@ -1271,63 +1234,9 @@ int64_t CudaExecutor::run(const ProgramDesc &prog, size_t begin, size_t end,
       logit_end = std::min<int64_t>(logit_end, 1);
     }
   }
-  joinPrefetches();
   if (trace_)
     traceFlush(prog, pos);
   return T;
-}
-
-void CudaExecutor::prefetchNextGemm(const ProgramDesc &prog, size_t i,
-                                    size_t end) {
-  const auto &ds = prog.dispatches;
-  for (size_t j = i + 1; j < end; ++j) {
-    const DispatchDesc &d = ds[j];
-    if (d.kernel == Kernel::FusedQkvAttention || d.kernel == Kernel::Logits) {
-      prefetchWeights(d.weight_ids.data(), 1);
-      return;
-    }
-    if (d.kernel == Kernel::MatMul) {
-      if (j + 2 < end && ds[j + 1].kernel == Kernel::MatMul &&
-          ds[j + 2].kernel == Kernel::SiluMul) {
-        const uint32_t ids[2] = {d.weight_ids[0], ds[j + 1].weight_ids[0]};
-        prefetchWeights(ids, 2);
-      } else {
-        prefetchWeights(d.weight_ids.data(), 1);
-      }
-      return;
-    }
-  }
-}
-
-void CudaExecutor::prefetchWeights(const uint32_t *ids, size_t n) {
-  if (forks_ == fork_events_.size())
-    throw Error("internal: more prefetches than dispatches in one run");
-  const cudaEvent_t fork = fork_events_[forks_++];
-  check(cudaEventRecord(fork, stream_), "prefetch fork");
-  check(cudaStreamWaitEvent(side_, fork, 0), "prefetch fork");
-  const uint64_t share = prefetch_bytes_ / n;
-  for (size_t k = 0; k < n; ++k) {
-    const DeviceTensor &t = tensors_[ids[k]];
-    const uint64_t bytes =
-        std::min(share, m_.tensors[ids[k]].bytes) & ~uint64_t(15);
-    if (!t.native || bytes == 0)
-      continue;
-    constexpr unsigned kThreads = 128;
-    const uint64_t chunks = (bytes + kPrefetchChunk - 1) / kPrefetchChunk;
-    const unsigned blocks =
-        unsigned(std::min<uint64_t>((chunks + kThreads - 1) / kThreads, 64));
-    prefetchL2Kernel<<<blocks, kThreads, 0, side_>>>(
-        static_cast<const char *>(t.native), bytes);
-    check(cudaGetLastError(), "prefetch");
-  }
-}
-
-void CudaExecutor::joinPrefetches() {
-  if (forks_ == 0)
-    return;
-  check(cudaEventRecord(join_event_, side_), "prefetch join");
-  check(cudaStreamWaitEvent(stream_, join_event_, 0), "prefetch join");
-  forks_ = 0;
 }
 
 // Traced runs launch dispatch by dispatch (no graphs, no fusion) with a

@@ -42,6 +42,16 @@ __device__ __forceinline__ void pdlWait() {
 #endif
 }
 
+// The lines of w[0, D) into this SM's L1, before pdlWait (weights are
+// never written by a step): a norm's weights then arrive while its
+// predecessor still runs, not after its reduction.
+__device__ __forceinline__ void prefetchL1(const float *w, int64_t D) {
+#if defined(__CUDA_ARCH__)
+  for (int64_t i = 32 * int64_t(threadIdx.x); i < D; i += 32 * blockDim.x)
+    asm volatile("prefetch.global.L1 [%0];" ::"l"(w + i));
+#endif
+}
+
 __device__ __forceinline__ float toFloat(float v) { return v; }
 __device__ __forceinline__ float toFloat(__nv_bfloat16 v) {
   return __bfloat162float(v);
@@ -100,6 +110,7 @@ __global__ void embedKernel(const StepParams *s, const W *table, int64_t D,
 __global__ void rmsNormKernel(const float *x, int64_t ldx, const float *w,
                               float *y, int64_t ldy, int64_t D, float eps) {
   pdlLaunchDependents();
+  prefetchL1(w, D);
   pdlWait();
   __shared__ float red[32];
   const int t = blockIdx.x;
@@ -181,6 +192,7 @@ __global__ void addRmsNormKernel(const float *a, const float *b, float *z,
                                  const float *w, float *y, int64_t D,
                                  float eps) {
   pdlLaunchDependents();
+  prefetchL1(w, D);
   pdlWait();
   __shared__ float red[32];
   const int64_t off = int64_t(blockIdx.x) * D;
@@ -833,12 +845,50 @@ __device__ __forceinline__ void ropeLanes(float *x, int head_dim, float pos,
 // shared memory, without the global partials, the fence, the counter and
 // the L2 round trips. Dynamic shared memory: attentionSplitClusterSmem.
 constexpr int kMaxClusterSplits = 8; // the portable cluster size
+constexpr int kMaxAttnSplits = 32;   // a warp's lanes (mergeSplits)
 __host__ __device__ constexpr size_t attentionSplitSmem(int head_dim) {
   return sizeof(float) * size_t(kAttnThreads / 32) * size_t(head_dim + 2);
 }
 __host__ __device__ constexpr size_t attentionSplitClusterSmem(int head_dim) {
   return attentionSplitSmem(head_dim) + sizeof(float) * size_t(head_dim + 2);
 }
+// out[d] = sum_y e^(m_y - M) o_y[d] / sum_y e^(m_y - M) l_y, M = max m_y,
+// over the splits' partials [o (head_dim), m, l]; load(y, i) reads value i
+// of split y's (global memory, or a cluster peer's shared memory). Every
+// split's m and l are loaded at once (lane y of the first warp), and each
+// output dim's o_y too, so the merge waits for two round trips to L2 (or
+// to the peers), not for one per split and value in turn. The whole block
+// calls it; e: kMaxAttnSplits + 1 floats of shared memory.
+template <typename Load>
+__device__ __forceinline__ void
+mergeSplits(const Load &load, int splits, int head_dim, float *out, float *e) {
+  if (threadIdx.x < 32) {
+    const int y = threadIdx.x;
+    const float m = y < splits ? load(y, head_dim) : -INFINITY;
+    const float l = y < splits ? load(y, head_dim + 1) : 0.0f;
+    const float M = warpMax(m);
+    const float ey = m == -INFINITY ? 0.0f : expf(m - M);
+    const float L = warpSum(ey * l);
+    e[y] = ey;
+    if (y == 0)
+      e[kMaxAttnSplits] = L;
+  }
+  __syncthreads();
+  const float L = e[kMaxAttnSplits];
+  for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
+    float v[kMaxAttnSplits];
+#pragma unroll
+    for (int y = 0; y < kMaxAttnSplits; ++y)
+      v[y] = y < splits ? load(y, d) : 0.0f;
+    float o = 0.0f;
+#pragma unroll
+    for (int y = 0; y < kMaxAttnSplits; ++y)
+      if (y < splits)
+        o = fmaf(e[y], v[y], o);
+    out[d] = o / L;
+  }
+}
+
 template <int DPL, bool CLUSTER> // head_dim <= 32 DPL
 __global__ void __launch_bounds__(kAttnThreads)
     attentionSplitKernel(const StepParams *s, const float *q, int64_t ldq,
@@ -849,6 +899,7 @@ __global__ void __launch_bounds__(kAttnThreads)
   pdlWait();
   extern __shared__ float smem[];
   __shared__ bool last;
+  __shared__ float merge_e[kMaxAttnSplits + 1];
   const int h = blockIdx.x, t = blockIdx.y, z = blockIdx.z;
   const int splits = gridDim.z, n_heads = gridDim.x;
   const int end = s->pos + t + 1;
@@ -924,6 +975,10 @@ __global__ void __launch_bounds__(kAttnThreads)
           }
         }
     }
+    // The kB scores, then one rescale for all of them: the exponentials
+    // are independent of each other, not a chain through m.
+    float sc[kB];
+    float mn = m;
 #pragma unroll
     for (int b = 0; b < kB; ++b) {
       float dot = 0.0f;
@@ -931,17 +986,24 @@ __global__ void __launch_bounds__(kAttnThreads)
       for (int i = 0; i < DPL; ++i)
         dot = fmaf(qv[i], kv[b][i], dot);
       dot = warpSum(dot);
-      if (j0 + b * nw < hi) {
-        const float sc = dot / div;
-        const float mn = fmaxf(m, sc);
-        const float corr = expf(m - mn), p = expf(sc - mn);
-        l = l * corr + p;
-#pragma unroll
-        for (int i = 0; i < DPL; ++i)
-          acc[i] = fmaf(p, vv[b][i], acc[i] * corr);
-        m = mn;
-      }
+      sc[b] = j0 + b * nw < hi ? dot / div : -INFINITY;
+      mn = fmaxf(mn, sc[b]);
     }
+    // j0 < hi: sc[0] is finite, and so is mn; m = -inf gives corr = 0.
+    const float corr = expf(m - mn);
+    l *= corr;
+#pragma unroll
+    for (int i = 0; i < DPL; ++i)
+      acc[i] *= corr;
+#pragma unroll
+    for (int b = 0; b < kB; ++b) {
+      const float p = expf(sc[b] - mn); // 0 past hi
+      l += p;
+#pragma unroll
+      for (int i = 0; i < DPL; ++i)
+        acc[i] = fmaf(p, vv[b][i], acc[i]);
+    }
+    m = mn;
   }
   // The block's warps merged: part[warp] = [o (head_dim), m, l].
   float *part = smem;
@@ -983,26 +1045,10 @@ __global__ void __launch_bounds__(kAttnThreads)
     namespace cg = cooperative_groups;
     cg::cluster_group cluster = cg::this_cluster();
     cluster.sync(); // every split's [o, m, l] is in its shared memory
-    if (cluster.block_rank() == 0) {
-      float M = -INFINITY;
-      for (int y = 0; y < splits; ++y)
-        M = fmaxf(M, cluster.map_shared_rank(w, y)[head_dim]);
-      float L = 0.0f;
-      for (int y = 0; y < splits; ++y) {
-        const float *py = cluster.map_shared_rank(w, y);
-        if (py[head_dim] != -INFINITY)
-          L += expf(py[head_dim] - M) * py[head_dim + 1];
-      }
-      for (int d = threadIdx.x; d < head_dim; d += kAttnThreads) {
-        float o = 0.0f;
-        for (int y = 0; y < splits; ++y) {
-          const float *py = cluster.map_shared_rank(w, y);
-          if (py[head_dim] != -INFINITY)
-            o += expf(py[head_dim] - M) * py[d];
-        }
-        out[t * ldo + int64_t(h) * head_dim + d] = o / L;
-      }
-    }
+    if (cluster.block_rank() == 0)
+      mergeSplits(
+          [&](int y, int i) { return cluster.map_shared_rank(w, y)[i]; },
+          splits, head_dim, out + t * ldo + int64_t(h) * head_dim, merge_e);
     cluster.sync(); // the peers' shared memory outlives the first's reads
     return;
 #endif
@@ -1017,47 +1063,10 @@ __global__ void __launch_bounds__(kAttnThreads)
     return;
   __threadfence();
   const float *all = ws + (int64_t(t) * n_heads + h) * splits * stride;
-  float M = -INFINITY;
-  for (int y = 0; y < splits; ++y)
-    M = fmaxf(M, __ldcg(all + y * stride + head_dim));
-  float L = 0.0f;
-  for (int y = 0; y < splits; ++y) {
-    const float m = __ldcg(all + y * stride + head_dim);
-    if (m != -INFINITY)
-      L += expf(m - M) * __ldcg(all + y * stride + head_dim + 1);
-  }
-  for (int d = threadIdx.x; d < head_dim; d += kAttnThreads) {
-    float o = 0.0f;
-    for (int y = 0; y < splits; ++y) {
-      const float m = __ldcg(all + y * stride + head_dim);
-      if (m != -INFINITY)
-        o += expf(m - M) * __ldcg(all + y * stride + d);
-    }
-    out[t * ldo + int64_t(h) * head_dim + d] = o / L;
-  }
+  mergeSplits([&](int y, int i) { return __ldcg(all + y * stride + i); },
+              splits, head_dim, out + t * ldo + int64_t(h) * head_dim, merge_e);
   if (threadIdx.x == 0)
     counters[t * n_heads + h] = 0; // ready for the next launch
-}
-
-// Asks L2 to fetch `bytes` (a multiple of 16, p 16-byte aligned) from p,
-// in chunks of kPrefetchChunk bytes per thread, and returns at once: the
-// bulk prefetch (sm_90) moves no data into registers. Launched on a side
-// stream so that a GEMV's weights arrive in L2 while latency-bound kernels
-// (a norm, the attention) leave the memory idle (LOOM_CUDA_PREFETCH).
-constexpr uint64_t kPrefetchChunk = 64 * 1024;
-__global__ void prefetchL2Kernel(const char *p, uint64_t bytes) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  const uint64_t step = uint64_t(gridDim.x) * blockDim.x * kPrefetchChunk;
-  for (uint64_t off =
-           (uint64_t(blockIdx.x) * blockDim.x + threadIdx.x) * kPrefetchChunk;
-       off < bytes; off += step) {
-    const uint32_t n =
-        uint32_t(bytes - off < kPrefetchChunk ? bytes - off : kPrefetchChunk);
-    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p + off),
-                 "r"(n)
-                 : "memory");
-  }
-#endif
 }
 
 // Decode GEMVs: y[t, n] (+)= sum_k x[t, k] W[n, k] for T <= kGemvMaxRows

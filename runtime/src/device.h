@@ -63,8 +63,8 @@ public:
   virtual void copyRows(uint32_t dst, uint32_t src, int64_t n) = 0;
 
   // Whether loopStepGraph and loopIterationGraph run looped steps
-  // (LOOM_CUDA_LOOP_GRAPH=1, not in traced sessions); otherwise the session
-  // drives them piece by piece.
+  // (CUDA unless LOOM_CUDA_LOOP_GRAPH=0, not in traced sessions); otherwise the
+  // session drives them piece by piece.
   virtual bool capturesLoopSteps() const = 0;
   // A looped model's whole token step on one row with a fixed iteration
   // count, enqueued as one CUDA graph (captured for a slot list, replayed

@@ -155,6 +155,14 @@ std::string writeArtifact(const Case &c, TempFile **keep) {
 // = 0.25 still catches a wrong weight or kernel, which is off by the
 // logits' scale.
 constexpr double kBf16CublasTol = 0.25;
+// f32 models: CUDA against the CPU. Under LOOM_CUDA_PREFILL_ATTN=tc (an
+// experiment) long steps' attention runs as 3xTF32 products, each off by
+// up to ~3 * 2^-22 relative where an f32 product is off by 2^-24: 2.6e-5
+// on "deep" (head_dim 128) on an H100, hence 5e-5 there.
+double f32Tol() {
+  const char *e = std::getenv("LOOM_CUDA_PREFILL_ATTN");
+  return e && std::string(e) == "tc" ? 5e-5 : 2e-5;
+}
 double relDiff(const float *a, const float *b, size_t n) {
   double d = 0, m = 0;
   for (size_t i = 0; i < n; ++i) {
@@ -191,7 +199,7 @@ TEST_P(CudaVsCpu, PrefillDecodeAndSamplingAgree) {
   loom::Session gpu(model, cudaOptions());
   EXPECT_EQ(gpu.device(), loom::Device::Cuda);
   const int64_t V = model->config().vocab_size;
-  const double tol = c.bf16 ? kBf16CublasTol : 2e-5;
+  const double tol = c.bf16 ? kBf16CublasTol : f32Tol();
 
   // Prompt longer than one step (chunking), every row's logits.
   const std::vector<int32_t> prompt = promptIds(71, V);
@@ -397,38 +405,6 @@ TEST_F(CudaSession, OmitLeavesKernelClassesOut) {
     env.expectRefused(model_, bad);
 }
 
-// LOOM_CUDA_PREFETCH=MB prefetches weights into L2 on a side stream that
-// the decode graphs fork and join: the results are bit for bit those of a
-// session without it; a malformed size is refused by name.
-TEST_F(CudaSession, PrefetchChangesNoResult) {
-  ScopedEnv env("LOOM_CUDA_PREFETCH");
-  const int64_t V = model_->config().vocab_size;
-  const std::vector<int32_t> prompt = promptIds(12, V);
-  auto decode = [&](loom::Session &s) {
-    std::vector<float> all;
-    loom::Logits l = s.forward(prompt.data(), prompt.size());
-    int32_t next = 7;
-    for (int step = 0; step < 6; ++step) {
-      l = s.forward(&next, 1); // the forward graph
-      all.insert(all.end(), l.last(), l.last() + V);
-      next = static_cast<int32_t>((next * 5 + 1) % V);
-    }
-    loom::Sampler greedy(V, 0.0f, 1.0f, 1);
-    for (int step = 0; step < 6; ++step) // the forward + sample graph
-      all.push_back(float(next = s.forwardSample(next, greedy)));
-    return all;
-  };
-  loom::Session plain(model_, cudaOptions());
-  const std::vector<float> want = decode(plain);
-  for (const char *mb : {"1", "64"}) {
-    env.set(mb);
-    loom::Session prefetching(model_, cudaOptions());
-    EXPECT_EQ(decode(prefetching), want) << "LOOM_CUDA_PREFETCH=" << mb;
-  }
-  for (const char *bad : {"-1", "12x", "", "2000"})
-    env.expectRefused(model_, bad);
-}
-
 // LOOM_CUDA_ATTN_MERGE=cluster merges decode attention's splits inside a
 // thread block cluster: the decode logits agree with the default merge to
 // f32 rounding, for models whose splits fill a cluster and for the deep
@@ -461,7 +437,7 @@ TEST_F(CudaSession, ClusterMergeMatchesTheGlobalOne) {
     const std::vector<float> want = decode();
     env.set("cluster");
     const std::vector<float> got = decode();
-    EXPECT_LT(relDiff(got.data(), want.data(), want.size()), 2e-5)
+    EXPECT_LT(relDiff(got.data(), want.data(), want.size()), f32Tol())
         << "dim " << o.dim;
   }
   env.expectRefused(model_, "clusters");
@@ -539,7 +515,7 @@ TEST_F(CudaSession, PlaceholderRowsReplaceEmbeddings) {
   loom::Logits a = cpu.forward(ids.data(), ids.size(), true, emb.data());
   std::vector<float> ref(a.data, a.data + a.rows * V);
   loom::Logits b = gpu.forward(ids.data(), ids.size(), true, emb.data());
-  EXPECT_LT(relDiff(b.data, ref.data(), ref.size()), 2e-5);
+  EXPECT_LT(relDiff(b.data, ref.data(), ref.size()), f32Tol());
 }
 
 TEST_F(CudaSession, BadInputIsRejectedBeforeAnyWork) {
@@ -587,16 +563,16 @@ TEST(CudaRefrag, EncoderProgramsMatchTheCpu) {
   std::vector<float> ec = cpu.encodeChunk(chunk, 4);
   std::vector<float> eg = gpu.encodeChunk(chunk, 4);
   ASSERT_EQ(ec.size(), eg.size());
-  EXPECT_LT(relDiff(eg.data(), ec.data(), ec.size()), 2e-5);
+  EXPECT_LT(relDiff(eg.data(), ec.data(), ec.size()), f32Tol());
   std::vector<float> rows = ec;
   const std::vector<float> more = cpu.encodeChunk(chunk + 1, 3);
   rows.insert(rows.end(), more.begin(), more.end());
   std::vector<float> pc = cpu.projectChunks(rows.data(), 2);
   std::vector<float> pg = gpu.projectChunks(rows.data(), 2);
-  EXPECT_LT(relDiff(pg.data(), pc.data(), pc.size()), 2e-5);
+  EXPECT_LT(relDiff(pg.data(), pc.data(), pc.size()), f32Tol());
   std::vector<float> sc = cpu.scoreChunks(rows.data(), 2);
   std::vector<float> sg = gpu.scoreChunks(rows.data(), 2);
-  EXPECT_LT(relDiff(sg.data(), sc.data(), sc.size()), 2e-5);
+  EXPECT_LT(relDiff(sg.data(), sc.data(), sc.size()), f32Tol());
 }
 
 // loom-fuse-chunk-projector's form: project_chunk appends layer 0's q|k|v,
@@ -618,9 +594,9 @@ TEST(CudaRefrag, FusedPlaceholderRowsMatchTheCpu) {
   loom::RefragPrompt pc = loom::prepareRefrag(cpu, req);
   loom::RefragPrompt pg = loom::prepareRefrag(gpu, req);
   ASSERT_EQ(pc.projected.size(), pg.projected.size());
-  EXPECT_LT(relDiff(pg.projected.data(), pc.projected.data(),
-                    pc.projected.size()),
-            2e-5);
+  EXPECT_LT(
+      relDiff(pg.projected.data(), pc.projected.data(), pc.projected.size()),
+      f32Tol());
   const size_t n = pc.sequence.tokens.size();
   loom::Logits lc = cpu.forward(pc.sequence.tokens.data(), n, true,
                                 pc.sequence.embeddings.data(),
@@ -630,16 +606,17 @@ TEST(CudaRefrag, FusedPlaceholderRowsMatchTheCpu) {
                                 pg.sequence.embeddings.data(),
                                 pg.sequence.row_elems);
   ASSERT_EQ(size_t(lg.rows * lg.vocab), want.size());
-  EXPECT_LT(relDiff(lg.data, want.data(), want.size()), 2e-5);
+  EXPECT_LT(relDiff(lg.data, want.data(), want.size()), f32Tol());
 }
 
 // Looped blocks on CUDA: the session's iteration driver and KV policy with
 // the device's slots; logits, iterations per step and exit values against
 // the CPU for fixed counts and adaptive exits under several KV policies,
-// random and zero initial states, warm starts and prefill chunks; and the
-// graph_* cases with LOOM_CUDA_LOOP_GRAPH=1 (Session::graphLaunches says
-// the one-token steps of a fixed count ran as one graph each, and those
-// with an exit criterion some of their iterations).
+// random and zero initial states, warm starts and prefill chunks, with
+// looped steps as graphs (the default; Session::graphLaunches says the
+// one-token steps of a fixed count ran as one graph each, and those with an
+// exit criterion some of their iterations) or, under LOOM_CUDA_LOOP_GRAPH=0,
+// piece by piece; the graph_* cases set LOOM_CUDA_LOOP_GRAPH=1 either way.
 struct LoopCase {
   const char *name;
   int iterations;
@@ -649,7 +626,7 @@ struct LoopCase {
   bool warm_start;
   loom::LoopOptions::Init init;
   int prompt = 11;    // tokens of the first step
-  bool graph = false; // LOOM_CUDA_LOOP_GRAPH=1
+  bool graph = false; // LOOM_CUDA_LOOP_GRAPH=1 whatever the environment
 };
 
 class CudaLoop : public ::testing::TestWithParam<LoopCase> {};
@@ -662,9 +639,10 @@ TEST_P(CudaLoop, MatchesTheCpu) {
   ScopedEnv env("LOOM_CUDA_LOOP_GRAPH");
   if (lc.graph)
     env.set("1");
-  // gpu-check also runs every case under LOOM_CUDA_LOOP_GRAPH=1.
+  // Graphs are the default; gpu-check also runs every case under
+  // LOOM_CUDA_LOOP_GRAPH=0 (piece by piece).
   const char *graph_env = std::getenv("LOOM_CUDA_LOOP_GRAPH");
-  const bool graphs = graph_env && std::string(graph_env) == "1";
+  const bool graphs = !(graph_env && std::string(graph_env) == "0");
   loom::SessionOptions o;
   o.threads = 2;
   o.loop.iterations = lc.iterations;
