@@ -19,9 +19,9 @@
 #   5. looped decode piece by piece and as one graph (LOOM_CUDA_LOOP_GRAPH);
 #   6. bench/bench_cuda.py: Loom vs PyTorch eager, 110M and 1B shapes, bf16,
 #      with the decode graph's breakdown by kernel class and the variants
-#      (the experiments LOOM_CUDA_PREFILL_ATTN=tc and
-#      LOOM_CUDA_ATTN_MERGE=cluster among them; the unit tests run under
-#      each too).
+#      (the experiments LOOM_CUDA_PREFILL_ATTN=tc,
+#      LOOM_CUDA_ATTN_MERGE=cluster and LOOM_CUDA_GEMV_PRELOAD=1 among them;
+#      the unit tests run under each too).
 # Run from the repository root:  bash scripts/gpu-check.sh [BUNDLE]
 # Prints "gpu-check: N failures (S s)" last, after the failed steps'
 # names, and exits non-zero on any failure;
@@ -87,6 +87,9 @@ for g in 4,1 8,2 8,4 4,4; do
   step "cuda-unit-gemv-$g" env LOOM_CUDA_GEMV=$g "$B/bin/loom-cuda-test" --gtest_brief=1
 done
 step cuda-unit-no-rope-fold env LOOM_CUDA_ROPE_FOLD=0 "$B/bin/loom-cuda-test" --gtest_brief=1
+# One-row GEMVs from a copy in shared memory made before the programmatic
+# wait (an experiment).
+step cuda-unit-gemv-preload env LOOM_CUDA_GEMV_PRELOAD=1 "$B/bin/loom-cuda-test" --gtest_brief=1
 # Decode attention's splits merged in a thread block cluster (an experiment).
 step cuda-unit-attn-cluster env LOOM_CUDA_ATTN_MERGE=cluster "$B/bin/loom-cuda-test" --gtest_brief=1
 # Looped models' one-row steps piece by piece (LOOM_CUDA_LOOP_GRAPH=0; as
@@ -187,6 +190,10 @@ step same-artifact-qwen2 same_artifact "$A/qwen2.loom" 1e-4
 step same-artifact-phi3-window same_artifact "$A/phi3-window.loom" 1e-4
 # YaRN rope scaling: frequency divisors and the scale of the rotation.
 step same-artifact-qwen2-yarn same_artifact "$A/qwen2-yarn.loom" 1e-4
+# The GEMV preload experiment on the 32000-vocabulary model (dim 32: every
+# matrix fits, the classifier too).
+same_artifact_preload() { LOOM_CUDA_GEMV_PRELOAD=1 same_artifact "$@"; }
+step same-artifact-synthetic-f32-gemv-preload same_artifact_preload "$A/synthetic_untied-f32-mt3.loom" 1e-4
 
 # Sampling on the device (the decode graph's sampler) against the CPU's, same
 # seed, at four temperature / top-p settings. The nuclei of the first two fit
@@ -315,7 +322,8 @@ STEP_TIMEOUT=420 step bench python3 bench/bench_cuda.py --bundle "$B" --out "$OU
   --variant attn-blocks-3,LOOM_CUDA_ATTN_BLOCKS=3 \
   --variant prefill-tiled,LOOM_CUDA_PREFILL_ATTN=tiled --variant prefill-rows,LOOM_CUDA_PREFILL_ATTN=rows \
   --variant prefill-tc,LOOM_CUDA_PREFILL_ATTN=tc \
-  --variant attn-blocks-2,LOOM_CUDA_ATTN_BLOCKS=2 --variant attn-cluster,LOOM_CUDA_ATTN_MERGE=cluster
+  --variant attn-blocks-2,LOOM_CUDA_ATTN_BLOCKS=2 --variant attn-cluster,LOOM_CUDA_ATTN_MERGE=cluster \
+  --variant gemv-preload,LOOM_CUDA_GEMV_PRELOAD=1
 rm -rf "$W"
 [ -z "$failed" ] || echo "gpu-check: failed:$failed"
 echo "gpu-check: $failures failures (${SECONDS} s)"

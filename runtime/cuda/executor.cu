@@ -245,6 +245,10 @@ private:
   // One-row looped steps with a fixed iteration count as one graph
   // (loopStepGraph); LOOM_CUDA_LOOP_GRAPH=0: piece by piece.
   bool loop_graph_ = true;
+  // LOOM_CUDA_GEMV_PRELOAD=1 (an experiment, off): one-row GEMVs whose
+  // per-SM share of the matrix fits kGemvPreloadSmem take
+  // gemvPreloadKernel.
+  bool gemv_preload_ = false;
   // Captured looped steps and iterations by key: {0, slots...} a whole
   // step, {1 + tail, slots...} one iteration (runLoopGraph).
   std::map<std::vector<int32_t>, cudaGraphExec_t> loop_graphs_;
@@ -405,6 +409,12 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device, TraceRecorder *trace,
     if (v != "0" && v != "1")
       throw Error("LOOM_CUDA_LOOP_GRAPH=" + v + ": expected 0 or 1");
     loop_graph_ = v == "1";
+  }
+  if (const char *e = std::getenv("LOOM_CUDA_GEMV_PRELOAD")) {
+    const std::string v = e;
+    if (v != "0" && v != "1")
+      throw Error("LOOM_CUDA_GEMV_PRELOAD=" + v + ": expected 0 or 1");
+    gemv_preload_ = v == "1";
   }
   if (const char *e = std::getenv("LOOM_CUDA_GEMV")) {
     int u = 0, sp = 0;
@@ -587,6 +597,15 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device, TraceRecorder *trace,
                   std::to_string(max_rows) + " positions need " +
                   std::to_string(attn_smem_) + " bytes, the device allows " +
                   std::to_string(max_smem_));
+    if (gemv_preload_)
+      for (const void *k :
+           {reinterpret_cast<const void *>(gemvPreloadKernel<float, 4>),
+            reinterpret_cast<const void *>(
+                gemvPreloadKernel<__nv_bfloat16, 8>)})
+        check(cudaFuncSetAttribute(
+                  k, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                  int(std::min<size_t>(kGemvPreloadSmem, size_t(max_smem_)))),
+              "cudaFuncSetAttribute");
     check(cudaFuncSetAttribute(attentionKernel,
                                cudaFuncAttributeMaxDynamicSharedMemorySize,
                                int(attn_smem_)),
@@ -713,6 +732,23 @@ void CudaExecutor::gemm(const float *x, int64_t ldx, uint32_t weight, float *y,
                      static_cast<const float *>(w.native), y, ldy, int(T),
                      int(K), int(N), accumulate);
       return;
+    }
+    if (gemv_preload_ && T == 1) {
+      const int64_t C = (N + sm_count_ - 1) / sm_count_;
+      const size_t smem = gemvPreloadSmem(C, K, bf16 ? 2 : 4);
+      if (smem <= std::min<size_t>(kGemvPreloadSmem, size_t(max_smem_))) {
+        if (bf16)
+          launchKernel(gemvPreloadKernel<__nv_bfloat16, 8>, unsigned(sm_count_),
+                       kGemvThreads, smem, x,
+                       static_cast<const __nv_bfloat16 *>(w.native), y, int(K),
+                       int(N), int(C), int(accumulate));
+        else
+          launchKernel(gemvPreloadKernel<float, 4>, unsigned(sm_count_),
+                       kGemvThreads, smem, x,
+                       static_cast<const float *>(w.native), y, int(K), int(N),
+                       int(C), int(accumulate));
+        return;
+      }
     }
     const GemvConfig c = gemvConfig(N, K);
     const unsigned blocks = gemvBlocks(N, c.split);

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstring>
 #include <cuda_bf16.h>
+#include <cuda_pipeline.h>
 #include <mma.h>
 #include <type_traits>
 
@@ -1281,6 +1282,73 @@ __global__ void __launch_bounds__(kGemvThreads)
     if (ROWS == 1 || t < T) {
       float *o = y + t * ldy + n;
       *o = accumulate ? *o + out[0][t] : out[0][t];
+    }
+  }
+}
+
+// The one-row decode GEMV with its weights copied into shared memory before
+// the programmatic wait (LOOM_CUDA_GEMV_PRELOAD=1, an experiment): the
+// matrix streams from HBM while the kernel before it, latency-bound (a
+// norm, the decode attention), still runs, where gemvKernel has only its
+// first U loads per lane in flight by then. One block per SM; block b owns
+// columns [b C, min(N, (b + 1) C)), whose rows of W are contiguous, copied
+// 16 bytes per thread and request (cp.async, no registers); after the wait
+// x goes to shared memory too and each warp sums its columns there (lanes
+// across K, VEC values per 16 bytes, as gemvFma). Dynamic shared memory:
+// gemvPreloadSmem(C, K, sizeof(W)); K % VEC == 0, W 16-byte aligned.
+// The most shared memory it takes (a block per SM leaves the rest of the
+// SM's 228 KiB to the kernels around it).
+constexpr size_t kGemvPreloadSmem = 160 * 1024;
+__host__ __device__ constexpr size_t gemvPreloadSmem(int64_t C, int64_t K,
+                                                     size_t wbytes) {
+  return size_t(C * K) * wbytes + size_t(K) * sizeof(float);
+}
+template <typename W, int VEC>
+__global__ void __launch_bounds__(kGemvThreads)
+    gemvPreloadKernel(const float *__restrict__ x, const W *__restrict__ Wm,
+                      float *__restrict__ y, int K, int N, int C,
+                      int accumulate) {
+  pdlLaunchDependents();
+  extern __shared__ __align__(16) unsigned char preload_smem[];
+  const int n0 = blockIdx.x * C;
+  const int cols = min(C, N - n0);
+  if (cols <= 0)
+    return;
+  const int64_t bytes = int64_t(cols) * K * int64_t(sizeof(W));
+  const char *src = reinterpret_cast<const char *>(Wm + int64_t(n0) * K);
+  for (int64_t off = int64_t(threadIdx.x) * 16; off < bytes;
+       off += int64_t(blockDim.x) * 16)
+    __pipeline_memcpy_async(preload_smem + off, src + off, 16);
+  __pipeline_commit();
+  pdlWait();
+  float *xs = reinterpret_cast<float *>(preload_smem +
+                                        size_t(C) * size_t(K) * sizeof(W));
+  for (int k = threadIdx.x; k < K; k += blockDim.x)
+    xs[k] = x[k];
+  __pipeline_wait_prior(0);
+  __syncthreads();
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const W *ws = reinterpret_cast<const W *>(preload_smem);
+  for (int c = warp; c < cols; c += kGemvWarps) {
+    const W *row = ws + int64_t(c) * K;
+    float acc = 0.0f;
+    for (int k = lane * VEC; k < K; k += 32 * VEC) {
+      float wv[VEC];
+      unpackVec(*reinterpret_cast<const uint4 *>(row + k), wv,
+                static_cast<const W *>(nullptr));
+#pragma unroll
+      for (int i = 0; i < VEC; i += 4) {
+        const float4 f = *reinterpret_cast<const float4 *>(xs + k + i);
+        acc = fmaf(wv[i], f.x, acc);
+        acc = fmaf(wv[i + 1], f.y, acc);
+        acc = fmaf(wv[i + 2], f.z, acc);
+        acc = fmaf(wv[i + 3], f.w, acc);
+      }
+    }
+    acc = warpSum(acc);
+    if (lane == 0) {
+      float *o = y + n0 + c;
+      *o = accumulate ? *o + acc : acc;
     }
   }
 }

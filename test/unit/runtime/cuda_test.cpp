@@ -25,6 +25,7 @@
 #include <fstream>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -441,6 +442,55 @@ TEST_F(CudaSession, ClusterMergeMatchesTheGlobalOne) {
         << "dim " << o.dim;
   }
   env.expectRefused(model_, "clusters");
+}
+
+// LOOM_CUDA_GEMV_PRELOAD=1 runs the one-row GEMVs whose share of the matrix
+// per SM fits in shared memory (all of these models') from a copy made
+// before the programmatic wait: decode logits (the forward graph) and
+// greedy ids (the decode graph) agree with the default GEMV to f32
+// rounding, f32 and bf16 weights, head_dim 32 and 128; other values are
+// refused.
+TEST_F(CudaSession, GemvPreloadMatchesTheDefault) {
+  ScopedEnv env("LOOM_CUDA_GEMV_PRELOAD");
+  for (const auto &[o, bf16] :
+       {std::pair{wide(), false}, std::pair{wide(), true},
+        std::pair{deep(), false}}) {
+    Case c{"preload", o, {}, bf16};
+    c.art.fused = true;
+    c.art.max_tokens = 16;
+    TempFile *f = nullptr;
+    const std::string path = writeArtifact(c, &f);
+    std::unique_ptr<TempFile> owner(f);
+    auto model = loom::Model::load(path);
+    const int64_t V = model->config().vocab_size;
+    const std::vector<int32_t> prompt = promptIds(21, V);
+    auto decode = [&] {
+      loom::Session s(model, cudaOptions());
+      s.forward(prompt.data(), prompt.size());
+      std::vector<float> all;
+      int32_t next = 3;
+      for (int step = 0; step < 8; ++step) {
+        loom::Logits l = s.forward(&next, 1);
+        all.insert(all.end(), l.last(), l.last() + V);
+        next = static_cast<int32_t>((next * 11 + 2) % V);
+      }
+      loom::Sampler greedy(V, 0.0f, 1.0f, 1);
+      for (int step = 0; step < 8; ++step)
+        all.push_back(float(next = s.forwardSample(next, greedy)));
+      return all;
+    };
+    env.set("0");
+    const std::vector<float> want = decode();
+    env.set("1");
+    const std::vector<float> got = decode();
+    ASSERT_EQ(got.size(), want.size());
+    const size_t ids = 8, logits = want.size() - ids;
+    EXPECT_LT(relDiff(got.data(), want.data(), logits), f32Tol())
+        << "dim " << o.dim << (bf16 ? " bf16" : " f32");
+    EXPECT_TRUE(std::equal(got.end() - ids, got.end(), want.end() - ids))
+        << "dim " << o.dim << (bf16 ? " bf16" : " f32");
+  }
+  env.expectRefused(model_, "2");
 }
 
 TEST_F(CudaSession, ResetReplaysTheSameSequence) {
