@@ -406,6 +406,57 @@ TEST_F(CudaSession, OmitLeavesKernelClassesOut) {
     env.expectRefused(model_, bad);
 }
 
+// A fused artifact of shape o (bf16 or f32 weights, 16-row steps), loaded;
+// `owner` keeps its file.
+std::shared_ptr<loom::Model> fusedModel(const TinyLlamaOptions &o, bool bf16,
+                                        std::unique_ptr<TempFile> &owner) {
+  Case c{"fused", o, {}, bf16};
+  c.art.fused = true;
+  c.art.max_tokens = 16;
+  TempFile *f = nullptr;
+  const std::string path = writeArtifact(c, &f);
+  owner.reset(f);
+  return loom::Model::load(path);
+}
+
+// A new CUDA session's prompt of `prompt_len` tokens, then the logits of 8
+// one-row steps (the forward graph) and, with `ids`, 8 greedy ids from the
+// decode graph after them (as floats).
+std::vector<float> decodeOnCuda(const std::shared_ptr<loom::Model> &model,
+                                int prompt_len, bool ids) {
+  const int64_t V = model->config().vocab_size;
+  const std::vector<int32_t> prompt = promptIds(prompt_len, V);
+  loom::Session s(model, cudaOptions());
+  s.forward(prompt.data(), prompt.size());
+  std::vector<float> all;
+  int32_t next = 3;
+  for (int step = 0; step < 8; ++step) {
+    loom::Logits l = s.forward(&next, 1);
+    all.insert(all.end(), l.last(), l.last() + V);
+    next = static_cast<int32_t>((next * 11 + 2) % V);
+  }
+  loom::Sampler greedy(V, 0.0f, 1.0f, 1);
+  for (int step = 0; ids && step < 8; ++step)
+    all.push_back(float(next = s.forwardSample(next, greedy)));
+  return all;
+}
+
+// decodeOnCuda with `env` at `base`, then at `other`: the logits agree to
+// f32 rounding and the greedy ids (with `ids`) are equal.
+void expectSameDecode(ScopedEnv &env, const char *base, const char *other,
+                      const std::shared_ptr<loom::Model> &model, int prompt_len,
+                      bool ids, const std::string &what) {
+  env.set(base);
+  const std::vector<float> want = decodeOnCuda(model, prompt_len, ids);
+  env.set(other);
+  const std::vector<float> got = decodeOnCuda(model, prompt_len, ids);
+  ASSERT_EQ(got.size(), want.size()) << what;
+  const size_t n_ids = ids ? 8 : 0, n_logits = want.size() - n_ids;
+  EXPECT_LT(relDiff(got.data(), want.data(), n_logits), f32Tol()) << what;
+  EXPECT_TRUE(std::equal(got.end() - n_ids, got.end(), want.end() - n_ids))
+      << what;
+}
+
 // LOOM_CUDA_ATTN_MERGE=cluster merges decode attention's splits inside a
 // thread block cluster: the decode logits agree with the default merge to
 // f32 rounding, for models whose splits fill a cluster and for the deep
@@ -413,33 +464,9 @@ TEST_F(CudaSession, OmitLeavesKernelClassesOut) {
 TEST_F(CudaSession, ClusterMergeMatchesTheGlobalOne) {
   ScopedEnv env("LOOM_CUDA_ATTN_MERGE");
   for (const TinyLlamaOptions &o : {wide(), deep()}) {
-    Case c{"merge", o, {}, false};
-    c.art.fused = true;
-    c.art.max_tokens = 16;
-    TempFile *f = nullptr;
-    const std::string path = writeArtifact(c, &f);
-    std::unique_ptr<TempFile> owner(f);
-    auto model = loom::Model::load(path);
-    const int64_t V = model->config().vocab_size;
-    const std::vector<int32_t> prompt = promptIds(37, V);
-    auto decode = [&] {
-      loom::Session s(model, cudaOptions());
-      s.forward(prompt.data(), prompt.size());
-      std::vector<float> all;
-      int32_t next = 3;
-      for (int step = 0; step < 8; ++step) {
-        loom::Logits l = s.forward(&next, 1);
-        all.insert(all.end(), l.last(), l.last() + V);
-        next = static_cast<int32_t>((next * 11 + 2) % V);
-      }
-      return all;
-    };
-    env.set("global");
-    const std::vector<float> want = decode();
-    env.set("cluster");
-    const std::vector<float> got = decode();
-    EXPECT_LT(relDiff(got.data(), want.data(), want.size()), f32Tol())
-        << "dim " << o.dim;
+    std::unique_ptr<TempFile> owner;
+    expectSameDecode(env, "global", "cluster", fusedModel(o, false, owner), 37,
+                     false, "dim " + std::to_string(o.dim));
   }
   env.expectRefused(model_, "clusters");
 }
@@ -455,40 +482,10 @@ TEST_F(CudaSession, GemvPreloadMatchesTheDefault) {
   for (const auto &[o, bf16] :
        {std::pair{wide(), false}, std::pair{wide(), true},
         std::pair{deep(), false}}) {
-    Case c{"preload", o, {}, bf16};
-    c.art.fused = true;
-    c.art.max_tokens = 16;
-    TempFile *f = nullptr;
-    const std::string path = writeArtifact(c, &f);
-    std::unique_ptr<TempFile> owner(f);
-    auto model = loom::Model::load(path);
-    const int64_t V = model->config().vocab_size;
-    const std::vector<int32_t> prompt = promptIds(21, V);
-    auto decode = [&] {
-      loom::Session s(model, cudaOptions());
-      s.forward(prompt.data(), prompt.size());
-      std::vector<float> all;
-      int32_t next = 3;
-      for (int step = 0; step < 8; ++step) {
-        loom::Logits l = s.forward(&next, 1);
-        all.insert(all.end(), l.last(), l.last() + V);
-        next = static_cast<int32_t>((next * 11 + 2) % V);
-      }
-      loom::Sampler greedy(V, 0.0f, 1.0f, 1);
-      for (int step = 0; step < 8; ++step)
-        all.push_back(float(next = s.forwardSample(next, greedy)));
-      return all;
-    };
-    env.set("0");
-    const std::vector<float> want = decode();
-    env.set("1");
-    const std::vector<float> got = decode();
-    ASSERT_EQ(got.size(), want.size());
-    const size_t ids = 8, logits = want.size() - ids;
-    EXPECT_LT(relDiff(got.data(), want.data(), logits), f32Tol())
-        << "dim " << o.dim << (bf16 ? " bf16" : " f32");
-    EXPECT_TRUE(std::equal(got.end() - ids, got.end(), want.end() - ids))
-        << "dim " << o.dim << (bf16 ? " bf16" : " f32");
+    std::unique_ptr<TempFile> owner;
+    expectSameDecode(env, "0", "1", fusedModel(o, bf16, owner), 21, true,
+                     "dim " + std::to_string(o.dim) +
+                         (bf16 ? " bf16" : " f32"));
   }
   env.expectRefused(model_, "2");
 }
