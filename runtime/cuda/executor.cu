@@ -198,7 +198,7 @@ private:
   // resident: blocks of the split kernel one multiprocessor holds at once.
   int splitsFor(int64_t nh, int64_t T, int resident) const;
   // attentionSplitKernel's resident blocks per multiprocessor by head_dim
-  // (0: not yet asked).
+  // (asked at construction for the model's head dims).
   std::array<int, 32 * kAttnMaxDimsPerLane + 1> attn_resident_{};
   // The decode GEMV's configuration for an N x K matrix (kernels.cuh):
   // gemvConfigFor's choice, or LOOM_CUDA_GEMV=U,S for every matrix.
@@ -586,6 +586,26 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device, TraceRecorder *trace,
         if (d.kernel == Kernel::SelfAttention)
           max_hd = std::max(max_hd, d.iparams[1]);
       }
+    // The split decode attention's resident blocks per SM at each head_dim
+    // of the model, asked here rather than while a graph is captured.
+    for (const ProgramDesc &pr : m.programs)
+      for (const DispatchDesc &d : pr.dispatches)
+        if ((d.kernel == Kernel::Attention ||
+             d.kernel == Kernel::FusedQkvAttention) &&
+            d.iparams[3] > 0 && d.iparams[3] <= 32 * kAttnMaxDimsPerLane &&
+            attn_resident_[size_t(d.iparams[3])] == 0)
+          withDimsPerLane(d.iparams[3], [&](auto dpl) {
+            constexpr int DPL = decltype(dpl)::value;
+            int &r = attn_resident_[size_t(d.iparams[3])];
+            // Only a tuning input: where the query fails, 2 (the split
+            // counts measured before the cap).
+            if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+                    &r, attentionSplitKernel<DPL, false>, kAttnThreads,
+                    attentionSplitSmem(int(d.iparams[3]))) != cudaSuccess) {
+              cudaGetLastError();
+              r = 2;
+            }
+          });
     if (max_hd > 32 * kAttnMaxDimsPerLane)
       throw Error("the CUDA attention kernel takes head_dim up to " +
                   std::to_string(32 * kAttnMaxDimsPerLane) +
@@ -867,15 +887,8 @@ void CudaExecutor::attendCache(const DeviceCache &c, const float *q,
   if (T <= kGemvRows) {
     withDimsPerLane(hd, [&](auto dpl) {
       constexpr int DPL = decltype(dpl)::value;
-      int &resident = attn_resident_[size_t(hd)];
-      if (resident == 0) {
-        check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-                  &resident, attentionSplitKernel<DPL, false>, kAttnThreads,
-                  attentionSplitSmem(int(hd))),
-              "attention occupancy");
-        resident = std::max(resident, 1);
-      }
-      const int splits = splitsFor(nh, T, resident);
+      const int splits =
+          splitsFor(nh, T, std::max(attn_resident_[size_t(hd)], 1));
       const int S =
           attn_cluster_ ? std::min(splits, kMaxClusterSplits) : splits;
       const dim3 grid{unsigned(nh), unsigned(T), unsigned(S)};
