@@ -851,7 +851,7 @@ void CudaExecutor::loopAttend(uint32_t cache, const float *q, int64_t ldq,
   launchKernel(kvAppendKernel, unsigned(T), rowThreads(kvd), 0, d_step_, k, ldk,
                v, ldv, dst.k, dst.v, kvd);
   const int64_t end = h_step_->pos + T;
-  // With LOOM_CUDA_LOOP_GRAPH=1, a slot that holds every position is read
+  // Unless LOOM_CUDA_LOOP_GRAPH=0, a slot that holds every position is read
   // as an ordinary cache (no table; the split or tiled kernels).
   if (loop_graph_ &&
       std::all_of(src, src + end, [&](int32_t s) { return s == slot; })) {

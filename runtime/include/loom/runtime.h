@@ -393,7 +393,7 @@ public:
 
   // CUDA graphs launched since construction (the capturing launches
   // included; reset() keeps the count): one per one-token decode step, and
-  // under LOOM_CUDA_LOOP_GRAPH=1 (docs/cuda.md) one per captured looped
+  // (unless LOOM_CUDA_LOOP_GRAPH=0, docs/cuda.md) one per captured looped
   // step or, where a step is not captured whole, per captured iteration;
   // 0 on the CPU and in traced sessions.
   int64_t graphLaunches() const;
