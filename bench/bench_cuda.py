@@ -22,9 +22,10 @@ table and writes bench_cuda.json.
   python3 bench/bench_cuda.py --bundle build-gpu-bundle [--models 110m,1b]
                                [--profile 1b]
 
---variant NAME,VAR=VALUE[,VAR=VALUE...] (repeatable) also runs Loom's bench
-with those environment variables (e.g. nopdl,LOOM_CUDA_PDL=0) and prints
-its numbers beside the default's. --no-torch skips the PyTorch baseline.
+--variant NAME[,VAR=VALUE...] (repeatable) also runs Loom's bench with
+those environment variables (e.g. nopdl,LOOM_CUDA_PDL=0) and prints its
+numbers beside the default's; a NAME alone runs the default again (the
+spread between two runs of one configuration). --no-torch skips the PyTorch baseline.
 
 --profile MODEL also runs that model's bench with --trace (dispatch by
 dispatch, no graphs, no fusion; each dispatch's GPU time from CUDA events)

@@ -87,8 +87,8 @@ for g in 4,1 8,2 8,4 4,4; do
   step "cuda-unit-gemv-$g" env LOOM_CUDA_GEMV=$g "$B/bin/loom-cuda-test" --gtest_brief=1
 done
 step cuda-unit-no-rope-fold env LOOM_CUDA_ROPE_FOLD=0 "$B/bin/loom-cuda-test" --gtest_brief=1
-# One-row GEMVs from a copy in shared memory made before the programmatic
-# wait (an experiment).
+# One-row GEMVs streamed through a ring of shared memory whose first stages
+# are requested before the programmatic wait (an experiment).
 step cuda-unit-gemv-preload env LOOM_CUDA_GEMV_PRELOAD=1 "$B/bin/loom-cuda-test" --gtest_brief=1
 # Decode attention's splits merged in a thread block cluster (an experiment).
 step cuda-unit-attn-cluster env LOOM_CUDA_ATTN_MERGE=cluster "$B/bin/loom-cuda-test" --gtest_brief=1
@@ -186,10 +186,12 @@ step same-artifact-qwen2 same_artifact "$A/qwen2.loom" 1e-4
 step same-artifact-phi3-window same_artifact "$A/phi3-window.loom" 1e-4
 # YaRN rope scaling: frequency divisors and the scale of the rotation.
 step same-artifact-qwen2-yarn same_artifact "$A/qwen2-yarn.loom" 1e-4
-# The GEMV preload experiment on the 32000-vocabulary model (dim 32: every
-# matrix fits, the classifier too).
+# The GEMV preload experiment on the 32000-vocabulary model (dim 32: the
+# classifier's 243 columns a block wrap the ring) and on Qwen 2 (q|k|v
+# biases added after the ring GEMV).
 same_artifact_preload() { LOOM_CUDA_GEMV_PRELOAD=1 same_artifact "$@"; }
 step same-artifact-synthetic-f32-gemv-preload same_artifact_preload "$A/synthetic_untied-f32-mt3.loom" 1e-4
+step same-artifact-qwen2-gemv-preload same_artifact_preload "$A/qwen2.loom" 1e-4
 # Each prefill attention forced (tiled, a block per row, tensor cores)
 # against the CPU on head_dim-32 models whose 39-token prompt is one long
 # step (the golden models' prompts are short, and their head_dim 8 never
@@ -329,13 +331,18 @@ PY
 }
 step loop-graph-bench loop_graph_bench
 
+# The variants: the experiments, then the default again (the spread of
+# one configuration between runs).
 STEP_TIMEOUT=420 step bench python3 bench/bench_cuda.py --bundle "$B" --out "$OUTDIR" --workdir "$W/bench" --profile 1b --breakdown 1b \
-  --variant no-rope-fold,LOOM_CUDA_ROPE_FOLD=0 --variant gemv-4-1,LOOM_CUDA_GEMV=4,1 \
-  --variant attn-blocks-3,LOOM_CUDA_ATTN_BLOCKS=3 \
-  --variant prefill-tiled,LOOM_CUDA_PREFILL_ATTN=tiled --variant prefill-rows,LOOM_CUDA_PREFILL_ATTN=rows \
+  --variant gemv-preload,LOOM_CUDA_GEMV_PRELOAD=1 --variant gemv-preload-64,LOOM_CUDA_GEMV_PRELOAD=64 \
+  --variant gemv-preload-144,LOOM_CUDA_GEMV_PRELOAD=144 \
   --variant prefill-tc,LOOM_CUDA_PREFILL_ATTN=tc \
   --variant attn-blocks-2,LOOM_CUDA_ATTN_BLOCKS=2 --variant attn-cluster,LOOM_CUDA_ATTN_MERGE=cluster \
-  --variant gemv-preload,LOOM_CUDA_GEMV_PRELOAD=1
+  --variant default-again
+# The 1B decode step's breakdown by kernel class under the GEMV preload
+# experiment (what the ring leaves on the critical path).
+STEP_TIMEOUT=200 step bench-preload env LOOM_CUDA_GEMV_PRELOAD=1 python3 bench/bench_cuda.py \
+  --bundle "$B" --out "$OUTDIR/preload" --workdir "$W/bench" --models 1b --no-torch --breakdown 1b
 rm -rf "$W"
 [ -z "$failed" ] || echo "gpu-check: failed:$failed"
 echo "gpu-check: $failures failures (${SECONDS} s)"

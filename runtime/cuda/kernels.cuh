@@ -5,6 +5,7 @@
 #ifndef LOOM_RUNTIME_CUDA_KERNELS_CUH
 #define LOOM_RUNTIME_CUDA_KERNELS_CUH
 
+#include <algorithm>
 #include <cooperative_groups.h>
 #include <cstdint>
 #include <cstring>
@@ -1286,70 +1287,183 @@ __global__ void __launch_bounds__(kGemvThreads)
   }
 }
 
-// The one-row decode GEMV with its weights copied into shared memory before
-// the programmatic wait (LOOM_CUDA_GEMV_PRELOAD=1, an experiment): the
-// matrix streams from HBM while the kernel before it, latency-bound (a
-// norm, the decode attention), still runs, where gemvKernel has only its
-// first U loads per lane in flight by then. One block per SM; block b owns
-// columns [b C, min(N, (b + 1) C)), whose rows of W are contiguous, copied
-// 16 bytes per thread and request (cp.async, no registers); after the wait
-// x goes to shared memory too and each warp sums its columns there (lanes
-// across K, VEC values per 16 bytes, as gemvFma). Dynamic shared memory:
-// gemvPreloadSmem(C, K, sizeof(W)); K % VEC == 0, W 16-byte aligned.
-// The most shared memory it takes (a block per SM leaves the rest of the
-// SM's 228 KiB to the kernels around it).
-constexpr size_t kGemvPreloadSmem = 160 * 1024;
-__host__ __device__ constexpr size_t gemvPreloadSmem(int64_t C, int64_t K,
-                                                     size_t wbytes) {
-  return size_t(C * K) * wbytes + size_t(K) * sizeof(float);
+// The one-row decode GEMVs streamed through shared memory
+// (LOOM_CUDA_GEMV_PRELOAD=1, an experiment): y = x W^T (M = 1, optionally
+// accumulated) or the gate/up GEMVs and SiLU of a SwiGLU FFN (M = 2, as
+// gateUpKernel). One block per SM; block b owns the columns
+// [b C, min(N, (b + 1) C)), whose rows of W are contiguous. They pass
+// through a ring of `stages` slots of `sc` columns (a column: its row
+// of each of the M matrices), each stage copied 16 bytes per thread and
+// request (cp.async: many requests in flight, no registers). The first
+// `stages` stages are requested before the programmatic wait, so the
+// matrix streams from HBM while the kernels before it, latency-bound (a
+// norm, the decode attention), still run: a matrix whose share fits the
+// ring (the 1B shape's q|k|v and output projections) is all in shared
+// memory by the time its input is ready, where gemvKernel has only its
+// first U loads per lane in flight. After the wait each stage's columns
+// are summed from shared memory: warp w takes column w % sc of the stage
+// and the w / sc-th of its kGemvWarps / sc parts along K (lanes across the
+// part, VEC values per 16 bytes, their x held in registers for the whole
+// kernel); the parts are added in a fixed order, so results do not depend
+// on scheduling. The stage's slot is then refilled with the stage
+// `stages` ahead. Dynamic shared memory: RingPlan::smem.
+constexpr int kRingStages = 6;     // the default ring: 96 KiB
+constexpr int kRingMaxStages = 12; // LOOM_CUDA_GEMV_PRELOAD=192 (KiB)
+constexpr int64_t kRingStageBytes = 16 * 1024;
+constexpr int kRingMaxIters = 4; // 16-byte vectors per lane of a part
+
+// The shape of a ring GEMV launch (ringPlan): columns per block and per
+// stage, 16-byte vectors per lane of a part, shared memory; ok = false
+// where a column exceeds a stage or a part exceeds kRingMaxIters vectors
+// per lane (the caller then launches gemvKernel / gateUpKernel).
+struct RingPlan {
+  bool ok = false;
+  int blocks = 0; // ceil(N / C), at most the blocks asked for
+  int C = 0;      // columns per block
+  int sc = 0;     // columns per stage: 1, 2, 4 or 8 (divides kGemvWarps)
+  int iters = 0;  // 16-byte vectors per lane and part, <= kRingMaxIters
+  int stages = 0; // slots of the ring: min(asked, stages of a block)
+  size_t smem = 0;
+};
+inline RingPlan ringPlan(int64_t N, int64_t K, int M, size_t wbytes, int blocks,
+                         int stages = kRingStages) {
+  RingPlan p;
+  const int64_t row = K * int64_t(wbytes), unit = M * row;
+  if (blocks <= 0 || N <= 0 || stages <= 0 || row % 16 != 0 ||
+      unit > kRingStageBytes)
+    return p;
+  int sc = kGemvWarps;
+  while (sc > 1 && sc * unit > kRingStageBytes)
+    sc /= 2;
+  const int64_t parts = kGemvWarps / sc, vecs = row / 16;
+  const int64_t per = (vecs + parts - 1) / parts;
+  const int64_t iters = (per + 31) / 32;
+  if (iters > kRingMaxIters)
+    return p;
+  p.C = int((N + blocks - 1) / blocks);
+  p.blocks = int((N + p.C - 1) / p.C);
+  p.sc = sc;
+  p.iters = int(iters);
+  p.stages = int(std::min<int64_t>(stages, (p.C + sc - 1) / sc));
+  p.smem = size_t(p.stages * sc * unit);
+  p.ok = true;
+  return p;
 }
-template <typename W, int VEC>
+// The most dynamic shared memory a ring launch takes.
+constexpr size_t kRingSmem = size_t(kRingMaxStages * kRingStageBytes);
+
+template <typename W, int VEC, int M>
 __global__ void __launch_bounds__(kGemvThreads)
-    gemvPreloadKernel(const float *__restrict__ x, const W *__restrict__ Wm,
-                      float *__restrict__ y, int K, int N, int C,
-                      int accumulate) {
+    gemvRingKernel(const float *__restrict__ x, const W *__restrict__ W1,
+                   const W *__restrict__ W3, float *y, float *a, float *b,
+                   int K, int N, int C, int sc, int iters, int stages,
+                   int accumulate) {
   pdlLaunchDependents();
-  extern __shared__ __align__(16) unsigned char preload_smem[];
+  extern __shared__ __align__(16) unsigned char ring[];
+  __shared__ float red[kGemvWarps][M];
   const int n0 = blockIdx.x * C;
   const int cols = min(C, N - n0);
   if (cols <= 0)
     return;
-  const int64_t bytes = int64_t(cols) * K * int64_t(sizeof(W));
-  const char *src = reinterpret_cast<const char *>(Wm + int64_t(n0) * K);
-  for (int64_t off = int64_t(threadIdx.x) * 16; off < bytes;
-       off += int64_t(blockDim.x) * 16)
-    __pipeline_memcpy_async(preload_smem + off, src + off, 16);
-  __pipeline_commit();
-  pdlWait();
-  float *xs = reinterpret_cast<float *>(preload_smem +
-                                        size_t(C) * size_t(K) * sizeof(W));
-  for (int k = threadIdx.x; k < K; k += blockDim.x)
-    xs[k] = x[k];
-  __pipeline_wait_prior(0);
-  __syncthreads();
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const W *ws = reinterpret_cast<const W *>(preload_smem);
-  for (int c = warp; c < cols; c += kGemvWarps) {
-    const W *row = ws + int64_t(c) * K;
-    float acc = 0.0f;
-    for (int k = lane * VEC; k < K; k += 32 * VEC) {
-      float wv[VEC];
-      unpackVec(*reinterpret_cast<const uint4 *>(row + k), wv,
-                static_cast<const W *>(nullptr));
-#pragma unroll
-      for (int i = 0; i < VEC; i += 4) {
-        const float4 f = *reinterpret_cast<const float4 *>(xs + k + i);
-        acc = fmaf(wv[i], f.x, acc);
-        acc = fmaf(wv[i + 1], f.y, acc);
-        acc = fmaf(wv[i + 2], f.z, acc);
-        acc = fmaf(wv[i + 3], f.w, acc);
+  const int row_bytes = K * int(sizeof(W));
+  const int unit = M * row_bytes;
+  const int vecs = row_bytes / 16; // per row of one matrix
+  const int total = (cols + sc - 1) / sc;
+  // Requests stage s (if any) into its slot; always commits a group, so
+  // that stage s is group s and waiting for all but stages - 1 groups
+  // waits for it (cp.async.wait_group takes at most 8: more slots wait
+  // for a little more than they need).
+  const auto request = [&](int s) {
+    if (s < total) {
+      const int c0 = s * sc, nc = min(sc, cols - c0);
+      unsigned char *dst = ring + size_t(s % stages) * sc * unit;
+      for (int i = threadIdx.x; i < nc * M * vecs; i += blockDim.x) {
+        const int r = i / vecs, v = i - r * vecs; // r = column * M + matrix
+        const int u = r / M, m = r - u * M;
+        const unsigned char *src =
+            reinterpret_cast<const unsigned char *>((m ? W3 : W1) +
+                                                    int64_t(n0 + c0 + u) * K) +
+            size_t(v) * 16;
+        __pipeline_memcpy_async(dst + size_t(r) * row_bytes + size_t(v) * 16,
+                                src, 16);
       }
     }
-    acc = warpSum(acc);
-    if (lane == 0) {
-      float *o = y + n0 + c;
-      *o = accumulate ? *o + acc : acc;
+    __pipeline_commit();
+  };
+  for (int s = 0; s < stages; ++s)
+    request(s);
+  pdlWait();
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int u = warp % sc, part = warp / sc, parts = kGemvWarps / sc;
+  const int per = (vecs + parts - 1) / parts;
+  const int v0 = part * per, v1 = min(vecs, v0 + per);
+  float xr[kRingMaxIters][VEC];
+#pragma unroll
+  for (int i = 0; i < kRingMaxIters; ++i) {
+    const int v = v0 + lane + 32 * i;
+    const bool in = i < iters && v < v1;
+#pragma unroll
+    for (int j = 0; j < VEC; j += 4) {
+      const float4 f =
+          in ? __ldg(reinterpret_cast<const float4 *>(x + int64_t(v) * VEC + j))
+             : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      xr[i][j] = f.x;
+      xr[i][j + 1] = f.y;
+      xr[i][j + 2] = f.z;
+      xr[i][j + 3] = f.w;
     }
+  }
+  for (int s = 0; s < total; ++s) {
+    __pipeline_wait_prior(size_t(stages - 1));
+    __syncthreads(); // every thread's requests of stage s have landed
+    float acc[M];
+#pragma unroll
+    for (int m = 0; m < M; ++m)
+      acc[m] = 0.0f;
+    if (s * sc + u < cols) {
+      const unsigned char *col = ring + (size_t(s % stages) * sc + u) * unit;
+#pragma unroll
+      for (int i = 0; i < kRingMaxIters; ++i) {
+        const int v = v0 + lane + 32 * i;
+        if (i < iters && v < v1) {
+#pragma unroll
+          for (int m = 0; m < M; ++m) {
+            float wv[VEC];
+            unpackVec(*reinterpret_cast<const uint4 *>(
+                          col + size_t(m) * row_bytes + size_t(v) * 16),
+                      wv, static_cast<const W *>(nullptr));
+#pragma unroll
+            for (int j = 0; j < VEC; ++j)
+              acc[m] = fmaf(wv[j], xr[i][j], acc[m]);
+          }
+        }
+      }
+    }
+#pragma unroll
+    for (int m = 0; m < M; ++m) {
+      acc[m] = warpSum(acc[m]);
+      if (lane == 0)
+        red[warp][m] = acc[m];
+    }
+    __syncthreads(); // the slot is read, the partials are in red
+    if (int(threadIdx.x) < sc && s * sc + int(threadIdx.x) < cols) {
+      const int c = threadIdx.x, n = n0 + s * sc + c;
+      float v[M];
+#pragma unroll
+      for (int m = 0; m < M; ++m) {
+        v[m] = 0.0f;
+        for (int p = 0; p < parts; ++p)
+          v[m] += red[p * sc + c][m];
+      }
+      if constexpr (M == 1) {
+        y[n] = accumulate ? y[n] + v[0] : v[0];
+      } else {
+        a[n] = v[0];
+        b[n] = v[1];
+        y[n] = v[0] / (1.0f + expf(-v[0])) * v[1];
+      }
+    }
+    request(s + stages);
   }
 }
 

@@ -471,23 +471,35 @@ TEST_F(CudaSession, ClusterMergeMatchesTheGlobalOne) {
   env.expectRefused(model_, "clusters");
 }
 
-// LOOM_CUDA_GEMV_PRELOAD=1 runs the one-row GEMVs whose share of the matrix
-// per SM fits in shared memory (all of these models') from a copy made
+// LOOM_CUDA_GEMV_PRELOAD=1 streams the one-row GEMVs and the gate/up
+// GEMV through a ring of shared memory whose first stages are requested
 // before the programmatic wait: decode logits (the forward graph) and
 // greedy ids (the decode graph) agree with the default GEMV to f32
-// rounding, f32 and bf16 weights, head_dim 32 and 128; other values are
-// refused.
+// rounding, f32 and bf16 weights, head_dim 32 and 128. Between them the
+// models take every ring shape: shares that fit the ring and shares that
+// wrap it (deep's f32 gate/up: 11 stages of 2 columns in 6 slots), 1 to 8
+// columns a stage, rows split over 1 to 8 warps, last stages and last
+// blocks part full. A size in KiB sets the ring (multiples of 16 from 32
+// to 192); other values are refused.
 TEST_F(CudaSession, GemvPreloadMatchesTheDefault) {
   ScopedEnv env("LOOM_CUDA_GEMV_PRELOAD");
   for (const auto &[o, bf16] :
        {std::pair{wide(), false}, std::pair{wide(), true},
-        std::pair{deep(), false}}) {
+        std::pair{deep(), false}, std::pair{deep(), true}}) {
     std::unique_ptr<TempFile> owner;
     expectSameDecode(env, "0", "1", fusedModel(o, bf16, owner), 21, true,
                      "dim " + std::to_string(o.dim) +
                          (bf16 ? " bf16" : " f32"));
   }
-  env.expectRefused(model_, "2");
+  // Rings of 2 slots (every stage waits for the one before) and of 12
+  // (more groups in flight than cp.async.wait_group counts).
+  for (const char *kib : {"32", "192"}) {
+    std::unique_ptr<TempFile> owner;
+    expectSameDecode(env, "0", kib, fusedModel(deep(), false, owner), 21, true,
+                     std::string("ring of ") + kib + " KiB");
+  }
+  for (const char *bad : {"2", "48k", "40", "208"})
+    env.expectRefused(model_, bad);
 }
 
 TEST_F(CudaSession, ResetReplaysTheSameSequence) {
