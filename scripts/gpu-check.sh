@@ -20,7 +20,7 @@
 #   6. bench/bench_cuda.py: Loom vs PyTorch eager, 110M and 1B shapes, bf16,
 #      with the decode graph's breakdown by kernel class and the variants
 #      (the experiments LOOM_CUDA_PREFILL_ATTN=tc,
-#      LOOM_CUDA_ATTN_MERGE=cluster and LOOM_CUDA_GEMV_PRELOAD=1 among them;
+#      LOOM_CUDA_ATTN_MERGE=cluster among them;
 #      the unit tests run under each too).
 # Run from the repository root:  bash scripts/gpu-check.sh [BUNDLE]
 # Prints "gpu-check: N failures (S s)" last, after the failed steps'
@@ -87,9 +87,6 @@ for g in 4,1 8,2 8,4 4,4; do
   step "cuda-unit-gemv-$g" env LOOM_CUDA_GEMV=$g "$B/bin/loom-cuda-test" --gtest_brief=1
 done
 step cuda-unit-no-rope-fold env LOOM_CUDA_ROPE_FOLD=0 "$B/bin/loom-cuda-test" --gtest_brief=1
-# One-row GEMVs streamed through a ring of shared memory whose first stages
-# are requested before the programmatic wait (an experiment).
-step cuda-unit-gemv-preload env LOOM_CUDA_GEMV_PRELOAD=1 "$B/bin/loom-cuda-test" --gtest_brief=1
 # Decode attention's splits merged in a thread block cluster (an experiment).
 step cuda-unit-attn-cluster env LOOM_CUDA_ATTN_MERGE=cluster "$B/bin/loom-cuda-test" --gtest_brief=1
 # Looped models' one-row steps piece by piece (LOOM_CUDA_LOOP_GRAPH=0; as
@@ -186,12 +183,6 @@ step same-artifact-qwen2 same_artifact "$A/qwen2.loom" 1e-4
 step same-artifact-phi3-window same_artifact "$A/phi3-window.loom" 1e-4
 # YaRN rope scaling: frequency divisors and the scale of the rotation.
 step same-artifact-qwen2-yarn same_artifact "$A/qwen2-yarn.loom" 1e-4
-# The GEMV preload experiment on the 32000-vocabulary model (dim 32: the
-# classifier's 243 columns a block wrap the ring) and on Qwen 2 (q|k|v
-# biases added after the ring GEMV).
-same_artifact_preload() { LOOM_CUDA_GEMV_PRELOAD=1 same_artifact "$@"; }
-step same-artifact-synthetic-f32-gemv-preload same_artifact_preload "$A/synthetic_untied-f32-mt3.loom" 1e-4
-step same-artifact-qwen2-gemv-preload same_artifact_preload "$A/qwen2.loom" 1e-4
 # Each prefill attention forced (tiled, a block per row, tensor cores)
 # against the CPU on head_dim-32 models whose 39-token prompt is one long
 # step (the golden models' prompts are short, and their head_dim 8 never
@@ -334,15 +325,9 @@ step loop-graph-bench loop_graph_bench
 # The variants: the experiments, then the default again (the spread of
 # one configuration between runs).
 STEP_TIMEOUT=420 step bench python3 bench/bench_cuda.py --bundle "$B" --out "$OUTDIR" --workdir "$W/bench" --profile 1b --breakdown 1b \
-  --variant gemv-preload,LOOM_CUDA_GEMV_PRELOAD=1 --variant gemv-preload-64,LOOM_CUDA_GEMV_PRELOAD=64 \
-  --variant gemv-preload-144,LOOM_CUDA_GEMV_PRELOAD=144 \
   --variant prefill-tc,LOOM_CUDA_PREFILL_ATTN=tc \
   --variant attn-blocks-2,LOOM_CUDA_ATTN_BLOCKS=2 --variant attn-cluster,LOOM_CUDA_ATTN_MERGE=cluster \
   --variant default-again
-# The 1B decode step's breakdown by kernel class under the GEMV preload
-# experiment (what the ring leaves on the critical path).
-STEP_TIMEOUT=200 step bench-preload env LOOM_CUDA_GEMV_PRELOAD=1 python3 bench/bench_cuda.py \
-  --bundle "$B" --out "$OUTDIR/preload" --workdir "$W/bench" --models 1b --no-torch --breakdown 1b
 rm -rf "$W"
 [ -z "$failed" ] || echo "gpu-check: failed:$failed"
 echo "gpu-check: $failures failures (${SECONDS} s)"

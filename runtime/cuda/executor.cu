@@ -180,7 +180,6 @@ private:
     return x.offset < y.offset + n * uint64_t(y.row_elems) &&
            y.offset < x.offset + n * uint64_t(x.row_elems);
   }
-  unsigned normThreads(int64_t cols, int64_t T) const;
   void gemm(const float *x, int64_t ldx, uint32_t weight, float *y, int64_t ldy,
             int64_t T, int64_t K, int64_t N, bool accumulate);
   void qkvAttention(const DispatchDesc &d, int64_t T);
@@ -246,11 +245,6 @@ private:
   // One-row looped steps with a fixed iteration count as one graph
   // (loopStepGraph); LOOM_CUDA_LOOP_GRAPH=0: piece by piece.
   bool loop_graph_ = true;
-  // LOOM_CUDA_GEMV_PRELOAD=1 or =KiB (an experiment, off): one-row GEMVs
-  // and gate/up GEMVs whose rows fit a ring stage take gemvRingKernel, with
-  // ring_stages_ slots (1: kRingStages; KiB: KiB / 16).
-  bool gemv_preload_ = false;
-  int ring_stages_ = kRingStages;
   // Captured looped steps and iterations by key: {0, slots...} a whole
   // step, {1 + tail, slots...} one iteration (runLoopGraph).
   std::map<std::vector<int32_t>, cudaGraphExec_t> loop_graphs_;
@@ -283,6 +277,7 @@ private:
   bool pdl_ = true; // programmatic dependent launch (LOOM_CUDA_PDL=0: off)
   bool rope_fold_ = true;      // LOOM_CUDA_ROPE_FOLD=0: off
   int attn_blocks_per_sm_ = 1; // LOOM_CUDA_ATTN_BLOCKS=N
+  int attn_splits_ = 0;        // LOOM_CUDA_ATTN_SPLITS=N (0: splitsFor's)
   // LOOM_CUDA_ATTN_MERGE=cluster: decode attention's splits merged inside a
   // thread block cluster (an experiment; default: global, the last split).
   bool attn_cluster_ = false;
@@ -358,6 +353,14 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device, TraceRecorder *trace,
                   ": expected 1 to 16 blocks per multiprocessor");
     attn_blocks_per_sm_ = b;
   }
+  if (const char *e = std::getenv("LOOM_CUDA_ATTN_SPLITS")) {
+    const int n = std::atoi(e);
+    if (std::to_string(n) != e || n < 1 || n > kMaxAttnSplits)
+      throw Error(std::string("LOOM_CUDA_ATTN_SPLITS=") + e +
+                  ": expected 1 to " + std::to_string(kMaxAttnSplits) +
+                  " splits");
+    attn_splits_ = n;
+  }
   if (const char *e = std::getenv("LOOM_CUDA_PREFILL_ATTN")) {
     const std::string v = e;
     if (v == "tiled")
@@ -411,22 +414,6 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device, TraceRecorder *trace,
     if (v != "0" && v != "1")
       throw Error("LOOM_CUDA_LOOP_GRAPH=" + v + ": expected 0 or 1");
     loop_graph_ = v == "1";
-  }
-  if (const char *e = std::getenv("LOOM_CUDA_GEMV_PRELOAD")) {
-    const std::string v = e;
-    const int kib = v == "0" || v == "1" ? 0 : std::atoi(e);
-    if (v != "0" && v != "1" &&
-        (std::to_string(kib) != v || kib < 32 ||
-         kib > kRingMaxStages * int(kRingStageBytes / 1024) ||
-         kib % int(kRingStageBytes / 1024) != 0))
-      throw Error("LOOM_CUDA_GEMV_PRELOAD=" + v +
-                  ": expected 0, 1 or a ring size in KiB (a multiple of " +
-                  std::to_string(kRingStageBytes / 1024) + " from 32 to " +
-                  std::to_string(kRingMaxStages * kRingStageBytes / 1024) +
-                  ")");
-    gemv_preload_ = v != "0";
-    if (kib > 0)
-      ring_stages_ = kib / int(kRingStageBytes / 1024);
   }
   if (const char *e = std::getenv("LOOM_CUDA_GEMV")) {
     int u = 0, sp = 0;
@@ -629,23 +616,6 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device, TraceRecorder *trace,
                   std::to_string(max_rows) + " positions need " +
                   std::to_string(attn_smem_) + " bytes, the device allows " +
                   std::to_string(max_smem_));
-    if (gemv_preload_ &&
-        size_t(ring_stages_) * kRingStageBytes > size_t(max_smem_))
-      throw Error("LOOM_CUDA_GEMV_PRELOAD: the GEMV ring takes " +
-                  std::to_string(ring_stages_ * kRingStageBytes / 1024) +
-                  " KiB of shared memory, the device allows " +
-                  std::to_string(max_smem_ / 1024));
-    if (gemv_preload_)
-      for (const void *k :
-           {reinterpret_cast<const void *>(gemvRingKernel<float, 4, 1>),
-            reinterpret_cast<const void *>(gemvRingKernel<float, 4, 2>),
-            reinterpret_cast<const void *>(gemvRingKernel<__nv_bfloat16, 8, 1>),
-            reinterpret_cast<const void *>(
-                gemvRingKernel<__nv_bfloat16, 8, 2>)})
-        check(cudaFuncSetAttribute(k,
-                                   cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                   int(ring_stages_ * kRingStageBytes)),
-              "cudaFuncSetAttribute");
     check(cudaFuncSetAttribute(attentionKernel,
                                cudaFuncAttributeMaxDynamicSharedMemorySize,
                                int(attn_smem_)),
@@ -748,14 +718,6 @@ unsigned blocksFor(int64_t n, unsigned threads) {
 unsigned rowThreads(int64_t cols) {
   return cols >= 1024 ? 1024u : cols >= 256 ? 256u : cols >= 128 ? 128u : 64u;
 }
-// An RmsNorm's block: rowThreads, or at most 256 threads in the one-row
-// steps of LOOM_CUDA_GEMV_PRELOAD=1, so that the norm between two ring
-// GEMVs fits on an SM beside them and the decode attention (a 1024-thread
-// block's registers do not) and the GEMV after it is launched early.
-unsigned CudaExecutor::normThreads(int64_t cols, int64_t T) const {
-  return gemv_preload_ && T == 1 ? std::min(256u, rowThreads(cols))
-                                 : rowThreads(cols);
-}
 
 void CudaExecutor::gemm(const float *x, int64_t ldx, uint32_t weight, float *y,
                         int64_t ldy, int64_t T, int64_t K, int64_t N,
@@ -780,26 +742,6 @@ void CudaExecutor::gemm(const float *x, int64_t ldx, uint32_t weight, float *y,
                      static_cast<const float *>(w.native), y, ldy, int(T),
                      int(K), int(N), accumulate);
       return;
-    }
-    if (gemv_preload_ && T == 1) {
-      const RingPlan p =
-          ringPlan(N, K, 1, bf16 ? 2 : 4, sm_count_, ring_stages_);
-      if (p.ok) {
-        if (bf16)
-          launchKernel(gemvRingKernel<__nv_bfloat16, 8, 1>, unsigned(p.blocks),
-                       kGemvThreads, p.smem, x,
-                       static_cast<const __nv_bfloat16 *>(w.native),
-                       static_cast<const __nv_bfloat16 *>(w.native), y, nullptr,
-                       nullptr, int(K), int(N), p.C, p.sc, p.iters, p.stages,
-                       int(accumulate));
-        else
-          launchKernel(
-              gemvRingKernel<float, 4, 1>, unsigned(p.blocks), kGemvThreads,
-              p.smem, x, static_cast<const float *>(w.native),
-              static_cast<const float *>(w.native), y, nullptr, nullptr, int(K),
-              int(N), p.C, p.sc, p.iters, p.stages, int(accumulate));
-        return;
-      }
     }
     const GemvConfig c = gemvConfig(N, K);
     const unsigned blocks = gemvBlocks(N, c.split);
@@ -976,6 +918,8 @@ void CudaExecutor::attendCache(const DeviceCache &c, const float *q,
 // splits (1 block per SM) 1.07x its speed at 9 (2 per SM), the 110M's at 11
 // splits 1.07x its speed at 22.
 int CudaExecutor::splitsFor(int64_t nh, int64_t T, int resident) const {
+  if (attn_splits_ > 0) // forced (LOOM_CUDA_ATTN_SPLITS): tests and tuning
+    return attn_splits_;
   const int64_t want = (attn_blocks_per_sm_ * int64_t(sm_count_) + nh - 1) / nh;
   const int64_t fit = int64_t(resident) * sm_count_ / (nh * T);
   return int(std::max<int64_t>(
@@ -1070,7 +1014,7 @@ void CudaExecutor::launch(const DispatchDesc &d, int64_t T, int64_t logit_begin,
   case Kernel::RmsNorm:
     if (omitted(kOmitNorm))
       break;
-    launchKernel(rmsNormKernel, unsigned(T), normThreads(ld(in[0]), T), 0,
+    launchKernel(rmsNormKernel, unsigned(T), rowThreads(ld(in[0])), 0,
                  buffer(in[0]), ld(in[0]), wf(0), buffer(out[0]), ld(out[0]),
                  ld(in[0]), d.fparams[0]);
     break;
@@ -1200,7 +1144,7 @@ size_t CudaExecutor::launchFused(const ProgramDesc &prog, size_t i, size_t end,
         ld(d.inputs[1]) != D || ld(e.outputs[0]) != D)
       return 0;
     if (!omitted(kOmitNorm))
-      launchKernel(addRmsNormKernel, unsigned(T), normThreads(D, T), 0,
+      launchKernel(addRmsNormKernel, unsigned(T), rowThreads(D), 0,
                    buffer(d.inputs[0]), buffer(d.inputs[1]),
                    buffer(d.outputs[0]), tensors_[e.weight_ids[0]].f32,
                    buffer(e.outputs[0]), D, e.fparams[0]);
@@ -1242,29 +1186,6 @@ size_t CudaExecutor::gateUp(const ProgramDesc &prog, size_t i, size_t end,
                 16 !=
             0)
       return 0;
-    if (omitted(kOmitGateUp))
-      return 3;
-    const RingPlan p =
-        T == 1 && gemv_preload_
-            ? ringPlan(N, K, 2, w1.dtype == WeightType::BF16 ? 2 : 4, sm_count_,
-                       ring_stages_)
-            : RingPlan{};
-    if (p.ok) {
-      const auto ring = [&](auto kernel, auto *w1p, auto *w3p) {
-        launchKernel(kernel, unsigned(p.blocks), kGemvThreads, p.smem, xp, w1p,
-                     w3p, buffer(y), buffer(a), buffer(b), int(K), int(N), p.C,
-                     p.sc, p.iters, p.stages, 0);
-      };
-      if (w1.dtype == WeightType::BF16)
-        ring(gemvRingKernel<__nv_bfloat16, 8, 2>,
-             static_cast<const __nv_bfloat16 *>(w1.native),
-             static_cast<const __nv_bfloat16 *>(w3.native));
-      else
-        ring(gemvRingKernel<float, 4, 2>, static_cast<const float *>(w1.native),
-             static_cast<const float *>(w3.native));
-      check(cudaGetLastError(), "gate/up GEMV + silu_mul");
-      return 3;
-    }
     const GemvConfig c = gemvConfig(N, K);
     const unsigned blocks = gemvBlocks(N, c.split);
     const auto go = [&](auto tag) {
@@ -1276,6 +1197,8 @@ size_t CudaExecutor::gateUp(const ProgramDesc &prog, size_t i, size_t end,
                    static_cast<const Wt *>(w3.native), buffer(a), N, buffer(b),
                    N, buffer(y), N, int(T), int(K), int(N));
     };
+    if (omitted(kOmitGateUp))
+      return 3;
     if (w1.dtype == WeightType::BF16)
       withGemvConfig<__nv_bfloat16, 8>(c, int(T), go);
     else

@@ -5,12 +5,10 @@
 #ifndef LOOM_RUNTIME_CUDA_KERNELS_CUH
 #define LOOM_RUNTIME_CUDA_KERNELS_CUH
 
-#include <algorithm>
 #include <cooperative_groups.h>
 #include <cstdint>
 #include <cstring>
 #include <cuda_bf16.h>
-#include <cuda_pipeline.h>
 #include <mma.h>
 #include <type_traits>
 
@@ -801,26 +799,66 @@ struct RopeFold {
   float scale = 1.0f;             // of cos and sin (ropeKernel's)
 };
 
-// Rotates x (dims lane + 32 i of one head) by RoPE at position pos, llama2.c
-// float32 angles as ropeKernel. Every lane of the warp calls it.
+// RoPE of the dims lane + 32 i of one head at position pos, in two halves
+// so that the angles (constant data and the step's position) are taken
+// before the programmatic wait: ropeAngles gives each lane its cos and sin
+// (llama2.c's float32 angles, as ropeKernel), ropeRotate turns x by them
+// (the rotation pairs sit in adjacent lanes). Every lane of the warp calls
+// both.
 template <int DPL>
-__device__ __forceinline__ void ropeLanes(float *x, int head_dim, float pos,
-                                          float theta, const float *factors,
-                                          float scale) {
+__device__ __forceinline__ void ropeAngles(float *cs, float *sn, int head_dim,
+                                           float pos, float theta,
+                                           const float *factors, float scale) {
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int i = 0; i < DPL; ++i) {
+    const int d = lane + 32 * i;
+    cs[i] = 1.0f;
+    sn[i] = 0.0f;
+    if (d < head_dim) {
+      sincosf(pos * ropeFreq(d & ~1, head_dim, theta, factors), &sn[i], &cs[i]);
+      sn[i] *= scale;
+      cs[i] *= scale;
+    }
+  }
+}
+template <int DPL>
+__device__ __forceinline__ void ropeRotate(float *x, const float *cs,
+                                           const float *sn, int head_dim) {
   const int lane = threadIdx.x & 31;
 #pragma unroll
   for (int i = 0; i < DPL; ++i) {
     const float other = __shfl_xor_sync(0xffffffffu, x[i], 1);
     const int d = lane + 32 * i;
-    if (d < head_dim) {
-      const float freq = ropeFreq(d & ~1, head_dim, theta, factors);
-      float sn, cs;
-      sincosf(pos * freq, &sn, &cs);
-      sn *= scale;
-      cs *= scale;
-      x[i] = (d & 1) ? other * sn + x[i] * cs : x[i] * cs - other * sn;
+    if (d < head_dim)
+      x[i] =
+          (d & 1) ? other * sn[i] + x[i] * cs[i] : x[i] * cs[i] - other * sn[i];
+  }
+}
+
+// Sums B values over the warp at once (B a power of two, at most 32): on
+// return lane l holds the total of v[l / (32 / B)] over the 32 lanes. Each
+// round halves the values a lane keeps, exchanging the other half with the
+// lane `mask` away (B - 1 shuffles in all), then the 32 / B lanes of each
+// value are summed as warpSum does (log2(32 / B) shuffles): 9 shuffles for
+// B = 8, where B warpSums take 40. Fixed order: no dependence on timing.
+template <int B> __device__ __forceinline__ float warpSumEach(float *v) {
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int h = B / 2, mask = 16; h >= 1; h /= 2, mask /= 2) {
+    const bool upper = (lane & mask) != 0;
+#pragma unroll
+    for (int k = 0; k < h; ++k) {
+      const float send = upper ? v[k] : v[k + h];
+      const float keep = upper ? v[k + h] : v[k];
+      v[k] = keep + __shfl_xor_sync(0xffffffffu, send, mask);
     }
   }
+  float r = v[0];
+#pragma unroll
+  for (int mask = 16 / B; mask >= 1; mask /= 2)
+    r += __shfl_xor_sync(0xffffffffu, r, mask);
+  return r;
 }
 
 // Decode-time attention over the KV cache split along the positions, so
@@ -898,7 +936,9 @@ __global__ void __launch_bounds__(kAttnThreads)
                          int group, int head_dim, float *ws, int *counters,
                          float *out, int64_t ldo, RopeFold fold, int window) {
   pdlLaunchDependents();
-  pdlWait();
+  // Before the wait: what depends only on the step's position (copied in
+  // before any kernel of the step) and on constant data, the RoPE angles
+  // of the newest position among them.
   extern __shared__ float smem[];
   __shared__ bool last;
   __shared__ float merge_e[kMaxAttnSplits + 1];
@@ -920,39 +960,50 @@ __global__ void __launch_bounds__(kAttnThreads)
   const int per_lane = (head_dim + 31) / 32;
   const int64_t koff = int64_t(h / group) * head_dim;
   const float div = sqrtf(float(head_dim));
-  // Lane l holds dims l, l + 32, ... of q and of its running output.
+  const int newest = end - 1; // T = 1 with a fold: the row being appended
+  // Lane l holds dims l, l + 32, ... of q, of its running output, of each
+  // K and V row.
+  bool dim_ok[DPL];
+#pragma unroll
+  for (int i = 0; i < DPL; ++i)
+    dim_ok[i] = i < per_lane && lane + 32 * i < head_dim;
+  float cs[DPL], sn[DPL];
+  if (fold.k)
+    ropeAngles<DPL>(cs, sn, head_dim, float(newest), fold.theta, fold.factors,
+                    fold.scale);
+  pdlWait();
   float qv[DPL], acc[DPL];
 #pragma unroll
   for (int i = 0; i < DPL; ++i) {
-    const int d = lane + 32 * i;
-    qv[i] = i < per_lane && d < head_dim
-                ? q[t * ldq + int64_t(h) * head_dim + d]
-                : 0.0f;
+    qv[i] =
+        dim_ok[i] ? q[t * ldq + int64_t(h) * head_dim + lane + 32 * i] : 0.0f;
     acc[i] = 0.0f;
   }
-  const int newest = end - 1; // T = 1 with a fold: the row being appended
   if (fold.k)
-    ropeLanes<DPL>(qv, head_dim, float(newest), fold.theta, fold.factors,
-                   fold.scale);
+    ropeRotate<DPL>(qv, cs, sn, head_dim);
   // Warp `warp` takes positions lo + warp, lo + warp + nw, ..., kB at a
-  // time (their K and V rows loaded together), with a running max m and
-  // sum l (online softmax). An empty range leaves m = -inf, l = 0.
+  // time (their K and V rows loaded together, row pointers advanced, not
+  // recomputed), with a running max m and sum l (online softmax). An empty
+  // range leaves m = -inf, l = 0.
   constexpr int kB = DPL <= 2 ? 8 : 4;
+  const int64_t kstep = int64_t(nw) * ldk, vstep = int64_t(nw) * ldv;
+  const float *kp = K + int64_t(lo + warp) * ldk + koff + lane;
+  const float *vp = V + int64_t(lo + warp) * ldv + koff + lane;
   float m = -INFINITY, l = 0.0f;
-  for (int j0 = lo + warp; j0 < hi; j0 += kB * nw) {
+  for (int j0 = lo + warp; j0 < hi;
+       j0 += kB * nw, kp += kB * kstep, vp += kB * vstep) {
     float kv[kB][DPL], vv[kB][DPL];
 #pragma unroll
     for (int b = 0; b < kB; ++b) {
       const int j = j0 + b * nw;
       const bool fresh = fold.k && j == newest;
-      const float *kr = fresh ? fold.k + koff : K + int64_t(j) * ldk + koff;
-      const float *vr = fresh ? fold.v + koff : V + int64_t(j) * ldv + koff;
+      const float *kr = fresh ? fold.k + koff + lane : kp + b * kstep;
+      const float *vr = fresh ? fold.v + koff + lane : vp + b * vstep;
 #pragma unroll
       for (int i = 0; i < DPL; ++i) {
-        const int d = lane + 32 * i;
-        const bool ok = j < hi && i < per_lane && d < head_dim;
-        kv[b][i] = ok ? __ldg(kr + d) : 0.0f;
-        vv[b][i] = ok ? __ldg(vr + d) : 0.0f;
+        const bool ok = j < hi && dim_ok[i];
+        kv[b][i] = ok ? __ldg(kr + 32 * i) : 0.0f;
+        vv[b][i] = ok ? __ldg(vr + 32 * i) : 0.0f;
       }
     }
     // The newest position (fold): rotate its k; the group's first head
@@ -963,13 +1014,12 @@ __global__ void __launch_bounds__(kAttnThreads)
 #pragma unroll
       for (int bb = 0; bb < kB; ++bb)
         if (bb == b) {
-          ropeLanes<DPL>(kv[bb], head_dim, float(newest), fold.theta,
-                         fold.factors, fold.scale);
+          ropeRotate<DPL>(kv[bb], cs, sn, head_dim);
           if (h % group == 0) {
 #pragma unroll
             for (int i = 0; i < DPL; ++i) {
-              const int d = lane + 32 * i;
-              if (i < per_lane && d < head_dim) {
+              if (dim_ok[i]) {
+                const int d = lane + 32 * i;
                 K[int64_t(newest) * ldk + koff + d] = kv[bb][i];
                 V[int64_t(newest) * ldv + koff + d] = vv[bb][i];
               }
@@ -977,29 +1027,34 @@ __global__ void __launch_bounds__(kAttnThreads)
           }
         }
     }
-    // The kB scores, then one rescale for all of them: the exponentials
-    // are independent of each other, not a chain through m.
-    float sc[kB];
-    float mn = m;
+    // The kB dot products summed over the warp at once: lane l gets that
+    // of position b = l / (32 / kB). One max over the warp, one exponential
+    // a lane, then each p_b fetched from a lane that holds it for the
+    // rescaled running sums.
+    float dots[kB];
 #pragma unroll
     for (int b = 0; b < kB; ++b) {
       float dot = 0.0f;
 #pragma unroll
       for (int i = 0; i < DPL; ++i)
         dot = fmaf(qv[i], kv[b][i], dot);
-      dot = warpSum(dot);
-      sc[b] = j0 + b * nw < hi ? dot / div : -INFINITY;
-      mn = fmaxf(mn, sc[b]);
+      dots[b] = dot;
     }
-    // j0 < hi: sc[0] is finite, and so is mn; m = -inf gives corr = 0.
+    const float mine = warpSumEach<kB>(dots);
+    const int bm = lane / (32 / kB);
+    const float sc = j0 + bm * nw < hi ? mine / div : -INFINITY;
+    // j0 < hi: position j0's score is finite, and so is mn; m = -inf
+    // gives corr = 0.
+    const float mn = fmaxf(m, warpMax(sc));
     const float corr = expf(m - mn);
+    const float p_mine = expf(sc - mn); // 0 past hi
     l *= corr;
 #pragma unroll
     for (int i = 0; i < DPL; ++i)
       acc[i] *= corr;
 #pragma unroll
     for (int b = 0; b < kB; ++b) {
-      const float p = expf(sc[b] - mn); // 0 past hi
+      const float p = __shfl_sync(0xffffffffu, p_mine, b * (32 / kB));
       l += p;
 #pragma unroll
       for (int i = 0; i < DPL; ++i)
@@ -1284,186 +1339,6 @@ __global__ void __launch_bounds__(kGemvThreads)
       float *o = y + t * ldy + n;
       *o = accumulate ? *o + out[0][t] : out[0][t];
     }
-  }
-}
-
-// The one-row decode GEMVs streamed through shared memory
-// (LOOM_CUDA_GEMV_PRELOAD=1, an experiment): y = x W^T (M = 1, optionally
-// accumulated) or the gate/up GEMVs and SiLU of a SwiGLU FFN (M = 2, as
-// gateUpKernel). One block per SM; block b owns the columns
-// [b C, min(N, (b + 1) C)), whose rows of W are contiguous. They pass
-// through a ring of `stages` slots of `sc` columns (a column: its row
-// of each of the M matrices), each stage copied 16 bytes per thread and
-// request (cp.async: many requests in flight, no registers). The first
-// `stages` stages are requested before the programmatic wait, so the
-// matrix streams from HBM while the kernels before it, latency-bound (a
-// norm, the decode attention), still run: a matrix whose share fits the
-// ring (the 1B shape's q|k|v and output projections) is all in shared
-// memory by the time its input is ready, where gemvKernel has only its
-// first U loads per lane in flight. After the wait each stage's columns
-// are summed from shared memory: warp w takes column w % sc of the stage
-// and the w / sc-th of its kGemvWarps / sc parts along K (lanes across the
-// part, VEC values per 16 bytes, their x held in registers for the whole
-// kernel); the parts are added in a fixed order, so results do not depend
-// on scheduling. The stage's slot is then refilled with the stage
-// `stages` ahead. Dynamic shared memory: RingPlan::smem.
-constexpr int kRingStages = 6;     // the default ring: 96 KiB
-constexpr int kRingMaxStages = 12; // LOOM_CUDA_GEMV_PRELOAD=192 (KiB)
-constexpr int64_t kRingStageBytes = 16 * 1024;
-constexpr int kRingMaxIters = 4; // 16-byte vectors per lane of a part
-
-// The shape of a ring GEMV launch (ringPlan): columns per block and per
-// stage, 16-byte vectors per lane of a part, shared memory; ok = false
-// where a column exceeds a stage or a part exceeds kRingMaxIters vectors
-// per lane (the caller then launches gemvKernel / gateUpKernel).
-struct RingPlan {
-  bool ok = false;
-  int blocks = 0; // ceil(N / C), at most the blocks asked for
-  int C = 0;      // columns per block
-  int sc = 0;     // columns per stage: 1, 2, 4 or 8 (divides kGemvWarps)
-  int iters = 0;  // 16-byte vectors per lane and part, <= kRingMaxIters
-  int stages = 0; // slots of the ring: min(asked, stages of a block)
-  size_t smem = 0;
-};
-inline RingPlan ringPlan(int64_t N, int64_t K, int M, size_t wbytes, int blocks,
-                         int stages = kRingStages) {
-  RingPlan p;
-  const int64_t row = K * int64_t(wbytes), unit = M * row;
-  if (blocks <= 0 || N <= 0 || stages <= 0 || row % 16 != 0 ||
-      unit > kRingStageBytes)
-    return p;
-  int sc = kGemvWarps;
-  while (sc > 1 && sc * unit > kRingStageBytes)
-    sc /= 2;
-  const int64_t parts = kGemvWarps / sc, vecs = row / 16;
-  const int64_t per = (vecs + parts - 1) / parts;
-  const int64_t iters = (per + 31) / 32;
-  if (iters > kRingMaxIters)
-    return p;
-  p.C = int((N + blocks - 1) / blocks);
-  p.blocks = int((N + p.C - 1) / p.C);
-  p.sc = sc;
-  p.iters = int(iters);
-  p.stages = int(std::min<int64_t>(stages, (p.C + sc - 1) / sc));
-  p.smem = size_t(p.stages * sc * unit);
-  p.ok = true;
-  return p;
-}
-// The most dynamic shared memory a ring launch takes.
-constexpr size_t kRingSmem = size_t(kRingMaxStages * kRingStageBytes);
-
-template <typename W, int VEC, int M>
-__global__ void __launch_bounds__(kGemvThreads)
-    gemvRingKernel(const float *__restrict__ x, const W *__restrict__ W1,
-                   const W *__restrict__ W3, float *y, float *a, float *b,
-                   int K, int N, int C, int sc, int iters, int stages,
-                   int accumulate) {
-  pdlLaunchDependents();
-  extern __shared__ __align__(16) unsigned char ring[];
-  __shared__ float red[kGemvWarps][M];
-  const int n0 = blockIdx.x * C;
-  const int cols = min(C, N - n0);
-  if (cols <= 0)
-    return;
-  const int row_bytes = K * int(sizeof(W));
-  const int unit = M * row_bytes;
-  const int vecs = row_bytes / 16; // per row of one matrix
-  const int total = (cols + sc - 1) / sc;
-  // Requests stage s (if any) into its slot; always commits a group, so
-  // that stage s is group s and waiting for all but stages - 1 groups
-  // waits for it (cp.async.wait_group takes at most 8: more slots wait
-  // for a little more than they need).
-  const auto request = [&](int s) {
-    if (s < total) {
-      const int c0 = s * sc, nc = min(sc, cols - c0);
-      unsigned char *dst = ring + size_t(s % stages) * sc * unit;
-      for (int i = threadIdx.x; i < nc * M * vecs; i += blockDim.x) {
-        const int r = i / vecs, v = i - r * vecs; // r = column * M + matrix
-        const int u = r / M, m = r - u * M;
-        const unsigned char *src =
-            reinterpret_cast<const unsigned char *>((m ? W3 : W1) +
-                                                    int64_t(n0 + c0 + u) * K) +
-            size_t(v) * 16;
-        __pipeline_memcpy_async(dst + size_t(r) * row_bytes + size_t(v) * 16,
-                                src, 16);
-      }
-    }
-    __pipeline_commit();
-  };
-  for (int s = 0; s < stages; ++s)
-    request(s);
-  pdlWait();
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int u = warp % sc, part = warp / sc, parts = kGemvWarps / sc;
-  const int per = (vecs + parts - 1) / parts;
-  const int v0 = part * per, v1 = min(vecs, v0 + per);
-  float xr[kRingMaxIters][VEC];
-#pragma unroll
-  for (int i = 0; i < kRingMaxIters; ++i) {
-    const int v = v0 + lane + 32 * i;
-    const bool in = i < iters && v < v1;
-#pragma unroll
-    for (int j = 0; j < VEC; j += 4) {
-      const float4 f =
-          in ? __ldg(reinterpret_cast<const float4 *>(x + int64_t(v) * VEC + j))
-             : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-      xr[i][j] = f.x;
-      xr[i][j + 1] = f.y;
-      xr[i][j + 2] = f.z;
-      xr[i][j + 3] = f.w;
-    }
-  }
-  for (int s = 0; s < total; ++s) {
-    __pipeline_wait_prior(size_t(stages - 1));
-    __syncthreads(); // every thread's requests of stage s have landed
-    float acc[M];
-#pragma unroll
-    for (int m = 0; m < M; ++m)
-      acc[m] = 0.0f;
-    if (s * sc + u < cols) {
-      const unsigned char *col = ring + (size_t(s % stages) * sc + u) * unit;
-#pragma unroll
-      for (int i = 0; i < kRingMaxIters; ++i) {
-        const int v = v0 + lane + 32 * i;
-        if (i < iters && v < v1) {
-#pragma unroll
-          for (int m = 0; m < M; ++m) {
-            float wv[VEC];
-            unpackVec(*reinterpret_cast<const uint4 *>(
-                          col + size_t(m) * row_bytes + size_t(v) * 16),
-                      wv, static_cast<const W *>(nullptr));
-#pragma unroll
-            for (int j = 0; j < VEC; ++j)
-              acc[m] = fmaf(wv[j], xr[i][j], acc[m]);
-          }
-        }
-      }
-    }
-#pragma unroll
-    for (int m = 0; m < M; ++m) {
-      acc[m] = warpSum(acc[m]);
-      if (lane == 0)
-        red[warp][m] = acc[m];
-    }
-    __syncthreads(); // the slot is read, the partials are in red
-    if (int(threadIdx.x) < sc && s * sc + int(threadIdx.x) < cols) {
-      const int c = threadIdx.x, n = n0 + s * sc + c;
-      float v[M];
-#pragma unroll
-      for (int m = 0; m < M; ++m) {
-        v[m] = 0.0f;
-        for (int p = 0; p < parts; ++p)
-          v[m] += red[p * sc + c][m];
-      }
-      if constexpr (M == 1) {
-        y[n] = accumulate ? y[n] + v[0] : v[0];
-      } else {
-        a[n] = v[0];
-        b[n] = v[1];
-        y[n] = v[0] / (1.0f + expf(-v[0])) * v[1];
-      }
-    }
-    request(s + stages);
   }
 }
 

@@ -12,7 +12,6 @@
 #include <cmath>
 #include <cstdint>
 #include <random>
-#include <tuple>
 #include <vector>
 
 using namespace loom::rt::cuda;
@@ -83,73 +82,6 @@ TEST(GemvConfig, BlocksCoverEveryColumnOnce) {
       EXPECT_GE(blocks * per_block, N);
       EXPECT_LT((blocks - 1) * per_block, N);
     }
-}
-
-// The ring GEMV's plan and gemvRingKernel's index arithmetic, replayed on
-// the host: every column is some block's, every 16-byte vector of every
-// row of it is copied once into its stage's slot and summed by exactly one
-// (warp, lane, iteration), and the stages fit the slots; the 1B and 110M
-// decode shapes get a plan, rows over a stage do not.
-TEST(GemvRing, PlansCoverEveryColumnAndVectorOnce) {
-  for (int M : {1, 2})
-    for (size_t wb : {size_t(2), size_t(4)})
-      for (int64_t N : {1, 5, 384, 688, 1000, 2048, 3072, 8192, 32000})
-        for (int64_t K : {8, 256, 688, 768, 1024, 2048, 2816, 8192})
-          for (auto [blocks, stages] :
-               {std::pair{1, 6}, std::pair{132, 6}, std::pair{132, 1},
-                std::pair{132, kRingMaxStages}}) {
-            const RingPlan p = ringPlan(N, K, M, wb, blocks, stages);
-            const int64_t row = K * int64_t(wb), unit = M * row;
-            if (!p.ok) {
-              // (A row within a stage always fits kRingMaxIters: the
-              // stage's sc rows of at most 1024 vectors over 8 warps.)
-              EXPECT_TRUE(unit > kRingStageBytes || row % 16 != 0)
-                  << N << " x " << K;
-              continue;
-            }
-            ASSERT_TRUE(p.sc == 1 || p.sc == 2 || p.sc == 4 || p.sc == 8);
-            EXPECT_LE(p.sc * unit, kRingStageBytes);
-            EXPECT_LE(p.smem, kRingSmem);
-            EXPECT_LE(p.blocks, blocks);
-            EXPECT_GE(int64_t(p.blocks) * p.C, N);
-            EXPECT_LT(int64_t(p.blocks - 1) * p.C, N);
-            EXPECT_LE(p.iters, kRingMaxIters);
-            const int vecs = int(row / 16), parts = kGemvWarps / p.sc;
-            const int per = (vecs + parts - 1) / parts;
-            // One block's columns (the first, the fullest): each vector of
-            // each column once, over the warps' parts and lanes' iterations.
-            const int cols = int(std::min<int64_t>(p.C, N));
-            const int total = (cols + p.sc - 1) / p.sc;
-            EXPECT_EQ(p.stages, std::min(total, stages));
-            EXPECT_EQ(size_t(p.stages) * p.sc * unit, p.smem);
-            std::vector<int> seen(size_t(cols) * vecs, 0);
-            for (int st = 0; st < total; ++st)
-              for (int warp = 0; warp < kGemvWarps; ++warp) {
-                const int u = warp % p.sc, part = warp / p.sc;
-                const int v0 = part * per, v1 = std::min(vecs, v0 + per);
-                if (st * p.sc + u >= cols)
-                  continue;
-                for (int lane = 0; lane < 32; ++lane)
-                  for (int i = 0; i < p.iters; ++i) {
-                    const int v = v0 + lane + 32 * i;
-                    if (v < v1)
-                      ++seen[size_t(st * p.sc + u) * vecs + v];
-                  }
-              }
-            for (size_t i = 0; i < seen.size(); ++i)
-              ASSERT_EQ(seen[i], 1) << N << " x " << K << " vector " << i;
-            // The copies of the last stage stay inside its slot.
-            const int nc = cols - (total - 1) * p.sc;
-            const int64_t last = int64_t(nc * M * vecs - 1);
-            const int64_t r = last / vecs, v = last - r * vecs;
-            EXPECT_LE((r * row + v * 16 + 16), p.sc * unit);
-          }
-  for (auto [N, K, M] : {std::tuple{3072, 2048, 1}, std::tuple{2048, 2048, 1},
-                         std::tuple{8192, 2048, 2}, std::tuple{2048, 8192, 1},
-                         std::tuple{32000, 2048, 1}, std::tuple{2304, 768, 1},
-                         std::tuple{2048, 768, 2}, std::tuple{768, 2048, 1}})
-    EXPECT_TRUE(ringPlan(N, K, M, 2, 132).ok) << N << " x " << K;
-  EXPECT_FALSE(ringPlan(2048, 8192, 1, 4, 132).ok); // f32 rows of 32 KB
 }
 
 TEST(Attention, DimsPerLaneCoverHeadDim) {

@@ -111,6 +111,18 @@ std::vector<Case> cases() {
     r.rope_scale = 1.1386f;
     c.push_back(r);
   }
+  // head_dim 64 (the 110M's and the 1B's: two dims a lane in the split
+  // decode kernel), groups of 4 heads, a window over part of the cache.
+  Case mid{"mid-fused", shape(2, 512, 1376, 8, 2, 700, 160, 13), c[0].art,
+           false};
+  c.push_back(mid);
+  mid.name = "mid-fused-bf16";
+  mid.bf16 = true;
+  c.push_back(mid);
+  mid.name = "mid-fused-window";
+  mid.bf16 = false;
+  mid.window = 37;
+  c.push_back(mid);
   Case biased = c[0]; // wide-fused, f32
   biased.name = "wide-fused-qkv-bias";
   biased.qkv_bias = true;
@@ -367,7 +379,13 @@ public:
     else
       unsetenv(var_);
   }
-  void set(const char *value) { setenv(var_, value, 1); }
+  // nullptr: unset (the default).
+  void set(const char *value) {
+    if (value)
+      setenv(var_, value, 1);
+    else
+      unsetenv(var_);
+  }
   // Making a CUDA session with the variable at `value` throws an error
   // that names the variable.
   void expectRefused(const std::shared_ptr<loom::Model> &model,
@@ -471,34 +489,23 @@ TEST_F(CudaSession, ClusterMergeMatchesTheGlobalOne) {
   env.expectRefused(model_, "clusters");
 }
 
-// LOOM_CUDA_GEMV_PRELOAD=1 streams the one-row GEMVs and the gate/up
-// GEMV through a ring of shared memory whose first stages are requested
-// before the programmatic wait: decode logits (the forward graph) and
-// greedy ids (the decode graph) agree with the default GEMV to f32
-// rounding, f32 and bf16 weights, head_dim 32 and 128. Between them the
-// models take every ring shape: shares that fit the ring and shares that
-// wrap it (deep's f32 gate/up: 11 stages of 2 columns in 6 slots), 1 to 8
-// columns a stage, rows split over 1 to 8 warps, last stages and last
-// blocks part full. A size in KiB sets the ring (multiples of 16 from 32
-// to 192); other values are refused.
-TEST_F(CudaSession, GemvPreloadMatchesTheDefault) {
-  ScopedEnv env("LOOM_CUDA_GEMV_PRELOAD");
-  for (const auto &[o, bf16] :
-       {std::pair{wide(), false}, std::pair{wide(), true},
-        std::pair{deep(), false}, std::pair{deep(), true}}) {
-    std::unique_ptr<TempFile> owner;
-    expectSameDecode(env, "0", "1", fusedModel(o, bf16, owner), 21, true,
-                     "dim " + std::to_string(o.dim) +
-                         (bf16 ? " bf16" : " f32"));
-  }
-  // Rings of 2 slots (every stage waits for the one before) and of 12
-  // (more groups in flight than cp.async.wait_group counts).
-  for (const char *kib : {"32", "192"}) {
-    std::unique_ptr<TempFile> owner;
-    expectSameDecode(env, "0", kib, fusedModel(deep(), false, owner), 21, true,
-                     std::string("ring of ") + kib + " KiB");
-  }
-  for (const char *bad : {"2", "48k", "40", "208"})
+// LOOM_CUDA_ATTN_SPLITS=N forces the decode attention's split count: one
+// split (each warp walks 2-3 batches of positions; the split merges
+// alone) and 3 agree with the default (~17 splits of a few positions) to
+// f32 rounding, in the forward and the decode graphs, over caches of up to
+// 146 positions at head_dim 64 and 88 at head_dim 128; other values are
+// refused.
+TEST_F(CudaSession, AttentionSplitsAgree) {
+  ScopedEnv env("LOOM_CUDA_ATTN_SPLITS");
+  for (const auto &[o, prompt] :
+       {std::pair{shape(2, 512, 1376, 8, 2, 700, 160, 13), 130},
+        std::pair{deep(), 72}})
+    for (const char *n : {"1", "3"}) {
+      std::unique_ptr<TempFile> owner;
+      expectSameDecode(env, nullptr, n, fusedModel(o, false, owner), prompt,
+                       true, "dim " + std::to_string(o.dim) + ", splits " + n);
+    }
+  for (const char *bad : {"0", "33", "4x"})
     env.expectRefused(model_, bad);
 }
 
