@@ -210,8 +210,12 @@ done
 # picks must hold the step's coin (xorshift64*, the sampler's stream,
 # replayed here) within 3e-5 of their cumulative interval over the CPU's
 # logits for that prefix (float64, in the sampler's order: ids, or the
-# nucleus most likely first with the coin times its mass); an off-by-one
-# or a wrong temperature misses that by far more.
+# nucleus most likely first with the coin times its mass), plus, in a
+# nucleus, the mass of the ids tied with the pick within 1e-5 relative
+# (their order is the devices' rounding: on an H200, step 51 at
+# temperature 3 parted on ids 6274 and 27241 of equal probability, which
+# the CPUs of two machines order differently too); an off-by-one or a
+# wrong temperature misses that by far more.
 same_sampled() {
   local art=$1 ids t p
   ids=1,$(seq -s, 3 20)
@@ -275,9 +279,18 @@ for i in order:
 def miss(i):
     l, h = where[int(i)]
     return min(max(0.0, l - c, c - h) for c in coins)
-print("    first difference at step %d: cpu %s, cuda %s; coin %.7f misses their intervals by %.2g, %.2g (limit %g)"
-      % (k, a[k], b[k], coins[0], miss(a[k]), miss(b[k]), eps))
-sys.exit(0 if miss(a[k]) <= eps and miss(b[k]) <= eps else 1)
+# In a nucleus the order is by probability: ids the two devices' logits
+# cannot order (tied, or within 1e-5 of each other relative: the logits
+# differ in the last bits) may stand on either side of the pick and move
+# its interval by their mass.
+def limit(i):
+    if P >= 1.0:
+        return eps
+    q = pr[int(i)]
+    return eps + sum(x for j, x in enumerate(pr) if j != int(i) and abs(x - q) <= 1e-5 * q)
+print("    first difference at step %d: cpu %s, cuda %s; coin %.7f misses their intervals by %.2g, %.2g (limits %.2g, %.2g)"
+      % (k, a[k], b[k], coins[0], miss(a[k]), miss(b[k]), limit(a[k]), limit(b[k])))
+sys.exit(0 if miss(a[k]) <= limit(a[k]) and miss(b[k]) <= limit(b[k]) else 1)
 PY
   done
 }
