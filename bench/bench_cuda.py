@@ -72,7 +72,7 @@ def keyvals(text):
 
 def variant_env(spec):
     """NAME,VAR=VALUE[,VAR=VALUE...] -> {VAR: VALUE}; a piece without '='
-    continues the previous value (LOOM_CUDA_GEMV=4,1,0)."""
+    continues the previous value (LOOM_CUDA_GEMV=qkv:4,4;out:4,1)."""
     env, last = {}, None
     for piece in spec.split(",")[1:]:
         if "=" in piece:

@@ -89,6 +89,9 @@ done
 step cuda-unit-no-rope-fold env LOOM_CUDA_ROPE_FOLD=0 "$B/bin/loom-cuda-test" --gtest_brief=1
 # Decode attention's splits merged in a thread block cluster (an experiment).
 step cuda-unit-attn-cluster env LOOM_CUDA_ATTN_MERGE=cluster "$B/bin/loom-cuda-test" --gtest_brief=1
+# Decode attention's cached K/V rows loaded before the programmatic wait,
+# batches double-buffered (an experiment).
+step cuda-unit-attn-early env LOOM_CUDA_ATTN_EARLY=1 "$B/bin/loom-cuda-test" --gtest_brief=1
 # Looped models' one-row steps piece by piece (LOOM_CUDA_LOOP_GRAPH=0; as
 # one CUDA graph by default): the loop tests (the graph_* cases keep their
 # graphs), and the huginn-tiny golden and references below.
@@ -338,8 +341,10 @@ step loop-graph-bench loop_graph_bench
 # The variants: the experiments, then the default again (the spread of
 # one configuration between runs).
 STEP_TIMEOUT=420 step bench python3 bench/bench_cuda.py --bundle "$B" --out "$OUTDIR" --workdir "$W/bench" --profile 1b --breakdown 1b \
-  --variant prefill-tc,LOOM_CUDA_PREFILL_ATTN=tc \
-  --variant attn-blocks-2,LOOM_CUDA_ATTN_BLOCKS=2 --variant attn-cluster,LOOM_CUDA_ATTN_MERGE=cluster \
+  --variant prefill-tc,LOOM_CUDA_PREFILL_ATTN=tc --variant attn-cluster,LOOM_CUDA_ATTN_MERGE=cluster \
+  --variant attn-early,LOOM_CUDA_ATTN_EARLY=1 \
+  --variant early-cluster,LOOM_CUDA_ATTN_EARLY=1,LOOM_CUDA_ATTN_MERGE=cluster \
+  --variant 'gemv-44,LOOM_CUDA_GEMV=qkv:4,4;gate_up:4,4' \
   --variant default-again
 rm -rf "$W"
 [ -z "$failed" ] || echo "gpu-check: failed:$failed"

@@ -180,8 +180,11 @@ private:
     return x.offset < y.offset + n * uint64_t(y.row_elems) &&
            y.offset < x.offset + n * uint64_t(x.row_elems);
   }
-  void gemm(const float *x, int64_t ldx, uint32_t weight, float *y, int64_t ldy,
-            int64_t T, int64_t K, int64_t N, bool accumulate);
+  // cls: the GEMV's kernel class (kOmitQkv, kOmitOut, kOmitMatMul,
+  // kOmitLogits), for LOOM_CUDA_GEMV's per-class form.
+  void gemm(unsigned cls, const float *x, int64_t ldx, uint32_t weight,
+            float *y, int64_t ldy, int64_t T, int64_t K, int64_t N,
+            bool accumulate);
   void qkvAttention(const DispatchDesc &d, int64_t T);
   // Dispatches i .. i + 2 as one gate/up GEMV + SiLU (launchFused).
   size_t gateUp(const ProgramDesc &prog, size_t i, size_t end, int64_t T);
@@ -200,9 +203,13 @@ private:
   // attentionSplitKernel's resident blocks per multiprocessor by head_dim
   // (asked at construction for the model's head dims).
   std::array<int, 32 * kAttnMaxDimsPerLane + 1> attn_resident_{};
-  // The decode GEMV's configuration for an N x K matrix (kernels.cuh):
-  // gemvConfigFor's choice, or LOOM_CUDA_GEMV=U,S for every matrix.
-  GemvConfig gemvConfig(int64_t N, int64_t K) const {
+  // The decode GEMV's configuration for an N x K matrix of kernel class
+  // cls (kernels.cuh): gemvConfigFor's choice, or LOOM_CUDA_GEMV's for
+  // every matrix (U,S) or for the class (CLASS:U,S;...).
+  GemvConfig gemvConfig(unsigned cls, int64_t N, int64_t K) const {
+    for (const auto &[c, config] : gemv_class_)
+      if (c == cls)
+        return config;
     return gemv_forced_ ? gemv_override_ : gemvConfigFor(N, K);
   }
   void sync(const char *what) { check(cudaStreamSynchronize(stream_), what); }
@@ -281,6 +288,9 @@ private:
   // LOOM_CUDA_ATTN_MERGE=cluster: decode attention's splits merged inside a
   // thread block cluster (an experiment; default: global, the last split).
   bool attn_cluster_ = false;
+  // LOOM_CUDA_ATTN_EARLY=1: decode attention's cached K and V rows loaded
+  // before the programmatic wait, batches double-buffered (an experiment).
+  bool attn_early_ = false;
   // Attention of steps over kGemvRows rows (LOOM_CUDA_PREFILL_ATTN=
   // auto|tiled|rows|tc; tc: the tensor-core kernel where the head_dim has
   // an instantiation, an experiment until measured).
@@ -288,6 +298,7 @@ private:
   PrefillAttention prefill_attn_ = PrefillAttention::Auto;
   bool gemv_forced_ = false; // LOOM_CUDA_GEMV=U,S
   GemvConfig gemv_override_;
+  std::vector<std::pair<unsigned, GemvConfig>> gemv_class_; // CLASS:U,S;...
   // LOOM_CUDA_OMIT=CLASS,...: kernel classes left out, to measure what each
   // costs inside the graphs (bench_cuda.py --breakdown); outputs are wrong.
   enum Omit : unsigned {
@@ -381,12 +392,18 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device, TraceRecorder *trace,
       throw Error("LOOM_CUDA_ATTN_MERGE=" + v + ": expected global or cluster");
     attn_cluster_ = v == "cluster";
   }
+  if (const char *e = std::getenv("LOOM_CUDA_ATTN_EARLY")) {
+    const std::string v = e;
+    if (v != "0" && v != "1")
+      throw Error("LOOM_CUDA_ATTN_EARLY=" + v + ": expected 0 or 1");
+    attn_early_ = v == "1";
+  }
+  static const std::pair<const char *, unsigned> kClasses[] = {
+      {"norm", kOmitNorm},           {"qkv", kOmitQkv},
+      {"attention", kOmitAttention}, {"out", kOmitOut},
+      {"gate_up", kOmitGateUp},      {"matmul", kOmitMatMul},
+      {"logits", kOmitLogits}};
   if (const char *e = std::getenv("LOOM_CUDA_OMIT"); e && *e) {
-    static const std::pair<const char *, unsigned> kClasses[] = {
-        {"norm", kOmitNorm},           {"qkv", kOmitQkv},
-        {"attention", kOmitAttention}, {"out", kOmitOut},
-        {"gate_up", kOmitGateUp},      {"matmul", kOmitMatMul},
-        {"logits", kOmitLogits}};
     std::string list = e;
     size_t at = 0;
     while (at <= list.size()) {
@@ -416,13 +433,15 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device, TraceRecorder *trace,
     loop_graph_ = v == "1";
   }
   if (const char *e = std::getenv("LOOM_CUDA_GEMV")) {
-    int u = 0, sp = 0;
-    if (std::sscanf(e, "%d,%d", &u, &sp) != 2 || (u != 4 && u != 8) ||
-        (sp != 1 && sp != 2 && sp != 4))
-      throw Error(std::string("LOOM_CUDA_GEMV=") + e +
-                  ": expected U,S with U in {4, 8} and S in {1, 2, 4}");
-    gemv_forced_ = true;
-    gemv_override_ = {u, sp};
+    GemvOverrides o;
+    if (const std::string why = parseGemvOverrides(e, o); !why.empty())
+      throw Error(std::string("LOOM_CUDA_GEMV=") + e + ": " + why);
+    gemv_forced_ = o.every;
+    gemv_override_ = o.all;
+    for (const auto &[name, config] : o.by_class)
+      for (const auto &[n, bit] : kClasses)
+        if (name == n)
+          gemv_class_.emplace_back(bit, config);
   }
   if (m.forward().loop && !loop_kv)
     throw Error("internal: a looped model needs the session's KV policy");
@@ -599,7 +618,10 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device, TraceRecorder *trace,
             // Only a tuning input: where the query fails, 2 (the split
             // counts measured before the cap).
             if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-                    &r, attentionSplitKernel<DPL, false>, kAttnThreads,
+                    &r,
+                    attn_early_ ? attentionSplitKernel<DPL, false, true>
+                                : attentionSplitKernel<DPL, false, false>,
+                    kAttnThreads,
                     attentionSplitSmem(int(d.iparams[3]))) != cudaSuccess) {
               cudaGetLastError();
               r = 2;
@@ -719,9 +741,9 @@ unsigned rowThreads(int64_t cols) {
   return cols >= 1024 ? 1024u : cols >= 256 ? 256u : cols >= 128 ? 128u : 64u;
 }
 
-void CudaExecutor::gemm(const float *x, int64_t ldx, uint32_t weight, float *y,
-                        int64_t ldy, int64_t T, int64_t K, int64_t N,
-                        bool accumulate) {
+void CudaExecutor::gemm(unsigned cls, const float *x, int64_t ldx,
+                        uint32_t weight, float *y, int64_t ldy, int64_t T,
+                        int64_t K, int64_t N, bool accumulate) {
   const DeviceTensor &w = tensors_[weight];
   const bool bf16 = w.dtype == WeightType::BF16;
   if (T <= kGemvRows) {
@@ -743,7 +765,7 @@ void CudaExecutor::gemm(const float *x, int64_t ldx, uint32_t weight, float *y,
                      int(K), int(N), accumulate);
       return;
     }
-    const GemvConfig c = gemvConfig(N, K);
+    const GemvConfig c = gemvConfig(cls, N, K);
     const unsigned blocks = gemvBlocks(N, c.split);
     const auto go = [&](auto tag) {
       using G = decltype(tag);
@@ -865,17 +887,28 @@ void CudaExecutor::attendCache(const DeviceCache &c, const float *q,
       const int S =
           attn_cluster_ ? std::min(splits, kMaxClusterSplits) : splits;
       const dim3 grid{unsigned(nh), unsigned(T), unsigned(S)};
+      const auto go = [&](auto cluster, auto early) {
+        constexpr bool kCluster = decltype(cluster)::value;
+        constexpr bool kEarly = decltype(early)::value;
+        const auto kernel = attentionSplitKernel<DPL, kCluster, kEarly>;
+        if constexpr (kCluster)
+          launchClustered(kernel, grid, kAttnThreads,
+                          attentionSplitClusterSmem(int(hd)), unsigned(S),
+                          d_step_, q, ldq, c.k, c.kvd, c.v, c.kvd,
+                          int(nh / nkv), int(hd), attn_ws_, attn_counters_, out,
+                          ldo, fold, int(window));
+        else
+          launchKernel(kernel, grid, kAttnThreads, attentionSplitSmem(int(hd)),
+                       d_step_, q, ldq, c.k, c.kvd, c.v, c.kvd, int(nh / nkv),
+                       int(hd), attn_ws_, attn_counters_, out, ldo, fold,
+                       int(window));
+      };
+      using Yes = std::true_type;
+      using No = std::false_type;
       if (attn_cluster_)
-        launchClustered(attentionSplitKernel<DPL, true>, grid, kAttnThreads,
-                        attentionSplitClusterSmem(int(hd)), unsigned(S),
-                        d_step_, q, ldq, c.k, c.kvd, c.v, c.kvd, int(nh / nkv),
-                        int(hd), attn_ws_, attn_counters_, out, ldo, fold,
-                        int(window));
+        attn_early_ ? go(Yes(), Yes()) : go(Yes(), No());
       else
-        launchKernel(attentionSplitKernel<DPL, false>, grid, kAttnThreads,
-                     attentionSplitSmem(int(hd)), d_step_, q, ldq, c.k, c.kvd,
-                     c.v, c.kvd, int(nh / nkv), int(hd), attn_ws_,
-                     attn_counters_, out, ldo, fold, int(window));
+        attn_early_ ? go(No(), Yes()) : go(No(), No());
     });
     return;
   }
@@ -939,8 +972,8 @@ void CudaExecutor::qkvAttention(const DispatchDesc &d, int64_t T) {
   float *qkv = buffer(d.scratch[0]), *attn = buffer(d.scratch[1]);
   const int64_t lq = ld(d.scratch[0]), la = ld(d.scratch[1]);
   if (!omitted(kOmitQkv))
-    gemm(buffer(in[0]), ld(in[0]), w[0], qkv, lq, T, ld(in[0]), qd + 2 * kd,
-         false);
+    gemm(kOmitQkv, buffer(in[0]), ld(in[0]), w[0], qkv, lq, T, ld(in[0]),
+         qd + 2 * kd, false);
   if (w.size() > 2 && !omitted(kOmitQkv))
     launchKernel(addRowBiasKernel, unsigned(T), rowThreads(qd + kd), 0, qkv, lq,
                  wf(2), qkv, lq, qd + kd);
@@ -981,8 +1014,8 @@ void CudaExecutor::qkvAttention(const DispatchDesc &d, int64_t T) {
   }
   const bool accumulate = ip.size() > 4 && ip[4] != 0;
   if (!omitted(kOmitOut))
-    gemm(attn, la, w[1], buffer(out[0]), ld(out[0]), T, qd, ld(out[0]),
-         accumulate);
+    gemm(kOmitOut, attn, la, w[1], buffer(out[0]), ld(out[0]), T, qd,
+         ld(out[0]), accumulate);
   else if (!accumulate) // zeros, not a reused buffer's values (NaN later)
     check(cudaMemsetAsync(buffer(out[0]), 0,
                           size_t(T * ld(out[0])) * sizeof(float), stream_),
@@ -1021,8 +1054,8 @@ void CudaExecutor::launch(const DispatchDesc &d, int64_t T, int64_t logit_begin,
   case Kernel::MatMul:
     if (omitted(kOmitMatMul))
       break;
-    gemm(buffer(in[0]), ld(in[0]), w[0], buffer(out[0]), ld(out[0]), T,
-         ld(in[0]), ld(out[0]), !ip.empty() && ip[0] != 0);
+    gemm(kOmitMatMul, buffer(in[0]), ld(in[0]), w[0], buffer(out[0]),
+         ld(out[0]), T, ld(in[0]), ld(out[0]), !ip.empty() && ip[0] != 0);
     if (w.size() > 1)
       launchKernel(addRowBiasKernel, unsigned(T), rowThreads(ld(out[0])), 0,
                    buffer(out[0]), ld(out[0]), wf(1), buffer(out[0]),
@@ -1059,8 +1092,8 @@ void CudaExecutor::launch(const DispatchDesc &d, int64_t T, int64_t logit_begin,
   }
   case Kernel::Logits:
     if (logit_end > logit_begin && !omitted(kOmitLogits))
-      gemm(buffer(in[0]) + logit_begin * ld(in[0]), ld(in[0]), w[0],
-           buffer(out[0]) + logit_begin * ld(out[0]), ld(out[0]),
+      gemm(kOmitLogits, buffer(in[0]) + logit_begin * ld(in[0]), ld(in[0]),
+           w[0], buffer(out[0]) + logit_begin * ld(out[0]), ld(out[0]),
            logit_end - logit_begin, ld(in[0]), ld(out[0]), false);
     break;
   case Kernel::FusedQkvAttention:
@@ -1186,7 +1219,7 @@ size_t CudaExecutor::gateUp(const ProgramDesc &prog, size_t i, size_t end,
                 16 !=
             0)
       return 0;
-    const GemvConfig c = gemvConfig(N, K);
+    const GemvConfig c = gemvConfig(kOmitGateUp, N, K);
     const unsigned blocks = gemvBlocks(N, c.split);
     const auto go = [&](auto tag) {
       using G = decltype(tag);

@@ -5,12 +5,17 @@
 #ifndef LOOM_RUNTIME_CUDA_KERNELS_CUH
 #define LOOM_RUNTIME_CUDA_KERNELS_CUH
 
+#include <algorithm>
 #include <cooperative_groups.h>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <cuda_bf16.h>
 #include <mma.h>
+#include <string>
 #include <type_traits>
+#include <utility>
+#include <vector>
 
 namespace loom::rt::cuda {
 
@@ -884,6 +889,14 @@ template <int B> __device__ __forceinline__ float warpSumEach(float *v) {
 // memory and the cluster's first block merges them through distributed
 // shared memory, without the global partials, the fence, the counter and
 // the L2 round trips. Dynamic shared memory: attentionSplitClusterSmem.
+//
+// EARLY (LOOM_CUDA_ATTN_EARLY=1, an experiment until measured): each warp's
+// first batch of K and V rows is loaded before the programmatic wait where
+// its positions precede the step's (s->pos: written by earlier steps, which
+// finished before this step's parameters were copied in), and every next
+// batch is loaded before the current one is used (two batches in
+// registers; __launch_bounds__ keeps two blocks per multiprocessor), so
+// that the walk waits for one round trip to memory, not one a batch.
 constexpr int kMaxClusterSplits = 8; // the portable cluster size
 constexpr int kMaxAttnSplits = 32;   // a warp's lanes (mergeSplits)
 __host__ __device__ constexpr size_t attentionSplitSmem(int head_dim) {
@@ -929,8 +942,11 @@ mergeSplits(const Load &load, int splits, int head_dim, float *out, float *e) {
   }
 }
 
-template <int DPL, bool CLUSTER> // head_dim <= 32 DPL
-__global__ void __launch_bounds__(kAttnThreads)
+// (EARLY asks for at most 128 registers, two blocks per multiprocessor;
+// otherwise ptxas's own choice, 80 at head_dim 64: a minimum of 1 would let
+// it take 149.)
+template <int DPL, bool CLUSTER, bool EARLY> // head_dim <= 32 DPL
+__global__ void __launch_bounds__(kAttnThreads, EARLY ? 2 : 0)
     attentionSplitKernel(const StepParams *s, const float *q, int64_t ldq,
                          float *K, int64_t ldk, float *V, int64_t ldv,
                          int group, int head_dim, float *ws, int *counters,
@@ -971,6 +987,51 @@ __global__ void __launch_bounds__(kAttnThreads)
   if (fold.k)
     ropeAngles<DPL>(cs, sn, head_dim, float(newest), fold.theta, fold.factors,
                     fold.scale);
+  // Warp `warp` takes positions lo + warp, lo + warp + nw, ..., kB at a
+  // time (their K and V rows loaded together, row pointers advanced, not
+  // recomputed), with a running max m and sum l (online softmax). An empty
+  // range leaves m = -inf, l = 0.
+  constexpr int kB = DPL <= 2 ? 8 : 4;
+  const int64_t kstep = int64_t(nw) * ldk, vstep = int64_t(nw) * ldv;
+  const float *kp = K + int64_t(lo + warp) * ldk + koff + lane;
+  const float *vp = V + int64_t(lo + warp) * ldv + koff + lane;
+  // Loads the rows of the batch from j0 (rows kr, vr) whose positions j lie
+  // in [from, to) into kv and vv (the fold's newest row from its own
+  // buffers); the other entries stay as they are.
+  const auto loadBatch = [&](float(&kv)[kB][DPL], float(&vv)[kB][DPL], int j0,
+                             const float *kr, const float *vr, int from,
+                             int to) {
+#pragma unroll
+    for (int b = 0; b < kB; ++b) {
+      const int j = j0 + b * nw;
+      const bool fresh = fold.k && j == newest;
+      const float *kb = fresh ? fold.k + koff + lane : kr + b * kstep;
+      const float *vb = fresh ? fold.v + koff + lane : vr + b * vstep;
+#pragma unroll
+      for (int i = 0; i < DPL; ++i) {
+        const bool ok = j >= from && j < to && dim_ok[i];
+        kv[b][i] = ok ? __ldg(kb + 32 * i) : kv[b][i];
+        vv[b][i] = ok ? __ldg(vb + 32 * i) : vv[b][i];
+      }
+    }
+  };
+  const auto clear = [](float(&kv)[kB][DPL], float(&vv)[kB][DPL]) {
+#pragma unroll
+    for (int b = 0; b < kB; ++b)
+#pragma unroll
+      for (int i = 0; i < DPL; ++i)
+        kv[b][i] = vv[b][i] = 0.0f;
+  };
+  float m = -INFINITY, l = 0.0f;
+  float kv[kB][DPL], vv[kB][DPL];
+  int j0 = lo + warp;
+  // EARLY: the first batch's positions before the step's own, before the
+  // wait (s->pos bounds the rows this step has not written).
+  const int early = max(lo, min(hi, s->pos));
+  if constexpr (EARLY) {
+    clear(kv, vv);
+    loadBatch(kv, vv, j0, kp, vp, lo, early);
+  }
   pdlWait();
   float qv[DPL], acc[DPL];
 #pragma unroll
@@ -981,30 +1042,20 @@ __global__ void __launch_bounds__(kAttnThreads)
   }
   if (fold.k)
     ropeRotate<DPL>(qv, cs, sn, head_dim);
-  // Warp `warp` takes positions lo + warp, lo + warp + nw, ..., kB at a
-  // time (their K and V rows loaded together, row pointers advanced, not
-  // recomputed), with a running max m and sum l (online softmax). An empty
-  // range leaves m = -inf, l = 0.
-  constexpr int kB = DPL <= 2 ? 8 : 4;
-  const int64_t kstep = int64_t(nw) * ldk, vstep = int64_t(nw) * ldv;
-  const float *kp = K + int64_t(lo + warp) * ldk + koff + lane;
-  const float *vp = V + int64_t(lo + warp) * ldv + koff + lane;
-  float m = -INFINITY, l = 0.0f;
-  for (int j0 = lo + warp; j0 < hi;
-       j0 += kB * nw, kp += kB * kstep, vp += kB * vstep) {
-    float kv[kB][DPL], vv[kB][DPL];
-#pragma unroll
-    for (int b = 0; b < kB; ++b) {
-      const int j = j0 + b * nw;
-      const bool fresh = fold.k && j == newest;
-      const float *kr = fresh ? fold.k + koff + lane : kp + b * kstep;
-      const float *vr = fresh ? fold.v + koff + lane : vp + b * vstep;
-#pragma unroll
-      for (int i = 0; i < DPL; ++i) {
-        const bool ok = j < hi && dim_ok[i];
-        kv[b][i] = ok ? __ldg(kr + 32 * i) : 0.0f;
-        vv[b][i] = ok ? __ldg(vr + 32 * i) : 0.0f;
-      }
+  if constexpr (EARLY)
+    loadBatch(kv, vv, j0, kp, vp, early, hi);
+  for (; j0 < hi; j0 += kB * nw, kp += kB * kstep, vp += kB * vstep) {
+    // The batch's rows: EARLY, loaded already, and the next batch's are
+    // requested now; otherwise loaded now.
+    [[maybe_unused]] float nk[kB][DPL], nv[kB][DPL];
+    if constexpr (EARLY) {
+      clear(nk, nv);
+      if (j0 + kB * nw < hi)
+        loadBatch(nk, nv, j0 + kB * nw, kp + kB * kstep, vp + kB * vstep, lo,
+                  hi);
+    } else {
+      clear(kv, vv);
+      loadBatch(kv, vv, j0, kp, vp, lo, hi);
     }
     // The newest position (fold): rotate its k; the group's first head
     // appends k and v to the cache (nothing in this launch reads that row).
@@ -1061,6 +1112,15 @@ __global__ void __launch_bounds__(kAttnThreads)
         acc[i] = fmaf(p, vv[b][i], acc[i]);
     }
     m = mn;
+    if constexpr (EARLY) {
+#pragma unroll
+      for (int b = 0; b < kB; ++b)
+#pragma unroll
+        for (int i = 0; i < DPL; ++i) {
+          kv[b][i] = nk[b][i];
+          vv[b][i] = nv[b][i];
+        }
+    }
   }
   // The block's warps merged: part[warp] = [o (head_dim), m, l].
   float *part = smem;
@@ -1408,6 +1468,57 @@ inline GemvConfig gemvConfigFor(int64_t N, int64_t K) {
   c.split = N <= 1024 ? 4 : (N >= 16384 && K < 1024) ? 1 : 2;
   return c;
 }
+// LOOM_CUDA_GEMV: "U,S" for every decode GEMV, or "CLASS:U,S;CLASS:U,S..."
+// for those of some kernel classes (qkv, out, gate_up, matmul, logits: the
+// executor's), the others keeping gemvConfigFor's; U in {4, 8}, S in {1,
+// 2, 4}. parseGemvOverrides fills `out` and returns "", or says what is
+// malformed.
+struct GemvOverrides {
+  bool every = false; // "U,S": `all` for every GEMV
+  GemvConfig all;
+  std::vector<std::pair<std::string, GemvConfig>> by_class;
+};
+inline std::string parseGemvOverrides(const std::string &spec,
+                                      GemvOverrides &out) {
+  out = GemvOverrides();
+  const auto config = [](const std::string &v, GemvConfig &c) {
+    int u = 0, sp = 0, used = 0;
+    if (std::sscanf(v.c_str(), "%d,%d%n", &u, &sp, &used) != 2 ||
+        size_t(used) != v.size() || (u != 4 && u != 8) ||
+        (sp != 1 && sp != 2 && sp != 4))
+      return false;
+    c = GemvConfig{u, sp};
+    return true;
+  };
+  const char *expected = " (expected U,S with U in {4, 8} and S in {1, 2, "
+                         "4}, or CLASS:U,S;... with CLASS qkv, out, gate_up, "
+                         "matmul or logits)";
+  if (spec.find(':') == std::string::npos) {
+    out.every = true;
+    return config(spec, out.all) ? "" : "'" + spec + "' is not U,S" + expected;
+  }
+  size_t at = 0;
+  while (at <= spec.size()) {
+    const size_t semi = std::min(spec.find(';', at), spec.size());
+    const std::string item = spec.substr(at, semi - at);
+    const size_t colon = item.find(':');
+    const std::string name = item.substr(0, colon);
+    if (colon == std::string::npos ||
+        (name != "qkv" && name != "out" && name != "gate_up" &&
+         name != "matmul" && name != "logits"))
+      return "'" + item + "' names no GEMV class" + expected;
+    for (const auto &[n, unused] : out.by_class)
+      if (n == name)
+        return "'" + name + "' given twice";
+    GemvConfig c;
+    if (!config(item.substr(colon + 1), c))
+      return "'" + item.substr(colon + 1) + "' is not U,S" + expected;
+    out.by_class.emplace_back(name, c);
+    at = semi + 1;
+  }
+  return "";
+}
+
 // Blocks of a GEMV launch over N columns with S warps per column.
 inline unsigned gemvBlocks(int64_t N, int split) {
   const int64_t per_block = kGemvWarps / split;

@@ -74,6 +74,38 @@ TEST(GemvConfig, DefaultsAreInstantiatedConfigurations) {
     }
 }
 
+// LOOM_CUDA_GEMV's two forms: one configuration for every GEMV, or one
+// per named kernel class; anything else is refused with the reason.
+TEST(GemvConfig, OverridesParse) {
+  GemvOverrides o;
+  EXPECT_EQ(parseGemvOverrides("8,4", o), "");
+  EXPECT_TRUE(o.every);
+  EXPECT_EQ(o.all.unroll, 8);
+  EXPECT_EQ(o.all.split, 4);
+  EXPECT_TRUE(o.by_class.empty());
+  EXPECT_EQ(parseGemvOverrides("qkv:4,4;gate_up:8,1;logits:4,2", o), "");
+  EXPECT_FALSE(o.every);
+  ASSERT_EQ(o.by_class.size(), 3u);
+  EXPECT_EQ(o.by_class[0].first, "qkv");
+  EXPECT_EQ(o.by_class[0].second.split, 4);
+  EXPECT_EQ(o.by_class[1].first, "gate_up");
+  EXPECT_EQ(o.by_class[1].second.unroll, 8);
+  EXPECT_EQ(o.by_class[1].second.split, 1);
+  EXPECT_EQ(o.by_class[2].first, "logits");
+  EXPECT_EQ(o.by_class[2].second.split, 2);
+  for (const char *bad :
+       {"", "4", "4,3", "2,2", "4,2,1", "4,2x", "qkv=4,4", "qkv:4", "norm:4,2",
+        "attention:4,2", "qkv:4,2;", "qkv:4,2;qkv:4,4", ":4,2", "qkv:4,2;out",
+        "gate_up:16,2"}) {
+    const std::string why = parseGemvOverrides(bad, o);
+    EXPECT_FALSE(why.empty()) << "'" << bad << "' accepted";
+  }
+  EXPECT_NE(parseGemvOverrides("norm:4,2", o).find("names no GEMV class"),
+            std::string::npos);
+  EXPECT_NE(parseGemvOverrides("out:4,2;out:8,2", o).find("given twice"),
+            std::string::npos);
+}
+
 TEST(GemvConfig, BlocksCoverEveryColumnOnce) {
   for (int s : {1, 2, 4})
     for (int64_t N : {1, 7, 8, 9, 768, 2047, 2048, 32000}) {

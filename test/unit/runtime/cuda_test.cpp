@@ -424,11 +424,13 @@ TEST_F(CudaSession, OmitLeavesKernelClassesOut) {
     env.expectRefused(model_, bad);
 }
 
-// A fused artifact of shape o (bf16 or f32 weights, 16-row steps), loaded;
-// `owner` keeps its file.
+// A fused artifact of shape o (bf16 or f32 weights, 16-row steps, a
+// sliding window or none), loaded; `owner` keeps its file.
 std::shared_ptr<loom::Model> fusedModel(const TinyLlamaOptions &o, bool bf16,
-                                        std::unique_ptr<TempFile> &owner) {
+                                        std::unique_ptr<TempFile> &owner,
+                                        int64_t window = 0) {
   Case c{"fused", o, {}, bf16};
+  c.window = window;
   c.art.fused = true;
   c.art.max_tokens = 16;
   TempFile *f = nullptr;
@@ -506,6 +508,75 @@ TEST_F(CudaSession, AttentionSplitsAgree) {
                        true, "dim " + std::to_string(o.dim) + ", splits " + n);
     }
   for (const char *bad : {"0", "33", "4x"})
+    env.expectRefused(model_, bad);
+}
+
+// LOOM_CUDA_ATTN_EARLY=1 loads decode attention's cached K and V rows
+// before the programmatic wait and double-buffers the batches: a prompt,
+// a 5-row step (its rows appended in the same step: read after the wait),
+// then 8 one-row steps (the newest row folded in) and 8 greedy ids agree
+// with the default to f32 rounding at head_dim 32, 64 (also under a
+// sliding window) and 128, with the default splits and with one (each
+// warp walks several batches); other values are refused.
+TEST_F(CudaSession, EarlyAttentionLoadsAgree) {
+  ScopedEnv early("LOOM_CUDA_ATTN_EARLY"), splits("LOOM_CUDA_ATTN_SPLITS");
+  const auto run = [](const std::shared_ptr<loom::Model> &model) {
+    const int64_t V = model->config().vocab_size;
+    const std::vector<int32_t> prompt = promptIds(70, V);
+    loom::Session s(model, cudaOptions());
+    s.forward(prompt.data(), prompt.size());
+    const std::vector<int32_t> five = promptIds(5, V);
+    loom::Logits l = s.forward(five.data(), five.size());
+    std::vector<float> all(l.last(), l.last() + V);
+    int32_t next = 3;
+    for (int step = 0; step < 8; ++step) {
+      l = s.forward(&next, 1);
+      all.insert(all.end(), l.last(), l.last() + V);
+      next = static_cast<int32_t>((next * 11 + 2) % V);
+    }
+    loom::Sampler greedy(V, 0.0f, 1.0f, 1);
+    for (int step = 0; step < 8; ++step)
+      all.push_back(float(next = s.forwardSample(next, greedy)));
+    return all;
+  };
+  const TinyLlamaOptions mid = shape(2, 512, 1376, 8, 2, 700, 160, 13);
+  for (const auto &[o, window] :
+       {std::pair{wide(), int64_t(0)}, std::pair{mid, int64_t(0)},
+        std::pair{mid, int64_t(48)}, std::pair{deep(), int64_t(0)}})
+    for (const char *n : {static_cast<const char *>(nullptr), "1"}) {
+      std::unique_ptr<TempFile> owner;
+      const auto model = fusedModel(o, false, owner, window);
+      const std::string what = "dim " + std::to_string(o.dim) + ", window " +
+                               std::to_string(window) + ", splits " +
+                               (n ? n : "default");
+      splits.set(n);
+      early.set(nullptr);
+      const std::vector<float> want = run(model);
+      early.set("1");
+      const std::vector<float> got = run(model);
+      ASSERT_EQ(got.size(), want.size()) << what;
+      EXPECT_LT(relDiff(got.data(), want.data(), got.size() - 8), f32Tol())
+          << what;
+      EXPECT_TRUE(std::equal(got.end() - 8, got.end(), want.end() - 8)) << what;
+    }
+  splits.set(nullptr);
+  for (const char *bad : {"2", "yes", ""})
+    early.expectRefused(model_, bad);
+}
+
+// LOOM_CUDA_GEMV's per-class form sets the decode GEMVs of some kernel
+// classes (the others keep the default): the decode logits and greedy ids
+// agree with the default to f32 rounding, with the deep model's GEMVs
+// split over 1, 2 or 4 warps; a malformed list is refused by name (the
+// parser's cases: cuda_config_test).
+TEST_F(CudaSession, GemvClassConfigsAgree) {
+  ScopedEnv env("LOOM_CUDA_GEMV");
+  std::unique_ptr<TempFile> owner;
+  const auto model = fusedModel(deep(), false, owner);
+  expectSameDecode(env, nullptr, "qkv:4,4;gate_up:8,1;matmul:4,1;out:8,4",
+                   model, 20, true, "per class");
+  expectSameDecode(env, nullptr, "logits:4,4", model, 20, true, "logits");
+  for (const char *bad : {"norm:4,2", "4,2,1"})
     env.expectRefused(model_, bad);
 }
 
