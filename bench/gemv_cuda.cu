@@ -11,6 +11,10 @@
 //
 //   loom-bench-gemv [--shapes 1b|110m|all] [--reps N]
 //
+// Each configuration also runs with gemvColumn's A ("+ahead":
+// LOOM_CUDA_GEMV_AHEAD=1, two groups of loads before the programmatic
+// wait).
+//
 // Prints, per shape and configuration, microseconds a launch, the read
 // bandwidth in GB/s and the ratio to the baseline; "auto" marks the
 // executor's default choice (gemvConfigFor).
@@ -88,20 +92,23 @@ struct Bench {
     withGemvConfig<__nv_bfloat16, 8>(c, T, [&](auto tag) {
       using G = decltype(tag);
       if (s.gate_up)
-        L(gateUpKernel<__nv_bfloat16, 8, G::kRows, G::kUnroll, G::kSplit>,
+        L(gateUpKernel<__nv_bfloat16, 8, G::kRows, G::kUnroll, G::kSplit,
+                       G::kAhead>,
           blocks, (const float *)x, int64_t(K), (const __nv_bfloat16 *)w1[c_i],
           (const __nv_bfloat16 *)w3[c_i], a, int64_t(N), b, int64_t(N), y,
           int64_t(N), T, K, N);
       else
-        L(gemvKernel<__nv_bfloat16, 8, G::kRows, G::kUnroll, G::kSplit>, blocks,
-          (const float *)x, int64_t(K), (const __nv_bfloat16 *)w1[c_i], y,
-          int64_t(N), T, K, N, 0);
+        L(gemvKernel<__nv_bfloat16, 8, G::kRows, G::kUnroll, G::kSplit,
+                     G::kAhead>,
+          blocks, (const float *)x, int64_t(K), (const __nv_bfloat16 *)w1[c_i],
+          y, int64_t(N), T, K, N, 0);
     });
   }
 };
 
 std::string name(const GemvConfig &c) {
-  return std::to_string(c.unroll) + "," + std::to_string(c.split);
+  return std::to_string(c.unroll) + "," + std::to_string(c.split) +
+         (c.ahead ? "+ahead" : "");
 }
 
 // The T rows' products in double precision (gate/up: the silu product).
@@ -184,9 +191,10 @@ int main(int argc, char **argv) {
       shapes.push_back(s);
 
   std::vector<GemvConfig> configs;
-  for (int u : {4, 8})
-    for (int sp : {1, 2, 4})
-      configs.push_back({u, sp});
+  for (bool ahead : {false, true})
+    for (int u : {4, 8})
+      for (int sp : {1, 2, 4})
+        configs.push_back({u, sp, ahead});
 
   int failures = 0;
   for (const Shape &s : shapes) {
@@ -263,11 +271,12 @@ int main(int argc, char **argv) {
       float ms = 0;
       check(cudaEventElapsedTime(&ms, e0, e1e), "elapsed");
       const double us = ms * 1e3 / (reps * bn.copies);
-      if (c.unroll == 4 && c.split == 1)
+      if (c.unroll == 4 && c.split == 1 && !c.ahead)
         base_us = us;
-      const bool is_auto = c.unroll == autoc.unroll && c.split == autoc.split;
+      const bool is_auto = c.unroll == autoc.unroll && c.split == autoc.split &&
+                           c.ahead == autoc.ahead;
       std::printf(
-          "  %-6s %8.2f us %7.0f GB/s  %5.2fx base  err %.1e/%.1e%s%s\n",
+          "  %-12s %8.2f us %7.0f GB/s  %5.2fx base  err %.1e/%.1e%s%s\n",
           name(c).c_str(), us, bytes / (us * 1e3),
           base_us > 0 ? base_us / us : 1.0, e1, e3, ok ? "" : "  FAIL",
           is_auto ? "  <- auto" : "");

@@ -92,6 +92,8 @@ step cuda-unit-attn-cluster env LOOM_CUDA_ATTN_MERGE=cluster "$B/bin/loom-cuda-t
 # Decode attention's cached K/V rows loaded before the programmatic wait,
 # batches double-buffered (an experiment).
 step cuda-unit-attn-early env LOOM_CUDA_ATTN_EARLY=1 "$B/bin/loom-cuda-test" --gtest_brief=1
+# One-row GEMVs with two groups of loads before the wait (an experiment).
+step cuda-unit-gemv-ahead env LOOM_CUDA_GEMV_AHEAD=1 "$B/bin/loom-cuda-test" --gtest_brief=1
 # Looped models' one-row steps piece by piece (LOOM_CUDA_LOOP_GRAPH=0; as
 # one CUDA graph by default): the loop tests (the graph_* cases keep their
 # graphs), and the huginn-tiny golden and references below.
@@ -344,7 +346,7 @@ STEP_TIMEOUT=420 step bench python3 bench/bench_cuda.py --bundle "$B" --out "$OU
   --variant prefill-tc,LOOM_CUDA_PREFILL_ATTN=tc --variant attn-cluster,LOOM_CUDA_ATTN_MERGE=cluster \
   --variant attn-early,LOOM_CUDA_ATTN_EARLY=1 \
   --variant early-cluster,LOOM_CUDA_ATTN_EARLY=1,LOOM_CUDA_ATTN_MERGE=cluster \
-  --variant 'gemv-44,LOOM_CUDA_GEMV=qkv:4,4;gate_up:4,4' \
+  --variant 'gemv-44,LOOM_CUDA_GEMV=qkv:4,4;gate_up:4,4' --variant gemv-ahead,LOOM_CUDA_GEMV_AHEAD=1 \
   --variant default-again
 rm -rf "$W"
 [ -z "$failed" ] || echo "gpu-check: failed:$failed"

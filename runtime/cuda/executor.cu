@@ -207,10 +207,12 @@ private:
   // cls (kernels.cuh): gemvConfigFor's choice, or LOOM_CUDA_GEMV's for
   // every matrix (U,S) or for the class (CLASS:U,S;...).
   GemvConfig gemvConfig(unsigned cls, int64_t N, int64_t K) const {
-    for (const auto &[c, config] : gemv_class_)
-      if (c == cls)
-        return config;
-    return gemv_forced_ ? gemv_override_ : gemvConfigFor(N, K);
+    GemvConfig c = gemv_forced_ ? gemv_override_ : gemvConfigFor(N, K);
+    for (const auto &[k, config] : gemv_class_)
+      if (k == cls)
+        c = config;
+    c.ahead = gemv_ahead_;
+    return c;
   }
   void sync(const char *what) { check(cudaStreamSynchronize(stream_), what); }
   // Enqueues `work` on the stream: as a CUDA graph captured the first time
@@ -297,6 +299,9 @@ private:
   enum class PrefillAttention { Auto, Tiled, Rows, TensorCores };
   PrefillAttention prefill_attn_ = PrefillAttention::Auto;
   bool gemv_forced_ = false; // LOOM_CUDA_GEMV=U,S
+  // LOOM_CUDA_GEMV_AHEAD=1: one-row GEMVs issue two groups of loads
+  // before the programmatic wait (gemvColumn's A; an experiment).
+  bool gemv_ahead_ = false;
   GemvConfig gemv_override_;
   std::vector<std::pair<unsigned, GemvConfig>> gemv_class_; // CLASS:U,S;...
   // LOOM_CUDA_OMIT=CLASS,...: kernel classes left out, to measure what each
@@ -431,6 +436,12 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device, TraceRecorder *trace,
     if (v != "0" && v != "1")
       throw Error("LOOM_CUDA_LOOP_GRAPH=" + v + ": expected 0 or 1");
     loop_graph_ = v == "1";
+  }
+  if (const char *e = std::getenv("LOOM_CUDA_GEMV_AHEAD")) {
+    const std::string v = e;
+    if (v != "0" && v != "1")
+      throw Error("LOOM_CUDA_GEMV_AHEAD=" + v + ": expected 0 or 1");
+    gemv_ahead_ = v == "1";
   }
   if (const char *e = std::getenv("LOOM_CUDA_GEMV")) {
     GemvOverrides o;
@@ -770,10 +781,10 @@ void CudaExecutor::gemm(unsigned cls, const float *x, int64_t ldx,
     const auto go = [&](auto tag) {
       using G = decltype(tag);
       using Wt = typename G::Weight;
-      launchKernel(gemvKernel<Wt, G::kVec, G::kRows, G::kUnroll, G::kSplit>,
-                   blocks, kGemvThreads, 0, x, ldx,
-                   static_cast<const Wt *>(w.native), y, ldy, int(T), int(K),
-                   int(N), int(accumulate));
+      launchKernel(
+          gemvKernel<Wt, G::kVec, G::kRows, G::kUnroll, G::kSplit, G::kAhead>,
+          blocks, kGemvThreads, 0, x, ldx, static_cast<const Wt *>(w.native), y,
+          ldy, int(T), int(K), int(N), int(accumulate));
     };
     if (bf16)
       withGemvConfig<__nv_bfloat16, 8>(c, int(T), go);
@@ -1224,11 +1235,11 @@ size_t CudaExecutor::gateUp(const ProgramDesc &prog, size_t i, size_t end,
     const auto go = [&](auto tag) {
       using G = decltype(tag);
       using Wt = typename G::Weight;
-      launchKernel(gateUpKernel<Wt, G::kVec, G::kRows, G::kUnroll, G::kSplit>,
-                   blocks, kGemvThreads, 0, xp, K,
-                   static_cast<const Wt *>(w1.native),
-                   static_cast<const Wt *>(w3.native), buffer(a), N, buffer(b),
-                   N, buffer(y), N, int(T), int(K), int(N));
+      launchKernel(
+          gateUpKernel<Wt, G::kVec, G::kRows, G::kUnroll, G::kSplit, G::kAhead>,
+          blocks, kGemvThreads, 0, xp, K, static_cast<const Wt *>(w1.native),
+          static_cast<const Wt *>(w3.native), buffer(a), N, buffer(b), N,
+          buffer(y), N, int(T), int(K), int(N));
     };
     if (omitted(kOmitGateUp))
       return 3;

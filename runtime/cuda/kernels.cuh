@@ -1207,6 +1207,7 @@ struct GemvConfig {
   int unroll = 4; // U: 16-byte loads in flight per lane (per matrix: U / 2
                   // in the gate/up GEMV)
   int split = 1;  // S: warps per column (1, 2 or 4)
+  bool ahead = false; // A: gemvColumn's second group before the wait
 };
 
 __device__ __forceinline__ uint4 loadStreaming(const void *p) {
@@ -1299,8 +1300,12 @@ __device__ __forceinline__ bool gemvReduce(float *v, float *red) {
 
 // The body of gemvKernel (M = 1) and gateUpKernel (M = 2): streams the M
 // matrices' rows of column n and returns, on the thread gemvReduce picks,
-// out[m][t]. False elsewhere.
-template <typename W, int VEC, int ROWS, int U, int S, int M>
+// out[m][t]. False elsewhere. A (LOOM_CUDA_GEMV_AHEAD=1, an experiment
+// until measured): the second group of loads is issued before the wait
+// too, and each next group right after the current one is used rather than
+// before (still one group ahead), so twice the bytes are requested while the
+// predecessor kernel finishes.
+template <typename W, int VEC, int ROWS, int U, int S, int M, bool A>
 __device__ __forceinline__ bool gemvColumn(const float *x, int64_t ldx,
                                            const W *const *Wm, int T, int K,
                                            int N, int &n, float (*out)[ROWS]) {
@@ -1325,31 +1330,30 @@ __device__ __forceinline__ bool gemvColumn(const float *x, int64_t ldx,
       acc[m][t] = 0.0f;
   // Load u of the group starting at k0: k0 + u S kSeg.
   int k0 = part * kSeg + lane * VEC;
-  uint4 cur[H][M];
+  const auto loadGroup = [&](uint4(&g)[H][M], int kg) {
 #pragma unroll
-  for (int u = 0; u < H; ++u) {
-    const int k = k0 + u * S * kSeg;
+    for (int u = 0; u < H; ++u) {
+      const int k = kg + u * S * kSeg;
 #pragma unroll
-    for (int m = 0; m < M; ++m)
-      cur[u][m] =
-          active && k < K ? loadStreaming(w[m] + k) : make_uint4(0, 0, 0, 0);
-  }
+      for (int m = 0; m < M; ++m)
+        g[u][m] =
+            active && k < K ? loadStreaming(w[m] + k) : make_uint4(0, 0, 0, 0);
+    }
+  };
+  // More groups after the one from kg (some lane still has k < K).
+  const auto moreAfter = [&](int kg) {
+    return kg + H * S * kSeg - lane * VEC < K;
+  };
+  uint4 cur[H][M], nxt[H][M];
+  loadGroup(cur, k0);
+  if (A && moreAfter(k0))
+    loadGroup(nxt, k0 + H * S * kSeg);
   pdlWait();
   if (active) {
     for (;;) {
-      const int k1 = k0 + H * S * kSeg;
-      const bool more = k1 - lane * VEC < K;
-      uint4 nxt[H][M];
-      if (more) {
-#pragma unroll
-        for (int u = 0; u < H; ++u) {
-          const int k = k1 + u * S * kSeg;
-#pragma unroll
-          for (int m = 0; m < M; ++m)
-            nxt[u][m] =
-                k < K ? loadStreaming(w[m] + k) : make_uint4(0, 0, 0, 0);
-        }
-      }
+      const bool more = moreAfter(k0);
+      if (!A && more)
+        loadGroup(nxt, k0 + H * S * kSeg);
 #pragma unroll
       for (int u = 0; u < H; ++u) {
         const int k = k0 + u * S * kSeg;
@@ -1358,12 +1362,14 @@ __device__ __forceinline__ bool gemvColumn(const float *x, int64_t ldx,
       }
       if (!more)
         break;
+      k0 += H * S * kSeg;
 #pragma unroll
       for (int u = 0; u < H; ++u)
 #pragma unroll
         for (int m = 0; m < M; ++m)
           cur[u][m] = nxt[u][m];
-      k0 = k1;
+      if (A && moreAfter(k0))
+        loadGroup(nxt, k0 + H * S * kSeg);
     }
   }
   float v[R];
@@ -1382,7 +1388,7 @@ __device__ __forceinline__ bool gemvColumn(const float *x, int64_t ldx,
   return true;
 }
 
-template <typename W, int VEC, int ROWS, int U, int S>
+template <typename W, int VEC, int ROWS, int U, int S, bool A>
 __global__ void __launch_bounds__(kGemvThreads)
     gemvKernel(const float *__restrict__ x, int64_t ldx,
                const W *__restrict__ Wm, float *__restrict__ y, int64_t ldy,
@@ -1391,7 +1397,7 @@ __global__ void __launch_bounds__(kGemvThreads)
   const W *ws[1] = {Wm};
   float out[1][ROWS];
   int n;
-  if (!gemvColumn<W, VEC, ROWS, U, S, 1>(x, ldx, ws, T, K, N, n, out))
+  if (!gemvColumn<W, VEC, ROWS, U, S, 1, A>(x, ldx, ws, T, K, N, n, out))
     return;
 #pragma unroll
   for (int t = 0; t < ROWS; ++t) {
@@ -1406,7 +1412,7 @@ __global__ void __launch_bounds__(kGemvThreads)
 // pass: a = x W1^T, b = x W3^T, y = silu(a) * b (all three written, so the
 // fused form has the three dispatches' effects). As gemvKernel, with U / 2
 // loads of each matrix in flight and x read once for both.
-template <typename W, int VEC, int ROWS, int U, int S>
+template <typename W, int VEC, int ROWS, int U, int S, bool A>
 __global__ void __launch_bounds__(kGemvThreads)
     gateUpKernel(const float *__restrict__ x, int64_t ldx,
                  const W *__restrict__ W1, const W *__restrict__ W3, float *a,
@@ -1416,7 +1422,7 @@ __global__ void __launch_bounds__(kGemvThreads)
   const W *ws[2] = {W1, W3};
   float out[2][ROWS];
   int n;
-  if (!gemvColumn<W, VEC, ROWS, U, S, 2>(x, ldx, ws, T, K, N, n, out))
+  if (!gemvColumn<W, VEC, ROWS, U, S, 2, A>(x, ldx, ws, T, K, N, n, out))
     return;
 #pragma unroll
   for (int t = 0; t < ROWS; ++t) {
@@ -1431,32 +1437,39 @@ __global__ void __launch_bounds__(kGemvThreads)
 
 // Host side: calls f(GemvTag<...>{}) with the instantiation for T rows and
 // the configuration (U = 8 only for bf16 single-row GEMVs; multi-row and
-// f32 GEMVs use U = 4). The caller launches gemvKernel / gateUpKernel of
-// the tag's parameters.
-template <typename W, int VEC, int ROWS, int U, int S> struct GemvTag {
+// f32 GEMVs use U = 4; `ahead` only for single-row GEMVs). The caller
+// launches gemvKernel / gateUpKernel of the tag's parameters.
+template <typename W, int VEC, int ROWS, int U, int S, bool A> struct GemvTag {
   using Weight = W;
   static constexpr int kVec = VEC, kRows = ROWS, kUnroll = U, kSplit = S;
+  static constexpr bool kAhead = A;
 };
-template <typename W, int VEC, int ROWS, int U, typename F>
+template <typename W, int VEC, int ROWS, int U, bool A, typename F>
 void withGemvSplit(int split, F &&f) {
   switch (split) {
   case 2:
-    return f(GemvTag<W, VEC, ROWS, U, 2>{});
+    return f(GemvTag<W, VEC, ROWS, U, 2, A>{});
   case 4:
-    return f(GemvTag<W, VEC, ROWS, U, 4>{});
+    return f(GemvTag<W, VEC, ROWS, U, 4, A>{});
   default:
-    return f(GemvTag<W, VEC, ROWS, U, 1>{});
+    return f(GemvTag<W, VEC, ROWS, U, 1, A>{});
   }
+}
+template <typename W, int VEC, int U, typename F>
+void withGemvAhead(const GemvConfig &c, F &&f) {
+  if (c.ahead)
+    return withGemvSplit<W, VEC, 1, U, true>(c.split, f);
+  withGemvSplit<W, VEC, 1, U, false>(c.split, f);
 }
 template <typename W, int VEC, typename F>
 void withGemvConfig(const GemvConfig &c, int T, F &&f) {
   if (T > 1)
-    return withGemvSplit<W, VEC, kGemvMaxRows, 4>(c.split, f);
+    return withGemvSplit<W, VEC, kGemvMaxRows, 4, false>(c.split, f);
   if constexpr (sizeof(W) == 2) {
     if (c.unroll >= 8)
-      return withGemvSplit<W, VEC, 1, 8>(c.split, f);
+      return withGemvAhead<W, VEC, 8>(c, f);
   }
-  withGemvSplit<W, VEC, 1, 4>(c.split, f);
+  withGemvAhead<W, VEC, 4>(c, f);
 }
 // The default configuration for an N x K matrix (bf16 or f32 weights),
 // from loom-bench-gemv on an H100 (docs/cuda.md): 4 loads in flight, and

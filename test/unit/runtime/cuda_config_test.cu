@@ -20,7 +20,7 @@ namespace {
 
 struct Reached {
   int calls = 0, vec = 0, rows = 0, unroll = 0, split = 0;
-  bool bf16 = false;
+  bool bf16 = false, ahead = false;
 };
 
 template <typename W, int VEC> Reached reach(const GemvConfig &c, int T) {
@@ -32,6 +32,7 @@ template <typename W, int VEC> Reached reach(const GemvConfig &c, int T) {
     r.rows = G::kRows;
     r.unroll = G::kUnroll;
     r.split = G::kSplit;
+    r.ahead = G::kAhead;
     r.bf16 = sizeof(typename G::Weight) == 2;
   });
   return r;
@@ -40,24 +41,28 @@ template <typename W, int VEC> Reached reach(const GemvConfig &c, int T) {
 TEST(GemvConfig, EveryConfigurationReachesItsInstantiation) {
   for (int T : {1, 2, 3, kGemvMaxRows})
     for (int u : {4, 8})
-      for (int s : {1, 2, 4}) {
-        const GemvConfig c{u, s};
-        const Reached b = reach<__nv_bfloat16, 8>(c, T);
-        EXPECT_EQ(b.calls, 1);
-        EXPECT_TRUE(b.bf16);
-        EXPECT_EQ(b.vec, 8);
-        EXPECT_EQ(b.split, s) << "T " << T << " U " << u;
-        EXPECT_EQ(b.rows, T == 1 ? 1 : kGemvMaxRows);
-        // 8 loads in flight only for single-row bf16 GEMVs.
-        EXPECT_EQ(b.unroll, T == 1 && u == 8 ? 8 : 4);
-        const Reached f = reach<float, 4>(c, T);
-        EXPECT_EQ(f.calls, 1);
-        EXPECT_FALSE(f.bf16);
-        EXPECT_EQ(f.vec, 4);
-        EXPECT_EQ(f.split, s);
-        EXPECT_EQ(f.rows, T == 1 ? 1 : kGemvMaxRows);
-        EXPECT_EQ(f.unroll, 4);
-      }
+      for (int s : {1, 2, 4})
+        for (bool ahead : {false, true}) {
+          const GemvConfig c{u, s, ahead};
+          const Reached b = reach<__nv_bfloat16, 8>(c, T);
+          EXPECT_EQ(b.calls, 1);
+          EXPECT_TRUE(b.bf16);
+          EXPECT_EQ(b.vec, 8);
+          EXPECT_EQ(b.split, s) << "T " << T << " U " << u;
+          EXPECT_EQ(b.rows, T == 1 ? 1 : kGemvMaxRows);
+          // 8 loads in flight only for single-row bf16 GEMVs.
+          EXPECT_EQ(b.unroll, T == 1 && u == 8 ? 8 : 4);
+          // The early second group only for single-row GEMVs.
+          EXPECT_EQ(b.ahead, T == 1 && ahead);
+          const Reached f = reach<float, 4>(c, T);
+          EXPECT_EQ(f.calls, 1);
+          EXPECT_FALSE(f.bf16);
+          EXPECT_EQ(f.vec, 4);
+          EXPECT_EQ(f.split, s);
+          EXPECT_EQ(f.rows, T == 1 ? 1 : kGemvMaxRows);
+          EXPECT_EQ(f.unroll, 4);
+          EXPECT_EQ(f.ahead, T == 1 && ahead);
+        }
 }
 
 TEST(GemvConfig, DefaultsAreInstantiatedConfigurations) {

@@ -580,6 +580,30 @@ TEST_F(CudaSession, GemvClassConfigsAgree) {
     env.expectRefused(model_, bad);
 }
 
+// LOOM_CUDA_GEMV_AHEAD=1 issues the one-row GEMVs' second group of weight
+// loads before the programmatic wait: the decode logits and greedy ids
+// agree with the default to f32 rounding for f32 and bf16 weights, rows of
+// one to several groups (K 256 to 2816, split over 1 to 4 warps), also at
+// 8 loads in flight; other values are refused.
+TEST_F(CudaSession, GemvAheadAgrees) {
+  ScopedEnv ahead("LOOM_CUDA_GEMV_AHEAD"), gemv("LOOM_CUDA_GEMV");
+  const TinyLlamaOptions mid = shape(2, 512, 1376, 8, 2, 700, 160, 13);
+  for (const auto &[o, bf16] :
+       {std::pair{wide(), false}, std::pair{mid, true},
+        std::pair{deep(), false}, std::pair{deep(), true}})
+    for (const char *g : {static_cast<const char *>(nullptr), "8,2"}) {
+      std::unique_ptr<TempFile> owner;
+      gemv.set(g);
+      expectSameDecode(
+          ahead, nullptr, "1", fusedModel(o, bf16, owner), 20, true,
+          "dim " + std::to_string(o.dim) + (bf16 ? ", bf16" : ", f32") +
+              ", GEMV " + (g ? g : "default"));
+    }
+  gemv.set(nullptr);
+  for (const char *bad : {"2", "on"})
+    ahead.expectRefused(model_, bad);
+}
+
 TEST_F(CudaSession, ResetReplaysTheSameSequence) {
   loom::Session gpu(model_, cudaOptions());
   const int64_t V = model_->config().vocab_size;
