@@ -92,6 +92,9 @@ step cuda-unit-attn-cluster env LOOM_CUDA_ATTN_MERGE=cluster "$B/bin/loom-cuda-t
 # Decode attention's cached K/V rows loaded before the programmatic wait,
 # batches double-buffered (an experiment).
 step cuda-unit-attn-early env LOOM_CUDA_ATTN_EARLY=1 "$B/bin/loom-cuda-test" --gtest_brief=1
+# The same with blocks of 16 warps (an experiment).
+step cuda-unit-attn-early-16 env LOOM_CUDA_ATTN_EARLY=1 LOOM_CUDA_ATTN_WARPS=16 \
+  "$B/bin/loom-cuda-test" --gtest_brief=1
 # One-row GEMVs with two groups of loads before the wait (an experiment).
 step cuda-unit-gemv-ahead env LOOM_CUDA_GEMV_AHEAD=1 "$B/bin/loom-cuda-test" --gtest_brief=1
 # Looped models' one-row steps piece by piece (LOOM_CUDA_LOOP_GRAPH=0; as
@@ -343,9 +346,9 @@ step loop-graph-bench loop_graph_bench
 # The variants: the experiments, then the default again (the spread of
 # one configuration between runs).
 STEP_TIMEOUT=420 step bench python3 bench/bench_cuda.py --bundle "$B" --out "$OUTDIR" --workdir "$W/bench" --profile 1b --breakdown 1b \
-  --variant prefill-tc,LOOM_CUDA_PREFILL_ATTN=tc --variant attn-cluster,LOOM_CUDA_ATTN_MERGE=cluster \
-  --variant attn-early,LOOM_CUDA_ATTN_EARLY=1 \
+  --variant attn-cluster,LOOM_CUDA_ATTN_MERGE=cluster --variant attn-early,LOOM_CUDA_ATTN_EARLY=1 \
   --variant early-cluster,LOOM_CUDA_ATTN_EARLY=1,LOOM_CUDA_ATTN_MERGE=cluster \
+  --variant early-16,LOOM_CUDA_ATTN_EARLY=1,LOOM_CUDA_ATTN_WARPS=16 \
   --variant 'gemv-44,LOOM_CUDA_GEMV=qkv:4,4;gate_up:4,4' --variant gemv-ahead,LOOM_CUDA_GEMV_AHEAD=1 \
   --variant default-again
 rm -rf "$W"

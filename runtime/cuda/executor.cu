@@ -293,6 +293,21 @@ private:
   // LOOM_CUDA_ATTN_EARLY=1: decode attention's cached K and V rows loaded
   // before the programmatic wait, batches double-buffered (an experiment).
   bool attn_early_ = false;
+  // LOOM_CUDA_ATTN_WARPS=16: the split decode attention's blocks of 16
+  // warps instead of 8 (an experiment).
+  bool attn_wide_ = false;
+  // Calls f(std::bool_constant<EARLY>, std::integral_constant<int, NW>)
+  // with the split kernel's instantiation these settings choose.
+  template <typename F> void withSplitAttention(F &&f) const {
+    using Yes = std::true_type;
+    using No = std::false_type;
+    using W16 = std::integral_constant<int, 16>;
+    using W8 = std::integral_constant<int, kAttnSplitWarps>;
+    if (attn_wide_)
+      attn_early_ ? f(Yes(), W16()) : f(No(), W16());
+    else
+      attn_early_ ? f(Yes(), W8()) : f(No(), W8());
+  }
   // Attention of steps over kGemvRows rows (LOOM_CUDA_PREFILL_ATTN=
   // auto|tiled|rows|tc; tc: the tensor-core kernel where the head_dim has
   // an instantiation, an experiment until measured).
@@ -402,6 +417,12 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device, TraceRecorder *trace,
     if (v != "0" && v != "1")
       throw Error("LOOM_CUDA_ATTN_EARLY=" + v + ": expected 0 or 1");
     attn_early_ = v == "1";
+  }
+  if (const char *e = std::getenv("LOOM_CUDA_ATTN_WARPS")) {
+    const std::string v = e;
+    if (v != "8" && v != "16")
+      throw Error("LOOM_CUDA_ATTN_WARPS=" + v + ": expected 8 or 16");
+    attn_wide_ = v == "16";
   }
   static const std::pair<const char *, unsigned> kClasses[] = {
       {"norm", kOmitNorm},           {"qkv", kOmitQkv},
@@ -628,15 +649,18 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device, TraceRecorder *trace,
             int &r = attn_resident_[size_t(d.iparams[3])];
             // Only a tuning input: where the query fails, 2 (the split
             // counts measured before the cap).
-            if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-                    &r,
-                    attn_early_ ? attentionSplitKernel<DPL, false, true>
-                                : attentionSplitKernel<DPL, false, false>,
-                    kAttnThreads,
-                    attentionSplitSmem(int(d.iparams[3]))) != cudaSuccess) {
-              cudaGetLastError();
-              r = 2;
-            }
+            withSplitAttention([&](auto early, auto warps) {
+              constexpr int NW = decltype(warps)::value;
+              if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+                      &r,
+                      attentionSplitKernel<DPL, false, decltype(early)::value,
+                                           NW>,
+                      32 * NW, attentionSplitSmem(int(d.iparams[3]), NW)) !=
+                  cudaSuccess) {
+                cudaGetLastError();
+                r = 2;
+              }
+            });
           });
     if (max_hd > 32 * kAttnMaxDimsPerLane)
       throw Error("the CUDA attention kernel takes head_dim up to " +
@@ -898,28 +922,29 @@ void CudaExecutor::attendCache(const DeviceCache &c, const float *q,
       const int S =
           attn_cluster_ ? std::min(splits, kMaxClusterSplits) : splits;
       const dim3 grid{unsigned(nh), unsigned(T), unsigned(S)};
-      const auto go = [&](auto cluster, auto early) {
+      const auto go = [&](auto cluster, auto early, auto warps) {
         constexpr bool kCluster = decltype(cluster)::value;
         constexpr bool kEarly = decltype(early)::value;
-        const auto kernel = attentionSplitKernel<DPL, kCluster, kEarly>;
+        constexpr int NW = decltype(warps)::value;
+        const auto kernel = attentionSplitKernel<DPL, kCluster, kEarly, NW>;
         if constexpr (kCluster)
-          launchClustered(kernel, grid, kAttnThreads,
-                          attentionSplitClusterSmem(int(hd)), unsigned(S),
+          launchClustered(kernel, grid, 32 * NW,
+                          attentionSplitClusterSmem(int(hd), NW), unsigned(S),
                           d_step_, q, ldq, c.k, c.kvd, c.v, c.kvd,
                           int(nh / nkv), int(hd), attn_ws_, attn_counters_, out,
                           ldo, fold, int(window));
         else
-          launchKernel(kernel, grid, kAttnThreads, attentionSplitSmem(int(hd)),
+          launchKernel(kernel, grid, 32 * NW, attentionSplitSmem(int(hd), NW),
                        d_step_, q, ldq, c.k, c.kvd, c.v, c.kvd, int(nh / nkv),
                        int(hd), attn_ws_, attn_counters_, out, ldo, fold,
                        int(window));
       };
-      using Yes = std::true_type;
-      using No = std::false_type;
-      if (attn_cluster_)
-        attn_early_ ? go(Yes(), Yes()) : go(Yes(), No());
-      else
-        attn_early_ ? go(No(), Yes()) : go(No(), No());
+      withSplitAttention([&](auto early, auto warps) {
+        if (attn_cluster_)
+          go(std::true_type(), early, warps);
+        else
+          go(std::false_type(), early, warps);
+      });
     });
     return;
   }

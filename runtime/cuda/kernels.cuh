@@ -895,15 +895,22 @@ template <int B> __device__ __forceinline__ float warpSumEach(float *v) {
 // its positions precede the step's (s->pos: written by earlier steps, which
 // finished before this step's parameters were copied in), and every next
 // batch is loaded before the current one is used (two batches in
-// registers; __launch_bounds__ keeps two blocks per multiprocessor), so
-// that the walk waits for one round trip to memory, not one a batch.
+// registers, at most 128 of them), so that the walk waits for one round
+// trip to memory, not one a batch.
 constexpr int kMaxClusterSplits = 8; // the portable cluster size
 constexpr int kMaxAttnSplits = 32;   // a warp's lanes (mergeSplits)
-__host__ __device__ constexpr size_t attentionSplitSmem(int head_dim) {
-  return sizeof(float) * size_t(kAttnThreads / 32) * size_t(head_dim + 2);
+// NW: warps a block (kAttnThreads / 32, or 16: LOOM_CUDA_ATTN_WARPS=16, an
+// experiment until measured: half the positions a warp at the same
+// splits, one block per multiprocessor).
+constexpr int kAttnSplitWarps = kAttnThreads / 32;
+__host__ __device__ constexpr size_t
+attentionSplitSmem(int head_dim, int nw = kAttnSplitWarps) {
+  return sizeof(float) * size_t(nw) * size_t(head_dim + 2);
 }
-__host__ __device__ constexpr size_t attentionSplitClusterSmem(int head_dim) {
-  return attentionSplitSmem(head_dim) + sizeof(float) * size_t(head_dim + 2);
+__host__ __device__ constexpr size_t
+attentionSplitClusterSmem(int head_dim, int nw = kAttnSplitWarps) {
+  return attentionSplitSmem(head_dim, nw) +
+         sizeof(float) * size_t(head_dim + 2);
 }
 // out[d] = sum_y e^(m_y - M) o_y[d] / sum_y e^(m_y - M) l_y, M = max m_y,
 // over the splits' partials [o (head_dim), m, l]; load(y, i) reads value i
@@ -942,11 +949,12 @@ mergeSplits(const Load &load, int splits, int head_dim, float *out, float *e) {
   }
 }
 
-// (EARLY asks for at most 128 registers, two blocks per multiprocessor;
-// otherwise ptxas's own choice, 80 at head_dim 64: a minimum of 1 would let
-// it take 149.)
-template <int DPL, bool CLUSTER, bool EARLY> // head_dim <= 32 DPL
-__global__ void __launch_bounds__(kAttnThreads, EARLY ? 2 : 0)
+// (EARLY asks for at most 128 registers: 16 warps a multiprocessor;
+// otherwise ptxas's own choice, 80 at head_dim 64: a minimum of 1 block of
+// 8 warps would let it take 149.)
+template <int DPL, bool CLUSTER, bool EARLY,
+          int NW = kAttnSplitWarps> // head_dim <= 32 DPL
+__global__ void __launch_bounds__(32 * NW, EARLY ? 16 / NW : 0)
     attentionSplitKernel(const StepParams *s, const float *q, int64_t ldq,
                          float *K, int64_t ldk, float *V, int64_t ldv,
                          int group, int head_dim, float *ws, int *counters,
@@ -967,7 +975,7 @@ __global__ void __launch_bounds__(kAttnThreads, EARLY ? 2 : 0)
   const int lo = base + min(n, z * chunk);
   const int hi = base + min(n, z * chunk + chunk);
   const int stride = head_dim + 2;
-  constexpr int nw = kAttnThreads / 32;
+  constexpr int nw = NW;
   // This split's [o, m, l]: in global memory, or (CLUSTER) after the warps'
   // partials in shared memory.
   float *w = CLUSTER ? smem + nw * stride
@@ -1139,7 +1147,7 @@ __global__ void __launch_bounds__(kAttnThreads, EARLY ? 2 : 0)
 #pragma unroll
   for (int v = 0; v < nw; ++v)
     bm = fmaxf(bm, part[v * stride + head_dim]);
-  for (int d = threadIdx.x; d < head_dim + 1; d += kAttnThreads) {
+  for (int d = threadIdx.x; d < head_dim + 1; d += 32 * NW) {
     // d == head_dim: the sum l.
     const int src = d < head_dim ? d : head_dim + 1;
     float o = 0.0f;

@@ -135,8 +135,10 @@ TEST(Attention, SharedMemoryFitsTheDevice) {
   // The split decode kernel gets no opt-in: the 48 KiB default must hold.
   // The tiled prefill kernel opts in: Hopper's 227 KiB per block.
   for (int hd = 1; hd <= 32 * kAttnMaxDimsPerLane; ++hd) {
-    EXPECT_LE(attentionSplitSmem(hd), size_t(48 * 1024)) << hd;
-    EXPECT_LE(attentionSplitClusterSmem(hd), size_t(48 * 1024)) << hd;
+    for (int nw : {kAttnSplitWarps, 16}) { // LOOM_CUDA_ATTN_WARPS
+      EXPECT_LE(attentionSplitSmem(hd, nw), size_t(48 * 1024)) << hd;
+      EXPECT_LE(attentionSplitClusterSmem(hd, nw), size_t(48 * 1024)) << hd;
+    }
     EXPECT_LE(attentionTiledSmem(hd), size_t(227 * 1024)) << hd;
   }
   // The tensor-core prefill kernel: its four head dims only.

@@ -511,15 +511,17 @@ TEST_F(CudaSession, AttentionSplitsAgree) {
     env.expectRefused(model_, bad);
 }
 
-// LOOM_CUDA_ATTN_EARLY=1 loads decode attention's cached K and V rows
-// before the programmatic wait and double-buffers the batches: a prompt,
-// a 5-row step (its rows appended in the same step: read after the wait),
-// then 8 one-row steps (the newest row folded in) and 8 greedy ids agree
-// with the default to f32 rounding at head_dim 32, 64 (also under a
-// sliding window) and 128, with the default splits and with one (each
-// warp walks several batches); other values are refused.
-TEST_F(CudaSession, EarlyAttentionLoadsAgree) {
-  ScopedEnv early("LOOM_CUDA_ATTN_EARLY"), splits("LOOM_CUDA_ATTN_SPLITS");
+// The split decode attention's experiments: LOOM_CUDA_ATTN_EARLY=1 (cached
+// K and V rows loaded before the programmatic wait, batches
+// double-buffered), LOOM_CUDA_ATTN_WARPS=16 (blocks of 16 warps) and both.
+// A prompt, a 5-row step (its rows appended in the same step: read after
+// the wait), then 8 one-row steps (the newest row folded in) and 8 greedy
+// ids agree with the default to f32 rounding at head_dim 32, 64 (also
+// under a sliding window) and 128, with the default splits and with one
+// (each warp walks several batches); other values are refused.
+TEST_F(CudaSession, SplitAttentionVariantsAgree) {
+  ScopedEnv early("LOOM_CUDA_ATTN_EARLY"), warps("LOOM_CUDA_ATTN_WARPS"),
+      splits("LOOM_CUDA_ATTN_SPLITS");
   const auto run = [](const std::shared_ptr<loom::Model> &model) {
     const int64_t V = model->config().vocab_size;
     const std::vector<int32_t> prompt = promptIds(70, V);
@@ -546,22 +548,33 @@ TEST_F(CudaSession, EarlyAttentionLoadsAgree) {
     for (const char *n : {static_cast<const char *>(nullptr), "1"}) {
       std::unique_ptr<TempFile> owner;
       const auto model = fusedModel(o, false, owner, window);
-      const std::string what = "dim " + std::to_string(o.dim) + ", window " +
-                               std::to_string(window) + ", splits " +
-                               (n ? n : "default");
       splits.set(n);
       early.set(nullptr);
+      warps.set(nullptr);
       const std::vector<float> want = run(model);
-      early.set("1");
-      const std::vector<float> got = run(model);
-      ASSERT_EQ(got.size(), want.size()) << what;
-      EXPECT_LT(relDiff(got.data(), want.data(), got.size() - 8), f32Tol())
-          << what;
-      EXPECT_TRUE(std::equal(got.end() - 8, got.end(), want.end() - 8)) << what;
+      for (const auto &[e, w] :
+           {std::pair{"1", "8"}, std::pair{"0", "16"}, std::pair{"1", "16"}}) {
+        const std::string what = "dim " + std::to_string(o.dim) + ", window " +
+                                 std::to_string(window) + ", splits " +
+                                 (n ? n : "default") + ", early " + e +
+                                 ", warps " + w;
+        early.set(e);
+        warps.set(w);
+        const std::vector<float> got = run(model);
+        ASSERT_EQ(got.size(), want.size()) << what;
+        EXPECT_LT(relDiff(got.data(), want.data(), got.size() - 8), f32Tol())
+            << what;
+        EXPECT_TRUE(std::equal(got.end() - 8, got.end(), want.end() - 8))
+            << what;
+      }
     }
   splits.set(nullptr);
+  early.set(nullptr);
+  warps.set(nullptr);
   for (const char *bad : {"2", "yes", ""})
     early.expectRefused(model_, bad);
+  for (const char *bad : {"4", "32", "16x"})
+    warps.expectRefused(model_, bad);
 }
 
 // LOOM_CUDA_GEMV's per-class form sets the decode GEMVs of some kernel
