@@ -9,17 +9,21 @@
 // graphs are. Every configuration's output is checked against a double
 // precision host product first (1 row and 3 rows).
 //
-//   loom-bench-gemv [--shapes 1b|110m|all] [--reps N]
+//   loom-bench-gemv [--shapes 1b|110m|all] [--reps N] [--bulk]
 //
 // Each configuration also runs with gemvColumn's A ("+ahead":
 // LOOM_CUDA_GEMV_AHEAD=1, two groups of loads before the programmatic
-// wait).
+// wait). --bulk runs bulkGemvKernel below instead ("bulkN", an experiment
+// outside the runtime; single-matrix shapes of K 2048, 4096 or 8192: the
+// 1B's), against the baseline and the default configuration; on its own,
+// as a kernel that hangs or traps must not cost the other numbers.
 //
 // Prints, per shape and configuration, microseconds a launch, the read
 // bandwidth in GB/s and the ratio to the baseline; "auto" marks the
 // executor's default choice (gemvConfigFor).
 #include "../runtime/cuda/kernels.cuh"
 
+#include <cuda/ptx>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -60,8 +64,123 @@ struct Shape {
   bool gate_up;
 };
 
+// A decode GEMV streamed through shared memory by the copy engine (an
+// experiment for a persistent decode kernel, docs/cuda.md, Performance):
+// one block per multiprocessor owns a contiguous range of rows of W (bf16,
+// one row of x, K = 2048 KC), which is one contiguous range of memory, and
+// streams it in 16 KiB stages (4 passes of 2048 weights: RS = 4 / KC rows)
+// through a ring of NS stages with bulk asynchronous copies
+// (cp.async.bulk, one thread issues a stage, an mbarrier counts its
+// bytes). The first NS stages are requested before the programmatic wait,
+// so up to NS x 16 KiB per multiprocessor stream while the kernel before
+// finishes. Thread i multiplies weights [8 i, 8 i + 8) of each pass with
+// the x values it holds in registers; a stage's rows are summed over the
+// warp, then over the 8 warps after the barrier that also frees the
+// stage's slot for its next copy (fixed order: deterministic).
+constexpr int kBulkThreads = 256;
+constexpr int kBulkStage = 4 * 2048; // weights a stage (16 KiB of bf16)
+template <int NS> constexpr size_t bulkSmem() {
+  return size_t(NS) * kBulkStage * sizeof(__nv_bfloat16);
+}
+template <int NS, int KC>
+__global__ void __launch_bounds__(kBulkThreads, 1)
+    bulkGemvKernel(const float *__restrict__ x,
+                   const __nv_bfloat16 *__restrict__ W, float *__restrict__ y,
+                   int N) {
+  namespace ptx = cuda::ptx;
+  constexpr int K = 2048 * KC, RS = 4 / KC;
+  static_assert(KC == 1 || KC == 2 || KC == 4, "K of 2048, 4096 or 8192");
+  extern __shared__ __align__(128) unsigned char bulk_smem[];
+  __nv_bfloat16 *ring = reinterpret_cast<__nv_bfloat16 *>(bulk_smem);
+  __shared__ uint64_t full[NS];
+  __shared__ float red[2][kBulkThreads / 32][RS];
+  pdlLaunchDependents();
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  // This block's stages: units of RS rows, split evenly over the grid.
+  const int units = (N + RS - 1) / RS;
+  const int u0 = int(int64_t(blockIdx.x) * units / gridDim.x);
+  const int u1 = int(int64_t(blockIdx.x + 1) * units / gridDim.x);
+  const int r0 = u0 * RS, stages = u1 - u0;
+  if (tid == 0) {
+    for (int r = 0; r < NS; ++r)
+      ptx::mbarrier_init(&full[r], 1);
+    ptx::fence_mbarrier_init(ptx::sem_release, ptx::scope_cluster);
+  }
+  __syncthreads();
+  // Thread 0: stage s's rows into its slot (the slot's next phase).
+  const auto issue = [&](int st) {
+    const int slot = st % NS;
+    const int rows = min(RS, N - (r0 + st * RS));
+    const uint32_t bytes = uint32_t(rows) * K * sizeof(__nv_bfloat16);
+    ptx::mbarrier_arrive_expect_tx(ptx::sem_release, ptx::scope_cta,
+                                   ptx::space_shared, &full[slot], bytes);
+    ptx::cp_async_bulk(ptx::space_cluster, ptx::space_global,
+                       ring + slot * kBulkStage, W + int64_t(r0 + st * RS) * K,
+                       bytes, &full[slot]);
+  };
+  if (tid == 0)
+    for (int st = 0; st < min(NS, stages); ++st)
+      issue(st);
+  pdlWait();
+  float xr[KC][8];
+#pragma unroll
+  for (int c = 0; c < KC; ++c) {
+    const float4 a =
+        __ldg(reinterpret_cast<const float4 *>(x + c * 2048 + tid * 8));
+    const float4 b =
+        __ldg(reinterpret_cast<const float4 *>(x + c * 2048 + tid * 8 + 4));
+    xr[c][0] = a.x, xr[c][1] = a.y, xr[c][2] = a.z, xr[c][3] = a.w;
+    xr[c][4] = b.x, xr[c][5] = b.y, xr[c][6] = b.z, xr[c][7] = b.w;
+  }
+  for (int st = 0; st < stages; ++st) {
+    const int slot = st % NS;
+    // Bounded: a stage that never lands (a wrong byte count) traps within
+    // seconds instead of hanging the benchmark.
+    for (uint32_t spins = 0;
+         !ptx::mbarrier_try_wait_parity(&full[slot], uint32_t((st / NS) & 1));)
+      if (++spins == (1u << 24))
+        __trap();
+    const int row0 = r0 + st * RS;
+    float acc[RS];
+#pragma unroll
+    for (int r = 0; r < RS; ++r)
+      acc[r] = 0.0f;
+#pragma unroll
+    for (int p = 0; p < 4; ++p) {
+      const int r = p / KC, c = p % KC;
+      if (row0 + r < N) { // past N: the slot's stale bytes
+        const uint4 u = *reinterpret_cast<const uint4 *>(
+            ring + slot * kBulkStage + p * 2048 + tid * 8);
+        float w[8];
+        unpackVec(u, w, static_cast<const __nv_bfloat16 *>(nullptr));
+#pragma unroll
+        for (int i = 0; i < 8; ++i)
+          acc[r] = fmaf(w[i], xr[c][i], acc[r]);
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < RS; ++r) {
+      const float v = warpSum(acc[r]);
+      if (lane == 0)
+        red[st & 1][warp][r] = v;
+    }
+    __syncthreads(); // the slot is read and red[st & 1] written
+    if (tid == 0 && st + NS < stages)
+      issue(st + NS);
+    if (tid < RS && row0 + tid < N) {
+      float v = 0.0f;
+#pragma unroll
+      for (int w = 0; w < kBulkThreads / 32; ++w)
+        v += red[st & 1][w][tid];
+      y[row0 + tid] = v;
+    }
+  }
+}
+
 struct Launcher {
   cudaStream_t stream;
+  unsigned threads = kGemvThreads;
+  size_t smem = 0;
   template <typename... P, typename... A>
   void operator()(void (*kernel)(P...), unsigned blocks, A &&...args) const {
     cudaLaunchAttribute attr[1];
@@ -69,7 +188,8 @@ struct Launcher {
     attr[0].val.programmaticStreamSerializationAllowed = 1;
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = blocks;
-    cfg.blockDim = kGemvThreads;
+    cfg.blockDim = threads;
+    cfg.dynamicSmemBytes = smem;
     cfg.stream = stream;
     cfg.attrs = attr;
     cfg.numAttrs = 1;
@@ -104,7 +224,77 @@ struct Bench {
           y, int64_t(N), T, K, N, 0);
     });
   }
+
+  // bulkGemvKernel with ns stages on copy c (one row); `prepare` raises
+  // its shared-memory limit instead (before any capture).
+  int sms = 0;
+  void launchBulk(int ns, int c_i, bool prepare = false) {
+    const auto go = [&](auto stages, auto chunks) {
+      constexpr int NS = decltype(stages)::value, KC = decltype(chunks)::value;
+      const auto kernel = bulkGemvKernel<NS, KC>;
+      if (prepare) {
+        check(cudaFuncSetAttribute(kernel,
+                                   cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   int(bulkSmem<NS>())),
+              "bulk smem");
+        return;
+      }
+      Launcher L{stream, kBulkThreads, bulkSmem<NS>()};
+      L(kernel, unsigned(sms), (const float *)x, (const __nv_bfloat16 *)w1[c_i],
+        y, int(s.N));
+    };
+    const auto chunks = [&](auto stages) {
+      switch (s.K) {
+      case 2048:
+        return go(stages, std::integral_constant<int, 1>());
+      case 4096:
+        return go(stages, std::integral_constant<int, 2>());
+      default:
+        return go(stages, std::integral_constant<int, 4>());
+      }
+    };
+    switch (ns) {
+    case 4:
+      return chunks(std::integral_constant<int, 4>());
+    case 8:
+      return chunks(std::integral_constant<int, 8>());
+    default:
+      return chunks(std::integral_constant<int, 12>());
+    }
+  }
+  static bool bulkTakes(const Shape &s) {
+    return !s.gate_up && (s.K == 2048 || s.K == 4096 || s.K == 8192);
+  }
 };
+
+// Microseconds a launch of `launchCopy(copy)`: one graph of every copy
+// once, reps times over.
+template <typename F> double timeLaunches(Bench &bn, int reps, F &&launchCopy) {
+  cudaGraph_t g;
+  cudaGraphExec_t ge;
+  check(cudaStreamBeginCapture(bn.stream, cudaStreamCaptureModeThreadLocal),
+        "capture");
+  for (int r = 0; r < reps; ++r)
+    for (int ci = 0; ci < bn.copies; ++ci)
+      launchCopy(ci);
+  check(cudaStreamEndCapture(bn.stream, &g), "end capture");
+  check(cudaGraphInstantiate(&ge, g, 0), "instantiate");
+  check(cudaGraphLaunch(ge, bn.stream), "warm-up");
+  cudaEvent_t e0, e1;
+  check(cudaEventCreate(&e0), "event");
+  check(cudaEventCreate(&e1), "event");
+  check(cudaEventRecord(e0, bn.stream), "record");
+  check(cudaGraphLaunch(ge, bn.stream), "graph");
+  check(cudaEventRecord(e1, bn.stream), "record");
+  check(cudaEventSynchronize(e1), "sync");
+  float ms = 0;
+  check(cudaEventElapsedTime(&ms, e0, e1), "elapsed");
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  cudaGraphExecDestroy(ge);
+  cudaGraphDestroy(g);
+  return ms * 1e3 / (reps * bn.copies);
+}
 
 std::string name(const GemvConfig &c) {
   return std::to_string(c.unroll) + "," + std::to_string(c.split) +
@@ -135,6 +325,8 @@ std::vector<double> reference(const Shape &s, int T,
 double verify(Bench &bn, const GemvConfig &c, int T,
               const std::vector<double> &ref) {
   const int64_t N = bn.s.N;
+  // NaN first: a row the kernel leaves out cannot pass on an earlier value.
+  check(cudaMemset(bn.y, 0xff, size_t(T * N) * 4), "clear y");
   bn.launch(c, 0, T);
   check(cudaStreamSynchronize(bn.stream), "verify run");
   std::vector<float> y(size_t(T * N));
@@ -142,7 +334,8 @@ double verify(Bench &bn, const GemvConfig &c, int T,
         "copy y");
   double err = 0, scale = 0;
   for (size_t i = 0; i < y.size(); ++i) {
-    err = std::max(err, std::fabs(ref[i] - y[i]));
+    err = std::isfinite(y[i]) ? std::max(err, std::fabs(ref[i] - y[i]))
+                              : HUGE_VAL; // a row left out (NaN)
     scale = std::max(scale, std::fabs(ref[i]));
   }
   return err / std::max(scale, 1e-30);
@@ -153,15 +346,18 @@ double verify(Bench &bn, const GemvConfig &c, int T,
 int main(int argc, char **argv) {
   std::string which = "all";
   int reps = 5;
+  bool bulk = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--shapes" && i + 1 < argc)
       which = argv[++i];
     else if (a == "--reps" && i + 1 < argc)
       reps = std::max(1, std::atoi(argv[++i]));
+    else if (a == "--bulk")
+      bulk = true;
     else {
       std::fprintf(stderr, "usage: loom-bench-gemv [--shapes 1b|110m|all] "
-                           "[--reps N]\n");
+                           "[--reps N] [--bulk]\n");
       return 2;
     }
   }
@@ -198,8 +394,11 @@ int main(int argc, char **argv) {
 
   int failures = 0;
   for (const Shape &s : shapes) {
+    if (bulk && !Bench::bulkTakes(s))
+      continue;
     Bench bn;
     bn.s = s;
+    bn.sms = prop.multiProcessorCount;
     check(cudaStreamCreateWithFlags(&bn.stream, cudaStreamNonBlocking),
           "stream");
     const int64_t elems = s.N * s.K;
@@ -246,31 +445,16 @@ int main(int argc, char **argv) {
         name(autoc).c_str());
     double base_us = 0;
     for (const GemvConfig &c : configs) {
+      // --bulk: the baseline and the default configuration only.
+      if (bulk && !(c.unroll == 4 && c.split == 1 && !c.ahead) &&
+          !(c.unroll == autoc.unroll && c.split == autoc.split && !c.ahead))
+        continue;
       const double e1 = verify(bn, c, 1, ref);
       const double e3 = verify(bn, c, T3, ref);
       const bool ok = e1 <= 1e-5 && e3 <= 1e-5;
       failures += !ok;
-      // One graph: every copy once, reps times over.
-      cudaGraph_t g;
-      cudaGraphExec_t ge;
-      check(cudaStreamBeginCapture(bn.stream, cudaStreamCaptureModeThreadLocal),
-            "capture");
-      for (int r = 0; r < reps; ++r)
-        for (int ci = 0; ci < bn.copies; ++ci)
-          bn.launch(c, ci, 1);
-      check(cudaStreamEndCapture(bn.stream, &g), "end capture");
-      check(cudaGraphInstantiate(&ge, g, 0), "instantiate");
-      check(cudaGraphLaunch(ge, bn.stream), "warm-up");
-      cudaEvent_t e0, e1e;
-      check(cudaEventCreate(&e0), "event");
-      check(cudaEventCreate(&e1e), "event");
-      check(cudaEventRecord(e0, bn.stream), "record");
-      check(cudaGraphLaunch(ge, bn.stream), "graph");
-      check(cudaEventRecord(e1e, bn.stream), "record");
-      check(cudaEventSynchronize(e1e), "sync");
-      float ms = 0;
-      check(cudaEventElapsedTime(&ms, e0, e1e), "elapsed");
-      const double us = ms * 1e3 / (reps * bn.copies);
+      const double us =
+          timeLaunches(bn, reps, [&](int ci) { bn.launch(c, ci, 1); });
       if (c.unroll == 4 && c.split == 1 && !c.ahead)
         base_us = us;
       const bool is_auto = c.unroll == autoc.unroll && c.split == autoc.split &&
@@ -280,10 +464,31 @@ int main(int argc, char **argv) {
           name(c).c_str(), us, bytes / (us * 1e3),
           base_us > 0 ? base_us / us : 1.0, e1, e3, ok ? "" : "  FAIL",
           is_auto ? "  <- auto" : "");
-      cudaEventDestroy(e0);
-      cudaEventDestroy(e1e);
-      cudaGraphExecDestroy(ge);
-      cudaGraphDestroy(g);
+    }
+    for (int ns : {4, 8, 12}) {
+      if (!bulk)
+        break;
+      bn.launchBulk(ns, 0, true);
+      check(cudaMemset(bn.y, 0xff, size_t(s.N) * 4), "clear y");
+      bn.launchBulk(ns, 0);
+      check(cudaStreamSynchronize(bn.stream), "bulk verify run");
+      std::vector<float> y(size_t(s.N));
+      check(cudaMemcpy(y.data(), bn.y, y.size() * 4, cudaMemcpyDeviceToHost),
+            "copy y");
+      double err = 0, scale = 0;
+      for (size_t i = 0; i < y.size(); ++i) {
+        err = std::isfinite(y[i]) ? std::max(err, std::fabs(ref[i] - y[i]))
+                                  : HUGE_VAL; // a row left out (NaN)
+        scale = std::max(scale, std::fabs(ref[i]));
+      }
+      const double e1 = err / std::max(scale, 1e-30);
+      const bool ok = e1 <= 1e-5;
+      failures += !ok;
+      const double us =
+          timeLaunches(bn, reps, [&](int ci) { bn.launchBulk(ns, ci); });
+      std::printf("  bulk%-8d %8.2f us %7.0f GB/s  %5.2fx base  err %.1e%s\n",
+                  ns, us, bytes / (us * 1e3), base_us > 0 ? base_us / us : 1.0,
+                  e1, ok ? "" : "  FAIL");
     }
     for (auto *p : bn.w1)
       cudaFree(p);

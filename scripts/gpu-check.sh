@@ -15,13 +15,14 @@
 #   3. CPU and CUDA on the same artifacts: logits and greedy ids, and the
 #      ids sampled with temperature and top-p (device sampler, and its host
 #      fallback for wide nuclei);
-#   4. loom-bench-gemv: the decode GEMV in every configuration;
+#   4. loom-bench-gemv: the decode GEMV in every configuration, and (on
+#      its own) the bulk-copy GEMV experiment;
 #   5. looped decode piece by piece and as one graph (LOOM_CUDA_LOOP_GRAPH);
 #   6. bench/bench_cuda.py: Loom vs PyTorch eager, 110M and 1B shapes, bf16,
 #      with the decode graph's breakdown by kernel class and the variants
-#      (the experiments LOOM_CUDA_PREFILL_ATTN=tc,
-#      LOOM_CUDA_ATTN_MERGE=cluster among them;
-#      the unit tests run under each too).
+#      (the experiments: the cluster merge, the early K/V loads alone, with
+#      the cluster merge and with 16 warps, per-class GEMV splits, GEMV
+#      loads ahead; the unit tests run under each too).
 # Run from the repository root:  bash scripts/gpu-check.sh [BUNDLE]
 # Prints "gpu-check: N failures (S s)" last, after the failed steps'
 # names, and exits non-zero on any failure;
@@ -111,6 +112,10 @@ done
 # The decode GEMV kernels alone: every configuration checked and timed on
 # the benchmark models' matrices.
 step bench-gemv "$B/bin/loom-bench-gemv"
+# The GEMV streamed through shared memory by bulk copies (an experiment for
+# a persistent decode kernel), on its own and briefly: a hang must not cost
+# the device time.
+STEP_TIMEOUT=60 step bench-gemv-bulk "$B/bin/loom-bench-gemv" --bulk --shapes 1b
 for m in stories260K synthetic_untied; do
   step "golden-$m-f32" python3 test/e2e/Inputs/check_golden.py --loomc none \
     --loom-run "$RUN" --model none --tokenizer none --workdir "$W/$m" --device "$DEV" \
