@@ -13,17 +13,16 @@
 //
 // Each configuration also runs with gemvColumn's A ("+ahead":
 // LOOM_CUDA_GEMV_AHEAD=1, two groups of loads before the programmatic
-// wait). --bulk runs bulkGemvKernel below instead ("bulkN", an experiment
-// outside the runtime; single-matrix shapes of K 2048, 4096 or 8192: the
-// 1B's), against the baseline and the default configuration; on its own,
-// as a kernel that hangs or traps must not cost the other numbers.
+// wait). --bulk runs gemvBulkKernel instead ("bulkN": LOOM_CUDA_GEMV_BULK=N,
+// an experiment; the 1B's shapes: K 2048 or 8192, gate/up at K 2048),
+// against the baseline and the default configuration; on its own, as a
+// kernel that hangs or traps must not cost the other numbers.
 //
 // Prints, per shape and configuration, microseconds a launch, the read
 // bandwidth in GB/s and the ratio to the baseline; "auto" marks the
 // executor's default choice (gemvConfigFor).
 #include "../runtime/cuda/kernels.cuh"
 
-#include <cuda/ptx>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -63,119 +62,6 @@ struct Shape {
   int64_t N, K;
   bool gate_up;
 };
-
-// A decode GEMV streamed through shared memory by the copy engine (an
-// experiment for a persistent decode kernel, docs/cuda.md, Performance):
-// one block per multiprocessor owns a contiguous range of rows of W (bf16,
-// one row of x, K = 2048 KC), which is one contiguous range of memory, and
-// streams it in 16 KiB stages (4 passes of 2048 weights: RS = 4 / KC rows)
-// through a ring of NS stages with bulk asynchronous copies
-// (cp.async.bulk, one thread issues a stage, an mbarrier counts its
-// bytes). The first NS stages are requested before the programmatic wait,
-// so up to NS x 16 KiB per multiprocessor stream while the kernel before
-// finishes. Thread i multiplies weights [8 i, 8 i + 8) of each pass with
-// the x values it holds in registers; a stage's rows are summed over the
-// warp, then over the 8 warps after the barrier that also frees the
-// stage's slot for its next copy (fixed order: deterministic).
-constexpr int kBulkThreads = 256;
-constexpr int kBulkStage = 4 * 2048; // weights a stage (16 KiB of bf16)
-template <int NS> constexpr size_t bulkSmem() {
-  return size_t(NS) * kBulkStage * sizeof(__nv_bfloat16);
-}
-template <int NS, int KC>
-__global__ void __launch_bounds__(kBulkThreads, 1)
-    bulkGemvKernel(const float *__restrict__ x,
-                   const __nv_bfloat16 *__restrict__ W, float *__restrict__ y,
-                   int N) {
-  namespace ptx = cuda::ptx;
-  constexpr int K = 2048 * KC, RS = 4 / KC;
-  static_assert(KC == 1 || KC == 2 || KC == 4, "K of 2048, 4096 or 8192");
-  extern __shared__ __align__(128) unsigned char bulk_smem[];
-  __nv_bfloat16 *ring = reinterpret_cast<__nv_bfloat16 *>(bulk_smem);
-  __shared__ uint64_t full[NS];
-  __shared__ float red[2][kBulkThreads / 32][RS];
-  pdlLaunchDependents();
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  // This block's stages: units of RS rows, split evenly over the grid.
-  const int units = (N + RS - 1) / RS;
-  const int u0 = int(int64_t(blockIdx.x) * units / gridDim.x);
-  const int u1 = int(int64_t(blockIdx.x + 1) * units / gridDim.x);
-  const int r0 = u0 * RS, stages = u1 - u0;
-  if (tid == 0) {
-    for (int r = 0; r < NS; ++r)
-      ptx::mbarrier_init(&full[r], 1);
-    ptx::fence_mbarrier_init(ptx::sem_release, ptx::scope_cluster);
-  }
-  __syncthreads();
-  // Thread 0: stage s's rows into its slot (the slot's next phase).
-  const auto issue = [&](int st) {
-    const int slot = st % NS;
-    const int rows = min(RS, N - (r0 + st * RS));
-    const uint32_t bytes = uint32_t(rows) * K * sizeof(__nv_bfloat16);
-    ptx::mbarrier_arrive_expect_tx(ptx::sem_release, ptx::scope_cta,
-                                   ptx::space_shared, &full[slot], bytes);
-    ptx::cp_async_bulk(ptx::space_cluster, ptx::space_global,
-                       ring + slot * kBulkStage, W + int64_t(r0 + st * RS) * K,
-                       bytes, &full[slot]);
-  };
-  if (tid == 0)
-    for (int st = 0; st < min(NS, stages); ++st)
-      issue(st);
-  pdlWait();
-  float xr[KC][8];
-#pragma unroll
-  for (int c = 0; c < KC; ++c) {
-    const float4 a =
-        __ldg(reinterpret_cast<const float4 *>(x + c * 2048 + tid * 8));
-    const float4 b =
-        __ldg(reinterpret_cast<const float4 *>(x + c * 2048 + tid * 8 + 4));
-    xr[c][0] = a.x, xr[c][1] = a.y, xr[c][2] = a.z, xr[c][3] = a.w;
-    xr[c][4] = b.x, xr[c][5] = b.y, xr[c][6] = b.z, xr[c][7] = b.w;
-  }
-  for (int st = 0; st < stages; ++st) {
-    const int slot = st % NS;
-    // Bounded: a stage that never lands (a wrong byte count) traps within
-    // seconds instead of hanging the benchmark.
-    for (uint32_t spins = 0;
-         !ptx::mbarrier_try_wait_parity(&full[slot], uint32_t((st / NS) & 1));)
-      if (++spins == (1u << 24))
-        __trap();
-    const int row0 = r0 + st * RS;
-    float acc[RS];
-#pragma unroll
-    for (int r = 0; r < RS; ++r)
-      acc[r] = 0.0f;
-#pragma unroll
-    for (int p = 0; p < 4; ++p) {
-      const int r = p / KC, c = p % KC;
-      if (row0 + r < N) { // past N: the slot's stale bytes
-        const uint4 u = *reinterpret_cast<const uint4 *>(
-            ring + slot * kBulkStage + p * 2048 + tid * 8);
-        float w[8];
-        unpackVec(u, w, static_cast<const __nv_bfloat16 *>(nullptr));
-#pragma unroll
-        for (int i = 0; i < 8; ++i)
-          acc[r] = fmaf(w[i], xr[c][i], acc[r]);
-      }
-    }
-#pragma unroll
-    for (int r = 0; r < RS; ++r) {
-      const float v = warpSum(acc[r]);
-      if (lane == 0)
-        red[st & 1][warp][r] = v;
-    }
-    __syncthreads(); // the slot is read and red[st & 1] written
-    if (tid == 0 && st + NS < stages)
-      issue(st + NS);
-    if (tid < RS && row0 + tid < N) {
-      float v = 0.0f;
-#pragma unroll
-      for (int w = 0; w < kBulkThreads / 32; ++w)
-        v += red[st & 1][w][tid];
-      y[row0 + tid] = v;
-    }
-  }
-}
 
 struct Launcher {
   cudaStream_t stream;
@@ -225,45 +111,26 @@ struct Bench {
     });
   }
 
-  // bulkGemvKernel with ns stages on copy c (one row); `prepare` raises
+  // gemvBulkKernel with ns stages on copy c (one row); `prepare` raises
   // its shared-memory limit instead (before any capture).
   int sms = 0;
   void launchBulk(int ns, int c_i, bool prepare = false) {
-    const auto go = [&](auto stages, auto chunks) {
-      constexpr int NS = decltype(stages)::value, KC = decltype(chunks)::value;
-      const auto kernel = bulkGemvKernel<NS, KC>;
+    withGemvBulk(ns, s.K, s.gate_up ? 2 : 1, [&](auto kernel) {
       if (prepare) {
         check(cudaFuncSetAttribute(kernel,
                                    cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                   int(bulkSmem<NS>())),
+                                   int(gemvBulkSmem(ns))),
               "bulk smem");
         return;
       }
-      Launcher L{stream, kBulkThreads, bulkSmem<NS>()};
+      Launcher L{stream, kBulkThreads, gemvBulkSmem(ns)};
       L(kernel, unsigned(sms), (const float *)x, (const __nv_bfloat16 *)w1[c_i],
-        y, int(s.N));
-    };
-    const auto chunks = [&](auto stages) {
-      switch (s.K) {
-      case 2048:
-        return go(stages, std::integral_constant<int, 1>());
-      case 4096:
-        return go(stages, std::integral_constant<int, 2>());
-      default:
-        return go(stages, std::integral_constant<int, 4>());
-      }
-    };
-    switch (ns) {
-    case 4:
-      return chunks(std::integral_constant<int, 4>());
-    case 8:
-      return chunks(std::integral_constant<int, 8>());
-    default:
-      return chunks(std::integral_constant<int, 12>());
-    }
+        (const __nv_bfloat16 *)(s.gate_up ? w3[c_i] : nullptr), a, b, y,
+        int(s.N), 0);
+    });
   }
   static bool bulkTakes(const Shape &s) {
-    return !s.gate_up && (s.K == 2048 || s.K == 4096 || s.K == 8192);
+    return withGemvBulk(4, s.K, s.gate_up ? 2 : 1, [](auto) {});
   }
 };
 
@@ -465,7 +332,7 @@ int main(int argc, char **argv) {
           base_us > 0 ? base_us / us : 1.0, e1, e3, ok ? "" : "  FAIL",
           is_auto ? "  <- auto" : "");
     }
-    for (int ns : {4, 8, 12}) {
+    for (int ns : {4, 6, 8, 12}) {
       if (!bulk)
         break;
       bn.launchBulk(ns, 0, true);

@@ -22,7 +22,8 @@
 #      with the decode graph's breakdown by kernel class and the variants
 #      (the experiments: the cluster merge, the early K/V loads alone, with
 #      the cluster merge and with 16 warps, per-class GEMV splits, GEMV
-#      loads ahead; the unit tests run under each too).
+#      loads ahead, GEMVs streamed by bulk copies; the unit tests run under
+#      most of them too).
 # Run from the repository root:  bash scripts/gpu-check.sh [BUNDLE]
 # Prints "gpu-check: N failures (S s)" last, after the failed steps'
 # names, and exits non-zero on any failure;
@@ -98,6 +99,8 @@ step cuda-unit-attn-early-16 env LOOM_CUDA_ATTN_EARLY=1 LOOM_CUDA_ATTN_WARPS=16 
   "$B/bin/loom-cuda-test" --gtest_brief=1
 # One-row GEMVs with two groups of loads before the wait (an experiment).
 step cuda-unit-gemv-ahead env LOOM_CUDA_GEMV_AHEAD=1 "$B/bin/loom-cuda-test" --gtest_brief=1
+# One-row bf16 GEMVs streamed by bulk copies through 6 stages (an experiment).
+step cuda-unit-gemv-bulk env LOOM_CUDA_GEMV_BULK=6 "$B/bin/loom-cuda-test" --gtest_brief=1
 # Looped models' one-row steps piece by piece (LOOM_CUDA_LOOP_GRAPH=0; as
 # one CUDA graph by default): the loop tests (the graph_* cases keep their
 # graphs), and the huginn-tiny golden and references below.
@@ -355,6 +358,7 @@ STEP_TIMEOUT=420 step bench python3 bench/bench_cuda.py --bundle "$B" --out "$OU
   --variant early-cluster,LOOM_CUDA_ATTN_EARLY=1,LOOM_CUDA_ATTN_MERGE=cluster \
   --variant early-16,LOOM_CUDA_ATTN_EARLY=1,LOOM_CUDA_ATTN_WARPS=16 \
   --variant 'gemv-44,LOOM_CUDA_GEMV=qkv:4,4;gate_up:4,4' --variant gemv-ahead,LOOM_CUDA_GEMV_AHEAD=1 \
+  --variant gemv-bulk-6,LOOM_CUDA_GEMV_BULK=6 --variant gemv-bulk-12,LOOM_CUDA_GEMV_BULK=12 \
   --variant default-again
 rm -rf "$W"
 [ -z "$failed" ] || echo "gpu-check: failed:$failed"

@@ -317,6 +317,31 @@ private:
   // LOOM_CUDA_GEMV_AHEAD=1: one-row GEMVs issue two groups of loads
   // before the programmatic wait (gemvColumn's A; an experiment).
   bool gemv_ahead_ = false;
+  // LOOM_CUDA_GEMV_BULK=NS: one-row bf16 GEMVs (and gate/up pairs) of the
+  // shapes gemvBulkKernel takes stream through NS stages of shared memory
+  // (an experiment; 0: off).
+  int gemv_bulk_ = 0;
+  // gemvBulkKernel for a one-row bf16 GEMV (M = 1: y (+)= x W1^T; 2: gate
+  // and up) where LOOM_CUDA_GEMV_BULK is on and it takes the shape; false
+  // where it did not launch.
+  bool gemvBulk(const float *x, const DeviceTensor &w1, const DeviceTensor *w3,
+                float *a, float *b, float *y, int64_t T, int64_t K, int64_t N,
+                bool accumulate) {
+    if (gemv_bulk_ == 0 || T != 1 || w1.dtype != WeightType::BF16 ||
+        (reinterpret_cast<uintptr_t>(x) |
+         reinterpret_cast<uintptr_t>(w1.native) |
+         reinterpret_cast<uintptr_t>(w3 ? w3->native : nullptr)) %
+                16 !=
+            0)
+      return false;
+    return withGemvBulk(gemv_bulk_, K, w3 ? 2 : 1, [&](auto kernel) {
+      launchKernel(
+          kernel, unsigned(sm_count_), kBulkThreads, gemvBulkSmem(gemv_bulk_),
+          x, static_cast<const __nv_bfloat16 *>(w1.native),
+          static_cast<const __nv_bfloat16 *>(w3 ? w3->native : nullptr), a, b,
+          y, int(N), int(accumulate));
+    });
+  }
   GemvConfig gemv_override_;
   std::vector<std::pair<unsigned, GemvConfig>> gemv_class_; // CLASS:U,S;...
   // LOOM_CUDA_OMIT=CLASS,...: kernel classes left out, to measure what each
@@ -463,6 +488,14 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device, TraceRecorder *trace,
     if (v != "0" && v != "1")
       throw Error("LOOM_CUDA_GEMV_AHEAD=" + v + ": expected 0 or 1");
     gemv_ahead_ = v == "1";
+  }
+  if (const char *e = std::getenv("LOOM_CUDA_GEMV_BULK")) {
+    const std::string v = e;
+    if (v != "0" && v != "4" && v != "6" && v != "8" && v != "12")
+      throw Error("LOOM_CUDA_GEMV_BULK=" + v +
+                  ": expected 0 (off) or the stages of the ring: 4, 6, 8 or "
+                  "12");
+    gemv_bulk_ = std::stoi(v);
   }
   if (const char *e = std::getenv("LOOM_CUDA_GEMV")) {
     GemvOverrides o;
@@ -710,6 +743,22 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device, TraceRecorder *trace,
                                    int(attentionTcSmem(HD))),
               "cudaFuncSetAttribute");
         });
+    // The bulk-copy GEMV (LOOM_CUDA_GEMV_BULK=NS): NS x 16 KiB.
+    if (gemv_bulk_ > 0) {
+      if (gemvBulkSmem(gemv_bulk_) > size_t(max_smem_))
+        throw Error("LOOM_CUDA_GEMV_BULK=" + std::to_string(gemv_bulk_) + ": " +
+                    std::to_string(gemvBulkSmem(gemv_bulk_)) +
+                    " bytes of shared memory, the device allows " +
+                    std::to_string(max_smem_));
+      for (int64_t K : {2048, 4096, 8192})
+        for (int M : {1, 2})
+          withGemvBulk(gemv_bulk_, K, M, [&](auto kernel) {
+            check(cudaFuncSetAttribute(
+                      kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                      int(gemvBulkSmem(gemv_bulk_))),
+                  "cudaFuncSetAttribute");
+          });
+    }
     // Decode attention: partials for kGemvRows rows of every head and
     // split.
     int64_t max_nh = 1;
@@ -781,6 +830,8 @@ void CudaExecutor::gemm(unsigned cls, const float *x, int64_t ldx,
                         int64_t K, int64_t N, bool accumulate) {
   const DeviceTensor &w = tensors_[weight];
   const bool bf16 = w.dtype == WeightType::BF16;
+  if (gemvBulk(x, w, nullptr, nullptr, nullptr, y, T, K, N, accumulate))
+    return;
   if (T <= kGemvRows) {
     const int vec = bf16 ? 8 : 4;
     const bool aligned = K % vec == 0 && ldx % 4 == 0 &&
@@ -1268,6 +1319,11 @@ size_t CudaExecutor::gateUp(const ProgramDesc &prog, size_t i, size_t end,
     };
     if (omitted(kOmitGateUp))
       return 3;
+    if (gemvBulk(xp, w1, &w3, buffer(a), buffer(b), buffer(y), T, K, N,
+                 false)) {
+      check(cudaGetLastError(), "gate/up GEMV + silu_mul (bulk)");
+      return 3;
+    }
     if (w1.dtype == WeightType::BF16)
       withGemvConfig<__nv_bfloat16, 8>(c, int(T), go);
     else

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <cuda/ptx>
 #include <cuda_bf16.h>
 #include <mma.h>
 #include <string>
@@ -1544,6 +1545,173 @@ inline std::string parseGemvOverrides(const std::string &spec,
 inline unsigned gemvBlocks(int64_t N, int split) {
   const int64_t per_block = kGemvWarps / split;
   return static_cast<unsigned>((N + per_block - 1) / per_block);
+}
+
+// A one-row bf16 GEMV streamed through shared memory by the copy engine
+// (LOOM_CUDA_GEMV_BULK=NS, an experiment until measured; the first piece
+// of a persistent decode kernel, docs/cuda.md, Performance): one block per
+// multiprocessor owns a contiguous range of rows of W, one contiguous range
+// of memory per matrix, and streams it in 16 KiB stages through a ring of
+// NS stages with bulk asynchronous copies (cp.async.bulk: one thread
+// issues a stage, an mbarrier counts its bytes). The first NS stages are
+// requested before the programmatic wait, so up to NS x 16 KiB per
+// multiprocessor stream while the kernel before finishes, without holding
+// registers. A stage is 4 passes of 2048 weights: M matrices (1, or 2 for
+// gate/up) x RS rows x KC chunks of 2048 (K = 2048 KC, RS = 4 / (M KC)).
+// Thread i multiplies weights [8 i, 8 i + 8) of each pass with the x
+// values it holds in registers; a stage's rows are summed over the warp,
+// then over the 8 warps after the barrier that also frees the stage's slot
+// for its next copy (a fixed order: deterministic). Outputs as gemvKernel
+// (M = 1: y (+)= x W^T) and gateUpKernel (M = 2: a, b and y = silu(a) b).
+constexpr int kBulkThreads = 256;
+constexpr int kBulkStage = 4 * 2048; // weights a stage (16 KiB of bf16)
+constexpr size_t gemvBulkSmem(int ns) {
+  return size_t(ns) * kBulkStage * sizeof(__nv_bfloat16);
+}
+template <int NS, int KC, int M>
+__global__ void __launch_bounds__(kBulkThreads, 1)
+    gemvBulkKernel(const float *__restrict__ x,
+                   const __nv_bfloat16 *__restrict__ W1,
+                   const __nv_bfloat16 *__restrict__ W3, float *a, float *b,
+                   float *y, int N, int accumulate) {
+  static_assert(KC * M <= 4 && 4 % (KC * M) == 0, "4 passes a stage");
+  constexpr int K = 2048 * KC, RS = 4 / (KC * M), PM = RS * KC;
+  constexpr int nw = kBulkThreads / 32;
+  extern __shared__ __align__(128) unsigned char bulk_smem[];
+  __nv_bfloat16 *ring = reinterpret_cast<__nv_bfloat16 *>(bulk_smem);
+  __shared__ uint64_t full[NS];
+  __shared__ float red[2][nw][M * RS];
+  pdlLaunchDependents();
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+  __trap(); // bulk copies need sm_90; never launched below it
+#else
+  namespace ptx = ::cuda::ptx;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  // This block's stages: units of RS rows, split evenly over the grid.
+  const int units = (N + RS - 1) / RS;
+  const int u0 = int(int64_t(blockIdx.x) * units / gridDim.x);
+  const int u1 = int(int64_t(blockIdx.x + 1) * units / gridDim.x);
+  const int r0 = u0 * RS, stages = u1 - u0;
+  if (tid == 0) {
+    for (int r = 0; r < NS; ++r)
+      ptx::mbarrier_init(&full[r], 1);
+    ptx::fence_mbarrier_init(ptx::sem_release, ptx::scope_cluster);
+  }
+  __syncthreads();
+  // Thread 0: stage st's rows of each matrix into its slot.
+  const auto issue = [&](int st) {
+    const int slot = st % NS;
+    const int rows = min(RS, N - (r0 + st * RS));
+    const uint32_t bytes = uint32_t(rows) * K * sizeof(__nv_bfloat16);
+    ptx::mbarrier_arrive_expect_tx(ptx::sem_release, ptx::scope_cta,
+                                   ptx::space_shared, &full[slot], M * bytes);
+#pragma unroll
+    for (int m = 0; m < M; ++m)
+      ptx::cp_async_bulk(ptx::space_cluster, ptx::space_global,
+                         ring + slot * kBulkStage + m * PM * 2048,
+                         (m ? W3 : W1) + int64_t(r0 + st * RS) * K, bytes,
+                         &full[slot]);
+  };
+  if (tid == 0)
+    for (int st = 0; st < min(NS, stages); ++st)
+      issue(st);
+  pdlWait();
+  float xr[KC][8];
+#pragma unroll
+  for (int c = 0; c < KC; ++c) {
+    const float4 lo4 =
+        __ldg(reinterpret_cast<const float4 *>(x + c * 2048 + tid * 8));
+    const float4 hi4 =
+        __ldg(reinterpret_cast<const float4 *>(x + c * 2048 + tid * 8 + 4));
+    xr[c][0] = lo4.x, xr[c][1] = lo4.y, xr[c][2] = lo4.z, xr[c][3] = lo4.w;
+    xr[c][4] = hi4.x, xr[c][5] = hi4.y, xr[c][6] = hi4.z, xr[c][7] = hi4.w;
+  }
+  for (int st = 0; st < stages; ++st) {
+    const int slot = st % NS;
+    // Bounded: a stage that never lands traps within seconds instead of
+    // hanging the step.
+    for (uint32_t spins = 0;
+         !ptx::mbarrier_try_wait_parity(&full[slot], uint32_t((st / NS) & 1));)
+      if (++spins == (1u << 24))
+        __trap();
+    const int row0 = r0 + st * RS;
+    float acc[M * RS];
+#pragma unroll
+    for (int i = 0; i < M * RS; ++i)
+      acc[i] = 0.0f;
+#pragma unroll
+    for (int p = 0; p < 4; ++p) {
+      const int m = p / PM, r = (p % PM) / KC, c = p % KC;
+      if (row0 + r < N) { // past N: the slot's stale bytes
+        const uint4 u = *reinterpret_cast<const uint4 *>(
+            ring + slot * kBulkStage + p * 2048 + tid * 8);
+        float w[8];
+        unpackVec(u, w, static_cast<const __nv_bfloat16 *>(nullptr));
+#pragma unroll
+        for (int i = 0; i < 8; ++i)
+          acc[m * RS + r] = fmaf(w[i], xr[c][i], acc[m * RS + r]);
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < M * RS; ++i) {
+      const float v = warpSum(acc[i]);
+      if (lane == 0)
+        red[st & 1][warp][i] = v;
+    }
+    __syncthreads(); // the slot is read and red[st & 1] written
+    if (tid == 0 && st + NS < stages)
+      issue(st + NS);
+    if (tid < RS && row0 + tid < N) {
+      float v[M];
+#pragma unroll
+      for (int m = 0; m < M; ++m) {
+        v[m] = 0.0f;
+#pragma unroll
+        for (int w = 0; w < nw; ++w)
+          v[m] += red[st & 1][w][m * RS + tid];
+      }
+      const int n = row0 + tid;
+      if constexpr (M == 1) {
+        y[n] = accumulate ? y[n] + v[0] : v[0];
+      } else {
+        a[n] = v[0];
+        b[n] = v[1];
+        y[n] = v[0] / (1.0f + expf(-v[0])) * v[1];
+      }
+    }
+  }
+#endif
+}
+// Host side: calls f(kernel) with gemvBulkKernel's instantiation for ns
+// stages (4, 6, 8 or 12), K and M and returns true, or false where it has
+// none (K other than 2048, 4096, 8192; gate/up at K 8192).
+template <typename F> bool withGemvBulk(int ns, int64_t K, int M, F &&f) {
+  const auto chunks = [&](auto stages) {
+    constexpr int NS = decltype(stages)::value;
+    if (M == 1 && K == 2048)
+      return f(gemvBulkKernel<NS, 1, 1>), true;
+    if (M == 1 && K == 4096)
+      return f(gemvBulkKernel<NS, 2, 1>), true;
+    if (M == 1 && K == 8192)
+      return f(gemvBulkKernel<NS, 4, 1>), true;
+    if (M == 2 && K == 2048)
+      return f(gemvBulkKernel<NS, 1, 2>), true;
+    if (M == 2 && K == 4096)
+      return f(gemvBulkKernel<NS, 2, 2>), true;
+    return false;
+  };
+  switch (ns) {
+  case 4:
+    return chunks(std::integral_constant<int, 4>());
+  case 6:
+    return chunks(std::integral_constant<int, 6>());
+  case 8:
+    return chunks(std::integral_constant<int, 8>());
+  case 12:
+    return chunks(std::integral_constant<int, 12>());
+  default:
+    return false;
+  }
 }
 
 // The same for any K and alignment: scalar loads.

@@ -111,6 +111,29 @@ TEST(GemvConfig, OverridesParse) {
             std::string::npos);
 }
 
+// gemvBulkKernel (LOOM_CUDA_GEMV_BULK): the shapes it takes, its ring in
+// Hopper's shared memory, and a pass of 2048 weights being 8 a thread.
+TEST(GemvBulk, TakesTheLlamaShapes) {
+  EXPECT_EQ(kBulkThreads * 8, 2048);
+  EXPECT_EQ(gemvBulkSmem(4), size_t(64 * 1024));
+  for (int ns : {4, 6, 8, 12}) {
+    EXPECT_LE(gemvBulkSmem(ns) + 1024, size_t(227 * 1024)) << ns;
+    for (int64_t K : {768, 1024, 2048, 2816, 4096, 8192, 16384})
+      for (int M : {1, 2}) {
+        const bool want =
+            (K == 2048 || K == 4096 || K == 8192) && !(M == 2 && K == 8192);
+        int calls = 0;
+        EXPECT_EQ(withGemvBulk(ns, K, M, [&](auto) { ++calls; }), want)
+            << ns << " " << K << " " << M;
+        EXPECT_EQ(calls, want ? 1 : 0);
+      }
+  }
+  for (int ns : {0, 5, 16})
+    EXPECT_FALSE(withGemvBulk(ns, 2048, 1, [](auto) {})) << ns;
+  // Two 6-stage blocks fit a multiprocessor (228 KiB, 1 KiB a block kept).
+  EXPECT_LE(2 * (gemvBulkSmem(6) + 1024), size_t(228 * 1024));
+}
+
 TEST(GemvConfig, BlocksCoverEveryColumnOnce) {
   for (int s : {1, 2, 4})
     for (int64_t N : {1, 7, 8, 9, 768, 2047, 2048, 32000}) {
