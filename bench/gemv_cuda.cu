@@ -332,23 +332,44 @@ int main(int argc, char **argv) {
           base_us > 0 ? base_us / us : 1.0, e1, e3, ok ? "" : "  FAIL",
           is_auto ? "  <- auto" : "");
     }
+    // --bulk: y (gate/up: also a and b, the gate's and the up's products)
+    // against row 0 of the double-precision products.
+    std::vector<double> ref_a, ref_b;
+    if (bulk && s.gate_up)
+      for (int64_t n = 0; n < s.N; ++n) {
+        double g = 0, u = 0;
+        for (int64_t k = 0; k < s.K; ++k) {
+          g += double(hw1[size_t(n * s.K + k)]) * hx[size_t(k)];
+          u += double(hw3[size_t(n * s.K + k)]) * hx[size_t(k)];
+        }
+        ref_a.push_back(g);
+        ref_b.push_back(u);
+      }
+    // max |got - want| / max |want|; a NaN (a row left out) is infinite.
+    const auto relErr = [&](float *dev, const double *want) {
+      std::vector<float> got(size_t(s.N));
+      check(cudaMemcpy(got.data(), dev, got.size() * 4, cudaMemcpyDeviceToHost),
+            "copy out");
+      double err = 0, scale = 0;
+      for (size_t i = 0; i < got.size(); ++i) {
+        err = std::isfinite(got[i]) ? std::max(err, std::fabs(want[i] - got[i]))
+                                    : HUGE_VAL;
+        scale = std::max(scale, std::fabs(want[i]));
+      }
+      return err / std::max(scale, 1e-30);
+    };
     for (int ns : {4, 6, 8, 12}) {
       if (!bulk)
         break;
       bn.launchBulk(ns, 0, true);
-      check(cudaMemset(bn.y, 0xff, size_t(s.N) * 4), "clear y");
+      for (float *p : {bn.a, bn.b, bn.y})
+        check(cudaMemset(p, 0xff, size_t(s.N) * 4), "clear outputs");
       bn.launchBulk(ns, 0);
       check(cudaStreamSynchronize(bn.stream), "bulk verify run");
-      std::vector<float> y(size_t(s.N));
-      check(cudaMemcpy(y.data(), bn.y, y.size() * 4, cudaMemcpyDeviceToHost),
-            "copy y");
-      double err = 0, scale = 0;
-      for (size_t i = 0; i < y.size(); ++i) {
-        err = std::isfinite(y[i]) ? std::max(err, std::fabs(ref[i] - y[i]))
-                                  : HUGE_VAL; // a row left out (NaN)
-        scale = std::max(scale, std::fabs(ref[i]));
-      }
-      const double e1 = err / std::max(scale, 1e-30);
+      double e1 = relErr(bn.y, ref.data());
+      if (s.gate_up)
+        e1 = std::max(
+            {e1, relErr(bn.a, ref_a.data()), relErr(bn.b, ref_b.data())});
       const bool ok = e1 <= 1e-5;
       failures += !ok;
       const double us =

@@ -436,6 +436,10 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device, TraceRecorder *trace,
     if (v != "global" && v != "cluster")
       throw Error("LOOM_CUDA_ATTN_MERGE=" + v + ": expected global or cluster");
     attn_cluster_ = v == "cluster";
+    if (attn_cluster_ && prop.major < 9)
+      throw Error("LOOM_CUDA_ATTN_MERGE=cluster needs thread block clusters "
+                  "(sm_90), this device is " +
+                  name_);
   }
   if (const char *e = std::getenv("LOOM_CUDA_ATTN_EARLY")) {
     const std::string v = e;
@@ -496,6 +500,10 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device, TraceRecorder *trace,
                   ": expected 0 (off) or the stages of the ring: 4, 6, 8 or "
                   "12");
     gemv_bulk_ = std::stoi(v);
+    if (gemv_bulk_ > 0 && prop.major < 9)
+      throw Error("LOOM_CUDA_GEMV_BULK=" + v +
+                  " needs bulk asynchronous copies (sm_90), this device is " +
+                  name_);
   }
   if (const char *e = std::getenv("LOOM_CUDA_GEMV")) {
     GemvOverrides o;
@@ -744,21 +752,23 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device, TraceRecorder *trace,
               "cudaFuncSetAttribute");
         });
     // The bulk-copy GEMV (LOOM_CUDA_GEMV_BULK=NS): NS x 16 KiB.
-    if (gemv_bulk_ > 0) {
-      if (gemvBulkSmem(gemv_bulk_) > size_t(max_smem_))
-        throw Error("LOOM_CUDA_GEMV_BULK=" + std::to_string(gemv_bulk_) + ": " +
-                    std::to_string(gemvBulkSmem(gemv_bulk_)) +
-                    " bytes of shared memory, the device allows " +
-                    std::to_string(max_smem_));
-      for (int64_t K : {2048, 4096, 8192})
+    if (gemv_bulk_ > 0)
+      for (int64_t K : {2048, 8192})
         for (int M : {1, 2})
           withGemvBulk(gemv_bulk_, K, M, [&](auto kernel) {
+            cudaFuncAttributes fa;
+            check(cudaFuncGetAttributes(&fa, kernel), "cudaFuncGetAttributes");
+            const size_t need = gemvBulkSmem(gemv_bulk_) + fa.sharedSizeBytes;
+            if (need > size_t(max_smem_))
+              throw Error("LOOM_CUDA_GEMV_BULK=" + std::to_string(gemv_bulk_) +
+                          ": " + std::to_string(need) +
+                          " bytes of shared memory, the device allows " +
+                          std::to_string(max_smem_));
             check(cudaFuncSetAttribute(
                       kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                       int(gemvBulkSmem(gemv_bulk_))),
                   "cudaFuncSetAttribute");
           });
-    }
     // Decode attention: partials for kGemvRows rows of every head and
     // split.
     int64_t max_nh = 1;

@@ -618,16 +618,17 @@ TEST_F(CudaSession, GemvAheadAgrees) {
 }
 
 // LOOM_CUDA_GEMV_BULK=NS streams one-row bf16 GEMVs through NS stages of
-// shared memory with bulk copies: on a model of the shapes it takes (dim
-// 2048: q|k|v, output, gate/up and classifier at K 2048; the FFN's down at
-// K 4096) the decode logits and greedy ids agree with the default GEMVs to
-// f32 rounding at 4 and 12 stages (the smallest ring wraps around within
-// a block's rows); other values are refused.
+// shared memory with bulk copies: on a model of the 1B's matrix shapes
+// (dim 2048: q|k|v, output, gate/up and classifier at K 2048; the FFN's
+// down at K 8192; 259 classes: the last block's last stage holds 3 rows)
+// the decode logits and greedy ids agree with the default GEMVs to f32
+// rounding at 4 and 12 stages (the smallest ring wraps around within a
+// block's rows); other values are refused.
 TEST_F(CudaSession, GemvBulkAgrees) {
   ScopedEnv bulk("LOOM_CUDA_GEMV_BULK");
   std::unique_ptr<TempFile> owner;
   const auto model =
-      fusedModel(shape(1, 2048, 4096, 16, 4, 256, 48, 19), true, owner);
+      fusedModel(shape(1, 2048, 8192, 16, 4, 259, 48, 19), true, owner);
   for (const char *ns : {"4", "12"})
     expectSameDecode(bulk, nullptr, ns, model, 12, true,
                      std::string("stages ") + ns);
