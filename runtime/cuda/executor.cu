@@ -46,6 +46,18 @@ std::string mib(uint64_t bytes) {
   return b;
 }
 
+// An on/off environment variable of the backend: "0" or "1", `dflt` when
+// unset; any other value is an error naming it.
+bool onOff(const char *var, bool dflt) {
+  const char *e = std::getenv(var);
+  if (!e)
+    return dflt;
+  const std::string v = e;
+  if (v != "0" && v != "1")
+    throw Error(std::string(var) + "=" + v + ": expected 0 or 1");
+  return v == "1";
+}
+
 // Rows at or below this run the GEMV kernel (and the split attention);
 // more go to cuBLAS.
 constexpr int64_t kGemvRows = kGemvMaxRows;
@@ -441,12 +453,7 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device, TraceRecorder *trace,
                   "(sm_90), this device is " +
                   name_);
   }
-  if (const char *e = std::getenv("LOOM_CUDA_ATTN_EARLY")) {
-    const std::string v = e;
-    if (v != "0" && v != "1")
-      throw Error("LOOM_CUDA_ATTN_EARLY=" + v + ": expected 0 or 1");
-    attn_early_ = v == "1";
-  }
+  attn_early_ = onOff("LOOM_CUDA_ATTN_EARLY", attn_early_);
   if (const char *e = std::getenv("LOOM_CUDA_ATTN_WARPS")) {
     const std::string v = e;
     if (v != "8" && v != "16")
@@ -481,18 +488,8 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device, TraceRecorder *trace,
                  "the outputs are wrong\n",
                  e);
   }
-  if (const char *e = std::getenv("LOOM_CUDA_LOOP_GRAPH")) {
-    const std::string v = e;
-    if (v != "0" && v != "1")
-      throw Error("LOOM_CUDA_LOOP_GRAPH=" + v + ": expected 0 or 1");
-    loop_graph_ = v == "1";
-  }
-  if (const char *e = std::getenv("LOOM_CUDA_GEMV_AHEAD")) {
-    const std::string v = e;
-    if (v != "0" && v != "1")
-      throw Error("LOOM_CUDA_GEMV_AHEAD=" + v + ": expected 0 or 1");
-    gemv_ahead_ = v == "1";
-  }
+  loop_graph_ = onOff("LOOM_CUDA_LOOP_GRAPH", loop_graph_);
+  gemv_ahead_ = onOff("LOOM_CUDA_GEMV_AHEAD", gemv_ahead_);
   if (const char *e = std::getenv("LOOM_CUDA_GEMV_BULK")) {
     const std::string v = e;
     if (v != "0" && v != "4" && v != "6" && v != "8" && v != "12")
