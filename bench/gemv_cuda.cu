@@ -188,6 +188,20 @@ std::vector<double> reference(const Shape &s, int T,
   return ref;
 }
 
+// max |got - want| / max |want| over n values of device memory; a NaN (a
+// row the kernel left out) makes it infinite.
+double relErr(const float *dev, const double *want, size_t n) {
+  std::vector<float> got(n);
+  check(cudaMemcpy(got.data(), dev, n * 4, cudaMemcpyDeviceToHost), "copy out");
+  double err = 0, scale = 0;
+  for (size_t i = 0; i < n; ++i) {
+    err = std::isfinite(got[i]) ? std::max(err, std::fabs(want[i] - got[i]))
+                                : HUGE_VAL;
+    scale = std::max(scale, std::fabs(want[i]));
+  }
+  return err / std::max(scale, 1e-30);
+}
+
 // max |y - ref| / max |ref| over the first T rows.
 double verify(Bench &bn, const GemvConfig &c, int T,
               const std::vector<double> &ref) {
@@ -196,16 +210,7 @@ double verify(Bench &bn, const GemvConfig &c, int T,
   check(cudaMemset(bn.y, 0xff, size_t(T * N) * 4), "clear y");
   bn.launch(c, 0, T);
   check(cudaStreamSynchronize(bn.stream), "verify run");
-  std::vector<float> y(size_t(T * N));
-  check(cudaMemcpy(y.data(), bn.y, y.size() * 4, cudaMemcpyDeviceToHost),
-        "copy y");
-  double err = 0, scale = 0;
-  for (size_t i = 0; i < y.size(); ++i) {
-    err = std::isfinite(y[i]) ? std::max(err, std::fabs(ref[i] - y[i]))
-                              : HUGE_VAL; // a row left out (NaN)
-    scale = std::max(scale, std::fabs(ref[i]));
-  }
-  return err / std::max(scale, 1e-30);
+  return relErr(bn.y, ref.data(), size_t(T * N));
 }
 
 } // namespace
@@ -345,19 +350,6 @@ int main(int argc, char **argv) {
         ref_a.push_back(g);
         ref_b.push_back(u);
       }
-    // max |got - want| / max |want|; a NaN (a row left out) is infinite.
-    const auto relErr = [&](float *dev, const double *want) {
-      std::vector<float> got(size_t(s.N));
-      check(cudaMemcpy(got.data(), dev, got.size() * 4, cudaMemcpyDeviceToHost),
-            "copy out");
-      double err = 0, scale = 0;
-      for (size_t i = 0; i < got.size(); ++i) {
-        err = std::isfinite(got[i]) ? std::max(err, std::fabs(want[i] - got[i]))
-                                    : HUGE_VAL;
-        scale = std::max(scale, std::fabs(want[i]));
-      }
-      return err / std::max(scale, 1e-30);
-    };
     for (int ns : {4, 6, 8, 12}) {
       if (!bulk)
         break;
@@ -366,10 +358,11 @@ int main(int argc, char **argv) {
         check(cudaMemset(p, 0xff, size_t(s.N) * 4), "clear outputs");
       bn.launchBulk(ns, 0);
       check(cudaStreamSynchronize(bn.stream), "bulk verify run");
-      double e1 = relErr(bn.y, ref.data());
+      const size_t n = size_t(s.N);
+      double e1 = relErr(bn.y, ref.data(), n);
       if (s.gate_up)
         e1 = std::max(
-            {e1, relErr(bn.a, ref_a.data()), relErr(bn.b, ref_b.data())});
+            {e1, relErr(bn.a, ref_a.data(), n), relErr(bn.b, ref_b.data(), n)});
       const bool ok = e1 <= 1e-5;
       failures += !ok;
       const double us =
