@@ -31,6 +31,15 @@ spread between two runs of one configuration). --no-torch skips the PyTorch base
 dispatch, no graphs, no fusion; each dispatch's GPU time from CUDA events)
 and prints the GPU time per decode token and per prefill by kernel.
 
+--timeline MODEL[,MODEL] also runs those models' bench with the timeline
+build of the plugin (LOOM_CUDA_TIMELINE: every kernel block of each decode
+graph replay records when it started, passed its programmatic wait and
+ended), prints where the decode step's time goes on its dependency chain by
+kernel class (each launch's chain time = its last block's end - the previous
+launch's, split into the wait for its predecessor and its own body), and
+writes timeline-MODEL.json (a Chrome / Perfetto trace of the replays and the
+summary) to --out. Fails where a replay's records cannot be attributed.
+
 --breakdown MODEL also runs that model's bench once per kernel class with
 LOOM_CUDA_OMIT=CLASS (the class left out; outputs are wrong, the timing is
 what counts) and once with every class left out, and prints what each
@@ -166,6 +175,39 @@ def profile(loom_run, art, workdir):
                   % (k, c // steps, d / steps, 100 * d / total))
 
 
+def timeline(loom_run, art, name, base, out_dir):
+    """The decode graph's dependency chain by kernel class, from the
+    timeline build's block records."""
+    path = os.path.join(out_dir, "timeline-%s.json" % name)
+    p = subprocess.run([loom_run, art, "--device", "cuda", "--bench"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                       env=dict(os.environ, LOOM_CUDA_TIMELINE=path))
+    if p.returncode != 0:
+        sys.exit("FAILED (exit %d): LOOM_CUDA_TIMELINE=%s %s %s --device cuda --bench\n%s"
+                 % (p.returncode, path, loom_run, art, p.stderr[-4000:]))
+    out = keyvals(p.stdout)
+    t = json.load(open(path))["loomTimeline"]
+    # The replays' GPU span against the plain build's whole decode step
+    # (host time between graph launches included): what the probes cost,
+    # at most. (The timeline run's own tok/s also pays for reading the
+    # records back after every replay.)
+    plain_us = 1e6 / float(base["decode_tokens_per_s"])
+    print("timeline (%s: %d graph replays, %.1f us a replay from the first block's start"
+          " to the last block's end; the plain build's decode step %.1f us):"
+          % (name, t["replays"], t["step_us"], plain_us))
+    print("  %-16s %7s %9s %9s %9s %9s %9s" % ("us a replay", "kernels", "chain", "wait",
+                                               "body", "lead", "tail"))
+    for c in t["classes"]:
+        print("  %-16s %7.1f %9.1f %9.1f %9.1f %9.1f %9.1f" % (
+            c["label"][:16], c["per_step"], c["chain_us"], c["wait_us"], c["body_us"],
+            c["lead_us"], c["tail_us"]))
+    if t["skipped"] or not t["replays"]:
+        sys.exit("timeline (%s): %d replays, %d not attributed (%s)"
+                 % (name, t["replays"], t["skipped"],
+                    [l for l in p.stderr.splitlines() if "not attributed" in l]))
+    return t
+
+
 OMIT_CLASSES = ["norm", "qkv", "attention", "out", "gate_up", "matmul", "logits"]
 
 
@@ -208,6 +250,7 @@ def main():
     ap.add_argument("--out", default=".")
     ap.add_argument("--profile", default="")
     ap.add_argument("--breakdown", default="")
+    ap.add_argument("--timeline", default="")
     ap.add_argument("--variant", action="append", default=[])
     ap.add_argument("--no-torch", action="store_true")
     a = ap.parse_args()
@@ -248,6 +291,9 @@ def main():
         if m == a.profile:
             profile(os.path.join(b, "bin", "loom-run"), art, a.workdir)
             ncu_profile(os.path.join(b, "bin", "loom-run"), art, a.out)
+        r_timeline = None
+        if m in a.timeline.split(","):
+            r_timeline = timeline(os.path.join(b, "bin", "loom-run"), art, m, loom, a.out)
         r_breakdown = None
         if m == a.breakdown:
             r_breakdown = breakdown(os.path.join(b, "bin", "loom-run"), art, loom)
@@ -271,6 +317,8 @@ def main():
         r["variants"] = r_variants
         if r_breakdown is not None:
             r["breakdown"] = r_breakdown
+        if r_timeline is not None:
+            r["timeline"] = {k: r_timeline[k] for k in ("replays", "step_us", "classes")}
         results["models"][m] = r
         rows.append((m, r))
     print()

@@ -21,7 +21,7 @@ G=$SHARED/golden
 for f in "$BUILD/bin/loomc" "$BUILD/bin/loom-run" "$BUILD/bin/loom-cuda-test" \
          "$BUILD/bin/loom-synth-weights" "$BUILD/bin/loom-make-checkpoint" \
          "$BUILD/bin/loom-bench-gemv" "$BUILD/bin/loom-make-huginn" \
-         "$BUILD/lib/libloomrt_cuda.so"; do
+         "$BUILD/lib/libloomrt_cuda.so" "$BUILD/lib/libloomrt_cuda_timeline.so"; do
   [ -e "$f" ] || { echo "gpu-bundle: missing $f (build with the CUDA backend first)" >&2; exit 1; }
 done
 [ -d "$G" ] || { echo "gpu-bundle: missing $G" >&2; exit 1; }
@@ -30,7 +30,7 @@ rm -rf "$OUTDIR"
 mkdir -p "$OUTDIR"/{bin,lib,art,golden,skel}
 cp "$BUILD"/bin/{loom-run,loom-cuda-test,loom-synth-weights,loom-bench-gemv} "$OUTDIR/bin/"
 # libloomrt with its soname links (loom-run needs libloomrt.so.MAJOR.MINOR).
-cp -P "$BUILD"/lib/libloomrt.so* "$BUILD/lib/libloomrt_cuda.so" "$OUTDIR/lib/"
+cp -P "$BUILD"/lib/libloomrt.so* "$BUILD"/lib/libloomrt_cuda{,_timeline}.so "$OUTDIR/lib/"
 # oneTBB is not on the GPU machine.
 for l in $(ldd "$BUILD/lib/libloomrt.so" | awk '/libtbb/ {print $3}'); do
   cp -L "$l" "$OUTDIR/lib/"

@@ -18,8 +18,10 @@
 #   4. loom-bench-gemv: the decode GEMV in every configuration, and (on
 #      its own) the bulk-copy GEMV experiment;
 #   5. looped decode piece by piece and as one graph (LOOM_CUDA_LOOP_GRAPH);
-#   6. bench/bench_cuda.py: Loom vs PyTorch eager, 110M and 1B shapes, bf16,
-#      with the decode graph's breakdown by kernel class and the variants
+#   6. the timeline build of the plugin (LOOM_CUDA_TIMELINE): the same text
+#      as the plain build, its unit tests, every replay attributed;
+#   7. bench/bench_cuda.py: Loom vs PyTorch eager, 110M and 1B shapes, bf16,
+#      with the decode graph's timeline by kernel class and the variants
 #      (the experiments: the cluster merge, the early K/V loads alone, with
 #      the cluster merge and with 16 warps, per-class GEMV splits, GEMV
 #      loads ahead, GEMVs streamed by bulk copies; the unit tests run under
@@ -29,7 +31,7 @@
 # names, and exits non-zero on any failure;
 # with $OUT set the log and the benchmark's JSON go there too.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 B=$(cd "${1:-build-gpu-bundle}" && pwd)
 OUTDIR=${OUT:-$B/out}
 mkdir -p "$OUTDIR"
@@ -351,9 +353,36 @@ PY
 }
 step loop-graph-bench loop_graph_bench
 
+# The timeline build (libloomrt_cuda_timeline.so, LOOM_CUDA_TIMELINE=FILE):
+# its instrumented kernels give the plain build's text, and every decode
+# graph replay's block records are attributed to its launches.
+timeline_smoke() {
+  local art="$A/stories260K-f32-mt64.loom" args=(--device cuda --prompt "Once upon a time" --steps 48 --temperature 0)
+  "$RUN" "$art" "${args[@]}" > "$W/plain.txt" || return 1
+  LOOM_CUDA_TIMELINE="$W/smoke-timeline.json" "$RUN" "$art" "${args[@]}" > "$W/timeline.txt" \
+    2> "$W/timeline.err" || { cat "$W/timeline.err"; return 1; }
+  grep "GPU timeline" "$W/timeline.err"
+  cmp "$W/plain.txt" "$W/timeline.txt" || { echo "the timeline build's text differs"; return 1; }
+  python3 - "$W/smoke-timeline.json" <<'PY'
+import json, sys
+t = json.load(open(sys.argv[1]))
+s = t["loomTimeline"]
+print("  %d replays (%d not attributed), %.1f us a replay, %d trace events; longest: %s"
+      % (s["replays"], s["skipped"], s["step_us"], len(t["traceEvents"]),
+         ", ".join("%s %.1f us" % (c["label"], c["chain_us"]) for c in s["classes"][:3])))
+cat = [e for e in t["traceEvents"] if e.get("cat") == "block"]
+blocks = len(cat)
+print("  the 16th replay's %d blocks on %d multiprocessors" % (blocks, len({e["tid"] for e in cat})))
+sys.exit(0 if s["replays"] >= 20 and s["skipped"] == 0 and s["step_us"] > 0
+         and blocks > 0 else 1)
+PY
+}
+step timeline-smoke timeline_smoke
+step cuda-unit-timeline env LOOM_CUDA_TIMELINE="$W/unit-timeline.json" "$B/bin/loom-cuda-test" --gtest_brief=1
+
 # The variants: the experiments, then the default again (the spread of
 # one configuration between runs).
-STEP_TIMEOUT=420 step bench python3 bench/bench_cuda.py --bundle "$B" --out "$OUTDIR" --workdir "$W/bench" --profile 1b --breakdown 1b \
+STEP_TIMEOUT=420 step bench python3 bench/bench_cuda.py --bundle "$B" --out "$OUTDIR" --workdir "$W/bench" --profile 1b --timeline 110m,1b \
   --variant attn-cluster,LOOM_CUDA_ATTN_MERGE=cluster --variant attn-early,LOOM_CUDA_ATTN_EARLY=1 \
   --variant early-cluster,LOOM_CUDA_ATTN_EARLY=1,LOOM_CUDA_ATTN_MERGE=cluster \
   --variant early-16,LOOM_CUDA_ATTN_EARLY=1,LOOM_CUDA_ATTN_WARPS=16 \

@@ -16,6 +16,8 @@
 
 #include <algorithm>
 #include <array>
+#include <cerrno>
+#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -181,6 +183,11 @@ private:
     cfg.numAttrs = cluster_z > 1 ? 2 : 1;
     check(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...),
           "kernel launch");
+#ifdef LOOM_CUDA_TIMELINE
+    if (tl_capture_)
+      tl_capture_->push_back(
+          {tl_label_, tl_dispatch_, grid.x * grid.y * grid.z});
+#endif
   }
   // Launches dispatch i together with the next ones as one kernel where
   // the pattern allows (Add + RmsNorm of the sum; two GEMVs of the same
@@ -239,21 +246,79 @@ private:
       cudaGraph_t g = nullptr;
       check(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal),
             "cudaStreamBeginCapture");
+#ifdef LOOM_CUDA_TIMELINE
+      std::vector<TimelineLaunch> launches;
+      tl_capture_ = tl_path_.empty() ? nullptr : &launches;
+#endif
       try {
         work();
       } catch (...) {
+#ifdef LOOM_CUDA_TIMELINE
+        tl_capture_ = nullptr;
+#endif
         if (cudaStreamEndCapture(stream_, &g) == cudaSuccess && g)
           cudaGraphDestroy(g);
         throw;
       }
+#ifdef LOOM_CUDA_TIMELINE
+      tl_capture_ = nullptr;
+#endif
       check(cudaStreamEndCapture(stream_, &g), "cudaStreamEndCapture");
       const cudaError_t e = cudaGraphInstantiate(&graph, g, 0);
       cudaGraphDestroy(g);
       check(e, "cudaGraphInstantiate");
+#ifdef LOOM_CUDA_TIMELINE
+      tl_launches_[graph] = std::move(launches);
+#endif
     }
+#ifdef LOOM_CUDA_TIMELINE
+    if (!tl_path_.empty())
+      check(cudaMemsetAsync(tl_count_, 0, sizeof(unsigned), stream_),
+            "LOOM_CUDA_TIMELINE");
+#endif
     check(cudaGraphLaunch(graph, stream_), "cudaGraphLaunch");
     ++graph_launches_;
+#ifdef LOOM_CUDA_TIMELINE
+    if (!tl_path_.empty())
+      timelineCollect(graph);
+#endif
   }
+#ifdef LOOM_CUDA_TIMELINE
+  // LOOM_CUDA_TIMELINE=FILE (this build, libloomrt_cuda_timeline.so, only):
+  // every graph replay's kernel blocks record their times (kernels.cuh,
+  // KernelScope); after each replay they are read back and attributed to
+  // the launches recorded while the graph was captured (timeline.h). At
+  // the end FILE gets a Chrome / Perfetto trace of the replays' launches
+  // and their summary, and stderr the summary's table.
+  static constexpr unsigned kTimelineCapacity = 1u << 18; // blocks a replay
+  static constexpr size_t kTimelineMaxEvents = 200000;
+  // The replay whose blocks the trace shows one by one (past the first
+  // steps' warm-up).
+  static constexpr size_t kTimelineBlockReplay = 16;
+  std::string tl_path_;
+  TimelineRecord *tl_records_ = nullptr;
+  unsigned *tl_count_ = nullptr; // g_timeline.count on the device
+  std::vector<TimelineLaunch> *tl_capture_ = nullptr;
+  std::map<cudaGraphExec_t, std::vector<TimelineLaunch>> tl_launches_;
+  std::vector<TimelineRecord> tl_host_;
+  TimelineSummary tl_summary_;
+  std::string tl_events_;
+  size_t tl_event_count_ = 0;
+  uint64_t tl_t0_ = 0;
+  std::string tl_label_, tl_dispatch_;
+  void timelineLabel(const char *label) { tl_label_ = label; }
+  void timelineDispatch(const std::string &name, const char *label) {
+    tl_dispatch_ = name;
+    tl_label_ = label;
+  }
+  void timelineStart();
+  void timelineCollect(cudaGraphExec_t graph);
+  void timelineWrite() noexcept;
+#else
+  // The labels of launches in the timeline build; nothing here.
+  void timelineLabel(const char *) {}
+  void timelineDispatch(const std::string &, const char *) {}
+#endif
   void release(); // frees everything; safe on a half-built executor
   void traceMark(size_t dispatch);
   void traceFlush(const ProgramDesc &prog, int64_t pos);
@@ -369,6 +434,18 @@ private:
   };
   unsigned omit_ = 0;
   bool omitted(unsigned c) const { return (omit_ & c) != 0; }
+  // The classes' names (LOOM_CUDA_OMIT, LOOM_CUDA_GEMV, the timeline).
+  static constexpr std::pair<const char *, unsigned> kClasses[] = {
+      {"norm", kOmitNorm},           {"qkv", kOmitQkv},
+      {"attention", kOmitAttention}, {"out", kOmitOut},
+      {"gate_up", kOmitGateUp},      {"matmul", kOmitMatMul},
+      {"logits", kOmitLogits}};
+  static const char *className(unsigned c) {
+    for (const auto &[name, bit] : kClasses)
+      if (bit == c)
+        return name;
+    return "?";
+  }
   int max_smem_ = 48 * 1024;
   std::vector<cudaEvent_t> trace_events_; // reused across steps
   std::vector<size_t> trace_marks_;       // dispatch of each event
@@ -460,11 +537,6 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device, TraceRecorder *trace,
       throw Error("LOOM_CUDA_ATTN_WARPS=" + v + ": expected 8 or 16");
     attn_wide_ = v == "16";
   }
-  static const std::pair<const char *, unsigned> kClasses[] = {
-      {"norm", kOmitNorm},           {"qkv", kOmitQkv},
-      {"attention", kOmitAttention}, {"out", kOmitOut},
-      {"gate_up", kOmitGateUp},      {"matmul", kOmitMatMul},
-      {"logits", kOmitLogits}};
   if (const char *e = std::getenv("LOOM_CUDA_OMIT"); e && *e) {
     std::string list = e;
     size_t at = 0;
@@ -515,11 +587,19 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device, TraceRecorder *trace,
   }
   if (m.forward().loop && !loop_kv)
     throw Error("internal: a looped model needs the session's KV policy");
+#ifdef LOOM_CUDA_TIMELINE
+  if (const char *e = std::getenv("LOOM_CUDA_TIMELINE"); e && *e)
+    tl_path_ = e;
+#endif
   try {
     check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking),
           "cudaStreamCreate");
     checkBlas(cublasCreate(&blas_), "cublasCreate");
     checkBlas(cublasSetStream(blas_, stream_), "cublasSetStream");
+#ifdef LOOM_CUDA_TIMELINE
+    if (!tl_path_.empty())
+      timelineStart();
+#endif
 
     // Which tensors the programs use, and in which form: matrices and
     // tables as stored, everything else (norm weights, biases) as f32.
@@ -792,7 +872,97 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device, TraceRecorder *trace,
 
 CudaExecutor::~CudaExecutor() { release(); }
 
+#ifdef LOOM_CUDA_TIMELINE
+void CudaExecutor::timelineStart() {
+  tl_records_ = static_cast<TimelineRecord *>(
+      alloc(sizeof(TimelineRecord) * kTimelineCapacity, "the GPU timeline"));
+  const TimelineSink sink{tl_records_, kTimelineCapacity, 0};
+  check(cudaMemcpyToSymbol(g_timeline, &sink, sizeof sink), "timeline");
+  void *at = nullptr;
+  check(cudaGetSymbolAddress(&at, g_timeline), "timeline");
+  tl_count_ = reinterpret_cast<unsigned *>(static_cast<char *>(at) +
+                                           offsetof(TimelineSink, count));
+  std::fprintf(stderr,
+               "loom: LOOM_CUDA_TIMELINE=%s: the kernels of each graph replay "
+               "record their blocks' times (the timeline build; a little "
+               "slower than the plain one)\n",
+               tl_path_.c_str());
+}
+
+void CudaExecutor::timelineCollect(cudaGraphExec_t graph) {
+  sync("LOOM_CUDA_TIMELINE");
+  unsigned count = 0;
+  check(cudaMemcpy(&count, tl_count_, sizeof count, cudaMemcpyDeviceToHost),
+        "LOOM_CUDA_TIMELINE");
+  if (count > kTimelineCapacity) {
+    tl_summary_.skip(std::to_string(count) +
+                     " blocks in one replay, over the " +
+                     std::to_string(kTimelineCapacity) + " recorded");
+    return;
+  }
+  tl_host_.resize(count);
+  check(cudaMemcpy(tl_host_.data(), tl_records_,
+                   size_t(count) * sizeof(TimelineRecord),
+                   cudaMemcpyDeviceToHost),
+        "LOOM_CUDA_TIMELINE");
+  const std::vector<TimelineLaunch> &launches = tl_launches_[graph];
+  if (launches.empty()) // a graph of copies alone
+    return;
+  std::string why;
+  const std::vector<KernelSpan> spans =
+      attributeTimeline(launches, tl_host_, &why);
+  if (spans.empty()) {
+    tl_summary_.skip(why);
+    return;
+  }
+  if (tl_t0_ == 0)
+    tl_t0_ = spans[0].first_start;
+  tl_summary_.add(graph, launches, spans);
+  if (tl_event_count_ < kTimelineMaxEvents) {
+    appendTimelineEvents(tl_events_, launches, spans, tl_t0_);
+    tl_event_count_ += spans.size();
+  }
+  if (tl_summary_.replays() == kTimelineBlockReplay)
+    appendBlockEvents(tl_events_, launches, tl_host_, tl_t0_);
+}
+
+// At the end of the session (release; it must not throw): the trace file
+// and the summary table on stderr.
+void CudaExecutor::timelineWrite() noexcept {
+  if (tl_path_.empty() || !tl_records_)
+    return;
+  try {
+    std::fprintf(stderr, "loom: %s", tl_summary_.table().c_str());
+    // The processes' names, then the events.
+    std::string json =
+        "{\"displayTimeUnit\":\"ms\",\"traceEvents\":[\n"
+        "{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":2,\"args\":"
+        "{\"name\":\"GPU launches (graph replays)\"}},\n"
+        "{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":3,\"args\":"
+        "{\"name\":\"GPU blocks of one replay, by multiprocessor\"}}";
+    if (!tl_events_.empty())
+      json += ",\n" + tl_events_;
+    json += "\n],\n\"loomTimeline\":" + tl_summary_.json() + "}\n";
+    FILE *f = std::fopen(tl_path_.c_str(), "wb");
+    const bool ok =
+        f && std::fwrite(json.data(), 1, json.size(), f) == json.size();
+    if (f && std::fclose(f) != 0)
+      f = nullptr;
+    if (!ok || !f)
+      std::fprintf(stderr, "loom: cannot write the GPU timeline '%s': %s\n",
+                   tl_path_.c_str(), std::strerror(errno));
+  } catch (const std::exception &e) {
+    std::fprintf(stderr, "loom: the GPU timeline was not written: %s\n",
+                 e.what());
+  }
+  tl_path_.clear();
+}
+#endif
+
 void CudaExecutor::release() {
+#ifdef LOOM_CUDA_TIMELINE
+  timelineWrite();
+#endif
   if (decode_graph_)
     cudaGraphExecDestroy(decode_graph_);
   if (forward_graph_)
@@ -837,6 +1007,7 @@ void CudaExecutor::gemm(unsigned cls, const float *x, int64_t ldx,
                         int64_t K, int64_t N, bool accumulate) {
   const DeviceTensor &w = tensors_[weight];
   const bool bf16 = w.dtype == WeightType::BF16;
+  timelineLabel(className(cls));
   if (gemvBulk(x, w, nullptr, nullptr, nullptr, y, T, K, N, accumulate))
     return;
   if (T <= kGemvRows) {
@@ -1077,6 +1248,7 @@ void CudaExecutor::qkvAttention(const DispatchDesc &d, int64_t T) {
   // q and k are adjacent column ranges whose heads both start at
   // multiples of head_dim: one rotation covers both, and the same kernel
   // appends the rotated k and v to the cache.
+  timelineLabel(className(kOmitAttention));
   if (!omitted(kOmitAttention)) {
     const DeviceCache *slot = graphSlot(ip[0]);
     if (m_.kv_caches[ip[0]].loop_layer >= 0 && !slot) {
@@ -1270,6 +1442,7 @@ size_t CudaExecutor::launchFused(const ProgramDesc &prog, size_t i, size_t end,
     if (e.inputs[0] != d.outputs[0] || ld(d.inputs[0]) != D ||
         ld(d.inputs[1]) != D || ld(e.outputs[0]) != D)
       return 0;
+    timelineLabel("Add+RmsNorm");
     if (!omitted(kOmitNorm))
       launchKernel(addRmsNormKernel, unsigned(T), rowThreads(D), 0,
                    buffer(d.inputs[0]), buffer(d.inputs[1]),
@@ -1326,6 +1499,7 @@ size_t CudaExecutor::gateUp(const ProgramDesc &prog, size_t i, size_t end,
     };
     if (omitted(kOmitGateUp))
       return 3;
+    timelineLabel(className(kOmitGateUp));
     if (gemvBulk(xp, w1, &w3, buffer(a), buffer(b), buffer(y), T, K, N,
                  false)) {
       check(cudaGetLastError(), "gate/up GEMV + silu_mul (bulk)");
@@ -1358,6 +1532,7 @@ int64_t CudaExecutor::run(const ProgramDesc &prog, size_t begin, size_t end,
       i += 2;
       continue;
     }
+    timelineDispatch(d.name, kernelName(d.kernel));
     // Traced runs keep one event per dispatch, so they do not fuse.
     if (!trace_) {
       const size_t fused = launchFused(prog, i, end, T);
@@ -1496,6 +1671,7 @@ int32_t CudaExecutor::forwardSample(int32_t token, int64_t pos,
   runCaptured(decode_graph_, [&] {
     uploadStep(pos, 1, nullptr);
     run(prog, 0, prog.dispatches.size(), 1, 0, 1, nullptr);
+    timelineDispatch("", "sample");
     launchKernel(sampleKernel, 1, 1024, 0, logits, vocab, d_step_, d_next_);
     check(cudaMemcpyAsync(h_next_, d_next_, sizeof(int32_t),
                           cudaMemcpyDeviceToHost, stream_),

@@ -18,6 +18,8 @@
 #include <utility>
 #include <vector>
 
+#include "timeline.h"
+
 namespace loom::rt::cuda {
 
 // Per-step values the host writes (pinned) and copies in before the
@@ -42,11 +44,93 @@ __device__ __forceinline__ void pdlLaunchDependents() {
   asm volatile("griddepcontrol.launch_dependents;" :::);
 #endif
 }
+
+#ifdef LOOM_CUDA_TIMELINE
+// The timeline build (libloomrt_cuda_timeline.so, timeline.h): where the
+// blocks' records go. The host points it at its buffer and zeroes count
+// before each graph replay.
+struct TimelineSink {
+  TimelineRecord *records;
+  unsigned capacity;
+  unsigned count;
+};
+__device__ TimelineSink g_timeline;
+
+__device__ __forceinline__ uint64_t globalTimer() {
+  uint64_t t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+__device__ __forceinline__ unsigned blockThread() {
+  return threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+}
+// The block's times so far, in shared memory (one per kernel).
+struct TimelineBlock {
+  uint64_t start, wait;
+  unsigned index;  // the block's start order in the replay
+  unsigned exited; // threads done
+};
+__device__ __forceinline__ TimelineBlock &timelineBlock() {
+  __shared__ TimelineBlock b;
+  return b;
+}
+#endif
+
 __device__ __forceinline__ void pdlWait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
+#ifdef LOOM_CUDA_TIMELINE
+  if (blockThread() == 0 && timelineBlock().wait == 0) // the first wait
+    timelineBlock().wait = globalTimer();
+#endif
 }
+
+// The first statement of every kernel: `KernelScope scope;`. It lets the
+// kernel's successor launch (pdlLaunchDependents). In the timeline build it
+// also draws the block's start order, before that launch, so that every
+// block of a launch starts before any of the next (timeline.h,
+// attributeTimeline), and when the block's last thread returns it writes
+// the block's record; that costs each block an atomic round trip and a
+// barrier before its successor may launch, and a few shared-memory atomics
+// at its end.
+struct KernelScope {
+#ifdef LOOM_CUDA_TIMELINE
+  __device__ KernelScope() {
+    TimelineBlock &b = timelineBlock();
+    if (blockThread() == 0) {
+      b.start = globalTimer();
+      b.wait = 0;
+      b.exited = 0;
+      b.index = atomicAdd(&g_timeline.count, 1u);
+    }
+    __syncthreads();
+    pdlLaunchDependents();
+  }
+  __device__ ~KernelScope() {
+    namespace cg = cooperative_groups;
+    TimelineBlock &b = timelineBlock();
+    const cg::coalesced_group g = cg::coalesced_threads();
+    const unsigned threads = blockDim.x * blockDim.y * blockDim.z;
+    __threadfence_block(); // thread 0's wait time before its count
+    unsigned before = 0;
+    if (g.thread_rank() == 0)
+      before = atomicAdd(&b.exited, g.size());
+    if (g.thread_rank() != 0 || before + g.size() != threads)
+      return;
+    __threadfence_block();
+    const unsigned i = b.index;
+    if (i >= g_timeline.capacity)
+      return;
+    unsigned sm;
+    asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
+    g_timeline.records[i] = {b.start, b.wait, globalTimer(),
+                             gridDim.x * gridDim.y * gridDim.z, sm};
+  }
+#else
+  __device__ __forceinline__ KernelScope() { pdlLaunchDependents(); }
+#endif
+};
 
 // The lines of w[0, D) into this SM's L1, before pdlWait (weights are
 // never written by a step): a norm's weights then arrive while its
@@ -103,7 +187,7 @@ __device__ __forceinline__ float blockMax(float v, float *red) {
 template <typename W>
 __global__ void embedKernel(const StepParams *s, const W *table, int64_t D,
                             float *out, int64_t ldo, float scale) {
-  pdlLaunchDependents();
+  KernelScope scope;
   pdlWait();
   const int t = blockIdx.x;
   const W *row = table + int64_t(s->tokens[t]) * D;
@@ -115,7 +199,7 @@ __global__ void embedKernel(const StepParams *s, const W *table, int64_t D,
 // y = w * x / sqrt(mean(x^2) + eps)                grid T
 __global__ void rmsNormKernel(const float *x, int64_t ldx, const float *w,
                               float *y, int64_t ldy, int64_t D, float eps) {
-  pdlLaunchDependents();
+  KernelScope scope;
   prefetchL1(w, D);
   pdlWait();
   __shared__ float red[32];
@@ -134,7 +218,7 @@ __global__ void rmsNormKernel(const float *x, int64_t ldx, const float *w,
 __global__ void layerNormKernel(const float *x, int64_t ldx, const float *w,
                                 const float *b, float *y, int64_t ldy,
                                 int64_t D, float eps) {
-  pdlLaunchDependents();
+  KernelScope scope;
   pdlWait();
   __shared__ float red[32];
   const int t = blockIdx.x;
@@ -171,7 +255,7 @@ __device__ __forceinline__ float ropeFreq(int64_t j, int64_t head_dim,
 __global__ void ropeKernel(const StepParams *s, float *x, int64_t ldx,
                            int64_t cols, int64_t head_dim, float theta,
                            const float *factors, float scale) {
-  pdlLaunchDependents();
+  KernelScope scope;
   pdlWait();
   const int t = blockIdx.x;
   const float pos = float(s->pos + t);
@@ -197,7 +281,7 @@ __global__ void ropeKernel(const StepParams *s, float *x, int64_t ldx,
 __global__ void addRmsNormKernel(const float *a, const float *b, float *z,
                                  const float *w, float *y, int64_t D,
                                  float eps) {
-  pdlLaunchDependents();
+  KernelScope scope;
   prefetchL1(w, D);
   pdlWait();
   __shared__ float red[32];
@@ -220,7 +304,7 @@ __global__ void ropeAppendKernel(const StepParams *s, float *qkv, int64_t lq,
                                  int64_t qd, int64_t kd, int64_t head_dim,
                                  float theta, const float *factors, float scale,
                                  float *kc, float *vc) {
-  pdlLaunchDependents();
+  KernelScope scope;
   pdlWait();
   const int t = blockIdx.x;
   const int64_t p = s->pos + t;
@@ -247,7 +331,7 @@ __global__ void ropeAppendKernel(const StepParams *s, float *qkv, int64_t lq,
 __global__ void kvAppendKernel(const StepParams *s, const float *k, int64_t ldk,
                                const float *v, int64_t ldv, float *kc,
                                float *vc, int64_t kvd) {
-  pdlLaunchDependents();
+  KernelScope scope;
   pdlWait();
   const int t = blockIdx.x;
   const int64_t p = s->pos + t;
@@ -281,7 +365,7 @@ __global__ void __launch_bounds__(kAttnThreads)
                     const float *K, int64_t ldk, const float *V, int64_t ldv,
                     float *out, int64_t ldo, int group, int head_dim,
                     int causal, int n_rows, int window) {
-  pdlLaunchDependents();
+  KernelScope scope;
   pdlWait();
   extern __shared__ float smem[];
   __shared__ float red[32];
@@ -375,7 +459,7 @@ __global__ void __launch_bounds__(kAttnThreads)
                         const float *const *k_rows, const float *const *v_rows,
                         float *out, int64_t ldo, int group, int head_dim,
                         int window) {
-  pdlLaunchDependents();
+  KernelScope scope;
   pdlWait();
   extern __shared__ float smem[];
   __shared__ float red[32];
@@ -493,7 +577,7 @@ __global__ void __launch_bounds__(kAttnThreads)
                          const float *K, int64_t ldk, const float *V,
                          int64_t ldv, float *out, int64_t ldo, int group,
                          int head_dim, int T) {
-  pdlLaunchDependents();
+  KernelScope scope;
   pdlWait();
   extern __shared__ float smem[];
   constexpr int nw = kAttnThreads / 32;
@@ -656,7 +740,7 @@ __global__ void __launch_bounds__(32 * kTcWarps)
                       float *out, int64_t ldo, int group, int T) {
   static_assert(HD % 16 == 0 && HD <= 128, "head_dim: 16, 32, 64 or 128");
   namespace w = nvcuda::wmma;
-  pdlLaunchDependents();
+  KernelScope scope;
   pdlWait();
   extern __shared__ __align__(128) float tc_smem[];
   constexpr int kHalf = HD / 2;
@@ -960,7 +1044,7 @@ __global__ void __launch_bounds__(32 * NW, EARLY ? 16 / NW : 0)
                          float *K, int64_t ldk, float *V, int64_t ldv,
                          int group, int head_dim, float *ws, int *counters,
                          float *out, int64_t ldo, RopeFold fold, int window) {
-  pdlLaunchDependents();
+  KernelScope scope;
   // Before the wait: what depends only on the step's position (copied in
   // before any kernel of the step) and on constant data, the RoPE angles
   // of the newest position among them.
@@ -1402,7 +1486,7 @@ __global__ void __launch_bounds__(kGemvThreads)
     gemvKernel(const float *__restrict__ x, int64_t ldx,
                const W *__restrict__ Wm, float *__restrict__ y, int64_t ldy,
                int T, int K, int N, int accumulate) {
-  pdlLaunchDependents();
+  KernelScope scope;
   const W *ws[1] = {Wm};
   float out[1][ROWS];
   int n;
@@ -1427,7 +1511,7 @@ __global__ void __launch_bounds__(kGemvThreads)
                  const W *__restrict__ W1, const W *__restrict__ W3, float *a,
                  int64_t lda, float *b, int64_t ldb, float *y, int64_t ldy,
                  int T, int K, int N) {
-  pdlLaunchDependents();
+  KernelScope scope;
   const W *ws[2] = {W1, W3};
   float out[2][ROWS];
   int n;
@@ -1586,7 +1670,7 @@ __global__ void __launch_bounds__(kBulkThreads, 1)
   __nv_bfloat16 *ring = reinterpret_cast<__nv_bfloat16 *>(bulk_smem);
   __shared__ uint64_t full[NS];
   __shared__ float red[2][nw][M * RS];
-  pdlLaunchDependents();
+  KernelScope scope;
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
   __trap(); // bulk copies need sm_90; never launched below it
 #else
@@ -1725,7 +1809,7 @@ __global__ void gemvScalarKernel(const float *__restrict__ x, int64_t ldx,
                                  const W *__restrict__ Wm,
                                  float *__restrict__ y, int64_t ldy, int T,
                                  int K, int N, int accumulate) {
-  pdlLaunchDependents();
+  KernelScope scope;
   pdlWait();
   const int n = int((int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5);
   const int lane = threadIdx.x & 31;
@@ -1747,7 +1831,7 @@ __global__ void gemvScalarKernel(const float *__restrict__ x, int64_t ldx,
 // xb[t, k] = bf16(x[t, k]) (dense rows of K), for cuBLAS bf16 GEMMs.
 __global__ void toBf16Kernel(const float *x, int64_t ldx, __nv_bfloat16 *xb,
                              int64_t K, int64_t T) {
-  pdlLaunchDependents();
+  KernelScope scope;
   pdlWait();
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= T * K)
@@ -1759,7 +1843,7 @@ __global__ void toBf16Kernel(const float *x, int64_t ldx, __nv_bfloat16 *xb,
 // y[t, c] = x[t, c] + bias[c], c < cols            grid T
 __global__ void addRowBiasKernel(const float *x, int64_t ldx, const float *bias,
                                  float *y, int64_t ldy, int64_t cols) {
-  pdlLaunchDependents();
+  KernelScope scope;
   pdlWait();
   const int t = blockIdx.x;
   for (int64_t c = threadIdx.x; c < cols; c += blockDim.x)
@@ -1770,7 +1854,7 @@ __global__ void addRowBiasKernel(const float *x, int64_t ldx, const float *bias,
 template <typename W>
 __global__ void addPositionsKernel(const float *x, int64_t ldx, const W *table,
                                    float *y, int64_t ldy, int64_t D) {
-  pdlLaunchDependents();
+  KernelScope scope;
   pdlWait();
   const int t = blockIdx.x;
   for (int64_t c = threadIdx.x; c < D; c += blockDim.x)
@@ -1779,7 +1863,7 @@ __global__ void addPositionsKernel(const float *x, int64_t ldx, const W *table,
 
 __global__ void siluMulKernel(const float *a, const float *b, float *y,
                               int64_t n) {
-  pdlLaunchDependents();
+  KernelScope scope;
   pdlWait();
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < n) {
@@ -1789,7 +1873,7 @@ __global__ void siluMulKernel(const float *a, const float *b, float *y,
 }
 
 __global__ void addKernel(const float *a, const float *b, float *y, int64_t n) {
-  pdlLaunchDependents();
+  KernelScope scope;
   pdlWait();
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < n)
@@ -1798,7 +1882,7 @@ __global__ void addKernel(const float *a, const float *b, float *y, int64_t n) {
 
 // 0.5 x (1 + tanh(u)) evaluated as x / (1 + exp(-2u)), as the CPU kernel.
 __global__ void geluTanhKernel(const float *x, float *y, int64_t n) {
-  pdlLaunchDependents();
+  KernelScope scope;
   pdlWait();
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < n) {
@@ -1812,7 +1896,7 @@ __global__ void geluTanhKernel(const float *x, float *y, int64_t n) {
 // y[t] = [a[t], b[t]]                              grid T
 __global__ void concatKernel(const float *a, int64_t na, const float *b,
                              int64_t nb, float *y) {
-  pdlLaunchDependents();
+  KernelScope scope;
   pdlWait();
   const int t = blockIdx.x;
   for (int64_t c = threadIdx.x; c < na + nb; c += blockDim.x)
@@ -1938,7 +2022,7 @@ __host__ __device__ inline int nucleusChoose(const float *p, const int *id,
 // than kTopPCandidates (the host then chooses). Result in s->next and *out.
 __global__ void sampleKernel(const float *logits, int V, StepParams *s,
                              int32_t *out) {
-  pdlLaunchDependents();
+  KernelScope scope;
   pdlWait();
   __shared__ float red[32];
   __shared__ int redi[32];

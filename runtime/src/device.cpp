@@ -6,6 +6,8 @@
 
 #include <dlfcn.h>
 
+#include <cstdlib>
+
 #include <mutex>
 #include <string>
 
@@ -36,7 +38,12 @@ const Plugin &plugin() {
   static Plugin p;
   static std::once_flag once;
   std::call_once(once, [] {
-    const std::string name = "libloomrt_cuda.so";
+    // LOOM_CUDA_TIMELINE=FILE: the build whose kernels record their
+    // blocks' times (docs/cuda.md, "The GPU timeline").
+    const char *timeline = std::getenv("LOOM_CUDA_TIMELINE");
+    const std::string name = timeline && *timeline
+                                 ? "libloomrt_cuda_timeline.so"
+                                 : "libloomrt_cuda.so";
     // Next to libloomrt first (the build tree and an installed lib/), then
     // the loader's search path.
     const std::string beside = ownFolder() + name;

@@ -35,8 +35,8 @@ size_t utf8Length(std::string_view s, size_t i) {
   return n;
 }
 
-// Dispatch names come from the artifact: escape them, and replace bytes that
-// are not UTF-8 so the file stays valid JSON.
+} // namespace
+
 void appendJsonString(std::string &out, std::string_view s) {
   out += '"';
   for (size_t i = 0; i < s.size();) {
@@ -61,8 +61,6 @@ void appendJsonString(std::string &out, std::string_view s) {
   }
   out += '"';
 }
-
-} // namespace
 
 void TraceRecorder::write(const std::string &path) const {
   std::string json = "{\"displayTimeUnit\":\"ms\",\"traceEvents\":[";

@@ -11,6 +11,10 @@
 
 namespace loom::rt {
 
+// Appends s to out as a JSON string: quoted, escaped, and with bytes that
+// are not UTF-8 replaced (names come from artifacts, which are untrusted).
+void appendJsonString(std::string &out, std::string_view s);
+
 class TraceRecorder {
 public:
   using Clock = std::chrono::steady_clock;

@@ -300,4 +300,149 @@ TEST(DeviceSampler, ThresholdHoldsTheNucleus) {
   EXPECT_EQ(nucleusBin(1e-45f), 0);
 }
 
+// The GPU timeline's analysis (timeline.h) on records made up here: three
+// launches of 2, 1 and 3 blocks, times in ns.
+std::vector<TimelineLaunch> threeLaunches() {
+  return {{"norm", "l0.norm", 2},
+          {"qkv", "l0.attn", 1},
+          {"attention", "l0.attn", 3}};
+}
+std::vector<TimelineRecord> threeLaunchRecords() {
+  return {
+      // norm: starts 1000, waits 1100, ends 2000 / 2500
+      {1000, 1100, 2000, 2, 0},
+      {1050, 1200, 2500, 2, 1},
+      // qkv: resident at 1500 (1000 ns before norm ends), released 3000
+      {1500, 3000, 6000, 1, 2},
+      // attention: starts 5000, released 6500, ends 7000 / 9000 / 8000
+      {5000, 6500, 7000, 3, 3},
+      {5100, 6600, 9000, 3, 4},
+      {5200, 0, 8000, 3, 5}, // a block that never waited
+  };
+}
+
+TEST(Timeline, AttributesRecordsInStartOrder) {
+  std::string why;
+  const auto spans =
+      attributeTimeline(threeLaunches(), threeLaunchRecords(), &why);
+  ASSERT_EQ(spans.size(), 3u) << why;
+  EXPECT_EQ(spans[0].first_start, 1000u);
+  EXPECT_EQ(spans[0].first_wait, 1100u);
+  EXPECT_EQ(spans[0].last_wait, 1200u);
+  EXPECT_EQ(spans[0].first_end, 2000u);
+  EXPECT_EQ(spans[0].last_end, 2500u);
+  EXPECT_EQ(spans[2].first_wait, 6500u);
+  EXPECT_EQ(spans[2].last_end, 9000u);
+  EXPECT_EQ(spans[2].first_end, 7000u);
+}
+
+TEST(Timeline, ChainTimesAddUpToTheSpan) {
+  std::string why;
+  const auto spans =
+      attributeTimeline(threeLaunches(), threeLaunchRecords(), &why);
+  const auto c = chainTimes(spans);
+  ASSERT_EQ(c.size(), 3u);
+  // norm: from its own start; released 0.1 us in.
+  EXPECT_DOUBLE_EQ(c[0].chain, 1.5);
+  EXPECT_DOUBLE_EQ(c[0].wait, 0.1);
+  EXPECT_DOUBLE_EQ(c[0].body, 1.4);
+  EXPECT_DOUBLE_EQ(c[0].tail, 0.5);
+  // qkv: norm's last block ends at 2500, qkv passes its wait at 3000.
+  EXPECT_DOUBLE_EQ(c[1].chain, 3.5);
+  EXPECT_DOUBLE_EQ(c[1].wait, 0.5);
+  EXPECT_DOUBLE_EQ(c[1].body, 3.0);
+  EXPECT_DOUBLE_EQ(c[1].lead, 1.0);
+  // attention: resident 1 us before qkv ended.
+  EXPECT_DOUBLE_EQ(c[2].chain, 3.0);
+  EXPECT_DOUBLE_EQ(c[2].wait, 0.5);
+  EXPECT_DOUBLE_EQ(c[2].lead, 1.0);
+  EXPECT_DOUBLE_EQ(c[2].tail, 2.0);
+  double sum = 0;
+  for (const ChainTime &t : c)
+    sum += t.chain;
+  EXPECT_DOUBLE_EQ(sum, (9000.0 - 1000.0) / 1000.0);
+}
+
+TEST(Timeline, RefusesRecordsThatDoNotFit) {
+  std::string why;
+  auto records = threeLaunchRecords();
+  records.pop_back(); // a block never finished
+  EXPECT_TRUE(attributeTimeline(threeLaunches(), records, &why).empty());
+  EXPECT_NE(why.find("5 blocks recorded where 3 launches have 6"),
+            std::string::npos)
+      << why;
+  records = threeLaunchRecords();
+  records[2].blocks = 3; // a block of another grid where qkv's should be
+  EXPECT_TRUE(attributeTimeline(threeLaunches(), records, &why).empty());
+  EXPECT_NE(why.find("launch 1 (qkv) has 1"), std::string::npos) << why;
+  records = threeLaunchRecords();
+  records[4].end = 10; // ends before it starts
+  EXPECT_TRUE(attributeTimeline(threeLaunches(), records, &why).empty());
+  EXPECT_NE(why.find("no consistent times"), std::string::npos) << why;
+}
+
+TEST(Timeline, SummaryAveragesReplaysByClassAndLaunch) {
+  TimelineSummary sum;
+  std::string why;
+  const auto launches = threeLaunches();
+  auto records = threeLaunchRecords();
+  int graph = 0;
+  sum.add(&graph, launches, attributeTimeline(launches, records, &why));
+  for (TimelineRecord &r : records) { // a second replay, everything 2x as long
+    r.start = 100000 + 2 * r.start;
+    r.wait = r.wait ? 100000 + 2 * r.wait : 0;
+    r.end = 100000 + 2 * r.end;
+  }
+  sum.add(&graph, launches, attributeTimeline(launches, records, &why));
+  sum.skip("made up");
+  EXPECT_EQ(sum.replays(), 2u);
+  EXPECT_DOUBLE_EQ(sum.stepMicros(), 1.5 * 8.0);
+  const auto classes = sum.classes();
+  ASSERT_EQ(classes.size(), 3u);
+  EXPECT_EQ(classes[0].label, "qkv"); // 3.5 and 7 us: the longest chain
+  EXPECT_DOUBLE_EQ(classes[0].us.chain, 5.25);
+  EXPECT_DOUBLE_EQ(classes[0].per_step, 1.0);
+  const auto per_launch = sum.launches();
+  ASSERT_EQ(per_launch.size(), 3u);
+  EXPECT_EQ(per_launch[2].label, "attention l0.attn");
+  EXPECT_DOUBLE_EQ(per_launch[2].us.chain, 4.5);
+  const std::string table = sum.table();
+  EXPECT_NE(table.find("2 graph replays"), std::string::npos) << table;
+  EXPECT_NE(table.find("1 replays not attributed: made up"), std::string::npos)
+      << table;
+  const std::string json = sum.json();
+  EXPECT_NE(json.find("\"replays\":2,\"skipped\":1,\"step_us\":12.000"),
+            std::string::npos)
+      << json;
+}
+
+TEST(Timeline, TraceEventsAreEscapedJson) {
+  std::string why, out;
+  auto launches = threeLaunches();
+  launches[0].dispatch = "a \"quoted\"\nname";
+  const auto spans = attributeTimeline(launches, threeLaunchRecords(), &why);
+  appendTimelineEvents(out, launches, spans, 1000);
+  EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 2); // 3 events
+  EXPECT_NE(out.find("\"dispatch\":\"a \\\"quoted\\\"\\u000aname\""),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("\"ts\":0.000,\"dur\":1.500"), std::string::npos) << out;
+  EXPECT_NE(out.find("\"tid\":2"), std::string::npos) << out;
+}
+
+TEST(Timeline, BlockEventsGoOnTheirMultiprocessorsRows) {
+  std::string out;
+  appendBlockEvents(out, threeLaunches(), threeLaunchRecords(), 1000);
+  EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 5); // 6 blocks
+  // The qkv block: SM 2, launch 1, 1.5 us after its start past the wait.
+  EXPECT_NE(out.find("\"tid\":2,\"ts\":0.500,\"dur\":4.500,\"args\":{"
+                     "\"launch\":1,\"block\":0,\"wait_us\":1.500}"),
+            std::string::npos)
+      << out;
+  // The attention block that never waited.
+  EXPECT_NE(out.find("\"launch\":2,\"block\":2,\"wait_us\":0.000"),
+            std::string::npos)
+      << out;
+}
+
 } // namespace
