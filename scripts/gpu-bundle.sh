@@ -35,6 +35,11 @@ cp -P "$BUILD"/lib/libloomrt.so* "$BUILD"/lib/libloomrt_cuda{,_timeline}.so "$OU
 for l in $(ldd "$BUILD/lib/libloomrt.so" | awk '/libtbb/ {print $3}'); do
   cp -L "$l" "$OUTDIR/lib/"
 done
+# Without their symbol tables (1.6 MB): the bundle and the repository
+# travel together under a 64 MiB limit.
+for f in "$OUTDIR"/bin/* "$OUTDIR"/lib/*.so*; do
+  [ -L "$f" ] || strip --strip-unneeded "$f"
+done
 
 echo "gpu-bundle: golden artifacts"
 for m in stories260K synthetic_untied; do
@@ -122,3 +127,8 @@ rm -rf "$tmp/looped" "$tmp/looped.loom"
 skel 110m --dim 768 --hidden 2048 --layers 12 --heads 12 --kv-heads 12 --vocab 32000 --seq 1024
 skel 1b --dim 2048 --hidden 8192 --layers 16 --heads 32 --kv-heads 8 --vocab 32000 --seq 2048
 du -sh "$OUTDIR"
+# What a device call carries: the bundle, the tracked files and the others
+# that git does not ignore.
+travel=$(( $(du -sb "$OUTDIR" | cut -f1) + $( (git ls-files -z; git ls-files -z --others --exclude-standard) | du -cb --files0-from=- 2>/dev/null | tail -1 | cut -f1) ))
+echo "gpu-bundle: $((travel / 1048576)) MiB with the working tree (a device call carries at most 64 MiB)"
+[ "$travel" -le $((64 * 1048576)) ] || { echo "gpu-bundle: over the 64 MiB a device call carries" >&2; exit 1; }

@@ -295,6 +295,9 @@ private:
   // The replay whose blocks the trace shows one by one (past the first
   // steps' warm-up).
   static constexpr size_t kTimelineBlockReplay = 16;
+  // Of its launches, as many as hold this many blocks (the 1B's first five
+  // layers of its 72,000 blocks; about 3 MB of JSON).
+  static constexpr size_t kTimelineBlockEvents = 20000;
   std::string tl_path_;
   TimelineRecord *tl_records_ = nullptr;
   unsigned *tl_count_ = nullptr; // g_timeline.count on the device
@@ -923,7 +926,8 @@ void CudaExecutor::timelineCollect(cudaGraphExec_t graph) {
     tl_event_count_ += spans.size();
   }
   if (tl_summary_.replays() == kTimelineBlockReplay)
-    appendBlockEvents(tl_events_, launches, tl_host_, tl_t0_);
+    appendBlockEvents(tl_events_, launches, tl_host_, tl_t0_,
+                      kTimelineBlockEvents);
 }
 
 // At the end of the session (release; it must not throw): the trace file

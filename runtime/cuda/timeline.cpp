@@ -245,13 +245,15 @@ void appendTimelineEvents(std::string &out,
 void appendBlockEvents(std::string &out,
                        const std::vector<TimelineLaunch> &launches,
                        const std::vector<TimelineRecord> &records,
-                       uint64_t t0_ns) {
+                       uint64_t t0_ns, size_t max_blocks) {
   char num[256];
   const auto us = [&](uint64_t t) {
     return (double(t) - double(t0_ns)) * 1e-3;
   };
   size_t r = 0;
-  for (size_t i = 0; i < launches.size(); ++i)
+  for (size_t i = 0; i < launches.size(); ++i) {
+    if (i > 0 && r + launches[i].blocks > max_blocks)
+      break;
     for (uint32_t b = 0; b < launches[i].blocks && r < records.size();
          ++b, ++r) {
       const TimelineRecord &x = records[r];
@@ -268,6 +270,7 @@ void appendBlockEvents(std::string &out,
                     x.wait ? (double(x.wait) - double(x.start)) * 1e-3 : 0.0);
       out += num;
     }
+  }
 }
 
 } // namespace loom::rt::cuda

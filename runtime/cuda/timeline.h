@@ -110,13 +110,15 @@ void appendTimelineEvents(std::string &out,
                           const std::vector<TimelineLaunch> &launches,
                           const std::vector<KernelSpan> &spans, uint64_t t0_ns);
 
-// Every block of one replay as its own event (pid 3, one row per
-// multiprocessor: waves, stragglers and idle SMs show), appended as above;
-// records in start order, as attributeTimeline takes them.
+// The blocks of one replay's first launches, each as its own event (pid 3,
+// one row per multiprocessor: waves, stragglers and idle SMs show), as
+// many whole launches as hold at most max_blocks blocks (but at least the
+// first), appended as above; records in start order, as attributeTimeline
+// takes them.
 void appendBlockEvents(std::string &out,
                        const std::vector<TimelineLaunch> &launches,
                        const std::vector<TimelineRecord> &records,
-                       uint64_t t0_ns);
+                       uint64_t t0_ns, size_t max_blocks);
 
 } // namespace loom::rt::cuda
 

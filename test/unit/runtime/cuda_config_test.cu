@@ -432,7 +432,7 @@ TEST(Timeline, TraceEventsAreEscapedJson) {
 
 TEST(Timeline, BlockEventsGoOnTheirMultiprocessorsRows) {
   std::string out;
-  appendBlockEvents(out, threeLaunches(), threeLaunchRecords(), 1000);
+  appendBlockEvents(out, threeLaunches(), threeLaunchRecords(), 1000, 6);
   EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 5); // 6 blocks
   // The qkv block: SM 2, launch 1, 1.5 us after its start past the wait.
   EXPECT_NE(out.find("\"tid\":2,\"ts\":0.500,\"dur\":4.500,\"args\":{"
@@ -443,6 +443,13 @@ TEST(Timeline, BlockEventsGoOnTheirMultiprocessorsRows) {
   EXPECT_NE(out.find("\"launch\":2,\"block\":2,\"wait_us\":0.000"),
             std::string::npos)
       << out;
+  // Whole launches up to 5 blocks: norm and qkv; the first launch even
+  // where it alone is over.
+  std::string few, first;
+  appendBlockEvents(few, threeLaunches(), threeLaunchRecords(), 1000, 5);
+  EXPECT_EQ(std::count(few.begin(), few.end(), '\n'), 2) << few;
+  appendBlockEvents(first, threeLaunches(), threeLaunchRecords(), 1000, 1);
+  EXPECT_EQ(std::count(first.begin(), first.end(), '\n'), 1) << first;
 }
 
 } // namespace
