@@ -187,10 +187,10 @@ def timeline(loom_run, art, name, base, out_dir):
                  % (p.returncode, path, loom_run, art, p.stderr[-4000:]))
     out = keyvals(p.stdout)
     t = json.load(open(path))["loomTimeline"]
-    # The replays' GPU span against the plain build's whole decode step
-    # (host time between graph launches included): what the probes cost,
-    # at most. (The timeline run's own tok/s also pays for reading the
-    # records back after every replay.)
+    # The replays' GPU span beside the plain build's whole decode step,
+    # which also holds the host's share: the probes cost at least the
+    # difference where it is positive. (The timeline run's own tok/s is no
+    # measure: it reads the records back after every replay.)
     plain_us = 1e6 / float(base["decode_tokens_per_s"])
     print("timeline (%s: %d graph replays, %.1f us a replay from the first block's start"
           " to the last block's end; the plain build's decode step %.1f us):"

@@ -373,6 +373,10 @@ print("  %d replays (%d not attributed), %.1f us a replay, %d trace events; long
 cat = [e for e in t["traceEvents"] if e.get("cat") == "block"]
 blocks = len(cat)
 print("  the 16th replay's %d blocks on %d multiprocessors" % (blocks, len({e["tid"] for e in cat})))
+# The global timer's resolution: the smallest step between block times.
+ts = sorted({round(1000 * (e["ts"] + d)) for e in cat for d in (0, e["dur"])})
+steps = [b - a for a, b in zip(ts, ts[1:]) if b > a]
+print("  %%globaltimer: smallest step between block times %s ns" % (min(steps) if steps else "n/a"))
 sys.exit(0 if s["replays"] >= 20 and s["skipped"] == 0 and s["step_us"] > 0
          and blocks > 0 else 1)
 PY

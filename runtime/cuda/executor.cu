@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cerrno>
 #include <cstddef>
 #include <cstdio>
@@ -291,7 +292,7 @@ private:
   // the end FILE gets a Chrome / Perfetto trace of the replays' launches
   // and their summary, and stderr the summary's table.
   static constexpr unsigned kTimelineCapacity = 1u << 18; // blocks a replay
-  static constexpr size_t kTimelineMaxEvents = 200000;
+  static constexpr size_t kTimelineMaxEvents = 40000;     // ~9 MB of JSON
   // The replay whose blocks the trace shows one by one (past the first
   // steps' warm-up).
   static constexpr size_t kTimelineBlockReplay = 16;
@@ -876,9 +877,29 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device, TraceRecorder *trace,
 CudaExecutor::~CudaExecutor() { release(); }
 
 #ifdef LOOM_CUDA_TIMELINE
+// The session whose buffer g_timeline points at: one a process, since the
+// device's sink is one (the others' kernels still bump its counter, so
+// sessions replaying graphs at the same time on other threads make its
+// replays unattributable: they are counted as skipped).
+std::atomic<const void *> g_timeline_owner{nullptr};
+
 void CudaExecutor::timelineStart() {
-  tl_records_ = static_cast<TimelineRecord *>(
-      alloc(sizeof(TimelineRecord) * kTimelineCapacity, "the GPU timeline"));
+  const void *none = nullptr;
+  if (!g_timeline_owner.compare_exchange_strong(none, this)) {
+    std::fprintf(stderr,
+                 "loom: LOOM_CUDA_TIMELINE: another session of this process "
+                 "records the timeline; this one does not\n");
+    tl_path_.clear();
+    return;
+  }
+  try {
+    tl_records_ = static_cast<TimelineRecord *>(
+        alloc(sizeof(TimelineRecord) * kTimelineCapacity, "the GPU timeline"));
+  } catch (...) {
+    g_timeline_owner.store(nullptr);
+    throw;
+  }
+  // From here on, release() (timelineWrite) gives the ownership back.
   const TimelineSink sink{tl_records_, kTimelineCapacity, 0};
   check(cudaMemcpyToSymbol(g_timeline, &sink, sizeof sink), "timeline");
   void *at = nullptr;
@@ -898,6 +919,10 @@ void CudaExecutor::timelineCollect(cudaGraphExec_t graph) {
   check(cudaMemcpy(&count, tl_count_, sizeof count, cudaMemcpyDeviceToHost),
         "LOOM_CUDA_TIMELINE");
   if (count > kTimelineCapacity) {
+    check(cudaMemsetAsync(tl_records_, 0,
+                          size_t(kTimelineCapacity) * sizeof(TimelineRecord),
+                          stream_),
+          "LOOM_CUDA_TIMELINE");
     tl_summary_.skip(std::to_string(count) +
                      " blocks in one replay, over the " +
                      std::to_string(kTimelineCapacity) + " recorded");
@@ -907,6 +932,11 @@ void CudaExecutor::timelineCollect(cudaGraphExec_t graph) {
   check(cudaMemcpy(tl_host_.data(), tl_records_,
                    size_t(count) * sizeof(TimelineRecord),
                    cudaMemcpyDeviceToHost),
+        "LOOM_CUDA_TIMELINE");
+  // Zeros for the next replay: a block that does not write its record
+  // then shows (start 0), rather than an old one passing for it.
+  check(cudaMemsetAsync(tl_records_, 0, size_t(count) * sizeof(TimelineRecord),
+                        stream_),
         "LOOM_CUDA_TIMELINE");
   const std::vector<TimelineLaunch> &launches = tl_launches_[graph];
   if (launches.empty()) // a graph of copies alone
@@ -931,10 +961,17 @@ void CudaExecutor::timelineCollect(cudaGraphExec_t graph) {
 }
 
 // At the end of the session (release; it must not throw): the trace file
-// and the summary table on stderr.
+// and the summary table on stderr, then the device's sink back to none, so
+// that other sessions' kernels do not write into the freed buffer.
 void CudaExecutor::timelineWrite() noexcept {
   if (tl_path_.empty() || !tl_records_)
     return;
+  if (stream_)
+    cudaStreamSynchronize(stream_);
+  const TimelineSink none{nullptr, 0, 0};
+  cudaMemcpyToSymbol(g_timeline, &none, sizeof none);
+  cudaGetLastError();
+  g_timeline_owner.store(nullptr);
   try {
     std::fprintf(stderr, "loom: %s", tl_summary_.table().c_str());
     // The processes' names, then the events.

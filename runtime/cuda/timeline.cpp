@@ -8,6 +8,22 @@
 #include <cstdio>
 
 namespace loom::rt::cuda {
+namespace {
+
+// later - earlier, from ns to microseconds.
+double micros(uint64_t later, uint64_t earlier) {
+  return (double(later) - double(earlier)) * 1e-3;
+}
+
+// The separator where out holds events already, then {"name":NAME.
+void beginEvent(std::string &out, const std::string &name) {
+  if (!out.empty())
+    out += ",\n";
+  out += "{\"name\":";
+  appendJsonString(out, name);
+}
+
+} // namespace
 
 std::vector<KernelSpan>
 attributeTimeline(const std::vector<TimelineLaunch> &launches,
@@ -59,20 +75,17 @@ attributeTimeline(const std::vector<TimelineLaunch> &launches,
 
 std::vector<ChainTime> chainTimes(const std::vector<KernelSpan> &spans) {
   std::vector<ChainTime> out(spans.size());
-  const auto us = [](uint64_t a, uint64_t b) {
-    return (double(a) - double(b)) * 1e-3;
-  };
   for (size_t i = 0; i < spans.size(); ++i) {
     const KernelSpan &s = spans[i];
     const uint64_t prev = i ? spans[i - 1].last_end : s.first_start;
     // A launch that never waited (none of ours) is released at its start.
     const uint64_t released = s.first_wait ? s.first_wait : s.first_start;
     ChainTime &c = out[i];
-    c.chain = us(s.last_end, prev);
-    c.wait = us(std::max(released, prev), prev);
+    c.chain = micros(s.last_end, prev);
+    c.wait = micros(std::max(released, prev), prev);
     c.body = c.chain - c.wait;
-    c.lead = us(prev, s.first_start);
-    c.tail = us(s.last_end, s.first_end);
+    c.lead = micros(prev, s.first_start);
+    c.tail = micros(s.last_end, s.first_end);
   }
   return out;
 }
@@ -100,7 +113,9 @@ void TimelineSummary::add(const void *graph,
     return;
   const std::vector<ChainTime> c = chainTimes(spans);
   Graph &g = graphs_[graph];
-  if (g.replays == 0) {
+  // A new graph, or a key reused by another graph: start over.
+  if (g.replays == 0 || g.launches.size() != launches.size()) {
+    g.replays = 0;
     g.launches = launches;
     g.sum.assign(launches.size(), ChainTime());
   }
@@ -112,8 +127,7 @@ void TimelineSummary::add(const void *graph,
     accumulate(a.sum, c[i]);
   }
   ++replays_;
-  span_us_ +=
-      (double(spans.back().last_end) - double(spans[0].first_start)) * 1e-3;
+  span_us_ += micros(spans.back().last_end, spans[0].first_start);
 }
 
 std::vector<TimelineSummary::Row> TimelineSummary::classes() const {
@@ -217,20 +231,14 @@ void appendTimelineEvents(std::string &out,
                           uint64_t t0_ns) {
   const std::vector<ChainTime> c = chainTimes(spans);
   char num[256];
-  const auto us = [&](uint64_t t) {
-    return (double(t) - double(t0_ns)) * 1e-3;
-  };
   for (size_t i = 0; i < spans.size() && i < launches.size(); ++i) {
     const KernelSpan &s = spans[i];
-    if (!out.empty())
-      out += ",\n";
-    out += "{\"name\":";
-    appendJsonString(out, launches[i].label);
+    beginEvent(out, launches[i].label);
     std::snprintf(num, sizeof num,
                   ",\"cat\":\"gpu\",\"ph\":\"X\",\"pid\":2,\"tid\":%zu,"
                   "\"ts\":%.3f,\"dur\":%.3f,\"args\":{\"dispatch\":",
-                  i % 2 + 1, us(s.first_start),
-                  (double(s.last_end) - double(s.first_start)) * 1e-3);
+                  i % 2 + 1, micros(s.first_start, t0_ns),
+                  micros(s.last_end, s.first_start));
     out += num;
     appendJsonString(out, launches[i].dispatch);
     std::snprintf(num, sizeof num,
@@ -247,9 +255,6 @@ void appendBlockEvents(std::string &out,
                        const std::vector<TimelineRecord> &records,
                        uint64_t t0_ns, size_t max_blocks) {
   char num[256];
-  const auto us = [&](uint64_t t) {
-    return (double(t) - double(t0_ns)) * 1e-3;
-  };
   size_t r = 0;
   for (size_t i = 0; i < launches.size(); ++i) {
     if (i > 0 && r + launches[i].blocks > max_blocks)
@@ -257,17 +262,13 @@ void appendBlockEvents(std::string &out,
     for (uint32_t b = 0; b < launches[i].blocks && r < records.size();
          ++b, ++r) {
       const TimelineRecord &x = records[r];
-      if (!out.empty())
-        out += ",\n";
-      out += "{\"name\":";
-      appendJsonString(out, launches[i].label);
+      beginEvent(out, launches[i].label);
       std::snprintf(num, sizeof num,
                     ",\"cat\":\"block\",\"ph\":\"X\",\"pid\":3,\"tid\":%u,"
                     "\"ts\":%.3f,\"dur\":%.3f,\"args\":{\"launch\":%zu,"
                     "\"block\":%u,\"wait_us\":%.3f}}",
-                    x.sm, us(x.start), (double(x.end) - double(x.start)) * 1e-3,
-                    i, b,
-                    x.wait ? (double(x.wait) - double(x.start)) * 1e-3 : 0.0);
+                    x.sm, micros(x.start, t0_ns), micros(x.end, x.start), i, b,
+                    x.wait ? micros(x.wait, x.start) : 0.0);
       out += num;
     }
   }
