@@ -201,6 +201,13 @@ def timeline(loom_run, art, name, base, out_dir):
         print("  %-16s %7.1f %9.1f %9.1f %9.1f %9.1f %9.1f" % (
             c["label"][:16], c["per_step"], c["chain_us"], c["wait_us"], c["body_us"],
             c["lead_us"], c["tail_us"]))
+    # The first launches of the most replayed graph (the embedding, the
+    # first layer and the next one's start), one by one.
+    print("  its first launches:")
+    for c in t["launches"][:12]:
+        print("  %-30s %9.1f %9.1f %9.1f %9.1f %9.1f" % (
+            c["label"][:30], c["chain_us"], c["wait_us"], c["body_us"], c["lead_us"],
+            c["tail_us"]))
     if t["skipped"] or not t["replays"]:
         sys.exit("timeline (%s): %d replays, %d not attributed (%s)"
                  % (name, t["replays"], t["skipped"],
