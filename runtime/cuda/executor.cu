@@ -18,7 +18,6 @@
 #include <array>
 #include <atomic>
 #include <cerrno>
-#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -273,9 +272,8 @@ private:
 #endif
     }
 #ifdef LOOM_CUDA_TIMELINE
-    if (!tl_path_.empty())
-      check(cudaMemsetAsync(tl_count_, 0, sizeof(unsigned), stream_),
-            "LOOM_CUDA_TIMELINE");
+    if (!tl_path_.empty()) // armed for this replay: blocks record
+      timelineSink(tl_armed_);
 #endif
     check(cudaGraphLaunch(graph, stream_), "cudaGraphLaunch");
     ++graph_launches_;
@@ -301,7 +299,16 @@ private:
   static constexpr size_t kTimelineBlockEvents = 20000;
   std::string tl_path_;
   TimelineRecord *tl_records_ = nullptr;
-  unsigned *tl_count_ = nullptr; // g_timeline.count on the device
+  // g_timeline during a replay (count from 0) and between replays
+  // (capacity 0: the launches outside graphs record nothing).
+  TimelineSink tl_armed_{}, tl_disarmed_{};
+  static constexpr TimelineSink kNoSink{nullptr, 0, 0};
+  // Sets g_timeline in stream order; s must outlive the copy (a member).
+  void timelineSink(const TimelineSink &s) {
+    check(cudaMemcpyToSymbolAsync(g_timeline, &s, sizeof s, 0,
+                                  cudaMemcpyHostToDevice, stream_),
+          "LOOM_CUDA_TIMELINE");
+  }
   std::vector<TimelineLaunch> *tl_capture_ = nullptr;
   std::map<cudaGraphExec_t, std::vector<TimelineLaunch>> tl_launches_;
   std::vector<TimelineRecord> tl_host_;
@@ -900,12 +907,12 @@ void CudaExecutor::timelineStart() {
     throw;
   }
   // From here on, release() (timelineWrite) gives the ownership back.
-  const TimelineSink sink{tl_records_, kTimelineCapacity, 0};
-  check(cudaMemcpyToSymbol(g_timeline, &sink, sizeof sink), "timeline");
-  void *at = nullptr;
-  check(cudaGetSymbolAddress(&at, g_timeline), "timeline");
-  tl_count_ = reinterpret_cast<unsigned *>(static_cast<char *>(at) +
-                                           offsetof(TimelineSink, count));
+  tl_armed_ = {tl_records_, kTimelineCapacity, 0};
+  tl_disarmed_ = {tl_records_, 0, 0};
+  check(cudaMemsetAsync(tl_records_, 0,
+                        sizeof(TimelineRecord) * kTimelineCapacity, stream_),
+        "LOOM_CUDA_TIMELINE");
+  timelineSink(tl_disarmed_);
   std::fprintf(stderr,
                "loom: LOOM_CUDA_TIMELINE=%s: the kernels of each graph replay "
                "record their blocks' times (the timeline build; a little "
@@ -914,10 +921,13 @@ void CudaExecutor::timelineStart() {
 }
 
 void CudaExecutor::timelineCollect(cudaGraphExec_t graph) {
-  sync("LOOM_CUDA_TIMELINE");
-  unsigned count = 0;
-  check(cudaMemcpy(&count, tl_count_, sizeof count, cudaMemcpyDeviceToHost),
+  TimelineSink sink{};
+  check(cudaMemcpyFromSymbolAsync(&sink, g_timeline, sizeof sink, 0,
+                                  cudaMemcpyDeviceToHost, stream_),
         "LOOM_CUDA_TIMELINE");
+  timelineSink(tl_disarmed_);
+  sync("LOOM_CUDA_TIMELINE");
+  const unsigned count = sink.count;
   if (count > kTimelineCapacity) {
     check(cudaMemsetAsync(tl_records_, 0,
                           size_t(kTimelineCapacity) * sizeof(TimelineRecord),
@@ -966,10 +976,11 @@ void CudaExecutor::timelineCollect(cudaGraphExec_t graph) {
 void CudaExecutor::timelineWrite() noexcept {
   if (tl_path_.empty() || !tl_records_)
     return;
-  if (stream_)
+  if (stream_) {
+    cudaMemcpyToSymbolAsync(g_timeline, &kNoSink, sizeof kNoSink, 0,
+                            cudaMemcpyHostToDevice, stream_);
     cudaStreamSynchronize(stream_);
-  const TimelineSink none{nullptr, 0, 0};
-  cudaMemcpyToSymbol(g_timeline, &none, sizeof none);
+  }
   cudaGetLastError();
   g_timeline_owner.store(nullptr);
   try {

@@ -47,8 +47,9 @@ __device__ __forceinline__ void pdlLaunchDependents() {
 
 #ifdef LOOM_CUDA_TIMELINE
 // The timeline build (libloomrt_cuda_timeline.so, timeline.h): where the
-// blocks' records go. The host points it at its buffer and zeroes count
-// before each graph replay.
+// blocks' records go. The host arms it before each graph replay (its
+// buffer, capacity, count 0) and disarms it after (capacity 0: kernels
+// outside graphs record nothing).
 struct TimelineSink {
   TimelineRecord *records;
   unsigned capacity;
