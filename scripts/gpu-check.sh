@@ -358,8 +358,8 @@ step loop-graph-bench loop_graph_bench
 # graph replay's block records are attributed to its launches.
 timeline_smoke() {
   local art="$A/stories260K-f32-mt64.loom" args=(--device cuda --prompt "Once upon a time" --steps 48 --temperature 0)
-  "$RUN" "$art" "${args[@]}" > "$W/plain.txt" || return 1
-  LOOM_CUDA_TIMELINE="$W/smoke-timeline.json" "$RUN" "$art" "${args[@]}" > "$W/timeline.txt" \
+  timeout 120 "$RUN" "$art" "${args[@]}" > "$W/plain.txt" || return 1
+  LOOM_CUDA_TIMELINE="$W/smoke-timeline.json" timeout 120 "$RUN" "$art" "${args[@]}" > "$W/timeline.txt" \
     2> "$W/timeline.err" || { cat "$W/timeline.err"; return 1; }
   grep "GPU timeline" "$W/timeline.err"
   cmp "$W/plain.txt" "$W/timeline.txt" || { echo "the timeline build's text differs"; return 1; }
@@ -382,7 +382,16 @@ sys.exit(0 if s["replays"] >= 20 and s["skipped"] == 0 and s["step_us"] > 0
 PY
 }
 step timeline-smoke timeline_smoke
-step cuda-unit-timeline env LOOM_CUDA_TIMELINE="$W/unit-timeline.json" "$B/bin/loom-cuda-test" --gtest_brief=1
+# The unit suite under the timeline build: the same results, and every
+# graph replay of its sessions attributed (the sessions' summaries go to
+# stderr: any "not attributed" line fails the step).
+unit_timeline() {
+  LOOM_CUDA_TIMELINE="$W/unit-timeline.json" timeout 240 "$B/bin/loom-cuda-test" --gtest_brief=1 \
+    2> "$W/unit-timeline.err" || { tail -40 "$W/unit-timeline.err"; return 1; }
+  grep -c "GPU timeline:" "$W/unit-timeline.err" | sed 's/^/  sessions with a timeline: /'
+  ! grep "not attributed" "$W/unit-timeline.err"
+}
+step cuda-unit-timeline unit_timeline
 
 # The variants: the experiments, then the default again (the spread of
 # one configuration between runs).
