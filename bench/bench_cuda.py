@@ -39,6 +39,8 @@ kernel class (each launch's chain time = its last block's end - the previous
 launch's, split into the wait for its predecessor and its own body), and
 writes timeline-MODEL.json (a Chrome / Perfetto trace of the replays and the
 summary) to --out. Fails where a replay's records cannot be attributed.
+--timeline-variants NAME[,NAME] does the same for those --variant runs of
+the --timeline models (their JSON stays in --workdir).
 
 --breakdown MODEL also runs that model's bench once per kernel class with
 LOOM_CUDA_OMIT=CLASS (the class left out; outputs are wrong, the timing is
@@ -175,13 +177,13 @@ def profile(loom_run, art, workdir):
                   % (k, c // steps, d / steps, 100 * d / total))
 
 
-def timeline(loom_run, art, name, base, out_dir):
+def timeline(loom_run, art, name, plain_tok_s, out_dir, env=None):
     """The decode graph's dependency chain by kernel class, from the
-    timeline build's block records."""
-    path = os.path.join(out_dir, "timeline-%s.json" % name)
+    timeline build's block records (env: a variant's variables)."""
+    path = os.path.join(out_dir, "timeline-%s.json" % name.replace("/", "-"))
     p = subprocess.run([loom_run, art, "--device", "cuda", "--bench"],
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                       env=dict(os.environ, LOOM_CUDA_TIMELINE=path))
+                       env=dict(os.environ, **(env or {}), LOOM_CUDA_TIMELINE=path))
     if p.returncode != 0:
         sys.exit("FAILED (exit %d): LOOM_CUDA_TIMELINE=%s %s %s --device cuda --bench\n%s"
                  % (p.returncode, path, loom_run, art, p.stderr[-4000:]))
@@ -191,7 +193,7 @@ def timeline(loom_run, art, name, base, out_dir):
     # which also holds the host's share: the probes cost at least the
     # difference where it is positive. (The timeline run's own tok/s is no
     # measure: it reads the records back after every replay.)
-    plain_us = 1e6 / float(base["decode_tokens_per_s"])
+    plain_us = 1e6 / plain_tok_s
     print("timeline (%s: %d graph replays, %.1f us a replay from the first block's start"
           " to the last block's end; the plain build's decode step %.1f us):"
           % (name, t["replays"], t["step_us"], plain_us))
@@ -258,6 +260,7 @@ def main():
     ap.add_argument("--profile", default="")
     ap.add_argument("--breakdown", default="")
     ap.add_argument("--timeline", default="")
+    ap.add_argument("--timeline-variants", default="")
     ap.add_argument("--variant", action="append", default=[])
     ap.add_argument("--no-torch", action="store_true")
     a = ap.parse_args()
@@ -300,7 +303,15 @@ def main():
             ncu_profile(os.path.join(b, "bin", "loom-run"), art, a.out)
         r_timeline = None
         if m in a.timeline.split(","):
-            r_timeline = timeline(os.path.join(b, "bin", "loom-run"), art, m, loom, a.out)
+            r_timeline = timeline(os.path.join(b, "bin", "loom-run"), art, m,
+                                  float(loom["decode_tokens_per_s"]), a.out)
+            # The named variants' timelines (their JSON stays in the
+            # workdir: a device call brings few files back).
+            for v in a.variant:
+                name = v.split(",")[0]
+                if name in a.timeline_variants.split(","):
+                    timeline(os.path.join(b, "bin", "loom-run"), art, "%s/%s" % (m, name),
+                             r_variants[name]["decode_tok_s"], a.workdir, variant_env(v))
         r_breakdown = None
         if m == a.breakdown:
             r_breakdown = breakdown(os.path.join(b, "bin", "loom-run"), art, loom)

@@ -395,7 +395,7 @@ step cuda-unit-timeline unit_timeline
 
 # The variants: the experiments, then the default again (the spread of
 # one configuration between runs).
-STEP_TIMEOUT=420 step bench python3 bench/bench_cuda.py --bundle "$B" --out "$OUTDIR" --workdir "$W/bench" --profile 1b --timeline 110m,1b \
+STEP_TIMEOUT=420 step bench python3 bench/bench_cuda.py --bundle "$B" --out "$OUTDIR" --workdir "$W/bench" --profile 1b --timeline 110m,1b --timeline-variants early-cluster,gemv-bulk-6 \
   --variant attn-cluster,LOOM_CUDA_ATTN_MERGE=cluster --variant attn-early,LOOM_CUDA_ATTN_EARLY=1 \
   --variant early-cluster,LOOM_CUDA_ATTN_EARLY=1,LOOM_CUDA_ATTN_MERGE=cluster \
   --variant early-16,LOOM_CUDA_ATTN_EARLY=1,LOOM_CUDA_ATTN_WARPS=16 \
