@@ -199,7 +199,7 @@ def timeline(loom_run, art, name, plain_tok_s, out_dir, env=None):
           % (name, t["replays"], t["step_us"], plain_us))
     print("  %-16s %7s %9s %9s %9s %9s %9s" % ("us a replay", "kernels", "chain", "wait",
                                                "body", "lead", "tail"))
-    for c in t["classes"]:
+    for c in t["classes"] + [t["total"]]:
         print("  %-16s %7.1f %9.1f %9.1f %9.1f %9.1f %9.1f" % (
             c["label"][:16], c["per_step"], c["chain_us"], c["wait_us"], c["body_us"],
             c["lead_us"], c["tail_us"]))
@@ -336,7 +336,8 @@ def main():
         if r_breakdown is not None:
             r["breakdown"] = r_breakdown
         if r_timeline is not None:
-            r["timeline"] = {k: r_timeline[k] for k in ("replays", "step_us", "classes")}
+            r["timeline"] = {k: r_timeline[k] for k in ("replays", "step_us", "total",
+                                                        "classes")}
         results["models"][m] = r
         rows.append((m, r))
     print()

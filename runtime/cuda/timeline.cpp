@@ -158,16 +158,23 @@ std::vector<TimelineSummary::Row> TimelineSummary::launches() const {
   return rows;
 }
 
+TimelineSummary::Row TimelineSummary::total() const {
+  Row all{"all", 0, ChainTime()};
+  for (const Row &r : classes()) {
+    all.per_step += r.per_step;
+    accumulate(all.us, r.us);
+  }
+  return all;
+}
+
 std::string TimelineSummary::table() const {
   std::string out;
   char line[256];
-  double per_step = 0;
-  for (const Row &r : classes())
-    per_step += r.per_step;
+  const Row all = total();
   std::snprintf(line, sizeof line,
                 "GPU timeline: %zu graph replays (%zu graphs), %.1f kernels "
                 "and %.1f us a replay (first block start to last block end)\n",
-                replays_, graphs_.size(), per_step, stepMicros());
+                replays_, graphs_.size(), all.per_step, stepMicros());
   out += line;
   if (skipped_) {
     std::snprintf(line, sizeof line,
@@ -178,7 +185,9 @@ std::string TimelineSummary::table() const {
     return out;
   out += "  us a replay        kernels    chain     wait     body     lead  "
          "   tail\n";
-  for (const Row &r : classes()) {
+  std::vector<Row> rows = classes();
+  rows.push_back(all);
+  for (const Row &r : rows) {
     std::snprintf(line, sizeof line,
                   "  %-20s %7.1f %8.1f %8.1f %8.1f %8.1f %8.1f\n",
                   r.label.c_str(), r.per_step, r.us.chain, r.us.wait, r.us.body,
@@ -210,7 +219,9 @@ std::string TimelineSummary::json() const {
                 "{\"replays\":%zu,\"skipped\":%zu,\"step_us\":%.3f,", replays_,
                 skipped_, stepMicros());
   std::string out = num;
-  out += "\"classes\":[";
+  out += "\"total\":";
+  appendRow(out, total());
+  out += ",\"classes\":[";
   const std::vector<Row> c = classes(), l = launches();
   for (size_t i = 0; i < c.size(); ++i) {
     out += i ? ",\n" : "\n";

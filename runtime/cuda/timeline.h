@@ -78,12 +78,16 @@ public:
   };
   // Classes by chain time, largest first; per replay of any graph.
   std::vector<Row> classes() const;
+  // Every class together ("all"): how much of a replay is waiting on
+  // predecessors and how much is kernels' bodies.
+  Row total() const;
   // The most replayed graph's launches, each averaged over its replays.
   std::vector<Row> launches() const;
   double stepMicros() const { return replays_ ? span_us_ / replays_ : 0; }
   // The table printed at the end of a timeline session.
   std::string table() const;
-  // {"replays":..., "step_us":..., "classes":[...], "launches":[...]}
+  // {"replays":..., "step_us":..., "total":{...}, "classes":[...],
+  //  "launches":[...]}
   std::string json() const;
 
 private:

@@ -402,6 +402,11 @@ TEST(Timeline, SummaryAveragesReplaysByClassAndLaunch) {
   EXPECT_EQ(classes[0].label, "qkv"); // 3.5 and 7 us: the longest chain
   EXPECT_DOUBLE_EQ(classes[0].us.chain, 5.25);
   EXPECT_DOUBLE_EQ(classes[0].per_step, 1.0);
+  const auto all = sum.total();
+  EXPECT_EQ(all.label, "all");
+  EXPECT_DOUBLE_EQ(all.per_step, 3.0);
+  EXPECT_DOUBLE_EQ(all.us.chain, sum.stepMicros()); // the chains add up
+  EXPECT_DOUBLE_EQ(all.us.wait + all.us.body, all.us.chain);
   const auto per_launch = sum.launches();
   ASSERT_EQ(per_launch.size(), 3u);
   EXPECT_EQ(per_launch[2].label, "attention l0.attn");
@@ -411,9 +416,12 @@ TEST(Timeline, SummaryAveragesReplaysByClassAndLaunch) {
   EXPECT_NE(table.find("1 replays not attributed: made up"), std::string::npos)
       << table;
   const std::string json = sum.json();
-  EXPECT_NE(json.find("\"replays\":2,\"skipped\":1,\"step_us\":12.000"),
+  EXPECT_NE(json.find("\"replays\":2,\"skipped\":1,\"step_us\":12.000,"
+                      "\"total\":{\"label\":\"all\",\"per_step\":3.000,"
+                      "\"chain_us\":12.000"),
             std::string::npos)
       << json;
+  EXPECT_NE(table.find("  all "), std::string::npos) << table;
 }
 
 TEST(Timeline, TraceEventsAreEscapedJson) {
