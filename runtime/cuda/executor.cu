@@ -900,6 +900,12 @@ void CudaExecutor::timelineStart() {
     return;
   }
   try {
+    // A path that cannot be written fails now, not after the whole run.
+    if (FILE *f = std::fopen(tl_path_.c_str(), "wb"))
+      std::fclose(f);
+    else
+      throw Error("LOOM_CUDA_TIMELINE=" + tl_path_ +
+                  ": cannot write: " + std::strerror(errno));
     tl_records_ = static_cast<TimelineRecord *>(
         alloc(sizeof(TimelineRecord) * kTimelineCapacity, "the GPU timeline"));
   } catch (...) {
