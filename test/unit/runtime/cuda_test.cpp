@@ -597,14 +597,16 @@ TEST_F(CudaSession, GemvClassConfigsAgree) {
 // loads before the programmatic wait: the decode logits and greedy ids
 // agree with the default to f32 rounding for f32 and bf16 weights, rows of
 // one to several groups (K 256 to 2816, split over 1 to 4 warps), also at
-// 8 loads in flight; other values are refused.
+// 8 loads in flight and at one warp a column (4,1: with the loads ahead, a
+// whole row of K 2048 before the wait, the qkv41-ahead variant); other
+// values are refused.
 TEST_F(CudaSession, GemvAheadAgrees) {
   ScopedEnv ahead("LOOM_CUDA_GEMV_AHEAD"), gemv("LOOM_CUDA_GEMV");
   const TinyLlamaOptions mid = shape(2, 512, 1376, 8, 2, 700, 160, 13);
   for (const auto &[o, bf16] :
        {std::pair{wide(), false}, std::pair{mid, true},
         std::pair{deep(), false}, std::pair{deep(), true}})
-    for (const char *g : {static_cast<const char *>(nullptr), "8,2"}) {
+    for (const char *g : {static_cast<const char *>(nullptr), "8,2", "4,1"}) {
       std::unique_ptr<TempFile> owner;
       gemv.set(g);
       expectSameDecode(
