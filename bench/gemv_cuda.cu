@@ -9,14 +9,16 @@
 // graphs are. Every configuration's output is checked against a double
 // precision host product first (1 row and 3 rows).
 //
-//   loom-bench-gemv [--shapes 1b|110m|all] [--reps N] [--bulk]
+//   loom-bench-gemv [--shapes 1b|110m|all] [--reps N] [--bulk | --chain]
 //
 // Each configuration also runs with gemvColumn's A ("+ahead":
 // LOOM_CUDA_GEMV_AHEAD=1, two groups of loads before the programmatic
 // wait). --bulk runs gemvBulkKernel instead ("bulkN": LOOM_CUDA_GEMV_BULK=N,
 // an experiment; the 1B's shapes: K 2048 or 8192, gate/up at K 2048),
 // against the baseline and the default configuration; on its own, as a
-// kernel that hangs or traps must not cost the other numbers.
+// kernel that hangs or traps must not cost the other numbers. --chain
+// times a persistent kernel against the chain of launches (below, at
+// runChain's kernels).
 //
 // Prints, per shape and configuration, microseconds a launch, the read
 // bandwidth in GB/s and the ratio to the baseline; "auto" marks the
@@ -46,14 +48,15 @@ void check(cudaError_t e, const char *what) {
   }
 }
 
-__global__ void fillBf16(__nv_bfloat16 *w, int64_t n, uint32_t seed) {
+__global__ void fillBf16(__nv_bfloat16 *w, int64_t n, uint32_t seed,
+                         float scale) {
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
     uint32_t h = uint32_t(i) * 2654435761u ^ seed;
     h ^= h >> 15;
     h *= 2246822519u;
     h ^= h >> 13;
-    w[i] = __float2bfloat16((h & 0xffff) / 32768.0f - 1.0f);
+    w[i] = __float2bfloat16(scale * ((h & 0xffff) / 32768.0f - 1.0f));
   }
 }
 
@@ -213,12 +216,394 @@ double verify(Bench &bn, const GemvConfig &c, int T,
   return relErr(bn.y, ref.data(), size_t(T * N));
 }
 
+// --chain: the 1B's four one-row GEMVs a layer (q|k|v 3072 x 2048, the
+// output projection 2048 x 2048, gate/up 2 x 8192 x 2048, the FFN's down
+// 2048 x 8192), chained over 16 layers of their own weights (each GEMV's
+// input the previous one's output), two ways: a CUDA graph of one
+// programmatic launch per GEMV, as the executor's decode graph runs them,
+// and one persistent cooperative kernel that runs the same gemvColumn over
+// virtual blocks with a grid barrier between GEMVs, each block's first
+// weight loads of a GEMV issued before that barrier as they are before the
+// programmatic wait. The question (docs/cuda.md, Performance): does a
+// decode step's chain of kernels cost more at its boundaries than a
+// persistent kernel's barriers would? Same configuration (4 loads, 2 warps
+// a column, the 1B's default) both ways, so their outputs must be equal.
+// Also the two floors: a chain of empty programmatic launches over the
+// same grids, and a persistent kernel doing nothing but the barriers.
+struct ChainStage {
+  const __nv_bfloat16 *w1, *w3; // w3: gate/up only, else null
+  const float *x;
+  float *a, *b, *y; // a, b: gate/up only
+  int K, N;
+};
+constexpr int kChainLayers = 16;
+constexpr int kChainStages = 4 * kChainLayers;
+constexpr int kChainSplit = 2, kChainUnroll = 4;
+struct ChainPlan { // a kernel parameter: 3.6 KB of the 4 KB
+  ChainStage stage[kChainStages];
+  unsigned *arrived; // the grid barrier's counter, zeroed before a launch
+};
+
+// The persistent kernel's grid barrier: every block adds one to `arrived`
+// (zeroed before the launch) and waits until it reaches `target`, the
+// barrier's number times the grid's blocks. This is what cooperative
+// groups' grid sync does, in fewer registers (which that sync cost this
+// kernel): the counter's address comes from the kernel parameter.
+__device__ __forceinline__ void chainBarrier(unsigned *arrived,
+                                             unsigned target) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    __threadfence(); // the block's outputs before its arrival
+    atomicAdd(arrived, 1u);
+    while (*static_cast<volatile unsigned *>(arrived) < target) {
+    }
+    __threadfence(); // the other blocks' outputs after it
+  }
+  __syncthreads();
+}
+
+// A persistent block's stand-in for GemvKernelGrid: virtual block vb of
+// stage `stage`, and barrier number `stage` (none before stage 0) as the
+// wait of the block's first virtual block (vb = blockIdx.x).
+struct ChainGrid {
+  static constexpr bool kInputFromEarlierKernel = false;
+  unsigned vb;
+  unsigned stage;
+  unsigned *arrived;
+  __device__ __forceinline__ unsigned block() const { return vb; }
+  __device__ __forceinline__ void wait() const {
+    if (stage != 0 && vb == blockIdx.x)
+      chainBarrier(arrived, stage * gridDim.x);
+  }
+};
+
+// One stage of the persistent kernel: M = 1 a GEMV, 2 gate/up. Every block
+// passes the stage's barrier once (none before the first stage).
+template <int M, bool A>
+__device__ __forceinline__ void chainStage(const ChainPlan &plan, unsigned i) {
+  constexpr int S = kChainSplit, U = kChainUnroll;
+  constexpr unsigned per_block = kGemvWarps / S;
+  const ChainStage &st = plan.stage[i];
+  const unsigned blocks = (unsigned(st.N) + per_block - 1) / per_block;
+#pragma unroll 1
+  for (unsigned vb = blockIdx.x; vb < blocks; vb += gridDim.x) {
+    const ChainGrid g{vb, i, plan.arrived};
+    const __nv_bfloat16 *ws[2] = {st.w1, st.w3};
+    float out[M][1];
+    int n;
+    if (gemvColumn<__nv_bfloat16, 8, 1, U, S, M, A>(st.x, st.K, ws, 1, st.K,
+                                                    st.N, n, out, g)) {
+      if constexpr (M == 2) {
+        const float gv = out[0][0], u = out[1][0];
+        st.a[n] = gv;
+        st.b[n] = u;
+        st.y[n] = gv / (1.0f + expf(-gv)) * u;
+      } else {
+        st.y[n] = out[0][0];
+      }
+    }
+    __syncthreads(); // gemvColumn's shared partial sums, reused next
+  }
+  if (i != 0 && blockIdx.x >= blocks) // a block without columns here
+    chainBarrier(plan.arrived, i * gridDim.x);
+}
+
+// A layer: q|k|v, out, gate/up, down. B blocks a multiprocessor: the GEMV
+// kernels it stands in for take at most 64 registers, 4 blocks; this one
+// spills at 4 and 3 (ptxas: 130-220 and 110 bytes a thread; unbounded it
+// takes 118 registers, 122 with the loads ahead), so it is timed at 4, 3
+// and 2 (no spills).
+template <bool A, int B>
+__global__ void __launch_bounds__(kGemvThreads, B)
+    chainKernel(const __grid_constant__ ChainPlan plan) {
+#pragma unroll 1
+  for (unsigned l = 0; l < kChainLayers; ++l) {
+    chainStage<1, A>(plan, 4 * l);
+    chainStage<1, A>(plan, 4 * l + 1);
+    chainStage<2, A>(plan, 4 * l + 2);
+    chainStage<1, A>(plan, 4 * l + 3);
+  }
+}
+
+__global__ void __launch_bounds__(kGemvThreads) emptyChainKernel(int) {
+  KernelScope scope;
+  pdlWait();
+}
+
+__global__ void __launch_bounds__(kGemvThreads)
+    barrierChainKernel(unsigned *arrived, unsigned count) {
+  for (unsigned i = 1; i <= count; ++i)
+    chainBarrier(arrived, i * gridDim.x);
+}
+
+struct Chain {
+  cudaStream_t stream = nullptr;
+  ChainPlan plan = {};
+  std::vector<void *> owned;
+  std::vector<std::pair<float *, size_t>> outputs; // every stage's outputs
+  float *x0 = nullptr;
+
+  template <typename T> T *alloc(size_t n) {
+    void *p = nullptr;
+    check(cudaMalloc(&p, n * sizeof(T)), "chain memory");
+    owned.push_back(p);
+    return static_cast<T *>(p);
+  }
+  // Weights of N x K, uniform with variance 1 / K: the chain's values stay
+  // of order 1 over its 64 products.
+  const __nv_bfloat16 *weights(int64_t N, int64_t K, uint32_t seed) {
+    __nv_bfloat16 *w = alloc<__nv_bfloat16>(size_t(N * K));
+    fillBf16<<<1024, 256>>>(w, N * K, seed, float(std::sqrt(3.0 / double(K))));
+    return w;
+  }
+  float *output(size_t n) {
+    float *p = alloc<float>(n);
+    outputs.push_back({p, n});
+    return p;
+  }
+  void build() {
+    const int D = 2048, QKV = 3072, H = 8192;
+    x0 = alloc<float>(D);
+    plan.arrived = alloc<unsigned>(1);
+    std::vector<float> hx(D);
+    for (int i = 0; i < D; ++i)
+      hx[size_t(i)] = float(std::sin(0.37 * i + 0.1));
+    check(cudaMemcpy(x0, hx.data(), D * 4, cudaMemcpyHostToDevice), "x up");
+    const float *x = x0;
+    int s = 0;
+    for (int l = 0; l < kChainLayers; ++l) {
+      const uint32_t seed = 77u + 16u * uint32_t(l);
+      float *qkv = output(QKV); // its first D values stand in for the attention
+      plan.stage[s++] = {
+          weights(QKV, D, seed), nullptr, x, nullptr, nullptr, qkv, D, QKV};
+      float *o = output(D);
+      plan.stage[s++] = {
+          weights(D, D, seed + 1), nullptr, qkv, nullptr, nullptr, o, D, D};
+      float *a = output(H), *b = output(H), *y = output(H);
+      plan.stage[s++] = {
+          weights(H, D, seed + 2), weights(H, D, seed + 3), o, a, b, y, D, H};
+      float *d = output(D);
+      plan.stage[s++] = {
+          weights(D, H, seed + 4), nullptr, y, nullptr, nullptr, d, H, D};
+      x = d;
+    }
+    check(cudaDeviceSynchronize(), "chain fill");
+  }
+  void clearOutputs() {
+    for (auto &[p, n] : outputs)
+      check(cudaMemsetAsync(p, 0xff, n * 4, stream), "clear outputs");
+  }
+  std::vector<float> readOutputs() {
+    check(cudaStreamSynchronize(stream), "chain run");
+    std::vector<float> all;
+    for (auto &[p, n] : outputs) {
+      const size_t at = all.size();
+      all.resize(at + n);
+      check(cudaMemcpy(all.data() + at, p, n * 4, cudaMemcpyDeviceToHost),
+            "copy out");
+    }
+    return all;
+  }
+  // The executor's way: one programmatic launch per GEMV.
+  template <bool A> void launchGraphChain() {
+    Launcher L{stream};
+    using G = GemvTag<__nv_bfloat16, 8, 1, kChainUnroll, kChainSplit, A>;
+    for (const ChainStage &st : plan.stage) {
+      const unsigned blocks = gemvBlocks(st.N, kChainSplit);
+      if (st.w3)
+        L(gateUpKernel<__nv_bfloat16, 8, 1, G::kUnroll, G::kSplit, A>, blocks,
+          st.x, int64_t(st.K), st.w1, st.w3, st.a, int64_t(st.N), st.b,
+          int64_t(st.N), st.y, int64_t(st.N), 1, st.K, st.N);
+      else
+        L(gemvKernel<__nv_bfloat16, 8, 1, G::kUnroll, G::kSplit, A>, blocks,
+          st.x, int64_t(st.K), st.w1, st.y, int64_t(st.N), 1, st.K, st.N, 0);
+    }
+  }
+  void launchEmptyChain() {
+    Launcher L{stream};
+    for (const ChainStage &st : plan.stage)
+      L(emptyChainKernel, gemvBlocks(st.N, kChainSplit), 0);
+  }
+  template <typename... P, typename... Args>
+  void launchCooperative(void (*kernel)(P...), unsigned blocks, Args... args) {
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeCooperative;
+    attr[0].val.cooperative = 1;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = blocks;
+    cfg.blockDim = kGemvThreads;
+    cfg.stream = stream;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    check(cudaMemsetAsync(plan.arrived, 0, sizeof(unsigned), stream),
+          "barrier counter");
+    check(cudaLaunchKernelEx(&cfg, kernel, args...), "cooperative launch");
+  }
+  // Microseconds a chain: `once()` reps times (graph: captured, replayed
+  // once after a warm-up replay; otherwise launched on the stream, a
+  // persistent kernel after the 4-byte memset of its barrier counter).
+  template <typename F> double time(int reps, bool graph, F &&once) {
+    cudaGraph_t g = nullptr;
+    cudaGraphExec_t ge = nullptr;
+    if (graph) {
+      check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal),
+            "capture");
+      for (int r = 0; r < reps; ++r)
+        once();
+      check(cudaStreamEndCapture(stream, &g), "end capture");
+      check(cudaGraphInstantiate(&ge, g, 0), "instantiate");
+      check(cudaGraphLaunch(ge, stream), "warm-up");
+    } else {
+      once();
+    }
+    cudaEvent_t e0, e1;
+    check(cudaEventCreate(&e0), "event");
+    check(cudaEventCreate(&e1), "event");
+    check(cudaEventRecord(e0, stream), "record");
+    if (graph)
+      check(cudaGraphLaunch(ge, stream), "graph");
+    else
+      for (int r = 0; r < reps; ++r)
+        once();
+    check(cudaEventRecord(e1, stream), "record");
+    check(cudaEventSynchronize(e1), "sync");
+    float ms = 0;
+    check(cudaEventElapsedTime(&ms, e0, e1), "elapsed");
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    if (graph) {
+      cudaGraphExecDestroy(ge);
+      cudaGraphDestroy(g);
+    }
+    return ms * 1e3 / reps;
+  }
+  ~Chain() {
+    for (void *p : owned)
+      cudaFree(p);
+    if (stream)
+      cudaStreamDestroy(stream);
+  }
+};
+
+// Whether b equals a (the graph's outputs) to 1e-6 of each stage's largest
+// value, every value finite; prints the largest difference.
+bool sameOutputs(const Chain &c, const std::vector<float> &a,
+                 const std::vector<float> &b, const char *what) {
+  double worst = 0;
+  bool finite = true;
+  size_t at = 0;
+  for (const auto &[p, n] : c.outputs) {
+    double scale = 0, diff = 0;
+    for (size_t i = at; i < at + n; ++i) {
+      finite = finite && std::isfinite(a[i]) && std::isfinite(b[i]);
+      scale = std::max(scale, std::fabs(double(a[i])));
+      diff = std::max(diff, std::fabs(double(a[i]) - double(b[i])));
+    }
+    worst = std::max(worst, diff / std::max(scale, 1e-30));
+    at += n;
+  }
+  const bool ok = finite && worst <= 1e-6;
+  std::printf("  check %-30s %s (largest difference %.1e of the stage's "
+              "largest value%s)\n",
+              what, ok ? "ok" : "FAIL", worst, finite ? "" : "; not finite");
+  return ok;
+}
+
+// A persistent kernel and the grid it runs on: as many blocks as its
+// occupancy lets every multiprocessor hold (a cooperative launch refuses
+// more).
+struct Persistent {
+  const char *name;
+  void (*kernel)(ChainPlan);
+  unsigned blocks = 0;
+  int per_sm = 0;
+  size_t local = 0; // bytes of local memory a thread: spills
+};
+
+int runChain(const cudaDeviceProp &prop, int reps) {
+  Chain c;
+  check(cudaStreamCreateWithFlags(&c.stream, cudaStreamNonBlocking), "stream");
+  c.build();
+  Persistent ps[] = {{"persistent, 4 blocks/SM", chainKernel<false, 4>},
+                     {"persistent, 3 blocks/SM", chainKernel<false, 3>},
+                     {"persistent, 2 blocks/SM", chainKernel<false, 2>},
+                     {"persistent, loads ahead, 4/SM", chainKernel<true, 4>},
+                     {"persistent, loads ahead, 2/SM", chainKernel<true, 2>}};
+  for (Persistent &p : ps) {
+    check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&p.per_sm, p.kernel,
+                                                        kGemvThreads, 0),
+          "occupancy");
+    cudaFuncAttributes fa;
+    check(cudaFuncGetAttributes(&fa, p.kernel), "attributes");
+    p.local = fa.localSizeBytes;
+    p.blocks = unsigned(p.per_sm * prop.multiProcessorCount);
+    if (p.per_sm < 1) {
+      std::printf("loom-bench-gemv --chain: %s does not fit on a "
+                  "multiprocessor\n",
+                  p.name);
+      return 1;
+    }
+  }
+  double bytes = 0;
+  for (const ChainStage &st : c.plan.stage)
+    bytes += 2.0 * st.N * st.K * (st.w3 ? 2 : 1);
+  std::printf("\nchain: %d layers of the 1B's one-row GEMVs (%.1f MB a "
+              "layer), %d loads, %d warps a column\n",
+              kChainLayers, bytes / kChainLayers / 1e6, kChainUnroll,
+              kChainSplit);
+
+  int failures = 0;
+  c.clearOutputs();
+  c.launchGraphChain<false>();
+  const std::vector<float> want = c.readOutputs();
+  const auto verify = [&](const char *what, auto &&run) {
+    c.clearOutputs();
+    run();
+    failures += !sameOutputs(c, want, c.readOutputs(), what);
+  };
+  verify("launches, loads ahead", [&] { c.launchGraphChain<true>(); });
+  for (const Persistent &p : ps)
+    verify(p.name, [&] { c.launchCooperative(p.kernel, p.blocks, c.plan); });
+
+  const double base = c.time(reps, true, [&] { c.launchGraphChain<false>(); });
+  const auto row = [&](const char *what, double us, const char *note) {
+    std::printf("  %-30s %8.1f us a chain %6.2f us a layer %6.0f GB/s  "
+                "%5.2fx launches%s\n",
+                what, us, us / kChainLayers, bytes / (us * 1e3), base / us,
+                note);
+  };
+  row("launches (graph, PDL)", base, "");
+  row("launches, loads ahead",
+      c.time(reps, true, [&] { c.launchGraphChain<true>(); }), "");
+  for (const Persistent &p : ps) {
+    char note[96];
+    std::snprintf(note, sizeof note, "  (%u blocks, %zu bytes of local memory)",
+                  p.blocks, p.local);
+    row(p.name,
+        c.time(reps, false,
+               [&] { c.launchCooperative(p.kernel, p.blocks, c.plan); }),
+        note);
+  }
+  const double empty =
+      c.time(reps, true, [&] { c.launchEmptyChain(); }) / kChainStages;
+  const unsigned bb = ps[0].blocks;
+  const double barrier = c.time(reps, false, [&] {
+    c.launchCooperative(barrierChainKernel, bb, c.plan.arrived,
+                        unsigned(kChainStages - 1));
+  }) / (kChainStages - 1);
+  std::printf("  floors: an empty programmatic launch (the chain's grids) "
+              "%.2f us, a grid barrier of %u blocks %.2f us\n",
+              empty, bb, barrier);
+  std::printf("\nloom-bench-gemv --chain: %d failures\n", failures);
+  return failures ? 1 : 0;
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
   std::string which = "all";
   int reps = 5;
-  bool bulk = false;
+  bool bulk = false, chain = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--shapes" && i + 1 < argc)
@@ -227,9 +612,11 @@ int main(int argc, char **argv) {
       reps = std::max(1, std::atoi(argv[++i]));
     else if (a == "--bulk")
       bulk = true;
+    else if (a == "--chain")
+      chain = true;
     else {
       std::fprintf(stderr, "usage: loom-bench-gemv [--shapes 1b|110m|all] "
-                           "[--reps N] [--bulk]\n");
+                           "[--reps N] [--bulk | --chain]\n");
       return 2;
     }
   }
@@ -241,6 +628,8 @@ int main(int argc, char **argv) {
   cudaDeviceProp prop;
   check(cudaGetDeviceProperties(&prop, 0), "properties");
   std::printf("gpu: %s, %d SMs\n", prop.name, prop.multiProcessorCount);
+  if (chain)
+    return runChain(prop, reps);
 
   std::vector<Shape> shapes;
   if (which == "all" || which == "1b")
@@ -281,7 +670,7 @@ int main(int argc, char **argv) {
       for (int m = 0; m < (s.gate_up ? 2 : 1); ++m) {
         __nv_bfloat16 *p = nullptr;
         check(cudaMalloc(&p, size_t(elems) * 2), "weights");
-        fillBf16<<<1024, 256>>>(p, elems, 1234u + 7u * c + 1000u * m);
+        fillBf16<<<1024, 256>>>(p, elems, 1234u + 7u * c + 1000u * m, 1.0f);
         (m ? bn.w3 : bn.w1).push_back(p);
       }
     }

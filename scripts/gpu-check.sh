@@ -15,8 +15,9 @@
 #   3. CPU and CUDA on the same artifacts: logits and greedy ids, and the
 #      ids sampled with temperature and top-p (device sampler, and its host
 #      fallback for wide nuclei);
-#   4. loom-bench-gemv: the decode GEMV in every configuration, and (on
-#      its own) the bulk-copy GEMV experiment;
+#   4. loom-bench-gemv: the decode GEMV in every configuration, and (each
+#      on its own) the bulk-copy GEMV experiment and the 1B's GEMV chain as
+#      launches against one persistent kernel;
 #   5. looped decode piece by piece and as one graph (LOOM_CUDA_LOOP_GRAPH);
 #   6. the timeline build of the plugin (LOOM_CUDA_TIMELINE): the same text
 #      as the plain build, its unit tests, every replay attributed;
@@ -121,6 +122,9 @@ step bench-gemv "$B/bin/loom-bench-gemv"
 # a persistent decode kernel), on its own and briefly: a hang must not cost
 # the device time.
 STEP_TIMEOUT=60 step bench-gemv-bulk "$B/bin/loom-bench-gemv" --bulk --shapes 1b
+# The 1B's GEMVs chained over 16 layers: one programmatic launch each (the
+# decode graph's way) against one persistent kernel with grid barriers.
+STEP_TIMEOUT=60 step bench-gemv-chain "$B/bin/loom-bench-gemv" --chain
 for m in stories260K synthetic_untied; do
   step "golden-$m-f32" python3 test/e2e/Inputs/check_golden.py --loomc none \
     --loom-run "$RUN" --model none --tokenizer none --workdir "$W/$m" --device "$DEV" \

@@ -1331,9 +1331,22 @@ __device__ __forceinline__ void unpackVec(const uint4 &u, float *f,
   f[3] = __uint_as_float(u.w);
 }
 
+// Where a GEMV block's columns come from and how it waits for its input
+// x. GemvKernelGrid, a kernel of its own (every kernel here): its block
+// index, the programmatic wait, and x read through the non-coherent cache,
+// since an earlier kernel wrote it. A persistent kernel (the experiment of
+// `loom-bench-gemv --chain`) passes its own: a virtual block index, a grid
+// barrier, and x read coherently (written earlier in the same kernel).
+struct GemvKernelGrid {
+  static constexpr bool kInputFromEarlierKernel = true;
+  __device__ __forceinline__ unsigned block() const { return blockIdx.x; }
+  __device__ __forceinline__ void wait() const { pdlWait(); }
+};
+
 // acc[m][t] += W_m[16 bytes at k] . x[t, k .. k + VEC) for M matrices
-// sharing x (M = 1: a GEMV, 2: gate and up).
-template <typename W, int VEC, int ROWS, int M>
+// sharing x (M = 1: a GEMV, 2: gate and up). NC: x through the
+// non-coherent cache (__ldg).
+template <typename W, int VEC, int ROWS, int M, bool NC = true>
 __device__ __forceinline__ void gemvFma(const uint4 *raw, const float *x,
                                         int64_t ldx, int T, int k,
                                         float (*acc)[ROWS]) {
@@ -1346,8 +1359,9 @@ __device__ __forceinline__ void gemvFma(const uint4 *raw, const float *x,
     if (ROWS == 1 || t < T) {
 #pragma unroll
       for (int i = 0; i < VEC; i += 4) {
-        const float4 f =
-            __ldg(reinterpret_cast<const float4 *>(x + t * ldx + k + i));
+        const float4 *xp =
+            reinterpret_cast<const float4 *>(x + t * ldx + k + i);
+        const float4 f = NC ? __ldg(xp) : *xp;
 #pragma unroll
         for (int m = 0; m < M; ++m) {
           acc[m][t] = fmaf(wv[m][i], f.x, acc[m][t]);
@@ -1398,17 +1412,19 @@ __device__ __forceinline__ bool gemvReduce(float *v, float *red) {
 // until measured): the second group of loads is issued before the wait
 // too, and each next group right after the current one is used rather than
 // before (still one group ahead), so twice the bytes are requested while the
-// predecessor kernel finishes.
-template <typename W, int VEC, int ROWS, int U, int S, int M, bool A>
-__device__ __forceinline__ bool gemvColumn(const float *x, int64_t ldx,
-                                           const W *const *Wm, int T, int K,
-                                           int N, int &n, float (*out)[ROWS]) {
+// predecessor kernel finishes. G: the block's columns and its wait
+// (GemvKernelGrid).
+template <typename W, int VEC, int ROWS, int U, int S, int M, bool A,
+          typename G = GemvKernelGrid>
+__device__ __forceinline__ bool
+gemvColumn(const float *x, int64_t ldx, const W *const *Wm, int T, int K, int N,
+           int &n, float (*out)[ROWS], const G &grid = G{}) {
   static_assert(kGemvWarps % S == 0, "split must divide the block's warps");
   constexpr int H = U / M > 0 ? U / M : 1; // loads in flight per matrix
   constexpr int R = M * ROWS;
   __shared__ float red[S == 1 ? 1 : kGemvWarps * R];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  n = blockIdx.x * (kGemvWarps / S) + warp / S;
+  n = int(grid.block()) * (kGemvWarps / S) + warp / S;
   const int part = warp % S;
   const bool active = n < N;
   const W *w[M];
@@ -1442,7 +1458,7 @@ __device__ __forceinline__ bool gemvColumn(const float *x, int64_t ldx,
   loadGroup(cur, k0);
   if (A && moreAfter(k0))
     loadGroup(nxt, k0 + H * S * kSeg);
-  pdlWait();
+  grid.wait();
   if (active) {
     for (;;) {
       const bool more = moreAfter(k0);
@@ -1452,7 +1468,8 @@ __device__ __forceinline__ bool gemvColumn(const float *x, int64_t ldx,
       for (int u = 0; u < H; ++u) {
         const int k = k0 + u * S * kSeg;
         if (k < K)
-          gemvFma<W, VEC, ROWS, M>(cur[u], x, ldx, T, k, acc);
+          gemvFma<W, VEC, ROWS, M, G::kInputFromEarlierKernel>(cur[u], x, ldx,
+                                                               T, k, acc);
       }
       if (!more)
         break;
