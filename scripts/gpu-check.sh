@@ -2,7 +2,8 @@
 # The CUDA backend's checks on a machine with an NVIDIA GPU, from the bundle
 # scripts/gpu-bundle.sh made on the build machine (docs/cuda.md):
 #   1. loom-cuda-test: CUDA vs CPU on the same artifacts (prefill paths,
-#      decode graphs, on-device sampling, placeholders, REFRAG programs, bf16);
+#      decode graphs, on-device sampling, placeholders, REFRAG programs, bf16),
+#      also under each variant, 4 runs at a time (GPU_CHECK_JOBS);
 #   2. the golden outputs on the GPU: stories260K and synthetic_untied in f32
 #      (CPU tolerance 1e-4 + 1e-4 |ref|, greedy ids and text equal, prompts
 #      prefilled in 64- and 3-row steps), stories260K in bf16 (the bf16 bound
@@ -53,16 +54,30 @@ failed=""
 # what failed within the device time left), e.g. 'gemv|prefill|bench$';
 # GPU_CHECK_ONLY=REGEX runs only those that match (e.g. '^bench$' first,
 # then the rest with GPU_CHECK_SKIP='^bench$', when time is short).
+# Whether the step named $1 runs (GPU_CHECK_SKIP / GPU_CHECK_ONLY).
+selected() {
+  if [ -n "${GPU_CHECK_SKIP:-}" ] && [[ $1 =~ $GPU_CHECK_SKIP ]]; then
+    echo "=== SKIP $1 (GPU_CHECK_SKIP)"
+    return 1
+  fi
+  ! { [ -n "${GPU_CHECK_ONLY:-}" ] && ! [[ $1 =~ $GPU_CHECK_ONLY ]]; }
+}
+# The step $1's outcome from its exit status $2 after $3 seconds.
+verdict() {
+  if [ "$2" = 0 ]; then
+    echo "=== PASS $1 ($3 s)"
+  elif [ "$2" = 77 ] && [ "$DEV" != cuda ]; then # a CUDA test, no GPU
+    echo "=== SKIP $1 ($3 s)"
+  else
+    echo "=== FAIL $1 ($3 s)"
+    failures=$((failures + 1))
+    failed="$failed $1"
+  fi
+}
 step() {
   local name=$1
   shift
-  if [ -n "${GPU_CHECK_SKIP:-}" ] && [[ $name =~ $GPU_CHECK_SKIP ]]; then
-    echo "=== SKIP $name (GPU_CHECK_SKIP)"
-    return
-  fi
-  if [ -n "${GPU_CHECK_ONLY:-}" ] && ! [[ $name =~ $GPU_CHECK_ONLY ]]; then
-    return
-  fi
+  selected "$name" || return 0
   echo "=== $name"
   local t0=$SECONDS rc=0
   if declare -F "$1" > /dev/null; then
@@ -70,51 +85,92 @@ step() {
   else
     timeout "${STEP_TIMEOUT:-240}" "$@" || rc=$?
   fi
-  if [ $rc = 0 ]; then
-    echo "=== PASS $name ($((SECONDS - t0)) s)"
-  elif [ $rc = 77 ] && [ "$DEV" != cuda ]; then # a CUDA test, no GPU
-    echo "=== SKIP $name ($((SECONDS - t0)) s)"
-  else
-    echo "=== FAIL $name ($((SECONDS - t0)) s)"
-    failures=$((failures + 1))
-    failed="$failed $name"
-  fi
+  verdict "$name" $rc $((SECONDS - t0))
+}
+# Steps that may run beside each other: a command each (no shell
+# function), independent processes sharing the GPU, GPU_CHECK_JOBS (4) at
+# a time. pstep starts one; pwait waits for them all and prints each one's
+# output and outcome in the order they were started, as step would have.
+# (The unit suite under its variants: device time is what the checks are
+# short of, and each run leaves the GPU mostly idle while its CPU reference
+# runs.)
+JOBS=${GPU_CHECK_JOBS:-4}
+pnames=()
+ppids=()
+running() {
+  local n=0 p
+  for p in ${ppids[@]+"${ppids[@]}"}; do
+    kill -0 "$p" 2> /dev/null && n=$((n + 1))
+  done
+  echo $n
+}
+pstep() {
+  local name=$1
+  shift
+  selected "$name" || return 0
+  while [ "$(running)" -ge "$JOBS" ]; do
+    sleep 0.5
+  done
+  (
+    t0=$SECONDS
+    rc=0
+    timeout "${STEP_TIMEOUT:-240}" "$@" > "$W/pstep-$name.log" 2>&1 || rc=$?
+    echo "$rc $((SECONDS - t0))" > "$W/pstep-$name.rc"
+  ) &
+  pnames+=("$name")
+  ppids+=($!)
+}
+pwait() {
+  local p name rc secs
+  for p in ${ppids[@]+"${ppids[@]}"}; do
+    wait "$p"
+  done
+  for name in ${pnames[@]+"${pnames[@]}"}; do
+    echo "=== $name"
+    cat "$W/pstep-$name.log"
+    rc=1 secs=0
+    read -r rc secs < "$W/pstep-$name.rc" || echo "(no exit status recorded)"
+    verdict "$name" "$rc" "$secs"
+  done
+  pnames=()
+  ppids=()
 }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
 timeout 120 "$RUN" "$A/stories260K-f32-mt64.loom" --device "$DEV" --prompt "Once upon a time" \
   --steps 32 --temperature 0 || { failures=$((failures + 1)); failed="$failed smoke"; }
 
-step cuda-unit "$B/bin/loom-cuda-test"
+pstep cuda-unit "$B/bin/loom-cuda-test"
 # The same with every GEMV kernel shape forced (loads in flight, warps per
 # column: LOOM_CUDA_GEMV=U,S), and with RoPE + append as their own kernel.
 for g in 4,1 8,2 8,4 4,4; do
-  step "cuda-unit-gemv-$g" env LOOM_CUDA_GEMV=$g "$B/bin/loom-cuda-test" --gtest_brief=1
+  pstep "cuda-unit-gemv-$g" env LOOM_CUDA_GEMV=$g "$B/bin/loom-cuda-test" --gtest_brief=1
 done
-step cuda-unit-no-rope-fold env LOOM_CUDA_ROPE_FOLD=0 "$B/bin/loom-cuda-test" --gtest_brief=1
+pstep cuda-unit-no-rope-fold env LOOM_CUDA_ROPE_FOLD=0 "$B/bin/loom-cuda-test" --gtest_brief=1
 # Decode attention's splits merged in a thread block cluster (an experiment).
-step cuda-unit-attn-cluster env LOOM_CUDA_ATTN_MERGE=cluster "$B/bin/loom-cuda-test" --gtest_brief=1
+pstep cuda-unit-attn-cluster env LOOM_CUDA_ATTN_MERGE=cluster "$B/bin/loom-cuda-test" --gtest_brief=1
 # Decode attention's cached K/V rows loaded before the programmatic wait,
 # batches double-buffered (an experiment).
-step cuda-unit-attn-early env LOOM_CUDA_ATTN_EARLY=1 "$B/bin/loom-cuda-test" --gtest_brief=1
+pstep cuda-unit-attn-early env LOOM_CUDA_ATTN_EARLY=1 "$B/bin/loom-cuda-test" --gtest_brief=1
 # The same with blocks of 16 warps (an experiment).
-step cuda-unit-attn-early-16 env LOOM_CUDA_ATTN_EARLY=1 LOOM_CUDA_ATTN_WARPS=16 \
+pstep cuda-unit-attn-early-16 env LOOM_CUDA_ATTN_EARLY=1 LOOM_CUDA_ATTN_WARPS=16 \
   "$B/bin/loom-cuda-test" --gtest_brief=1
 # One-row GEMVs with two groups of loads before the wait (an experiment).
-step cuda-unit-gemv-ahead env LOOM_CUDA_GEMV_AHEAD=1 "$B/bin/loom-cuda-test" --gtest_brief=1
+pstep cuda-unit-gemv-ahead env LOOM_CUDA_GEMV_AHEAD=1 "$B/bin/loom-cuda-test" --gtest_brief=1
 # One-row bf16 GEMVs streamed by bulk copies through 6 stages (an experiment).
-step cuda-unit-gemv-bulk env LOOM_CUDA_GEMV_BULK=6 "$B/bin/loom-cuda-test" --gtest_brief=1
+pstep cuda-unit-gemv-bulk env LOOM_CUDA_GEMV_BULK=6 "$B/bin/loom-cuda-test" --gtest_brief=1
 # Looped models' one-row steps piece by piece (LOOM_CUDA_LOOP_GRAPH=0; as
 # one CUDA graph by default): the loop tests (the graph_* cases keep their
 # graphs), and the huginn-tiny golden and references below.
-step cuda-unit-loop-pieces env LOOM_CUDA_LOOP_GRAPH=0 "$B/bin/loom-cuda-test" \
+pstep cuda-unit-loop-pieces env LOOM_CUDA_LOOP_GRAPH=0 "$B/bin/loom-cuda-test" \
   --gtest_brief=1 --gtest_filter='*CudaLoop*'
 # Both prefill attention kernels (the automatic choice takes the tiled one
 # only for steps with enough heads x row tiles to fill the GPU), and the
 # tensor-core one (an experiment: head dims 16, 32, 64, 128).
 for a in tiled rows tc; do
-  step "cuda-unit-prefill-$a" env LOOM_CUDA_PREFILL_ATTN=$a "$B/bin/loom-cuda-test" --gtest_brief=1
+  pstep "cuda-unit-prefill-$a" env LOOM_CUDA_PREFILL_ATTN=$a "$B/bin/loom-cuda-test" --gtest_brief=1
 done
+pwait
 # The decode GEMV kernels alone: every configuration checked and timed on
 # the benchmark models' matrices.
 step bench-gemv "$B/bin/loom-bench-gemv"
