@@ -3,7 +3,8 @@
 # scripts/gpu-bundle.sh made on the build machine (docs/cuda.md):
 #   1. loom-cuda-test: CUDA vs CPU on the same artifacts (prefill paths,
 #      decode graphs, on-device sampling, placeholders, REFRAG programs, bf16),
-#      also under each variant, 4 runs at a time (GPU_CHECK_JOBS);
+#      also under each variant (the checks that time nothing run 4 at a
+#      time: GPU_CHECK_JOBS);
 #   2. the golden outputs on the GPU: stories260K and synthetic_untied in f32
 #      (CPU tolerance 1e-4 + 1e-4 |ref|, greedy ids and text equal, prompts
 #      prefilled in 64- and 3-row steps), stories260K in bf16 (the bf16 bound
@@ -87,13 +88,13 @@ step() {
   fi
   verdict "$name" $rc $((SECONDS - t0))
 }
-# Steps that may run beside each other: a command each (no shell
-# function), independent processes sharing the GPU, GPU_CHECK_JOBS (4) at
-# a time. pstep starts one; pwait waits for them all and prints each one's
-# output and outcome in the order they were started, as step would have.
-# (The unit suite under its variants: device time is what the checks are
-# short of, and each run leaves the GPU mostly idle while its CPU reference
-# runs.)
+# Steps that may run beside each other (the checks that time nothing:
+# independent processes sharing the GPU), GPU_CHECK_JOBS (4) at a time, a
+# shell function in a subshell whose $W is a folder of its own. pstep
+# starts one; pwait waits for them all and prints each one's output and
+# outcome in the order they were started, as step would have. Device time
+# is what the checks are short of, and most of them leave the GPU idle
+# while their CPU side (a reference, the comparison) runs.
 JOBS=${GPU_CHECK_JOBS:-4}
 pnames=()
 ppids=()
@@ -112,10 +113,17 @@ pstep() {
     sleep 0.5
   done
   (
+    log="$W/pstep-$name.log" status="$W/pstep-$name.rc"
+    W="$W/pstep-$name.d"
+    mkdir -p "$W"
     t0=$SECONDS
     rc=0
-    timeout "${STEP_TIMEOUT:-240}" "$@" > "$W/pstep-$name.log" 2>&1 || rc=$?
-    echo "$rc $((SECONDS - t0))" > "$W/pstep-$name.rc"
+    if declare -F "$1" > /dev/null; then
+      "$@" > "$log" 2>&1 || rc=$?
+    else
+      timeout "${STEP_TIMEOUT:-240}" "$@" > "$log" 2>&1 || rc=$?
+    fi
+    echo "$rc $((SECONDS - t0))" > "$status"
   ) &
   pnames+=("$name")
   ppids+=($!)
@@ -170,7 +178,7 @@ pstep cuda-unit-loop-pieces env LOOM_CUDA_LOOP_GRAPH=0 "$B/bin/loom-cuda-test" \
 for a in tiled rows tc; do
   pstep "cuda-unit-prefill-$a" env LOOM_CUDA_PREFILL_ATTN=$a "$B/bin/loom-cuda-test" --gtest_brief=1
 done
-pwait
+pwait  # nothing else runs while the benchmarks time
 # The decode GEMV kernels alone: every configuration checked and timed on
 # the benchmark models' matrices.
 step bench-gemv "$B/bin/loom-bench-gemv"
@@ -182,39 +190,39 @@ STEP_TIMEOUT=60 step bench-gemv-bulk "$B/bin/loom-bench-gemv" --bulk --shapes 1b
 # decode graph's way) against one persistent kernel with grid barriers.
 STEP_TIMEOUT=60 step bench-gemv-chain "$B/bin/loom-bench-gemv" --chain
 for m in stories260K synthetic_untied; do
-  step "golden-$m-f32" python3 test/e2e/Inputs/check_golden.py --loomc none \
+  pstep "golden-$m-f32" python3 test/e2e/Inputs/check_golden.py --loomc none \
     --loom-run "$RUN" --model none --tokenizer none --workdir "$W/$m" --device "$DEV" \
     --artifacts-from "$A" --name "$m-f32" "$G/${m}_once_upon_a_time.json" \
     "$G/${m}_the_little_dog.json" "$G/${m}_empty.json"
 done
-step golden-stories260K-bf16 python3 test/e2e/Inputs/check_bf16.py --loomc none \
+pstep golden-stories260K-bf16 python3 test/e2e/Inputs/check_bf16.py --loomc none \
   --loom-run "$RUN" --model models/stories260K.bin --tokenizer none --workdir "$W/bf16" \
   --device "$DEV" --artifacts-from "$A" --name stories260K \
   "$G/stories260K_once_upon_a_time.json" "$G/stories260K_the_little_dog.json" \
   "$G/stories260K_empty.json"
-step golden-refrag-tiny python3 test/e2e/Inputs/check_refrag.py --loomc none \
+pstep golden-refrag-tiny python3 test/e2e/Inputs/check_refrag.py --loomc none \
   --loom-run "$RUN" --decoder none --tokenizer none --golden "$G/refrag-tiny" \
   --workdir "$W/refrag" --device "$DEV" --artifact "$A/refrag-tiny.loom"
 
-step golden-huginn-tiny python3 test/e2e/Inputs/check_huginn.py --loomc none \
+pstep golden-huginn-tiny python3 test/e2e/Inputs/check_huginn.py --loomc none \
   --loom-run "$RUN" --golden "$G/huginn-tiny" --workdir "$W/huginn" --device "$DEV" \
   --artifact "$A/huginn-tiny.loom"
-step golden-huginn-tiny-loop-pieces env LOOM_CUDA_LOOP_GRAPH=0 python3 \
+pstep golden-huginn-tiny-loop-pieces env LOOM_CUDA_LOOP_GRAPH=0 python3 \
   test/e2e/Inputs/check_huginn.py --loomc none --loom-run "$RUN" --golden "$G/huginn-tiny" \
   --workdir "$W/huginn-pieces" --device "$DEV" --artifact "$A/huginn-tiny.loom"
 
 # The references on new inputs (test/e2e/*-general.test on the GPU).
-step general-stories260K-f32 python3 test/e2e/Inputs/check_consistency.py --loomc none \
+pstep general-stories260K-f32 python3 test/e2e/Inputs/check_consistency.py --loomc none \
   --loom-run "$RUN" --model models/stories260K.bin --tokenizer none --workdir "$W/general" \
   --vocab 512 --context 512 --reference "$G/tools" --device "$DEV" \
   --artifacts "$A/stories260K-f32-mt64.loom,$A/stories260K-f32-mt3.loom"
-step general-refrag python3 test/e2e/Inputs/check_refrag_general.py --loomc none \
+pstep general-refrag python3 test/e2e/Inputs/check_refrag_general.py --loomc none \
   --loom-run "$RUN" --decoder models/stories260K.bin --tokenizer models/tok512.bin \
   --golden "$G" --workdir "$W/refrag-general" --device "$DEV" --artifact "$A/refrag-tiny.loom"
-step general-huginn python3 test/e2e/Inputs/check_huginn_general.py --loomc none \
+pstep general-huginn python3 test/e2e/Inputs/check_huginn_general.py --loomc none \
   --loom-run "$RUN" --golden "$G" --workdir "$W/huginn-general" --device "$DEV" \
   --artifact "$A/huginn-tiny.loom"
-step general-huginn-loop-pieces env LOOM_CUDA_LOOP_GRAPH=0 python3 \
+pstep general-huginn-loop-pieces env LOOM_CUDA_LOOP_GRAPH=0 python3 \
   test/e2e/Inputs/check_huginn_general.py --loomc none --loom-run "$RUN" --golden "$G" \
   --workdir "$W/huginn-general-pieces" --device "$DEV" --artifact "$A/huginn-tiny.loom"
 
@@ -244,23 +252,23 @@ print("  %d logits, max |d| %.3g, max |d|/(1+|cpu|) %.3g (limit %g); ids cpu == 
 sys.exit(0 if len(x) == len(y) and d <= tol and ids[0] == ids[1] == ids[2] else 1)
 EOF
 }
-step same-artifact-stories260K-f32 same_artifact "$A/stories260K-f32-mt64.loom" 1e-4
-step same-artifact-synthetic-f32 same_artifact "$A/synthetic_untied-f32-mt3.loom" 1e-4
+pstep same-artifact-stories260K-f32 same_artifact "$A/stories260K-f32-mt64.loom" 1e-4
+pstep same-artifact-synthetic-f32 same_artifact "$A/synthetic_untied-f32-mt3.loom" 1e-4
 # Q8_0 matrices: decoded exactly to f32 at upload on CUDA, in registers on
 # the CPU, so within the f32 bound too.
-step same-artifact-stories260K-q8_0 same_artifact "$A/stories260K-q8_0.loom" 1e-4
+pstep same-artifact-stories260K-q8_0 same_artifact "$A/stories260K-q8_0.loom" 1e-4
 # K-format (Q4_K, Q5_K, Q6_K) blocks, likewise decoded at upload.
-step same-artifact-kquant same_artifact "$A/kquant.loom" 1e-4
+pstep same-artifact-kquant same_artifact "$A/kquant.loom" 1e-4
 # Llama 3-style: Llama 3.1's rope frequency factors, in the prefill's
 # rope + append and in the decode attention's folded rope.
-step same-artifact-llama3-rope-scaling same_artifact "$A/llama3-rope-scaling.loom" 1e-4
+pstep same-artifact-llama3-rope-scaling same_artifact "$A/llama3-rope-scaling.loom" 1e-4
 # Qwen 2-style: q/k/v biases (the fused attention's qk_bias and v_bias).
-step same-artifact-qwen2 same_artifact "$A/qwen2.loom" 1e-4
+pstep same-artifact-qwen2 same_artifact "$A/qwen2.loom" 1e-4
 # Phi-3-style: a sliding window of 16 positions (the per-row prefill kernel
 # and the split decode kernel over the window).
-step same-artifact-phi3-window same_artifact "$A/phi3-window.loom" 1e-4
+pstep same-artifact-phi3-window same_artifact "$A/phi3-window.loom" 1e-4
 # YaRN rope scaling: frequency divisors and the scale of the rotation.
-step same-artifact-qwen2-yarn same_artifact "$A/qwen2-yarn.loom" 1e-4
+pstep same-artifact-qwen2-yarn same_artifact "$A/qwen2-yarn.loom" 1e-4
 # Each prefill attention forced (tiled, a block per row, tensor cores)
 # against the CPU on head_dim-32 models whose 39-token prompt is one long
 # step (the golden models' prompts are short, and their head_dim 8 never
@@ -271,8 +279,8 @@ same_artifact_prefill() {
   LOOM_CUDA_PREFILL_ATTN=$a same_artifact "$@"
 }
 for a in tiled rows tc; do
-  step "same-artifact-llama3-prefill-$a" same_artifact_prefill $a "$A/llama3-rope-scaling.loom" 1e-4
-  step "same-artifact-qwen2-prefill-$a" same_artifact_prefill $a "$A/qwen2.loom" 1e-4
+  pstep "same-artifact-llama3-prefill-$a" same_artifact_prefill $a "$A/llama3-rope-scaling.loom" 1e-4
+  pstep "same-artifact-qwen2-prefill-$a" same_artifact_prefill $a "$A/qwen2.loom" 1e-4
 done
 
 # Sampling on the device (the decode graph's sampler) against the CPU's, same
@@ -372,13 +380,13 @@ sys.exit(0 if miss(a[k]) <= limit(a[k]) and miss(b[k]) <= limit(b[k]) else 1)
 PY
   done
 }
-step sampled-stories260K-f32 same_sampled "$A/stories260K-f32-mt64.loom"
-step sampled-synthetic-f32 same_sampled "$A/synthetic_untied-f32-mt3.loom"
+pstep sampled-stories260K-f32 same_sampled "$A/stories260K-f32-mt64.loom"
+pstep sampled-synthetic-f32 same_sampled "$A/synthetic_untied-f32-mt3.loom"
 
 # Out-of-bounds and race checks of the kernels on a short run (prefill
 # over 3-row steps, decode graphs), where compute-sanitizer is installed.
 if command -v compute-sanitizer > /dev/null; then
-  step sanitizer compute-sanitizer --error-exitcode 9 --tool memcheck "$RUN" \
+  pstep sanitizer compute-sanitizer --error-exitcode 9 --tool memcheck "$RUN" \
     "$A/stories260K-f32-mt3.loom" --device cuda --prompt-ids 1,3,4,5,6,7,8 --steps 6 \
     --temperature 0 --print-ids
 fi
@@ -411,7 +419,6 @@ PY
     done
   done
 }
-step loop-graph-bench loop_graph_bench
 
 # The timeline build (libloomrt_cuda_timeline.so, LOOM_CUDA_TIMELINE=FILE):
 # its instrumented kernels give the plain build's text, and every decode
@@ -441,7 +448,7 @@ sys.exit(0 if s["replays"] >= 20 and s["skipped"] == 0 and s["step_us"] > 0
          and blocks > 0 else 1)
 PY
 }
-step timeline-smoke timeline_smoke
+pstep timeline-smoke timeline_smoke
 # The unit suite under the timeline build: the same results, and every
 # graph replay of its sessions attributed (the sessions' summaries go to
 # stderr: any "not attributed" line fails the step).
@@ -451,7 +458,9 @@ unit_timeline() {
   grep -c "GPU timeline:" "$W/unit-timeline.err" | sed 's/^/  sessions with a timeline: /'
   ! grep "not attributed" "$W/unit-timeline.err"
 }
-step cuda-unit-timeline unit_timeline
+pstep cuda-unit-timeline unit_timeline
+pwait  # nothing else runs while the benchmarks time
+step loop-graph-bench loop_graph_bench
 
 # The variants: the experiments, then the default again (the spread of
 # one configuration between runs).
