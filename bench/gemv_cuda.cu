@@ -66,15 +66,23 @@ struct Shape {
   bool gate_up;
 };
 
+// Launches with programmatic dependent launch, as the executor does, or
+// (cooperative) as a persistent kernel whose blocks must all be resident.
 struct Launcher {
   cudaStream_t stream;
   unsigned threads = kGemvThreads;
   size_t smem = 0;
+  bool cooperative = false;
   template <typename... P, typename... A>
   void operator()(void (*kernel)(P...), unsigned blocks, A &&...args) const {
     cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    if (cooperative) {
+      attr[0].id = cudaLaunchAttributeCooperative;
+      attr[0].val.cooperative = 1;
+    } else {
+      attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+      attr[0].val.programmaticStreamSerializationAllowed = 1;
+    }
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = blocks;
     cfg.blockDim = threads;
@@ -426,18 +434,9 @@ struct Chain {
   }
   template <typename... P, typename... Args>
   void launchCooperative(void (*kernel)(P...), unsigned blocks, Args... args) {
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeCooperative;
-    attr[0].val.cooperative = 1;
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = blocks;
-    cfg.blockDim = kGemvThreads;
-    cfg.stream = stream;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
     check(cudaMemsetAsync(plan.arrived, 0, sizeof(unsigned), stream),
           "barrier counter");
-    check(cudaLaunchKernelEx(&cfg, kernel, args...), "cooperative launch");
+    Launcher{stream, kGemvThreads, 0, true}(kernel, blocks, args...);
   }
   // Microseconds a chain: `once()` reps times (graph: captured, replayed
   // once after a warm-up replay; otherwise launched on the stream, a
