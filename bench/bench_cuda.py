@@ -42,6 +42,10 @@ summary) to --out. Fails where a replay's records cannot be attributed.
 --timeline-variants NAME[,NAME] does the same for those --variant runs of
 the --timeline models (their JSON stays in --workdir).
 
+A variant or a timeline that fails is reported on its own line ("...
+FAILED: why") and the run goes on; it exits non-zero at the end, after the
+table and bench_cuda.json (whose "failed" lists them).
+
 --breakdown MODEL also runs that model's bench once per kernel class with
 LOOM_CUDA_OMIT=CLASS (the class left out; outputs are wrong, the timing is
 what counts) and once with every class left out, and prints what each
@@ -70,6 +74,22 @@ def sh(cmd, env=None, **kw):
                                                   p.stdout[-2000:], p.stderr[-4000:]))
     sys.stderr.write("  [%.1f s] %s\n" % (time.time() - t0, " ".join(cmd)))
     return p.stdout
+
+
+# What failed without stopping the benchmark (a variant, a timeline): the
+# main numbers are still printed and written, then the run exits non-zero.
+problems = []
+
+
+def attempt(what, fn, *args, **kw):
+    """fn(*args, **kw), or None where it fails (sys.exit, as sh and timeline
+    do), the failure printed and recorded in `problems`."""
+    try:
+        return fn(*args, **kw)
+    except SystemExit as e:
+        print("%s FAILED: %s" % (what, e))
+        problems.append(what)
+        return None
 
 
 def keyvals(text):
@@ -294,8 +314,12 @@ def main():
         for v in a.variant:
             env = variant_env(v)
             name = v.split(",")[0]
-            out = keyvals(sh([os.path.join(b, "bin", "loom-run"), art, "--device",
-                              "cuda", "--bench"], env=env))
+            out = attempt("%s variant %s" % (m, name), sh,
+                          [os.path.join(b, "bin", "loom-run"), art, "--device", "cuda",
+                           "--bench"], env=env)
+            if out is None:
+                continue
+            out = keyvals(out)
             r_variants[name] = {"prefill_tok_s": float(out["prefill_tokens_per_s"]),
                                 "decode_tok_s": float(out["decode_tokens_per_s"])}
         if m == a.profile:
@@ -303,15 +327,17 @@ def main():
             ncu_profile(os.path.join(b, "bin", "loom-run"), art, a.out)
         r_timeline = None
         if m in a.timeline.split(","):
-            r_timeline = timeline(os.path.join(b, "bin", "loom-run"), art, m,
-                                  float(loom["decode_tokens_per_s"]), a.out)
+            r_timeline = attempt("%s timeline" % m, timeline,
+                                 os.path.join(b, "bin", "loom-run"), art, m,
+                                 float(loom["decode_tokens_per_s"]), a.out)
             # The named variants' timelines (their JSON stays in the
             # workdir: a device call brings few files back).
             for v in a.variant:
                 name = v.split(",")[0]
-                if name in a.timeline_variants.split(","):
-                    timeline(os.path.join(b, "bin", "loom-run"), art, "%s/%s" % (m, name),
-                             r_variants[name]["decode_tok_s"], a.workdir, variant_env(v))
+                if name in a.timeline_variants.split(",") and name in r_variants:
+                    attempt("%s/%s timeline" % (m, name), timeline,
+                            os.path.join(b, "bin", "loom-run"), art, "%s/%s" % (m, name),
+                            r_variants[name]["decode_tok_s"], a.workdir, variant_env(v))
         r_breakdown = None
         if m == a.breakdown:
             r_breakdown = breakdown(os.path.join(b, "bin", "loom-run"), art, loom)
@@ -354,8 +380,11 @@ def main():
             print("%-6s variant %-12s prefill %9.0f/s (%.2fx default)  decode %8.1f/s (%.2fx default)"
                   % (m, name, v["prefill_tok_s"], v["prefill_tok_s"] / r["loom_prefill_tok_s"],
                      v["decode_tok_s"], v["decode_tok_s"] / r["loom_decode_tok_s"]))
+    results["failed"] = problems
     with open(os.path.join(a.out, "bench_cuda.json"), "w") as f:
         json.dump(results, f, indent=1)
+    if problems:
+        sys.exit("bench_cuda: failed: %s" % ", ".join(problems))
 
 
 if __name__ == "__main__":
