@@ -224,33 +224,52 @@ double verify(Bench &bn, const GemvConfig &c, int T,
   return relErr(bn.y, ref.data(), size_t(T * N));
 }
 
-// --chain: the 1B's four one-row GEMVs a layer (q|k|v 3072 x 2048, the
-// output projection 2048 x 2048, gate/up 2 x 8192 x 2048, the FFN's down
-// 2048 x 8192), chained over 16 layers of their own weights (each GEMV's
-// input the previous one's output), two ways: a CUDA graph of one
-// programmatic launch per GEMV, as the executor's decode graph runs them,
-// and one persistent cooperative kernel that runs the same gemvColumn over
-// virtual blocks with a grid barrier between GEMVs, each block's first
-// weight loads of a GEMV issued before that barrier as they are before the
-// programmatic wait. The question (docs/cuda.md, Performance): does a
-// decode step's chain of kernels cost more at its boundaries than a
-// persistent kernel's barriers would? Same configuration (4 loads, 2 warps
-// a column, the 1B's default) both ways, so their outputs must be equal.
+// --chain: the 1B's decode step without its attention, chained over 16
+// layers of their own weights (1.95 GB: nothing stays in L2), each kernel's
+// input the previous one's output, two ways: a CUDA graph of one
+// programmatic launch per kernel, as the executor's decode graph runs
+// them, and one persistent cooperative kernel that runs the same device
+// code over virtual blocks with a grid barrier where a launch waits for
+// its predecessor, each block's first weight loads of a GEMV issued before
+// that barrier as they are before the programmatic wait. The question
+// (docs/cuda.md, Performance): does a decode step's chain of kernels cost
+// more at its boundaries than a persistent kernel's barriers would? Same
+// configuration both ways (4 loads, 2 warps a column, the 1B's default;
+// norms in blocks of 256 threads), so their outputs must be equal. A layer:
+//
+//   plain   the four GEMVs: q|k|v 3072 x 2048, the output projection
+//           2048 x 2048 (its input the first 2048 q|k|v values, standing
+//           in for the attention), gate/up 2 x 8192 x 2048 with the SiLU
+//           product, the FFN's down 2048 x 8192;
+//   norms   with the residual adds and RmsNorms before q|k|v and gate/up
+//           (addRmsNormKernel, one block), 6 kernels a layer; persistent:
+//           either as stages of their own (block 0 normalises, the others
+//           pass to the next barrier) or folded into the GEMV after them
+//           (every block normalises the row into its shared memory after
+//           the barrier, block 0 also writing it out), 4 barriers a layer.
+//
 // Also the two floors: a chain of empty programmatic launches over the
-// same grids, and a persistent kernel doing nothing but the barriers.
-struct ChainStage {
-  const __nv_bfloat16 *w1, *w3; // w3: gate/up only, else null
-  const float *x;
-  float *a, *b, *y; // a, b: gate/up only
-  int K, N;
+// plain chain's grids, and a persistent kernel doing nothing but barriers.
+struct ChainLayer {
+  const __nv_bfloat16 *wqkv, *wo, *w1, *w3, *w2;
+  const float *g1, *g2;            // the norms' weights
+  float *r1, *xn1, *qkv, *o;       // r1 = r0 + d', xn1 = norm(r1) g1
+  float *r2, *xn2, *a, *b, *y, *d; // r2 = r1 + o, xn2 = norm(r2) g2
 };
 constexpr int kChainLayers = 16;
-constexpr int kChainStages = 4 * kChainLayers;
+constexpr int kChainD = 2048, kChainQkv = 3072, kChainHidden = 8192;
 constexpr int kChainSplit = 2, kChainUnroll = 4;
-struct ChainPlan { // a kernel parameter: 3.6 KB of the 4 KB
-  ChainStage stage[kChainStages];
+constexpr float kChainEps = 1e-5f;
+struct ChainPlan { // a kernel parameter: 2.2 KB of the 4 KB
+  ChainLayer layer[kChainLayers];
+  const float *x0;   // layer 0's input (plain) or residual (norms)
+  const float *zero; // kChainD zeros: layer 0's "previous down"
   unsigned *arrived; // the grid barrier's counter, zeroed before a launch
+  // kChainD, kChainQkv, kChainHidden as values the compiler cannot fold:
+  // the kernels it is compared with take their shapes as arguments.
+  int D, Qkv, Hidden;
 };
+enum class ChainForm { Plain, NormStages, NormFolded };
 
 // The persistent kernel's grid barrier: every block adds one to `arrived`
 // (zeroed before the launch) and waits until it reaches `target`, the
@@ -270,66 +289,130 @@ __device__ __forceinline__ void chainBarrier(unsigned *arrived,
   __syncthreads();
 }
 
-// A persistent block's stand-in for GemvKernelGrid: virtual block vb of
-// stage `stage`, and barrier number `stage` (none before stage 0) as the
-// wait of the block's first virtual block (vb = blockIdx.x).
-struct ChainGrid {
-  static constexpr bool kInputFromEarlierKernel = false;
-  unsigned vb;
-  unsigned stage;
+// What a persistent stage's blocks do at its start: barrier number
+// `barrier` (none for 0), then, for a folded norm, r = a + b normalised
+// by the whole block into xs (its shared memory), block 0 also writing r
+// and the normalised row out (for the comparison with the launches).
+struct ChainStart {
   unsigned *arrived;
-  __device__ __forceinline__ unsigned block() const { return vb; }
-  __device__ __forceinline__ void wait() const {
-    if (stage != 0 && vb == blockIdx.x)
-      chainBarrier(arrived, stage * gridDim.x);
+  unsigned barrier;
+  const float *na = nullptr, *nb = nullptr, *nw = nullptr; // folded norm
+  float *xs = nullptr, *nr = nullptr, *ny = nullptr;
+  __device__ __forceinline__ void run() const {
+    if (barrier != 0)
+      chainBarrier(arrived, barrier * gridDim.x);
+    if (na == nullptr)
+      return;
+    __shared__ float red[32];
+    addRmsNormRow<false>(na, nb, nullptr, nw, xs, kChainD, kChainEps, red);
+    __syncthreads();
+    if (blockIdx.x == 0)
+      for (int i = threadIdx.x; i < kChainD; i += blockDim.x) {
+        nr[i] = na[i] + nb[i];
+        ny[i] = xs[i];
+      }
   }
 };
 
-// One stage of the persistent kernel: M = 1 a GEMV, 2 gate/up. Every block
-// passes the stage's barrier once (none before the first stage).
+// A persistent block's stand-in for GemvKernelGrid: virtual block vb, and
+// the stage's start as the wait of the block's first virtual block (vb =
+// blockIdx.x).
+struct ChainGrid {
+  static constexpr bool kInputFromEarlierKernel = false;
+  unsigned vb;
+  const ChainStart *start;
+  __device__ __forceinline__ unsigned block() const { return vb; }
+  __device__ __forceinline__ void wait() const {
+    if (vb == blockIdx.x)
+      start->run();
+  }
+};
+
+// One GEMV stage of the persistent kernel (M = 1 a GEMV, M = 2 gate/up into
+// a, b and y): every block passes the stage's start once.
 template <int M, bool A>
-__device__ __forceinline__ void chainStage(const ChainPlan &plan, unsigned i) {
+__device__ __forceinline__ void
+chainGemv(const ChainStart &start, const float *x, const __nv_bfloat16 *w1,
+          const __nv_bfloat16 *w3, float *a, float *b, float *y, int K, int N) {
   constexpr int S = kChainSplit, U = kChainUnroll;
   constexpr unsigned per_block = kGemvWarps / S;
-  const ChainStage &st = plan.stage[i];
-  const unsigned blocks = (unsigned(st.N) + per_block - 1) / per_block;
+  const unsigned blocks = (unsigned(N) + per_block - 1) / per_block;
 #pragma unroll 1
   for (unsigned vb = blockIdx.x; vb < blocks; vb += gridDim.x) {
-    const ChainGrid g{vb, i, plan.arrived};
-    const __nv_bfloat16 *ws[2] = {st.w1, st.w3};
+    const ChainGrid g{vb, &start};
+    const __nv_bfloat16 *ws[2] = {w1, w3};
     float out[M][1];
     int n;
-    if (gemvColumn<__nv_bfloat16, 8, 1, U, S, M, A>(st.x, st.K, ws, 1, st.K,
-                                                    st.N, n, out, g)) {
+    if (gemvColumn<__nv_bfloat16, 8, 1, U, S, M, A>(x, K, ws, 1, K, N, n, out,
+                                                    g)) {
       if constexpr (M == 2) {
         const float gv = out[0][0], u = out[1][0];
-        st.a[n] = gv;
-        st.b[n] = u;
-        st.y[n] = gv / (1.0f + expf(-gv)) * u;
+        a[n] = gv;
+        b[n] = u;
+        y[n] = gv / (1.0f + expf(-gv)) * u;
       } else {
-        st.y[n] = out[0][0];
+        y[n] = out[0][0];
       }
     }
     __syncthreads(); // gemvColumn's shared partial sums, reused next
   }
-  if (i != 0 && blockIdx.x >= blocks) // a block without columns here
-    chainBarrier(plan.arrived, i * gridDim.x);
+  if (blockIdx.x >= blocks) // a block without columns here
+    start.run();
 }
 
-// A layer: q|k|v, out, gate/up, down. B blocks a multiprocessor: the GEMV
-// kernels it stands in for take at most 64 registers, 4 blocks; this one
-// spills at 4 and 3 (ptxas: 130-220 and 110 bytes a thread; unbounded it
-// takes 118 registers, 122 with the loads ahead), so it is timed at 4, 3
-// and 2 (no spills).
-template <bool A, int B>
+// A norm stage of its own: block 0 writes r = a + b and its norm.
+__device__ __forceinline__ void chainNorm(const ChainStart &start,
+                                          const float *a, const float *b,
+                                          float *r, const float *w, float *y) {
+  start.run();
+  __shared__ float red[32];
+  if (blockIdx.x == 0)
+    addRmsNormRow<true>(a, b, r, w, y, kChainD, kChainEps, red);
+}
+
+// B blocks a multiprocessor: the GEMV kernels it stands in for take at
+// most 64 registers, 4 blocks; this one takes 118-121 unbounded (a virtual
+// block's loop, the stage's pointers and shapes stay live beside the loads
+// in flight) and spills at 4 and 3 (ptxas -v: 100-650 bytes a thread; the
+// bench prints each one's local memory), so every form is timed at 4 and 2
+// blocks, the plain one also at 3. (The norms' row length is a constant
+// here, a value in addRmsNormKernel.)
+template <ChainForm F, bool A, int B>
 __global__ void __launch_bounds__(kGemvThreads, B)
     chainKernel(const __grid_constant__ ChainPlan plan) {
+  constexpr bool norms = F != ChainForm::Plain;
+  constexpr bool fold = F == ChainForm::NormFolded;
+  __shared__ __align__(16) float xs[fold ? kChainD : 4]; // read as float4
+  unsigned barrier = 0;
+  const float *r0 = plan.x0, *dprev = plan.zero;
 #pragma unroll 1
-  for (unsigned l = 0; l < kChainLayers; ++l) {
-    chainStage<1, A>(plan, 4 * l);
-    chainStage<1, A>(plan, 4 * l + 1);
-    chainStage<2, A>(plan, 4 * l + 2);
-    chainStage<1, A>(plan, 4 * l + 3);
+  for (int l = 0; l < kChainLayers; ++l) {
+    const ChainLayer &L = plan.layer[l];
+    const float *x1 = norms ? L.xn1 : (l == 0 ? plan.x0 : dprev);
+    if constexpr (F == ChainForm::NormStages)
+      chainNorm({plan.arrived, barrier++}, r0, dprev, L.r1, L.g1, L.xn1);
+    if constexpr (fold)
+      chainGemv<1, A>(
+          {plan.arrived, barrier++, r0, dprev, L.g1, xs, L.r1, L.xn1}, xs,
+          L.wqkv, nullptr, nullptr, nullptr, L.qkv, plan.D, plan.Qkv);
+    else
+      chainGemv<1, A>({plan.arrived, barrier++}, x1, L.wqkv, nullptr, nullptr,
+                      nullptr, L.qkv, plan.D, plan.Qkv);
+    chainGemv<1, A>({plan.arrived, barrier++}, L.qkv, L.wo, nullptr, nullptr,
+                    nullptr, L.o, plan.D, plan.D);
+    if constexpr (F == ChainForm::NormStages)
+      chainNorm({plan.arrived, barrier++}, L.r1, L.o, L.r2, L.g2, L.xn2);
+    if constexpr (fold)
+      chainGemv<2, A>(
+          {plan.arrived, barrier++, L.r1, L.o, L.g2, xs, L.r2, L.xn2}, xs, L.w1,
+          L.w3, L.a, L.b, L.y, plan.D, plan.Hidden);
+    else
+      chainGemv<2, A>({plan.arrived, barrier++}, norms ? L.xn2 : L.o, L.w1,
+                      L.w3, L.a, L.b, L.y, plan.D, plan.Hidden);
+    chainGemv<1, A>({plan.arrived, barrier++}, L.y, L.w2, nullptr, nullptr,
+                    nullptr, L.d, plan.Hidden, plan.D);
+    r0 = L.r2;
+    dprev = L.d;
   }
 }
 
@@ -348,8 +431,6 @@ struct Chain {
   cudaStream_t stream = nullptr;
   ChainPlan plan = {};
   std::vector<void *> owned;
-  std::vector<std::pair<float *, size_t>> outputs; // every stage's outputs
-  float *x0 = nullptr;
 
   template <typename T> T *alloc(size_t n) {
     void *p = nullptr;
@@ -357,80 +438,122 @@ struct Chain {
     owned.push_back(p);
     return static_cast<T *>(p);
   }
-  // Weights of N x K, uniform with variance 1 / K: the chain's values stay
-  // of order 1 over its 64 products.
+  // Weights of N x K, uniform with variance 1 / K: the plain chain's values
+  // stay of order 1 over its 64 products.
   const __nv_bfloat16 *weights(int64_t N, int64_t K, uint32_t seed) {
     __nv_bfloat16 *w = alloc<__nv_bfloat16>(size_t(N * K));
     fillBf16<<<1024, 256>>>(w, N * K, seed, float(std::sqrt(3.0 / double(K))));
     return w;
   }
-  float *output(size_t n) {
-    float *p = alloc<float>(n);
-    outputs.push_back({p, n});
+  const float *upload(const std::vector<float> &v) {
+    float *p = alloc<float>(v.size());
+    check(cudaMemcpy(p, v.data(), v.size() * 4, cudaMemcpyHostToDevice), "up");
     return p;
   }
   void build() {
-    const int D = 2048, QKV = 3072, H = 8192;
-    x0 = alloc<float>(D);
-    plan.arrived = alloc<unsigned>(1);
-    std::vector<float> hx(D);
+    const int D = kChainD;
+    std::vector<float> hx(D), hg(D);
     for (int i = 0; i < D; ++i)
       hx[size_t(i)] = float(std::sin(0.37 * i + 0.1));
-    check(cudaMemcpy(x0, hx.data(), D * 4, cudaMemcpyHostToDevice), "x up");
-    const float *x = x0;
-    int s = 0;
+    plan.x0 = upload(hx);
+    plan.zero = upload(std::vector<float>(D, 0.0f));
+    plan.arrived = alloc<unsigned>(1);
+    plan.D = kChainD;
+    plan.Qkv = kChainQkv;
+    plan.Hidden = kChainHidden;
     for (int l = 0; l < kChainLayers; ++l) {
+      ChainLayer &L = plan.layer[l];
       const uint32_t seed = 77u + 16u * uint32_t(l);
-      float *qkv = output(QKV); // its first D values stand in for the attention
-      plan.stage[s++] = {
-          weights(QKV, D, seed), nullptr, x, nullptr, nullptr, qkv, D, QKV};
-      float *o = output(D);
-      plan.stage[s++] = {
-          weights(D, D, seed + 1), nullptr, qkv, nullptr, nullptr, o, D, D};
-      float *a = output(H), *b = output(H), *y = output(H);
-      plan.stage[s++] = {
-          weights(H, D, seed + 2), weights(H, D, seed + 3), o, a, b, y, D, H};
-      float *d = output(D);
-      plan.stage[s++] = {
-          weights(D, H, seed + 4), nullptr, y, nullptr, nullptr, d, H, D};
-      x = d;
+      L.wqkv = weights(kChainQkv, D, seed);
+      L.wo = weights(D, D, seed + 1);
+      L.w1 = weights(kChainHidden, D, seed + 2);
+      L.w3 = weights(kChainHidden, D, seed + 3);
+      L.w2 = weights(D, kChainHidden, seed + 4);
+      for (int i = 0; i < D; ++i)
+        hg[size_t(i)] = float(1.0 + 0.25 * std::sin(0.11 * i + l));
+      L.g1 = upload(hg);
+      for (int i = 0; i < D; ++i)
+        hg[size_t(i)] = float(1.0 + 0.25 * std::cos(0.13 * i + l));
+      L.g2 = upload(hg);
+      for (float **p : {&L.r1, &L.xn1, &L.o, &L.r2, &L.xn2, &L.d})
+        *p = alloc<float>(D);
+      L.qkv = alloc<float>(kChainQkv);
+      for (float **p : {&L.a, &L.b, &L.y})
+        *p = alloc<float>(kChainHidden);
     }
     check(cudaDeviceSynchronize(), "chain fill");
   }
-  void clearOutputs() {
-    for (auto &[p, n] : outputs)
-      check(cudaMemsetAsync(p, 0xff, n * 4, stream), "clear outputs");
+  // The buffers a form writes, layer by layer.
+  static std::vector<std::pair<float *, size_t>> outputs(const ChainLayer &L,
+                                                         bool norms) {
+    std::vector<std::pair<float *, size_t>> v = {
+        {L.qkv, kChainQkv},  {L.o, kChainD},      {L.a, kChainHidden},
+        {L.b, kChainHidden}, {L.y, kChainHidden}, {L.d, kChainD}};
+    if (norms)
+      for (float *p : {L.r1, L.xn1, L.r2, L.xn2})
+        v.push_back({p, kChainD});
+    return v;
   }
-  std::vector<float> readOutputs() {
+  void clearOutputs() {
+    for (const ChainLayer &L : plan.layer)
+      for (auto &[p, n] : outputs(L, true))
+        check(cudaMemsetAsync(p, 0xff, n * 4, stream), "clear outputs");
+  }
+  // Every written buffer's values, and where each buffer starts.
+  std::vector<float> readOutputs(bool norms, std::vector<size_t> &starts) {
     check(cudaStreamSynchronize(stream), "chain run");
     std::vector<float> all;
-    for (auto &[p, n] : outputs) {
-      const size_t at = all.size();
-      all.resize(at + n);
-      check(cudaMemcpy(all.data() + at, p, n * 4, cudaMemcpyDeviceToHost),
-            "copy out");
-    }
+    starts.clear();
+    for (const ChainLayer &L : plan.layer)
+      for (auto &[p, n] : outputs(L, norms)) {
+        starts.push_back(all.size());
+        all.resize(all.size() + n);
+        check(cudaMemcpy(all.data() + starts.back(), p, n * 4,
+                         cudaMemcpyDeviceToHost),
+              "copy out");
+      }
+    starts.push_back(all.size());
     return all;
   }
-  // The executor's way: one programmatic launch per GEMV.
-  template <bool A> void launchGraphChain() {
+  // The executor's way: one programmatic launch per kernel.
+  template <bool A> void launchGraphChain(bool norms) {
     Launcher L{stream};
     using G = GemvTag<__nv_bfloat16, 8, 1, kChainUnroll, kChainSplit, A>;
-    for (const ChainStage &st : plan.stage) {
-      const unsigned blocks = gemvBlocks(st.N, kChainSplit);
-      if (st.w3)
-        L(gateUpKernel<__nv_bfloat16, 8, 1, G::kUnroll, G::kSplit, A>, blocks,
-          st.x, int64_t(st.K), st.w1, st.w3, st.a, int64_t(st.N), st.b,
-          int64_t(st.N), st.y, int64_t(st.N), 1, st.K, st.N);
-      else
-        L(gemvKernel<__nv_bfloat16, 8, 1, G::kUnroll, G::kSplit, A>, blocks,
-          st.x, int64_t(st.K), st.w1, st.y, int64_t(st.N), 1, st.K, st.N, 0);
+    const auto gemv = [&](const float *x, const __nv_bfloat16 *w, float *y,
+                          int K, int N) {
+      L(gemvKernel<__nv_bfloat16, 8, 1, G::kUnroll, G::kSplit, A>,
+        gemvBlocks(N, kChainSplit), x, int64_t(K), w, y, int64_t(N), 1, K, N,
+        0);
+    };
+    const auto norm = [&](const float *a, const float *b, float *r,
+                          const float *g, float *y) {
+      L(addRmsNormKernel, 1u, a, b, r, g, y, int64_t(kChainD), kChainEps);
+    };
+    const float *r0 = plan.x0, *dprev = plan.zero;
+    for (int l = 0; l < kChainLayers; ++l) {
+      const ChainLayer &c = plan.layer[l];
+      if (norms)
+        norm(r0, dprev, c.r1, c.g1, c.xn1);
+      gemv(norms ? c.xn1 : (l == 0 ? plan.x0 : dprev), c.wqkv, c.qkv, kChainD,
+           kChainQkv);
+      gemv(c.qkv, c.wo, c.o, kChainD, kChainD);
+      if (norms)
+        norm(c.r1, c.o, c.r2, c.g2, c.xn2);
+      L(gateUpKernel<__nv_bfloat16, 8, 1, G::kUnroll, G::kSplit, A>,
+        gemvBlocks(kChainHidden, kChainSplit), norms ? c.xn2 : c.o,
+        int64_t(kChainD), c.w1, c.w3, c.a, int64_t(kChainHidden), c.b,
+        int64_t(kChainHidden), c.y, int64_t(kChainHidden), 1, kChainD,
+        kChainHidden);
+      gemv(c.y, c.w2, c.d, kChainHidden, kChainD);
+      r0 = c.r2;
+      dprev = c.d;
     }
   }
   void launchEmptyChain() {
     Launcher L{stream};
-    for (const ChainStage &st : plan.stage)
-      L(emptyChainKernel, gemvBlocks(st.N, kChainSplit), 0);
+    for (int l = 0; l < kChainLayers; ++l)
+      for (int n : {kChainQkv, kChainD, kChainHidden, kChainD})
+        L(emptyChainKernel, gemvBlocks(n, kChainSplit), 0);
   }
   template <typename... P, typename... Args>
   void launchCooperative(void (*kernel)(P...), unsigned blocks, Args... args) {
@@ -484,27 +607,26 @@ struct Chain {
   }
 };
 
-// Whether b equals a (the graph's outputs) to 1e-6 of each stage's largest
-// value, every value finite; prints the largest difference.
-bool sameOutputs(const Chain &c, const std::vector<float> &a,
-                 const std::vector<float> &b, const char *what) {
+// Whether b equals a (the launches' outputs) to 1e-6 of each buffer's
+// largest value, every value finite; prints the largest difference.
+bool sameOutputs(const std::vector<size_t> &starts, const std::vector<float> &a,
+                 const std::vector<float> &b, const std::string &what) {
   double worst = 0;
-  bool finite = true;
-  size_t at = 0;
-  for (const auto &[p, n] : c.outputs) {
+  bool finite = a.size() == b.size();
+  for (size_t s = 0; finite && s + 1 < starts.size(); ++s) {
     double scale = 0, diff = 0;
-    for (size_t i = at; i < at + n; ++i) {
+    for (size_t i = starts[s]; i < starts[s + 1]; ++i) {
       finite = finite && std::isfinite(a[i]) && std::isfinite(b[i]);
       scale = std::max(scale, std::fabs(double(a[i])));
       diff = std::max(diff, std::fabs(double(a[i]) - double(b[i])));
     }
     worst = std::max(worst, diff / std::max(scale, 1e-30));
-    at += n;
   }
   const bool ok = finite && worst <= 1e-6;
-  std::printf("  check %-30s %s (largest difference %.1e of the stage's "
+  std::printf("  check %-40s %s (largest difference %.1e of the buffer's "
               "largest value%s)\n",
-              what, ok ? "ok" : "FAIL", worst, finite ? "" : "; not finite");
+              what.c_str(), ok ? "ok" : "FAIL", worst,
+              finite ? "" : "; not finite");
   return ok;
 }
 
@@ -513,6 +635,7 @@ bool sameOutputs(const Chain &c, const std::vector<float> &a,
 // more).
 struct Persistent {
   const char *name;
+  bool norms;
   void (*kernel)(ChainPlan);
   unsigned blocks = 0;
   int per_sm = 0;
@@ -523,11 +646,21 @@ int runChain(const cudaDeviceProp &prop, int reps) {
   Chain c;
   check(cudaStreamCreateWithFlags(&c.stream, cudaStreamNonBlocking), "stream");
   c.build();
-  Persistent ps[] = {{"persistent, 4 blocks/SM", chainKernel<false, 4>},
-                     {"persistent, 3 blocks/SM", chainKernel<false, 3>},
-                     {"persistent, 2 blocks/SM", chainKernel<false, 2>},
-                     {"persistent, loads ahead, 4/SM", chainKernel<true, 4>},
-                     {"persistent, loads ahead, 2/SM", chainKernel<true, 2>}};
+  using F = ChainForm;
+  Persistent ps[] = {
+      {"persistent, 4 blocks/SM", false, chainKernel<F::Plain, false, 4>},
+      {"persistent, 3 blocks/SM", false, chainKernel<F::Plain, false, 3>},
+      {"persistent, 2 blocks/SM", false, chainKernel<F::Plain, false, 2>},
+      {"persistent, loads ahead, 4/SM", false, chainKernel<F::Plain, true, 4>},
+      {"persistent, loads ahead, 2/SM", false, chainKernel<F::Plain, true, 2>},
+      {"persistent, norm stages, 4/SM", true,
+       chainKernel<F::NormStages, false, 4>},
+      {"persistent, norm stages, 2/SM", true,
+       chainKernel<F::NormStages, false, 2>},
+      {"persistent, norms folded, 4/SM", true,
+       chainKernel<F::NormFolded, false, 4>},
+      {"persistent, norms folded, 2/SM", true,
+       chainKernel<F::NormFolded, false, 2>}};
   for (Persistent &p : ps) {
     check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&p.per_sm, p.kernel,
                                                         kGemvThreads, 0),
@@ -543,55 +676,67 @@ int runChain(const cudaDeviceProp &prop, int reps) {
       return 1;
     }
   }
-  double bytes = 0;
-  for (const ChainStage &st : c.plan.stage)
-    bytes += 2.0 * st.N * st.K * (st.w3 ? 2 : 1);
+  const double bytes =
+      2.0 * kChainLayers * kChainD *
+      (kChainQkv + kChainD + 2.0 * kChainHidden + kChainHidden);
   std::printf("\nchain: %d layers of the 1B's one-row GEMVs (%.1f MB a "
               "layer), %d loads, %d warps a column\n",
               kChainLayers, bytes / kChainLayers / 1e6, kChainUnroll,
               kChainSplit);
 
   int failures = 0;
-  c.clearOutputs();
-  c.launchGraphChain<false>();
-  const std::vector<float> want = c.readOutputs();
-  const auto verify = [&](const char *what, auto &&run) {
+  double base[2] = {0, 0}; // the launches, without and with the norms
+  for (bool norms : {false, true}) {
+    const char *form = norms ? "with norms" : "plain";
+    std::vector<size_t> starts;
     c.clearOutputs();
-    run();
-    failures += !sameOutputs(c, want, c.readOutputs(), what);
-  };
-  verify("launches, loads ahead", [&] { c.launchGraphChain<true>(); });
-  for (const Persistent &p : ps)
-    verify(p.name, [&] { c.launchCooperative(p.kernel, p.blocks, c.plan); });
-
-  const double base = c.time(reps, true, [&] { c.launchGraphChain<false>(); });
-  const auto row = [&](const char *what, double us, const char *note) {
-    std::printf("  %-30s %8.1f us a chain %6.2f us a layer %6.0f GB/s  "
+    c.launchGraphChain<false>(norms);
+    const std::vector<float> want = c.readOutputs(norms, starts);
+    const auto verify = [&](const std::string &what, auto &&run) {
+      c.clearOutputs();
+      run();
+      std::vector<size_t> s2;
+      failures += !sameOutputs(starts, want, c.readOutputs(norms, s2), what);
+    };
+    if (!norms)
+      verify("launches, loads ahead", [&] { c.launchGraphChain<true>(false); });
+    for (const Persistent &p : ps)
+      if (p.norms == norms)
+        verify(std::string(p.name) + (norms ? "" : ", plain"),
+               [&] { c.launchCooperative(p.kernel, p.blocks, c.plan); });
+    base[norms] = c.time(reps, true, [&] { c.launchGraphChain<false>(norms); });
+    std::printf("  %s: launches %.1f us a chain, %.2f us a layer\n", form,
+                base[norms], base[norms] / kChainLayers);
+  }
+  const auto row = [&](const char *what, bool norms, double us,
+                       const char *note) {
+    std::printf("  %-31s %8.1f us a chain %6.2f us a layer %6.0f GB/s  "
                 "%5.2fx launches%s\n",
-                what, us, us / kChainLayers, bytes / (us * 1e3), base / us,
-                note);
+                what, us, us / kChainLayers, bytes / (us * 1e3),
+                base[norms] / us, note);
   };
-  row("launches (graph, PDL)", base, "");
-  row("launches, loads ahead",
-      c.time(reps, true, [&] { c.launchGraphChain<true>(); }), "");
+  row("launches (graph, PDL)", false, base[0], "");
+  row("launches, loads ahead", false,
+      c.time(reps, true, [&] { c.launchGraphChain<true>(false); }), "");
+  row("launches with norms", true, base[1], "");
   for (const Persistent &p : ps) {
     char note[96];
     std::snprintf(note, sizeof note, "  (%u blocks, %zu bytes of local memory)",
                   p.blocks, p.local);
-    row(p.name,
+    row(p.name, p.norms,
         c.time(reps, false,
                [&] { c.launchCooperative(p.kernel, p.blocks, c.plan); }),
         note);
   }
   const double empty =
-      c.time(reps, true, [&] { c.launchEmptyChain(); }) / kChainStages;
+      c.time(reps, true, [&] { c.launchEmptyChain(); }) / (4 * kChainLayers);
   const unsigned bb = ps[0].blocks;
+  const unsigned count = 4 * kChainLayers - 1;
   const double barrier = c.time(reps, false, [&] {
-    c.launchCooperative(barrierChainKernel, bb, c.plan.arrived,
-                        unsigned(kChainStages - 1));
-  }) / (kChainStages - 1);
-  std::printf("  floors: an empty programmatic launch (the chain's grids) "
-              "%.2f us, a grid barrier of %u blocks %.2f us\n",
+    c.launchCooperative(barrierChainKernel, bb, c.plan.arrived, count);
+  }) / count;
+  std::printf("  floors: an empty programmatic launch (the plain chain's "
+              "grids) %.2f us, a grid barrier of %u blocks %.2f us\n",
               empty, bb, barrier);
   std::printf("\nloom-bench-gemv --chain: %d failures\n", failures);
   return failures ? 1 : 0;

@@ -279,6 +279,26 @@ __global__ void ropeKernel(const StepParams *s, float *x, int64_t ldx,
 // Add followed by RmsNorm of its sum: z = a + b, y = rmsnorm(z) * w, one
 // block per row of D (dense rows). y may alias a or b: a thread reads its
 // own z values after the block's reduction.
+// One row of it, by the whole block (`red`: 32 floats of shared memory).
+// Z: z is written, and read back for y; otherwise z is not used and y must
+// not alias a or b (loom-bench-gemv --chain's persistent kernel normalises
+// into shared memory).
+template <bool Z>
+__device__ __forceinline__ void
+addRmsNormRow(const float *a, const float *b, float *z, const float *w,
+              float *y, int64_t D, float eps, float *red) {
+  float ss = 0.0f;
+  for (int64_t i = threadIdx.x; i < D; i += blockDim.x) {
+    const float v = a[i] + b[i];
+    if constexpr (Z)
+      z[i] = v;
+    ss += v * v;
+  }
+  ss = blockSum(ss, red);
+  const float inv = 1.0f / sqrtf(ss / float(D) + eps);
+  for (int64_t i = threadIdx.x; i < D; i += blockDim.x)
+    y[i] = w[i] * (inv * (Z ? z[i] : a[i] + b[i]));
+}
 __global__ void addRmsNormKernel(const float *a, const float *b, float *z,
                                  const float *w, float *y, int64_t D,
                                  float eps) {
@@ -287,16 +307,7 @@ __global__ void addRmsNormKernel(const float *a, const float *b, float *z,
   pdlWait();
   __shared__ float red[32];
   const int64_t off = int64_t(blockIdx.x) * D;
-  float ss = 0.0f;
-  for (int64_t i = threadIdx.x; i < D; i += blockDim.x) {
-    const float v = a[off + i] + b[off + i];
-    z[off + i] = v;
-    ss += v * v;
-  }
-  ss = blockSum(ss, red);
-  const float inv = 1.0f / sqrtf(ss / float(D) + eps);
-  for (int64_t i = threadIdx.x; i < D; i += blockDim.x)
-    y[off + i] = w[i] * (inv * z[off + i]);
+  addRmsNormRow<true>(a + off, b + off, z + off, w, y + off, D, eps, red);
 }
 
 // RoPE on the q and k columns of a packed qkv row, then its k and v parts
