@@ -96,6 +96,11 @@ step() {
 # is what the checks are short of, and most of them leave the GPU idle
 # while their CPU side (a reference, the comparison) runs.
 JOBS=${GPU_CHECK_JOBS:-4}
+[[ $JOBS =~ ^[1-9][0-9]*$ ]] || {
+  echo "gpu-check: GPU_CHECK_JOBS must be a positive integer, not '$JOBS'"
+  rm -rf "$W"
+  exit 2
+}
 pnames=()
 ppids=()
 running() {

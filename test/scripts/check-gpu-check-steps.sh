@@ -5,7 +5,8 @@
 # once, then fails for LOOM_CUDA_GEMV=8,4 and skips otherwise) runs as the
 # four cuda-unit-gemv-* steps, 3 at a time, in LOOM_CHECK_DEVICE=cpu mode.
 # Checks: the outcomes (3 SKIP, 1 FAIL), their order, the failure count and
-# exit status, and that the runs overlapped but never more than 3 at once.
+# exit status, and that the runs overlapped but never more than 3 at once;
+# and that a malformed GPU_CHECK_JOBS is refused before any step.
 #   check-gpu-check-steps.sh BUILD_DIR SOURCE_DIR WORK_DIR
 set -euo pipefail
 BUILD=$1 SRC=$2 WORK=$3
@@ -46,4 +47,12 @@ grep -q '^gpu-check: failed: cuda-unit-gemv-8,4$' "$WORK/log" || fail "the faile
   fail "step output not under its heading"
 most=$(cat "$WORK/most")
 [ "$most" -ge 2 ] && [ "$most" -le 3 ] || fail "$most runs alive at once, not 2 or 3"
+# A malformed job count is refused before any step runs.
+rc=0
+(cd "$SRC" && LOOM_CHECK_DEVICE=cpu GPU_CHECK_JOBS=four OUT="$WORK/out-bad" \
+  bash scripts/gpu-check.sh "$WORK/bundle") > "$WORK/log-bad" 2>&1 || rc=$?
+[ $rc = 2 ] || fail "GPU_CHECK_JOBS=four: exit status $rc, not 2"
+grep -q "GPU_CHECK_JOBS must be a positive integer, not 'four'" "$WORK/log-bad" ||
+  fail "GPU_CHECK_JOBS=four: no error naming it"
+! grep -q '^=== ' "$WORK/log-bad" || fail "GPU_CHECK_JOBS=four: steps ran"
 echo "check-gpu-check-steps: ok ($most runs at once at most)"
