@@ -264,43 +264,26 @@ struct ChainPlan { // a kernel parameter: 2.2 KB of the 4 KB
   ChainLayer layer[kChainLayers];
   const float *x0;   // layer 0's input (plain) or residual (norms)
   const float *zero; // kChainD zeros: layer 0's "previous down"
-  unsigned *arrived; // the grid barrier's counter, zeroed before a launch
+  GridBarrier *barrier; // the runtime's (kernels.cuh), zeroed once
   // kChainD, kChainQkv, kChainHidden as values the compiler cannot fold:
   // the kernels it is compared with take their shapes as arguments.
   int D, Qkv, Hidden;
 };
 enum class ChainForm { Plain, NormStages, NormFolded };
 
-// The persistent kernel's grid barrier: every block adds one to `arrived`
-// (zeroed before the launch) and waits until it reaches `target`, the
-// barrier's number times the grid's blocks. This is what cooperative
-// groups' grid sync does, in fewer registers (which that sync cost this
-// kernel): the counter's address comes from the kernel parameter.
-__device__ __forceinline__ void chainBarrier(unsigned *arrived,
-                                             unsigned target) {
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    __threadfence(); // the block's outputs before its arrival
-    atomicAdd(arrived, 1u);
-    while (*static_cast<volatile unsigned *>(arrived) < target) {
-    }
-    __threadfence(); // the other blocks' outputs after it
-  }
-  __syncthreads();
-}
-
-// What a persistent stage's blocks do at its start: barrier number
-// `barrier` (none for 0), then, for a folded norm, r = a + b normalised
+// What a persistent stage's blocks do at its start: the grid barrier
+// (gridBarrier, the runtime's persistent decode kernel's; none for stage
+// 0), then, for a folded norm, r = a + b normalised
 // by the whole block into xs (its shared memory), block 0 also writing r
 // and the normalised row out (for the comparison with the launches).
 struct ChainStart {
-  unsigned *arrived;
+  GridBarrier *grid_barrier;
   unsigned barrier;
   const float *na = nullptr, *nb = nullptr, *nw = nullptr; // folded norm
   float *xs = nullptr, *nr = nullptr, *ny = nullptr;
   __device__ __forceinline__ void run() const {
     if (barrier != 0)
-      chainBarrier(arrived, barrier * gridDim.x);
+      gridBarrier(grid_barrier);
     if (na == nullptr)
       return;
     __shared__ float red[32];
@@ -390,26 +373,26 @@ __global__ void __launch_bounds__(kGemvThreads, B)
     const ChainLayer &L = plan.layer[l];
     const float *x1 = norms ? L.xn1 : (l == 0 ? plan.x0 : dprev);
     if constexpr (F == ChainForm::NormStages)
-      chainNorm({plan.arrived, barrier++}, r0, dprev, L.r1, L.g1, L.xn1);
+      chainNorm({plan.barrier, barrier++}, r0, dprev, L.r1, L.g1, L.xn1);
     if constexpr (fold)
       chainGemv<1, A>(
-          {plan.arrived, barrier++, r0, dprev, L.g1, xs, L.r1, L.xn1}, xs,
+          {plan.barrier, barrier++, r0, dprev, L.g1, xs, L.r1, L.xn1}, xs,
           L.wqkv, nullptr, nullptr, nullptr, L.qkv, plan.D, plan.Qkv);
     else
-      chainGemv<1, A>({plan.arrived, barrier++}, x1, L.wqkv, nullptr, nullptr,
+      chainGemv<1, A>({plan.barrier, barrier++}, x1, L.wqkv, nullptr, nullptr,
                       nullptr, L.qkv, plan.D, plan.Qkv);
-    chainGemv<1, A>({plan.arrived, barrier++}, L.qkv, L.wo, nullptr, nullptr,
+    chainGemv<1, A>({plan.barrier, barrier++}, L.qkv, L.wo, nullptr, nullptr,
                     nullptr, L.o, plan.D, plan.D);
     if constexpr (F == ChainForm::NormStages)
-      chainNorm({plan.arrived, barrier++}, L.r1, L.o, L.r2, L.g2, L.xn2);
+      chainNorm({plan.barrier, barrier++}, L.r1, L.o, L.r2, L.g2, L.xn2);
     if constexpr (fold)
       chainGemv<2, A>(
-          {plan.arrived, barrier++, L.r1, L.o, L.g2, xs, L.r2, L.xn2}, xs, L.w1,
+          {plan.barrier, barrier++, L.r1, L.o, L.g2, xs, L.r2, L.xn2}, xs, L.w1,
           L.w3, L.a, L.b, L.y, plan.D, plan.Hidden);
     else
-      chainGemv<2, A>({plan.arrived, barrier++}, norms ? L.xn2 : L.o, L.w1,
+      chainGemv<2, A>({plan.barrier, barrier++}, norms ? L.xn2 : L.o, L.w1,
                       L.w3, L.a, L.b, L.y, plan.D, plan.Hidden);
-    chainGemv<1, A>({plan.arrived, barrier++}, L.y, L.w2, nullptr, nullptr,
+    chainGemv<1, A>({plan.barrier, barrier++}, L.y, L.w2, nullptr, nullptr,
                     nullptr, L.d, plan.Hidden, plan.D);
     r0 = L.r2;
     dprev = L.d;
@@ -422,9 +405,9 @@ __global__ void __launch_bounds__(kGemvThreads) emptyChainKernel(int) {
 }
 
 __global__ void __launch_bounds__(kGemvThreads)
-    barrierChainKernel(unsigned *arrived, unsigned count) {
-  for (unsigned i = 1; i <= count; ++i)
-    chainBarrier(arrived, i * gridDim.x);
+    barrierChainKernel(GridBarrier *barrier, unsigned count) {
+  for (unsigned i = 0; i < count; ++i)
+    gridBarrier(barrier);
 }
 
 struct Chain {
@@ -457,7 +440,8 @@ struct Chain {
       hx[size_t(i)] = float(std::sin(0.37 * i + 0.1));
     plan.x0 = upload(hx);
     plan.zero = upload(std::vector<float>(D, 0.0f));
-    plan.arrived = alloc<unsigned>(1);
+    plan.barrier = alloc<GridBarrier>(1);
+    check(cudaMemset(plan.barrier, 0, sizeof(GridBarrier)), "barrier");
     plan.D = kChainD;
     plan.Qkv = kChainQkv;
     plan.Hidden = kChainHidden;
@@ -557,13 +541,10 @@ struct Chain {
   }
   template <typename... P, typename... Args>
   void launchCooperative(void (*kernel)(P...), unsigned blocks, Args... args) {
-    check(cudaMemsetAsync(plan.arrived, 0, sizeof(unsigned), stream),
-          "barrier counter");
     Launcher{stream, kGemvThreads, 0, true}(kernel, blocks, args...);
   }
   // Microseconds a chain: `once()` reps times (graph: captured, replayed
-  // once after a warm-up replay; otherwise launched on the stream, a
-  // persistent kernel after the 4-byte memset of its barrier counter).
+  // once after a warm-up replay; otherwise launched on the stream).
   template <typename F> double time(int reps, bool graph, F &&once) {
     cudaGraph_t g = nullptr;
     cudaGraphExec_t ge = nullptr;
@@ -733,7 +714,7 @@ int runChain(const cudaDeviceProp &prop, int reps) {
   const unsigned bb = ps[0].blocks;
   const unsigned count = 4 * kChainLayers - 1;
   const double barrier = c.time(reps, false, [&] {
-    c.launchCooperative(barrierChainKernel, bb, c.plan.arrived, count);
+    c.launchCooperative(barrierChainKernel, bb, c.plan.barrier, count);
   }) / count;
   std::printf("  floors: an empty programmatic launch (the plain chain's "
               "grids) %.2f us, a grid barrier of %u blocks %.2f us\n",

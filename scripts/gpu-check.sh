@@ -172,6 +172,12 @@ pstep cuda-unit-attn-early-16 env LOOM_CUDA_ATTN_EARLY=1 LOOM_CUDA_ATTN_WARPS=16
 pstep cuda-unit-gemv-ahead env LOOM_CUDA_GEMV_AHEAD=1 "$B/bin/loom-cuda-test" --gtest_brief=1
 # One-row bf16 GEMVs streamed by bulk copies through 6 stages (an experiment).
 pstep cuda-unit-gemv-bulk env LOOM_CUDA_GEMV_BULK=6 "$B/bin/loom-cuda-test" --gtest_brief=1
+# One-row steps' layers as one persistent kernel (an experiment), at 2 and 1
+# blocks a multiprocessor: the whole suite (its models that take the
+# kernel's form use it; PersistentDecodeAgrees checks that they do).
+for p in 2 1; do
+  pstep "cuda-unit-persistent-$p" env LOOM_CUDA_PERSISTENT=$p "$B/bin/loom-cuda-test" --gtest_brief=1
+done
 # Looped models' one-row steps piece by piece (LOOM_CUDA_LOOP_GRAPH=0; as
 # one CUDA graph by default): the loop tests (the graph_* cases keep their
 # graphs), and the huginn-tiny golden and references below.
@@ -274,6 +280,18 @@ pstep same-artifact-qwen2 same_artifact "$A/qwen2.loom" 1e-4
 pstep same-artifact-phi3-window same_artifact "$A/phi3-window.loom" 1e-4
 # YaRN rope scaling: frequency divisors and the scale of the rotation.
 pstep same-artifact-qwen2-yarn same_artifact "$A/qwen2-yarn.loom" 1e-4
+# The persistent decode kernel (an experiment) on loomc's artifacts: the
+# decode graph's layers as one kernel, against the CPU as above.
+same_artifact_persistent() {
+  LOOM_CUDA_PERSISTENT=2 same_artifact "$@"
+}
+pstep same-artifact-stories260K-f32-persistent same_artifact_persistent \
+  "$A/stories260K-f32-mt64.loom" 1e-4
+pstep same-artifact-synthetic-f32-persistent same_artifact_persistent \
+  "$A/synthetic_untied-f32-mt3.loom" 1e-4
+pstep same-artifact-llama3-rope-scaling-persistent same_artifact_persistent \
+  "$A/llama3-rope-scaling.loom" 1e-4
+pstep same-artifact-phi3-window-persistent same_artifact_persistent "$A/phi3-window.loom" 1e-4
 # Each prefill attention forced (tiled, a block per row, tensor cores)
 # against the CPU on head_dim-32 models whose 39-token prompt is one long
 # step (the golden models' prompts are short, and their head_dim 8 never
@@ -394,6 +412,9 @@ if command -v compute-sanitizer > /dev/null; then
   pstep sanitizer compute-sanitizer --error-exitcode 9 --tool memcheck "$RUN" \
     "$A/stories260K-f32-mt3.loom" --device cuda --prompt-ids 1,3,4,5,6,7,8 --steps 6 \
     --temperature 0 --print-ids
+  pstep sanitizer-persistent env LOOM_CUDA_PERSISTENT=2 compute-sanitizer --error-exitcode 9 \
+    --tool memcheck "$RUN" "$A/stories260K-f32-mt3.loom" --device cuda \
+    --prompt-ids 1,3,4,5,6,7,8 --steps 6 --temperature 0 --print-ids
 fi
 
 # Looped decode driven piece by piece (LOOM_CUDA_LOOP_GRAPH=0) and as one
@@ -471,13 +492,14 @@ step loop-graph-bench loop_graph_bench
 
 # The variants: the experiments, then the default again (the spread of
 # one configuration between runs).
-STEP_TIMEOUT=420 step bench python3 bench/bench_cuda.py --bundle "$B" --out "$OUTDIR" --workdir "$W/bench" --profile 1b --timeline 110m,1b --timeline-variants early-cluster,gemv-bulk-6,qkv41-ahead \
+STEP_TIMEOUT=420 step bench python3 bench/bench_cuda.py --bundle "$B" --out "$OUTDIR" --workdir "$W/bench" --profile 1b --timeline 110m,1b --timeline-variants early-cluster,gemv-bulk-6,qkv41-ahead,persistent-2 \
   --variant attn-cluster,LOOM_CUDA_ATTN_MERGE=cluster --variant attn-early,LOOM_CUDA_ATTN_EARLY=1 \
   --variant early-cluster,LOOM_CUDA_ATTN_EARLY=1,LOOM_CUDA_ATTN_MERGE=cluster \
   --variant early-16,LOOM_CUDA_ATTN_EARLY=1,LOOM_CUDA_ATTN_WARPS=16 \
   --variant 'gemv-44,LOOM_CUDA_GEMV=qkv:4,4;gate_up:4,4' --variant gemv-ahead,LOOM_CUDA_GEMV_AHEAD=1 \
   --variant gemv-bulk-6,LOOM_CUDA_GEMV_BULK=6 --variant gemv-bulk-12,LOOM_CUDA_GEMV_BULK=12 \
   --variant qkv41-ahead,LOOM_CUDA_GEMV=qkv:4,1,LOOM_CUDA_GEMV_AHEAD=1 \
+  --variant persistent-2,LOOM_CUDA_PERSISTENT=2 --variant persistent-1,LOOM_CUDA_PERSISTENT=1 \
   --variant default-again
 rm -rf "$W"
 [ -z "$failed" ] || echo "gpu-check: failed:$failed"

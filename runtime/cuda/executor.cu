@@ -8,6 +8,7 @@
 #include "../src/device.h"
 #include "../src/trace.h"
 #include "kernels.cuh"
+#include "persistent.h"
 
 #include "loom/error.h"
 
@@ -22,6 +23,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -63,18 +65,6 @@ bool onOff(const char *var, bool dflt) {
 // Rows at or below this run the GEMV kernel (and the split attention);
 // more go to cuBLAS.
 constexpr int64_t kGemvRows = kGemvMaxRows;
-
-struct DeviceTensor {
-  const void *native = nullptr; // as stored (f32 or bf16)
-  const float *f32 = nullptr;   // f32 values (for kernels that need them)
-  WeightType dtype = WeightType::F32;
-};
-
-struct DeviceCache {
-  float *k = nullptr;
-  float *v = nullptr;
-  int64_t kvd = 0;
-};
 
 class CudaExecutor final : public DeviceExecutor {
 public:
@@ -174,13 +164,31 @@ private:
     attr[1].val.clusterDim.x = 1;
     attr[1].val.clusterDim.y = 1;
     attr[1].val.clusterDim.z = cluster_z;
+    launchWith(kernel, grid, block, smem, attr, cluster_z > 1 ? 2 : 1,
+               std::forward<Args>(args)...);
+  }
+  // A cooperative launch (every block resident at once, or the launch
+  // fails), without programmatic dependent launch: the persistent decode
+  // kernel.
+  template <typename... Params, typename... Args>
+  void launchCooperative(void (*kernel)(Params...), dim3 grid, dim3 block,
+                         size_t smem, Args &&...args) {
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeCooperative;
+    attr[0].val.cooperative = 1;
+    launchWith(kernel, grid, block, smem, attr, 1, std::forward<Args>(args)...);
+  }
+  template <typename... Params, typename... Args>
+  void launchWith(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
+                  cudaLaunchAttribute *attrs, unsigned n_attrs,
+                  Args &&...args) {
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = grid;
     cfg.blockDim = block;
     cfg.dynamicSmemBytes = smem;
     cfg.stream = stream_;
-    cfg.attrs = attr;
-    cfg.numAttrs = cluster_z > 1 ? 2 : 1;
+    cfg.attrs = attrs;
+    cfg.numAttrs = n_attrs;
     check(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...),
           "kernel launch");
 #ifdef LOOM_CUDA_TIMELINE
@@ -194,10 +202,7 @@ private:
   // rows + SiluMul of their outputs) and returns how many it covered, or 0.
   size_t launchFused(const ProgramDesc &prog, size_t i, size_t end, int64_t T);
   bool overlap(uint32_t a, uint32_t b) const {
-    const uint64_t n = uint64_t(m_.max_tokens) * sizeof(float);
-    const BufferDesc &x = m_.buffers[a], &y = m_.buffers[b];
-    return x.offset < y.offset + n * uint64_t(y.row_elems) &&
-           y.offset < x.offset + n * uint64_t(x.row_elems);
+    return buffersOverlap(m_, a, b);
   }
   // cls: the GEMV's kernel class (kOmitQkv, kOmitOut, kOmitMatMul,
   // kOmitLogits), for LOOM_CUDA_GEMV's per-class form.
@@ -205,6 +210,28 @@ private:
             float *y, int64_t ldy, int64_t T, int64_t K, int64_t N,
             bool accumulate);
   void qkvAttention(const DispatchDesc &d, int64_t T);
+  // LOOM_CUDA_PERSISTENT=B (an experiment until measured): the one-row
+  // layers of the forward program as persistentDecodeKernel's stages
+  // (kernels.cuh), planned at construction where every dispatch from the
+  // first RmsNorm to the final norm takes a form the kernel runs (GEMVs
+  // of one weight type, f32 or bf16, in whole 16-byte loads; the fused
+  // q|k|v attention with its RoPE folded; no biases; no looped block);
+  // run() launches it in their place for one-row steps.
+  int persistent_blocks_ = 0; // B blocks a multiprocessor (0: off)
+  struct PersistentRun {
+    size_t begin = 0, end = 0;               // the dispatches it covers
+    const PersistentStage *stages = nullptr; // device
+    int count = 0;
+    unsigned grid = 0;
+    size_t smem = 0;
+    void (*kernel)(const StepParams *, const PersistentStage *, int,
+                   GridBarrier *, float *, int *) = nullptr;
+  };
+  std::optional<PersistentRun> persistent_;
+  GridBarrier *persistent_barrier_ = nullptr; // device, zeroed once
+  float *persistent_zero_ = nullptr; // a row of zeros: a plain norm's b
+  // Plans persistent_; returns why not where it cannot.
+  std::string planPersistent(const ProgramDesc &prog);
   // Dispatches i .. i + 2 as one gate/up GEMV + SiLU (launchFused).
   size_t gateUp(const ProgramDesc &prog, size_t i, size_t end, int64_t T);
   void attention(int64_t cache, const float *q, int64_t ldq, const float *k,
@@ -596,6 +623,21 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device, TraceRecorder *trace,
         if (name == n)
           gemv_class_.emplace_back(bit, config);
   }
+  if (const char *e = std::getenv("LOOM_CUDA_PERSISTENT")) {
+    const std::string v = e;
+    if (v != "0" && v != "1" && v != "2")
+      throw Error("LOOM_CUDA_PERSISTENT=" + v +
+                  ": expected 0 (off) or the persistent decode kernel's "
+                  "blocks per multiprocessor, 1 or 2");
+    persistent_blocks_ = std::stoi(v);
+    if (persistent_blocks_ > 0 && omit_ != 0) {
+      std::fprintf(stderr,
+                   "loom: LOOM_CUDA_PERSISTENT=%s: not used with "
+                   "LOOM_CUDA_OMIT (it runs every kernel class)\n",
+                   e);
+      persistent_blocks_ = 0;
+    }
+  }
   if (m.forward().loop && !loop_kv)
     throw Error("internal: a looped model needs the session's KV policy");
 #ifdef LOOM_CUDA_TIMELINE
@@ -874,6 +916,10 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device, TraceRecorder *trace,
     check(
         cudaMemset(attn_counters_, 0, sizeof(int) * size_t(kGemvRows * max_nh)),
         "cudaMemset");
+    if (persistent_blocks_ > 0)
+      if (const std::string why = planPersistent(m.forward()); !why.empty())
+        std::fprintf(stderr, "loom: LOOM_CUDA_PERSISTENT=%d: not used: %s\n",
+                     persistent_blocks_, why.c_str());
     sync("the upload");
   } catch (...) {
     release();
@@ -1346,6 +1392,64 @@ void CudaExecutor::qkvAttention(const DispatchDesc &d, int64_t T) {
           "LOOM_CUDA_OMIT=out");
 }
 
+std::string CudaExecutor::planPersistent(const ProgramDesc &prog) {
+  if (const int64_t zeros = persistentZeros(m_, prog); zeros > 0) {
+    persistent_zero_ = static_cast<float *>(
+        alloc(sizeof(float) * size_t(zeros), "the persistent kernel's zeros"));
+    check(cudaMemset(persistent_zero_, 0, sizeof(float) * size_t(zeros)),
+          "cudaMemset");
+  }
+  const PersistentInputs in{
+      m_,
+      arena_,
+      tensors_,
+      caches_,
+      rope_factors_,
+      persistent_zero_,
+      rope_fold_,
+      [&](int64_t nh) { return splitsFor(nh, 1, persistent_blocks_); }};
+  PersistentPlan plan;
+  if (std::string why = planPersistentStages(prog, in, plan); !why.empty())
+    return why;
+  PersistentRun r;
+  r.begin = plan.begin;
+  r.end = plan.end;
+  r.count = int(plan.stages.size());
+  r.smem = attentionSplitSmem(int(plan.head_dim));
+  const auto take = [&](auto kernel) { r.kernel = kernel; };
+  if (plan.dtype == WeightType::BF16)
+    withPersistentKernel<__nv_bfloat16>(plan.head_dim, take);
+  else
+    withPersistentKernel<float>(plan.head_dim, take);
+  int per_sm = 0;
+  check(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, r.kernel,
+                                                      kGemvThreads, r.smem),
+        "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
+  if (per_sm < persistent_blocks_)
+    throw Error("LOOM_CUDA_PERSISTENT=" + std::to_string(persistent_blocks_) +
+                ": the persistent decode kernel fits " +
+                std::to_string(per_sm) + " block(s) a multiprocessor on " +
+                name_);
+  r.grid = unsigned(persistent_blocks_ * sm_count_);
+  auto *d_stages = static_cast<PersistentStage *>(
+      alloc(sizeof(PersistentStage) * plan.stages.size(),
+            "the persistent kernel's stages"));
+  check(cudaMemcpy(d_stages, plan.stages.data(),
+                   sizeof(PersistentStage) * plan.stages.size(),
+                   cudaMemcpyHostToDevice),
+        "cudaMemcpy");
+  r.stages = d_stages;
+  persistent_barrier_ = static_cast<GridBarrier *>(
+      alloc(sizeof(GridBarrier), "the persistent kernel's barrier"));
+  check(cudaMemset(persistent_barrier_, 0, sizeof(GridBarrier)), "cudaMemset");
+  persistent_ = r;
+  std::fprintf(stderr,
+               "loom: LOOM_CUDA_PERSISTENT=%d: one kernel of %u blocks runs "
+               "dispatches %zu to %zu of one-row steps (%d stages)\n",
+               persistent_blocks_, r.grid, r.begin, r.end - 1, r.count);
+  return "";
+}
+
 void CudaExecutor::launch(const DispatchDesc &d, int64_t T, int64_t logit_begin,
                           int64_t logit_end) {
   const auto &in = d.inputs;
@@ -1588,6 +1692,16 @@ int64_t CudaExecutor::run(const ProgramDesc &prog, size_t begin, size_t end,
         prog.dispatches[i + 1].kernel == Kernel::MatMul &&
         prog.dispatches[i + 2].kernel == Kernel::SiluMul) {
       i += 2;
+      continue;
+    }
+    if (persistent_ && T == 1 && !trace_ && &prog == &m_.forward() &&
+        i == persistent_->begin && persistent_->end <= end) {
+      const PersistentRun &r = *persistent_;
+      timelineDispatch(d.name, "persistent");
+      launchCooperative(r.kernel, r.grid, kGemvThreads, r.smem, d_step_,
+                        r.stages, r.count, persistent_barrier_, attn_ws_,
+                        attn_counters_);
+      i = r.end - 1;
       continue;
     }
     timelineDispatch(d.name, kernelName(d.kernel));

@@ -1049,22 +1049,34 @@ mergeSplits(const Load &load, int splits, int head_dim, float *out, float *e) {
 // (EARLY asks for at most 128 registers: 16 warps a multiprocessor;
 // otherwise ptxas's own choice, 80 at head_dim 64: a minimum of 1 block of
 // 8 warps would let it take 149.)
-template <int DPL, bool CLUSTER, bool EARLY,
-          int NW = kAttnSplitWarps> // head_dim <= 32 DPL
-__global__ void __launch_bounds__(32 * NW, EARLY ? 16 / NW : 0)
-    attentionSplitKernel(const StepParams *s, const float *q, int64_t ldq,
-                         float *K, int64_t ldk, float *V, int64_t ldv,
-                         int group, int head_dim, float *ws, int *counters,
-                         float *out, int64_t ldo, RopeFold fold, int window) {
-  KernelScope scope;
+//
+// The body is attentionSplit, a device function. Where a split block's head,
+// row and split come from and how it waits: AttnKernelGrid, a kernel of its own
+// (its block index, the programmatic wait, the newest k and v read through the
+// non-coherent cache since an earlier kernel wrote them); the persistent decode
+// kernel passes its own (PersistentAttnGrid).
+struct AttnKernelGrid {
+  static constexpr bool kInputFromEarlierKernel = true;
+  __device__ __forceinline__ int head() const { return blockIdx.x; }
+  __device__ __forceinline__ int row() const { return blockIdx.y; }
+  __device__ __forceinline__ int split() const { return blockIdx.z; }
+  __device__ __forceinline__ int heads() const { return gridDim.x; }
+  __device__ __forceinline__ int splits() const { return gridDim.z; }
+  __device__ __forceinline__ void wait() const { pdlWait(); }
+};
+template <int DPL, bool CLUSTER, bool EARLY, int NW, typename G>
+__device__ __forceinline__ void
+attentionSplit(const G &grid, const StepParams *s, const float *q, int64_t ldq,
+               float *K, int64_t ldk, float *V, int64_t ldv, int group,
+               int head_dim, float *ws, int *counters, float *out, int64_t ldo,
+               const RopeFold &fold, int window, float *smem) {
   // Before the wait: what depends only on the step's position (copied in
   // before any kernel of the step) and on constant data, the RoPE angles
   // of the newest position among them.
-  extern __shared__ float smem[];
   __shared__ bool last;
   __shared__ float merge_e[kMaxAttnSplits + 1];
-  const int h = blockIdx.x, t = blockIdx.y, z = blockIdx.z;
-  const int splits = gridDim.z, n_heads = gridDim.x;
+  const int h = grid.head(), t = grid.row(), z = grid.split();
+  const int splits = grid.splits(), n_heads = grid.heads();
   const int end = s->pos + t + 1;
   const int base = window > 0 && end > window ? end - window : 0;
   const int n = end - base;
@@ -1115,8 +1127,11 @@ __global__ void __launch_bounds__(32 * NW, EARLY ? 16 / NW : 0)
 #pragma unroll
       for (int i = 0; i < DPL; ++i) {
         const bool ok = j >= from && j < to && dim_ok[i];
-        kv[b][i] = ok ? __ldg(kb + 32 * i) : kv[b][i];
-        vv[b][i] = ok ? __ldg(vb + 32 * i) : vv[b][i];
+        // The newest row is this step's: written in the same kernel when
+        // the grid is persistent, so read coherently there.
+        const bool nc = G::kInputFromEarlierKernel || !fresh;
+        kv[b][i] = ok ? (nc ? __ldg(kb + 32 * i) : kb[32 * i]) : kv[b][i];
+        vv[b][i] = ok ? (nc ? __ldg(vb + 32 * i) : vb[32 * i]) : vv[b][i];
       }
     }
   };
@@ -1137,7 +1152,7 @@ __global__ void __launch_bounds__(32 * NW, EARLY ? 16 / NW : 0)
     clear(kv, vv);
     loadBatch(kv, vv, j0, kp, vp, lo, early);
   }
-  pdlWait();
+  grid.wait();
   float qv[DPL], acc[DPL];
 #pragma unroll
   for (int i = 0; i < DPL; ++i) {
@@ -1289,6 +1304,19 @@ __global__ void __launch_bounds__(32 * NW, EARLY ? 16 / NW : 0)
               splits, head_dim, out + t * ldo + int64_t(h) * head_dim, merge_e);
   if (threadIdx.x == 0)
     counters[t * n_heads + h] = 0; // ready for the next launch
+}
+template <int DPL, bool CLUSTER, bool EARLY,
+          int NW = kAttnSplitWarps> // head_dim <= 32 DPL
+__global__ void __launch_bounds__(32 * NW, EARLY ? 16 / NW : 0)
+    attentionSplitKernel(const StepParams *s, const float *q, int64_t ldq,
+                         float *K, int64_t ldk, float *V, int64_t ldv,
+                         int group, int head_dim, float *ws, int *counters,
+                         float *out, int64_t ldo, RopeFold fold, int window) {
+  KernelScope scope;
+  extern __shared__ float smem[];
+  attentionSplit<DPL, CLUSTER, EARLY, NW>(AttnKernelGrid{}, s, q, ldq, K, ldk,
+                                          V, ldv, group, head_dim, ws, counters,
+                                          out, ldo, fold, window, smem);
 }
 
 // Decode GEMVs: y[t, n] (+)= sum_k x[t, k] W[n, k] for T <= kGemvMaxRows
@@ -1833,6 +1861,226 @@ template <typename F> bool withGemvBulk(int ns, int64_t K, int M, F &&f) {
 }
 
 // The same for any K and alignment: scalar loads.
+// The persistent decode kernel (LOOM_CUDA_PERSISTENT=B, an experiment until
+// measured; docs/cuda.md, Performance): the layers of a one-row step, from
+// the first layer's RmsNorm to the final norm, as one cooperative launch
+// of B blocks per multiprocessor that runs the same device code as the
+// kernels it replaces (addRmsNormRow, gemvColumn, attentionSplit) stage
+// after stage over virtual blocks, with a grid barrier where a launch
+// boundary was. Each block's first weight loads of a GEMV stage are issued
+// before that barrier, as they are before the programmatic wait. What a
+// stage's blocks write, later stages read with coherent loads (after the
+// barrier's fences); only the weights and the cached K and V rows of
+// earlier steps go through the non-coherent cache.
+
+// The grid barrier: a count of arrivals and a generation the last arrival
+// advances (it resets the count first), so it needs no reset between
+// launches. A block spinning for more than kBarrierTimeoutNs traps (a grid
+// that is not co-resident would otherwise hang the GPU): the step then
+// fails with a launch error instead.
+// The two words sit on different 128-byte lines: the spinning blocks'
+// reads of the generation do not queue behind the arrivals' atomics.
+struct GridBarrier {
+  unsigned count;
+  unsigned pad[31];
+  unsigned generation;
+};
+constexpr uint64_t kBarrierTimeoutNs = 2000000000ull;
+__device__ __forceinline__ void gridBarrier(GridBarrier *b) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    volatile unsigned *gen = &b->generation;
+    const unsigned g = *gen; // read before arriving: it cannot move yet
+    __threadfence();         // the block's writes before its arrival
+    if (atomicAdd(&b->count, 1u) == gridDim.x - 1) {
+      atomicExch(&b->count, 0u);
+      __threadfence();
+      atomicAdd(&b->generation, 1u);
+    } else {
+      const uint64_t since = globalTimerNs();
+      while (*gen == g)
+        if (globalTimerNs() - since > kBarrierTimeoutNs)
+          __trap();
+    }
+    __threadfence(); // the other blocks' writes after it
+  }
+  __syncthreads();
+}
+
+enum class PersistentOp : int { Norm, Gemv, GateUp, Attention };
+// One stage, in device memory (built once per program by the executor).
+struct PersistentStage {
+  PersistentOp op;
+  int K, N;        // GEMVs: x[K] -> y[N] (W [N, K]); Norm: N = D
+  bool accumulate; // Gemv: y += x W^T
+  float eps;       // Norm
+  const float *x;  // GEMV input; Norm: a; Attention: q
+  const float *b;  // Norm: added to a
+  float *z;        // Norm: a + b (null: not kept; y then must not alias)
+  const void *w1;  // GEMV, gate (the kernel's W); Norm: its gain (f32)
+  const void *w3;  // GateUp: up
+  float *y;        // the output (GateUp: silu(a) * b)
+  float *ya, *yb;  // GateUp: a and b
+  float *kc, *vc;  // Attention: the layer's cache
+  int64_t ldk;     //   its row length (kv_heads x head_dim)
+  int group, head_dim, heads, splits, window;
+  RopeFold fold;
+};
+
+// How a stage's blocks start: the first stage waits for the kernel before
+// (programmatic wait), every later one at the grid barrier.
+struct PersistentStart {
+  GridBarrier *barrier;
+  bool first;
+  __device__ __forceinline__ void run() const {
+    if (first)
+      pdlWait();
+    else
+      gridBarrier(barrier);
+  }
+};
+
+// gemvColumn's grid in the persistent kernel: virtual block vb, the stage's
+// start as the wait of the block's first virtual block.
+struct PersistentGemvGrid {
+  static constexpr bool kInputFromEarlierKernel = false;
+  unsigned vb;
+  const PersistentStart *start;
+  __device__ __forceinline__ unsigned block() const { return vb; }
+  __device__ __forceinline__ void wait() const {
+    if (vb == blockIdx.x)
+      start->run();
+  }
+};
+
+// attentionSplit's grid in the persistent kernel (one row).
+struct PersistentAttnGrid {
+  static constexpr bool kInputFromEarlierKernel = false;
+  int h, z, nh, ns;
+  bool first_vb;
+  const PersistentStart *start;
+  __device__ __forceinline__ int head() const { return h; }
+  __device__ __forceinline__ int row() const { return 0; }
+  __device__ __forceinline__ int split() const { return z; }
+  __device__ __forceinline__ int heads() const { return nh; }
+  __device__ __forceinline__ int splits() const { return ns; }
+  __device__ __forceinline__ void wait() const {
+    if (first_vb)
+      start->run();
+  }
+};
+
+// The GEMVs at the 1B's launched default: 4 loads in flight, 2 warps a
+// column.
+constexpr int kPersistentUnroll = 4, kPersistentSplit = 2;
+
+template <typename W, int M>
+__device__ __forceinline__ void persistentGemv(const PersistentStart &start,
+                                               const PersistentStage &st) {
+  constexpr unsigned per_block = kGemvWarps / kPersistentSplit;
+  constexpr int kVec = 16 / sizeof(W);
+  const int K = st.K, N = st.N;
+  const unsigned blocks = (unsigned(N) + per_block - 1) / per_block;
+  const W *ws[2] = {static_cast<const W *>(st.w1),
+                    static_cast<const W *>(st.w3)};
+#pragma unroll 1
+  for (unsigned vb = blockIdx.x; vb < blocks; vb += gridDim.x) {
+    const PersistentGemvGrid g{vb, &start};
+    float out[M][1];
+    int n;
+    if (gemvColumn<W, kVec, 1, kPersistentUnroll, kPersistentSplit, M, false>(
+            st.x, K, ws, 1, K, N, n, out, g)) {
+      if constexpr (M == 2) {
+        const float gv = out[0][0], u = out[1][0];
+        st.ya[n] = gv;
+        st.yb[n] = u;
+        st.y[n] = gv / (1.0f + expf(-gv)) * u;
+      } else {
+        st.y[n] = st.accumulate ? st.y[n] + out[0][0] : out[0][0];
+      }
+    }
+    __syncthreads(); // gemvColumn's shared partial sums, reused next
+  }
+  if (blockIdx.x >= blocks) // a block without columns here
+    start.run();
+}
+
+template <int DPL>
+__device__ __forceinline__ void
+persistentAttention(const PersistentStart &start, const PersistentStage &st,
+                    const StepParams *s, float *ws, int *counters,
+                    float *smem) {
+  const int nh = st.heads, blocks = nh * st.splits;
+#pragma unroll 1
+  for (int vb = int(blockIdx.x); vb < blocks; vb += int(gridDim.x)) {
+    const PersistentAttnGrid g{
+        vb % nh, vb / nh, nh, st.splits, vb == int(blockIdx.x), &start};
+    attentionSplit<DPL, false, false, kAttnSplitWarps>(
+        g, s, st.x, 0, st.kc, st.ldk, st.vc, st.ldk, st.group, st.head_dim, ws,
+        counters, st.y, 0, st.fold, st.window, smem);
+    __syncthreads(); // the split's shared memory, reused next
+  }
+  if (int(blockIdx.x) >= blocks)
+    start.run();
+}
+
+// kGemvThreads threads (the attention's kAttnThreads too), at most
+// kPersistentBlocks blocks a multiprocessor (128 registers), dynamic shared
+// memory attentionSplitSmem(head_dim); W: every GEMV's weights (f32 or
+// bf16), head_dim <= 32 DPL.
+constexpr int kPersistentBlocks = 2;
+static_assert(kAttnThreads == kGemvThreads, "one block size for all stages");
+template <typename W, int DPL>
+__global__ void __launch_bounds__(kGemvThreads, kPersistentBlocks)
+    persistentDecodeKernel(const StepParams *s, const PersistentStage *stages,
+                           int count, GridBarrier *barrier, float *attn_ws,
+                           int *attn_counters) {
+  KernelScope scope;
+  extern __shared__ float smem[];
+  __shared__ float red[32];
+#pragma unroll 1
+  for (int i = 0; i < count; ++i) {
+    const PersistentStage &st = stages[i];
+    const PersistentStart start{barrier, i == 0};
+    switch (st.op) {
+    case PersistentOp::Norm:
+      start.run();
+      if (blockIdx.x == 0) {
+        const float *w = static_cast<const float *>(st.w1);
+        if (st.z)
+          addRmsNormRow<true>(st.x, st.b, st.z, w, st.y, st.N, st.eps, red);
+        else
+          addRmsNormRow<false>(st.x, st.b, nullptr, w, st.y, st.N, st.eps, red);
+      }
+      break;
+    case PersistentOp::Gemv:
+      persistentGemv<W, 1>(start, st);
+      break;
+    case PersistentOp::GateUp:
+      persistentGemv<W, 2>(start, st);
+      break;
+    case PersistentOp::Attention:
+      persistentAttention<DPL>(start, st, s, attn_ws, attn_counters, smem);
+      break;
+    }
+  }
+}
+
+// Host side: calls f(persistentDecodeKernel<W, DPL>) for head_dim (<= 128),
+// or returns false.
+template <typename W, typename F>
+bool withPersistentKernel(int64_t head_dim, F &&f) {
+  if (head_dim <= 32)
+    f(persistentDecodeKernel<W, 1>);
+  else if (head_dim <= 64)
+    f(persistentDecodeKernel<W, 2>);
+  else if (head_dim <= 128)
+    f(persistentDecodeKernel<W, 4>);
+  else
+    return false;
+  return true;
+}
+
 template <typename W>
 __global__ void gemvScalarKernel(const float *__restrict__ x, int64_t ldx,
                                  const W *__restrict__ Wm,

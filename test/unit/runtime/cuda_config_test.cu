@@ -3,7 +3,7 @@
 // instantiations, shared memory against the device limits; and the device
 // sampler's nucleus logic run sequentially against the CPU sampler. No GPU
 // needed (no kernel runs), so CI checks them on every build.
-#include "../../../runtime/cuda/kernels.cuh"
+#include "../../../runtime/cuda/persistent.h"
 #include "loom/sampler.h"
 
 #include <gtest/gtest.h>
@@ -11,7 +11,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <map>
+#include <memory>
 #include <random>
+#include <string>
 #include <vector>
 
 using namespace loom::rt::cuda;
@@ -461,3 +464,247 @@ TEST(Timeline, BlockEventsGoOnTheirMultiprocessorsRows) {
 }
 
 } // namespace
+
+// The persistent decode kernel's plan (persistent.h) over programs built
+// here: fake device addresses (nothing is dereferenced), the arena's
+// buffers laid out one after another.
+namespace persistent {
+
+using loom::rt::BufferDesc;
+using loom::rt::DispatchDesc;
+using loom::rt::Kernel;
+using loom::rt::KvCacheDesc;
+using loom::rt::ModelData;
+using loom::rt::ProgramDesc;
+using loom::rt::WeightType;
+
+struct Program {
+  ModelData m;
+  ProgramDesc p;
+  std::vector<DeviceTensor> tensors;
+  std::vector<DeviceCache> caches;
+  std::map<const DispatchDesc *, const float *> rope;
+  uint64_t arena = 0;
+  char *const base = reinterpret_cast<char *>(uintptr_t(1) << 32);
+  const float *const zeros =
+      reinterpret_cast<const float *>(uintptr_t(3) << 32);
+
+  Program() { m.max_tokens = 4; }
+  uint32_t buffer(int64_t row) {
+    m.buffers.push_back({arena, row});
+    arena += uint64_t(m.max_tokens * row) * sizeof(float) + 256;
+    return uint32_t(m.buffers.size() - 1);
+  }
+  uint32_t weight(WeightType t) {
+    DeviceTensor d;
+    d.native = reinterpret_cast<const void *>((uintptr_t(2) << 32) +
+                                              4096 * tensors.size());
+    d.f32 = static_cast<const float *>(d.native);
+    d.dtype = t;
+    tensors.push_back(d);
+    return uint32_t(tensors.size() - 1);
+  }
+  uint32_t cache(int64_t nkv, int64_t hd, int32_t loop_layer = -1) {
+    m.kv_caches.push_back(
+        KvCacheDesc{uint32_t(m.kv_caches.size()), 64, nkv, hd, loop_layer});
+    caches.push_back(
+        {reinterpret_cast<float *>((uintptr_t(4) << 32) +
+                                   (uintptr_t(caches.size()) << 24)),
+         nullptr, nkv * hd});
+    caches.back().v = caches.back().k + (1 << 20);
+    return uint32_t(m.kv_caches.size() - 1);
+  }
+  void add(Kernel k, std::vector<uint32_t> in, std::vector<uint32_t> out,
+           std::vector<uint32_t> scratch = {}, std::vector<uint32_t> w = {},
+           std::vector<int64_t> ip = {}, std::vector<float> fp = {}) {
+    p.dispatches.push_back({k, std::move(in), std::move(out),
+                            std::move(scratch), std::move(w), std::move(ip),
+                            std::move(fp), ""});
+  }
+  float *at(uint32_t b) const {
+    return reinterpret_cast<float *>(base + m.buffers[b].offset);
+  }
+  std::string plan(PersistentPlan &out, int splits = 3) const {
+    const PersistentInputs in{
+        m,    base,  tensors, caches,
+        rope, zeros, true,    [=](int64_t) { return splits; }};
+    return planPersistentStages(p, in, out);
+  }
+};
+
+struct Shape {
+  int layers = 2;
+  int64_t dim = 64, hidden = 176, heads = 8, kv_heads = 4;
+  WeightType dtype = WeightType::BF16;
+  bool accumulate = false; // the residual added by the projections
+  int64_t qkv_weights = 2; // 3: a bias
+  int32_t loop_layer = -1;
+};
+
+// A Llama in loomc's dispatch form (accumulate: the unit tests' builder's
+// form, the residual added by the out and down projections), ending with
+// the final norm and the classifier.
+std::unique_ptr<Program> llama(const Shape &s) {
+  auto owner = std::make_unique<Program>();
+  Program &g = *owner;
+  const int64_t D = s.dim, hd = D / s.heads, qd = D, kd = s.kv_heads * hd;
+  const uint32_t x = g.buffer(D), r = g.buffer(D), h = g.buffer(D),
+                 o = g.buffer(D), qkv = g.buffer(qd + 2 * kd),
+                 attn = g.buffer(qd), a = g.buffer(s.hidden),
+                 b = g.buffer(s.hidden), y = g.buffer(s.hidden),
+                 dn = g.buffer(D), logits = g.buffer(100);
+  const auto f32 = WeightType::F32;
+  g.add(Kernel::Embed, {}, {x}, {}, {g.weight(f32)});
+  g.p.embed_dispatch = 0;
+  for (int l = 0; l < s.layers; ++l) {
+    const uint32_t c = g.cache(s.kv_heads, hd, s.loop_layer);
+    if (l == 0 || s.accumulate) {
+      g.add(Kernel::RmsNorm, {x}, {h}, {}, {g.weight(f32)}, {}, {1e-5f});
+    } else {
+      g.add(Kernel::Add, {r, dn}, {x});
+      g.add(Kernel::RmsNorm, {x}, {h}, {}, {g.weight(f32)}, {}, {1e-5f});
+    }
+    std::vector<uint32_t> w = {g.weight(s.dtype), g.weight(s.dtype)};
+    if (s.qkv_weights > 2)
+      w.push_back(g.weight(f32));
+    g.add(Kernel::FusedQkvAttention, {h}, {s.accumulate ? x : o}, {qkv, attn},
+          w, {c, s.heads, s.kv_heads, hd, s.accumulate ? 1 : 0}, {1e4f});
+    if (s.accumulate) {
+      g.add(Kernel::RmsNorm, {x}, {h}, {}, {g.weight(f32)}, {}, {1e-5f});
+    } else {
+      g.add(Kernel::Add, {x, o}, {r});
+      g.add(Kernel::RmsNorm, {r}, {h}, {}, {g.weight(f32)}, {}, {1e-5f});
+    }
+    g.add(Kernel::MatMul, {h}, {a}, {}, {g.weight(s.dtype)}, {0});
+    g.add(Kernel::MatMul, {h}, {b}, {}, {g.weight(s.dtype)}, {0});
+    g.add(Kernel::SiluMul, {a, b}, {y});
+    g.add(Kernel::MatMul, {y}, {s.accumulate ? x : dn}, {}, {g.weight(s.dtype)},
+          {s.accumulate ? 1 : 0});
+  }
+  if (!s.accumulate)
+    g.add(Kernel::Add, {r, dn}, {x});
+  g.add(Kernel::RmsNorm, {x}, {h}, {}, {g.weight(f32)}, {}, {1e-5f});
+  g.add(Kernel::Logits, {h}, {logits}, {}, {g.weight(s.dtype)});
+  return owner;
+}
+
+std::string ops(const PersistentPlan &plan) {
+  std::string s;
+  for (const PersistentStage &st : plan.stages)
+    s += st.op == PersistentOp::Norm     ? "N"
+         : st.op == PersistentOp::Gemv   ? "G"
+         : st.op == PersistentOp::GateUp ? "U"
+                                         : "A";
+  return s;
+}
+
+// loomc's form: every dispatch from the first norm to the final one, in
+// order (norm, q|k|v, attention, out, norm, gate/up, down a layer), each
+// stage reading and writing the dispatches' buffers.
+TEST(PersistentPlan, RunsLoomcsLayersAndTheFinalNorm) {
+  const auto owner = llama({});
+  const Program &g = *owner;
+  PersistentPlan plan;
+  ASSERT_EQ(g.plan(plan), "");
+  EXPECT_EQ(plan.begin, 1u);
+  EXPECT_EQ(plan.end, g.p.dispatches.size() - 1); // all but the classifier
+  EXPECT_EQ(ops(plan), "NGAGNUGNGAGNUGN");
+  EXPECT_EQ(plan.head_dim, 8);
+  EXPECT_EQ(plan.dtype, WeightType::BF16);
+  const auto &st = plan.stages;
+  const auto &ds = g.p.dispatches;
+  // The first norm alone: a + 0, no sum kept.
+  EXPECT_EQ(st[0].x, g.at(ds[1].inputs[0]));
+  EXPECT_EQ(st[0].b, g.zeros);
+  EXPECT_EQ(st[0].z, nullptr);
+  EXPECT_EQ(st[0].y, g.at(ds[1].outputs[0]));
+  EXPECT_EQ(st[0].N, 64);
+  EXPECT_FLOAT_EQ(st[0].eps, 1e-5f);
+  // q|k|v, attention, out.
+  const DispatchDesc &f = ds[2];
+  EXPECT_EQ(st[1].x, g.at(f.inputs[0]));
+  EXPECT_EQ(st[1].y, g.at(f.scratch[0]));
+  EXPECT_EQ(st[1].K, 64);
+  EXPECT_EQ(st[1].N, 64 + 2 * 32);
+  EXPECT_EQ(st[1].w1, g.tensors[f.weight_ids[0]].native);
+  EXPECT_EQ(st[2].x, g.at(f.scratch[0]));
+  EXPECT_EQ(st[2].y, g.at(f.scratch[1]));
+  EXPECT_EQ(st[2].fold.k, g.at(f.scratch[0]) + 64);
+  EXPECT_EQ(st[2].fold.v, g.at(f.scratch[0]) + 64 + 32);
+  EXPECT_FLOAT_EQ(st[2].fold.theta, 1e4f);
+  EXPECT_EQ(st[2].kc, g.caches[0].k);
+  EXPECT_EQ(st[2].vc, g.caches[0].v);
+  EXPECT_EQ(st[2].ldk, 32);
+  EXPECT_EQ(st[2].group, 2);
+  EXPECT_EQ(st[2].heads, 8);
+  EXPECT_EQ(st[2].splits, 3);
+  EXPECT_EQ(st[3].x, g.at(f.scratch[1]));
+  EXPECT_EQ(st[3].y, g.at(f.outputs[0]));
+  EXPECT_FALSE(st[3].accumulate);
+  // Add + RmsNorm: the sum kept.
+  EXPECT_EQ(st[4].x, g.at(ds[3].inputs[0]));
+  EXPECT_EQ(st[4].b, g.at(ds[3].inputs[1]));
+  EXPECT_EQ(st[4].z, g.at(ds[3].outputs[0]));
+  EXPECT_EQ(st[4].y, g.at(ds[4].outputs[0]));
+  // gate/up + SiluMul, down.
+  EXPECT_EQ(st[5].ya, g.at(ds[5].outputs[0]));
+  EXPECT_EQ(st[5].yb, g.at(ds[6].outputs[0]));
+  EXPECT_EQ(st[5].y, g.at(ds[7].outputs[0]));
+  EXPECT_EQ(st[5].N, 176);
+  EXPECT_EQ(st[6].K, 176);
+  EXPECT_EQ(st[6].N, 64);
+  EXPECT_FALSE(st[6].accumulate);
+  // The second layer's cache.
+  EXPECT_EQ(st[9].kc, g.caches[1].k);
+}
+
+// The unit tests' builder's form: plain norms, the residual added by the
+// out and down projections.
+TEST(PersistentPlan, AccumulatingProjectionsAdd) {
+  Shape s;
+  s.accumulate = true;
+  s.dtype = WeightType::F32;
+  s.hidden = 172; // f32 rows of whole 16-byte loads
+  const auto owner = llama(s);
+  const Program &g = *owner;
+  PersistentPlan plan;
+  ASSERT_EQ(g.plan(plan), "");
+  EXPECT_EQ(plan.end, g.p.dispatches.size() - 1);
+  EXPECT_EQ(ops(plan), "NGAGNUGNGAGNUGN");
+  EXPECT_EQ(plan.dtype, WeightType::F32);
+  EXPECT_TRUE(plan.stages[3].accumulate);
+  EXPECT_TRUE(plan.stages[6].accumulate);
+  EXPECT_EQ(plan.stages[4].b, g.zeros);
+}
+
+// The plan stops before the first dispatch it cannot run (its rest runs as
+// launches), and is refused where no attention is left in it.
+TEST(PersistentPlan, StopsWhereTheFormEnds) {
+  Shape s;
+  s.hidden = 172; // bf16 rows of 172: not whole 16-byte loads
+  const auto owner = llama(s);
+  const Program &g = *owner;
+  PersistentPlan plan;
+  ASSERT_EQ(g.plan(plan), "");
+  EXPECT_EQ(ops(plan), "NGAGNU"); // up to the first down projection
+  EXPECT_EQ(plan.end, 8u);
+  EXPECT_EQ(g.p.dispatches[plan.end].kernel, Kernel::MatMul);
+
+  Shape biased;
+  biased.qkv_weights = 3;
+  EXPECT_NE(llama(biased)->plan(plan).find("do not take the kernel's form"),
+            std::string::npos);
+  Shape wide_heads;
+  wide_heads.dim = 2048;
+  wide_heads.heads = 8; // head_dim 256
+  wide_heads.kv_heads = 8;
+  EXPECT_EQ(llama(wide_heads)->plan(plan), "head_dim 256 (at most 128)");
+  const auto looped = llama({});
+  looped->p.loop = loom::rt::LoopDesc{};
+  EXPECT_EQ(looped->plan(plan), "a looped model");
+  Shape core;
+  core.loop_layer = 0; // a looped block's cache
+  EXPECT_NE(llama(core)->plan(plan).find("do not take"), std::string::npos);
+}
+
+} // namespace persistent

@@ -425,13 +425,17 @@ TEST_F(CudaSession, OmitLeavesKernelClassesOut) {
 }
 
 // A fused artifact of shape o (bf16 or f32 weights, 16-row steps, a
-// sliding window or none), loaded; `owner` keeps its file.
+// sliding window or none; the FFN's residual added by a dispatch of its
+// own, loomc's form, or by its down projection), loaded; `owner` keeps its
+// file.
 std::shared_ptr<loom::Model> fusedModel(const TinyLlamaOptions &o, bool bf16,
                                         std::unique_ptr<TempFile> &owner,
-                                        int64_t window = 0) {
+                                        int64_t window = 0,
+                                        bool residual_add = false) {
   Case c{"fused", o, {}, bf16};
   c.window = window;
   c.art.fused = true;
+  c.art.residual_add = residual_add;
   c.art.max_tokens = 16;
   TempFile *f = nullptr;
   const std::string path = writeArtifact(c, &f);
@@ -636,6 +640,49 @@ TEST_F(CudaSession, GemvBulkAgrees) {
                      std::string("stages ") + ns);
   for (const char *bad : {"5", "16", "on"})
     bulk.expectRefused(model_, bad);
+}
+
+// LOOM_CUDA_PERSISTENT=B runs the layers of one-row steps as one
+// persistent kernel of B blocks a multiprocessor (an experiment): it says
+// so, and the decode logits and greedy ids agree with the launched kernels
+// to f32 rounding, for f32 and bf16 weights at head_dim 32, 64 (also under
+// a sliding window) and 128, with the FFN's residual added by its down
+// projection and by an Add before the next norm (loomc's form), with the
+// default splits and with one (a block then takes several heads); other
+// values are refused.
+TEST_F(CudaSession, PersistentDecodeAgrees) {
+  ScopedEnv env("LOOM_CUDA_PERSISTENT"), splits("LOOM_CUDA_ATTN_SPLITS");
+  struct Form {
+    TinyLlamaOptions o;
+    bool bf16;
+    int64_t window;
+    bool residual_add;
+  };
+  const TinyLlamaOptions mid = shape(2, 512, 1376, 8, 2, 700, 160, 13);
+  for (const Form &f :
+       {Form{wide(), false, 0, false}, Form{mid, true, 0, true},
+        Form{mid, false, 48, false}, Form{deep(), false, 0, true},
+        Form{deep(), true, 0, false}}) {
+    std::unique_ptr<TempFile> owner;
+    const auto model = fusedModel(f.o, f.bf16, owner, f.window, f.residual_add);
+    for (const char *n : {static_cast<const char *>(nullptr), "1"})
+      for (const char *b : {"1", "2"}) {
+        const std::string what =
+            "dim " + std::to_string(f.o.dim) + (f.bf16 ? ", bf16" : ", f32") +
+            ", window " + std::to_string(f.window) +
+            (f.residual_add ? ", residual adds" : "") + ", splits " +
+            (n ? n : "default") + ", " + b + " blocks a multiprocessor";
+        splits.set(n);
+        testing::internal::CaptureStderr();
+        expectSameDecode(env, nullptr, b, model, 37, true, what);
+        const std::string err = testing::internal::GetCapturedStderr();
+        EXPECT_NE(err.find("one kernel of"), std::string::npos)
+            << what << ": " << err;
+      }
+  }
+  splits.set(nullptr);
+  for (const char *bad : {"3", "on", ""})
+    env.expectRefused(model_, bad);
 }
 
 TEST_F(CudaSession, ResetReplaysTheSameSequence) {
