@@ -297,20 +297,6 @@ struct ChainStart {
   }
 };
 
-// A persistent block's stand-in for GemvKernelGrid: virtual block vb, and
-// the stage's start as the wait of the block's first virtual block (vb =
-// blockIdx.x).
-struct ChainGrid {
-  static constexpr bool kInputFromEarlierKernel = false;
-  unsigned vb;
-  const ChainStart *start;
-  __device__ __forceinline__ unsigned block() const { return vb; }
-  __device__ __forceinline__ void wait() const {
-    if (vb == blockIdx.x)
-      start->run();
-  }
-};
-
 // One GEMV stage of the persistent kernel (M = 1 a GEMV, M = 2 gate/up into
 // a, b and y): every block passes the stage's start once.
 template <int M, bool A>
@@ -322,7 +308,7 @@ chainGemv(const ChainStart &start, const float *x, const __nv_bfloat16 *w1,
   const unsigned blocks = (unsigned(N) + per_block - 1) / per_block;
 #pragma unroll 1
   for (unsigned vb = blockIdx.x; vb < blocks; vb += gridDim.x) {
-    const ChainGrid g{vb, &start};
+    const VirtualGemvGrid<ChainStart> g{vb, &start};
     const __nv_bfloat16 *ws[2] = {w1, w3};
     float out[M][1];
     int n;

@@ -1940,12 +1940,13 @@ struct PersistentStart {
   }
 };
 
-// gemvColumn's grid in the persistent kernel: virtual block vb, the stage's
-// start as the wait of the block's first virtual block.
-struct PersistentGemvGrid {
+// gemvColumn's grid in a persistent kernel: virtual block vb, the stage's
+// start (Start::run(): PersistentStart, or the chain bench's) as the wait
+// of the block's first virtual block (vb = blockIdx.x).
+template <typename Start> struct VirtualGemvGrid {
   static constexpr bool kInputFromEarlierKernel = false;
   unsigned vb;
-  const PersistentStart *start;
+  const Start *start;
   __device__ __forceinline__ unsigned block() const { return vb; }
   __device__ __forceinline__ void wait() const {
     if (vb == blockIdx.x)
@@ -1985,7 +1986,7 @@ __device__ __forceinline__ void persistentGemv(const PersistentStart &start,
                     static_cast<const W *>(st.w3)};
 #pragma unroll 1
   for (unsigned vb = blockIdx.x; vb < blocks; vb += gridDim.x) {
-    const PersistentGemvGrid g{vb, &start};
+    const VirtualGemvGrid<PersistentStart> g{vb, &start};
     float out[M][1];
     int n;
     if (gemvColumn<W, kVec, 1, kPersistentUnroll, kPersistentSplit, M, false>(
