@@ -87,7 +87,7 @@ def attempt(what, fn, *args, **kw):
     try:
         return fn(*args, **kw)
     except SystemExit as e:
-        print("%s FAILED: %s" % (what, e))
+        print("%s FAILED: %s" % (what, e), flush=True)
         problems.append(what)
         return None
 
@@ -310,6 +310,12 @@ def main():
                             "--device", "cuda", "--prompt-tokens", str(P),
                             "--decode-tokens", str(D), "--json"])
             t = json.loads([l for l in torch_out.splitlines() if l.startswith("{")][-1])
+        # Progress lines, flushed: a run cut off by its timeout still shows
+        # what it measured (the table below comes at the end).
+        print("progress: %s default decode %.1f tok/s, prefill %.0f tok/s; torch decode "
+              "%.1f tok/s" % (m, float(loom["decode_tokens_per_s"]),
+                              float(loom["prefill_tokens_per_s"]),
+                              t["decode_tokens_per_s"]), flush=True)
         r_variants = {}
         for v in a.variant:
             env = variant_env(v)
@@ -322,6 +328,10 @@ def main():
             out = keyvals(out)
             r_variants[name] = {"prefill_tok_s": float(out["prefill_tokens_per_s"]),
                                 "decode_tok_s": float(out["decode_tokens_per_s"])}
+            print("progress: %s variant %s decode %.1f tok/s (%.2fx the default)"
+                  % (m, name, r_variants[name]["decode_tok_s"],
+                     r_variants[name]["decode_tok_s"] / float(loom["decode_tokens_per_s"])),
+                  flush=True)
         if m == a.profile:
             profile(os.path.join(b, "bin", "loom-run"), art, a.workdir)
             ncu_profile(os.path.join(b, "bin", "loom-run"), art, a.out)

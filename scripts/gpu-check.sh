@@ -490,16 +490,17 @@ pstep cuda-unit-timeline unit_timeline
 pwait  # nothing else runs while the benchmarks time
 step loop-graph-bench loop_graph_bench
 
-# The variants: the experiments, then the default again (the spread of
-# one configuration between runs).
+# The variants: the experiments (the persistent kernel first: if the step's
+# timeout cuts the run, its progress lines say what was measured), then the
+# default again (the spread of one configuration between runs).
 STEP_TIMEOUT=420 step bench python3 bench/bench_cuda.py --bundle "$B" --out "$OUTDIR" --workdir "$W/bench" --profile 1b --timeline 110m,1b --timeline-variants early-cluster,gemv-bulk-6,qkv41-ahead,persistent-2 \
+  --variant persistent-2,LOOM_CUDA_PERSISTENT=2 --variant persistent-1,LOOM_CUDA_PERSISTENT=1 \
   --variant attn-cluster,LOOM_CUDA_ATTN_MERGE=cluster --variant attn-early,LOOM_CUDA_ATTN_EARLY=1 \
   --variant early-cluster,LOOM_CUDA_ATTN_EARLY=1,LOOM_CUDA_ATTN_MERGE=cluster \
   --variant early-16,LOOM_CUDA_ATTN_EARLY=1,LOOM_CUDA_ATTN_WARPS=16 \
   --variant 'gemv-44,LOOM_CUDA_GEMV=qkv:4,4;gate_up:4,4' --variant gemv-ahead,LOOM_CUDA_GEMV_AHEAD=1 \
   --variant gemv-bulk-6,LOOM_CUDA_GEMV_BULK=6 --variant gemv-bulk-12,LOOM_CUDA_GEMV_BULK=12 \
   --variant qkv41-ahead,LOOM_CUDA_GEMV=qkv:4,1,LOOM_CUDA_GEMV_AHEAD=1 \
-  --variant persistent-2,LOOM_CUDA_PERSISTENT=2 --variant persistent-1,LOOM_CUDA_PERSISTENT=1 \
   --variant default-again
 rm -rf "$W"
 [ -z "$failed" ] || echo "gpu-check: failed:$failed"
