@@ -232,6 +232,13 @@ private:
   float *persistent_zero_ = nullptr; // a row of zeros: a plain norm's b
   // Plans persistent_; returns why not where it cannot.
   std::string planPersistent(const ProgramDesc &prog);
+  void disablePersistent(const char *why) {
+    std::fprintf(stderr,
+                 "loom: LOOM_CUDA_PERSISTENT=%d: turned off (%s); the layers "
+                 "run as launches\n",
+                 persistent_blocks_, why);
+    persistent_.reset();
+  }
   // Dispatches i .. i + 2 as one gate/up GEMV + SiLU (launchFused).
   size_t gateUp(const ProgramDesc &prog, size_t i, size_t end, int64_t T);
   void attention(int64_t cache, const float *q, int64_t ldq, const float *k,
@@ -269,6 +276,27 @@ private:
       work();
       return;
     }
+    if (graph || !persistent_) {
+      captureAndLaunch(graph, work);
+      return;
+    }
+    // A new graph with the persistent kernel (an experiment): where its
+    // capture, instantiation or first launch fails, the kernel is turned
+    // off and the graph captured again without it.
+    try {
+      captureAndLaunch(graph, work);
+    } catch (const Error &e) {
+      if (graph)
+        cudaGraphExecDestroy(graph);
+      graph = nullptr;
+      cudaGetLastError();
+      if (persistent_)
+        disablePersistent(e.what());
+      captureAndLaunch(graph, work);
+    }
+  }
+  template <typename F>
+  void captureAndLaunch(cudaGraphExec_t &graph, F &&work) {
     if (!graph) {
       cudaGraph_t g = nullptr;
       check(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal),
@@ -920,7 +948,9 @@ CudaExecutor::CudaExecutor(const ModelData &m, int device, TraceRecorder *trace,
       if (const std::string why = planPersistent(m.forward()); !why.empty())
         std::fprintf(stderr, "loom: LOOM_CUDA_PERSISTENT=%d: not used: %s\n",
                      persistent_blocks_, why.c_str());
-    sync("the upload");
+    // The memsets and the pageable copies above run on the legacy stream,
+    // which the (non-blocking) stream does not wait for: all of it first.
+    check(cudaDeviceSynchronize(), "the upload");
   } catch (...) {
     release();
     throw;
@@ -1696,13 +1726,25 @@ int64_t CudaExecutor::run(const ProgramDesc &prog, size_t begin, size_t end,
     }
     if (persistent_ && T == 1 && !trace_ && &prog == &m_.forward() &&
         i == persistent_->begin && persistent_->end <= end) {
-      const PersistentRun &r = *persistent_;
+      const PersistentRun r = *persistent_;
       timelineDispatch(d.name, "persistent");
-      launchCooperative(r.kernel, r.grid, kGemvThreads, r.smem, d_step_,
-                        r.stages, r.count, persistent_barrier_, attn_ws_,
-                        attn_counters_);
-      i = r.end - 1;
-      continue;
+      try {
+        launchCooperative(r.kernel, r.grid, kGemvThreads, r.smem, d_step_,
+                          r.stages, r.count, persistent_barrier_, attn_ws_,
+                          attn_counters_);
+        i = r.end - 1;
+        continue;
+      } catch (const Error &e) {
+        // A launch refused (e.g. too large a cooperative grid under MPS):
+        // while capturing, runCaptured captures again without the kernel;
+        // otherwise the layers run as launches from here.
+        cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+        cudaStreamIsCapturing(stream_, &capturing);
+        cudaGetLastError();
+        if (capturing != cudaStreamCaptureStatusNone)
+          throw;
+        disablePersistent(e.what());
+      }
     }
     timelineDispatch(d.name, kernelName(d.kernel));
     // Traced runs keep one event per dispatch, so they do not fuse.

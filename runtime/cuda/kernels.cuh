@@ -280,9 +280,9 @@ __global__ void ropeKernel(const StepParams *s, float *x, int64_t ldx,
 // block per row of D (dense rows). y may alias a or b: a thread reads its
 // own z values after the block's reduction.
 // One row of it, by the whole block (`red`: 32 floats of shared memory).
-// Z: z is written, and read back for y; otherwise z is not used and y must
-// not alias a or b (loom-bench-gemv --chain's persistent kernel normalises
-// into shared memory).
+// Z: z is written, and read back for y; otherwise z is not used, and y may
+// be a itself (each thread reads its own values before writing them) but
+// must not partly overlap a or b (the persistent kernels' plain norms).
 template <bool Z>
 __device__ __forceinline__ void
 addRmsNormRow(const float *a, const float *b, float *z, const float *w,
@@ -1876,8 +1876,9 @@ template <typename F> bool withGemvBulk(int ns, int64_t K, int M, F &&f) {
 // The grid barrier: a count of arrivals and a generation the last arrival
 // advances (it resets the count first), so it needs no reset between
 // launches. A block spinning for more than kBarrierTimeoutNs traps (a grid
-// that is not co-resident would otherwise hang the GPU): the step then
-// fails with a launch error instead.
+// that is not co-resident would otherwise hang the GPU): that ends the
+// CUDA context, so the session fails with a launch error instead of
+// hanging, and cannot run again.
 // The two words sit on different 128-byte lines: the spinning blocks'
 // reads of the generation do not queue behind the arrivals' atomics.
 struct GridBarrier {
@@ -2012,13 +2013,16 @@ persistentAttention(const PersistentStart &start, const PersistentStage &st,
                     const StepParams *s, float *ws, int *counters,
                     float *smem) {
   const int nh = st.heads, blocks = nh * st.splits;
+  // In registers: the walk reads its pointers often, and a reference into
+  // the stages would reload them after every store.
+  const RopeFold fold = st.fold;
 #pragma unroll 1
   for (int vb = int(blockIdx.x); vb < blocks; vb += int(gridDim.x)) {
     const PersistentAttnGrid g{
         vb % nh, vb / nh, nh, st.splits, vb == int(blockIdx.x), &start};
     attentionSplit<DPL, false, false, kAttnSplitWarps>(
         g, s, st.x, 0, st.kc, st.ldk, st.vc, st.ldk, st.group, st.head_dim, ws,
-        counters, st.y, 0, st.fold, st.window, smem);
+        counters, st.y, 0, fold, st.window, smem);
     __syncthreads(); // the split's shared memory, reused next
   }
   if (int(blockIdx.x) >= blocks)

@@ -146,7 +146,9 @@ inline std::string planPersistentStages(const ProgramDesc &prog,
       const DispatchDesc &d = ds[j];
       const int64_t D = in.ld(d.inputs[0]);
       if (in.ld(d.outputs[0]) != D || d.weight_ids.size() != 1 ||
-          d.fparams.empty() || in.overlap(d.inputs[0], d.outputs[0]))
+          d.fparams.empty() ||
+          (d.inputs[0] != d.outputs[0] && // in place: each thread its own
+           in.overlap(d.inputs[0], d.outputs[0])))
         return 0;
       st.N = int(D);
       st.eps = d.fparams[0];
@@ -271,9 +273,12 @@ inline std::string planPersistentStages(const ProgramDesc &prog,
   // takes (each stage does what its dispatches do, so any order of them
   // is the program's): a model's layers and its final norm, up to the
   // classifier.
-  size_t begin = 0;
-  while (begin < n && (ds[begin].kernel != Kernel::RmsNorm ||
-                       int64_t(begin) <= prog.embed_dispatch))
+  // (An Add feeding that RmsNorm starts it: the launches would fuse the
+  // two, and the kernel must start where a launch would.)
+  size_t begin = size_t(std::max<int64_t>(prog.embed_dispatch + 1, 0));
+  while (begin < n && ds[begin].kernel != Kernel::RmsNorm &&
+         !(ds[begin].kernel == Kernel::Add && begin + 1 < n &&
+           ds[begin + 1].kernel == Kernel::RmsNorm))
     ++begin;
   size_t end = begin;
   bool attends = false;

@@ -707,4 +707,26 @@ TEST(PersistentPlan, StopsWhereTheFormEnds) {
   EXPECT_NE(llama(core)->plan(plan).find("do not take"), std::string::npos);
 }
 
+// Where an Add feeds the first norm (the launches fuse the two), the plan
+// starts at the Add; a plain RmsNorm in place is a stage too.
+TEST(PersistentPlan, StartsWhereTheLaunchesWould) {
+  const auto owner = llama({});
+  Program &g = *owner;
+  auto &ds = g.p.dispatches;
+  const uint32_t x = ds[1].inputs[0], pos = g.buffer(64);
+  ds.insert(ds.begin() + 1,
+            DispatchDesc{Kernel::Add, {x, pos}, {x}, {}, {}, {}, {}, ""});
+  PersistentPlan plan;
+  ASSERT_EQ(g.plan(plan), "");
+  EXPECT_EQ(plan.begin, 1u);
+  EXPECT_EQ(ops(plan), "NGAGNUGNGAGNUGN");
+  EXPECT_EQ(plan.stages[0].b, g.at(pos));
+  EXPECT_EQ(plan.stages[0].z, g.at(x));
+
+  const auto in_place = llama({});
+  in_place->p.dispatches[1].outputs = in_place->p.dispatches[1].inputs;
+  ASSERT_EQ(in_place->plan(plan), "");
+  EXPECT_EQ(plan.stages[0].y, plan.stages[0].x);
+}
+
 } // namespace persistent
