@@ -238,6 +238,15 @@ private:
                  "run as launches\n",
                  persistent_blocks_, why);
     persistent_.reset();
+    // A step graph captured with the kernel would still replay it.
+    destroyStepGraphs();
+  }
+  void destroyStepGraphs() {
+    for (cudaGraphExec_t *g : {&decode_graph_, &forward_graph_}) {
+      if (*g)
+        cudaGraphExecDestroy(*g); // one in flight is freed when it ends
+      *g = nullptr;
+    }
   }
   // Dispatches i .. i + 2 as one gate/up GEMV + SiLU (launchFused).
   size_t gateUp(const ProgramDesc &prog, size_t i, size_t end, int64_t T);
@@ -1097,11 +1106,7 @@ void CudaExecutor::release() {
 #ifdef LOOM_CUDA_TIMELINE
   timelineWrite();
 #endif
-  if (decode_graph_)
-    cudaGraphExecDestroy(decode_graph_);
-  if (forward_graph_)
-    cudaGraphExecDestroy(forward_graph_);
-  decode_graph_ = forward_graph_ = nullptr;
+  destroyStepGraphs();
   for (auto &kv : loop_graphs_)
     if (kv.second)
       cudaGraphExecDestroy(kv.second);
@@ -1456,10 +1461,8 @@ std::string CudaExecutor::planPersistent(const ProgramDesc &prog) {
                                                       kGemvThreads, r.smem),
         "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
   if (per_sm < persistent_blocks_)
-    throw Error("LOOM_CUDA_PERSISTENT=" + std::to_string(persistent_blocks_) +
-                ": the persistent decode kernel fits " +
-                std::to_string(per_sm) + " block(s) a multiprocessor on " +
-                name_);
+    return "the kernel fits " + std::to_string(per_sm) +
+           " block(s) a multiprocessor on " + name_;
   r.grid = unsigned(persistent_blocks_ * sm_count_);
   auto *d_stages = static_cast<PersistentStage *>(
       alloc(sizeof(PersistentStage) * plan.stages.size(),

@@ -107,12 +107,17 @@ inline std::string planPersistentStages(const ProgramDesc &prog,
       return false;
     if (!dtype)
       dtype = t.dtype;
-    return t.dtype == *dtype &&
+    return t.native && t.dtype == *dtype &&
            K % (t.dtype == WeightType::BF16 ? 8 : 4) == 0 &&
            reinterpret_cast<uintptr_t>(t.native) % 16 == 0;
   };
   const auto aligned = [&](uint32_t b) {
     return reinterpret_cast<uintptr_t>(in.buffer(b)) % 16 == 0;
+  };
+  // Element-wise stages: each thread reads and writes only its own
+  // elements, so two buffers may be one, but not overlap partly.
+  const auto sameOrApart = [&](uint32_t a, uint32_t b) {
+    return a == b || !in.overlap(a, b);
   };
   const auto matmul = [](const DispatchDesc &x) {
     return x.kernel == Kernel::MatMul && x.weight_ids.size() == 1;
@@ -134,6 +139,12 @@ inline std::string planPersistentStages(const ProgramDesc &prog,
           in.ld(d.inputs[1]) != D || in.ld(e.outputs[0]) != D ||
           e.weight_ids.size() != 1 || e.fparams.empty())
         return 0;
+      const uint32_t io[4] = {d.inputs[0], d.inputs[1], d.outputs[0],
+                              e.outputs[0]};
+      for (int p = 0; p < 4; ++p)
+        for (int q = p + 1; q < 4; ++q)
+          if (!sameOrApart(io[p], io[q]))
+            return 0;
       st.N = int(D);
       st.eps = e.fparams[0];
       st.x = in.buffer(d.inputs[0]);
@@ -146,9 +157,7 @@ inline std::string planPersistentStages(const ProgramDesc &prog,
       const DispatchDesc &d = ds[j];
       const int64_t D = in.ld(d.inputs[0]);
       if (in.ld(d.outputs[0]) != D || d.weight_ids.size() != 1 ||
-          d.fparams.empty() ||
-          (d.inputs[0] != d.outputs[0] && // in place: each thread its own
-           in.overlap(d.inputs[0], d.outputs[0])))
+          d.fparams.empty() || !sameOrApart(d.inputs[0], d.outputs[0]))
         return 0;
       st.N = int(D);
       st.eps = d.fparams[0];
@@ -182,6 +191,7 @@ inline std::string planPersistentStages(const ProgramDesc &prog,
     const uint32_t qkv = d.scratch[0], attn = d.scratch[1];
     if (!weights(w[0], K) || !weights(w[1], qd) || !aligned(d.inputs[0]) ||
         !aligned(attn) || in.ld(qkv) < qd + 2 * kd ||
+        in.overlap(d.inputs[0], qkv) || in.overlap(qkv, attn) ||
         in.overlap(attn, d.outputs[0]))
       return 0;
     head_dim = hd;

@@ -729,4 +729,48 @@ TEST(PersistentPlan, StartsWhereTheLaunchesWould) {
   EXPECT_EQ(plan.stages[0].y, plan.stages[0].x);
 }
 
+// Buffers that overlap partly, and weights without a device copy, end the
+// plan where they are: the stages assume each buffer is one another or
+// apart.
+TEST(PersistentPlan, PartialOverlapsAndMissingWeightsEndIt) {
+  PersistentPlan plan;
+  // The second layer's Add (r + dn -> x) with dn starting inside x.
+  const auto owner = llama({});
+  Program &g = *owner;
+  const auto &ds = g.p.dispatches;
+  const size_t second_add = 9;
+  ASSERT_EQ(ds[second_add].kernel, Kernel::Add);
+  const uint32_t x = ds[second_add].outputs[0], dn = ds[second_add].inputs[1];
+  g.m.buffers[dn].offset = g.m.buffers[x].offset + 16;
+  ASSERT_EQ(g.plan(plan), "");
+  EXPECT_EQ(ops(plan), "NGAGNUG");
+  EXPECT_EQ(plan.end, second_add);
+
+  // q|k|v over the attention's input: no attention left, refused.
+  const auto qkv_over_input = llama({});
+  {
+    Program &h = *qkv_over_input;
+    const DispatchDesc &f = h.p.dispatches[2];
+    ASSERT_EQ(f.kernel, Kernel::FusedQkvAttention);
+    h.m.buffers[f.scratch[0]].offset = h.m.buffers[f.inputs[0]].offset + 32;
+  }
+  EXPECT_NE(qkv_over_input->plan(plan).find("do not take"), std::string::npos);
+
+  // The attention's output inside q|k|v.
+  const auto attn_over_qkv = llama({});
+  {
+    Program &h = *attn_over_qkv;
+    const DispatchDesc &f = h.p.dispatches[2];
+    h.m.buffers[f.scratch[1]].offset = h.m.buffers[f.scratch[0]].offset + 64;
+  }
+  EXPECT_NE(attn_over_qkv->plan(plan).find("do not take"), std::string::npos);
+
+  // A GEMV's weights not uploaded in their own type.
+  const auto no_weights = llama({});
+  no_weights->tensors[no_weights->p.dispatches[5].weight_ids[0]].native =
+      nullptr;
+  ASSERT_EQ(no_weights->plan(plan), "");
+  EXPECT_EQ(ops(plan), "NGAGN"); // up to the first gate/up
+}
+
 } // namespace persistent
