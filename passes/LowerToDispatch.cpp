@@ -34,15 +34,15 @@ SmallVector<float> ropeParams(APFloat theta,
 
 struct Lowering {
   OpBuilder &b;
-  DenseMap<std::pair<int64_t, int64_t>, int64_t> bufferIds; // (offset, row)
-  DenseMap<Value, int64_t> slotIds;
   Block *programBody;
+  DenseMap<std::pair<int64_t, int64_t>, int64_t> bufferIds{}; // (offset, row)
+  DenseMap<Value, int64_t> slotIds{};
   int64_t dispatches = 0;
   int64_t kvCaches = 0;
   // While lowering a loop body: the KV caches met so far inside it.
   std::optional<int64_t> loopLayers;
   // Function arguments that are rows: their input buffer.
-  DenseMap<Value, int64_t> args;
+  DenseMap<Value, int64_t> args{};
 
   int64_t buffer(Location loc, int64_t offset, int64_t rowElems) {
     auto [it, inserted] =
@@ -198,14 +198,15 @@ struct Lowering {
         })
         .Case([&](RopeOp r) {
           int64_t cols = cast<RankedTensorType>(r.getType()).getDimSize(1);
-          return dispatch(r, "rope", r.getInput(), {}, {cols, r.getHeadDim()},
+          return dispatch(r, "rope", r.getInput(), {},
+                          {cols, int64_t(r.getHeadDim())},
                           ropeParams(r.getTheta(), r.getFreqFactors(),
                                      r.getScaleAttr(), r.getHeadDim()));
         })
         .Case([&](AttentionOp a) {
-          SmallVector<int64_t> params = {slotIds.lookup(a.getCache()),
-                                         a.getNHeads(), a.getNKvHeads(),
-                                         a.getHeadDim()};
+          SmallVector<int64_t> params = {
+              slotIds.lookup(a.getCache()), int64_t(a.getNHeads()),
+              int64_t(a.getNKvHeads()), int64_t(a.getHeadDim())};
           if (IntegerAttr window = a.getWindowAttr())
             params.push_back(window.getInt());
           return dispatch(a, "attention", {a.getQ(), a.getK(), a.getV()}, {},
@@ -322,7 +323,7 @@ struct LowerToDispatch
     Block *body = new Block();
     program.getBody().push_back(body);
     b.setInsertionPointToEnd(body);
-    Lowering lowering{b, {}, {}, body};
+    Lowering lowering{b, body};
     // A function taking rows (not token ids) reads them from an input buffer.
     auto argOffsets = fn->getAttrOfType<DenseI64ArrayAttr>("loom.arg_offsets");
     for (BlockArgument arg : fn.getArguments()) {

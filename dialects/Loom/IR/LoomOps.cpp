@@ -314,7 +314,7 @@ FusedQkvAttentionOp::verifySymbolUses(SymbolTableCollection &tables) {
                          {(int64_t(getNHeads()) + int64_t(getNKvHeads())) * hd})))
     return failure();
   return checkWeight(*this, tables, getOutWeightAttr(), "out_weight",
-                     {d, getNHeads() * hd});
+                     {d, int64_t(getNHeads()) * hd});
 }
 
 LogicalResult AddRowBiasOp::verifySymbolUses(SymbolTableCollection &tables) {

@@ -118,7 +118,6 @@ __m512 loadWeights(__mmask16 m, Q8Values p) {
   }
   return _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)));
 }
-__m512 loadWeights(Q8Values p) { return loadWeights(0xffff, p); }
 
 // Q4_0 weights addressed like an array of their values. Only the GEMM's
 // panel packing loads them this way (matvecQ4 walks whole blocks), so the
@@ -163,7 +162,6 @@ __m512 loadWeights(__mmask16 m, Q4Values p) {
   }
   return _mm512_load_ps(v);
 }
-__m512 loadWeights(Q4Values p) { return loadWeights(0xffff, p); }
 
 // `w` is a pointer to f32 or bf16 weights, or Q8Values.
 template <typename W>
