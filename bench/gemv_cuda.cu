@@ -218,7 +218,9 @@ double verify(Bench &bn, const GemvConfig &c, int T,
               const std::vector<double> &ref) {
   const int64_t N = bn.s.N;
   // NaN first: a row the kernel leaves out cannot pass on an earlier value.
-  check(cudaMemset(bn.y, 0xff, size_t(T * N) * 4), "clear y");
+  // On the bench's stream: a legacy-stream memset would race with the
+  // launch on a non-blocking stream.
+  check(cudaMemsetAsync(bn.y, 0xff, size_t(T * N) * 4, bn.stream), "clear y");
   bn.launch(c, 0, T);
   check(cudaStreamSynchronize(bn.stream), "verify run");
   return relErr(bn.y, ref.data(), size_t(T * N));
@@ -855,7 +857,8 @@ int main(int argc, char **argv) {
         break;
       bn.launchBulk(ns, 0, true);
       for (float *p : {bn.a, bn.b, bn.y})
-        check(cudaMemset(p, 0xff, size_t(s.N) * 4), "clear outputs");
+        check(cudaMemsetAsync(p, 0xff, size_t(s.N) * 4, bn.stream),
+              "clear outputs");
       bn.launchBulk(ns, 0);
       check(cudaStreamSynchronize(bn.stream), "bulk verify run");
       const size_t n = size_t(s.N);

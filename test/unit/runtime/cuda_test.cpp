@@ -521,14 +521,17 @@ TEST_F(CudaSession, AttentionSplitsAgree) {
 // A prompt, a 5-row step (its rows appended in the same step: read after
 // the wait), then 8 one-row steps (the newest row folded in) and 8 greedy
 // ids agree with the default to f32 rounding at head_dim 32, 64 (also
-// under a sliding window) and 128, with the default splits and with one
-// (each warp walks several batches); other values are refused.
+// under sliding windows of 48 and 160 positions) and 128, with the default
+// splits and with one; at head_dim 32 and 64 the prompt fills the context
+// to 311 positions, so that with one split even a warp of 16 walks two
+// batches of 8 (a batch of 16 warps covers 128); other values are refused.
 TEST_F(CudaSession, SplitAttentionVariantsAgree) {
   ScopedEnv early("LOOM_CUDA_ATTN_EARLY"), warps("LOOM_CUDA_ATTN_WARPS"),
       splits("LOOM_CUDA_ATTN_SPLITS");
   const auto run = [](const std::shared_ptr<loom::Model> &model) {
     const int64_t V = model->config().vocab_size;
-    const std::vector<int32_t> prompt = promptIds(70, V);
+    const std::vector<int32_t> prompt =
+        promptIds(model->contextLength() - 30, V);
     loom::Session s(model, cudaOptions());
     s.forward(prompt.data(), prompt.size());
     const std::vector<int32_t> five = promptIds(5, V);
@@ -545,10 +548,12 @@ TEST_F(CudaSession, SplitAttentionVariantsAgree) {
       all.push_back(float(next = s.forwardSample(next, greedy)));
     return all;
   };
-  const TinyLlamaOptions mid = shape(2, 512, 1376, 8, 2, 700, 160, 13);
+  const TinyLlamaOptions mid = shape(2, 512, 1376, 8, 2, 700, 320, 13),
+                         wider = shape(2, 256, 688, 8, 2, 1000, 320, 7);
   for (const auto &[o, window] :
-       {std::pair{wide(), int64_t(0)}, std::pair{mid, int64_t(0)},
-        std::pair{mid, int64_t(48)}, std::pair{deep(), int64_t(0)}})
+       {std::pair{wider, int64_t(0)}, std::pair{mid, int64_t(0)},
+        std::pair{mid, int64_t(48)}, std::pair{mid, int64_t(160)},
+        std::pair{deep(), int64_t(0)}})
     for (const char *n : {static_cast<const char *>(nullptr), "1"}) {
       std::unique_ptr<TempFile> owner;
       const auto model = fusedModel(o, false, owner, window);
