@@ -83,11 +83,13 @@ problems = []
 
 def attempt(what, fn, *args, **kw):
     """fn(*args, **kw), or None where it fails (sys.exit, as sh and timeline
-    do), the failure printed and recorded in `problems`."""
+    do, or an exception: an unreadable timeline file, a missing key), the
+    failure printed and recorded in `problems`, so one failed measurement
+    does not lose the others."""
     try:
         return fn(*args, **kw)
-    except SystemExit as e:
-        print("%s FAILED: %s" % (what, e), flush=True)
+    except (SystemExit, Exception) as e:
+        print("%s FAILED: %s: %s" % (what, type(e).__name__, e), flush=True)
         problems.append(what)
         return None
 

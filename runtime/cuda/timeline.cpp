@@ -10,9 +10,11 @@
 namespace loom::rt::cuda {
 namespace {
 
-// later - earlier, from ns to microseconds.
+// later - earlier, from ns to microseconds (negative where later is
+// earlier). The difference is taken in integers: %globaltimer counts from
+// the epoch (~1.8e18 ns), where a double is exact only to 256 ns.
 double micros(uint64_t later, uint64_t earlier) {
-  return (double(later) - double(earlier)) * 1e-3;
+  return double(int64_t(later - earlier)) * 1e-3;
 }
 
 // The separator where out holds events already, then {"name":NAME.

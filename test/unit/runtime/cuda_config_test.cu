@@ -366,6 +366,28 @@ TEST(Timeline, ChainTimesAddUpToTheSpan) {
   EXPECT_DOUBLE_EQ(sum, (9000.0 - 1000.0) / 1000.0);
 }
 
+// The GPU's timer counts nanoseconds from the epoch: the same records
+// there give the same times to the nanosecond (a double holds such a
+// time only to 256 ns).
+TEST(Timeline, TimesFromTheEpochKeepTheirNanoseconds) {
+  constexpr uint64_t kNow = 1'800'000'000'000'000'123ull;
+  std::vector<TimelineRecord> records = threeLaunchRecords();
+  for (TimelineRecord &r : records) {
+    r.start += kNow;
+    r.end += kNow;
+    if (r.wait != 0)
+      r.wait += kNow;
+  }
+  std::string why;
+  const auto c = chainTimes(attributeTimeline(threeLaunches(), records, &why));
+  ASSERT_EQ(c.size(), 3u) << why;
+  EXPECT_DOUBLE_EQ(c[0].chain, 1.5);
+  EXPECT_DOUBLE_EQ(c[0].wait, 0.1);
+  EXPECT_DOUBLE_EQ(c[1].chain, 3.5);
+  EXPECT_DOUBLE_EQ(c[1].lead, 1.0);
+  EXPECT_DOUBLE_EQ(c[2].tail, 2.0);
+}
+
 TEST(Timeline, RefusesRecordsThatDoNotFit) {
   std::string why;
   auto records = threeLaunchRecords();
